@@ -1,0 +1,116 @@
+/**
+ * Loads the configuration: reads DIR/ferrymail.yaml (if any), validates it against the settings table,
+ * fills in the embedded defaults and returns one frozen Config.
+ *
+ * The file is untrusted text. A missing file means the embedded default. Any problem throws a
+ * ConfigError listing every issue with file, line and key; nothing half-valid is ever returned.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
+import { FerryError } from '../errors.js';
+import { configDir, defaultSpool, SETTINGS_FILE } from './paths.js';
+import { defaultSettings, type Config, type Settings } from './types.js';
+import { validateSettings, type ConfigIssue } from './validate.js';
+
+/** A configuration that cannot be used, with every issue found. */
+export class ConfigError extends FerryError {
+  readonly issues: ConfigIssue[];
+  readonly file: string;
+  constructor(file: string, issues: ConfigIssue[]) {
+    const first = issues[0];
+    const where = first ? `${file}${first.line ? `:${first.line}` : ''}: ${first.key}: ${first.message}` : file;
+    const more = issues.length > 1 ? ` (and ${issues.length - 1} more; run 'ferrymail config check')` : '';
+    super('config', `invalid configuration: ${where}${more}`);
+    this.issues = issues;
+    this.file = file;
+  }
+}
+
+/** The parsed settings file with a way to find the line of a key. */
+export interface ParsedSettings {
+  file: string;
+  exists: boolean;
+  data: Settings;
+  lineOf: (p: (string | number)[]) => number | undefined;
+  syntax: ConfigIssue[];
+  doc?: Document;
+}
+
+/** Reads and parses the settings file without validating it. */
+export function parseSettingsFile(file: string): ParsedSettings {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      return { file, exists: false, data: {}, lineOf: () => undefined, syntax: [] };
+    }
+    const issue = { key: '(file)', message: `cannot read: ${(err as NodeJS.ErrnoException).code ?? err}` };
+    return { file, exists: true, data: {}, lineOf: () => undefined, syntax: [issue] };
+  }
+  const counter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: counter, uniqueKeys: true, prettyErrors: false });
+  const syntax = doc.errors.map((e) => ({ key: '(syntax)', line: counter.linePos(e.pos[0]).line, message: e.message.split('\n')[0] ?? 'syntax error' }));
+  const lineOf = (p: (string | number)[]): number | undefined => {
+    const node = doc.getIn(p, true);
+    const range = isNode(node) ? node.range : undefined;
+    return range ? counter.linePos(range[0]).line : undefined;
+  };
+  const data = syntax.length ? {} : ((doc.toJS() as Settings | null) ?? {});
+  return { file, exists: true, data, lineOf, syntax, doc };
+}
+
+/** Checks that a configured file can be read. */
+function checkReadable(key: string, p: string | undefined, issues: ConfigIssue[], lineOf: ParsedSettings['lineOf']): void {
+  if (!p) return;
+  try {
+    fs.accessSync(p, fs.constants.R_OK);
+  } catch {
+    issues.push({ key, line: lineOf(key.split('.')), message: `cannot read ${p}` });
+  }
+}
+
+/** Merges file settings over the defaults and makes paths absolute. */
+function normalise(dir: string, parsed: ParsedSettings): Config {
+  const d = defaultSettings();
+  const s = parsed.data;
+  const abs = (p: string | undefined): string | undefined => (p ? path.resolve(dir, p) : undefined);
+  return {
+    ...d,
+    ...s,
+    dir,
+    file: parsed.file,
+    fromFile: parsed.exists,
+    spool: abs(s.spool) ?? defaultSpool(),
+    limits: { ...d.limits, ...s.limits },
+    smtp: { ...d.smtp, ...s.smtp },
+    tls: { cert: abs(s.tls?.cert), key: abs(s.tls?.key) },
+    auth: { users_file: abs(s.auth?.users_file) },
+  } as Config;
+}
+
+/** Freezes an object and everything below it. */
+function deepFreeze<T>(obj: T): T {
+  if (obj && typeof obj === 'object') {
+    for (const v of Object.values(obj)) deepFreeze(v);
+    Object.freeze(obj);
+  }
+  return obj;
+}
+
+/** Loads, validates and freezes the configuration of a directory; throws ConfigError on any issue. */
+export function loadConfig(dirFlag?: string): Config {
+  const dir = configDir(dirFlag);
+  const parsed = parseSettingsFile(path.join(dir, SETTINGS_FILE));
+  const issues = [...parsed.syntax, ...validateSettings(parsed.data, parsed.lineOf)];
+  if (issues.length === 0) {
+    const cfg = normalise(dir, parsed);
+    checkReadable('tls.cert', cfg.tls.cert, issues, parsed.lineOf);
+    checkReadable('tls.key', cfg.tls.key, issues, parsed.lineOf);
+    checkReadable('auth.users_file', cfg.auth.users_file, issues, parsed.lineOf);
+    if (!!cfg.tls.cert !== !!cfg.tls.key) issues.push({ key: 'tls', message: 'tls.cert and tls.key go together' });
+    if (issues.length === 0) return deepFreeze(cfg);
+  }
+  throw new ConfigError(parsed.file, issues);
+}

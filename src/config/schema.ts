@@ -1,0 +1,80 @@
+/**
+ * The settings table: every key of ferrymail.yaml, its type, default and check, in one place.
+ *
+ * The validator (validate.ts), the JSON schema handed to conf (store.ts) and docs/configuration.md are all
+ * read off this table. Pure data; cannot fail.
+ */
+import net from 'node:net';
+
+/** The kinds of value a setting can hold. */
+export type FieldType = 'string' | 'integer' | 'boolean' | 'string[]' | 'enum';
+
+/** One setting. */
+export interface Field {
+  key: string; // dotted path, e.g. "limits.message_size"
+  type: FieldType;
+  values?: readonly string[]; // for enum
+  min?: number;
+  /** Extra check of one (element) value; returns an error text or undefined. */
+  check?: (value: string) => string | undefined;
+  doc: string;
+}
+
+/** Checks "host:port", "[v6]:port" or ":port". */
+export function checkListen(v: string): string | undefined {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(v);
+  if (!m) return 'must be host:port or [ipv6]:port';
+  const port = Number(m[3]);
+  if (port < 0 || port > 65535) return 'port must be 0 to 65535';
+  if (m[1] !== undefined && !net.isIPv6(m[1])) return 'bracketed host must be an IPv6 address';
+  return undefined;
+}
+
+/** Checks an address range such as 192.168.1.0/24 or fd00::/8. */
+export function checkCidr(v: string): string | undefined {
+  const [addr, bits, extra] = v.split('/');
+  if (extra !== undefined || !addr || bits === undefined || !/^\d{1,3}$/.test(bits)) {
+    return 'must be address/prefix';
+  }
+  const family = net.isIP(addr);
+  if (family === 0) return 'not an IP address';
+  if (Number(bits) > (family === 4 ? 32 : 128)) return 'prefix too long';
+  return undefined;
+}
+
+/** Checks a domain name as used in local_domains and hostname. */
+export function checkDomain(v: string): string | undefined {
+  return /^(?!-)[A-Za-z0-9.-]{1,253}$/.test(v) && !v.includes('..') ? undefined : 'not a domain name';
+}
+
+/** Every setting. Order is the order of docs/configuration.md. */
+export const FIELDS: readonly Field[] = [
+  { key: 'hostname', type: 'string', check: checkDomain, doc: 'Name used in the greeting, in Received headers and to qualify bare local names.' },
+  { key: 'listen', type: 'string[]', check: checkListen, doc: 'SMTP listeners, host:port; [::1]:25 for IPv6.' },
+  { key: 'lmtp_listen', type: 'string[]', check: checkListen, doc: 'LMTP listeners, host:port. Empty: no LMTP.' },
+  { key: 'spool', type: 'string', doc: 'Spool directory. Relative paths are taken from the configuration directory.' },
+  { key: 'log_format', type: 'enum', values: ['text', 'json'], doc: 'Log lines: human readable text or one JSON object per line.' },
+  { key: 'local_domains', type: 'string[]', check: checkDomain, doc: 'Domains this host receives for; any client may send to them. hostname is always one.' },
+  { key: 'local_nets', type: 'string[]', check: checkCidr, doc: 'Client address ranges that may relay to any domain, as loopback may.' },
+  { key: 'limits.message_size', type: 'integer', min: 1024, doc: 'Largest message in bytes (SIZE); larger ones get 552 5.3.4.' },
+  { key: 'limits.recipients', type: 'integer', min: 1, doc: 'Recipients per message; more get 452 4.5.3.' },
+  { key: 'limits.connections', type: 'integer', min: 1, doc: 'SMTP connections at once; more get 421 4.7.0.' },
+  { key: 'limits.connections_per_client', type: 'integer', min: 1, doc: 'SMTP connections at once from one client address; more get 421 4.7.0.' },
+  { key: 'limits.command_line', type: 'integer', min: 512, doc: 'Longest SMTP command line in bytes.' },
+  { key: 'limits.header_size', type: 'integer', min: 1024, doc: 'Largest header section in bytes; larger gets 552 5.3.4.' },
+  { key: 'limits.errors', type: 'integer', min: 1, doc: 'Errors and unknown commands in one session before 421 and close.' },
+  { key: 'limits.idle_timeout', type: 'integer', min: 1, doc: 'Seconds an SMTP client may stay silent.' },
+  { key: 'limits.received_hops', type: 'integer', min: 1, doc: 'Received headers above which a message is taken for a loop (554 5.4.6).' },
+  { key: 'smtp.bare_line_ends', type: 'enum', values: ['reject', 'normalize'], doc: 'A bare LF or CR in DATA: reject the message (550 5.6.0) or turn it into CRLF.' },
+  { key: 'smtp.reverse_lookup', type: 'boolean', doc: 'Look up the client name by reverse DNS (waits up to 1.5 s when offline).' },
+  { key: 'smtp.early_talker_delay', type: 'integer', min: 0, doc: 'Milliseconds to wait before the greeting to clients outside loopback and local_nets; a client that talks first is dropped.' },
+  { key: 'smtp.banner', type: 'string', doc: 'Text after the host name in the 220 greeting.' },
+  { key: 'tls.cert', type: 'string', doc: 'PEM certificate chain for STARTTLS. Unset: no STARTTLS.' },
+  { key: 'tls.key', type: 'string', doc: 'PEM private key for tls.cert, readable only by its owner.' },
+  { key: 'auth.users_file', type: 'string', doc: 'File of user:scrypt-hash lines (ferrymail auth hash). Unset: no SMTP AUTH.' },
+];
+
+/** Looks a field up by its dotted key. */
+export function fieldFor(key: string): Field | undefined {
+  return FIELDS.find((f) => f.key === key);
+}

@@ -1,0 +1,76 @@
+/**
+ * The normalised configuration every other module receives: complete, validated, frozen.
+ *
+ * Pure types and the embedded default; cannot fail.
+ */
+import os from 'node:os';
+
+/** Validated settings with every default filled in and paths made absolute. */
+export interface Config {
+  /** Directory the settings were read from. */
+  dir: string;
+  /** The settings file, whether or not it exists. */
+  file: string;
+  /** True when the settings file exists (false: embedded default). */
+  fromFile: boolean;
+  hostname: string;
+  listen: string[];
+  lmtp_listen: string[];
+  spool: string;
+  log_format: 'text' | 'json';
+  local_domains: string[];
+  local_nets: string[];
+  limits: {
+    message_size: number;
+    recipients: number;
+    connections: number;
+    connections_per_client: number;
+    command_line: number;
+    header_size: number;
+    errors: number;
+    idle_timeout: number;
+    received_hops: number;
+  };
+  smtp: {
+    bare_line_ends: 'reject' | 'normalize';
+    reverse_lookup: boolean;
+    early_talker_delay: number;
+    banner: string;
+  };
+  tls: { cert?: string; key?: string };
+  auth: { users_file?: string };
+}
+
+/** The settings a file can give; everything optional. */
+export type Settings = Omit<Partial<Config>, 'dir' | 'file' | 'fromFile' | 'limits' | 'smtp' | 'tls' | 'auth'> & {
+  limits?: Partial<Config['limits']>;
+  smtp?: Partial<Config['smtp']>;
+  tls?: Partial<Config['tls']>;
+  auth?: Partial<Config['auth']>;
+};
+
+/** The embedded default settings (spool and hostname are filled in at load time). */
+export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 'spool'> {
+  return {
+    hostname: os.hostname().toLowerCase() || 'localhost',
+    listen: ['127.0.0.1:2525', '[::1]:2525'],
+    lmtp_listen: [],
+    log_format: 'text',
+    local_domains: ['localhost'],
+    local_nets: ['127.0.0.0/8', '::1/128'],
+    limits: {
+      message_size: 52_428_800,
+      recipients: 1000,
+      connections: 100,
+      connections_per_client: 20,
+      command_line: 2048,
+      header_size: 102_400,
+      errors: 10,
+      idle_timeout: 300,
+      received_hops: 50,
+    },
+    smtp: { bare_line_ends: 'reject', reverse_lookup: false, early_talker_delay: 100, banner: '' },
+    tls: {},
+    auth: {},
+  };
+}

@@ -1,0 +1,23 @@
+/**
+ * The one outcome vocabulary: from an SMTP reply to a pipe exit code to a log line.
+ *
+ * Pure types and tiny helpers; cannot fail.
+ */
+
+/** What happened to one recipient on one attempt. */
+export type Outcome = 'ok' | 'tempfail' | 'permfail' | 'uncertain';
+
+/** The state a recipient is in inside the queue. */
+export type RecipientState = 'queued' | 'deferred' | 'delivered' | 'failed' | 'uncertain';
+
+/** True when a recipient needs no more delivery attempts. */
+export function isFinal(state: RecipientState): boolean {
+  return state === 'delivered' || state === 'failed';
+}
+
+/** An SMTP-style reply with an enhanced status code, used by receive/ and in envelopes. */
+export interface Reply {
+  code: number; // 250, 451, 550 ...
+  enhanced: string; // "2.0.0", "4.3.1"
+  text: string;
+}

@@ -1,0 +1,57 @@
+/**
+ * The one error class of ferrymail.
+ *
+ * Every failure that reaches a user carries a code from a closed union, a one-line readable message and
+ * optionally the underlying cause. Entry points map the code to a sysexits value (bin/) or to an SMTP reply
+ * (receive/). Messages never contain secrets: callers pass names and paths, never credentials.
+ */
+import type { Reply } from './domain/outcome.js';
+
+/** The closed set of error codes; docs/errors.md explains each and what to do about it. */
+export type FerryErrorCode =
+  | 'usage' // bad command line
+  | 'config' // configuration file invalid or unreadable
+  | 'data' // message content refused (bad headers, bare line ends, too big)
+  | 'no-recipients' // nothing to deliver to
+  | 'spool-full' // the spool's file system has no room
+  | 'spool-io' // the spool could not be written or read
+  | 'spool-permission' // the spool is not writable by this user
+  | 'not-found' // a queue id that does not exist
+  | 'locked' // another process works on this entry
+  | 'control' // the daemon's control socket misbehaved
+  | 'internal';
+
+/** An error with a code, shown to users as one line. */
+export class FerryError extends Error {
+  readonly code: FerryErrorCode;
+  /** The SMTP reply to give when this error ends an SMTP command (receive/ picks a default otherwise). */
+  readonly reply?: Reply;
+  constructor(code: FerryErrorCode, message: string, options?: { cause?: unknown; reply?: Reply }) {
+    super(message, options);
+    this.name = 'FerryError';
+    this.code = code;
+    if (options?.reply) this.reply = options.reply;
+  }
+}
+
+/** A message refused for its content, with the SMTP reply that says why. */
+export function dataError(code: number, enhanced: string, text: string): FerryError {
+  return new FerryError('data', text, { reply: { code, enhanced, text } });
+}
+
+/** Wraps a file system error from the spool into a FerryError with the right code. */
+export function spoolError(err: unknown, what: string): FerryError {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new FerryError('spool-full', `spool is full: cannot ${what}`, { cause: err });
+  }
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+    return new FerryError('spool-permission', `spool not writable: cannot ${what} (${code})`, { cause: err });
+  }
+  return new FerryError('spool-io', `spool error: cannot ${what} (${code ?? String(err)})`, { cause: err });
+}
+
+/** True when err is a FerryError with one of the given codes. */
+export function isFerryError(err: unknown, ...codes: FerryErrorCode[]): err is FerryError {
+  return err instanceof FerryError && (codes.length === 0 || codes.includes(err.code));
+}

@@ -1,0 +1,128 @@
+/**
+ * ferrymail's subclasses of smtp-server's SMTPServer and SMTPConnection (pinned to 3.21.6).
+ *
+ * They add what smtp-server has no option for: no greeting delay for trusted clients (the early-talker
+ * wait stays for the others), the helo / other / unknown hook stages wrapped around the built-in command
+ * handlers, replies that carry our own enhanced status codes, an error budget that ends abusive sessions
+ * with 421 4.7.0, and a graceful shutdown that lets transactions in flight finish. Relies on the internal
+ * methods init, _onCommand, send and close; test/receive covers each so that an upgrade that changes them
+ * fails loudly.
+ */
+import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import type { Socket } from 'node:net';
+import { replyText, runStage, type Hooks, type SessionFacts, type Stage } from './stages.js';
+
+/** What the connection needs from the door. */
+export interface ConnectionPolicy {
+  isTrusted(ip: string): boolean;
+  earlyTalkerDelay: number;
+  errorLimit: number;
+  hooks: Hooks;
+  facts(conn: FerryConnection): SessionFacts;
+}
+
+const OTHER_VERBS = new Set(['RSET', 'NOOP', 'VRFY', 'HELP', 'STARTTLS', 'AUTH', 'QUIT', 'EXPN']);
+const HELO_VERBS = new Set(['HELO', 'EHLO', 'LHLO']);
+const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3}(?: |$)/;
+
+/** A session with ferrymail's stage hooks and limits. */
+export class FerryConnection extends SMTPConnection {
+  errors = 0;
+
+  private get policy(): ConnectionPolicy {
+    return (this._server as FerryServer).policy;
+  }
+
+  /** Greets trusted clients at once; others after the early-talker delay. */
+  override init(): void {
+    this._setListeners(() => {
+      const delay = this.policy.isTrusted(this.remoteAddress) ? 0 : this.policy.earlyTalkerDelay;
+      if (delay <= 0) return this.connectionReady();
+      setTimeout(() => this.connectionReady(), delay).unref();
+    });
+  }
+
+  /** Sends a reply; text that starts with an enhanced code is sent as is; counts errors. */
+  override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    if (typeof data === 'string' && ENHANCED.test(data) && context !== false) context = false;
+    super.send(code, data, context);
+    if (code >= 400 && code !== 421 && !this.exempt(code, data, context)) this.countError();
+  }
+
+  /** Replies that are not the client's fault do not count towards the error budget. */
+  private exempt(code: number, data: unknown, context: unknown): boolean {
+    if (context === 'TOO_MANY_RECIPIENTS') return true;
+    return typeof data === 'string' && /^4\.(3\.[0-9]|4\.5|7\.0 Too many connections)/.test(data) && code < 500;
+  }
+
+  private countError(): void {
+    this.errors++;
+    if (this.errors >= this.policy.errorLimit && !this._closing) {
+      super.send(421, `4.7.0 ${this.name} Too many errors, closing connection`, false);
+    }
+  }
+
+  /** Runs the helo / other / unknown stage before the built-in handler of a command. */
+  override _onCommand(command: Buffer, callback?: () => void): void {
+    const stage = this.stageOf(command);
+    const hooks = stage ? this.policy.hooks[stage] : undefined;
+    if (!stage || !hooks?.length) return super._onCommand(command, callback);
+    const line = command.toString();
+    const verb = line.split(' ')[0]!.toUpperCase();
+    const arg = line.slice(verb.length).trim();
+    runStage(hooks, this.policy.facts(this), { stage, verb, arg }).then((v) => {
+      if (v.action === 'continue') return super._onCommand(command, callback);
+      this.send(v.action === 'disconnect' ? 421 : v.reply.code, replyText(v.reply));
+      if (v.action === 'disconnect') this.close();
+      setImmediate(() => this._whenWritable(callback ?? (() => false)));
+    });
+  }
+
+  /** Which hook stage a command line belongs to, or null for none (or a mid-command state). */
+  private stageOf(command: Buffer): Stage | null {
+    if (this._nextHandler || this._upgrading || !this._ready || this._closing) return null;
+    const verb = command.toString().split(' ')[0]!.toUpperCase();
+    if (HELO_VERBS.has(verb)) return 'helo';
+    if (verb === 'MAIL' || verb === 'RCPT') return null; // onMailFrom / onRcptTo
+    if (verb === 'DATA') return 'data';
+    if (OTHER_VERBS.has(verb)) return 'other';
+    return this._isSupported(verb) ? null : 'unknown';
+  }
+
+  /** True while a message is being received or committed. */
+  get inTransaction(): boolean {
+    return !!this._dataStream;
+  }
+}
+
+/** An SMTPServer that creates FerryConnections and shuts down gracefully. */
+export class FerryServer extends SMTPServer {
+  constructor(options: SMTPServerOptions, readonly policy: ConnectionPolicy) {
+    super(options);
+  }
+
+  /** Serves one socket (or a duplex such as stdin/stdout for sendmail -bs). */
+  override connect(socket: Socket, socketOptions?: Record<string, unknown>): void {
+    const connection = new FerryConnection(this, socket, socketOptions);
+    this.connections.add(connection);
+    connection.on('error', (err: Error) => this._onError(err));
+    connection.on('connect', (data: unknown) => this._onClientConnect(data as never));
+    connection.init();
+  }
+
+  /** Stops listening; idle sessions get 421 now, sessions in DATA finish their message first. */
+  shutdown(graceMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, graceMs + 1000);
+      this.options.closeTimeout = graceMs;
+      this.close(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+      for (const c of this.connections as Set<FerryConnection>) {
+        if (!c.inTransaction) c.send(421, `4.3.2 ${c.name} Service shutting down`);
+      }
+    });
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * Takes one message from a door into the spool: source → door-specific line handling → size limit →
+ * header stage (scan/) → spool writer, then the durable commit.
+ *
+ * The source is untrusted and may be an SMTP DATA stream that must be drained, not destroyed, when the
+ * message is refused (the client is still sending). Resolves with the committed envelope; rejects with
+ * a FerryError (data: refused content; spool-*: could not store) and leaves nothing behind.
+ */
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { dataError, FerryError, spoolError } from '../errors.js';
+import type { Envelope } from '../domain/envelope.js';
+import type { HeaderField } from '../scan/headers.js';
+import { HeaderStage, type HeaderEdit } from '../scan/transforms.js';
+import type { SpoolWriter } from '../spool/writer.js';
+
+/** Refuses a message once more than max bytes have passed. */
+export class SizeLimit extends Transform {
+  private seen = 0;
+  constructor(private readonly max: number) {
+    super();
+  }
+  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
+    this.seen += chunk.length;
+    if (this.seen > this.max) return cb(dataError(552, '5.3.4', `Message exceeds the size limit of ${this.max} bytes`));
+    cb(null, chunk);
+  }
+}
+
+/** How one door wants its message taken in. */
+export interface IntakePlan {
+  /** Line-end handling before the size limit (LineEndGuard for SMTP, LocalLines for sendmail). */
+  pre: Transform[];
+  maxSize: number;
+  maxHeaderBytes: number;
+  maxHops: number;
+  /** Header edits, given the parsed fields and the new message's id. */
+  edit(fields: HeaderField[], id: string): HeaderEdit;
+  /** The envelope, built once the whole message has been read. */
+  envelope(fields: HeaderField[], id: string): Omit<Envelope, 'id' | 'size'>;
+}
+
+/** Streams a message into the spool and commits it; see the module header. */
+export async function intake(spool: SpoolWriter, source: Readable, plan: IntakePlan): Promise<Envelope> {
+  const writer = await spool.begin();
+  const headers = new HeaderStage({
+    maxHeaderBytes: plan.maxHeaderBytes,
+    maxHops: plan.maxHops,
+    edit: (fields) => plan.edit(fields, writer.id),
+  });
+  const stages = [...plan.pre, new SizeLimit(plan.maxSize), headers];
+  const first = stages[0]!;
+  source.pipe(first);
+  try {
+    await pipeline([...stages, writer.stream]);
+  } catch (err) {
+    source.unpipe(first);
+    source.resume();
+    await writer.abort();
+    throw err instanceof FerryError ? err : spoolError(err, 'write a message');
+  }
+  try {
+    return await writer.commit(plan.envelope(headers.fields, writer.id));
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+}

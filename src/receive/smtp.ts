@@ -1,0 +1,338 @@
+/**
+ * The SMTP and LMTP door: listeners, relay policy, limits, AUTH, and the hand-off of DATA to intake.
+ *
+ * Everything a client sends is untrusted. Each reply carries an enhanced status code. "250" after DATA is
+ * sent only once the message is durable in the spool. Storage trouble answers 452 4.3.1 (full) or
+ * 451 4.3.0, content trouble the stage's own 5xx; the session goes on either way.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
+import type { Config } from '../config/types.js';
+import { checkAddress } from '../domain/address.js';
+import type { Door, Envelope, NotifyKeyword } from '../domain/envelope.js';
+import { newRecipient } from '../domain/envelope.js';
+import { FerryError } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import { fieldValue, receivedHeader, rfc5322Date } from '../scan/headers.js';
+import { LineEndGuard } from '../scan/transforms.js';
+import type { SpoolWriter } from '../spool/writer.js';
+import { readUsers, verifyPassword } from './auth.js';
+import { FerryConnection, FerryServer } from './connection.js';
+import { intake } from './intake.js';
+import { ClientCounter, inRanges, isLocalRecipient, isLoopback, mayRelay } from './policy.js';
+import { runStage, type Hooks, type SessionFacts } from './stages.js';
+
+/** What the door needs besides the configuration. */
+export interface DoorDeps {
+  spool: SpoolWriter;
+  log: Logger;
+  hooks?: Hooks;
+  /** Called after each committed message. */
+  onMessage?: (env: Envelope) => void;
+}
+
+/** A running set of SMTP and LMTP listeners. */
+export interface SmtpDoor {
+  servers: FerryServer[];
+  /** Bound addresses, "host:port" (SMTP first, then LMTP). */
+  addresses: string[];
+  /** Serves one SMTP session over a duplex stream (sendmail -bs). */
+  serveStream(stream: Duplex, user: string): void;
+  shutdown(graceMs: number): Promise<void>;
+}
+
+/** An error smtp-server turns into a reply "code enhanced text". */
+function smtpError(code: number, enhanced: string, text: string): Error {
+  const err = new Error(`${enhanced} ${text}`) as Error & { responseCode: number };
+  err.responseCode = code;
+  return err;
+}
+
+/** Maps an intake failure to the SMTP error to answer with. */
+function intakeReply(err: unknown): Error {
+  if (err instanceof FerryError) {
+    if (err.reply) return smtpError(err.reply.code, err.reply.enhanced, err.reply.text);
+    if (err.code === 'spool-full') return smtpError(452, '4.3.1', 'Insufficient system storage, try again later');
+  }
+  return smtpError(451, '4.3.0', 'Local error in processing, try again later');
+}
+
+/** Per-session state kept beside smtp-server's session object. */
+interface SessionNote {
+  facts: SessionFacts;
+  counted: boolean;
+}
+
+/** Splits "host:port" / "[v6]:port". */
+function splitListen(s: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s)!;
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port: Number(m[3]) };
+}
+
+/** Starts every configured listener, one server each; all share the handlers and their counters. */
+export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?: boolean } = {}): Promise<SmtpDoor> {
+  const handlers = buildHandlers(cfg, deps);
+  const servers: FerryServer[] = [];
+  const addresses: string[] = [];
+  const plan: [string, boolean][] = opts.listen === false ? [] : [...cfg.listen.map((l): [string, boolean] => [l, false]), ...cfg.lmtp_listen.map((l): [string, boolean] => [l, true])];
+  try {
+    for (const [item, lmtp] of plan) {
+      const server = makeServer(cfg, handlers, lmtp);
+      servers.push(server);
+      addresses.push(await listen(server, item));
+    }
+  } catch (err) {
+    for (const s of servers) s.close(() => undefined);
+    throw err;
+  }
+  const streamServer = makeServer(cfg, handlers, false);
+  return {
+    servers,
+    addresses,
+    serveStream: (stream, user) => {
+      streamServer.connect(stream as unknown as net.Socket, { remoteAddress: '127.0.0.1', remotePort: 0, localAddress: '127.0.0.1', localPort: 0, id: `bs-${user}` });
+    },
+    shutdown: async (graceMs) => {
+      await Promise.all([...servers, streamServer].map((s) => s.shutdown(graceMs)));
+    },
+  };
+}
+
+/** Binds one listener; resolves with the bound "host:port". */
+function listen(server: FerryServer, item: string): Promise<string> {
+  const { host, port } = splitListen(item);
+  return new Promise((resolve, reject) => {
+    const srv = (server as unknown as { server: net.Server }).server;
+    const onError = (err: Error): void =>
+      reject(new FerryError('config', `cannot listen on ${item}: ${(err as NodeJS.ErrnoException).code ?? err.message}`));
+    srv.once('error', onError);
+    srv.listen({ host, port, backlog: 511 }, () => {
+      srv.removeListener('error', onError);
+      const a = srv.address() as net.AddressInfo;
+      resolve(a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
+    });
+  });
+}
+
+type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'> & {
+  facts(session: SMTPServerSession): SessionFacts;
+  hooks: Hooks;
+  trusted(ip: string): boolean;
+};
+
+/** Creates one FerryServer (SMTP or LMTP) with the shared handlers. */
+function makeServer(cfg: Config, h: Handlers, lmtp: boolean): FerryServer {
+  const tls = cfg.tls.cert && cfg.tls.key ? { cert: fs.readFileSync(cfg.tls.cert), key: fs.readFileSync(cfg.tls.key) } : null;
+  const options: SMTPServerOptions = {
+    lmtp,
+    name: cfg.hostname,
+    banner: cfg.smtp.banner || undefined,
+    size: cfg.limits.message_size,
+    maxRecipients: cfg.limits.recipients,
+    maxCommandLength: cfg.limits.command_line,
+    socketTimeout: cfg.limits.idle_timeout * 1000,
+    closeTimeout: 30_000,
+    disableReverseLookup: !cfg.smtp.reverse_lookup,
+    hideDSN: false,
+    hideENHANCEDSTATUSCODES: false,
+    hideSTARTTLS: !tls,
+    authOptional: true,
+    allowInsecureAuth: true,
+    authMethods: ['PLAIN', 'LOGIN'],
+    disabledCommands: ['WIZ', 'SHELL', 'KILL', 'XCLIENT', 'XFORWARD', ...(tls ? [] : ['STARTTLS']), ...(cfg.auth.users_file ? [] : ['AUTH'])],
+    logger: false,
+    ...(tls ?? {}),
+    onConnect: h.onConnect,
+    onSecure: h.onSecure,
+    onAuth: h.onAuth,
+    onMailFrom: h.onMailFrom,
+    onRcptTo: h.onRcptTo,
+    onData: h.onData,
+    onClose: h.onClose,
+  } as SMTPServerOptions;
+  const server = new FerryServer(options, {
+    isTrusted: h.trusted,
+    earlyTalkerDelay: cfg.smtp.early_talker_delay,
+    errorLimit: cfg.limits.errors,
+    hooks: h.hooks,
+    facts: (conn: FerryConnection) => h.facts(conn.session),
+  });
+  server.on('error', () => undefined); // per-connection socket errors; the session is gone either way
+  return server;
+}
+
+/** The smtp-server callbacks, closed over the configuration and the spool. */
+function buildHandlers(cfg: Config, deps: DoorDeps): Handlers {
+  const counter = new ClientCounter();
+  const notes = new WeakMap<SMTPServerSession, SessionNote>();
+  const hooks = deps.hooks ?? {};
+  const localDomains = [cfg.hostname, ...cfg.local_domains];
+  const users = cfg.auth.users_file ? readUsers(cfg.auth.users_file) : null;
+  const trusted = (ip: string): boolean => isLoopback(ip) || inRanges(ip, cfg.local_nets);
+
+  const facts = (session: SMTPServerSession): SessionFacts => {
+    let note = notes.get(session);
+    if (!note) {
+      note = { counted: false, facts: { id: session.id, peer: session.remoteAddress, peerPort: session.remotePort, trusted: trusted(session.remoteAddress), secure: false, recipients: [] } };
+      notes.set(session, note);
+    }
+    const f = note.facts;
+    f.secure = !!session.secure;
+    f.user = typeof session.user === 'string' ? session.user : undefined;
+    f.helo = session.hostNameAppearsAs || undefined;
+    f.sender = session.envelope?.mailFrom ? session.envelope.mailFrom.address : undefined;
+    f.recipients = session.envelope?.rcptTo?.map((r) => r.address) ?? [];
+    return f;
+  };
+
+  /** Callback adapter: runs a stage and maps its verdict onto smtp-server's callback. */
+  const verdictTo = (cb: (err?: Error | null) => void) => (v: Awaited<ReturnType<typeof runStage>>) => {
+    if (v.action === 'continue') return cb();
+    cb(smtpError(v.action === 'disconnect' ? 421 : v.reply.code, v.reply.enhanced, v.reply.text));
+  };
+
+  return {
+    hooks,
+    trusted,
+    facts,
+    onConnect(session, cb) {
+      const ip = session.remoteAddress;
+      const note = (facts(session), notes.get(session)!);
+      note.counted = true;
+      const perClient = counter.add(ip);
+      if (counter.total > cfg.limits.connections) return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections, try again later`));
+      if (perClient > cfg.limits.connections_per_client) return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections from your address`));
+      session.disabledCommands = authDisabled(cfg, session, users) ? ['AUTH', ...baseDisabled(cfg)] : baseDisabled(cfg);
+      runStage(hooks.connect, facts(session), { stage: 'connect', verb: '', arg: '' }).then(verdictTo(cb));
+    },
+    onSecure(_socket, session, cb) {
+      session.disabledCommands = authDisabled(cfg, session, users) ? ['AUTH', ...baseDisabled(cfg)] : baseDisabled(cfg);
+      cb();
+    },
+    onClose(session) {
+      const note = notes.get(session);
+      if (note?.counted) counter.remove(session.remoteAddress);
+    },
+    onAuth(auth: SMTPServerAuthentication, session, cb) {
+      if (!users) return cb(smtpError(502, '5.5.1', 'Authentication not enabled'));
+      if (!session.secure && !isLoopback(session.remoteAddress)) {
+        return cb(smtpError(538, '5.7.11', 'Encryption required for requested authentication mechanism'));
+      }
+      const stored = users.get(auth.username ?? '');
+      const fail = (): void => cb(smtpError(535, '5.7.8', 'Authentication credentials invalid'));
+      if (!stored || typeof auth.password !== 'string') return fail();
+      verifyPassword(auth.password, stored).then(
+        (ok) => {
+          if (!ok) return fail();
+          deps.log.log('info', 'authenticated', { session: session.id, user: auth.username, peer: session.remoteAddress });
+          cb(null, { user: auth.username });
+        },
+        () => fail(),
+      );
+    },
+    onMailFrom(address: SMTPServerAddress, session, cb) {
+      if (address.address !== '') {
+        const c = checkAddress(address.address);
+        if (!c.ok) return cb(smtpError(553, '5.1.7', `Bad sender address: ${c.reason}`));
+      }
+      const f = facts(session);
+      runStage(hooks.mail, { ...f, sender: address.address }, { stage: 'mail', verb: 'MAIL', arg: address.address }).then(verdictTo(cb));
+    },
+    onRcptTo(address: SMTPServerAddress, session, cb) {
+      const c = checkAddress(address.address);
+      if (!c.ok) return cb(smtpError(553, '5.1.3', `Bad recipient address: ${c.reason}`));
+      const f = facts(session);
+      if (!isLocalRecipient(c.address, localDomains) && !mayRelay({ peer: session.remoteAddress, authenticated: !!session.user, localNets: cfg.local_nets })) {
+        return cb(smtpError(554, '5.7.1', `Relay access denied for <${address.address}>`));
+      }
+      runStage(hooks.rcpt, f, { stage: 'rcpt', verb: 'RCPT', arg: address.address }).then(verdictTo(cb));
+    },
+    onData(stream, session, cb) {
+      const f = facts(session);
+      const door: Door = (session as SMTPServerSession & { lmtp?: boolean }).transmissionType?.includes('LMTP') ? 'lmtp' : f.id.startsWith('bs-') ? 'sendmail-bs' : 'smtp';
+      receiveData(cfg, deps, stream, session, f, door).then(
+        (env) => {
+          deps.onMessage?.(env);
+          const text = `2.0.0 Ok: queued as ${env.id}`;
+          if (door === 'lmtp') cb(null, env.recipients.map(() => text));
+          else cb(null, text);
+        },
+        (err) => {
+          if (!(err instanceof FerryError) || err.code !== 'data') {
+            deps.log.log('error', 'message not stored', { session: session.id, peer: session.remoteAddress, error: (err as Error).message });
+          } else {
+            deps.log.log('warn', 'message refused', { session: session.id, peer: session.remoteAddress, reason: (err as Error).message });
+          }
+          cb(intakeReply(err));
+        },
+      );
+    },
+  };
+}
+
+/** Commands disabled for everyone. */
+function baseDisabled(cfg: Config): string[] {
+  return ['WIZ', 'SHELL', 'KILL', 'XCLIENT', 'XFORWARD', ...(cfg.tls.cert ? [] : ['STARTTLS'])];
+}
+
+/** AUTH is offered only with a users file, and only over TLS or on loopback. */
+function authDisabled(cfg: Config, session: SMTPServerSession, users: Map<string, string> | null): boolean {
+  return !users || !cfg.auth.users_file || (!session.secure && !isLoopback(session.remoteAddress));
+}
+
+/** Streams one DATA into the spool with the SMTP header edits. */
+function receiveData(cfg: Config, deps: DoorDeps, stream: NodeJS.ReadableStream, session: SMTPServerSession, f: SessionFacts, door: Door): Promise<Envelope> {
+  const env = session.envelope;
+  const rcpts = env.rcptTo;
+  const now = new Date();
+  const protocol = session.transmissionType || 'ESMTP';
+  return intake(deps.spool, stream as unknown as import('node:stream').Readable, {
+    pre: [new LineEndGuard(cfg.smtp.bare_line_ends)],
+    maxSize: cfg.limits.message_size,
+    maxHeaderBytes: cfg.limits.header_size,
+    maxHops: cfg.limits.received_hops,
+    edit: (fields, id) => {
+      const prepend = receivedHeader({
+        hostname: cfg.hostname,
+        id,
+        protocol,
+        date: now,
+        helo: session.hostNameAppearsAs || undefined,
+        peer: session.remoteAddress,
+        clientName: session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined,
+        recipients: rcpts.map((r) => r.address),
+        tls: session.secure && session.tlsOptions ? `${session.tlsOptions.version ?? 'TLS'} ${session.tlsOptions.name ?? ''}`.trim() : undefined,
+      });
+      let append = '';
+      if (f.trusted || f.user) {
+        if (!fields.some((x) => x.lower === 'date')) append += `Date: ${rfc5322Date(now)}\r\n`;
+        if (!fields.some((x) => x.lower === 'message-id')) append += `Message-ID: <${id}@${cfg.hostname}>\r\n`;
+      }
+      return { prepend, append };
+    },
+    envelope: (fields, id) => {
+      const mid = fields.find((x) => x.lower === 'message-id');
+      return {
+        version: 1,
+        arrival: now.toISOString(),
+        sender: env.mailFrom ? env.mailFrom.address : '',
+        recipients: rcpts.map((r) =>
+          newRecipient(r.address, {
+            notify: r.dsn?.notify as NotifyKeyword[] | undefined,
+            orcpt: r.dsn?.orcpt ?? undefined,
+          }),
+        ),
+        origin: { door, peer: session.remoteAddress, peerPort: session.remotePort, helo: session.hostNameAppearsAs || undefined, user: f.user },
+        protocol,
+        body: env.bodyType === '8bitmime' ? '8BITMIME' : '7BIT',
+        smtputf8: env.smtpUtf8 || undefined,
+        ret: (env.dsn?.ret as 'FULL' | 'HDRS' | null) ?? undefined,
+        envid: env.dsn?.envid ?? undefined,
+        messageId: mid ? fieldValue(mid) : f.trusted || f.user ? `<${id}@${cfg.hostname}>` : undefined,
+      };
+    },
+  });
+}
+

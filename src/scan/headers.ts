@@ -1,0 +1,131 @@
+/**
+ * Header section parsing and the header lines ferrymail adds (Received, Date, Message-ID, From).
+ *
+ * Input is untrusted message text as bytes decoded latin1 (so every byte survives a round trip). Pure:
+ * no I/O, never throws on bad input; a line that is not a header field ends the header section, as in
+ * Postfix's cleanup.
+ */
+import addressparser, { type Address } from 'nodemailer/lib/addressparser';
+
+/** One header field as it appeared, folded lines included. */
+export interface HeaderField {
+  name: string; // as written
+  lower: string;
+  raw: string; // every line of the field, each ending in CRLF
+}
+
+/** Splits a header block into fields; returns the fields and the length of what they cover. */
+export function parseHeaderBlock(block: string): { fields: HeaderField[]; consumed: number } {
+  const fields: HeaderField[] = [];
+  let pos = 0;
+  while (pos < block.length) {
+    const eol = block.indexOf('\r\n', pos);
+    const end = eol < 0 ? block.length : eol + 2;
+    const line = block.slice(pos, end);
+    const isCont = (line[0] === ' ' || line[0] === '\t') && fields.length > 0;
+    const m = /^([\x21-\x39\x3b-\x7e]+)[ \t]*:/.exec(line);
+    if (isCont) {
+      fields[fields.length - 1]!.raw += line;
+    } else if (m) {
+      fields.push({ name: m[1]!, lower: m[1]!.toLowerCase(), raw: line });
+    } else {
+      break;
+    }
+    pos = end;
+  }
+  return { fields, consumed: pos };
+}
+
+/** The unfolded value of a field, without its name. */
+export function fieldValue(f: HeaderField): string {
+  const colon = f.raw.indexOf(':');
+  return f.raw.slice(colon + 1).replace(/\r\n(?=[ \t])/g, '').replace(/\r\n$/, '').trim();
+}
+
+/** Collects the mailbox addresses of the named fields (To, Cc, Bcc for sendmail -t). */
+export function addressesIn(fields: HeaderField[], names: string[]): string[] {
+  const out: string[] = [];
+  const walk = (list: Address[]): void => {
+    for (const a of list) {
+      if (a.group) walk(a.group);
+      else if (a.address) out.push(a.address);
+    }
+  };
+  for (const f of fields) {
+    if (names.includes(f.lower)) walk(addressparser(Buffer.from(fieldValue(f), 'latin1').toString('utf8')));
+  }
+  return out;
+}
+
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** Formats a date as RFC 5322 wants it, in local time with its offset. */
+export function rfc5322Date(d: Date): string {
+  const pad = (n: number): string => String(n).padStart(2, '0');
+  const off = -d.getTimezoneOffset();
+  const sign = off >= 0 ? '+' : '-';
+  const abs = Math.abs(off);
+  return (
+    `${DAYS[d.getDay()]}, ${d.getDate()} ${MONTHS[d.getMonth()]} ${d.getFullYear()} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${sign}${pad(Math.floor(abs / 60))}${pad(abs % 60)}`
+  );
+}
+
+/** Encodes a display name: as is when plain, quoted when it has specials, RFC 2047 when not ASCII. */
+export function displayName(name: string): string {
+  const clean = name.replace(/[\r\n]+/g, ' ').trim();
+  if (/[^\x20-\x7e]/.test(clean)) return `=?UTF-8?B?${Buffer.from(clean, 'utf8').toString('base64')}?=`;
+  if (/^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]*$/.test(clean)) return clean;
+  return `"${clean.replace(/(["\\])/g, '\\$1')}"`;
+}
+
+/** Folds a header line at spaces so no line passes 78 characters where it can be helped. */
+export function fold(line: string): string {
+  if (line.length <= 78) return line + '\r\n';
+  const words = line.split(' ');
+  let out = '';
+  let cur = '';
+  for (const w of words) {
+    if (cur && cur.length + 1 + w.length > 78) {
+      out += cur + '\r\n';
+      cur = '\t' + w;
+    } else {
+      cur = cur ? `${cur} ${w}` : w;
+    }
+  }
+  return out + cur + '\r\n';
+}
+
+/** Facts for the Received header. */
+export interface ReceivedInfo {
+  hostname: string;
+  id: string;
+  protocol: string;
+  date: Date;
+  helo?: string;
+  peer?: string;
+  clientName?: string;
+  uid?: number;
+  user?: string;
+  /** Named in "for" only when there is exactly one. */
+  recipients: string[];
+  tls?: string;
+}
+
+/** Builds the Received header (RFC 5321 4.4) for one message. */
+export function receivedHeader(r: ReceivedInfo): string {
+  const clean = (s: string): string => s.replace(/[^\x21-\x7e]/g, '?').slice(0, 255);
+  let text = 'Received:';
+  if (r.peer) {
+    const name = r.clientName ? `${clean(r.clientName)} ` : '';
+    text += ` from ${clean(r.helo ?? 'unknown')} (${name}[${r.peer}])`;
+  }
+  text += ` by ${r.hostname} (ferrymail)`;
+  if (r.uid !== undefined) text += ` (uid ${r.uid})`;
+  if (r.tls) text += ` (${clean(r.tls)})`;
+  text += ` with ${r.protocol} id ${r.id}`;
+  if (r.recipients.length === 1) text += ` for <${clean(r.recipients[0]!)}>`;
+  text += `; ${rfc5322Date(r.date)}`;
+  return fold(text);
+}

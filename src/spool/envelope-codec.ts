@@ -1,0 +1,71 @@
+/**
+ * Turns envelopes into spool bytes and back.
+ *
+ * Format: one JSON object, keys in a fixed order, "version" first, newline-terminated. Decoding trusts
+ * nothing (the file may be truncated or edited by hand) and checks every field; a bad file yields an
+ * error, never a half-filled envelope.
+ */
+import type { Envelope, Recipient } from '../domain/envelope.js';
+
+const RECIPIENT_STATES = new Set(['queued', 'deferred', 'delivered', 'failed', 'uncertain']);
+const DOORS = new Set(['smtp', 'lmtp', 'sendmail', 'sendmail-bs']);
+
+/** Serialises an envelope in the fixed field order. */
+export function encodeEnvelope(env: Envelope): string {
+  const ordered: Envelope = {
+    version: 1,
+    id: env.id,
+    arrival: env.arrival,
+    sender: env.sender,
+    recipients: env.recipients.map((r) => ({
+      address: r.address,
+      orcpt: r.orcpt,
+      notify: r.notify,
+      state: r.state,
+      attempts: r.attempts,
+      nextAttempt: r.nextAttempt,
+      lastAttempt: r.lastAttempt,
+      lastError: r.lastError,
+      route: r.route,
+    })),
+    origin: env.origin,
+    protocol: env.protocol,
+    size: env.size,
+    body: env.body,
+    smtputf8: env.smtputf8,
+    ret: env.ret,
+    envid: env.envid,
+    messageId: env.messageId,
+    connection: env.connection,
+  };
+  return JSON.stringify(ordered, null, 1) + '\n';
+}
+
+/** Throws with a reason when cond is false. */
+function need(cond: unknown, reason: string): asserts cond {
+  if (!cond) throw new Error(reason);
+}
+
+/** Checks one decoded recipient. */
+function checkRecipient(r: Recipient, i: number): void {
+  need(r && typeof r === 'object', `recipient ${i} is not an object`);
+  need(typeof r.address === 'string' && r.address.length > 0, `recipient ${i} has no address`);
+  need(RECIPIENT_STATES.has(r.state), `recipient ${i} has unknown state`);
+  need(Number.isInteger(r.attempts) && r.attempts >= 0, `recipient ${i} has bad attempts`);
+}
+
+/** Parses and checks an envelope; throws an Error saying what is wrong. */
+export function decodeEnvelope(text: string, expectId?: string): Envelope {
+  const env = JSON.parse(text) as Envelope;
+  need(env && typeof env === 'object', 'not an object');
+  need(env.version === 1, `unknown envelope version ${String(env.version)}`);
+  need(typeof env.id === 'string' && (!expectId || env.id === expectId), 'id does not match file name');
+  need(typeof env.arrival === 'string' && !Number.isNaN(Date.parse(env.arrival)), 'bad arrival time');
+  need(typeof env.sender === 'string', 'bad sender');
+  need(Array.isArray(env.recipients) && env.recipients.length > 0, 'no recipients');
+  env.recipients.forEach(checkRecipient);
+  need(env.origin && DOORS.has(env.origin.door), 'bad origin');
+  need(typeof env.protocol === 'string', 'bad protocol');
+  need(Number.isInteger(env.size) && env.size >= 0, 'bad size');
+  return env;
+}

@@ -1,0 +1,97 @@
+/**
+ * The spool's directories and file names, and the fsync helpers every writer uses.
+ *
+ *   tmp/      ID.PID.msg, ID.PID.env   being written; never read by anyone else
+ *   msg/      ID                       message data, immutable once committed
+ *   queue/    ID                       envelope of an active message (its presence is the commit)
+ *   hold/     ID                       envelope of a held message
+ *   corrupt/  ID                       envelope that could not be parsed (data stays in msg/)
+ *
+ * Trusts only ids that passed isId(). Fails with FerryError (spool-*) on file system errors.
+ */
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { spoolError } from '../errors.js';
+
+/** Directory names inside the spool. */
+export const DIRS = ['tmp', 'msg', 'queue', 'hold', 'corrupt'] as const;
+export type SpoolDir = (typeof DIRS)[number];
+
+/** Paths of one spool. */
+export interface Layout {
+  root: string;
+  dir(name: SpoolDir): string;
+  data(id: string): string;
+  envelope(where: 'queue' | 'hold' | 'corrupt', id: string): string;
+  control: string;
+}
+
+/** Builds the layout of a spool rooted at root. */
+export function layoutOf(root: string): Layout {
+  return {
+    root,
+    dir: (name) => path.join(root, name),
+    data: (id) => path.join(root, 'msg', id),
+    envelope: (where, id) => path.join(root, where, id),
+    control: path.join(root, 'control.sock'),
+  };
+}
+
+/** Creates the spool directories (owner only) when missing. */
+export function ensureSpool(layout: Layout): void {
+  try {
+    fs.mkdirSync(layout.root, { recursive: true, mode: 0o700 });
+    for (const d of DIRS) fs.mkdirSync(layout.dir(d), { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw spoolError(err, `create spool directories under ${layout.root}`);
+  }
+}
+
+/** fsyncs a directory so that renames and unlinks in it are durable. */
+export async function syncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Group commit for directory fsyncs: callers that arrive while one fsync runs share the next one, so N
+ * sessions finishing together cost two fsyncs, not N. Resolves only after an fsync that started after
+ * the caller's rename has completed.
+ */
+export class DirSyncer {
+  private running: Promise<void> | null = null;
+  private next: Promise<void> | null = null;
+  constructor(private readonly dir: string) {}
+
+  /** Resolves once everything renamed into the directory before this call is durable. */
+  sync(): Promise<void> {
+    if (!this.running) return this.start();
+    if (!this.next) {
+      this.next = this.running.then(
+        () => this.start(),
+        () => this.start(),
+      );
+      this.next.finally(() => undefined).catch(() => undefined);
+      const mine = this.next;
+      this.running.finally(() => {
+        if (this.next === mine) this.next = null;
+      }).catch(() => undefined);
+      return mine;
+    }
+    return this.next;
+  }
+
+  private start(): Promise<void> {
+    const p = syncDir(this.dir);
+    this.running = p;
+    p.finally(() => {
+      if (this.running === p) this.running = null;
+    }).catch(() => undefined);
+    return p;
+  }
+}

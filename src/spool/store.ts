@@ -1,0 +1,229 @@
+/**
+ * Reads and manages committed messages: list, load, remove, hold, release, and the start-up recovery.
+ *
+ * Envelope files are untrusted (hand edits, truncation): one that cannot be parsed moves to corrupt/ and
+ * is reported, never deleted. Every change to one message happens under its lock (lock.ts). Removal
+ * unlinks the envelope first (the commit of the removal), then the data. Errors are FerryError.
+ */
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { FerryError, spoolError } from '../errors.js';
+import type { Envelope } from '../domain/envelope.js';
+import { decodeEnvelope, encodeEnvelope } from './envelope-codec.js';
+import { isId } from './id.js';
+import { ensureSpool, layoutOf, syncDir, type Layout } from './layout.js';
+import { lock, type Lock } from './lock.js';
+
+/** Where a message's envelope currently is. */
+export type Place = 'queue' | 'hold';
+
+/** A committed message as found in the spool. */
+export interface Entry {
+  envelope: Envelope;
+  place: Place;
+}
+
+/** A file that could not be read as an envelope and was moved aside. */
+export interface CorruptReport {
+  id: string;
+  reason: string;
+}
+
+/** Options of a spool store. */
+export interface Store {
+  layout: Layout;
+  list(): Promise<{ entries: Entry[]; corrupt: CorruptReport[] }>;
+  get(id: string): Promise<Entry>;
+  remove(id: string): Promise<Envelope>;
+  hold(id: string): Promise<Envelope>;
+  release(id: string): Promise<Envelope>;
+  /** Writes a changed envelope in place (same place), durably. */
+  update(env: Envelope, place: Place): Promise<void>;
+  lockMessage(id: string, timeoutMs?: number): Promise<Lock>;
+  recover(): Promise<RecoveryReport>;
+}
+
+/** What start-up recovery found and did. */
+export interface RecoveryReport {
+  tmpRemoved: number;
+  orphansRemoved: number;
+  corrupt: CorruptReport[];
+}
+
+/** Opens the spool at root for reading and management. */
+export function openStore(root: string): Store {
+  const layout = layoutOf(root);
+  ensureSpool(layout);
+  const s: Store = {
+    layout,
+    list: () => listAll(layout),
+    get: (id) => getEntry(layout, id),
+    remove: (id) => withLock(s, id, () => removeEntry(layout, id)),
+    hold: (id) => withLock(s, id, () => moveEntry(layout, id, 'queue', 'hold')),
+    release: (id) => withLock(s, id, () => moveEntry(layout, id, 'hold', 'queue')),
+    update: (env, place) => replaceEnvelope(layout, env, place),
+    lockMessage: async (id, timeoutMs = 2000) => {
+      const l = await lock(root, `msg/${id}`, timeoutMs);
+      if (!l) throw new FerryError('locked', `message ${id} is busy (being delivered or changed); try again`);
+      return l;
+    },
+    recover: () => recoverSpool(layout),
+  };
+  return s;
+}
+
+/** Runs fn while holding the message's lock. */
+async function withLock<T>(s: Store, id: string, fn: () => Promise<T>): Promise<T> {
+  checkId(id);
+  const l = await s.lockMessage(id);
+  try {
+    return await fn();
+  } finally {
+    await l.release();
+  }
+}
+
+/** Refuses anything that is not a queue id before it reaches a path. */
+function checkId(id: string): void {
+  if (!isId(id)) throw new FerryError('not-found', `no such message: ${JSON.stringify(id)} is not a queue id`);
+}
+
+/** Reads and decodes one envelope file; moves it to corrupt/ when it cannot be decoded. */
+async function readEnvelope(layout: Layout, place: Place, id: string): Promise<Envelope | CorruptReport | null> {
+  let text: string;
+  try {
+    text = await fsp.readFile(layout.envelope(place, id), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw spoolError(err, `read envelope ${id}`);
+  }
+  try {
+    const env = decodeEnvelope(text, id);
+    if (!fs.existsSync(layout.data(id))) throw new Error('message data file is missing');
+    return env;
+  } catch (err) {
+    const reason = (err as Error).message;
+    await fsp.rename(layout.envelope(place, id), layout.envelope('corrupt', id)).catch(() => undefined);
+    return { id, reason };
+  }
+}
+
+/** Lists every message in queue/ and hold/, oldest first. */
+async function listAll(layout: Layout): Promise<{ entries: Entry[]; corrupt: CorruptReport[] }> {
+  const entries: Entry[] = [];
+  const corrupt: CorruptReport[] = [];
+  for (const place of ['queue', 'hold'] as const) {
+    let names: string[];
+    try {
+      names = await fsp.readdir(layout.dir(place));
+    } catch (err) {
+      throw spoolError(err, `list ${place}`);
+    }
+    for (const id of names.filter(isId)) {
+      const r = await readEnvelope(layout, place, id);
+      if (r === null) continue;
+      if ('reason' in r) corrupt.push(r);
+      else entries.push({ envelope: r, place });
+    }
+  }
+  entries.sort((a, b) => (a.envelope.id < b.envelope.id ? -1 : 1));
+  return { entries, corrupt };
+}
+
+/** Finds one message by id. */
+async function getEntry(layout: Layout, id: string): Promise<Entry> {
+  checkId(id);
+  for (const place of ['queue', 'hold'] as const) {
+    const r = await readEnvelope(layout, place, id);
+    if (r && 'reason' in r) throw new FerryError('spool-io', `message ${id} is corrupt (${r.reason}); moved to corrupt/`);
+    if (r) return { envelope: r, place };
+  }
+  throw new FerryError('not-found', `no such message: ${id}`);
+}
+
+/** Deletes a message: envelope first (durably), then its data. */
+async function removeEntry(layout: Layout, id: string): Promise<Envelope> {
+  const { envelope, place } = await getEntry(layout, id);
+  try {
+    await fsp.unlink(layout.envelope(place, id));
+    await syncDir(layout.dir(place));
+    await fsp.rm(layout.data(id), { force: true });
+  } catch (err) {
+    throw spoolError(err, `remove ${id}`);
+  }
+  return envelope;
+}
+
+/** Moves an envelope between queue/ and hold/ with one rename. */
+async function moveEntry(layout: Layout, id: string, from: Place, to: Place): Promise<Envelope> {
+  const { envelope, place } = await getEntry(layout, id);
+  if (place !== from) {
+    throw new FerryError('not-found', `message ${id} is ${place === 'hold' ? 'already held' : 'not held'}`);
+  }
+  try {
+    await fsp.rename(layout.envelope(from, id), layout.envelope(to, id));
+    await Promise.all([syncDir(layout.dir(from)), syncDir(layout.dir(to))]);
+  } catch (err) {
+    throw spoolError(err, `move ${id} to ${to}`);
+  }
+  return envelope;
+}
+
+/** Replaces an envelope durably: write temp, fsync, rename over, fsync the directory. */
+async function replaceEnvelope(layout: Layout, env: Envelope, place: Place): Promise<void> {
+  const tmp = `${layout.dir('tmp')}/${env.id}.${process.pid}.upd`;
+  try {
+    await fsp.rm(tmp, { force: true });
+    const fh = await fsp.open(tmp, 'wx', 0o600);
+    try {
+      await fh.writeFile(encodeEnvelope(env));
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, layout.envelope(place, env.id));
+    await syncDir(layout.dir(place));
+  } catch (err) {
+    throw spoolError(err, `update ${env.id}`);
+  }
+}
+
+/** True when a process with this pid exists. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+const ORPHAN_GRACE_MS = 60_000;
+
+/** Start-up recovery: drops temp files of dead writers and data files no envelope refers to. */
+async function recoverSpool(layout: Layout): Promise<RecoveryReport> {
+  const report: RecoveryReport = { tmpRemoved: 0, orphansRemoved: 0, corrupt: [] };
+  for (const name of await fsp.readdir(layout.dir('tmp'))) {
+    const pid = Number(name.split('.')[1]);
+    if (Number.isInteger(pid) && pid !== process.pid && alive(pid)) continue;
+    if (pid === process.pid) continue;
+    await fsp.rm(`${layout.dir('tmp')}/${name}`, { force: true });
+    report.tmpRemoved++;
+  }
+  const known = new Set<string>();
+  for (const place of ['queue', 'hold', 'corrupt'] as const) {
+    for (const id of await fsp.readdir(layout.dir(place))) known.add(id);
+  }
+  const now = Date.now();
+  for (const id of await fsp.readdir(layout.dir('msg'))) {
+    if (known.has(id)) continue;
+    const st = fs.statSync(layout.data(id), { throwIfNoEntry: false });
+    if (!st || now - st.mtimeMs < ORPHAN_GRACE_MS) continue;
+    // re-check: a writer may have committed its envelope since the listing
+    if (fs.existsSync(layout.envelope('queue', id)) || fs.existsSync(layout.envelope('hold', id))) continue;
+    await fsp.rm(layout.data(id), { force: true });
+    report.orphansRemoved++;
+  }
+  report.corrupt = (await listAll(layout)).corrupt;
+  return report;
+}

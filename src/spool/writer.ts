@@ -1,0 +1,137 @@
+/**
+ * Commits new messages into the spool: the only way a message enters it.
+ *
+ * begin() opens tmp/ID.PID.msg exclusively; the caller streams the message into writer.stream; commit()
+ * fsyncs the data, writes and fsyncs the envelope, renames the data into msg/ and then the envelope into
+ * queue/ (that rename is the commit), and fsyncs both directories (shared with concurrent commits).
+ * Only when commit() resolves may anyone be told "accepted". abort() removes the temporary files.
+ * File system errors become FerryError spool-full / spool-permission / spool-io; after a failed commit
+ * nothing of the message is visible in queue/.
+ */
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { spoolError } from '../errors.js';
+import type { Envelope } from '../domain/envelope.js';
+import { encodeEnvelope } from './envelope-codec.js';
+import { newId } from './id.js';
+import { DirSyncer, ensureSpool, layoutOf, type Layout } from './layout.js';
+
+/** One message being written. */
+export interface MessageWriter {
+  id: string;
+  /** Where the message bytes go; counts them in bytesWritten. */
+  stream: Writable;
+  bytesWritten(): number;
+  /** Makes the message durable and visible; env.id and env.size are filled in here. */
+  commit(env: Omit<Envelope, 'id' | 'size'>): Promise<Envelope>;
+  /** Drops the message; safe to call more than once and after a failed commit. */
+  abort(): Promise<void>;
+}
+
+/** A spool that accepts new messages. */
+export interface SpoolWriter {
+  layout: Layout;
+  begin(): Promise<MessageWriter>;
+}
+
+/** A Writable that writes into an open file handle, counting bytes. */
+function fileSink(fh: fsp.FileHandle, counter: { n: number }): Writable {
+  return new Writable({
+    highWaterMark: 256 * 1024,
+    writev(chunks, cb) {
+      const bufs = chunks.map((c) => c.chunk as Buffer);
+      fh.writev(bufs).then(
+        (r) => {
+          counter.n += r.bytesWritten;
+          cb();
+        },
+        (err) => cb(err),
+      );
+    },
+  });
+}
+
+/** Waits until a writable has flushed everything, or rejects with its error. */
+function finished(w: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (w.writableFinished) return resolve();
+    if (w.errored) return reject(w.errored);
+    w.once('finish', resolve);
+    w.once('error', reject);
+    if (!w.writableEnded) w.end();
+  });
+}
+
+/** Opens a spool for writing new messages, creating its directories when needed. */
+export function openSpoolWriter(root: string): SpoolWriter {
+  const layout = layoutOf(root);
+  ensureSpool(layout);
+  const msgSync = new DirSyncer(layout.dir('msg'));
+  const queueSync = new DirSyncer(layout.dir('queue'));
+  return { layout, begin: () => beginMessage(layout, msgSync, queueSync) };
+}
+
+/** Starts one message: allocates an id and opens its temporary data file. */
+async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSyncer): Promise<MessageWriter> {
+  const id = newId();
+  const base = path.join(layout.dir('tmp'), `${id}.${process.pid}`);
+  const tmpData = `${base}.msg`;
+  const tmpEnv = `${base}.env`;
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(tmpData, 'wx', 0o600);
+  } catch (err) {
+    throw spoolError(err, 'create a message file');
+  }
+  const counter = { n: 0 };
+  const stream = fileSink(fh, counter);
+  stream.on('error', () => undefined); // reported through commit()
+  let open = true;
+  const closeFile = async (): Promise<void> => {
+    if (open) {
+      open = false;
+      await fh.close().catch(() => undefined);
+    }
+  };
+  const abort = async (): Promise<void> => {
+    stream.destroy();
+    await closeFile();
+    await Promise.all([fsp.rm(tmpData, { force: true }), fsp.rm(tmpEnv, { force: true })]).catch(() => undefined);
+  };
+  const commit = async (partial: Omit<Envelope, 'id' | 'size'>): Promise<Envelope> => {
+    const env: Envelope = { ...partial, id, size: 0 } as Envelope;
+    try {
+      await finished(stream);
+      env.size = counter.n;
+      await Promise.all([fh.sync(), writeDurable(tmpEnv, encodeEnvelope(env))]);
+      await closeFile();
+      await fsp.rename(tmpData, layout.data(id));
+      await fsp.rename(tmpEnv, layout.envelope('queue', id));
+      await Promise.all([msgSync.sync(), queueSync.sync()]);
+      return env;
+    } catch (err) {
+      await rollback(layout, id);
+      await abort();
+      throw spoolError(err, 'commit a message');
+    }
+  };
+  return { id, stream, bytesWritten: () => counter.n, commit, abort };
+}
+
+/** Removes a half-committed message from queue/ and msg/ after a failed commit. */
+async function rollback(layout: Layout, id: string): Promise<void> {
+  await fsp.rm(layout.envelope('queue', id), { force: true }).catch(() => undefined);
+  await fsp.rm(layout.data(id), { force: true }).catch(() => undefined);
+}
+
+/** Writes a small file and fsyncs it (no rename). */
+export async function writeDurable(file: string, text: string): Promise<void> {
+  const fh = await fsp.open(file, 'wx', 0o600);
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
