@@ -99,10 +99,25 @@ function deepFreeze<T>(obj: T): T {
   return obj;
 }
 
+/** Where the settings come from: a directory (its ferrymail.yaml), or a settings file itself (-C FILE). */
+export function settingsLocation(dirOrFile?: string): { dir: string; file: string } {
+  if (dirOrFile && /\.ya?ml$/i.test(dirOrFile) && !isDirectory(dirOrFile)) {
+    const file = path.resolve(dirOrFile);
+    return { dir: path.dirname(file), file };
+  }
+  const dir = configDir(dirOrFile);
+  return { dir, file: path.join(dir, SETTINGS_FILE) };
+}
+
+/** True when p is an existing directory. */
+function isDirectory(p: string): boolean {
+  return fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
+}
+
 /** Loads, validates and freezes the configuration of a directory; throws ConfigError on any issue. */
-export function loadConfig(dirFlag?: string): Config {
-  const dir = configDir(dirFlag);
-  const parsed = parseSettingsFile(path.join(dir, SETTINGS_FILE));
+export function loadConfig(dirOrFile?: string): Config {
+  const { dir, file } = settingsLocation(dirOrFile);
+  const parsed = parseSettingsFile(file);
   const issues = [...parsed.syntax, ...validateSettings(parsed.data, parsed.lineOf)];
   if (issues.length === 0) {
     const cfg = normalise(dir, parsed);

@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import { FerryError, spoolError } from '../errors.js';
+import { FerryError, isFerryError, spoolError } from '../errors.js';
 import type { Envelope } from '../domain/envelope.js';
 import { decodeEnvelope, encodeEnvelope } from './envelope-codec.js';
 import { isId } from './id.js';
@@ -41,6 +41,8 @@ export interface Store {
   update(env: Envelope, place: Place): Promise<void>;
   lockMessage(id: string, timeoutMs?: number): Promise<Lock>;
   recover(): Promise<RecoveryReport>;
+  /** The header section of a message's data (at most max bytes). */
+  readHead(id: string, max?: number): Promise<string>;
 }
 
 /** What start-up recovery found and did. */
@@ -68,6 +70,7 @@ export function openStore(root: string): Store {
       return l;
     },
     recover: () => recoverSpool(layout),
+    readHead: (id, max = 262_144) => readHead(layout, id, max),
   };
   return s;
 }
@@ -226,4 +229,47 @@ async function recoverSpool(layout: Layout): Promise<RecoveryReport> {
   }
   report.corrupt = (await listAll(layout)).corrupt;
   return report;
+}
+
+/** Reads the start of a message's data up to the end of its header section. */
+async function readHead(layout: Layout, id: string, max: number): Promise<string> {
+  checkId(id);
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(layout.data(id), 'r');
+  } catch (err) {
+    throw spoolError(err, `read message ${id}`);
+  }
+  try {
+    const buf = Buffer.alloc(max);
+    const { bytesRead } = await fh.read(buf, 0, max, 0);
+    const text = buf.subarray(0, bytesRead).toString('latin1');
+    const end = text.indexOf('\r\n\r\n');
+    return end < 0 ? text : text.slice(0, end + 2);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The result for one id of an rm / hold / release. */
+export interface ChangeResult {
+  id: string;
+  ok: boolean;
+  error?: string;
+  code?: string;
+  envelope?: Envelope;
+}
+
+/** Runs rm / hold / release for each id, collecting per-id results (never throws for one id). */
+export async function applyChange(store: Store, cmd: 'rm' | 'hold' | 'release', ids: string[]): Promise<ChangeResult[]> {
+  const out: ChangeResult[] = [];
+  for (const id of ids) {
+    try {
+      const env = cmd === 'rm' ? await store.remove(id) : cmd === 'hold' ? await store.hold(id) : await store.release(id);
+      out.push({ id, ok: true, envelope: env });
+    } catch (err) {
+      out.push({ id, ok: false, error: (err as Error).message, code: isFerryError(err) ? err.code : 'internal' });
+    }
+  }
+  return out;
 }

@@ -1,0 +1,17 @@
+// Bundles the sendmail command into one import-light file (plus lazily loaded chunks), so that a local
+// program handing over a message pays for Node's start-up and little else.
+import { build } from 'esbuild';
+
+await build({
+  entryPoints: { sendmail: 'src/cli/sendmail-main.ts' },
+  outdir: 'dist/bundle',
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  minify: false,
+  legalComments: 'none',
+  banner: { js: "import { createRequire as __fmRequire } from 'node:module'; const require = __fmRequire(import.meta.url);" },
+  logLevel: 'warning',
+});

@@ -1,0 +1,204 @@
+/**
+ * The admin command `ferrymail`: daemon, status, config, queue, auth. Built on commander.
+ *
+ * Every subcommand takes --config-dir. Errors print one line and exit with the sysexits code of their
+ * FerryError; usage errors exit 64. Secrets (auth hash) are read from standard input, never argv.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { loadConfig, parseSettingsFile, settingsLocation } from '../config/load.js';
+import type { Config } from '../config/types.js';
+import { validateSettings, getPath } from '../config/validate.js';
+import { FIELDS } from '../config/schema.js';
+import { callDaemon } from '../control/client.js';
+import { EX } from '../domain/sysexits.js';
+import { FerryError } from '../errors.js';
+import { layoutOf } from '../spool/layout.js';
+import { openStore } from '../spool/store.js';
+import { VERSION } from '../version.js';
+import { fail } from './sendmail-main.js';
+import { entryJson, formatList, formatMailq, formatShow } from './queue-view.js';
+import { changeIds } from './queue-ops.js';
+
+type Opts = { configDir?: string; json?: boolean; logFormat?: 'text' | 'json' };
+
+/** Loads the configuration named by the global option. */
+function config(cmd: Command): Config {
+  return loadConfig((cmd.optsWithGlobals() as Opts).configDir);
+}
+
+/** Writes text to stdout. */
+function out(text: string): void {
+  process.stdout.write(text);
+}
+
+/** Builds the command tree; each action resolves with an exit code. */
+export function buildProgram(setCode: (n: number) => void): Command {
+  const program = new Command('ferrymail')
+    .description('offline-aware mail relay')
+    .version(VERSION)
+    .addOption(new Option('--config-dir <dir>', 'configuration directory (or FERRYMAIL_CONFIG_DIR)'))
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const act = <A extends any[]>(fn: (...a: A) => Promise<number> | number) => async (...a: A): Promise<void> => setCode(await fn(...a));
+
+  program
+    .command('daemon')
+    .description('run the relay in the foreground (for systemd); SIGTERM stops it cleanly')
+    .addOption(new Option('--log-format <format>', 'log lines as text or json').choices(['text', 'json']))
+    .action(act(async (_o: Opts, cmd: Command) => runDaemon(cmd)));
+
+  program
+    .command('status')
+    .description('is the daemon running, where it listens, what waits in the queue')
+    .option('--json', 'machine-readable output')
+    .action(act(async (_o: Opts, cmd: Command) => status(cmd)));
+
+  const cfgCmd = program.command('config').description('check, read and change the configuration');
+  cfgCmd.command('check').description('validate everything and list every problem').action(act((_o: Opts, cmd: Command) => configCheck(cmd)));
+  cfgCmd.command('get <key>').description('print the effective value of a key').action(act((key: string, _o: Opts, cmd: Command) => configGet(cmd, key)));
+  cfgCmd
+    .command('set <key> <value>')
+    .description('set a key in ferrymail.yaml (comments are kept)')
+    .action(act(async (key: string, value: string, _o: Opts, cmd: Command) => {
+      const { configSet } = await import('../config/store.js');
+      configSet((cmd.optsWithGlobals() as Opts).configDir, key, value);
+      return EX.OK;
+    }));
+  cfgCmd.command('path').description('print the settings file and spool in use').action(act((_o: Opts, cmd: Command) => {
+    const cfg = config(cmd);
+    out(`config ${cfg.file}${cfg.fromFile ? '' : ' (absent: embedded default)'}\nspool  ${cfg.spool}\n`);
+    return EX.OK;
+  }));
+
+  const q = program.command('queue').description('list and manage queued messages');
+  q.command('list').description('every message with each recipient\'s state').option('--json', 'machine-readable output').option('--mailq', 'the classic mailq shape')
+    .action(act(async (o: Opts & { mailq?: boolean }, cmd: Command) => queueList(cmd, o)));
+  q.command('show <id>').description('one message: envelope and header').option('--json', 'machine-readable output')
+    .action(act(async (id: string, o: Opts, cmd: Command) => queueShow(cmd, id, o)));
+  for (const [name, verb, what] of [['rm', 'rm', 'remove messages'], ['hold', 'hold', 'keep messages from delivery'], ['release', 'release', 'release held messages']] as const) {
+    q.command(`${name} <ids...>`).description(what).action(act(async (ids: string[], _o: Opts, cmd: Command) => changeIds(config(cmd), verb, ids, `ferrymail queue ${name}`)));
+  }
+
+  const auth = program.command('auth').description('SMTP AUTH users');
+  auth.command('hash').description('read a password on stdin, print the line for auth.users_file').argument('<user>')
+    .action(act(async (user: string) => authHash(user)));
+  return program;
+}
+
+/** ferrymail daemon. */
+async function runDaemon(cmd: Command): Promise<number> {
+  const o = cmd.optsWithGlobals() as Opts;
+  let cfg = config(cmd);
+  if (o.logFormat) cfg = { ...cfg, log_format: o.logFormat };
+  const { startDaemon } = await import('../daemon/daemon.js');
+  const d = await startDaemon(cfg);
+  const source = cfg.fromFile ? cfg.file : `embedded default (write ${cfg.file} to change it)`;
+  d.log.log('info', 'ferrymail started', { version: VERSION, pid: process.pid, config: source, spool: cfg.spool, listen: d.door.addresses.join(',') });
+  return new Promise((resolve) => {
+    let stopping = false;
+    const stop = (sig: string): void => {
+      if (stopping) return;
+      stopping = true;
+      d.log.log('info', `received ${sig}`);
+      d.stop().then(() => resolve(EX.OK), () => resolve(EX.SOFTWARE));
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+/** ferrymail status. */
+async function status(cmd: Command): Promise<number> {
+  const cfg = config(cmd);
+  const res = await callDaemon(layoutOf(cfg.spool).control, { cmd: 'status' });
+  const json = (cmd.opts() as Opts).json;
+  if (!res) {
+    const { entries } = await openStore(cfg.spool).list();
+    const held = entries.filter((e) => e.place === 'hold').length;
+    if (json) out(JSON.stringify({ running: false, spool: cfg.spool, queued: entries.length - held, held }) + '\n');
+    else out(`daemon: not running\nspool:  ${cfg.spool}\nqueue:  ${entries.length - held} queued, ${held} held\n`);
+    return EX.UNAVAILABLE;
+  }
+  if (!res.ok || !res.status) throw new FerryError('control', res.ok ? 'no status' : res.error);
+  const s = res.status;
+  if (json) out(JSON.stringify({ running: true, ...s }) + '\n');
+  else {
+    out(`daemon: running, pid ${s.pid}, since ${s.started}, version ${s.version}\nconfig: ${s.fromFile ? s.configFile : 'embedded default'}\n`);
+    out(`listen: ${s.listening.join(' ')}\nspool:  ${s.spool}\nqueue:  ${s.queued} queued, ${s.held} held\n`);
+  }
+  return EX.OK;
+}
+
+/** ferrymail config check: every issue at once, with file, line and key. */
+function configCheck(cmd: Command): number {
+  const { file } = settingsLocation((cmd.optsWithGlobals() as Opts).configDir);
+  const parsed = parseSettingsFile(file);
+  const issues = [...parsed.syntax, ...validateSettings(parsed.data, parsed.lineOf)];
+  if (issues.length === 0) {
+    try {
+      loadConfig((cmd.optsWithGlobals() as Opts).configDir);
+    } catch (err) {
+      if (err instanceof FerryError && 'issues' in err) issues.push(...(err as unknown as { issues: typeof issues }).issues);
+      else throw err;
+    }
+  }
+  for (const i of issues) process.stderr.write(`${file}${i.line ? `:${i.line}` : ''}: ${i.key}: ${i.message}\n`);
+  if (issues.length) return EX.CONFIG;
+  out(`${parsed.exists ? file : 'embedded default'}: ok\n`);
+  return EX.OK;
+}
+
+/** ferrymail config get KEY: the effective value (defaults included). */
+function configGet(cmd: Command, key: string): number {
+  const cfg = config(cmd);
+  if (!FIELDS.some((f) => f.key === key || f.key.startsWith(`${key}.`))) throw new FerryError('usage', `unknown key ${key}`);
+  const v = getPath(cfg, key);
+  out((v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v)) + '\n');
+  return EX.OK;
+}
+
+/** ferrymail queue list. */
+async function queueList(cmd: Command, o: Opts & { mailq?: boolean }): Promise<number> {
+  const { entries, corrupt } = await openStore(config(cmd).spool).list();
+  for (const c of corrupt) process.stderr.write(`ferrymail: corrupt envelope ${c.id} moved to corrupt/: ${c.reason}\n`);
+  if (o.json) out(JSON.stringify(entries.map((e) => entryJson(e.envelope, e.place)), null, 1) + '\n');
+  else out(o.mailq ? formatMailq(entries) : formatList(entries));
+  return EX.OK;
+}
+
+/** ferrymail queue show ID. */
+async function queueShow(cmd: Command, id: string, o: Opts): Promise<number> {
+  const store = openStore(config(cmd).spool);
+  const entry = await store.get(id);
+  const head = await store.readHead(id);
+  if (o.json) out(JSON.stringify({ ...entryJson(entry.envelope, entry.place), header: head }, null, 1) + '\n');
+  else out(formatShow(entry, head));
+  return EX.OK;
+}
+
+/** ferrymail auth hash USER: reads the password from stdin. */
+async function authHash(user: string): Promise<number> {
+  if (!/^[^\s:]+$/.test(user)) throw new FerryError('usage', 'user names cannot hold spaces or colons');
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  if (!password) throw new FerryError('usage', 'give the password on standard input');
+  const { hashPassword } = await import('../receive/auth.js');
+  out(`${user}:${await hashPassword(password)}\n`);
+  return EX.OK;
+}
+
+/** Runs the admin command; resolves with the exit code. */
+export async function ferrymailMain(argv: string[]): Promise<number> {
+  let code: number = EX.OK;
+  const program = buildProgram((n) => (code = n));
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? EX.OK : EX.USAGE;
+    return fail('ferrymail', err);
+  }
+}
+

@@ -1,0 +1,38 @@
+/**
+ * Queue changes from the command line (rm, hold, release): through the daemon when one runs, directly on
+ * the spool (under the same per-message locks) when none does.
+ *
+ * Ids come from the user and are checked by the spool before they reach a path. Prints one line per id;
+ * returns 0 when every id succeeded, 66 (no input) when some were not found, 75 when some were busy.
+ */
+import type { Config } from '../config/types.js';
+import { callDaemon } from '../control/client.js';
+import type { IdResult } from '../control/protocol.js';
+import { EX } from '../domain/sysexits.js';
+import { FerryError } from '../errors.js';
+import { layoutOf } from '../spool/layout.js';
+import { applyChange, openStore } from '../spool/store.js';
+
+/** Applies one change to ids and prints the outcome; returns the exit code. */
+export async function changeIds(cfg: Config, cmd: 'rm' | 'hold' | 'release', ids: string[], who: string): Promise<number> {
+  const res = await callDaemon(layoutOf(cfg.spool).control, { cmd, ids });
+  let results: IdResult[];
+  if (res === null) results = await applyChange(openStore(cfg.spool), cmd, ids);
+  else if (res.ok && res.results) results = res.results;
+  else throw new FerryError('control', res.ok ? 'the daemon gave no results' : res.error);
+  const verb = { rm: 'removed', hold: 'held', release: 'released' }[cmd];
+  let code: number = EX.OK;
+  for (const r of results) {
+    if (r.ok) process.stdout.write(`${r.id}: ${verb}\n`);
+    else {
+      process.stderr.write(`${who}: ${r.error}\n`);
+      code = r.code === 'locked' ? EX.TEMPFAIL : code === EX.OK ? EX.NOINPUT : code;
+    }
+  }
+  return code;
+}
+
+/** mailrm / sendmail -Mrm. */
+export function removeIds(cfg: Config, ids: string[], who: string): Promise<number> {
+  return changeIds(cfg, 'rm', ids, who);
+}

@@ -1,0 +1,103 @@
+/**
+ * How the queue is shown: the classic mailq listing, ferrymail's own listing, JSON for scripts, and the
+ * detail view of one message.
+ *
+ * Input is envelopes from the spool (already checked by the codec). Addresses and errors may hold
+ * peer-supplied text: control characters are escaped. Pure; cannot fail.
+ */
+import type { Envelope } from '../domain/envelope.js';
+import type { Entry } from '../spool/store.js';
+
+/** Escapes control characters in text shown on a terminal. */
+function safe(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\x00-\x1f\x7f]/g, '?');
+}
+
+/** Human age: 42s, 5m, 3h, 2d. */
+export function age(fromIso: string, now = Date.now()): string {
+  const s = Math.max(0, Math.round((now - Date.parse(fromIso)) / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  if (s < 172800) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86400)}d`;
+}
+
+/** The classic mailq listing (Postfix's shape): id, size, arrival, sender, then recipients. */
+export function formatMailq(entries: Entry[]): string {
+  if (entries.length === 0) return 'Mail queue is empty\n';
+  const lines = ['-Queue ID-        --Size-- ----Arrival Time---- -Sender/Recipient-------'];
+  let bytes = 0;
+  for (const { envelope: e, place } of entries) {
+    bytes += e.size;
+    const d = new Date(e.arrival).toString().split(' ');
+    const arrival = `${d[0]} ${d[1]} ${d[2]} ${d[4]}`;
+    const id = e.id + (place === 'hold' ? '!' : ' ');
+    lines.push(`${id} ${String(e.size).padStart(8)} ${arrival}  ${safe(e.sender || 'MAILER-DAEMON')}`);
+    for (const r of e.recipients.filter((x) => x.state !== 'delivered' && x.state !== 'failed')) {
+      if (r.lastError) lines.push(`${' '.repeat(47)}(${safe(r.lastError)})`);
+      lines.push(`${' '.repeat(47)}${safe(r.address)}`);
+    }
+    lines.push('');
+  }
+  const n = entries.length;
+  lines.push(`-- ${Math.ceil(bytes / 1024)} Kbytes in ${n} Request${n === 1 ? '' : 's'}.`);
+  return lines.join('\n') + '\n';
+}
+
+/** ferrymail's listing: one block per message, one line per recipient with its state. */
+export function formatList(entries: Entry[], now = Date.now()): string {
+  if (entries.length === 0) return 'queue is empty\n';
+  const out: string[] = [];
+  for (const { envelope: e, place } of entries) {
+    out.push(`${e.id}  ${place === 'hold' ? 'HELD  ' : ''}age ${age(e.arrival, now)}  ${e.size} bytes  from <${safe(e.sender)}>`);
+    for (const r of e.recipients) {
+      const next = r.nextAttempt ? `  next ${r.nextAttempt}` : '';
+      const err = r.lastError ? `  last error: ${safe(r.lastError)}` : '';
+      out.push(`  ${r.state.padEnd(9)} <${safe(r.address)}>  attempts ${r.attempts}${next}${err}`);
+    }
+  }
+  return out.join('\n') + '\n';
+}
+
+/** The JSON shape of one queue entry for scripts. */
+export function entryJson(e: Envelope, place: string, now = Date.now()): Record<string, unknown> {
+  return {
+    id: e.id,
+    place,
+    arrival: e.arrival,
+    age_seconds: Math.round((now - Date.parse(e.arrival)) / 1000),
+    size: e.size,
+    sender: e.sender,
+    message_id: e.messageId ?? null,
+    origin: e.origin,
+    recipients: e.recipients.map((r) => ({
+      address: r.address,
+      state: r.state,
+      attempts: r.attempts,
+      next_attempt: r.nextAttempt ?? null,
+      last_error: r.lastError ?? null,
+      route: r.route ?? null,
+    })),
+  };
+}
+
+/** The detail view of one message: envelope facts, then the header section. */
+export function formatShow(entry: Entry, headerText: string): string {
+  const e = entry.envelope;
+  const lines = [
+    `id:         ${e.id}${entry.place === 'hold' ? '  (held)' : ''}`,
+    `arrival:    ${e.arrival} (${age(e.arrival)} ago)`,
+    `size:       ${e.size}`,
+    `sender:     <${safe(e.sender)}>`,
+    `origin:     ${e.origin.door}${e.origin.peer ? ` [${e.origin.peer}]` : ''}${e.origin.helo ? ` helo=${safe(e.origin.helo)}` : ''}${e.origin.user ? ` user=${safe(e.origin.user)}` : ''}`,
+    `protocol:   ${e.protocol}${e.body ? ` body=${e.body}` : ''}${e.smtputf8 ? ' SMTPUTF8' : ''}`,
+  ];
+  if (e.ret || e.envid) lines.push(`dsn:        ${e.ret ? `ret=${e.ret}` : ''}${e.envid ? ` envid=${safe(e.envid)}` : ''}`.trimEnd());
+  lines.push('recipients:');
+  for (const r of e.recipients) {
+    lines.push(`  <${safe(r.address)}> ${r.state} attempts=${r.attempts}${r.notify ? ` notify=${r.notify.join(',')}` : ''}${r.lastError ? ` error=${safe(r.lastError)}` : ''}`);
+  }
+  lines.push('', headerText.replace(/\r\n/g, '\n').trimEnd());
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,103 @@
+/**
+ * The sendmail personality (also mailq, runq, mailrm, newaliases): parse argv, load the configuration,
+ * do one thing, exit with a sysexits code and at most one readable line on stderr.
+ *
+ * This path runs for every message a local program sends, so it loads as little as it can: the SMTP
+ * server is imported only for -bs. It works without a daemon (it writes the spool itself, safely) and
+ * tells a running daemon about the new message afterwards.
+ */
+import { loadConfig } from '../config/load.js';
+import type { Config } from '../config/types.js';
+import { callDaemon, kickDaemon } from '../control/client.js';
+import { EX, exitCodeFor } from '../domain/sysexits.js';
+import { FerryError, isFerryError } from '../errors.js';
+import { submitLocal, currentUser } from '../receive/local.js';
+import { openStore } from '../spool/store.js';
+import { openSpoolWriter } from '../spool/writer.js';
+import { layoutOf } from '../spool/layout.js';
+import { VERSION } from '../version.js';
+import { parseSendmailArgs, personality, type SendmailRequest } from './sendmail-args.js';
+import { formatMailq } from './queue-view.js';
+import { removeIds } from './queue-ops.js';
+
+/** Runs the command; resolves with the exit code. */
+export async function sendmailMain(argv: string[], argv0: string): Promise<number> {
+  const who = personality(argv0);
+  try {
+    const req = parseSendmailArgs(argv, who);
+    if (req.mode === 'version') {
+      process.stdout.write(`ferrymail ${VERSION} (sendmail interface)\n`);
+      return EX.OK;
+    }
+    const cfg = loadConfig(req.configPath);
+    return await run(req, cfg);
+  } catch (err) {
+    return fail(who, err);
+  }
+}
+
+/** Prints one line for an error and maps it to an exit code. */
+export function fail(who: string, err: unknown): number {
+  if (isFerryError(err)) {
+    process.stderr.write(`${who}: ${err.message}\n`);
+    return exitCodeFor(err.code);
+  }
+  process.stderr.write(`${who}: internal error: ${(err as Error)?.message ?? String(err)}\n`);
+  return EX.SOFTWARE;
+}
+
+/** Does what the request asks. */
+async function run(req: SendmailRequest, cfg: Config): Promise<number> {
+  switch (req.mode) {
+    case 'submit': {
+      const spool = openSpoolWriter(cfg.spool);
+      const env = await submitLocal(cfg, spool, req.submit, process.stdin);
+      if (req.submit.deliveryMode !== 'queue') await kickDaemon(spool.layout.control, env.id);
+      return EX.OK;
+    }
+    case 'list': {
+      const { entries } = await openStore(cfg.spool).list();
+      process.stdout.write(formatMailq(entries));
+      return EX.OK;
+    }
+    case 'remove':
+      return removeIds(cfg, req.ids, 'mailrm');
+    case 'run':
+      return queueRun(cfg, req.connection);
+    case 'newaliases':
+      process.stdout.write('newaliases: ferrymail reads aliases directly; nothing to rebuild\n');
+      return EX.OK;
+    case 'smtp-stdio':
+      return smtpOnStdio(cfg);
+    default:
+      throw new FerryError('usage', 'unsupported mode');
+  }
+}
+
+/** A queue run: asks the daemon when one runs; otherwise reports what waits. */
+async function queueRun(cfg: Config, connection?: string): Promise<number> {
+  const layout = layoutOf(cfg.spool);
+  const res = await callDaemon(layout.control, { cmd: 'flush', connection });
+  const { entries } = await openStore(cfg.spool).list();
+  const waiting = entries.filter((e) => e.place === 'queue').length;
+  const who = res ? 'daemon notified' : 'no daemon running';
+  process.stdout.write(`queue run: ${waiting} message${waiting === 1 ? '' : 's'} waiting (${who}); delivery routes are not configured in this version\n`);
+  return EX.OK;
+}
+
+/** sendmail -bs: one SMTP session on standard input and output. */
+async function smtpOnStdio(cfg: Config): Promise<number> {
+  const { startSmtpDoor } = await import('../receive/smtp.js');
+  const { Duplex } = await import('node:stream');
+  const { nullLogger } = await import('../log/logger.js');
+  const spool = openSpoolWriter(cfg.spool);
+  const user = currentUser();
+  const door = await startSmtpDoor(cfg, { spool, log: nullLogger, onMessage: (env) => void kickDaemon(spool.layout.control, env.id) }, { listen: false });
+  const stream = Duplex.from({ readable: process.stdin, writable: process.stdout }) as import('node:stream').Duplex & { setTimeout?: unknown };
+  stream.setTimeout = () => stream;
+  return new Promise((resolve) => {
+    stream.on('close', () => resolve(EX.OK));
+    process.stdout.on('error', () => resolve(EX.IOERR));
+    door.serveStream(stream, user.name);
+  });
+}

@@ -1,0 +1,110 @@
+/**
+ * `ferrymail config set`: changes one key of ferrymail.yaml through conf, which checks the result against
+ * a JSON schema made from the settings table and writes it atomically; the YAML comments and layout
+ * people keep in their mail configuration survive the edit.
+ *
+ * The key and value come from the user: the key must be in the settings table, the value is converted to
+ * the key's type and the whole result validated before anything is written. Fails with ConfigError.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import Conf from 'conf';
+import { Document, isMap, parseDocument } from 'yaml';
+import { ConfigError, parseSettingsFile, settingsLocation } from './load.js';
+import { FIELDS, fieldFor, type Field } from './schema.js';
+import { validateSettings } from './validate.js';
+
+/** The JSON schema of one field. */
+function fieldSchema(f: Field): Record<string, unknown> {
+  switch (f.type) {
+    case 'string':
+      return { type: 'string' };
+    case 'integer':
+      return f.min === undefined ? { type: 'integer' } : { type: 'integer', minimum: f.min };
+    case 'boolean':
+      return { type: 'boolean' };
+    case 'enum':
+      return { enum: [...(f.values ?? [])] };
+    case 'string[]':
+      return { type: 'array', items: { type: 'string' } };
+  }
+}
+
+/** The JSON schema (conf's "schema" option: one entry per top-level key) made from the settings table. */
+export function jsonSchema(): Record<string, Record<string, unknown>> {
+  const top: Record<string, Record<string, unknown>> = {};
+  for (const f of FIELDS) {
+    const [a, b] = f.key.split('.') as [string, string | undefined];
+    if (!b) top[a] = fieldSchema(f);
+    else {
+      const group = (top[a] ??= { type: 'object', additionalProperties: false, properties: {} });
+      (group.properties as Record<string, unknown>)[b] = fieldSchema(f);
+    }
+  }
+  return top;
+}
+
+/** Converts a command-line value to the key's type. */
+export function parseValue(f: Field, raw: string): unknown {
+  switch (f.type) {
+    case 'integer':
+      return /^-?\d+$/.test(raw.trim()) ? Number(raw) : raw;
+    case 'boolean':
+      return raw === 'true' ? true : raw === 'false' ? false : raw;
+    case 'string[]': {
+      const t = raw.trim();
+      if (t === '' || t === '[]') return [];
+      return t.replace(/^\[(.*)\]$/, '$1').split(',').map((s) => s.trim()).filter(Boolean);
+    }
+    default:
+      return raw;
+  }
+}
+
+/** Writes obj's values into doc, keeping comments and key order of what stays. */
+function mergeInto(doc: Document, obj: Record<string, unknown>, at: string[] = []): void {
+  const node = at.length ? doc.getIn(at, true) : doc.contents;
+  if (isMap(node)) {
+    for (const item of [...node.items]) {
+      const k = String((item.key as { value?: unknown })?.value ?? item.key);
+      if (!(k in obj)) doc.deleteIn([...at, k]);
+    }
+  }
+  for (const [k, v] of Object.entries(obj)) {
+    const cur = doc.getIn([...at, k], true);
+    if (v && typeof v === 'object' && !Array.isArray(v) && isMap(cur)) mergeInto(doc, v as Record<string, unknown>, [...at, k]);
+    else if (JSON.stringify(doc.getIn([...at, k])) !== JSON.stringify(v)) doc.setIn([...at, k], v);
+  }
+}
+
+/** Sets one key in the settings file; creates the file when missing. */
+export function configSet(dirOrFile: string | undefined, key: string, raw: string): void {
+  const field = fieldFor(key);
+  const { dir, file } = settingsLocation(dirOrFile);
+  if (!field) throw new ConfigError(file, [{ key, message: 'unknown key (see docs/configuration.md)' }]);
+  const parsed = parseSettingsFile(file);
+  if (parsed.syntax.length) throw new ConfigError(file, parsed.syntax);
+  const data = structuredClone(parsed.data) as Record<string, unknown>;
+  const [a, b] = key.split('.') as [string, string | undefined];
+  if (b) data[a] = { ...((data[a] as Record<string, unknown>) ?? {}), [b]: parseValue(field, raw) };
+  else data[a] = parseValue(field, raw);
+  const issues = validateSettings(data);
+  if (issues.length) throw new ConfigError(file, issues);
+  fs.mkdirSync(dir, { recursive: true });
+  const store = new Conf<Record<string, unknown>>({
+    cwd: dir,
+    configName: path.basename(file).replace(/\.ya?ml$/i, ''),
+    fileExtension: path.extname(file).slice(1) || 'yaml',
+    projectSuffix: '',
+    configFileMode: 0o600,
+    schema: jsonSchema() as never,
+    serialize: (value) => {
+      const doc = parseDocument(fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '');
+      if (doc.contents === null) return new Document(value).toString();
+      mergeInto(doc, value);
+      return doc.toString();
+    },
+    deserialize: (text) => (parseDocument(text).toJS() as Record<string, unknown> | null) ?? {},
+  });
+  store.store = data;
+}

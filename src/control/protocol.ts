@@ -1,0 +1,36 @@
+/**
+ * The control protocol between the CLI and a running daemon: one JSON request per line over the unix
+ * socket spool/control.sock, one JSON answer per line.
+ *
+ * The socket lives in the owner-only spool directory and is created mode 0600, so only the daemon's user
+ * can talk to it. Pure types; cannot fail.
+ */
+import type { ChangeResult } from '../spool/store.js';
+
+/** A request to the daemon. */
+export type ControlRequest =
+  | { cmd: 'status' }
+  | { cmd: 'kick'; id: string }
+  | { cmd: 'rm' | 'hold' | 'release'; ids: string[] }
+  | { cmd: 'flush'; connection?: string };
+
+/** The result for one id of an rm / hold / release. */
+export type IdResult = ChangeResult;
+
+/** What the daemon reports about itself. */
+export interface DaemonStatus {
+  pid: number;
+  started: string;
+  version: string;
+  configFile: string;
+  fromFile: boolean;
+  spool: string;
+  listening: string[];
+  queued: number;
+  held: number;
+}
+
+/** An answer from the daemon. */
+export type ControlResponse =
+  | { ok: true; status?: DaemonStatus; results?: IdResult[]; note?: string }
+  | { ok: false; error: string; code?: string };

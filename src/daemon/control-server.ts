@@ -1,0 +1,77 @@
+/**
+ * The daemon's side of the control socket: answers status, queue changes and kicks from the CLI.
+ *
+ * Requests come from the daemon's own user (the socket is 0600 inside the owner-only spool) but are still
+ * parsed defensively: a malformed line gets an error answer, never a crash. Queue changes go through the
+ * spool store, under the same per-message locks a manual run uses.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import type { ControlRequest, ControlResponse, DaemonStatus } from '../control/protocol.js';
+import { applyChange, type Store } from '../spool/store.js';
+
+/** What the control server needs from the daemon. */
+export interface ControlDeps {
+  store: Store;
+  status(): Promise<DaemonStatus>;
+  onKick(id: string): void;
+}
+
+/** Answers one request. */
+async function answer(deps: ControlDeps, req: ControlRequest): Promise<ControlResponse> {
+  switch (req.cmd) {
+    case 'status':
+      return { ok: true, status: await deps.status() };
+    case 'kick':
+      deps.onKick(String(req.id));
+      return { ok: true };
+    case 'rm':
+    case 'hold':
+    case 'release':
+      if (!Array.isArray(req.ids)) return { ok: false, error: 'ids must be a list' };
+      return { ok: true, results: await applyChange(deps.store, req.cmd, req.ids.map(String)) };
+    case 'flush':
+      return { ok: true, note: 'queue run requested' };
+    default:
+      return { ok: false, error: `unknown command ${JSON.stringify((req as { cmd?: unknown }).cmd)}` };
+  }
+}
+
+/** Starts listening on the control socket (replacing a stale socket file). */
+export function startControl(socketPath: string, deps: ControlDeps): Promise<net.Server> {
+  fs.rmSync(socketPath, { force: true });
+  const server = net.createServer((sock) => {
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('error', () => undefined);
+    sock.on('data', (d: string) => {
+      buf += d;
+      if (buf.length > 1_000_000) return sock.destroy();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        let req: ControlRequest;
+        try {
+          req = JSON.parse(line) as ControlRequest;
+        } catch {
+          sock.write(JSON.stringify({ ok: false, error: 'request is not JSON' }) + '\n');
+          continue;
+        }
+        answer(deps, req).then(
+          (res) => sock.writable && sock.write(JSON.stringify(res) + '\n'),
+          (err: Error) => sock.writable && sock.write(JSON.stringify({ ok: false, error: err.message }) + '\n'),
+        );
+      }
+    });
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    const old = process.umask(0o177);
+    server.listen(socketPath, () => {
+      process.umask(old);
+      fs.chmodSync(socketPath, 0o600);
+      resolve(server);
+    });
+  });
+}

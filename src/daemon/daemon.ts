@@ -1,0 +1,122 @@
+/**
+ * `ferrymail daemon`: owns the spool, serves SMTP/LMTP and the control socket, stops cleanly on SIGTERM.
+ *
+ * Start-up: take the spool's daemon lock (a second daemon on the same spool is refused), recover the spool
+ * (temporary files of dead writers, orphaned data, corrupt envelopes reported), open the control socket,
+ * then the listeners. Shutdown: stop listening, let transactions in flight finish (idle sessions get
+ * 421), close the control socket, release the lock. Fails with FerryError; never leaves a listener behind.
+ */
+import fs from 'node:fs';
+import type net from 'node:net';
+import type { Config } from '../config/types.js';
+import type { DaemonStatus } from '../control/protocol.js';
+import type { Envelope } from '../domain/envelope.js';
+import { FerryError } from '../errors.js';
+import { createLogger, type Logger } from '../log/logger.js';
+import { startSmtpDoor, type SmtpDoor } from '../receive/smtp.js';
+import type { Hooks } from '../receive/stages.js';
+import { isId } from '../spool/id.js';
+import { tryLock, type Lock } from '../spool/lock.js';
+import { openStore, type Store } from '../spool/store.js';
+import { openSpoolWriter } from '../spool/writer.js';
+import { VERSION } from '../version.js';
+import { startControl } from './control-server.js';
+
+/** A running daemon. */
+export interface Daemon {
+  door: SmtpDoor;
+  store: Store;
+  log: Logger;
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** Options for tests and embedding. */
+export interface DaemonOptions {
+  log?: Logger;
+  hooks?: Hooks;
+}
+
+/** Logs one received message. */
+export function logReceived(log: Logger, env: Envelope): void {
+  log.log('received', env.id, {
+    from: `<${env.sender}>`,
+    size: env.size,
+    rcpts: env.recipients.length,
+    proto: env.protocol,
+    peer: env.origin.peer ? `[${env.origin.peer}]` : undefined,
+    helo: env.origin.helo,
+    user: env.origin.user,
+    msgid: env.messageId,
+  });
+}
+
+/** Starts the daemon; resolves once it listens. */
+export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promise<Daemon> {
+  const log = opts.log ?? createLogger(cfg.log_format);
+  const store = openStore(cfg.spool);
+  const lock = await tryLock(cfg.spool, 'daemon');
+  if (!lock) throw new FerryError('locked', `another ferrymail daemon already runs on spool ${cfg.spool}`);
+  const spool = openSpoolWriter(cfg.spool);
+  let control: net.Server | null = null;
+  let door: SmtpDoor | null = null;
+  try {
+    await recover(store, log);
+    const started = new Date().toISOString();
+    control = await startControl(store.layout.control, {
+      store,
+      status: () => status(cfg, store, started, door),
+      onKick: (id) => kicked(store, log, id),
+    });
+    door = await startSmtpDoor(cfg, { spool, log, hooks: opts.hooks, onMessage: (env) => logReceived(log, env) });
+  } catch (err) {
+    control?.close();
+    await lock.release();
+    throw err;
+  }
+  const d = door;
+  return { door: d, store, log, stop: (graceMs = 30_000) => stop(d, control!, lock, store, log, graceMs) };
+}
+
+/** Recovers the spool after a crash and reports what it found. */
+async function recover(store: Store, log: Logger): Promise<void> {
+  const r = await store.recover();
+  if (r.tmpRemoved || r.orphansRemoved) {
+    log.log('info', 'spool recovered', { tmp_removed: r.tmpRemoved, orphans_removed: r.orphansRemoved });
+  }
+  for (const c of r.corrupt) log.log('warn', `corrupt envelope moved to corrupt/`, { id: c.id, reason: c.reason });
+}
+
+/** Logs a message the sendmail command put into the spool. */
+function kicked(store: Store, log: Logger, id: string): void {
+  if (!isId(id)) return;
+  store.get(id).then(
+    (e) => logReceived(log, e.envelope),
+    () => undefined,
+  );
+}
+
+/** Gathers the daemon's status. */
+async function status(cfg: Config, store: Store, started: string, door: SmtpDoor | null): Promise<DaemonStatus> {
+  const count = (d: string): number => fs.readdirSync(d).filter(isId).length;
+  return {
+    pid: process.pid,
+    started,
+    version: VERSION,
+    configFile: cfg.file,
+    fromFile: cfg.fromFile,
+    spool: cfg.spool,
+    listening: door?.addresses ?? [],
+    queued: count(store.layout.dir('queue')),
+    held: count(store.layout.dir('hold')),
+  };
+}
+
+/** Stops everything in order. */
+async function stop(door: SmtpDoor, control: net.Server, lock: Lock, store: Store, log: Logger, graceMs: number): Promise<void> {
+  log.log('info', 'shutting down', { grace_ms: graceMs });
+  await door.shutdown(graceMs);
+  await new Promise<void>((r) => control.close(() => r()));
+  fs.rmSync(store.layout.control, { force: true });
+  await lock.release();
+  log.log('info', 'stopped');
+}

@@ -1,0 +1,169 @@
+/**
+ * The sendmail door: a message on standard input from a local program, into the spool.
+ *
+ * Input is untrusted bytes with LF (or CRLF) line ends. Lines become CRLF; without -i a line holding a
+ * single dot ends the message; a leading mbox "From " line is dropped. Missing From, Date and
+ * Message-ID are added, Bcc is always removed, -t takes recipients from To, Cc and Bcc (command-line
+ * recipients are added to them, as Postfix does). Fails with FerryError: usage (bad address), data
+ * (no recipients, bad header), spool-* (could not store).
+ */
+import os from 'node:os';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { checkAddress, qualify } from '../domain/address.js';
+import type { Envelope } from '../domain/envelope.js';
+import { newRecipient } from '../domain/envelope.js';
+import { FerryError } from '../errors.js';
+import type { Config } from '../config/types.js';
+import { addressesIn, displayName, fieldValue, fold, receivedHeader, rfc5322Date, type HeaderField } from '../scan/headers.js';
+import type { SpoolWriter } from '../spool/writer.js';
+import type { Submission } from '../cli/sendmail-args.js';
+import { intake } from './intake.js';
+
+/** Turns local text into CRLF lines; ends at a lone "." when dotEnds; drops a leading "From " line. */
+export class LocalLines extends Transform {
+  private partial = '';
+  private first = true;
+  private ended = false;
+  constructor(private readonly dotEnds: boolean) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
+    if (this.ended) return cb();
+    const text = this.partial + chunk.toString('latin1');
+    const lines = text.split(/\r?\n/);
+    this.partial = lines.pop() ?? '';
+    cb(null, this.convert(lines));
+  }
+
+  override _flush(cb: TransformCallback): void {
+    if (this.ended || this.partial === '') return cb();
+    const out = this.convert([this.partial]);
+    cb(null, out);
+  }
+
+  /** Converts complete lines; stops at the terminating dot. */
+  private convert(lines: string[]): Buffer {
+    const out: string[] = [];
+    for (const line of lines) {
+      if (this.ended) break;
+      if (this.first) {
+        this.first = false;
+        if (line.startsWith('From ')) continue;
+      }
+      if (this.dotEnds && line === '.') {
+        this.ended = true;
+        queueMicrotask(() => this.emit('dot'));
+        break;
+      }
+      out.push(line.replace(/\r/g, '\r\n'), '\r\n');
+    }
+    return Buffer.from(out.join(''), 'latin1');
+  }
+}
+
+/** Local facts about the submitting user. */
+export interface LocalUser {
+  name: string;
+  uid: number;
+}
+
+/** The submitting user, as the system knows it. */
+export function currentUser(): LocalUser {
+  const info = os.userInfo();
+  return { name: info.username, uid: info.uid };
+}
+
+/** Checks and qualifies a list of addresses; throws a usage or data error naming the bad one. */
+function checkAll(list: string[], domain: string, code: 'usage' | 'data'): string[] {
+  return list.map((raw) => {
+    const addr = qualify(raw.trim().replace(/^<(.*)>$/, '$1'), domain);
+    const c = checkAddress(addr);
+    if (!c.ok) throw new FerryError(code, `bad address ${JSON.stringify(raw)}: ${c.reason}`);
+    return c.address;
+  });
+}
+
+/** Splits command-line recipients: each word may hold a comma-separated list. */
+function splitRecipients(words: string[]): string[] {
+  return words.flatMap((w) => w.split(',')).map((w) => w.trim()).filter(Boolean);
+}
+
+/** Reads a message from a local program and commits it; resolves with its envelope. */
+export async function submitLocal(cfg: Config, spool: SpoolWriter, sub: Submission, input: Readable, user: LocalUser = currentUser()): Promise<Envelope> {
+  const domain = cfg.hostname;
+  const argvRcpts = checkAll(splitRecipients(sub.recipients), domain, 'usage');
+  const sender = sub.sender === undefined ? `${user.name}@${domain}` : sub.sender === '' ? '' : checkAll([sub.sender], domain, 'usage')[0]!;
+  const now = new Date();
+  let recipients = argvRcpts;
+  let added: { messageId?: string } = {};
+  const lines = new LocalLines(sub.dotEnds);
+  // a lone dot ends the message even while the sender keeps its end of the pipe open
+  lines.once('dot', () => {
+    input.unpipe(lines);
+    lines.end();
+  });
+  return intake(spool, input, {
+    pre: [lines],
+    maxSize: cfg.limits.message_size,
+    maxHeaderBytes: cfg.limits.header_size,
+    maxHops: cfg.limits.received_hops,
+    edit: (fields, id) => {
+      if (sub.extract) recipients = dedupe([...checkAll(addressesIn(fields, ['to', 'cc', 'bcc']), domain, 'data'), ...argvRcpts]);
+      if (recipients.length === 0) throw new FerryError('data', 'no recipient addresses found in the message header');
+      const edit = localHeaders(fields, { id, now, sender, fullName: sub.fullName, hostname: domain, user, recipients });
+      added = edit.added;
+      return edit;
+    },
+    envelope: (fields, id) => ({
+      version: 1,
+      arrival: now.toISOString(),
+      sender,
+      recipients: recipients.map((r) => newRecipient(r, sub.notify ? { notify: sub.notify } : {})),
+      origin: { door: 'sendmail', user: user.name, uid: user.uid },
+      protocol: 'local',
+      ret: sub.ret,
+      envid: sub.envid,
+      messageId: added.messageId ?? messageIdOf(fields) ?? `<${id}@${domain}>`,
+    }),
+  });
+}
+
+/** Removes repeated addresses, keeping the first. */
+function dedupe(list: string[]): string[] {
+  const seen = new Set<string>();
+  return list.filter((a) => {
+    const k = a.toLowerCase();
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+/** The Message-ID value of a header section, if it has one. */
+function messageIdOf(fields: HeaderField[]): string | undefined {
+  const f = fields.find((x) => x.lower === 'message-id');
+  return f ? fieldValue(f) : undefined;
+}
+
+/** Header edits of the sendmail door: Received first, missing From/Date/Message-ID after, no Bcc. */
+function localHeaders(
+  fields: HeaderField[],
+  o: { id: string; now: Date; sender: string; fullName?: string; hostname: string; user: LocalUser; recipients: string[] },
+): { prepend: string; append: string; drop: Set<string>; added: { messageId?: string } } {
+  const has = (n: string): boolean => fields.some((f) => f.lower === n);
+  const prepend = receivedHeader({ hostname: o.hostname, id: o.id, protocol: 'local', date: o.now, uid: o.user.uid, recipients: o.recipients });
+  let append = '';
+  const added: { messageId?: string } = {};
+  if (!has('from')) {
+    const addr = o.sender || `${o.user.name}@${o.hostname}`;
+    const from = o.fullName ? `${displayName(o.fullName)} <${addr}>` : addr;
+    append += fold(`From: ${from}`);
+  }
+  if (!has('date')) append += `Date: ${rfc5322Date(o.now)}\r\n`;
+  if (!has('message-id')) {
+    added.messageId = `<${o.id}@${o.hostname}>`;
+    append += `Message-ID: ${added.messageId}\r\n`;
+  }
+  return { prepend, append, drop: new Set(['bcc']), added };
+}
