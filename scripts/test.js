@@ -1,0 +1,24 @@
+// Runs the test suite: builds, then Node's test runner over the compiled *.test.js files (unit, then
+// integration). Arguments that are not options narrow the run to matching file names.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const build = spawnSync('npm', ['run', '--silent', 'build'], { stdio: 'inherit' });
+if (build.status !== 0) process.exit(build.status ?? 1);
+
+/** Every *.test.js below dir, sorted. */
+function testFiles(dir) {
+  return fs
+    .readdirSync(dir, { recursive: true })
+    .filter((f) => f.endsWith('.test.js'))
+    .map((f) => path.join(dir, f))
+    .sort();
+}
+
+const opts = process.argv.slice(2).filter((a) => a.startsWith('-'));
+const filters = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+let files = testFiles('dist/test');
+if (filters.length) files = files.filter((f) => filters.some((x) => f.includes(x)));
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...opts, ...files], { stdio: 'inherit' });
+process.exit(r.status ?? 1);

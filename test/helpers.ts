@@ -1,0 +1,260 @@
+/**
+ * Test fixtures shared by the integration tests: a temporary configuration directory, the real daemon
+ * started as a child process on a free loopback port, the sendmail and ferrymail commands run as programs,
+ * and a small raw SMTP client for exact protocol checks.
+ *
+ * Every server listens on 127.0.0.1 / ::1 only. Every wait is bounded.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root (tests run from dist/test). */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const FERRYMAIL = path.join(ROOT, 'bin', 'ferrymail.js');
+export const SENDMAIL = path.join(ROOT, 'bin', 'sendmail.js');
+
+/** A fresh temporary directory, removed by the returned cleanup. */
+export function tempDir(prefix = 'ferrymail-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Asks the kernel for a free loopback port. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** A configuration directory with a ferrymail.yaml written from YAML text lines. */
+export interface TestConfig {
+  dir: string;
+  configDir: string;
+  spool: string;
+  port: number;
+}
+
+/** Writes a configuration listening on a free port with its own spool; extra is more YAML. */
+export async function makeConfig(extra = '', opts: { spool?: string; port?: number } = {}): Promise<TestConfig> {
+  const dir = tempDir();
+  const configDir = path.join(dir, 'cfg');
+  const spool = opts.spool ?? path.join(dir, 'spool');
+  const port = opts.port ?? (await freePort());
+  fs.mkdirSync(configDir);
+  fs.writeFileSync(
+    path.join(configDir, 'ferrymail.yaml'),
+    `hostname: test.example\nlisten: ["127.0.0.1:${port}"]\nspool: ${JSON.stringify(spool)}\n${extra}\n`,
+  );
+  return { dir, configDir, spool, port };
+}
+
+/** A daemon running as a child process. */
+export interface RunningDaemon {
+  cfg: TestConfig;
+  child: ChildProcess;
+  log(): string;
+  /** SIGTERM and wait for exit; resolves with the exit code. */
+  stop(): Promise<number | null>;
+  /** SIGKILL and wait for exit. */
+  kill(): Promise<void>;
+}
+
+/** Waits until the port accepts connections (or the deadline passes). */
+export async function waitForPort(port: number, timeoutMs = 10_000, host = '127.0.0.1'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, host);
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`port ${port} did not open within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Starts `ferrymail daemon` for a configuration and waits until it listens. */
+export async function startDaemon(cfg: TestConfig, extraArgs: string[] = []): Promise<RunningDaemon> {
+  const child = spawn(process.execPath, [FERRYMAIL, '--config-dir', cfg.configDir, 'daemon', ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  try {
+    await Promise.race([
+      waitForPort(cfg.port),
+      exited.then((code) => {
+        throw new Error(`daemon exited with ${code}: ${out}`);
+      }),
+    ]);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  return {
+    cfg,
+    child,
+    log: () => out,
+    stop: async () => {
+      child.kill('SIGTERM');
+      return exited;
+    },
+    kill: async () => {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** What a finished command left. */
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a program with input on stdin; bounded by timeoutMs. */
+export function run(cmd: string, args: string[], opts: { input?: string | Buffer; env?: NodeJS.ProcessEnv; timeoutMs?: number; argv0?: string } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'], argv0: opts.argv0 });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${cmd} ${args.join(' ')} timed out; stderr: ${stderr}`));
+    }, opts.timeoutMs ?? 30_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** Runs the sendmail command (by personality name through a symlink when name is given). */
+export async function sendmail(cfg: TestConfig, args: string[], input = '', name = 'sendmail'): Promise<RunResult> {
+  let script = SENDMAIL;
+  if (name !== 'sendmail') {
+    const linkDir = path.join(cfg.dir, 'bin');
+    fs.mkdirSync(linkDir, { recursive: true });
+    script = path.join(linkDir, name);
+    if (!fs.existsSync(script)) fs.symlinkSync(SENDMAIL, script);
+  }
+  return run(process.execPath, [script, ...args], { input, env: { FERRYMAIL_CONFIG_DIR: cfg.configDir } });
+}
+
+/** Runs the ferrymail admin command for a configuration. */
+export function ferrymail(cfg: TestConfig, args: string[], input = ''): Promise<RunResult> {
+  return run(process.execPath, [FERRYMAIL, '--config-dir', cfg.configDir, ...args], { input });
+}
+
+/** Queue entries as `ferrymail queue list --json` prints them. */
+export async function queueJson(cfg: TestConfig): Promise<Array<Record<string, any>>> {
+  const r = await ferrymail(cfg, ['queue', 'list', '--json']);
+  if (r.code !== 0) throw new Error(`queue list failed: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+/** The stored message data of a queue id. */
+export function messageData(cfg: TestConfig, id: string): string {
+  return fs.readFileSync(path.join(cfg.spool, 'msg', id), 'latin1');
+}
+
+/**
+ * A raw SMTP client for exact protocol tests: send() writes bytes, reply() reads one complete reply
+ * (multi-line aware). Every read is bounded by a timeout.
+ */
+export class RawSmtp {
+  private buf = '';
+  private waiters: Array<() => void> = [];
+  closed = false;
+  private constructor(readonly sock: net.Socket) {
+    sock.setNoDelay(true);
+    sock.setEncoding('latin1');
+    sock.on('data', (d: string) => {
+      this.buf += d;
+      this.wake();
+    });
+    sock.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+    sock.on('error', () => undefined);
+  }
+
+  static connect(port: number, host = '127.0.0.1'): Promise<RawSmtp> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect(port, host);
+      s.once('connect', () => resolve(new RawSmtp(s)));
+      s.once('error', reject);
+    });
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    w.forEach((f) => f());
+  }
+
+  send(data: string | Buffer): void {
+    this.sock.write(data);
+  }
+
+  /** Reads one reply; resolves with its lines joined by \n (code included). */
+  async reply(timeoutMs = 10_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = /^(?:\d{3}-[^\n]*\n)*\d{3}(?: [^\n]*)?\r?\n/.exec(this.buf);
+      if (m) {
+        this.buf = this.buf.slice(m[0].length);
+        return m[0].replace(/\r\n/g, '\n').trimEnd();
+      }
+      if (this.closed) throw new Error(`connection closed; unread: ${JSON.stringify(this.buf)}`);
+      if (Date.now() > deadline) throw new Error(`no reply within ${timeoutMs} ms; have ${JSON.stringify(this.buf)}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.max(1, deadline - Date.now()));
+        this.waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+
+  /** Sends a command line and reads its reply. */
+  async cmd(line: string): Promise<string> {
+    this.send(line + '\r\n');
+    return this.reply();
+  }
+
+  /** Waits for the server to close the connection. */
+  async waitClose(timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.closed) {
+      if (Date.now() > deadline) throw new Error('connection still open');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  close(): void {
+    this.sock.destroy();
+  }
+}
