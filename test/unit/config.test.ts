@@ -1,0 +1,101 @@
+// Configuration: defaults, validation with every error and its line, -C files, config set.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { ConfigError, loadConfig } from '../../src/config/load.js';
+import { configSet, jsonSchema } from '../../src/config/store.js';
+import { FIELDS } from '../../src/config/schema.js';
+import { validateSettings } from '../../src/config/validate.js';
+import { tempDir } from '../helpers.js';
+
+test('no file: the embedded default listens on loopback 2525', () => {
+  const dir = tempDir();
+  const cfg = loadConfig(dir);
+  assert.equal(cfg.fromFile, false);
+  assert.deepEqual(cfg.listen, ['127.0.0.1:2525', '[::1]:2525']);
+  assert.equal(cfg.limits.message_size, 52_428_800);
+  assert.equal(cfg.smtp.bare_line_ends, 'reject');
+  assert.ok(Object.isFrozen(cfg) && Object.isFrozen(cfg.limits));
+});
+
+test('relative paths are taken from the configuration directory', () => {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), 'spool: sp\n');
+  assert.equal(loadConfig(dir).spool, path.join(dir, 'sp'));
+});
+
+test('every error is reported at once, with its line and key', () => {
+  const dir = tempDir();
+  fs.writeFileSync(
+    path.join(dir, 'ferrymail.yaml'),
+    ['# comment', 'listen: ["127.0.0.1:99999", "nonsense"]', 'limits:', '  recipients: -1', '  bogus: 1', 'smtp:', '  bare_line_ends: maybe', 'colour: blue', ''].join('\n'),
+  );
+  try {
+    loadConfig(dir);
+    assert.fail('should throw');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    const got = err.issues.map((i) => `${i.line}:${i.key}`).sort();
+    assert.deepEqual(got, ['2:listen[0]', '2:listen[1]', '4:limits.recipients', '5:limits.bogus', '7:smtp.bare_line_ends', '8:colour'].sort());
+    assert.match(err.message, /and 5 more/);
+  }
+});
+
+test('YAML syntax errors carry their line', () => {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), 'hostname: a\nlisten: [unclosed\n');
+  assert.throws(() => loadConfig(dir), (e: unknown) => e instanceof ConfigError && e.issues.some((i) => i.key === '(syntax)' && typeof i.line === 'number'));
+});
+
+test('tls.cert without tls.key and unreadable files are errors', () => {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), 'tls:\n  cert: nothere.pem\n');
+  assert.throws(() => loadConfig(dir), (e: unknown) => e instanceof ConfigError && e.issues.length === 2);
+});
+
+test('-C FILE names a settings file directly', () => {
+  const dir = tempDir();
+  const f = path.join(dir, 'other.yaml');
+  fs.writeFileSync(f, 'hostname: other.example\n');
+  const cfg = loadConfig(f);
+  assert.equal(cfg.hostname, 'other.example');
+  assert.equal(cfg.file, f);
+});
+
+test('config set keeps comments, converts types, validates before writing', () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'ferrymail.yaml');
+  fs.writeFileSync(file, '# my relay\nhostname: a.example # the name\nlimits:\n  # per message\n  recipients: 10\n');
+  configSet(dir, 'limits.recipients', '50');
+  configSet(dir, 'local_nets', '192.168.1.0/24, fd00::/8');
+  configSet(dir, 'smtp.reverse_lookup', 'true');
+  const text = fs.readFileSync(file, 'utf8');
+  assert.match(text, /# my relay/);
+  assert.match(text, /# the name/);
+  assert.match(text, /# per message/);
+  const cfg = loadConfig(dir);
+  assert.equal(cfg.limits.recipients, 50);
+  assert.deepEqual(cfg.local_nets, ['192.168.1.0/24', 'fd00::/8']);
+  assert.equal(cfg.smtp.reverse_lookup, true);
+  assert.throws(() => configSet(dir, 'limits.recipients', 'many'), ConfigError);
+  assert.throws(() => configSet(dir, 'no.such', '1'), ConfigError);
+  assert.equal(fs.readFileSync(file, 'utf8'), text, 'unchanged after refused sets');
+});
+
+test('config set creates the file when missing', () => {
+  const dir = path.join(tempDir(), 'new');
+  configSet(dir, 'hostname', 'made.example');
+  assert.equal(loadConfig(dir).hostname, 'made.example');
+});
+
+test('the JSON schema and the validator cover every field', () => {
+  const schema = jsonSchema();
+  for (const f of FIELDS) {
+    const [a, b] = f.key.split('.') as [string, string | undefined];
+    assert.ok(b ? (schema[a]!.properties as Record<string, unknown>)[b] : schema[a], f.key);
+  }
+  assert.deepEqual(validateSettings({ hostname: 'ok.example', limits: { errors: 3 } }), []);
+  assert.equal(validateSettings({ limits: 5 }).length, 1);
+  assert.equal(validateSettings([1]).length, 1);
+});

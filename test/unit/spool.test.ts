@@ -1,0 +1,148 @@
+// The spool: ids, the envelope codec, durable commit, listing, hold/release/remove, locks, recovery.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { newRecipient, type Envelope } from '../../src/domain/envelope.js';
+import { FerryError } from '../../src/errors.js';
+import { decodeEnvelope, encodeEnvelope } from '../../src/spool/envelope-codec.js';
+import { idTime, isId, newId } from '../../src/spool/id.js';
+import { lock, tryLock } from '../../src/spool/lock.js';
+import { applyChange, openStore } from '../../src/spool/store.js';
+import { openSpoolWriter } from '../../src/spool/writer.js';
+import { tempDir } from '../helpers.js';
+
+/** An envelope body for commit(). */
+function partial(rcpts = ['b@example.org']): Omit<Envelope, 'id' | 'size'> {
+  return {
+    version: 1,
+    arrival: new Date().toISOString(),
+    sender: 'a@example.org',
+    recipients: rcpts.map((r) => newRecipient(r)),
+    origin: { door: 'smtp', peer: '127.0.0.1' },
+    protocol: 'ESMTP',
+  };
+}
+
+/** Commits one message with the given text. */
+async function commit(root: string, text: string, rcpts?: string[]): Promise<Envelope> {
+  const w = await openSpoolWriter(root).begin();
+  w.stream.end(Buffer.from(text));
+  return w.commit(partial(rcpts));
+}
+
+test('ids are unique, sortable by time, and well formed', () => {
+  const ids = Array.from({ length: 5000 }, () => newId());
+  assert.equal(new Set(ids).size, ids.length);
+  assert.deepEqual([...ids].sort(), ids);
+  assert.ok(ids.every(isId));
+  const t = Date.now();
+  assert.ok(Math.abs(idTime(newId(t)) - t) <= 1);
+  assert.equal(isId('../../etc/passwd'), false);
+  assert.equal(isId('01M847TEDR4CPA9I'), false); // I is not in the alphabet
+});
+
+test('envelope codec round-trips and refuses damaged text', () => {
+  const env = { ...partial(), id: newId(), size: 12 } as Envelope;
+  assert.deepEqual(decodeEnvelope(encodeEnvelope(env), env.id), JSON.parse(JSON.stringify(env)));
+  const text = encodeEnvelope(env);
+  assert.throws(() => decodeEnvelope(text.slice(0, text.length / 2)));
+  assert.throws(() => decodeEnvelope(text, 'OTHERIDOTHERID00'), /id does not match/);
+  assert.throws(() => decodeEnvelope(text.replace('"version": 1', '"version": 9')), /version/);
+  assert.throws(() => decodeEnvelope(text.replace('"queued"', '"lost"')), /state/);
+});
+
+test('commit makes data and envelope visible together; abort leaves nothing', async () => {
+  const root = tempDir();
+  const env = await commit(root, 'Subject: x\r\n\r\nhello\r\n');
+  assert.equal(env.size, 21);
+  assert.equal(fs.readFileSync(path.join(root, 'msg', env.id), 'latin1'), 'Subject: x\r\n\r\nhello\r\n');
+  assert.equal(fs.readdirSync(path.join(root, 'tmp')).length, 0);
+  const w = await openSpoolWriter(root).begin();
+  w.stream.write('partial');
+  await w.abort();
+  assert.deepEqual(fs.readdirSync(path.join(root, 'tmp')), []);
+  assert.deepEqual(fs.readdirSync(path.join(root, 'queue')), [env.id]);
+  const mode = fs.statSync(path.join(root, 'queue', env.id)).mode & 0o777;
+  assert.equal(mode, 0o600);
+});
+
+test('many concurrent commits share directory syncs and all land', async () => {
+  const root = tempDir();
+  const envs = await Promise.all(Array.from({ length: 50 }, (_, i) => commit(root, `n: ${i}\r\n\r\nbody ${i}\r\n`)));
+  const { entries } = await openStore(root).list();
+  assert.equal(entries.length, 50);
+  assert.deepEqual(new Set(entries.map((e) => e.envelope.id)), new Set(envs.map((e) => e.id)));
+});
+
+test('hold, release and remove; unknown and malformed ids', async () => {
+  const root = tempDir();
+  const store = openStore(root);
+  const env = await commit(root, 'a: b\r\n\r\nc\r\n');
+  await store.hold(env.id);
+  assert.equal((await store.get(env.id)).place, 'hold');
+  await assert.rejects(store.hold(env.id), /already held/);
+  await store.release(env.id);
+  assert.equal((await store.get(env.id)).place, 'queue');
+  await store.remove(env.id);
+  await assert.rejects(store.get(env.id), (e: unknown) => e instanceof FerryError && e.code === 'not-found');
+  assert.equal(fs.existsSync(path.join(root, 'msg', env.id)), false);
+  const res = await applyChange(store, 'rm', ['../../x', env.id]);
+  assert.deepEqual(res.map((r) => [r.ok, r.code]), [[false, 'not-found'], [false, 'not-found']]);
+});
+
+test('a corrupt envelope moves to corrupt/ and is reported, never deleted', async () => {
+  const root = tempDir();
+  const env = await commit(root, 'a: b\r\n\r\nc\r\n');
+  const good = await commit(root, 'a: b\r\n\r\nd\r\n');
+  fs.writeFileSync(path.join(root, 'queue', env.id), '{"version": 1, "id": "trunc');
+  const { entries, corrupt } = await openStore(root).list();
+  assert.deepEqual(entries.map((e) => e.envelope.id), [good.id]);
+  assert.equal(corrupt.length, 1);
+  assert.equal(corrupt[0]!.id, env.id);
+  assert.ok(fs.existsSync(path.join(root, 'corrupt', env.id)));
+  assert.ok(fs.existsSync(path.join(root, 'msg', env.id)), 'data kept');
+});
+
+test('recovery removes temp files of dead writers and old orphaned data, keeps live ones', async () => {
+  const root = tempDir();
+  const store = openStore(root);
+  const env = await commit(root, 'a: b\r\n\r\nc\r\n');
+  fs.writeFileSync(path.join(root, 'tmp', `${newId()}.999999999.msg`), 'x'); // no such pid
+  fs.writeFileSync(path.join(root, 'tmp', `${newId()}.${process.ppid}.msg`), 'x'); // a live pid
+  const orphan = newId();
+  fs.writeFileSync(path.join(root, 'msg', orphan), 'x');
+  const old = new Date(Date.now() - 3600_000);
+  fs.utimesSync(path.join(root, 'msg', orphan), old, old);
+  const young = newId();
+  fs.writeFileSync(path.join(root, 'msg', young), 'x');
+  const r = await store.recover();
+  assert.equal(r.tmpRemoved, 1);
+  assert.equal(r.orphansRemoved, 1);
+  assert.ok(fs.existsSync(path.join(root, 'msg', young)), 'a young orphan may be a commit in progress');
+  assert.ok(fs.existsSync(path.join(root, 'msg', env.id)));
+});
+
+test('locks are exclusive and released; a waiting lock gets it once free', async () => {
+  const root = tempDir();
+  const a = await tryLock(root, 'x');
+  assert.ok(a);
+  assert.equal(await tryLock(root, 'x'), null);
+  assert.ok(await tryLock(root, 'y'));
+  const waiting = lock(root, 'x', 2000);
+  setTimeout(() => void a.release(), 50);
+  const b = await waiting;
+  assert.ok(b, 'acquired after release');
+  assert.equal(await lock(root, 'x', 50), null, 'times out while held');
+  await b.release();
+});
+
+test('a message being changed is locked against a second changer', async () => {
+  const root = tempDir();
+  const store = openStore(root);
+  const env = await commit(root, 'a: b\r\n\r\nc\r\n');
+  const l = await store.lockMessage(env.id);
+  await assert.rejects(openStore(root).remove(env.id), (e: unknown) => e instanceof FerryError && e.code === 'locked');
+  await l.release();
+  await store.remove(env.id);
+});

@@ -1,0 +1,92 @@
+// The streaming intake stages: line-end policing and the header stage.
+import assert from 'node:assert/strict';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { test } from 'node:test';
+import { FerryError } from '../../src/errors.js';
+import { HeaderStage, LineEndGuard, type HeaderStageOptions } from '../../src/scan/transforms.js';
+import { LocalLines } from '../../src/receive/local.js';
+import type { Transform } from 'node:stream';
+
+/** Runs chunks through a transform; resolves with the output or rejects with its error. */
+async function through(t: Transform, chunks: (string | Buffer)[]): Promise<string> {
+  const out: Buffer[] = [];
+  await pipeline(
+    Readable.from(chunks.map((c) => (typeof c === 'string' ? Buffer.from(c, 'latin1') : c))),
+    t,
+    new Writable({
+      write(c, _e, cb) {
+        out.push(c);
+        cb();
+      },
+    }),
+  );
+  return Buffer.concat(out).toString('latin1');
+}
+
+/** Every way to split s into two chunks. */
+function splits(s: string): string[][] {
+  const r: string[][] = [[s]];
+  for (let i = 1; i < s.length; i++) r.push([s.slice(0, i), s.slice(i)]);
+  return r;
+}
+
+test('LineEndGuard passes CRLF text unchanged, whatever the chunking', async () => {
+  const s = 'a: b\r\n\r\nline one\r\nline two\r\n';
+  for (const parts of splits(s)) assert.equal(await through(new LineEndGuard('reject'), parts), s);
+});
+
+test('LineEndGuard rejects bare LF and bare CR anywhere, across chunk edges', async () => {
+  for (const bad of ['a\nb\r\n', 'a\rb\r\n', 'x\r\n.\n', 'x\r\n.\r', 'end\r']) {
+    for (const parts of splits(bad)) {
+      await assert.rejects(through(new LineEndGuard('reject'), parts), (e: unknown) => e instanceof FerryError && e.reply?.code === 550 && e.reply.enhanced === '5.6.0', JSON.stringify(parts));
+    }
+  }
+});
+
+test('LineEndGuard normalize turns bare LF and CR into CRLF', async () => {
+  for (const parts of splits('a\nb\rc\r\nd\n')) {
+    assert.equal(await through(new LineEndGuard('normalize'), parts), 'a\r\nb\r\nc\r\nd\r\n', JSON.stringify(parts));
+  }
+});
+
+/** A header stage that prepends X-Added and drops Bcc. */
+function stage(over: Partial<HeaderStageOptions> = {}): HeaderStage {
+  return new HeaderStage({ maxHeaderBytes: 1000, maxHops: 3, edit: () => ({ prepend: 'X-Added: 1\r\n', drop: new Set(['bcc']) }), ...over });
+}
+
+test('HeaderStage prepends, drops Bcc (folded too), keeps the body byte for byte', async () => {
+  const msg = 'To: a@b\r\nBcc: x@y,\r\n z@w\r\nSubject: s\r\n\r\nBcc: not a header\r\n';
+  for (const parts of splits(msg)) {
+    assert.equal(await through(stage(), parts), 'X-Added: 1\r\nTo: a@b\r\nSubject: s\r\n\r\nBcc: not a header\r\n');
+  }
+});
+
+test('HeaderStage: no header section, headers only, and a header section ended by a non-header line', async () => {
+  assert.equal(await through(stage(), ['\r\nbody\r\n']), 'X-Added: 1\r\n\r\nbody\r\n');
+  assert.equal(await through(stage(), ['Subject: s\r\n']), 'X-Added: 1\r\nSubject: s\r\n\r\n');
+  assert.equal(await through(stage(), ['Subject: s\r\nthis is body\r\n']), 'X-Added: 1\r\nSubject: s\r\n\r\nthis is body\r\n');
+});
+
+test('HeaderStage refuses a header section over the limit and too many Received headers', async () => {
+  const big = 'X: ' + 'a'.repeat(2000) + '\r\n\r\nbody\r\n';
+  await assert.rejects(through(stage(), [big]), (e: unknown) => e instanceof FerryError && e.reply?.code === 552 && e.reply.enhanced === '5.3.4');
+  const loop = 'Received: a\r\n'.repeat(4) + '\r\nbody\r\n';
+  await assert.rejects(through(stage(), [loop]), (e: unknown) => e instanceof FerryError && e.reply?.code === 554 && e.reply.enhanced === '5.4.6');
+  const ok = 'Received: a\r\n'.repeat(3) + '\r\nbody\r\n';
+  assert.match(await through(stage(), [ok]), /body/);
+});
+
+test('HeaderStage holds at most the header section: a large body streams through', async () => {
+  const body = 'x'.repeat(1_000_000);
+  const out = await through(stage(), ['Subject: s\r\n\r\n', body.slice(0, 500_000), body.slice(500_000)]);
+  assert.equal(out.length, 'X-Added: 1\r\nSubject: s\r\n\r\n'.length + body.length);
+});
+
+test('LocalLines: LF to CRLF, lone dot ends without -i, kept with -i, From_ line dropped', async () => {
+  assert.equal(await through(new LocalLines(true), ['From x Mon\nA: b\n\nl1\n.\nafter\n']), 'A: b\r\n\r\nl1\r\n');
+  assert.equal(await through(new LocalLines(false), ['A: b\n\n.\n..\nlast']), 'A: b\r\n\r\n.\r\n..\r\nlast\r\n');
+  for (const parts of splits('A: b\r\n\r\nx\ry\n')) {
+    assert.equal(await through(new LocalLines(false), parts), 'A: b\r\n\r\nx\r\ny\r\n', JSON.stringify(parts));
+  }
+});
