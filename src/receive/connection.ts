@@ -24,6 +24,7 @@ export interface ConnectionPolicy {
 
 const OTHER_VERBS = new Set(['RSET', 'NOOP', 'VRFY', 'HELP', 'STARTTLS', 'AUTH', 'QUIT', 'EXPN']);
 const HELO_VERBS = new Set(['HELO', 'EHLO', 'LHLO']);
+const HTTP_REQUEST = /^(OPTIONS|GET|HEAD|POST|PUT|DELETE|TRACE|CONNECT) \/.* HTTP\/\d\.\d$/i;
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3}(?: |$)/;
 
 /** A session with ferrymail's stage hooks and limits. */
@@ -67,22 +68,27 @@ export class FerryConnection extends SMTPConnection {
   override _onCommand(command: Buffer, callback?: () => void): void {
     const stage = this.stageOf(command);
     const hooks = stage ? this.policy.hooks[stage] : undefined;
-    if (!stage || !hooks?.length) return super._onCommand(command, callback);
+    const next = (): void => void setImmediate(() => this._whenWritable(callback ?? (() => false)));
+    // unknown commands are answered here, so that only our error budget decides when to hang up
+    const proceed = stage === 'unknown' ? () => (this.send(500, '5.5.2 Error: command not recognized'), next()) : () => super._onCommand(command, callback);
+    if (!stage || !hooks?.length) return proceed();
     const line = command.toString();
     const verb = line.split(' ')[0]!.toUpperCase();
     const arg = line.slice(verb.length).trim();
     runStage(hooks, this.policy.facts(this), { stage, verb, arg }).then((v) => {
-      if (v.action === 'continue') return super._onCommand(command, callback);
+      if (v.action === 'continue') return proceed();
       this.send(v.action === 'disconnect' ? 421 : v.reply.code, replyText(v.reply));
       if (v.action === 'disconnect') this.close();
-      setImmediate(() => this._whenWritable(callback ?? (() => false)));
+      next();
     });
   }
 
   /** Which hook stage a command line belongs to, or null for none (or a mid-command state). */
   private stageOf(command: Buffer): Stage | null {
-    if (this._nextHandler || this._upgrading || !this._ready || this._closing) return null;
-    const verb = command.toString().split(' ')[0]!.toUpperCase();
+    if (this._nextHandler || this._upgrading || !this._ready || this._closing || this._server._closeTimeout) return null;
+    const line = command.toString();
+    if (HTTP_REQUEST.test(line)) return null; // smtp-server answers these with 421
+    const verb = line.split(' ')[0]!.toUpperCase();
     if (HELO_VERBS.has(verb)) return 'helo';
     if (verb === 'MAIL' || verb === 'RCPT') return null; // onMailFrom / onRcptTo
     if (verb === 'DATA') return 'data';
