@@ -6,6 +6,7 @@
  * (receive/). Messages never contain secrets: callers pass names and paths, never credentials.
  */
 import type { Reply } from './domain/outcome.js';
+import { EX, type ExitCode } from './domain/sysexits.js';
 
 /** The closed set of error codes; docs/errors.md explains each and what to do about it. */
 export type FerryErrorCode =
@@ -54,4 +55,31 @@ export function spoolError(err: unknown, what: string): FerryError {
 /** True when err is a FerryError with one of the given codes. */
 export function isFerryError(err: unknown, ...codes: FerryErrorCode[]): err is FerryError {
   return err instanceof FerryError && (codes.length === 0 || codes.includes(err.code));
+}
+
+/** Maps an error code to the exit status a command returns for it. */
+export function exitCodeFor(code: FerryErrorCode): ExitCode {
+  switch (code) {
+    case 'usage':
+      return EX.USAGE;
+    case 'config':
+      return EX.CONFIG;
+    case 'data':
+    case 'no-recipients':
+      return EX.DATAERR;
+    case 'spool-full':
+      return EX.TEMPFAIL;
+    case 'spool-permission':
+      return EX.CANTCREAT;
+    case 'spool-io':
+      return EX.IOERR;
+    case 'not-found':
+      return EX.NOINPUT;
+    case 'locked':
+      return EX.TEMPFAIL;
+    case 'control':
+      return EX.UNAVAILABLE;
+    case 'internal':
+      return EX.SOFTWARE;
+  }
 }

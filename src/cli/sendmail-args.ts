@@ -7,6 +7,9 @@
  */
 import { FerryError } from '../errors.js';
 import type { NotifyKeyword } from '../domain/envelope.js';
+import type { Submission } from '../receive/local.js';
+
+export type { Submission };
 
 /** What the command was asked to do. */
 export type SendmailRequest =
@@ -17,19 +20,6 @@ export type SendmailRequest =
   | { mode: 'run'; connection?: string; configPath?: string }
   | { mode: 'remove'; ids: string[]; configPath?: string }
   | { mode: 'newaliases'; configPath?: string };
-
-/** A message submission's options. */
-export interface Submission {
-  sender?: string; // undefined: the user's own address; "" null sender
-  fullName?: string;
-  recipients: string[];
-  extract: boolean; // -t
-  dotEnds: boolean; // no -i / -oi
-  deliveryMode: 'background' | 'interactive' | 'queue';
-  notify?: NotifyKeyword[];
-  ret?: 'FULL' | 'HDRS';
-  envid?: string;
-}
 
 /** A command line that cannot be understood. */
 export function usageError(text: string): FerryError {

@@ -9,8 +9,8 @@
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { callDaemon, kickDaemon } from '../control/client.js';
-import { EX, exitCodeFor } from '../domain/sysexits.js';
-import { FerryError, isFerryError } from '../errors.js';
+import { EX } from '../domain/sysexits.js';
+import { exitCodeFor, FerryError, isFerryError } from '../errors.js';
 import { submitLocal, currentUser } from '../receive/local.js';
 import { openStore } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
@@ -93,8 +93,10 @@ async function smtpOnStdio(cfg: Config): Promise<number> {
   const spool = openSpoolWriter(cfg.spool);
   const user = currentUser();
   const door = await startSmtpDoor(cfg, { spool, log: nullLogger, onMessage: (env) => void kickDaemon(spool.layout.control, env.id) }, { listen: false });
-  const stream = Duplex.from({ readable: process.stdin, writable: process.stdout }) as import('node:stream').Duplex & { setTimeout?: unknown };
+  const stream = Duplex.from({ readable: process.stdin, writable: process.stdout }) as import('node:stream').Duplex & { setTimeout?: unknown; readyState?: string };
   stream.setTimeout = () => stream;
+  // smtp-server writes a reply only while its socket's readyState is 'open'; a plain duplex has none
+  stream.readyState = 'open';
   return new Promise((resolve) => {
     stream.on('close', () => resolve(EX.OK));
     process.stdout.on('error', () => resolve(EX.IOERR));

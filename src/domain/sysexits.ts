@@ -1,10 +1,9 @@
 /**
- * The sysexits(3) table and its mapping to and from ferrymail's outcome vocabulary.
+ * The sysexits(3) table; errors.ts maps error codes onto it.
  *
  * Pure data; trusts nothing and cannot fail. One table serves the sendmail command's exit codes, the pipe
  * transport's reading of a child's exit code and the error-to-exit mapping of every bin/ entry point.
  */
-import type { FerryErrorCode } from '../errors.js';
 
 /** sysexits.h values. */
 export const EX = {
@@ -27,30 +26,3 @@ export const EX = {
 } as const;
 
 export type ExitCode = (typeof EX)[keyof typeof EX];
-
-/** Maps an error code to the exit status a command returns for it. */
-export function exitCodeFor(code: FerryErrorCode): ExitCode {
-  switch (code) {
-    case 'usage':
-      return EX.USAGE;
-    case 'config':
-      return EX.CONFIG;
-    case 'data':
-    case 'no-recipients':
-      return EX.DATAERR;
-    case 'spool-full':
-      return EX.TEMPFAIL;
-    case 'spool-permission':
-      return EX.CANTCREAT;
-    case 'spool-io':
-      return EX.IOERR;
-    case 'not-found':
-      return EX.NOINPUT;
-    case 'locked':
-      return EX.TEMPFAIL;
-    case 'control':
-      return EX.UNAVAILABLE;
-    case 'internal':
-      return EX.SOFTWARE;
-  }
-}

@@ -10,14 +10,26 @@
 import os from 'node:os';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { checkAddress, qualify } from '../domain/address.js';
-import type { Envelope } from '../domain/envelope.js';
+import type { Envelope, NotifyKeyword } from '../domain/envelope.js';
 import { newRecipient } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
 import type { Config } from '../config/types.js';
 import { addressesIn, displayName, fieldValue, fold, receivedHeader, rfc5322Date, type HeaderField } from '../scan/headers.js';
 import type { SpoolWriter } from '../spool/writer.js';
-import type { Submission } from '../cli/sendmail-args.js';
 import { intake } from './intake.js';
+
+/** A local submission's options (from the sendmail command line). */
+export interface Submission {
+  sender?: string; // undefined: the user's own address; "" null sender
+  fullName?: string;
+  recipients: string[];
+  extract: boolean; // -t
+  dotEnds: boolean; // no -i / -oi
+  deliveryMode: 'background' | 'interactive' | 'queue';
+  notify?: NotifyKeyword[];
+  ret?: 'FULL' | 'HDRS';
+  envid?: string;
+}
 
 /** Turns local text into CRLF lines; ends at a lone "." when dotEnds; drops a leading "From " line. */
 export class LocalLines extends Transform {

@@ -1,0 +1,59 @@
+// Checks the import rules between the stages of src/: each folder may import only the folders listed
+// for it. Run by the test suite (test/unit/imports.test.ts) and by `npm run lint:imports`.
+import fs from 'node:fs';
+import path from 'node:path';
+
+/** Folder (or top-level file) → folders it may import from (itself always allowed). */
+export const RULES = {
+  domain: [],
+  'errors.ts': ['domain'],
+  'version.ts': [],
+  log: [],
+  spool: ['domain', 'errors.ts'],
+  scan: ['domain', 'errors.ts'],
+  config: ['domain', 'errors.ts'],
+  control: ['domain', 'errors.ts', 'spool'],
+  receive: ['domain', 'errors.ts', 'scan', 'spool', 'config', 'log'],
+  daemon: ['domain', 'errors.ts', 'version.ts', 'log', 'spool', 'scan', 'config', 'control', 'receive'],
+  cli: ['domain', 'errors.ts', 'version.ts', 'log', 'spool', 'scan', 'config', 'control', 'receive', 'daemon'],
+};
+
+/** The stage an src-relative path belongs to. */
+function stageOf(rel) {
+  const first = rel.split(path.sep)[0];
+  return first;
+}
+
+/** Lists every rule broken under srcDir. */
+export function checkImports(srcDir) {
+  const problems = [];
+  for (const rel of fs.readdirSync(srcDir, { recursive: true })) {
+    if (!rel.endsWith('.ts')) continue;
+    const from = stageOf(rel);
+    const allowed = RULES[from];
+    if (!allowed) {
+      problems.push(`${rel}: folder ${from} has no import rule`);
+      continue;
+    }
+    const text = fs.readFileSync(path.join(srcDir, rel), 'utf8');
+    for (const m of text.matchAll(/(?:^|\n)\s*(?:import|export)[^'"]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g)) {
+      const spec = m[1] ?? m[2];
+      if (!spec.startsWith('.')) continue;
+      const target = path.relative(srcDir, path.resolve(path.dirname(path.join(srcDir, rel)), spec)).replace(/\.js$/, '.ts');
+      if (target.startsWith('..')) {
+        problems.push(`${rel}: imports ${spec} outside src/`);
+        continue;
+      }
+      const to = stageOf(target);
+      if (to !== from && !allowed.includes(to)) problems.push(`${rel}: ${from}/ may not import ${to} (${spec})`);
+    }
+  }
+  return problems;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const problems = checkImports(path.resolve('src'));
+  for (const p of problems) console.error(p);
+  if (problems.length) process.exit(1);
+  console.log('import rules: ok');
+}
