@@ -110,6 +110,7 @@ export interface ReceivedInfo {
   user?: string;
   /** Named in "for" only when there is exactly one. */
   recipients: string[];
+  /** "VERSION CIPHER", e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384". */
   tls?: string;
 }
 
@@ -123,7 +124,7 @@ export function receivedHeader(r: ReceivedInfo): string {
   }
   text += ` by ${r.hostname} (ferrymail)`;
   if (r.uid !== undefined) text += ` (uid ${r.uid})`;
-  if (r.tls) text += ` (${clean(r.tls)})`;
+  if (r.tls) text += ` (using ${r.tls.split(' ').map(clean).join(' with cipher ')})`;
   text += ` with ${r.protocol} id ${r.id}`;
   if (r.recipients.length === 1) text += ` for <${clean(r.recipients[0]!)}>`;
   text += `; ${rfc5322Date(r.date)}`;

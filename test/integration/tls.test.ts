@@ -1,0 +1,75 @@
+// STARTTLS with the configured certificate, seen from Python's smtplib, and the protocol it leaves in the
+// envelope and the Received header.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { makeConfig, messageData, queueJson, run, startDaemon, tempDir, type RunningDaemon } from '../helpers.js';
+
+let d: RunningDaemon | undefined;
+let noTls: RunningDaemon | undefined;
+before(async () => {
+  const dir = tempDir();
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  const r = await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=test.example', '-days', '2', '-keyout', key, '-out', cert]);
+  assert.equal(r.code, 0, r.stderr);
+  fs.chmodSync(key, 0o600);
+  d = await startDaemon(await makeConfig(`tls:\n  cert: ${JSON.stringify(cert)}\n  key: ${JSON.stringify(key)}\n`));
+  noTls = await startDaemon(await makeConfig());
+});
+after(async () => {
+  await d?.stop();
+  await noTls?.stop();
+});
+
+/** Runs a Python smtplib script with PORT set; resolves with its stdout. */
+async function py(port: number, script: string): Promise<string> {
+  const r = await run('python3', ['-c', script, String(port)]);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout;
+}
+
+test('STARTTLS is offered with a certificate and upgrades the session', async () => {
+  const out = await py(
+    d!.cfg.port,
+    `
+import smtplib, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+s.ehlo('tls.client')
+print('offered', s.has_extn('starttls'))
+s.starttls(context=ctx)
+s.ehlo('tls.client')
+print('offered-after', s.has_extn('starttls'))
+r = s.sendmail('a@example.com', ['b@example.org'], b'Subject: tls\\r\\n\\r\\nsecret body\\r\\n')
+print('refused', len(r))
+s.quit()
+`,
+  );
+  assert.match(out, /offered True/);
+  assert.match(out, /offered-after False/);
+  assert.match(out, /refused 0/);
+  const q = await queueJson(d!.cfg);
+  const e = q.find((x) => x.recipients[0].address === 'b@example.org');
+  assert.ok(e);
+  const data = messageData(d!.cfg, e.id).replace(/\r\n[ \t]+/g, " ");
+  assert.match(data, /with ESMTPS id/);
+  assert.match(data, /\(using TLSv1\.[23] with cipher [A-Z0-9_]+\)/);
+});
+
+test('without a certificate STARTTLS is neither offered nor accepted', async () => {
+  const out = await py(
+    noTls!.cfg.port,
+    `
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+s.ehlo('x.client')
+print('offered', s.has_extn('starttls'))
+print(s.docmd('STARTTLS'))
+s.quit()
+`,
+  );
+  assert.match(out, /offered False/);
+  assert.match(out, /\(5\d\d, b'5\.\d\.\d/);
+});
