@@ -100,6 +100,6 @@ async function smtpOnStdio(cfg: Config): Promise<number> {
   return new Promise((resolve) => {
     stream.on('close', () => resolve(EX.OK));
     process.stdout.on('error', () => resolve(EX.IOERR));
-    door.serveStream(stream, user.name);
+    door.serveStream(stream, user);
   });
 }

@@ -39,7 +39,7 @@ export interface SmtpDoor {
   /** Bound addresses, "host:port" (SMTP first, then LMTP). */
   addresses: string[];
   /** Serves one SMTP session over a duplex stream (sendmail -bs). */
-  serveStream(stream: Duplex, user: string): void;
+  serveStream(stream: Duplex, user: { name: string; uid: number }): void;
   shutdown(graceMs: number): Promise<void>;
 }
 
@@ -73,7 +73,8 @@ function splitListen(s: string): { host: string; port: number } {
 
 /** Starts every configured listener, one server each; all share the handlers and their counters. */
 export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?: boolean } = {}): Promise<SmtpDoor> {
-  const handlers = buildHandlers(cfg, deps);
+  const localUsers = new Map<string, { name: string; uid: number }>();
+  const handlers = buildHandlers(cfg, deps, localUsers);
   const servers: FerryServer[] = [];
   const addresses: string[] = [];
   const plan: [string, boolean][] = opts.listen === false ? [] : [...cfg.listen.map((l): [string, boolean] => [l, false]), ...cfg.lmtp_listen.map((l): [string, boolean] => [l, true])];
@@ -92,7 +93,9 @@ export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?
     servers,
     addresses,
     serveStream: (stream, user) => {
-      streamServer.connect(stream as unknown as net.Socket, { remoteAddress: '127.0.0.1', remotePort: 0, localAddress: '127.0.0.1', localPort: 0, id: `bs-${user}` });
+      const id = `bs${process.pid}x${localUsers.size}`;
+      localUsers.set(id, user);
+      streamServer.connect(stream as unknown as net.Socket, { remoteAddress: '127.0.0.1', remotePort: 0, localAddress: '127.0.0.1', localPort: 0, id });
     },
     shutdown: async (graceMs) => {
       await Promise.all([...servers, streamServer].map((s) => s.shutdown(graceMs)));
@@ -164,7 +167,7 @@ function makeServer(cfg: Config, h: Handlers, lmtp: boolean): FerryServer {
 }
 
 /** The smtp-server callbacks, closed over the configuration and the spool. */
-function buildHandlers(cfg: Config, deps: DoorDeps): Handlers {
+function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { name: string; uid: number }>): Handlers {
   const counter = new ClientCounter();
   const notes = new WeakMap<SMTPServerSession, SessionNote>();
   const hooks = deps.hooks ?? {};
@@ -251,8 +254,9 @@ function buildHandlers(cfg: Config, deps: DoorDeps): Handlers {
     },
     onData(stream, session, cb) {
       const f = facts(session);
-      const door: Door = (session as SMTPServerSession & { lmtp?: boolean }).transmissionType?.includes('LMTP') ? 'lmtp' : f.id.startsWith('bs-') ? 'sendmail-bs' : 'smtp';
-      receiveData(cfg, deps, stream, session, f, door).then(
+      const local = localUsers.get(session.id);
+      const door: Door = session.transmissionType?.includes('LMTP') ? 'lmtp' : local ? 'sendmail-bs' : 'smtp';
+      receiveData(cfg, deps, stream, session, f, door, local).then(
         (env) => {
           deps.onMessage?.(env);
           const text = `2.0.0 Ok: queued as ${env.id}`;
@@ -283,7 +287,15 @@ function authDisabled(cfg: Config, session: SMTPServerSession, users: Map<string
 }
 
 /** Streams one DATA into the spool with the SMTP header edits. */
-function receiveData(cfg: Config, deps: DoorDeps, stream: NodeJS.ReadableStream, session: SMTPServerSession, f: SessionFacts, door: Door): Promise<Envelope> {
+function receiveData(
+  cfg: Config,
+  deps: DoorDeps,
+  stream: NodeJS.ReadableStream,
+  session: SMTPServerSession,
+  f: SessionFacts,
+  door: Door,
+  local?: { name: string; uid: number },
+): Promise<Envelope> {
   const env = session.envelope;
   const rcpts = env.rcptTo;
   const now = new Date();
@@ -300,7 +312,8 @@ function receiveData(cfg: Config, deps: DoorDeps, stream: NodeJS.ReadableStream,
         protocol,
         date: now,
         helo: session.hostNameAppearsAs || undefined,
-        peer: session.remoteAddress,
+        peer: local ? undefined : session.remoteAddress,
+        uid: local?.uid,
         clientName: session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined,
         recipients: rcpts.map((r) => r.address),
         tls: session.secure && session.tlsOptions ? `${session.tlsOptions.version ?? 'TLS'} ${session.tlsOptions.name ?? ''}`.trim() : undefined,
@@ -324,7 +337,9 @@ function receiveData(cfg: Config, deps: DoorDeps, stream: NodeJS.ReadableStream,
             orcpt: r.dsn?.orcpt ?? undefined,
           }),
         ),
-        origin: { door, peer: session.remoteAddress, peerPort: session.remotePort, helo: session.hostNameAppearsAs || undefined, user: f.user },
+        origin: local
+          ? { door, helo: session.hostNameAppearsAs || undefined, user: local.name, uid: local.uid }
+          : { door, peer: session.remoteAddress, peerPort: session.remotePort, helo: session.hostNameAppearsAs || undefined, user: f.user },
         protocol,
         body: env.bodyType === '8bitmime' ? '8BITMIME' : '7BIT',
         smtputf8: env.smtpUtf8 || undefined,

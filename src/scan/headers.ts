@@ -121,6 +121,8 @@ export function receivedHeader(r: ReceivedInfo): string {
   if (r.peer) {
     const name = r.clientName ? `${clean(r.clientName)} ` : '';
     text += ` from ${clean(r.helo ?? 'unknown')} (${name}[${r.peer}])`;
+  } else if (r.helo) {
+    text += ` from ${clean(r.helo)}`;
   }
   text += ` by ${r.hostname} (ferrymail)`;
   if (r.uid !== undefined) text += ` (uid ${r.uid})`;
