@@ -84,6 +84,9 @@ async function recover(store: Store, log: Logger): Promise<void> {
     log.log('info', 'spool recovered', { tmp_removed: r.tmpRemoved, orphans_removed: r.orphansRemoved });
   }
   for (const c of r.corrupt) log.log('warn', `corrupt envelope moved to corrupt/`, { id: c.id, reason: c.reason });
+  const { entries } = await store.list();
+  const held = entries.filter((e) => e.place === 'hold').length;
+  if (entries.length) log.log('info', 'queue', { waiting: entries.length - held, held });
 }
 
 /** Logs a message the sendmail command put into the spool. */
