@@ -60,6 +60,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'limits.recipients', type: 'integer', min: 1, doc: 'Recipients per message; more get 452 4.5.3.' },
   { key: 'limits.connections', type: 'integer', min: 1, doc: 'SMTP connections at once; more get 421 4.7.0.' },
   { key: 'limits.connections_per_client', type: 'integer', min: 1, doc: 'SMTP connections at once from one client address; more get 421 4.7.0.' },
+  { key: 'limits.per_client_exempt', type: 'string[]', check: checkCidr, doc: 'Client ranges free of the per-client connection limit (local programs open and close connections in quick succession).' },
   { key: 'limits.command_line', type: 'integer', min: 512, doc: 'Longest SMTP command line in bytes.' },
   { key: 'limits.header_size', type: 'integer', min: 1024, doc: 'Largest header section in bytes; larger gets 552 5.3.4.' },
   { key: 'limits.errors', type: 'integer', min: 1, doc: 'Errors and unknown commands in one session before 421 and close.' },

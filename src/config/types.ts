@@ -25,6 +25,7 @@ export interface Config {
     recipients: number;
     connections: number;
     connections_per_client: number;
+    per_client_exempt: string[];
     command_line: number;
     header_size: number;
     errors: number;
@@ -63,6 +64,7 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
       recipients: 1000,
       connections: 100,
       connections_per_client: 20,
+      per_client_exempt: ['127.0.0.0/8', '::1/128'],
       command_line: 2048,
       header_size: 102_400,
       errors: 10,

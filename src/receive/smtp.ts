@@ -206,7 +206,9 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
       note.counted = true;
       const perClient = counter.add(ip);
       if (counter.total > cfg.limits.connections) return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections, try again later`));
-      if (perClient > cfg.limits.connections_per_client) return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections from your address`));
+      if (perClient > cfg.limits.connections_per_client && !inRanges(ip, cfg.limits.per_client_exempt)) {
+        return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections from your address`));
+      }
       session.disabledCommands = authDisabled(cfg, session, users) ? ['AUTH', ...baseDisabled(cfg)] : baseDisabled(cfg);
       runStage(hooks.connect, facts(session), { stage: 'connect', verb: '', arg: '' }).then(verdictTo(cb));
     },
