@@ -93,5 +93,5 @@ export function validateSettings(data: unknown, lineOf: LineOf = () => undefined
     const value = getPath(data, field.key);
     if (value !== undefined) checkField(field, value, lineOf, out);
   }
-  return out;
+  return out.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
 }
