@@ -3,13 +3,13 @@
  * the spool (under the same per-message locks) when none does.
  *
  * Ids come from the user and are checked by the spool before they reach a path. Prints one line per id;
- * returns 0 when every id succeeded, 66 (no input) when some were not found, 75 when some were busy.
+ * returns 0 when every id succeeded, else the exit code of the first failure (66 not found, 75 busy, ...).
  */
 import type { Config } from '../config/types.js';
 import { callDaemon } from '../control/client.js';
 import type { IdResult } from '../control/protocol.js';
 import { EX } from '../domain/sysexits.js';
-import { FerryError } from '../errors.js';
+import { exitCodeFor, FerryError, type FerryErrorCode } from '../errors.js';
 import { layoutOf } from '../spool/layout.js';
 import { applyChange, openStore } from '../spool/store.js';
 
@@ -26,7 +26,7 @@ export async function changeIds(cfg: Config, cmd: 'rm' | 'hold' | 'release', ids
     if (r.ok) process.stdout.write(`${r.id}: ${verb}\n`);
     else {
       process.stderr.write(`${who}: ${r.error}\n`);
-      code = r.code === 'locked' ? EX.TEMPFAIL : code === EX.OK ? EX.NOINPUT : code;
+      if (code === EX.OK) code = exitCodeFor((r.code ?? 'internal') as FerryErrorCode);
     }
   }
   return code;

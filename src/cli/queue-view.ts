@@ -71,8 +71,15 @@ export function entryJson(e: Envelope, place: string, now = Date.now()): Record<
     sender: e.sender,
     message_id: e.messageId ?? null,
     origin: e.origin,
+    protocol: e.protocol,
+    body: e.body ?? null,
+    smtputf8: !!e.smtputf8,
+    ret: e.ret ?? null,
+    envid: e.envid ?? null,
     recipients: e.recipients.map((r) => ({
       address: r.address,
+      notify: r.notify ?? null,
+      orcpt: r.orcpt ?? null,
       state: r.state,
       attempts: r.attempts,
       next_attempt: r.nextAttempt ?? null,
@@ -98,6 +105,7 @@ export function formatShow(entry: Entry, headerText: string): string {
   for (const r of e.recipients) {
     lines.push(`  <${safe(r.address)}> ${r.state} attempts=${r.attempts}${r.notify ? ` notify=${r.notify.join(',')}` : ''}${r.lastError ? ` error=${safe(r.lastError)}` : ''}`);
   }
-  lines.push('', headerText.replace(/\r\n/g, '\n').trimEnd());
+  // eslint-disable-next-line no-control-regex
+  lines.push('', headerText.replace(/\r\n/g, '\n').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '?').trimEnd());
   return lines.join('\n') + '\n';
 }

@@ -29,7 +29,7 @@ export function usageError(text: string): FerryError {
 /** Flags that take a value (attached or as the next word) and are ignored. */
 const IGNORED_WITH_VALUE = new Set(['h', 'L', 'X', 'O', 'B']);
 /** Flags without a value that are ignored. */
-const IGNORED_PLAIN = new Set(['m', 'v', 'n', 'U', 'G', 'I', 'd', 'x', 'A']);
+const IGNORED_PLAIN = new Set(['m', 'v', 'n', 'U', 'G', 'd', 'x', 'A']);
 
 /** Personality from the invoked name. */
 export function personality(argv0: string): 'sendmail' | 'mailq' | 'runq' | 'mailrm' | 'newaliases' {
@@ -126,13 +126,16 @@ export function parseSendmailArgs(args: string[], who: ReturnType<typeof persona
       case 'q':
         ({ mode, connection } = qMode(tail, c, mode));
         break;
+      case 'I':
+        mode = 'newaliases'; // sendmail -I is newaliases
+        break;
       case 'M':
         if (tail !== 'rm') throw usageError(`unknown option ${a}`);
         mode = 'remove';
         break;
       default:
         if (IGNORED_WITH_VALUE.has(flag)) c.value(flag, tail);
-        else if (!IGNORED_PLAIN.has(flag)) throw usageError(`unknown option ${a} (see 'man ferrymail-sendmail')`);
+        else if (!IGNORED_PLAIN.has(flag)) throw usageError(`unknown option ${a} (see docs/sendmail.md)`);
     }
   }
   return finish(mode, s, rest, ids, configPath, connection);

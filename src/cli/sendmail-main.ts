@@ -65,7 +65,7 @@ async function run(req: SendmailRequest, cfg: Config): Promise<number> {
     case 'run':
       return queueRun(cfg, req.connection);
     case 'newaliases':
-      process.stdout.write('newaliases: ferrymail reads aliases directly; nothing to rebuild\n');
+      process.stdout.write('newaliases: ferrymail keeps no alias database; nothing to rebuild\n');
       return EX.OK;
     case 'smtp-stdio':
       return smtpOnStdio(cfg);
@@ -92,13 +92,15 @@ async function smtpOnStdio(cfg: Config): Promise<number> {
   const { nullLogger } = await import('../log/logger.js');
   const spool = openSpoolWriter(cfg.spool);
   const user = currentUser();
-  const door = await startSmtpDoor(cfg, { spool, log: nullLogger, onMessage: (env) => void kickDaemon(spool.layout.control, env.id) }, { listen: false });
+  const kicks: Promise<void>[] = [];
+  const door = await startSmtpDoor(cfg, { spool, log: nullLogger, onMessage: (env) => void kicks.push(kickDaemon(spool.layout.control, env.id)) }, { listen: false });
   const stream = Duplex.from({ readable: process.stdin, writable: process.stdout }) as import('node:stream').Duplex & { setTimeout?: unknown; readyState?: string };
   stream.setTimeout = () => stream;
   // smtp-server writes a reply only while its socket's readyState is 'open'; a plain duplex has none
   stream.readyState = 'open';
   return new Promise((resolve) => {
-    stream.on('close', () => resolve(EX.OK));
+    // the caller exits as soon as this resolves: let the daemon hear of every message first
+    stream.on('close', () => void Promise.all(kicks).then(() => resolve(EX.OK)));
     process.stdout.on('error', () => resolve(EX.IOERR));
     door.serveStream(stream, user);
   });

@@ -121,11 +121,25 @@ export function loadConfig(dirOrFile?: string): Config {
   const issues = [...parsed.syntax, ...validateSettings(parsed.data, parsed.lineOf)];
   if (issues.length === 0) {
     const cfg = normalise(dir, parsed);
-    checkReadable('tls.cert', cfg.tls.cert, issues, parsed.lineOf);
-    checkReadable('tls.key', cfg.tls.key, issues, parsed.lineOf);
-    checkReadable('auth.users_file', cfg.auth.users_file, issues, parsed.lineOf);
-    if (!!cfg.tls.cert !== !!cfg.tls.key) issues.push({ key: 'tls', message: 'tls.cert and tls.key go together' });
+    issues.push(...fileIssues(cfg, parsed.lineOf));
     if (issues.length === 0) return deepFreeze(cfg);
   }
   throw new ConfigError(parsed.file, issues);
+}
+
+/** Checks what a valid-looking configuration refers to: files readable, tls.cert and tls.key together. */
+function fileIssues(cfg: Config, lineOf: ParsedSettings['lineOf']): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  checkReadable('tls.cert', cfg.tls.cert, issues, lineOf);
+  checkReadable('tls.key', cfg.tls.key, issues, lineOf);
+  checkReadable('auth.users_file', cfg.auth.users_file, issues, lineOf);
+  if (!!cfg.tls.cert !== !!cfg.tls.key) issues.push({ key: 'tls', message: 'tls.cert and tls.key go together' });
+  return issues;
+}
+
+/** Every issue of settings data that would be written to file in dir (used before `config set` writes). */
+export function settingsIssues(dir: string, file: string, data: Settings): ConfigIssue[] {
+  const issues = validateSettings(data);
+  if (issues.length) return issues;
+  return fileIssues(normalise(dir, { file, exists: true, data, lineOf: () => undefined, syntax: [] }), () => undefined);
 }

@@ -10,9 +10,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Conf from 'conf';
 import { Document, isMap, parseDocument } from 'yaml';
-import { ConfigError, parseSettingsFile, settingsLocation } from './load.js';
+import { ConfigError, parseSettingsFile, settingsIssues, settingsLocation } from './load.js';
 import { FIELDS, fieldFor, type Field } from './schema.js';
-import { validateSettings } from './validate.js';
 
 /** The JSON schema of one field. */
 function fieldSchema(f: Field): Record<string, unknown> {
@@ -88,7 +87,7 @@ export function configSet(dirOrFile: string | undefined, key: string, raw: strin
   const [a, b] = key.split('.') as [string, string | undefined];
   if (b) data[a] = { ...((data[a] as Record<string, unknown>) ?? {}), [b]: parseValue(field, raw) };
   else data[a] = parseValue(field, raw);
-  const issues = validateSettings(data);
+  const issues = settingsIssues(dir, file, data);
   if (issues.length) throw new ConfigError(file, issues);
   fs.mkdirSync(dir, { recursive: true });
   const store = new Conf<Record<string, unknown>>({

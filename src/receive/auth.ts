@@ -3,7 +3,8 @@
  * `ferrymail auth hash`.
  *
  * The users file is trusted to be the administrator's; its lines are checked and bad ones ignored with a
- * warning. Passwords are compared in constant time and never logged or put in errors.
+ * warning. Passwords are compared in constant time, unknown users cost as much as known ones, and
+ * passwords are never logged or put in errors.
  */
 import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
@@ -32,7 +33,7 @@ export async function verifyPassword(password: string, stored: string): Promise<
   const parts = stored.split('$');
   if (parts.length !== 6 || parts[0] !== 'scrypt') return false;
   const [n, r, p] = parts.slice(1, 4).map(Number) as [number, number, number];
-  if (![n, r, p].every((x) => Number.isInteger(x) && x > 0) || n > 1 << 20) return false;
+  if (![n, r, p].every((x) => Number.isInteger(x) && x > 0) || n > 1 << 20 || r > 32 || p > 16) return false;
   const salt = Buffer.from(parts[4]!, 'base64');
   const want = Buffer.from(parts[5]!, 'base64');
   if (want.length !== KEYLEN) return false;
@@ -40,14 +41,30 @@ export async function verifyPassword(password: string, stored: string): Promise<
   return timingSafeEqual(got, want);
 }
 
-/** Reads the users file into a map of name to hash. */
-export function readUsers(file: string): Map<string, string> {
+/** A hash for unknown users, so that a wrong name costs as much time as a wrong password. */
+let decoy: string | undefined;
+
+/** Checks a user's password; unknown users take the same time and fail. */
+export async function checkLogin(users: Map<string, string>, user: string, password: string): Promise<boolean> {
+  const stored = users.get(user);
+  if (stored) return verifyPassword(password, stored);
+  decoy ??= await hashPassword(randomBytes(16).toString('hex'));
+  await verifyPassword(password, decoy);
+  return false;
+}
+
+/** Reads the users file into a map of name to hash; lines it cannot use are returned as warnings. */
+export function readUsers(file: string): { users: Map<string, string>; warnings: string[] } {
   const users = new Map<string, string>();
-  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
-    const t = line.trim();
-    if (!t || t.startsWith('#')) continue;
-    const colon = t.indexOf(':');
-    if (colon > 0) users.set(t.slice(0, colon), t.slice(colon + 1));
-  }
-  return users;
+  const warnings: string[] = [];
+  fs.readFileSync(file, 'utf8')
+    .split('\n')
+    .forEach((line, i) => {
+      const t = line.trim();
+      if (!t || t.startsWith('#')) return;
+      const colon = t.indexOf(':');
+      if (colon > 0 && /^scrypt\$\d+\$\d+\$\d+\$[^$]+\$[^$]+$/.test(t.slice(colon + 1))) users.set(t.slice(0, colon), t.slice(colon + 1));
+      else warnings.push(`${file}:${i + 1}: not a "user:scrypt$..." line (make one with 'ferrymail auth hash USER'); ignored`);
+    });
+  return { users, warnings };
 }

@@ -4,9 +4,11 @@
  * They add what smtp-server has no option for: no greeting delay for trusted clients (the early-talker
  * wait stays for the others), the helo / other / unknown hook stages wrapped around the built-in command
  * handlers, replies that carry our own enhanced status codes, an error budget that ends abusive sessions
- * with 421 4.7.0, and a graceful shutdown that lets transactions in flight finish. Relies on the internal
- * methods init, _onCommand, send and close; test/receive covers each so that an upgrade that changes them
- * fails loudly.
+ * with 421 4.7.0, and a graceful shutdown that lets transactions in flight finish. Relies on internals of
+ * that exact version (init, _setListeners, connectionReady, _onCommand, _whenWritable, _isSupported,
+ * _nextHandler, _upgrading, _ready, _closing, _dataStream, send, close, connect, connections,
+ * _onClientConnect, _closeTimeout); test/unit/stages.test.ts and the integration tests exercise each path
+ * so that an upgrade that changes them fails loudly.
  */
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
@@ -109,12 +111,13 @@ export class FerryServer extends SMTPServer {
   }
 
   /** Serves one socket (or a duplex such as stdin/stdout for sendmail -bs). */
-  override connect(socket: Socket, socketOptions?: Record<string, unknown>): void {
+  override connect(socket: Socket, socketOptions?: Record<string, unknown>): FerryConnection {
     const connection = new FerryConnection(this, socket, socketOptions);
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));
     connection.on('connect', (data: unknown) => this._onClientConnect(data as never));
     connection.init();
+    return connection;
   }
 
   /** Stops listening; idle sessions get 421 now, sessions in DATA finish their message first. */

@@ -50,6 +50,12 @@ export async function intake(spool: SpoolWriter, source: Readable, plan: IntakeP
   });
   const stages = [...plan.pre, new SizeLimit(plan.maxSize), headers];
   const first = stages[0]!;
+  // pipe() does not pass on a source destroyed before its end (an SMTP client that went away in the
+  // middle of DATA): without this the pipeline would wait forever and keep the temporary file open
+  const gone = (): void => {
+    if (!source.readableEnded && !first.writableEnded) first.destroy(new FerryError('data', 'the client went away before the end of the message'));
+  };
+  source.once('close', gone);
   source.pipe(first);
   try {
     await pipeline([...stages, writer.stream]);
@@ -58,6 +64,8 @@ export async function intake(spool: SpoolWriter, source: Readable, plan: IntakeP
     source.resume();
     await writer.abort();
     throw err instanceof FerryError ? err : spoolError(err, 'write a message');
+  } finally {
+    source.removeListener('close', gone);
   }
   try {
     return await writer.commit(plan.envelope(headers.fields, writer.id));

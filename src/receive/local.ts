@@ -122,7 +122,7 @@ export async function submitLocal(cfg: Config, spool: SpoolWriter, sub: Submissi
     maxHops: cfg.limits.received_hops,
     edit: (fields, id) => {
       if (sub.extract) recipients = dedupe([...checkAll(addressesIn(fields, ['to', 'cc', 'bcc']), domain, 'data'), ...argvRcpts]);
-      if (recipients.length === 0) throw new FerryError('data', 'no recipient addresses found in the message header');
+      if (recipients.length === 0) throw new FerryError('no-recipients', 'no recipient addresses found in the message header');
       const edit = localHeaders(fields, { id, now, sender, fullName: sub.fullName, hostname: domain, user, recipients });
       added = edit.added;
       return edit;

@@ -34,7 +34,9 @@ function ipToBig(ip: string): { family: 4 | 6; value: bigint } | null {
 function parseRange(cidr: string): Range | null {
   const [addr, prefix] = cidr.split('/');
   const ip = addr ? ipToBig(addr) : null;
-  return ip ? { family: ip.family, bits: ip.value, prefix: Number(prefix) } : null;
+  // an IPv4-mapped range (::ffff:10.0.0.0/104) is compared as the IPv4 range it maps (10.0.0.0/8)
+  const bits = ip?.family === 4 && addr!.includes(':') ? Math.max(0, Number(prefix) - 96) : Number(prefix);
+  return ip ? { family: ip.family, bits: ip.value, prefix: bits } : null;
 }
 
 /** True when ip lies in one of the ranges. */

@@ -18,7 +18,7 @@ import type { Logger } from '../log/logger.js';
 import { fieldValue, receivedHeader, rfc5322Date } from '../scan/headers.js';
 import { LineEndGuard } from '../scan/transforms.js';
 import type { SpoolWriter } from '../spool/writer.js';
-import { readUsers, verifyPassword } from './auth.js';
+import { checkLogin, readUsers } from './auth.js';
 import { FerryConnection, FerryServer } from './connection.js';
 import { intake } from './intake.js';
 import { ClientCounter, inRanges, isLocalRecipient, isLoopback, mayRelay } from './policy.js';
@@ -63,6 +63,8 @@ function intakeReply(err: unknown): Error {
 interface SessionNote {
   facts: SessionFacts;
   counted: boolean;
+  /** RCPT commands answered 250 in this transaction (LMTP owes one reply after DATA for each). */
+  rcptOk: number;
 }
 
 /** Splits "host:port" / "[v6]:port". */
@@ -95,7 +97,9 @@ export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?
     serveStream: (stream, user) => {
       const id = `bs${process.pid}x${localUsers.size}`;
       localUsers.set(id, user);
-      streamServer.connect(stream as unknown as net.Socket, { remoteAddress: '127.0.0.1', remotePort: 0, localAddress: '127.0.0.1', localPort: 0, id });
+      const conn = streamServer.connect(stream as unknown as net.Socket, { remoteAddress: '127.0.0.1', remotePort: 0, localAddress: '127.0.0.1', localPort: 0, id });
+      // input that ends without QUIT: once every command read has been answered, end the session
+      if (conn._parser) conn._parser.once('finish', () => conn.close());
     },
     shutdown: async (graceMs) => {
       await Promise.all([...servers, streamServer].map((s) => s.shutdown(graceMs)));
@@ -172,13 +176,15 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
   const notes = new WeakMap<SMTPServerSession, SessionNote>();
   const hooks = deps.hooks ?? {};
   const localDomains = [cfg.hostname, ...cfg.local_domains];
-  const users = cfg.auth.users_file ? readUsers(cfg.auth.users_file) : null;
+  const userFile = cfg.auth.users_file ? readUsers(cfg.auth.users_file) : null;
+  for (const w of userFile?.warnings ?? []) deps.log.log('warn', w);
+  const users = userFile?.users ?? null;
   const trusted = (ip: string): boolean => isLoopback(ip) || inRanges(ip, cfg.local_nets);
 
   const facts = (session: SMTPServerSession): SessionFacts => {
     let note = notes.get(session);
     if (!note) {
-      note = { counted: false, facts: { id: session.id, peer: session.remoteAddress, peerPort: session.remotePort, trusted: trusted(session.remoteAddress), secure: false, recipients: [] } };
+      note = { counted: false, rcptOk: 0, facts: { id: session.id, peer: session.remoteAddress, peerPort: session.remotePort, trusted: trusted(session.remoteAddress), secure: false, recipients: [] } };
       notes.set(session, note);
     }
     const f = note.facts;
@@ -209,11 +215,11 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
       if (perClient > cfg.limits.connections_per_client && !inRanges(ip, cfg.limits.per_client_exempt)) {
         return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections from your address`));
       }
-      session.disabledCommands = authDisabled(cfg, session, users) ? ['AUTH', ...baseDisabled(cfg)] : baseDisabled(cfg);
+      session.disabledCommands = disabledFor(cfg, session, users, localUsers.has(session.id));
       runStage(hooks.connect, facts(session), { stage: 'connect', verb: '', arg: '' }).then(verdictTo(cb));
     },
     onSecure(_socket, session, cb) {
-      session.disabledCommands = authDisabled(cfg, session, users) ? ['AUTH', ...baseDisabled(cfg)] : baseDisabled(cfg);
+      session.disabledCommands = disabledFor(cfg, session, users, localUsers.has(session.id));
       cb();
     },
     onClose(session) {
@@ -225,10 +231,9 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
       if (!session.secure && !isLoopback(session.remoteAddress)) {
         return cb(smtpError(538, '5.7.11', 'Encryption required for requested authentication mechanism'));
       }
-      const stored = users.get(auth.username ?? '');
       const fail = (): void => cb(smtpError(535, '5.7.8', 'Authentication credentials invalid'));
-      if (!stored || typeof auth.password !== 'string') return fail();
-      verifyPassword(auth.password, stored).then(
+      if (typeof auth.password !== 'string') return fail();
+      checkLogin(users, auth.username ?? '', auth.password).then(
         (ok) => {
           if (!ok) return fail();
           deps.log.log('info', 'authenticated', { session: session.id, user: auth.username, peer: session.remoteAddress });
@@ -243,6 +248,7 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
         if (!c.ok) return cb(smtpError(553, '5.1.7', `Bad sender address: ${c.reason}`));
       }
       const f = facts(session);
+      notes.get(session)!.rcptOk = 0;
       runStage(hooks.mail, { ...f, sender: address.address }, { stage: 'mail', verb: 'MAIL', arg: address.address }).then(verdictTo(cb));
     },
     onRcptTo(address: SMTPServerAddress, session, cb) {
@@ -252,17 +258,22 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
       if (!isLocalRecipient(c.address, localDomains) && !mayRelay({ peer: session.remoteAddress, authenticated: !!session.user, localNets: cfg.local_nets })) {
         return cb(smtpError(554, '5.7.1', `Relay access denied for <${address.address}>`));
       }
-      runStage(hooks.rcpt, f, { stage: 'rcpt', verb: 'RCPT', arg: address.address }).then(verdictTo(cb));
+      runStage(hooks.rcpt, f, { stage: 'rcpt', verb: 'RCPT', arg: address.address }).then((v) => {
+        if (v.action === 'continue') notes.get(session)!.rcptOk++;
+        verdictTo(cb)(v);
+      });
     },
     onData(stream, session, cb) {
       const f = facts(session);
       const local = localUsers.get(session.id);
       const door: Door = session.transmissionType?.includes('LMTP') ? 'lmtp' : local ? 'sendmail-bs' : 'smtp';
+      // smtp-server merges a repeated RCPT into one envelope entry, but LMTP owes a reply for each 250
+      const lmtpReplies = Math.max(notes.get(session)?.rcptOk ?? 0, session.envelope.rcptTo.length);
       receiveData(cfg, deps, stream, session, f, door, local).then(
         (env) => {
           deps.onMessage?.(env);
           const text = `2.0.0 Ok: queued as ${env.id}`;
-          if (door === 'lmtp') cb(null, env.recipients.map(() => text));
+          if (door === 'lmtp') cb(null, Array.from({ length: lmtpReplies }, () => text));
           else cb(null, text);
         },
         (err) => {
@@ -271,16 +282,21 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
           } else {
             deps.log.log('warn', 'message refused', { session: session.id, peer: session.remoteAddress, reason: (err as Error).message });
           }
-          cb(intakeReply(err));
+          if (door === 'lmtp') cb(null, Array.from({ length: lmtpReplies }, () => intakeReply(err)));
+          else cb(intakeReply(err));
         },
       );
     },
   };
 }
 
-/** Commands disabled for everyone. */
-function baseDisabled(cfg: Config): string[] {
-  return ['WIZ', 'SHELL', 'KILL', 'XCLIENT', 'XFORWARD', ...(cfg.tls.cert ? [] : ['STARTTLS'])];
+/** Commands a session may not use: the sendmail-era ones, STARTTLS without a certificate or on the
+ * stdin/stdout session of sendmail -bs (no socket to encrypt), AUTH where authDisabled says so. */
+function disabledFor(cfg: Config, session: SMTPServerSession, users: Map<string, string> | null, local: boolean): string[] {
+  const off = ['WIZ', 'SHELL', 'KILL', 'XCLIENT', 'XFORWARD'];
+  if (!cfg.tls.cert || local) off.push('STARTTLS');
+  if (authDisabled(cfg, session, users)) off.push('AUTH');
+  return off;
 }
 
 /** AUTH is offered only with a users file, and only over TLS or on loopback. */

@@ -49,6 +49,8 @@ export function addressesIn(fields: HeaderField[], names: string[]): string[] {
     for (const a of list) {
       if (a.group) walk(a.group);
       else if (a.address) out.push(a.address);
+      // a bare local name ("To: root", as cron writes it) is parsed as a display name; callers qualify it
+      else if (a.name && /^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+$/.test(a.name)) out.push(a.name);
     }
   };
   for (const f of fields) {

@@ -3,7 +3,8 @@
  *
  * 10 characters of milliseconds since the epoch, then 6 of randomness that increase within one
  * millisecond in one process (as ULIDs do). Unique across processes and restarts without coordination;
- * the spool's exclusive create catches the astronomically unlikely clash. Cannot fail.
+ * the spool's commit links the data into place, which fails rather than overwrite on the astronomically
+ * unlikely clash. Cannot fail.
  */
 import { randomBytes } from 'node:crypto';
 

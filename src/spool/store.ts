@@ -102,7 +102,11 @@ async function readEnvelope(layout: Layout, place: Place, id: string): Promise<E
   }
   try {
     const env = decodeEnvelope(text, id);
-    if (!fs.existsSync(layout.data(id))) throw new Error('message data file is missing');
+    if (!fs.existsSync(layout.data(id))) {
+      // removed since we read it (removal unlinks the envelope, then the data)?
+      if (!fs.existsSync(layout.envelope(place, id))) return null;
+      throw new Error('message data file is missing');
+    }
     return env;
   } catch (err) {
     const reason = (err as Error).message;

@@ -2,8 +2,9 @@
  * Commits new messages into the spool: the only way a message enters it.
  *
  * begin() opens tmp/ID.PID.msg exclusively; the caller streams the message into writer.stream; commit()
- * fsyncs the data, writes and fsyncs the envelope, renames the data into msg/ and then the envelope into
- * queue/ (that rename is the commit), and fsyncs both directories (shared with concurrent commits).
+ * fsyncs the data, writes and fsyncs the envelope, links the data into msg/ (a link never replaces an
+ * existing file, so an id clash fails instead of overwriting) and renames the envelope into queue/ (that
+ * rename is the commit), and fsyncs both directories (shared with concurrent commits).
  * Only when commit() resolves may anyone be told "accepted". abort() removes the temporary files.
  * File system errors become FerryError spool-full / spool-permission / spool-io; after a failed commit
  * nothing of the message is visible in queue/.
@@ -101,17 +102,21 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
   };
   const commit = async (partial: Omit<Envelope, 'id' | 'size'>): Promise<Envelope> => {
     const env: Envelope = { ...partial, id, size: 0 } as Envelope;
+    let linked = false;
     try {
       await finished(stream);
       env.size = counter.n;
       await Promise.all([fh.sync(), writeDurable(tmpEnv, encodeEnvelope(env))]);
       await closeFile();
-      await fsp.rename(tmpData, layout.data(id));
+      // link, not rename: it refuses to replace an existing message should two writers ever draw one id
+      await fsp.link(tmpData, layout.data(id));
+      linked = true;
+      await fsp.unlink(tmpData);
       await fsp.rename(tmpEnv, layout.envelope('queue', id));
       await Promise.all([msgSync.sync(), queueSync.sync()]);
       return env;
     } catch (err) {
-      await rollback(layout, id);
+      if (linked) await rollback(layout, id);
       await abort();
       throw spoolError(err, 'commit a message');
     }

@@ -99,3 +99,10 @@ test('the JSON schema and the validator cover every field', () => {
   assert.equal(validateSettings({ limits: 5 }).length, 1);
   assert.equal(validateSettings([1]).length, 1);
 });
+
+test('docs/configuration.md documents every key of the settings table', async () => {
+  const { ROOT } = await import('../helpers.js');
+  const doc = fs.readFileSync(path.join(ROOT, 'docs', 'configuration.md'), 'utf8');
+  const missing = FIELDS.filter((f) => !doc.includes(`\`${f.key}\``));
+  assert.deepEqual(missing.map((f) => f.key), []);
+});
