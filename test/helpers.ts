@@ -200,6 +200,15 @@ export class RawSmtp {
     sock.on('error', () => undefined);
   }
 
+  /** Connects from a chosen local address (e.g. 127.0.0.2, to look like another client). */
+  static connectFrom(port: number, host: string, localAddress: string): Promise<RawSmtp> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ port, host, localAddress });
+      s.once('connect', () => resolve(new RawSmtp(s)));
+      s.once('error', reject);
+    });
+  }
+
   static connect(port: number, host = '127.0.0.1'): Promise<RawSmtp> {
     return new Promise((resolve, reject) => {
       const s = net.connect(port, host);
@@ -257,4 +266,88 @@ export class RawSmtp {
   close(): void {
     this.sock.destroy();
   }
+}
+
+/** Waits until check() returns true, polling every stepMs; false when the deadline passed first. */
+export async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, stepMs = 20): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+/** The file names in a spool's tmp/, msg/, queue/, hold/ and corrupt/ folders (missing folder: none). */
+export function spoolFiles(cfg: { spool: string }): Record<'tmp' | 'msg' | 'queue' | 'hold' | 'corrupt', string[]> {
+  const list = (d: string): string[] => {
+    try {
+      return fs.readdirSync(path.join(cfg.spool, d)).sort();
+    } catch {
+      return [];
+    }
+  };
+  return { tmp: list('tmp'), msg: list('msg'), queue: list('queue'), hold: list('hold'), corrupt: list('corrupt') };
+}
+
+/** What one SMTP transaction sent by smtpSend got back. */
+export interface SendResult {
+  /** The reply to the end of DATA (or to the command that failed first). */
+  reply: string;
+  /** The queue id from "queued as ID", when the message was accepted. */
+  id?: string;
+}
+
+/**
+ * Sends one message on a new connection (EHLO, MAIL, RCPT..., DATA, QUIT) and returns the last reply.
+ * data is the message without the terminating dot (CRLF line ends, dots already stuffed).
+ */
+export async function smtpSend(
+  port: number,
+  msg: { from?: string; to?: string[]; data?: string; host?: string; timeoutMs?: number } = {},
+): Promise<SendResult> {
+  const c = await RawSmtp.connect(port, msg.host);
+  try {
+    const t = msg.timeoutMs ?? 10_000;
+    const step = async (line: string | null, expect: RegExp): Promise<string | null> => {
+      if (line !== null) c.send(line + '\r\n');
+      const r = await c.reply(t);
+      return expect.test(r) ? null : r;
+    };
+    const failed =
+      (await step(null, /^220/)) ??
+      (await step('EHLO client.example', /^250/)) ??
+      (await step(`MAIL FROM:<${msg.from ?? 'sender@client.example'}>`, /^250/));
+    if (failed) return { reply: failed };
+    for (const rcpt of msg.to ?? ['rcpt@example.org']) {
+      const r = await step(`RCPT TO:<${rcpt}>`, /^250/);
+      if (r) return { reply: r };
+    }
+    const r = await step('DATA', /^354/);
+    if (r) return { reply: r };
+    c.send((msg.data ?? 'Subject: test\r\n\r\nhello\r\n') + '.\r\n');
+    const reply = await c.reply(t);
+    c.send('QUIT\r\n');
+    const id = /^250 .*queued as ([0-9A-Z]+)/.exec(reply)?.[1];
+    return id ? { reply, id } : { reply };
+  } finally {
+    c.close();
+  }
+}
+
+/** Stops a daemon: SIGTERM, then SIGKILL when it has not exited within timeoutMs. Safe to call twice. */
+export async function stopDaemon(d: RunningDaemon | undefined, timeoutMs = 5_000): Promise<void> {
+  if (!d || d.child.exitCode !== null || d.child.signalCode !== null) return;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), timeoutMs)));
+  const r = await Promise.race([d.stop(), late]);
+  clearTimeout(timer);
+  if (r === 'late') await d.kill();
+}
+
+/** One queue entry as `ferrymail queue show ID --json` prints it (the header section included). */
+export async function queueShowJson(cfg: TestConfig, id: string): Promise<Record<string, any>> {
+  const r = await ferrymail(cfg, ['queue', 'show', id, '--json']);
+  if (r.code !== 0) throw new Error(`queue show ${id} failed (${r.code}): ${r.stderr}`);
+  return JSON.parse(r.stdout);
 }
