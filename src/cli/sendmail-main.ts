@@ -11,6 +11,8 @@ import type { Config } from '../config/types.js';
 import { callDaemon, kickDaemon } from '../control/client.js';
 import { EX } from '../domain/sysexits.js';
 import { exitCodeFor, FerryError, isFerryError } from '../errors.js';
+import fs from 'node:fs';
+import { openHandoffWriter, spoolWritable } from '../receive/handoff.js';
 import { submitLocal, currentUser } from '../receive/local.js';
 import { openStore } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
@@ -50,6 +52,11 @@ export function fail(who: string, err: unknown): number {
 async function run(req: SendmailRequest, cfg: Config): Promise<number> {
   switch (req.mode) {
     case 'submit': {
+      if (!spoolWritable(cfg.spool) && fs.existsSync(cfg.spool)) {
+        // another user's spool (the system relay): hand the message to its daemon
+        await submitLocal(cfg, openHandoffWriter(cfg), req.submit, process.stdin);
+        return EX.OK;
+      }
       const spool = openSpoolWriter(cfg.spool);
       const env = await submitLocal(cfg, spool, req.submit, process.stdin);
       if (req.submit.deliveryMode !== 'queue') await kickDaemon(spool.layout.control, env.id);

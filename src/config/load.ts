@@ -82,7 +82,7 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
     dir,
     file: parsed.file,
     fromFile: parsed.exists,
-    spool: abs(s.spool) ?? defaultSpool(),
+    spool: abs(s.spool) ?? defaultSpool(dir),
     limits: { ...d.limits, ...s.limits },
     smtp: { ...d.smtp, ...s.smtp },
     tls: { cert: abs(s.tls?.cert), key: abs(s.tls?.key) },
