@@ -96,7 +96,10 @@ export async function startDaemon(cfg: TestConfig, extraArgs: string[] = []): Pr
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   try {
     await Promise.race([
-      waitForPort(cfg.port),
+      // the start-up line comes once every listener is bound (SMTP, LMTP, IPv4 and IPv6)
+      waitForPort(cfg.port).then(async () => {
+        if (!(await waitUntil(() => out.includes('ferrymail started'), 10_000))) throw new Error(`no start-up line: ${out}`);
+      }),
       exited.then((code) => {
         throw new Error(`daemon exited with ${code}: ${out}`);
       }),

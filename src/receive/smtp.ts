@@ -59,6 +59,15 @@ function intakeReply(err: unknown): Error {
   return smtpError(451, '4.3.0', 'Local error in processing, try again later');
 }
 
+/** ESMTP parameters the door implements (RFC 1870, 6152, 6531, 3461, 4954); anything else gets 555. */
+const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'RET', 'ENVID', 'AUTH']);
+const RCPT_PARAMS = new Set(['NOTIFY', 'ORCPT']);
+
+/** The first parameter of a MAIL or RCPT command that is not in the known set. */
+function unknownParam(address: SMTPServerAddress, known: Set<string>): string | undefined {
+  return Object.keys(address.args || {}).find((k) => !known.has(k.toUpperCase()));
+}
+
 /** Per-session state kept beside smtp-server's session object. */
 interface SessionNote {
   facts: SessionFacts;
@@ -243,6 +252,8 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
       );
     },
     onMailFrom(address: SMTPServerAddress, session, cb) {
+      const unknownMail = unknownParam(address, MAIL_PARAMS);
+      if (unknownMail) return cb(smtpError(555, '5.5.4', `Unsupported MAIL parameter ${unknownMail}`));
       if (address.address !== '') {
         const c = checkAddress(address.address);
         if (!c.ok) return cb(smtpError(553, '5.1.7', `Bad sender address: ${c.reason}`));
@@ -252,6 +263,8 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
       runStage(hooks.mail, { ...f, sender: address.address }, { stage: 'mail', verb: 'MAIL', arg: address.address }).then(verdictTo(cb));
     },
     onRcptTo(address: SMTPServerAddress, session, cb) {
+      const unknownRcpt = unknownParam(address, RCPT_PARAMS);
+      if (unknownRcpt) return cb(smtpError(555, '5.5.4', `Unsupported RCPT parameter ${unknownRcpt}`));
       const c = checkAddress(address.address);
       if (!c.ok) return cb(smtpError(553, '5.1.3', `Bad recipient address: ${c.reason}`));
       const f = facts(session);
@@ -360,7 +373,8 @@ function receiveData(
           : { door, peer: session.remoteAddress, peerPort: session.remotePort, helo: session.hostNameAppearsAs || undefined, user: f.user },
         protocol,
         body: env.bodyType === '8bitmime' ? '8BITMIME' : '7BIT',
-        smtputf8: env.smtpUtf8 || undefined,
+        // a UTF-8 address needs SMTPUTF8 on the way out even when the client did not say so
+        smtputf8: env.smtpUtf8 || [env.mailFrom ? env.mailFrom.address : '', ...rcpts.map((r) => r.address)].some((a) => /[^\x00-\x7f]/.test(a)) || undefined,
         ret: (env.dsn?.ret as 'FULL' | 'HDRS' | null) ?? undefined,
         envid: env.dsn?.envid ?? undefined,
         messageId: mid ? fieldValue(mid) : f.trusted || f.user ? `<${id}@${cfg.hostname}>` : undefined,

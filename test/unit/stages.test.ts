@@ -77,3 +77,13 @@ test('a hook that throws or hangs is a temporary failure, never a pass', async (
   assert.equal(hung.action === 'reject' && hung.reply.enhanced, '4.4.5');
   assert.deepEqual(await runStage([() => CONTINUE, () => CONTINUE], s, i), CONTINUE);
 });
+
+test('unknown MAIL and RCPT parameters get 555 5.5.4; known ones pass', async () => {
+  const c = await client();
+  await c.cmd('EHLO good.example');
+  assert.match(await c.cmd('MAIL FROM:<a@x.org> FOO=bar'), /^555 5\.5\.4 Unsupported MAIL parameter FOO/);
+  assert.match(await c.cmd('MAIL FROM:<a@x.org> BODY=8BITMIME SIZE=100 RET=HDRS ENVID=e1'), /^250/);
+  assert.match(await c.cmd('RCPT TO:<b@x.org> XFOO=1'), /^555 5\.5\.4 Unsupported RCPT parameter XFOO/);
+  assert.match(await c.cmd('RCPT TO:<b@x.org> NOTIFY=NEVER ORCPT=rfc822;b@x.org'), /^250/);
+  c.close();
+});

@@ -1,0 +1,18 @@
+// sendmail -bs fed by a local program that ends its lines with LF alone, and a UTF-8 recipient given
+// without the SMTPUTF8 parameter: the message is taken and flagged for SMTPUTF8.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { makeConfig, queueJson, sendmail } from '../helpers.js';
+
+test('-bs with LF line ends ends DATA at the lone dot and flags UTF-8 addresses', async () => {
+  const cfg = await makeConfig();
+  const session = 'EHLO me\nMAIL FROM:<a@example.org>\nRCPT TO:<jürgen@example.org>\nDATA\nSubject: lf\n\nbody\n.\nQUIT\n';
+  const r = await sendmail(cfg, ['-bs'], session);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /250 2\.0\.0 Ok: queued as [0-9A-Z]{16}/);
+  assert.match(r.stdout, /221 /);
+  const q = await queueJson(cfg);
+  assert.equal(q.length, 1);
+  assert.equal(q[0]!.smtputf8, true);
+  assert.equal(q[0]!.recipients[0].address, 'jürgen@example.org');
+});
