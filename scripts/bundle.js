@@ -1,6 +1,9 @@
 // Bundles the sendmail command into one import-light file (plus lazily loaded chunks), so that a local
 // program handing over a message pays for Node's start-up and little else.
+import fs from 'node:fs';
 import { build } from 'esbuild';
+
+fs.rmSync('dist/bundle', { recursive: true, force: true });
 
 await build({
   entryPoints: { sendmail: 'src/cli/sendmail-main.ts' },

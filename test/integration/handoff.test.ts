@@ -5,18 +5,27 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { makeConfig, messageData, queueJson, SENDMAIL, startDaemon, type RunningDaemon, type TestConfig } from '../helpers.js';
+import { makeConfig, messageData, queueJson, ROOT, SENDMAIL, startDaemon, type RunningDaemon, type TestConfig } from '../helpers.js';
 
 const NOBODY = 65534;
 const root = process.getuid?.() === 0;
 let cfg: TestConfig;
 let d: RunningDaemon | undefined;
 
+let program: string;
+
 before(async () => {
   if (!root) return;
   cfg = await makeConfig();
   for (const p of [cfg.dir, cfg.configDir]) fs.chmodSync(p, 0o755);
   fs.chmodSync(path.join(cfg.configDir, 'ferrymail.yaml'), 0o644);
+  // the unprivileged user may not be able to read the checkout: run a copy of the bundled command
+  const app = path.join(cfg.dir, 'app');
+  fs.cpSync(path.join(ROOT, 'dist', 'bundle'), path.join(app, 'dist', 'bundle'), { recursive: true });
+  fs.mkdirSync(path.join(app, 'bin'));
+  fs.copyFileSync(SENDMAIL, path.join(app, 'bin', 'sendmail.js'));
+  for (const p of [app, path.join(app, 'bin'), path.join(app, 'dist'), path.join(app, 'dist', 'bundle')]) fs.chmodSync(p, 0o755);
+  program = path.join(app, 'bin', 'sendmail.js');
 });
 after(async () => {
   await d?.stop();
@@ -25,7 +34,7 @@ after(async () => {
 /** Runs sendmail as an unprivileged user. */
 function sendmailAsNobody(args: string[], input: string): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [SENDMAIL, ...args], { uid: NOBODY, gid: NOBODY, env: { FERRYMAIL_CONFIG_DIR: cfg.configDir, TMPDIR: '/tmp', HOME: '/tmp' } });
+    const child = spawn(process.execPath, [program, ...args], { uid: NOBODY, gid: NOBODY, env: { FERRYMAIL_CONFIG_DIR: cfg.configDir, TMPDIR: '/tmp', HOME: '/tmp' } });
     let stderr = '';
     child.stderr.on('data', (b) => (stderr += b));
     const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
