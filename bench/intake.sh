@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# SMTP intake benchmark: Postfix's smtp-source sends the same load to a fresh ferrymail daemon and to a
+# private Postfix instance, both on loopback with their own temporary spool/queue, both durable (fsync
+# before "250"). Prints messages per second for each and the ratio ferrymail/postfix, for one connection
+# per message and for connection reuse (smtp-source -d).
+#
+# Usage: bench/intake.sh [-m messages] [-s sessions] [-l bytes] [-r repeats] [-k] [-n]
+#   -m  messages per round (default 5000)
+#   -s  parallel SMTP sessions (default 20)
+#   -l  message payload in bytes, headers not included (default 2048)
+#   -r  repeat each measurement this many times and report the median (default 1)
+#   -k  keep the temporary directory (logs, queues) for inspection
+#   -n  ferrymail only (skip Postfix)
+# Needs: node, a built tree (npm run build), smtp-source and postfix (Debian package postfix); root for
+# the Postfix side (its master runs as root and drops to the postfix user).
+set -euo pipefail
+
+MESSAGES=5000
+SESSIONS=20
+SIZE=2048
+REPEATS=1
+KEEP=0
+PEER=1
+while getopts 'm:s:l:r:kn' opt; do
+  case "$opt" in
+    m) MESSAGES=$OPTARG ;;
+    s) SESSIONS=$OPTARG ;;
+    l) SIZE=$OPTARG ;;
+    r) REPEATS=$OPTARG ;;
+    k) KEEP=1 ;;
+    n) PEER=0 ;;
+    *) sed -n '2,15p' "$0" >&2; exit 64 ;;
+  esac
+done
+for v in "$MESSAGES" "$SESSIONS" "$SIZE" "$REPEATS"; do
+  [[ "$v" =~ ^[0-9]+$ && "$v" -gt 0 ]] || { echo "intake: numbers must be positive integers" >&2; exit 64; }
+done
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+NODE=$(command -v node) || { echo "intake: node not found" >&2; exit 69; }
+[[ -f "$ROOT/dist/src/cli/ferrymail-main.js" ]] || { echo "intake: run 'npm run build' first" >&2; exit 69; }
+
+# smtp-source lives in the command directory on Debian, elsewhere in the daemon directory
+find_smtp_source() {
+  local c d
+  if [[ -n "${SMTP_SOURCE:-}" ]]; then echo "$SMTP_SOURCE"; return 0; fi
+  if c=$(command -v smtp-source); then echo "$c"; return 0; fi
+  if command -v postconf >/dev/null; then
+    for d in "$(postconf -dh command_directory)" "$(postconf -dh daemon_directory)"; do
+      [[ -x "$d/smtp-source" ]] && { echo "$d/smtp-source"; return 0; }
+    done
+  fi
+  return 1
+}
+SMTP_SOURCE=$(find_smtp_source) || { echo "intake: smtp-source not found (Debian: apt-get install postfix)" >&2; exit 69; }
+
+if [[ $PEER -eq 1 ]]; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "intake: the private Postfix instance needs root; run as root or pass -n (ferrymail only)" >&2; exit 77
+  fi
+  command -v postfix >/dev/null && command -v postconf >/dev/null || { echo "intake: postfix not installed" >&2; exit 69; }
+  id postfix >/dev/null 2>&1 || { echo "intake: no postfix user" >&2; exit 69; }
+fi
+
+WORK=$(mktemp -d -t ferrymail-bench-intake.XXXXXX)
+chmod 755 "$WORK" # the postfix user must reach the queue and data directories below it
+DAEMON_PID=''
+PF_CONF=''
+
+cleanup() {
+  set +e
+  if [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+    kill "$DAEMON_PID"
+    for _ in $(seq 1 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$DAEMON_PID" 2>/dev/null
+  fi
+  [[ -n "$PF_CONF" ]] && bash "$PF" stop "$PF_DIR"
+  if [[ $KEEP -eq 1 ]]; then echo "kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  "$NODE" -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{process.stdout.write(String(s.address().port));s.close()})"
+}
+
+# waits until host:port accepts a connection (bounded: 15 s)
+wait_port() {
+  "$NODE" -e "
+    const net=require('net'); const end=Date.now()+15000;
+    (function t(){ const s=net.connect($1,'127.0.0.1');
+      s.once('connect',()=>{s.destroy();process.exit(0)});
+      s.once('error',()=>{ if(Date.now()>end) process.exit(1); setTimeout(t,50); }); })();"
+}
+
+now_ns() { date +%s%N; }
+
+# share of the machine's CPU time busy over one second (other work running beside the benchmark)
+cpu_busy() {
+  local a b
+  a=$(awk '/^cpu /{ print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
+  sleep 1
+  b=$(awk '/^cpu /{ print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]; printf "%.0f%%", 100 * busy / (busy + idle) }'
+}
+
+HZ=$(getconf CLK_TCK)
+# user+system CPU seconds a process has used so far
+daemon_cpu() {
+  awk -v hz="$HZ" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat"
+}
+
+# user+system CPU seconds of a Postfix instance so far: the master, the children it has reaped, and the
+# children still running
+postfix_cpu() {
+  local master
+  master=$(tr -d ' \n' <"$PF_DIR/queue/pid/master.pid")
+  # processes may exit while they are read: cat then fails, which is fine
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v hz="$HZ" -v m="$master" '
+    { pid = $1; sub(/^.*\) /, "") }
+    pid == m { t += $12 + $13 + $14 + $15 }
+    $2 == m { t += $12 + $13 + $14 + $15 }
+    END { printf "%.2f", t / hz }'
+}
+
+# --- ferrymail --------------------------------------------------------------------------------------
+# Connection limits are raised so that they cannot throttle the benchmark. With one connection per
+# message the count of a client's connections can briefly exceed its number of sessions: a session that
+# ended with QUIT is forgotten only once the client's FIN has been read, and smtp-source reconnects at once.
+FM_LIMIT=$(( SESSIONS * 2 + 10 ))
+FM_TOTAL=$(( FM_LIMIT > 100 ? FM_LIMIT : 100 ))
+
+start_ferrymail() { # $1: directory for this run
+  local dir=$1 port
+  mkdir -p "$dir"
+  port=$(free_port)
+  cat >"$dir/ferrymail.yaml" <<EOF
+hostname: bench.example
+listen: ["127.0.0.1:$port"]
+spool: $dir/spool
+limits:
+  connections: $FM_TOTAL
+  connections_per_client: $FM_LIMIT
+EOF
+  "$NODE" "$ROOT/bin/ferrymail.js" --config-dir "$dir" daemon >"$dir/daemon.log" 2>&1 &
+  DAEMON_PID=$!
+  wait_port "$port" || { echo "intake: ferrymail did not start:" >&2; cat "$dir/daemon.log" >&2; exit 70; }
+  FM_PORT=$port
+}
+
+stop_ferrymail() {
+  kill "$DAEMON_PID"
+  for _ in $(seq 1 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
+  wait "$DAEMON_PID" 2>/dev/null || true
+  DAEMON_PID=''
+}
+
+# --- Postfix ---------------------------------------------------------------------------------------
+PF=$HERE/postfix-instance.sh
+PF_DIR=$WORK/postfix
+setup_postfix() {
+  mkdir -p "$PF_DIR"
+  PF_CONF=$PF_DIR/etc # from here on, cleanup stops the instance
+  PF_PORT=$(bash "$PF" start "$PF_DIR")
+}
+postfix_queued() { bash "$PF" queued "$PF_DIR"; }
+
+# --- the load ---------------------------------------------------------------------------------------
+# prints elapsed seconds; $1: port, $2: "" or -d
+send_load() {
+  local port=$1 reuse=$2 t0 t1 out
+  out=$WORK/smtp-source.out
+  t0=$(now_ns)
+  # shellcheck disable=SC2086
+  if ! "$SMTP_SOURCE" $reuse -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -M bench.client \
+      -f sender@bench.client -t rcpt@remote.example "127.0.0.1:$port" >"$out" 2>&1; then
+    echo "intake: smtp-source failed against port $port:" >&2; cat "$out" >&2; return 1
+  fi
+  t1=$(now_ns)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'
+}
+
+per_msg_us() { awk -v n="$MESSAGES" -v s="$1" 'BEGIN { printf "%.0f", s * 1e6 / n }'; }
+rate() { awk -v n="$MESSAGES" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
+median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+echo "ferrymail intake benchmark: $MESSAGES messages of $SIZE bytes payload, $SESSIONS sessions, $REPEATS repeat(s)"
+echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), CPU busy before start $(cpu_busy), node $("$NODE" --version)$([[ $PEER -eq 1 ]] && echo ", postfix $(postconf -dh mail_version)")"
+if rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); then
+  git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || rev="$rev with local changes in src/"
+  echo "ferrymail: $rev (the built dist/ is what runs)"
+fi
+echo "smtp-source: $SMTP_SOURCE"
+[[ $PEER -eq 1 ]] && setup_postfix
+
+# Spools and queues are removed only at the end: on some file systems (ext4 without a journal) creating
+# a file costs much more CPU for a while after many files were deleted nearby.
+declare -A RESULT
+run=0
+pf_total=0
+for mode in new reuse; do
+  flag=''; [[ $mode == reuse ]] && flag='-d'
+  fm_rates=(); pf_rates=(); fm_cpus=(); pf_cpus=()
+  for rep in $(seq 1 "$REPEATS"); do
+    run=$((run + 1))
+    dir=$WORK/ferrymail-$run
+    start_ferrymail "$dir"
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    cpu0=$(daemon_cpu "$DAEMON_PID")
+    secs=$(send_load "$FM_PORT" "$flag")
+    cpu=$(awk -v a="$cpu0" -v b="$(daemon_cpu "$DAEMON_PID")" 'BEGIN { printf "%.2f", b - a }')
+    stop_ferrymail
+    got=$(find "$dir/spool/queue" -type f | wc -l)
+    [[ $got -eq $MESSAGES ]] || { echo "intake: ferrymail queued $got of $MESSAGES" >&2; exit 70; }
+    r=$(rate "$secs"); fm_rates+=("$r"); fm_cpus+=("$(per_msg_us "$cpu")")
+    printf '  %-6s run %d  (load %5s)  ferrymail %7.3f s %6s msg/s (CPU %5.2f s)' "$mode" "$rep" "$load" "$secs" "$r" "$cpu"
+    if [[ $PEER -eq 1 ]]; then
+      cpu0=$(postfix_cpu)
+      secs=$(send_load "$PF_PORT" "$flag")
+      got=$(postfix_queued)
+      cpu=$(awk -v a="$cpu0" -v b="$(postfix_cpu)" 'BEGIN { printf "%.2f", b - a }')
+      pf_total=$((pf_total + MESSAGES))
+      [[ $got -eq $pf_total ]] || { echo; echo "intake: postfix holds $got messages, expected $pf_total" >&2; exit 70; }
+      r=$(rate "$secs"); pf_rates+=("$r"); pf_cpus+=("$(per_msg_us "$cpu")")
+      printf '   postfix %7.3f s %6s msg/s (CPU %5.2f s)' "$secs" "$r" "$cpu"
+    fi
+    echo
+  done
+  RESULT[$mode-fm]=$(median "${fm_rates[@]}")
+  RESULT[$mode-fm-cpu]=$(median "${fm_cpus[@]}")
+  if [[ $PEER -eq 1 ]]; then
+    RESULT[$mode-pf]=$(median "${pf_rates[@]}")
+    RESULT[$mode-pf-cpu]=$(median "${pf_cpus[@]}")
+  fi
+done
+
+echo
+echo "results (median msg/s)            ferrymail   postfix   ferrymail/postfix"
+for mode in new reuse; do
+  label='one connection per message'; [[ $mode == reuse ]] && label='connection reuse (-d)'
+  fm=${RESULT[$mode-fm]}
+  if [[ $PEER -eq 1 ]]; then
+    pf=${RESULT[$mode-pf]}
+    printf '  %-30s %9s %9s %12s\n' "$label" "$fm" "$pf" "$(awk -v a="$fm" -v b="$pf" 'BEGIN { printf "%.2f", a / b }')"
+  else
+    printf '  %-30s %9s %9s %12s\n' "$label" "$fm" '-' '-'
+  fi
+done
+echo
+echo "server CPU per message (median, microseconds; smtp-source not included)"
+for mode in new reuse; do
+  label='one connection per message'; [[ $mode == reuse ]] && label='connection reuse (-d)'
+  printf '  %-30s %9s %9s\n' "$label" "${RESULT[$mode-fm-cpu]}" "${RESULT[$mode-pf-cpu]:--}"
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "target: ferrymail/postfix >= 1.0 (aim 1.5)"

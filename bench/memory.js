@@ -1,0 +1,289 @@
+#!/usr/bin/env node
+// Resident memory of the ferrymail daemon: idle after start, and the peak while one large message (100 MB
+// by default) arrives over SMTP. The client generates the body as it sends it and waits for the socket
+// to drain, so neither side needs to hold the message. VmRSS is read from /proc/PID/status every 50 ms.
+//
+// Usage: node bench/memory.js [--mb N] [--interval MS] [--settle MS]
+// Target: peak - idle < 32 MB.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const FERRYMAIL = path.join(ROOT, 'bin', 'ferrymail.js');
+const TARGET_MB = 32;
+
+function usage(msg) {
+  if (msg) process.stderr.write(`memory: ${msg}\n`);
+  process.stderr.write('usage: node bench/memory.js [--mb N] [--interval MS] [--settle MS]\n');
+  process.exit(64);
+}
+
+const opts = { mb: 100, interval: 50, settle: 2000 };
+{
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const v = Number(argv[++i]);
+    if (!Number.isInteger(v) || v < 1) usage(`${a} needs a positive integer`);
+    if (a === '--mb') opts.mb = v;
+    else if (a === '--interval') opts.interval = v;
+    else if (a === '--settle') opts.settle = v;
+    else usage(`unknown argument ${a}`);
+  }
+}
+if (!fs.existsSync(path.join(ROOT, 'dist', 'src', 'cli', 'ferrymail-main.js'))) {
+  process.stderr.write("memory: run 'npm run build' first\n");
+  process.exit(69);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** VmRSS of a process in KiB, or null once it has gone. */
+function rssKiB(pid) {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(port, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`daemon did not listen on port ${port} within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
+/** A minimal SMTP client: reads whole replies (multi-line aware), every wait bounded. */
+class Client {
+  constructor(sock) {
+    this.sock = sock;
+    this.buf = '';
+    this.wait = null;
+    this.closed = false;
+    sock.setNoDelay(true);
+    sock.setEncoding('latin1');
+    sock.on('data', (d) => {
+      this.buf += d;
+      this.wake();
+    });
+    sock.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+    sock.on('error', () => undefined);
+  }
+  static connect(port) {
+    return new Promise((resolve, reject) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => resolve(new Client(s)));
+      s.once('error', reject);
+    });
+  }
+  wake() {
+    const w = this.wait;
+    this.wait = null;
+    if (w) w();
+  }
+  async reply(timeoutMs = 120_000) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = /^(?:\d{3}-[^\n]*\n)*\d{3}(?: [^\n]*)?\r?\n/.exec(this.buf);
+      if (m) {
+        this.buf = this.buf.slice(m[0].length);
+        return m[0].trimEnd();
+      }
+      if (this.closed) throw new Error(`connection closed; unread: ${JSON.stringify(this.buf)}`);
+      if (Date.now() > deadline) throw new Error(`no reply within ${timeoutMs} ms`);
+      await new Promise((r) => {
+        const t = setTimeout(r, Math.max(1, deadline - Date.now()));
+        this.wait = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+    }
+  }
+  async expect(line, code) {
+    if (line !== null) this.sock.write(line + '\r\n');
+    const r = await this.reply();
+    if (!r.startsWith(String(code))) throw new Error(`${line ?? 'greeting'}: expected ${code}, got ${r}`);
+    return r;
+  }
+  /** Writes a buffer and waits for the socket to drain when it asks to (bounded). */
+  write(buf) {
+    if (this.sock.write(buf)) return null;
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('socket did not drain within 120 s')), 120_000);
+      const done = () => {
+        clearTimeout(t);
+        this.sock.off('close', done);
+        this.sock.off('drain', done);
+        if (this.closed) reject(new Error(`connection closed while sending; server said: ${this.buf.trim()}`));
+        else resolve();
+      };
+      this.sock.once('drain', done);
+      this.sock.once('close', done);
+    });
+  }
+}
+
+/** Streams a message of `total` bytes of 78-byte CRLF lines, generated chunk by chunk. */
+async function sendBody(client, total) {
+  const header =
+    'From: <sender@bench.example>\r\nTo: <rcpt@remote.example>\r\nSubject: large message\r\n' +
+    'MIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n';
+  await client.write(Buffer.from(header, 'latin1'));
+  let sent = header.length;
+  const LINE = 78; // 76 characters + CRLF, as base64 bodies are
+  const CHUNK_LINES = 840; // about 64 KB per write
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  let n = 0;
+  while (sent < total) {
+    const lines = Math.min(CHUNK_LINES, Math.ceil((total - sent) / LINE));
+    const chunk = Buffer.allocUnsafe(lines * LINE);
+    for (let l = 0; l < lines; l++) {
+      const off = l * LINE;
+      // vary the content a little from line to line
+      const c = alphabet.charCodeAt(n++ % 64);
+      chunk.fill(c, off, off + 76);
+      chunk[off + 76] = 13;
+      chunk[off + 77] = 10;
+    }
+    sent += chunk.length;
+    const p = client.write(chunk);
+    if (p) await p;
+  }
+  return sent;
+}
+
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ferrymail-bench-memory-'));
+let child = null;
+
+async function stopDaemon() {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(t);
+}
+
+async function main() {
+  const port = await freePort();
+  const spool = path.join(work, 'spool');
+  const size = opts.mb * 1024 * 1024;
+  fs.writeFileSync(
+    path.join(work, 'ferrymail.yaml'),
+    `hostname: bench.example\nlisten: ["127.0.0.1:${port}"]\nspool: ${JSON.stringify(spool)}\n` +
+      `limits:\n  message_size: ${size + 16 * 1024 * 1024}\n`,
+  );
+  const log = fs.openSync(path.join(work, 'daemon.log'), 'w');
+  child = spawn(process.execPath, [FERRYMAIL, '--config-dir', work, 'daemon'], { stdio: ['ignore', log, log] });
+  fs.closeSync(log);
+  await Promise.race([
+    waitForPort(port, 15_000),
+    new Promise((_, reject) => child.once('exit', (code) => reject(new Error(`daemon exited with ${code}: ${fs.readFileSync(path.join(work, 'daemon.log'), 'utf8')}`)))),
+  ]);
+  const pid = child.pid;
+
+  // idle: let start-up settle, then take the median of a few samples
+  await sleep(opts.settle);
+  const idleSamples = [];
+  for (let i = 0; i < 10; i++) {
+    idleSamples.push(rssKiB(pid));
+    await sleep(opts.interval);
+  }
+  idleSamples.sort((a, b) => a - b);
+  const idle = idleSamples[5];
+
+  let peak = idle;
+  let samples = 0;
+  const sampler = setInterval(() => {
+    const v = rssKiB(pid);
+    if (v !== null) {
+      samples++;
+      if (v > peak) peak = v;
+    }
+  }, opts.interval);
+
+  const t0 = process.hrtime.bigint();
+  const client = await Client.connect(port);
+  await client.expect(null, 220);
+  await client.expect('EHLO bench.client', 250);
+  await client.expect(`MAIL FROM:<sender@bench.example> SIZE=${size}`, 250);
+  await client.expect('RCPT TO:<rcpt@remote.example>', 250);
+  await client.expect('DATA', 354);
+  const sent = await sendBody(client, size);
+  const p = client.write(Buffer.from('.\r\n', 'latin1'));
+  if (p) await p;
+  const reply = await client.expect(null, 250);
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  await client.expect('QUIT', 221);
+  const afterMessage = rssKiB(pid);
+  await sleep(1000);
+  clearInterval(sampler);
+  const after = rssKiB(pid);
+
+  const id = /queued as (\S+)/.exec(reply)?.[1];
+  const stored = id ? fs.statSync(path.join(spool, 'msg', id)).size : 0;
+  if (stored < sent) throw new Error(`stored message has ${stored} bytes, sent ${sent}`);
+
+  const mb = (k) => `${(k / 1024).toFixed(1)} MB`;
+  const growth = peak - idle;
+  process.stdout.write(
+    `ferrymail daemon memory (VmRSS every ${opts.interval} ms, ${samples} samples)\n` +
+      `machine: ${os.cpus().length} CPUs, load average ${fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}, node ${process.version}\n` +
+      `message: ${(sent / 1048576).toFixed(1)} MB over SMTP in ${secs.toFixed(2)} s (${(sent / 1048576 / secs).toFixed(0)} MB/s), stored ${(stored / 1048576).toFixed(1)} MB as ${id}\n` +
+      `idle after start      ${mb(idle).padStart(10)}\n` +
+      `peak while receiving  ${mb(peak).padStart(10)}\n` +
+      `growth                ${mb(growth).padStart(10)}   (target < ${TARGET_MB} MB: ${growth < TARGET_MB * 1024 ? 'met' : 'NOT met'})\n` +
+      `right after 250       ${mb(afterMessage ?? 0).padStart(10)}\n` +
+      `1 s later             ${mb(after ?? 0).padStart(10)}\n` +
+      `client peak RSS       ${mb(process.resourceUsage().maxRSS).padStart(10)}\n`,
+  );
+}
+
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    if (child) child.kill('SIGKILL');
+    fs.rmSync(work, { recursive: true, force: true });
+    process.exit(130);
+  });
+}
+
+try {
+  await main();
+} catch (err) {
+  process.stderr.write(`memory: ${err.message}\n`);
+  process.exitCode = 1;
+} finally {
+  await stopDaemon();
+  fs.rmSync(work, { recursive: true, force: true });
+}
