@@ -39,8 +39,24 @@ function parseRange(cidr: string): Range | null {
   return ip ? { family: ip.family, bits: ip.value, prefix: bits } : null;
 }
 
+/** Answers remembered per range list, so that a busy client costs one parse per list. */
+const memo = new WeakMap<readonly string[], Map<string, boolean>>();
+
 /** True when ip lies in one of the ranges. */
 export function inRanges(ip: string, ranges: readonly string[]): boolean {
+  let known = memo.get(ranges);
+  if (!known) memo.set(ranges, (known = new Map()));
+  let hit = known.get(ip);
+  if (hit === undefined) {
+    hit = matchRanges(ip, ranges);
+    if (known.size >= 4096) known.clear();
+    known.set(ip, hit);
+  }
+  return hit;
+}
+
+/** The uncached check behind inRanges. */
+function matchRanges(ip: string, ranges: readonly string[]): boolean {
   const addr = ipToBig(ip);
   if (!addr) return false;
   for (const r of ranges.map(parseRange)) {
@@ -54,8 +70,10 @@ export function inRanges(ip: string, ranges: readonly string[]): boolean {
 
 /** True for loopback peers (127/8, ::1, and the IPv4-mapped forms). */
 export function isLoopback(ip: string): boolean {
-  return inRanges(ip, ['127.0.0.0/8', '::1/128']);
+  return inRanges(ip, LOOPBACK);
 }
+
+const LOOPBACK: readonly string[] = ['127.0.0.0/8', '::1/128'];
 
 /** Facts the relay decision needs. */
 export interface RelayFacts {

@@ -134,6 +134,7 @@ function listen(server: FerryServer, item: string): Promise<string> {
 
 type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'> & {
   facts(session: SMTPServerSession): SessionFacts;
+  release(session: SMTPServerSession): void;
   hooks: Hooks;
   trusted(ip: string): boolean;
 };
@@ -174,6 +175,7 @@ function makeServer(cfg: Config, h: Handlers, lmtp: boolean): FerryServer {
     errorLimit: cfg.limits.errors,
     hooks: h.hooks,
     facts: (conn: FerryConnection) => h.facts(conn.session),
+    release: (conn: FerryConnection) => h.release(conn.session),
   });
   server.on('error', () => undefined); // per-connection socket errors; the session is gone either way
   return server;
@@ -205,6 +207,14 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
     return f;
   };
 
+  /** Stops counting a session against the connection limits (once). */
+  const release = (session: SMTPServerSession): void => {
+    const note = notes.get(session);
+    if (!note?.counted) return;
+    note.counted = false;
+    counter.remove(session.remoteAddress);
+  };
+
   /** Callback adapter: runs a stage and maps its verdict onto smtp-server's callback. */
   const verdictTo = (cb: (err?: Error | null) => void) => (v: Awaited<ReturnType<typeof runStage>>) => {
     if (v.action === 'continue') return cb();
@@ -231,10 +241,8 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
       session.disabledCommands = disabledFor(cfg, session, users, localUsers.has(session.id));
       cb();
     },
-    onClose(session) {
-      const note = notes.get(session);
-      if (note?.counted) counter.remove(session.remoteAddress);
-    },
+    release,
+    onClose: release,
     onAuth(auth: SMTPServerAuthentication, session, cb) {
       if (!users) return cb(smtpError(502, '5.5.1', 'Authentication not enabled'));
       if (!session.secure && !isLoopback(session.remoteAddress)) {
