@@ -11,7 +11,7 @@ export const RULES = {
   log: [],
   spool: ['domain', 'errors.ts'],
   scan: ['domain', 'errors.ts'],
-  config: ['domain', 'errors.ts'],
+  config: ['domain', 'errors.ts', 'version.ts'],
   control: ['domain', 'errors.ts', 'spool'],
   receive: ['domain', 'errors.ts', 'scan', 'spool', 'config', 'log'],
   daemon: ['domain', 'errors.ts', 'version.ts', 'log', 'spool', 'scan', 'config', 'control', 'receive'],

@@ -6,7 +6,7 @@
  * server is imported only for -bs. It works without a daemon (it writes the spool itself, safely) and
  * tells a running daemon about the new message afterwards.
  */
-import { loadConfig } from '../config/load.js';
+import { loadConfigQuick } from '../config/snapshot.js';
 import type { Config } from '../config/types.js';
 import { callDaemon, kickDaemon } from '../control/client.js';
 import { EX } from '../domain/sysexits.js';
@@ -31,7 +31,7 @@ export async function sendmailMain(argv: string[], argv0: string): Promise<numbe
       process.stdout.write(`ferrymail ${VERSION} (sendmail interface)\n`);
       return EX.OK;
     }
-    const cfg = loadConfig(req.configPath);
+    const cfg = await loadConfigQuick(req.configPath);
     return await run(req, cfg);
   } catch (err) {
     return fail(who, err);

@@ -9,8 +9,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { FerryError } from '../errors.js';
-import { configDir, defaultSpool, SETTINGS_FILE } from './paths.js';
-import { defaultSettings, type Config, type Settings } from './types.js';
+import { defaultSpool, settingsLocation } from './paths.js';
+import { deepFreeze, defaultSettings, type Config, type Settings } from './types.js';
+
+export { settingsLocation };
 import { validateSettings, type ConfigIssue } from './validate.js';
 
 /** A configuration that cannot be used, with every issue found. */
@@ -88,30 +90,6 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
     tls: { cert: abs(s.tls?.cert), key: abs(s.tls?.key) },
     auth: { users_file: abs(s.auth?.users_file) },
   } as Config;
-}
-
-/** Freezes an object and everything below it. */
-function deepFreeze<T>(obj: T): T {
-  if (obj && typeof obj === 'object') {
-    for (const v of Object.values(obj)) deepFreeze(v);
-    Object.freeze(obj);
-  }
-  return obj;
-}
-
-/** Where the settings come from: a directory (its ferrymail.yaml), or a settings file itself (-C FILE). */
-export function settingsLocation(dirOrFile?: string): { dir: string; file: string } {
-  if (dirOrFile && /\.ya?ml$/i.test(dirOrFile) && !isDirectory(dirOrFile)) {
-    const file = path.resolve(dirOrFile);
-    return { dir: path.dirname(file), file };
-  }
-  const dir = configDir(dirOrFile);
-  return { dir, file: path.join(dir, SETTINGS_FILE) };
-}
-
-/** True when p is an existing directory. */
-function isDirectory(p: string): boolean {
-  return fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
 }
 
 /** Loads, validates and freezes the configuration of a directory; throws ConfigError on any issue. */

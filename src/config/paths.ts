@@ -45,3 +45,18 @@ export function defaultSpool(dir: string, env: NodeJS.ProcessEnv = process.env):
   const base = env.XDG_STATE_HOME || path.join(os.homedir(), '.local', 'state');
   return path.join(base, 'ferrymail', 'spool');
 }
+
+/** Where the settings come from: a directory (its ferrymail.yaml), or a settings file itself (-C FILE). */
+export function settingsLocation(dirOrFile?: string): { dir: string; file: string } {
+  if (dirOrFile && /\.ya?ml$/i.test(dirOrFile) && !isDirectory(dirOrFile)) {
+    const file = path.resolve(dirOrFile);
+    return { dir: path.dirname(file), file };
+  }
+  const dir = configDir(dirOrFile);
+  return { dir, file: path.join(dir, SETTINGS_FILE) };
+}
+
+/** True when p is an existing directory. */
+function isDirectory(p: string): boolean {
+  return fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
+}

@@ -76,3 +76,12 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     auth: {},
   };
 }
+
+/** Freezes an object and everything below it. */
+export function deepFreeze<T>(obj: T): T {
+  if (obj && typeof obj === 'object') {
+    for (const v of Object.values(obj)) deepFreeze(v);
+    Object.freeze(obj);
+  }
+  return obj;
+}

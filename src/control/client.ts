@@ -4,12 +4,14 @@
  * Resolves null when no daemon listens (no socket, or connection refused): callers then work on the spool
  * themselves. A daemon that answers garbage or not at all within the timeout is a FerryError (control).
  */
-import net from 'node:net';
+import fs from 'node:fs';
 import { FerryError } from '../errors.js';
 import type { ControlRequest, ControlResponse } from './protocol.js';
 
 /** Sends one request; resolves with the answer, or null when no daemon runs. */
-export function callDaemon(socketPath: string, req: ControlRequest, timeoutMs = 10_000): Promise<ControlResponse | null> {
+export async function callDaemon(socketPath: string, req: ControlRequest, timeoutMs = 10_000): Promise<ControlResponse | null> {
+  if (!fs.existsSync(socketPath)) return null;
+  const net = await import('node:net');
   return new Promise((resolve, reject) => {
     const sock = net.connect(socketPath);
     let buf = '';
@@ -44,7 +46,10 @@ export function callDaemon(socketPath: string, req: ControlRequest, timeoutMs = 
 }
 
 /** Tells the daemon about a new message without waiting for it (best effort, never throws). */
-export function kickDaemon(socketPath: string, id: string): Promise<void> {
+export async function kickDaemon(socketPath: string, id: string): Promise<void> {
+  // no socket, no daemon: the sendmail command then does not even load the network code
+  if (!fs.existsSync(socketPath)) return;
+  const net = await import('node:net');
   return new Promise((resolve) => {
     const sock = net.connect(socketPath);
     const end = (): void => {

@@ -106,3 +106,29 @@ test('docs/configuration.md documents every key of the settings table', async ()
   const missing = FIELDS.filter((f) => !doc.includes(`\`${f.key}\``));
   assert.deepEqual(missing.map((f) => f.key), []);
 });
+
+test('the sendmail snapshot follows every change of the settings file', async () => {
+  const { loadConfigQuick } = await import('../../src/config/snapshot.js');
+  const cache = tempDir();
+  const saved = process.env.XDG_CACHE_HOME;
+  process.env.XDG_CACHE_HOME = cache;
+  try {
+    const dir = tempDir();
+    const file = path.join(dir, 'ferrymail.yaml');
+    fs.writeFileSync(file, 'hostname: one.example\n');
+    assert.equal((await loadConfigQuick(dir)).hostname, 'one.example');
+    const snaps = fs.readdirSync(path.join(cache, 'ferrymail'));
+    assert.equal(snaps.length, 1);
+    assert.equal((await loadConfigQuick(dir)).hostname, 'one.example', 'served from the snapshot');
+    fs.writeFileSync(file, 'hostname: two.example\n');
+    assert.equal((await loadConfigQuick(dir)).hostname, 'two.example');
+    fs.writeFileSync(file, 'hostname: 3\n');
+    await assert.rejects(loadConfigQuick(dir), ConfigError);
+    fs.rmSync(file);
+    assert.equal((await loadConfigQuick(dir)).fromFile, false);
+    assert.ok(Object.isFrozen(await loadConfigQuick(dir)));
+  } finally {
+    if (saved === undefined) delete process.env.XDG_CACHE_HOME;
+    else process.env.XDG_CACHE_HOME = saved;
+  }
+});
