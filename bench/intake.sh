@@ -125,9 +125,8 @@ postfix_cpu() {
 }
 
 # --- ferrymail --------------------------------------------------------------------------------------
-# Connection limits are raised so that they cannot throttle the benchmark. With one connection per
-# message the count of a client's connections can briefly exceed its number of sessions: a session that
-# ended with QUIT is forgotten only once the client's FIN has been read, and smtp-source reconnects at once.
+# Connection limits are raised so that they can never throttle the benchmark, whatever the timing of
+# smtp-source's reconnects.
 FM_LIMIT=$(( SESSIONS * 2 + 10 ))
 FM_TOTAL=$(( FM_LIMIT > 100 ? FM_LIMIT : 100 ))
 

@@ -58,11 +58,14 @@ export function buildProgram(setCode: (n: number) => void): Command {
   cfgCmd.command('check').description('validate everything and list every problem').action(act((_o: Opts, cmd: Command) => configCheck(cmd)));
   cfgCmd.command('get <key>').description('print the effective value of a key').action(act((key: string, _o: Opts, cmd: Command) => configGet(cmd, key)));
   cfgCmd
-    .command('set <key> <value>')
-    .description('set a key in ferrymail.yaml (comments are kept)')
-    .action(act(async (key: string, value: string, _o: Opts, cmd: Command) => {
+    .command('set <key> <value> [more...]')
+    .description('set keys in ferrymail.yaml, all or none (KEY VALUE [KEY VALUE]...); comments are kept')
+    .action(act(async (key: string, value: string, more: string[], _o: Opts, cmd: Command) => {
+      if (more.length % 2) throw new FerryError('usage', 'give keys and values in pairs: KEY VALUE [KEY VALUE]...');
+      const pairs: [string, string][] = [[key, value]];
+      for (let i = 0; i < more.length; i += 2) pairs.push([more[i]!, more[i + 1]!]);
       const { configSet } = await import('../config/store.js');
-      configSet((cmd.optsWithGlobals() as Opts).configDir, key, value);
+      configSet((cmd.optsWithGlobals() as Opts).configDir, pairs);
       return EX.OK;
     }));
   cfgCmd.command('path').description('print the settings file and spool in use').action(act((_o: Opts, cmd: Command) => {

@@ -76,17 +76,23 @@ function mergeInto(doc: Document, obj: Record<string, unknown>, at: string[] = [
   }
 }
 
-/** Sets one key in the settings file; creates the file when missing. */
-export function configSet(dirOrFile: string | undefined, key: string, raw: string): void {
-  const field = fieldFor(key);
+/**
+ * Sets keys in the settings file (all or none); creates the file when missing. Several pairs go in one
+ * change, for keys that only make sense together (tls.cert and tls.key).
+ */
+export function configSet(dirOrFile: string | undefined, pairs: [key: string, raw: string][]): void {
   const { dir, file } = settingsLocation(dirOrFile);
-  if (!field) throw new ConfigError(file, [{ key, message: 'unknown key (see docs/configuration.md)' }]);
+  const unknown = pairs.filter(([key]) => !fieldFor(key)).map(([key]) => ({ key, message: 'unknown key (see docs/configuration.md)' }));
+  if (unknown.length) throw new ConfigError(file, unknown);
   const parsed = parseSettingsFile(file);
   if (parsed.syntax.length) throw new ConfigError(file, parsed.syntax);
   const data = structuredClone(parsed.data) as Record<string, unknown>;
-  const [a, b] = key.split('.') as [string, string | undefined];
-  if (b) data[a] = { ...((data[a] as Record<string, unknown>) ?? {}), [b]: parseValue(field, raw) };
-  else data[a] = parseValue(field, raw);
+  for (const [key, raw] of pairs) {
+    const field = fieldFor(key)!;
+    const [a, b] = key.split('.') as [string, string | undefined];
+    if (b) data[a] = { ...((data[a] as Record<string, unknown>) ?? {}), [b]: parseValue(field, raw) };
+    else data[a] = parseValue(field, raw);
+  }
   const issues = settingsIssues(dir, file, data);
   if (issues.length) throw new ConfigError(file, issues);
   fs.mkdirSync(dir, { recursive: true });

@@ -13,6 +13,10 @@ const N = 16384;
 const R = 8;
 const P = 1;
 const KEYLEN = 32;
+/** Cost limits: a users-file line beyond them could make each login attempt very expensive. */
+const MAX_N = 1 << 20;
+const MAX_R = 32;
+const MAX_P = 16;
 
 /** Derives a key with scrypt. */
 function derive(password: string, salt: Buffer, n: number, r: number, p: number): Promise<Buffer> {
@@ -33,7 +37,7 @@ export async function verifyPassword(password: string, stored: string): Promise<
   const parts = stored.split('$');
   if (parts.length !== 6 || parts[0] !== 'scrypt') return false;
   const [n, r, p] = parts.slice(1, 4).map(Number) as [number, number, number];
-  if (![n, r, p].every((x) => Number.isInteger(x) && x > 0) || n > 1 << 20 || r > 32 || p > 16) return false;
+  if (![n, r, p].every((x) => Number.isInteger(x) && x > 0) || n > MAX_N || r > MAX_R || p > MAX_P) return false;
   const salt = Buffer.from(parts[4]!, 'base64');
   const want = Buffer.from(parts[5]!, 'base64');
   if (want.length !== KEYLEN) return false;
@@ -63,8 +67,9 @@ export function readUsers(file: string): { users: Map<string, string>; warnings:
       const t = line.trim();
       if (!t || t.startsWith('#')) return;
       const colon = t.indexOf(':');
-      if (colon > 0 && /^scrypt\$\d+\$\d+\$\d+\$[^$]+\$[^$]+$/.test(t.slice(colon + 1))) users.set(t.slice(0, colon), t.slice(colon + 1));
-      else warnings.push(`${file}:${i + 1}: not a "user:scrypt$..." line (make one with 'ferrymail auth hash USER'); ignored`);
+      const m = colon > 0 ? /^scrypt\$(\d+)\$(\d+)\$(\d+)\$[^$]+\$[^$]+$/.exec(t.slice(colon + 1)) : null;
+      if (m && Number(m[1]) <= MAX_N && Number(m[2]) <= MAX_R && Number(m[3]) <= MAX_P) users.set(t.slice(0, colon), t.slice(colon + 1));
+      else warnings.push(`${file}:${i + 1}: not a "user:scrypt$..." line within the cost limits (make one with 'ferrymail auth hash USER'); ignored`);
     });
   return { users, warnings };
 }

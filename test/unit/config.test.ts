@@ -67,9 +67,9 @@ test('config set keeps comments, converts types, validates before writing', () =
   const dir = tempDir();
   const file = path.join(dir, 'ferrymail.yaml');
   fs.writeFileSync(file, '# my relay\nhostname: a.example # the name\nlimits:\n  # per message\n  recipients: 10\n');
-  configSet(dir, 'limits.recipients', '50');
-  configSet(dir, 'local_nets', '192.168.1.0/24, fd00::/8');
-  configSet(dir, 'smtp.reverse_lookup', 'true');
+  configSet(dir, [['limits.recipients', '50']]);
+  configSet(dir, [['local_nets', '192.168.1.0/24, fd00::/8']]);
+  configSet(dir, [['smtp.reverse_lookup', 'true']]);
   const text = fs.readFileSync(file, 'utf8');
   assert.match(text, /# my relay/);
   assert.match(text, /# the name/);
@@ -78,14 +78,14 @@ test('config set keeps comments, converts types, validates before writing', () =
   assert.equal(cfg.limits.recipients, 50);
   assert.deepEqual(cfg.local_nets, ['192.168.1.0/24', 'fd00::/8']);
   assert.equal(cfg.smtp.reverse_lookup, true);
-  assert.throws(() => configSet(dir, 'limits.recipients', 'many'), ConfigError);
-  assert.throws(() => configSet(dir, 'no.such', '1'), ConfigError);
+  assert.throws(() => configSet(dir, [['limits.recipients', 'many']]), ConfigError);
+  assert.throws(() => configSet(dir, [['no.such', '1']]), ConfigError);
   assert.equal(fs.readFileSync(file, 'utf8'), text, 'unchanged after refused sets');
 });
 
 test('config set creates the file when missing', () => {
   const dir = path.join(tempDir(), 'new');
-  configSet(dir, 'hostname', 'made.example');
+  configSet(dir, [['hostname', 'made.example']]);
   assert.equal(loadConfig(dir).hostname, 'made.example');
 });
 
@@ -131,4 +131,19 @@ test('the sendmail snapshot follows every change of the settings file', async ()
     if (saved === undefined) delete process.env.XDG_CACHE_HOME;
     else process.env.XDG_CACHE_HOME = saved;
   }
+});
+
+test('config set takes keys that belong together in one change, all or none', () => {
+  const dir = tempDir();
+  const cert = path.join(dir, 'c.pem');
+  const key = path.join(dir, 'k.pem');
+  fs.writeFileSync(cert, 'x');
+  fs.writeFileSync(key, 'x');
+  assert.throws(() => configSet(dir, [['tls.cert', cert]]), /go together/);
+  assert.throws(() => configSet(dir, [['tls.cert', cert], ['limits.errors', 'none']]), ConfigError);
+  assert.equal(fs.existsSync(path.join(dir, 'ferrymail.yaml')), false, 'nothing written');
+  configSet(dir, [['tls.cert', cert], ['tls.key', key]]);
+  const cfg = loadConfig(dir);
+  assert.equal(cfg.tls.cert, cert);
+  assert.equal(cfg.tls.key, key);
 });
