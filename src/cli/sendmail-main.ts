@@ -102,8 +102,8 @@ async function smtpOnStdio(cfg: Config): Promise<number> {
   const kicks: Promise<void>[] = [];
   const door = await startSmtpDoor(cfg, { spool, log: nullLogger, onMessage: (env) => void kicks.push(kickDaemon(spool.layout.control, env.id)) }, { listen: false });
   // a local program may end its lines with LF alone; SMTP needs CRLF (and DATA ends only on CRLF.CRLF)
-  const { LineEndGuard } = await import('../scan/transforms.js');
-  const input = process.stdin.pipe(new LineEndGuard('normalize'));
+  const { SessionLineEnds } = await import('../scan/transforms.js');
+  const input = process.stdin.pipe(new SessionLineEnds());
   const stream = Duplex.from({ readable: input, writable: process.stdout }) as import('node:stream').Duplex & { setTimeout?: unknown; readyState?: string };
   stream.setTimeout = () => stream;
   // smtp-server writes a reply only while its socket's readyState is 'open'; a plain duplex has none

@@ -101,7 +101,8 @@ export function configSet(dirOrFile: string | undefined, pairs: [key: string, ra
     configName: path.basename(file).replace(/\.ya?ml$/i, ''),
     fileExtension: path.extname(file).slice(1) || 'yaml',
     projectSuffix: '',
-    configFileMode: 0o600,
+    // keep the file readable by whoever could read it before (other users' sendmail reads a system file)
+    configFileMode: (fs.statSync(file, { throwIfNoEntry: false })?.mode ?? 0o644) & 0o777,
     schema: jsonSchema() as never,
     serialize: (value) => {
       const doc = parseDocument(fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '');

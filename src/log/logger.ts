@@ -37,8 +37,16 @@ function textField(k: string, v: string | number | boolean): string {
   return `${k}=${/[\s"]/.test(s) || s === '' ? JSON.stringify(s) : s}`;
 }
 
+const guarded = new WeakSet<NodeJS.WritableStream>();
+
 /** Creates a logger writing to a stream (stderr by default). */
 export function createLogger(format: 'text' | 'json', out: NodeJS.WritableStream = process.stderr): Logger {
+  // a closed pipe reports EPIPE as an event after write() returned: without a listener it would kill
+  // the process
+  if (!guarded.has(out)) {
+    guarded.add(out);
+    out.on('error', () => undefined);
+  }
   return {
     log(event, text, fields = {}) {
       const time = new Date().toISOString();

@@ -1,8 +1,8 @@
 /**
  * The sendmail door for users who may not write the spool (a multi-user host with one system relay):
  * the message is prepared exactly as for the spool, kept in a private temporary file, then handed to the
- * running daemon over SMTP on its loopback listener; success means the daemon answered 250 after its own
- * durable commit.
+ * running daemon over SMTP on its loopback listener; success means the daemon accepted every recipient
+ * and answered 250 after its own durable commit. Recipients it refused are named in the error.
  *
  * Trusts the configuration for where the daemon listens. Fails with FerryError: spool-full (75) when no
  * daemon answers or it answers 4xx, data (65) when it refuses the message with 5xx. The temporary file
@@ -18,7 +18,7 @@ import type { Envelope } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
 import { newId } from '../spool/id.js';
 import { layoutOf } from '../spool/layout.js';
-import type { MessageWriter, SpoolWriter } from '../spool/writer.js';
+import { writeAll, type MessageWriter, type SpoolWriter } from '../spool/writer.js';
 
 /** The daemon's first SMTP listener as a loopback host and port. */
 export function daemonAddress(cfg: Config): { host: string; port: number } {
@@ -53,7 +53,7 @@ async function beginHandoff(cfg: Config): Promise<MessageWriter> {
   let bytes = 0;
   const stream = new Writable({
     write(chunk: Buffer, _e, cb) {
-      fh.write(chunk).then((r) => ((bytes += r.bytesWritten), cb()), cb);
+      writeAll(fh, [chunk]).then((n) => ((bytes += n), cb()), cb);
     },
   });
   const cleanup = async (): Promise<void> => {
@@ -85,12 +85,21 @@ async function send(cfg: Config, env: Omit<Envelope, 'id' | 'size'>, file: strin
     conn.connect(() => resolve());
   });
   try {
-    const info = await new Promise<{ response?: string }>((resolve, reject) => {
+    const info = await new Promise<{ response?: string; rejected?: unknown[]; rejectedErrors?: Array<{ responseCode?: number; response?: string; recipient?: string }> }>((resolve, reject) => {
       const dsn = env.ret || env.envid || env.recipients[0]?.notify ? { ret: env.ret, envid: env.envid, notify: env.recipients[0]?.notify } : undefined;
       conn.send({ from: env.sender, to: env.recipients.map((r) => r.address), dsn }, fs.createReadStream(file), (err, res) => (err ? reject(err) : resolve(res)));
     });
-    return /queued as ([0-9A-Z]{16})/.exec(info.response ?? '')?.[1];
+    const queuedAs = /queued as ([0-9A-Z]{16})/.exec(info.response ?? '')?.[1];
+    const refused = info.rejectedErrors ?? [];
+    if (refused.length) {
+      // the others have the message: say loudly who does not, and why
+      const list = refused.map((e) => `<${e.recipient ?? '?'}> (${(e.response ?? '').trim()})`).join(', ');
+      const text = `the daemon queued the message as ${queuedAs ?? '?'} but refused ${list}`;
+      throw refused.every((e) => (e.responseCode ?? 0) >= 500) ? new FerryError('data', text) : new FerryError('spool-full', text);
+    }
+    return queuedAs;
   } catch (err) {
+    if (err instanceof FerryError) throw err;
     const e = err as Error & { responseCode?: number; response?: string };
     if (e.responseCode && e.responseCode >= 500) throw new FerryError('data', `the daemon refused the message: ${e.response ?? e.message}`);
     throw unavailable(e.response ?? e.message);

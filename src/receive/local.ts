@@ -123,6 +123,9 @@ export async function submitLocal(cfg: Config, spool: SpoolWriter, sub: Submissi
     edit: (fields, id) => {
       if (sub.extract) recipients = dedupe([...checkAll(addressesIn(fields, ['to', 'cc', 'bcc']), domain, 'data'), ...argvRcpts]);
       if (recipients.length === 0) throw new FerryError('no-recipients', 'no recipient addresses found in the message header');
+      if (recipients.length > cfg.limits.recipients) {
+        throw new FerryError('data', `too many recipients (${recipients.length}; limits.recipients is ${cfg.limits.recipients})`);
+      }
       const edit = localHeaders(fields, { id, now, sender, fullName: sub.fullName, hostname: domain, user, recipients });
       added = edit.added;
       return edit;

@@ -3,8 +3,9 @@
  *
  * begin() opens tmp/ID.PID.msg exclusively; the caller streams the message into writer.stream; commit()
  * fsyncs the data, writes and fsyncs the envelope, links the data into msg/ (a link never replaces an
- * existing file, so an id clash fails instead of overwriting) and renames the envelope into queue/ (that
- * rename is the commit), and fsyncs both directories (shared with concurrent commits).
+ * existing file, so an id clash fails instead of overwriting), fsyncs msg/, renames the envelope into
+ * queue/ (that rename is the commit) and fsyncs queue/ (directory fsyncs are shared with concurrent
+ * commits).
  * Only when commit() resolves may anyone be told "accepted". abort() removes the temporary files.
  * File system errors become FerryError spool-full / spool-permission / spool-io; after a failed commit
  * nothing of the message is visible in queue/.
@@ -36,15 +37,40 @@ export interface SpoolWriter {
   begin(): Promise<MessageWriter>;
 }
 
+/** Writes every byte of bufs, going on after short writes (a full disk or a file size limit). */
+export async function writeAll(fh: fsp.FileHandle, bufs: Buffer[]): Promise<number> {
+  let total = 0;
+  let rest = bufs.filter((b) => b.length > 0);
+  while (rest.length) {
+    const { bytesWritten } = await fh.writev(rest);
+    if (bytesWritten === 0) throw Object.assign(new Error('no progress writing the message file'), { code: 'EIO' });
+    total += bytesWritten;
+    let skip = bytesWritten;
+    while (skip > 0 && rest.length) {
+      const first = rest[0]!;
+      if (first.length <= skip) {
+        skip -= first.length;
+        rest = rest.slice(1);
+      } else {
+        rest = [first.subarray(skip), ...rest.slice(1)];
+        skip = 0;
+      }
+    }
+  }
+  return total;
+}
+
 /** A Writable that writes into an open file handle, counting bytes. */
 function fileSink(fh: fsp.FileHandle, counter: { n: number }): Writable {
   return new Writable({
     highWaterMark: 256 * 1024,
     writev(chunks, cb) {
-      const bufs = chunks.map((c) => c.chunk as Buffer);
-      fh.writev(bufs).then(
-        (r) => {
-          counter.n += r.bytesWritten;
+      writeAll(
+        fh,
+        chunks.map((c) => c.chunk as Buffer),
+      ).then(
+        (n) => {
+          counter.n += n;
           cb();
         },
         (err) => cb(err),
@@ -112,8 +138,10 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       await fsp.link(tmpData, layout.data(id));
       linked = true;
       await fsp.unlink(tmpData);
+      // the data's name is durable before the envelope can be seen, so a listed envelope always has data
+      await msgSync.sync();
       await fsp.rename(tmpEnv, layout.envelope('queue', id));
-      await Promise.all([msgSync.sync(), queueSync.sync()]);
+      await queueSync.sync();
       return env;
     } catch (err) {
       if (linked) await rollback(layout, id);

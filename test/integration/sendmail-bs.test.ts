@@ -16,3 +16,15 @@ test('-bs with LF line ends ends DATA at the lone dot and flags UTF-8 addresses'
   assert.equal(q[0]!.smtputf8, true);
   assert.equal(q[0]!.recipients[0].address, 'jürgen@example.org');
 });
+
+test('-bs in CRLF with a bare-LF dot inside DATA: no second message is smuggled in', async () => {
+  const cfg = await makeConfig();
+  const session =
+    'EHLO me\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nbody\n.\n' +
+    'MAIL FROM:<ceo@bank.example>\nRCPT TO:<victim@example.com>\nDATA\nforged\r\n.\r\nQUIT\r\n';
+  const r = await sendmail(cfg, ['-bs'], session);
+  assert.doesNotMatch(r.stdout, /queued as[\s\S]*queued as/);
+  const q = await queueJson(cfg);
+  assert.ok(!q.some((e) => e.sender === 'ceo@bank.example'), 'no smuggled message');
+  assert.match(r.stdout, /550 5\.6\.0/);
+});

@@ -90,3 +90,14 @@ test('LocalLines: LF to CRLF, lone dot ends without -i, kept with -i, From_ line
     assert.equal(await through(new LocalLines(false), parts), 'A: b\r\n\r\nx\r\ny\r\n', JSON.stringify(parts));
   }
 });
+
+test('SessionLineEnds: a CRLF session passes untouched, an LF session gets CRLF, the first line decides', async () => {
+  const { SessionLineEnds } = await import('../../src/scan/transforms.js');
+  const crlf = 'EHLO a\r\nDATA\r\nx\n.\nMAIL\r\n.\r\n';
+  for (const parts of splits(crlf)) assert.equal(await through(new SessionLineEnds(), parts), crlf, JSON.stringify(parts));
+  const lf = 'EHLO a\nDATA\nx\r\ny\rz\n.\n';
+  for (const parts of splits(lf)) {
+    assert.equal(await through(new SessionLineEnds(), parts), 'EHLO a\r\nDATA\r\nx\r\ny\rz\r\n.\r\n', JSON.stringify(parts));
+  }
+  assert.equal(await through(new SessionLineEnds(), ['no newline at all']), 'no newline at all');
+});
