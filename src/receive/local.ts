@@ -12,7 +12,7 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { checkAddress, qualify } from '../domain/address.js';
 import type { Envelope, NotifyKeyword } from '../domain/envelope.js';
 import { newRecipient } from '../domain/envelope.js';
-import { FerryError } from '../errors.js';
+import { dataError, FerryError } from '../errors.js';
 import type { Config } from '../config/types.js';
 import { addressesIn, displayName, fieldValue, fold, receivedHeader, rfc5322Date, type HeaderField } from '../scan/headers.js';
 import type { SpoolWriter } from '../spool/writer.js';
@@ -33,25 +33,37 @@ export interface Submission {
 
 /** Turns local text into CRLF lines; ends at a lone "." when dotEnds; drops a leading "From " line. */
 export class LocalLines extends Transform {
-  private partial = '';
+  /** The unfinished last line, as chunks (joined once it ends: no quadratic re-splitting). */
+  private partial: Buffer[] = [];
+  private partialBytes = 0;
   private first = true;
   private ended = false;
-  constructor(private readonly dotEnds: boolean) {
+  constructor(
+    private readonly dotEnds: boolean,
+    private readonly maxBytes = Infinity,
+  ) {
     super();
   }
 
   override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
     if (this.ended) return cb();
-    const text = this.partial + chunk.toString('latin1');
-    const lines = text.split(/\r?\n/);
-    this.partial = lines.pop() ?? '';
+    const nl = chunk.lastIndexOf(0x0a);
+    if (nl < 0) {
+      this.partial.push(chunk);
+      this.partialBytes += chunk.length;
+      if (this.partialBytes > this.maxBytes) return cb(dataError(552, '5.3.4', `Message exceeds the size limit of ${this.maxBytes} bytes`));
+      return cb();
+    }
+    const lines = Buffer.concat([...this.partial, chunk.subarray(0, nl + 1)]).toString('latin1').split(/\r?\n/);
+    lines.pop(); // the empty rest after the last line end
+    this.partial = [chunk.subarray(nl + 1)];
+    this.partialBytes = chunk.length - nl - 1;
     cb(null, this.convert(lines));
   }
 
   override _flush(cb: TransformCallback): void {
-    if (this.ended || this.partial === '') return cb();
-    const out = this.convert([this.partial]);
-    cb(null, out);
+    if (this.ended || this.partialBytes === 0) return cb();
+    cb(null, this.convert([Buffer.concat(this.partial).toString('latin1')]));
   }
 
   /** Converts complete lines; stops at the terminating dot. */
@@ -109,7 +121,7 @@ export async function submitLocal(cfg: Config, spool: SpoolWriter, sub: Submissi
   const now = new Date();
   let recipients = argvRcpts;
   let added: { messageId?: string } = {};
-  const lines = new LocalLines(sub.dotEnds);
+  const lines = new LocalLines(sub.dotEnds, cfg.limits.message_size);
   // a lone dot ends the message even while the sender keeps its end of the pipe open
   lines.once('dot', () => {
     input.unpipe(lines);

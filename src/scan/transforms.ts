@@ -147,6 +147,7 @@ export interface HeaderStageOptions {
 export class HeaderStage extends Transform {
   private held: Buffer[] = [];
   private heldBytes = 0;
+  private tail: Buffer = Buffer.alloc(0);
   private done = false;
   fields: HeaderField[] = [];
 
@@ -156,13 +157,21 @@ export class HeaderStage extends Transform {
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     if (this.done) return cb(null, chunk);
+    // only the new bytes (and the three before them) are searched: a client sending tiny chunks must
+    // not make the header stage quadratic
+    const before = this.heldBytes;
+    const probe = Buffer.concat([this.tail, chunk]);
     this.held.push(chunk);
     this.heldBytes += chunk.length;
-    const buf = this.held.length === 1 ? chunk : Buffer.concat(this.held);
-    this.held = [buf];
-    const blank = buf.subarray(0, 2).equals(CRLF) ? 0 : buf.indexOf('\r\n\r\n');
+    this.tail = probe.subarray(Math.max(0, probe.length - 3));
+    let blank = -1;
+    if (before < 2 && this.heldBytes >= 2 && Buffer.concat(this.held).subarray(0, 2).equals(CRLF)) blank = 0;
+    else {
+      const at = probe.indexOf('\r\n\r\n');
+      if (at >= 0) blank = before - (probe.length - chunk.length) + at;
+    }
     if (blank < 0 && this.heldBytes <= this.opts.maxHeaderBytes) return cb();
-    this.finishHeaders(buf, blank, false, cb);
+    this.finishHeaders(Buffer.concat(this.held), blank, false, cb);
   }
 
   override _flush(cb: TransformCallback): void {

@@ -101,3 +101,15 @@ test('SessionLineEnds: a CRLF session passes untouched, an LF session gets CRLF,
   }
   assert.equal(await through(new SessionLineEnds(), ['no newline at all']), 'no newline at all');
 });
+
+test('LocalLines refuses an endless line once it passes the size limit, without holding more', async () => {
+  const chunks = Array.from({ length: 50 }, () => 'a'.repeat(1000));
+  await assert.rejects(through(new LocalLines(false, 20_000), chunks), (e: unknown) => e instanceof FerryError && e.reply?.code === 552);
+  assert.equal(await through(new LocalLines(false, 20_000), ['a'.repeat(500), 'b'.repeat(500), '\nend']), 'a'.repeat(500) + 'b'.repeat(500) + '\r\nend\r\n');
+});
+
+test('HeaderStage finds the end of the header section across one-byte chunks', async () => {
+  const msg = 'A: 1\r\n..B: 2\r\n\r\nbody\r\n';
+  const out = await through(stage(), [...msg].map((c) => c));
+  assert.equal(out, 'X-Added: 1\r\nA: 1\r\n..B: 2\r\n\r\nbody\r\n');
+});
