@@ -4,7 +4,9 @@
  * Trusts nothing: input comes from SMTP peers and command lines. Pure; never throws, returns a verdict.
  */
 
-/** Result of checking one address. */
+import { domainToASCII } from 'node:url';
+
+/** Result of checking one address: the normalised form (domain lower-case, in A-labels) and whether it needs SMTPUTF8. */
 export type AddressCheck = { ok: true; address: string; utf8: boolean } | { ok: false; reason: string };
 
 const ATEXT = /^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\uFFFF]+$/u;
@@ -40,9 +42,12 @@ export function checkAddress(input: string): AddressCheck {
   if (Buffer.byteLength(input) > 254) return { ok: false, reason: 'address is longer than 254 octets' };
   if (!localPartOk(local)) return { ok: false, reason: 'invalid local part' };
   if (!domainOk(domain)) return { ok: false, reason: 'invalid domain' };
+  // an internationalised domain is kept in its ASCII form (A-labels), which every hop can carry; only a
+  // UTF-8 local part needs SMTPUTF8
+  const ascii = domain.startsWith('[') ? domain : domainToASCII(domain) || domain;
   // eslint-disable-next-line no-control-regex
-  const utf8 = /[^\x00-\x7f]/.test(input);
-  return { ok: true, address: local + '@' + domain.toLowerCase(), utf8 };
+  const utf8 = /[^\x00-\x7f]/.test(local) || /[^\x00-\x7f]/.test(ascii);
+  return { ok: true, address: local + '@' + ascii.toLowerCase(), utf8 };
 }
 
 /** The domain part of an address, lower-cased; "" for the null sender. */

@@ -151,7 +151,7 @@ export async function submitLocal(cfg: Config, spool: SpoolWriter, sub: Submissi
       protocol: 'local',
       ret: sub.ret,
       envid: sub.envid,
-      smtputf8: [sender, ...recipients].some((a) => /[^\x00-\x7f]/.test(a)) || undefined,
+      smtputf8: [sender, ...recipients].some((a) => /[^\x00-\x7f]/.test(a)) || undefined, // already in A-labels: only UTF-8 local parts count
       messageId: added.messageId ?? messageIdOf(fields) ?? `<${id}@${domain}>`,
     }),
   });

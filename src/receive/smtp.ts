@@ -68,6 +68,23 @@ function unknownParam(address: SMTPServerAddress, known: Set<string>): string | 
   return Object.keys(address.args || {}).find((k) => !known.has(k.toUpperCase()));
 }
 
+/** RFC 5321 4.5.1: a bare "postmaster" recipient means this host's postmaster. */
+function postmaster(address: string, hostname: string): string {
+  return /^postmaster$/i.test(address) ? `postmaster@${hostname}` : address;
+}
+
+/** The envelope form of an address the door accepted (domain lower-case, in A-labels). */
+function normalAddress(address: string, hostname: string): string {
+  const c = checkAddress(postmaster(address, hostname));
+  return c.ok ? c.address : address;
+}
+
+/** True when an accepted address still needs SMTPUTF8 in its envelope form (a UTF-8 local part). */
+function needsUtf8(address: string, hostname: string): boolean {
+  const c = checkAddress(postmaster(address, hostname));
+  return c.ok && c.utf8;
+}
+
 /** Per-session state kept beside smtp-server's session object. */
 interface SessionNote {
   facts: SessionFacts;
@@ -273,7 +290,7 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
     onRcptTo(address: SMTPServerAddress, session, cb) {
       const unknownRcpt = unknownParam(address, RCPT_PARAMS);
       if (unknownRcpt) return cb(smtpError(555, '5.5.4', `Unsupported RCPT parameter ${unknownRcpt}`));
-      const c = checkAddress(address.address);
+      const c = checkAddress(postmaster(address.address, cfg.hostname));
       if (!c.ok) return cb(smtpError(553, '5.1.3', `Bad recipient address: ${c.reason}`));
       const f = facts(session);
       if (!isLocalRecipient(c.address, localDomains) && !mayRelay({ peer: session.remoteAddress, authenticated: !!session.user, localNets: cfg.local_nets })) {
@@ -369,9 +386,9 @@ function receiveData(
       return {
         version: 1,
         arrival: now.toISOString(),
-        sender: env.mailFrom ? env.mailFrom.address : '',
+        sender: env.mailFrom ? normalAddress(env.mailFrom.address, cfg.hostname) : '',
         recipients: rcpts.map((r) =>
-          newRecipient(r.address, {
+          newRecipient(normalAddress(r.address, cfg.hostname), {
             notify: r.dsn?.notify as NotifyKeyword[] | undefined,
             orcpt: r.dsn?.orcpt ?? undefined,
           }),
@@ -382,7 +399,7 @@ function receiveData(
         protocol,
         body: env.bodyType === '8bitmime' ? '8BITMIME' : '7BIT',
         // a UTF-8 address needs SMTPUTF8 on the way out even when the client did not say so
-        smtputf8: env.smtpUtf8 || [env.mailFrom ? env.mailFrom.address : '', ...rcpts.map((r) => r.address)].some((a) => /[^\x00-\x7f]/.test(a)) || undefined,
+        smtputf8: env.smtpUtf8 || [env.mailFrom ? env.mailFrom.address : '', ...rcpts.map((r) => r.address)].some((a) => a !== '' && needsUtf8(a, cfg.hostname)) || undefined,
         ret: (env.dsn?.ret as 'FULL' | 'HDRS' | null) ?? undefined,
         envid: env.dsn?.envid ?? undefined,
         messageId: mid ? fieldValue(mid) : f.trusted || f.user ? `<${id}@${cfg.hostname}>` : undefined,

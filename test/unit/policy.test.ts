@@ -47,3 +47,12 @@ test('address syntax', () => {
   }
   assert.equal((checkAddress('üser@ExÄmple.org') as { utf8: boolean }).utf8, true);
 });
+
+test('international domains are kept in A-labels; only a UTF-8 local part needs SMTPUTF8', () => {
+  const idn = checkAddress('u@Bücher.example');
+  assert.deepEqual(idn, { ok: true, address: 'u@xn--bcher-kva.example', utf8: false });
+  const ace = checkAddress('u@xn--bcher-kva.example');
+  assert.deepEqual(ace, { ok: true, address: 'u@xn--bcher-kva.example', utf8: false });
+  const local = checkAddress('jürgen@example.org');
+  assert.deepEqual(local, { ok: true, address: 'jürgen@example.org', utf8: true });
+});
