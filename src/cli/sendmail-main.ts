@@ -110,7 +110,19 @@ async function smtpOnStdio(cfg: Config): Promise<number> {
   stream.readyState = 'open';
   return new Promise((resolve) => {
     // the caller exits as soon as this resolves: let the daemon hear of every message first
-    stream.on('close', () => void Promise.all(kicks).then(() => resolve(EX.OK)));
+    let done = false;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      // a message the input cut off must be cleaned up before exit, and is worth saying so (75)
+      void door.idle().then(async ({ cut }) => {
+        await Promise.all(kicks);
+        if (cut) process.stderr.write('sendmail: the input ended in the middle of a message; it was not queued\n');
+        resolve(cut ? EX.TEMPFAIL : EX.OK);
+      });
+    };
+    stream.on('close', finish);
+    stream.on('end', () => setImmediate(finish));
     process.stdout.on('error', () => resolve(EX.IOERR));
     door.serveStream(stream, user);
   });

@@ -69,6 +69,9 @@ export function chain(streams: [...Transform[], Writable]): Promise<void> {
   });
 }
 
+/** The reason given when a client leaves in the middle of a message. */
+export const CLIENT_GONE = 'the client went away before the end of the message';
+
 /** How one door wants its message taken in. */
 export interface IntakePlan {
   /** Line-end handling before the size limit (LineEndGuard for SMTP, LocalLines for sendmail). */
@@ -95,9 +98,11 @@ export async function intake(spool: SpoolWriter, source: Readable, plan: IntakeP
   // pipe() does not pass on a source destroyed before its end (an SMTP client that went away in the
   // middle of DATA): without this the pipeline would wait forever and keep the temporary file open
   const gone = (): void => {
-    if (!source.readableEnded && !first.writableEnded) first.destroy(new FerryError('data', 'the client went away before the end of the message'));
+    if (!source.readableEnded && !first.writableEnded) first.destroy(new FerryError('data', CLIENT_GONE));
   };
   source.once('close', gone);
+  // the source may have been destroyed while the spool file was being created
+  if (source.destroyed && !source.readableEnded) queueMicrotask(gone);
   source.pipe(first);
   try {
     await chain([...stages, writer.stream]);

@@ -20,7 +20,7 @@ import { LineEndGuard } from '../scan/transforms.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { checkLogin, readUsers } from './auth.js';
 import { FerryConnection, FerryServer } from './connection.js';
-import { intake } from './intake.js';
+import { CLIENT_GONE, intake } from './intake.js';
 import { ClientCounter, inRanges, isLocalRecipient, isLoopback, mayRelay } from './policy.js';
 import { runStage, type Hooks, type SessionFacts } from './stages.js';
 
@@ -40,6 +40,8 @@ export interface SmtpDoor {
   addresses: string[];
   /** Serves one SMTP session over a duplex stream (sendmail -bs). */
   serveStream(stream: Duplex, user: { name: string; uid: number }): void;
+  /** Resolves once no message is being taken in; says how many were cut off by their client. */
+  idle(): Promise<{ cut: number }>;
   shutdown(graceMs: number): Promise<void>;
 }
 
@@ -125,10 +127,20 @@ export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?
       localUsers.set(id, user);
       const conn = streamServer.connect(stream as unknown as net.Socket, { remoteAddress: '127.0.0.1', remotePort: 0, localAddress: '127.0.0.1', localPort: 0, id });
       // input that ends without QUIT: once every command read has been answered, end the session
-      if (conn._parser) conn._parser.once('finish', () => conn.close());
+      // input that ends in the middle of DATA abandons that message (the intake then cleans up)
+      if (conn._parser) {
+        conn._parser.once('finish', () => {
+          if (conn._dataStream) conn._dataStream.destroy();
+          conn.close();
+        });
+      }
     },
     shutdown: async (graceMs) => {
       await Promise.all([...servers, streamServer].map((s) => s.shutdown(graceMs)));
+    },
+    idle: async () => {
+      while (handlers.pending.size) await Promise.allSettled([...handlers.pending]);
+      return { cut: handlers.cut() };
     },
   };
 }
@@ -153,6 +165,10 @@ type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'o
   facts(session: SMTPServerSession): SessionFacts;
   release(session: SMTPServerSession): void;
   hooks: Hooks;
+  /** Messages being taken in right now. */
+  pending: Set<Promise<unknown>>;
+  /** How many messages their clients abandoned in the middle. */
+  cut(): number;
   trusted(ip: string): boolean;
 };
 
@@ -224,6 +240,9 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
     return f;
   };
 
+  const pending = new Set<Promise<unknown>>();
+  let cutCount = 0;
+
   /** Stops counting a session against the connection limits (once). */
   const release = (session: SMTPServerSession): void => {
     const note = notes.get(session);
@@ -259,6 +278,8 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
       cb();
     },
     release,
+    pending,
+    cut: () => cutCount,
     onClose: release,
     onAuth(auth: SMTPServerAuthentication, session, cb) {
       if (!users) return cb(smtpError(502, '5.5.1', 'Authentication not enabled'));
@@ -307,7 +328,7 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
       const door: Door = session.transmissionType?.includes('LMTP') ? 'lmtp' : local ? 'sendmail-bs' : 'smtp';
       // smtp-server merges a repeated RCPT into one envelope entry, but LMTP owes a reply for each 250
       const lmtpReplies = Math.max(notes.get(session)?.rcptOk ?? 0, session.envelope.rcptTo.length);
-      receiveData(cfg, deps, stream, session, f, door, local).then(
+      const p = receiveData(cfg, deps, stream, session, f, door, local).then(
         (env) => {
           deps.onMessage?.(env);
           const text = `2.0.0 Ok: queued as ${env.id}`;
@@ -320,10 +341,13 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
           } else {
             deps.log.log('warn', 'message refused', { session: session.id, peer: session.remoteAddress, reason: (err as Error).message });
           }
+          if ((err as Error).message === CLIENT_GONE) cutCount++;
           if (door === 'lmtp') cb(null, Array.from({ length: lmtpReplies }, () => intakeReply(err)));
           else cb(intakeReply(err));
         },
       );
+      pending.add(p);
+      void p.finally(() => pending.delete(p));
     },
   };
 }

@@ -1,6 +1,8 @@
 // sendmail -bs fed by a local program that ends its lines with LF alone, and a UTF-8 recipient given
 // without the SMTPUTF8 parameter: the message is taken and flagged for SMTPUTF8.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { test } from 'node:test';
 import { makeConfig, queueJson, sendmail } from '../helpers.js';
 
@@ -37,4 +39,14 @@ test('RCPT TO:<postmaster> is accepted; an IDN recipient is stored in A-labels w
   const q = await queueJson(cfg);
   assert.deepEqual(q[0]!.recipients.map((x: { address: string }) => x.address), ['postmaster@test.example', 'u@xn--bcher-kva.example']);
   assert.equal(q[0]!.smtputf8, false);
+});
+
+test('-bs input that ends in the middle of DATA: exit 75, nothing queued, no temporary file left', async () => {
+  const cfg = await makeConfig();
+  const session = 'EHLO me\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: cut\r\n\r\nhalf a bo';
+  const r = await sendmail(cfg, ['-bs'], session);
+  assert.equal(r.code, 75, r.stderr);
+  assert.match(r.stderr, /ended in the middle of a message/);
+  assert.deepEqual(await queueJson(cfg), []);
+  assert.deepEqual(fs.readdirSync(path.join(cfg.spool, 'tmp')), []);
 });
