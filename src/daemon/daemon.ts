@@ -23,6 +23,7 @@ import { tryLock, type Lock } from '../spool/lock.js';
 import { openStore, type Store } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
+import { callDaemon } from '../control/client.js';
 import { startControl } from './control-server.js';
 
 /** A running daemon. */
@@ -56,10 +57,9 @@ export function logReceived(log: Logger, env: Envelope): void {
 /** Starts the daemon; resolves once it listens. */
 export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promise<Daemon> {
   const log = opts.log ?? createLogger(cfg.log_format);
-  const store = openStore(cfg.spool);
-  const lock = await tryLock(cfg.spool, 'daemon');
-  if (!lock) throw new FerryError('locked', `another ferrymail daemon already runs on spool ${cfg.spool}`);
   const spool = openSpoolWriter(cfg.spool);
+  const store = openStore(cfg.spool);
+  const lock = await daemonLock(cfg.spool, store.layout.control, log);
   setReclaim(minorGc());
   let control: net.Server | null = null;
   let door: SmtpDoor | null = null;
@@ -74,11 +74,29 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
     door = await startSmtpDoor(cfg, { spool, log, hooks: opts.hooks, onMessage: (env) => logReceived(log, env) });
   } catch (err) {
     control?.close();
-    await lock.release();
+    await lock?.release();
     throw err;
   }
   const d = door;
   return { door: d, store, log, stop: (graceMs = 30_000) => stop(d, control!, lock, store, log, graceMs) };
+}
+
+/**
+ * Takes the spool's daemon lock. When it is held, a daemon answering on the control socket means "already
+ * running"; a holder that never answers (another user squatting the name it saw in /proc/net/unix) is
+ * logged and passed over, since the control socket in the owner-only spool cannot be squatted.
+ */
+async function daemonLock(spoolDir: string, control: string, log: Logger): Promise<Lock | null> {
+  const running = (): FerryError => new FerryError('locked', `another ferrymail daemon already runs on spool ${spoolDir}`);
+  for (let i = 0; i < 30; i++) {
+    const l = await tryLock(spoolDir, 'daemon');
+    if (l) return l;
+    if (await callDaemon(control, { cmd: 'status' }, 2000).catch(() => null)) throw running();
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (await callDaemon(control, { cmd: 'status' }, 2000).catch(() => null)) throw running();
+  log.log('warn', 'the daemon lock is held by a process that does not answer as a ferrymail daemon; going on');
+  return null;
 }
 
 /**
@@ -134,11 +152,11 @@ async function status(cfg: Config, store: Store, started: string, door: SmtpDoor
 }
 
 /** Stops everything in order. */
-async function stop(door: SmtpDoor, control: net.Server, lock: Lock, store: Store, log: Logger, graceMs: number): Promise<void> {
+async function stop(door: SmtpDoor, control: net.Server, lock: Lock | null, store: Store, log: Logger, graceMs: number): Promise<void> {
   log.log('info', 'shutting down', { grace_ms: graceMs });
   await door.shutdown(graceMs);
   await new Promise<void>((r) => control.close(() => r()));
   fs.rmSync(store.layout.control, { force: true });
-  await lock.release();
+  await lock?.release();
   log.log('info', 'stopped');
 }

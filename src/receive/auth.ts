@@ -18,11 +18,21 @@ const MAX_N = 1 << 20;
 const MAX_R = 32;
 const MAX_P = 16;
 
-/** Derives a key with scrypt. */
+/**
+ * scrypt runs in the thread pool that also does every spool write: one derivation at a time, so that a
+ * flood of AUTH attempts queues up behind itself instead of starving the spool.
+ */
+let queue: Promise<unknown> = Promise.resolve();
+
+/** Derives a key with scrypt, one derivation at a time. */
 function derive(password: string, salt: Buffer, n: number, r: number, p: number): Promise<Buffer> {
-  return new Promise((resolve, reject) =>
-    scrypt(password, salt, KEYLEN, { N: n, r, p, maxmem: 256 * n * r + 1024 * 1024 }, (err, key) => (err ? reject(err) : resolve(key))),
-  );
+  const run = (): Promise<Buffer> =>
+    new Promise((resolve, reject) =>
+      scrypt(password, salt, KEYLEN, { N: n, r, p, maxmem: 256 * n * r + 1024 * 1024 }, (err, key) => (err ? reject(err) : resolve(key))),
+    );
+  const next = queue.then(run, run);
+  queue = next.catch(() => undefined);
+  return next;
 }
 
 /** Hashes a password for the users file. */

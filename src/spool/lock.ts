@@ -3,13 +3,17 @@
  * namespace, named after the spool and the thing locked.
  *
  * No lock file is ever left behind, so there is no stale-lock window: a process killed with SIGKILL
- * releases every lock at that instant. Abstract sockets belong to a network namespace; every process
- * sharing a spool must share that namespace (the normal case). Acquire never throws for "held": it
- * returns null.
+ * releases every lock at that instant. Abstract sockets have no permissions, so names are keyed with a
+ * secret kept in the owner-only spool (lock.key): another user cannot work out the name of a lock to
+ * squat it in advance. (A name is visible in /proc/net/unix while it is held; the daemon's own lock is
+ * checked against its control socket for that reason, see daemon.ts.) Abstract sockets belong to a
+ * network namespace; every process sharing a spool must share that namespace (the normal case).
+ * Acquire never throws for "held": it returns null.
  */
-import { createHash } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 
 /** A held lock. */
 export interface Lock {
@@ -17,17 +21,35 @@ export interface Lock {
   release(): Promise<void>;
 }
 
+const keys = new Map<string, Buffer>();
+
+/** The spool's lock key, created on first use (write a private file, then link it into place). */
+function lockKey(spoolDir: string): Buffer {
+  let key = keys.get(spoolDir);
+  if (key) return key;
+  const file = path.join(spoolDir, 'lock.key');
+  try {
+    key = fs.readFileSync(file);
+  } catch {
+    const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+    fs.writeFileSync(tmp, randomBytes(32), { mode: 0o600 });
+    try {
+      fs.linkSync(tmp, file); // loses to a concurrent creator, whose key we then read
+    } catch {
+      /* already there */
+    } finally {
+      fs.rmSync(tmp, { force: true });
+    }
+    key = fs.readFileSync(file);
+  }
+  keys.set(spoolDir, key);
+  return key;
+}
+
 /** The abstract socket name for a lock on something in a spool. */
 function socketName(spoolDir: string, what: string): string {
-  let key = spoolDir;
-  try {
-    const st = fs.statSync(spoolDir);
-    key = `${st.dev}:${st.ino}`;
-  } catch {
-    /* a spool that does not exist yet is keyed by its path */
-  }
-  const h = createHash('sha256').update(key).digest('hex').slice(0, 24);
-  return `\0ferrymail/${h}/${what}`;
+  const h = createHmac('sha256', lockKey(spoolDir)).update(what).digest('hex').slice(0, 32);
+  return `\0ferrymail/${h}`;
 }
 
 /** Tries to take the lock once; resolves null when another process (or this one) holds it. */

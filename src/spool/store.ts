@@ -11,7 +11,7 @@ import { FerryError, isFerryError, spoolError } from '../errors.js';
 import type { Envelope } from '../domain/envelope.js';
 import { decodeEnvelope, encodeEnvelope } from './envelope-codec.js';
 import { isId } from './id.js';
-import { ensureSpool, layoutOf, syncDir, type Layout } from './layout.js';
+import { layoutOf, syncDir, type Layout } from './layout.js';
 import { lock, type Lock } from './lock.js';
 
 /** Where a message's envelope currently is. */
@@ -29,7 +29,7 @@ export interface CorruptReport {
   reason: string;
 }
 
-/** Options of a spool store. */
+/** A spool opened for reading and managing committed messages. */
 export interface Store {
   layout: Layout;
   list(): Promise<{ entries: Entry[]; corrupt: CorruptReport[] }>;
@@ -54,8 +54,8 @@ export interface RecoveryReport {
 
 /** Opens the spool at root for reading and management. */
 export function openStore(root: string): Store {
+  // reading needs nothing created: a spool that does not exist yet is an empty queue
   const layout = layoutOf(root);
-  ensureSpool(layout);
   const s: Store = {
     layout,
     list: () => listAll(layout),
@@ -124,6 +124,7 @@ async function listAll(layout: Layout): Promise<{ entries: Entry[]; corrupt: Cor
     try {
       names = await fsp.readdir(layout.dir(place));
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
       throw spoolError(err, `list ${place}`);
     }
     for (const id of names.filter(isId)) {

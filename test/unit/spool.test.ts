@@ -146,3 +146,24 @@ test('a message being changed is locked against a second changer', async () => {
   await l.release();
   await store.remove(env.id);
 });
+
+test('lock names are keyed with a secret kept in the owner-only spool', async () => {
+  const a = tempDir();
+  const b = tempDir();
+  const la = await tryLock(a, 'daemon');
+  assert.ok(la);
+  const lb = await tryLock(b, 'daemon');
+  assert.ok(lb, 'two spools never share a lock name');
+  const key = fs.statSync(path.join(a, 'lock.key'));
+  assert.equal(key.mode & 0o777, 0o600);
+  assert.equal(fs.readFileSync(path.join(a, 'lock.key')).length, 32);
+  await la.release();
+  await lb.release();
+});
+
+test('reading a spool that does not exist yet creates nothing and lists nothing', async () => {
+  const root = path.join(tempDir(), 'not-yet');
+  const { entries } = await openStore(root).list();
+  assert.deepEqual(entries, []);
+  assert.equal(fs.existsSync(root), false);
+});
