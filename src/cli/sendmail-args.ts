@@ -121,10 +121,10 @@ export function parseSendmailArgs(args: string[], who: ReturnType<typeof persona
         else if (tail === '') c.value(flag, ''); // "-o x value" style: the option name follows
         break; // every other -oX is a legacy option: accepted and ignored
       case 'b':
-        mode = bMode(tail, mode);
+        mode = bMode(tail);
         break;
       case 'q':
-        ({ mode, connection } = qMode(tail, c, mode));
+        ({ mode, connection } = qMode(tail, c));
         break;
       case 'I':
         mode = 'newaliases'; // sendmail -I is newaliases
@@ -168,7 +168,7 @@ function deliveryMode(v: string): Submission['deliveryMode'] {
 }
 
 /** The -b modes. */
-function bMode(v: string, current: SendmailRequest['mode']): SendmailRequest['mode'] {
+function bMode(v: string): SendmailRequest['mode'] {
   switch (v) {
     case 'm':
       return 'submit';
@@ -184,13 +184,12 @@ function bMode(v: string, current: SendmailRequest['mode']): SendmailRequest['mo
     case 'D':
       throw usageError('-bd: run "ferrymail daemon" to start the daemon');
     default:
-      void current;
       throw usageError(`unsupported mode -b${v}`);
   }
 }
 
 /** The -q forms: -q, -q30m (one run now), -qo NAME / -qoNAME (run as if on connection NAME). */
-function qMode(tail: string, c: Cursor, _mode: SendmailRequest['mode']): { mode: 'run'; connection?: string } {
+function qMode(tail: string, c: Cursor): { mode: 'run'; connection?: string } {
   if (tail === '' || /^\d+[smhdw]?$/.test(tail)) return { mode: 'run' };
   if (tail.startsWith('o')) {
     const name = tail.slice(1) || c.args[c.i + 1];

@@ -15,18 +15,24 @@ export interface Field {
   type: FieldType;
   values?: readonly string[]; // for enum
   min?: number;
+  max?: number;
   /** Extra check of one (element) value; returns an error text or undefined. */
   check?: (value: string) => string | undefined;
   doc: string;
 }
 
-/** Checks "host:port", "[v6]:port" or ":port". */
-export function checkListen(v: string): string | undefined {
+/** Splits "host:port", "[v6]:port" or ":port" (host "" = every address); null when malformed. */
+export function parseListen(v: string): { host: string; port: number; v6: boolean } | null {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(v);
-  if (!m) return 'must be host:port or [ipv6]:port';
-  const port = Number(m[3]);
-  if (port < 0 || port > 65535) return 'port must be 0 to 65535';
-  if (m[1] !== undefined && !net.isIPv6(m[1])) return 'bracketed host must be an IPv6 address';
+  return m ? { host: m[1] ?? m[2] ?? '', port: Number(m[3]), v6: m[1] !== undefined } : null;
+}
+
+/** Checks a listen address. */
+export function checkListen(v: string): string | undefined {
+  const l = parseListen(v);
+  if (!l) return 'must be host:port or [ipv6]:port';
+  if (l.port > 65535) return 'port must be 0 to 65535';
+  if (l.v6 && !net.isIPv6(l.host)) return 'bracketed host must be an IPv6 address';
   return undefined;
 }
 
@@ -64,11 +70,11 @@ export const FIELDS: readonly Field[] = [
   { key: 'limits.command_line', type: 'integer', min: 512, doc: 'Longest SMTP command line in bytes.' },
   { key: 'limits.header_size', type: 'integer', min: 1024, doc: 'Largest header section in bytes; larger gets 552 5.3.4.' },
   { key: 'limits.errors', type: 'integer', min: 1, doc: 'Errors and unknown commands in one session before 421 and close.' },
-  { key: 'limits.idle_timeout', type: 'integer', min: 1, doc: 'Seconds an SMTP client may stay silent.' },
+  { key: 'limits.idle_timeout', type: 'integer', min: 1, max: 86_400, doc: 'Seconds an SMTP client may stay silent.' },
   { key: 'limits.received_hops', type: 'integer', min: 1, doc: 'Received headers above which a message is taken for a loop (554 5.4.6).' },
   { key: 'smtp.bare_line_ends', type: 'enum', values: ['reject', 'normalize'], doc: 'A bare LF or CR in DATA: reject the message (550 5.6.0) or turn it into CRLF.' },
   { key: 'smtp.reverse_lookup', type: 'boolean', doc: 'Look up the client name by reverse DNS (waits up to 1.5 s when offline).' },
-  { key: 'smtp.early_talker_delay', type: 'integer', min: 0, doc: 'Milliseconds to wait before the greeting to clients outside loopback and local_nets; a client that talks first is dropped.' },
+  { key: 'smtp.early_talker_delay', type: 'integer', min: 0, max: 60_000, doc: 'Milliseconds to wait before the greeting to clients outside loopback and local_nets; a client that talks first is dropped.' },
   { key: 'smtp.banner', type: 'string', doc: 'Text after the host name in the 220 greeting.' },
   { key: 'tls.cert', type: 'string', doc: 'PEM certificate chain for STARTTLS. Unset: no STARTTLS.' },
   { key: 'tls.key', type: 'string', doc: 'PEM private key for tls.cert, readable only by its owner.' },

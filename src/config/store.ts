@@ -19,7 +19,7 @@ function fieldSchema(f: Field): Record<string, unknown> {
     case 'string':
       return { type: 'string' };
     case 'integer':
-      return f.min === undefined ? { type: 'integer' } : { type: 'integer', minimum: f.min };
+      return { type: 'integer', ...(f.min === undefined ? {} : { minimum: f.min }), ...(f.max === undefined ? {} : { maximum: f.max }) };
     case 'boolean':
       return { type: 'boolean' };
     case 'enum':

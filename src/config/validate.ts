@@ -36,6 +36,7 @@ function checkScalar(field: Field, value: unknown): string | undefined {
     case 'integer':
       if (typeof value !== 'number' || !Number.isInteger(value)) return 'must be a whole number';
       if (field.min !== undefined && value < field.min) return `must be at least ${field.min}`;
+      if (field.max !== undefined && value > field.max) return `must be at most ${field.max}`;
       return undefined;
     case 'boolean':
       return typeof value === 'boolean' ? undefined : 'must be true or false';

@@ -3,8 +3,9 @@
  *
  * Start-up: take the spool's daemon lock (a second daemon on the same spool is refused), recover the spool
  * (temporary files of dead writers, orphaned data, corrupt envelopes reported), open the control socket,
- * then the listeners. Shutdown: stop listening, let transactions in flight finish (idle sessions get
- * 421), close the control socket, release the lock. Fails with FerryError; never leaves a listener behind.
+ * then the listeners. Shutdown: stop listening, let a message being received (in DATA) finish; sessions
+ * between commands get 421; close the control socket, release the lock. Fails with FerryError; never
+ * leaves a listener behind.
  */
 import fs from 'node:fs';
 import type net from 'node:net';

@@ -13,6 +13,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
+import { parseListen } from '../config/schema.js';
 import type { Config } from '../config/types.js';
 import type { Envelope } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
@@ -22,11 +23,11 @@ import { writeAll, type MessageWriter, type SpoolWriter } from '../spool/writer.
 
 /** The daemon's first SMTP listener as a loopback host and port. */
 export function daemonAddress(cfg: Config): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(cfg.listen[0] ?? '127.0.0.1:25')!;
-  let host = m[1] ?? m[2] ?? '';
+  const l = parseListen(cfg.listen[0] ?? '127.0.0.1:25') ?? { host: '127.0.0.1', port: 25 };
+  let host = l.host;
   if (host === '' || host === '0.0.0.0') host = '127.0.0.1';
   if (host === '::') host = '::1';
-  return { host, port: Number(m[3]) };
+  return { host, port: l.port };
 }
 
 /** True when this process may create files in the spool. */

@@ -80,11 +80,10 @@ export interface RelayFacts {
   peer: string;
   authenticated: boolean;
   localNets: readonly string[];
-  localDomains: readonly string[];
 }
 
 /** True when the client may relay: loopback, a local network, or an authenticated user. */
-export function mayRelay(f: Pick<RelayFacts, 'peer' | 'authenticated' | 'localNets'>): boolean {
+export function mayRelay(f: RelayFacts): boolean {
   return f.authenticated || isLoopback(f.peer) || inRanges(f.peer, f.localNets);
 }
 

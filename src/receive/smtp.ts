@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
+import { parseListen } from '../config/schema.js';
 import type { Config } from '../config/types.js';
 import { checkAddress } from '../domain/address.js';
 import type { Door, Envelope, NotifyKeyword } from '../domain/envelope.js';
@@ -97,8 +98,8 @@ interface SessionNote {
 
 /** Splits "host:port" / "[v6]:port". */
 function splitListen(s: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s)!;
-  return { host: m[1] ?? (m[2] || '0.0.0.0'), port: Number(m[3]) };
+  const l = parseListen(s)!; // validated with the configuration
+  return { host: l.host || '0.0.0.0', port: l.port };
 }
 
 /** Starts every configured listener, one server each; all share the handlers and their counters. */

@@ -2,8 +2,9 @@
  * Reads and manages committed messages: list, load, remove, hold, release, and the start-up recovery.
  *
  * Envelope files are untrusted (hand edits, truncation): one that cannot be parsed moves to corrupt/ and
- * is reported, never deleted. Every change to one message happens under its lock (lock.ts). Removal
- * unlinks the envelope first (the commit of the removal), then the data. Errors are FerryError.
+ * is reported, never deleted. rm, hold and release take the message's lock (lock.ts); update() expects
+ * its caller to hold it. Removal unlinks the envelope first (the commit of the removal), then the data.
+ * Errors are FerryError.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
