@@ -11,6 +11,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+// shared with the tests (built into dist/ by npm run build)
+import { freePort } from '../dist/test/helpers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const FERRYMAIL = path.join(ROOT, 'bin', 'ferrymail.js');
@@ -52,16 +54,6 @@ function rssKiB(pid) {
   }
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function waitForPort(port, timeoutMs) {
   const deadline = Date.now() + timeoutMs;

@@ -9,10 +9,11 @@
 // Target: ferrymail's median <= 1.5 x the median of `node -e 0`.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+// shared with the tests (built into dist/ by npm run build)
+import { freePort } from '../dist/test/helpers.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..');
@@ -66,16 +67,6 @@ function message(size) {
   return Buffer.from(head + body, 'latin1');
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Runs one command with input on stdin; resolves with its wall time in ms (spawn to exit). */
 function timeOne(cmd, args, input, env) {
