@@ -109,16 +109,25 @@ export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?
   const servers: FerryServer[] = [];
   const addresses: string[] = [];
   const plan: [string, boolean][] = opts.listen === false ? [] : [...cfg.listen.map((l): [string, boolean] => [l, false]), ...cfg.lmtp_listen.map((l): [string, boolean] => [l, true])];
+  const skipped: FerryError[] = [];
   try {
     for (const [item, lmtp] of plan) {
       const server = makeServer(cfg, handlers, lmtp);
-      servers.push(server);
-      addresses.push(await listen(server, item));
+      try {
+        addresses.push(await listen(server, item));
+        servers.push(server);
+      } catch (err) {
+        // a host without IPv6 (or without that address) still gets a relay on the others
+        if (!(err instanceof FerryError && /EADDRNOTAVAIL|EAFNOSUPPORT/.test(err.message) && parseListen(item)?.v6)) throw err;
+        skipped.push(err);
+      }
     }
+    if (plan.length && servers.length === 0) throw skipped[0] ?? new FerryError('config', 'no listener could be opened');
   } catch (err) {
     for (const s of servers) s.close(() => undefined);
     throw err;
   }
+  for (const e of skipped) deps.log.log('warn', `${e.message}; going on without it`);
   const streamServer = makeServer(cfg, handlers, false);
   return {
     servers,

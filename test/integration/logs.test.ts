@@ -47,3 +47,18 @@ test('text logs mark a received message with <= and its facts', async () => {
     await d.stop();
   }
 });
+
+test('an IPv6 listen address the host does not have is skipped with a warning, the rest serves', async () => {
+  const cfg = await makeConfig();
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const file = path.join(cfg.configDir, 'ferrymail.yaml');
+  fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace(/listen: \[(.*)\]/, 'listen: [$1, "[2001:db8::1]:$${cfg.port}"]'.replace('$${cfg.port}', String(cfg.port))));
+  const d = await startDaemon(cfg);
+  try {
+    assert.match(d.log(), /cannot listen on \[2001:db8::1\]:\d+: EADDRNOTAVAIL; going on without it/);
+    await sendOne(cfg.port);
+  } finally {
+    await d.stop();
+  }
+});
