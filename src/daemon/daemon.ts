@@ -1,9 +1,9 @@
 /**
  * `ferrymail daemon`: owns the spool, serves SMTP/LMTP and the control socket, stops cleanly on SIGTERM.
  *
- * Start-up: take the spool's daemon lock (a second daemon on the same spool is refused), recover the spool
- * (temporary files of dead writers, orphaned data, corrupt envelopes reported), open the control socket,
- * then the listeners. Shutdown: stop listening, let a message being received (in DATA) finish; sessions
+ * Start-up: take the spool's daemon lock (a second daemon on the same spool is refused), open the control
+ * socket, recover the spool (temporary files of dead writers, orphaned data, corrupt envelopes
+ * reported), then the listeners. Shutdown: stop listening, let a message being received (in DATA) finish; sessions
  * between commands get 421; close the control socket, release the lock. Fails with FerryError; never
  * leaves a listener behind.
  */
@@ -65,13 +65,14 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
   let control: net.Server | null = null;
   let door: SmtpDoor | null = null;
   try {
-    await recover(store, log);
+    // the control socket opens first: a second daemon asking while this one recovers hears an answer
     const started = new Date().toISOString();
     control = await startControl(store.layout.control, {
       store,
       status: () => status(cfg, store, started, door),
       onKick: (id) => kicked(store, log, id),
     });
+    await recover(store, log);
     door = await startSmtpDoor(cfg, { spool, log, hooks: opts.hooks, onMessage: (env) => logReceived(log, env) });
   } catch (err) {
     control?.close();

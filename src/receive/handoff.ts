@@ -96,7 +96,8 @@ async function send(cfg: Config, env: Omit<Envelope, 'id' | 'size'>, file: strin
       // the others have the message: say loudly who does not, and why
       const list = refused.map((e) => `<${e.recipient ?? '?'}> (${(e.response ?? '').trim()})`).join(', ');
       const text = `the daemon queued the message as ${queuedAs ?? '?'} but refused ${list}`;
-      throw refused.every((e) => (e.responseCode ?? 0) >= 500) ? new FerryError('data', text) : new FerryError('spool-full', text);
+      // the message is queued for the others: a retry (75) would send it to them twice, so this is 65
+      throw new FerryError('data', text);
     }
     return queuedAs;
   } catch (err) {

@@ -82,6 +82,17 @@ function normalAddress(address: string, hostname: string): string {
   return c.ok ? c.address : address;
 }
 
+/** Recipients whose envelope forms differ (RCPT TO:<postmaster> and <postmaster@host> are one). */
+function uniqueRcpts<T extends { address: string }>(rcpts: T[], hostname: string): T[] {
+  const seen = new Set<string>();
+  return rcpts.filter((r) => {
+    const k = normalAddress(r.address, hostname).toLowerCase();
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
 /** True when an accepted address still needs SMTPUTF8 in its envelope form (a UTF-8 local part). */
 function needsUtf8(address: string, hostname: string): boolean {
   const c = checkAddress(postmaster(address, hostname));
@@ -421,7 +432,7 @@ function receiveData(
         version: 1,
         arrival: now.toISOString(),
         sender: env.mailFrom ? normalAddress(env.mailFrom.address, cfg.hostname) : '',
-        recipients: rcpts.map((r) =>
+        recipients: uniqueRcpts(rcpts, cfg.hostname).map((r) =>
           newRecipient(normalAddress(r.address, cfg.hostname), {
             notify: r.dsn?.notify as NotifyKeyword[] | undefined,
             orcpt: r.dsn?.orcpt ?? undefined,

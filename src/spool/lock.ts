@@ -14,6 +14,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { spoolError } from '../errors.js';
 
 /** A held lock. */
 export interface Lock {
@@ -29,20 +30,46 @@ function lockKey(spoolDir: string): Buffer {
   if (key) return key;
   const file = path.join(spoolDir, 'lock.key');
   try {
-    key = fs.readFileSync(file);
-  } catch {
-    const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
-    fs.writeFileSync(tmp, randomBytes(32), { mode: 0o600 });
-    try {
-      fs.linkSync(tmp, file); // loses to a concurrent creator, whose key we then read
-    } catch {
-      /* already there */
-    } finally {
-      fs.rmSync(tmp, { force: true });
-    }
-    key = fs.readFileSync(file);
+    key = readKey(file) ?? createKey(file);
+  } catch (err) {
+    throw spoolError(err, 'read or create the lock key');
   }
   keys.set(spoolDir, key);
+  return key;
+}
+
+/** The key in file, or null when there is none (a short file from a crash counts as none). */
+function readKey(file: string): Buffer | null {
+  try {
+    const k = fs.readFileSync(file);
+    if (k.length === 32) return k;
+    fs.rmSync(file, { force: true });
+    return null;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+/** Creates the key durably (write, fsync, no-clobber link); a concurrent creator's key wins. */
+function createKey(file: string): Buffer {
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  const fd = fs.openSync(tmp, 'wx', 0o600);
+  try {
+    fs.writeSync(fd, randomBytes(32));
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  try {
+    fs.linkSync(tmp, file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+  const key = readKey(file);
+  if (!key) throw Object.assign(new Error('lock key vanished'), { code: 'EIO' });
   return key;
 }
 

@@ -219,6 +219,11 @@ async function recoverSpool(layout: Layout): Promise<RecoveryReport> {
     await fsp.rm(`${layout.dir('tmp')}/${name}`, { force: true });
     report.tmpRemoved++;
   }
+  // a lock key half-made by a process that died (lock.ts)
+  for (const name of await fsp.readdir(layout.root)) {
+    const m = /^lock\.key\.(\d+)\.[0-9a-f]+$/.exec(name);
+    if (m && Number(m[1]) !== process.pid && !alive(Number(m[1]))) await fsp.rm(`${layout.root}/${name}`, { force: true });
+  }
   const known = new Set<string>();
   for (const place of ['queue', 'hold', 'corrupt'] as const) {
     for (const id of await fsp.readdir(layout.dir(place))) known.add(id);
