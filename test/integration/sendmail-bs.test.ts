@@ -33,7 +33,7 @@ test('-bs in CRLF with a bare-LF dot inside DATA: no second message is smuggled 
 
 test('RCPT TO:<postmaster> is accepted; an IDN recipient is stored in A-labels without SMTPUTF8', async () => {
   const cfg = await makeConfig();
-  const session = 'EHLO me\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<postmaster>\r\nRCPT TO:<u@xn--bcher-kva.example>\r\nDATA\r\nSubject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n';
+  const session = 'EHLO me\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<postmaster>\r\nRCPT TO:<Postmaster@TEST.example>\r\nRCPT TO:<u@xn--bcher-kva.example>\r\nDATA\r\nSubject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n';
   const r = await sendmail(cfg, ['-bs'], session);
   assert.match(r.stdout, /queued as/);
   const q = await queueJson(cfg);
