@@ -11,6 +11,7 @@ export const RULES = {
   log: [],
   spool: ['domain', 'errors.ts'],
   scan: ['domain', 'errors.ts'],
+  route: ['domain', 'errors.ts'],
   config: ['domain', 'errors.ts', 'version.ts'],
   control: ['domain', 'errors.ts', 'spool'],
   receive: ['domain', 'errors.ts', 'scan', 'spool', 'config', 'log'],
