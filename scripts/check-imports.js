@@ -12,6 +12,7 @@ export const RULES = {
   spool: ['domain', 'errors.ts'],
   scan: ['domain', 'errors.ts'],
   route: ['domain', 'errors.ts'],
+  online: ['domain'],
   config: ['domain', 'errors.ts', 'version.ts'],
   control: ['domain', 'errors.ts', 'spool'],
   receive: ['domain', 'errors.ts', 'scan', 'spool', 'config', 'log'],

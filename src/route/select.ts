@@ -6,16 +6,11 @@
  * Offline, or no route that takes a recipient, is a deferral with a reason. Chosen at every attempt from
  * the current state, never frozen at enqueue. Inputs are validated data; never throws.
  */
+import type { OnlineState } from '../domain/online.js';
 import type { AddressFilter, Route } from './types.js';
 import { matchAny } from './glob.js';
 
-/** What the network looks like now (from online/). */
-export interface OnlineState {
-  online: boolean;
-  connection?: string;
-  /** Which source said so, for the deferral reason. */
-  why?: string;
-}
+export type { OnlineState };
 
 /** The per-recipient outcome of planning. */
 export type RecipientPlan = { recipient: string; routes: Route[] } | { recipient: string; defer: string };
