@@ -13,11 +13,11 @@ export const RULES = {
   scan: ['domain', 'errors.ts'],
   route: ['domain', 'errors.ts'],
   online: ['domain'],
-  config: ['domain', 'errors.ts', 'version.ts'],
+  config: ['domain', 'errors.ts', 'version.ts', 'route'],
   control: ['domain', 'errors.ts', 'spool'],
   receive: ['domain', 'errors.ts', 'scan', 'spool', 'config', 'log'],
   daemon: ['domain', 'errors.ts', 'version.ts', 'log', 'spool', 'scan', 'config', 'control', 'receive'],
-  cli: ['domain', 'errors.ts', 'version.ts', 'log', 'spool', 'scan', 'config', 'control', 'receive', 'daemon'],
+  cli: ['domain', 'errors.ts', 'version.ts', 'log', 'spool', 'scan', 'config', 'control', 'receive', 'daemon', 'route', 'online'],
 };
 
 /** The stage an src-relative path belongs to. */

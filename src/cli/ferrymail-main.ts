@@ -11,6 +11,7 @@ import { validateSettings, getPath } from '../config/validate.js';
 import { FIELDS } from '../config/schema.js';
 import { callDaemon } from '../control/client.js';
 import { EX } from '../domain/sysexits.js';
+import { checkAddress } from '../domain/address.js';
 import { FerryError } from '../errors.js';
 import { layoutOf } from '../spool/layout.js';
 import { openStore } from '../spool/store.js';
@@ -82,6 +83,18 @@ export function buildProgram(setCode: (n: number) => void): Command {
   for (const [name, verb, what] of [['rm', 'rm', 'remove messages'], ['hold', 'hold', 'keep messages from delivery'], ['release', 'release', 'release held messages']] as const) {
     q.command(`${name} <ids...>`).description(what).action(act(async (ids: string[], _o: Opts, cmd: Command) => changeIds(config(cmd), verb, ids, `ferrymail queue ${name}`)));
   }
+
+  program
+    .command('route')
+    .description('route selection')
+    .command('explain')
+    .description('per recipient: the routes that would carry it on a connection, and the rewritten sender and From')
+    .requiredOption('--from <addr>', 'envelope sender ("" or <> for the null sender)')
+    .requiredOption('--to <addr...>', 'recipients')
+    .option('--header-from <mailbox...>', 'From header mailboxes')
+    .option('--connection <name>', 'the connection to assume (default: offline)')
+    .option('--json', 'machine-readable output')
+    .action(act(async (o: Opts & { from: string; to: string[]; headerFrom?: string[]; connection?: string }, cmd: Command) => routeExplain(cmd, o)));
 
   const auth = program.command('auth').description('SMTP AUTH users');
   auth.command('hash').description('read a password on stdin, print the line for auth.users_file').argument('<user>')
@@ -177,6 +190,22 @@ async function queueShow(cmd: Command, id: string, o: Opts): Promise<number> {
   const head = await store.readHead(id);
   if (o.json) out(JSON.stringify({ ...entryJson(entry.envelope, entry.place), header: head }, null, 1) + '\n');
   else out(formatShow(entry, head));
+  return EX.OK;
+}
+
+/** ferrymail route explain. */
+async function routeExplain(cmd: Command, o: Opts & { from: string; to: string[]; headerFrom?: string[]; connection?: string }): Promise<number> {
+  const cfg = config(cmd);
+  const { loadRoutes } = await import('../config/routes.js');
+  const { explain, formatExplain } = await import('./route-explain.js');
+  const sender = o.from === '<>' ? '' : o.from;
+  for (const a of [...(sender ? [sender] : []), ...o.to]) {
+    const c = checkAddress(a);
+    if (!c.ok) throw new FerryError('usage', `bad address ${JSON.stringify(a)}: ${c.reason}`);
+  }
+  const state = o.connection ? { online: true, connection: o.connection, why: '--connection' } : { online: false, why: 'no --connection given' };
+  const result = explain(loadRoutes(cfg.dir), state, sender, o.to, o.headerFrom ?? []);
+  out(o.json ? JSON.stringify({ state, recipients: result }, null, 1) + '\n' : formatExplain(result, state));
   return EX.OK;
 }
 

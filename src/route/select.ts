@@ -41,9 +41,8 @@ export function plan(routes: readonly Route[], state: OnlineState, sender: strin
   return recipients.map((recipient) => {
     const usable = list.filter((r) => accepts(r, sender, recipient, headerFrom));
     if (usable.length) return { recipient, routes: usable };
-    if (!state.online && list.length === 0) return { recipient, defer: `offline${state.why ? ` (${state.why})` : ''}` };
-    const where = state.online ? `on connection ${state.connection ?? '?'}` : 'while offline';
-    return { recipient, defer: `no route accepts this recipient ${where}` };
+    if (!state.online) return { recipient, defer: `offline${state.why ? ` (${state.why})` : ''}` };
+    return { recipient, defer: `no route accepts this recipient on connection ${state.connection ?? '?'}` };
   });
 }
 
