@@ -60,3 +60,9 @@ export function settingsLocation(dirOrFile?: string): { dir: string; file: strin
 function isDirectory(p: string): boolean {
   return fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
 }
+
+/** Splits "host:port", "[v6]:port" or ":port" (host "" = every address); null when malformed. */
+export function parseListen(v: string): { host: string; port: number; v6: boolean } | null {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(v);
+  return m ? { host: m[1] ?? m[2] ?? '', port: Number(m[3]), v6: m[1] !== undefined } : null;
+}

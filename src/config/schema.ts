@@ -5,6 +5,9 @@
  * read off this table. Pure data; cannot fail.
  */
 import net from 'node:net';
+import { parseListen } from './paths.js';
+
+export { parseListen };
 
 /** The kinds of value a setting can hold. */
 export type FieldType = 'string' | 'integer' | 'boolean' | 'string[]' | 'enum';
@@ -19,12 +22,6 @@ export interface Field {
   /** Extra check of one (element) value; returns an error text or undefined. */
   check?: (value: string) => string | undefined;
   doc: string;
-}
-
-/** Splits "host:port", "[v6]:port" or ":port" (host "" = every address); null when malformed. */
-export function parseListen(v: string): { host: string; port: number; v6: boolean } | null {
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(v);
-  return m ? { host: m[1] ?? m[2] ?? '', port: Number(m[3]), v6: m[1] !== undefined } : null;
 }
 
 /** Checks a listen address. */

@@ -13,7 +13,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { parseListen } from '../config/schema.js';
+import { parseListen } from '../config/paths.js';
 import type { Config } from '../config/types.js';
 import type { Envelope } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
