@@ -7,12 +7,11 @@
 // Target: peak - idle < 32 MB.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 // shared with the tests (built into dist/ by npm run build)
-import { freePort } from '../dist/test/helpers.js';
+import { freePort, RawSmtp, waitForPort } from '../dist/test/helpers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const FERRYMAIL = path.join(ROOT, 'bin', 'ferrymail.js');
@@ -55,95 +54,29 @@ function rssKiB(pid) {
 }
 
 
-async function waitForPort(port, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`daemon did not listen on port ${port} within ${timeoutMs} ms`);
-    await sleep(50);
-  }
+/** Sends a line (null: none) and checks the reply's code; long waits allowed for a 100 MB transfer. */
+async function expect(client, line, code) {
+  if (line !== null) client.send(line + '\r\n');
+  const r = await client.reply(120_000);
+  if (!r.startsWith(String(code))) throw new Error(`${line ?? 'greeting'}: expected ${code}, got ${r}`);
+  return r;
 }
 
-/** A minimal SMTP client: reads whole replies (multi-line aware), every wait bounded. */
-class Client {
-  constructor(sock) {
-    this.sock = sock;
-    this.buf = '';
-    this.wait = null;
-    this.closed = false;
-    sock.setNoDelay(true);
-    sock.setEncoding('latin1');
-    sock.on('data', (d) => {
-      this.buf += d;
-      this.wake();
-    });
-    sock.on('close', () => {
-      this.closed = true;
-      this.wake();
-    });
-    sock.on('error', () => undefined);
-  }
-  static connect(port) {
-    return new Promise((resolve, reject) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => resolve(new Client(s)));
-      s.once('error', reject);
-    });
-  }
-  wake() {
-    const w = this.wait;
-    this.wait = null;
-    if (w) w();
-  }
-  async reply(timeoutMs = 120_000) {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const m = /^(?:\d{3}-[^\n]*\n)*\d{3}(?: [^\n]*)?\r?\n/.exec(this.buf);
-      if (m) {
-        this.buf = this.buf.slice(m[0].length);
-        return m[0].trimEnd();
-      }
-      if (this.closed) throw new Error(`connection closed; unread: ${JSON.stringify(this.buf)}`);
-      if (Date.now() > deadline) throw new Error(`no reply within ${timeoutMs} ms`);
-      await new Promise((r) => {
-        const t = setTimeout(r, Math.max(1, deadline - Date.now()));
-        this.wait = () => {
-          clearTimeout(t);
-          r();
-        };
-      });
-    }
-  }
-  async expect(line, code) {
-    if (line !== null) this.sock.write(line + '\r\n');
-    const r = await this.reply();
-    if (!r.startsWith(String(code))) throw new Error(`${line ?? 'greeting'}: expected ${code}, got ${r}`);
-    return r;
-  }
-  /** Writes a buffer and waits for the socket to drain when it asks to (bounded). */
-  write(buf) {
-    if (this.sock.write(buf)) return null;
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('socket did not drain within 120 s')), 120_000);
-      const done = () => {
-        clearTimeout(t);
-        this.sock.off('close', done);
-        this.sock.off('drain', done);
-        if (this.closed) reject(new Error(`connection closed while sending; server said: ${this.buf.trim()}`));
-        else resolve();
-      };
-      this.sock.once('drain', done);
-      this.sock.once('close', done);
-    });
-  }
+/** Writes a buffer; when the socket asks to wait, resolves once it drained (bounded). */
+function write(client, buf) {
+  if (client.sock.write(buf)) return null;
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('socket did not drain within 120 s')), 120_000);
+    const done = () => {
+      clearTimeout(t);
+      client.sock.off('close', done);
+      client.sock.off('drain', done);
+      if (client.closed) reject(new Error('connection closed while sending'));
+      else resolve();
+    };
+    client.sock.once('drain', done);
+    client.sock.once('close', done);
+  });
 }
 
 /** Streams a message of `total` bytes of 78-byte CRLF lines, generated chunk by chunk. */
@@ -151,7 +84,7 @@ async function sendBody(client, total) {
   const header =
     'From: <sender@bench.example>\r\nTo: <rcpt@remote.example>\r\nSubject: large message\r\n' +
     'MIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n';
-  await client.write(Buffer.from(header, 'latin1'));
+  await write(client, Buffer.from(header, 'latin1'));
   let sent = header.length;
   const LINE = 78; // 76 characters + CRLF, as base64 bodies are
   const CHUNK_LINES = 840; // about 64 KB per write
@@ -169,7 +102,7 @@ async function sendBody(client, total) {
       chunk[off + 77] = 10;
     }
     sent += chunk.length;
-    const p = client.write(chunk);
+    const p = write(client, chunk);
     if (p) await p;
   }
   return sent;
@@ -226,18 +159,18 @@ async function main() {
   }, opts.interval);
 
   const t0 = process.hrtime.bigint();
-  const client = await Client.connect(port);
-  await client.expect(null, 220);
-  await client.expect('EHLO bench.client', 250);
-  await client.expect(`MAIL FROM:<sender@bench.example> SIZE=${size}`, 250);
-  await client.expect('RCPT TO:<rcpt@remote.example>', 250);
-  await client.expect('DATA', 354);
+  const client = await RawSmtp.connect(port);
+  await expect(client, null, 220);
+  await expect(client, 'EHLO bench.client', 250);
+  await expect(client, `MAIL FROM:<sender@bench.example> SIZE=${size}`, 250);
+  await expect(client, 'RCPT TO:<rcpt@remote.example>', 250);
+  await expect(client, 'DATA', 354);
   const sent = await sendBody(client, size);
-  const p = client.write(Buffer.from('.\r\n', 'latin1'));
+  const p = write(client, Buffer.from('.\r\n', 'latin1'));
   if (p) await p;
-  const reply = await client.expect(null, 250);
+  const reply = await expect(client, null, 250);
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-  await client.expect('QUIT', 221);
+  await expect(client, 'QUIT', 221);
   const afterMessage = rssKiB(pid);
   await sleep(1000);
   clearInterval(sampler);
