@@ -1,0 +1,34 @@
+/**
+ * IP address ranges: is this address inside that range? IPv4 and IPv6; IPv4-mapped IPv6 addresses and
+ * ranges (::ffff:10.0.0.0/104) count as the IPv4 ones they map.
+ *
+ * Pure; a malformed address or range is simply "not inside". Never throws.
+ */
+import net from 'node:net';
+
+/** An address as a number and its family (IPv4-mapped IPv6 counts as IPv4). */
+function toBig(ip: string): { family: 4 | 6; value: bigint } | null {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) ip = mapped[1]!;
+  ip = ip.split('%')[0]!; // a zone index (fe80::1%eth0) says nothing about the range
+  if (net.isIPv4(ip)) return { family: 4, value: ip.split('.').reduce((a, o) => (a << 8n) + BigInt(Number(o)), 0n) };
+  if (!net.isIPv6(ip)) return null;
+  const [head, tail] = ip.split('::') as [string, string | undefined];
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const groups = [...h, ...(tail === undefined ? [] : Array(8 - h.length - t.length).fill('0')), ...t];
+  return { family: 6, value: groups.reduce((a, g) => (a << 16n) + BigInt(parseInt(g || '0', 16)), 0n) };
+}
+
+/** True when ip lies inside cidr ("192.168.1.0/24", "fd00::/8", "::ffff:10.0.0.0/104"). */
+export function inCidr(ip: string, cidr: string): boolean {
+  const [base, bits, extra] = cidr.split('/');
+  const a = toBig(ip);
+  const b = base ? toBig(base) : null;
+  if (!a || !b || extra !== undefined || bits === undefined || !/^\d{1,3}$/.test(bits)) return false;
+  const prefix = b.family === 4 && base!.includes(':') ? Math.max(0, Number(bits) - 96) : Number(bits);
+  const width = b.family === 4 ? 32 : 128;
+  if (a.family !== b.family || prefix > width) return false;
+  const shift = BigInt(width - prefix);
+  return a.value >> shift === b.value >> shift;
+}
