@@ -13,6 +13,7 @@ export const RULES = {
   scan: ['domain', 'errors.ts'],
   route: ['domain', 'errors.ts'],
   online: ['domain'],
+  transport: ['domain', 'errors.ts'],
   config: ['domain', 'errors.ts', 'version.ts', 'route'],
   control: ['domain', 'errors.ts', 'spool'],
   receive: ['domain', 'errors.ts', 'scan', 'spool', 'config', 'log'],

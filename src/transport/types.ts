@@ -1,0 +1,43 @@
+/**
+ * The transport contract: deliver one request, return one outcome per recipient. Transports know nothing
+ * of spools or routes; every implementation is held to the same contract tests.
+ *
+ * Plain types; cannot fail.
+ */
+import type { Readable } from 'node:stream';
+import type { NotifyKeyword } from '../domain/envelope.js';
+import type { Outcome } from '../domain/outcome.js';
+
+/** One delivery attempt of one message to some recipients. */
+export interface DeliveryRequest {
+  id: string;
+  sender: string;
+  recipients: { address: string; notify?: NotifyKeyword[]; orcpt?: string }[];
+  /** A fresh stream of the message as it should leave (rewritten headers included). */
+  message: () => Readable;
+  size: number;
+  smtputf8?: boolean;
+  body?: '7BIT' | '8BITMIME';
+  envid?: string;
+  ret?: 'FULL' | 'HDRS';
+}
+
+/** What happened to one recipient. */
+export interface RecipientResult {
+  address: string;
+  outcome: Outcome;
+  /** One line: the server's reply or our own, with an enhanced status code ("451 4.4.1 ..."). */
+  reply: string;
+}
+
+/** What happened to the whole attempt. */
+export interface DeliveryResult {
+  results: RecipientResult[];
+  /** Which server was talked to ("host:port"), for logs. */
+  relay: string;
+}
+
+/** Something that can deliver. */
+export interface Transport {
+  deliver(req: DeliveryRequest): Promise<DeliveryResult>;
+}
