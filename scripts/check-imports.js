@@ -14,6 +14,7 @@ export const RULES = {
   route: ['domain', 'errors.ts'],
   online: ['domain'],
   transport: ['domain', 'errors.ts'],
+  queue: ['domain', 'errors.ts', 'log', 'route', 'spool', 'transport'],
   config: ['domain', 'errors.ts', 'version.ts', 'route'],
   control: ['domain', 'errors.ts', 'spool'],
   receive: ['domain', 'errors.ts', 'scan', 'spool', 'config', 'log'],

@@ -36,6 +36,8 @@ export interface Store {
   list(): Promise<{ entries: Entry[]; corrupt: CorruptReport[] }>;
   get(id: string): Promise<Entry>;
   remove(id: string): Promise<Envelope>;
+  /** remove() for a caller that already holds the message's lock (the queue runner). */
+  removeLocked(id: string): Promise<Envelope>;
   hold(id: string): Promise<Envelope>;
   release(id: string): Promise<Envelope>;
   /** Writes a changed envelope in place (same place), durably. */
@@ -62,6 +64,7 @@ export function openStore(root: string): Store {
     list: () => listAll(layout),
     get: (id) => getEntry(layout, id),
     remove: (id) => withLock(s, id, () => removeEntry(layout, id)),
+    removeLocked: (id) => (checkId(id), removeEntry(layout, id)),
     hold: (id) => withLock(s, id, () => moveEntry(layout, id, 'queue', 'hold')),
     release: (id) => withLock(s, id, () => moveEntry(layout, id, 'hold', 'queue')),
     update: (env, place) => replaceEnvelope(layout, env, place),

@@ -1,0 +1,172 @@
+/**
+ * The queue runner: for each message that is due, under its lock, choose routes for the recipients still
+ * to be delivered (route/, from the online state of this moment), deliver through the routes' transports
+ * in order, and write every recipient's new state back through the spool before anything else happens.
+ * A message leaves the queue when every recipient is final.
+ *
+ * Trusts the spool's envelopes (decoded and checked) and the loaded routes. Transport failures arrive as
+ * outcomes; a spool error for one message is logged and that message is left for the next run. Bounces
+ * and delay notices are not built yet: a failed recipient is recorded as failed and logged.
+ */
+import type { Envelope, Recipient } from '../domain/envelope.js';
+import type { OnlineState } from '../domain/online.js';
+import { isFinal, type Outcome } from '../domain/outcome.js';
+import type { Logger } from '../log/logger.js';
+import { rewriteAddress } from '../route/rewrite.js';
+import { fallThrough, plan } from '../route/select.js';
+import type { Route } from '../route/types.js';
+import type { Entry, Store } from '../spool/store.js';
+import type { Transport } from '../transport/types.js';
+import { backoff, expired, type RetryPolicy } from './retry.js';
+
+/** What a run needs. */
+export interface RunnerDeps {
+  store: Store;
+  routes: Route[];
+  online: () => Promise<OnlineState>;
+  /** The transport of a route (built from its transport settings). */
+  transportFor: (route: Route) => Transport;
+  /** A fresh stream of a message's data as it should leave by a route. */
+  messageFor: (env: Envelope, route: Route) => import('node:stream').Readable;
+  retry: RetryPolicy;
+  log: Logger;
+  now?: () => number;
+}
+
+/** What one run did. */
+export interface RunReport {
+  messages: number;
+  delivered: number;
+  deferred: number;
+  failed: number;
+  uncertain: number;
+  busy: number;
+}
+
+/** Runs the queue once; resolves with counts. */
+export async function runQueue(deps: RunnerDeps): Promise<RunReport> {
+  const now = deps.now ?? Date.now;
+  const report: RunReport = { messages: 0, delivered: 0, deferred: 0, failed: 0, uncertain: 0, busy: 0 };
+  const state = await deps.online();
+  const { entries } = await deps.store.list();
+  for (const entry of entries.filter((e) => e.place === 'queue' && due(e.envelope, now()))) {
+    report.messages++;
+    let lock;
+    try {
+      lock = await deps.store.lockMessage(entry.envelope.id, 0);
+    } catch {
+      report.busy++;
+      continue;
+    }
+    try {
+      await runMessage(deps, state, entry, report, now);
+    } catch (err) {
+      deps.log.log('error', 'queue run failed for a message', { id: entry.envelope.id, error: (err as Error).message });
+    } finally {
+      await lock.release();
+    }
+  }
+  return report;
+}
+
+/** True when some recipient of the message is due now. */
+function due(env: Envelope, now: number): boolean {
+  return env.recipients.some((r) => !isFinal(r.state) && r.state !== 'uncertain' && (!r.nextAttempt || Date.parse(r.nextAttempt) <= now));
+}
+
+/** Delivers one message's pending recipients and records the outcome of each. */
+async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, report: RunReport, now: () => number): Promise<void> {
+  // re-read under the lock: another process may have changed or removed it since the listing
+  const env = (await deps.store.get(entry.envelope.id)).envelope;
+  const pending = env.recipients.filter((r) => !isFinal(r.state) && r.state !== 'uncertain' && (!r.nextAttempt || Date.parse(r.nextAttempt) <= now()));
+  if (expired(deps.retry, env.arrival, now())) {
+    for (const r of pending) settle(deps, env, r, 'permfail', `550 4.4.7 message expired after ${Math.round(deps.retry.lifetime / 3600)} h in the queue${r.lastError ? ` (last error: ${r.lastError})` : ''}`, undefined, now(), report);
+    return finish(deps, env);
+  }
+  const plans = plan(deps.routes, state, env.sender, pending.map((r) => r.address), []);
+  const routesOf = new Map<string, Route[]>();
+  for (const p of plans) {
+    const r = pending.find((x) => x.address === p.recipient)!;
+    if ('defer' in p) settle(deps, env, r, 'tempfail', `451 4.4.1 ${p.defer}`, undefined, now(), report, false);
+    else routesOf.set(p.recipient, p.routes);
+  }
+  await deliverByRoutes(deps, env, pending, routesOf, now, report);
+  await finish(deps, env);
+}
+
+/** Walks the routes: each route takes the recipients still waiting for it; tempfail falls through. */
+async function deliverByRoutes(deps: RunnerDeps, env: Envelope, pending: Recipient[], routesOf: Map<string, Route[]>, now: () => number, report: RunReport): Promise<void> {
+  while (routesOf.size) {
+    // the next route to try is the first route of some waiting recipient; take every recipient whose next route it is
+    const route = [...routesOf.values()][0]![0]!;
+    const batch = [...routesOf.entries()].filter(([, rs]) => rs[0] === route).map(([a]) => a);
+    const sender = rewriteAddress(route.rewrite.envelopeSender, env.sender);
+    const result = await deps.transportFor(route).deliver({
+      id: env.id,
+      sender,
+      recipients: batch.map((a) => {
+        const r = pending.find((x) => x.address === a)!;
+        return { address: a, notify: r.notify, orcpt: r.orcpt };
+      }),
+      message: () => deps.messageFor(env, route),
+      size: env.size,
+      smtputf8: env.smtputf8,
+      body: env.body,
+      envid: env.envid,
+      ret: env.ret,
+    });
+    for (const res of result.results) {
+      const rest = fallThrough(route, res.outcome, routesOf.get(res.address)!.slice(1));
+      const r = pending.find((x) => x.address === res.address)!;
+      const outcome: Outcome = res.outcome === 'tempfail' && route.connectErrorFail && /^4\.4\.1|^451 4\.4\.1/.test(res.reply) ? 'permfail' : res.outcome;
+      if (rest.length && outcome === 'tempfail') {
+        routesOf.set(res.address, rest);
+        deps.log.log('deferred', env.id, { to: `<${res.address}>`, route: route.name, relay: result.relay, status: res.reply, next: rest[0]!.name });
+        continue;
+      }
+      routesOf.delete(res.address);
+      settle(deps, env, r, outcome, res.reply, route.name, now(), report, true, result.relay);
+    }
+  }
+}
+
+/** Records one recipient's outcome in the envelope (in memory) and logs it. */
+function settle(deps: RunnerDeps, env: Envelope, r: Recipient, outcome: Outcome, reply: string, route: string | undefined, now: number, report: RunReport, attempted = true, relay?: string): void {
+  if (attempted) r.attempts++;
+  r.lastAttempt = new Date(now).toISOString();
+  r.route = route ?? r.route;
+  const fields = { to: `<${r.address}>`, route, relay, status: reply, delay: `${Math.round((now - Date.parse(env.arrival)) / 1000)}s` };
+  if (outcome === 'ok') {
+    r.state = 'delivered';
+    delete r.lastError;
+    delete r.nextAttempt;
+    report.delivered++;
+    deps.log.log('delivered', env.id, fields);
+  } else if (outcome === 'permfail') {
+    r.state = 'failed';
+    r.lastError = reply;
+    delete r.nextAttempt;
+    report.failed++;
+    deps.log.log('failed', env.id, fields);
+  } else if (outcome === 'uncertain') {
+    r.state = 'uncertain';
+    r.lastError = reply;
+    report.uncertain++;
+    deps.log.log('warn', `${env.id} delivery uncertain`, fields);
+  } else {
+    r.state = 'deferred';
+    r.lastError = reply;
+    r.nextAttempt = new Date(now + backoff(deps.retry, Math.max(1, r.attempts)) * 1000).toISOString();
+    report.deferred++;
+    deps.log.log('deferred', env.id, { ...fields, next: r.nextAttempt });
+  }
+}
+
+/** Writes the envelope back, or removes the message when every recipient is final. */
+async function finish(deps: RunnerDeps, env: Envelope): Promise<void> {
+  if (env.recipients.every((r) => isFinal(r.state))) {
+    await deps.store.removeLocked(env.id);
+    return;
+  }
+  await deps.store.update(env, 'queue');
+}
