@@ -5,8 +5,9 @@
  * A message leaves the queue when every recipient is final.
  *
  * Trusts the spool's envelopes (decoded and checked) and the loaded routes. Transport failures arrive as
- * outcomes; a spool error for one message is logged and that message is left for the next run. Bounces
- * and delay notices are not built yet: a failed recipient is recorded as failed and logged.
+ * outcomes; a spool error for one message is logged and that message is left for the next run. Failed
+ * recipients get an RFC 3464 notice to the sender (bounce.ts) through enqueueNotice; delay notices are not
+ * built yet.
  */
 import type { Envelope, Recipient } from '../domain/envelope.js';
 import type { OnlineState } from '../domain/online.js';
@@ -17,6 +18,7 @@ import { fallThrough, plan } from '../route/select.js';
 import type { Route } from '../route/types.js';
 import type { Entry, Store } from '../spool/store.js';
 import type { Transport } from '../transport/types.js';
+import { buildNotice, type Notice } from './bounce.js';
 import { backoff, expired, type RetryPolicy } from './retry.js';
 
 /** What a run needs. */
@@ -31,6 +33,9 @@ export interface RunnerDeps {
   retry: RetryPolicy;
   log: Logger;
   now?: () => number;
+  /** Queues a delivery status notice durably (the runner waits for it before changing the original). */
+  enqueueNotice?: (notice: Notice) => Promise<void>;
+  hostname?: string;
 }
 
 /** What one run did. */
@@ -78,10 +83,11 @@ function due(env: Envelope, now: number): boolean {
 async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, report: RunReport, now: () => number): Promise<void> {
   // re-read under the lock: another process may have changed or removed it since the listing
   const env = (await deps.store.get(entry.envelope.id)).envelope;
+  const failedBefore = new Set(env.recipients.filter((r) => r.state === 'failed').map((r) => r.address));
   const pending = env.recipients.filter((r) => !isFinal(r.state) && r.state !== 'uncertain' && (!r.nextAttempt || Date.parse(r.nextAttempt) <= now()));
   if (expired(deps.retry, env.arrival, now())) {
     for (const r of pending) settle(deps, env, r, 'permfail', `550 4.4.7 message expired after ${Math.round(deps.retry.lifetime / 3600)} h in the queue${r.lastError ? ` (last error: ${r.lastError})` : ''}`, undefined, now(), report);
-    return finish(deps, env);
+    return finish(deps, env, failedBefore);
   }
   const plans = plan(deps.routes, state, env.sender, pending.map((r) => r.address), []);
   const routesOf = new Map<string, Route[]>();
@@ -91,7 +97,7 @@ async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, re
     else routesOf.set(p.recipient, p.routes);
   }
   await deliverByRoutes(deps, env, pending, routesOf, now, report);
-  await finish(deps, env);
+  await finish(deps, env, failedBefore);
 }
 
 /** Walks the routes: each route takes the recipients still waiting for it; tempfail falls through. */
@@ -162,8 +168,17 @@ function settle(deps: RunnerDeps, env: Envelope, r: Recipient, outcome: Outcome,
   }
 }
 
-/** Writes the envelope back, or removes the message when every recipient is final. */
-async function finish(deps: RunnerDeps, env: Envelope): Promise<void> {
+/** Writes the envelope back, or removes the message when every recipient is final; a notice for the
+ * recipients that failed in this run is queued first, so that a crash can repeat it but never lose it. */
+async function finish(deps: RunnerDeps, env: Envelope, failedBefore: Set<string> = new Set()): Promise<void> {
+  const failedNow = env.recipients.filter((r) => r.state === 'failed' && !failedBefore.has(r.address));
+  if (failedNow.length && deps.enqueueNotice) {
+    const notice = buildNotice(env, failedNow, 'failed', await deps.store.readHead(env.id), deps.hostname ?? 'localhost');
+    if (notice) {
+      await deps.enqueueNotice(notice);
+      deps.log.log('info', `${env.id} failure notice queued`, { to: `<${notice.recipient}>`, rcpts: failedNow.length });
+    }
+  }
   if (env.recipients.every((r) => isFinal(r.state))) {
     await deps.store.removeLocked(env.id);
     return;

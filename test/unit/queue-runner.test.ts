@@ -142,3 +142,25 @@ test('a message locked by someone else is skipped', async () => {
   assert.equal(calls.length, 0);
   await lock.release();
 });
+
+test('a permanent failure queues an RFC 3464 notice to the sender, with the null sender; a bounce is never bounced', async () => {
+  const { buildNotice } = await import('../../src/queue/bounce.js');
+  const { root, id } = await spoolWith(['ok@x.org', 'bad@x.org']);
+  const notices: Array<{ recipient: string; text: string }> = [];
+  const { d } = deps(root, [route('r1')], (_r, a) => (a.startsWith('bad') ? 'permfail' : 'ok'));
+  d.enqueueNotice = async (n) => void notices.push(n);
+  d.hostname = 'relay.example';
+  await runQueue(d);
+  assert.equal(notices.length, 1);
+  const n = notices[0]!;
+  assert.equal(n.recipient, 'me@laptop.local');
+  assert.match(n.text, /^From: MAILER-DAEMON@relay\.example/);
+  assert.match(n.text, /Content-Type: multipart\/report; report-type=delivery-status/);
+  assert.match(n.text, /Final-Recipient: rfc822; bad@x\.org\r\nAction: failed\r\nStatus: 5\.1\.1\r\nDiagnostic-Code: smtp; 550 5\.1\.1 from r1/);
+  assert.doesNotMatch(n.text, /Final-Recipient: rfc822; ok@x\.org/);
+  assert.match(n.text, /Content-Type: text\/rfc822-headers\r\n\r\nReceived|Content-Type: text\/rfc822-headers\r\n\r\nSubject: t/);
+  assert.equal(await envelope(root, id), null);
+  const bounceEnv = { ...(await spoolWith(['x@y.org'])), sender: '' };
+  assert.equal(buildNotice({ id: bounceEnv.id, sender: '', arrival: new Date().toISOString() } as Envelope, [newRecipient('x@y.org')], 'failed', '', 'h'), null);
+  assert.equal(buildNotice({ id: 'I', sender: 'a@b.org', arrival: new Date().toISOString() } as Envelope, [newRecipient('x@y.org', { notify: ['NEVER'] })], 'failed', '', 'h'), null);
+});

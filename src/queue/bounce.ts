@@ -1,0 +1,99 @@
+/**
+ * Delivery status notifications (RFC 3464): a multipart/report telling the sender which recipients
+ * failed (or are delayed) and why, with the original message's header section attached.
+ *
+ * Inputs are the spool's checked envelope and the stored header text (untrusted content, attached as
+ * text/rfc822-headers, never interpreted). A bounce goes to the envelope sender with the null sender, so a
+ * bounce is never bounced; a message with the null sender gets none. Pure; cannot fail.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Envelope, Recipient } from '../domain/envelope.js';
+
+/** Whether a recipient wants a notice of this kind (RFC 3461 NOTIFY; default FAILURE and DELAY). */
+export function wantsNotice(r: Recipient, kind: 'failed' | 'delayed'): boolean {
+  if (!r.notify) return true;
+  if (r.notify.includes('NEVER')) return false;
+  return r.notify.includes(kind === 'failed' ? 'FAILURE' : 'DELAY');
+}
+
+/** The enhanced status code inside a reply line ("550 5.1.1 ..." → "5.1.1"). */
+function statusOf(reply: string | undefined, kind: 'failed' | 'delayed'): string {
+  const m = /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply ?? '');
+  return m ? m[1]! : kind === 'failed' ? '5.0.0' : '4.0.0';
+}
+
+/** Formats a date as RFC 5322 wants it (UTC). */
+function date(d: Date): string {
+  return d.toUTCString().replace('GMT', '+0000');
+}
+
+/** A notice's parts. */
+export interface Notice {
+  sender: '';
+  recipient: string;
+  text: string;
+}
+
+/** Builds the notice for the given recipients, or null when none is owed (null sender, NOTIFY=NEVER). */
+export function buildNotice(env: Envelope, rcpts: Recipient[], kind: 'failed' | 'delayed', head: string, hostname: string, now = new Date()): Notice | null {
+  const owed = rcpts.filter((r) => wantsNotice(r, kind));
+  if (env.sender === '' || owed.length === 0) return null;
+  const boundary = `=_ferrymail_${randomBytes(9).toString('base64url')}`;
+  const subject = kind === 'failed' ? 'Undelivered Mail Returned to Sender' : 'Delayed Mail (still being retried)';
+  const human = [
+    `This is the mail system at host ${hostname}.`,
+    '',
+    kind === 'failed'
+      ? 'Your message could not be delivered to one or more recipients. It is attached below.'
+      : 'Your message has not been delivered yet to one or more recipients. It stays in the queue and delivery is retried; you need not send it again.',
+    '',
+    ...owed.map((r) => `<${r.address}>: ${r.lastError ?? 'no reason recorded'}`),
+  ];
+  const perRecipient = owed.map((r) =>
+    [
+      r.orcpt ? `Original-Recipient: ${r.orcpt}` : null,
+      `Final-Recipient: rfc822; ${r.address}`,
+      `Action: ${kind}`,
+      `Status: ${statusOf(r.lastError, kind)}`,
+      r.lastError ? `Diagnostic-Code: smtp; ${r.lastError}` : null,
+      r.lastAttempt ? `Last-Attempt-Date: ${date(new Date(r.lastAttempt))}` : null,
+    ]
+      .filter(Boolean)
+      .join('\r\n'),
+  );
+  const lines = [
+    `From: MAILER-DAEMON@${hostname} (Mail Delivery System)`,
+    `To: <${env.sender}>`,
+    `Subject: ${subject}`,
+    `Date: ${date(now)}`,
+    `Message-ID: <${env.id}.${kind}.${now.getTime()}@${hostname}>`,
+    'Auto-Submitted: auto-replied',
+    'MIME-Version: 1.0',
+    `Content-Type: multipart/report; report-type=delivery-status; boundary="${boundary}"`,
+    '',
+    'This is a MIME-encapsulated message.',
+    '',
+    `--${boundary}`,
+    'Content-Type: text/plain; charset=utf-8',
+    '',
+    ...human,
+    '',
+    `--${boundary}`,
+    'Content-Type: message/delivery-status',
+    '',
+    `Reporting-MTA: dns; ${hostname}`,
+    env.envid ? `Original-Envelope-Id: ${env.envid}` : null,
+    `Arrival-Date: ${date(new Date(env.arrival))}`,
+    '',
+    perRecipient.join('\r\n\r\n'),
+    '',
+    `--${boundary}`,
+    'Content-Type: text/rfc822-headers',
+    '',
+    head.replace(/\r?\n$/, ''),
+    '',
+    `--${boundary}--`,
+    '',
+  ].filter((l) => l !== null);
+  return { sender: '', recipient: env.sender, text: lines.join('\r\n') };
+}
