@@ -142,31 +142,23 @@ function settle(deps: RunnerDeps, env: Envelope, r: Recipient, outcome: Outcome,
   r.lastAttempt = new Date(now).toISOString();
   r.route = route ?? r.route;
   const fields = { to: `<${r.address}>`, route, relay, status: reply, delay: `${Math.round((now - Date.parse(env.arrival)) / 1000)}s` };
-  if (outcome === 'ok') {
-    r.state = 'delivered';
-    delete r.lastError;
-    delete r.nextAttempt;
-    report.delivered++;
-    deps.log.log('delivered', env.id, fields);
-  } else if (outcome === 'permfail') {
-    r.state = 'failed';
-    r.lastError = reply;
-    delete r.nextAttempt;
-    report.failed++;
-    deps.log.log('failed', env.id, fields);
-  } else if (outcome === 'uncertain') {
-    r.state = 'uncertain';
-    r.lastError = reply;
-    report.uncertain++;
-    deps.log.log('warn', `${env.id} delivery uncertain`, fields);
-  } else {
-    r.state = 'deferred';
-    r.lastError = reply;
-    r.nextAttempt = new Date(now + backoff(deps.retry, Math.max(1, r.attempts)) * 1000).toISOString();
-    report.deferred++;
-    deps.log.log('deferred', env.id, { ...fields, next: r.nextAttempt });
-  }
+  const s = SETTLE[outcome];
+  r.state = s.state;
+  report[s.count]++;
+  if (outcome === 'ok') delete r.lastError;
+  else r.lastError = reply;
+  if (outcome === 'tempfail') r.nextAttempt = new Date(now + backoff(deps.retry, Math.max(1, r.attempts)) * 1000).toISOString();
+  else if (outcome !== 'uncertain') delete r.nextAttempt;
+  deps.log.log(s.event, outcome === 'uncertain' ? `${env.id} delivery uncertain` : env.id, outcome === 'tempfail' ? { ...fields, next: r.nextAttempt } : fields);
 }
+
+/** What each outcome does to a recipient, which log mark it gets, what it counts as. */
+const SETTLE = {
+  ok: { state: 'delivered', event: 'delivered', count: 'delivered' },
+  permfail: { state: 'failed', event: 'failed', count: 'failed' },
+  uncertain: { state: 'uncertain', event: 'warn', count: 'uncertain' },
+  tempfail: { state: 'deferred', event: 'deferred', count: 'deferred' },
+} as const;
 
 /** Writes the envelope back, or removes the message when every recipient is final; a notice for the
  * recipients that failed in this run is queued first, so that a crash can repeat it but never lose it. */
