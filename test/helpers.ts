@@ -17,10 +17,24 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const FERRYMAIL = path.join(ROOT, 'bin', 'ferrymail.js');
 export const SENDMAIL = path.join(ROOT, 'bin', 'sendmail.js');
 
-/** A fresh temporary directory, removed by the returned cleanup. */
+/** A fresh temporary directory, removed when the test process exits. */
 export function tempDir(prefix = 'ferrymail-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  made.push(dir);
+  return dir;
 }
+
+/** Temporary directories of this test file, removed when its process exits. */
+const made: string[] = [];
+process.once('exit', () => {
+  for (const d of made) {
+    try {
+      fs.rmSync(d, { recursive: true, force: true });
+    } catch {
+      /* a mount point still in use, or already gone */
+    }
+  }
+});
 
 /** Asks the kernel for a free loopback port. */
 export function freePort(): Promise<number> {
