@@ -14,12 +14,12 @@ export const RULES = {
   route: ['domain', 'errors.ts'],
   online: ['domain'],
   transport: ['domain', 'errors.ts'],
-  queue: ['domain', 'errors.ts', 'log', 'route', 'spool', 'transport'],
+  queue: ['domain', 'errors.ts', 'log', 'route', 'spool', 'transport', 'config', 'online'],
   config: ['domain', 'errors.ts', 'version.ts', 'route'],
   control: ['domain', 'errors.ts', 'spool'],
   receive: ['domain', 'errors.ts', 'scan', 'spool', 'config', 'log'],
-  daemon: ['domain', 'errors.ts', 'version.ts', 'log', 'spool', 'scan', 'config', 'control', 'receive'],
-  cli: ['domain', 'errors.ts', 'version.ts', 'log', 'spool', 'scan', 'config', 'control', 'receive', 'daemon', 'route', 'online'],
+  daemon: ['domain', 'errors.ts', 'version.ts', 'log', 'spool', 'scan', 'config', 'control', 'receive', 'queue'],
+  cli: ['domain', 'errors.ts', 'version.ts', 'log', 'spool', 'scan', 'config', 'control', 'receive', 'daemon', 'route', 'online', 'queue'],
 };
 
 /** The stage an src-relative path belongs to. */

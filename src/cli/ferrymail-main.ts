@@ -96,6 +96,15 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .option('--json', 'machine-readable output')
     .action(act(async (o: Opts & { from: string; to: string[]; headerFrom?: string[]; connection?: string }, cmd: Command) => routeExplain(cmd, o)));
 
+  program
+    .command('flush')
+    .description('run the queue now (through the daemon when it runs)')
+    .option('--connection <name>', 'deliver as if on this connection')
+    .action(act(async (o: Opts & { connection?: string }, cmd: Command) => {
+      const { runFlush } = await import('./queue-ops.js');
+      return runFlush(config(cmd), o.connection);
+    }));
+
   const auth = program.command('auth').description('SMTP AUTH users');
   auth.command('hash').description('read a password on stdin, print the line for auth.users_file').argument('<user>')
     .action(act(async (user: string) => authHash(user)));

@@ -7,7 +7,7 @@
  */
 import type { Config } from '../config/types.js';
 import { callDaemon } from '../control/client.js';
-import type { IdResult } from '../control/protocol.js';
+import type { FlushReport, IdResult } from '../control/protocol.js';
 import { EX } from '../domain/sysexits.js';
 import { exitCodeFor, FerryError, type FerryErrorCode } from '../errors.js';
 import { layoutOf } from '../spool/layout.js';
@@ -35,4 +35,27 @@ export async function changeIds(cfg: Config, cmd: 'rm' | 'hold' | 'release', ids
 /** mailrm / sendmail -Mrm. */
 export function removeIds(cfg: Config, ids: string[], who: string): Promise<number> {
   return changeIds(cfg, 'rm', ids, who);
+}
+
+/** One queue run: by the daemon when one runs, else here under the runner lock; prints what it did. */
+export async function runFlush(cfg: Config, connection?: string): Promise<number> {
+  const res = await callDaemon(layoutOf(cfg.spool).control, { cmd: 'flush', connection }, 600_000);
+  let report: FlushReport;
+  if (res === null) {
+    const { flushQueue } = await import('../queue/flush.js');
+    const { createLogger } = await import('../log/logger.js');
+    report = await flushQueue(cfg, createLogger(cfg.log_format), connection);
+  } else if (res.ok && res.report) report = res.report;
+  else throw new FerryError('control', res.ok ? 'the daemon gave no report' : res.error);
+  if (report.routes === 0) {
+    const n = report.waiting;
+    process.stdout.write(`queue run: ${n} message${n === 1 ? '' : 's'} waiting; no routes configured (${cfg.dir}/routes/*.yaml, see docs/routes.md)\n`);
+    return EX.OK;
+  }
+  const where = report.state.online ? `connection ${report.state.connection}` : `offline: ${report.state.why ?? ''}`;
+  process.stdout.write(
+    `queue run (${where}): ${report.messages} message${report.messages === 1 ? '' : 's'} due; ${report.delivered} delivered, ` +
+      `${report.deferred} deferred, ${report.failed} failed, ${report.uncertain} uncertain, ${report.busy} busy\n`,
+  );
+  return EX.OK;
 }

@@ -8,7 +8,7 @@
  */
 import { loadConfigQuick } from '../config/snapshot.js';
 import type { Config } from '../config/types.js';
-import { callDaemon, kickDaemon } from '../control/client.js';
+import { kickDaemon } from '../control/client.js';
 import { EX } from '../domain/sysexits.js';
 import { exitCodeFor, FerryError, isFerryError } from '../errors.js';
 import fs from 'node:fs';
@@ -16,11 +16,10 @@ import { openHandoffWriter, spoolWritable } from '../receive/handoff.js';
 import { submitLocal, currentUser } from '../receive/local.js';
 import { openStore } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
-import { layoutOf } from '../spool/layout.js';
 import { VERSION } from '../version.js';
 import { parseSendmailArgs, personality, type SendmailRequest } from './sendmail-args.js';
 import { formatMailq } from './queue-view.js';
-import { removeIds } from './queue-ops.js';
+import { removeIds, runFlush } from './queue-ops.js';
 
 /** Runs the command; resolves with the exit code. */
 export async function sendmailMain(argv: string[], argv0: string): Promise<number> {
@@ -70,7 +69,7 @@ async function run(req: SendmailRequest, cfg: Config): Promise<number> {
     case 'remove':
       return removeIds(cfg, req.ids, 'mailrm');
     case 'run':
-      return queueRun(cfg, req.connection);
+      return runFlush(cfg, req.connection);
     case 'newaliases':
       process.stdout.write('newaliases: ferrymail keeps no alias database; nothing to rebuild\n');
       return EX.OK;
@@ -79,17 +78,6 @@ async function run(req: SendmailRequest, cfg: Config): Promise<number> {
     default:
       throw new FerryError('usage', 'unsupported mode');
   }
-}
-
-/** A queue run: asks the daemon when one runs; otherwise reports what waits. */
-async function queueRun(cfg: Config, connection?: string): Promise<number> {
-  const layout = layoutOf(cfg.spool);
-  const res = await callDaemon(layout.control, { cmd: 'flush', connection });
-  const { entries } = await openStore(cfg.spool).list();
-  const waiting = entries.filter((e) => e.place === 'queue').length;
-  const who = res ? 'daemon notified' : 'no daemon running';
-  process.stdout.write(`queue run: ${waiting} message${waiting === 1 ? '' : 's'} waiting (${who}); delivery routes are not configured in this version\n`);
-  return EX.OK;
 }
 
 /** sendmail -bs: one SMTP session on standard input and output. */

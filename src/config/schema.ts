@@ -75,6 +75,8 @@ export const FIELDS: readonly Field[] = [
   { key: 'smtp.banner', type: 'string', doc: 'Text after the host name in the 220 greeting.' },
   { key: 'tls.cert', type: 'string', doc: 'PEM certificate chain for STARTTLS. Unset: no STARTTLS.' },
   { key: 'tls.key', type: 'string', doc: 'PEM private key for tls.cert, readable only by its owner.' },
+  { key: 'online.state_file', type: 'string', doc: 'File whose first line names the connection we are on; missing or empty means offline.' },
+  { key: 'online.command', type: 'string[]', doc: 'Command (argv, no shell) whose exit 0 and first output line name the connection (masqmail online_query).' },
   { key: 'auth.users_file', type: 'string', doc: 'File of user:scrypt-hash lines (ferrymail auth hash). Unset: no SMTP AUTH.' },
 ];
 

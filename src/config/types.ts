@@ -40,10 +40,12 @@ export interface Config {
   };
   tls: { cert?: string; key?: string };
   auth: { users_file?: string };
+  online: { state_file?: string; command: string[] };
 }
 
 /** The settings a file can give; everything optional. */
-export type Settings = Omit<Partial<Config>, 'dir' | 'file' | 'fromFile' | 'limits' | 'smtp' | 'tls' | 'auth'> & {
+export type Settings = Omit<Partial<Config>, 'dir' | 'file' | 'fromFile' | 'limits' | 'smtp' | 'tls' | 'auth' | 'online'> & {
+  online?: Partial<Config['online']>;
   limits?: Partial<Config['limits']>;
   smtp?: Partial<Config['smtp']>;
   tls?: Partial<Config['tls']>;
@@ -74,6 +76,7 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     smtp: { bare_line_ends: 'reject', reverse_lookup: false, early_talker_delay: 100, banner: '' },
     tls: {},
     auth: {},
+    online: { command: [] },
   };
 }
 

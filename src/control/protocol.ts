@@ -17,6 +17,20 @@ export type ControlRequest =
 /** The result for one id of an rm / hold / release. */
 export type IdResult = ChangeResult;
 
+/** What one queue run did. */
+export interface FlushReport {
+  messages: number;
+  delivered: number;
+  deferred: number;
+  failed: number;
+  uncertain: number;
+  busy: number;
+  /** Route files found; with none, nothing is touched and `waiting` says how much mail waits. */
+  routes: number;
+  waiting: number;
+  state: { online: boolean; connection?: string; why?: string };
+}
+
 /** What the daemon reports about itself. */
 export interface DaemonStatus {
   pid: number;
@@ -32,5 +46,5 @@ export interface DaemonStatus {
 
 /** An answer from the daemon. */
 export type ControlResponse =
-  | { ok: true; status?: DaemonStatus; results?: IdResult[]; note?: string }
+  | { ok: true; status?: DaemonStatus; results?: IdResult[]; note?: string; report?: FlushReport }
   | { ok: false; error: string; code?: string };

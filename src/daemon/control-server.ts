@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
-import type { ControlRequest, ControlResponse, DaemonStatus } from '../control/protocol.js';
+import type { ControlRequest, ControlResponse, DaemonStatus, FlushReport } from '../control/protocol.js';
 import { applyChange, type Store } from '../spool/store.js';
 
 /** What the control server needs from the daemon. */
@@ -15,6 +15,8 @@ export interface ControlDeps {
   store: Store;
   status(): Promise<DaemonStatus>;
   onKick(id: string): void;
+  /** One queue run; resolves with what it did. */
+  flush(connection?: string): Promise<FlushReport>;
 }
 
 /** Answers one request. */
@@ -30,8 +32,10 @@ async function answer(deps: ControlDeps, req: ControlRequest): Promise<ControlRe
     case 'release':
       if (!Array.isArray(req.ids)) return { ok: false, error: 'ids must be a list' };
       return { ok: true, results: await applyChange(deps.store, req.cmd, req.ids.map(String)) };
-    case 'flush':
-      return { ok: true, note: 'queue run requested' };
+    case 'flush': {
+      const report = await deps.flush(typeof req.connection === 'string' ? req.connection : undefined);
+      return { ok: true, report };
+    }
     default:
       return { ok: false, error: `unknown command ${JSON.stringify((req as { cmd?: unknown }).cmd)}` };
   }

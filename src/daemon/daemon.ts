@@ -25,6 +25,7 @@ import { openStore, type Store } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
 import { callDaemon } from '../control/client.js';
+import { flushQueue } from '../queue/flush.js';
 import { startControl } from './control-server.js';
 
 /** A running daemon. */
@@ -71,6 +72,7 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
       store,
       status: () => status(cfg, store, started, door),
       onKick: (id) => kicked(store, log, id),
+      flush: (connection) => flushQueue(cfg, log, connection),
     });
     await recover(store, log);
     door = await startSmtpDoor(cfg, { spool, log, hooks: opts.hooks, onMessage: (env) => logReceived(log, env) });

@@ -36,6 +36,8 @@ export interface RunnerDeps {
   /** Queues a delivery status notice durably (the runner waits for it before changing the original). */
   enqueueNotice?: (notice: Notice) => Promise<void>;
   hostname?: string;
+  /** Try deferred recipients now, whatever their next attempt time (a manual flush, as postqueue -f). */
+  force?: boolean;
 }
 
 /** What one run did. */
@@ -54,7 +56,8 @@ export async function runQueue(deps: RunnerDeps): Promise<RunReport> {
   const report: RunReport = { messages: 0, delivered: 0, deferred: 0, failed: 0, uncertain: 0, busy: 0 };
   const state = await deps.online();
   const { entries } = await deps.store.list();
-  for (const entry of entries.filter((e) => e.place === 'queue' && due(e.envelope, now()))) {
+  const at = (): number => (deps.force ? Infinity : now());
+  for (const entry of entries.filter((e) => e.place === 'queue' && due(e.envelope, at()))) {
     report.messages++;
     let lock;
     try {
@@ -64,7 +67,7 @@ export async function runQueue(deps: RunnerDeps): Promise<RunReport> {
       continue;
     }
     try {
-      await runMessage(deps, state, entry, report, now);
+      await runMessage(deps, state, entry, report, now, at);
     } catch (err) {
       deps.log.log('error', 'queue run failed for a message', { id: entry.envelope.id, error: (err as Error).message });
     } finally {
@@ -80,11 +83,11 @@ function due(env: Envelope, now: number): boolean {
 }
 
 /** Delivers one message's pending recipients and records the outcome of each. */
-async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, report: RunReport, now: () => number): Promise<void> {
+async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, report: RunReport, now: () => number, at: () => number): Promise<void> {
   // re-read under the lock: another process may have changed or removed it since the listing
   const env = (await deps.store.get(entry.envelope.id)).envelope;
   const failedBefore = new Set(env.recipients.filter((r) => r.state === 'failed').map((r) => r.address));
-  const pending = env.recipients.filter((r) => !isFinal(r.state) && r.state !== 'uncertain' && (!r.nextAttempt || Date.parse(r.nextAttempt) <= now()));
+  const pending = env.recipients.filter((r) => !isFinal(r.state) && r.state !== 'uncertain' && (!r.nextAttempt || Date.parse(r.nextAttempt) <= at()));
   if (expired(deps.retry, env.arrival, now())) {
     for (const r of pending) settle(deps, env, r, 'permfail', `550 4.4.7 message expired after ${Math.round(deps.retry.lifetime / 3600)} h in the queue${r.lastError ? ` (last error: ${r.lastError})` : ''}`, undefined, now(), report);
     return finish(deps, env, failedBefore);

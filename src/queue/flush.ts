@@ -1,0 +1,61 @@
+/**
+ * One queue run for a configuration: the online state (forced by --connection / -qo, else the configured
+ * query command or state file, else offline), the route files, the transports, under the spool's runner
+ * lock so that two runs (the daemon's and a manual one) never deliver at the same time.
+ *
+ * Fails with FerryError for a broken route file (config) or a run already in progress (locked); delivery
+ * problems are outcomes recorded per recipient.
+ */
+import type { Config } from '../config/types.js';
+import { loadRoutes } from '../config/routes.js';
+import type { OnlineState } from '../domain/online.js';
+import { FerryError } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import { readStateFile, runQuery } from '../online/sources.js';
+import { tryLock } from '../spool/lock.js';
+import { openStore } from '../spool/store.js';
+import { openSpoolWriter } from '../spool/writer.js';
+import { DEFAULT_RETRY } from './retry.js';
+import { runQueue, type RunReport } from './runner.js';
+import { enqueueNotice, messageFor, transportFor } from './wiring.js';
+
+/** The online state now, as the configuration says to find it. */
+export async function onlineState(cfg: Config, connection?: string): Promise<OnlineState> {
+  if (connection) return { online: true, connection, why: 'given on the command line' };
+  if (cfg.online.command.length) return runQuery(cfg.online.command);
+  if (cfg.online.state_file) return readStateFile(cfg.online.state_file);
+  return { online: false, why: 'no online source configured (online.command or online.state_file)' };
+}
+
+/** Runs the queue once under the runner lock, trying deferred mail now (a manual flush). */
+export async function flushQueue(cfg: Config, log: Logger, connection?: string): Promise<RunReport & { state: OnlineState; routes: number; waiting: number }> {
+  const routes = loadRoutes(cfg.dir);
+  if (routes.length === 0) {
+    // without routes there is no way out: leave every message exactly as it is
+    const { entries } = await openStore(cfg.spool).list();
+    const waiting = entries.filter((e) => e.place === 'queue').length;
+    return { messages: 0, delivered: 0, deferred: 0, failed: 0, uncertain: 0, busy: 0, routes: 0, waiting, state: { online: false, why: 'no routes' } };
+  }
+  const lock = await tryLock(cfg.spool, 'runner');
+  if (!lock) throw new FerryError('locked', 'a queue run is already in progress');
+  try {
+    const store = openStore(cfg.spool);
+    const spool = openSpoolWriter(cfg.spool);
+    const state = await onlineState(cfg, connection);
+    const report = await runQueue({
+      store,
+      routes,
+      online: async () => state,
+      transportFor: (r) => transportFor(r, cfg.hostname),
+      messageFor: (env, r) => messageFor(store, env, r),
+      retry: DEFAULT_RETRY,
+      log,
+      enqueueNotice: (n) => enqueueNotice(spool, n),
+      hostname: cfg.hostname,
+      force: true,
+    });
+    return { ...report, state, routes: routes.length, waiting: report.messages };
+  } finally {
+    await lock.release();
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * Builds what the queue runner needs from the configuration: a transport per route (from its transport
+ * section), the outgoing message stream (header rewriting on the way out, the body streamed from the
+ * spool untouched), and the queuing of delivery status notices through the spool's normal commit.
+ *
+ * Route files are the administrator's; a transport section that does not make sense fails that route's
+ * deliveries as tempfail with the reason (mail waits, nothing is lost). Secrets come from a file
+ * readable only by its owner or from a command, never from argv or the route file itself, and never
+ * appear in a reply or a log.
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import { PassThrough, type Readable } from 'node:stream';
+import type { Envelope } from '../domain/envelope.js';
+import { newRecipient } from '../domain/envelope.js';
+import { rewriteHeaderSection } from '../route/header-rewrite.js';
+import type { Route } from '../route/types.js';
+import type { Store } from '../spool/store.js';
+import type { SpoolWriter } from '../spool/writer.js';
+import { pipeTransport } from '../transport/pipe.js';
+import { smtpTransport } from '../transport/smtp.js';
+import type { Transport } from '../transport/types.js';
+import type { Notice } from './bounce.js';
+
+/** A transport that refuses everything for now, saying why (a broken route must not lose mail). */
+function broken(why: string): Transport {
+  return { deliver: async (req) => ({ relay: 'none', results: req.recipients.map((r) => ({ address: r.address, outcome: 'tempfail' as const, reply: `451 4.3.5 ${why}` })) }) };
+}
+
+/** Reads a secret from a file only its owner can read, or from a command's first output line. */
+function secret(t: Record<string, unknown>): string | undefined {
+  if (typeof t.password_file === 'string') {
+    const st = fs.statSync(t.password_file);
+    if ((st.mode & 0o077) !== 0) throw new Error(`password_file ${t.password_file} must be readable by its owner only`);
+    return fs.readFileSync(t.password_file, 'utf8').split('\n')[0];
+  }
+  if (Array.isArray(t.password_command) && t.password_command.every((x) => typeof x === 'string') && t.password_command.length) {
+    const [cmd, ...args] = t.password_command as string[];
+    return execFileSync(cmd!, args, { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'ignore'] }).split('\n')[0];
+  }
+  return undefined;
+}
+
+/** The transport of a route, built from its transport section. */
+export function transportFor(route: Route, hostname: string): Transport {
+  const t = route.transport;
+  try {
+    if (t.type === 'smtp' || t.type === 'lmtp') {
+      if (typeof t.host !== 'string' || !Number.isInteger(t.port)) return broken(`route ${route.name}: transport needs host and port`);
+      const pass = secret(t);
+      return smtpTransport({
+        host: t.host,
+        port: t.port as number,
+        name: hostname,
+        lmtp: t.type === 'lmtp',
+        secure: t.tls === 'smtps',
+        starttls: t.tls === 'none' ? 'never' : t.tls === 'starttls' ? 'required' : 'opportunistic',
+        auth: typeof t.user === 'string' && pass !== undefined ? { user: t.user, pass } : undefined,
+      });
+    }
+    if (t.type === 'pipe') {
+      if (!Array.isArray(t.command) || !t.command.every((x) => typeof x === 'string') || !t.command.length) return broken(`route ${route.name}: pipe needs a command list`);
+      return pipeTransport({ command: t.command as string[], perRecipient: t.per_recipient !== false, fromLine: t.from_line === true, route: route.name });
+    }
+    return broken(`route ${route.name}: unknown transport type ${JSON.stringify(t.type)}`);
+  } catch (err) {
+    return broken(`route ${route.name}: ${(err as Error).message}`);
+  }
+}
+
+/** The message as it leaves by a route: header section rewritten, body streamed from the spool. */
+export function messageFor(store: Store, env: Envelope, route: Route): Readable {
+  const out = new PassThrough();
+  store.readHead(env.id).then(
+    (head) => {
+      out.write(Buffer.from(rewriteHeaderSection(head, route.rewrite), 'latin1'));
+      fs.createReadStream(store.layout.data(env.id), { start: Buffer.byteLength(head, 'latin1') }).on('error', (e) => out.destroy(e)).pipe(out);
+    },
+    (err) => out.destroy(err),
+  );
+  return out;
+}
+
+/** Queues a notice through the spool's normal, durable commit. */
+export async function enqueueNotice(spool: SpoolWriter, notice: Notice): Promise<void> {
+  const w = await spool.begin();
+  w.stream.end(Buffer.from(notice.text, 'utf8'));
+  await w.commit({
+    version: 1,
+    arrival: new Date().toISOString(),
+    sender: '',
+    recipients: [newRecipient(notice.recipient)],
+    origin: { door: 'sendmail', user: 'MAILER-DAEMON' },
+    protocol: 'local',
+  });
+}

@@ -1,0 +1,121 @@
+// Delivery end to end: sendmail queues, `ferrymail flush` (alone or through the daemon) picks the route
+// of the connection named in the state file, rewrites sender and From, and delivers to an SMTP server on
+// loopback; offline waits with the reason; a refused recipient fails and its sender gets a notice.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { SMTPServer } from 'smtp-server';
+import { ferrymail, makeConfig, queueJson, sendmail, startDaemon, type TestConfig } from '../helpers.js';
+
+interface Got {
+  from: string;
+  to: string[];
+  data: string;
+}
+const got: Got[] = [];
+let sink: SMTPServer;
+let sinkPort = 0;
+
+before(async () => {
+  sink = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    logger: false,
+    onRcptTo(a, _s, cb) {
+      if (a.address.startsWith('nobody@')) return cb(Object.assign(new Error('5.1.1 no such user'), { responseCode: 550 }));
+      cb();
+    },
+    onData(stream, session, cb) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c) => chunks.push(c));
+      stream.on('end', () => {
+        got.push({ from: (session.envelope.mailFrom as { address: string }).address, to: session.envelope.rcptTo.map((r) => r.address), data: Buffer.concat(chunks).toString() });
+        cb(null, '2.0.0 taken');
+      });
+    },
+  });
+  await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
+  sinkPort = (sink.server.address() as net.AddressInfo).port;
+});
+after(() => sink.close());
+
+/** A configuration with a state file and a home route to the sink. */
+async function setup(connection: string): Promise<TestConfig & { stateFile: string }> {
+  const stateFile = path.join((await makeConfig()).dir, 'online');
+  const cfg = await makeConfig(`online:\n  state_file: ${JSON.stringify(stateFile)}\n`);
+  fs.writeFileSync(stateFile, connection + '\n');
+  fs.mkdirSync(path.join(cfg.configDir, 'routes'));
+  fs.writeFileSync(
+    path.join(cfg.configDir, 'routes', '20-home.yaml'),
+    [
+      'name: home-isp',
+      'connections: [home]',
+      'rewrite:',
+      '  envelope_sender:',
+      '    "*@laptop.local": "*@isp.example"',
+      '  from:',
+      '    alice: alice.smith@isp.example',
+      'transport:',
+      '  type: smtp',
+      '  host: 127.0.0.1',
+      `  port: ${sinkPort}`,
+      '  tls: none',
+      '',
+    ].join('\n'),
+  );
+  return { ...cfg, stateFile };
+}
+
+const MESSAGE = 'From: Alice <alice@laptop.local>\nTo: bob@example.org\nSubject: out\n\nhello\n';
+
+test('flush without a daemon: the route of the connection, rewritten, delivered, gone from the queue', async () => {
+  const cfg = await setup('home');
+  const s = await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', 'bob@example.org'], MESSAGE);
+  assert.equal(s.code, 0, s.stderr);
+  const before = got.length;
+  const f = await ferrymail(cfg, ['flush']);
+  assert.equal(f.code, 0, f.stderr);
+  assert.match(f.stdout, /connection home\): 1 message due; 1 delivered/);
+  const m = got.slice(before).find((g) => g.to.includes('bob@example.org'))!;
+  assert.ok(m, 'the sink got it');
+  assert.equal(m.from, 'alice@isp.example');
+  assert.match(m.data, /^From: Alice <alice\.smith@isp\.example>\r?$/m);
+  assert.match(m.data, /hello/);
+  assert.deepEqual(await queueJson(cfg), []);
+});
+
+test('offline: the message waits with the reason; runq delivers once the connection is back', async () => {
+  const cfg = await setup('');
+  await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', 'carol@example.org'], MESSAGE);
+  const f = await ferrymail(cfg, ['flush']);
+  assert.match(f.stdout, /offline: state file .* no connection named\): 1 message due; 0 delivered, 1 deferred/);
+  const q = await queueJson(cfg);
+  assert.match(q[0]!.recipients[0].last_error, /offline/);
+  fs.writeFileSync(cfg.stateFile, 'home\n');
+  // a manual run tries deferred mail at once; -qo names the connection, as in masqmail
+  const r = await sendmail(cfg, ['-qo', 'home'], '', 'sendmail');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /connection home\): 1 message due; 1 delivered/);
+  assert.deepEqual(await queueJson(cfg), []);
+});
+
+test('through the daemon: a refused recipient fails and the sender gets a failure notice', async () => {
+  const cfg = await setup('home');
+  const d = await startDaemon(cfg);
+  try {
+    await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', 'nobody@example.org', 'dave@example.org'], MESSAGE);
+    const f = await ferrymail(cfg, ['flush']);
+    assert.equal(f.code, 0, f.stderr);
+    assert.match(f.stdout, /1 delivered, 0 deferred, 1 failed/);
+    const q = await queueJson(cfg);
+    const notice = q.find((e) => e.sender === '');
+    assert.ok(notice, 'a notice is queued with the null sender');
+    assert.deepEqual(notice.recipients.map((r: { address: string }) => r.address), ['alice@laptop.local']);
+    assert.match(d.log(), /\*\* \S+ to=<nobody@example\.org> route=home-isp/);
+    assert.match(d.log(), /=> \S+ to=<dave@example\.org> route=home-isp/);
+  } finally {
+    await d.stop();
+  }
+});
