@@ -26,6 +26,7 @@ import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
 import { callDaemon } from '../control/client.js';
 import { flushQueue } from '../queue/flush.js';
+import { startAutoRun, type AutoRun } from './auto-run.js';
 import { startControl } from './control-server.js';
 
 /** A running daemon. */
@@ -65,24 +66,46 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
   setReclaim(minorGc());
   let control: net.Server | null = null;
   let door: SmtpDoor | null = null;
+  let auto: AutoRun | null = null;
   try {
     // the control socket opens first: a second daemon asking while this one recovers hears an answer
     const started = new Date().toISOString();
     control = await startControl(store.layout.control, {
       store,
       status: () => status(cfg, store, started, door),
-      onKick: (id) => kicked(store, log, id),
+      onKick: (id) => {
+        kicked(store, log, id);
+        auto?.soon();
+      },
       flush: (connection) => flushQueue(cfg, log, connection),
     });
     await recover(store, log);
-    door = await startSmtpDoor(cfg, { spool, log, hooks: opts.hooks, onMessage: (env) => logReceived(log, env) });
+    door = await startSmtpDoor(cfg, {
+      spool,
+      log,
+      hooks: opts.hooks,
+      onMessage: (env) => {
+        logReceived(log, env);
+        auto?.soon();
+      },
+    });
+    auto = startAutoRun(cfg, log);
   } catch (err) {
     control?.close();
     await lock?.release();
     throw err;
   }
   const d = door;
-  return { door: d, store, log, stop: (graceMs = 30_000) => stop(d, control!, lock, store, log, graceMs) };
+  const a = auto!;
+  return {
+    door: d,
+    store,
+    log,
+    stop: async (graceMs = 30_000) => {
+      await a.stop();
+      await stop(d, control!, lock, store, log, graceMs);
+    },
+  };
 }
 
 /**

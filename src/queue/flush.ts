@@ -27,8 +27,8 @@ export async function onlineState(cfg: Config, connection?: string): Promise<Onl
   return { online: false, why: 'no online source configured (online.command or online.state_file)' };
 }
 
-/** Runs the queue once under the runner lock, trying deferred mail now (a manual flush). */
-export async function flushQueue(cfg: Config, log: Logger, connection?: string): Promise<RunReport & { state: OnlineState; routes: number; waiting: number }> {
+/** Runs the queue once under the runner lock; a manual flush (force) tries deferred mail now. */
+export async function flushQueue(cfg: Config, log: Logger, connection?: string, force = true): Promise<RunReport & { state: OnlineState; routes: number; waiting: number }> {
   const routes = loadRoutes(cfg.dir);
   if (routes.length === 0) {
     // without routes there is no way out: leave every message exactly as it is
@@ -52,7 +52,7 @@ export async function flushQueue(cfg: Config, log: Logger, connection?: string):
       log,
       enqueueNotice: (n) => enqueueNotice(spool, n),
       hostname: cfg.hostname,
-      force: true,
+      force,
     });
     return { ...report, state, routes: routes.length, waiting: report.messages };
   } finally {

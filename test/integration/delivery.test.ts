@@ -101,20 +101,42 @@ test('offline: the message waits with the reason; runq delivers once the connect
   assert.deepEqual(await queueJson(cfg), []);
 });
 
-test('through the daemon: a refused recipient fails and the sender gets a failure notice', async () => {
+test('the daemon runs the queue by itself: delivered, refused recipient failed, the notice delivered too', async () => {
   const cfg = await setup('home');
   const d = await startDaemon(cfg);
   try {
+    const before = got.length;
     await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', 'nobody@example.org', 'dave@example.org'], MESSAGE);
-    const f = await ferrymail(cfg, ['flush']);
-    assert.equal(f.code, 0, f.stderr);
-    assert.match(f.stdout, /1 delivered, 0 deferred, 1 failed/);
-    const q = await queueJson(cfg);
-    const notice = q.find((e) => e.sender === '');
-    assert.ok(notice, 'a notice is queued with the null sender');
-    assert.deepEqual(notice.recipients.map((r: { address: string }) => r.address), ['alice@laptop.local']);
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline && !(got.slice(before).some((g) => g.from === '') && (await queueJson(cfg)).length === 0)) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
     assert.match(d.log(), /\*\* \S+ to=<nobody@example\.org> route=home-isp/);
     assert.match(d.log(), /=> \S+ to=<dave@example\.org> route=home-isp/);
+    assert.match(d.log(), /failure notice queued/);
+    const notice = got.slice(before).find((g) => g.from === '');
+    assert.ok(notice, 'the notice went out with the null sender');
+    assert.deepEqual(notice.to, ['alice@laptop.local']);
+    assert.match(notice.data, /multipart\/report; report-type=delivery-status/);
+    assert.deepEqual(await queueJson(cfg), []);
+  } finally {
+    await d.stop();
+  }
+});
+
+test('ferrymail flush through the daemon delivers what waited offline', async () => {
+  const cfg = await setup('');
+  const d = await startDaemon(cfg);
+  try {
+    await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', 'erin@example.org'], MESSAGE);
+    // the daemon's own run finds no connection and defers it
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline && !((await queueJson(cfg))[0]?.recipients[0].state === 'deferred')) await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await queueJson(cfg))[0]?.recipients[0].state, 'deferred');
+    const f = await ferrymail(cfg, ['flush', '--connection', 'home']);
+    assert.equal(f.code, 0, f.stderr);
+    assert.match(f.stdout, /connection home\): 1 message due; 1 delivered/);
+    assert.deepEqual(await queueJson(cfg), []);
   } finally {
     await d.stop();
   }
