@@ -31,9 +31,9 @@ export async function onlineState(cfg: Config, connection?: string): Promise<Onl
 export async function flushQueue(cfg: Config, log: Logger, connection?: string, force = true): Promise<RunReport & { state: OnlineState; routes: number; waiting: number }> {
   const routes = loadRoutes(cfg.dir);
   if (routes.length === 0) {
-    // without routes there is no way out: leave every message exactly as it is
-    const { entries } = await openStore(cfg.spool).list();
-    const waiting = entries.filter((e) => e.place === 'queue').length;
+    // without routes there is no way out: leave every message exactly as it is (and let the daemon's
+    // own runs cost nothing: only a manual run counts what waits)
+    const waiting = force ? (await openStore(cfg.spool).list()).entries.filter((e) => e.place === 'queue').length : 0;
     return { messages: 0, delivered: 0, deferred: 0, failed: 0, uncertain: 0, busy: 0, routes: 0, waiting, state: { online: false, why: 'no routes' } };
   }
   const lock = await tryLock(cfg.spool, 'runner');
