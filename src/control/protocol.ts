@@ -5,6 +5,7 @@
  * The socket lives in the owner-only spool directory and is created mode 0600, so only the daemon's user
  * can talk to it. Pure types; cannot fail.
  */
+import type { RunSummary } from '../domain/online.js';
 import type { ChangeResult } from '../spool/store.js';
 
 /** A request to the daemon. */
@@ -18,18 +19,7 @@ export type ControlRequest =
 export type IdResult = ChangeResult;
 
 /** What one queue run did. */
-export interface FlushReport {
-  messages: number;
-  delivered: number;
-  deferred: number;
-  failed: number;
-  uncertain: number;
-  busy: number;
-  /** Route files found; with none, nothing is touched and `waiting` says how much mail waits. */
-  routes: number;
-  waiting: number;
-  state: { online: boolean; connection?: string; why?: string };
-}
+export type FlushReport = RunSummary;
 
 /** What the daemon reports about itself. */
 export interface DaemonStatus {

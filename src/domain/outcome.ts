@@ -21,3 +21,13 @@ export interface Reply {
   enhanced: string; // "2.0.0", "4.3.1"
   text: string;
 }
+
+/** What one queue run did, counted per recipient (messages: how many were due). */
+export interface RunCounts {
+  messages: number;
+  delivered: number;
+  deferred: number;
+  failed: number;
+  uncertain: number;
+  busy: number;
+}

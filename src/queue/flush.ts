@@ -8,7 +8,7 @@
  */
 import type { Config } from '../config/types.js';
 import { loadRoutes } from '../config/routes.js';
-import type { OnlineState } from '../domain/online.js';
+import type { OnlineState, RunSummary } from '../domain/online.js';
 import { FerryError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { readStateFile, runQuery } from '../online/sources.js';
@@ -16,7 +16,7 @@ import { tryLock } from '../spool/lock.js';
 import { openStore } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { DEFAULT_RETRY } from './retry.js';
-import { runQueue, type RunReport } from './runner.js';
+import { runQueue } from './runner.js';
 import { enqueueNotice, messageFor, transportFor } from './wiring.js';
 
 /** The online state now, as the configuration says to find it. */
@@ -28,7 +28,7 @@ export async function onlineState(cfg: Config, connection?: string): Promise<Onl
 }
 
 /** Runs the queue once under the runner lock; a manual flush (force) tries deferred mail now. */
-export async function flushQueue(cfg: Config, log: Logger, connection?: string, force = true): Promise<RunReport & { state: OnlineState; routes: number; waiting: number }> {
+export async function flushQueue(cfg: Config, log: Logger, connection?: string, force = true): Promise<RunSummary> {
   const routes = loadRoutes(cfg.dir);
   if (routes.length === 0) {
     // without routes there is no way out: leave every message exactly as it is (and let the daemon's

@@ -11,7 +11,7 @@
  */
 import type { Envelope, Recipient } from '../domain/envelope.js';
 import type { OnlineState } from '../domain/online.js';
-import { isFinal, type Outcome } from '../domain/outcome.js';
+import { isFinal, type Outcome, type RunCounts } from '../domain/outcome.js';
 import type { Logger } from '../log/logger.js';
 import { rewriteAddress } from '../route/rewrite.js';
 import { fallThrough, plan } from '../route/select.js';
@@ -41,14 +41,7 @@ export interface RunnerDeps {
 }
 
 /** What one run did. */
-export interface RunReport {
-  messages: number;
-  delivered: number;
-  deferred: number;
-  failed: number;
-  uncertain: number;
-  busy: number;
-}
+export type RunReport = RunCounts;
 
 /** Runs the queue once; resolves with counts. */
 export async function runQueue(deps: RunnerDeps): Promise<RunReport> {

@@ -71,27 +71,23 @@ export class DirSyncer {
   /** Resolves once everything renamed into the directory before this call is durable. */
   sync(): Promise<void> {
     if (!this.running) return this.start();
-    if (!this.next) {
-      this.next = this.running.then(
-        () => this.start(),
-        () => this.start(),
-      );
-      this.next.finally(() => undefined).catch(() => undefined);
-      const mine = this.next;
-      this.running.finally(() => {
-        if (this.next === mine) this.next = null;
-      }).catch(() => undefined);
-      return mine;
-    }
+    // an fsync already running may have started before the caller's rename: wait for the next one,
+    // which every caller arriving meanwhile shares
+    this.next ??= this.running
+      .catch(() => undefined)
+      .then(() => {
+        this.next = null;
+        return this.start();
+      });
     return this.next;
   }
 
   private start(): Promise<void> {
     const p = syncDir(this.dir);
     this.running = p;
-    p.finally(() => {
+    p.catch(() => undefined).finally(() => {
       if (this.running === p) this.running = null;
-    }).catch(() => undefined);
+    });
     return p;
   }
 }
