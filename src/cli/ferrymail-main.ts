@@ -100,9 +100,10 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .command('flush')
     .description('run the queue now (through the daemon when it runs)')
     .option('--connection <name>', 'deliver as if on this connection')
-    .action(act(async (o: Opts & { connection?: string }, cmd: Command) => {
+    .option('--route <name>', 'try only this route in this run; other recipients stay as they are')
+    .action(act(async (o: Opts & { connection?: string; route?: string }, cmd: Command) => {
       const { runFlush } = await import('./queue-ops.js');
-      return runFlush(config(cmd), o.connection);
+      return runFlush(config(cmd), o.connection, o.route);
     }));
 
   const auth = program.command('auth').description('SMTP AUTH users');
