@@ -10,6 +10,7 @@
  * (bounce.ts) through enqueueNotice, queued before the envelope changes; a notice no route could carry
  * now is also handed to localNotice. A failing local notice is logged, never fatal.
  */
+import { formatDuration } from '../config/schema.js';
 import type { Envelope, Recipient } from '../domain/envelope.js';
 import type { OnlineState } from '../domain/online.js';
 import { isFinal, type Outcome, type RunCounts } from '../domain/outcome.js';
@@ -105,7 +106,7 @@ async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, re
   const run: MessageRun = { env, head: await deps.store.readHead(env.id), state, failedBefore: new Set(env.recipients.filter((r) => r.state === 'failed').map((r) => r.address)), troubled: new Set() };
   const pending = env.recipients.filter((r) => open(r) && (!r.nextAttempt || Date.parse(r.nextAttempt) <= at()));
   if (expired(deps.retry, env.arrival, now())) {
-    for (const r of pending) settle(deps, env, r, 'permfail', `550 4.4.7 message expired after ${Math.round(deps.retry.lifetime / 3600)} h in the queue${r.lastError ? ` (last error: ${r.lastError})` : ''}`, undefined, now(), report);
+    for (const r of pending) settle(deps, env, r, 'permfail', `550 4.4.7 message expired after ${formatDuration(deps.retry.lifetime)} in the queue${r.lastError ? ` (last error: ${r.lastError})` : ''}`, undefined, now(), report);
     return finish(deps, run, now);
   }
   const plans = plan(deps.routes, state, env.sender, pending.map((r) => r.address), headerFromAddresses(run.head));
