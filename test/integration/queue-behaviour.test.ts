@@ -7,7 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { SMTPServer } from 'smtp-server';
-import { ferrymail, freePort, makeConfig, queueJson, sendmail, type TestConfig } from '../helpers.js';
+import { ferrymail, freePort, makeConfig, queueJson, sendmail, startDaemon, stopDaemon, waitUntil, type TestConfig } from '../helpers.js';
 
 const got: Array<{ from: string; to: string[]; data: string }> = [];
 let sink: SMTPServer;
@@ -212,4 +212,26 @@ test('config set and check know durations; a bad one is refused with the key', a
   const check = await ferrymail(cfg, ['config', 'check']);
   assert.equal(check.code, 78);
   assert.match(check.stderr, /queue\.delay_warnings: every warning must come before queue\.lifetime/);
+});
+
+test('the daemon\'s own runs use the queue settings; flush --route goes through the daemon, errors included', async () => {
+  const cfg = await threeRoutes('queue:\n  retry_min: 2m\n');
+  const d = await startDaemon(cfg);
+  try {
+    const id = await queue(cfg, ['bob@example.org', 'carl@lan.example']);
+    // the daemon's run soon after new mail: carl goes by lan, bob's isp server is not there
+    const settled = await waitUntil(async () => (await queueJson(cfg)).find((e) => e.id === id)?.recipients[0].state === 'deferred', 15_000, 100);
+    assert.ok(settled, d.log());
+    const r = (await queueJson(cfg)).find((e) => e.id === id)!.recipients;
+    assert.equal(Date.parse(r[0].next_attempt) - Date.parse(r[0].last_attempt), 120_000, 'queue.retry_min: 2m');
+    assert.equal(r[1].state, 'delivered');
+    const f = await ferrymail(cfg, ['flush', '--route', 'isp']);
+    assert.equal(f.code, 0, f.stderr);
+    assert.match(f.stdout, /route isp only\): 1 message due; 0 delivered, 1 deferred/);
+    const bad = await ferrymail(cfg, ['flush', '--route', 'nosuch']);
+    assert.equal(bad.code, 64);
+    assert.match(bad.stderr, /no route named "nosuch"/);
+  } finally {
+    await stopDaemon(d);
+  }
 });
