@@ -225,8 +225,10 @@ async function sendNotice(deps: RunnerDeps, run: MessageRun, rcpts: Recipient[],
   if (!deps.enqueueNotice && !deps.localNotice) return;
   const notice = buildNotice(run.env, rcpts, kind, run.head, deps.hostname ?? 'localhost', new Date(now), new Date(expiresAt(deps.retry, run.env.arrival)));
   if (!notice) return;
-  await deps.enqueueNotice?.(notice);
-  deps.log.log('info', `${run.env.id} ${kind === 'failed' ? 'failure' : 'delay'} notice queued`, { to: `<${notice.recipient}>`, rcpts: rcpts.length });
+  if (deps.enqueueNotice) {
+    await deps.enqueueNotice(notice);
+    deps.log.log('info', `${run.env.id} ${kind === 'failed' ? 'failure' : 'delay'} notice queued`, { to: `<${notice.recipient}>`, rcpts: rcpts.length });
+  }
   if (!deps.localNotice || (deps.localNotices !== 'always' && routable(deps, run, notice.recipient))) return;
   await deps.localNotice(notice).then(
     () => deps.log.log('info', `${run.env.id} ${kind === 'failed' ? 'failure' : 'delay'} notice delivered locally`, { to: `<${notice.recipient}>` }),
