@@ -87,22 +87,23 @@ export function buildProgram(setCode: (n: number) => void): Command {
   program
     .command('route')
     .description('route selection')
-    .command('explain')
-    .description('per recipient: the routes that would carry it on a connection, and the rewritten sender and From')
-    .requiredOption('--from <addr>', 'envelope sender ("" or <> for the null sender)')
-    .requiredOption('--to <addr...>', 'recipients')
+    .command('explain [id]')
+    .description('per recipient: the routes that would carry it on a connection, and the rewritten sender and From; with a queue ID, for that message now')
+    .option('--from <addr>', 'envelope sender ("" or <> for the null sender)')
+    .option('--to <addr...>', 'recipients')
     .option('--header-from <mailbox...>', 'From header mailboxes')
-    .option('--connection <name>', 'the connection to assume (default: offline)')
+    .option('--connection <name>', 'the connection to assume (default: offline; with an ID: the current one)')
     .option('--json', 'machine-readable output')
-    .action(act(async (o: Opts & { from: string; to: string[]; headerFrom?: string[]; connection?: string }, cmd: Command) => routeExplain(cmd, o)));
+    .action(act(async (id: string | undefined, o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string }, cmd: Command) => (id === undefined ? routeExplain(cmd, o) : routeExplainQueued(cmd, id, o))));
 
   program
     .command('flush')
     .description('run the queue now (through the daemon when it runs)')
     .option('--connection <name>', 'deliver as if on this connection')
-    .action(act(async (o: Opts & { connection?: string }, cmd: Command) => {
+    .option('--route <name>', 'try only this route in this run; other recipients stay as they are')
+    .action(act(async (o: Opts & { connection?: string; route?: string }, cmd: Command) => {
       const { runFlush } = await import('./queue-ops.js');
-      return runFlush(config(cmd), o.connection);
+      return runFlush(config(cmd), o.connection, o.route);
     }));
 
   const auth = program.command('auth').description('SMTP AUTH users');
@@ -203,7 +204,8 @@ async function queueShow(cmd: Command, id: string, o: Opts): Promise<number> {
 }
 
 /** ferrymail route explain. */
-async function routeExplain(cmd: Command, o: Opts & { from: string; to: string[]; headerFrom?: string[]; connection?: string }): Promise<number> {
+async function routeExplain(cmd: Command, o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string }): Promise<number> {
+  if (o.from === undefined || !o.to) throw new FerryError('usage', 'give a queue ID, or --from and --to');
   const cfg = config(cmd);
   const { loadRoutes } = await import('../config/routes.js');
   const { explain, formatExplain } = await import('./route-explain.js');
@@ -215,6 +217,24 @@ async function routeExplain(cmd: Command, o: Opts & { from: string; to: string[]
   const state = o.connection ? { online: true, connection: o.connection, why: '--connection' } : { online: false, why: 'no --connection given' };
   const result = explain(loadRoutes(cfg.dir), state, sender, o.to, o.headerFrom ?? []);
   out(o.json ? JSON.stringify({ state, recipients: result }, null, 1) + '\n' : formatExplain(result, state));
+  return EX.OK;
+}
+
+/** ferrymail route explain ID: what a run now (or on --connection) would do with a queued message. */
+async function routeExplainQueued(cmd: Command, id: string, o: Opts & { from?: string; to?: string[]; connection?: string }): Promise<number> {
+  if (o.from !== undefined || o.to) throw new FerryError('usage', 'give either a queue ID or --from and --to, not both');
+  const cfg = config(cmd);
+  const { loadRoutes } = await import('../config/routes.js');
+  const { onlineState } = await import('../queue/flush.js');
+  const { explainQueued, formatExplain } = await import('./route-explain.js');
+  const store = openStore(cfg.spool);
+  const entry = await store.get(id);
+  const head = await store.readHead(id);
+  const state = await onlineState(cfg, o.connection);
+  const result = explainQueued(loadRoutes(cfg.dir), state, entry.envelope, head);
+  const held = entry.place === 'hold' ? 'the message is held: nothing is tried until ferrymail queue release\n' : '';
+  if (o.json) out(JSON.stringify({ id, place: entry.place, sender: entry.envelope.sender, state, recipients: result }, null, 1) + '\n');
+  else out(`message ${id} from <${entry.envelope.sender}>\n${held}${formatExplain(result, state)}`);
   return EX.OK;
 }
 

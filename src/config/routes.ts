@@ -16,7 +16,7 @@ import type { ConfigIssue } from './validate.js';
 const LISTS = ['connections', 'allowed_senders', 'denied_senders', 'allowed_recipients', 'denied_recipients', 'allowed_from', 'denied_from'] as const;
 const FLAGS = ['permanent', 'last_route', 'connect_error_fail'] as const;
 const MAPS = ['envelope_sender', 'from', 'sender', 'reply_to', 'mail_followup_to'] as const;
-const KEYS = new Set<string>(['name', ...LISTS, ...FLAGS, 'rewrite', 'transport']);
+const KEYS = new Set<string>(['name', ...LISTS, ...FLAGS, 'rewrite', 'transport', 'uncertain']);
 
 /** Reads every route file of a configuration directory, in file-name order. */
 export function loadRoutes(configDir: string): Route[] {
@@ -76,10 +76,18 @@ function parseRoute(file: string, issues: ConfigIssue[]): Route {
     rewrite: rewriteMaps(doc, d.rewrite, add),
     lastRoute: flag('last_route'),
     connectErrorFail: flag('connect_error_fail'),
+    uncertain: uncertainPolicy(d.uncertain, add),
     transport: d.transport && typeof d.transport === 'object' && !Array.isArray(d.transport) ? (d.transport as Record<string, unknown>) : {},
   };
   if (!route.permanent && route.connections.length === 0) add('connections', 'name the connections this route serves, or set permanent: true', []);
   return route;
+}
+
+/** Reads `uncertain: retry | hold` (default retry). */
+function uncertainPolicy(v: unknown, add: (k: string, m: string) => void): Route['uncertain'] {
+  if (v === undefined || v === 'retry' || v === 'hold') return v ?? 'retry';
+  add('uncertain', 'must be retry or hold');
+  return 'retry';
 }
 
 /** Reads the rewrite section: each map keeps the order of its keys (the first match wins). */

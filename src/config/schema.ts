@@ -10,18 +10,42 @@ import { parseListen } from './paths.js';
 export { parseListen };
 
 /** The kinds of value a setting can hold. */
-export type FieldType = 'string' | 'integer' | 'boolean' | 'string[]' | 'enum';
+export type FieldType = 'string' | 'integer' | 'boolean' | 'string[]' | 'enum' | 'duration' | 'duration[]';
 
 /** One setting. */
 export interface Field {
   key: string; // dotted path, e.g. "limits.message_size"
   type: FieldType;
   values?: readonly string[]; // for enum
+  /** Bounds of an integer, or of a duration in seconds. */
   min?: number;
   max?: number;
   /** Extra check of one (element) value; returns an error text or undefined. */
   check?: (value: string) => string | undefined;
   doc: string;
+}
+
+const UNIT = { s: 1, m: 60, h: 3600, d: 86_400 } as const;
+
+/** The pattern of a duration written as text: a whole number and an optional unit (s, m, h, d). */
+export const DURATION_PATTERN = '^[0-9]{1,9}[smhd]?$';
+
+/**
+ * A duration in seconds from "30s", "5m", "4h", "5d", or a bare whole number of seconds (as text or
+ * number); undefined when it is none of these.
+ */
+export function parseDuration(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isSafeInteger(v) && v >= 0 ? v : undefined;
+  if (typeof v !== 'string' || !new RegExp(DURATION_PATTERN).test(v.trim())) return undefined;
+  const t = v.trim();
+  const unit = /[smhd]$/.test(t) ? (t.slice(-1) as keyof typeof UNIT) : 's';
+  return Number(unit === 's' && !t.endsWith('s') ? t : t.slice(0, -1)) * UNIT[unit];
+}
+
+/** A duration in seconds written back the short way ("4h", "90s"). */
+export function formatDuration(seconds: number): string {
+  for (const [u, n] of [['d', 86_400], ['h', 3600], ['m', 60]] as const) if (seconds >= n && seconds % n === 0) return `${seconds / n}${u}`;
+  return `${seconds}s`;
 }
 
 /** Checks a listen address. */
@@ -77,6 +101,13 @@ export const FIELDS: readonly Field[] = [
   { key: 'tls.key', type: 'string', doc: 'PEM private key for tls.cert, readable only by its owner.' },
   { key: 'online.state_file', type: 'string', doc: 'File whose first line names the connection we are on; missing or empty means offline.' },
   { key: 'online.command', type: 'string[]', doc: 'Command (argv, no shell) whose exit 0 and first output line name the connection (masqmail online_query).' },
+  { key: 'queue.retry_min', type: 'duration', min: 1, max: 86_400, doc: 'Wait after the first failed attempt of a recipient; doubled after each further one.' },
+  { key: 'queue.retry_max', type: 'duration', min: 1, max: 7 * 86_400, doc: 'Longest wait between two attempts.' },
+  { key: 'queue.lifetime', type: 'duration', min: 60, max: 365 * 86_400, doc: 'Time in the queue after which a recipient fails and the sender gets a failure notice.' },
+  { key: 'queue.delay_warnings', type: 'duration[]', min: 60, max: 365 * 86_400, doc: 'Ages at which the sender gets a delay notice for recipients still waiting; [] sends none.' },
+  { key: 'queue.local_notices', type: 'enum', values: ['unroutable', 'always'], doc: 'When notices are also delivered locally (notice_mailbox, notify_command): only when no route could carry them now, or always.' },
+  { key: 'queue.notice_mailbox', type: 'string', doc: 'mbox file that gets a copy of every notice delivered locally. Relative paths are taken from the configuration directory.' },
+  { key: 'queue.notify_command', type: 'string[]', doc: 'Command (argv, no shell) run for every notice delivered locally; ${summary}, ${subject}, ${sender}, ${id} are filled in, the summary is also on stdin.' },
   { key: 'auth.users_file', type: 'string', doc: 'File of user:scrypt-hash lines (ferrymail auth hash). Unset: no SMTP AUTH.' },
 ];
 

@@ -41,11 +41,28 @@ export interface Config {
   tls: { cert?: string; key?: string };
   auth: { users_file?: string };
   online: { state_file?: string; command: string[] };
+  /** Retry times and notices; durations in seconds (the file writes them as "5m", "4h", "5d"). */
+  queue: {
+    retry_min: number;
+    retry_max: number;
+    lifetime: number;
+    delay_warnings: number[];
+    local_notices: 'unroutable' | 'always';
+    notice_mailbox?: string;
+    notify_command: string[];
+  };
 }
 
 /** The settings a file can give; everything optional. */
-export type Settings = Omit<Partial<Config>, 'dir' | 'file' | 'fromFile' | 'limits' | 'smtp' | 'tls' | 'auth' | 'online'> & {
+export type Settings = Omit<Partial<Config>, 'dir' | 'file' | 'fromFile' | 'limits' | 'smtp' | 'tls' | 'auth' | 'online' | 'queue'> & {
   online?: Partial<Config['online']>;
+  /** Durations as written: "5m", "4h", or whole seconds. */
+  queue?: Partial<Record<'retry_min' | 'retry_max' | 'lifetime', string | number>> & {
+    delay_warnings?: (string | number)[];
+    local_notices?: Config['queue']['local_notices'];
+    notice_mailbox?: string;
+    notify_command?: string[];
+  };
   limits?: Partial<Config['limits']>;
   smtp?: Partial<Config['smtp']>;
   tls?: Partial<Config['tls']>;
@@ -77,6 +94,8 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     tls: {},
     auth: {},
     online: { command: [] },
+    // Postfix's defaults: 5 minutes doubling to 4 hours, 5 days in all, one delay warning at 4 hours
+    queue: { retry_min: 300, retry_max: 14_400, lifetime: 432_000, delay_warnings: [14_400], local_notices: 'unroutable', notify_command: [] },
   };
 }
 

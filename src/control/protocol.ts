@@ -13,7 +13,7 @@ export type ControlRequest =
   | { cmd: 'status' }
   | { cmd: 'kick'; id: string }
   | { cmd: 'rm' | 'hold' | 'release'; ids: string[] }
-  | { cmd: 'flush'; connection?: string };
+  | { cmd: 'flush'; connection?: string; route?: string };
 
 /** The result for one id of an rm / hold / release. */
 export type IdResult = ChangeResult;

@@ -77,7 +77,7 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
         kicked(store, log, id);
         auto?.soon();
       },
-      flush: (connection) => flushQueue(cfg, log, connection),
+      flush: (connection, route) => flushQueue(cfg, log, connection, true, route),
     });
     await recover(store, log);
     door = await startSmtpDoor(cfg, {

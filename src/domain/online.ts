@@ -20,4 +20,8 @@ export interface RunSummary extends RunCounts {
   routes: number;
   waiting: number;
   state: OnlineState;
+  /** The one route a run was limited to (flush --route). */
+  route?: string;
+  /** Something the user should know about the run (the route asked for does not serve this connection). */
+  note?: string;
 }

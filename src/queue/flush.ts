@@ -12,10 +12,12 @@ import type { OnlineState, RunSummary } from '../domain/online.js';
 import { FerryError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { readStateFile, runQuery } from '../online/sources.js';
+import { candidates } from '../route/select.js';
 import { tryLock } from '../spool/lock.js';
 import { openStore } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
-import { DEFAULT_RETRY } from './retry.js';
+import { localNoticeDelivery } from './local-notice.js';
+import type { RetryPolicy } from './retry.js';
 import { runQueue } from './runner.js';
 import { enqueueNotice, messageFor, transportFor } from './wiring.js';
 
@@ -27,9 +29,18 @@ export async function onlineState(cfg: Config, connection?: string): Promise<Onl
   return { online: false, why: 'no online source configured (online.command or online.state_file)' };
 }
 
-/** Runs the queue once under the runner lock; a manual flush (force) tries deferred mail now. */
-export async function flushQueue(cfg: Config, log: Logger, connection?: string, force = true): Promise<RunSummary> {
+/** The retry policy of the queue settings. */
+export function retryPolicy(q: Config['queue']): RetryPolicy {
+  return { min: q.retry_min, max: q.retry_max, lifetime: q.lifetime, warnings: [...q.delay_warnings] };
+}
+
+/** Runs the queue once under the runner lock; a manual flush (force) tries deferred mail now; `route`
+ * limits the run to that route. */
+export async function flushQueue(cfg: Config, log: Logger, connection?: string, force = true, route?: string): Promise<RunSummary> {
   const routes = loadRoutes(cfg.dir);
+  if (route !== undefined && !routes.some((r) => r.name === route)) {
+    throw new FerryError('usage', `no route named ${JSON.stringify(route)} (routes: ${routes.map((r) => r.name).join(', ') || 'none'})`);
+  }
   if (routes.length === 0) {
     // without routes there is no way out: leave every message exactly as it is (and let the daemon's
     // own runs cost nothing: only a manual run counts what waits)
@@ -48,13 +59,18 @@ export async function flushQueue(cfg: Config, log: Logger, connection?: string, 
       online: async () => state,
       transportFor: (r) => transportFor(r, cfg.hostname),
       messageFor: (env, r) => messageFor(store, env, r),
-      retry: DEFAULT_RETRY,
+      retry: retryPolicy(cfg.queue),
       log,
       enqueueNotice: (n) => enqueueNotice(spool, n),
+      localNotice: localNoticeDelivery({ mailbox: cfg.queue.notice_mailbox, command: cfg.queue.notify_command }),
+      localNotices: cfg.queue.local_notices,
       hostname: cfg.hostname,
       force,
+      onlyRoute: route,
     });
-    return { ...report, state, routes: routes.length, waiting: report.messages };
+    const serves = route === undefined || candidates(routes, state).some((r) => r.name === route);
+    const note = serves ? undefined : `route ${route} is not used ${state.online ? `on connection ${state.connection}` : 'offline'} (give --connection): nothing was tried`;
+    return { ...report, state, routes: routes.length, waiting: report.messages, route, note };
   } finally {
     await lock.release();
   }

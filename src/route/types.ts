@@ -34,6 +34,9 @@ export interface Route {
   lastRoute: boolean;
   /** A connection failure on this route is permanent (a LAN route to a host that should be there). */
   connectErrorFail: boolean;
+  /** What an uncertain delivery (connection lost after the message was handed over) leads to: one more
+   * attempt (the recipient may get it twice), or a hold until a person decides. */
+  uncertain: 'retry' | 'hold';
   /** The transport's settings, for transport/. */
   transport: Record<string, unknown>;
 }

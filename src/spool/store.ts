@@ -2,7 +2,8 @@
  * Reads and manages committed messages: list, load, remove, hold, release, and the start-up recovery.
  *
  * Envelope files are untrusted (hand edits, truncation): one that cannot be parsed moves to corrupt/ and
- * is reported, never deleted. rm, hold and release take the message's lock (lock.ts); update() expects
+ * is reported, never deleted. release also turns recipients held as uncertain back into queued ones.
+ * rm, hold and release take the message's lock (lock.ts); update() expects
  * its caller to hold it. Removal unlinks the envelope first (the commit of the removal), then the data.
  * Errors are FerryError.
  */
@@ -66,7 +67,7 @@ export function openStore(root: string): Store {
     remove: (id) => withLock(s, id, () => removeEntry(layout, id)),
     removeLocked: (id) => (checkId(id), removeEntry(layout, id)),
     hold: (id) => withLock(s, id, () => moveEntry(layout, id, 'queue', 'hold')),
-    release: (id) => withLock(s, id, () => moveEntry(layout, id, 'hold', 'queue')),
+    release: (id) => withLock(s, id, () => releaseEntry(layout, id)),
     update: (env, place) => replaceEnvelope(layout, env, place),
     lockMessage: async (id, timeoutMs = 2000) => {
       const l = await lock(root, `msg/${id}`, timeoutMs);
@@ -192,6 +193,22 @@ async function moveEntry(layout: SyncedLayout, id: string, from: Place, to: Plac
     throw spoolError(err, `move ${id} to ${to}`);
   }
   return envelope;
+}
+
+/**
+ * Releases a message: out of hold/, and every recipient held as uncertain back to queued (a person has
+ * decided it should be tried again). A message in queue/ with uncertain recipients is released in place.
+ */
+async function releaseEntry(layout: SyncedLayout, id: string): Promise<Envelope> {
+  const { envelope, place } = await getEntry(layout, id);
+  const uncertain = envelope.recipients.filter((r) => r.state === 'uncertain');
+  if (place === 'queue' && !uncertain.length) throw new FerryError('not-found', `message ${id} is not held`);
+  for (const r of uncertain) {
+    r.state = 'queued';
+    delete r.nextAttempt;
+  }
+  if (uncertain.length) await replaceEnvelope(layout, envelope, place);
+  return place === 'hold' ? moveEntry(layout, id, 'hold', 'queue') : envelope;
 }
 
 /** Replaces an envelope durably: write temp, fsync, rename over, fsync the directory. */

@@ -18,13 +18,14 @@ function withRoutes(files: Record<string, string>): string {
 test('route files load in file-name order with their keys', () => {
   const dir = withRoutes({
     '20-home.yaml': 'name: home-isp\nconnections: [home]\nrewrite:\n  envelope_sender:\n    "*@laptop.local": "*@isp.example"\n    alice: a@isp.example\ntransport:\n  type: smtp\n',
-    '10-lan.yaml': 'permanent: true\nallowed_recipients: ["*@lan.example"]\ndenied_senders: ["<>"]\nlast_route: true\n',
+    '10-lan.yaml': 'permanent: true\nallowed_recipients: ["*@lan.example"]\ndenied_senders: ["<>"]\nlast_route: true\nuncertain: hold\n',
     'README.txt': 'not a route',
   });
   const routes = loadRoutes(dir);
   assert.deepEqual(routes.map((r) => r.name), ['10-lan', 'home-isp']);
   assert.equal(routes[0]!.permanent, true);
   assert.equal(routes[0]!.lastRoute, true);
+  assert.deepEqual(routes.map((r) => r.uncertain), ['hold', 'retry'], 'uncertain: hold, or retry by default');
   assert.deepEqual(routes[0]!.senders, { allow: [], deny: ['<>'] });
   assert.deepEqual(routes[1]!.rewrite.envelopeSender, [['*@laptop.local', '*@isp.example'], ['alice', 'a@isp.example']]);
   assert.deepEqual(routes[1]!.transport, { type: 'smtp' });
@@ -35,7 +36,7 @@ test('every problem of every route file is reported with file, line and key', ()
   const dir = withRoutes({
     'a.yaml': 'connections: home\npermanent: yes please\ncolour: red\n',
     'b.yaml': 'name: a\nconnections: [x]\nrewrite:\n  frm: {}\n',
-    'c.yaml': 'allowed_senders: ["*"]\n',
+    'c.yaml': 'allowed_senders: ["*"]\nuncertain: maybe\n',
   });
   try {
     loadRoutes(dir);
@@ -49,6 +50,7 @@ test('every problem of every route file is reported with file, line and key', ()
       /^a\.yaml: permanent@2: must be true or false/,
       /^b\.yaml: rewrite\.frm@4: unknown map/,
       /^c\.yaml: connections@1: name the connections/,
+      /^c\.yaml: uncertain@2: must be retry or hold/,
       /^name@-: route name a is used twice/,
     ]) {
       assert.ok(got.some((g) => want.test(g)), `${want} in ${JSON.stringify(got)}`);
