@@ -4,6 +4,7 @@
  * Pure types and the embedded default; cannot fail.
  */
 import os from 'node:os';
+import type { InterfaceRule } from '../domain/online.js';
 
 /** Validated settings with every default filled in and paths made absolute. */
 export interface Config {
@@ -40,7 +41,7 @@ export interface Config {
   };
   tls: { cert?: string; key?: string };
   auth: { users_file?: string };
-  online: { state_file?: string; command: string[] };
+  online: { state_file?: string; command: string[]; rules: InterfaceRule[]; probe_timeout: number };
 }
 
 /** The settings a file can give; everything optional. */
@@ -76,7 +77,7 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     smtp: { bare_line_ends: 'reject', reverse_lookup: false, early_talker_delay: 100, banner: '' },
     tls: {},
     auth: {},
-    online: { command: [] },
+    online: { command: [], rules: [], probe_timeout: 2000 },
   };
 }
 

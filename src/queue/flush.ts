@@ -1,7 +1,7 @@
 /**
- * One queue run for a configuration: the online state (forced by --connection / -qo, else the configured
- * query command or state file, else offline), the route files, the transports, under the spool's runner
- * lock so that two runs (the daemon's and a manual one) never deliver at the same time.
+ * One queue run for a configuration: the online state (online/state.ts: forced by --connection / -qo,
+ * else the query command, the state file, the interface rules), the route files, the transports, under
+ * the spool's runner lock so that two runs (the daemon's and a manual one) never deliver at the same time.
  *
  * Fails with FerryError for a broken route file (config) or a run already in progress (locked); delivery
  * problems are outcomes recorded per recipient.
@@ -11,7 +11,7 @@ import { loadRoutes } from '../config/routes.js';
 import type { OnlineState, RunSummary } from '../domain/online.js';
 import { FerryError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
-import { readStateFile, runQuery } from '../online/sources.js';
+import { onlineView } from '../online/state.js';
 import { tryLock } from '../spool/lock.js';
 import { openStore } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
@@ -21,14 +21,14 @@ import { enqueueNotice, messageFor, transportFor } from './wiring.js';
 
 /** The online state now, as the configuration says to find it. */
 export async function onlineState(cfg: Config, connection?: string): Promise<OnlineState> {
-  if (connection) return { online: true, connection, why: 'given on the command line' };
-  if (cfg.online.command.length) return runQuery(cfg.online.command);
-  if (cfg.online.state_file) return readStateFile(cfg.online.state_file);
-  return { online: false, why: 'no online source configured (online.command or online.state_file)' };
+  return onlineView(cfg.online).state(connection);
 }
 
-/** Runs the queue once under the runner lock; a manual flush (force) tries deferred mail now. */
-export async function flushQueue(cfg: Config, log: Logger, connection?: string, force = true): Promise<RunSummary> {
+/**
+ * Runs the queue once under the runner lock; a manual flush (force) tries deferred mail now. `online`
+ * gives the state when no connection is forced (the daemon passes its view, which keeps SSIDs cached).
+ */
+export async function flushQueue(cfg: Config, log: Logger, connection?: string, force = true, online?: () => Promise<OnlineState>): Promise<RunSummary> {
   const routes = loadRoutes(cfg.dir);
   if (routes.length === 0) {
     // without routes there is no way out: leave every message exactly as it is (and let the daemon's
@@ -41,7 +41,7 @@ export async function flushQueue(cfg: Config, log: Logger, connection?: string, 
   try {
     const store = openStore(cfg.spool);
     const spool = openSpoolWriter(cfg.spool);
-    const state = await onlineState(cfg, connection);
+    const state = connection || !online ? await onlineState(cfg, connection) : await online();
     const report = await runQueue({
       store,
       routes,
