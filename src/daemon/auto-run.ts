@@ -17,7 +17,7 @@ import type { Config } from '../config/types.js';
 import type { OnlineState } from '../domain/online.js';
 import { isFerryError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
-import { onlineView, sameState, type OnlineView } from '../online/state.js';
+import { onlineView, stateChange, type OnlineView } from '../online/state.js';
 import { watchNetwork, type NetWatch } from '../online/watch.js';
 import { flushQueue } from '../queue/flush.js';
 
@@ -103,18 +103,18 @@ function stateLog(log: Logger): { note(s: OnlineState): boolean; last(): OnlineS
   let last: OnlineState | null = null;
   return {
     note(s) {
-      if (sameState(last, s)) return false;
-      const moved = last !== null && (last.online !== s.online || last.connection !== s.connection);
+      const change = stateChange(last, s);
+      if (change === 'same') return false;
       last = s;
       log.log('info', 'online state', { state: s.online ? 'online' : 'offline', connection: s.connection, why: s.why });
-      return moved;
+      return change === 'moved';
     },
     last: () => last,
   };
 }
 
 /** Recomputes the state on demand, one computation at a time; a request during one asks for one more. */
-function serialCheck(view: OnlineView, onState: (s: OnlineState) => void): () => void {
+export function serialCheck(view: OnlineView, onState: (s: OnlineState) => void): () => void {
   let busy = false;
   let dirty = false;
   const check = (): void => {

@@ -67,7 +67,13 @@ export function describeState(s: OnlineState): string {
   return s.online ? `online, connection ${s.connection}: ${s.why ?? ''}` : `offline: ${s.why ?? ''}`;
 }
 
-/** True when two states mean the same for delivery and for the log. */
-export function sameState(a: OnlineState | null, b: OnlineState): boolean {
-  return !!a && a.online === b.online && a.connection === b.connection && a.why === b.why;
+/**
+ * What a new state is to the last one: 'same' (nothing to do), 'reason' (only why changed: log it),
+ * 'moved' (online/offline or the connection changed: log it and run the queue). The first state is
+ * 'reason': logged, but the daemon's own first run follows anyway.
+ */
+export function stateChange(last: OnlineState | null, next: OnlineState): 'same' | 'reason' | 'moved' {
+  if (!last) return 'reason';
+  if (last.online !== next.online || last.connection !== next.connection) return 'moved';
+  return last.why === next.why ? 'same' : 'reason';
 }

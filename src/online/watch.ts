@@ -14,7 +14,10 @@ import { factsFingerprint, SYSTEM_SOURCES, type FactSources } from './interfaces
 export interface WatchOptions {
   /** The iproute2 program; a missing one means polling. */
   ip?: string;
+  /** Quiet time that ends a burst of events. */
   debounceMs?: number;
+  /** Longest wait from the first event of a burst to the report. */
+  maxWaitMs?: number;
   pollMs?: number;
   facts?: FactSources;
   /** Told how changes are noticed: 'monitor', or 'poll' with the reason. */
@@ -30,14 +33,20 @@ export interface NetWatch {
 /** Calls onChange (debounced) after every change of the interfaces, addresses or routes. */
 export function watchNetwork(onChange: () => void, opts: WatchOptions = {}): NetWatch {
   const debounceMs = opts.debounceMs ?? 200;
+  // a stream of events that never pauses still reports a change this often
+  const maxWaitMs = Math.max(debounceMs, opts.maxWaitMs ?? 800);
   let debounce: NodeJS.Timeout | null = null;
+  let pendingSince = 0;
   let poll: NodeJS.Timeout | null = null;
   let child: ChildProcess | null = null;
   let stopped = false;
   let mode: 'monitor' | 'poll' = 'monitor';
   const changed = (): void => {
     if (stopped) return;
-    if (debounce) clearTimeout(debounce);
+    if (debounce) {
+      if (Date.now() - pendingSince >= maxWaitMs - debounceMs) return;
+      clearTimeout(debounce);
+    } else pendingSince = Date.now();
     debounce = setTimeout(() => {
       debounce = null;
       if (!stopped) onChange();

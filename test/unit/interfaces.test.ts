@@ -10,7 +10,8 @@ import { readInterfaces, type FactSources } from '../../src/online/interfaces.js
 import { probe } from '../../src/online/probe.js';
 import { connectionFromRules, type RuleChecks } from '../../src/online/rules.js';
 import { wifiSsid, parseIwLink } from '../../src/online/ssid.js';
-import { onlineView } from '../../src/online/state.js';
+import { onlineView, stateChange } from '../../src/online/state.js';
+import { serialCheck } from '../../src/daemon/auto-run.js';
 import { watchNetwork } from '../../src/online/watch.js';
 import { tempDir, waitUntil } from '../helpers.js';
 
@@ -229,4 +230,63 @@ test('the real machine can be read without blocking or throwing', () => {
   const f = readInterfaces();
   assert.ok(Array.isArray(f));
   assert.ok(f.every((x) => typeof x.name === 'string' && typeof x.up === 'boolean'));
+});
+
+test('state changes: only online/offline or the connection moves; a new reason is only logged', () => {
+  const home = { online: true, connection: 'home', why: 'rule 1 (home): interface wlan0' };
+  assert.equal(stateChange(null, home), 'reason');
+  assert.equal(stateChange(home, { ...home }), 'same');
+  assert.equal(stateChange(home, { ...home, why: 'rule 2 (home): interface eth0' }), 'reason');
+  assert.equal(stateChange(home, { ...home, connection: 'office' }), 'moved');
+  assert.equal(stateChange(home, { online: false, why: 'no rules' }), 'moved');
+  assert.equal(stateChange({ online: false, why: 'a' }, { online: false, why: 'b' }), 'reason');
+});
+
+test('a burst of change events costs at most two state computations, and the last one sees the end', async () => {
+  let calls = 0;
+  let release: (() => void) | null = null;
+  const seen: number[] = [];
+  const view = {
+    state: () =>
+      new Promise<{ online: boolean; why: string }>((resolve) => {
+        const n = ++calls;
+        release = () => resolve({ online: false, why: String(n) });
+      }),
+    forget: () => undefined,
+  };
+  const check = serialCheck(view, (s) => seen.push(Number(s.why)));
+  for (let i = 0; i < 100; i++) check();
+  assert.equal(calls, 1, 'one computation at a time');
+  release!();
+  assert.ok(await waitUntil(() => calls === 2, 2000), 'events during it ask for exactly one more');
+  for (let i = 0; i < 100; i++) check();
+  release!();
+  assert.ok(await waitUntil(() => calls === 3, 2000));
+  release!();
+  assert.ok(await waitUntil(() => seen.length === 3, 2000));
+  assert.deepEqual(seen, [1, 2, 3]);
+  assert.equal(calls, 3, 'nothing more without new events');
+});
+
+test('watch: a stream of events without a pause is still reported, not held back forever', async () => {
+  const fx = fixture();
+  let changes = 0;
+  const w = watchNetwork(() => changes++, { ip: '/nonexistent/ip', facts: fx, pollMs: 10, debounceMs: 100, maxWaitMs: 300 });
+  try {
+    // the fallback's own first check
+    assert.ok(await waitUntil(() => changes === 1, 5000));
+    // change the facts every 10 ms (faster than the debounce) until a report arrives
+    let n = 0;
+    const ok = await waitUntil(
+      () => {
+        fs.writeFileSync(path.join(fx.sysNet, 'eth0', 'operstate'), n++ % 2 ? 'up\n' : 'down\n');
+        return changes >= 2;
+      },
+      10_000,
+      10,
+    );
+    assert.ok(ok, 'reported while the events go on');
+  } finally {
+    w.stop();
+  }
 });
