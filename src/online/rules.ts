@@ -82,6 +82,7 @@ function describe(n: number, rule: InterfaceRule, f: InterfaceFacts): string {
   const parts = [`interface ${f.name}`];
   if (rule.ssid !== undefined) parts.push(`SSID ${JSON.stringify(rule.ssid)}`);
   if (rule.gateway) parts.push(`gateway ${rule.gateway}`);
+  else if (rule.default_route !== false && f.gateways[0]) parts.push(`default route via ${f.gateways[0]}`);
   if (rule.cidr) parts.push(`address in ${rule.cidr}`);
   if (rule.probe) parts.push(`${rule.probe} answers`);
   return `rule ${n} (${rule.connection}): ${parts.join(', ')}`;

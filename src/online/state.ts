@@ -8,8 +8,9 @@
  *   4. online.rules over the interface facts (online with the first rule that holds, else offline);
  *   5. nothing configured: offline.
  *
- * A view keeps the SSIDs it has asked for until forget() (the daemon calls it on every interface change),
- * so the wireless tools run once per change, not once per queue run. Never throws: every failure is
+ * A view keeps the SSIDs it has asked for until forget() (the daemon calls it on every interface change)
+ * or for at most a minute (a roam to another network may change nothing the watch sees), so the wireless
+ * tools run about once per change, not once per queue run. Never throws: every failure is
  * "offline" with the reason.
  */
 import type { OnlineSettings, OnlineState } from '../domain/online.js';
@@ -24,7 +25,10 @@ export interface OnlineDeps {
   facts: FactSources;
   ssid(iface: string): Promise<string | undefined>;
   probe(target: string, timeoutMs: number): Promise<string | null>;
+  now?(): number;
 }
+
+const SSID_MAX_AGE_MS = 60_000;
 
 const SYSTEM_DEPS: OnlineDeps = { facts: SYSTEM_SOURCES, ssid: (i) => wifiSsid(i), probe };
 
@@ -38,11 +42,12 @@ export interface OnlineView {
 /** A view over the configured sources. */
 export function onlineView(settings: OnlineSettings, deps: Partial<OnlineDeps> = {}): OnlineView {
   const d = { ...SYSTEM_DEPS, ...deps };
-  let ssids = new Map<string, Promise<string | undefined>>();
+  let ssids = new Map<string, { at: number; answer: Promise<string | undefined> }>();
   const ssid = (iface: string): Promise<string | undefined> => {
-    let p = ssids.get(iface);
-    if (!p) ssids.set(iface, (p = d.ssid(iface)));
-    return p;
+    const now = (d.now ?? Date.now)();
+    let hit = ssids.get(iface);
+    if (!hit || now - hit.at >= SSID_MAX_AGE_MS) ssids.set(iface, (hit = { at: now, answer: d.ssid(iface) }));
+    return hit.answer;
   };
   return {
     async state(forced) {

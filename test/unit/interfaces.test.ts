@@ -112,7 +112,7 @@ test('rules: offline says why each rule failed', async () => {
   assert.equal(s.online, false);
   assert.equal(s.why, 'no rule holds (office: eth0 is down; vpn: tun0 has no default route; cafe: wlan0: gateway 192.168.1.1,fe80::1, not 10.0.0.1; x: no interface ppp*)');
   const ok = await connectionFromRules([{ connection: 'home', kind: 'wireless', cidr: '192.168.1.0/24' }], facts, checks({}));
-  assert.equal(ok.why, 'rule 1 (home): interface wlan0, address in 192.168.1.0/24');
+  assert.equal(ok.why, 'rule 1 (home): interface wlan0, default route via 192.168.1.1, address in 192.168.1.0/24');
 });
 
 test('rules: SSID is asked only of wireless interfaces that passed the other conditions; unknown does not match', async () => {
@@ -145,7 +145,7 @@ test('rules: a probe that fails makes the rule fail and the next one is tried', 
   assert.equal(c.asked.length, 2, 'no probe when the interface conditions fail');
 });
 
-test('probe: a listening port answers, a closed one does not, a silent one times out', async () => {
+test('probe: a listening port answers, a closed one does not', async () => {
   const server = net.createServer((s) => s.destroy());
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as net.AddressInfo).port;
@@ -156,9 +156,6 @@ test('probe: a listening port answers, a closed one does not, a silent one times
   }
   assert.equal(await probe(`127.0.0.1:${port}`, 2000), 'ECONNREFUSED');
   assert.equal(await probe('nonsense', 2000), 'not host:port');
-  // a listening socket whose backlog is full never completes the handshake: use a non-routable address
-  const silent = await probe('192.0.2.1:25', 200);
-  assert.ok(silent === 'no answer within 200 ms' || /^E/.test(silent ?? ''), String(silent));
 });
 
 test('SSID: iw output is parsed, iwgetid is the fallback, missing tools are "unknown"', async () => {
@@ -183,7 +180,8 @@ test('sources in order: forced, command, state file (when present), rules; SSIDs
   const stateFile = path.join(fx.root, 'online');
   const rules: InterfaceRule[] = [{ connection: 'home', ssid: 'HomeNet' }];
   let asked = 0;
-  const deps = { facts: fx, ssid: async () => (asked++, 'HomeNet'), probe: async () => null };
+  let clock = 1_000_000;
+  const deps = { facts: fx, ssid: async () => (asked++, 'HomeNet'), probe: async () => null, now: () => clock };
   const settings = (o: Partial<OnlineSettings>): OnlineSettings => ({ command: [], rules: [], probe_timeout: 500, ...o });
   const node = process.execPath;
   const both = onlineView(settings({ command: [node, '-e', 'console.log("cmd")'], state_file: stateFile, rules }), deps);
@@ -203,6 +201,12 @@ test('sources in order: forced, command, state file (when present), rules; SSIDs
   onlyRules.forget();
   await onlyRules.state();
   assert.equal(asked, 3, 'asked again after forget()');
+  clock += 30_000;
+  await onlyRules.state();
+  assert.equal(asked, 3, 'still cached half a minute later');
+  clock += 30_000;
+  await onlyRules.state();
+  assert.equal(asked, 4, 'asked again after a minute, change or not');
   assert.match((await onlineView(settings({})).state()).why!, /no online source configured/);
   assert.match((await onlineView(settings({ state_file: stateFile })).state()).why!, /missing/);
 });
