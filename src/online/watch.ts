@@ -2,7 +2,7 @@
  * Notices network changes within a second: `ip -o monitor link address route` (iproute2) as a child
  * process, its lines debounced (a burst of kernel events is one change); where `ip` is missing or the
  * monitor dies, a poll of the interface facts (/sys/class/net, /proc/net/route, addresses) every second,
- * which costs well under a millisecond a time.
+ * which costs about a millisecond a time (four interfaces on a busy two-core host).
  *
  * The monitor's output is only counted, never interpreted. Never throws; a failing monitor is reported
  * once through onMode and replaced by the poll. Knows nothing of mail.
