@@ -1,5 +1,6 @@
 /**
- * The admin command `ferrymail`: daemon, status, config, queue, auth. Built on commander.
+ * The admin command `ferrymail`: daemon, status, online, config, queue, route, flush, auth. Built on
+ * commander.
  *
  * Every subcommand takes --config-dir. Errors print one line and exit with the sysexits code of their
  * FerryError; usage errors exit 64. Secrets (auth hash) are read from standard input, never argv.
@@ -54,6 +55,12 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .description('is the daemon running, where it listens, what waits in the queue')
     .option('--json', 'machine-readable output')
     .action(act(async (_o: Opts, cmd: Command) => status(cmd)));
+
+  program
+    .command('online')
+    .description('which connection are we on, and why (exit 0 online, 69 offline)')
+    .option('--json', 'the state record, with the interface facts')
+    .action(act(async (o: Opts, cmd: Command) => online(cmd, o)));
 
   const cfgCmd = program.command('config').description('check, read and change the configuration');
   cfgCmd.command('check').description('validate everything and list every problem').action(act((_o: Opts, cmd: Command) => configCheck(cmd)));
@@ -142,8 +149,10 @@ async function status(cmd: Command): Promise<number> {
   if (!res) {
     const { entries } = await openStore(cfg.spool).list();
     const held = entries.filter((e) => e.place === 'hold').length;
-    if (json) out(JSON.stringify({ running: false, spool: cfg.spool, queued: entries.length - held, held }) + '\n');
-    else out(`daemon: not running\nspool:  ${cfg.spool}\nqueue:  ${entries.length - held} queued, ${held} held\n`);
+    const { onlineView, describeState } = await import('../online/state.js');
+    const state = await onlineView(cfg.online).state();
+    if (json) out(JSON.stringify({ running: false, spool: cfg.spool, queued: entries.length - held, held, online: state }) + '\n');
+    else out(`daemon: not running\nspool:  ${cfg.spool}\nqueue:  ${entries.length - held} queued, ${held} held\nonline: ${describeState(state)}\n`);
     return EX.UNAVAILABLE;
   }
   if (!res.ok || !res.status) throw new FerryError('control', res.ok ? 'no status' : res.error);
@@ -152,8 +161,21 @@ async function status(cmd: Command): Promise<number> {
   else {
     out(`daemon: running, pid ${s.pid}, since ${s.started}, version ${s.version}\nconfig: ${s.fromFile ? s.configFile : 'embedded default'}\n`);
     out(`listen: ${s.listening.join(' ')}\nspool:  ${s.spool}\nqueue:  ${s.queued} queued, ${s.held} held\n`);
+    const { describeState } = await import('../online/state.js');
+    out(`online: ${s.online ? describeState(s.online) : 'not yet known'}\n`);
   }
   return EX.OK;
+}
+
+/** ferrymail online: the state now, computed here from the configured sources, with its reason. */
+async function online(cmd: Command, o: Opts): Promise<number> {
+  const cfg = config(cmd);
+  const { onlineView, describeState } = await import('../online/state.js');
+  const { readInterfaces } = await import('../online/interfaces.js');
+  const state = await onlineView(cfg.online).state();
+  if (o.json) out(JSON.stringify({ ...state, interfaces: readInterfaces() }, null, 1) + '\n');
+  else out(`${describeState(state)}\n`);
+  return state.online ? EX.OK : EX.UNAVAILABLE;
 }
 
 /** ferrymail config check: every issue at once, with file, line and key. */

@@ -44,7 +44,7 @@ export async function runFlush(cfg: Config, connection?: string, route?: string)
   if (res === null) {
     const { flushQueue } = await import('../queue/flush.js');
     const { createLogger } = await import('../log/logger.js');
-    report = await flushQueue(cfg, createLogger(cfg.log_format), connection, true, route);
+    report = await flushQueue(cfg, createLogger(cfg.log_format), { connection, route });
   } else if (res.ok && res.report) report = res.report;
   else if (!res.ok && res.code) throw new FerryError(res.code as FerryErrorCode, res.error);
   else throw new FerryError('control', res.ok ? 'the daemon gave no report' : res.error);

@@ -90,7 +90,12 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
     smtp: { ...d.smtp, ...s.smtp },
     tls: { cert: abs(s.tls?.cert), key: abs(s.tls?.key) },
     auth: { users_file: abs(s.auth?.users_file) },
-    online: { state_file: abs(s.online?.state_file), command: s.online?.command ?? [] },
+    online: {
+      state_file: abs(s.online?.state_file),
+      command: s.online?.command ?? [],
+      rules: s.online?.rules ?? [],
+      probe_timeout: s.online?.probe_timeout ?? d.online.probe_timeout,
+    },
     queue: queueSettings(d.queue, s.queue, abs),
   } as Config;
 }

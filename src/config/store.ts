@@ -33,6 +33,11 @@ function fieldSchema(f: Field): Record<string, unknown> {
       return DURATION_SCHEMA;
     case 'duration[]':
       return { type: 'array', items: DURATION_SCHEMA };
+    case 'map[]': {
+      const properties = Object.fromEntries((f.fields ?? []).map((s) => [s.key, fieldSchema(s)]));
+      const required = (f.fields ?? []).filter((s) => s.required).map((s) => s.key);
+      return { type: 'array', items: { type: 'object', additionalProperties: false, required, properties } };
+    }
   }
 }
 
@@ -63,6 +68,13 @@ export function parseValue(f: Field, raw: string): unknown {
       if (t === '' || t === '[]') return [];
       return t.replace(/^\[(.*)\]$/, '$1').split(',').map((s) => s.trim()).filter(Boolean);
     }
+    case 'map[]':
+      // a list of mappings comes as JSON or YAML flow text: [{connection: home, ssid: HomeNet}]
+      try {
+        return parseDocument(raw).toJS() as unknown;
+      } catch {
+        return raw;
+      }
     default:
       return raw;
   }

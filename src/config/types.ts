@@ -4,6 +4,7 @@
  * Pure types and the embedded default; cannot fail.
  */
 import os from 'node:os';
+import type { InterfaceRule } from '../domain/online.js';
 
 /** Validated settings with every default filled in and paths made absolute. */
 export interface Config {
@@ -40,7 +41,7 @@ export interface Config {
   };
   tls: { cert?: string; key?: string };
   auth: { users_file?: string };
-  online: { state_file?: string; command: string[] };
+  online: { state_file?: string; command: string[]; rules: InterfaceRule[]; probe_timeout: number };
   /** Retry times and notices; durations in seconds (the file writes them as "5m", "4h", "5d"). */
   queue: {
     retry_min: number;
@@ -93,7 +94,7 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     smtp: { bare_line_ends: 'reject', reverse_lookup: false, early_talker_delay: 100, banner: '' },
     tls: {},
     auth: {},
-    online: { command: [] },
+    online: { command: [], rules: [], probe_timeout: 2000 },
     // Postfix's defaults: 5 minutes doubling to 4 hours, 5 days in all, one delay warning at 4 hours
     queue: { retry_min: 300, retry_max: 14_400, lifetime: 432_000, delay_warnings: [14_400], local_notices: 'unroutable', notify_command: [] },
   };

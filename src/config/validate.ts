@@ -45,6 +45,8 @@ function checkScalar(field: Field, value: unknown): string | undefined {
     case 'duration':
     case 'duration[]':
       return checkDuration(field, value);
+    case 'map[]':
+      return 'must be a list of mappings';
   }
 }
 
@@ -57,9 +59,39 @@ function checkDuration(field: Field, value: unknown): string | undefined {
   return undefined;
 }
 
+/** Checks a list of mappings: each element a mapping of known keys, required keys given, each value checked. */
+function checkMapList(field: Field, value: unknown, lineOf: LineOf, out: ConfigIssue[]): void {
+  const path = field.key.split('.');
+  if (!Array.isArray(value)) {
+    out.push({ key: field.key, line: lineOf(path), message: 'must be a list of mappings' });
+    return;
+  }
+  const subs = field.fields ?? [];
+  value.forEach((el, i) => {
+    const at = `${field.key}[${i}]`;
+    if (el === null || typeof el !== 'object' || Array.isArray(el)) {
+      out.push({ key: at, line: lineOf([...path, i]), message: 'must be a mapping' });
+      return;
+    }
+    const obj = el as Record<string, unknown>;
+    for (const k of Object.keys(obj)) {
+      if (!subs.some((f) => f.key === k)) out.push({ key: `${at}.${k}`, line: lineOf([...path, i, k]), message: 'unknown key' });
+    }
+    for (const sub of subs) {
+      if (obj[sub.key] === undefined || obj[sub.key] === null) {
+        if (sub.required) out.push({ key: `${at}.${sub.key}`, line: lineOf([...path, i]), message: 'missing' });
+        continue;
+      }
+      const err = checkScalar(sub, obj[sub.key]);
+      if (err) out.push({ key: `${at}.${sub.key}`, line: lineOf([...path, i, sub.key]), message: err });
+    }
+  });
+}
+
 /** Checks one field's value, adding issues for the field or each bad element. */
 function checkField(field: Field, value: unknown, lineOf: LineOf, out: ConfigIssue[]): void {
   const path = field.key.split('.');
+  if (field.type === 'map[]') return checkMapList(field, value, lineOf, out);
   if (field.type === 'string[]' || field.type === 'duration[]') {
     if (!Array.isArray(value)) {
       out.push({ key: field.key, line: lineOf(path), message: 'must be a list' });

@@ -191,3 +191,76 @@ test('config set takes durations and lists of durations, and refuses what is not
   const schema = jsonSchema().queue!.properties as Record<string, { anyOf: Array<{ pattern?: string }> }>;
   assert.ok(new RegExp(schema.retry_min!.anyOf[0]!.pattern!).test('5m'));
 });
+
+test('online.rules: a list of rules, each key checked, every problem with its line', () => {
+  const dir = tempDir();
+  fs.writeFileSync(
+    path.join(dir, 'ferrymail.yaml'),
+    [
+      'online:', //                                     1
+      '  probe_timeout: 50', //                         2
+      '  rules:', //                                    3
+      '    - connection: home', //                      4
+      '      ssid: HomeNet', //                         5
+      '      kind: wireless', //                        6
+      '    - connection: "bad name"', //                7
+      '      kind: wifi', //                            8
+      '      gateway: 192.168.1', //                    9
+      '      cidr: 10.0.0.0/33', //                    10
+      '      probe: mail.example.org', //              11
+      '      colour: blue', //                         12
+      '    - interface: tun0', //                      13
+      '      default_route: maybe', //                 14
+      '    - just a string', //                        15
+      '',
+    ].join('\n'),
+  );
+  try {
+    loadConfig(dir);
+    assert.fail('should throw');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    const got = err.issues.map((i) => `${i.line}:${i.key}`);
+    assert.deepEqual(got.sort(), [
+      '2:online.probe_timeout',
+      '7:online.rules[1].connection',
+      '8:online.rules[1].kind',
+      '9:online.rules[1].gateway',
+      '10:online.rules[1].cidr',
+      '11:online.rules[1].probe',
+      '12:online.rules[1].colour',
+      '13:online.rules[2].connection',
+      '14:online.rules[2].default_route',
+      '15:online.rules[3]',
+    ].sort());
+    assert.match(err.issues.find((i) => i.key === 'online.rules[2].connection')!.message, /missing/);
+  }
+  fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), 'online:\n  rules: {connection: home}\n');
+  assert.throws(() => loadConfig(dir), (e: unknown) => e instanceof ConfigError && e.issues[0]!.message === 'must be a list of mappings');
+});
+
+test('online.rules: valid rules load as written; the default is none, probes get 2 s', () => {
+  const dir = tempDir();
+  assert.deepEqual(loadConfig(dir).online.rules, []);
+  assert.equal(loadConfig(dir).online.probe_timeout, 2000);
+  fs.writeFileSync(
+    path.join(dir, 'ferrymail.yaml'),
+    'online:\n  rules:\n    - {connection: vpn, interface: "tun*", cidr: 10.8.0.0/24, default_route: false}\n    - {connection: office, kind: wired, gateway: "fe80::1", probe: "[2001:db8::25]:587"}\n',
+  );
+  const cfg = loadConfig(dir);
+  assert.deepEqual(cfg.online.rules, [
+    { connection: 'vpn', interface: 'tun*', cidr: '10.8.0.0/24', default_route: false },
+    { connection: 'office', kind: 'wired', gateway: 'fe80::1', probe: '[2001:db8::25]:587' },
+  ]);
+  assert.ok(Object.isFrozen(cfg.online.rules[0]));
+});
+
+test('config set online.rules takes a YAML or JSON list, checked like the file', () => {
+  const dir = tempDir();
+  configSet(dir, [['online.rules', '[{connection: home, ssid: "Home Net"}, {"connection": "any"}]']]);
+  assert.deepEqual(loadConfig(dir).online.rules, [{ connection: 'home', ssid: 'Home Net' }, { connection: 'any' }]);
+  assert.throws(() => configSet(dir, [['online.rules', '[{ssid: x}]']]), (e: unknown) => e instanceof ConfigError && /online\.rules\[0\]\.connection/.test(e.message));
+  assert.throws(() => configSet(dir, [['online.rules', 'home']]), ConfigError);
+  const schema = jsonSchema().online!.properties as Record<string, { items?: { required?: string[] } }>;
+  assert.deepEqual(schema.rules!.items!.required, ['connection']);
+});
