@@ -7,7 +7,8 @@
  * Trusts the spool's envelopes (decoded and checked) and the loaded routes. Transport failures arrive as
  * outcomes; a spool error for one message is logged and that message is left for the next run. Failed
  * recipients get an RFC 3464 notice to the sender (bounce.ts) through enqueueNotice; delay notices are not
- * built yet.
+ * built yet. Several messages are delivered at once (PARALLEL_MESSAGES); runs never deliver the same
+ * message twice because each is delivered under its lock.
  */
 import type { Envelope, Recipient } from '../domain/envelope.js';
 import type { OnlineState } from '../domain/online.js';
@@ -38,36 +39,61 @@ export interface RunnerDeps {
   hostname?: string;
   /** Try deferred recipients now, whatever their next attempt time (a manual flush, as postqueue -f). */
   force?: boolean;
+  /** Messages delivered at once (default PARALLEL_MESSAGES). */
+  parallel?: number;
 }
 
 /** What one run did. */
 export type RunReport = RunCounts;
 
-/** Runs the queue once; resolves with counts. */
+/** Messages delivered at once in a run; each route's transport bounds its own connections. */
+export const PARALLEL_MESSAGES = 8;
+
+/** Runs the queue once; resolves with counts. One transport per route serves the whole run (so that it
+ * can keep its connection open from message to message) and is closed at the end. */
 export async function runQueue(deps: RunnerDeps): Promise<RunReport> {
   const now = deps.now ?? Date.now;
   const report: RunReport = { messages: 0, delivered: 0, deferred: 0, failed: 0, uncertain: 0, busy: 0 };
   const state = await deps.online();
   const { entries } = await deps.store.list();
   const at = (): number => (deps.force ? Infinity : now());
-  for (const entry of entries.filter((e) => e.place === 'queue' && due(e.envelope, at()))) {
-    report.messages++;
-    let lock;
-    try {
-      lock = await deps.store.lockMessage(entry.envelope.id, 0);
-    } catch {
-      report.busy++;
-      continue;
-    }
-    try {
-      await runMessage(deps, state, entry, report, now, at);
-    } catch (err) {
-      deps.log.log('error', 'queue run failed for a message', { id: entry.envelope.id, error: (err as Error).message });
-    } finally {
-      await lock.release();
-    }
+  const transports = new Map<Route, Transport>();
+  const run: RunnerDeps = { ...deps, transportFor: (r) => transports.get(r) ?? transports.set(r, deps.transportFor(r)).get(r)! };
+  const waiting = entries.filter((e) => e.place === 'queue' && due(e.envelope, at()));
+  try {
+    await eachLimited(waiting, deps.parallel ?? PARALLEL_MESSAGES, (entry) => runLocked(run, state, entry, report, now, at));
+  } finally {
+    await Promise.all([...transports.values()].map((t) => t.close?.().catch(() => undefined)));
   }
   return report;
+}
+
+/** Calls fn for every item, at most `limit` at a time; resolves when all are done. */
+async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+}
+
+/** Delivers one message under its lock; a message another process holds is counted busy and left. */
+async function runLocked(deps: RunnerDeps, state: OnlineState, entry: Entry, report: RunReport, now: () => number, at: () => number): Promise<void> {
+  report.messages++;
+  let lock;
+  try {
+    lock = await deps.store.lockMessage(entry.envelope.id, 0);
+  } catch {
+    report.busy++;
+    return;
+  }
+  try {
+    await runMessage(deps, state, entry, report, now, at);
+  } catch (err) {
+    deps.log.log('error', 'queue run failed for a message', { id: entry.envelope.id, error: (err as Error).message });
+  } finally {
+    await lock.release();
+  }
 }
 
 /** True when some recipient of the message is due now. */

@@ -40,4 +40,6 @@ export interface DeliveryResult {
 /** Something that can deliver. */
 export interface Transport {
   deliver(req: DeliveryRequest): Promise<DeliveryResult>;
+  /** Ends what the transport keeps open between deliveries (idle connections). */
+  close?(): Promise<void>;
 }

@@ -164,3 +164,37 @@ test('a permanent failure queues an RFC 3464 notice to the sender, with the null
   assert.equal(buildNotice({ id: bounceEnv.id, sender: '', arrival: new Date().toISOString() } as Envelope, [newRecipient('x@y.org')], 'failed', '', 'h'), null);
   assert.equal(buildNotice({ id: 'I', sender: 'a@b.org', arrival: new Date().toISOString() } as Envelope, [newRecipient('x@y.org', { notify: ['NEVER'] })], 'failed', '', 'h'), null);
 });
+
+test('several messages are delivered at once; one transport per route serves the run and is closed once at the end', async () => {
+  const root = tempDir();
+  const spool = openSpoolWriter(root);
+  for (let i = 0; i < 12; i++) {
+    const w = await spool.begin();
+    w.stream.end(`Subject: ${i}\r\n\r\nbody\r\n`);
+    await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'me@laptop.local', recipients: [newRecipient(`r${i}@x.org`)], origin: { door: 'sendmail' }, protocol: 'local' });
+  }
+  let built = 0;
+  let closed = 0;
+  let inFlight = 0;
+  let most = 0;
+  const { d } = deps(root, [route('r1')], () => 'ok');
+  d.parallel = 4;
+  d.transportFor = () => {
+    built++;
+    return {
+      deliver: async (req) => {
+        most = Math.max(most, ++inFlight);
+        await new Promise((r) => setImmediate(r));
+        inFlight--;
+        return { relay: 'r1', results: req.recipients.map((x) => ({ address: x.address, outcome: 'ok' as const, reply: '250 2.0.0 ok' })) };
+      },
+      close: async () => void closed++,
+    };
+  };
+  const rep = await runQueue(d);
+  assert.equal(rep.delivered, 12);
+  assert.equal(built, 1);
+  assert.equal(closed, 1);
+  assert.ok(most > 1 && most <= 4, `at most 4 deliveries at once, more than 1 (saw ${most})`);
+  assert.equal((await openStore(root).list()).entries.length, 0);
+});
