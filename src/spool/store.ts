@@ -173,7 +173,9 @@ async function removeEntry(layout: SyncedLayout, id: string): Promise<Envelope> 
   try {
     await fsp.unlink(layout.envelope(place, id));
     await layout.sync(place);
-    await fsp.rm(layout.data(id), { force: true });
+    await fsp.unlink(layout.data(id)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
   } catch (err) {
     throw spoolError(err, `remove ${id}`);
   }
@@ -285,11 +287,18 @@ async function readHead(layout: Layout, id: string, max: number): Promise<string
     throw spoolError(err, `read message ${id}`);
   }
   try {
-    const buf = Buffer.alloc(max);
-    const { bytesRead } = await fh.read(buf, 0, max, 0);
-    const text = buf.subarray(0, bytesRead).toString('latin1');
-    const end = text.indexOf('\r\n\r\n');
-    return end < 0 ? text : text.slice(0, end + 2);
+    // most header sections fit the first 16 KB: read more only while the blank line is not found
+    let text = '';
+    for (let pos = 0; pos < max; ) {
+      const want = Math.min(pos === 0 ? 16_384 : 65_536, max - pos);
+      const { bytesRead, buffer } = await fh.read(Buffer.allocUnsafe(want), 0, want, pos);
+      if (bytesRead === 0) break;
+      text += buffer.toString('latin1', 0, bytesRead);
+      pos += bytesRead;
+      const end = text.indexOf('\r\n\r\n', Math.max(0, text.length - bytesRead - 3));
+      if (end >= 0) return text.slice(0, end + 2);
+    }
+    return text;
   } finally {
     await fh.close();
   }

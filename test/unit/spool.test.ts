@@ -215,3 +215,26 @@ test('release turns recipients held as uncertain back into queued ones, held mes
   assert.equal((await store.get(env.id)).place, 'queue');
   assert.deepEqual(got.recipients.map((r) => r.state), ['queued', 'queued']);
 });
+
+test('readHead returns the header section whatever its size: ends inside the first read, across a read boundary, past it, or never', async () => {
+  const root = tempDir();
+  const spool = openSpoolWriter(root);
+  const store = openStore(root);
+  const cases: Array<[string, string]> = [];
+  // blank line straddling the 16 KB first read at every offset around it, and a 100 KB header
+  for (const len of [10, 16_380, 16_381, 16_382, 16_383, 16_384, 100_000]) {
+    const head = `X-Pad: ${'a'.repeat(len - 10)}\r\n`;
+    cases.push([head, `${head}\r\nbody\r\n`]);
+  }
+  cases.push(['Subject: no body\r\n', 'Subject: no body\r\n']);
+  for (const [head, data] of cases) {
+    const w = await spool.begin();
+    w.stream.end(Buffer.from(data, 'latin1'));
+    const env = await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'a@b.org', recipients: [newRecipient('c@d.org')], origin: { door: 'sendmail' }, protocol: 'local' });
+    assert.equal(await store.readHead(env.id), head, `header of ${head.length} bytes`);
+  }
+  const w = await spool.begin();
+  w.stream.end(Buffer.from(`X-Big: ${'b'.repeat(300_000)}\r\n\r\nbody`, 'latin1'));
+  const big = await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'a@b.org', recipients: [newRecipient('c@d.org')], origin: { door: 'sendmail' }, protocol: 'local' });
+  assert.equal((await store.readHead(big.id, 262_144)).length, 262_144, 'cut at max');
+});
