@@ -20,7 +20,7 @@ import type { Route } from '../route/types.js';
 import type { Store } from '../spool/store.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { pipeTransport } from '../transport/pipe.js';
-import { smtpTransport, type AuthMethod, type SmtpSettings } from '../transport/smtp.js';
+import { smtpTransport, type AuthMethod, type MxResolver, type SmtpSettings } from '../transport/smtp.js';
 import type { Transport } from '../transport/types.js';
 import type { Notice } from './bounce.js';
 
@@ -94,7 +94,7 @@ function ms(v: unknown): number | undefined {
 }
 
 /** The SMTP/LMTP transport of a transport section (already validated by config/). */
-function smtpFrom(route: Route, t: Record<string, unknown>, hostname: string): Transport {
+function smtpFrom(route: Route, t: Record<string, unknown>, hostname: string, resolver?: MxResolver): Transport {
   if (typeof t.host !== 'string' && typeof t.socket !== 'string' && t.mx !== true) return broken(`route ${route.name}: transport needs host and port, socket, or mx`);
   const secret = secretSource(t);
   return smtpTransport({
@@ -108,14 +108,15 @@ function smtpFrom(route: Route, t: Record<string, unknown>, hostname: string): T
     auth: typeof t.user === 'string' && secret ? { user: t.user, secret, method: t.auth_method as AuthMethod | undefined } : undefined,
     connections: typeof t.connections === 'number' ? t.connections : 1,
     timeouts: { connect: ms(t.connect_timeout), greeting: ms(t.greeting_timeout), command: ms(t.command_timeout) },
+    resolver,
   });
 }
 
-/** The transport of a route, built from its transport section. */
-export function transportFor(route: Route, hostname: string): Transport {
+/** The transport of a route, built from its transport section (resolver: DNS for MX delivery, for tests). */
+export function transportFor(route: Route, hostname: string, resolver?: MxResolver): Transport {
   const t = route.transport;
   try {
-    if (t.type === 'smtp' || t.type === 'lmtp') return smtpFrom(route, t, hostname);
+    if (t.type === 'smtp' || t.type === 'lmtp') return smtpFrom(route, t, hostname, resolver);
     if (t.type === 'pipe') {
       if (!Array.isArray(t.command) || !t.command.every((x) => typeof x === 'string') || !t.command.length) return broken(`route ${route.name}: pipe needs a command list`);
       return pipeTransport({ command: t.command as string[], perRecipient: t.per_recipient !== false, fromLine: t.from_line === true, route: route.name });

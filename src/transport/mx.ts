@@ -30,6 +30,13 @@ export function asciiDomain(domain: string): string {
   return (domainToASCII(domain) || '').toLowerCase();
 }
 
+/** An address with its domain in A-labels (the local part as it is); "" stays "". */
+export function asciiAddress(address: string): string {
+  const at = address.lastIndexOf('@');
+  if (at < 0) return address;
+  return `${address.slice(0, at)}@${asciiDomain(address.slice(at + 1)) || address.slice(at + 1)}`;
+}
+
 /** Shuffles hosts of equal preference, keeps the order of preferences. */
 function ordered(records: { exchange: string; priority: number }[]): string[] {
   const shuffled = records.map((r) => ({ r, k: Math.random() }));

@@ -18,6 +18,7 @@ import { createHash } from 'node:crypto';
 import net from 'node:net';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { Outcome } from '../domain/outcome.js';
+import { asciiAddress } from './mx.js';
 import type { DeliveryRequest, RecipientResult } from './types.js';
 
 /** AUTH mechanisms ferrymail speaks. */
@@ -182,7 +183,10 @@ export class Session {
     const offered = this.internals()._supportedAuth ?? [];
     if (!this.conn.secure && !allowClear) return `451 4.7.10 ${this.relay} did not offer STARTTLS; the password is not sent without TLS (tls: none allows it)`;
     const method = (auth.method ?? (['cram-md5', 'plain', 'login'] as const).find((m) => offered.includes(m.toUpperCase())))?.toUpperCase();
-    if (!method || !offered.includes(method)) return `451 4.7.4 ${this.relay} does not offer AUTH ${method ?? '(none of CRAM-MD5, PLAIN, LOGIN)'}${offered.length ? ` (offers ${offered.join(', ')})` : ''}`;
+    if (!method || !offered.includes(method)) {
+      const asked = method ? `AUTH ${method}` : 'AUTH CRAM-MD5, PLAIN or LOGIN';
+      return `451 4.7.4 ${this.relay} does not offer ${asked}${offered.length ? ` (it offers ${offered.join(', ')}: see auth_method)` : ''}`;
+    }
     let secret: string;
     try {
       secret = await auth.secret();
@@ -206,9 +210,10 @@ export class Session {
     let handedOver = false;
     stream.once('end', () => (handedOver = true));
     const first = req.recipients[0];
+    // domains leave in A-labels: only a UTF-8 local part needs SMTPUTF8
     const envelope = {
-      from: req.sender,
-      to: req.recipients.map((r) => r.address),
+      from: asciiAddress(req.sender),
+      to: req.recipients.map((r) => asciiAddress(r.address)),
       size: req.size,
       use8BitMime: req.body === '8BITMIME',
       dsn: req.ret || req.envid || first?.notify ? { ret: req.ret, envid: req.envid, notify: first?.notify } : undefined,
@@ -235,7 +240,7 @@ export class Session {
       if (e.recipient) rejected.set(e.recipient.toLowerCase(), e);
     }
     return req.recipients.map((r): RecipientResult => {
-      const rej = rejected.get(r.address.toLowerCase());
+      const rej = rejected.get(asciiAddress(r.address).toLowerCase());
       if (rej) return { address: r.address, outcome: outcomeOf(rej.responseCode), reply: this.clean(oneLine(rej.response, `${rej.responseCode ?? 450}`)) };
       if (!err) return { address: r.address, outcome: 'ok', reply: this.clean(oneLine((info as { response?: string }).response, '250 2.0.0 ok')) };
       if (err.responseCode) return { address: r.address, outcome: outcomeOf(err.responseCode), reply: this.clean(oneLine(err.response, `${err.responseCode}`)) };
