@@ -195,7 +195,8 @@ export class Session {
     }
     this.hide(auth.user, secret);
     const err = await settleOn<SmtpError | undefined>(this.conn, timeoutMs, undefined, (done, lost) => {
-      this.conn.login({ user: auth.user, pass: secret, method }, (e) => done(e ? (e as SmtpError) : undefined));
+      // nodemailer replaces a plain XOAUTH2 request by the first mechanism offered: ours has its own name
+      this.conn.login({ user: auth.user, pass: secret, method: method === 'XOAUTH2' ? XOAUTH2_HANDLER : method }, (e) => done(e ? (e as SmtpError) : undefined));
       lost((e) => done(e ?? Object.assign(new Error('connection lost'), { code: 'ECONNECTION' })));
     });
     if (!err) return undefined;
@@ -334,9 +335,12 @@ function connOptions(s: SessionSettings, t: Target, socket?: net.Socket): Constr
     socketCloseTimeout: 2000,
     connection: socket,
     logger: false,
-    customAuth: { XOAUTH2: xoauth2 },
+    customAuth: { [XOAUTH2_HANDLER]: xoauth2 },
   };
 }
+
+/** The name our XOAUTH2 handler is registered under with nodemailer. */
+const XOAUTH2_HANDLER = 'FERRYMAIL-XOAUTH2';
 
 /** XOAUTH2 (the secret is the access token); a refusal's 334 challenge is answered empty, as required. */
 async function xoauth2(ctx: Parameters<NonNullable<NonNullable<ConstructorParameters<typeof SMTPConnection>[0]>['customAuth']>[string]>[0]): Promise<void> {
