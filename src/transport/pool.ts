@@ -5,7 +5,7 @@
  * keeping the process alive), then closes; one the server ends while idle is forgotten.
  *
  * Trusts its callers to give back every slot they take. Cannot fail; close() ends the idle sessions
- * and makes every session given back afterwards close at once.
+ * (and resolves when they are gone) and makes every session given back afterwards close at once.
  */
 
 /** What the pool needs of a session. */
@@ -14,7 +14,7 @@ export interface Pooled {
   usable(): boolean;
   park(onGone: () => void): void;
   unpark(): void;
-  close(): void;
+  close(): Promise<void>;
 }
 
 /** See the module header. */
@@ -41,7 +41,7 @@ export class Pool<S extends Pooled> {
       }
       // all slots busy or idle elsewhere: an idle session to another server gives up its slot
       if (this.idle.length) {
-        this.unidle(0).close();
+        void this.unidle(0).close();
         return undefined;
       }
       await new Promise<void>((resolve) => this.waiting.push(resolve));
@@ -56,16 +56,16 @@ export class Pool<S extends Pooled> {
       this.idle.push({ session, timer });
       session.park(() => this.drop(session));
     } else {
-      session?.close();
+      void session?.close();
       this.held--;
     }
     this.waiting.shift()?.();
   }
 
-  /** Closes every idle session; sessions in use close when given back. */
-  close(): void {
+  /** Closes every idle session (resolves when they are gone); sessions in use close when given back. */
+  async close(): Promise<void> {
     this.closed = true;
-    for (const x of [...this.idle]) this.drop(x.session);
+    await Promise.all([...this.idle].map((x) => this.drop(x.session)));
   }
 
   /** Takes an idle session out of the idle list (its slot goes with it). */
@@ -77,11 +77,12 @@ export class Pool<S extends Pooled> {
   }
 
   /** Ends an idle session and frees its slot. */
-  private drop(session: S): void {
+  private drop(session: S): Promise<void> {
     const i = this.idle.findIndex((x) => x.session === session);
-    if (i < 0) return;
-    this.unidle(i).close();
+    if (i < 0) return Promise.resolve();
+    const gone = this.unidle(i).close();
     this.held--;
     this.waiting.shift()?.();
+    return gone;
   }
 }

@@ -131,14 +131,23 @@ export class Session {
     this.socket()?.ref();
   }
 
-  /** Ends the session politely (QUIT), or at once when it is not usable. */
-  close(): void {
+  /** Ends the session politely (QUIT), or at once when it is not usable; resolves once it is gone. */
+  close(): Promise<void> {
     this.onGone = undefined;
-    if (this.usable()) {
-      this.conn.quit();
+    if (!this.usable()) {
+      this.conn.close();
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
       // a server that never answers QUIT does not hold the socket for long
-      setTimeout(() => this.conn.close(), 2000).unref();
-    } else this.conn.close();
+      const timer = setTimeout(() => this.conn.close(), 2000);
+      timer.unref();
+      this.conn.once('end', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.conn.quit();
+    });
   }
 
   /** Cuts every form of the secret out of a server's text. */
@@ -388,7 +397,7 @@ export async function openSession(s: SessionSettings, t: Target): Promise<Sessio
   const session = new Session(conn, t);
   const bad = checkCertificate(s, conn, relay) ?? (s.auth ? await session.login(s.auth, s.timeouts.command, s.starttls === 'never' || !!t.socket) : undefined);
   if (bad) {
-    session.close();
+    void session.close();
     return { reply: bad };
   }
   return session;

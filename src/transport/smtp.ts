@@ -47,7 +47,7 @@ export function smtpTransport(s: SmtpSettings): Transport {
   const resolver = s.mx ? s.resolver ?? systemResolver(session.timeouts.connect) : undefined;
   return {
     deliver: (req) => (resolver ? deliverByMx(session, pool, resolver, s.port ?? 25, req) : deliverTo(session, pool, [smarthost(s)], req)),
-    close: async () => pool.close(),
+    close: () => pool.close(),
   };
 }
 
@@ -87,7 +87,7 @@ async function deliverTo(s: SessionSettings, pool: Pool<Session>, targets: Targe
   try {
     if (session && !(await session.reset(s.timeouts.greeting))) {
       // closed by the server while idle, or refused RSET: replaced, not a failure
-      session.close();
+      void session.close();
       session = undefined;
     }
     if (!session) {

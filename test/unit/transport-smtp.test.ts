@@ -154,8 +154,18 @@ test('one session carries several messages with RSET in between; a refused messa
   assert.deepEqual(cmds.filter((c) => ['MAIL', 'RSET', 'QUIT'].includes(c!)), ['MAIL', 'RSET', 'MAIL', 'RSET', 'MAIL']);
   assert.deepEqual(s.received.map((m) => m.to[0]), ['one@y.org', 'three@y.org']);
   await t.close!();
-  for (let i = 0; i < 100 && !s.connections[0]!.commands.includes('QUIT'); i++) await new Promise((r) => setTimeout(r, 20));
   assert.ok(s.connections[0]!.commands.includes('QUIT'), 'close() ends the idle session with QUIT');
+});
+
+test('an idle session ends by itself with QUIT once it has been unused for a while', async () => {
+  const s = await faultServer();
+  const t = via(s.port, { idleMs: 100 });
+  assert.deepEqual(outcomes(await t.deliver(request('a@x.org', ['one@y.org']))), ['ok']);
+  for (let i = 0; i < 250 && !s.connections[0]!.commands.includes('QUIT'); i++) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(s.connections[0]!.commands.includes('QUIT'), 'the idle session was closed');
+  // the next delivery opens a new session
+  assert.deepEqual(outcomes(await t.deliver(request('a@x.org', ['two@y.org']))), ['ok']);
+  assert.equal(s.connections.length, 2);
 });
 
 test('an idle session whose RSET is refused, or that the server dropped, is replaced before anything is sent', async () => {
