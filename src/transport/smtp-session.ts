@@ -16,6 +16,7 @@
  */
 import { createHash } from 'node:crypto';
 import net from 'node:net';
+import tls from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { Outcome } from '../domain/outcome.js';
 import { asciiAddress } from './mx.js';
@@ -337,7 +338,8 @@ function connOptions(s: SessionSettings, t: Target, socket?: net.Socket): Constr
     ignoreTLS: s.starttls === 'never',
     opportunisticTLS: s.starttls === 'opportunistic',
     lmtp: !!s.lmtp,
-    tls: { rejectUnauthorized: verify, ca: s.ca, minVersion: 'TLSv1.2' },
+    // a CA file adds to the system's CAs (Node's ca option alone would replace them)
+    tls: { rejectUnauthorized: verify, ca: s.ca ? [...tls.rootCertificates, s.ca.toString()] : undefined, minVersion: 'TLSv1.2' },
     connectionTimeout: s.timeouts.connect,
     greetingTimeout: s.timeouts.greeting,
     socketTimeout: s.timeouts.command,
@@ -407,7 +409,7 @@ export async function openSession(s: SessionSettings, t: Target): Promise<Sessio
 function checkCertificate(s: SessionSettings, conn: SMTPConnection, relay: string): string | undefined {
   if (!s.fingerprint) return undefined;
   const sock = (conn as unknown as ConnInternals)._socket;
-  const cert = sock && 'getPeerCertificate' in sock ? (sock as import('node:tls').TLSSocket).getPeerCertificate() : undefined;
+  const cert = sock && 'getPeerCertificate' in sock ? (sock as tls.TLSSocket).getPeerCertificate() : undefined;
   if (!conn.secure || !cert?.raw) return `451 4.7.5 TLS with ${relay} failed: no certificate to check the fingerprint against`;
   const got = fingerprintOf(cert.raw);
   return got === s.fingerprint ? undefined : `451 4.7.5 TLS with ${relay} failed: certificate fingerprint ${got} is not the configured one`;

@@ -45,8 +45,10 @@ export function smtpTransport(s: SmtpSettings): Transport {
   };
   const pool = new Pool<Session>(Math.max(1, s.connections ?? 1), s.idleMs ?? 5000);
   const resolver = s.mx ? s.resolver ?? systemResolver(session.timeouts.connect) : undefined;
+  const deliver = (req: DeliveryRequest): Promise<DeliveryResult> => (resolver ? deliverByMx(session, pool, resolver, s.port ?? 25, req) : deliverTo(session, pool, [smarthost(s)], req));
   return {
-    deliver: (req) => (resolver ? deliverByMx(session, pool, resolver, s.port ?? 25, req) : deliverTo(session, pool, [smarthost(s)], req)),
+    // a mistake of ours must defer the mail, not lose it
+    deliver: (req) => deliver(req).catch((err: Error) => ({ relay: 'none', results: all(req, 'tempfail', `451 4.3.0 delivery failed: ${err.message}`) })),
     close: () => pool.close(),
   };
 }
