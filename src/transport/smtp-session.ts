@@ -297,9 +297,10 @@ function settleOn<T>(conn: SMTPConnection, timeoutMs: number, fallback: T, op: (
   });
 }
 
-/** Opening failed: the reply to record (always a temporary failure). */
+/** Opening failed: the reply to record (always a temporary failure); tls when TLS was what failed. */
 export interface OpenFailure {
   reply: string;
+  tls?: boolean;
 }
 
 /** The SHA-256 fingerprint of a certificate, lower-case hex without colons. */
@@ -367,7 +368,7 @@ function openFailure(err: SmtpError, relay: string): OpenFailure {
   const line = err.response ? oneLine(err.response, '') : '';
   if (err.code === 'ETLS' || /certificate|TLS|SSL/i.test(err.message) && !line) {
     const reason = oneLine(err.message.replace(/^Error initiating TLS - /, ''), 'handshake failed');
-    return { reply: `451 4.7.5 TLS with ${relay} failed: ${line || reason}` };
+    return { reply: `451 4.7.5 TLS with ${relay} failed: ${line || reason}`, tls: true };
   }
   if (line && err.responseCode && err.responseCode < 500) return { reply: line };
   if (line) return { reply: `451 4.4.0 ${relay} refused the session: ${line}` };

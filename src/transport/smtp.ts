@@ -8,7 +8,8 @@
  * per-recipient outcome (smtp-session.ts says which). A session that cannot be opened is tempfail for its
  * recipients; with MX delivery the next host is tried first. A message larger than the SIZE the server
  * announced gets no MAIL: permfail 552 5.3.4. A UTF-8 address to a server without SMTPUTF8 is permfail
- * 5.6.7. Secrets never reach a result, a log or an error.
+ * 5.6.7. Recipients whose DSN NOTIFY differs go in transactions of their own (SMTP carries it per
+ * RCPT, nodemailer per transaction). Secrets never reach a result, a log or an error.
  */
 import type { DeliveryRequest, DeliveryResult, RecipientResult, Transport } from './types.js';
 import { asciiDomain, lookupMx, systemResolver, type MxResolver } from './mx.js';
@@ -107,7 +108,9 @@ async function deliverTo(s: SessionSettings, pool: Pool<Session>, targets: Targe
 async function openFirst(s: SessionSettings, targets: Target[]): Promise<Session | { relay: string; reply: string }> {
   let last = { relay: 'none', reply: '451 4.4.4 no server to deliver to' };
   for (const t of targets) {
-    const got = await openSession(s, t);
+    let got = await openSession(s, t);
+    // RFC 7435: encryption that is not verified is worth having but not worth failing for
+    if (!(got instanceof Session) && got.tls && s.starttls === 'opportunistic' && s.verify === false && !s.fingerprint) got = await openSession({ ...s, starttls: 'never' }, t);
     if (got instanceof Session) return got;
     last = { relay: targetName(t), reply: got.reply };
   }
@@ -123,5 +126,22 @@ async function sendOn(session: Session, req: DeliveryRequest): Promise<Recipient
   if (limit > 0 && req.size > limit) {
     return all(req, 'permfail', `552 5.3.4 message of ${req.size} bytes is larger than the ${limit} bytes ${session.relay} accepts`);
   }
-  return session.send(req);
+  if (!session.extensions().includes('DSN')) return session.send(req);
+  // NOTIFY is sent per transaction: recipients that differ in it go in transactions of their own
+  const results = new Map<string, RecipientResult>();
+  for (const group of byNotify(req)) {
+    const got = session.usable() ? await session.send(group) : all(group, 'tempfail', `451 4.4.2 connection to ${session.relay} lost before this transaction`);
+    for (const r of got) results.set(r.address, r);
+  }
+  return req.recipients.map((r) => results.get(r.address)!);
+}
+
+/** The request split by the recipients' DSN NOTIFY values, in order of first appearance. */
+function byNotify(req: DeliveryRequest): DeliveryRequest[] {
+  const groups = new Map<string, DeliveryRequest['recipients']>();
+  for (const r of req.recipients) {
+    const key = (r.notify ?? []).join(',');
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  return [...groups.values()].map((recipients) => ({ ...req, recipients }));
 }

@@ -17,7 +17,7 @@ import { run, tempDir } from '../helpers.js';
 export type Answer = string | 'stall' | 'drop' | undefined;
 
 /** The step a hook is asked about; `arg` is the command's argument (the address for MAIL and RCPT). */
-export type Step = 'greeting' | 'ehlo' | 'mail' | 'rcpt' | 'data' | 'body' | 'dot' | 'rset' | 'auth';
+export type Step = 'greeting' | 'ehlo' | 'starttls' | 'mail' | 'rcpt' | 'data' | 'body' | 'dot' | 'rset' | 'auth';
 
 /** One connection as the server saw it. */
 export interface SeenConnection {
@@ -253,6 +253,7 @@ class Session {
   private startTls(): void {
     if (!this.opts.tls || this.seen.secure) return void this.sock.write('454 4.7.0 TLS not available\r\n');
     this.sock.write('220 2.0.0 ready for TLS\r\n');
+    if (this.ask('starttls', '') === 'drop') return void this.sock.end(); // a handshake that never happens
     this.sock.removeAllListeners('data');
     const secure = new tls.TLSSocket(this.sock, { isServer: true, key: this.opts.tls.key, cert: this.opts.tls.cert });
     this.sock = secure;

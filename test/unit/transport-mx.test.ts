@@ -116,3 +116,15 @@ test('MX delivery uses STARTTLS when offered without verifying the certificate; 
   assert.equal(strict.results[0]!.outcome, 'tempfail');
   assert.match(strict.results[0]!.reply, /^451 4\.7\.5 TLS/);
 });
+
+test('a TLS handshake that fails with an MX host is retried in plaintext (opportunistic, unverified)', async () => {
+  const cert = await selfSigned();
+  const s = await faultServer({ tls: { key: cert.key, cert: cert.cert }, hook: (step, _arg, conn) => (step === 'starttls' && conn === 0 ? 'drop' : undefined) });
+  const resolver = fakeResolver({ 'one.example': [{ exchange: '127.0.0.1', priority: 10 }] });
+  const r = await mxTransport(s.port, resolver).deliver(request(['a@one.example']));
+  assert.equal(r.results[0]!.outcome, 'ok', JSON.stringify(r));
+  assert.equal(s.connections.length, 2);
+  assert.ok(s.connections[0]!.commands.includes('STARTTLS'));
+  assert.ok(!s.connections[1]!.commands.includes('STARTTLS') && !s.connections[1]!.secure, 'the second session stays in plaintext');
+  assert.equal(s.received[0]!.connection, 1);
+});

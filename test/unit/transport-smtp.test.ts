@@ -204,6 +204,19 @@ test('connections: 2 delivers three messages over two parallel sessions; connect
   }
 });
 
+test('recipients that differ in DSN NOTIFY go in transactions of their own, each with its NOTIFY', async () => {
+  const s = await faultServer({ extensions: ['PIPELINING', 'DSN'] });
+  const req = request('a@x.org', ['a@y.org', 'b@y.org', 'c@y.org']);
+  req.recipients[0]!.notify = ['NEVER'];
+  req.recipients[1]!.notify = ['FAILURE', 'DELAY'];
+  req.recipients[2]!.notify = ['NEVER'];
+  const r = await via(s.port).deliver(req);
+  assert.deepEqual(r.results.map((x) => [x.address, x.outcome]), [['a@y.org', 'ok'], ['b@y.org', 'ok'], ['c@y.org', 'ok']]);
+  assert.deepEqual(s.received.map((m) => m.to), [['a@y.org', 'c@y.org'], ['b@y.org']]);
+  const rcpts = s.connections[0]!.commands.filter((c) => c.startsWith('RCPT'));
+  assert.deepEqual(rcpts, ['RCPT TO:<a@y.org> NOTIFY=NEVER', 'RCPT TO:<c@y.org> NOTIFY=NEVER', 'RCPT TO:<b@y.org> NOTIFY=FAILURE,DELAY']);
+});
+
 test('LMTP over a unix socket: one result per recipient after the final dot', async () => {
   const sock = path.join(tempDir(), 'lmtp.sock');
   const s = await faultServer({ listen: sock, lmtp: true, hook: (step, arg) => (step === 'rcpt' && arg.startsWith('gone') ? '550 5.1.1 gone' : undefined) });
