@@ -92,8 +92,6 @@ function outcomeOf(code: number | undefined): Outcome {
 /** An open session; see the module header. */
 export class Session {
   readonly relay: string;
-  /** Messages sent over this session. */
-  used = 0;
   private hidden: string[] = [];
   private gone = false;
   private onGone: (() => void) | undefined;
@@ -216,7 +214,6 @@ export class Session {
 
   /** Sends one message; one result per recipient (see the module header). */
   async send(req: DeliveryRequest): Promise<RecipientResult[]> {
-    this.used++;
     const stream = req.message();
     let handedOver = false;
     stream.once('end', () => (handedOver = true));
