@@ -1,6 +1,6 @@
 /**
  * Builds what the queue runner needs from the configuration: a transport per route (from its transport
- * section), the outgoing message stream (header rewriting on the way out, the body streamed from the
+ * section, built once per route object so that a queue run reuses its connections), the outgoing message stream (header rewriting on the way out, the body streamed from the
  * spool untouched), and the queuing of delivery status notices through the spool's normal commit.
  *
  * Route files are the administrator's; a transport section that does not make sense fails that route's
@@ -112,8 +112,24 @@ function smtpFrom(route: Route, t: Record<string, unknown>, hostname: string, re
   });
 }
 
-/** The transport of a route, built from its transport section (resolver: DNS for MX delivery, for tests). */
+/** Transports already built, one per route object (route files are read afresh for every queue run). */
+const built = new WeakMap<Route, Transport>();
+
+/**
+ * The transport of a route, built from its transport section once per route object, so that one queue
+ * run reuses its connections (resolver: DNS for MX delivery, for tests).
+ */
 export function transportFor(route: Route, hostname: string, resolver?: MxResolver): Transport {
+  let t = built.get(route);
+  if (!t) {
+    t = buildTransport(route, hostname, resolver);
+    built.set(route, t);
+  }
+  return t;
+}
+
+/** Builds the transport of a route. */
+function buildTransport(route: Route, hostname: string, resolver?: MxResolver): Transport {
   const t = route.transport;
   try {
     if (t.type === 'smtp' || t.type === 'lmtp') return smtpFrom(route, t, hostname, resolver);

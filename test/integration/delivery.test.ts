@@ -179,3 +179,22 @@ test('a refused AUTH defers with the server reply; the password is in no output,
   }
   assert.ok(relay.connections.length >= 2, 'both runs tried the relay');
 });
+
+test('one queue run sends its messages over one connection, RSET between them', async () => {
+  const relay = await faultServer();
+  const stateFile = path.join((await makeConfig()).dir, 'online');
+  const cfg = await makeConfig(`online:\n  state_file: ${JSON.stringify(stateFile)}\n`);
+  fs.writeFileSync(stateFile, 'home\n');
+  fs.mkdirSync(path.join(cfg.configDir, 'routes'));
+  const route = ['name: relay', 'connections: [home]', 'transport:', '  type: smtp', '  host: 127.0.0.1', `  port: ${relay.port}`, '  tls: none', ''];
+  fs.writeFileSync(path.join(cfg.configDir, 'routes', '20-relay.yaml'), route.join('\n'));
+  for (const to of ['a@example.org', 'b@example.org', 'c@example.org']) {
+    assert.equal((await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', to], MESSAGE)).code, 0);
+  }
+  const f = await ferrymail(cfg, ['flush']);
+  assert.equal(f.code, 0, f.stderr);
+  assert.match(f.stdout, /3 delivered/);
+  assert.deepEqual(relay.received.map((m) => m.to[0]).sort(), ['a@example.org', 'b@example.org', 'c@example.org']);
+  assert.equal(relay.connections.length, 1, 'one connection for the run');
+  assert.equal(relay.connections[0]!.commands.filter((c) => c === 'RSET').length, 2);
+});
