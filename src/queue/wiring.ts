@@ -38,7 +38,7 @@ function checkPasswordFile(file: string): void {
 /** Runs a secret command; its output is never shown, only how it failed. */
 function runSecretCommand(argv: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 10_000, maxBuffer: 64 * 1024 }, (err, stdout) => {
+    const child = execFile(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 10_000, maxBuffer: 64 * 1024 }, (err, stdout) => {
       if (err) {
         const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: string | number };
         return reject(new Error(`password_command ${argv[0]} ${e.killed ? 'timed out' : typeof e.code === 'number' ? `exited ${e.code}` : `failed (${e.code ?? 'error'})`}`));
@@ -46,6 +46,7 @@ function runSecretCommand(argv: string[]): Promise<string> {
       const line = stdout.split('\n')[0]?.replace(/\r$/, '') ?? '';
       return line ? resolve(line) : reject(new Error(`password_command ${argv[0]} printed nothing`));
     });
+    child.stdin?.end(); // nothing to read: a command that asks gets end of file, not a hang
   });
 }
 
