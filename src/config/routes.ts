@@ -3,14 +3,15 @@
  * 10-home.yaml, 20-work.yaml to order them). Turns them into route/'s plain Route records.
  *
  * Files are the administrator's but still checked: every problem is reported with file, line and key, all
- * at once, as for ferrymail.yaml. The transport section is carried as it is for transport/. Throws
- * ConfigError listing every issue.
+ * at once, as for ferrymail.yaml. The transport section is checked by transport-section.ts and carried as
+ * it is for queue/wiring.ts. Throws ConfigError listing every issue.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { isMap, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import type { Route, RewriteMaps } from '../route/types.js';
 import { ConfigError } from './load.js';
+import { checkTransport } from './transport-section.js';
 import type { ConfigIssue } from './validate.js';
 
 const LISTS = ['connections', 'allowed_senders', 'denied_senders', 'allowed_recipients', 'denied_recipients', 'allowed_from', 'denied_from'] as const;
@@ -79,6 +80,7 @@ function parseRoute(file: string, issues: ConfigIssue[]): Route {
     uncertain: uncertainPolicy(d.uncertain, add),
     transport: d.transport && typeof d.transport === 'object' && !Array.isArray(d.transport) ? (d.transport as Record<string, unknown>) : {},
   };
+  checkTransport(d.transport, add);
   if (!route.permanent && route.connections.length === 0) add('connections', 'name the connections this route serves, or set permanent: true', []);
   return route;
 }
