@@ -38,7 +38,8 @@ export interface Store {
   get(id: string): Promise<Entry>;
   remove(id: string): Promise<Envelope>;
   /** remove() for a caller that already holds the message's lock (the queue runner). */
-  removeLocked(id: string): Promise<Envelope>;
+  /** Deletes a message whose lock the caller holds and whose place it knows (no re-read). */
+  removeLocked(id: string, place?: Place): Promise<void>;
   hold(id: string): Promise<Envelope>;
   release(id: string): Promise<Envelope>;
   /** Writes a changed envelope in place (same place), durably. */
@@ -65,7 +66,7 @@ export function openStore(root: string): Store {
     list: () => listAll(layout),
     get: (id) => getEntry(layout, id),
     remove: (id) => withLock(s, id, () => removeEntry(layout, id)),
-    removeLocked: (id) => (checkId(id), removeEntry(layout, id)),
+    removeLocked: (id, place = 'queue') => (checkId(id), unlinkEntry(layout, id, place)),
     hold: (id) => withLock(s, id, () => moveEntry(layout, id, 'queue', 'hold')),
     release: (id) => withLock(s, id, () => releaseEntry(layout, id)),
     update: (env, place) => replaceEnvelope(layout, env, place),
@@ -170,6 +171,12 @@ async function getEntry(layout: Layout, id: string): Promise<Entry> {
 /** Deletes a message: envelope first (durably), then its data. */
 async function removeEntry(layout: SyncedLayout, id: string): Promise<Envelope> {
   const { envelope, place } = await getEntry(layout, id);
+  await unlinkEntry(layout, id, place);
+  return envelope;
+}
+
+/** Unlinks a message's envelope (durably), then its data. */
+async function unlinkEntry(layout: SyncedLayout, id: string, place: Place): Promise<void> {
   try {
     await fsp.unlink(layout.envelope(place, id));
     await layout.sync(place);
@@ -179,7 +186,6 @@ async function removeEntry(layout: SyncedLayout, id: string): Promise<Envelope> 
   } catch (err) {
     throw spoolError(err, `remove ${id}`);
   }
-  return envelope;
 }
 
 /** Moves an envelope between queue/ and hold/ with one rename. */
