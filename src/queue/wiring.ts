@@ -1,10 +1,12 @@
 /**
  * Builds what the queue runner needs from the configuration: a transport per route (from its transport
- * section), the outgoing message stream (header rewriting on the way out, the body streamed from the
- * spool untouched), and the queuing of delivery status notices through the spool's normal commit.
+ * section), the outgoing message stream (header rewriting on the way out, then the route's DKIM
+ * signature over the rewritten header section, the body streamed from the spool untouched), and the
+ * queuing of delivery status notices through the spool's normal commit.
  *
- * Route files are the administrator's; a transport section that does not make sense fails that route's
- * deliveries as tempfail with the reason (mail waits, nothing is lost). Secrets come from a file
+ * Route files are the administrator's; a transport section that does not make sense, or a DKIM key that
+ * cannot be used, fails that route's deliveries as tempfail with the reason (mail waits, nothing is lost,
+ * nothing leaves unsigned: the message stream fails before its first byte). Secrets come from a file
  * readable only by its owner or from a command, never from argv or the route file itself, and never
  * appear in a reply or a log.
  */
@@ -15,6 +17,7 @@ import type { Envelope } from '../domain/envelope.js';
 import { newRecipient } from '../domain/envelope.js';
 import { rewriteHeaderSection } from '../route/header-rewrite.js';
 import type { Route } from '../route/types.js';
+import { bodyHashOf, loadDkimKey, signatureField } from '../sign/dkim.js';
 import type { Store } from '../spool/store.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { pipeTransport } from '../transport/pipe.js';
@@ -45,6 +48,8 @@ function secret(t: Record<string, unknown>): string | undefined {
 export function transportFor(route: Route, hostname: string): Transport {
   const t = route.transport;
   try {
+    // the key is checked before any connection, so that a broken one says why; messageFor reads it again
+    if (route.dkim) loadDkimKey(route.dkim);
     if (t.type === 'smtp' || t.type === 'lmtp') {
       if (typeof t.host !== 'string' || !Number.isInteger(t.port)) return broken(`route ${route.name}: transport needs host and port`);
       const pass = secret(t);
@@ -64,20 +69,31 @@ export function transportFor(route: Route, hostname: string): Transport {
     }
     return broken(`route ${route.name}: unknown transport type ${JSON.stringify(t.type)}`);
   } catch (err) {
-    return broken(`route ${route.name}: ${(err as Error).message}`);
+    return broken(`route ${route.name}: ${route.dkim ? 'dkim ' : ''}${(err as Error).message}`);
   }
 }
 
-/** The message as it leaves by a route: header section rewritten, body streamed from the spool. */
+/**
+ * The message as it leaves by a route: header section rewritten, signed when the route says so, body
+ * streamed from the spool. Signing reads the body once more before anything is written (the signature
+ * comes first and covers the body), so only the header section is ever held in memory.
+ */
 export function messageFor(store: Store, env: Envelope, route: Route): Readable {
   const out = new PassThrough();
-  store.readHead(env.id).then(
-    (head) => {
-      out.write(Buffer.from(rewriteHeaderSection(head, route.rewrite), 'latin1'));
-      fs.createReadStream(store.layout.data(env.id), { start: Buffer.byteLength(head, 'latin1') }).on('error', (e) => out.destroy(e)).pipe(out);
-    },
-    (err) => out.destroy(err),
-  );
+  const data = store.layout.data(env.id);
+  const start = async (): Promise<void> => {
+    const head = await store.readHead(env.id);
+    const after = Buffer.byteLength(head, 'latin1');
+    let section = rewriteHeaderSection(head, route.rewrite);
+    if (route.dkim) {
+      const key = loadDkimKey(route.dkim);
+      section = signatureField(section, await bodyHashOf(fs.createReadStream(data, { start: after })), key) + section;
+    }
+    if (out.destroyed) return;
+    out.write(Buffer.from(section, 'latin1'));
+    fs.createReadStream(data, { start: after }).on('error', (e) => out.destroy(e)).pipe(out);
+  };
+  start().catch((err: Error) => out.destroy(route.dkim ? new Error(`route ${route.name}: dkim signing failed: ${err.message}`) : err));
   return out;
 }
 
