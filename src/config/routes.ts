@@ -147,7 +147,7 @@ function dkimSettings(doc: Document, raw: unknown, configDir: string, add: AddIs
   else {
     keyFile = path.resolve(configDir, d.key_file);
     const problem = keyFileProblem(keyFile);
-    if (problem) bad('key_file', problem);
+    if (problem) bad('key_file', problem.replace(/^key_file /, ''));
   }
   let headers = DEFAULT_SIGNED_HEADERS;
   if (d.headers !== undefined) {

@@ -9,6 +9,11 @@ import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { ConfigError } from '../../src/config/load.js';
 import { loadRoutes } from '../../src/config/routes.js';
+import { newRecipient } from '../../src/domain/envelope.js';
+import { messageFor, transportFor } from '../../src/queue/wiring.js';
+import type { Route } from '../../src/route/types.js';
+import { openStore } from '../../src/spool/store.js';
+import { openSpoolWriter } from '../../src/spool/writer.js';
 import { bodyHashOf, DEFAULT_SIGNED_HEADERS, loadDkimKey, RelaxedBodyHash, signatureField } from '../../src/sign/dkim.js';
 import { dkimVerify, keyRecord, referenceBodyHashes } from '../dkimpy.js';
 import { tempDir } from '../helpers.js';
@@ -156,14 +161,51 @@ test('the dkim section of a route file: parsed, and every problem reported with 
     for (const want of [
       /^30-bad\.yaml: dkim\.domain@3: "exa mple\.org" is not a DNS name/,
       /^30-bad\.yaml: dkim\.selector@3: is required/,
-      /^30-bad\.yaml: dkim\.key_file@4: key_file .*open\.pem must be readable by its owner only/,
+      /^30-bad\.yaml: dkim\.key_file@4: \S+open\.pem must be readable by its owner only/,
       /^30-bad\.yaml: dkim\.headers@5: must include From/,
       /^30-bad\.yaml: dkim\.algorithm@6: must be one of rsa-sha256, ed25519-sha256/,
       /^30-bad\.yaml: dkim\.colour@7: unknown key/,
       /^40-bad\.yaml: dkim@2: must be a mapping/,
-      /^50-bad\.yaml: dkim\.key_file@5: key_file .*missing\.pem cannot be read \(ENOENT\)/,
+      /^50-bad\.yaml: dkim\.key_file@5: \S+missing\.pem cannot be read \(ENOENT\)/,
     ]) {
       assert.ok(got.some((g) => want.test(g)), `${want} in ${JSON.stringify(got, null, 1)}`);
     }
   }
+});
+
+test('a key that breaks after the transport was built fails the message stream before its first byte', async () => {
+  const root = tempDir();
+  const w = await openSpoolWriter(root).begin();
+  w.stream.end('From: a@example.org\r\nSubject: t\r\n\r\nbody\r\n');
+  const env = await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'a@example.org', recipients: [newRecipient('b@example.net')], origin: { door: 'sendmail' }, protocol: 'local' });
+  const { file } = keyFile('rsa');
+  const route: Route = {
+    name: 'signing',
+    connections: [],
+    permanent: true,
+    senders: { allow: [], deny: [] },
+    recipients: { allow: [], deny: [] },
+    fromHeader: { allow: [], deny: [] },
+    rewrite: { envelopeSender: [], from: [], sender: [], replyTo: [], mailFollowupTo: [] },
+    lastRoute: false,
+    connectErrorFail: false,
+    dkim: { domain: 'example.org', selector: 's', keyFile: file, headers: ['from'] },
+    transport: { type: 'pipe', command: ['cat'] },
+  };
+  const read = async (): Promise<{ bytes: number; error?: string }> => {
+    let bytes = 0;
+    try {
+      for await (const c of messageFor(openStore(root), env, route)) bytes += (c as Buffer).length;
+      return { bytes };
+    } catch (err) {
+      return { bytes, error: (err as Error).message };
+    }
+  };
+  const good = await read();
+  assert.equal(good.error, undefined);
+  assert.ok(good.bytes > 100, 'signed and sent');
+  fs.chmodSync(file, 0o644);
+  assert.deepEqual(await read(), { bytes: 0, error: `route signing: dkim signing failed: key_file ${file} must be readable by its owner only (chmod 600)` });
+  const res = await transportFor(route, 'test.example').deliver({ id: env.id, sender: env.sender, recipients: [{ address: 'b@example.net' }], message: () => messageFor(openStore(root), env, route), size: 10 });
+  assert.deepEqual(res.results.map((r) => [r.outcome, r.reply]), [['tempfail', `451 4.3.5 route signing: dkim key_file ${file} must be readable by its owner only (chmod 600)`]]);
 });
