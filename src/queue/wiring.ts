@@ -20,7 +20,7 @@ import type { Route } from '../route/types.js';
 import { bodyHashOf, loadDkimKey, signatureField } from '../sign/dkim.js';
 import type { Store } from '../spool/store.js';
 import type { SpoolWriter } from '../spool/writer.js';
-import { pipeTransport } from '../transport/pipe.js';
+import { pipeTransport, unknownVariables } from '../transport/pipe.js';
 import { smtpTransport } from '../transport/smtp.js';
 import type { Transport } from '../transport/types.js';
 import type { Notice } from './bounce.js';
@@ -65,7 +65,17 @@ export function transportFor(route: Route, hostname: string): Transport {
     }
     if (t.type === 'pipe') {
       if (!Array.isArray(t.command) || !t.command.every((x) => typeof x === 'string') || !t.command.length) return broken(`route ${route.name}: pipe needs a command list`);
-      return pipeTransport({ command: t.command as string[], perRecipient: t.per_recipient !== false, fromLine: t.from_line === true, route: route.name });
+      const unknown = unknownVariables(t.command as string[]);
+      if (unknown.length) return broken(`route ${route.name}: the pipe command names unknown variables: ${unknown.map((v) => `\${${v}}`).join(', ')}`);
+      if (t.timeout !== undefined && !(typeof t.timeout === 'number' && t.timeout > 0)) return broken(`route ${route.name}: pipe timeout must be a number of seconds`);
+      return pipeTransport({
+        command: t.command as string[],
+        perRecipient: t.per_recipient !== false,
+        fromLine: t.from_line === true,
+        crlf: t.crlf === true,
+        timeoutMs: typeof t.timeout === 'number' ? t.timeout * 1000 : undefined,
+        route: route.name,
+      });
     }
     return broken(`route ${route.name}: unknown transport type ${JSON.stringify(t.type)}`);
   } catch (err) {
