@@ -48,17 +48,23 @@ export function keyFileProblem(file: string): string | undefined {
 export function loadDkimKey(s: DkimSettings): DkimKey {
   const problem = keyFileProblem(s.keyFile);
   if (problem) throw new Error(problem);
+  let text: Buffer;
+  try {
+    text = fs.readFileSync(s.keyFile);
+  } catch (err) {
+    throw new Error(`key_file ${s.keyFile} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
   let key: KeyObject;
   try {
-    key = crypto.createPrivateKey(fs.readFileSync(s.keyFile));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(`key_file ${s.keyFile} ${code?.startsWith('E') && !code.startsWith('ERR_') ? `cannot be read (${code})` : 'holds no private key in PEM or DER form'}`);
+    key = crypto.createPrivateKey(text.includes('-----BEGIN') ? text : { key: text, format: 'der', type: 'pkcs8' });
+  } catch {
+    // the library's message may quote the file: say only what is wrong
+    throw new Error(`key_file ${s.keyFile} holds no private key in PEM or DER (PKCS#8) form`);
   }
   const type = key.asymmetricKeyType;
   const algorithm = s.algorithm ?? (type === 'ed25519' ? 'ed25519-sha256' : 'rsa-sha256');
-  if (algorithm === 'rsa-sha256' && type !== 'rsa') throw new Error(`key_file ${s.keyFile} holds a ${type} key, not the RSA key rsa-sha256 needs`);
-  if (algorithm === 'ed25519-sha256' && type !== 'ed25519') throw new Error(`key_file ${s.keyFile} holds a ${type} key, not the Ed25519 key ed25519-sha256 needs`);
+  if (algorithm === 'rsa-sha256' && type !== 'rsa') throw new Error(`key_file ${s.keyFile} holds a key of type ${type}, not the RSA key rsa-sha256 needs`);
+  if (algorithm === 'ed25519-sha256' && type !== 'ed25519') throw new Error(`key_file ${s.keyFile} holds a key of type ${type}, not the Ed25519 key ed25519-sha256 needs`);
   const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
   if (type === 'rsa' && bits < 1024) throw new Error(`key_file ${s.keyFile} holds a ${bits}-bit RSA key; verifiers refuse keys under 1024 bits (use 2048)`);
   return { settings: s, algorithm, key };

@@ -124,8 +124,11 @@ test('keys that cannot sign are refused with the reason, never the key', () => {
   for (const [file, why] of cases) {
     assert.throws(() => loadDkimKey(settings(file)), why, file);
   }
-  assert.throws(() => loadDkimKey(settings(rsa.file, 'ed25519-sha256')), /holds a rsa key, not the Ed25519 key/);
-  assert.throws(() => loadDkimKey(settings(ed.file, 'rsa-sha256')), /holds a ed25519 key, not the RSA key/);
+  const der = path.join(dir, 'key.der');
+  fs.writeFileSync(der, crypto.createPrivateKey(fs.readFileSync(ed.file)).export({ format: 'der', type: 'pkcs8' }), { mode: 0o600 });
+  assert.equal(loadDkimKey(settings(der)).algorithm, 'ed25519-sha256', 'DER is read too');
+  assert.throws(() => loadDkimKey(settings(rsa.file, 'ed25519-sha256')), /holds a key of type rsa, not the Ed25519 key/);
+  assert.throws(() => loadDkimKey(settings(ed.file, 'rsa-sha256')), /holds a key of type ed25519, not the RSA key/);
   try {
     loadDkimKey(settings(open));
   } catch (err) {
