@@ -16,7 +16,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import type { Envelope } from '../domain/envelope.js';
 import { newRecipient } from '../domain/envelope.js';
 import { rewriteHeaderSection } from '../route/header-rewrite.js';
-import type { Route } from '../route/types.js';
+import type { DkimSettings, Route } from '../route/types.js';
 import { bodyHashOf, loadDkimKey, signatureField } from '../sign/dkim.js';
 import type { Store } from '../spool/store.js';
 import type { SpoolWriter } from '../spool/writer.js';
@@ -44,12 +44,35 @@ function secret(t: Record<string, unknown>): string | undefined {
   return undefined;
 }
 
-/** The transport of a route, built from its transport section. */
+/** The transport of a route: built from its transport section, checking the DKIM key of a signing route. */
 export function transportFor(route: Route, hostname: string): Transport {
+  const inner = buildTransport(route, hostname);
+  return route.dkim ? keyChecked(route, route.dkim, inner) : inner;
+}
+
+/**
+ * A signing route's transport: the key is checked before each delivery (before any connection), so a
+ * broken one defers with the reason; messageFor reads it again to sign.
+ */
+function keyChecked(route: Route, dkim: DkimSettings, inner: Transport & { close?: () => Promise<void> }): Transport {
+  const checked: Transport & { close?: () => Promise<void> } = {
+    deliver: (req) => {
+      try {
+        loadDkimKey(dkim);
+      } catch (err) {
+        return broken(`route ${route.name}: dkim ${(err as Error).message}`).deliver(req);
+      }
+      return inner.deliver(req);
+    },
+  };
+  if (inner.close) checked.close = () => inner.close!();
+  return checked;
+}
+
+/** The transport built from a route's transport section. */
+function buildTransport(route: Route, hostname: string): Transport {
   const t = route.transport;
   try {
-    // the key is checked before any connection, so that a broken one says why; messageFor reads it again
-    if (route.dkim) loadDkimKey(route.dkim);
     if (t.type === 'smtp' || t.type === 'lmtp') {
       if (typeof t.host !== 'string' || !Number.isInteger(t.port)) return broken(`route ${route.name}: transport needs host and port`);
       const pass = secret(t);
@@ -79,7 +102,7 @@ export function transportFor(route: Route, hostname: string): Transport {
     }
     return broken(`route ${route.name}: unknown transport type ${JSON.stringify(t.type)}`);
   } catch (err) {
-    return broken(`route ${route.name}: ${route.dkim ? 'dkim ' : ''}${(err as Error).message}`);
+    return broken(`route ${route.name}: ${(err as Error).message}`);
   }
 }
 

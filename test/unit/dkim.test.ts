@@ -176,7 +176,7 @@ test('the dkim section of a route file: parsed, and every problem reported with 
   }
 });
 
-test('a key that breaks after the transport was built fails the message stream before its first byte', async () => {
+test('a key that breaks after the transport was built: each delivery defers with the reason, the message stream fails before its first byte', async () => {
   const root = tempDir();
   const w = await openSpoolWriter(root).begin();
   w.stream.end('From: a@example.org\r\nSubject: t\r\n\r\nbody\r\n');
@@ -207,8 +207,10 @@ test('a key that breaks after the transport was built fails the message stream b
   const good = await read();
   assert.equal(good.error, undefined);
   assert.ok(good.bytes > 100, 'signed and sent');
+  // one transport for a whole run: the key is checked again at each delivery
+  const transport = transportFor(route, 'test.example');
   fs.chmodSync(file, 0o644);
   assert.deepEqual(await read(), { bytes: 0, error: `route signing: dkim signing failed: key_file ${file} must be readable by its owner only (chmod 600)` });
-  const res = await transportFor(route, 'test.example').deliver({ id: env.id, sender: env.sender, recipients: [{ address: 'b@example.net' }], message: () => messageFor(openStore(root), env, route), size: 10 });
+  const res = await transport.deliver({ id: env.id, sender: env.sender, recipients: [{ address: 'b@example.net' }], message: () => messageFor(openStore(root), env, route), size: 10 });
   assert.deepEqual(res.results.map((r) => [r.outcome, r.reply]), [['tempfail', `451 4.3.5 route signing: dkim key_file ${file} must be readable by its owner only (chmod 600)`]]);
 });
