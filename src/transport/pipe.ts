@@ -18,7 +18,7 @@ import type { DeliveryRequest, DeliveryResult, RecipientResult, Transport } from
 
 /** How to run the command. */
 export interface PipeSettings {
-  /** argv template; ${sender}, ${recipient}, ${local_part}, ${domain}, ${id} and ${route} are filled in. */
+  /** argv template; ${sender} (MAILER-DAEMON for <>), ${recipient}, ${local_part}, ${domain}, ${id}, ${route}. */
   command: string[];
   /**
    * Once per recipient (default) or once for all recipients: then a word naming ${recipient},
@@ -196,7 +196,8 @@ export function pipeTransport(s: PipeSettings): Transport {
       if (!s.command.length) return refuse('no command configured');
       const unknown = unknownVariables(s.command);
       if (unknown.length) return refuse(`the command names unknown variables: ${unknown.map((v) => `\${${v}}`).join(', ')}`);
-      const common = { sender: req.sender, id: req.id, route: s.route ?? '' };
+      // the null sender is MAILER-DAEMON, as in the From_ line (and Postfix's pipe)
+      const common = { sender: req.sender || 'MAILER-DAEMON', id: req.id, route: s.route ?? '' };
       if (s.perRecipient === false) {
         const r = await runOnce(s, req, argvFor(s.command, common, req.recipients.map((x) => x.address)));
         return { relay, results: req.recipients.map((x): RecipientResult => ({ address: x.address, ...r })) };

@@ -137,6 +137,10 @@ test("procmail's exit codes: 67 fails with its stderr as the reason, 75 defers, 
   :0
   /dev/null
 }
+LOGFILE=$DEST/log
+LOGABSTRACT=no
+LOG="sender=[$4]
+"
 :0
 $DEST/Maildir/
 `;
@@ -153,4 +157,5 @@ $DEST/Maildir/
   assert.equal(by['later@x.example'].state, 'deferred');
   assert.match(by['later@x.example'].last_error, /^451 4\.3\.0 procmail exited 75$/);
   assert.equal(by['ok@x.example'].state, 'delivered');
+  assert.match(fs.readFileSync(path.join(cfg.dest, 'log'), 'latin1'), /sender=\[MAILER-DAEMON\]/, 'the null sender');
 });
