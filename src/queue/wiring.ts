@@ -117,17 +117,24 @@ export function messageFor(store: Store, env: Envelope, route: Route): Readable 
   const start = async (): Promise<void> => {
     const head = await store.readHead(env.id);
     const after = Buffer.byteLength(head, 'latin1');
-    let section = rewriteHeaderSection(head, route.rewrite);
-    if (route.dkim) {
-      const key = loadDkimKey(route.dkim);
-      section = signatureField(section, await bodyHashOf(fs.createReadStream(data, { start: after })), key) + section;
-    }
+    const rewritten = rewriteHeaderSection(head, route.rewrite);
+    const section = route.dkim ? (await signature(route, route.dkim, rewritten, data, after)) + rewritten : rewritten;
     if (out.destroyed) return;
     out.write(Buffer.from(section, 'latin1'));
     fs.createReadStream(data, { start: after }).on('error', (e) => out.destroy(e)).pipe(out);
   };
-  start().catch((err: Error) => out.destroy(route.dkim ? new Error(`route ${route.name}: dkim signing failed: ${err.message}`) : err));
+  start().catch((err: Error) => out.destroy(err));
   return out;
+}
+
+/** The DKIM-Signature field for a rewritten header section and the body that follows it in the data file. */
+async function signature(route: Route, dkim: DkimSettings, section: string, data: string, bodyAt: number): Promise<string> {
+  try {
+    const key = loadDkimKey(dkim);
+    return signatureField(section, await bodyHashOf(fs.createReadStream(data, { start: bodyAt })), key);
+  } catch (err) {
+    throw new Error(`route ${route.name}: dkim signing failed: ${(err as Error).message}`);
+  }
 }
 
 /** Queues a notice through the spool's normal, durable commit. */
