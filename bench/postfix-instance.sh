@@ -11,6 +11,10 @@
 # clients, and nothing delivered (the smtp and local transports are deferred and the relay host is a
 # closed loopback port). Queue files are fsynced before "250", as by default. Needs root and the
 # postfix user; DIR's parents must be searchable by that user.
+#
+# POSTFIX_MAIN_EXTRA (environment, for start): more main.cf settings, one "name = value" a line, set with
+# postconf -e over the ones above (the drain benchmark uses it to hold incoming mail and to relay to a
+# sink).
 set -euo pipefail
 
 cmd=${1:-}
@@ -60,6 +64,11 @@ maillog_file_prefixes = $dir
 maillog_file = $dir/maillog
 biff = no
 EOF
+    if [[ -n "${POSTFIX_MAIN_EXTRA:-}" ]]; then
+      while IFS= read -r line; do
+        if [[ -n "$line" ]]; then postconf -c "$conf" -e "$line"; fi
+      done <<<"$POSTFIX_MAIN_EXTRA"
+    fi
     cat >"$conf/master.cf" <<EOF
 127.0.0.1:$port inet n - n - - smtpd
 pickup     unix  n - n 60    1 pickup

@@ -19,7 +19,7 @@ export const RULES = {
   config: ['domain', 'errors.ts', 'version.ts', 'route', 'sign'],
   control: ['domain', 'errors.ts', 'spool'],
   receive: ['domain', 'errors.ts', 'scan', 'spool', 'config', 'log'],
-  daemon: ['domain', 'errors.ts', 'version.ts', 'log', 'spool', 'scan', 'config', 'control', 'receive', 'queue'],
+  daemon: ['domain', 'errors.ts', 'version.ts', 'log', 'spool', 'scan', 'config', 'control', 'receive', 'queue', 'online'],
   cli: ['domain', 'errors.ts', 'version.ts', 'log', 'spool', 'scan', 'config', 'control', 'receive', 'daemon', 'route', 'online', 'queue'],
 };
 

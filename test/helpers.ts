@@ -99,11 +99,17 @@ export async function waitForPort(port: number, timeoutMs = 10_000, host = '127.
   }
 }
 
-/** Starts `ferrymail daemon` for a configuration and waits until it listens. */
-export async function startDaemon(cfg: TestConfig, extraArgs: string[] = []): Promise<RunningDaemon> {
-  const child = spawn(process.execPath, [FERRYMAIL, '--config-dir', cfg.configDir, 'daemon', ...extraArgs], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/**
+ * Starts `ferrymail daemon` for a configuration and waits until it listens. With opts.netns it runs inside
+ * that network namespace (`ip netns exec`), where its port cannot be reached from here: the start-up line
+ * alone says it listens. opts.env adds to its environment.
+ */
+export async function startDaemon(cfg: TestConfig, extraArgs: string[] = [], opts: { netns?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunningDaemon> {
+  const argv = [process.execPath, FERRYMAIL, '--config-dir', cfg.configDir, 'daemon', ...extraArgs];
+  // inside a namespace the environment is set by env(1), so that `ip` itself is still found on PATH
+  const vars = Object.entries(opts.env ?? {}).map(([k, v]) => `${k}=${v ?? ''}`);
+  const [cmd, ...args] = opts.netns ? ['ip', 'netns', 'exec', opts.netns, 'env', ...vars, ...argv] : argv;
+  const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.netns ? process.env : { ...process.env, ...opts.env } });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
@@ -111,7 +117,7 @@ export async function startDaemon(cfg: TestConfig, extraArgs: string[] = []): Pr
   try {
     await Promise.race([
       // the start-up line comes once every listener is bound (SMTP, LMTP, IPv4 and IPv6)
-      waitForPort(cfg.port).then(async () => {
+      (opts.netns ? Promise.resolve() : waitForPort(cfg.port)).then(async () => {
         if (!(await waitUntil(() => out.includes('ferrymail started'), 10_000))) throw new Error(`no start-up line: ${out}`);
       }),
       exited.then((code) => {

@@ -1,5 +1,6 @@
 /**
- * The admin command `ferrymail`: daemon, status, config, queue, auth. Built on commander.
+ * The admin command `ferrymail`: daemon, status, online, config, queue, route, flush, auth. Built on
+ * commander.
  *
  * Every subcommand takes --config-dir. Errors print one line and exit with the sysexits code of their
  * FerryError; usage errors exit 64. Secrets (auth hash) are read from standard input, never argv.
@@ -55,6 +56,12 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .option('--json', 'machine-readable output')
     .action(act(async (_o: Opts, cmd: Command) => status(cmd)));
 
+  program
+    .command('online')
+    .description('which connection are we on, and why (exit 0 online, 69 offline)')
+    .option('--json', 'the state record, with the interface facts')
+    .action(act(async (o: Opts, cmd: Command) => online(cmd, o)));
+
   const cfgCmd = program.command('config').description('check, read and change the configuration');
   cfgCmd.command('check').description('validate everything and list every problem').action(act((_o: Opts, cmd: Command) => configCheck(cmd)));
   cfgCmd.command('get <key>').description('print the effective value of a key').action(act((key: string, _o: Opts, cmd: Command) => configGet(cmd, key)));
@@ -87,22 +94,23 @@ export function buildProgram(setCode: (n: number) => void): Command {
   program
     .command('route')
     .description('route selection')
-    .command('explain')
-    .description('per recipient: the routes that would carry it on a connection, and the rewritten sender and From')
-    .requiredOption('--from <addr>', 'envelope sender ("" or <> for the null sender)')
-    .requiredOption('--to <addr...>', 'recipients')
+    .command('explain [id]')
+    .description('per recipient: the routes that would carry it on a connection, and the rewritten sender and From; with a queue ID, for that message now')
+    .option('--from <addr>', 'envelope sender ("" or <> for the null sender)')
+    .option('--to <addr...>', 'recipients')
     .option('--header-from <mailbox...>', 'From header mailboxes')
-    .option('--connection <name>', 'the connection to assume (default: offline)')
+    .option('--connection <name>', 'the connection to assume (default: offline; with an ID: the current one)')
     .option('--json', 'machine-readable output')
-    .action(act(async (o: Opts & { from: string; to: string[]; headerFrom?: string[]; connection?: string }, cmd: Command) => routeExplain(cmd, o)));
+    .action(act(async (id: string | undefined, o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string }, cmd: Command) => (id === undefined ? routeExplain(cmd, o) : routeExplainQueued(cmd, id, o))));
 
   program
     .command('flush')
     .description('run the queue now (through the daemon when it runs)')
     .option('--connection <name>', 'deliver as if on this connection')
-    .action(act(async (o: Opts & { connection?: string }, cmd: Command) => {
+    .option('--route <name>', 'try only this route in this run; other recipients stay as they are')
+    .action(act(async (o: Opts & { connection?: string; route?: string }, cmd: Command) => {
       const { runFlush } = await import('./queue-ops.js');
-      return runFlush(config(cmd), o.connection);
+      return runFlush(config(cmd), o.connection, o.route);
     }));
 
   const auth = program.command('auth').description('SMTP AUTH users');
@@ -141,8 +149,10 @@ async function status(cmd: Command): Promise<number> {
   if (!res) {
     const { entries } = await openStore(cfg.spool).list();
     const held = entries.filter((e) => e.place === 'hold').length;
-    if (json) out(JSON.stringify({ running: false, spool: cfg.spool, queued: entries.length - held, held }) + '\n');
-    else out(`daemon: not running\nspool:  ${cfg.spool}\nqueue:  ${entries.length - held} queued, ${held} held\n`);
+    const { onlineView, describeState } = await import('../online/state.js');
+    const state = await onlineView(cfg.online).state();
+    if (json) out(JSON.stringify({ running: false, spool: cfg.spool, queued: entries.length - held, held, online: state }) + '\n');
+    else out(`daemon: not running\nspool:  ${cfg.spool}\nqueue:  ${entries.length - held} queued, ${held} held\nonline: ${describeState(state)}\n`);
     return EX.UNAVAILABLE;
   }
   if (!res.ok || !res.status) throw new FerryError('control', res.ok ? 'no status' : res.error);
@@ -151,8 +161,21 @@ async function status(cmd: Command): Promise<number> {
   else {
     out(`daemon: running, pid ${s.pid}, since ${s.started}, version ${s.version}\nconfig: ${s.fromFile ? s.configFile : 'embedded default'}\n`);
     out(`listen: ${s.listening.join(' ')}\nspool:  ${s.spool}\nqueue:  ${s.queued} queued, ${s.held} held\n`);
+    const { describeState } = await import('../online/state.js');
+    out(`online: ${s.online ? describeState(s.online) : 'not yet known'}\n`);
   }
   return EX.OK;
+}
+
+/** ferrymail online: the state now, computed here from the configured sources, with its reason. */
+async function online(cmd: Command, o: Opts): Promise<number> {
+  const cfg = config(cmd);
+  const { onlineView, describeState } = await import('../online/state.js');
+  const { readInterfaces } = await import('../online/interfaces.js');
+  const state = await onlineView(cfg.online).state();
+  if (o.json) out(JSON.stringify({ ...state, interfaces: readInterfaces() }, null, 1) + '\n');
+  else out(`${describeState(state)}\n`);
+  return state.online ? EX.OK : EX.UNAVAILABLE;
 }
 
 /** ferrymail config check: every issue at once, with file, line and key. */
@@ -203,7 +226,8 @@ async function queueShow(cmd: Command, id: string, o: Opts): Promise<number> {
 }
 
 /** ferrymail route explain. */
-async function routeExplain(cmd: Command, o: Opts & { from: string; to: string[]; headerFrom?: string[]; connection?: string }): Promise<number> {
+async function routeExplain(cmd: Command, o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string }): Promise<number> {
+  if (o.from === undefined || !o.to) throw new FerryError('usage', 'give a queue ID, or --from and --to');
   const cfg = config(cmd);
   const { loadRoutes } = await import('../config/routes.js');
   const { explain, formatExplain } = await import('./route-explain.js');
@@ -215,6 +239,24 @@ async function routeExplain(cmd: Command, o: Opts & { from: string; to: string[]
   const state = o.connection ? { online: true, connection: o.connection, why: '--connection' } : { online: false, why: 'no --connection given' };
   const result = explain(loadRoutes(cfg.dir), state, sender, o.to, o.headerFrom ?? []);
   out(o.json ? JSON.stringify({ state, recipients: result }, null, 1) + '\n' : formatExplain(result, state));
+  return EX.OK;
+}
+
+/** ferrymail route explain ID: what a run now (or on --connection) would do with a queued message. */
+async function routeExplainQueued(cmd: Command, id: string, o: Opts & { from?: string; to?: string[]; connection?: string }): Promise<number> {
+  if (o.from !== undefined || o.to) throw new FerryError('usage', 'give either a queue ID or --from and --to, not both');
+  const cfg = config(cmd);
+  const { loadRoutes } = await import('../config/routes.js');
+  const { onlineState } = await import('../queue/flush.js');
+  const { explainQueued, formatExplain } = await import('./route-explain.js');
+  const store = openStore(cfg.spool);
+  const entry = await store.get(id);
+  const head = await store.readHead(id);
+  const state = await onlineState(cfg, o.connection);
+  const result = explainQueued(loadRoutes(cfg.dir), state, entry.envelope, head);
+  const held = entry.place === 'hold' ? 'the message is held: nothing is tried until ferrymail queue release\n' : '';
+  if (o.json) out(JSON.stringify({ id, place: entry.place, sender: entry.envelope.sender, state, recipients: result }, null, 1) + '\n');
+  else out(`message ${id} from <${entry.envelope.sender}>\n${held}${formatExplain(result, state)}`);
   return EX.OK;
 }
 

@@ -38,21 +38,23 @@ export function removeIds(cfg: Config, ids: string[], who: string): Promise<numb
 }
 
 /** One queue run: by the daemon when one runs, else here under the runner lock; prints what it did. */
-export async function runFlush(cfg: Config, connection?: string): Promise<number> {
-  const res = await callDaemon(layoutOf(cfg.spool).control, { cmd: 'flush', connection }, 600_000);
+export async function runFlush(cfg: Config, connection?: string, route?: string): Promise<number> {
+  const res = await callDaemon(layoutOf(cfg.spool).control, { cmd: 'flush', connection, route }, 600_000);
   let report: FlushReport;
   if (res === null) {
     const { flushQueue } = await import('../queue/flush.js');
     const { createLogger } = await import('../log/logger.js');
-    report = await flushQueue(cfg, createLogger(cfg.log_format), connection);
+    report = await flushQueue(cfg, createLogger(cfg.log_format), { connection, route });
   } else if (res.ok && res.report) report = res.report;
+  else if (!res.ok && res.code) throw new FerryError(res.code as FerryErrorCode, res.error);
   else throw new FerryError('control', res.ok ? 'the daemon gave no report' : res.error);
   if (report.routes === 0) {
     const n = report.waiting;
     process.stdout.write(`queue run: ${n} message${n === 1 ? '' : 's'} waiting; no routes configured (${cfg.dir}/routes/*.yaml, see docs/routes.md)\n`);
     return EX.OK;
   }
-  const where = report.state.online ? `connection ${report.state.connection}` : `offline: ${report.state.why ?? ''}`;
+  const where = (report.state.online ? `connection ${report.state.connection}` : `offline: ${report.state.why ?? ''}`) + (report.route ? `, route ${report.route} only` : '');
+  if (report.note) process.stdout.write(`note: ${report.note}\n`);
   process.stdout.write(
     `queue run (${where}): ${report.messages} message${report.messages === 1 ? '' : 's'} due; ${report.delivered} delivered, ` +
       `${report.deferred} deferred, ${report.failed} failed, ${report.uncertain} uncertain, ${report.busy} busy\n`,

@@ -5,7 +5,7 @@
  * Input is envelopes from the spool (already checked by the codec). Addresses and errors may hold
  * peer-supplied text: control characters are escaped. Pure; cannot fail.
  */
-import type { Envelope } from '../domain/envelope.js';
+import type { Envelope, Recipient } from '../domain/envelope.js';
 import type { Entry } from '../spool/store.js';
 
 /** Escapes control characters in text shown on a terminal. */
@@ -23,6 +23,20 @@ export function age(fromIso: string, now = Date.now()): string {
   return `${Math.round(s / 86400)}d`;
 }
 
+/** Why a recipient is where it is, in one line (a reason to act on, or nothing for a final state). */
+export function reasonOf(r: Recipient, id: string): string | undefined {
+  if (r.state === 'uncertain') return `delivery uncertain (it may have arrived): held; 'ferrymail queue release ${id}' tries again, 'ferrymail queue rm ${id}' drops the message`;
+  return r.state === 'delivered' ? undefined : r.lastError;
+}
+
+/** When the next attempt comes: an ISO time and how far off it is; nothing for mail never tried. */
+function nextOf(r: Recipient, now: number): string | undefined {
+  if (r.state !== 'queued' && r.state !== 'deferred') return undefined;
+  if (!r.nextAttempt) return undefined;
+  if (Date.parse(r.nextAttempt) <= now) return `${r.nextAttempt} (due: at the next run)`;
+  return `${r.nextAttempt} (in ${age(new Date(now).toISOString(), Date.parse(r.nextAttempt))})`;
+}
+
 /** The classic mailq listing (Postfix's shape): id, size, arrival, sender, then recipients. */
 export function formatMailq(entries: Entry[]): string {
   if (entries.length === 0) return 'Mail queue is empty\n';
@@ -35,7 +49,8 @@ export function formatMailq(entries: Entry[]): string {
     const id = e.id + (place === 'hold' ? '!' : ' ');
     lines.push(`${id} ${String(e.size).padStart(8)} ${arrival}  ${safe(e.sender || 'MAILER-DAEMON')}`);
     for (const r of e.recipients.filter((x) => x.state !== 'delivered' && x.state !== 'failed')) {
-      if (r.lastError) lines.push(`${' '.repeat(47)}(${safe(r.lastError)})`);
+      const why = reasonOf(r, e.id);
+      if (why && (r.lastError || r.state === 'uncertain')) lines.push(`${' '.repeat(47)}(${safe(why)})`);
       lines.push(`${' '.repeat(47)}${safe(r.address)}`);
     }
     lines.push('');
@@ -52,9 +67,10 @@ export function formatList(entries: Entry[], now = Date.now()): string {
   for (const { envelope: e, place } of entries) {
     out.push(`${e.id}  ${place === 'hold' ? 'HELD  ' : ''}age ${age(e.arrival, now)}  ${e.size} bytes  from <${safe(e.sender)}>`);
     for (const r of e.recipients) {
-      const next = r.nextAttempt ? `  next ${r.nextAttempt}` : '';
-      const err = r.lastError ? `  last error: ${safe(r.lastError)}` : '';
-      out.push(`  ${r.state.padEnd(9)} <${safe(r.address)}>  attempts ${r.attempts}${next}${err}`);
+      const next = nextOf(r, now);
+      const why = reasonOf(r, e.id);
+      const parts = [`attempts ${r.attempts}`, r.route ? `route ${safe(r.route)}` : '', next ? `next ${next}` : '', why ? `${r.state === 'uncertain' || !r.lastError ? '' : 'last error: '}${safe(why)}` : ''];
+      out.push(`  ${r.state.padEnd(9)} <${safe(r.address)}>  ${parts.filter(Boolean).join('  ')}`);
     }
   }
   return out.join('\n') + '\n';
@@ -83,14 +99,18 @@ export function entryJson(e: Envelope, place: string, now = Date.now()): Record<
       state: r.state,
       attempts: r.attempts,
       next_attempt: r.nextAttempt ?? null,
+      last_attempt: r.lastAttempt ?? null,
       last_error: r.lastError ?? null,
       route: r.route ?? null,
+      reason: reasonOf(r, e.id) ?? null,
+      delay_warnings_sent: r.warned ?? [],
+      uncertain_count: r.uncertain ?? 0,
     })),
   };
 }
 
 /** The detail view of one message: envelope facts, then the header section. */
-export function formatShow(entry: Entry, headerText: string): string {
+export function formatShow(entry: Entry, headerText: string, now = Date.now()): string {
   const e = entry.envelope;
   const lines = [
     `id:         ${e.id}${entry.place === 'hold' ? '  (held)' : ''}`,
@@ -103,7 +123,13 @@ export function formatShow(entry: Entry, headerText: string): string {
   if (e.ret || e.envid) lines.push(`dsn:        ${e.ret ? `ret=${e.ret}` : ''}${e.envid ? ` envid=${safe(e.envid)}` : ''}`.trimEnd());
   lines.push('recipients:');
   for (const r of e.recipients) {
-    lines.push(`  <${safe(r.address)}> ${r.state} attempts=${r.attempts}${r.notify ? ` notify=${r.notify.join(',')}` : ''}${r.lastError ? ` error=${safe(r.lastError)}` : ''}`);
+    lines.push(`  <${safe(r.address)}> ${r.state} attempts=${r.attempts}${r.notify ? ` notify=${r.notify.join(',')}` : ''}${r.route ? ` route=${safe(r.route)}` : ''}`);
+    const next = nextOf(r, now);
+    const why = reasonOf(r, e.id);
+    if (why) lines.push(`    ${r.state === 'uncertain' || !r.lastError ? 'state' : 'last error'}: ${safe(why)}`);
+    if (r.lastAttempt) lines.push(`    last attempt: ${r.lastAttempt}`);
+    if (next) lines.push(`    next attempt: ${next}`);
+    if (r.warned?.length) lines.push(`    delay notices: after ${r.warned.map((w) => age(new Date(0).toISOString(), w * 1000)).join(', ')}`);
   }
   // eslint-disable-next-line no-control-regex
   lines.push('', headerText.replace(/\r\n/g, '\n').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '?').trimEnd());

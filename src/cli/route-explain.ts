@@ -1,11 +1,17 @@
 /**
  * `ferrymail route explain`: what route selection would do with a message on a connection, per recipient:
  * the routes in the order they would be tried, the first one's rewritten envelope sender and From, or
- * the reason the recipient would wait.
+ * the reason the recipient would wait. For a queued message (`route explain ID`): the same for each of its
+ * recipients still open, from the message's own sender and From header, with the header fields the route
+ * would rewrite, and for the others their state.
  *
- * Pure apart from printing; input addresses come from the command line and are checked by the caller.
+ * Pure; input addresses come from the command line and are checked by the caller, a queued message's
+ * header section is untrusted text (shown with control characters replaced).
  */
+import type { Envelope } from '../domain/envelope.js';
+import { fieldValue, parseHeaderBlock } from '../domain/header.js';
 import type { OnlineState } from '../domain/online.js';
+import { headerFromAddresses, rewriteHeaderSection } from '../route/header-rewrite.js';
 import { rewriteAddress, rewriteMailbox } from '../route/rewrite.js';
 import { plan } from '../route/select.js';
 import type { Route } from '../route/types.js';
@@ -17,6 +23,38 @@ export interface Explanation {
   envelope_sender?: string;
   header_from?: string[];
   defer?: string;
+  /** For a queued message: the recipient's state, and what else the queue knows about it. */
+  state?: string;
+  last_error?: string;
+  next_attempt?: string;
+  /** The header fields the first route would change, as they would leave. */
+  headers?: string[];
+}
+
+/** Replaces control characters in untrusted text shown on a terminal. */
+function safe(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\x00-\x1f\x7f]/g, '?');
+}
+
+/** The header fields a route's maps would change, as "Name: value" lines. */
+export function rewrittenHeaders(head: string, route: Route): string[] {
+  const before = parseHeaderBlock(head).fields;
+  const after = parseHeaderBlock(rewriteHeaderSection(head, route.rewrite)).fields;
+  return after.filter((f, i) => f.raw !== before[i]?.raw).map((f) => `${f.name}: ${safe(fieldValue(f))}`);
+}
+
+/** Explains, for a queued message, what a run in this state would do with each recipient. */
+export function explainQueued(routes: Route[], state: OnlineState, env: Envelope, head: string): Explanation[] {
+  const open = env.recipients.filter((r) => r.state === 'queued' || r.state === 'deferred');
+  const planned = new Map(explain(routes, state, env.sender, open.map((r) => r.address), headerFromAddresses(head)).map((e) => [e.recipient, e]));
+  return env.recipients.map((r) => {
+    const facts = { state: r.state, last_error: r.lastError, next_attempt: r.nextAttempt };
+    const e = planned.get(r.address);
+    if (!e) return { recipient: r.address, ...facts, defer: r.state === 'uncertain' ? 'held: delivery uncertain; ferrymail queue release tries it again' : `nothing to do: ${r.state}${r.route ? ` by ${r.route}` : ''}` };
+    const first = e.routes && routes.find((x) => x.name === e.routes![0]);
+    return { ...e, ...facts, ...(first ? { headers: rewrittenHeaders(head, first) } : {}) };
+  });
 }
 
 /** Explains route selection for one message. */
@@ -37,13 +75,16 @@ export function explain(routes: Route[], state: OnlineState, sender: string, rec
 export function formatExplain(list: Explanation[], state: OnlineState): string {
   const lines = [state.online ? `connection: ${state.connection}` : `offline${state.why ? ` (${state.why})` : ''}`];
   for (const e of list) {
-    if (e.defer) {
-      lines.push(`<${e.recipient}>: waits: ${e.defer}`);
-      continue;
+    const state = e.state ? ` (${e.state})` : '';
+    if (e.defer) lines.push(`<${safe(e.recipient)}>${state}: ${e.state && !/^(queued|deferred)$/.test(e.state) ? '' : 'waits: '}${safe(e.defer)}`);
+    else {
+      lines.push(`<${safe(e.recipient)}>${state}: via ${e.routes!.join(', then ')}`);
+      lines.push(`  envelope sender <${safe(e.envelope_sender ?? '')}>`);
+      if (e.headers) for (const h of e.headers) lines.push(`  ${h}`);
+      else for (const f of e.header_from ?? []) lines.push(`  From: ${safe(f)}`);
     }
-    lines.push(`<${e.recipient}>: via ${e.routes!.join(', then ')}`);
-    lines.push(`  envelope sender <${e.envelope_sender}>`);
-    for (const f of e.header_from ?? []) lines.push(`  From: ${f}`);
+    if (e.last_error && /^(queued|deferred)$/.test(e.state ?? '')) lines.push(`  last error: ${safe(e.last_error)}`);
+    if (e.next_attempt && /^(queued|deferred)$/.test(e.state ?? '')) lines.push(`  next attempt: ${e.next_attempt}`);
   }
   return lines.join('\n') + '\n';
 }

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { FerryError } from '../errors.js';
 import { defaultSpool, settingsLocation } from './paths.js';
+import { parseDuration } from './schema.js';
 import { deepFreeze, defaultSettings, type Config, type Settings } from './types.js';
 
 export { settingsLocation };
@@ -89,8 +90,29 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
     smtp: { ...d.smtp, ...s.smtp },
     tls: { cert: abs(s.tls?.cert), key: abs(s.tls?.key) },
     auth: { users_file: abs(s.auth?.users_file) },
-    online: { state_file: abs(s.online?.state_file), command: s.online?.command ?? [] },
+    online: {
+      state_file: abs(s.online?.state_file),
+      command: s.online?.command ?? [],
+      rules: s.online?.rules ?? [],
+      probe_timeout: s.online?.probe_timeout ?? d.online.probe_timeout,
+    },
+    queue: queueSettings(d.queue, s.queue, abs),
   } as Config;
+}
+
+/** The queue settings with durations in seconds (the values were validated before). */
+function queueSettings(d: Config['queue'], s: Settings['queue'] = {}, abs: (p?: string) => string | undefined): Config['queue'] {
+  const sec = (v: string | number | undefined, dflt: number): number => (v === undefined ? dflt : (parseDuration(v) ?? dflt));
+  const warnings = s.delay_warnings?.map((w) => parseDuration(w) ?? 0) ?? d.delay_warnings;
+  return {
+    retry_min: sec(s.retry_min, d.retry_min),
+    retry_max: sec(s.retry_max, d.retry_max),
+    lifetime: sec(s.lifetime, d.lifetime),
+    delay_warnings: [...new Set(warnings)].sort((a, b) => a - b),
+    local_notices: s.local_notices ?? d.local_notices,
+    notice_mailbox: abs(s.notice_mailbox),
+    notify_command: s.notify_command ?? d.notify_command,
+  };
 }
 
 /** Loads, validates and freezes the configuration of a directory; throws ConfigError on any issue. */
@@ -113,6 +135,10 @@ function fileIssues(cfg: Config, lineOf: ParsedSettings['lineOf']): ConfigIssue[
   checkReadable('tls.key', cfg.tls.key, issues, lineOf);
   checkReadable('auth.users_file', cfg.auth.users_file, issues, lineOf);
   if (!!cfg.tls.cert !== !!cfg.tls.key) issues.push({ key: 'tls', message: 'tls.cert and tls.key go together' });
+  const q = cfg.queue;
+  if (q.retry_min > q.retry_max) issues.push({ key: 'queue.retry_min', line: lineOf(['queue', 'retry_min']), message: 'must not be longer than queue.retry_max' });
+  const late = q.delay_warnings.filter((w) => w >= q.lifetime);
+  if (late.length) issues.push({ key: 'queue.delay_warnings', line: lineOf(['queue', 'delay_warnings']), message: 'every warning must come before queue.lifetime' });
   return issues;
 }
 

@@ -3,8 +3,8 @@
  * 10-home.yaml, 20-work.yaml to order them). Turns them into route/'s plain Route records.
  *
  * Files are the administrator's but still checked: every problem is reported with file, line and key, all
- * at once, as for ferrymail.yaml. The transport section is carried as it is for transport/. Throws
- * ConfigError listing every issue.
+ * at once, as for ferrymail.yaml. The transport section is checked by transport-section.ts and carried as
+ * it is for queue/wiring.ts. Throws ConfigError listing every issue.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,12 +13,13 @@ import { isMap, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import { DKIM_ALGORITHMS, type DkimAlgorithm, type DkimSettings, type Route, type RewriteMaps } from '../route/types.js';
 import { DEFAULT_SIGNED_HEADERS, keyFileProblem } from '../sign/dkim.js';
 import { ConfigError } from './load.js';
+import { checkTransport } from './transport-section.js';
 import type { ConfigIssue } from './validate.js';
 
 const LISTS = ['connections', 'allowed_senders', 'denied_senders', 'allowed_recipients', 'denied_recipients', 'allowed_from', 'denied_from'] as const;
 const FLAGS = ['permanent', 'last_route', 'connect_error_fail'] as const;
 const MAPS = ['envelope_sender', 'from', 'sender', 'reply_to', 'mail_followup_to'] as const;
-const KEYS = new Set<string>(['name', ...LISTS, ...FLAGS, 'rewrite', 'dkim', 'transport']);
+const KEYS = new Set<string>(['name', ...LISTS, ...FLAGS, 'rewrite', 'dkim', 'transport', 'uncertain']);
 const DKIM_KEYS = new Set(['domain', 'selector', 'key_file', 'headers', 'algorithm']);
 /** Dot-separated LDH labels (a DKIM domain or selector). */
 const LABELS = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
@@ -84,12 +85,21 @@ function parseRoute(file: string, issues: ConfigIssue[]): Route {
     rewrite: rewriteMaps(doc, d.rewrite, add),
     lastRoute: flag('last_route'),
     connectErrorFail: flag('connect_error_fail'),
+    uncertain: uncertainPolicy(d.uncertain, add),
     transport: d.transport && typeof d.transport === 'object' && !Array.isArray(d.transport) ? (d.transport as Record<string, unknown>) : {},
   };
   const dkim = d.dkim === undefined ? undefined : dkimSettings(doc, d.dkim, path.dirname(path.dirname(file)), add);
   if (dkim) route.dkim = dkim;
+  checkTransport(d.transport, add);
   if (!route.permanent && route.connections.length === 0) add('connections', 'name the connections this route serves, or set permanent: true', []);
   return route;
+}
+
+/** Reads `uncertain: retry | hold` (default retry). */
+function uncertainPolicy(v: unknown, add: (k: string, m: string) => void): Route['uncertain'] {
+  if (v === undefined || v === 'retry' || v === 'hold') return v ?? 'retry';
+  add('uncertain', 'must be retry or hold');
+  return 'retry';
 }
 
 /** Reads the rewrite section: each map keeps the order of its keys (the first match wins). */

@@ -10,18 +10,46 @@ import { parseListen } from './paths.js';
 export { parseListen };
 
 /** The kinds of value a setting can hold. */
-export type FieldType = 'string' | 'integer' | 'boolean' | 'string[]' | 'enum';
+export type FieldType = 'string' | 'integer' | 'boolean' | 'string[]' | 'enum' | 'duration' | 'duration[]' | 'map[]';
 
 /** One setting. */
 export interface Field {
   key: string; // dotted path, e.g. "limits.message_size"
   type: FieldType;
   values?: readonly string[]; // for enum
+  /** Bounds of an integer, or of a duration in seconds. */
   min?: number;
   max?: number;
   /** Extra check of one (element) value; returns an error text or undefined. */
   check?: (value: string) => string | undefined;
+  /** For map[] (a list of mappings): the keys of each element, named without the list's key. */
+  fields?: readonly Field[];
+  /** Inside a map[] element: the key must be given. */
+  required?: boolean;
   doc: string;
+}
+
+const UNIT = { s: 1, m: 60, h: 3600, d: 86_400 } as const;
+
+/** The pattern of a duration written as text: a whole number and an optional unit (s, m, h, d). */
+export const DURATION_PATTERN = '^[0-9]{1,9}[smhd]?$';
+
+/**
+ * A duration in seconds from "30s", "5m", "4h", "5d", or a bare whole number of seconds (as text or
+ * number); undefined when it is none of these.
+ */
+export function parseDuration(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isSafeInteger(v) && v >= 0 ? v : undefined;
+  if (typeof v !== 'string' || !new RegExp(DURATION_PATTERN).test(v.trim())) return undefined;
+  const t = v.trim();
+  const unit = /[smhd]$/.test(t) ? (t.slice(-1) as keyof typeof UNIT) : 's';
+  return Number(unit === 's' && !t.endsWith('s') ? t : t.slice(0, -1)) * UNIT[unit];
+}
+
+/** A duration in seconds written back the short way ("4h", "90s"). */
+export function formatDuration(seconds: number): string {
+  for (const [u, n] of [['d', 86_400], ['h', 3600], ['m', 60]] as const) if (seconds >= n && seconds % n === 0) return `${seconds / n}${u}`;
+  return `${seconds}s`;
 }
 
 /** Checks a listen address. */
@@ -50,6 +78,49 @@ export function checkDomain(v: string): string | undefined {
   return /^(?!-)[A-Za-z0-9.-]{1,253}$/.test(v) && !v.includes('..') ? undefined : 'not a domain name';
 }
 
+/** Checks a single IP address. */
+export function checkIp(v: string): string | undefined {
+  return net.isIP(v) ? undefined : 'not an IP address';
+}
+
+/** Checks host:port (a name, an IPv4 address or a bracketed IPv6 address) with a port 1 to 65535. */
+export function checkHostPort(v: string): string | undefined {
+  const m = /^(?:\[([^\]]+)\]|([^:\s\[\]]+)):(\d{1,5})$/.exec(v);
+  if (!m) return 'must be host:port or [ipv6]:port';
+  if (m[1] !== undefined && !net.isIPv6(m[1])) return 'bracketed host must be an IPv6 address';
+  if (m[2] !== undefined && !net.isIPv4(m[2]) && checkDomain(m[2])) return 'host is not a name or an address';
+  const port = Number(m[3]);
+  return port >= 1 && port <= 65535 ? undefined : 'port must be 1 to 65535';
+}
+
+/** Checks a connection name as the online sources give them. */
+export function checkConnection(v: string): string | undefined {
+  return /^[A-Za-z0-9._@+-]{1,64}$/.test(v) ? undefined : 'must be 1 to 64 of A-Z a-z 0-9 . _ @ + -';
+}
+
+/** Checks an interface name glob (wlan*, tun?). */
+export function checkInterfaceGlob(v: string): string | undefined {
+  return /^[A-Za-z0-9._:@*?-]{1,32}$/.test(v) ? undefined : 'must be an interface name, * and ? allowed';
+}
+
+/** Checks a Wi-Fi network name (1 to 32 bytes). */
+export function checkSsid(v: string): string | undefined {
+  const n = Buffer.byteLength(v);
+  return n >= 1 && n <= 32 ? undefined : 'must be 1 to 32 bytes';
+}
+
+/** The keys of one online.rules element. */
+export const RULE_FIELDS: readonly Field[] = [
+  { key: 'connection', type: 'string', required: true, check: checkConnection, doc: 'The connection this rule names (the name route files list).' },
+  { key: 'interface', type: 'string', check: checkInterfaceGlob, doc: 'Interface name; * and ? allowed.' },
+  { key: 'kind', type: 'enum', values: ['wired', 'wireless'], doc: 'wired or wireless.' },
+  { key: 'default_route', type: 'boolean', doc: 'The interface must carry a default route (default true).' },
+  { key: 'gateway', type: 'string', check: checkIp, doc: 'A default route through the interface goes to this gateway.' },
+  { key: 'cidr', type: 'string', check: checkCidr, doc: 'The interface has an address in this range.' },
+  { key: 'ssid', type: 'string', check: checkSsid, doc: 'The wireless interface is associated with this network.' },
+  { key: 'probe', type: 'string', check: checkHostPort, doc: 'host:port that must accept a TCP connection.' },
+];
+
 /** Every setting. Order is the order of docs/configuration.md. */
 export const FIELDS: readonly Field[] = [
   { key: 'hostname', type: 'string', check: checkDomain, doc: 'Name used in the greeting, in Received headers and to qualify bare local names.' },
@@ -77,6 +148,15 @@ export const FIELDS: readonly Field[] = [
   { key: 'tls.key', type: 'string', doc: 'PEM private key for tls.cert, readable only by its owner.' },
   { key: 'online.state_file', type: 'string', doc: 'File whose first line names the connection we are on; missing or empty means offline.' },
   { key: 'online.command', type: 'string[]', doc: 'Command (argv, no shell) whose exit 0 and first output line name the connection (masqmail online_query).' },
+  { key: 'online.rules', type: 'map[]', fields: RULE_FIELDS, doc: 'Rules naming the connection from interface facts; the first that holds wins (docs/online.md).' },
+  { key: 'online.probe_timeout', type: 'integer', min: 100, max: 30_000, doc: 'Milliseconds a rule\'s probe may take to connect.' },
+  { key: 'queue.retry_min', type: 'duration', min: 1, max: 86_400, doc: 'Wait after the first failed attempt of a recipient; doubled after each further one.' },
+  { key: 'queue.retry_max', type: 'duration', min: 1, max: 7 * 86_400, doc: 'Longest wait between two attempts.' },
+  { key: 'queue.lifetime', type: 'duration', min: 60, max: 365 * 86_400, doc: 'Time in the queue after which a recipient fails and the sender gets a failure notice.' },
+  { key: 'queue.delay_warnings', type: 'duration[]', min: 60, max: 365 * 86_400, doc: 'Ages at which the sender gets a delay notice for recipients still waiting; [] sends none.' },
+  { key: 'queue.local_notices', type: 'enum', values: ['unroutable', 'always'], doc: 'When notices are also delivered locally (notice_mailbox, notify_command): only when no route could carry them now, or always.' },
+  { key: 'queue.notice_mailbox', type: 'string', doc: 'mbox file that gets a copy of every notice delivered locally. Relative paths are taken from the configuration directory.' },
+  { key: 'queue.notify_command', type: 'string[]', doc: 'Command (argv, no shell) run for every notice delivered locally; ${summary}, ${subject}, ${sender}, ${id} are filled in, the summary is also on stdin.' },
   { key: 'auth.users_file', type: 'string', doc: 'File of user:scrypt-hash lines (ferrymail auth hash). Unset: no SMTP AUTH.' },
 ];
 

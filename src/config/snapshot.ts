@@ -14,11 +14,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { VERSION } from '../version.js';
 import { settingsLocation } from './paths.js';
-import { deepFreeze, type Config } from './types.js';
+import { deepFreeze, defaultSettings, type Config } from './types.js';
 
 /** Where snapshots live. */
 function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'ferrymail');
+}
+
+/** The shape of the configuration (every key, nested), so that a snapshot made before a key was added
+ * is never taken for a complete configuration. */
+function shape(v: unknown): string {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return '';
+  return Object.entries(v).map(([k, x]) => `${k}(${shape(x)})`).join(',');
 }
 
 /** Everything a configuration depends on besides the file's text. */
@@ -32,6 +39,7 @@ function snapshotKey(file: string): string {
     process.getuid?.() ?? '',
     os.homedir(),
     process.env.XDG_STATE_HOME ?? '',
+    shape(defaultSettings()),
   ];
   return facts.join('\n');
 }

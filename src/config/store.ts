@@ -11,7 +11,10 @@ import path from 'node:path';
 import Conf from 'conf';
 import { Document, isMap, parseDocument } from 'yaml';
 import { ConfigError, parseSettingsFile, settingsIssues, settingsLocation } from './load.js';
-import { FIELDS, fieldFor, type Field } from './schema.js';
+import { DURATION_PATTERN, FIELDS, fieldFor, type Field } from './schema.js';
+
+/** A duration's JSON schema: text such as "4h" or whole seconds. */
+const DURATION_SCHEMA = { anyOf: [{ type: 'string', pattern: DURATION_PATTERN }, { type: 'integer', minimum: 0 }] };
 
 /** The JSON schema of one field. */
 function fieldSchema(f: Field): Record<string, unknown> {
@@ -26,6 +29,15 @@ function fieldSchema(f: Field): Record<string, unknown> {
       return { enum: [...(f.values ?? [])] };
     case 'string[]':
       return { type: 'array', items: { type: 'string' } };
+    case 'duration':
+      return DURATION_SCHEMA;
+    case 'duration[]':
+      return { type: 'array', items: DURATION_SCHEMA };
+    case 'map[]': {
+      const properties = Object.fromEntries((f.fields ?? []).map((s) => [s.key, fieldSchema(s)]));
+      const required = (f.fields ?? []).filter((s) => s.required).map((s) => s.key);
+      return { type: 'array', items: { type: 'object', additionalProperties: false, required, properties } };
+    }
   }
 }
 
@@ -50,11 +62,19 @@ export function parseValue(f: Field, raw: string): unknown {
       return /^-?\d+$/.test(raw.trim()) ? Number(raw) : raw;
     case 'boolean':
       return raw === 'true' ? true : raw === 'false' ? false : raw;
-    case 'string[]': {
+    case 'string[]':
+    case 'duration[]': {
       const t = raw.trim();
       if (t === '' || t === '[]') return [];
       return t.replace(/^\[(.*)\]$/, '$1').split(',').map((s) => s.trim()).filter(Boolean);
     }
+    case 'map[]':
+      // a list of mappings comes as JSON or YAML flow text: [{connection: home, ssid: HomeNet}]
+      try {
+        return parseDocument(raw).toJS() as unknown;
+      } catch {
+        return raw;
+      }
     default:
       return raw;
   }

@@ -4,6 +4,7 @@
  * Pure types and the embedded default; cannot fail.
  */
 import os from 'node:os';
+import type { InterfaceRule } from '../domain/online.js';
 
 /** Validated settings with every default filled in and paths made absolute. */
 export interface Config {
@@ -40,12 +41,29 @@ export interface Config {
   };
   tls: { cert?: string; key?: string };
   auth: { users_file?: string };
-  online: { state_file?: string; command: string[] };
+  online: { state_file?: string; command: string[]; rules: InterfaceRule[]; probe_timeout: number };
+  /** Retry times and notices; durations in seconds (the file writes them as "5m", "4h", "5d"). */
+  queue: {
+    retry_min: number;
+    retry_max: number;
+    lifetime: number;
+    delay_warnings: number[];
+    local_notices: 'unroutable' | 'always';
+    notice_mailbox?: string;
+    notify_command: string[];
+  };
 }
 
 /** The settings a file can give; everything optional. */
-export type Settings = Omit<Partial<Config>, 'dir' | 'file' | 'fromFile' | 'limits' | 'smtp' | 'tls' | 'auth' | 'online'> & {
+export type Settings = Omit<Partial<Config>, 'dir' | 'file' | 'fromFile' | 'limits' | 'smtp' | 'tls' | 'auth' | 'online' | 'queue'> & {
   online?: Partial<Config['online']>;
+  /** Durations as written: "5m", "4h", or whole seconds. */
+  queue?: Partial<Record<'retry_min' | 'retry_max' | 'lifetime', string | number>> & {
+    delay_warnings?: (string | number)[];
+    local_notices?: Config['queue']['local_notices'];
+    notice_mailbox?: string;
+    notify_command?: string[];
+  };
   limits?: Partial<Config['limits']>;
   smtp?: Partial<Config['smtp']>;
   tls?: Partial<Config['tls']>;
@@ -76,7 +94,9 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     smtp: { bare_line_ends: 'reject', reverse_lookup: false, early_talker_delay: 100, banner: '' },
     tls: {},
     auth: {},
-    online: { command: [] },
+    online: { command: [], rules: [], probe_timeout: 2000 },
+    // Postfix's defaults: 5 minutes doubling to 4 hours, 5 days in all, one delay warning at 4 hours
+    queue: { retry_min: 300, retry_max: 14_400, lifetime: 432_000, delay_warnings: [14_400], local_notices: 'unroutable', notify_command: [] },
   };
 }
 

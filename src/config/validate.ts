@@ -4,7 +4,7 @@
  * Input is untrusted YAML data. Each error names the key and, when a YAML document is given, the file
  * line. Never throws.
  */
-import { FIELDS, type Field } from './schema.js';
+import { FIELDS, parseDuration, type Field } from './schema.js';
 
 /** One problem found in the settings. */
 export interface ConfigIssue {
@@ -42,13 +42,57 @@ function checkScalar(field: Field, value: unknown): string | undefined {
       return typeof value === 'boolean' ? undefined : 'must be true or false';
     case 'enum':
       return field.values?.includes(value as string) ? undefined : `must be one of: ${field.values?.join(', ')}`;
+    case 'duration':
+    case 'duration[]':
+      return checkDuration(field, value);
+    case 'map[]':
+      return 'must be a list of mappings';
   }
+}
+
+/** Checks a duration ("30s", "5m", "4h", "5d", or whole seconds) against the field's bounds. */
+function checkDuration(field: Field, value: unknown): string | undefined {
+  const s = parseDuration(value);
+  if (s === undefined) return 'must be a duration such as 30s, 5m, 4h or 5d';
+  if (field.min !== undefined && s < field.min) return `must be at least ${field.min} s`;
+  if (field.max !== undefined && s > field.max) return `must be at most ${field.max} s`;
+  return undefined;
+}
+
+/** Checks a list of mappings: each element a mapping of known keys, required keys given, each value checked. */
+function checkMapList(field: Field, value: unknown, lineOf: LineOf, out: ConfigIssue[]): void {
+  const path = field.key.split('.');
+  if (!Array.isArray(value)) {
+    out.push({ key: field.key, line: lineOf(path), message: 'must be a list of mappings' });
+    return;
+  }
+  const subs = field.fields ?? [];
+  value.forEach((el, i) => {
+    const at = `${field.key}[${i}]`;
+    if (el === null || typeof el !== 'object' || Array.isArray(el)) {
+      out.push({ key: at, line: lineOf([...path, i]), message: 'must be a mapping' });
+      return;
+    }
+    const obj = el as Record<string, unknown>;
+    for (const k of Object.keys(obj)) {
+      if (!subs.some((f) => f.key === k)) out.push({ key: `${at}.${k}`, line: lineOf([...path, i, k]), message: 'unknown key' });
+    }
+    for (const sub of subs) {
+      if (obj[sub.key] === undefined || obj[sub.key] === null) {
+        if (sub.required) out.push({ key: `${at}.${sub.key}`, line: lineOf([...path, i]), message: 'missing' });
+        continue;
+      }
+      const err = checkScalar(sub, obj[sub.key]);
+      if (err) out.push({ key: `${at}.${sub.key}`, line: lineOf([...path, i, sub.key]), message: err });
+    }
+  });
 }
 
 /** Checks one field's value, adding issues for the field or each bad element. */
 function checkField(field: Field, value: unknown, lineOf: LineOf, out: ConfigIssue[]): void {
   const path = field.key.split('.');
-  if (field.type === 'string[]') {
+  if (field.type === 'map[]') return checkMapList(field, value, lineOf, out);
+  if (field.type === 'string[]' || field.type === 'duration[]') {
     if (!Array.isArray(value)) {
       out.push({ key: field.key, line: lineOf(path), message: 'must be a list' });
       return;

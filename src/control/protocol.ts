@@ -5,7 +5,7 @@
  * The socket lives in the owner-only spool directory and is created mode 0600, so only the daemon's user
  * can talk to it. Pure types; cannot fail.
  */
-import type { RunSummary } from '../domain/online.js';
+import type { OnlineState, RunSummary } from '../domain/online.js';
 import type { ChangeResult } from '../spool/store.js';
 
 /** A request to the daemon. */
@@ -13,7 +13,7 @@ export type ControlRequest =
   | { cmd: 'status' }
   | { cmd: 'kick'; id: string }
   | { cmd: 'rm' | 'hold' | 'release'; ids: string[] }
-  | { cmd: 'flush'; connection?: string };
+  | { cmd: 'flush'; connection?: string; route?: string };
 
 /** The result for one id of an rm / hold / release. */
 export type IdResult = ChangeResult;
@@ -32,6 +32,8 @@ export interface DaemonStatus {
   listening: string[];
   queued: number;
   held: number;
+  /** The online state the daemon last computed, with its reason (absent before the first). */
+  online?: OnlineState;
 }
 
 /** An answer from the daemon. */

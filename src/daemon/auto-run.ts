@@ -1,15 +1,24 @@
 /**
- * The daemon's own queue runs: soon after new mail arrives, when the online state file changes, and
- * every minute, each respecting retry times. Runs never overlap (the spool's runner lock, and one run at
- * a time here); a run that finds the lock taken (a manual flush) is simply skipped.
+ * The daemon's own queue runs: soon after new mail arrives, every minute, and when the online state
+ * changes: the state file changed, or the network did (online/watch.ts: interfaces, addresses, routes,
+ * noticed within a second). Each network or state-file event recomputes the state; only a change of
+ * online/offline or of the connection starts a run, and that run tries deferred mail at once (retry times
+ * were set for the old connection). Every change of the state, its reason included, is logged once.
+ *
+ * Runs never overlap (the spool's runner lock, and one run at a time here); a run that finds the lock
+ * taken (a manual flush) is simply skipped. State checks never overlap either: events during a check
+ * ask for one more check after it, so a burst of events costs at most two.
  *
  * Errors of a run (a broken route file) are logged, never thrown: the daemon keeps accepting mail.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/types.js';
+import type { OnlineState } from '../domain/online.js';
 import { isFerryError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
+import { onlineView, stateChange, type OnlineView } from '../online/state.js';
+import { watchNetwork, type NetWatch } from '../online/watch.js';
 import { flushQueue } from '../queue/flush.js';
 
 const EVERY_MS = 60_000;
@@ -19,15 +28,21 @@ const SOON_MS = 500;
 export interface AutoRun {
   /** Asks for a run shortly (new mail, a kick). */
   soon(): void;
+  /** The online state last computed (null before the first). */
+  state(): OnlineState | null;
+  /** The view the runs ask (the control socket's manual runs use it too). */
+  view: OnlineView;
   stop(): Promise<void>;
 }
 
 /** Starts the scheduler. */
-export function startAutoRun(cfg: Config, log: Logger): AutoRun {
+export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = onlineView(cfg.online)): AutoRun {
   let timer: NodeJS.Timeout | null = null;
   let running: Promise<void> | null = null;
   let again = false;
+  let forceNext = false;
   let stopped = false;
+  const states = stateLog(log);
   const schedule = (ms: number): void => {
     if (stopped) return;
     if (timer) clearTimeout(timer);
@@ -40,9 +55,14 @@ export function startAutoRun(cfg: Config, log: Logger): AutoRun {
       again = true;
       return;
     }
-    running = flushQueue(cfg, log, undefined, false)
+    const force = forceNext;
+    forceNext = false;
+    running = flushQueue(cfg, log, { force, online: () => view.state() })
       .then((r) => {
         if (r.failed) again = true; // failure notices were queued: send them soon too
+        if (r.routes && states.note(r.state)) {
+          forceNext = again = true; // the state changed under this run: try deferred mail in the new one
+        }
         if (r.routes && r.messages) log.log('info', 'queue run', { delivered: r.delivered, deferred: r.deferred, failed: r.failed, uncertain: r.uncertain, connection: r.state.connection ?? 'offline' });
       })
       .catch((err) => {
@@ -54,17 +74,87 @@ export function startAutoRun(cfg: Config, log: Logger): AutoRun {
         again = false;
       });
   };
-  const watcher = watchStateFile(cfg.online.state_file, () => schedule(SOON_MS));
+  const check = serialCheck(view, (s) => {
+    if (states.note(s) && !stopped) {
+      forceNext = true;
+      schedule(0);
+    }
+  });
+  const fileWatch = watchStateFile(cfg.online.state_file, check);
+  const netWatch = watchesNetwork(cfg) ? startNetWatch(view, check, log) : null;
+  check();
   schedule(SOON_MS);
   return {
     soon: () => schedule(SOON_MS),
+    state: () => states.last(),
+    view,
     stop: async () => {
       stopped = true;
       if (timer) clearTimeout(timer);
-      watcher?.close();
+      fileWatch?.close();
+      netWatch?.stop();
       await running;
     },
   };
+}
+
+/** The last state and its log line; note() says whether online/offline or the connection changed. */
+function stateLog(log: Logger): { note(s: OnlineState): boolean; last(): OnlineState | null } {
+  let last: OnlineState | null = null;
+  return {
+    note(s) {
+      const change = stateChange(last, s);
+      if (change === 'same') return false;
+      last = s;
+      log.log('info', 'online state', { state: s.online ? 'online' : 'offline', connection: s.connection, why: s.why });
+      return change === 'moved';
+    },
+    last: () => last,
+  };
+}
+
+/** Recomputes the state on demand, one computation at a time; a request during one asks for one more. */
+export function serialCheck(view: OnlineView, onState: (s: OnlineState) => void): () => void {
+  let busy = false;
+  let dirty = false;
+  const check = (): void => {
+    if (busy) {
+      dirty = true;
+      return;
+    }
+    busy = true;
+    view
+      .state()
+      .then(onState)
+      .finally(() => {
+        busy = false;
+        if (dirty) {
+          dirty = false;
+          check();
+        }
+      });
+  };
+  return check;
+}
+
+/** Network changes matter when the state is computed from them (rules) or may depend on them (command). */
+function watchesNetwork(cfg: Config): boolean {
+  return cfg.online.rules.length > 0 || cfg.online.command.length > 0;
+}
+
+/** Watches the network; each change drops the cached SSIDs and recomputes the state. */
+function startNetWatch(view: OnlineView, check: () => void, log: Logger): NetWatch {
+  return watchNetwork(
+    () => {
+      view.forget();
+      check();
+    },
+    {
+      onMode: (mode, why) => {
+        if (mode === 'poll') log.log('warn', 'watching the network by polling every second', { why });
+      },
+    },
+  );
 }
 
 /** Watches the online state file's directory for changes to it (it may be replaced, not written). */

@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type { ControlRequest, ControlResponse, DaemonStatus, FlushReport } from '../control/protocol.js';
+import { isFerryError } from '../errors.js';
 import { applyChange, type Store } from '../spool/store.js';
 
 /** What the control server needs from the daemon. */
@@ -16,7 +17,7 @@ export interface ControlDeps {
   status(): Promise<DaemonStatus>;
   onKick(id: string): void;
   /** One queue run; resolves with what it did. */
-  flush(connection?: string): Promise<FlushReport>;
+  flush(connection?: string, route?: string): Promise<FlushReport>;
 }
 
 /** Answers one request. */
@@ -33,7 +34,7 @@ async function answer(deps: ControlDeps, req: ControlRequest): Promise<ControlRe
       if (!Array.isArray(req.ids)) return { ok: false, error: 'ids must be a list' };
       return { ok: true, results: await applyChange(deps.store, req.cmd, req.ids.map(String)) };
     case 'flush': {
-      const report = await deps.flush(typeof req.connection === 'string' ? req.connection : undefined);
+      const report = await deps.flush(typeof req.connection === 'string' ? req.connection : undefined, typeof req.route === 'string' ? req.route : undefined);
       return { ok: true, report };
     }
     default:
@@ -64,7 +65,7 @@ export function startControl(socketPath: string, deps: ControlDeps): Promise<net
         }
         answer(deps, req).then(
           (res) => sock.writable && sock.write(JSON.stringify(res) + '\n'),
-          (err: Error) => sock.writable && sock.write(JSON.stringify({ ok: false, error: err.message }) + '\n'),
+          (err: Error) => sock.writable && sock.write(JSON.stringify({ ok: false, error: err.message, code: isFerryError(err) ? err.code : undefined }) + '\n'),
         );
       }
     });

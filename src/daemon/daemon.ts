@@ -3,9 +3,9 @@
  *
  * Start-up: take the spool's daemon lock (a second daemon on the same spool is refused), open the control
  * socket, recover the spool (temporary files of dead writers, orphaned data, corrupt envelopes
- * reported), then the listeners. Shutdown: stop listening, let a message being received (in DATA) finish; sessions
- * between commands get 421; close the control socket, release the lock. Fails with FerryError; never
- * leaves a listener behind.
+ * reported), then the listeners, then its own queue runs and the watch of the online state. Shutdown:
+ * stop listening, let a message being received (in DATA) finish; sessions between commands get 421;
+ * close the control socket, release the lock. Fails with FerryError; never leaves a listener behind.
  */
 import fs from 'node:fs';
 import type net from 'node:net';
@@ -26,6 +26,7 @@ import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
 import { callDaemon } from '../control/client.js';
 import { flushQueue } from '../queue/flush.js';
+import { onlineView } from '../online/state.js';
 import { startAutoRun, type AutoRun } from './auto-run.js';
 import { startControl } from './control-server.js';
 
@@ -67,17 +68,18 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
   let control: net.Server | null = null;
   let door: SmtpDoor | null = null;
   let auto: AutoRun | null = null;
+  const view = onlineView(cfg.online);
   try {
     // the control socket opens first: a second daemon asking while this one recovers hears an answer
     const started = new Date().toISOString();
     control = await startControl(store.layout.control, {
       store,
-      status: () => status(cfg, store, started, door),
+      status: () => status(cfg, store, started, door, auto),
       onKick: (id) => {
         kicked(store, log, id);
         auto?.soon();
       },
-      flush: (connection) => flushQueue(cfg, log, connection),
+      flush: (connection, route) => flushQueue(cfg, log, { connection, route, online: () => view.state() }),
     });
     await recover(store, log);
     door = await startSmtpDoor(cfg, {
@@ -89,7 +91,7 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
         auto?.soon();
       },
     });
-    auto = startAutoRun(cfg, log);
+    auto = startAutoRun(cfg, log, view);
   } catch (err) {
     control?.close();
     await lock?.release();
@@ -163,7 +165,7 @@ function kicked(store: Store, log: Logger, id: string): void {
 }
 
 /** Gathers the daemon's status. */
-async function status(cfg: Config, store: Store, started: string, door: SmtpDoor | null): Promise<DaemonStatus> {
+async function status(cfg: Config, store: Store, started: string, door: SmtpDoor | null, auto: AutoRun | null): Promise<DaemonStatus> {
   const count = (d: string): number => fs.readdirSync(d).filter(isId).length;
   return {
     pid: process.pid,
@@ -175,6 +177,7 @@ async function status(cfg: Config, store: Store, started: string, door: SmtpDoor
     listening: door?.addresses ?? [],
     queued: count(store.layout.dir('queue')),
     held: count(store.layout.dir('hold')),
+    online: auto?.state() ?? undefined,
   };
 }
 

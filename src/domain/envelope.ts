@@ -41,11 +41,22 @@ export interface Recipient {
   lastError?: string;
   /** Route that handled the last attempt. */
   route?: string;
+  /** Delay-warning ages (seconds after arrival) already dealt with: a notice went, or was not owed. */
+  warned?: number[];
+  /** How many attempts ended uncertain (the message may have arrived). */
+  uncertain?: number;
 }
+
+/**
+ * Envelope format versions: 1 has none of the delivery bookkeeping of 2 (warned, uncertain). A version 1
+ * file still loads; a version 2 file is written only when it uses a field of version 2, so that mail
+ * that never needed them stays readable by older ferrymail.
+ */
+export type EnvelopeVersion = 1 | 2;
 
 /** The envelope of one queued message. */
 export interface Envelope {
-  version: 1;
+  version: EnvelopeVersion;
   id: string;
   /** ISO time the message was committed. */
   arrival: string;

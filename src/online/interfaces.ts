@@ -1,16 +1,15 @@
 /**
- * Interface facts without blocking the event loop: link state and kind from /sys/class/net, the default
- * routes from /proc/net/route and /proc/net/ipv6_route, addresses from os.networkInterfaces(). Each read
- * costs well under a millisecond (systeminformation's interface calls run shell commands and block, so
- * they stay off this path), and rules over these facts say which connection we are on.
+ * Interface facts without blocking the event loop: link state and kind from /sys/class/net (and
+ * /proc/net/wireless for wireless interfaces), the default routes from /proc/net/route and
+ * /proc/net/ipv6_route, addresses from os.networkInterfaces(). Each read costs well under a millisecond
+ * (systeminformation's interface calls run shell commands and block, so they stay off this path);
+ * rules.ts turns these facts into a connection.
  *
  * Reads kernel files, which are trusted; a missing or odd file simply yields fewer facts. Never throws.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { OnlineState } from '../domain/online.js';
-import { inCidr } from '../domain/ip.js';
 
 /** What is known about one interface. */
 export interface InterfaceFacts {
@@ -27,6 +26,8 @@ export interface FactSources {
   sysNet: string;
   procRoute: string;
   procRoute6: string;
+  /** Lists the wireless interfaces (one per line after two header lines). */
+  procWireless: string;
   addresses: () => NodeJS.Dict<os.NetworkInterfaceInfo[]>;
 }
 
@@ -34,6 +35,7 @@ export const SYSTEM_SOURCES: FactSources = {
   sysNet: '/sys/class/net',
   procRoute: '/proc/net/route',
   procRoute6: '/proc/net/ipv6_route',
+  procWireless: '/proc/net/wireless',
   addresses: () => os.networkInterfaces(),
 };
 
@@ -71,8 +73,18 @@ function defaultRoutes6(text: string): Map<string, string[]> {
   return out;
 }
 
+/** The interfaces /proc/net/wireless lists ("  wlan0: 0000   70.  -40.  ..."). */
+function wirelessNames(text: string): Set<string> {
+  const out = new Set<string>();
+  for (const line of text.split('\n').slice(2)) {
+    const m = /^\s*([^\s:]+):/.exec(line);
+    if (m) out.add(m[1]!);
+  }
+  return out;
+}
+
 /** An IPv6 address in its short canonical form (fe80::1), as people write it in rules. */
-function canonical6(ip: string): string {
+export function canonical6(ip: string): string {
   try {
     return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
   } catch {
@@ -81,8 +93,9 @@ function canonical6(ip: string): string {
 }
 
 /** The kind of an interface from what /sys shows. */
-function kindOf(dir: string, name: string): InterfaceFacts['kind'] {
+function kindOf(dir: string, name: string, wireless: Set<string>): InterfaceFacts['kind'] {
   if (name === 'lo' || read(path.join(dir, 'type')).trim() === '772') return 'loopback';
+  if (wireless.has(name)) return 'wireless';
   if (fs.existsSync(path.join(dir, 'wireless')) || fs.existsSync(path.join(dir, 'phy80211'))) return 'wireless';
   if (fs.existsSync(path.join(dir, 'device'))) return 'wired';
   return 'other';
@@ -98,6 +111,7 @@ export function readInterfaces(src: FactSources = SYSTEM_SOURCES): InterfaceFact
   }
   const gw4 = defaultRoutes4(read(src.procRoute));
   const gw6 = defaultRoutes6(read(src.procRoute6));
+  const wireless = wirelessNames(read(src.procWireless));
   const addrs = src.addresses();
   return names.sort().map((name) => {
     const dir = path.join(src.sysNet, name);
@@ -106,48 +120,14 @@ export function readInterfaces(src: FactSources = SYSTEM_SOURCES): InterfaceFact
       name,
       // "unknown" is what loopback and many tunnels (VPNs) report while they work
       up: state === 'up' || (state === 'unknown' && read(path.join(dir, 'carrier')).trim() !== '0'),
-      kind: kindOf(dir, name),
+      kind: kindOf(dir, name, wireless),
       addresses: (addrs[name] ?? []).map((a) => a.address),
       gateways: [...(gw4.get(name) ?? []), ...(gw6.get(name) ?? [])],
     };
   });
 }
 
-/** A rule naming a connection by what the interfaces show; every given condition must hold. */
-export interface InterfaceRule {
-  connection: string;
-  /** Interface name, "*" and "?" allowed (wlan*, tun0). */
-  interface?: string;
-  kind?: 'wired' | 'wireless';
-  /** The default route goes through this gateway. */
-  gateway?: string;
-  /** The interface has an address in this range. */
-  cidr?: string;
-}
-
-/** Name globs as used in rules. */
-function nameMatches(glob: string, name: string): boolean {
-  const re = new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
-  return re.test(name);
-}
-
-/** True when one interface satisfies the rule. */
-function ruleHolds(rule: InterfaceRule, f: InterfaceFacts): boolean {
-  if (!f.up || f.kind === 'loopback') return false;
-  if (rule.interface && !nameMatches(rule.interface, f.name)) return false;
-  if (rule.kind && rule.kind !== f.kind) return false;
-  if (rule.gateway && !f.gateways.includes(rule.gateway.includes(':') ? canonical6(rule.gateway) : rule.gateway)) return false;
-  if (rule.cidr && !f.addresses.some((a) => inCidr(a, rule.cidr!))) return false;
-  // without a gateway condition, an interface still needs some default route to count as online
-  if (!rule.gateway && f.gateways.length === 0 && !rule.cidr) return false;
-  return true;
-}
-
-/** The first rule (in order) that some interface satisfies names the connection; none: offline. */
-export function connectionFromInterfaces(rules: readonly InterfaceRule[], facts: readonly InterfaceFacts[]): OnlineState {
-  for (const rule of rules) {
-    const f = facts.find((x) => ruleHolds(rule, x));
-    if (f) return { online: true, connection: rule.connection, why: `interface ${f.name}` };
-  }
-  return { online: false, why: 'no interface rule holds' };
+/** A fingerprint of the facts (for polling): equal fingerprints, equal facts. */
+export function factsFingerprint(src: FactSources = SYSTEM_SOURCES): string {
+  return JSON.stringify(readInterfaces(src));
 }

@@ -23,12 +23,17 @@ function fromLine(line: string, source: string): OnlineState {
 
 /** Reads the state file: missing or empty means offline. */
 export function readStateFile(file: string): OnlineState {
+  return stateFileAnswer(file) ?? { online: false, why: `state file ${file} missing` };
+}
+
+/** The state file's answer, or null when there is no such file (no answer: the next source decides). */
+export function stateFileAnswer(file: string): OnlineState | null {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8').slice(0, 4096);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    return { online: false, why: code === 'ENOENT' ? `state file ${file} missing` : `state file ${file}: ${code}` };
+    return code === 'ENOENT' ? null : { online: false, why: `state file ${file}: ${code}` };
   }
   return fromLine(text.split('\n')[0] ?? '', `state file ${file}`);
 }

@@ -16,10 +16,18 @@ export function wantsNotice(r: Recipient, kind: 'failed' | 'delayed'): boolean {
   return r.notify.includes(kind === 'failed' ? 'FAILURE' : 'DELAY');
 }
 
-/** The enhanced status code inside a reply line ("550 5.1.1 ..." → "5.1.1"). */
+/** The enhanced status code inside a reply line ("550 5.1.1 ..." → "5.1.1"); a delay is always 4.x.x and
+ * a failure 5.x.x (RFC 3464 2.3.4). */
 function statusOf(reply: string | undefined, kind: 'failed' | 'delayed'): string {
-  const m = /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply ?? '');
-  return m ? m[1]! : kind === 'failed' ? '5.0.0' : '4.0.0';
+  const m = /\b([245])\.(\d{1,3}\.\d{1,3})\b/.exec(reply ?? '');
+  const cls = kind === 'failed' ? '5' : '4';
+  return m ? `${cls}.${m[2]!}` : `${cls}.0.0`;
+}
+
+/** Replaces control characters in text going into a one-line summary. */
+function oneLine(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\x00-\x1f\x7f]/g, ' ');
 }
 
 /** Formats a date as RFC 5322 wants it (UTC). */
@@ -27,15 +35,22 @@ function date(d: Date): string {
   return d.toUTCString().replace('GMT', '+0000');
 }
 
-/** A notice's parts. */
+/** A notice's parts: the envelope and text to queue, and a subject and summary for a local notice. */
 export interface Notice {
   sender: '';
   recipient: string;
   text: string;
+  kind: 'failed' | 'delayed';
+  /** The message the notice is about. */
+  id: string;
+  subject: string;
+  /** One line per recipient: address and reason, control characters replaced. */
+  summary: string;
 }
 
-/** Builds the notice for the given recipients, or null when none is owed (null sender, NOTIFY=NEVER). */
-export function buildNotice(env: Envelope, rcpts: Recipient[], kind: 'failed' | 'delayed', head: string, hostname: string, now = new Date()): Notice | null {
+/** Builds the notice for the given recipients, or null when none is owed (null sender, NOTIFY=NEVER, or
+ * for a delay: NOTIFY without DELAY). A delay notice says until when delivery is tried (retryUntil). */
+export function buildNotice(env: Envelope, rcpts: Recipient[], kind: 'failed' | 'delayed', head: string, hostname: string, now = new Date(), retryUntil?: Date): Notice | null {
   const owed = rcpts.filter((r) => wantsNotice(r, kind));
   if (env.sender === '' || owed.length === 0) return null;
   const boundary = `=_ferrymail_${randomBytes(9).toString('base64url')}`;
@@ -46,6 +61,7 @@ export function buildNotice(env: Envelope, rcpts: Recipient[], kind: 'failed' | 
     kind === 'failed'
       ? 'Your message could not be delivered to one or more recipients. It is attached below.'
       : 'Your message has not been delivered yet to one or more recipients. It stays in the queue and delivery is retried; you need not send it again.',
+    ...(kind === 'delayed' && retryUntil ? ['', `Delivery will be tried until ${date(retryUntil)}.`] : []),
     '',
     ...owed.map((r) => `<${r.address}>: ${r.lastError ?? 'no reason recorded'}`),
   ];
@@ -57,6 +73,7 @@ export function buildNotice(env: Envelope, rcpts: Recipient[], kind: 'failed' | 
       `Status: ${statusOf(r.lastError, kind)}`,
       r.lastError ? `Diagnostic-Code: smtp; ${r.lastError}` : null,
       r.lastAttempt ? `Last-Attempt-Date: ${date(new Date(r.lastAttempt))}` : null,
+      kind === 'delayed' && retryUntil ? `Will-Retry-Until: ${date(retryUntil)}` : null,
     ]
       .filter(Boolean)
       .join('\r\n'),
@@ -95,5 +112,6 @@ export function buildNotice(env: Envelope, rcpts: Recipient[], kind: 'failed' | 
     `--${boundary}--`,
     '',
   ].filter((l) => l !== null);
-  return { sender: '', recipient: env.sender, text: lines.join('\r\n') };
+  const summary = owed.map((r) => `<${oneLine(r.address)}>: ${oneLine(r.lastError ?? 'no reason recorded')}`).join('\n');
+  return { sender: '', recipient: env.sender, text: lines.join('\r\n'), kind, id: env.id, subject: `${subject}: message ${env.id}`, summary };
 }

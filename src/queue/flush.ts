@@ -1,7 +1,7 @@
 /**
- * One queue run for a configuration: the online state (forced by --connection / -qo, else the configured
- * query command or state file, else offline), the route files, the transports, under the spool's runner
- * lock so that two runs (the daemon's and a manual one) never deliver at the same time.
+ * One queue run for a configuration: the online state (online/state.ts: forced by --connection / -qo,
+ * else the query command, the state file, the interface rules), the route files, the transports, under
+ * the spool's runner lock so that two runs (the daemon's and a manual one) never deliver at the same time.
  *
  * Fails with FerryError for a broken route file (config) or a run already in progress (locked); delivery
  * problems are outcomes recorded per recipient.
@@ -11,25 +11,49 @@ import { loadRoutes } from '../config/routes.js';
 import type { OnlineState, RunSummary } from '../domain/online.js';
 import { FerryError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
-import { readStateFile, runQuery } from '../online/sources.js';
+import { onlineView } from '../online/state.js';
+import { candidates } from '../route/select.js';
 import { tryLock } from '../spool/lock.js';
 import { openStore } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
-import { DEFAULT_RETRY } from './retry.js';
+import { localNoticeDelivery } from './local-notice.js';
+import type { RetryPolicy } from './retry.js';
 import { runQueue } from './runner.js';
 import { enqueueNotice, messageFor, transportFor } from './wiring.js';
 
 /** The online state now, as the configuration says to find it. */
 export async function onlineState(cfg: Config, connection?: string): Promise<OnlineState> {
-  if (connection) return { online: true, connection, why: 'given on the command line' };
-  if (cfg.online.command.length) return runQuery(cfg.online.command);
-  if (cfg.online.state_file) return readStateFile(cfg.online.state_file);
-  return { online: false, why: 'no online source configured (online.command or online.state_file)' };
+  return onlineView(cfg.online).state(connection);
 }
 
-/** Runs the queue once under the runner lock; a manual flush (force) tries deferred mail now. */
-export async function flushQueue(cfg: Config, log: Logger, connection?: string, force = true): Promise<RunSummary> {
+/** The retry policy of the queue settings. */
+export function retryPolicy(q: Config['queue']): RetryPolicy {
+  return { min: q.retry_min, max: q.retry_max, lifetime: q.lifetime, warnings: [...q.delay_warnings] };
+}
+
+/** What a run is asked to do. */
+export interface FlushOptions {
+  /** Take this connection as the online state (--connection, -qo). */
+  connection?: string;
+  /** Try deferred mail now, whatever its retry time (default true: a manual run). */
+  force?: boolean;
+  /** Only this route is tried. */
+  route?: string;
+  /** The online state when no connection is given (default: asked of the configured sources). */
+  online?: () => Promise<OnlineState>;
+}
+
+/**
+ * Runs the queue once under the runner lock; a manual flush (force) tries deferred mail now; `route`
+ * limits the run to that route. `online` gives the state when no connection is forced (the daemon passes
+ * its view, which keeps SSIDs cached).
+ */
+export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = {}): Promise<RunSummary> {
+  const { connection, force = true, route, online } = opts;
   const routes = loadRoutes(cfg.dir);
+  if (route !== undefined && !routes.some((r) => r.name === route)) {
+    throw new FerryError('usage', `no route named ${JSON.stringify(route)} (routes: ${routes.map((r) => r.name).join(', ') || 'none'})`);
+  }
   if (routes.length === 0) {
     // without routes there is no way out: leave every message exactly as it is (and let the daemon's
     // own runs cost nothing: only a manual run counts what waits)
@@ -41,20 +65,25 @@ export async function flushQueue(cfg: Config, log: Logger, connection?: string, 
   try {
     const store = openStore(cfg.spool);
     const spool = openSpoolWriter(cfg.spool);
-    const state = await onlineState(cfg, connection);
+    const state = connection || !online ? await onlineState(cfg, connection) : await online();
     const report = await runQueue({
       store,
       routes,
       online: async () => state,
       transportFor: (r) => transportFor(r, cfg.hostname),
       messageFor: (env, r) => messageFor(store, env, r),
-      retry: DEFAULT_RETRY,
+      retry: retryPolicy(cfg.queue),
       log,
       enqueueNotice: (n) => enqueueNotice(spool, n),
+      localNotice: localNoticeDelivery({ mailbox: cfg.queue.notice_mailbox, command: cfg.queue.notify_command }),
+      localNotices: cfg.queue.local_notices,
       hostname: cfg.hostname,
       force,
+      onlyRoute: route,
     });
-    return { ...report, state, routes: routes.length, waiting: report.messages };
+    const serves = route === undefined || candidates(routes, state).some((r) => r.name === route);
+    const note = serves ? undefined : `route ${route} is not used ${state.online ? `on connection ${state.connection}` : 'offline'} (give --connection): nothing was tried`;
+    return { ...report, state, routes: routes.length, waiting: report.messages, route, note };
   } finally {
     await lock.release();
   }

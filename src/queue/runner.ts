@@ -6,20 +6,25 @@
  *
  * Trusts the spool's envelopes (decoded and checked) and the loaded routes. Transport failures arrive as
  * outcomes; a spool error for one message is logged and that message is left for the next run. Failed
- * recipients get an RFC 3464 notice to the sender (bounce.ts) through enqueueNotice; delay notices are not
- * built yet.
+ * recipients, and recipients waiting longer than a delay-warning age, get an RFC 3464 notice to the sender
+ * (bounce.ts) through enqueueNotice, queued before the envelope changes; a notice no route could carry
+ * now is also handed to localNotice. A failing local notice is logged, never fatal. Several messages are
+ * delivered at once (PARALLEL_MESSAGES); runs never deliver the same message twice because each is
+ * delivered under its lock.
  */
+import { formatDuration } from '../config/schema.js';
 import type { Envelope, Recipient } from '../domain/envelope.js';
 import type { OnlineState } from '../domain/online.js';
 import { isFinal, type Outcome, type RunCounts } from '../domain/outcome.js';
 import type { Logger } from '../log/logger.js';
+import { headerFromAddresses } from '../route/header-rewrite.js';
 import { rewriteAddress } from '../route/rewrite.js';
 import { fallThrough, plan } from '../route/select.js';
 import type { Route } from '../route/types.js';
 import type { Entry, Store } from '../spool/store.js';
 import type { Transport } from '../transport/types.js';
 import { buildNotice, type Notice } from './bounce.js';
-import { backoff, expired, type RetryPolicy } from './retry.js';
+import { expired, expiresAt, nextAttemptAt, warningsDue, type RetryPolicy } from './retry.js';
 
 /** What a run needs. */
 export interface RunnerDeps {
@@ -38,66 +43,117 @@ export interface RunnerDeps {
   hostname?: string;
   /** Try deferred recipients now, whatever their next attempt time (a manual flush, as postqueue -f). */
   force?: boolean;
+  /** Messages delivered at once (default PARALLEL_MESSAGES). */
+  parallel?: number;
+  /** Try only this route in this run; recipients it would not carry are left as they are. */
+  onlyRoute?: string;
+  /** Delivers a notice on this host too (queue.notice_mailbox, queue.notify_command). */
+  localNotice?: (notice: Notice) => Promise<void>;
+  /** When localNotice is used: only for notices no route could carry now (default), or for all. */
+  localNotices?: 'unroutable' | 'always';
 }
 
 /** What one run did. */
 export type RunReport = RunCounts;
 
-/** Runs the queue once; resolves with counts. */
+/** Messages delivered at once in a run; each route's transport bounds its own connections. */
+export const PARALLEL_MESSAGES = 8;
+
+/** Runs the queue once; resolves with counts. One transport per route serves the whole run (so that it
+ * can keep its connection open from message to message) and is closed at the end. */
 export async function runQueue(deps: RunnerDeps): Promise<RunReport> {
   const now = deps.now ?? Date.now;
   const report: RunReport = { messages: 0, delivered: 0, deferred: 0, failed: 0, uncertain: 0, busy: 0 };
   const state = await deps.online();
   const { entries } = await deps.store.list();
   const at = (): number => (deps.force ? Infinity : now());
-  for (const entry of entries.filter((e) => e.place === 'queue' && due(e.envelope, at()))) {
-    report.messages++;
-    let lock;
-    try {
-      lock = await deps.store.lockMessage(entry.envelope.id, 0);
-    } catch {
-      report.busy++;
-      continue;
-    }
-    try {
-      await runMessage(deps, state, entry, report, now, at);
-    } catch (err) {
-      deps.log.log('error', 'queue run failed for a message', { id: entry.envelope.id, error: (err as Error).message });
-    } finally {
-      await lock.release();
-    }
+  const transports = new Map<Route, Transport>();
+  const run: RunnerDeps = { ...deps, transportFor: (r) => transports.get(r) ?? transports.set(r, deps.transportFor(r)).get(r)! };
+  const waiting = entries.filter((e) => e.place === 'queue' && due(e.envelope, at()));
+  try {
+    await eachLimited(waiting, deps.parallel ?? PARALLEL_MESSAGES, (entry) => runLocked(run, state, entry, report, now, at));
+  } finally {
+    await Promise.all([...transports.values()].map((t) => t.close?.().catch(() => undefined)));
   }
   return report;
 }
 
+/** Calls fn for every item, at most `limit` at a time; resolves when all are done. */
+async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+}
+
+/** Delivers one message under its lock; a message another process holds is counted busy and left. */
+async function runLocked(deps: RunnerDeps, state: OnlineState, entry: Entry, report: RunReport, now: () => number, at: () => number): Promise<void> {
+  report.messages++;
+  let lock;
+  try {
+    lock = await deps.store.lockMessage(entry.envelope.id, 0);
+  } catch {
+    report.busy++;
+    return;
+  }
+  try {
+    await runMessage(deps, state, entry, report, now, at);
+  } catch (err) {
+    deps.log.log('error', 'queue run failed for a message', { id: entry.envelope.id, error: (err as Error).message });
+  } finally {
+    await lock.release();
+  }
+}
+
 /** True when some recipient of the message is due now. */
 function due(env: Envelope, now: number): boolean {
-  return env.recipients.some((r) => !isFinal(r.state) && r.state !== 'uncertain' && (!r.nextAttempt || Date.parse(r.nextAttempt) <= now));
+  return env.recipients.some((r) => open(r) && (!r.nextAttempt || Date.parse(r.nextAttempt) <= now));
+}
+
+/** True when a recipient still waits for an automatic attempt (not final, not held as uncertain). */
+function open(r: Recipient): boolean {
+  return !isFinal(r.state) && r.state !== 'uncertain';
+}
+
+/** What happened in one message's run, for the notices at its end. */
+interface MessageRun {
+  env: Envelope;
+  head: string;
+  state: OnlineState;
+  failedBefore: Set<string>;
+  /** Routes that failed temporarily for this message in this run (they cannot carry a notice now). */
+  troubled: Set<string>;
 }
 
 /** Delivers one message's pending recipients and records the outcome of each. */
 async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, report: RunReport, now: () => number, at: () => number): Promise<void> {
   // re-read under the lock: another process may have changed or removed it since the listing
   const env = (await deps.store.get(entry.envelope.id)).envelope;
-  const failedBefore = new Set(env.recipients.filter((r) => r.state === 'failed').map((r) => r.address));
-  const pending = env.recipients.filter((r) => !isFinal(r.state) && r.state !== 'uncertain' && (!r.nextAttempt || Date.parse(r.nextAttempt) <= at()));
+  const run: MessageRun = { env, head: await deps.store.readHead(env.id), state, failedBefore: new Set(env.recipients.filter((r) => r.state === 'failed').map((r) => r.address)), troubled: new Set() };
+  const pending = env.recipients.filter((r) => open(r) && (!r.nextAttempt || Date.parse(r.nextAttempt) <= at()));
   if (expired(deps.retry, env.arrival, now())) {
-    for (const r of pending) settle(deps, env, r, 'permfail', `550 4.4.7 message expired after ${Math.round(deps.retry.lifetime / 3600)} h in the queue${r.lastError ? ` (last error: ${r.lastError})` : ''}`, undefined, now(), report);
-    return finish(deps, env, failedBefore);
+    for (const r of pending) settle(deps, env, r, 'permfail', `550 4.4.7 message expired after ${formatDuration(deps.retry.lifetime)} in the queue${r.lastError ? ` (last error: ${r.lastError})` : ''}`, undefined, now(), report);
+    return finish(deps, run, now);
   }
-  const plans = plan(deps.routes, state, env.sender, pending.map((r) => r.address), []);
+  const plans = plan(deps.routes, state, env.sender, pending.map((r) => r.address), headerFromAddresses(run.head));
   const routesOf = new Map<string, Route[]>();
   for (const p of plans) {
     const r = pending.find((x) => x.address === p.recipient)!;
-    if ('defer' in p) settle(deps, env, r, 'tempfail', `451 4.4.1 ${p.defer}`, undefined, now(), report, false);
-    else routesOf.set(p.recipient, p.routes);
+    if ('defer' in p) {
+      if (!deps.onlyRoute) settle(deps, env, r, 'tempfail', `451 4.4.1 ${p.defer}`, undefined, now(), report, false);
+      continue;
+    }
+    const routes = deps.onlyRoute ? p.routes.filter((x) => x.name === deps.onlyRoute) : p.routes;
+    if (routes.length) routesOf.set(p.recipient, routes);
   }
-  await deliverByRoutes(deps, env, pending, routesOf, now, report);
-  await finish(deps, env, failedBefore);
+  await deliverByRoutes(deps, run, pending, routesOf, now, report);
+  await finish(deps, run, now);
 }
 
 /** Walks the routes: each route takes the recipients still waiting for it; tempfail falls through. */
-async function deliverByRoutes(deps: RunnerDeps, env: Envelope, pending: Recipient[], routesOf: Map<string, Route[]>, now: () => number, report: RunReport): Promise<void> {
+async function deliverByRoutes(deps: RunnerDeps, run: MessageRun, pending: Recipient[], routesOf: Map<string, Route[]>, now: () => number, report: RunReport): Promise<void> {
+  const env = run.env;
   while (routesOf.size) {
     // the next route to try is the first route of some waiting recipient; take every recipient whose next route it is
     const route = [...routesOf.values()][0]![0]!;
@@ -121,55 +177,98 @@ async function deliverByRoutes(deps: RunnerDeps, env: Envelope, pending: Recipie
       const rest = fallThrough(route, res.outcome, routesOf.get(res.address)!.slice(1));
       const r = pending.find((x) => x.address === res.address)!;
       const outcome: Outcome = res.outcome === 'tempfail' && route.connectErrorFail && /^4\.4\.1|^451 4\.4\.1/.test(res.reply) ? 'permfail' : res.outcome;
+      if (outcome === 'tempfail') run.troubled.add(route.name);
       if (rest.length && outcome === 'tempfail') {
         routesOf.set(res.address, rest);
         deps.log.log('deferred', env.id, { to: `<${res.address}>`, route: route.name, relay: result.relay, status: res.reply, next: rest[0]!.name });
         continue;
       }
       routesOf.delete(res.address);
-      settle(deps, env, r, outcome, res.reply, route.name, now(), report, true, result.relay);
+      settle(deps, env, r, outcome === 'uncertain' ? uncertainStep(route, r) : outcome, res.reply, route.name, now(), report, true, result.relay);
     }
   }
 }
 
+/** An uncertain delivery: retried once unless the route says hold; a second uncertain one is held. */
+function uncertainStep(route: Route, r: Recipient): Step {
+  r.uncertain = (r.uncertain ?? 0) + 1;
+  return route.uncertain === 'retry' && r.uncertain === 1 ? 'uncertain-retry' : 'uncertain';
+}
+
+/** What settle does: an outcome, or an uncertain delivery that is tried once more. */
+type Step = Outcome | 'uncertain-retry';
+
 /** Records one recipient's outcome in the envelope (in memory) and logs it. */
-function settle(deps: RunnerDeps, env: Envelope, r: Recipient, outcome: Outcome, reply: string, route: string | undefined, now: number, report: RunReport, attempted = true, relay?: string): void {
+function settle(deps: RunnerDeps, env: Envelope, r: Recipient, step: Step, reply: string, route: string | undefined, now: number, report: RunReport, attempted = true, relay?: string): void {
   if (attempted) r.attempts++;
   r.lastAttempt = new Date(now).toISOString();
   r.route = route ?? r.route;
   const fields = { to: `<${r.address}>`, route, relay, status: reply, delay: `${Math.round((now - Date.parse(env.arrival)) / 1000)}s` };
-  const s = SETTLE[outcome];
+  const s = SETTLE[step];
   r.state = s.state;
   report[s.count]++;
-  if (outcome === 'ok') delete r.lastError;
-  else r.lastError = reply;
-  if (outcome === 'tempfail') r.nextAttempt = new Date(now + backoff(deps.retry, Math.max(1, r.attempts)) * 1000).toISOString();
-  else if (outcome !== 'uncertain') delete r.nextAttempt;
-  deps.log.log(s.event, outcome === 'uncertain' ? `${env.id} delivery uncertain` : env.id, outcome === 'tempfail' ? { ...fields, next: r.nextAttempt } : fields);
+  if (step === 'ok') delete r.lastError;
+  else r.lastError = step === 'uncertain' || step === 'uncertain-retry' ? `uncertain: ${reply}` : reply;
+  if (s.state === 'deferred') r.nextAttempt = new Date(nextAttemptAt(deps.retry, r.attempts, env.arrival, r.warned ?? [], now)).toISOString();
+  else delete r.nextAttempt;
+  deps.log.log(s.event, s.text ? `${env.id} ${s.text}` : env.id, s.state === 'deferred' ? { ...fields, next: r.nextAttempt } : fields);
 }
 
-/** What each outcome does to a recipient, which log mark it gets, what it counts as. */
+/** What each step does to a recipient, which log mark it gets, what it counts as. */
 const SETTLE = {
-  ok: { state: 'delivered', event: 'delivered', count: 'delivered' },
-  permfail: { state: 'failed', event: 'failed', count: 'failed' },
-  uncertain: { state: 'uncertain', event: 'warn', count: 'uncertain' },
-  tempfail: { state: 'deferred', event: 'deferred', count: 'deferred' },
+  ok: { state: 'delivered', event: 'delivered', count: 'delivered', text: '' },
+  permfail: { state: 'failed', event: 'failed', count: 'failed', text: '' },
+  uncertain: { state: 'uncertain', event: 'warn', count: 'uncertain', text: 'delivery uncertain (it may have arrived): held for a decision; ferrymail queue release retries, queue rm drops' },
+  'uncertain-retry': { state: 'deferred', event: 'warn', count: 'uncertain', text: 'delivery uncertain (it may have arrived): retrying once, so the recipient may get it twice' },
+  tempfail: { state: 'deferred', event: 'deferred', count: 'deferred', text: '' },
 } as const;
 
-/** Writes the envelope back, or removes the message when every recipient is final; a notice for the
- * recipients that failed in this run is queued first, so that a crash can repeat it but never lose it. */
-async function finish(deps: RunnerDeps, env: Envelope, failedBefore: Set<string> = new Set()): Promise<void> {
-  const failedNow = env.recipients.filter((r) => r.state === 'failed' && !failedBefore.has(r.address));
-  if (failedNow.length && deps.enqueueNotice) {
-    const notice = buildNotice(env, failedNow, 'failed', await deps.store.readHead(env.id), deps.hostname ?? 'localhost');
-    if (notice) {
-      await deps.enqueueNotice(notice);
-      deps.log.log('info', `${env.id} failure notice queued`, { to: `<${notice.recipient}>`, rcpts: failedNow.length });
-    }
-  }
+/** Queues the notices this run owes (failures, then delay warnings), then writes the envelope back, or
+ * removes the message when every recipient is final. Notices come first, so that a crash can repeat one
+ * but never lose it. */
+async function finish(deps: RunnerDeps, run: MessageRun, now: () => number): Promise<void> {
+  const env = run.env;
+  const failedNow = env.recipients.filter((r) => r.state === 'failed' && !run.failedBefore.has(r.address));
+  if (failedNow.length) await sendNotice(deps, run, failedNow, 'failed', now());
+  await warnDelayed(deps, run, now());
   if (env.recipients.every((r) => isFinal(r.state))) {
     await deps.store.removeLocked(env.id);
     return;
   }
   await deps.store.update(env, 'queue');
+}
+
+/** Sends one delay notice for the recipients that passed a warning age not yet dealt with, and records
+ * those ages as dealt with (also for recipients whose NOTIFY wants no delay notice). */
+async function warnDelayed(deps: RunnerDeps, run: MessageRun, now: number): Promise<void> {
+  const late = run.env.recipients.filter((r) => open(r) && warningsDue(deps.retry, run.env.arrival, r.warned ?? [], now).length);
+  if (!late.length) return;
+  await sendNotice(deps, run, late, 'delayed', now);
+  for (const r of late) r.warned = [...(r.warned ?? []), ...warningsDue(deps.retry, run.env.arrival, r.warned ?? [], now)];
+}
+
+/** Builds, queues and logs one notice; delivers it locally too when the rule says so. */
+async function sendNotice(deps: RunnerDeps, run: MessageRun, rcpts: Recipient[], kind: 'failed' | 'delayed', now: number): Promise<void> {
+  if (!deps.enqueueNotice && !deps.localNotice) return;
+  const notice = buildNotice(run.env, rcpts, kind, run.head, deps.hostname ?? 'localhost', new Date(now), new Date(expiresAt(deps.retry, run.env.arrival)));
+  if (!notice) return;
+  if (deps.enqueueNotice) {
+    await deps.enqueueNotice(notice);
+    deps.log.log('info', `${run.env.id} ${kind === 'failed' ? 'failure' : 'delay'} notice queued`, { to: `<${notice.recipient}>`, rcpts: rcpts.length });
+  }
+  if (!deps.localNotice || (deps.localNotices !== 'always' && routable(deps, run, notice.recipient))) return;
+  await deps.localNotice(notice).then(
+    () => deps.log.log('info', `${run.env.id} ${kind === 'failed' ? 'failure' : 'delay'} notice delivered locally`, { to: `<${notice.recipient}>` }),
+    (err: Error) => deps.log.log('warn', `${run.env.id} local notice failed`, { error: err.message }),
+  );
+}
+
+/**
+ * Whether a notice to `to` could leave now: some route accepts the null sender to that address on the
+ * current connection, and not only routes that just failed temporarily for this very message (then
+ * the failing route is the only way out and the notice would wait behind the same trouble).
+ */
+function routable(deps: RunnerDeps, run: MessageRun, to: string): boolean {
+  const [p] = plan(deps.routes, run.state, '', [to], []);
+  return !!p && 'routes' in p && p.routes.some((r) => !run.troubled.has(r.name));
 }

@@ -1,18 +1,22 @@
 /**
  * Builds what the queue runner needs from the configuration: a transport per route (from its transport
- * section), the outgoing message stream (header rewriting on the way out, then the route's DKIM
- * signature over the rewritten header section, the body streamed from the spool untouched), and the
- * queuing of delivery status notices through the spool's normal commit.
+ * section, built once per route object so that a queue run reuses its connections), the outgoing message
+ * stream (header rewriting on the way out, then the route's DKIM signature over the rewritten header
+ * section, the body streamed from the spool untouched), and the queuing of delivery status notices
+ * through the spool's normal commit.
  *
- * Route files are the administrator's; a transport section that does not make sense, or a DKIM key that
- * cannot be used, fails that route's deliveries as tempfail with the reason (mail waits, nothing is lost,
- * nothing leaves unsigned: the message stream fails before its first byte). Secrets come from a file
- * readable only by its owner or from a command, never from argv or the route file itself, and never
- * appear in a reply or a log.
+ * Route files are the administrator's; a transport section that does not make sense fails that route's
+ * deliveries as tempfail with the reason (mail waits, nothing is lost): a password file others can read,
+ * a CA file that cannot be read, a DKIM key that cannot be used (nothing leaves unsigned: the key is
+ * checked before each delivery, and the message stream fails before its first byte). Secrets come from a
+ * file readable only by its owner, a command or an environment variable, never from argv or the route
+ * file itself; they are fetched at every login, and a command's output never appears in a reply or a
+ * log, only how it failed.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
+import { normalFingerprint } from '../config/transport-section.js';
 import type { Envelope } from '../domain/envelope.js';
 import { newRecipient } from '../domain/envelope.js';
 import { rewriteHeaderSection } from '../route/header-rewrite.js';
@@ -21,7 +25,7 @@ import { bodyHashOf, loadDkimKey, signatureField } from '../sign/dkim.js';
 import type { Store } from '../spool/store.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { pipeTransport, unknownVariables } from '../transport/pipe.js';
-import { smtpTransport } from '../transport/smtp.js';
+import { smtpTransport, type AuthMethod, type MxResolver, type SmtpSettings } from '../transport/smtp.js';
 import type { Transport } from '../transport/types.js';
 import type { Notice } from './bounce.js';
 
@@ -30,32 +34,114 @@ function broken(why: string): Transport {
   return { deliver: async (req) => ({ relay: 'none', results: req.recipients.map((r) => ({ address: r.address, outcome: 'tempfail' as const, reply: `451 4.3.5 ${why}` })) }) };
 }
 
-/** Reads a secret from a file only its owner can read, or from a command's first output line. */
-function secret(t: Record<string, unknown>): string | undefined {
+/** Checks a password file's mode now (a file others can read is a broken route, not a delivery failure). */
+function checkPasswordFile(file: string): void {
+  const st = fs.statSync(file);
+  if ((st.mode & 0o077) !== 0) throw new Error(`password_file ${file} must be readable by its owner only`);
+}
+
+/** Runs a secret command; its output is never shown, only how it failed. */
+function runSecretCommand(argv: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 10_000, maxBuffer: 64 * 1024 }, (err, stdout) => {
+      if (err) {
+        const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: string | number };
+        return reject(new Error(`password_command ${argv[0]} ${e.killed ? 'timed out' : typeof e.code === 'number' ? `exited ${e.code}` : `failed (${e.code ?? 'error'})`}`));
+      }
+      const line = stdout.split('\n')[0]?.replace(/\r$/, '') ?? '';
+      return line ? resolve(line) : reject(new Error(`password_command ${argv[0]} printed nothing`));
+    });
+    child.stdin?.end(); // nothing to read: a command that asks gets end of file, not a hang
+  });
+}
+
+/** Where a route's secret comes from: read at every login (a token command prints a fresh one each time). */
+function secretSource(t: Record<string, unknown>): (() => Promise<string>) | undefined {
   if (typeof t.password_file === 'string') {
-    const st = fs.statSync(t.password_file);
-    if ((st.mode & 0o077) !== 0) throw new Error(`password_file ${t.password_file} must be readable by its owner only`);
-    return fs.readFileSync(t.password_file, 'utf8').split('\n')[0];
+    const file = t.password_file;
+    checkPasswordFile(file);
+    return async () => {
+      checkPasswordFile(file);
+      return (await fs.promises.readFile(file, 'utf8')).split('\n')[0]?.replace(/\r$/, '') ?? '';
+    };
   }
-  if (Array.isArray(t.password_command) && t.password_command.every((x) => typeof x === 'string') && t.password_command.length) {
-    const [cmd, ...args] = t.password_command as string[];
-    return execFileSync(cmd!, args, { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'ignore'] }).split('\n')[0];
+  if (Array.isArray(t.password_command)) {
+    const argv = t.password_command as string[];
+    return () => runSecretCommand(argv);
+  }
+  if (typeof t.password_env === 'string') {
+    const name = t.password_env;
+    return async () => {
+      const v = process.env[name];
+      if (!v) throw new Error(`environment variable ${name} is not set`);
+      return v;
+    };
   }
   return undefined;
 }
 
-/** The transport of a route: built from its transport section, checking the DKIM key of a signing route. */
-export function transportFor(route: Route, hostname: string): Transport {
-  const inner = buildTransport(route, hostname);
-  return route.dkim ? keyChecked(route, route.dkim, inner) : inner;
+/** The TLS settings of a transport section (a CA file is read now: a missing one breaks the route). */
+function tlsSettings(t: Record<string, unknown>): Pick<SmtpSettings, 'secure' | 'starttls' | 'verify' | 'ca' | 'fingerprint' | 'servername'> {
+  const mode = typeof t.tls === 'string' ? t.tls : 'opportunistic';
+  return {
+    secure: mode === 'smtps',
+    starttls: mode === 'none' ? 'never' : mode === 'starttls' ? 'required' : 'opportunistic',
+    // RFC 7435: MX hosts rarely have certificates for their names, so MX delivery encrypts without
+    // verifying unless asked; a smarthost is one known server and is verified
+    verify: typeof t.tls_verify === 'boolean' ? t.tls_verify : t.mx !== true,
+    ca: typeof t.ca_file === 'string' ? fs.readFileSync(t.ca_file) : undefined,
+    fingerprint: typeof t.fingerprint === 'string' ? normalFingerprint(t.fingerprint) : undefined,
+    servername: typeof t.tls_name === 'string' ? t.tls_name : undefined,
+  };
+}
+
+/** Seconds from a route key to milliseconds, or undefined for the default. */
+function ms(v: unknown): number | undefined {
+  return typeof v === 'number' && v > 0 ? Math.round(v * 1000) : undefined;
+}
+
+/** The SMTP/LMTP transport of a transport section (already validated by config/). */
+function smtpFrom(route: Route, t: Record<string, unknown>, hostname: string, resolver?: MxResolver): Transport {
+  if (typeof t.host !== 'string' && typeof t.socket !== 'string' && t.mx !== true) return broken(`route ${route.name}: transport needs host and port, socket, or mx`);
+  const secret = secretSource(t);
+  return smtpTransport({
+    host: typeof t.host === 'string' ? t.host : undefined,
+    port: typeof t.port === 'number' ? t.port : undefined,
+    socket: typeof t.socket === 'string' ? t.socket : undefined,
+    mx: t.mx === true,
+    name: typeof t.helo === 'string' ? t.helo : hostname,
+    lmtp: t.type === 'lmtp',
+    ...tlsSettings(t),
+    auth: typeof t.user === 'string' && secret ? { user: t.user, secret, method: t.auth_method as AuthMethod | undefined } : undefined,
+    connections: typeof t.connections === 'number' ? t.connections : 1,
+    timeouts: { connect: ms(t.connect_timeout), greeting: ms(t.greeting_timeout), command: ms(t.command_timeout) },
+    resolver,
+  });
+}
+
+/** Transports already built, one per route object (route files are read afresh for every queue run). */
+const built = new WeakMap<Route, Transport>();
+
+/**
+ * The transport of a route, built from its transport section once per route object, so that one queue
+ * run reuses its connections (resolver: DNS for MX delivery, for tests).
+ */
+export function transportFor(route: Route, hostname: string, resolver?: MxResolver): Transport {
+  let t = built.get(route);
+  if (!t) {
+    const inner = buildTransport(route, hostname, resolver);
+    t = route.dkim ? keyChecked(route, route.dkim, inner) : inner;
+    built.set(route, t);
+  }
+  return t;
 }
 
 /**
  * A signing route's transport: the key is checked before each delivery (before any connection), so a
  * broken one defers with the reason; messageFor reads it again to sign.
  */
-function keyChecked(route: Route, dkim: DkimSettings, inner: Transport & { close?: () => Promise<void> }): Transport {
-  const checked: Transport & { close?: () => Promise<void> } = {
+function keyChecked(route: Route, dkim: DkimSettings, inner: Transport): Transport {
+  const checked: Transport = {
     deliver: (req) => {
       try {
         loadDkimKey(dkim);
@@ -69,34 +155,21 @@ function keyChecked(route: Route, dkim: DkimSettings, inner: Transport & { close
   return checked;
 }
 
-/** The transport built from a route's transport section. */
-function buildTransport(route: Route, hostname: string): Transport {
+/** Builds the transport of a route. */
+function buildTransport(route: Route, hostname: string, resolver?: MxResolver): Transport {
   const t = route.transport;
   try {
-    if (t.type === 'smtp' || t.type === 'lmtp') {
-      if (typeof t.host !== 'string' || !Number.isInteger(t.port)) return broken(`route ${route.name}: transport needs host and port`);
-      const pass = secret(t);
-      return smtpTransport({
-        host: t.host,
-        port: t.port as number,
-        name: hostname,
-        lmtp: t.type === 'lmtp',
-        secure: t.tls === 'smtps',
-        starttls: t.tls === 'none' ? 'never' : t.tls === 'starttls' ? 'required' : 'opportunistic',
-        auth: typeof t.user === 'string' && pass !== undefined ? { user: t.user, pass } : undefined,
-      });
-    }
+    if (t.type === 'smtp' || t.type === 'lmtp') return smtpFrom(route, t, hostname, resolver);
     if (t.type === 'pipe') {
       if (!Array.isArray(t.command) || !t.command.every((x) => typeof x === 'string') || !t.command.length) return broken(`route ${route.name}: pipe needs a command list`);
       const unknown = unknownVariables(t.command as string[]);
       if (unknown.length) return broken(`route ${route.name}: the pipe command names unknown variables: ${unknown.map((v) => `\${${v}}`).join(', ')}`);
-      if (t.timeout !== undefined && !(typeof t.timeout === 'number' && t.timeout > 0)) return broken(`route ${route.name}: pipe timeout must be a number of seconds`);
       return pipeTransport({
         command: t.command as string[],
         perRecipient: t.per_recipient !== false,
         fromLine: t.from_line === true,
         crlf: t.crlf === true,
-        timeoutMs: typeof t.timeout === 'number' ? t.timeout * 1000 : undefined,
+        timeoutMs: ms(t.timeout),
         route: route.name,
       });
     }

@@ -44,6 +44,12 @@ function rewriteField(f: HeaderField, map: [string, string][]): string {
   return out;
 }
 
+/** The addresses of the From field(s) of a header section, for the routes' From filters. */
+export function headerFromAddresses(head: string): string[] {
+  const from = parseHeaderBlock(head).fields.filter((f) => f.lower === 'from');
+  return from.flatMap((f) => addressesOf(addressparser(f.raw.slice(f.raw.indexOf(':') + 1).replace(/\r\n(?=[ \t])/g, ''))));
+}
+
 /** Rewrites a header section (everything before the blank line) by the route's maps. */
 export function rewriteHeaderSection(head: string, maps: RewriteMaps): string {
   const { fields, consumed } = parseHeaderBlock(head);

@@ -54,6 +54,9 @@ export interface Route {
   connectErrorFail: boolean;
   /** Sign outgoing mail with this key (after the header rewriting); absent: no signature. */
   dkim?: DkimSettings;
+  /** What an uncertain delivery (connection lost after the message was handed over) leads to: one more
+   * attempt (the recipient may get it twice), or a hold until a person decides. */
+  uncertain: 'retry' | 'hold';
   /** The transport's settings, for transport/. */
   transport: Record<string, unknown>;
 }

@@ -10,10 +10,15 @@ import type { Envelope, Recipient } from '../domain/envelope.js';
 const RECIPIENT_STATES = new Set(['queued', 'deferred', 'delivered', 'failed', 'uncertain']);
 const DOORS = new Set(['smtp', 'lmtp', 'sendmail', 'sendmail-bs']);
 
+/** The oldest format that can hold the envelope (2 only when a version 2 field is used). */
+function versionFor(env: Envelope): 1 | 2 {
+  return env.recipients.some((r) => r.warned?.length || r.uncertain) ? 2 : 1;
+}
+
 /** Serialises an envelope in the fixed field order. */
 export function encodeEnvelope(env: Envelope): string {
   const ordered: Envelope = {
-    version: 1,
+    version: versionFor(env),
     id: env.id,
     arrival: env.arrival,
     sender: env.sender,
@@ -27,6 +32,8 @@ export function encodeEnvelope(env: Envelope): string {
       lastAttempt: r.lastAttempt,
       lastError: r.lastError,
       route: r.route,
+      warned: r.warned?.length ? r.warned : undefined,
+      uncertain: r.uncertain || undefined,
     })),
     origin: env.origin,
     protocol: env.protocol,
@@ -52,18 +59,22 @@ function checkRecipient(r: Recipient, i: number): void {
   need(typeof r.address === 'string' && r.address.length > 0, `recipient ${i} has no address`);
   need(RECIPIENT_STATES.has(r.state), `recipient ${i} has unknown state`);
   need(Number.isInteger(r.attempts) && r.attempts >= 0, `recipient ${i} has bad attempts`);
+  need(r.warned === undefined || (Array.isArray(r.warned) && r.warned.every((w) => Number.isInteger(w) && w >= 0)), `recipient ${i} has bad warned`);
+  need(r.uncertain === undefined || (Number.isInteger(r.uncertain) && r.uncertain >= 0), `recipient ${i} has bad uncertain`);
 }
 
 /** Parses and checks an envelope; throws an Error saying what is wrong. */
 export function decodeEnvelope(text: string, expectId?: string): Envelope {
   const env = JSON.parse(text) as Envelope;
   need(env && typeof env === 'object', 'not an object');
-  need(env.version === 1, `unknown envelope version ${String(env.version)}`);
+  need(env.version === 1 || env.version === 2, `unknown envelope version ${String(env.version)}`);
   need(typeof env.id === 'string' && (!expectId || env.id === expectId), 'id does not match file name');
   need(typeof env.arrival === 'string' && !Number.isNaN(Date.parse(env.arrival)), 'bad arrival time');
   need(typeof env.sender === 'string', 'bad sender');
   need(Array.isArray(env.recipients) && env.recipients.length > 0, 'no recipients');
   env.recipients.forEach(checkRecipient);
+  // version 1 knows no delivery bookkeeping: such fields in it are an edit, not data
+  need(env.version === 2 || env.recipients.every((r) => r.warned === undefined && r.uncertain === undefined), 'version 1 envelope with version 2 fields');
   need(env.origin && DOORS.has(env.origin.door), 'bad origin');
   need(typeof env.protocol === 'string', 'bad protocol');
   need(Number.isInteger(env.size) && env.size >= 0, 'bad size');

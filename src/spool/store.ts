@@ -2,7 +2,8 @@
  * Reads and manages committed messages: list, load, remove, hold, release, and the start-up recovery.
  *
  * Envelope files are untrusted (hand edits, truncation): one that cannot be parsed moves to corrupt/ and
- * is reported, never deleted. rm, hold and release take the message's lock (lock.ts); update() expects
+ * is reported, never deleted. release also turns recipients held as uncertain back into queued ones.
+ * rm, hold and release take the message's lock (lock.ts); update() expects
  * its caller to hold it. Removal unlinks the envelope first (the commit of the removal), then the data.
  * Errors are FerryError.
  */
@@ -12,7 +13,7 @@ import { FerryError, isFerryError, spoolError } from '../errors.js';
 import type { Envelope } from '../domain/envelope.js';
 import { decodeEnvelope, encodeEnvelope } from './envelope-codec.js';
 import { isId } from './id.js';
-import { layoutOf, syncDir, type Layout } from './layout.js';
+import { DirSyncer, layoutOf, type Layout } from './layout.js';
 import { lock, type Lock } from './lock.js';
 
 /** Where a message's envelope currently is. */
@@ -37,7 +38,8 @@ export interface Store {
   get(id: string): Promise<Entry>;
   remove(id: string): Promise<Envelope>;
   /** remove() for a caller that already holds the message's lock (the queue runner). */
-  removeLocked(id: string): Promise<Envelope>;
+  /** Deletes a message whose lock the caller holds and whose place it knows (no re-read). */
+  removeLocked(id: string, place?: Place): Promise<void>;
   hold(id: string): Promise<Envelope>;
   release(id: string): Promise<Envelope>;
   /** Writes a changed envelope in place (same place), durably. */
@@ -58,15 +60,15 @@ export interface RecoveryReport {
 /** Opens the spool at root for reading and management. */
 export function openStore(root: string): Store {
   // reading needs nothing created: a spool that does not exist yet is an empty queue
-  const layout = layoutOf(root);
+  const layout = withSyncers(layoutOf(root));
   const s: Store = {
     layout,
     list: () => listAll(layout),
     get: (id) => getEntry(layout, id),
     remove: (id) => withLock(s, id, () => removeEntry(layout, id)),
-    removeLocked: (id) => (checkId(id), removeEntry(layout, id)),
+    removeLocked: (id, place = 'queue') => (checkId(id), unlinkEntry(layout, id, place)),
     hold: (id) => withLock(s, id, () => moveEntry(layout, id, 'queue', 'hold')),
-    release: (id) => withLock(s, id, () => moveEntry(layout, id, 'hold', 'queue')),
+    release: (id) => withLock(s, id, () => releaseEntry(layout, id)),
     update: (env, place) => replaceEnvelope(layout, env, place),
     lockMessage: async (id, timeoutMs = 2000) => {
       const l = await lock(root, `msg/${id}`, timeoutMs);
@@ -77,6 +79,19 @@ export function openStore(root: string): Store {
     readHead: (id, max = 262_144) => readHead(layout, id, max),
   };
   return s;
+}
+
+/** A layout whose directory fsyncs are shared between concurrent callers (removals and updates of many
+ * messages in one queue run cost a few fsyncs, not one each). */
+type SyncedLayout = Layout & { sync(place: Place): Promise<void> };
+
+function withSyncers(layout: Layout): SyncedLayout {
+  const syncers = new Map<Place, DirSyncer>();
+  const sync = (place: Place): Promise<void> => {
+    if (!syncers.has(place)) syncers.set(place, new DirSyncer(layout.dir(place)));
+    return syncers.get(place)!.sync();
+  };
+  return { ...layout, sync };
 }
 
 /** Runs fn while holding the message's lock. */
@@ -154,35 +169,58 @@ async function getEntry(layout: Layout, id: string): Promise<Entry> {
 }
 
 /** Deletes a message: envelope first (durably), then its data. */
-async function removeEntry(layout: Layout, id: string): Promise<Envelope> {
+async function removeEntry(layout: SyncedLayout, id: string): Promise<Envelope> {
   const { envelope, place } = await getEntry(layout, id);
-  try {
-    await fsp.unlink(layout.envelope(place, id));
-    await syncDir(layout.dir(place));
-    await fsp.rm(layout.data(id), { force: true });
-  } catch (err) {
-    throw spoolError(err, `remove ${id}`);
-  }
+  await unlinkEntry(layout, id, place);
   return envelope;
 }
 
+/** Unlinks a message's envelope (durably), then its data. */
+async function unlinkEntry(layout: SyncedLayout, id: string, place: Place): Promise<void> {
+  try {
+    await fsp.unlink(layout.envelope(place, id));
+    await layout.sync(place);
+    await fsp.unlink(layout.data(id)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
+  } catch (err) {
+    throw spoolError(err, `remove ${id}`);
+  }
+}
+
 /** Moves an envelope between queue/ and hold/ with one rename. */
-async function moveEntry(layout: Layout, id: string, from: Place, to: Place): Promise<Envelope> {
+async function moveEntry(layout: SyncedLayout, id: string, from: Place, to: Place): Promise<Envelope> {
   const { envelope, place } = await getEntry(layout, id);
   if (place !== from) {
     throw new FerryError('not-found', `message ${id} is ${place === 'hold' ? 'already held' : 'not held'}`);
   }
   try {
     await fsp.rename(layout.envelope(from, id), layout.envelope(to, id));
-    await Promise.all([syncDir(layout.dir(from)), syncDir(layout.dir(to))]);
+    await Promise.all([layout.sync(from), layout.sync(to)]);
   } catch (err) {
     throw spoolError(err, `move ${id} to ${to}`);
   }
   return envelope;
 }
 
+/**
+ * Releases a message: out of hold/, and every recipient held as uncertain back to queued (a person has
+ * decided it should be tried again). A message in queue/ with uncertain recipients is released in place.
+ */
+async function releaseEntry(layout: SyncedLayout, id: string): Promise<Envelope> {
+  const { envelope, place } = await getEntry(layout, id);
+  const uncertain = envelope.recipients.filter((r) => r.state === 'uncertain');
+  if (place === 'queue' && !uncertain.length) throw new FerryError('not-found', `message ${id} is not held`);
+  for (const r of uncertain) {
+    r.state = 'queued';
+    delete r.nextAttempt;
+  }
+  if (uncertain.length) await replaceEnvelope(layout, envelope, place);
+  return place === 'hold' ? moveEntry(layout, id, 'hold', 'queue') : envelope;
+}
+
 /** Replaces an envelope durably: write temp, fsync, rename over, fsync the directory. */
-async function replaceEnvelope(layout: Layout, env: Envelope, place: Place): Promise<void> {
+async function replaceEnvelope(layout: SyncedLayout, env: Envelope, place: Place): Promise<void> {
   const tmp = `${layout.dir('tmp')}/${env.id}.${process.pid}.upd`;
   try {
     await fsp.rm(tmp, { force: true });
@@ -194,7 +232,7 @@ async function replaceEnvelope(layout: Layout, env: Envelope, place: Place): Pro
       await fh.close();
     }
     await fsp.rename(tmp, layout.envelope(place, env.id));
-    await syncDir(layout.dir(place));
+    await layout.sync(place);
   } catch (err) {
     throw spoolError(err, `update ${env.id}`);
   }
@@ -255,11 +293,18 @@ async function readHead(layout: Layout, id: string, max: number): Promise<string
     throw spoolError(err, `read message ${id}`);
   }
   try {
-    const buf = Buffer.alloc(max);
-    const { bytesRead } = await fh.read(buf, 0, max, 0);
-    const text = buf.subarray(0, bytesRead).toString('latin1');
-    const end = text.indexOf('\r\n\r\n');
-    return end < 0 ? text : text.slice(0, end + 2);
+    // most header sections fit the first 16 KB: read more only while the blank line is not found
+    let text = '';
+    for (let pos = 0; pos < max; ) {
+      const want = Math.min(pos === 0 ? 16_384 : 65_536, max - pos);
+      const { bytesRead, buffer } = await fh.read(Buffer.allocUnsafe(want), 0, want, pos);
+      if (bytesRead === 0) break;
+      text += buffer.toString('latin1', 0, bytesRead);
+      pos += bytesRead;
+      const end = text.indexOf('\r\n\r\n', Math.max(0, text.length - bytesRead - 3));
+      if (end >= 0) return text.slice(0, end + 2);
+    }
+    return text;
   } finally {
     await fh.close();
   }

@@ -1,156 +1,147 @@
 /**
- * SMTP and LMTP delivery to one server (a smarthost, or later an MX host) with nodemailer's
- * SMTPConnection: the exact envelope, DSN parameters, STARTTLS required or opportunistic, SMTPS, AUTH.
+ * SMTP and LMTP delivery: to one server (a smarthost, host and port or a unix socket) or directly to
+ * the MX hosts of each recipient's domain. Sessions are kept open between deliveries and reused (RSET
+ * between messages), at most `connections` at once; deliveries beyond that wait their turn. An idle
+ * session the server closed, or that fails its RSET, is replaced before anything of the message is sent.
  *
- * Every failure becomes a per-recipient outcome, never an exception: a connection that could not be made
- * is tempfail for all; MAIL refused applies to all; RCPT refusals apply to their recipient; a refusal
- * after DATA applies to every accepted recipient; a connection lost after the whole message was handed
- * over (the final dot may have arrived) is "uncertain", not "tempfail", so that nobody silently sends
- * it twice. The server's replies are untrusted text: only one line of each is kept. Secrets (auth.pass)
- * never reach a result, a log or an error.
+ * Trusts its settings (validated route files) and its resolver. Never throws: every failure is a
+ * per-recipient outcome (smtp-session.ts says which). A session that cannot be opened is tempfail for its
+ * recipients; with MX delivery the next host is tried first. A message larger than the SIZE the server
+ * announced gets no MAIL: permfail 552 5.3.4. A UTF-8 address to a server without SMTPUTF8 is permfail
+ * 5.6.7. Recipients whose DSN NOTIFY differs go in transactions of their own (SMTP carries it per
+ * RCPT, nodemailer per transaction). Secrets never reach a result, a log or an error.
  */
-import SMTPConnection from 'nodemailer/lib/smtp-connection';
-import type { Outcome } from '../domain/outcome.js';
 import type { DeliveryRequest, DeliveryResult, RecipientResult, Transport } from './types.js';
+import { asciiDomain, lookupMx, systemResolver, type MxResolver } from './mx.js';
+import { Pool } from './pool.js';
+import { openSession, Session, targetName, type SessionSettings, type Target } from './smtp-session.js';
 
-/** Where and how to connect. */
-export interface SmtpSettings {
-  host: string;
-  port: number;
-  /** Name sent in EHLO/LHLO; always set (nodemailer's default is a bracketed address). */
-  name: string;
-  /** TLS from the first byte (port 465). */
-  secure?: boolean;
-  /** STARTTLS: required, used when offered, or never. */
-  starttls?: 'required' | 'opportunistic' | 'never';
-  lmtp?: boolean;
-  auth?: { user: string; pass: string };
-  tls?: { rejectUnauthorized?: boolean; ca?: string | Buffer; servername?: string };
-  timeouts?: { connect?: number; greeting?: number; socket?: number };
+export type { AuthMethod, AuthSettings } from './smtp-session.js';
+export type { MxResolver } from './mx.js';
+
+/** Where and how to deliver. */
+export interface SmtpSettings extends Omit<SessionSettings, 'timeouts'> {
+  /** A smarthost; or socket; or mx. */
+  host?: string;
+  port?: number;
+  /** A unix socket (LMTP to a local store). */
+  socket?: string;
+  /** Deliver to the MX hosts of each recipient's domain (port defaults to 25). */
+  mx?: boolean;
+  /** Sessions open at once (default 1). */
+  connections?: number;
+  /** Milliseconds; connect and greeting default to 10 s and 30 s, a command's reply to 300 s. */
+  timeouts?: { connect?: number; greeting?: number; command?: number };
+  /** How long an unused session stays open (default 5 s). */
+  idleMs?: number;
+  /** DNS for MX delivery (default: the system resolver). */
+  resolver?: MxResolver;
 }
 
-type SmtpError = Error & { code?: string; responseCode?: number; response?: string; command?: string; recipient?: string; rejectedErrors?: SmtpError[] };
-
-/** One line of a server reply, control characters removed. */
-function oneLine(s: string | undefined, fallback: string): string {
-  // eslint-disable-next-line no-control-regex
-  const line = (s ?? '').split(/\r?\n/).filter(Boolean).pop()?.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, 500);
-  return line || fallback;
+/** Creates a transport; close() ends its idle sessions. */
+export function smtpTransport(s: SmtpSettings): Transport {
+  const session: SessionSettings = {
+    ...s,
+    timeouts: { connect: s.timeouts?.connect ?? 10_000, greeting: s.timeouts?.greeting ?? 30_000, command: s.timeouts?.command ?? 300_000 },
+  };
+  const pool = new Pool<Session>(Math.max(1, s.connections ?? 1), s.idleMs ?? 5000);
+  const resolver = s.mx ? s.resolver ?? systemResolver(session.timeouts.connect) : undefined;
+  const deliver = (req: DeliveryRequest): Promise<DeliveryResult> => (resolver ? deliverByMx(session, pool, resolver, s.port ?? 25, req) : deliverTo(session, pool, [smarthost(s)], req));
+  return {
+    // a mistake of ours must defer the mail, not lose it
+    deliver: (req) => deliver(req).catch((err: Error) => ({ relay: 'none', results: all(req, 'tempfail', `451 4.3.0 delivery failed: ${err.message}`) })),
+    close: () => pool.close(),
+  };
 }
 
-/** The outcome a reply code stands for. */
-function outcomeOf(code: number | undefined): Outcome {
-  return code !== undefined && code >= 500 ? 'permfail' : 'tempfail';
+/** The one server of a smarthost route. */
+function smarthost(s: SmtpSettings): Target {
+  return s.socket ? { host: 'localhost', port: 0, socket: s.socket } : { host: s.host ?? 'localhost', port: s.port ?? 25 };
 }
 
-/** Results for every recipient from one error. */
-function allFrom(req: DeliveryRequest, outcome: Outcome, reply: string): RecipientResult[] {
+/** Results for every recipient of a request. */
+function all(req: DeliveryRequest, outcome: RecipientResult['outcome'], reply: string): RecipientResult[] {
   return req.recipients.map((r) => ({ address: r.address, outcome, reply }));
 }
 
-/** Creates a transport that delivers to one server. */
-export function smtpTransport(s: SmtpSettings): Transport {
-  return { deliver: (req) => deliver(s, req) };
-}
-
-/** Opens the connection (and logs in); resolves with it, or with the reply that failed. */
-function open(s: SmtpSettings): Promise<{ conn: SMTPConnection } | { error: SmtpError }> {
-  const conn = new SMTPConnection({
-    host: s.host,
-    port: s.port,
-    name: s.name,
-    secure: !!s.secure,
-    requireTLS: s.starttls === 'required',
-    ignoreTLS: s.starttls === 'never',
-    opportunisticTLS: s.starttls !== 'never',
-    lmtp: !!s.lmtp,
-    tls: { rejectUnauthorized: s.tls?.rejectUnauthorized ?? true, ca: s.tls?.ca, servername: s.tls?.servername },
-    connectionTimeout: s.timeouts?.connect ?? 15_000,
-    greetingTimeout: s.timeouts?.greeting ?? 15_000,
-    socketTimeout: s.timeouts?.socket ?? 120_000,
-    logger: false,
-  });
-  return new Promise((resolve) => {
-    let done = false;
-    const fail = (error: SmtpError): void => {
-      if (done) return;
-      done = true;
-      conn.close();
-      resolve({ error });
-    };
-    conn.once('error', fail);
-    conn.connect(() => {
-      if (!s.auth) {
-        done = true;
-        return resolve({ conn });
-      }
-      conn.login({ user: s.auth.user, pass: s.auth.pass }, (err) => {
-        if (err) return fail(err as SmtpError);
-        done = true;
-        resolve({ conn });
-      });
-    });
-  });
-}
-
-/** One delivery attempt; see the module header for how failures map to outcomes. */
-async function deliver(s: SmtpSettings, req: DeliveryRequest): Promise<DeliveryResult> {
-  const relay = `${s.host}:${s.port}`;
-  const opened = await open(s);
-  if ('error' in opened) {
-    const e = opened.error;
-    const reply = e.responseCode ? oneLine(e.response, `${e.responseCode}`) : `451 4.4.1 cannot deliver via ${relay}: ${e.code ?? 'error'}`;
-    return { relay, results: allFrom(req, e.code === 'EAUTH' ? 'tempfail' : outcomeOf(e.responseCode), reply) };
+/** Groups recipients by domain (A-labels) and delivers each group to its MX hosts, in parallel. */
+async function deliverByMx(s: SessionSettings, pool: Pool<Session>, resolver: MxResolver, port: number, req: DeliveryRequest): Promise<DeliveryResult> {
+  const groups = new Map<string, DeliveryRequest['recipients']>();
+  for (const r of req.recipients) {
+    const d = asciiDomain(r.address.slice(r.address.lastIndexOf('@') + 1));
+    groups.set(d, [...(groups.get(d) ?? []), r]);
   }
-  const conn = opened.conn;
+  const done = await Promise.all(
+    [...groups].map(async ([domain, recipients]): Promise<DeliveryResult> => {
+      const sub = { ...req, recipients };
+      const mx = await lookupMx(resolver, domain);
+      if ('permfail' in mx) return { relay: domain, results: all(sub, 'permfail', mx.permfail) };
+      if ('tempfail' in mx) return { relay: domain, results: all(sub, 'tempfail', mx.tempfail) };
+      return deliverTo(s, pool, mx.hosts.map((host) => ({ host, port })), sub);
+    }),
+  );
+  const byAddress = new Map(done.flatMap((d) => d.results.map((r) => [r.address, r] as const)));
+  return { relay: [...new Set(done.map((d) => d.relay))].join(','), results: req.recipients.map((r) => byAddress.get(r.address)!) };
+}
+
+/** Delivers over a reused or new session to the first of the targets that takes it. */
+async function deliverTo(s: SessionSettings, pool: Pool<Session>, targets: Target[], req: DeliveryRequest): Promise<DeliveryResult> {
+  let session = await pool.take(targets.map(targetName));
   try {
-    const ext = (conn as unknown as { _supportedExtensions?: string[] })._supportedExtensions ?? [];
-    if (req.smtputf8 && !ext.includes('SMTPUTF8')) {
-      return { relay, results: allFrom(req, 'permfail', `550 5.6.7 ${relay} does not offer SMTPUTF8, which these addresses need`) };
+    if (session && !(await session.reset(s.timeouts.greeting))) {
+      // closed by the server while idle, or refused RSET: replaced, not a failure
+      void session.close();
+      session = undefined;
     }
-    return { relay, results: await send(conn, req) };
+    if (!session) {
+      const opened = await openFirst(s, targets);
+      if (!(opened instanceof Session)) return { relay: opened.relay, results: all(req, 'tempfail', opened.reply) };
+      session = opened;
+    }
+    return { relay: session.relay, results: await sendOn(session, req) };
   } finally {
-    conn.quit();
+    pool.give(session);
   }
 }
 
-/** Sends the envelope and the message; maps the answer per recipient. */
-function send(conn: SMTPConnection, req: DeliveryRequest): Promise<RecipientResult[]> {
-  const stream = req.message();
-  let handedOver = false;
-  stream.once('end', () => (handedOver = true));
-  const envelope = {
-    from: req.sender,
-    to: req.recipients.map((r) => r.address),
-    size: req.size,
-    use8BitMime: req.body === '8BITMIME',
-    dsn: req.ret || req.envid || req.recipients.some((r) => r.notify) ? { ret: req.ret, envid: req.envid, notify: req.recipients[0]?.notify } : undefined,
-  };
-  return new Promise((resolve) => {
-    conn.send(envelope as never, stream, (err, info) => {
-      const mailErr = err as SmtpError | null;
-      if (mailErr?.command === 'MAIL FROM') {
-        // pipelined RCPTs after a refused MAIL only say "need MAIL": the MAIL reply decides for all
-        return resolve(allFrom(req, outcomeOf(mailErr.responseCode), oneLine(mailErr.response, `${mailErr.responseCode ?? 451}`)));
-      }
-      const rejected = new Map<string, SmtpError>();
-      // a failure after DATA carries no list of the recipients refused earlier: the envelope has it
-      const earlier = (conn as unknown as { _envelope?: { rejectedErrors?: SmtpError[] } })._envelope?.rejectedErrors;
-      for (const e of ((err as SmtpError | null)?.rejectedErrors ?? (info as { rejectedErrors?: SmtpError[] })?.rejectedErrors ?? earlier ?? []) as SmtpError[]) {
-        if (e.recipient) rejected.set(e.recipient.toLowerCase(), e);
-      }
-      resolve(
-        req.recipients.map((r): RecipientResult => {
-          const rej = rejected.get(r.address.toLowerCase());
-          if (rej) return { address: r.address, outcome: outcomeOf(rej.responseCode), reply: oneLine(rej.response, `${rej.responseCode ?? 450}`) };
-          if (!err) return { address: r.address, outcome: 'ok', reply: oneLine((info as { response?: string }).response, '250 2.0.0 ok') };
-          const e = err as SmtpError;
-          if (e.responseCode) return { address: r.address, outcome: outcomeOf(e.responseCode), reply: oneLine(e.response, `${e.responseCode}`) };
-          // no reply: lost before or after the whole message was handed over
-          if (handedOver) return { address: r.address, outcome: 'uncertain', reply: `451 4.4.2 connection lost after the message was sent (${e.code ?? 'error'}); it may have been delivered` };
-          return { address: r.address, outcome: 'tempfail', reply: `451 4.4.2 connection lost during delivery (${e.code ?? 'error'})` };
-        }),
-      );
-    });
-  });
+/** Opens a session to the first target that answers; otherwise the last failure. */
+async function openFirst(s: SessionSettings, targets: Target[]): Promise<Session | { relay: string; reply: string }> {
+  let last = { relay: 'none', reply: '451 4.4.4 no server to deliver to' };
+  for (const t of targets) {
+    let got = await openSession(s, t);
+    // RFC 7435: encryption that is not verified is worth having but not worth failing for
+    if (!(got instanceof Session) && got.tls && s.starttls === 'opportunistic' && s.verify === false && !s.fingerprint) got = await openSession({ ...s, starttls: 'never' }, t);
+    if (got instanceof Session) return got;
+    last = { relay: targetName(t), reply: got.reply };
+  }
+  return last;
+}
+
+/** Checks what the server announced against the message, then sends it. */
+async function sendOn(session: Session, req: DeliveryRequest): Promise<RecipientResult[]> {
+  if (req.smtputf8 && !session.extensions().includes('SMTPUTF8')) {
+    return all(req, 'permfail', `550 5.6.7 ${session.relay} does not offer SMTPUTF8, which these addresses need`);
+  }
+  const limit = session.sizeLimit();
+  if (limit > 0 && req.size > limit) {
+    return all(req, 'permfail', `552 5.3.4 message of ${req.size} bytes is larger than the ${limit} bytes ${session.relay} accepts`);
+  }
+  if (!session.extensions().includes('DSN')) return session.send(req);
+  // NOTIFY is sent per transaction: recipients that differ in it go in transactions of their own
+  const results = new Map<string, RecipientResult>();
+  for (const group of byNotify(req)) {
+    const got = session.usable() ? await session.send(group) : all(group, 'tempfail', `451 4.4.2 connection to ${session.relay} lost before this transaction`);
+    for (const r of got) results.set(r.address, r);
+  }
+  return req.recipients.map((r) => results.get(r.address)!);
+}
+
+/** The request split by the recipients' DSN NOTIFY values, in order of first appearance. */
+function byNotify(req: DeliveryRequest): DeliveryRequest[] {
+  const groups = new Map<string, DeliveryRequest['recipients']>();
+  for (const r of req.recipients) {
+    const key = (r.notify ?? []).join(',');
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  return [...groups.values()].map((recipients) => ({ ...req, recipients }));
 }

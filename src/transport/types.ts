@@ -37,7 +37,9 @@ export interface DeliveryResult {
   relay: string;
 }
 
-/** Something that can deliver. */
+/** Something that can deliver; deliver() may be called again before an earlier call has finished. */
 export interface Transport {
   deliver(req: DeliveryRequest): Promise<DeliveryResult>;
+  /** Ends what the transport keeps open between deliveries (idle connections); never rejects. */
+  close?(): Promise<void>;
 }

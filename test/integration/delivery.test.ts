@@ -8,6 +8,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { SMTPServer } from 'smtp-server';
 import { ferrymail, makeConfig, queueJson, sendmail, startDaemon, type TestConfig } from '../helpers.js';
+import { closeAll, faultServer } from '../support/fault-smtp.js';
 
 interface Got {
   from: string;
@@ -39,7 +40,10 @@ before(async () => {
   await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
   sinkPort = (sink.server.address() as net.AddressInfo).port;
 });
-after(() => sink.close());
+after(async () => {
+  sink.close();
+  await closeAll();
+});
 
 /** A configuration with a state file and a home route to the sink. */
 async function setup(connection: string): Promise<TestConfig & { stateFile: string }> {
@@ -140,4 +144,57 @@ test('ferrymail flush through the daemon delivers what waited offline', async ()
   } finally {
     await d.stop();
   }
+});
+
+test('a refused AUTH defers with the server reply; the password is in no output, log or queue entry', async () => {
+  const secret = 'Pa55-w0rd-never-shown';
+  const relay = await faultServer({ auth: { mechanisms: ['PLAIN', 'LOGIN'], user: 'alice', secret: 'other', failText: `you said ${secret}` } });
+  const stateFile = path.join((await makeConfig()).dir, 'online');
+  const cfg = await makeConfig(`online:\n  state_file: ${JSON.stringify(stateFile)}\n`);
+  fs.writeFileSync(stateFile, 'home\n');
+  const pw = path.join(cfg.dir, 'relay.pw');
+  fs.writeFileSync(pw, `${secret}\n`, { mode: 0o600 });
+  fs.mkdirSync(path.join(cfg.configDir, 'routes'));
+  const route = ['name: relay', 'connections: [home]', 'transport:', '  type: smtp', '  host: 127.0.0.1', `  port: ${relay.port}`, '  tls: none', '  user: alice', `  password_file: ${pw}`, ''];
+  fs.writeFileSync(path.join(cfg.configDir, 'routes', '20-relay.yaml'), route.join('\n'));
+  await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', 'bob@example.org'], MESSAGE);
+  const f = await ferrymail(cfg, ['flush']);
+  assert.equal(f.code, 0, f.stderr);
+  assert.match(f.stdout, /1 deferred/);
+  const q = await queueJson(cfg);
+  assert.match(q[0]!.recipients[0].last_error, /^454 4\.7\.0 AUTH PLAIN at 127\.0\.0\.1:\d+ failed: 535 5\.7\.8 authentication failed you said \*\*\*/);
+  // the daemon's own run, soon after new mail, logs the refusal
+  const d = await startDaemon(cfg);
+  try {
+    const r = await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', 'carol@example.org'], MESSAGE);
+    assert.equal(r.code, 0, r.stderr);
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline && !/carol@example\.org.*AUTH PLAIN/.test(d.log())) await new Promise((res) => setTimeout(res, 100));
+    assert.match(d.log(), /carol@example\.org.*AUTH PLAIN at 127\.0\.0\.1:\d+ failed/);
+    for (const text of [f.stdout, f.stderr, d.log(), JSON.stringify(await queueJson(cfg))]) {
+      assert.ok(!text.includes(secret), `the password leaked: ${text}`);
+    }
+  } finally {
+    await d.stop();
+  }
+  assert.ok(relay.connections.length >= 2, 'both runs tried the relay');
+});
+
+test('one queue run sends its messages over one connection, RSET between them', async () => {
+  const relay = await faultServer();
+  const stateFile = path.join((await makeConfig()).dir, 'online');
+  const cfg = await makeConfig(`online:\n  state_file: ${JSON.stringify(stateFile)}\n`);
+  fs.writeFileSync(stateFile, 'home\n');
+  fs.mkdirSync(path.join(cfg.configDir, 'routes'));
+  const route = ['name: relay', 'connections: [home]', 'transport:', '  type: smtp', '  host: 127.0.0.1', `  port: ${relay.port}`, '  tls: none', ''];
+  fs.writeFileSync(path.join(cfg.configDir, 'routes', '20-relay.yaml'), route.join('\n'));
+  for (const to of ['a@example.org', 'b@example.org', 'c@example.org']) {
+    assert.equal((await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', to], MESSAGE)).code, 0);
+  }
+  const f = await ferrymail(cfg, ['flush']);
+  assert.equal(f.code, 0, f.stderr);
+  assert.match(f.stdout, /3 delivered/);
+  assert.deepEqual(relay.received.map((m) => m.to[0]).sort(), ['a@example.org', 'b@example.org', 'c@example.org']);
+  assert.equal(relay.connections.length, 1, 'one connection for the run');
+  assert.equal(relay.connections[0]!.commands.filter((c) => c === 'RSET').length, 2);
 });

@@ -147,3 +147,120 @@ test('config set takes keys that belong together in one change, all or none', ()
   assert.equal(cfg.tls.cert, cert);
   assert.equal(cfg.tls.key, key);
 });
+
+test('queue durations: written as 30s, 5m, 4h, 5d or whole seconds, held in seconds; defaults are Postfix\'s', async () => {
+  const { parseDuration, formatDuration } = await import('../../src/config/schema.js');
+  assert.deepEqual(['30s', '5m', '4h', '5d', '90', 90].map(parseDuration), [30, 300, 14_400, 432_000, 90, 90]);
+  assert.deepEqual(['', '4w', '-5m', '1.5h', '5 m', null, 1.5].map(parseDuration), [undefined, undefined, undefined, undefined, undefined, undefined, undefined]);
+  assert.deepEqual([14_400, 90, 86_400 * 2].map(formatDuration), ['4h', '90s', '2d']);
+  const dflt = loadConfig(tempDir()).queue;
+  assert.deepEqual([dflt.retry_min, dflt.retry_max, dflt.lifetime, dflt.delay_warnings], [300, 14_400, 432_000, [14_400]]);
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), 'queue:\n  retry_min: 30s\n  retry_max: 1h\n  lifetime: 2d\n  delay_warnings: [1d, 2h]\n  notice_mailbox: notices.mbox\n');
+  const q = loadConfig(dir).queue;
+  assert.deepEqual([q.retry_min, q.retry_max, q.lifetime, q.delay_warnings], [30, 3600, 172_800, [7200, 86_400]]);
+  assert.equal(q.notice_mailbox, path.join(dir, 'notices.mbox'));
+});
+
+test('bad queue durations are reported with their line; retry_min above retry_max and warnings past the lifetime too', () => {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), 'queue:\n  retry_min: 5 minutes\n  lifetime: 10s\n  delay_warnings: [4h, soon]\n');
+  try {
+    loadConfig(dir);
+    assert.fail('should throw');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    assert.deepEqual(err.issues.map((i) => `${i.line}:${i.key}:${i.message}`), [
+      '2:queue.retry_min:must be a duration such as 30s, 5m, 4h or 5d',
+      '3:queue.lifetime:must be at least 60 s',
+      '4:queue.delay_warnings[1]:"soon": must be a duration such as 30s, 5m, 4h or 5d',
+    ]);
+  }
+  fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), 'queue:\n  retry_min: 2h\n  retry_max: 1h\n  lifetime: 1d\n  delay_warnings: [1d]\n');
+  assert.throws(() => loadConfig(dir), (e: unknown) => e instanceof ConfigError && e.issues.map((i) => i.key).join() === 'queue.retry_min,queue.delay_warnings');
+});
+
+test('config set takes durations and lists of durations, and refuses what is not one', () => {
+  const dir = tempDir();
+  configSet(dir, [['queue.lifetime', '3d'], ['queue.delay_warnings', '[1h, 1d]']]);
+  assert.match(fs.readFileSync(path.join(dir, 'ferrymail.yaml'), 'utf8'), /lifetime: 3d/);
+  const q = loadConfig(dir).queue;
+  assert.deepEqual([q.lifetime, q.delay_warnings], [259_200, [3600, 86_400]]);
+  assert.throws(() => configSet(dir, [['queue.retry_max', 'forever']]), (e: unknown) => e instanceof ConfigError && /queue\.retry_max: must be a duration/.test(e.message));
+  assert.equal(loadConfig(dir).queue.retry_max, 14_400, 'nothing written');
+  const schema = jsonSchema().queue!.properties as Record<string, { anyOf: Array<{ pattern?: string }> }>;
+  assert.ok(new RegExp(schema.retry_min!.anyOf[0]!.pattern!).test('5m'));
+});
+
+test('online.rules: a list of rules, each key checked, every problem with its line', () => {
+  const dir = tempDir();
+  fs.writeFileSync(
+    path.join(dir, 'ferrymail.yaml'),
+    [
+      'online:', //                                     1
+      '  probe_timeout: 50', //                         2
+      '  rules:', //                                    3
+      '    - connection: home', //                      4
+      '      ssid: HomeNet', //                         5
+      '      kind: wireless', //                        6
+      '    - connection: "bad name"', //                7
+      '      kind: wifi', //                            8
+      '      gateway: 192.168.1', //                    9
+      '      cidr: 10.0.0.0/33', //                    10
+      '      probe: mail.example.org', //              11
+      '      colour: blue', //                         12
+      '    - interface: tun0', //                      13
+      '      default_route: maybe', //                 14
+      '    - just a string', //                        15
+      '',
+    ].join('\n'),
+  );
+  try {
+    loadConfig(dir);
+    assert.fail('should throw');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    const got = err.issues.map((i) => `${i.line}:${i.key}`);
+    assert.deepEqual(got.sort(), [
+      '2:online.probe_timeout',
+      '7:online.rules[1].connection',
+      '8:online.rules[1].kind',
+      '9:online.rules[1].gateway',
+      '10:online.rules[1].cidr',
+      '11:online.rules[1].probe',
+      '12:online.rules[1].colour',
+      '13:online.rules[2].connection',
+      '14:online.rules[2].default_route',
+      '15:online.rules[3]',
+    ].sort());
+    assert.match(err.issues.find((i) => i.key === 'online.rules[2].connection')!.message, /missing/);
+  }
+  fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), 'online:\n  rules: {connection: home}\n');
+  assert.throws(() => loadConfig(dir), (e: unknown) => e instanceof ConfigError && e.issues[0]!.message === 'must be a list of mappings');
+});
+
+test('online.rules: valid rules load as written; the default is none, probes get 2 s', () => {
+  const dir = tempDir();
+  assert.deepEqual(loadConfig(dir).online.rules, []);
+  assert.equal(loadConfig(dir).online.probe_timeout, 2000);
+  fs.writeFileSync(
+    path.join(dir, 'ferrymail.yaml'),
+    'online:\n  rules:\n    - {connection: vpn, interface: "tun*", cidr: 10.8.0.0/24, default_route: false}\n    - {connection: office, kind: wired, gateway: "fe80::1", probe: "[2001:db8::25]:587"}\n',
+  );
+  const cfg = loadConfig(dir);
+  assert.deepEqual(cfg.online.rules, [
+    { connection: 'vpn', interface: 'tun*', cidr: '10.8.0.0/24', default_route: false },
+    { connection: 'office', kind: 'wired', gateway: 'fe80::1', probe: '[2001:db8::25]:587' },
+  ]);
+  assert.ok(Object.isFrozen(cfg.online.rules[0]));
+});
+
+test('config set online.rules takes a YAML or JSON list, checked like the file', () => {
+  const dir = tempDir();
+  configSet(dir, [['online.rules', '[{connection: home, ssid: "Home Net"}, {"connection": "any"}]']]);
+  assert.deepEqual(loadConfig(dir).online.rules, [{ connection: 'home', ssid: 'Home Net' }, { connection: 'any' }]);
+  assert.throws(() => configSet(dir, [['online.rules', '[{ssid: x}]']]), (e: unknown) => e instanceof ConfigError && /online\.rules\[0\]\.connection/.test(e.message));
+  assert.throws(() => configSet(dir, [['online.rules', 'home']]), ConfigError);
+  const schema = jsonSchema().online!.properties as Record<string, { items?: { required?: string[] } }>;
+  assert.deepEqual(schema.rules!.items!.required, ['connection']);
+});

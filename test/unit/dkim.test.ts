@@ -192,6 +192,7 @@ test('a key that breaks after the transport was built: each delivery defers with
     rewrite: { envelopeSender: [], from: [], sender: [], replyTo: [], mailFollowupTo: [] },
     lastRoute: false,
     connectErrorFail: false,
+    uncertain: 'retry',
     dkim: { domain: 'example.org', selector: 's', keyFile: file, headers: ['from'] },
     transport: { type: 'pipe', command: ['cat'] },
   };

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { newRecipient, type Envelope } from '../../src/domain/envelope.js';
 import type { Outcome } from '../../src/domain/outcome.js';
-import { nullLogger } from '../../src/log/logger.js';
+import { nullLogger, type Logger } from '../../src/log/logger.js';
 import { DEFAULT_RETRY } from '../../src/queue/retry.js';
 import { runQueue, type RunnerDeps } from '../../src/queue/runner.js';
 import type { Route } from '../../src/route/types.js';
@@ -26,6 +26,7 @@ function route(name: string, over: Partial<Route> = {}): Route {
     rewrite: { envelopeSender: [['*@laptop.local', '*@isp.example']], from: [], sender: [], replyTo: [], mailFollowupTo: [] },
     lastRoute: false,
     connectErrorFail: false,
+    uncertain: 'retry',
     transport: {},
     ...over,
   };
@@ -117,9 +118,10 @@ test('permanent failures and uncertain deliveries are recorded; the message stay
   const rep = await runQueue(d);
   assert.deepEqual([rep.delivered, rep.failed, rep.uncertain], [1, 1, 1]);
   const env = (await envelope(root, id))!;
-  assert.deepEqual(env.recipients.map((r) => r.state), ['delivered', 'failed', 'uncertain']);
-  assert.equal((await runQueue(deps(root, [route('r1')], () => 'ok').d)).messages, 0, 'uncertain is not retried on its own');
-});
+  assert.deepEqual(env.recipients.map((r) => r.state), ['delivered', 'failed', 'deferred'], 'uncertain: retried once by default');
+  assert.equal(env.recipients[2]!.uncertain, 1);
+  assert.match(env.recipients[2]!.lastError!, /^uncertain: /);
+})
 
 test('connect_error_fail turns a connection failure into a permanent one; expired mail fails', async () => {
   const a = await spoolWith(['a@lan.example']);
@@ -163,4 +165,234 @@ test('a permanent failure queues an RFC 3464 notice to the sender, with the null
   const bounceEnv = { ...(await spoolWith(['x@y.org'])), sender: '' };
   assert.equal(buildNotice({ id: bounceEnv.id, sender: '', arrival: new Date().toISOString() } as Envelope, [newRecipient('x@y.org')], 'failed', '', 'h'), null);
   assert.equal(buildNotice({ id: 'I', sender: 'a@b.org', arrival: new Date().toISOString() } as Envelope, [newRecipient('x@y.org', { notify: ['NEVER'] })], 'failed', '', 'h'), null);
+});
+
+test('several messages are delivered at once; one transport per route serves the run and is closed once at the end', async () => {
+  const root = tempDir();
+  const spool = openSpoolWriter(root);
+  for (let i = 0; i < 12; i++) {
+    const w = await spool.begin();
+    w.stream.end(`Subject: ${i}\r\n\r\nbody\r\n`);
+    await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'me@laptop.local', recipients: [newRecipient(`r${i}@x.org`)], origin: { door: 'sendmail' }, protocol: 'local' });
+  }
+  let built = 0;
+  let closed = 0;
+  let inFlight = 0;
+  let most = 0;
+  const { d } = deps(root, [route('r1')], () => 'ok');
+  d.parallel = 4;
+  d.transportFor = () => {
+    built++;
+    return {
+      deliver: async (req) => {
+        most = Math.max(most, ++inFlight);
+        await new Promise((r) => setImmediate(r));
+        inFlight--;
+        return { relay: 'r1', results: req.recipients.map((x) => ({ address: x.address, outcome: 'ok' as const, reply: '250 2.0.0 ok' })) };
+      },
+      close: async () => void closed++,
+    };
+  };
+  const rep = await runQueue(d);
+  assert.equal(rep.delivered, 12);
+  assert.equal(built, 1);
+  assert.equal(closed, 1);
+  assert.ok(most > 1 && most <= 4, `at most 4 deliveries at once, more than 1 (saw ${most})`);
+  assert.equal((await openStore(root).list()).entries.length, 0);
+});
+
+/** A logger that keeps its lines. */
+function captureLog(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  return { lines, log: (event, text, fields) => void lines.push(`${event} ${text} ${JSON.stringify(fields ?? {})}`) };
+}
+
+test('an uncertain delivery is retried once with a warning that it may arrive twice; a second one is held until released', async () => {
+  const { root, id } = await spoolWith(['maybe@x.org']);
+  const t0 = Date.now();
+  const first = deps(root, [route('r1')], () => 'uncertain', { now: t0 });
+  const log = captureLog();
+  first.d.log = log;
+  await runQueue(first.d);
+  assert.ok(log.lines.some((l) => /^warn \S+ delivery uncertain .*retrying once, so the recipient may get it twice/.test(l)), log.lines.join('\n'));
+  let r = (await envelope(root, id))!.recipients[0]!;
+  assert.equal(r.state, 'deferred');
+  // the retry, also uncertain: now held for a person, never tried again on its own
+  const second = deps(root, [route('r1')], () => 'uncertain', { now: t0 + 301_000 });
+  await runQueue(second.d);
+  assert.equal(second.calls.length, 1);
+  r = (await envelope(root, id))!.recipients[0]!;
+  assert.deepEqual([r.state, r.uncertain, r.nextAttempt], ['uncertain', 2, undefined]);
+  const third = deps(root, [route('r1')], () => 'ok', { now: t0 + 10 * 86_400_000 });
+  assert.equal((await runQueue(third.d)).messages, 0, 'a held uncertain recipient is neither tried nor expired');
+  // queue release: tried again
+  await openStore(root).release(id);
+  assert.equal((await envelope(root, id))!.recipients[0]!.state, 'queued');
+  const fourth = deps(root, [route('r1')], () => 'ok', { now: t0 + 302_000 });
+  assert.equal((await runQueue(fourth.d)).delivered, 1);
+  assert.equal(await envelope(root, id), null);
+});
+
+test('a route with uncertain: hold holds the recipient at once; the other recipients go on', async () => {
+  const { root, id } = await spoolWith(['maybe@x.org', 'later@x.org']);
+  const { d } = deps(root, [route('r1', { uncertain: 'hold' })], (_r, a) => (a.startsWith('maybe') ? 'uncertain' : 'tempfail'));
+  const rep = await runQueue(d);
+  assert.equal(rep.uncertain, 1);
+  const env = (await envelope(root, id))!;
+  assert.deepEqual(env.recipients.map((r) => r.state), ['uncertain', 'deferred']);
+  assert.equal(env.version, 2, 'written in the version that knows the uncertain count');
+  await assert.rejects(openStore(root).hold(id).then(() => openStore(root).release(id)).then(() => openStore(root).release(id)), /not held/);
+});
+
+test('retry times come from the policy: retry_min doubling up to retry_max', async () => {
+  const { root, id } = await spoolWith(['a@x.org']);
+  const t0 = Date.now();
+  const policy = { min: 60, max: 150, lifetime: 86_400, warnings: [] };
+  const waits: number[] = [];
+  let now = t0;
+  for (let i = 0; i < 4; i++) {
+    const { d } = deps(root, [route('r1')], () => 'tempfail', { now });
+    d.retry = policy;
+    await runQueue(d);
+    const next = Date.parse((await envelope(root, id))!.recipients[0]!.nextAttempt!);
+    waits.push((next - now) / 1000);
+    now = next;
+  }
+  assert.deepEqual(waits, [60, 120, 150, 150]);
+});
+
+test('a delay notice at each warning age, once, with Will-Retry-Until; the next attempt is brought forward to the warning', async () => {
+  const t0 = Date.parse('2026-01-01T00:00:00Z');
+  const { root, id } = await spoolWith(['slow@x.org', 'quiet@x.org', 'never@x.org'], new Date(t0));
+  const env0 = (await openStore(root).get(id)).envelope;
+  env0.recipients[1]!.notify = ['FAILURE'];
+  env0.recipients[2]!.notify = ['NEVER'];
+  const lock = await openStore(root).lockMessage(id);
+  await openStore(root).update(env0, 'queue');
+  await lock.release();
+  const policy = { min: 3000, max: 7200, lifetime: 86_400, warnings: [3600, 7200] };
+  const notices: Array<{ recipient: string; text: string; kind: string }> = [];
+  const runAt = async (now: number) => {
+    const { d } = deps(root, [route('r1')], () => 'tempfail', { now });
+    d.retry = policy;
+    d.hostname = 'relay.example';
+    d.enqueueNotice = async (n) => void notices.push(n);
+    return runQueue(d);
+  };
+  await runAt(t0 + 1_000_000);
+  assert.equal(notices.length, 0);
+  // 1000 s + 3000 s backoff would pass the 3600 s warning: the attempt comes at the warning instead
+  assert.equal((await envelope(root, id))!.recipients[0]!.nextAttempt, new Date(t0 + 3_600_000).toISOString());
+  await runAt(t0 + 3_600_000);
+  assert.equal(notices.length, 1);
+  const n = notices[0]!;
+  assert.equal(n.kind, 'delayed');
+  assert.equal(n.recipient, 'me@laptop.local');
+  assert.match(n.text, /Final-Recipient: rfc822; slow@x\.org\r\nAction: delayed\r\nStatus: 4\.4\.1\r\n/);
+  assert.match(n.text, /Will-Retry-Until: Fri, 02 Jan 2026 00:00:00 \+0000/);
+  assert.doesNotMatch(n.text, /quiet@x\.org|never@x\.org/, 'NOTIFY without DELAY, and NEVER, get no delay notice');
+  const env = (await envelope(root, id))!;
+  assert.deepEqual(env.recipients.map((r) => r.warned), [[3600], [3600], [3600]]);
+  assert.equal(env.version, 2);
+  await runAt(t0 + 3_700_000);
+  assert.equal(notices.length, 1, 'no second notice for the same age');
+  await runAt(t0 + 7_300_000);
+  assert.equal(notices.length, 2, 'the second age has its own notice');
+});
+
+test('no delay notice for a bounce (null sender), but the warning is recorded', async () => {
+  const root = tempDir();
+  const w = await openSpoolWriter(root).begin();
+  w.stream.end('Subject: t\r\n\r\nbody\r\n');
+  const t0 = Date.now() - 5 * 3600_000;
+  const env = await w.commit({ version: 1, arrival: new Date(t0).toISOString(), sender: '', recipients: [newRecipient('a@x.org')], origin: { door: 'sendmail' }, protocol: 'local' });
+  const notices: unknown[] = [];
+  const { d } = deps(root, [route('r1')], () => 'tempfail');
+  d.enqueueNotice = async (n) => void notices.push(n);
+  await runQueue(d);
+  assert.equal(notices.length, 0);
+  assert.deepEqual((await envelope(root, env.id))!.recipients[0]!.warned, [14_400]);
+});
+
+test('a notice no route can carry now is delivered locally too; one a working route carries is not', async () => {
+  // offline: the failure notice of an expired message cannot leave
+  const a = await spoolWith(['a@x.org'], new Date(Date.now() - 6 * 86_400_000));
+  const local: Array<{ kind: string; summary: string }> = [];
+  const off = deps(a.root, [route('r1')], () => 'ok', { online: false });
+  off.d.enqueueNotice = async () => undefined;
+  off.d.localNotice = async (n) => void local.push(n);
+  await runQueue(off.d);
+  assert.equal(local.length, 1);
+  assert.equal(local[0]!.kind, 'failed');
+  assert.match(local[0]!.summary, /^<a@x\.org>: 550 4\.4\.7 message expired/);
+
+  // the only route fails temporarily: the delay notice would wait behind it, so it is delivered locally
+  const b = await spoolWith(['b@x.org'], new Date(Date.now() - 5 * 3600_000));
+  const stuck = deps(b.root, [route('r1')], () => 'tempfail');
+  stuck.d.enqueueNotice = async () => undefined;
+  stuck.d.localNotice = async (n) => void local.push(n);
+  await runQueue(stuck.d);
+  assert.equal(local.length, 2);
+  assert.equal(local[1]!.kind, 'delayed');
+
+  // a second route that works would carry it: not local (unless local_notices is always)
+  const c = await spoolWith(['c@x.org'], new Date(Date.now() - 5 * 3600_000));
+  const two = deps(c.root, [route('r1', { recipients: { allow: ['*@x.org'], deny: [] }, lastRoute: true }), route('r2')], () => 'tempfail');
+  two.d.enqueueNotice = async () => undefined;
+  two.d.localNotice = async (n) => void local.push(n);
+  await runQueue(two.d);
+  assert.equal(local.length, 2);
+  const e = await spoolWith(['e@x.org'], new Date(Date.now() - 5 * 3600_000));
+  const always = deps(e.root, [route('r1', { recipients: { allow: ['*@x.org'], deny: [] }, lastRoute: true }), route('r2')], () => 'tempfail');
+  always.d.localNotices = 'always';
+  always.d.localNotice = async (n) => void local.push(n);
+  await runQueue(always.d);
+  assert.equal(local.length, 3);
+});
+
+test('a local notice that fails is logged and changes nothing else', async () => {
+  const { root, id } = await spoolWith(['a@x.org'], new Date(Date.now() - 5 * 3600_000));
+  const { d } = deps(root, [route('r1')], () => 'tempfail', { online: false });
+  const log = captureLog();
+  d.log = log;
+  d.localNotice = async () => {
+    throw new Error('mailbox full');
+  };
+  await runQueue(d);
+  assert.ok(log.lines.some((l) => /local notice failed.*mailbox full/.test(l)));
+  assert.deepEqual((await envelope(root, id))!.recipients[0]!.warned, [14_400]);
+});
+
+test('onlyRoute: only that route is tried; recipients it does not carry stay as they were', async () => {
+  const { root, id } = await spoolWith(['lan@lan.example', 'far@x.org']);
+  const lan = route('lan', { recipients: { allow: ['*@lan.example'], deny: [] } });
+  const isp = route('isp');
+  const { d, calls } = deps(root, [lan, isp], () => 'ok');
+  d.onlyRoute = 'lan';
+  const rep = await runQueue(d);
+  assert.deepEqual(calls.map((c) => [c.route, c.to]), [['lan', ['lan@lan.example']]]);
+  assert.equal(rep.delivered, 1);
+  const r = (await envelope(root, id))!.recipients[1]!;
+  assert.deepEqual([r.state, r.attempts, r.lastError, r.nextAttempt], ['queued', 0, undefined, undefined]);
+  // with a tempfail on the only route tried there is no fall-through to the others
+  const b = await spoolWith(['a@x.org']);
+  const only = deps(b.root, [route('r1'), route('r2')], () => 'tempfail');
+  only.d.onlyRoute = 'r1';
+  await runQueue(only.d);
+  assert.deepEqual(only.calls.map((c) => c.route), ['r1']);
+});
+
+test('routes with From filters see the message\'s From header', async () => {
+  const { root } = await spoolWith(['a@x.org']);
+  const byFrom = route('work', { fromHeader: { allow: ['*@work.example'], deny: [] } });
+  const { d, calls } = deps(root, [byFrom, route('other')], () => 'ok');
+  await runQueue(d);
+  assert.deepEqual(calls.map((c) => c.route), ['other'], 'the spooled message has no work From');
+  const root2 = tempDir();
+  const w = await openSpoolWriter(root2).begin();
+  w.stream.end('From: Me <me@work.example>\r\nSubject: t\r\n\r\nbody\r\n');
+  await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'me@laptop.local', recipients: [newRecipient('a@x.org')], origin: { door: 'sendmail' }, protocol: 'local' });
+  const second = deps(root2, [byFrom, route('other')], () => 'ok');
+  await runQueue(second.d);
+  assert.deepEqual(second.calls.map((c) => c.route), ['work']);
 });

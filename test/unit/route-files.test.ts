@@ -17,17 +17,18 @@ function withRoutes(files: Record<string, string>): string {
 
 test('route files load in file-name order with their keys', () => {
   const dir = withRoutes({
-    '20-home.yaml': 'name: home-isp\nconnections: [home]\nrewrite:\n  envelope_sender:\n    "*@laptop.local": "*@isp.example"\n    alice: a@isp.example\ntransport:\n  type: smtp\n',
-    '10-lan.yaml': 'permanent: true\nallowed_recipients: ["*@lan.example"]\ndenied_senders: ["<>"]\nlast_route: true\n',
+    '20-home.yaml': 'name: home-isp\nconnections: [home]\nrewrite:\n  envelope_sender:\n    "*@laptop.local": "*@isp.example"\n    alice: a@isp.example\ntransport:\n  type: smtp\n  host: smtp.isp.example\n  port: 587\n',
+    '10-lan.yaml': 'permanent: true\nallowed_recipients: ["*@lan.example"]\ndenied_senders: ["<>"]\nlast_route: true\nuncertain: hold\n',
     'README.txt': 'not a route',
   });
   const routes = loadRoutes(dir);
   assert.deepEqual(routes.map((r) => r.name), ['10-lan', 'home-isp']);
   assert.equal(routes[0]!.permanent, true);
   assert.equal(routes[0]!.lastRoute, true);
+  assert.deepEqual(routes.map((r) => r.uncertain), ['hold', 'retry'], 'uncertain: hold, or retry by default');
   assert.deepEqual(routes[0]!.senders, { allow: [], deny: ['<>'] });
   assert.deepEqual(routes[1]!.rewrite.envelopeSender, [['*@laptop.local', '*@isp.example'], ['alice', 'a@isp.example']]);
-  assert.deepEqual(routes[1]!.transport, { type: 'smtp' });
+  assert.deepEqual(routes[1]!.transport, { type: 'smtp', host: 'smtp.isp.example', port: 587 });
   assert.deepEqual(loadRoutes(tempDir()), [], 'no routes folder: no routes');
 });
 
@@ -35,7 +36,7 @@ test('every problem of every route file is reported with file, line and key', ()
   const dir = withRoutes({
     'a.yaml': 'connections: home\npermanent: yes please\ncolour: red\n',
     'b.yaml': 'name: a\nconnections: [x]\nrewrite:\n  frm: {}\n',
-    'c.yaml': 'allowed_senders: ["*"]\n',
+    'c.yaml': 'allowed_senders: ["*"]\nuncertain: maybe\n',
   });
   try {
     loadRoutes(dir);
@@ -49,10 +50,53 @@ test('every problem of every route file is reported with file, line and key', ()
       /^a\.yaml: permanent@2: must be true or false/,
       /^b\.yaml: rewrite\.frm@4: unknown map/,
       /^c\.yaml: connections@1: name the connections/,
+      /^c\.yaml: uncertain@2: must be retry or hold/,
       /^name@-: route name a is used twice/,
     ]) {
       assert.ok(got.some((g) => want.test(g)), `${want} in ${JSON.stringify(got)}`);
     }
+  }
+});
+
+test('the transport section: every key known and typed, and the combinations that make sense', () => {
+  const section = (lines: string[]): string => `permanent: true\ntransport:\n${lines.map((l) => `  ${l}\n`).join('')}`;
+  const dir = withRoutes({
+    'a.yaml': section(['type: smtp', 'host: relay.example', 'port: "587"', 'tls: starttls-please', 'colour: red', 'connections: 0']),
+    'b.yaml': section(['type: smtp', 'user: alice', 'password_file: /etc/ferrymail/pw', 'password_env: RELAY_PW', 'auth_method: digest-md5']),
+    'c.yaml': section(['type: lmtp', 'socket: run/lmtp.sock', 'host: x.example', 'port: 24', 'mx: true', 'command: [procmail]']),
+    'd.yaml': section(['type: smtp', 'mx: true', 'tls: none', 'fingerprint: "12:34"', 'connect_timeout: 0', 'helo: "bad name"']),
+    'e.yaml': section(['type: pipe', 'host: x.example']),
+    'f.yaml': section(['type: smtp', 'host: relay.example', 'port: 465', 'tls: smtps', 'user: bob', 'password_command: [pass, show, relay]', `fingerprint: "${'AB:'.repeat(31)}AB"`, 'auth_method: xoauth2', 'connections: 4', 'greeting_timeout: 5', 'helo: laptop.example.org']),
+    'g.yaml': section(['type: smtp', 'host: relay.example', 'port: 25', 'user: bob']),
+  });
+  try {
+    loadRoutes(dir);
+    assert.fail('should throw');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    const got = err.issues.map((i) => `${i.key}@${i.line ?? '-'}: ${i.message}`);
+    const want = [
+      /^a\.yaml: transport\.port@5: must be a whole number from 1 to 65535/,
+      /^a\.yaml: transport\.tls@6: must be one of starttls, opportunistic, smtps, none/,
+      /^a\.yaml: transport\.colour@7: unknown key/,
+      /^a\.yaml: transport\.connections@8: must be a whole number from 1 to 100/,
+      /^b\.yaml: transport\.password_env@6: password_file and password_env exclude each other/,
+      /^b\.yaml: transport\.auth_method@7: must be one of plain, login, cram-md5, xoauth2/,
+      /^b\.yaml: transport@-?\d*: needs where to deliver: host and port, socket, or mx: true/,
+      /^c\.yaml: transport\.socket@4: must be an absolute path/,
+      /^c\.yaml: transport\.mx@7: is not a key of type lmtp/,
+      /^c\.yaml: transport\.command@8: is not a key of type lmtp/,
+      /^c\.yaml: transport\.socket@4: host and socket and mx exclude each other/,
+      /^d\.yaml: transport\.fingerprint@6: must be a SHA-256 fingerprint/,
+      /^d\.yaml: transport\.connect_timeout@7: must be a number of seconds/,
+      /^d\.yaml: transport\.helo@8: must be a host name/,
+      /^d\.yaml: transport\.fingerprint@6: fingerprint needs TLS, but tls is none/,
+      /^e\.yaml: transport\.host@4: is not a key of type pipe/,
+      /^e\.yaml: transport@\d+: type pipe needs command/,
+      /^g\.yaml: transport\.user@6: user needs password_file, password_command or password_env/,
+    ];
+    for (const w of want) assert.ok(got.some((g) => w.test(g)), `${w} in ${JSON.stringify(got, null, 1)}`);
+    assert.ok(!got.some((g) => g.startsWith('f.yaml')), `f.yaml is valid: ${JSON.stringify(got.filter((g) => g.startsWith('f.yaml')))}`);
   }
 });
 

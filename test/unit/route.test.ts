@@ -19,6 +19,7 @@ function route(name: string, over: Partial<Route> = {}): Route {
     rewrite: { envelopeSender: [], from: [], sender: [], replyTo: [], mailFollowupTo: [] },
     lastRoute: false,
     connectErrorFail: false,
+    uncertain: 'retry',
     transport: {},
     ...over,
   };

@@ -167,3 +167,74 @@ test('reading a spool that does not exist yet creates nothing and lists nothing'
   assert.deepEqual(entries, []);
   assert.equal(fs.existsSync(root), false);
 });
+
+test('envelope versions: 1 still loads; 2 is written only when a recipient was warned or uncertain', async () => {
+  const env = { ...partial(['b@example.org', 'c@example.org']), id: newId(), size: 12 } as Envelope;
+  assert.match(encodeEnvelope(env), /^\{\n "version": 1,/, 'nothing of version 2 used: stays readable by older versions');
+  env.recipients[0]!.warned = [14_400];
+  env.recipients[1]!.uncertain = 1;
+  const v2 = encodeEnvelope(env);
+  assert.match(v2, /^\{\n "version": 2,/);
+  const back = decodeEnvelope(v2, env.id);
+  assert.deepEqual([back.recipients[0]!.warned, back.recipients[1]!.uncertain], [[14_400], 1]);
+  assert.throws(() => decodeEnvelope(v2.replace('"version": 2', '"version": 1'), env.id), /version 1 envelope with version 2 fields/);
+  assert.throws(() => decodeEnvelope(v2.replace('"uncertain": 1', '"uncertain": "x"'), env.id), /bad uncertain/);
+  assert.throws(() => decodeEnvelope(v2.replace(/"warned": \[\n\s+14400\n\s+\]/, '"warned": [-1]'), env.id), /bad warned/);
+  // an old envelope file, as an earlier version wrote it, is read and listed
+  const root = tempDir();
+  const old = await commit(root, 'Subject: x\r\n\r\nbody\r\n');
+  const file = openStore(root).layout.envelope('queue', old.id);
+  assert.match(fs.readFileSync(file, 'utf8'), /"version": 1/);
+  assert.equal((await openStore(root).list()).entries.length, 1);
+});
+
+test('release turns recipients held as uncertain back into queued ones, held message or not', async () => {
+  const root = tempDir();
+  const store = openStore(root);
+  const env = await commit(root, 'Subject: x\r\n\r\nbody\r\n', ['b@example.org', 'c@example.org']);
+  env.recipients[0]!.state = 'uncertain';
+  env.recipients[0]!.uncertain = 1;
+  env.recipients[1]!.state = 'deferred';
+  env.recipients[1]!.nextAttempt = new Date(Date.now() + 60_000).toISOString();
+  const l = await store.lockMessage(env.id);
+  await store.update(env, 'queue');
+  await l.release();
+  await store.release(env.id);
+  let got = (await store.get(env.id)).envelope;
+  assert.deepEqual(got.recipients.map((r) => r.state), ['queued', 'deferred'], 'only the uncertain one changes');
+  assert.equal(got.recipients[0]!.uncertain, 1, 'the count stays: another uncertain attempt holds it again');
+  await assert.rejects(store.release(env.id), /not held/);
+  await store.hold(env.id);
+  const held = (await store.get(env.id)).envelope;
+  held.recipients[1]!.state = 'uncertain';
+  const l2 = await store.lockMessage(env.id);
+  await store.update(held, 'hold');
+  await l2.release();
+  await store.release(env.id);
+  got = (await store.get(env.id)).envelope;
+  assert.equal((await store.get(env.id)).place, 'queue');
+  assert.deepEqual(got.recipients.map((r) => r.state), ['queued', 'queued']);
+});
+
+test('readHead returns the header section whatever its size: ends inside the first read, across a read boundary, past it, or never', async () => {
+  const root = tempDir();
+  const spool = openSpoolWriter(root);
+  const store = openStore(root);
+  const cases: Array<[string, string]> = [];
+  // blank line straddling the 16 KB first read at every offset around it, and a 100 KB header
+  for (const len of [10, 16_380, 16_381, 16_382, 16_383, 16_384, 100_000]) {
+    const head = `X-Pad: ${'a'.repeat(len - 10)}\r\n`;
+    cases.push([head, `${head}\r\nbody\r\n`]);
+  }
+  cases.push(['Subject: no body\r\n', 'Subject: no body\r\n']);
+  for (const [head, data] of cases) {
+    const w = await spool.begin();
+    w.stream.end(Buffer.from(data, 'latin1'));
+    const env = await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'a@b.org', recipients: [newRecipient('c@d.org')], origin: { door: 'sendmail' }, protocol: 'local' });
+    assert.equal(await store.readHead(env.id), head, `header of ${head.length} bytes`);
+  }
+  const w = await spool.begin();
+  w.stream.end(Buffer.from(`X-Big: ${'b'.repeat(300_000)}\r\n\r\nbody`, 'latin1'));
+  const big = await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'a@b.org', recipients: [newRecipient('c@d.org')], origin: { door: 'sendmail' }, protocol: 'local' });
+  assert.equal((await store.readHead(big.id, 262_144)).length, 262_144, 'cut at max');
+});

@@ -1,0 +1,95 @@
+/**
+ * Local delivery of delivery status notices, for when the notice cannot leave this host: appended to an
+ * mbox file (queue.notice_mailbox) and/or handed to a command (queue.notify_command, e.g. notify-send).
+ *
+ * The notice text holds untrusted peer replies: in the mbox, lines starting with "From " are escaped
+ * (">From ", mboxrd) so a reply cannot start a message of its own; for the command it only ever becomes
+ * whole argv elements (no shell) and stdin. The mbox gets one O_APPEND write per notice (whole messages,
+ * never interleaved with another writer's), created 0600, never through a symbolic link. The command runs
+ * with a clean environment and a timeout that kills its process group. Failures reject with a readable
+ * reason; the runner logs them and goes on.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import type { Notice } from './bounce.js';
+
+/** Where notices go on this host. */
+export interface LocalNoticeSettings {
+  mailbox?: string;
+  /** argv template: ${summary}, ${subject}, ${sender}, ${id} are filled in. */
+  command: string[];
+  timeoutMs?: number;
+}
+
+/** asctime-style date of an mbox From line ("Mon Nov 23 15:18:09 2026"), UTC. */
+function asctime(d: Date): string {
+  const [wd, day, mon, year, time] = d.toUTCString().replace(',', '').split(' ');
+  return `${wd} ${mon} ${String(Number(day)).padStart(2, ' ')} ${time} ${year}`;
+}
+
+/** One mbox entry: From line, LF line ends, ">From" escaping (mboxrd), ending in a blank line. */
+export function mboxEntry(text: string, now: Date): string {
+  const body = text.replace(/\r\n/g, '\n').replace(/\n$/, '').split('\n').map((l) => (/^>*From /.test(l) ? `>${l}` : l));
+  return `From MAILER-DAEMON ${asctime(now)}\n${body.join('\n')}\n\n`;
+}
+
+/** Appends one notice to an mbox file with a single O_APPEND write. */
+export async function appendMbox(file: string, notice: Notice, now = new Date()): Promise<void> {
+  const flags = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW;
+  const fh = await fs.promises.open(file, flags, 0o600);
+  try {
+    await fh.write(Buffer.from(mboxEntry(notice.text, now), 'utf8'));
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The environment of the command: PATH, and what a desktop notifier needs to find the session. */
+function cleanEnv(): Record<string, string> {
+  const env: Record<string, string> = { PATH: '/usr/local/bin:/usr/bin:/bin' };
+  for (const k of ['HOME', 'DISPLAY', 'WAYLAND_DISPLAY', 'DBUS_SESSION_BUS_ADDRESS', 'XDG_RUNTIME_DIR']) {
+    const v = process.env[k];
+    if (v) env[k] = v;
+  }
+  return env;
+}
+
+/** Runs the notify command for one notice; resolves on exit 0, rejects with the reason otherwise. */
+export function runNotifyCommand(argvTemplate: string[], notice: Notice, timeoutMs = 10_000): Promise<void> {
+  const vars: Record<string, string> = { summary: notice.summary, subject: notice.subject, sender: notice.recipient, id: notice.id };
+  const [cmd, ...args] = argvTemplate.map((w) => w.replace(/\$\{(summary|subject|sender|id)\}/g, (_m, k: string) => vars[k] ?? ''));
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd!, args, { stdio: ['pipe', 'ignore', 'pipe'], env: cleanEnv(), detached: true });
+    let stderr = '';
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }, timeoutMs);
+    child.stderr!.on('data', (d: Buffer) => void (stderr.length < 1000 && (stderr += d.toString('utf8'))));
+    child.stdin!.on('error', () => undefined);
+    child.stdin!.end(`${notice.subject}\n${notice.summary}\n`);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(new Error(`notify_command ${cmd}: ${(err as NodeJS.ErrnoException).code ?? err.message}`));
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) resolve();
+      else reject(new Error(`notify_command ${cmd}: ${signal ? `killed by ${signal}` : `exit ${code}`}${stderr ? `: ${stderr.split('\n')[0]}` : ''}`));
+    });
+  });
+}
+
+/** The local delivery for the runner, or undefined when nothing is configured. */
+export function localNoticeDelivery(s: LocalNoticeSettings): ((n: Notice) => Promise<void>) | undefined {
+  if (!s.mailbox && !s.command.length) return undefined;
+  return async (n) => {
+    const results = await Promise.allSettled([s.mailbox ? appendMbox(s.mailbox, n) : null, s.command.length ? runNotifyCommand(s.command, n, s.timeoutMs) : null]);
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed.length) throw new Error(failed.map((f) => (f.reason as Error).message).join('; '));
+  };
+}
