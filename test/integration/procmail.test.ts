@@ -159,3 +159,25 @@ $DEST/Maildir/
   assert.equal(by['ok@x.example'].state, 'delivered');
   assert.match(fs.readFileSync(path.join(cfg.dest, 'log'), 'latin1'), /sender=\[MAILER-DAEMON\]/, 'the null sender');
 });
+
+test('procmail -d: a local part with a leading dash is a user name to procmail, not an option', async () => {
+  const cfg = await makeConfig();
+  fs.mkdirSync(path.join(cfg.configDir, 'routes'));
+  fs.writeFileSync(
+    path.join(cfg.configDir, 'routes', '50-procmail.yaml'),
+    ['name: local-procmail', 'permanent: true', 'allowed_recipients: ["*@x.example"]', 'transport:', '  type: pipe', '  command: [procmail, -d, "${local_part}"]', ''].join('\n'),
+  );
+  // users that do not exist: procmail refuses them before it writes anything
+  const rcpts = ['-ferrymail-no-user@x.example', '"ferrymail no;user"@x.example'];
+  const s = await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', '--', ...rcpts], 'Subject: d\n\nhi\n');
+  assert.equal(s.code, 0, s.stderr);
+  const f = await ferrymail(cfg, ['flush']);
+  assert.match(f.stdout, /0 delivered, 0 deferred, 2 failed/);
+  const original = (await queueJson(cfg)).filter((q) => q.sender !== '');
+  assert.deepEqual(original, [], 'both final');
+  const notice = (await queueJson(cfg)).find((q) => q.sender === '');
+  assert.ok(notice, 'the sender is told');
+  const text = fs.readFileSync(path.join(cfg.spool, 'msg', notice.id), 'latin1');
+  assert.match(text, /550 5\.1\.1 procmail exited 67: procmail: Unknown user "-ferrymail-no-user"/);
+  assert.match(text, /550 5\.1\.1 procmail exited 67: procmail: Unknown user ""ferrymail no;user""/);
+});
