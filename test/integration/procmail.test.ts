@@ -1,7 +1,7 @@
 // procmail behind the pipe transport: hostile recipients taken in by the sendmail command and the SMTP
 // door reach procmail as plain argv text (a canary file a shell would create never appears) and each
 // message lands in a maildir; one run per message into an mbox with the From_ line; procmail's exit
-// codes (67, 75) through sysexits, its stderr as the reason.
+// codes (67, 75) through sysexits, its stderr as the reason; procmail -d with a dash-led local part.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
