@@ -75,6 +75,8 @@ before(async () => {
   port = await freePort();
   fs.writeFileSync(path.join(dir, 'dovecot.conf'), config(owner));
   dovecot = spawn(dovecotBinary(), ['-F', '-c', path.join(dir, 'dovecot.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // never left running, even when the test process ends early (its children follow the master)
+  process.once('exit', () => dovecot?.exitCode === null && dovecot.kill('SIGKILL'));
   let err = '';
   dovecot.stderr!.on('data', (d) => (err += d));
   await waitForPort(port, 15_000).catch((e: Error) => {
