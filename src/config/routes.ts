@@ -8,8 +8,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { domainToASCII } from 'node:url';
 import { isMap, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
-import type { Route, RewriteMaps } from '../route/types.js';
+import { DKIM_ALGORITHMS, type DkimAlgorithm, type DkimSettings, type Route, type RewriteMaps } from '../route/types.js';
+import { DEFAULT_SIGNED_HEADERS, keyFileProblem } from '../sign/dkim.js';
 import { ConfigError } from './load.js';
 import { checkTransport } from './transport-section.js';
 import type { ConfigIssue } from './validate.js';
@@ -17,7 +19,13 @@ import type { ConfigIssue } from './validate.js';
 const LISTS = ['connections', 'allowed_senders', 'denied_senders', 'allowed_recipients', 'denied_recipients', 'allowed_from', 'denied_from'] as const;
 const FLAGS = ['permanent', 'last_route', 'connect_error_fail'] as const;
 const MAPS = ['envelope_sender', 'from', 'sender', 'reply_to', 'mail_followup_to'] as const;
-const KEYS = new Set<string>(['name', ...LISTS, ...FLAGS, 'rewrite', 'transport', 'uncertain']);
+const KEYS = new Set<string>(['name', ...LISTS, ...FLAGS, 'rewrite', 'dkim', 'transport', 'uncertain']);
+const DKIM_KEYS = new Set(['domain', 'selector', 'key_file', 'headers', 'algorithm']);
+/** Dot-separated LDH labels (a DKIM domain or selector). */
+const LABELS = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+/** Reports a problem with a key (file-relative), at the line of the node at `at`. */
+type AddIssue = (key: string, message: string, at?: (string | number)[]) => void;
 
 /** Reads every route file of a configuration directory, in file-name order. */
 export function loadRoutes(configDir: string): Route[] {
@@ -44,7 +52,7 @@ function parseRoute(file: string, issues: ConfigIssue[]): Route {
   const counter = new LineCounter();
   const doc = parseDocument(fs.readFileSync(file, 'utf8'), { lineCounter: counter, uniqueKeys: true });
   const base = path.basename(file);
-  const add = (key: string, message: string, at: (string | number)[] = [key]): void => {
+  const add: AddIssue = (key, message, at = [key]) => {
     const node = doc.getIn(at, true) as { range?: [number, number, number] } | undefined;
     const line = node?.range ? counter.linePos(node.range[0]).line : undefined;
     issues.push({ key: `${base}: ${key}`, line, message });
@@ -80,6 +88,8 @@ function parseRoute(file: string, issues: ConfigIssue[]): Route {
     uncertain: uncertainPolicy(d.uncertain, add),
     transport: d.transport && typeof d.transport === 'object' && !Array.isArray(d.transport) ? (d.transport as Record<string, unknown>) : {},
   };
+  const dkim = d.dkim === undefined ? undefined : dkimSettings(doc, d.dkim, path.dirname(path.dirname(file)), add);
+  if (dkim) route.dkim = dkim;
   checkTransport(d.transport, add);
   if (!route.permanent && route.connections.length === 0) add('connections', 'name the connections this route serves, or set permanent: true', []);
   return route;
@@ -93,7 +103,7 @@ function uncertainPolicy(v: unknown, add: (k: string, m: string) => void): Route
 }
 
 /** Reads the rewrite section: each map keeps the order of its keys (the first match wins). */
-function rewriteMaps(doc: Document, raw: unknown, add: (k: string, m: string, at?: (string | number)[]) => void): RewriteMaps {
+function rewriteMaps(doc: Document, raw: unknown, add: AddIssue): RewriteMaps {
   const out: RewriteMaps = { envelopeSender: [], from: [], sender: [], replyTo: [], mailFollowupTo: [] };
   const field = { envelope_sender: 'envelopeSender', from: 'from', sender: 'sender', reply_to: 'replyTo', mail_followup_to: 'mailFollowupTo' } as const;
   if (raw === undefined) return out;
@@ -115,4 +125,52 @@ function rewriteMaps(doc: Document, raw: unknown, add: (k: string, m: string, at
     out[field[k as (typeof MAPS)[number]]] = Object.entries(v as Record<string, string>);
   }
   return out;
+}
+
+/**
+ * Reads the dkim section: domain and selector as DNS names, the key file (relative to the configuration
+ * directory) present and readable by its owner only, the header fields to sign (From among them), the
+ * algorithm. The key itself is read at each delivery, where a broken one defers that route's mail.
+ */
+function dkimSettings(doc: Document, raw: unknown, configDir: string, add: AddIssue): DkimSettings | undefined {
+  if (!isMap(doc.getIn(['dkim'], true))) {
+    add('dkim', 'must be a mapping of domain, selector, key_file (and optionally headers, algorithm)');
+    return undefined;
+  }
+  const d = raw as Record<string, unknown>;
+  const problems = new Set<string>();
+  const bad = (k: string, m: string): void => {
+    problems.add(k);
+    add(`dkim.${k}`, m, d[k] === undefined ? ['dkim'] : ['dkim', k]);
+  };
+  for (const k of Object.keys(d)) if (!DKIM_KEYS.has(k)) bad(k, 'unknown key');
+  const name = (k: 'domain' | 'selector'): string => {
+    const v = d[k];
+    const ascii = typeof v === 'string' ? domainToASCII(v.replace(/\.$/, '')) : '';
+    if (typeof v !== 'string' || !LABELS.test(ascii)) bad(k, typeof v === 'string' ? `${JSON.stringify(v)} is not a DNS name` : 'is required (a DNS name)');
+    return ascii.toLowerCase();
+  };
+  const domain = name('domain');
+  const selector = name('selector');
+  let keyFile = '';
+  if (typeof d.key_file !== 'string' || !d.key_file) bad('key_file', 'is required (the private key file)');
+  else {
+    keyFile = path.resolve(configDir, d.key_file);
+    const problem = keyFileProblem(keyFile);
+    if (problem) bad('key_file', problem.replace(/^key_file /, ''));
+  }
+  let headers = DEFAULT_SIGNED_HEADERS;
+  if (d.headers !== undefined) {
+    const v = d.headers;
+    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string' && /^[\x21-\x39\x3b-\x7e]+$/.test(x))) bad('headers', 'must be a list of header field names');
+    else if (!v.some((x) => x.toLowerCase() === 'from')) bad('headers', 'must include From (RFC 6376 requires it signed)');
+    else headers = [...new Set(v.map((x: string) => x.toLowerCase()))];
+  }
+  let algorithm: DkimAlgorithm | undefined;
+  if (d.algorithm !== undefined) {
+    if (!(DKIM_ALGORITHMS as readonly unknown[]).includes(d.algorithm)) bad('algorithm', `must be one of ${DKIM_ALGORITHMS.join(', ')}`);
+    else algorithm = d.algorithm as DkimAlgorithm;
+  }
+  if (problems.size) return undefined;
+  return algorithm ? { domain, selector, keyFile, headers, algorithm } : { domain, selector, keyFile, headers };
 }

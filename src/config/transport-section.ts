@@ -57,6 +57,8 @@ const KEYS: Record<string, { types: string[]; check: Check }> = {
   command: { types: ['pipe'], check: argv },
   per_recipient: { types: ['pipe'], check: bool },
   from_line: { types: ['pipe'], check: bool },
+  crlf: { types: ['pipe'], check: bool },
+  timeout: { types: ['pipe'], check: seconds },
 };
 
 /** A fingerprint as 64 lower-case hex digits, or undefined when it is not one. */

@@ -1,13 +1,17 @@
 /**
  * Builds what the queue runner needs from the configuration: a transport per route (from its transport
- * section, built once per route object so that a queue run reuses its connections), the outgoing message stream (header rewriting on the way out, the body streamed from the
- * spool untouched), and the queuing of delivery status notices through the spool's normal commit.
+ * section, built once per route object so that a queue run reuses its connections), the outgoing message
+ * stream (header rewriting on the way out, then the route's DKIM signature over the rewritten header
+ * section, the body streamed from the spool untouched), and the queuing of delivery status notices
+ * through the spool's normal commit.
  *
  * Route files are the administrator's; a transport section that does not make sense fails that route's
  * deliveries as tempfail with the reason (mail waits, nothing is lost): a password file others can read,
- * a CA file that cannot be read. Secrets come from a file readable only by its owner, a command or an
- * environment variable, never from argv or the route file itself; they are fetched at every login, and
- * a command's output never appears in a reply or a log, only how it failed.
+ * a CA file that cannot be read, a DKIM key that cannot be used (nothing leaves unsigned: the key is
+ * checked before each delivery, and the message stream fails before its first byte). Secrets come from a
+ * file readable only by its owner, a command or an environment variable, never from argv or the route
+ * file itself; they are fetched at every login, and a command's output never appears in a reply or a
+ * log, only how it failed.
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -16,10 +20,11 @@ import { normalFingerprint } from '../config/transport-section.js';
 import type { Envelope } from '../domain/envelope.js';
 import { newRecipient } from '../domain/envelope.js';
 import { rewriteHeaderSection } from '../route/header-rewrite.js';
-import type { Route } from '../route/types.js';
+import type { DkimSettings, Route } from '../route/types.js';
+import { bodyHashOf, loadDkimKey, signatureField } from '../sign/dkim.js';
 import type { Store } from '../spool/store.js';
 import type { SpoolWriter } from '../spool/writer.js';
-import { pipeTransport } from '../transport/pipe.js';
+import { pipeTransport, unknownVariables } from '../transport/pipe.js';
 import { smtpTransport, type AuthMethod, type MxResolver, type SmtpSettings } from '../transport/smtp.js';
 import type { Transport } from '../transport/types.js';
 import type { Notice } from './bounce.js';
@@ -124,10 +129,30 @@ const built = new WeakMap<Route, Transport>();
 export function transportFor(route: Route, hostname: string, resolver?: MxResolver): Transport {
   let t = built.get(route);
   if (!t) {
-    t = buildTransport(route, hostname, resolver);
+    const inner = buildTransport(route, hostname, resolver);
+    t = route.dkim ? keyChecked(route, route.dkim, inner) : inner;
     built.set(route, t);
   }
   return t;
+}
+
+/**
+ * A signing route's transport: the key is checked before each delivery (before any connection), so a
+ * broken one defers with the reason; messageFor reads it again to sign.
+ */
+function keyChecked(route: Route, dkim: DkimSettings, inner: Transport): Transport {
+  const checked: Transport = {
+    deliver: (req) => {
+      try {
+        loadDkimKey(dkim);
+      } catch (err) {
+        return broken(`route ${route.name}: dkim ${(err as Error).message}`).deliver(req);
+      }
+      return inner.deliver(req);
+    },
+  };
+  if (inner.close) checked.close = () => inner.close!();
+  return checked;
 }
 
 /** Builds the transport of a route. */
@@ -137,7 +162,16 @@ function buildTransport(route: Route, hostname: string, resolver?: MxResolver): 
     if (t.type === 'smtp' || t.type === 'lmtp') return smtpFrom(route, t, hostname, resolver);
     if (t.type === 'pipe') {
       if (!Array.isArray(t.command) || !t.command.every((x) => typeof x === 'string') || !t.command.length) return broken(`route ${route.name}: pipe needs a command list`);
-      return pipeTransport({ command: t.command as string[], perRecipient: t.per_recipient !== false, fromLine: t.from_line === true, route: route.name });
+      const unknown = unknownVariables(t.command as string[]);
+      if (unknown.length) return broken(`route ${route.name}: the pipe command names unknown variables: ${unknown.map((v) => `\${${v}}`).join(', ')}`);
+      return pipeTransport({
+        command: t.command as string[],
+        perRecipient: t.per_recipient !== false,
+        fromLine: t.from_line === true,
+        crlf: t.crlf === true,
+        timeoutMs: ms(t.timeout),
+        route: route.name,
+      });
     }
     return broken(`route ${route.name}: unknown transport type ${JSON.stringify(t.type)}`);
   } catch (err) {
@@ -145,17 +179,35 @@ function buildTransport(route: Route, hostname: string, resolver?: MxResolver): 
   }
 }
 
-/** The message as it leaves by a route: header section rewritten, body streamed from the spool. */
+/**
+ * The message as it leaves by a route: header section rewritten, signed when the route says so, body
+ * streamed from the spool. Signing reads the body once more before anything is written (the signature
+ * comes first and covers the body), so only the header section is ever held in memory.
+ */
 export function messageFor(store: Store, env: Envelope, route: Route): Readable {
   const out = new PassThrough();
-  store.readHead(env.id).then(
-    (head) => {
-      out.write(Buffer.from(rewriteHeaderSection(head, route.rewrite), 'latin1'));
-      fs.createReadStream(store.layout.data(env.id), { start: Buffer.byteLength(head, 'latin1') }).on('error', (e) => out.destroy(e)).pipe(out);
-    },
-    (err) => out.destroy(err),
-  );
+  const data = store.layout.data(env.id);
+  const start = async (): Promise<void> => {
+    const head = await store.readHead(env.id);
+    const after = Buffer.byteLength(head, 'latin1');
+    const rewritten = rewriteHeaderSection(head, route.rewrite);
+    const section = route.dkim ? (await signature(route, route.dkim, rewritten, data, after)) + rewritten : rewritten;
+    if (out.destroyed) return;
+    out.write(Buffer.from(section, 'latin1'));
+    fs.createReadStream(data, { start: after }).on('error', (e) => out.destroy(e)).pipe(out);
+  };
+  start().catch((err: Error) => out.destroy(err));
   return out;
+}
+
+/** The DKIM-Signature field for a rewritten header section and the body that follows it in the data file. */
+async function signature(route: Route, dkim: DkimSettings, section: string, data: string, bodyAt: number): Promise<string> {
+  try {
+    const key = loadDkimKey(dkim);
+    return signatureField(section, await bodyHashOf(fs.createReadStream(data, { start: bodyAt })), key);
+  } catch (err) {
+    throw new Error(`route ${route.name}: dkim signing failed: ${(err as Error).message}`);
+  }
 }
 
 /** Queues a notice through the spool's normal, durable commit. */

@@ -1,14 +1,16 @@
 /**
  * Delivery to a command: an argv template filled in per recipient or per message, run without a shell,
- * with a clean environment, the message on stdin (optionally with an mbox "From " line and ">From"
- * escaping), and the exit code read through the sysexits table.
+ * with a clean environment, the message on stdin (LF line ends unless told to keep CRLF; optionally an
+ * mbox "From " line and ">From" escaping), and the exit code read through the sysexits table.
  *
  * Addresses are untrusted and only ever become whole argv elements (a template word such as
  * "--to=${recipient}" is substituted, never split or interpreted), so quotes, ";", "$(...)", backticks
- * and newlines reach the command as plain text. stderr (first 1,000 bytes, one line) is the error text.
- * A timeout kills the whole process group. Never throws: every failure is an outcome.
+ * and a leading "-" reach the command as plain text. stderr (first 1,000 bytes, its first line) is the
+ * error text. A timeout, or a message that cannot be read to its end, kills the whole process group
+ * before the command sees the end of its input. Never throws: every failure is an outcome.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { Transform, type TransformCallback } from 'node:stream';
 import type { Outcome } from '../domain/outcome.js';
 import { EX } from '../domain/sysexits.js';
@@ -16,16 +18,33 @@ import type { DeliveryRequest, DeliveryResult, RecipientResult, Transport } from
 
 /** How to run the command. */
 export interface PipeSettings {
-  /** argv template; ${sender}, ${recipient}, ${local_part}, ${domain}, ${id} and ${route} are filled in. */
+  /** argv template; ${sender} (MAILER-DAEMON for <>), ${recipient}, ${local_part}, ${domain}, ${id}, ${route}. */
   command: string[];
-  /** Once per recipient (default) or once for all recipients (then ${recipient} etc. are empty). */
+  /**
+   * Once per recipient (default) or once for all recipients: then a word naming ${recipient},
+   * ${local_part} or ${domain} becomes one word per recipient.
+   */
   perRecipient?: boolean;
   /** Prepend an mbox "From sender date" line and escape body lines starting with "From ". */
   fromLine?: boolean;
+  /** Keep the spool's CRLF line ends (default: LF, as local delivery programs expect). */
+  crlf?: boolean;
   route?: string;
   timeoutMs?: number;
   /** Extra environment variables (the environment is otherwise empty but for PATH). */
   env?: Record<string, string>;
+}
+
+/** The variables a command template may name. */
+export const PIPE_VARIABLES = ['sender', 'recipient', 'local_part', 'domain', 'id', 'route'] as const;
+/** The variables that differ from one recipient to the next. */
+const PER_RECIPIENT = /\$\{(recipient|local_part|domain)\}/;
+const DEFAULT_TIMEOUT_MS = 300_000;
+
+/** The ${...} names in a template that are not variables (a typo would otherwise reach the command). */
+export function unknownVariables(command: string[]): string[] {
+  const named = command.flatMap((w) => [...w.matchAll(/\$\{([^}]*)\}/g)].map((m) => m[1]!));
+  return [...new Set(named.filter((v) => !(PIPE_VARIABLES as readonly string[]).includes(v)))];
 }
 
 /** Exit codes and what they mean (sysexits; 75 is the temporary one). */
@@ -46,23 +65,62 @@ function fill(word: string, vars: Record<string, string>): string {
   return word.replace(/\$\{(sender|recipient|local_part|domain|id|route)\}/g, (_m, k: string) => vars[k] ?? '');
 }
 
-/** Prepends the mbox From line and escapes "From " at line starts (">From "), line by line. */
-class MboxFrom extends Transform {
+/** The variables of one recipient. */
+function recipientVars(recipient: string): Record<string, string> {
+  const at = recipient.lastIndexOf('@');
+  return { recipient, local_part: at > 0 ? recipient.slice(0, at) : recipient, domain: at > 0 ? recipient.slice(at + 1) : '' };
+}
+
+/** The argv of one run: a word naming a recipient variable is repeated for each recipient of the run. */
+export function argvFor(command: string[], common: { sender: string; id: string; route: string }, recipients: string[]): string[] {
+  return command.flatMap((w) => (PER_RECIPIENT.test(w) ? recipients.map((r) => fill(w, { ...common, ...recipientVars(r) })) : [fill(w, common)]));
+}
+
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** The mbox From_ line: "From SENDER Www Mmm dd hh:mm:ss yyyy" (the asctime form mbox readers parse; UTC). */
+export function fromLineOf(sender: string, at = new Date()): string {
+  const two = (n: number): string => String(n).padStart(2, '0');
+  const time = `${two(at.getUTCHours())}:${two(at.getUTCMinutes())}:${two(at.getUTCSeconds())}`;
+  return `From ${sender || 'MAILER-DAEMON'} ${DAYS[at.getUTCDay()]} ${MONTHS[at.getUTCMonth()]} ${String(at.getUTCDate()).padStart(2, ' ')} ${time} ${at.getUTCFullYear()}\n`;
+}
+
+/**
+ * Line handling on the way into the command: CRLF to LF (unless kept), ">From " for body lines that
+ * start with "From " (when an mbox From_ line goes first). Holds at most one partial line of 8 KiB.
+ */
+class ToCommand extends Transform {
   private carry = '';
-  private head: string;
-  constructor(head: string) {
+  private midLine = false;
+  constructor(
+    private head: string,
+    private readonly escape: boolean,
+    private readonly lf: boolean,
+  ) {
     super();
-    this.head = head;
   }
   override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
     const lines = (this.carry + chunk.toString('latin1')).split('\n');
     this.carry = lines.pop() ?? '';
-    const out = lines.map((l) => (l.startsWith('From ') ? `>${l}` : l)).join('\n') + (lines.length ? '\n' : '');
-    cb(null, Buffer.from(this.takeHead() + out, 'latin1'));
+    let out = this.takeHead() + lines.map((l) => this.line(l) + '\n').join('');
+    if (this.carry.length > 8192) {
+      // a very long line: pass on all but a possible CR, which the next chunk may pair with an LF
+      const keep = this.carry.endsWith('\r') ? 1 : 0;
+      out += this.line(this.carry.slice(0, this.carry.length - keep), true);
+      this.carry = this.carry.slice(this.carry.length - keep);
+    }
+    cb(null, Buffer.from(out, 'latin1'));
   }
   override _flush(cb: TransformCallback): void {
-    const last = this.carry.startsWith('From ') ? `>${this.carry}` : this.carry;
-    cb(null, Buffer.from(this.takeHead() + last, 'latin1'));
+    cb(null, Buffer.from(this.takeHead() + (this.carry ? this.line(this.carry) : ''), 'latin1'));
+  }
+  /** One line (or the first part of one, when partial), without its LF. */
+  private line(l: string, partial = false): string {
+    const text = this.lf && !partial && l.endsWith('\r') ? l.slice(0, -1) : l;
+    const escaped = this.escape && !this.midLine && text.startsWith('From ') ? `>${text}` : text;
+    this.midLine = partial;
+    return escaped;
   }
   private takeHead(): string {
     const h = this.head;
@@ -71,10 +129,24 @@ class MboxFrom extends Transform {
   }
 }
 
+/** Kills the command and everything it started (it leads its own process group). */
+function killGroup(child: ChildProcess): void {
+  try {
+    process.kill(-child.pid!, 'SIGKILL');
+  } catch {
+    child.kill('SIGKILL');
+  }
+}
+
+/** The message as the command gets it. */
+function input(s: PipeSettings, req: DeliveryRequest, body: Readable): Readable {
+  if (!s.fromLine && s.crlf) return body;
+  return body.pipe(new ToCommand(s.fromLine ? fromLineOf(req.sender) : '', s.fromLine === true, !s.crlf));
+}
+
 /** Runs the command once with the message on stdin; resolves with the outcome and a one-line reply. */
-function runOnce(s: PipeSettings, req: DeliveryRequest, vars: Record<string, string>): Promise<{ outcome: Outcome; reply: string }> {
+function runOnce(s: PipeSettings, req: DeliveryRequest, argv: string[]): Promise<{ outcome: Outcome; reply: string }> {
   return new Promise((resolve) => {
-    const argv = s.command.map((w) => fill(w, vars));
     let stderr = '';
     let settled = false;
     const done = (r: { outcome: Outcome; reply: string }): void => {
@@ -85,14 +157,11 @@ function runOnce(s: PipeSettings, req: DeliveryRequest, vars: Record<string, str
       }
     };
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'ignore', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...s.env }, detached: true });
+    const ms = s.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const timer = setTimeout(() => {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
-      done({ outcome: 'tempfail', reply: `451 4.4.7 ${argv[0]} did not finish within ${s.timeoutMs ?? 300_000} ms` });
-    }, s.timeoutMs ?? 300_000);
+      done({ outcome: 'tempfail', reply: `451 4.4.7 ${argv[0]} did not finish within ${ms} ms` });
+      killGroup(child);
+    }, ms);
     child.stderr!.on('data', (d: Buffer) => {
       if (stderr.length < 1000) stderr += d.toString('utf8').slice(0, 1000 - stderr.length);
     });
@@ -104,23 +173,18 @@ function runOnce(s: PipeSettings, req: DeliveryRequest, vars: Record<string, str
       const why = stderr.split('\n').find((l) => l.trim())?.replace(/[\x00-\x1f\x7f]/g, ' ').trim();
       done({ outcome, reply: `${status} ${argv[0]} exited ${code ?? 'on a signal'}${why ? `: ${why}` : ''}` });
     });
+    if (child.pid === undefined) return; // the 'error' event says why
     const body = req.message();
-    const head = s.fromLine ? `From ${req.sender || 'MAILER-DAEMON'} ${new Date().toUTCString()}\n` : '';
-    (s.fromLine ? body.pipe(new MboxFrom(head)) : body).pipe(child.stdin!);
+    // a message that breaks off must not reach the command as a shorter one: kill it before its input ends
+    const broken = (err: Error): void => {
+      done({ outcome: 'tempfail', reply: `451 4.3.0 message not passed to ${argv[0]}: ${err.message}` });
+      killGroup(child);
+    };
+    body.once('error', broken);
+    const feed = input(s, req, body);
+    if (feed !== body) feed.once('error', broken);
+    feed.pipe(child.stdin!);
   });
-}
-
-/** Variables for one recipient (or none). */
-function varsFor(s: PipeSettings, req: DeliveryRequest, recipient?: string): Record<string, string> {
-  const at = recipient ? recipient.lastIndexOf('@') : -1;
-  return {
-    sender: req.sender,
-    recipient: recipient ?? '',
-    local_part: recipient && at > 0 ? recipient.slice(0, at) : recipient ?? '',
-    domain: recipient && at > 0 ? recipient.slice(at + 1) : '',
-    id: req.id,
-    route: s.route ?? '',
-  };
 }
 
 /** Creates a transport that hands messages to a command. */
@@ -128,13 +192,18 @@ export function pipeTransport(s: PipeSettings): Transport {
   return {
     async deliver(req: DeliveryRequest): Promise<DeliveryResult> {
       const relay = `pipe:${s.command[0] ?? '?'}`;
-      if (!s.command.length) return { relay, results: req.recipients.map((r) => ({ address: r.address, outcome: 'tempfail', reply: '451 4.3.5 no command configured' })) };
+      const refuse = (why: string): DeliveryResult => ({ relay, results: req.recipients.map((r) => ({ address: r.address, outcome: 'tempfail', reply: `451 4.3.5 ${why}` })) });
+      if (!s.command.length) return refuse('no command configured');
+      const unknown = unknownVariables(s.command);
+      if (unknown.length) return refuse(`the command names unknown variables: ${unknown.map((v) => `\${${v}}`).join(', ')}`);
+      // the null sender is MAILER-DAEMON, as in the From_ line (and Postfix's pipe)
+      const common = { sender: req.sender || 'MAILER-DAEMON', id: req.id, route: s.route ?? '' };
       if (s.perRecipient === false) {
-        const r = await runOnce(s, req, varsFor(s, req));
+        const r = await runOnce(s, req, argvFor(s.command, common, req.recipients.map((x) => x.address)));
         return { relay, results: req.recipients.map((x): RecipientResult => ({ address: x.address, ...r })) };
       }
       const results: RecipientResult[] = [];
-      for (const rc of req.recipients) results.push({ address: rc.address, ...(await runOnce(s, req, varsFor(s, req, rc.address))) });
+      for (const rc of req.recipients) results.push({ address: rc.address, ...(await runOnce(s, req, argvFor(s.command, common, [rc.address]))) });
       return { relay, results };
     },
   };

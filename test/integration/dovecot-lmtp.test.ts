@@ -1,0 +1,126 @@
+// LMTP to Dovecot: a private dovecot (its own configuration, run and state directories in a temporary
+// directory, LMTP on a loopback port, users from a passwd-file) takes one recipient and refuses an unknown
+// one; ferrymail records one result per recipient.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { ferrymail, freePort, makeConfig, queueJson, sendmail, tempDir, waitForPort, waitUntil } from '../helpers.js';
+
+let dovecot: ChildProcess | undefined;
+let dir = '';
+let port = 0;
+
+/** The dovecot binary (often outside a user's PATH). */
+function dovecotBinary(): string {
+  for (const p of ['dovecot', '/usr/sbin/dovecot']) if (spawnSync(p, ['--version'], { stdio: 'ignore' }).status === 0) return p;
+  throw new Error('dovecot not found: install dovecot-lmtpd');
+}
+
+/** The uid and gid mail is stored as: our own, or nobody's when we are root (dovecot never writes mail as root). */
+function mailOwner(): { uid: number; gid: number } {
+  if (process.getuid!() !== 0) return { uid: process.getuid!(), gid: process.getgid!() };
+  const line = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('nobody:'));
+  const [, , uid, gid] = (line ?? 'nobody:x:65534:65534').split(':');
+  return { uid: Number(uid), gid: Number(gid) };
+}
+
+/** A dovecot configuration that touches nothing outside dir and listens on 127.0.0.1:port only. */
+function config(owner: { uid: number; gid: number }): string {
+  const me = os.userInfo();
+  const group = spawnSync('id', ['-gn'], { encoding: 'utf8' }).stdout.trim();
+  return `protocols = lmtp
+base_dir = ${dir}/run
+state_dir = ${dir}/state
+log_path = ${dir}/dovecot.log
+ssl = no
+listen = 127.0.0.1
+default_login_user = ${me.username}
+default_internal_user = ${me.username}
+default_internal_group = ${group}
+first_valid_uid = 1
+auth_username_format = %Ln
+mail_location = maildir:${dir}/mail/%n/Maildir
+passdb {
+  driver = passwd-file
+  args = ${dir}/users
+}
+userdb {
+  driver = passwd-file
+  args = ${dir}/users
+  default_fields = uid=${owner.uid} gid=${owner.gid} home=${dir}/mail/%n
+}
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = ${port}
+  }
+  unix_listener lmtp {
+    mode = 0600
+  }
+}
+`;
+}
+
+before(async () => {
+  dir = tempDir('ferrymail-dovecot-');
+  // the mail owner must reach its maildir below our temporary directory
+  fs.chmodSync(dir, 0o711);
+  const owner = mailOwner();
+  fs.mkdirSync(path.join(dir, 'mail'));
+  fs.chownSync(path.join(dir, 'mail'), owner.uid, owner.gid);
+  fs.writeFileSync(path.join(dir, 'users'), 'alice:{PLAIN}unused::::::\n');
+  port = await freePort();
+  fs.writeFileSync(path.join(dir, 'dovecot.conf'), config(owner));
+  dovecot = spawn(dovecotBinary(), ['-F', '-c', path.join(dir, 'dovecot.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // never left running, even when the test process ends early (its children follow the master)
+  process.once('exit', () => dovecot?.exitCode === null && dovecot.kill('SIGKILL'));
+  let err = '';
+  dovecot.stderr!.on('data', (d) => (err += d));
+  await waitForPort(port, 15_000).catch((e: Error) => {
+    throw new Error(`${e.message}: ${err}${fs.existsSync(path.join(dir, 'dovecot.log')) ? fs.readFileSync(path.join(dir, 'dovecot.log'), 'utf8') : ''}`);
+  });
+});
+
+after(async () => {
+  if (!dovecot || dovecot.exitCode !== null) return;
+  const exited = new Promise((r) => dovecot!.once('exit', r));
+  dovecot.kill('SIGTERM');
+  const late = setTimeout(() => dovecot!.kill('SIGKILL'), 5_000);
+  await exited;
+  clearTimeout(late);
+});
+
+test('LMTP to dovecot: the known user gets the message, the unknown one is refused, one result each', async () => {
+  const cfg = await makeConfig();
+  fs.mkdirSync(path.join(cfg.configDir, 'routes'));
+  fs.writeFileSync(
+    path.join(cfg.configDir, 'routes', '10-mailstore.yaml'),
+    ['name: mailstore', 'permanent: true', 'allowed_recipients: ["*@example.org"]', 'transport:', '  type: lmtp', '  host: 127.0.0.1', `  port: ${port}`, '  tls: none', ''].join('\n'),
+  );
+  const s = await sendmail(cfg, ['-i', '-f', 'sender@laptop.local', 'alice@example.org', 'bob@example.org'], 'Subject: to the mailstore\n\nhello dovecot\n');
+  assert.equal(s.code, 0, s.stderr);
+  const f = await ferrymail(cfg, ['flush']);
+  assert.equal(f.code, 0, f.stderr);
+  assert.match(f.stdout, /1 delivered, 0 deferred, 1 failed/);
+  const box = path.join(dir, 'mail', 'alice', 'Maildir', 'new');
+  const files = fs.readdirSync(box);
+  assert.equal(files.length, 1);
+  const msg = fs.readFileSync(path.join(box, files[0]!), 'latin1');
+  assert.match(msg, /^Subject: to the mailstore$/m);
+  assert.match(msg, /hello dovecot/);
+  assert.match(msg, /^Return-Path: <sender@laptop\.local>$/m);
+  // dovecot's log process may write the line a moment after the reply
+  const logged = (): boolean => /lmtp\(alice\).*saved mail to INBOX/.test(fs.readFileSync(path.join(dir, 'dovecot.log'), 'utf8'));
+  assert.ok(await waitUntil(logged, 10_000), 'dovecot logged the delivery');
+  // the original is gone (both final); what waits is the failure notice to the sender, which no route takes
+  const q = await queueJson(cfg);
+  assert.equal(q.length, 1);
+  assert.equal(q[0]!.sender, '');
+  assert.deepEqual(q[0]!.recipients.map((r: Record<string, string>) => r.address), ['sender@laptop.local']);
+  const notice = fs.readFileSync(path.join(cfg.spool, 'msg', q[0]!.id), 'latin1');
+  assert.match(notice, /Final-Recipient: rfc822; ?bob@example\.org/i);
+  assert.match(notice, /550 5\.1\.1 <bob@example\.org> User doesn't exist/);
+});
