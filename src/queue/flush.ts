@@ -71,7 +71,7 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
       routes,
       online: async () => state,
       transportFor: (r) => transportFor(r, cfg.hostname),
-      messageFor: (env, r) => messageFor(store, env, r),
+      messageFor: (env, r, head) => messageFor(store, env, r, head),
       retry: retryPolicy(cfg.queue),
       log,
       enqueueNotice: (n) => enqueueNotice(spool, n),

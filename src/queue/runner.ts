@@ -34,7 +34,7 @@ export interface RunnerDeps {
   /** The transport of a route (built from its transport settings). */
   transportFor: (route: Route) => Transport;
   /** A fresh stream of a message's data as it should leave by a route. */
-  messageFor: (env: Envelope, route: Route) => import('node:stream').Readable;
+  messageFor: (env: Envelope, route: Route, head?: string) => import('node:stream').Readable;
   retry: RetryPolicy;
   log: Logger;
   now?: () => number;
@@ -166,7 +166,7 @@ async function deliverByRoutes(deps: RunnerDeps, run: MessageRun, pending: Recip
         const r = pending.find((x) => x.address === a)!;
         return { address: a, notify: r.notify, orcpt: r.orcpt };
       }),
-      message: () => deps.messageFor(env, route),
+      message: () => deps.messageFor(env, route, run.head),
       size: env.size,
       smtputf8: env.smtputf8,
       body: env.body,

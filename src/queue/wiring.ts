@@ -179,25 +179,52 @@ function buildTransport(route: Route, hostname: string, resolver?: MxResolver): 
   }
 }
 
+/** Bodies up to this size leave from one synchronous read (a few microseconds from the page cache)
+ * instead of a file stream, whose thread-pool round trips cost more than the read. */
+const SMALL_BODY = 256 * 1024;
+
 /**
  * The message as it leaves by a route: header section rewritten, signed when the route says so, body
- * streamed from the spool. Signing reads the body once more before anything is written (the signature
- * comes first and covers the body), so only the header section is ever held in memory.
+ * from the spool (read at once when small, else streamed). Signing reads the body once more before
+ * anything is written (the signature comes first and covers the body), so only the header section and
+ * at most SMALL_BODY bytes are ever held in memory. `head` is the header section when the caller has
+ * already read it.
  */
-export function messageFor(store: Store, env: Envelope, route: Route): Readable {
+export function messageFor(store: Store, env: Envelope, route: Route, head?: string): Readable {
   const out = new PassThrough();
   const data = store.layout.data(env.id);
   const start = async (): Promise<void> => {
-    const head = await store.readHead(env.id);
-    const after = Buffer.byteLength(head, 'latin1');
-    const rewritten = rewriteHeaderSection(head, route.rewrite);
-    const section = route.dkim ? (await signature(route, route.dkim, rewritten, data, after)) + rewritten : rewritten;
+    const section = head ?? (await store.readHead(env.id));
+    const after = Buffer.byteLength(section, 'latin1');
+    const rewritten = rewriteHeaderSection(section, route.rewrite);
+    const top = route.dkim ? (await signature(route, route.dkim, rewritten, data, after)) + rewritten : rewritten;
     if (out.destroyed) return;
-    out.write(Buffer.from(section, 'latin1'));
-    fs.createReadStream(data, { start: after }).on('error', (e) => out.destroy(e)).pipe(out);
+    out.write(Buffer.from(top, 'latin1'));
+    const small = smallBody(data, after);
+    if (small) out.end(small);
+    else fs.createReadStream(data, { start: after }).on('error', (e) => out.destroy(e)).pipe(out);
   };
   start().catch((err: Error) => out.destroy(err));
   return out;
+}
+
+/** The body (the data from offset on) when it is at most SMALL_BODY bytes, else undefined. */
+function smallBody(file: string, offset: number): Buffer | undefined {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const size = fs.fstatSync(fd).size - offset;
+    if (size > SMALL_BODY) return undefined;
+    const buf = Buffer.allocUnsafe(Math.max(0, size));
+    let got = 0;
+    while (got < buf.length) {
+      const n = fs.readSync(fd, buf, got, buf.length - got, offset + got);
+      if (n === 0) break;
+      got += n;
+    }
+    return buf.subarray(0, got);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** The DKIM-Signature field for a rewritten header section and the body that follows it in the data file. */

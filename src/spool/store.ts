@@ -185,10 +185,13 @@ async function removeEntry(layout: SyncedLayout, id: string): Promise<Envelope> 
 /** Unlinks a message's envelope (durably), then its data. */
 async function unlinkEntry(layout: SyncedLayout, id: string, place: Place): Promise<void> {
   try {
-    // unlinks are quick metadata changes (see readEnvelope); the directory fsync is shared and async
-    fs.unlinkSync(layout.envelope(place, id));
+    // unlinks stay asynchronous: freeing a file's blocks can take long (discard, journal), and the
+    // envelope's unlink waits on the directory's fsync of other removals
+    await fsp.unlink(layout.envelope(place, id));
     await layout.sync(place);
-    fs.rmSync(layout.data(id), { force: true });
+    await fsp.unlink(layout.data(id)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
   } catch (err) {
     throw spoolError(err, `remove ${id}`);
   }
