@@ -92,11 +92,20 @@ function outcomeOf(code: number | undefined): Outcome {
 }
 
 /** An open session; see the module header. */
+/** How soon after a successful transaction the next one may start without RSET. */
+const CLEAN_REUSE_MS = 1000;
+
 export class Session {
   readonly relay: string;
   private hidden: string[] = [];
   private gone = false;
   private onGone: (() => void) | undefined;
+  /** When the last transaction ended with every recipient accepted (0: not since the last RSET). */
+  private cleanAt = 0;
+  /** The last send() lost the connection before any reply and before reading the message. */
+  lostUnsent = false;
+  /** Has carried a transaction (so a later failure may be a server's idle close). */
+  used = false;
 
   constructor(
     private readonly conn: SMTPConnection,
@@ -182,9 +191,15 @@ export class Session {
     return this.internals()._maxAllowedSize ?? 0;
   }
 
-  /** RSET before the next message; resolves false when the session turned out to be dead. */
+  /**
+   * RSET before the next message; resolves false when the session turned out to be dead. After a
+   * transaction that just succeeded the server is already in its initial state (RFC 5321 4.1.4), so
+   * within a second of it no RSET round trip is spent (as nodemailer's own pool does).
+   */
   reset(timeoutMs: number): Promise<boolean> {
     if (!this.usable()) return Promise.resolve(false);
+    if (Date.now() - this.cleanAt < CLEAN_REUSE_MS) return Promise.resolve(true);
+    this.cleanAt = 0;
     return settleOn(this.conn, timeoutMs, false, (done) => this.conn.reset((err) => done(!err)));
   }
 
@@ -232,6 +247,8 @@ export class Session {
       this.conn.send(envelope as never, stream, (err, info) => resolve({ err: err as SmtpError | null, info }));
     });
     if (outcome.err && !['EENVELOPE', 'EMESSAGE'].includes(outcome.err.code ?? '')) this.conn.close(); // not a reply: the session is spent
+    this.lostUnsent = !!outcome.err && !outcome.err.responseCode && !stream.readableDidRead;
+    this.cleanAt = outcome.err || (outcome.info as { rejected?: unknown[] } | undefined)?.rejected?.length ? 0 : Date.now();
     return this.results(req, outcome.err, outcome.info, handedOver);
   }
 

@@ -98,7 +98,20 @@ async function deliverTo(s: SessionSettings, pool: Pool<Session>, targets: Targe
       if (!(opened instanceof Session)) return { relay: opened.relay, results: all(req, 'tempfail', opened.reply) };
       session = opened;
     }
-    return { relay: session.relay, results: await sendOn(session, req) };
+    const reused = session.used;
+    let results = await sendOn(session, req);
+    if (reused && session.lostUnsent) {
+      // a reused session the server had closed, noticed only now: nothing of the message left, so it
+      // goes over a new session (as after a refused RSET), not counted as a failure
+      void session.close();
+      session = undefined;
+      const opened = await openFirst(s, targets);
+      if (!(opened instanceof Session)) return { relay: opened.relay, results: all(req, 'tempfail', opened.reply) };
+      session = opened;
+      results = await sendOn(session, req);
+    }
+    session.used = true;
+    return { relay: session.relay, results };
   } finally {
     pool.give(session);
   }

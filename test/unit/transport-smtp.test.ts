@@ -143,7 +143,7 @@ test('a message larger than the SIZE the server announces gets no MAIL: permfail
   assert.equal(s.connections.length, 1);
 });
 
-test('one session carries several messages with RSET in between; a refused message does not spoil the next', async () => {
+test('one session carries several messages, RSET only after a refused one; a refused message does not spoil the next', async () => {
   const s = await serverWith({ mail: (a) => (a.startsWith('refused') ? '550 5.7.1 no' : undefined) });
   const t = via(s.port);
   assert.deepEqual(outcomes(await t.deliver(request('a@x.org', ['one@y.org']))), ['ok']);
@@ -151,7 +151,7 @@ test('one session carries several messages with RSET in between; a refused messa
   assert.deepEqual(outcomes(await t.deliver(request('a@x.org', ['three@y.org']))), ['ok']);
   assert.equal(s.connections.length, 1, 'one connection for all three');
   const cmds = s.connections[0]!.commands.map((c) => c.split(/[ :]/)[0]);
-  assert.deepEqual(cmds.filter((c) => ['MAIL', 'RSET', 'QUIT'].includes(c!)), ['MAIL', 'RSET', 'MAIL', 'RSET', 'MAIL']);
+  assert.deepEqual(cmds.filter((c) => ['MAIL', 'RSET', 'QUIT'].includes(c!)), ['MAIL', 'MAIL', 'RSET', 'MAIL'], 'after a success the server is ready for MAIL; after a refusal RSET');
   assert.deepEqual(s.received.map((m) => m.to[0]), ['one@y.org', 'three@y.org']);
   await t.close!();
   assert.ok(s.connections[0]!.commands.includes('QUIT'), 'close() ends the idle session with QUIT');
@@ -169,14 +169,14 @@ test('an idle session ends by itself with QUIT once it has been unused for a whi
 });
 
 test('an idle session whose RSET is refused, or that the server dropped, is replaced before anything is sent', async () => {
-  const r = await serverWith({ rset: (_a, conn) => (conn === 0 ? '500 5.5.1 no RSET here' : undefined) });
+  const r = await serverWith({ mail: (a) => (a.startsWith('refused') ? '550 5.7.1 no' : undefined), rset: (_a, conn) => (conn === 0 ? '500 5.5.1 no RSET here' : undefined) });
   const t = via(r.port);
-  assert.deepEqual(outcomes(await t.deliver(request('a@x.org', ['one@y.org']))), ['ok']);
+  assert.deepEqual(outcomes(await t.deliver(request('refused@x.org', ['one@y.org']))), ['permfail']);
   assert.deepEqual(outcomes(await t.deliver(request('a@x.org', ['two@y.org']))), ['ok'], 'RSET refused: a new session carries it');
   assert.equal(r.connections.length, 2);
   const first = r.connections[0]!.commands;
   assert.equal(first.filter((c) => c.startsWith('MAIL')).length, 1, 'nothing of the second message on the first session');
-  assert.deepEqual(r.received.map((m) => [m.to[0], m.connection]), [['one@y.org', 0], ['two@y.org', 1]]);
+  assert.deepEqual(r.received.map((m) => [m.to[0], m.connection]), [['two@y.org', 1]]);
 
   const d = await faultServer();
   const t2 = via(d.port);
@@ -226,4 +226,18 @@ test('LMTP over a unix socket: one result per recipient after the final dot', as
   assert.deepEqual(r.results.map((x) => [x.address, x.outcome]), [['a@y.org', 'ok'], ['gone@y.org', 'permfail'], ['b@y.org', 'ok']]);
   assert.equal(r.relay, `unix:${sock}`);
   assert.ok(s.connections[0]!.commands[0]!.startsWith('LHLO'));
+});
+
+test('a reused session that the server closes at the next MAIL, before any reply, is replaced and the message still goes out once', async () => {
+  let mails = 0;
+  const s = await faultServer({ hook: (step, _arg, conn) => (step === 'mail' && conn === 0 && ++mails === 2 ? 'drop' : undefined) });
+  const t = via(s.port);
+  assert.deepEqual(outcomes(await t.deliver(request('a@x.org', ['one@y.org']))), ['ok']);
+  assert.deepEqual(outcomes(await t.deliver(request('a@x.org', ['two@y.org']))), ['ok'], 'carried by a new session');
+  assert.equal(s.connections.length, 2);
+  assert.deepEqual(s.received.map((m) => [m.to[0], m.connection]), [['one@y.org', 0], ['two@y.org', 1]]);
+  // a fresh session that drops is a real failure: tempfail, not retried behind the caller's back
+  const f = await faultServer({ hook: (step) => (step === 'mail' ? 'drop' : undefined) });
+  assert.deepEqual(outcomes(await via(f.port).deliver(request('a@x.org', ['x@y.org']))), ['tempfail']);
+  assert.equal(f.connections.length, 1);
 });
