@@ -8,8 +8,9 @@
 #   Postfix:   smtp-source injects the same number of messages, which smtpd puts on hold; timed: from
 #              `postsuper -H ALL` + `postqueue -f` until the queue directories are empty.
 #
-# Usage: bench/drain.sh [-m messages] [-l bytes] [-t seconds] [-k] [-n]
+# Usage: bench/drain.sh [-m messages] [-l bytes] [-t seconds] [-c connections] [-k] [-n]
 #   -m  messages (default 5000)
+#   -c  connections of ferrymail's route (default: the route default, 1)
 #   -l  message payload in bytes, headers not included (default 2048)
 #   -t  time limit of each phase in seconds (default 600): whatever still runs then is killed
 #   -k  keep the temporary directory (logs, spools) for inspection
@@ -23,17 +24,19 @@ SIZE=2048
 LIMIT=600
 KEEP=0
 PEER=1
-while getopts 'm:l:t:kn' opt; do
+CONNS=
+while getopts 'm:l:t:c:kn' opt; do
   case "$opt" in
     m) MESSAGES=$OPTARG ;;
     l) SIZE=$OPTARG ;;
     t) LIMIT=$OPTARG ;;
+    c) CONNS=$OPTARG ;;
     k) KEEP=1 ;;
     n) PEER=0 ;;
-    *) sed -n '11,17p' "$0" >&2; exit 64 ;;
+    *) sed -n '11,18p' "$0" >&2; exit 64 ;;
   esac
 done
-for v in "$MESSAGES" "$SIZE" "$LIMIT"; do
+for v in "$MESSAGES" "$SIZE" "$LIMIT" ${CONNS:+"$CONNS"}; do
   [[ "$v" =~ ^[0-9]+$ && "$v" -gt 0 ]] || { echo "drain: numbers must be positive integers" >&2; exit 64; }
 done
 
@@ -163,6 +166,7 @@ transport:
   host: 127.0.0.1
   port: $SINK_PORT
   tls: none
+${CONNS:+  connections: $CONNS}
 EOF
 
 t0=$(now_ns)
