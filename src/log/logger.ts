@@ -4,10 +4,6 @@
  *
  * Fields come from callers and may hold peer-supplied text: control characters are escaped so a client
  * cannot forge log lines. Secrets must never be passed in. Writing never throws.
- *
- * Lines logged in one turn of the event loop are written together (a queue run logs a line per message:
- * one write each would be a system call each, as stderr to a pipe or file is written synchronously);
- * whatever is pending is written before the process exits.
  */
 
 /** Event marks of the text format. */
@@ -64,39 +60,14 @@ export function createLogger(format: 'text' | 'json', out: NodeJS.WritableStream
         for (const [k, v] of Object.entries(fields)) if (v !== undefined && v !== null) parts.push(textField(k, v));
         line = parts.join(' ');
       }
-      batch(out, line + '\n');
+      try {
+        out.write(line + '\n');
+      } catch {
+        /* a closed log must not take the relay down */
+      }
     },
   };
 }
-
-const pending = new Map<NodeJS.WritableStream, string[]>();
-
-/** Queues a line for its stream; the first line of a turn schedules the write of them all. */
-function batch(out: NodeJS.WritableStream, line: string): void {
-  const lines = pending.get(out);
-  if (lines) {
-    lines.push(line);
-    return;
-  }
-  pending.set(out, [line]);
-  setImmediate(() => writePending(out));
-}
-
-/** Writes a stream's pending lines at once. */
-function writePending(out: NodeJS.WritableStream): void {
-  const lines = pending.get(out);
-  pending.delete(out);
-  if (!lines?.length) return;
-  try {
-    out.write(lines.join(''));
-  } catch {
-    /* a closed log must not take the relay down */
-  }
-}
-
-process.once('exit', () => {
-  for (const out of [...pending.keys()]) writePending(out);
-});
 
 /** A logger that drops everything (tests, quiet commands). */
 export const nullLogger: Logger = { log: () => undefined };
