@@ -1,15 +1,19 @@
 #!/usr/bin/env node
-// Resident memory of the ferrymail daemon: idle after start, and the peak while one large message (100 MB
-// by default) arrives over SMTP. The client generates the body as it sends it and waits for the socket
-// to drain, so neither side needs to hold the message. VmRSS is read from /proc/PID/status every 50 ms.
+// Resident memory of the ferrymail daemon: idle after start, the peak while one large message (100 MB
+// by default) arrives over SMTP, and the peak while the daemon relays it through a smarthost route to a
+// sink in this process. The client generates the body as it sends it and waits for the socket to drain,
+// and the sink discards what it reads, so neither side needs to hold the message. The daemon starts
+// offline (an empty online state file); naming the connection in the file starts the relay. VmRSS is
+// read from /proc/PID/status every 50 ms.
 //
 // Usage: node bench/memory.js [--mb N] [--interval MS] [--settle MS]
-// Target: peak - idle < 32 MB.
+// Target: peak - idle < 32 MB, receiving and relaying.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { SMTPServer } from 'smtp-server';
 // shared with the tests (built into dist/ by npm run build)
 import { freePort, RawSmtp, waitForPort } from '../dist/test/helpers.js';
 
@@ -120,14 +124,46 @@ async function stopDaemon() {
   clearTimeout(t);
 }
 
+/** An SMTP sink on loopback that counts and discards what it receives. */
+async function startSink(size) {
+  const got = { bytes: 0, messages: 0 };
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS', 'AUTH'],
+    size: size * 2,
+    logger: false,
+    onData(stream, _session, done) {
+      stream.on('data', (c) => (got.bytes += c.length));
+      stream.on('end', () => {
+        got.messages++;
+        done();
+      });
+    },
+  });
+  const port = await freePort();
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
+  return { port, got, close: () => new Promise((r) => server.close(r)) };
+}
+
 async function main() {
   const port = await freePort();
   const spool = path.join(work, 'spool');
   const size = opts.mb * 1024 * 1024;
+  const sink = await startSink(size);
+  const stateFile = path.join(work, 'online');
+  fs.writeFileSync(stateFile, '');
+  fs.mkdirSync(path.join(work, 'routes'));
+  fs.writeFileSync(
+    path.join(work, 'routes', '10-sink.yaml'),
+    `name: sink\nconnections: [bench]\ntransport: {type: smtp, host: 127.0.0.1, port: ${sink.port}, tls: none}\n`,
+  );
   fs.writeFileSync(
     path.join(work, 'ferrymail.yaml'),
     `hostname: bench.example\nlisten: ["127.0.0.1:${port}"]\nspool: ${JSON.stringify(spool)}\n` +
-      `limits:\n  message_size: ${size + 16 * 1024 * 1024}\n`,
+      `limits:\n  message_size: ${size + 16 * 1024 * 1024}\nonline:\n  state_file: ${JSON.stringify(stateFile)}\n`,
   );
   const log = fs.openSync(path.join(work, 'daemon.log'), 'w');
   child = spawn(process.execPath, [FERRYMAIL, '--config-dir', work, 'daemon'], { stdio: ['ignore', log, log] });
@@ -173,12 +209,25 @@ async function main() {
   await expect(client, 'QUIT', 221);
   const afterMessage = rssKiB(pid);
   await sleep(1000);
-  clearInterval(sampler);
   const after = rssKiB(pid);
 
   const id = /queued as (\S+)/.exec(reply)?.[1];
   const stored = id ? fs.statSync(path.join(spool, 'msg', id)).size : 0;
   if (stored < sent) throw new Error(`stored message has ${stored} bytes, sent ${sent}`);
+
+  // relay: go online and wait (bounded) until the queue is empty and the sink has the message
+  const receivePeak = peak;
+  peak = after ?? idle;
+  const r0 = process.hrtime.bigint();
+  fs.writeFileSync(stateFile, 'bench\n');
+  const deadline = Date.now() + 300_000;
+  while ((sink.got.messages < 1 || fs.readdirSync(path.join(spool, 'queue')).length > 0) && Date.now() < deadline) await sleep(100);
+  const relaySecs = Number(process.hrtime.bigint() - r0) / 1e9;
+  clearInterval(sampler);
+  await sink.close();
+  if (sink.got.messages < 1) throw new Error(`the message was not relayed within 300 s (sink got ${sink.got.bytes} bytes)`);
+  const relayPeak = peak;
+  peak = receivePeak;
 
   const mb = (k) => `${(k / 1024).toFixed(1)} MB`;
   const growth = peak - idle;
@@ -191,6 +240,9 @@ async function main() {
       `growth                ${mb(growth).padStart(10)}   (target < ${TARGET_MB} MB: ${growth < TARGET_MB * 1024 ? 'met' : 'NOT met'})\n` +
       `right after 250       ${mb(afterMessage ?? 0).padStart(10)}\n` +
       `1 s later             ${mb(after ?? 0).padStart(10)}\n` +
+      `relay: ${(sink.got.bytes / 1048576).toFixed(1)} MB to the sink in ${relaySecs.toFixed(2)} s after going online\n` +
+      `peak while relaying   ${mb(relayPeak).padStart(10)}\n` +
+      `growth over idle      ${mb(relayPeak - idle).padStart(10)}   (target < ${TARGET_MB} MB: ${relayPeak - idle < TARGET_MB * 1024 ? 'met' : 'NOT met'})\n` +
       `client peak RSS       ${mb(process.resourceUsage().maxRSS).padStart(10)}\n`,
   );
 }

@@ -14,7 +14,7 @@ import type { DaemonStatus } from '../control/protocol.js';
 import type { Envelope } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
 import { createLogger, type Logger } from '../log/logger.js';
-import { setReclaim } from '../receive/intake.js';
+import { setReclaim } from '../spool/reclaim.js';
 import { startSmtpDoor, type SmtpDoor } from '../receive/smtp.js';
 import v8 from 'node:v8';
 import vm from 'node:vm';

@@ -22,6 +22,7 @@ import { newRecipient } from '../domain/envelope.js';
 import { rewriteHeaderSection } from '../route/header-rewrite.js';
 import type { DkimSettings, Route } from '../route/types.js';
 import { bodyHashOf, loadDkimKey, signatureField } from '../sign/dkim.js';
+import { noteBytes } from '../spool/reclaim.js';
 import type { Store } from '../spool/store.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { pipeTransport, unknownVariables } from '../transport/pipe.js';
@@ -202,7 +203,11 @@ export function messageFor(store: Store, env: Envelope, route: Route, head?: str
     out.write(Buffer.from(top, 'latin1'));
     const small = smallBody(data, after);
     if (small) out.end(small);
-    else fs.createReadStream(data, { start: after }).on('error', (e) => out.destroy(e)).pipe(out);
+    else
+      fs.createReadStream(data, { start: after })
+        .on('error', (e) => out.destroy(e))
+        .on('data', (c) => noteBytes(c.length))
+        .pipe(out);
   };
   start().catch((err: Error) => out.destroy(err));
   return out;

@@ -12,19 +12,7 @@ import type { Envelope } from '../domain/envelope.js';
 import type { HeaderField } from '../scan/headers.js';
 import { HeaderStage, type HeaderEdit } from '../scan/transforms.js';
 import type { SpoolWriter } from '../spool/writer.js';
-
-/**
- * A large message arrives as many socket buffers that V8 frees only after tens of megabytes have piled
- * up. A daemon may install a collector here; it runs after every RECLAIM_EVERY bytes taken in.
- */
-const RECLAIM_EVERY = 4 * 1024 * 1024;
-let reclaim: (() => void) | null = null;
-let sinceReclaim = 0;
-
-/** Installs the collector the intake calls while big messages stream in (null: none). */
-export function setReclaim(fn: (() => void) | null): void {
-  reclaim = fn;
-}
+import { noteBytes } from '../spool/reclaim.js';
 
 /** Refuses a message once more than max bytes have passed. */
 export class SizeLimit extends Transform {
@@ -34,11 +22,7 @@ export class SizeLimit extends Transform {
   }
   override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
     this.seen += chunk.length;
-    sinceReclaim += chunk.length;
-    if (reclaim && sinceReclaim >= RECLAIM_EVERY) {
-      sinceReclaim = 0;
-      reclaim();
-    }
+    noteBytes(chunk.length);
     if (this.seen > this.max) return cb(dataError(552, '5.3.4', `Message exceeds the size limit of ${this.max} bytes`));
     cb(null, chunk);
   }
