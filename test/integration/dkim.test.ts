@@ -4,34 +4,20 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { SMTPServer } from 'smtp-server';
 import { dkimVerify, keyRecord } from '../dkimpy.js';
 import { ferrymail, makeConfig, queueJson, sendmail, type TestConfig } from '../helpers.js';
+import { startSink, type Sink, type Taken } from '../support/sink.js';
 
-const got: { to: string[]; data: Buffer }[] = [];
-let sink: SMTPServer;
+let got: Taken[] = [];
+let sink: Sink;
 let sinkPort = 0;
 
 before(async () => {
-  sink = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    logger: false,
-    size: 64 * 1024 * 1024,
-    onData(stream, session, cb) {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => {
-        got.push({ to: session.envelope.rcptTo.map((r) => r.address), data: Buffer.concat(chunks) });
-        cb(null, '2.0.0 taken');
-      });
-    },
-  });
-  await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
-  sinkPort = (sink.server.address() as net.AddressInfo).port;
+  sink = await startSink();
+  got = sink.got;
+  sinkPort = sink.port;
 });
 after(() => sink.close());
 
@@ -82,7 +68,7 @@ async function deliver(cfg: TestConfig, rcpt: string, message = MESSAGE): Promis
   const before = got.length;
   const f = await ferrymail(cfg, ['flush', '--connection', 'home']);
   assert.equal(f.code, 0, f.stderr);
-  return { flush: f.stdout, data: got.slice(before).find((g) => g.to.includes(rcpt))?.data };
+  return { flush: f.stdout, data: got.slice(before).find((g) => g.to.includes(rcpt))?.raw };
 }
 
 test('rsa-sha256: the delivered message verifies, over the rewritten From', async () => {
@@ -129,7 +115,7 @@ test('a broken key defers the route with the reason and sends nothing; a good ke
   assert.match(f.stdout, /1 delivered/);
   const again = got.slice(before).find((g) => g.to.includes('dave@example.org'));
   assert.ok(again);
-  assert.equal((await dkimVerify(again.data, DNS, record)).ok, true);
+  assert.equal((await dkimVerify(again.raw, DNS, record)).ok, true);
 });
 
 test('a key file others may read stops the run with the route file and line', async () => {

@@ -6,11 +6,11 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { SMTPServer } from 'smtp-server';
 import { ferrymail, freePort, makeConfig, queueJson, sendmail, startDaemon, stopDaemon, waitUntil, type TestConfig } from '../helpers.js';
+import { startSink, type Sink, type Taken } from '../support/sink.js';
 
-const got: Array<{ from: string; to: string[]; data: string }> = [];
-let sink: SMTPServer;
+let got: Taken[] = [];
+let sink: Sink;
 let sinkPort = 0;
 let rude: net.Server;
 let rudePort = 0;
@@ -42,31 +42,15 @@ function dropAfterDot(): net.Server {
 }
 
 before(async () => {
-  sink = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    logger: false,
-    onRcptTo(a, _s, cb) {
-      if (a.address.startsWith('nobody@')) return cb(Object.assign(new Error('5.1.1 no such user'), { responseCode: 550 }));
-      cb();
-    },
-    onData(stream, session, cb) {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c) => chunks.push(c));
-      stream.on('end', () => {
-        got.push({ from: (session.envelope.mailFrom as { address: string }).address, to: session.envelope.rcptTo.map((r) => r.address), data: Buffer.concat(chunks).toString() });
-        cb(null, '2.0.0 taken');
-      });
-    },
-  });
-  await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
-  sinkPort = (sink.server.address() as net.AddressInfo).port;
+  sink = await startSink();
+  got = sink.got;
+  sinkPort = sink.port;
   rude = dropAfterDot();
   await new Promise<void>((r) => rude.listen(0, '127.0.0.1', () => r()));
   rudePort = (rude.address() as net.AddressInfo).port;
 });
-after(() => {
-  sink.close();
+after(async () => {
+  await sink.close();
   rude.close();
 });
 
