@@ -44,19 +44,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 NODE=$(command -v node) || { echo "drain: node not found" >&2; exit 69; }
 [[ -f "$ROOT/dist/src/cli/ferrymail-main.js" ]] || { echo "drain: run 'npm run build' first" >&2; exit 69; }
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 
-# Postfix's test tools live in the command directory on Debian, elsewhere in the daemon directory
-find_tool() { # $1: name, $2: override
-  local d
-  if [[ -n "$2" ]]; then echo "$2"; return 0; fi
-  if command -v "$1"; then return 0; fi
-  if command -v postconf >/dev/null; then
-    for d in "$(postconf -dh command_directory)" "$(postconf -dh daemon_directory)"; do
-      [[ -x "$d/$1" ]] && { echo "$d/$1"; return 0; }
-    done
-  fi
-  return 1
-}
 SMTP_SINK=$(find_tool smtp-sink "${SMTP_SINK:-}") || { echo "drain: smtp-sink not found (Debian: apt-get install postfix)" >&2; exit 69; }
 if [[ $PEER -eq 1 ]]; then
   if [[ $(id -u) -ne 0 ]]; then
@@ -86,34 +76,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  "$NODE" -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{process.stdout.write(String(s.address().port));s.close()})"
-}
-
-# waits until 127.0.0.1:$1 accepts a connection (bounded: 15 s)
-wait_port() {
-  "$NODE" -e "
-    const net=require('net'); const end=Date.now()+15000;
-    (function t(){ const s=net.connect($1,'127.0.0.1');
-      s.once('connect',()=>{s.destroy();process.exit(0)});
-      s.once('error',()=>{ if(Date.now()>end) process.exit(1); setTimeout(t,50); }); })();"
-}
-
-now_ns() { date +%s%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
 rate() { awk -v n="$MESSAGES" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
 per_msg_ms() { awk -v n="$MESSAGES" -v s="$1" 'BEGIN { printf "%.2f", s * 1000 / n }'; }
 
-# share of the machine's CPU time busy over one second (other work running beside the benchmark)
-cpu_busy() {
-  local a b
-  a=$(awk '/^cpu /{ print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
-  sleep 1
-  b=$(awk '/^cpu /{ print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]; printf "%.0f%%", 100 * busy / (busy + idle) }'
-}
-
-HZ=$(getconf CLK_TCK)
 # user+system CPU seconds of the children this shell has waited for, from a file bash's `times` wrote
 # (second line; `times` must run in this shell itself, a subshell has children of its own)
 children_cpu() {

@@ -40,20 +40,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 NODE=$(command -v node) || { echo "intake: node not found" >&2; exit 69; }
 [[ -f "$ROOT/dist/src/cli/ferrymail-main.js" ]] || { echo "intake: run 'npm run build' first" >&2; exit 69; }
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 
-# smtp-source lives in the command directory on Debian, elsewhere in the daemon directory
-find_smtp_source() {
-  local c d
-  if [[ -n "${SMTP_SOURCE:-}" ]]; then echo "$SMTP_SOURCE"; return 0; fi
-  if c=$(command -v smtp-source); then echo "$c"; return 0; fi
-  if command -v postconf >/dev/null; then
-    for d in "$(postconf -dh command_directory)" "$(postconf -dh daemon_directory)"; do
-      [[ -x "$d/smtp-source" ]] && { echo "$d/smtp-source"; return 0; }
-    done
-  fi
-  return 1
-}
-SMTP_SOURCE=$(find_smtp_source) || { echo "intake: smtp-source not found (Debian: apt-get install postfix)" >&2; exit 69; }
+SMTP_SOURCE=$(find_tool smtp-source "${SMTP_SOURCE:-}") || { echo "intake: smtp-source not found (Debian: apt-get install postfix)" >&2; exit 69; }
 
 if [[ $PEER -eq 1 ]]; then
   if [[ $(id -u) -ne 0 ]]; then
@@ -81,31 +71,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  "$NODE" -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{process.stdout.write(String(s.address().port));s.close()})"
-}
 
-# waits until host:port accepts a connection (bounded: 15 s)
-wait_port() {
-  "$NODE" -e "
-    const net=require('net'); const end=Date.now()+15000;
-    (function t(){ const s=net.connect($1,'127.0.0.1');
-      s.once('connect',()=>{s.destroy();process.exit(0)});
-      s.once('error',()=>{ if(Date.now()>end) process.exit(1); setTimeout(t,50); }); })();"
-}
-
-now_ns() { date +%s%N; }
-
-# share of the machine's CPU time busy over one second (other work running beside the benchmark)
-cpu_busy() {
-  local a b
-  a=$(awk '/^cpu /{ print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
-  sleep 1
-  b=$(awk '/^cpu /{ print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]; printf "%.0f%%", 100 * busy / (busy + idle) }'
-}
-
-HZ=$(getconf CLK_TCK)
 # user+system CPU seconds a process has used so far
 daemon_cpu() {
   awk -v hz="$HZ" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat"

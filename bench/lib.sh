@@ -1,0 +1,42 @@
+# Shell helpers shared by the benchmarks (sourced, not run). Needs NODE set to the node binary.
+
+# A Postfix test tool (smtp-sink, smtp-source): $2 when given, else on PATH, else in Postfix's command or
+# daemon directory (Debian keeps them in the command directory, others in the daemon directory).
+find_tool() { # $1: name, $2: override
+  local d
+  if [[ -n "$2" ]]; then echo "$2"; return 0; fi
+  if command -v "$1"; then return 0; fi
+  if command -v postconf >/dev/null; then
+    for d in "$(postconf -dh command_directory)" "$(postconf -dh daemon_directory)"; do
+      [[ -x "$d/$1" ]] && { echo "$d/$1"; return 0; }
+    done
+  fi
+  return 1
+}
+
+# a free TCP port on 127.0.0.1
+free_port() {
+  "$NODE" -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{process.stdout.write(String(s.address().port));s.close()})"
+}
+
+# waits until 127.0.0.1:$1 accepts a connection (bounded: 15 s)
+wait_port() {
+  "$NODE" -e "
+    const net=require('net'); const end=Date.now()+15000;
+    (function t(){ const s=net.connect($1,'127.0.0.1');
+      s.once('connect',()=>{s.destroy();process.exit(0)});
+      s.once('error',()=>{ if(Date.now()>end) process.exit(1); setTimeout(t,50); }); })();"
+}
+
+now_ns() { date +%s%N; }
+
+# share of the machine's CPU time busy over one second (other work running beside the benchmark)
+cpu_busy() {
+  local a b
+  a=$(awk '/^cpu /{ print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
+  sleep 1
+  b=$(awk '/^cpu /{ print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]; printf "%.0f%%", 100 * busy / (busy + idle) }'
+}
+
+HZ=$(getconf CLK_TCK)
