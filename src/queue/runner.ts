@@ -14,6 +14,7 @@
  */
 import { formatDuration } from '../config/schema.js';
 import type { Envelope, Recipient } from '../domain/envelope.js';
+import { isFerryError } from '../errors.js';
 import type { OnlineState } from '../domain/online.js';
 import { isFinal, type Outcome, type RunCounts } from '../domain/outcome.js';
 import type { Logger } from '../log/logger.js';
@@ -128,8 +129,13 @@ interface MessageRun {
 
 /** Delivers one message's pending recipients and records the outcome of each. */
 async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, report: RunReport, now: () => number, at: () => number): Promise<void> {
-  // re-read under the lock: another process may have changed or removed it since the listing
-  const env = (await deps.store.get(entry.envelope.id)).envelope;
+  // re-read under the lock: another process may have changed, held or removed it since the listing
+  const current = await deps.store.fresh(entry).catch((err: unknown) => {
+    if (isFerryError(err, 'not-found')) return null;
+    throw err;
+  });
+  if (!current || current.place !== 'queue') return;
+  const env = current.envelope;
   const run: MessageRun = { env, head: await deps.store.readHead(env.id), state, failedBefore: new Set(env.recipients.filter((r) => r.state === 'failed').map((r) => r.address)), troubled: new Set() };
   const pending = env.recipients.filter((r) => open(r) && (!r.nextAttempt || Date.parse(r.nextAttempt) <= at()));
   if (expired(deps.retry, env.arrival, now())) {

@@ -36,6 +36,8 @@ export interface Store {
   layout: Layout;
   list(): Promise<{ entries: Entry[]; corrupt: CorruptReport[] }>;
   get(id: string): Promise<Entry>;
+  /** The entry as it is now: the listed one when its envelope file is unchanged since, else re-read. */
+  fresh(entry: Entry): Promise<Entry>;
   remove(id: string): Promise<Envelope>;
   /** remove() for a caller that already holds the message's lock (the queue runner). */
   /** Deletes a message whose lock the caller holds and whose place it knows (no re-read). */
@@ -65,6 +67,7 @@ export function openStore(root: string): Store {
     layout,
     list: () => listAll(layout),
     get: (id) => getEntry(layout, id),
+    fresh: (entry) => (stampOf(layout.envelope(entry.place, entry.envelope.id)) === stamps.get(entry.envelope) ? Promise.resolve(entry) : getEntry(layout, entry.envelope.id)),
     remove: (id) => withLock(s, id, () => removeEntry(layout, id)),
     removeLocked: (id, place = 'queue') => (checkId(id), unlinkEntry(layout, id, place)),
     hold: (id) => withLock(s, id, () => moveEntry(layout, id, 'queue', 'hold')),
@@ -117,14 +120,16 @@ function checkId(id: string): void {
  */
 async function readEnvelope(layout: Layout, place: Place, id: string): Promise<Envelope | CorruptReport | null> {
   let text: string;
+  let stamp: string;
   try {
-    text = fs.readFileSync(layout.envelope(place, id), 'utf8');
+    ({ text, stamp } = readStamped(layout.envelope(place, id)));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw spoolError(err, `read envelope ${id}`);
   }
   try {
     const env = decodeEnvelope(text, id);
+    stamps.set(env, stamp);
     if (!fs.existsSync(layout.data(id))) {
       // removed since we read it (removal unlinks the envelope, then the data)?
       if (!fs.existsSync(layout.envelope(place, id))) return null;
@@ -135,6 +140,38 @@ async function readEnvelope(layout: Layout, place: Place, id: string): Promise<E
     const reason = (err as Error).message;
     await fsp.rename(layout.envelope(place, id), layout.envelope('corrupt', id)).catch(() => undefined);
     return { id, reason };
+  }
+}
+
+/** The identity of an envelope file's content as read: inode, size, change and modification times. A
+ * rewrite renames a new file over it, so any change moves the inode or the times. */
+const stamps = new WeakMap<Envelope, string>();
+
+function stampText(st: fs.BigIntStats): string {
+  return `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+}
+
+/** The stamp of a file now, or undefined when it is gone. */
+function stampOf(file: string): string | undefined {
+  const st = fs.statSync(file, { bigint: true, throwIfNoEntry: false });
+  return st ? stampText(st) : undefined;
+}
+
+/** Reads a small file and its stamp through one descriptor. */
+function readStamped(file: string): { text: string; stamp: string } {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const st = fs.fstatSync(fd, { bigint: true });
+    const buf = Buffer.allocUnsafe(Number(st.size));
+    let got = 0;
+    while (got < buf.length) {
+      const n = fs.readSync(fd, buf, got, buf.length - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    return { text: buf.toString('utf8', 0, got), stamp: stampText(st) };
+  } finally {
+    fs.closeSync(fd);
   }
 }
 

@@ -396,3 +396,42 @@ test('routes with From filters see the message\'s From header', async () => {
   await runQueue(second.d);
   assert.deepEqual(second.calls.map((c) => c.route), ['work']);
 });
+
+test('a message held, changed or removed between the listing and its lock is taken as it is then', async () => {
+  // held: not delivered, stays in hold/ only
+  const a = await spoolWith(['a@x.org']);
+  const held = deps(a.root, [route('r1')], () => 'ok');
+  const real = held.d.store;
+  held.d.store = { ...real, lockMessage: async (id, t) => (await real.hold(id), real.lockMessage(id, t)) };
+  assert.equal((await runQueue(held.d)).delivered, 0);
+  assert.deepEqual(held.calls, []);
+  const listed = await openStore(a.root).list();
+  assert.deepEqual(listed.entries.map((e) => e.place), ['hold']);
+
+  // changed: the recipient another process settled is not delivered again
+  const b = await spoolWith(['done@x.org', 'open@x.org']);
+  const changed = deps(b.root, [route('r1')], () => 'ok');
+  const realB = changed.d.store;
+  changed.d.store = {
+    ...realB,
+    lockMessage: async (id, t) => {
+      const e = (await realB.get(id)).envelope;
+      e.recipients[0]!.state = 'delivered';
+      await realB.update(e, 'queue');
+      return realB.lockMessage(id, t);
+    },
+  };
+  await runQueue(changed.d);
+  assert.deepEqual(changed.calls.map((c) => c.to), [['open@x.org']]);
+
+  // removed: skipped quietly
+  const c = await spoolWith(['gone@x.org']);
+  const removed = deps(c.root, [route('r1')], () => 'ok');
+  const realC = removed.d.store;
+  const lines: string[] = [];
+  removed.d.log = { log: (event, text) => void lines.push(`${event} ${text}`) };
+  removed.d.store = { ...realC, lockMessage: async (id, t) => (await realC.remove(id), realC.lockMessage(id, t)) };
+  assert.equal((await runQueue(removed.d)).delivered, 0);
+  assert.deepEqual(removed.calls, []);
+  assert.ok(!lines.some((l) => l.startsWith('error')), lines.join('\n'));
+});
