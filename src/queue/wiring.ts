@@ -82,7 +82,7 @@ function secretSource(t: Record<string, unknown>): (() => Promise<string>) | und
 }
 
 /** The TLS settings of a transport section (a CA file is read now: a missing one breaks the route). */
-function tlsSettings(t: Record<string, unknown>): Pick<SmtpSettings, 'secure' | 'starttls' | 'verify' | 'ca' | 'fingerprint' | 'servername'> {
+function tlsSettings(t: Record<string, unknown>): Pick<SmtpSettings, 'secure' | 'starttls' | 'verify' | 'ca' | 'fingerprint' | 'servername' | 'clearAuth'> {
   const mode = typeof t.tls === 'string' ? t.tls : 'opportunistic';
   return {
     secure: mode === 'smtps',
@@ -93,6 +93,7 @@ function tlsSettings(t: Record<string, unknown>): Pick<SmtpSettings, 'secure' | 
     ca: typeof t.ca_file === 'string' ? fs.readFileSync(t.ca_file) : undefined,
     fingerprint: typeof t.fingerprint === 'string' ? normalFingerprint(t.fingerprint) : undefined,
     servername: typeof t.tls_name === 'string' ? t.tls_name : undefined,
+    clearAuth: mode === 'none',
   };
 }
 

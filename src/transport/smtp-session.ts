@@ -50,6 +50,8 @@ export interface SessionSettings {
   fingerprint?: string;
   /** The name the certificate must carry (and SNI) when it is not the host connected to (a tunnel). */
   servername?: string;
+  /** The route allows a password without TLS (tls: none). Never inferred from a fallback to plaintext. */
+  clearAuth?: boolean;
   auth?: AuthSettings;
   /** Milliseconds. */
   timeouts: { connect: number; greeting: number; command: number };
@@ -414,7 +416,7 @@ export async function openSession(s: SessionSettings, t: Target): Promise<Sessio
     return openFailure(err, relay);
   }
   const session = new Session(conn, t);
-  const bad = checkCertificate(s, conn, relay) ?? (s.auth ? await session.login(s.auth, s.timeouts.command, s.starttls === 'never' || !!t.socket) : undefined);
+  const bad = checkCertificate(s, conn, relay) ?? (s.auth ? await session.login(s.auth, s.timeouts.command, !!s.clearAuth || !!t.socket) : undefined);
   if (bad) {
     void session.close();
     return { reply: bad };

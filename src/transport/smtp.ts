@@ -123,7 +123,7 @@ async function openFirst(s: SessionSettings, targets: Target[]): Promise<Session
   for (const t of targets) {
     let got = await openSession(s, t);
     // RFC 7435: encryption that is not verified is worth having but not worth failing for
-    if (!(got instanceof Session) && got.tls && s.starttls === 'opportunistic' && s.verify === false && !s.fingerprint) got = await openSession({ ...s, starttls: 'never' }, t);
+    if (!(got instanceof Session) && got.tls && s.starttls === 'opportunistic' && s.verify === false && !s.fingerprint && !s.auth) got = await openSession({ ...s, starttls: 'never' }, t);
     if (got instanceof Session) return got;
     last = { relay: targetName(t), reply: got.reply };
   }

@@ -107,8 +107,20 @@ test('the password is not sent without TLS, unless tls is none', async () => {
   assert.equal(r.results[0]!.outcome, 'tempfail');
   assert.match(r.results[0]!.reply, /^451 4\.7\.10 .*did not offer STARTTLS/);
   assert.equal(fetched, 0, 'not even fetched');
-  const clear = await via(s.port, { starttls: 'never', auth }).deliver(request());
+  const never = await via(s.port, { starttls: 'never', auth }).deliver(request());
+  assert.match(never.results[0]!.reply, /^451 4\.7\.10 /, 'STARTTLS not used is not permission to send the password');
+  const clear = await via(s.port, { starttls: 'never', clearAuth: true, auth }).deliver(request());
   assert.equal(clear.results[0]!.outcome, 'ok');
+});
+
+test('a failed STARTTLS never leads to the password being sent in the clear', async () => {
+  const s = await faultServer({ tls: { key: cert.key, cert: cert.cert }, auth: { mechanisms: ['PLAIN'], user: 'alice', secret: SECRET }, hook: (step) => (step === 'starttls' ? 'drop' : undefined) });
+  const r = await via(s.port, { starttls: 'opportunistic', verify: false, auth: { user: 'alice', secret: async () => SECRET } }).deliver(request());
+  assert.equal(r.results[0]!.outcome, 'tempfail', JSON.stringify(r));
+  assert.ok(s.connections.every((c) => !c.commands.some((x) => x.startsWith('AUTH'))), 'no AUTH on any connection');
+  // without a password, the same failure falls back to plaintext (RFC 7435)
+  const open = await via(s.port, { starttls: 'opportunistic', verify: false }).deliver(request());
+  assert.equal(open.results[0]!.outcome, 'ok');
 });
 
 test('a secret that cannot be fetched is tempfail with the reason', async () => {
