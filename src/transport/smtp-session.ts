@@ -249,7 +249,9 @@ export class Session {
       this.conn.send(envelope as never, stream, (err, info) => resolve({ err: err as SmtpError | null, info }));
     });
     if (outcome.err && !['EENVELOPE', 'EMESSAGE'].includes(outcome.err.code ?? '')) this.conn.close(); // not a reply: the session is spent
-    this.lostUnsent = !!outcome.err && !outcome.err.responseCode && !stream.readableDidRead;
+    // lost before any reply and before a byte of the message was read: the server closed the connection
+    // (not a timeout, not a stream or API error), so the transaction never started on its side
+    this.lostUnsent = !!outcome.err && !outcome.err.responseCode && !stream.readableDidRead && ['ECONNECTION', 'ESOCKET'].includes(outcome.err.code ?? '');
     this.cleanAt = outcome.err || (outcome.info as { rejected?: unknown[] } | undefined)?.rejected?.length ? 0 : Date.now();
     return this.results(req, outcome.err, outcome.info, handedOver);
   }

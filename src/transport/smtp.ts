@@ -98,23 +98,30 @@ async function deliverTo(s: SessionSettings, pool: Pool<Session>, targets: Targe
       if (!(opened instanceof Session)) return { relay: opened.relay, results: all(req, 'tempfail', opened.reply) };
       session = opened;
     }
-    const reused = session.used;
-    let results = await sendOn(session, req);
-    if (reused && session.lostUnsent) {
-      // a reused session the server had closed, noticed only now: nothing of the message left, so it
-      // goes over a new session (as after a refused RSET), not counted as a failure
+    const sent = await sendOn(session, req, s.timeouts.greeting);
+    const results = new Map(sent.results.map((r) => [r.address, r] as const));
+    if (sent.unsent.length && sent.retry) {
+      // the session had carried a transaction before the server closed it, noticed only now: nothing of
+      // these recipients' message left, so they go over a new session, not counted as a failure (the
+      // recipients whose transactions finished are not sent again)
       void session.close();
       session = undefined;
       const opened = await openFirst(s, targets);
-      if (!(opened instanceof Session)) return { relay: opened.relay, results: all(req, 'tempfail', opened.reply) };
+      if (!(opened instanceof Session)) return { relay: opened.relay, results: req.recipients.map((r) => results.get(r.address) ?? lost(opened.reply, r.address)) };
       session = opened;
-      results = await sendOn(session, req);
+      const again = await sendOn(session, { ...req, recipients: sent.unsent }, s.timeouts.greeting);
+      for (const r of again.results) results.set(r.address, r);
     }
-    session.used = true;
-    return { relay: session.relay, results };
+    const relay = session.relay;
+    return { relay, results: req.recipients.map((r) => results.get(r.address) ?? lost(`451 4.4.2 connection to ${relay} lost before this transaction`, r.address)) };
   } finally {
     pool.give(session);
   }
+}
+
+/** A tempfail result for a recipient whose transaction never started. */
+function lost(reply: string, address: string): RecipientResult {
+  return { address, outcome: 'tempfail', reply };
 }
 
 /** Opens a session to the first target that answers; otherwise the last failure. */
@@ -130,23 +137,39 @@ async function openFirst(s: SessionSettings, targets: Target[]): Promise<Session
   return last;
 }
 
-/** Checks what the server announced against the message, then sends it. */
-async function sendOn(session: Session, req: DeliveryRequest): Promise<RecipientResult[]> {
+/** What sendOn did: results of the transactions that got an answer, the recipients of those that were
+ * lost before any reply with nothing of the message read, and whether sending those again is safe and
+ * worth it (the session had carried a transaction before, so the loss is the server closing it). */
+interface Sent {
+  results: RecipientResult[];
+  unsent: DeliveryRequest['recipients'];
+  retry: boolean;
+}
+
+/** Checks what the server announced against the message, then sends it: one transaction, or one per
+ * NOTIFY value when the server takes DSN (with RSET between them after one that did not end cleanly). */
+async function sendOn(session: Session, req: DeliveryRequest, resetMs: number): Promise<Sent> {
   if (req.smtputf8 && !session.extensions().includes('SMTPUTF8')) {
-    return all(req, 'permfail', `550 5.6.7 ${session.relay} does not offer SMTPUTF8, which these addresses need`);
+    return { results: all(req, 'permfail', `550 5.6.7 ${session.relay} does not offer SMTPUTF8, which these addresses need`), unsent: [], retry: false };
   }
   const limit = session.sizeLimit();
   if (limit > 0 && req.size > limit) {
-    return all(req, 'permfail', `552 5.3.4 message of ${req.size} bytes is larger than the ${limit} bytes ${session.relay} accepts`);
+    return { results: all(req, 'permfail', `552 5.3.4 message of ${req.size} bytes is larger than the ${limit} bytes ${session.relay} accepts`), unsent: [], retry: false };
   }
-  if (!session.extensions().includes('DSN')) return session.send(req);
-  // NOTIFY is sent per transaction: recipients that differ in it go in transactions of their own
-  const results = new Map<string, RecipientResult>();
-  for (const group of byNotify(req)) {
-    const got = session.usable() ? await session.send(group) : all(group, 'tempfail', `451 4.4.2 connection to ${session.relay} lost before this transaction`);
-    for (const r of got) results.set(r.address, r);
+  const groups = session.extensions().includes('DSN') ? byNotify(req) : [req];
+  const sent: Sent = { results: [], unsent: [], retry: session.used };
+  for (const [i, group] of groups.entries()) {
+    if (!session.usable() || (i > 0 && !(await session.reset(resetMs)))) {
+      sent.unsent.push(...group.recipients);
+      continue;
+    }
+    const got = await session.send(group);
+    session.used ||= !session.lostUnsent;
+    if (session.lostUnsent) sent.unsent.push(...group.recipients);
+    else sent.results.push(...got);
   }
-  return req.recipients.map((r) => results.get(r.address)!);
+  sent.retry ||= session.used;
+  return sent;
 }
 
 /** The request split by the recipients' DSN NOTIFY values, in order of first appearance. */

@@ -215,6 +215,8 @@ class Session {
       case 'AUTH':
         return this.auth(line.split(' ').slice(1));
       case 'MAIL': {
+        // as Postfix: a transaction left open (all recipients refused, DATA refused) needs RSET first
+        if (this.from) return void this.sock.write('503 5.5.1 Error: nested MAIL command\r\n');
         const a = this.ask('mail', arg);
         this.from = a === undefined ? arg || '<>' : '';
         this.to = [];

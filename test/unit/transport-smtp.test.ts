@@ -241,3 +241,22 @@ test('a reused session that the server closes at the next MAIL, before any reply
   assert.deepEqual(outcomes(await via(f.port).deliver(request('a@x.org', ['x@y.org']))), ['tempfail']);
   assert.equal(f.connections.length, 1);
 });
+
+test('recipients that differ in NOTIFY: a refused transaction is reset before the next, and a loss after one finished resends only the rest', async () => {
+  const dsn = ['PIPELINING', 'ENHANCEDSTATUSCODES', 'DSN'];
+  const req = (rcpts: Array<[string, string[]]>): DeliveryRequest => {
+    const body = 'Subject: t\r\n\r\nhello\r\n';
+    return { id: 'T1', sender: 'a@x.org', recipients: rcpts.map(([address, notify]) => ({ address, notify: notify as never })), message: () => Readable.from([Buffer.from(body)]), size: body.length };
+  };
+  const s = await faultServer({ extensions: dsn, hook: (step, arg) => (step === 'rcpt' && arg.startsWith('bad@') ? '550 5.1.1 no such user' : undefined) });
+  const r = await via(s.port).deliver(req([['bad@y.org', ['FAILURE']], ['good@y.org', ['NEVER']]]));
+  assert.deepEqual(outcomes(r), ['permfail', 'ok'], JSON.stringify(r));
+  assert.deepEqual(s.received.map((m) => m.to), [['good@y.org']]);
+
+  // the server closes the connection at the second transaction's MAIL: only that one is sent again
+  let mails = 0;
+  const d = await faultServer({ extensions: dsn, hook: (step, _a, conn) => (step === 'mail' && conn === 0 && ++mails === 2 ? 'drop' : undefined) });
+  const r2 = await via(d.port).deliver(req([['one@y.org', ['FAILURE']], ['two@y.org', ['NEVER']]]));
+  assert.deepEqual(outcomes(r2), ['ok', 'ok'], JSON.stringify(r2));
+  assert.deepEqual(d.received.map((m) => [m.to, m.connection]), [[['one@y.org'], 0], [['two@y.org'], 1]], 'one@ once, two@ over a new session');
+});
