@@ -23,7 +23,7 @@ import { rewriteAddress } from '../route/rewrite.js';
 import { fallThrough, plan } from '../route/select.js';
 import type { Route } from '../route/types.js';
 import type { Entry, Store } from '../spool/store.js';
-import type { Transport } from '../transport/types.js';
+import type { DeliveryRequest, DeliveryResult, Transport } from '../transport/types.js';
 import { buildNotice, type Notice } from './bounce.js';
 import { expired, expiresAt, nextAttemptAt, warningsDue, type RetryPolicy } from './retry.js';
 
@@ -137,6 +137,7 @@ async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, re
   if (!current || current.place !== 'queue') return;
   const env = current.envelope;
   const run: MessageRun = { env, head: await deps.store.readHead(env.id), state, failedBefore: new Set(env.recipients.filter((r) => r.state === 'failed').map((r) => r.address)), troubled: new Set() };
+  dropRepeated(env);
   const pending = env.recipients.filter((r) => open(r) && (!r.nextAttempt || Date.parse(r.nextAttempt) <= at()));
   if (expired(deps.retry, env.arrival, now())) {
     for (const r of pending) settle(deps, env, r, 'permfail', `550 4.4.7 message expired after ${formatDuration(deps.retry.lifetime)} in the queue${r.lastError ? ` (last error: ${r.lastError})` : ''}`, undefined, now(), report);
@@ -157,6 +158,31 @@ async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, re
   await finish(deps, run, now);
 }
 
+/** Removes a recipient listed again (older spools could hold one twice): one delivery per address. */
+function dropRepeated(env: Envelope): void {
+  const seen = new Set<string>();
+  env.recipients = env.recipients.filter((r) => {
+    const k = r.address.toLowerCase();
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+/** One delivery attempt through a route's transport; a transport that throws, or that leaves a
+ * recipient without a result, counts as a temporary failure for those recipients (never a lost state). */
+async function attempt(deps: RunnerDeps, route: Route, req: DeliveryRequest): Promise<DeliveryResult> {
+  let result: DeliveryResult;
+  try {
+    result = await deps.transportFor(route).deliver(req);
+  } catch (err) {
+    result = { relay: 'none', results: [] };
+    deps.log.log('error', `${req.id} route ${route.name} failed unexpectedly`, { error: (err as Error).message });
+  }
+  const got = new Map(result.results.map((r) => [r.address, r] as const));
+  return { relay: result.relay, results: req.recipients.map((r) => got.get(r.address) ?? { address: r.address, outcome: 'tempfail', reply: `451 4.3.0 route ${route.name} gave no result for this recipient` }) };
+}
+
 /** Walks the routes: each route takes the recipients still waiting for it; tempfail falls through. */
 async function deliverByRoutes(deps: RunnerDeps, run: MessageRun, pending: Recipient[], routesOf: Map<string, Route[]>, now: () => number, report: RunReport): Promise<void> {
   const env = run.env;
@@ -165,7 +191,7 @@ async function deliverByRoutes(deps: RunnerDeps, run: MessageRun, pending: Recip
     const route = [...routesOf.values()][0]![0]!;
     const batch = [...routesOf.entries()].filter(([, rs]) => rs[0] === route).map(([a]) => a);
     const sender = rewriteAddress(route.rewrite.envelopeSender, env.sender);
-    const result = await deps.transportFor(route).deliver({
+    const result = await attempt(deps, route, {
       id: env.id,
       sender,
       recipients: batch.map((a) => {
@@ -235,13 +261,29 @@ const SETTLE = {
 async function finish(deps: RunnerDeps, run: MessageRun, now: () => number): Promise<void> {
   const env = run.env;
   const failedNow = env.recipients.filter((r) => r.state === 'failed' && !run.failedBefore.has(r.address));
-  if (failedNow.length) await sendNotice(deps, run, failedNow, 'failed', now());
-  await warnDelayed(deps, run, now());
+  if (failedNow.length) {
+    try {
+      await sendNotice(deps, run, failedNow, 'failed', now());
+    } catch (err) {
+      // the notice could not be queued (a full disk): these recipients wait and fail again next time, so
+      // that their notice is never lost; what the others got in this run is still written below
+      for (const r of failedNow) deferForNotice(deps, r, now(), (err as Error).message);
+      deps.log.log('error', `${env.id} failure notice could not be queued; tried again later`, { error: (err as Error).message });
+    }
+  }
+  await warnDelayed(deps, run, now()).catch((err: Error) => deps.log.log('error', `${env.id} delay notice could not be queued; tried again later`, { error: err.message }));
   if (env.recipients.every((r) => isFinal(r.state))) {
     await deps.store.removeLocked(env.id);
     return;
   }
   await deps.store.update(env, 'queue');
+}
+
+/** Puts a failed recipient back to deferred because its failure notice could not be queued. */
+function deferForNotice(deps: RunnerDeps, r: Recipient, now: number, why: string): void {
+  r.state = 'deferred';
+  r.lastError = `${r.lastError ?? 'failed'} (the failure notice could not be queued: ${why})`;
+  r.nextAttempt = new Date(now + deps.retry.min * 1000).toISOString();
 }
 
 /** Sends one delay notice for the recipients that passed a warning age not yet dealt with, and records

@@ -116,7 +116,7 @@ function splitRecipients(words: string[]): string[] {
 /** Reads a message from a local program and commits it; resolves with its envelope. */
 export async function submitLocal(cfg: Config, spool: SpoolWriter, sub: Submission, input: Readable, user: LocalUser = currentUser()): Promise<Envelope> {
   const domain = cfg.hostname;
-  const argvRcpts = checkAll(splitRecipients(sub.recipients), domain, 'usage');
+  const argvRcpts = dedupe(checkAll(splitRecipients(sub.recipients), domain, 'usage'));
   const sender = sub.sender === undefined ? `${user.name}@${domain}` : sub.sender === '' ? '' : checkAll([sub.sender], domain, 'usage')[0]!;
   const now = new Date();
   let recipients = argvRcpts;

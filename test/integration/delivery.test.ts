@@ -177,3 +177,11 @@ test('one queue run sends its messages over one connection, one transaction afte
   const cmds = relay.connections[0]!.commands.map((c) => c.split(/[ :]/)[0]);
   assert.deepEqual(cmds.filter((c) => c === 'MAIL' || c === 'RSET'), ['MAIL', 'MAIL', 'MAIL'], 'each transaction ended cleanly: no RSET needed');
 });
+
+test('sendmail with the same recipient twice on the command line queues it once', async () => {
+  const cfg = await makeConfig();
+  const r = await sendmail(cfg, ['-i', 'dup@example.org', 'Dup@example.org,other@example.org', 'dup@example.org'], MESSAGE);
+  assert.equal(r.code, 0, r.stderr);
+  const q = await queueJson(cfg);
+  assert.deepEqual(q[0]!.recipients.map((x: { address: string }) => x.address), ['dup@example.org', 'other@example.org']);
+});

@@ -435,3 +435,37 @@ test('a message held, changed or removed between the listing and its lock is tak
   assert.deepEqual(removed.calls, []);
   assert.ok(!lines.some((l) => l.startsWith('error')), lines.join('\n'));
 });
+
+test('a transport that throws or leaves a recipient out defers those recipients; a notice that cannot be queued keeps the failure for later', async () => {
+  const a = await spoolWith(['x@x.org', 'y@x.org']);
+  const thrown = deps(a.root, [route('r1')], () => 'ok');
+  thrown.d.transportFor = () => ({ deliver: async () => Promise.reject(new Error('boom')) });
+  const rep = await runQueue(thrown.d);
+  assert.equal(rep.deferred, 2);
+  assert.deepEqual((await envelope(a.root, a.id))!.recipients.map((r) => r.state), ['deferred', 'deferred']);
+
+  const b = await spoolWith(['x@x.org', 'y@x.org']);
+  const partial = deps(b.root, [route('r1')], () => 'ok');
+  partial.d.transportFor = () => ({ deliver: async (req) => ({ relay: 'r1', results: [{ address: req.recipients[0]!.address, outcome: 'ok' as const, reply: '250 ok' }] }) });
+  await runQueue(partial.d);
+  const rs = (await envelope(b.root, b.id))!.recipients;
+  assert.deepEqual(rs.map((r) => r.state), ['delivered', 'deferred']);
+  assert.match(rs[1]!.lastError!, /gave no result/);
+
+  const c = await spoolWith(['ok@x.org', 'bad@x.org']);
+  const full = deps(c.root, [route('r1')], (_r, to) => (to.startsWith('bad') ? 'permfail' : 'ok'));
+  full.d.enqueueNotice = async () => Promise.reject(Object.assign(new Error('spool is full'), { code: 'ENOSPC' }));
+  await runQueue(full.d);
+  const after = (await envelope(c.root, c.id))!.recipients;
+  assert.deepEqual(after.map((r) => r.state), ['delivered', 'deferred'], 'the delivery is recorded, the failure waits for its notice');
+  assert.match(after[1]!.lastError!, /failure notice could not be queued: spool is full/);
+});
+
+test('an address listed twice in an envelope is delivered once', async () => {
+  const { root, id } = await spoolWith(['twice@x.org', 'Twice@x.org', 'other@x.org']);
+  const { d, calls } = deps(root, [route('r1')], () => 'ok');
+  const rep = await runQueue(d);
+  assert.deepEqual(calls.map((c) => c.to), [['twice@x.org', 'other@x.org']]);
+  assert.equal(rep.delivered, 2);
+  assert.equal(await envelope(root, id), null);
+});
