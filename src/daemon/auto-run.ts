@@ -57,10 +57,12 @@ export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = online
     }
     const force = forceNext;
     forceNext = false;
+    const seen = states.count();
     running = flushQueue(cfg, log, { force, online: () => view.state() })
       .then((r) => {
         if (r.failed) again = true; // failure notices were queued: send them soon too
-        if (r.routes && states.note(r.state)) {
+        // the run's state is as old as its start: a state the watch noted meanwhile is newer
+        if (r.routes && states.count() === seen && states.note(r.state)) {
           forceNext = again = true; // the state changed under this run: try deferred mail in the new one
         }
         if (r.routes && r.messages) log.log('info', 'queue run', { delivered: r.delivered, deferred: r.deferred, failed: r.failed, uncertain: r.uncertain, connection: r.state.connection ?? 'offline' });
@@ -98,14 +100,18 @@ export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = online
   };
 }
 
-/** The last state and its log line; note() says whether online/offline or the connection changed. */
-function stateLog(log: Logger): { note(s: OnlineState): boolean; last(): OnlineState | null } {
+/** The last state and its log line; note() says whether online/offline or the connection changed;
+ * count() how many different states were noted so far. */
+function stateLog(log: Logger): { note(s: OnlineState): boolean; last(): OnlineState | null; count(): number } {
   let last: OnlineState | null = null;
+  let noted = 0;
   return {
+    count: () => noted,
     note(s) {
       const change = stateChange(last, s);
       if (change === 'same') return false;
       last = s;
+      noted++;
       log.log('info', 'online state', { state: s.online ? 'online' : 'offline', connection: s.connection, why: s.why });
       return change === 'moved';
     },
