@@ -13,7 +13,7 @@
  * file itself; they are fetched at every login, and a command's output never appears in a reply or a
  * log, only how it failed.
  */
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
 import { normalFingerprint } from '../config/transport-section.js';
@@ -41,18 +41,37 @@ function checkPasswordFile(file: string): void {
   if ((st.mode & 0o077) !== 0) throw new Error(`password_file ${file} must be readable by its owner only`);
 }
 
-/** Runs a secret command; its output is never shown, only how it failed. */
-function runSecretCommand(argv: string[]): Promise<string> {
+const SECRET_TIMEOUT_MS = 10_000;
+
+/** Runs a secret command in its own process group; its output is never shown, only how it failed. After
+ * the timeout (SECRET_TIMEOUT_MS) the whole group is killed and the login fails at once, whatever the command does
+ * with signals. */
+export function runSecretCommand(argv: string[], timeoutMs = SECRET_TIMEOUT_MS): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = execFile(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 10_000, maxBuffer: 64 * 1024 }, (err, stdout) => {
-      if (err) {
-        const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: string | number };
-        return reject(new Error(`password_command ${argv[0]} ${e.killed ? 'timed out' : typeof e.code === 'number' ? `exited ${e.code}` : `failed (${e.code ?? 'error'})`}`));
-      }
-      const line = stdout.split('\n')[0]?.replace(/\r$/, '') ?? '';
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
+    let out = '';
+    let settled = false;
+    const finish = (err: string | null): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (err) return reject(new Error(`password_command ${argv[0]} ${err}`));
+      const line = out.split('\n')[0]?.replace(/\r$/, '') ?? '';
       return line ? resolve(line) : reject(new Error(`password_command ${argv[0]} printed nothing`));
+    };
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+      finish('timed out');
+    }, timeoutMs);
+    child.stdout!.setEncoding('utf8').on('data', (c: string) => {
+      if (out.length < 64 * 1024) out += c;
     });
-    child.stdin?.end(); // nothing to read: a command that asks gets end of file, not a hang
+    child.once('error', (e: NodeJS.ErrnoException) => finish(`failed (${e.code ?? 'error'})`));
+    child.once('close', (code, signal) => finish(code === 0 ? null : signal ? `killed by ${signal}` : `exited ${code}`));
   });
 }
 

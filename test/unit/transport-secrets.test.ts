@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { loadRoutes } from '../../src/config/routes.js';
-import { transportFor } from '../../src/queue/wiring.js';
+import { runSecretCommand, transportFor } from '../../src/queue/wiring.js';
 import type { DeliveryRequest, Transport } from '../../src/transport/types.js';
 import { tempDir } from '../helpers.js';
 import { closeAll, faultServer, selfSigned, type FaultServer } from '../support/fault-smtp.js';
@@ -82,4 +82,23 @@ test('a password file others can read breaks the route (tempfail with the reason
   fs.chmodSync(file, 0o600);
   const ok = await route([`password_file: ${file}`]).deliver(request());
   assert.equal(ok.results[0]!.outcome, 'ok', JSON.stringify(ok));
+});
+
+test('a password_command that ignores SIGTERM is killed with its children when its time is up', async () => {
+  const dir = tempDir();
+  const pidFile = path.join(dir, 'child.pid');
+  const cmd = path.join(dir, 'stubborn.sh');
+  fs.writeFileSync(cmd, `#!/bin/sh\ntrap '' TERM\nsleep 30 &\necho $! > ${JSON.stringify(pidFile)}\nwait\n`, { mode: 0o700 });
+  await assert.rejects(runSecretCommand([cmd], 300), /password_command \S+stubborn\.sh timed out/);
+  let alive = true;
+  for (let i = 0; i < 100 && alive; i++) {
+    const pid = Number(fs.readFileSync(pidFile, 'utf8'));
+    try {
+      process.kill(pid, 0);
+      await new Promise((r) => setTimeout(r, 20));
+    } catch {
+      alive = false;
+    }
+  }
+  assert.equal(alive, false, 'the grandchild was killed too');
 });
