@@ -58,6 +58,30 @@ export async function syncDir(dir: string): Promise<void> {
   }
 }
 
+/** Directory descriptors kept open for fsync, one per directory for the life of the process (a spool
+ * has a handful of directories): an fsync then costs one thread-pool trip instead of three. */
+const dirFds = new Map<string, number>();
+
+/** fsyncs a directory through its kept descriptor, opening it once; a descriptor that went bad is
+ * dropped and the sync retried once with a fresh one. */
+async function syncKept(dir: string, retry = true): Promise<void> {
+  let fd = dirFds.get(dir);
+  if (fd === undefined) {
+    fd = await new Promise<number>((res, rej) => fs.open(dir, 'r', (e, f) => (e ? rej(e) : res(f))));
+    if (dirFds.has(dir)) fs.close(fd, () => undefined);
+    else dirFds.set(dir, fd);
+    fd = dirFds.get(dir)!;
+  }
+  const held = fd;
+  try {
+    await new Promise<void>((res, rej) => fs.fsync(held, (e) => (e ? rej(e) : res())));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EBADF' || !retry) throw err;
+    if (dirFds.get(dir) === held) dirFds.delete(dir);
+    await syncKept(dir, false);
+  }
+}
+
 /**
  * Group commit for directory fsyncs: callers that arrive while one fsync runs share the next one, so N
  * sessions finishing together cost two fsyncs, not N. Resolves only after an fsync that started after
@@ -66,7 +90,16 @@ export async function syncDir(dir: string): Promise<void> {
 export class DirSyncer {
   private running: Promise<void> | null = null;
   private next: Promise<void> | null = null;
-  constructor(private readonly dir: string) {}
+  private constructor(private readonly dir: string) {}
+
+  private static shared = new Map<string, DirSyncer>();
+
+  /** The syncer of a directory, shared by every writer and store of this process. */
+  static of(dir: string): DirSyncer {
+    let s = DirSyncer.shared.get(dir);
+    if (!s) DirSyncer.shared.set(dir, (s = new DirSyncer(dir)));
+    return s;
+  }
 
   /** Resolves once everything renamed into the directory before this call is durable. */
   sync(): Promise<void> {
@@ -83,7 +116,7 @@ export class DirSyncer {
   }
 
   private start(): Promise<void> {
-    const p = syncDir(this.dir);
+    const p = syncKept(this.dir);
     this.running = p;
     p.catch(() => undefined).finally(() => {
       if (this.running === p) this.running = null;

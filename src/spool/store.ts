@@ -91,7 +91,7 @@ type SyncedLayout = Layout & { sync(place: Place): Promise<void> };
 function withSyncers(layout: Layout): SyncedLayout {
   const syncers = new Map<Place, DirSyncer>();
   const sync = (place: Place): Promise<void> => {
-    if (!syncers.has(place)) syncers.set(place, new DirSyncer(layout.dir(place)));
+    if (!syncers.has(place)) syncers.set(place, DirSyncer.of(layout.dir(place)));
     return syncers.get(place)!.sync();
   };
   return { ...layout, sync };

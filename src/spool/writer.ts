@@ -94,8 +94,8 @@ function finished(w: Writable): Promise<void> {
 export function openSpoolWriter(root: string): SpoolWriter {
   const layout = layoutOf(root);
   ensureSpool(layout);
-  const msgSync = new DirSyncer(layout.dir('msg'));
-  const queueSync = new DirSyncer(layout.dir('queue'));
+  const msgSync = DirSyncer.of(layout.dir('msg'));
+  const queueSync = DirSyncer.of(layout.dir('queue'));
   return { layout, begin: () => beginMessage(layout, msgSync, queueSync) };
 }
 
