@@ -5,8 +5,10 @@
  * Every subcommand takes --config-dir. Errors print one line and exit with the sysexits code of their
  * FerryError; usage errors exit 64. Secrets (auth hash) are read from standard input, never argv.
  */
+import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { loadConfig, parseSettingsFile, settingsLocation } from '../config/load.js';
+import { ConfigError, loadConfig, parseSettingsFile, settingsLocation } from '../config/load.js';
+import { loadRoutes } from '../config/routes.js';
 import type { Config } from '../config/types.js';
 import { validateSettings, getPath } from '../config/validate.js';
 import { FIELDS } from '../config/schema.js';
@@ -183,18 +185,38 @@ function configCheck(cmd: Command): number {
   const { file } = settingsLocation((cmd.optsWithGlobals() as Opts).configDir);
   const parsed = parseSettingsFile(file);
   const issues = [...parsed.syntax, ...validateSettings(parsed.data, parsed.lineOf)];
+  let cfg: Config | undefined;
   if (issues.length === 0) {
     try {
-      loadConfig((cmd.optsWithGlobals() as Opts).configDir);
+      cfg = loadConfig((cmd.optsWithGlobals() as Opts).configDir);
     } catch (err) {
       if (err instanceof FerryError && 'issues' in err) issues.push(...(err as unknown as { issues: typeof issues }).issues);
       else throw err;
     }
   }
   for (const i of issues) process.stderr.write(`${file}${i.line ? `:${i.line}` : ''}: ${i.key}: ${i.message}\n`);
-  if (issues.length) return EX.CONFIG;
+  const routes = routeCheck(path.join(path.dirname(file), 'routes'));
+  if (issues.length || routes === null) return EX.CONFIG;
   out(`${parsed.exists ? file : 'embedded default'}: ok\n`);
+  if (routes) out(`${routes} route file${routes === 1 ? '' : 's'}: ok\n`);
   return EX.OK;
+}
+
+/** Checks the route files; prints each problem as routes/FILE:LINE: key: message. Resolves with how
+ * many routes loaded, or null when some file has a problem. */
+function routeCheck(dir: string): number | null {
+  try {
+    return loadRoutes(path.dirname(dir)).length;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const i of err.issues) {
+      const [base, ...rest] = i.key.split(': ');
+      const key = rest.length ? rest.join(': ') : base;
+      const where = rest.length ? path.join(dir, base!) : dir;
+      process.stderr.write(`${where}${i.line ? `:${i.line}` : ''}: ${key}: ${i.message}\n`);
+    }
+    return null;
+  }
 }
 
 /** ferrymail config get KEY: the effective value (defaults included). */

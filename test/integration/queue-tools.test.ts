@@ -267,6 +267,23 @@ describe('ferrymail config', () => {
     }
   });
 
+  test('config check also checks the route files: every problem as routes/FILE:LINE: key, or how many are fine', async () => {
+    const { cfg } = await withFile('hostname: test.example\n');
+    const dir = path.join(cfg.configDir, 'routes');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, '10-good.yaml'), 'connections: [home]\ntransport: {type: pipe, command: [cat]}\n');
+    fs.writeFileSync(path.join(dir, '20-bad.yaml'), 'connections: [home]\nlast_route: maybe\ntransport:\n  type: smtp\n  host: relay.example\n');
+    const bad = await ferrymail(cfg, ['config', 'check']);
+    assert.equal(bad.code, 78);
+    const got = bad.stderr.trimEnd().split('\n');
+    assert.ok(got.some((l) => l.startsWith(`${path.join(dir, '20-bad.yaml')}:2: last_route: `)), bad.stderr);
+    assert.ok(got.some((l) => l.startsWith(`${path.join(dir, '20-bad.yaml')}:5: transport.host: host needs port`)), bad.stderr);
+    fs.rmSync(path.join(dir, '20-bad.yaml'));
+    const ok = await ferrymail(cfg, ['config', 'check']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /^1 route file: ok$/m);
+  });
+
   test('config get: the effective value, defaults included', async () => {
     const cfg = await makeConfig();
     const r = await ferrymail(cfg, ['config', 'get', 'limits.message_size']);
