@@ -4,6 +4,10 @@
  * open a new one, else waits. A session given back still usable waits idle for a few seconds (not
  * keeping the process alive), then closes; one the server ends while idle is forgotten.
  *
+ * When a server refuses one more session while others to it are in use (it limits connections per
+ * client), the caller gives its slot up for good with shrink() and waits for a session in use instead:
+ * the pool learns the server's limit, as Postfix's concurrency feedback does.
+ *
  * Trusts its callers to give back every slot they take. Cannot fail; close() ends the idle sessions
  * (and resolves when they are gone) and makes every session given back afterwards close at once.
  */
@@ -26,7 +30,7 @@ export class Pool<S extends Pooled> {
   private closed = false;
 
   constructor(
-    private readonly max: number,
+    private max: number,
     private readonly idleMs: number,
   ) {}
 
@@ -60,6 +64,18 @@ export class Pool<S extends Pooled> {
       this.held--;
     }
     this.waiting.shift()?.();
+  }
+
+  /**
+   * The caller's new session was refused: when other sessions are in use, one slot fewer from now on
+   * and the caller's slot is given up (it then takes again, waiting for one of them); false when the
+   * caller's is the only session in use, so there is nothing to wait for.
+   */
+  shrink(): boolean {
+    if (this.held - this.idle.length <= 1) return false;
+    this.max = Math.max(1, this.max - 1);
+    this.held--;
+    return true;
   }
 
   /** Closes every idle session (resolves when they are gone); sessions in use close when given back. */

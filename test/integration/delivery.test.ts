@@ -158,24 +158,26 @@ test('a refused AUTH defers with the server reply; the password is in no output,
   assert.ok(relay.connections.length >= 2, 'both runs tried the relay');
 });
 
-test('one queue run sends its messages over one connection, one transaction after another', async () => {
-  const relay = await faultServer();
-  const stateFile = path.join((await makeConfig()).dir, 'online');
-  const cfg = await makeConfig(`online:\n  state_file: ${JSON.stringify(stateFile)}\n`);
-  fs.writeFileSync(stateFile, 'home\n');
-  fs.mkdirSync(path.join(cfg.configDir, 'routes'));
-  const route = ['name: relay', 'connections: [home]', 'transport:', '  type: smtp', '  host: 127.0.0.1', `  port: ${relay.port}`, '  tls: none', ''];
-  fs.writeFileSync(path.join(cfg.configDir, 'routes', '20-relay.yaml'), route.join('\n'));
-  for (const to of ['a@example.org', 'b@example.org', 'c@example.org']) {
-    assert.equal((await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', to], MESSAGE)).code, 0);
+test('a queue run reuses its connections: one with connections: 1, at most two by default; one transaction after another', async () => {
+  for (const [setting, most] of [['  connections: 1', 1], [null, 2]] as const) {
+    const relay = await faultServer();
+    const stateFile = path.join((await makeConfig()).dir, 'online');
+    const cfg = await makeConfig(`online:\n  state_file: ${JSON.stringify(stateFile)}\n`);
+    fs.writeFileSync(stateFile, 'home\n');
+    fs.mkdirSync(path.join(cfg.configDir, 'routes'));
+    const route = ['name: relay', 'connections: [home]', 'transport:', '  type: smtp', '  host: 127.0.0.1', `  port: ${relay.port}`, '  tls: none', ...(setting ? [setting] : []), ''];
+    fs.writeFileSync(path.join(cfg.configDir, 'routes', '20-relay.yaml'), route.join('\n'));
+    const to = ['a', 'b', 'c', 'd', 'e'].map((x) => `${x}@example.org`);
+    for (const rcpt of to) assert.equal((await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', rcpt], MESSAGE)).code, 0);
+    const f = await ferrymail(cfg, ['flush']);
+    assert.equal(f.code, 0, f.stderr);
+    assert.match(f.stdout, /5 delivered/);
+    assert.deepEqual(relay.received.map((m) => m.to[0]).sort(), to);
+    assert.ok(relay.connections.length >= 1 && relay.connections.length <= most, `${relay.connections.length} connections, at most ${most}`);
+    const cmds = relay.connections.flatMap((c) => c.commands.map((x) => x.split(/[ :]/)[0]));
+    assert.equal(cmds.filter((c) => c === 'MAIL').length, 5);
+    assert.equal(cmds.filter((c) => c === 'RSET').length, 0, 'each transaction ended cleanly: no RSET needed');
   }
-  const f = await ferrymail(cfg, ['flush']);
-  assert.equal(f.code, 0, f.stderr);
-  assert.match(f.stdout, /3 delivered/);
-  assert.deepEqual(relay.received.map((m) => m.to[0]).sort(), ['a@example.org', 'b@example.org', 'c@example.org']);
-  assert.equal(relay.connections.length, 1, 'one connection for the run');
-  const cmds = relay.connections[0]!.commands.map((c) => c.split(/[ :]/)[0]);
-  assert.deepEqual(cmds.filter((c) => c === 'MAIL' || c === 'RSET'), ['MAIL', 'MAIL', 'MAIL'], 'each transaction ended cleanly: no RSET needed');
 });
 
 test('sendmail with the same recipient twice on the command line queues it once', async () => {

@@ -260,3 +260,15 @@ test('recipients that differ in NOTIFY: a refused transaction is reset before th
   assert.deepEqual(outcomes(r2), ['ok', 'ok'], JSON.stringify(r2));
   assert.deepEqual(d.received.map((m) => [m.to, m.connection]), [[['one@y.org'], 0], [['two@y.org'], 1]], 'one@ once, two@ over a new session');
 });
+
+test('a server that takes one connection per client: the refused extra sessions wait for the one in use, nothing is deferred', async () => {
+  const s = await faultServer({ hook: (step, _a, conn) => (step === 'greeting' && conn > 0 ? '421 4.7.0 too many connections from your host' : undefined) });
+  const t = via(s.port, { connections: 3 });
+  const rs = await Promise.all(['a', 'b', 'c', 'd', 'e', 'f'].map((x) => t.deliver(request('a@x.org', [`${x}@y.org`]))));
+  assert.deepEqual(rs.map(outcomes), [['ok'], ['ok'], ['ok'], ['ok'], ['ok'], ['ok']], JSON.stringify(rs));
+  assert.deepEqual([...new Set(s.received.map((m) => m.connection))], [0], 'all over the one session the server allows');
+  assert.equal(s.received.length, 6);
+  // a refusal with no other session to wait for is a temporary failure, as before
+  const lone = await faultServer({ hook: (step) => (step === 'greeting' ? '421 4.7.0 not now' : undefined) });
+  assert.deepEqual(outcomes(await via(lone.port, { connections: 3 }).deliver(request('a@x.org', ['z@y.org']))), ['tempfail']);
+});
