@@ -31,6 +31,10 @@ const envName: Check = (v) => (typeof v === 'string' && /^[A-Za-z_][A-Za-z0-9_]*
 const hostName: Check = (v) => (typeof v === 'string' && /^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^\[[0-9A-Fa-f:.IPv]+\]$/.test(v) ? undefined : 'must be a host name');
 const fingerprint: Check = (v) => (typeof v === 'string' && normalFingerprint(v) ? undefined : 'must be a SHA-256 fingerprint: 64 hex digits, with or without colons');
 
+/** A SOCKS5 proxy: socks5://host:port or socks5h://host:port (the proxy resolves names either way). */
+export const PROXY_URL = /^socks5h?:\/\/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
+const proxy: Check = (v) => (typeof v === 'string' && PROXY_URL.exec(v) && Number(PROXY_URL.exec(v)![2]) <= 65535 && Number(PROXY_URL.exec(v)![2]) > 0 ? undefined : 'must be socks5://host:port');
+
 const SMTP = ['smtp', 'lmtp'];
 /** Every key: the types it belongs to and its check. */
 const KEYS: Record<string, { types: string[]; check: Check }> = {
@@ -44,6 +48,7 @@ const KEYS: Record<string, { types: string[]; check: Check }> = {
   fingerprint: { types: SMTP, check: fingerprint },
   tls_verify: { types: SMTP, check: bool },
   tls_name: { types: SMTP, check: hostName },
+  proxy: { types: SMTP, check: proxy },
   user: { types: SMTP, check: str },
   password_file: { types: SMTP, check: absolute },
   password_command: { types: SMTP, check: argv },
@@ -96,6 +101,7 @@ function combinations(t: Record<string, unknown>, add: (key: string, message: st
   if (has('host') && !has('port')) add('host', 'host needs port');
   if (has('port') && !has('host') && t.mx !== true) add('port', 'port goes with host (or mx: true)');
   if (has('socket') && has('tls') && t.tls !== 'none') add('tls', 'a unix socket has no TLS: leave tls out or set none');
+  if (has('socket') && has('proxy')) add('proxy', 'a unix socket is reached directly: leave proxy out');
   const secrets = ['password_file', 'password_command', 'password_env'].filter(has);
   if (secrets.length > 1) add(secrets[1]!, `${secrets.join(' and ')} exclude each other: give one`);
   if (has('user') && secrets.length === 0) add('user', 'user needs password_file, password_command or password_env');

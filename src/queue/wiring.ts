@@ -16,7 +16,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
-import { normalFingerprint } from '../config/transport-section.js';
+import { PROXY_URL, normalFingerprint } from '../config/transport-section.js';
 import type { Envelope } from '../domain/envelope.js';
 import { newRecipient } from '../domain/envelope.js';
 import { rewriteHeaderSection } from '../route/header-rewrite.js';
@@ -101,7 +101,7 @@ function secretSource(t: Record<string, unknown>): (() => Promise<string>) | und
 }
 
 /** The TLS settings of a transport section (a CA file is read now: a missing one breaks the route). */
-function tlsSettings(t: Record<string, unknown>): Pick<SmtpSettings, 'secure' | 'starttls' | 'verify' | 'ca' | 'fingerprint' | 'servername' | 'clearAuth'> {
+function tlsSettings(t: Record<string, unknown>): Pick<SmtpSettings, 'secure' | 'starttls' | 'verify' | 'ca' | 'fingerprint' | 'servername' | 'clearAuth' | 'proxy'> {
   const mode = typeof t.tls === 'string' ? t.tls : 'opportunistic';
   return {
     secure: mode === 'smtps',
@@ -112,8 +112,15 @@ function tlsSettings(t: Record<string, unknown>): Pick<SmtpSettings, 'secure' | 
     ca: typeof t.ca_file === 'string' ? fs.readFileSync(t.ca_file) : undefined,
     fingerprint: typeof t.fingerprint === 'string' ? normalFingerprint(t.fingerprint) : undefined,
     servername: typeof t.tls_name === 'string' ? t.tls_name : undefined,
+    proxy: typeof t.proxy === 'string' ? parseProxy(t.proxy) : undefined,
     clearAuth: mode === 'none',
   };
+}
+
+/** A proxy URL (socks5://host:port, checked when the route file was read) as host and port. */
+function parseProxy(url: string): { host: string; port: number } | undefined {
+  const m = PROXY_URL.exec(url);
+  return m ? { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) } : undefined;
 }
 
 /** Seconds from a route key to milliseconds, or undefined for the default. */

@@ -21,6 +21,7 @@ import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { Outcome } from '../domain/outcome.js';
 import { asciiAddress } from './mx.js';
 import type { DeliveryRequest, RecipientResult } from './types.js';
+import { socksConnect, type Proxy } from './socks.js';
 
 /** AUTH mechanisms ferrymail speaks. */
 export type AuthMethod = 'plain' | 'login' | 'cram-md5' | 'xoauth2';
@@ -52,6 +53,8 @@ export interface SessionSettings {
   servername?: string;
   /** The route allows a password without TLS (tls: none). Never inferred from a fallback to plaintext. */
   clearAuth?: boolean;
+  /** Reach the server through this SOCKS5 proxy. */
+  proxy?: Proxy;
   auth?: AuthSettings;
   /** Milliseconds. */
   timeouts: { connect: number; greeting: number; command: number };
@@ -404,6 +407,10 @@ export async function openSession(s: SessionSettings, t: Target): Promise<Sessio
   if (t.socket) {
     const got = await unixSocket(t.socket, s.timeouts.connect);
     if (!(got instanceof net.Socket)) return openFailure(got, relay);
+    sock = got;
+  } else if (s.proxy) {
+    const got = await socksConnect(s.proxy, t, s.timeouts.connect);
+    if (!(got instanceof net.Socket)) return { reply: `451 4.4.1 ${oneLine(got.message, 'SOCKS proxy failed')}` };
     sock = got;
   }
   const conn = new SMTPConnection(connOptions(s, t, sock));

@@ -19,7 +19,7 @@ function examples(): string {
 
 test('every example route file loads without a problem', () => {
   const routes = loadRoutes(examples());
-  assert.ok(routes.length >= 7, `found ${routes.length} example routes`);
+  assert.ok(routes.length >= 8, `found ${routes.length} example routes`);
   for (const r of routes) assert.ok(r.permanent || r.connections.length, `${r.name} serves some connection`);
 });
 
@@ -32,6 +32,6 @@ test('the examples choose as their comments say', () => {
   assert.deepEqual(pick('office', 'alice@corp.example', 'bob@corp.example'), ['lan-mx', 'work']);
   assert.deepEqual(pick('home', 'alice@laptop.local', 'x@elsewhere.example'), ['home-isp']);
   assert.deepEqual(pick('home', 'alice.example@gmail.com', 'x@elsewhere.example'), ['home-isp', 'gmail']);
-  assert.deepEqual(pick('mobile', 'alice@corp.example', 'x@elsewhere.example'), ['tunnel']);
+  assert.deepEqual(pick('mobile', 'alice@corp.example', 'x@elsewhere.example'), ['tunnel', 'socks']);
   assert.deepEqual(pick('hotel-wifi', 'me@laptop.local', 'bob@laptop.local'), ['local-procmail']);
 });

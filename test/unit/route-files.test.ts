@@ -68,6 +68,9 @@ test('the transport section: every key known and typed, and the combinations tha
     'e.yaml': section(['type: pipe', 'host: x.example']),
     'f.yaml': section(['type: smtp', 'host: relay.example', 'port: 465', 'tls: smtps', 'user: bob', 'password_command: [pass, show, relay]', `fingerprint: "${'AB:'.repeat(31)}AB"`, 'auth_method: xoauth2', 'connections: 4', 'greeting_timeout: 5', 'helo: laptop.example.org']),
     'g.yaml': section(['type: smtp', 'host: relay.example', 'port: 25', 'user: bob']),
+    'h.yaml': section(['type: smtp', 'host: relay.example', 'port: 25', 'proxy: "http://127.0.0.1:8080"', 'tls_name: "bad name"']),
+    'i.yaml': section(['type: lmtp', 'socket: /run/lmtp.sock', 'proxy: "socks5://127.0.0.1:1080"']),
+    'j.yaml': section(['type: smtp', 'host: smtp.corp.example', 'port: 587', 'tls: starttls', 'proxy: "socks5h://[::1]:1080"', 'tls_name: smtp.corp.example']),
   });
   try {
     loadRoutes(dir);
@@ -94,9 +97,12 @@ test('the transport section: every key known and typed, and the combinations tha
       /^e\.yaml: transport\.host@4: is not a key of type pipe/,
       /^e\.yaml: transport@\d+: type pipe needs command/,
       /^g\.yaml: transport\.user@6: user needs password_file, password_command or password_env/,
+      /^h\.yaml: transport\.proxy@6: must be socks5:\/\/host:port/,
+      /^h\.yaml: transport\.tls_name@7: must be a host name/,
+      /^i\.yaml: transport\.proxy@5: a unix socket is reached directly/,
     ];
     for (const w of want) assert.ok(got.some((g) => w.test(g)), `${w} in ${JSON.stringify(got, null, 1)}`);
-    assert.ok(!got.some((g) => g.startsWith('f.yaml')), `f.yaml is valid: ${JSON.stringify(got.filter((g) => g.startsWith('f.yaml')))}`);
+    for (const ok of ['f.yaml', 'j.yaml']) assert.ok(!got.some((g) => g.startsWith(ok)), `${ok} is valid: ${JSON.stringify(got.filter((g) => g.startsWith(ok)))}`);
   }
 });
 
