@@ -67,12 +67,13 @@ export class Pool<S extends Pooled> {
   }
 
   /**
-   * The caller's new session was refused: when other sessions are in use, one slot fewer from now on
-   * and the caller's slot is given up (it then takes again, waiting for one of them); false when the
-   * caller's is the only session in use, so there is nothing to wait for.
+   * The caller's new session to one of keys was turned away: when other sessions are in use, or one to
+   * these servers waits idle, one slot fewer from now on and the caller's slot is given up (it then
+   * takes again, getting or waiting for one of them); false when there is nothing to wait for.
    */
-  shrink(): boolean {
-    if (this.held - this.idle.length <= 1) return false;
+  shrink(keys: string[]): boolean {
+    const idleHere = this.idle.some((x) => keys.includes(x.session.key));
+    if (!idleHere && this.held - this.idle.length <= 1) return false;
     this.max = Math.max(1, this.max - 1);
     this.held--;
     return true;

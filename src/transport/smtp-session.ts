@@ -324,6 +324,9 @@ function settleOn<T>(conn: SMTPConnection, timeoutMs: number, fallback: T, op: (
 export interface OpenFailure {
   reply: string;
   tls?: boolean;
+  /** The server turned the session away at once (421 greeting, or closed before any greeting): the mark
+   * of a limit on connections per client, not of a server that is down. */
+  busy?: boolean;
 }
 
 /** The SHA-256 fingerprint of a certificate, lower-case hex without colons. */
@@ -393,11 +396,13 @@ function openFailure(err: SmtpError, relay: string): OpenFailure {
     const reason = oneLine(err.message.replace(/^Error initiating TLS - /, ''), 'handshake failed');
     return { reply: `451 4.7.5 TLS with ${relay} failed: ${line || reason}`, tls: true };
   }
+  if (line && err.responseCode === 421) return { reply: line, busy: true };
   if (line && err.responseCode && err.responseCode < 500) return { reply: line };
   if (line) return { reply: `451 4.4.0 ${relay} refused the session: ${line}` };
   if (err.code === 'ETIMEDOUT') return { reply: `451 4.4.1 ${relay} did not answer in time (${(err as { timeoutType?: string }).timeoutType ?? 'timeout'})` };
   const sys = (err as { originalCode?: string }).originalCode;
-  return { reply: `451 4.4.1 cannot connect to ${relay}: ${sys ?? err.code ?? 'error'}` };
+  const closed = err.code === 'ECONNECTION' || sys === 'ECONNRESET';
+  return { reply: `451 4.4.1 cannot connect to ${relay}: ${sys ?? err.code ?? 'error'}`, busy: closed };
 }
 
 /** Opens a session: connection, greeting, EHLO, TLS and certificate checks, AUTH. */

@@ -103,8 +103,9 @@ async function deliverTo(s: SessionSettings, pool: Pool<Session>, targets: Targe
         session = opened;
         break;
       }
-      // refused while other sessions are busy: the server limits connections; wait for one of those
-      if (!pool.shrink()) return { relay: opened.relay, results: all(req, 'tempfail', opened.reply) };
+      // turned away at once while other sessions are in use: the server limits connections per client;
+      // wait for one of those (a server that is down, TLS or AUTH trouble is a failure like any other)
+      if (!opened.busy || !pool.shrink(targets.map(targetName))) return { relay: opened.relay, results: all(req, 'tempfail', opened.reply) };
       session = await pool.take(targets.map(targetName));
       if (session && !(await session.reset(s.timeouts.greeting))) {
         void session.close();
@@ -138,14 +139,14 @@ function lost(reply: string, address: string): RecipientResult {
 }
 
 /** Opens a session to the first target that answers; otherwise the last failure. */
-async function openFirst(s: SessionSettings, targets: Target[]): Promise<Session | { relay: string; reply: string }> {
-  let last = { relay: 'none', reply: '451 4.4.4 no server to deliver to' };
+async function openFirst(s: SessionSettings, targets: Target[]): Promise<Session | { relay: string; reply: string; busy?: boolean }> {
+  let last: { relay: string; reply: string; busy?: boolean } = { relay: 'none', reply: '451 4.4.4 no server to deliver to' };
   for (const t of targets) {
     let got = await openSession(s, t);
     // RFC 7435: encryption that is not verified is worth having but not worth failing for
     if (!(got instanceof Session) && got.tls && s.starttls === 'opportunistic' && s.verify === false && !s.fingerprint && !s.auth) got = await openSession({ ...s, starttls: 'never' }, t);
     if (got instanceof Session) return got;
-    last = { relay: targetName(t), reply: got.reply };
+    last = { relay: targetName(t), reply: got.reply, busy: got.busy };
   }
   return last;
 }
