@@ -59,25 +59,34 @@ export async function syncDir(dir: string): Promise<void> {
 }
 
 /** Directory descriptors kept open for fsync, one per directory for the life of the process (a spool
- * has a handful of directories): an fsync then costs one thread-pool trip instead of three. */
-const dirFds = new Map<string, number>();
+ * has a handful of directories): an fsync then costs one thread-pool trip instead of three. Each sync
+ * first checks that the path still names the directory the descriptor is open on (a spool directory
+ * replaced or mounted over while the process runs gets a fresh descriptor, not a sync of the old one). */
+const dirFds = new Map<string, { fd: number; dev: number; ino: number }>();
 
 /** fsyncs a directory through its kept descriptor, opening it once; a descriptor that went bad is
  * dropped and the sync retried once with a fresh one. */
 async function syncKept(dir: string, retry = true): Promise<void> {
-  let fd = dirFds.get(dir);
-  if (fd === undefined) {
-    fd = await new Promise<number>((res, rej) => fs.open(dir, 'r', (e, f) => (e ? rej(e) : res(f))));
-    if (dirFds.has(dir)) fs.close(fd, () => undefined);
-    else dirFds.set(dir, fd);
-    fd = dirFds.get(dir)!;
+  const now = fs.statSync(dir);
+  let kept = dirFds.get(dir);
+  if (kept && (kept.dev !== now.dev || kept.ino !== now.ino)) {
+    dirFds.delete(dir);
+    fs.close(kept.fd, () => undefined);
+    kept = undefined;
   }
-  const held = fd;
+  if (!kept) {
+    const fd = await new Promise<number>((res, rej) => fs.open(dir, 'r', (e, f) => (e ? rej(e) : res(f))));
+    const st = fs.fstatSync(fd);
+    if (dirFds.has(dir)) fs.close(fd, () => undefined);
+    else dirFds.set(dir, { fd, dev: st.dev, ino: st.ino });
+    kept = dirFds.get(dir)!;
+  }
+  const held = kept.fd;
   try {
     await new Promise<void>((res, rej) => fs.fsync(held, (e) => (e ? rej(e) : res())));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EBADF' || !retry) throw err;
-    if (dirFds.get(dir) === held) dirFds.delete(dir);
+    if (dirFds.get(dir)?.fd === held) dirFds.delete(dir);
     await syncKept(dir, false);
   }
 }

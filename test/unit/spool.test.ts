@@ -9,6 +9,7 @@ import { decodeEnvelope, encodeEnvelope } from '../../src/spool/envelope-codec.j
 import { idTime, isId, newId } from '../../src/spool/id.js';
 import { lock, tryLock } from '../../src/spool/lock.js';
 import { applyChange, openStore } from '../../src/spool/store.js';
+import { DirSyncer } from '../../src/spool/layout.js';
 import { openSpoolWriter } from '../../src/spool/writer.js';
 import { tempDir } from '../helpers.js';
 
@@ -237,4 +238,23 @@ test('readHead returns the header section whatever its size: ends inside the fir
   w.stream.end(Buffer.from(`X-Big: ${'b'.repeat(300_000)}\r\n\r\nbody`, 'latin1'));
   const big = await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'a@b.org', recipients: [newRecipient('c@d.org')], origin: { door: 'sendmail' }, protocol: 'local' });
   assert.equal((await store.readHead(big.id, 262_144)).length, 262_144, 'cut at max');
+});
+
+test('directory syncs follow a spool directory that was replaced while the process runs', async () => {
+  const dir = path.join(tempDir(), 'queue');
+  fs.mkdirSync(dir);
+  const links = (): string[] => fs.readdirSync('/proc/self/fd').map((fd) => {
+    try {
+      return fs.readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      return '';
+    }
+  });
+  await DirSyncer.of(dir).sync();
+  assert.ok(links().includes(dir), 'a descriptor kept open on the directory');
+  fs.rmSync(dir, { recursive: true });
+  fs.mkdirSync(dir);
+  await DirSyncer.of(dir).sync();
+  assert.ok(links().includes(dir), 'one on the new directory');
+  assert.ok(!links().includes(`${dir} (deleted)`), 'none left on the old one');
 });
