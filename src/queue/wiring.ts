@@ -230,11 +230,15 @@ export function messageFor(store: Store, env: Envelope, route: Route, head?: str
     out.write(Buffer.from(top, 'latin1'));
     const small = smallBody(data, after);
     if (small) out.end(small);
-    else
-      fs.createReadStream(data, { start: after })
+    else {
+      const body = fs.createReadStream(data, { start: after });
+      // a transaction that ends before DATA destroys `out`: the file must be closed with it
+      out.once('close', () => body.destroy());
+      body
         .on('error', (e) => out.destroy(e))
         .on('data', (c) => noteBytes(c.length))
         .pipe(out);
+    }
   };
   start().catch((err: Error) => out.destroy(err));
   return out;
