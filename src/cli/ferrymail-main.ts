@@ -9,6 +9,7 @@ import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, loadConfig, parseSettingsFile, settingsLocation } from '../config/load.js';
 import { loadRoutes } from '../config/routes.js';
+import { routeProblem } from '../queue/wiring.js';
 import type { Config } from '../config/types.js';
 import { validateSettings, getPath } from '../config/validate.js';
 import { FIELDS } from '../config/schema.js';
@@ -195,18 +196,22 @@ function configCheck(cmd: Command): number {
     }
   }
   for (const i of issues) process.stderr.write(`${file}${i.line ? `:${i.line}` : ''}: ${i.key}: ${i.message}\n`);
-  const routes = routeCheck(path.join(path.dirname(file), 'routes'));
+  const routes = routeCheck(path.join(path.dirname(file), 'routes'), cfg?.hostname ?? 'localhost');
   if (issues.length || routes === null) return EX.CONFIG;
   out(`${parsed.exists ? file : 'embedded default'}: ok\n`);
   if (routes) out(`${routes} route file${routes === 1 ? '' : 's'}: ok\n`);
   return EX.OK;
 }
 
-/** Checks the route files; prints each problem as routes/FILE:LINE: key: message. Resolves with how
- * many routes loaded, or null when some file has a problem. */
-function routeCheck(dir: string): number | null {
+/** Checks the route files, then what each route needs at delivery time (secret and CA files, pipe
+ * variables, DKIM keys); prints each problem as routes/FILE:LINE: key: message or routes: route NAME:
+ * problem. Returns how many routes are fine, or null when something is wrong. */
+function routeCheck(dir: string, hostname: string): number | null {
   try {
-    return loadRoutes(path.dirname(dir)).length;
+    const routes = loadRoutes(path.dirname(dir));
+    const problems = routes.map((r) => routeProblem(r, hostname)).filter((p): p is string => p !== undefined);
+    for (const p of problems) process.stderr.write(`${dir}: ${p}\n`);
+    return problems.length ? null : routes.length;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     for (const i of err.issues) {

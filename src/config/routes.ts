@@ -37,7 +37,17 @@ export function loadRoutes(configDir: string): Route[] {
     return [];
   }
   const issues: ConfigIssue[] = [];
-  const routes = names.map((n) => parseRoute(path.join(dir, n), issues));
+  const routes = names.flatMap((n) => {
+    const file = path.join(dir, n);
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (err) {
+      issues.push({ key: `${n}: (file)`, message: `cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` });
+      return [];
+    }
+    return [parseRoute(file, text, issues)];
+  });
   const seen = new Set<string>();
   for (const r of routes) {
     if (seen.has(r.name)) issues.push({ key: 'name', message: `route name ${r.name} is used twice` });
@@ -48,9 +58,9 @@ export function loadRoutes(configDir: string): Route[] {
 }
 
 /** Parses one route file, adding its problems (prefixed with the file name) to issues. */
-function parseRoute(file: string, issues: ConfigIssue[]): Route {
+function parseRoute(file: string, text: string, issues: ConfigIssue[]): Route {
   const counter = new LineCounter();
-  const doc = parseDocument(fs.readFileSync(file, 'utf8'), { lineCounter: counter, uniqueKeys: true });
+  const doc = parseDocument(text, { lineCounter: counter, uniqueKeys: true });
   const base = path.basename(file);
   const add: AddIssue = (key, message, at = [key]) => {
     const node = doc.getIn(at, true) as { range?: [number, number, number] } | undefined;

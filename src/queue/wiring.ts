@@ -31,8 +31,24 @@ import type { Transport } from '../transport/types.js';
 import type { Notice } from './bounce.js';
 
 /** A transport that refuses everything for now, saying why (a broken route must not lose mail). */
-function broken(why: string): Transport {
-  return { deliver: async (req) => ({ relay: 'none', results: req.recipients.map((r) => ({ address: r.address, outcome: 'tempfail' as const, reply: `451 4.3.5 ${why}` })) }) };
+function broken(why: string): Transport & { problem: string } {
+  return { problem: why, deliver: async (req) => ({ relay: 'none', results: req.recipients.map((r) => ({ address: r.address, outcome: 'tempfail' as const, reply: `451 4.3.5 ${why}` })) }) };
+}
+
+/** What would make a route defer all its mail before it even connects (a password file others can read,
+ * a CA file missing, a pipe command naming unknown variables, an unusable DKIM key), or undefined;
+ * for `ferrymail config check`. */
+export function routeProblem(route: Route, hostname: string): string | undefined {
+  const t = buildTransport(route, hostname) as Transport & { problem?: string };
+  void t.close?.();
+  if (t.problem) return t.problem;
+  if (!route.dkim) return undefined;
+  try {
+    loadDkimKey(route.dkim);
+    return undefined;
+  } catch (err) {
+    return `route ${route.name}: dkim ${(err as Error).message}`;
+  }
 }
 
 /** Checks a password file's mode now (a file others can read is a broken route, not a delivery failure). */

@@ -279,6 +279,25 @@ describe('ferrymail config', () => {
     assert.ok(got.some((l) => l.startsWith(`${path.join(dir, '20-bad.yaml')}:2: last_route: `)), bad.stderr);
     assert.ok(got.some((l) => l.startsWith(`${path.join(dir, '20-bad.yaml')}:5: transport.host: host needs port`)), bad.stderr);
     fs.rmSync(path.join(dir, '20-bad.yaml'));
+    // what only shows at delivery time: a password file others can read, a pipe variable that does not
+    // exist; and a route file that cannot be read
+    const pw = path.join(cfg.dir, 'pw');
+    fs.writeFileSync(pw, 'secret\n', { mode: 0o644 });
+    fs.chmodSync(pw, 0o644);
+    fs.writeFileSync(path.join(dir, '30-pw.yaml'), `connections: [home]\ntransport: {type: smtp, host: relay.example, port: 587, user: me, password_file: ${JSON.stringify(pw)}}\n`);
+    fs.writeFileSync(path.join(dir, '40-pipe.yaml'), 'connections: [home]\ntransport: {type: pipe, command: [cat, "${reciptient}"]}\n');
+    fs.mkdirSync(path.join(dir, '50-dir.yaml'));
+    const late = await ferrymail(cfg, ['config', 'check']);
+    assert.equal(late.code, 78);
+    assert.match(late.stderr, /50-dir\.yaml: \(file\): cannot be read: EISDIR/);
+    fs.rmdirSync(path.join(dir, '50-dir.yaml'));
+    const late2 = await ferrymail(cfg, ['config', 'check']);
+    assert.equal(late2.code, 78);
+    assert.match(late2.stderr, /route 30-pw: password_file \S+ must be readable by its owner only/);
+    assert.match(late2.stderr, /route 40-pipe: the pipe command names unknown variables: \$\{reciptient\}/);
+    assert.doesNotMatch(late2.stderr, /secret/);
+    fs.rmSync(path.join(dir, '30-pw.yaml'));
+    fs.rmSync(path.join(dir, '40-pipe.yaml'));
     const ok = await ferrymail(cfg, ['config', 'check']);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /^1 route file: ok$/m);
