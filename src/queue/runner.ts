@@ -141,7 +141,7 @@ async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, re
   const pending = env.recipients.filter((r) => open(r) && (!r.nextAttempt || Date.parse(r.nextAttempt) <= at()));
   if (expired(deps.retry, env.arrival, now())) {
     for (const r of pending) settle(deps, env, r, 'permfail', `550 4.4.7 message expired after ${formatDuration(deps.retry.lifetime)} in the queue${r.lastError ? ` (last error: ${r.lastError})` : ''}`, undefined, now(), report);
-    return finish(deps, run, now);
+    return finish(deps, run, now, report);
   }
   const plans = plan(deps.routes, state, env.sender, pending.map((r) => r.address), headerFromAddresses(run.head));
   const routesOf = new Map<string, Route[]>();
@@ -155,18 +155,19 @@ async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, re
     if (routes.length) routesOf.set(p.recipient, routes);
   }
   await deliverByRoutes(deps, run, pending, routesOf, now, report);
-  await finish(deps, run, now);
+  await finish(deps, run, now, report);
 }
 
-/** Removes a recipient listed again (older spools could hold one twice): one delivery per address. */
+/** Removes a recipient listed again (older spools could hold one twice): one delivery per address;
+ * of the copies, one whose state is final wins (a delivered copy is never delivered again). */
 function dropRepeated(env: Envelope): void {
-  const seen = new Set<string>();
-  env.recipients = env.recipients.filter((r) => {
+  const kept = new Map<string, Recipient>();
+  for (const r of env.recipients) {
     const k = r.address.toLowerCase();
-    if (seen.has(k)) return false;
-    seen.add(k);
-    return true;
-  });
+    const first = kept.get(k);
+    if (!first || (!isFinal(first.state) && isFinal(r.state))) kept.set(k, r);
+  }
+  if (kept.size !== env.recipients.length) env.recipients = env.recipients.filter((r) => kept.get(r.address.toLowerCase()) === r);
 }
 
 /** One delivery attempt through a route's transport; a transport that throws, or that leaves a
@@ -258,9 +259,10 @@ const SETTLE = {
 /** Queues the notices this run owes (failures, then delay warnings), then writes the envelope back, or
  * removes the message when every recipient is final. Notices come first, so that a crash can repeat one
  * but never lose it. */
-async function finish(deps: RunnerDeps, run: MessageRun, now: () => number): Promise<void> {
+async function finish(deps: RunnerDeps, run: MessageRun, now: () => number, report: RunReport): Promise<void> {
   const env = run.env;
   const failedNow = env.recipients.filter((r) => r.state === 'failed' && !run.failedBefore.has(r.address));
+  let owed = new Set<Recipient>();
   if (failedNow.length) {
     try {
       await sendNotice(deps, run, failedNow, 'failed', now());
@@ -268,10 +270,14 @@ async function finish(deps: RunnerDeps, run: MessageRun, now: () => number): Pro
       // the notice could not be queued (a full disk): these recipients wait and fail again next time, so
       // that their notice is never lost; what the others got in this run is still written below
       for (const r of failedNow) deferForNotice(deps, r, now(), (err as Error).message);
+      report.failed -= failedNow.length;
+      report.deferred += failedNow.length;
+      owed = new Set(failedNow);
       deps.log.log('error', `${env.id} failure notice could not be queued; tried again later`, { error: (err as Error).message });
     }
   }
-  await warnDelayed(deps, run, now()).catch((err: Error) => deps.log.log('error', `${env.id} delay notice could not be queued; tried again later`, { error: err.message }));
+  // a recipient whose failure notice is owed has failed: it gets no delay notice
+  await warnDelayed(deps, run, now(), owed).catch((err: Error) => deps.log.log('error', `${env.id} delay notice could not be queued; tried again later`, { error: err.message }));
   if (env.recipients.every((r) => isFinal(r.state))) {
     await deps.store.removeLocked(env.id);
     return;
@@ -288,8 +294,8 @@ function deferForNotice(deps: RunnerDeps, r: Recipient, now: number, why: string
 
 /** Sends one delay notice for the recipients that passed a warning age not yet dealt with, and records
  * those ages as dealt with (also for recipients whose NOTIFY wants no delay notice). */
-async function warnDelayed(deps: RunnerDeps, run: MessageRun, now: number): Promise<void> {
-  const late = run.env.recipients.filter((r) => open(r) && warningsDue(deps.retry, run.env.arrival, r.warned ?? [], now).length);
+async function warnDelayed(deps: RunnerDeps, run: MessageRun, now: number, skip: Set<Recipient> = new Set()): Promise<void> {
+  const late = run.env.recipients.filter((r) => open(r) && !skip.has(r) && warningsDue(deps.retry, run.env.arrival, r.warned ?? [], now).length);
   if (!late.length) return;
   await sendNotice(deps, run, late, 'delayed', now);
   for (const r of late) r.warned = [...(r.warned ?? []), ...warningsDue(deps.retry, run.env.arrival, r.warned ?? [], now)];

@@ -469,3 +469,27 @@ test('an address listed twice in an envelope is delivered once', async () => {
   assert.equal(rep.delivered, 2);
   assert.equal(await envelope(root, id), null);
 });
+
+test('of an address listed twice, a copy already delivered wins; a failure whose notice is owed gets no delay notice', async () => {
+  const { root, id } = await spoolWith(['twice@x.org', 'twice@x.org']);
+  const store = openStore(root);
+  const e = (await store.get(id)).envelope;
+  e.recipients[1]!.state = 'delivered';
+  await store.update(e, 'queue');
+  const { d, calls } = deps(root, [route('r1')], () => 'ok');
+  await runQueue(d);
+  assert.deepEqual(calls, [], 'the delivered copy wins: nothing is sent again');
+
+  // expired past a warning age, its failure notice cannot be queued: no delay notice either
+  const old = await spoolWith(['late@x.org'], new Date(Date.now() - 6 * 86_400_000));
+  const kinds: string[] = [];
+  const full = deps(old.root, [route('r1')], () => 'tempfail');
+  full.d.retry = { ...DEFAULT_RETRY, warnings: [3600] };
+  full.d.enqueueNotice = async (n) => {
+    kinds.push(n.kind);
+    if (n.kind === 'failed') throw new Error('spool is full');
+  };
+  const rep = await runQueue(full.d);
+  assert.deepEqual(kinds, ['failed']);
+  assert.deepEqual([rep.failed, rep.deferred], [0, 1]);
+});
