@@ -56,6 +56,31 @@ export interface TestConfig {
   port: number;
 }
 
+/** Writes a route file into the configuration's routes/ folder (made when missing). */
+export function writeRoute(cfg: TestConfig, file: string, lines: string[]): void {
+  fs.mkdirSync(path.join(cfg.configDir, 'routes'), { recursive: true });
+  fs.writeFileSync(path.join(cfg.configDir, 'routes', file), [...lines, ''].join('\n'));
+}
+
+/** The lines of a route that rewrites alice@laptop.local (envelope sender and From unless `from` only)
+ * and delivers by SMTP to 127.0.0.1:port; `more` goes before the transport, `transport` into it. */
+export function smtpRoute(name: string, connection: string, port: number, opts: { more?: string[]; transport?: string[]; fromOnly?: boolean } = {}): string[] {
+  return [
+    `name: ${name}`,
+    `connections: [${connection}]`,
+    'rewrite:',
+    ...(opts.fromOnly ? [] : ['  envelope_sender:', '    "*@laptop.local": "*@isp.example"']),
+    '  from:',
+    '    alice: alice.smith@isp.example',
+    ...(opts.more ?? []),
+    'transport:',
+    '  type: smtp',
+    '  host: 127.0.0.1',
+    `  port: ${port}`,
+    ...(opts.transport ?? ['tls: none']).map((l) => `  ${l}`),
+  ];
+}
+
 /** Writes a configuration listening on a free port with its own spool; extra is more YAML. */
 export async function makeConfig(extra = '', opts: { spool?: string; port?: number } = {}): Promise<TestConfig> {
   const dir = tempDir();

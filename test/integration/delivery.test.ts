@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { ferrymail, makeConfig, queueJson, sendmail, startDaemon, type TestConfig } from '../helpers.js';
+import { ferrymail, makeConfig, queueJson, sendmail, smtpRoute, startDaemon, writeRoute, type TestConfig } from '../helpers.js';
 import { closeAll, faultServer } from '../support/fault-smtp.js';
 import { startSink, type Sink, type Taken } from '../support/sink.js';
 
@@ -28,25 +28,7 @@ async function setup(connection: string): Promise<TestConfig & { stateFile: stri
   const stateFile = path.join((await makeConfig()).dir, 'online');
   const cfg = await makeConfig(`online:\n  state_file: ${JSON.stringify(stateFile)}\n`);
   fs.writeFileSync(stateFile, connection + '\n');
-  fs.mkdirSync(path.join(cfg.configDir, 'routes'));
-  fs.writeFileSync(
-    path.join(cfg.configDir, 'routes', '20-home.yaml'),
-    [
-      'name: home-isp',
-      'connections: [home]',
-      'rewrite:',
-      '  envelope_sender:',
-      '    "*@laptop.local": "*@isp.example"',
-      '  from:',
-      '    alice: alice.smith@isp.example',
-      'transport:',
-      '  type: smtp',
-      '  host: 127.0.0.1',
-      `  port: ${sinkPort}`,
-      '  tls: none',
-      '',
-    ].join('\n'),
-  );
+  writeRoute(cfg, '20-home.yaml', smtpRoute('home-isp', 'home', sinkPort));
   return { ...cfg, stateFile };
 }
 

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { dkimVerify, keyRecord } from '../dkimpy.js';
-import { ferrymail, makeConfig, queueJson, sendmail, type TestConfig } from '../helpers.js';
+import { ferrymail, makeConfig, queueJson, sendmail, smtpRoute, writeRoute, type TestConfig } from '../helpers.js';
 import { startSink, type Sink, type Taken } from '../support/sink.js';
 
 let got: Taken[] = [];
@@ -33,28 +33,8 @@ function writeKey(file: string, type: 'rsa' | 'ed25519', mode = 0o600): string {
 async function setup(dkimLines: string[]): Promise<TestConfig & { keyFile: string }> {
   const cfg = await makeConfig();
   const keyFile = path.join(cfg.dir, 'dkim.key');
-  fs.mkdirSync(path.join(cfg.configDir, 'routes'));
-  fs.writeFileSync(
-    path.join(cfg.configDir, 'routes', '20-home.yaml'),
-    [
-      'name: home-isp',
-      'connections: [home]',
-      'rewrite:',
-      '  from:',
-      '    alice: alice.smith@isp.example',
-      'dkim:',
-      '  domain: isp.example',
-      '  selector: s2024',
-      `  key_file: ${JSON.stringify(keyFile)}`,
-      ...dkimLines.map((l) => `  ${l}`),
-      'transport:',
-      '  type: smtp',
-      '  host: 127.0.0.1',
-      `  port: ${sinkPort}`,
-      '  tls: none',
-      '',
-    ].join('\n'),
-  );
+  const dkim = ['dkim:', '  domain: isp.example', '  selector: s2024', `  key_file: ${JSON.stringify(keyFile)}`, ...dkimLines.map((l) => `  ${l}`)];
+  writeRoute(cfg, '20-home.yaml', smtpRoute('home-isp', 'home', sinkPort, { more: dkim, fromOnly: true }));
   return { ...cfg, keyFile };
 }
 

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ferrymail, makeConfig, messageData, queueJson, run, SENDMAIL, spoolFiles, tempDir, type TestConfig } from '../helpers.js';
+import { ferrymail, makeConfig, messageData, queueJson, run, SENDMAIL, smtpRoute, spoolFiles, tempDir, writeRoute, type TestConfig } from '../helpers.js';
 import { makeTestCa, postfixMissing, startPostfix, type PostfixInstance } from '../postfix.js';
 
 const SENDER = 'alice@laptop.local';
@@ -42,25 +42,7 @@ const MESSAGE = [
 /** A ferrymail configuration with one route for connection `office` to the smarthost. */
 async function ferryTo(pf: PostfixInstance, transport: string[]): Promise<TestConfig> {
   const cfg = await makeConfig();
-  fs.mkdirSync(path.join(cfg.configDir, 'routes'));
-  fs.writeFileSync(
-    path.join(cfg.configDir, 'routes', '10-office.yaml'),
-    [
-      'name: office-smarthost',
-      'connections: [office]',
-      'rewrite:',
-      '  envelope_sender:',
-      '    "*@laptop.local": "*@isp.example"',
-      '  from:',
-      '    alice: alice.smith@isp.example',
-      'transport:',
-      '  type: smtp',
-      '  host: 127.0.0.1',
-      `  port: ${pf.port}`,
-      ...transport.map((l) => `  ${l}`),
-      '',
-    ].join('\n'),
-  );
+  writeRoute(cfg, '10-office.yaml', smtpRoute('office-smarthost', 'office', pf.port, { transport }));
   return cfg;
 }
 
