@@ -9,7 +9,8 @@ import type { Envelope, Recipient } from '../domain/envelope.js';
 import type { Entry } from '../spool/store.js';
 
 /** Escapes control characters in text shown on a terminal. */
-function safe(s: string): string {
+/** Replaces control characters, so that text from the spool cannot drive the terminal. */
+export function safe(s: string): string {
   // eslint-disable-next-line no-control-regex
   return s.replace(/[\x00-\x1f\x7f]/g, '?');
 }

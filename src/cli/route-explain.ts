@@ -15,6 +15,8 @@ import { headerFromAddresses, rewriteHeaderSection } from '../route/header-rewri
 import { rewriteAddress, rewriteMailbox } from '../route/rewrite.js';
 import { plan } from '../route/select.js';
 import type { Route } from '../route/types.js';
+import { safe } from './queue-view.js';
+import { awaitsAttempt } from '../domain/outcome.js';
 
 /** The explanation for one recipient. */
 export interface Explanation {
@@ -31,12 +33,6 @@ export interface Explanation {
   headers?: string[];
 }
 
-/** Replaces control characters in untrusted text shown on a terminal. */
-function safe(s: string): string {
-  // eslint-disable-next-line no-control-regex
-  return s.replace(/[\x00-\x1f\x7f]/g, '?');
-}
-
 /** The header fields a route's maps would change, as "Name: value" lines. */
 export function rewrittenHeaders(head: string, route: Route): string[] {
   const before = parseHeaderBlock(head).fields;
@@ -46,7 +42,7 @@ export function rewrittenHeaders(head: string, route: Route): string[] {
 
 /** Explains, for a queued message, what a run in this state would do with each recipient. */
 export function explainQueued(routes: Route[], state: OnlineState, env: Envelope, head: string): Explanation[] {
-  const open = env.recipients.filter((r) => r.state === 'queued' || r.state === 'deferred');
+  const open = env.recipients.filter((r) => awaitsAttempt(r.state));
   const planned = new Map(explain(routes, state, env.sender, open.map((r) => r.address), headerFromAddresses(head)).map((e) => [e.recipient, e]));
   return env.recipients.map((r) => {
     const facts = { state: r.state, last_error: r.lastError, next_attempt: r.nextAttempt };

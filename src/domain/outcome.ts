@@ -15,6 +15,11 @@ export function isFinal(state: RecipientState): boolean {
   return state === 'delivered' || state === 'failed';
 }
 
+/** True when a recipient waits for an automatic attempt: not final, not held as uncertain. */
+export function awaitsAttempt(state: RecipientState): boolean {
+  return !isFinal(state) && state !== 'uncertain';
+}
+
 /** An SMTP-style reply with an enhanced status code, used by receive/ and in envelopes. */
 export interface Reply {
   code: number; // 250, 451, 550 ...

@@ -16,7 +16,7 @@ import { formatDuration } from '../config/schema.js';
 import type { Envelope, Recipient } from '../domain/envelope.js';
 import { isFerryError } from '../errors.js';
 import type { OnlineState } from '../domain/online.js';
-import { isFinal, type Outcome, type RunCounts } from '../domain/outcome.js';
+import { awaitsAttempt, isFinal, type Outcome, type RunCounts } from '../domain/outcome.js';
 import type { Logger } from '../log/logger.js';
 import { headerFromAddresses } from '../route/header-rewrite.js';
 import { rewriteAddress } from '../route/rewrite.js';
@@ -109,12 +109,12 @@ async function runLocked(deps: RunnerDeps, state: OnlineState, entry: Entry, rep
 
 /** True when some recipient of the message is due now. */
 function due(env: Envelope, now: number): boolean {
-  return env.recipients.some((r) => open(r) && (!r.nextAttempt || Date.parse(r.nextAttempt) <= now));
+  return env.recipients.some((r) => isDue(r, now));
 }
 
-/** True when a recipient still waits for an automatic attempt (not final, not held as uncertain). */
-function open(r: Recipient): boolean {
-  return !isFinal(r.state) && r.state !== 'uncertain';
+/** True when a recipient waits for an automatic attempt and its time has come. */
+function isDue(r: Recipient, now: number): boolean {
+  return awaitsAttempt(r.state) && (!r.nextAttempt || Date.parse(r.nextAttempt) <= now);
 }
 
 /** What happened in one message's run, for the notices at its end. */
@@ -138,7 +138,7 @@ async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, re
   const env = current.envelope;
   const run: MessageRun = { env, head: await deps.store.readHead(env.id), state, failedBefore: new Set(env.recipients.filter((r) => r.state === 'failed').map((r) => r.address)), troubled: new Set() };
   dropRepeated(env);
-  const pending = env.recipients.filter((r) => open(r) && (!r.nextAttempt || Date.parse(r.nextAttempt) <= at()));
+  const pending = env.recipients.filter((r) => isDue(r, at()));
   if (expired(deps.retry, env.arrival, now())) {
     for (const r of pending) settle(deps, env, r, 'permfail', `550 4.4.7 message expired after ${formatDuration(deps.retry.lifetime)} in the queue${r.lastError ? ` (last error: ${r.lastError})` : ''}`, undefined, now(), report);
     return finish(deps, run, now, report);
@@ -295,10 +295,11 @@ function deferForNotice(deps: RunnerDeps, r: Recipient, now: number, why: string
 /** Sends one delay notice for the recipients that passed a warning age not yet dealt with, and records
  * those ages as dealt with (also for recipients whose NOTIFY wants no delay notice). */
 async function warnDelayed(deps: RunnerDeps, run: MessageRun, now: number, skip: Set<Recipient> = new Set()): Promise<void> {
-  const late = run.env.recipients.filter((r) => open(r) && !skip.has(r) && warningsDue(deps.retry, run.env.arrival, r.warned ?? [], now).length);
+  const ages = new Map(run.env.recipients.filter((r) => awaitsAttempt(r.state) && !skip.has(r)).map((r) => [r, warningsDue(deps.retry, run.env.arrival, r.warned ?? [], now)] as const));
+  const late = [...ages].filter(([, due]) => due.length);
   if (!late.length) return;
-  await sendNotice(deps, run, late, 'delayed', now);
-  for (const r of late) r.warned = [...(r.warned ?? []), ...warningsDue(deps.retry, run.env.arrival, r.warned ?? [], now)];
+  await sendNotice(deps, run, late.map(([r]) => r), 'delayed', now);
+  for (const [r, due] of late) r.warned = [...(r.warned ?? []), ...due];
 }
 
 /** Builds, queues and logs one notice; delivers it locally too when the rule says so. */

@@ -1,6 +1,6 @@
 /**
  * Builds what the queue runner needs from the configuration: a transport per route (from its transport
- * section, built once per route object so that a queue run reuses its connections), the outgoing message
+ * section; the runner keeps one per route for a run, so that it reuses its connections), the outgoing message
  * stream (header rewriting on the way out, then the route's DKIM signature over the rewritten header
  * section, the body streamed from the spool untouched), and the queuing of delivery status notices
  * through the spool's normal commit.
@@ -163,21 +163,13 @@ function smtpFrom(route: Route, t: Record<string, unknown>, hostname: string, re
   });
 }
 
-/** Transports already built, one per route object (route files are read afresh for every queue run). */
-const built = new WeakMap<Route, Transport>();
-
 /**
- * The transport of a route, built from its transport section once per route object, so that one queue
- * run reuses its connections (resolver: DNS for MX delivery, for tests).
+ * The transport of a route, built from its transport section (the queue runner keeps one per route for
+ * a whole run, so that its sessions carry every message of the run; resolver: DNS for MX delivery).
  */
 export function transportFor(route: Route, hostname: string, resolver?: MxResolver): Transport {
-  let t = built.get(route);
-  if (!t) {
-    const inner = buildTransport(route, hostname, resolver);
-    t = route.dkim ? keyChecked(route, route.dkim, inner) : inner;
-    built.set(route, t);
-  }
-  return t;
+  const inner = buildTransport(route, hostname, resolver);
+  return route.dkim ? keyChecked(route, route.dkim, inner) : inner;
 }
 
 /**

@@ -10,7 +10,6 @@
  * Trusts only ids that passed isId(). Fails with FerryError (spool-*) on file system errors.
  */
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { spoolError } from '../errors.js';
 
@@ -45,16 +44,6 @@ export function ensureSpool(layout: Layout): void {
     for (const d of DIRS) fs.mkdirSync(layout.dir(d), { recursive: true, mode: 0o700 });
   } catch (err) {
     throw spoolError(err, `create spool directories under ${layout.root}`);
-  }
-}
-
-/** fsyncs a directory so that renames and unlinks in it are durable. */
-export async function syncDir(dir: string): Promise<void> {
-  const fh = await fsp.open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }
 

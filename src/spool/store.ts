@@ -89,12 +89,7 @@ export function openStore(root: string): Store {
 type SyncedLayout = Layout & { sync(place: Place): Promise<void> };
 
 function withSyncers(layout: Layout): SyncedLayout {
-  const syncers = new Map<Place, DirSyncer>();
-  const sync = (place: Place): Promise<void> => {
-    if (!syncers.has(place)) syncers.set(place, DirSyncer.of(layout.dir(place)));
-    return syncers.get(place)!.sync();
-  };
-  return { ...layout, sync };
+  return { ...layout, sync: (place) => DirSyncer.of(layout.dir(place)).sync() };
 }
 
 /** Runs fn while holding the message's lock. */
