@@ -12,6 +12,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import type { Notice } from './bounce.js';
+import { fromLineOf } from '../transport/pipe.js';
 
 /** Where notices go on this host. */
 export interface LocalNoticeSettings {
@@ -21,16 +22,10 @@ export interface LocalNoticeSettings {
   timeoutMs?: number;
 }
 
-/** asctime-style date of an mbox From line ("Mon Nov 23 15:18:09 2026"), UTC. */
-function asctime(d: Date): string {
-  const [wd, day, mon, year, time] = d.toUTCString().replace(',', '').split(' ');
-  return `${wd} ${mon} ${String(Number(day)).padStart(2, ' ')} ${time} ${year}`;
-}
-
 /** One mbox entry: From line, LF line ends, ">From" escaping (mboxrd), ending in a blank line. */
 export function mboxEntry(text: string, now: Date): string {
   const body = text.replace(/\r\n/g, '\n').replace(/\n$/, '').split('\n').map((l) => (/^>*From /.test(l) ? `>${l}` : l));
-  return `From MAILER-DAEMON ${asctime(now)}\n${body.join('\n')}\n\n`;
+  return `${fromLineOf('', now)}${body.join('\n')}\n\n`;
 }
 
 /** Appends one notice to an mbox file with a single O_APPEND write. */

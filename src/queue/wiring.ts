@@ -25,7 +25,7 @@ import { bodyHashOf, loadDkimKey, signatureField } from '../sign/dkim.js';
 import { noteBytes } from '../spool/reclaim.js';
 import type { Store } from '../spool/store.js';
 import type { SpoolWriter } from '../spool/writer.js';
-import { pipeTransport, unknownVariables } from '../transport/pipe.js';
+import { pipeTransport } from '../transport/pipe.js';
 import { smtpTransport, type AuthMethod, type MxResolver, type SmtpSettings } from '../transport/smtp.js';
 import type { Transport } from '../transport/types.js';
 import type { Notice } from './bounce.js';
@@ -198,8 +198,6 @@ function buildTransport(route: Route, hostname: string, resolver?: MxResolver): 
     if (t.type === 'smtp' || t.type === 'lmtp') return smtpFrom(route, t, hostname, resolver);
     if (t.type === 'pipe') {
       if (!Array.isArray(t.command) || !t.command.every((x) => typeof x === 'string') || !t.command.length) return broken(`route ${route.name}: pipe needs a command list`);
-      const unknown = unknownVariables(t.command as string[]);
-      if (unknown.length) return broken(`route ${route.name}: the pipe command names unknown variables: ${unknown.map((v) => `\${${v}}`).join(', ')}`);
       return pipeTransport({
         command: t.command as string[],
         perRecipient: t.per_recipient !== false,

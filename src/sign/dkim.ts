@@ -44,10 +44,25 @@ export function keyFileProblem(file: string): string | undefined {
   return undefined;
 }
 
-/** Reads and checks a route's key: file permissions, a private key, of the type and size the algorithm needs. */
+/** Keys already parsed, by file, with the file's identity when read (a changed file is read again). */
+const parsed = new Map<string, { stamp: string; algorithm: DkimKey['algorithm']; key: KeyObject }>();
+
+/** Reads and checks a route's key: file permissions, a private key, of the type and size the algorithm
+ * needs. The permissions are checked every time; the key is parsed again only when the file changed. */
 export function loadDkimKey(s: DkimSettings): DkimKey {
   const problem = keyFileProblem(s.keyFile);
   if (problem) throw new Error(problem);
+  const st = fs.statSync(s.keyFile);
+  const stamp = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${s.algorithm ?? ''}`;
+  const known = parsed.get(s.keyFile);
+  if (known?.stamp === stamp) return { settings: s, algorithm: known.algorithm, key: known.key };
+  const fresh = parseKey(s);
+  parsed.set(s.keyFile, { stamp, algorithm: fresh.algorithm, key: fresh.key });
+  return fresh;
+}
+
+/** Reads and parses a key file. */
+function parseKey(s: DkimSettings): DkimKey {
   let text: Buffer;
   try {
     text = fs.readFileSync(s.keyFile);

@@ -61,8 +61,10 @@ function outcomeOfExit(code: number | null): { outcome: Outcome; status: string 
 }
 
 /** Fills the template's variables into one argv element. */
+const VARIABLE = new RegExp(`\\$\\{(${PIPE_VARIABLES.join('|')})\\}`, 'g');
+
 function fill(word: string, vars: Record<string, string>): string {
-  return word.replace(/\$\{(sender|recipient|local_part|domain|id|route)\}/g, (_m, k: string) => vars[k] ?? '');
+  return word.replace(VARIABLE, (_m, k: string) => vars[k] ?? '');
 }
 
 /** The variables of one recipient. */
@@ -187,15 +189,17 @@ function runOnce(s: PipeSettings, req: DeliveryRequest, argv: string[]): Promise
   });
 }
 
-/** Creates a transport that hands messages to a command. */
-export function pipeTransport(s: PipeSettings): Transport {
+/** Creates a transport that hands messages to a command; one whose template cannot work refuses every
+ * delivery (tempfail) and says why in `problem`. */
+export function pipeTransport(s: PipeSettings): Transport & { problem?: string } {
+  const relay = `pipe:${s.command[0] ?? '?'}`;
+  const unknown = unknownVariables(s.command);
+  const problem = !s.command.length ? 'no command configured' : unknown.length ? `the pipe command names unknown variables: ${unknown.map((v) => `\${${v}}`).join(', ')}` : undefined;
+  const why = problem && s.route ? `route ${s.route}: ${problem}` : problem;
   return {
+    problem: why,
     async deliver(req: DeliveryRequest): Promise<DeliveryResult> {
-      const relay = `pipe:${s.command[0] ?? '?'}`;
-      const refuse = (why: string): DeliveryResult => ({ relay, results: req.recipients.map((r) => ({ address: r.address, outcome: 'tempfail', reply: `451 4.3.5 ${why}` })) });
-      if (!s.command.length) return refuse('no command configured');
-      const unknown = unknownVariables(s.command);
-      if (unknown.length) return refuse(`the command names unknown variables: ${unknown.map((v) => `\${${v}}`).join(', ')}`);
+      if (why) return { relay, results: req.recipients.map((r) => ({ address: r.address, outcome: 'tempfail', reply: `451 4.3.5 ${why}` })) };
       // the null sender is MAILER-DAEMON, as in the From_ line (and Postfix's pipe)
       const common = { sender: req.sender || 'MAILER-DAEMON', id: req.id, route: s.route ?? '' };
       if (s.perRecipient === false) {

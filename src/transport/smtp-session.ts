@@ -353,6 +353,17 @@ function unixSocket(path: string, timeoutMs: number): Promise<net.Socket | SmtpE
   });
 }
 
+/** A TLS context trusting the system's CAs and a route's CA file: built once per CA file read, not for
+ * every session (parsing the system's CAs costs milliseconds). */
+const contexts = new WeakMap<object, tls.SecureContext>();
+function trusted(ca: string | Buffer): tls.SecureContext {
+  const make = (): tls.SecureContext => tls.createSecureContext({ ca: [...tls.rootCertificates, ca.toString()], minVersion: 'TLSv1.2' });
+  if (typeof ca === 'string') return make();
+  let ctx = contexts.get(ca);
+  if (!ctx) contexts.set(ca, (ctx = make()));
+  return ctx;
+}
+
 /** The nodemailer options for one target. */
 function connOptions(s: SessionSettings, t: Target, socket?: net.Socket): ConstructorParameters<typeof SMTPConnection>[0] {
   const verify = s.verify !== false && !s.fingerprint;
@@ -366,7 +377,7 @@ function connOptions(s: SessionSettings, t: Target, socket?: net.Socket): Constr
     opportunisticTLS: s.starttls === 'opportunistic',
     lmtp: !!s.lmtp,
     // a CA file adds to the system's CAs (Node's ca option alone would replace them)
-    tls: { rejectUnauthorized: verify, ca: s.ca ? [...tls.rootCertificates, s.ca.toString()] : undefined, minVersion: 'TLSv1.2', ...(s.servername ? { servername: s.servername } : {}) },
+    tls: { rejectUnauthorized: verify, ...(s.ca ? { secureContext: trusted(s.ca) } : {}), minVersion: 'TLSv1.2', ...(s.servername ? { servername: s.servername } : {}) },
     connectionTimeout: s.timeouts.connect,
     greetingTimeout: s.timeouts.greeting,
     socketTimeout: s.timeouts.command,

@@ -108,7 +108,7 @@ test('a template naming an unknown variable is refused, not run', async () => {
   const dir = tempDir();
   const r = await pipeTransport({ command: [...recorder(dir), '0', '${recipent}', '${sender}'] }).deliver(request(['a@x.org']));
   assert.equal(r.results[0]!.outcome, 'tempfail');
-  assert.match(r.results[0]!.reply, /^451 4\.3\.5 the command names unknown variables: \$\{recipent\}$/);
+  assert.match(r.results[0]!.reply, /^451 4\.3\.5 the pipe command names unknown variables: \$\{recipent\}$/);
   assert.deepEqual(calls(dir), []);
 });
 
