@@ -7,9 +7,9 @@
  * apart from PATH and HOME, and a timeout that kills it; its output is untrusted and only its first line
  * is read (at most 256 bytes of it). Never throws: every failure is "offline" with the reason.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import type { OnlineState } from '../domain/online.js';
+import { runCommand } from '../proc/run.js';
 
 const NAME = /^[A-Za-z0-9._@+-]{1,64}$/;
 
@@ -39,40 +39,12 @@ export function stateFileAnswer(file: string): OnlineState | null {
 }
 
 /** Runs the query command; online when it exits 0 with a connection name on its first line. */
-export function runQuery(argv: readonly string[], timeoutMs = 5000): Promise<OnlineState> {
+export async function runQuery(argv: readonly string[], timeoutMs = 5000): Promise<OnlineState> {
   const label = `command ${argv[0] ?? '?'}`;
-  return new Promise((resolve) => {
-    if (argv.length === 0) return resolve({ online: false, why: 'no command configured' });
-    let out = '';
-    let settled = false;
-    const done = (s: OnlineState): void => {
-      if (!settled) {
-        settled = true;
-        clearTimeout(timer);
-        resolve(s);
-      }
-    };
-    const child = spawn(argv[0]!, argv.slice(1), {
-      stdio: ['ignore', 'pipe', 'ignore'],
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/' },
-      detached: true,
-    });
-    const timer = setTimeout(() => {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
-      done({ online: false, why: `${label} timed out after ${timeoutMs} ms` });
-    }, timeoutMs);
-    child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (d: string) => {
-      if (out.length < 256) out += d.slice(0, 256 - out.length);
-    });
-    child.on('error', (err: NodeJS.ErrnoException) => done({ online: false, why: `${label}: ${err.code ?? err.message}` }));
-    child.on('close', (code) => {
-      if (code !== 0) return done({ online: false, why: `${label} exited ${code ?? 'on a signal'}` });
-      done(fromLine(out.split('\n')[0] ?? '', label));
-    });
-  });
+  if (argv.length === 0) return { online: false, why: 'no command configured' };
+  const r = await runCommand(argv, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/' }, timeoutMs, maxOut: 256 });
+  if (r.timedOut) return { online: false, why: `${label} timed out after ${timeoutMs} ms` };
+  if (r.error) return { online: false, why: `${label}: ${r.error}` };
+  if (r.code !== 0) return { online: false, why: `${label} exited ${r.code ?? 'on a signal'}` };
+  return fromLine(r.stdout.split('\n')[0] ?? '', label);
 }

@@ -7,7 +7,7 @@
  * \xNN). Never throws: a missing tool, a timeout, "Not connected." or anything unreadable is undefined
  * ("SSID unknown").
  */
-import { spawn } from 'node:child_process';
+import { runCommand } from '../proc/run.js';
 
 /** How to run the tools (tests give a PATH with stand-ins). */
 export interface SsidOptions {
@@ -18,31 +18,10 @@ export interface SsidOptions {
 const MISSING = Symbol('missing');
 
 /** Runs argv; resolves with its stdout when it exits 0, MISSING when there is no such program, else null. */
-function capture(argv: string[], opts: SsidOptions): Promise<string | null | typeof MISSING> {
-  return new Promise((resolve) => {
-    let out = '';
-    let settled = false;
-    const done = (v: string | null | typeof MISSING): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      resolve(v);
-    };
-    const child = spawn(argv[0]!, argv.slice(1), {
-      stdio: ['ignore', 'pipe', 'ignore'],
-      env: { PATH: opts.path ?? process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' },
-    });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      done(null);
-    }, opts.timeoutMs ?? 2000);
-    child.stdout!.setEncoding('latin1');
-    child.stdout!.on('data', (d: string) => {
-      if (out.length < 4096) out += d.slice(0, 4096 - out.length);
-    });
-    child.on('error', (err: NodeJS.ErrnoException) => done(err.code === 'ENOENT' ? MISSING : null));
-    child.on('close', (code) => done(code === 0 ? out : null));
-  });
+async function capture(argv: string[], opts: SsidOptions): Promise<string | null | typeof MISSING> {
+  const r = await runCommand(argv, { env: { PATH: opts.path ?? process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' }, timeoutMs: opts.timeoutMs ?? 2000, maxOut: 4096, encoding: 'latin1' });
+  if (r.error === 'ENOENT') return MISSING;
+  return r.code === 0 && !r.timedOut ? r.stdout : null;
 }
 
 /** Undoes iw's \xNN escapes and reads the bytes as UTF-8. */

@@ -9,10 +9,10 @@
  * with a clean environment and a timeout that kills its process group. Failures reject with a readable
  * reason; the runner logs them and goes on.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import type { Notice } from './bounce.js';
 import { fromLineOf } from '../transport/pipe.js';
+import { runCommand } from '../proc/run.js';
 
 /** Where notices go on this host. */
 export interface LocalNoticeSettings {
@@ -51,32 +51,14 @@ function cleanEnv(): Record<string, string> {
 }
 
 /** Runs the notify command for one notice; resolves on exit 0, rejects with the reason otherwise. */
-export function runNotifyCommand(argvTemplate: string[], notice: Notice, timeoutMs = 10_000): Promise<void> {
+export async function runNotifyCommand(argvTemplate: string[], notice: Notice, timeoutMs = 10_000): Promise<void> {
   const vars: Record<string, string> = { summary: notice.summary, subject: notice.subject, sender: notice.recipient, id: notice.id };
-  const [cmd, ...args] = argvTemplate.map((w) => w.replace(/\$\{(summary|subject|sender|id)\}/g, (_m, k: string) => vars[k] ?? ''));
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd!, args, { stdio: ['pipe', 'ignore', 'pipe'], env: cleanEnv(), detached: true });
-    let stderr = '';
-    const timer = setTimeout(() => {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }, timeoutMs);
-    child.stderr!.on('data', (d: Buffer) => void (stderr.length < 1000 && (stderr += d.toString('utf8'))));
-    child.stdin!.on('error', () => undefined);
-    child.stdin!.end(`${notice.subject}\n${notice.summary}\n`);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(new Error(`notify_command ${cmd}: ${(err as NodeJS.ErrnoException).code ?? err.message}`));
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      if (code === 0) resolve();
-      else reject(new Error(`notify_command ${cmd}: ${signal ? `killed by ${signal}` : `exit ${code}`}${stderr ? `: ${stderr.split('\n')[0]}` : ''}`));
-    });
-  });
+  const argv = argvTemplate.map((w) => w.replace(/\$\{(summary|subject|sender|id)\}/g, (_m, k: string) => vars[k] ?? ''));
+  const r = await runCommand(argv, { env: cleanEnv(), timeoutMs, stdin: `${notice.subject}\n${notice.summary}\n`, maxOut: 1000 });
+  if (r.code === 0 && !r.timedOut) return;
+  const how = r.error ?? (r.timedOut ? 'timed out' : r.signal ? `killed by ${r.signal}` : `exit ${r.code}`);
+  const first = r.stderr.split('\n')[0];
+  throw new Error(`notify_command ${argv[0]}: ${how}${first ? `: ${first}` : ''}`);
 }
 
 /** The local delivery for the runner, or undefined when nothing is configured. */

@@ -13,7 +13,6 @@
  * file itself; they are fetched at every login, and a command's output never appears in a reply or a
  * log, only how it failed.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
 import { PROXY_URL, normalFingerprint } from '../config/transport-section.js';
@@ -29,6 +28,7 @@ import { pipeTransport } from '../transport/pipe.js';
 import { smtpTransport, type AuthMethod, type MxResolver, type SmtpSettings } from '../transport/smtp.js';
 import type { Transport } from '../transport/types.js';
 import type { Notice } from './bounce.js';
+import { runCommand } from '../proc/run.js';
 
 /** A transport that refuses everything for now, saying why (a broken route must not lose mail). */
 function broken(why: string): Transport & { problem: string } {
@@ -59,36 +59,18 @@ function checkPasswordFile(file: string): void {
 
 const SECRET_TIMEOUT_MS = 10_000;
 
-/** Runs a secret command in its own process group; its output is never shown, only how it failed. After
- * the timeout (SECRET_TIMEOUT_MS) the whole group is killed and the login fails at once, whatever the command does
- * with signals. */
-export function runSecretCommand(argv: string[], timeoutMs = SECRET_TIMEOUT_MS): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
-    let out = '';
-    let settled = false;
-    const finish = (err: string | null): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      if (err) return reject(new Error(`password_command ${argv[0]} ${err}`));
-      const line = out.split('\n')[0]?.replace(/\r$/, '') ?? '';
-      return line ? resolve(line) : reject(new Error(`password_command ${argv[0]} printed nothing`));
-    };
-    const timer = setTimeout(() => {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-      finish('timed out');
-    }, timeoutMs);
-    child.stdout!.setEncoding('utf8').on('data', (c: string) => {
-      if (out.length < 64 * 1024) out += c;
-    });
-    child.once('error', (e: NodeJS.ErrnoException) => finish(`failed (${e.code ?? 'error'})`));
-    child.once('close', (code, signal) => finish(code === 0 ? null : signal ? `killed by ${signal}` : `exited ${code}`));
-  });
+/** Runs a secret command (proc/run: its own process group, killed with its children after the timeout,
+ * SECRET_TIMEOUT_MS); its output is never shown, only how it failed. It inherits the environment, so
+ * that it can reach its agent (gpg-agent, the keyring). */
+export async function runSecretCommand(argv: string[], timeoutMs = SECRET_TIMEOUT_MS): Promise<string> {
+  const r = await runCommand(argv, { env: process.env, timeoutMs });
+  const fail = (why: string): Error => new Error(`password_command ${argv[0]} ${why}`);
+  if (r.timedOut) throw fail('timed out');
+  if (r.error) throw fail(`failed (${r.error})`);
+  if (r.code !== 0) throw fail(r.signal ? `killed by ${r.signal}` : `exited ${r.code}`);
+  const line = r.stdout.split('\n')[0]?.replace(/\r$/, '') ?? '';
+  if (!line) throw fail('printed nothing');
+  return line;
 }
 
 /** Where a route's secret comes from: read at every login (a token command prints a fresh one each time). */
