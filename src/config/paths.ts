@@ -11,6 +11,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { splitHostPort } from '../domain/ip.js';
 
 /** The settings file name inside the configuration directory. */
 export const SETTINGS_FILE = 'ferrymail.yaml';
@@ -62,7 +63,4 @@ function isDirectory(p: string): boolean {
 }
 
 /** Splits "host:port", "[v6]:port" or ":port" (host "" = every address); null when malformed. */
-export function parseListen(v: string): { host: string; port: number; v6: boolean } | null {
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(v);
-  return m ? { host: m[1] ?? m[2] ?? '', port: Number(m[3]), v6: m[1] !== undefined } : null;
-}
+export const parseListen = splitHostPort;

@@ -85,12 +85,11 @@ export function checkIp(v: string): string | undefined {
 
 /** Checks host:port (a name, an IPv4 address or a bracketed IPv6 address) with a port 1 to 65535. */
 export function checkHostPort(v: string): string | undefined {
-  const m = /^(?:\[([^\]]+)\]|([^:\s\[\]]+)):(\d{1,5})$/.exec(v);
-  if (!m) return 'must be host:port or [ipv6]:port';
-  if (m[1] !== undefined && !net.isIPv6(m[1])) return 'bracketed host must be an IPv6 address';
-  if (m[2] !== undefined && !net.isIPv4(m[2]) && checkDomain(m[2])) return 'host is not a name or an address';
-  const port = Number(m[3]);
-  return port >= 1 && port <= 65535 ? undefined : 'port must be 1 to 65535';
+  const hp = parseListen(v);
+  if (!hp || !hp.host) return 'must be host:port or [ipv6]:port';
+  if (hp.v6 && !net.isIPv6(hp.host)) return 'bracketed host must be an IPv6 address';
+  if (!hp.v6 && !net.isIPv4(hp.host) && checkDomain(hp.host)) return 'host is not a name or an address';
+  return hp.port >= 1 && hp.port <= 65535 ? undefined : 'port must be 1 to 65535';
 }
 
 /** Checks a connection name as the online sources give them. */

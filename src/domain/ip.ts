@@ -1,6 +1,6 @@
 /**
- * IP address ranges: is this address inside that range? IPv4 and IPv6; IPv4-mapped IPv6 addresses and
- * ranges (::ffff:10.0.0.0/104) count as the IPv4 ones they map.
+ * IP addresses: is this address inside that range (IPv4 and IPv6; IPv4-mapped IPv6 addresses and
+ * ranges (::ffff:10.0.0.0/104) count as the IPv4 ones they map), and host:port as written.
  *
  * Pure; a malformed address or range is simply "not inside". Never throws.
  */
@@ -31,4 +31,11 @@ export function inCidr(ip: string, cidr: string): boolean {
   if (a.family !== b.family || prefix > width) return false;
   const shift = BigInt(width - prefix);
   return a.value >> shift === b.value >> shift;
+}
+
+/** Splits "host:port", "[v6]:port" or ":port" (host "": every address); null when malformed. The
+ * host is not checked beyond having no spaces, colons or brackets; the port is 0 to 99999 as written. */
+export function splitHostPort(v: string): { host: string; port: number; v6: boolean } | null {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\s[\]]*)):(\d{1,5})$/.exec(v);
+  return m ? { host: m[1] ?? m[2] ?? '', port: Number(m[3]), v6: m[1] !== undefined } : null;
 }

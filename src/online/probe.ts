@@ -6,17 +6,12 @@
  * reason it failed (ECONNREFUSED, ENOTFOUND, "no answer within 2000 ms").
  */
 import net from 'node:net';
-
-/** Splits host:port or [ipv6]:port; null when it is neither. */
-export function splitHostPort(target: string): { host: string; port: number } | null {
-  const m = /^(?:\[([^\]]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(target);
-  return m ? { host: (m[1] ?? m[2])!, port: Number(m[3]) } : null;
-}
+import { splitHostPort } from '../domain/ip.js';
 
 /** Connects to target; resolves with null when it answered, else the reason. */
 export function probe(target: string, timeoutMs: number): Promise<string | null> {
   const hp = splitHostPort(target);
-  if (!hp) return Promise.resolve('not host:port');
+  if (!hp || !hp.host) return Promise.resolve('not host:port');
   return new Promise((resolve) => {
     const sock = net.connect({ host: hp.host, port: hp.port });
     const done = (why: string | null): void => {
