@@ -29,6 +29,7 @@ import { smtpTransport, type AuthMethod, type MxResolver, type SmtpSettings } fr
 import type { Transport } from '../transport/types.js';
 import type { Notice } from './bounce.js';
 import { runCommand } from '../proc/run.js';
+import { readAt } from '../spool/layout.js';
 
 /** A transport that refuses everything for now, saying why (a broken route must not lose mail). */
 function broken(why: string): Transport & { problem: string } {
@@ -237,15 +238,7 @@ function smallBody(file: string, offset: number): Buffer | undefined {
   const fd = fs.openSync(file, 'r');
   try {
     const size = fs.fstatSync(fd).size - offset;
-    if (size > SMALL_BODY) return undefined;
-    const buf = Buffer.allocUnsafe(Math.max(0, size));
-    let got = 0;
-    while (got < buf.length) {
-      const n = fs.readSync(fd, buf, got, buf.length - got, offset + got);
-      if (n === 0) break;
-      got += n;
-    }
-    return buf.subarray(0, got);
+    return size > SMALL_BODY ? undefined : readAt(fd, size, offset);
   } finally {
     fs.closeSync(fd);
   }

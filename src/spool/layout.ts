@@ -47,6 +47,19 @@ export function ensureSpool(layout: Layout): void {
   }
 }
 
+/** Reads up to `size` bytes at `offset` from an open file, synchronously (small spool files only: see
+ * docs/architecture.md); fewer when the file ends first. */
+export function readAt(fd: number, size: number, offset: number): Buffer {
+  const buf = Buffer.allocUnsafe(Math.max(0, size));
+  let got = 0;
+  while (got < buf.length) {
+    const n = fs.readSync(fd, buf, got, buf.length - got, offset + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return buf.subarray(0, got);
+}
+
 /** Directory descriptors kept open for fsync, one per directory for the life of the process (a spool
  * has a handful of directories): an fsync then costs one thread-pool trip instead of three. Each sync
  * first checks that the path still names the directory the descriptor is open on (a spool directory

@@ -13,7 +13,7 @@ import { FerryError, isFerryError, spoolError } from '../errors.js';
 import type { Envelope } from '../domain/envelope.js';
 import { decodeEnvelope, encodeEnvelope } from './envelope-codec.js';
 import { isId } from './id.js';
-import { DirSyncer, layoutOf, type Layout } from './layout.js';
+import { DirSyncer, layoutOf, readAt, type Layout } from './layout.js';
 import { lock, type Lock } from './lock.js';
 
 /** Where a message's envelope currently is. */
@@ -157,14 +157,7 @@ function readStamped(file: string): { text: string; stamp: string } {
   const fd = fs.openSync(file, 'r');
   try {
     const st = fs.fstatSync(fd, { bigint: true });
-    const buf = Buffer.allocUnsafe(Number(st.size));
-    let got = 0;
-    while (got < buf.length) {
-      const n = fs.readSync(fd, buf, got, buf.length - got, got);
-      if (n === 0) break;
-      got += n;
-    }
-    return { text: buf.toString('utf8', 0, got), stamp: stampText(st) };
+    return { text: readAt(fd, Number(st.size), 0).toString('utf8'), stamp: stampText(st) };
   } finally {
     fs.closeSync(fd);
   }

@@ -70,11 +70,7 @@ function all(req: DeliveryRequest, outcome: RecipientResult['outcome'], reply: s
 
 /** Groups recipients by domain (A-labels) and delivers each group to its MX hosts, in parallel. */
 async function deliverByMx(s: SessionSettings, pool: Pool<Session>, resolver: MxResolver, port: number, req: DeliveryRequest): Promise<DeliveryResult> {
-  const groups = new Map<string, DeliveryRequest['recipients']>();
-  for (const r of req.recipients) {
-    const d = asciiDomain(r.address.slice(r.address.lastIndexOf('@') + 1));
-    groups.set(d, [...(groups.get(d) ?? []), r]);
-  }
+  const groups = groupBy(req.recipients, (r) => asciiDomain(r.address.slice(r.address.lastIndexOf('@') + 1)));
   const done = await Promise.all(
     [...groups].map(async ([domain, recipients]): Promise<DeliveryResult> => {
       const sub = { ...req, recipients };
@@ -188,10 +184,17 @@ async function sendOn(session: Session, req: DeliveryRequest, resetMs: number): 
 
 /** The request split by the recipients' DSN NOTIFY values, in order of first appearance. */
 function byNotify(req: DeliveryRequest): DeliveryRequest[] {
-  const groups = new Map<string, DeliveryRequest['recipients']>();
-  for (const r of req.recipients) {
-    const key = (r.notify ?? []).join(',');
-    groups.set(key, [...(groups.get(key) ?? []), r]);
+  return [...groupBy(req.recipients, (r) => (r.notify ?? []).join(',')).values()].map((recipients) => ({ ...req, recipients }));
+}
+
+/** Items grouped by a key, groups and items in order of first appearance. */
+function groupBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    const g = groups.get(k);
+    if (g) g.push(item);
+    else groups.set(k, [item]);
   }
-  return [...groups.values()].map((recipients) => ({ ...req, recipients }));
+  return groups;
 }
