@@ -19,7 +19,7 @@ const MISSING = Symbol('missing');
 
 /** Runs argv; resolves with its stdout when it exits 0, MISSING when there is no such program, else null. */
 async function capture(argv: string[], opts: SsidOptions): Promise<string | null | typeof MISSING> {
-  const r = await runCommand(argv, { env: { PATH: opts.path ?? process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' }, timeoutMs: opts.timeoutMs ?? 2000, maxOut: 4096, encoding: 'latin1' });
+  const r = await runCommand(argv, { env: { PATH: opts.path ?? process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' }, timeoutMs: opts.timeoutMs ?? 2000, maxOut: 4096, encoding: 'latin1', capture: { stderr: false } });
   if (r.error === 'ENOENT') return MISSING;
   return r.code === 0 && !r.timedOut ? r.stdout : null;
 }

@@ -19,6 +19,9 @@ export interface RunOptions {
   maxOut?: number;
   /** How the output is decoded (default utf8). */
   encoding?: BufferEncoding;
+  /** Which output the caller reads (default both); the other goes to /dev/null, so that a background
+   * child left holding it cannot keep the command from ending. */
+  capture?: { stdout?: boolean; stderr?: boolean };
 }
 
 /** How it ended. */
@@ -40,36 +43,45 @@ export function runCommand(argv: readonly string[], o: RunOptions): Promise<RunR
     const r: RunResult = { code: null, signal: null, stdout: '', stderr: '', timedOut: false };
     if (!argv.length) return resolve({ ...r, error: 'no command' });
     let settled = false;
+    let timer: NodeJS.Timeout | undefined;
     const done = (): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       resolve(r);
     };
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: [o.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: o.env, detached: true });
-    const timer = setTimeout(() => {
+    const want = { stdout: o.capture?.stdout ?? true, stderr: o.capture?.stderr ?? true };
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn(argv[0]!, argv.slice(1), { stdio: [o.stdin === undefined ? 'ignore' : 'pipe', want.stdout ? 'pipe' : 'ignore', want.stderr ? 'pipe' : 'ignore'], env: o.env, detached: true });
+    } catch (e) {
+      return resolve({ ...r, error: (e as NodeJS.ErrnoException).code ?? (e as Error).message });
+    }
+    // first of all: a spawn that fails (no such program, no descriptors left) reports here, never uncaught
+    child.once('error', (e: NodeJS.ErrnoException) => {
+      r.error = e.code ?? e.message;
+      done();
+    });
+    timer = setTimeout(() => {
       try {
         process.kill(-child.pid!, 'SIGKILL');
       } catch {
-        /* already gone */
+        /* already gone, or never started */
       }
       r.timedOut = true;
       done();
     }, o.timeoutMs);
-    for (const [stream, key] of [[child.stdout!, 'stdout'], [child.stderr!, 'stderr']] as const) {
+    for (const [stream, key] of [[child.stdout, 'stdout'], [child.stderr, 'stderr']] as const) {
+      if (!stream) continue;
       stream.setEncoding(o.encoding ?? 'utf8');
       stream.on('data', (d: string) => {
         if (r[key].length < max) r[key] += d.slice(0, max - r[key].length);
       });
     }
-    if (o.stdin !== undefined) {
-      child.stdin!.on('error', () => undefined); // a command that does not read its input is not an error
-      child.stdin!.end(o.stdin);
+    if (o.stdin !== undefined && child.stdin) {
+      child.stdin.on('error', () => undefined); // a command that does not read its input is not an error
+      child.stdin.end(o.stdin);
     }
-    child.once('error', (e: NodeJS.ErrnoException) => {
-      r.error = e.code ?? e.message;
-      done();
-    });
     child.once('close', (code, signal) => {
       r.code = code;
       r.signal = signal;

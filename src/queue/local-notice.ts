@@ -54,7 +54,7 @@ function cleanEnv(): Record<string, string> {
 export async function runNotifyCommand(argvTemplate: string[], notice: Notice, timeoutMs = 10_000): Promise<void> {
   const vars: Record<string, string> = { summary: notice.summary, subject: notice.subject, sender: notice.recipient, id: notice.id };
   const argv = argvTemplate.map((w) => w.replace(/\$\{(summary|subject|sender|id)\}/g, (_m, k: string) => vars[k] ?? ''));
-  const r = await runCommand(argv, { env: cleanEnv(), timeoutMs, stdin: `${notice.subject}\n${notice.summary}\n`, maxOut: 1000 });
+  const r = await runCommand(argv, { env: cleanEnv(), timeoutMs, stdin: `${notice.subject}\n${notice.summary}\n`, maxOut: 1000, capture: { stdout: false } });
   if (r.code === 0 && !r.timedOut) return;
   const how = r.error ?? (r.timedOut ? 'timed out' : r.signal ? `killed by ${r.signal}` : `exit ${r.code}`);
   const first = r.stderr.split('\n')[0];

@@ -64,7 +64,7 @@ const SECRET_TIMEOUT_MS = 10_000;
  * SECRET_TIMEOUT_MS); its output is never shown, only how it failed. It inherits the environment, so
  * that it can reach its agent (gpg-agent, the keyring). */
 export async function runSecretCommand(argv: string[], timeoutMs = SECRET_TIMEOUT_MS): Promise<string> {
-  const r = await runCommand(argv, { env: process.env, timeoutMs });
+  const r = await runCommand(argv, { env: process.env, timeoutMs, capture: { stderr: false } });
   const fail = (why: string): Error => new Error(`password_command ${argv[0]} ${why}`);
   if (r.timedOut) throw fail('timed out');
   if (r.error) throw fail(`failed (${r.error})`);

@@ -38,3 +38,8 @@ test('a timeout kills the whole group, a child that ignores SIGTERM included, an
   }
   assert.equal(alive, false, 'the grandchild is gone');
 });
+
+test('a command that leaves a child holding an output the caller does not read still ends when it exits', async () => {
+  const r = await runCommand(['/bin/sh', '-c', 'echo tok; sleep 8 >/dev/null & exit 0'], { env, timeoutMs: 5000, capture: { stderr: false } });
+  assert.deepEqual([r.code, r.stdout, r.timedOut], [0, 'tok\n', false]);
+});
