@@ -28,6 +28,10 @@ export class Pool<S extends Pooled> {
   private held = 0;
   private waiting: (() => void)[] = [];
   private closed = false;
+  /** Sessions handed out and not yet given back (taken idle, or reported with inUse()). */
+  private busy = new Set<S>();
+  /** Sessions being opened, by server key (reported with opening()). */
+  private pending = new Map<string, number>();
 
   constructor(
     private max: number,
@@ -38,7 +42,11 @@ export class Pool<S extends Pooled> {
   async take(keys: string[]): Promise<S | undefined> {
     for (;;) {
       const i = this.idle.findIndex((x) => keys.includes(x.session.key));
-      if (i >= 0) return this.unidle(i);
+      if (i >= 0) {
+        const s = this.unidle(i);
+        this.busy.add(s);
+        return s;
+      }
       if (this.held < this.max) {
         this.held++;
         return undefined;
@@ -52,8 +60,25 @@ export class Pool<S extends Pooled> {
     }
   }
 
+  /** The caller starts (+1) or stops (-1) opening a session to one of keys in its slot. */
+  opening(keys: string[], delta: 1 | -1): void {
+    for (const k of keys) this.pending.set(k, (this.pending.get(k) ?? 0) + delta);
+  }
+
+  /** The caller closed the session it held; its slot stays with the caller. */
+  discard(session: S): void {
+    this.busy.delete(session);
+    void session.close();
+  }
+
+  /** A session the caller opened in its slot is now in use. */
+  inUse(session: S): void {
+    this.busy.add(session);
+  }
+
   /** Gives a slot back, with the session it now holds (kept idle when still usable). */
   give(session: S | undefined): void {
+    if (session) this.busy.delete(session);
     if (session && session.usable() && !this.closed) {
       const timer = setTimeout(() => this.drop(session), this.idleMs);
       timer.unref();
@@ -67,13 +92,15 @@ export class Pool<S extends Pooled> {
   }
 
   /**
-   * The caller's new session to one of keys was turned away: when other sessions are in use, or one to
-   * these servers waits idle, one slot fewer from now on and the caller's slot is given up (it then
-   * takes again, getting or waiting for one of them); false when there is nothing to wait for.
+   * The caller's new session to one of keys was turned away: when another session to these servers is
+   * in use, being opened or waiting idle, one slot fewer from now on and the caller's slot is given up (it then takes
+   * again, getting or waiting for one of them); false when there is none to wait for (sessions to other
+   * servers do not count: with MX delivery one pool serves many).
    */
   shrink(keys: string[]): boolean {
-    const idleHere = this.idle.some((x) => keys.includes(x.session.key));
-    if (!idleHere && this.held - this.idle.length <= 1) return false;
+    const here = (s: S): boolean => keys.includes(s.key);
+    const others = this.idle.some((x) => here(x.session)) || [...this.busy].some(here) || keys.some((k) => (this.pending.get(k) ?? 0) > 0);
+    if (!others) return false;
     this.max = Math.max(1, this.max - 1);
     this.held--;
     return true;

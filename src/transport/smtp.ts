@@ -90,21 +90,24 @@ async function deliverTo(s: SessionSettings, pool: Pool<Session>, targets: Targe
   try {
     if (session && !(await session.reset(s.timeouts.greeting))) {
       // closed by the server while idle, or refused RSET: replaced, not a failure
-      void session.close();
+      pool.discard(session);
       session = undefined;
     }
+    const keys = targets.map(targetName);
     while (!session) {
-      const opened = await openFirst(s, targets);
+      pool.opening(keys, 1);
+      const opened = await openFirst(s, targets).finally(() => pool.opening(keys, -1));
       if (opened instanceof Session) {
         session = opened;
+        pool.inUse(session);
         break;
       }
       // turned away at once while other sessions are in use: the server limits connections per client;
       // wait for one of those (a server that is down, TLS or AUTH trouble is a failure like any other)
-      if (!opened.busy || !pool.shrink(targets.map(targetName))) return { relay: opened.relay, results: all(req, 'tempfail', opened.reply) };
-      session = await pool.take(targets.map(targetName));
+      if (!opened.busy || !pool.shrink(keys)) return { relay: opened.relay, results: all(req, 'tempfail', opened.reply) };
+      session = await pool.take(keys);
       if (session && !(await session.reset(s.timeouts.greeting))) {
-        void session.close();
+        pool.discard(session);
         session = undefined;
       }
     }
@@ -114,11 +117,12 @@ async function deliverTo(s: SessionSettings, pool: Pool<Session>, targets: Targe
       // the session had carried a transaction before the server closed it, noticed only now: nothing of
       // these recipients' message left, so they go over a new session, not counted as a failure (the
       // recipients whose transactions finished are not sent again)
-      void session.close();
+      pool.discard(session);
       session = undefined;
       const opened = await openFirst(s, targets);
       if (!(opened instanceof Session)) return { relay: opened.relay, results: req.recipients.map((r) => results.get(r.address) ?? lost(opened.reply, r.address)) };
       session = opened;
+      pool.inUse(session);
       const again = await sendOn(session, { ...req, recipients: sent.unsent }, s.timeouts.greeting);
       for (const r of again.results) results.set(r.address, r);
     }

@@ -26,6 +26,7 @@ test('shrink: nothing to wait for when the caller is alone; an idle session to t
   const two = new Pool<ReturnType<typeof fake>>(2, 60_000);
   const busy = fake('a');
   assert.equal(await two.take(['a']), undefined);
+  two.inUse(busy);
   assert.equal(await two.take(['a']), undefined, 'the caller\'s slot');
   assert.equal(two.shrink(['a']), true, 'one slot fewer, the caller waits');
   let got: unknown = 'waiting';
@@ -40,4 +41,22 @@ test('shrink: nothing to wait for when the caller is alone; an idle session to t
   assert.equal(busy.closed, true);
   await pool.close();
   assert.equal(idle.closed, true);
+});
+
+test('shrink: sessions to other servers, or given back, do not count; one being opened to the same server does', async () => {
+  const pool = new Pool<ReturnType<typeof fake>>(3, 60_000);
+  const other = fake('b');
+  assert.equal(await pool.take(['b']), undefined);
+  pool.inUse(other);
+  assert.equal(await pool.take(['a']), undefined);
+  assert.equal(pool.shrink(['a']), false, 'only a session to b is in use: nothing to wait for');
+  pool.opening(['a'], 1);
+  assert.equal(pool.shrink(['a']), true, 'another delivery is opening a session to a');
+  pool.opening(['a'], -1);
+  const dead = fake('a');
+  pool.inUse(dead);
+  pool.discard(dead);
+  assert.equal(dead.closed, true);
+  assert.equal(await pool.take(['a']), undefined);
+  assert.equal(pool.shrink(['a']), false, 'a discarded session is not waited for');
 });
