@@ -155,7 +155,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'queue.delay_warnings', type: 'duration[]', min: 60, max: 365 * 86_400, doc: 'Ages at which the sender gets a delay notice for recipients still waiting; [] sends none.' },
   { key: 'queue.local_notices', type: 'enum', values: ['unroutable', 'always'], doc: 'When notices are also delivered locally (notice_mailbox, notify_command): only when no route could carry them now, or always.' },
   { key: 'queue.notice_mailbox', type: 'string', doc: 'mbox file that gets a copy of every notice delivered locally. Relative paths are taken from the configuration directory.' },
-  { key: 'queue.notify_command', type: 'string[]', doc: 'Command (argv, no shell) run for every notice delivered locally; ${summary}, ${subject}, ${sender}, ${id} are filled in, the summary is also on stdin.' },
+  { key: 'queue.notify_command', type: 'string[]', doc: 'Command (argv, no shell) run for every notice delivered locally; ${summary}, ${subject}, ${sender}, ${id} are filled in, the subject line and then the summary are on stdin.' },
   { key: 'auth.users_file', type: 'string', doc: 'File of user:scrypt-hash lines (ferrymail auth hash). Unset: no SMTP AUTH.' },
 ];
 

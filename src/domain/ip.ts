@@ -33,9 +33,10 @@ export function inCidr(ip: string, cidr: string): boolean {
   return a.value >> shift === b.value >> shift;
 }
 
-/** Splits "host:port", "[v6]:port" or ":port" (host "": every address); null when malformed. The
+/** Splits "host:port", "[v6]:port" (a zone as in [fe80::1%wlan0] allowed) or ":port" (host "": every
+ * address); null when malformed. The
  * host is not checked beyond having no spaces, colons or brackets; the port is 0 to 99999 as written. */
 export function splitHostPort(v: string): { host: string; port: number; v6: boolean } | null {
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\s[\]]*)):(\d{1,5})$/.exec(v);
+  const m = /^(?:\[([0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]|([^:\s[\]]*)):(\d{1,5})$/.exec(v);
   return m ? { host: m[1] ?? m[2] ?? '', port: Number(m[3]), v6: m[1] !== undefined } : null;
 }

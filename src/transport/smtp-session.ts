@@ -436,6 +436,11 @@ export async function openSession(s: SessionSettings, t: Target): Promise<Sessio
     lost((e) => done(e ?? Object.assign(new Error('connection closed'), { code: 'ECONNECTION' })));
     conn.connect((e) => done(e ? (e as SmtpError) : undefined));
   });
+  if (err && s.proxy && !err.response) {
+    // a proxy such as ssh -D answers CONNECT at once and closes when the server cannot be reached
+    conn.close();
+    return { reply: `451 4.4.1 SOCKS proxy ${s.proxy.host}:${s.proxy.port} closed the connection to ${relay} before its greeting (${err.code ?? 'error'}): the proxy could not reach it` };
+  }
   if (err) {
     conn.close();
     return openFailure(err, relay);

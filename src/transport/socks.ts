@@ -47,8 +47,13 @@ function request(host: string, port: number): Buffer {
   return Buffer.concat([Buffer.from([5, 1, 0]), addr, p]);
 }
 
-/** The 16 bytes of an IPv6 address. */
+/** The 16 bytes of an IPv6 address (a dotted IPv4 tail, as in ::ffff:10.1.2.3, is two groups). */
 function ipv6Bytes(ip: string): Buffer {
+  const v4 = /^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(ip);
+  if (v4) {
+    const n = v4.slice(2).map(Number);
+    ip = `${v4[1]}${((n[0]! << 8) | n[1]!).toString(16)}:${((n[2]! << 8) | n[3]!).toString(16)}`;
+  }
   const [head = '', tail = ''] = ip.split('::');
   const parts = (s: string): string[] => (s ? s.split(':') : []);
   const h = parts(head);

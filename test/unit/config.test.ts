@@ -245,12 +245,13 @@ test('online.rules: valid rules load as written; the default is none, probes get
   assert.equal(loadConfig(dir).online.probe_timeout, 2000);
   fs.writeFileSync(
     path.join(dir, 'ferrymail.yaml'),
-    'online:\n  rules:\n    - {connection: vpn, interface: "tun*", cidr: 10.8.0.0/24, default_route: false}\n    - {connection: office, kind: wired, gateway: "fe80::1", probe: "[2001:db8::25]:587"}\n',
+    'online:\n  rules:\n    - {connection: vpn, interface: "tun*", cidr: 10.8.0.0/24, default_route: false}\n    - {connection: office, kind: wired, gateway: "fe80::1", probe: "[2001:db8::25]:587"}\n    - {connection: lan, probe: "[fe80::1%wlan0]:25"}\n',
   );
   const cfg = loadConfig(dir);
   assert.deepEqual(cfg.online.rules, [
     { connection: 'vpn', interface: 'tun*', cidr: '10.8.0.0/24', default_route: false },
     { connection: 'office', kind: 'wired', gateway: 'fe80::1', probe: '[2001:db8::25]:587' },
+    { connection: 'lan', probe: '[fe80::1%wlan0]:25' },
   ]);
   assert.ok(Object.isFrozen(cfg.online.rules[0]));
 });

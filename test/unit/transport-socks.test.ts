@@ -79,3 +79,31 @@ test('a proxy that refuses, or that is not there, defers with its reason', async
   assert.ok(!(missing instanceof net.Socket));
   assert.match(missing.message, /^cannot reach SOCKS proxy 127\.0\.0\.1:\d+: ECONNREFUSED$/);
 });
+
+test('an IPv4-mapped IPv6 target is sent as its 16 bytes; a proxy that closes after saying yes is reported as such', async () => {
+  let got: Buffer | undefined;
+  const server = net.createServer((c) => {
+    c.once('data', () => {
+      c.write(Buffer.from([5, 0]));
+      c.once('data', (req) => {
+        got = req;
+        c.write(Buffer.from([5, 0, 0, 1, 127, 0, 0, 1, 0, 0]));
+        c.end(); // as ssh -D does when the server cannot be reached
+      });
+    });
+  });
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as net.AddressInfo).port;
+  const s = await socksConnect({ host: '127.0.0.1', port }, { host: '::ffff:10.1.2.3', port: 25 }, 2000);
+  assert.ok(s instanceof net.Socket);
+  s.destroy();
+  assert.equal(got![3], 4, 'ATYP IPv6');
+  assert.equal(got!.subarray(4, 20).toString('hex'), '00000000000000000000ffff0a010203');
+
+  const t = smtpTransport({ host: 'smtp.behind.example', port: 587, name: 'ferry.example', starttls: 'never', proxy: { host: '127.0.0.1', port } });
+  transports.push(t);
+  const r = await t.deliver(request());
+  assert.equal(r.results[0]!.outcome, 'tempfail');
+  assert.match(r.results[0]!.reply, /^451 4\.4\.1 SOCKS proxy 127\.0\.0\.1:\d+ closed the connection to smtp\.behind\.example:587 before its greeting \(\w+\): the proxy could not reach it$/);
+});
