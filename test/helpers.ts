@@ -5,12 +5,15 @@
  *
  * Every server listens on 127.0.0.1 / ::1 only. Every wait is bounded.
  */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ConfigError } from '../src/config/load.js';
+import { loadRoutes } from '../src/config/routes.js';
 
 /** The repository root (tests run from dist/test). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -54,6 +57,18 @@ export interface TestConfig {
   configDir: string;
   spool: string;
   port: number;
+}
+
+/** Loads the route files of a configuration directory that must be refused; each problem as
+ * "FILE: key@LINE: message" ("-" for no line). */
+export function routeIssues(dir: string): string[] {
+  try {
+    loadRoutes(dir);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.issues.map((i) => `${i.key}@${i.line ?? '-'}: ${i.message}`);
+  }
+  assert.fail('the route files should have been refused');
 }
 
 /** Writes a route file into the configuration's routes/ folder (made when missing). */
