@@ -89,7 +89,12 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
     limits: { ...d.limits, ...s.limits },
     smtp: { ...d.smtp, ...s.smtp },
     tls: { cert: abs(s.tls?.cert), key: abs(s.tls?.key) },
-    auth: { users_file: abs(s.auth?.users_file) },
+    auth: {
+      users_file: abs(s.auth?.users_file),
+      max_failures: s.auth?.max_failures ?? d.auth.max_failures,
+      failure_window: s.auth?.failure_window === undefined ? d.auth.failure_window : (parseDuration(s.auth.failure_window) ?? d.auth.failure_window),
+    },
+    submission: { local_senders: s.submission?.local_senders ?? d.submission.local_senders },
     online: {
       state_file: abs(s.online?.state_file),
       command: s.online?.command ?? [],

@@ -120,6 +120,23 @@ export const RULE_FIELDS: readonly Field[] = [
   { key: 'probe', type: 'string', check: checkHostPort, doc: 'host:port that must accept a TCP connection.' },
 ];
 
+/** The keys of one submission.local_senders element. */
+export const LOCAL_SENDER_FIELDS: readonly Field[] = [
+  { key: 'user', type: 'string', required: true, check: checkLoginGlob, doc: 'Local login name; * for every user.' },
+  { key: 'senders', type: 'string[]', required: true, check: checkSenderPattern, doc: 'Envelope senders this user may use: addresses, * and ? globs, ${user} for the login name, <> for the null sender.' },
+];
+
+/** Checks a login name (or * for everyone) in submission.local_senders. */
+export function checkLoginGlob(v: string): string | undefined {
+  return v === '*' || /^[A-Za-z0-9._][A-Za-z0-9._-]{0,31}\$?$/.test(v) ? undefined : 'must be a login name or *';
+}
+
+/** Checks one sender pattern of submission.local_senders. */
+export function checkSenderPattern(v: string): string | undefined {
+  if (v === '<>') return undefined;
+  return /^[^\s<>]+@[^\s<>@]+$/.test(v) ? undefined : 'must be local@domain (globs and ${user} allowed) or <>';
+}
+
 /** Every setting. Order is the order of docs/configuration.md. */
 export const FIELDS: readonly Field[] = [
   { key: 'hostname', type: 'string', check: checkDomain, doc: 'Name used in the greeting, in Received headers and to qualify bare local names.' },
@@ -132,12 +149,16 @@ export const FIELDS: readonly Field[] = [
   { key: 'limits.message_size', type: 'integer', min: 1024, doc: 'Largest message in bytes (SIZE); larger ones get 552 5.3.4.' },
   { key: 'limits.recipients', type: 'integer', min: 1, doc: 'Recipients per message; more get 452 4.5.3.' },
   { key: 'limits.connections', type: 'integer', min: 1, doc: 'SMTP connections at once; more get 421 4.7.0.' },
+  { key: 'limits.reserved_local', type: 'integer', min: 0, doc: 'Sessions of limits.connections kept for loopback and local_nets clients: other clients get 421 4.7.0 once all but this many are in use.' },
   { key: 'limits.connections_per_client', type: 'integer', min: 1, doc: 'SMTP connections at once from one client address; more get 421 4.7.0.' },
   { key: 'limits.per_client_exempt', type: 'string[]', check: checkCidr, doc: 'Client ranges free of the per-client connection limit (local programs open and close connections in quick succession).' },
   { key: 'limits.command_line', type: 'integer', min: 512, doc: 'Longest SMTP command line in bytes.' },
   { key: 'limits.header_size', type: 'integer', min: 1024, doc: 'Largest header section in bytes; larger gets 552 5.3.4.' },
   { key: 'limits.errors', type: 'integer', min: 1, doc: 'Errors and unknown commands in one session before 421 and close.' },
   { key: 'limits.idle_timeout', type: 'integer', min: 1, max: 86_400, doc: 'Seconds an SMTP client may stay silent.' },
+  { key: 'limits.session_time', type: 'integer', min: 10, max: 86_400, doc: 'Seconds a session of a client outside loopback and local_nets may last in all; then 421 4.4.2 and close (a message being received finishes while it keeps limits.min_data_rate).' },
+  { key: 'limits.min_data_rate', type: 'integer', min: 0, doc: 'Bytes per second a client outside loopback and local_nets must keep up on average during DATA; slower gets 421 4.4.2. 0: no minimum.' },
+  { key: 'limits.spool_minfree', type: 'integer', min: 0, doc: 'Bytes the spool\'s file system must keep free after a new message; below it new mail gets 452 4.3.1 (exit 75), so that queue state always has room.' },
   { key: 'limits.received_hops', type: 'integer', min: 1, doc: 'Received headers above which a message is taken for a loop (554 5.4.6).' },
   { key: 'smtp.bare_line_ends', type: 'enum', values: ['reject', 'normalize'], doc: 'A bare LF or CR in DATA: reject the message (550 5.6.0) or turn it into CRLF.' },
   { key: 'smtp.reverse_lookup', type: 'boolean', doc: 'Look up the client name by reverse DNS (waits up to 1.5 s when offline).' },
@@ -157,6 +178,9 @@ export const FIELDS: readonly Field[] = [
   { key: 'queue.notice_mailbox', type: 'string', doc: 'mbox file that gets a copy of every notice delivered locally. Relative paths are taken from the configuration directory.' },
   { key: 'queue.notify_command', type: 'string[]', doc: 'Command (argv, no shell) run for every notice delivered locally; ${summary}, ${subject}, ${sender}, ${id} are filled in, the subject line and then the summary are on stdin.' },
   { key: 'auth.users_file', type: 'string', doc: 'File of user:scrypt-hash lines (ferrymail auth hash). Unset: no SMTP AUTH.' },
+  { key: 'auth.max_failures', type: 'integer', min: 1, doc: 'Failed AUTH attempts from one client address, or for one user name, within auth.failure_window after which AUTH is refused with 454 4.7.0 until the window has passed.' },
+  { key: 'auth.failure_window', type: 'duration', min: 1, max: 86_400, doc: 'How long a failed AUTH attempt counts against its client address and user name.' },
+  { key: 'submission.local_senders', type: 'map[]', fields: LOCAL_SENDER_FIELDS, doc: 'Envelope senders each local user may give to the sendmail command (Postfix local_login_sender_maps); empty: any.' },
 ];
 
 /** Looks a field up by its dotted key. */

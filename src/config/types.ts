@@ -25,12 +25,16 @@ export interface Config {
     message_size: number;
     recipients: number;
     connections: number;
+    reserved_local: number;
     connections_per_client: number;
     per_client_exempt: string[];
     command_line: number;
     header_size: number;
     errors: number;
     idle_timeout: number;
+    session_time: number;
+    min_data_rate: number;
+    spool_minfree: number;
     received_hops: number;
   };
   smtp: {
@@ -40,7 +44,9 @@ export interface Config {
     banner: string;
   };
   tls: { cert?: string; key?: string };
-  auth: { users_file?: string };
+  auth: { users_file?: string; max_failures: number; failure_window: number };
+  /** Who may submit what. */
+  submission: { local_senders: LocalSenders[] };
   online: { state_file?: string; command: string[]; rules: InterfaceRule[]; probe_timeout: number };
   /** Retry times and notices; durations in seconds (the file writes them as "5m", "4h", "5d"). */
   queue: {
@@ -54,8 +60,14 @@ export interface Config {
   };
 }
 
+/** One submission.local_senders entry: a login name (or *) and the envelope senders it may use. */
+export interface LocalSenders {
+  user: string;
+  senders: string[];
+}
+
 /** The settings a file can give; everything optional. */
-export type Settings = Omit<Partial<Config>, 'dir' | 'file' | 'fromFile' | 'limits' | 'smtp' | 'tls' | 'auth' | 'online' | 'queue'> & {
+export type Settings = Omit<Partial<Config>, 'dir' | 'file' | 'fromFile' | 'limits' | 'smtp' | 'tls' | 'auth' | 'online' | 'queue' | 'submission'> & {
   online?: Partial<Config['online']>;
   /** Durations as written: "5m", "4h", or whole seconds. */
   queue?: Partial<Record<'retry_min' | 'retry_max' | 'lifetime', string | number>> & {
@@ -67,7 +79,8 @@ export type Settings = Omit<Partial<Config>, 'dir' | 'file' | 'fromFile' | 'limi
   limits?: Partial<Config['limits']>;
   smtp?: Partial<Config['smtp']>;
   tls?: Partial<Config['tls']>;
-  auth?: Partial<Config['auth']>;
+  auth?: Partial<Omit<Config['auth'], 'failure_window'>> & { failure_window?: string | number };
+  submission?: Partial<Config['submission']>;
 };
 
 /** The embedded default settings (spool and hostname are filled in at load time). */
@@ -83,17 +96,22 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
       message_size: 52_428_800,
       recipients: 1000,
       connections: 100,
+      reserved_local: 10,
       connections_per_client: 20,
       per_client_exempt: ['127.0.0.0/8', '::1/128'],
       command_line: 2048,
       header_size: 102_400,
       errors: 10,
       idle_timeout: 300,
+      session_time: 1800,
+      min_data_rate: 500,
+      spool_minfree: 20 * 1024 * 1024,
       received_hops: 50,
     },
     smtp: { bare_line_ends: 'reject', reverse_lookup: false, early_talker_delay: 100, banner: '' },
     tls: {},
-    auth: {},
+    auth: { max_failures: 10, failure_window: 900 },
+    submission: { local_senders: [] },
     online: { command: [], rules: [], probe_timeout: 2000 },
     // Postfix's defaults: 5 minutes doubling to 4 hours, 5 days in all, one delay warning at 4 hours
     queue: { retry_min: 300, retry_max: 14_400, lifetime: 432_000, delay_warnings: [14_400], local_notices: 'unroutable', notify_command: [] },

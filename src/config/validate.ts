@@ -82,8 +82,13 @@ function checkMapList(field: Field, value: unknown, lineOf: LineOf, out: ConfigI
         if (sub.required) out.push({ key: `${at}.${sub.key}`, line: lineOf([...path, i]), message: 'missing' });
         continue;
       }
-      const err = checkScalar(sub, obj[sub.key]);
-      if (err) out.push({ key: `${at}.${sub.key}`, line: lineOf([...path, i, sub.key]), message: err });
+      const v = obj[sub.key];
+      if (sub.type === 'string[]' && !Array.isArray(v)) {
+        out.push({ key: `${at}.${sub.key}`, line: lineOf([...path, i, sub.key]), message: 'must be a list' });
+        continue;
+      }
+      const errs = sub.type === 'string[]' ? (v as unknown[]).map((x) => checkScalar(sub, x)).filter(Boolean) : [checkScalar(sub, v)].filter(Boolean);
+      if (errs.length) out.push({ key: `${at}.${sub.key}`, line: lineOf([...path, i, sub.key]), message: errs[0]! });
     }
   });
 }
