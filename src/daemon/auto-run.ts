@@ -6,7 +6,7 @@
  * were set for the old connection). Every change of the state, its reason included, is logged once.
  *
  * Runs never overlap (the spool's runner lock, and one run at a time here); a run that finds the lock
- * taken (a manual flush) is simply skipped. State checks never overlap either: events during a check
+ * taken (a manual flush) is skipped, and that is logged once. State checks never overlap either: events during a check
  * ask for one more check after it, so a burst of events costs at most two.
  *
  * Errors of a run (a broken route file) are logged, never thrown: the daemon keeps accepting mail.
@@ -42,6 +42,8 @@ export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = online
   let again = false;
   let forceNext = false;
   let stopped = false;
+  /** The last run was skipped for the runner lock (said once until a run goes ahead again). */
+  let skipped = false;
   const states = stateLog(log);
   const schedule = (ms: number): void => {
     if (stopped) return;
@@ -60,6 +62,7 @@ export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = online
     const seen = states.count();
     running = flushQueue(cfg, log, { force, online: () => view.state() })
       .then((r) => {
+        skipped = false;
         if (r.failed) again = true; // failure notices were queued: send them soon too
         // the run's state is as old as its start: a state the watch noted meanwhile is newer
         if (r.routes && states.count() === seen && states.note(r.state)) {
@@ -69,6 +72,8 @@ export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = online
       })
       .catch((err) => {
         if (!isFerryError(err, 'locked')) log.log('error', 'queue run failed', { error: (err as Error).message });
+        else if (!skipped) log.log('info', `queue run skipped: ${(err as Error).message}`);
+        skipped = isFerryError(err, 'locked');
       })
       .finally(() => {
         running = null;

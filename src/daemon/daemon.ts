@@ -20,11 +20,10 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import type { Hooks } from '../receive/stages.js';
 import { isId } from '../spool/id.js';
-import { tryLock, type Lock } from '../spool/lock.js';
+import { tryLockHolder, type Lock } from '../spool/lock.js';
 import { openStore, type Store } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
-import { callDaemon } from '../control/client.js';
 import { flushQueue } from '../queue/flush.js';
 import { onlineView } from '../online/state.js';
 import { startAutoRun, type AutoRun } from './auto-run.js';
@@ -63,7 +62,7 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
   const log = opts.log ?? createLogger(cfg.log_format);
   const spool = openSpoolWriter(cfg.spool);
   const store = openStore(cfg.spool);
-  const lock = await daemonLock(cfg.spool, store.layout.control, log);
+  const lock = await daemonLock(cfg.spool);
   setReclaim(minorGc());
   let control: net.Server | null = null;
   let door: SmtpDoor | null = null;
@@ -94,7 +93,7 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
     auto = startAutoRun(cfg, log, view);
   } catch (err) {
     control?.close();
-    await lock?.release();
+    await lock.release();
     throw err;
   }
   const d = door;
@@ -111,21 +110,18 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
 }
 
 /**
- * Takes the spool's daemon lock. When it is held, a daemon answering on the control socket means "already
- * running"; a holder that never answers (another user squatting the name it saw in /proc/net/unix) is
- * logged and passed over, since the control socket in the owner-only spool cannot be squatted.
+ * Takes the spool's daemon lock (owner only: spool/lock.ts). A daemon that is just stopping gets a few
+ * seconds to let go; one that keeps it is another daemon on this spool.
  */
-async function daemonLock(spoolDir: string, control: string, log: Logger): Promise<Lock | null> {
-  const running = (): FerryError => new FerryError('locked', `another ferrymail daemon already runs on spool ${spoolDir}`);
+async function daemonLock(spoolDir: string): Promise<Lock> {
+  let holder = { pid: 0 };
   for (let i = 0; i < 30; i++) {
-    const l = await tryLock(spoolDir, 'daemon');
-    if (l) return l;
-    if (await callDaemon(control, { cmd: 'status' }, 2000).catch(() => null)) throw running();
+    const l = await tryLockHolder(spoolDir, 'daemon');
+    if ('release' in l) return l;
+    holder = l;
     await new Promise((r) => setTimeout(r, 100));
   }
-  if (await callDaemon(control, { cmd: 'status' }, 2000).catch(() => null)) throw running();
-  log.log('warn', 'the daemon lock is held by a process that does not answer as a ferrymail daemon; going on');
-  return null;
+  throw new FerryError('locked', `another ferrymail daemon${holder.pid ? ` (pid ${holder.pid})` : ''} already runs on spool ${spoolDir}`);
 }
 
 /**
@@ -182,11 +178,11 @@ async function status(cfg: Config, store: Store, started: string, door: SmtpDoor
 }
 
 /** Stops everything in order. */
-async function stop(door: SmtpDoor, control: net.Server, lock: Lock | null, store: Store, log: Logger, graceMs: number): Promise<void> {
+async function stop(door: SmtpDoor, control: net.Server, lock: Lock, store: Store, log: Logger, graceMs: number): Promise<void> {
   log.log('info', 'shutting down', { grace_ms: graceMs });
   await door.shutdown(graceMs);
   await new Promise<void>((r) => control.close(() => r()));
   fs.rmSync(store.layout.control, { force: true });
-  await lock?.release();
+  await lock.release();
   log.log('info', 'stopped');
 }

@@ -13,7 +13,7 @@ import { FerryError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { onlineView } from '../online/state.js';
 import { candidates } from '../route/select.js';
-import { tryLock } from '../spool/lock.js';
+import { tryLockHolder } from '../spool/lock.js';
 import { openStore } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { localNoticeDelivery } from './local-notice.js';
@@ -60,11 +60,14 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
     const waiting = force ? (await openStore(cfg.spool).list()).entries.filter((e) => e.place === 'queue').length : 0;
     return { messages: 0, delivered: 0, deferred: 0, failed: 0, uncertain: 0, busy: 0, routes: 0, waiting, state: { online: false, why: 'no routes' } };
   }
-  const lock = await tryLock(cfg.spool, 'runner');
-  if (!lock) throw new FerryError('locked', 'a queue run is already in progress');
+  const spool = openSpoolWriter(cfg.spool);
+  const lock = await tryLockHolder(cfg.spool, 'runner');
+  if (!('release' in lock)) throw new FerryError('locked', `a queue run is already in progress${lock.pid ? ` (pid ${lock.pid})` : ''}`);
   try {
     const store = openStore(cfg.spool);
-    const spool = openSpoolWriter(cfg.spool);
+    // what killed runs and writers left (temporary files, orphaned data, stale locks) is any runner's to clear
+    const recovered = await store.recover(false);
+    if (recovered.tmpRemoved || recovered.orphansRemoved) log.log('info', 'spool recovered', { tmp_removed: recovered.tmpRemoved, orphans_removed: recovered.orphansRemoved });
     const state = connection || !online ? await onlineState(cfg, connection) : await online();
     const report = await runQueue({
       store,

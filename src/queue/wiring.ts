@@ -30,6 +30,7 @@ import type { Transport } from '../transport/types.js';
 import type { Notice } from './bounce.js';
 import { runCommand } from '../proc/run.js';
 import { readAt } from '../spool/layout.js';
+import { openSpoolFile } from '../spool/safety.js';
 
 /** A transport that refuses everything for now, saying why (a broken route must not lose mail). */
 function broken(why: string): Transport & { problem: string } {
@@ -220,7 +221,7 @@ export function messageFor(store: Store, env: Envelope, route: Route, head?: str
     const small = smallBody(data, after);
     if (small) out.end(small);
     else {
-      const body = fs.createReadStream(data, { start: after });
+      const body = fs.createReadStream('', { fd: openSpoolFile(data), start: after });
       // a transaction that ends before DATA destroys `out`: the file must be closed with it
       out.once('close', () => body.destroy());
       body
@@ -235,7 +236,7 @@ export function messageFor(store: Store, env: Envelope, route: Route, head?: str
 
 /** The body (the data from offset on) when it is at most SMALL_BODY bytes, else undefined. */
 function smallBody(file: string, offset: number): Buffer | undefined {
-  const fd = fs.openSync(file, 'r');
+  const fd = openSpoolFile(file);
   try {
     const size = fs.fstatSync(fd).size - offset;
     return size > SMALL_BODY ? undefined : readAt(fd, size, offset);
@@ -248,7 +249,7 @@ function smallBody(file: string, offset: number): Buffer | undefined {
 async function signature(route: Route, dkim: DkimSettings, section: string, data: string, bodyAt: number): Promise<string> {
   try {
     const key = loadDkimKey(dkim);
-    return signatureField(section, await bodyHashOf(fs.createReadStream(data, { start: bodyAt })), key);
+    return signatureField(section, await bodyHashOf(fs.createReadStream('', { fd: openSpoolFile(data), start: bodyAt })), key);
   } catch (err) {
     throw new Error(`route ${route.name}: dkim signing failed: ${(err as Error).message}`);
   }

@@ -6,16 +6,26 @@
  *   queue/    ID                       envelope of an active message (its presence is the commit)
  *   hold/     ID                       envelope of a held message
  *   corrupt/  ID                       envelope that could not be parsed (data stays in msg/)
+ *   lock/     NAME/                    locks (lock.ts)
+ *   drop/     D.RAND                   messages of local users who may not write the spool (mode 1733,
+ *                                      each file owned by its submitter: drop.ts)
+ *   pickup/   ID                       a drop file being taken into the queue as message ID
+ *   inflight                           the queue run's journal of deliveries under way (inflight.ts)
  *
- * Trusts only ids that passed isId(). Fails with FerryError (spool-*) on file system errors.
+ * The spool root is mode 0711 (others may reach drop/ and nothing else), every folder 0700 but drop/.
+ * Trusts only ids that passed isId(). Fails with FerryError (spool-*) on file system errors, config when
+ * the spool belongs to someone else (safety.ts).
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { spoolError } from '../errors.js';
+import { checkSpool } from './safety.js';
 
-/** Directory names inside the spool. */
-export const DIRS = ['tmp', 'msg', 'queue', 'hold', 'corrupt'] as const;
-export type SpoolDir = (typeof DIRS)[number];
+/** Directory names inside the spool, owner only. */
+export const DIRS = ['tmp', 'msg', 'queue', 'hold', 'corrupt', 'lock', 'pickup'] as const;
+/** The folder other local users write into (sticky, world-writable). */
+export const DROP = 'drop';
+export type SpoolDir = (typeof DIRS)[number] | typeof DROP;
 
 /** Paths of one spool. */
 export interface Layout {
@@ -37,14 +47,29 @@ export function layoutOf(root: string): Layout {
   };
 }
 
-/** Creates the spool directories (owner only) when missing. */
+/** Creates the spool directories when missing (owner only; drop/ 1733), then checks that the whole spool
+ * is this user's own (safety.ts). */
 export function ensureSpool(layout: Layout): void {
   try {
-    fs.mkdirSync(layout.root, { recursive: true, mode: 0o700 });
+    fs.mkdirSync(layout.root, { recursive: true, mode: 0o711 });
     for (const d of DIRS) fs.mkdirSync(layout.dir(d), { recursive: true, mode: 0o700 });
+    if (!fs.existsSync(layout.dir(DROP))) {
+      fs.mkdirSync(layout.dir(DROP), { mode: 0o700 });
+      fs.chmodSync(layout.dir(DROP), 0o1733); // mkdir's mode passes through the umask
+    }
   } catch (err) {
     throw spoolError(err, `create spool directories under ${layout.root}`);
   }
+  checkLayout(layout);
+  // others reach drop/ through the root; an older spool was made 0700
+  const st = fs.statSync(layout.root);
+  if ((st.mode & 0o711) !== 0o711) fs.chmodSync(layout.root, (st.mode & 0o7777) | 0o711);
+}
+
+/** Checks an existing spool (safety.ts); a spool that does not exist yet passes. */
+export function checkLayout(layout: Layout): void {
+  if (!fs.existsSync(layout.root)) return;
+  checkSpool(layout.root, DIRS, [DROP]);
 }
 
 /** Reads up to `size` bytes at `offset` from an open file, synchronously (small spool files only: see

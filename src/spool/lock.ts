@@ -1,16 +1,21 @@
 /**
- * Locks that the kernel releases when their holder dies: a listening socket in Linux's abstract unix
- * namespace, named after the spool and the thing locked.
+ * Locks that only the spool's owner can take and that the kernel releases when their holder dies.
  *
- * No lock file is ever left behind, so there is no stale-lock window: a process killed with SIGKILL
- * releases every lock at that instant. Abstract sockets have no permissions, so names are keyed with a
- * secret kept in the owner-only spool (lock.key): another user cannot work out the name of a lock to
- * squat it in advance. (A name is visible in /proc/net/unix while it is held; the daemon's own lock is
- * checked against its control socket for that reason, see daemon.ts.) Abstract sockets belong to a
- * network namespace; every process sharing a spool must share that namespace (the normal case).
- * Acquire never throws for "held": it returns null.
+ * A lock is a directory SPOOL/lock/NAME holding one listening unix socket, s.PID.RAND, bound by the
+ * holder. It is taken by preparing such a directory under tmp/ (mkdir, bind, listen) and renaming it onto
+ * lock/NAME: rename replaces a missing or empty directory and fails on one that is not empty, so at most
+ * one holder's directory is in place at any time. Everything lives inside the spool's owner-only (0700)
+ * directories, so no other user can see, take or squat a lock.
+ *
+ * A holder killed with SIGKILL leaves its directory behind, but the socket in it no longer accepts
+ * connections (ECONNREFUSED): such a stale lock is recovered by removing that one socket file, by its own
+ * unique name, and then the directory, which rmdir removes only while empty. A recoverer therefore never
+ * removes a newer holder's socket, and a newer holder's directory is never removed (it is not empty).
+ * The socket is reached through /proc/self/fd when its path is too long for a unix socket address.
+ *
+ * Acquire never throws for "held": it returns null. Other failures are FerryError (spool-*).
  */
-import { createHmac, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -22,80 +27,171 @@ export interface Lock {
   release(): Promise<void>;
 }
 
-const keys = new Map<string, Buffer>();
-
-/** The spool's lock key, created on first use (write a private file, then link it into place). */
-function lockKey(spoolDir: string): Buffer {
-  let key = keys.get(spoolDir);
-  if (key) return key;
-  const file = path.join(spoolDir, 'lock.key');
-  try {
-    key = readKey(file) ?? createKey(file);
-  } catch (err) {
-    throw spoolError(err, 'read or create the lock key');
-  }
-  keys.set(spoolDir, key);
-  return key;
+/** Why a lock could not be taken: who holds it (the process id in its socket's name). */
+export interface Holder {
+  pid: number;
 }
 
-/** The key in file, or null when there is none (a short file from a crash counts as none). */
-function readKey(file: string): Buffer | null {
+/** Locks this process holds, by directory: a second try from the same process is "held" at once. */
+const mine = new Set<string>();
+
+/** The longest path a unix socket address takes (sun_path, less its final NUL). */
+const SUN_PATH_MAX = 107;
+
+/** The directory name of a lock on `what` (msg/ID becomes msg.ID). */
+function lockDir(spoolDir: string, what: string): string {
+  if (!/^[A-Za-z0-9._/-]{1,64}$/.test(what) || what.includes('..')) throw new Error(`bad lock name ${JSON.stringify(what)}`);
+  return path.join(spoolDir, 'lock', what.replace(/\//g, '.'));
+}
+
+/** Runs fn with a socket path for dir/name short enough to bind or connect. */
+function withSocketPath<T>(dir: string, name: string, fn: (p: string) => T): T {
+  const full = path.join(dir, name);
+  if (Buffer.byteLength(full) <= SUN_PATH_MAX) return fn(full);
+  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   try {
-    const k = fs.readFileSync(file);
-    if (k.length === 32) return k;
-    fs.rmSync(file, { force: true });
-    return null;
+    return fn(`/proc/self/fd/${fd}/${name}`);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Listens on a new socket in dir; resolves with the server once it accepts. */
+function listenIn(dir: string, name: string): Promise<net.Server> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer((c) => c.destroy());
+    server.unref();
+    server.once('error', reject);
+    withSocketPath(dir, name, (p) => server.listen(p, () => resolve(server)));
+  });
+}
+
+/** Whether a socket file accepts connections: live, stale (refused), or gone. */
+function probe(dir: string, name: string): Promise<'live' | 'stale' | 'gone'> {
+  return new Promise((resolve) => {
+    const sock = withSocketPath(dir, name, (p) => net.connect(p));
+    const done = (v: 'live' | 'stale' | 'gone'): void => {
+      sock.destroy();
+      resolve(v);
+    };
+    sock.once('connect', () => done('live'));
+    sock.once('error', (err: NodeJS.ErrnoException) => done(err.code === 'ECONNREFUSED' ? 'stale' : err.code === 'ENOENT' ? 'gone' : 'live'));
+  });
+}
+
+/** The entries of a directory, or [] when it is gone. */
+function entries(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return [];
     throw err;
   }
 }
 
-/** Creates the key durably (write, fsync, no-clobber link); a concurrent creator's key wins. */
-function createKey(file: string): Buffer {
-  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
-  const fd = fs.openSync(tmp, 'wx', 0o600);
-  try {
-    fs.writeSync(fd, randomBytes(32));
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
+/** Looks at a lock in place: its live holder, or null after removing what a dead holder left. */
+async function inspect(dir: string): Promise<Holder | null> {
+  for (const name of entries(dir)) {
+    const state = await probe(dir, name);
+    if (state === 'live') return { pid: Number(name.split('.')[1]) || 0 };
+    // this exact name belongs to one dead holder: removing it can never touch a newer holder's socket
+    if (state === 'stale') fs.rmSync(path.join(dir, name), { force: true });
   }
   try {
-    fs.linkSync(tmp, file);
+    fs.rmdirSync(dir); // only while empty: a newer holder's directory stays
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-  } finally {
-    fs.rmSync(tmp, { force: true });
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err;
   }
-  const key = readKey(file);
-  if (!key) throw Object.assign(new Error('lock key vanished'), { code: 'EIO' });
-  return key;
+  return null;
 }
 
-/** The abstract socket name for a lock on something in a spool. */
-function socketName(spoolDir: string, what: string): string {
-  const h = createHmac('sha256', lockKey(spoolDir)).update(what).digest('hex').slice(0, 32);
-  return `\0ferrymail/${h}`;
+/** Prepares a directory with a listening socket under tmp/. */
+async function prepare(spoolDir: string): Promise<{ dir: string; sock: string; server: net.Server }> {
+  const tag = `${process.pid}.${randomBytes(6).toString('hex')}`;
+  const dir = path.join(spoolDir, 'tmp', `lock.${tag}`);
+  fs.mkdirSync(dir, { mode: 0o700 });
+  const sock = `s.${tag}`;
+  try {
+    return { dir, sock, server: await listenIn(dir, sock) };
+  } catch (err) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Moves a prepared directory onto the lock's place; false when a holder's directory is there. */
+function install(prepared: string, target: string): boolean {
+  try {
+    fs.renameSync(prepared, target);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTEMPTY' || code === 'EEXIST') return false;
+    throw err;
+  }
 }
 
 /** Tries to take the lock once; resolves null when another process (or this one) holds it. */
-export function tryLock(spoolDir: string, what: string): Promise<Lock | null> {
-  const name = socketName(spoolDir, what);
-  return new Promise((resolve, reject) => {
-    const server = net.createServer((c) => c.destroy());
-    server.unref();
-    server.once('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EADDRINUSE') resolve(null);
-      else reject(err);
-    });
-    server.listen(name, () => {
-      resolve({
-        name: what,
-        release: () => new Promise<void>((res) => server.close(() => res())),
-      });
-    });
-  });
+export async function tryLock(spoolDir: string, what: string): Promise<Lock | null> {
+  const r = await tryLockHolder(spoolDir, what);
+  return 'release' in r ? r : null;
+}
+
+/** tryLock, saying who holds the lock when it is taken. */
+export async function tryLockHolder(spoolDir: string, what: string): Promise<Lock | Holder> {
+  const target = lockDir(spoolDir, what);
+  if (mine.has(target)) return { pid: process.pid };
+  let p: Awaited<ReturnType<typeof prepare>>;
+  try {
+    for (const d of [path.dirname(target), path.join(spoolDir, 'tmp')]) fs.mkdirSync(d, { mode: 0o700, recursive: true });
+    p = await prepare(spoolDir);
+  } catch (err) {
+    throw spoolError(err, `take the ${what} lock`);
+  }
+  try {
+    for (let i = 0; i < 5; i++) {
+      if (mine.has(target)) break;
+      if (install(p.dir, target)) return held(what, target, p.sock, p.server);
+      const holder = await inspect(target);
+      if (holder) {
+        await close(p);
+        return holder;
+      }
+    }
+    await close(p);
+    return { pid: 0 };
+  } catch (err) {
+    await close(p);
+    throw spoolError(err, `take the ${what} lock`);
+  }
+}
+
+/** Gives up a prepared directory that was not installed. */
+async function close(p: { dir: string; server: net.Server }): Promise<void> {
+  await new Promise<void>((r) => p.server.close(() => r()));
+  fs.rmSync(p.dir, { recursive: true, force: true });
+}
+
+/** The lock as held: release removes the socket file, then the directory (only while empty). */
+function held(what: string, target: string, sock: string, server: net.Server): Lock {
+  mine.add(target);
+  let released = false;
+  return {
+    name: what,
+    release: async () => {
+      if (released) return;
+      released = true;
+      mine.delete(target);
+      fs.rmSync(path.join(target, sock), { force: true });
+      try {
+        fs.rmdirSync(target);
+      } catch {
+        /* a newer holder moved in already, or it is gone */
+      }
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
 }
 
 /** Takes the lock, waiting up to timeoutMs; resolves null when it stayed held. */
@@ -106,4 +202,16 @@ export async function lock(spoolDir: string, what: string, timeoutMs: number): P
     if (l || Date.now() >= deadline) return l;
     await new Promise((r) => setTimeout(r, Math.min(wait, Math.max(1, deadline - Date.now()))));
   }
+}
+
+/** Removes the locks dead holders left under SPOOL/lock (live ones stay); returns how many. */
+export async function sweepLocks(spoolDir: string): Promise<number> {
+  const base = path.join(spoolDir, 'lock');
+  let n = 0;
+  for (const name of entries(base)) {
+    const dir = path.join(base, name);
+    if (mine.has(dir)) continue;
+    if ((await inspect(dir)) === null && !fs.existsSync(dir)) n++;
+  }
+  return n;
 }

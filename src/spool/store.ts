@@ -13,8 +13,9 @@ import { FerryError, isFerryError, spoolError } from '../errors.js';
 import type { Envelope } from '../domain/envelope.js';
 import { decodeEnvelope, encodeEnvelope } from './envelope-codec.js';
 import { isId } from './id.js';
-import { DirSyncer, layoutOf, readAt, type Layout } from './layout.js';
-import { lock, type Lock } from './lock.js';
+import { checkLayout, DirSyncer, layoutOf, readAt, type Layout } from './layout.js';
+import { lock, sweepLocks, type Lock } from './lock.js';
+import { openSpoolFile } from './safety.js';
 
 /** Where a message's envelope currently is. */
 export type Place = 'queue' | 'hold';
@@ -47,7 +48,8 @@ export interface Store {
   /** Writes a changed envelope in place (same place), durably. */
   update(env: Envelope, place: Place): Promise<void>;
   lockMessage(id: string, timeoutMs?: number): Promise<Lock>;
-  recover(): Promise<RecoveryReport>;
+  /** Crash recovery; listCorrupt false skips reading every envelope (a queue run lists them itself). */
+  recover(listCorrupt?: boolean): Promise<RecoveryReport>;
   /** The header section of a message's data (at most max bytes). */
   readHead(id: string, max?: number): Promise<string>;
 }
@@ -61,8 +63,10 @@ export interface RecoveryReport {
 
 /** Opens the spool at root for reading and management. */
 export function openStore(root: string): Store {
-  // reading needs nothing created: a spool that does not exist yet is an empty queue
+  // reading needs nothing created: a spool that does not exist yet is an empty queue; one that exists
+  // must be this user's own
   const layout = withSyncers(layoutOf(root));
+  checkLayout(layout);
   const s: Store = {
     layout,
     list: () => listAll(layout),
@@ -78,7 +82,7 @@ export function openStore(root: string): Store {
       if (!l) throw new FerryError('locked', `message ${id} is busy (being delivered or changed); try again`);
       return l;
     },
-    recover: () => recoverSpool(layout),
+    recover: (listCorrupt) => recoverSpool(layout, listCorrupt),
     readHead: (id, max = 262_144) => readHead(layout, id, max),
   };
   return s;
@@ -119,7 +123,10 @@ async function readEnvelope(layout: Layout, place: Place, id: string): Promise<E
   try {
     ({ text, stamp } = readStamped(layout.envelope(place, id)));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return null;
+    // a symlink, or a file that is not the spool owner's regular file: never read, moved aside
+    if (code === 'ELOOP' || code === 'EPERM') return moveCorrupt(layout, place, id, 'not a regular file of the spool owner');
     throw spoolError(err, `read envelope ${id}`);
   }
   try {
@@ -132,10 +139,14 @@ async function readEnvelope(layout: Layout, place: Place, id: string): Promise<E
     }
     return env;
   } catch (err) {
-    const reason = (err as Error).message;
-    await fsp.rename(layout.envelope(place, id), layout.envelope('corrupt', id)).catch(() => undefined);
-    return { id, reason };
+    return moveCorrupt(layout, place, id, (err as Error).message);
   }
+}
+
+/** Moves an envelope that cannot be used to corrupt/ and says why. */
+async function moveCorrupt(layout: Layout, place: Place, id: string, reason: string): Promise<CorruptReport> {
+  await fsp.rename(layout.envelope(place, id), layout.envelope('corrupt', id)).catch(() => undefined);
+  return { id, reason };
 }
 
 /** The identity of an envelope file's content as read: inode, size, change and modification times. A
@@ -154,7 +165,7 @@ function stampOf(file: string): string | undefined {
 
 /** Reads a small file and its stamp through one descriptor. */
 function readStamped(file: string): { text: string; stamp: string } {
-  const fd = fs.openSync(file, 'r');
+  const fd = openSpoolFile(file);
   try {
     const st = fs.fstatSync(fd, { bigint: true });
     return { text: readAt(fd, Number(st.size), 0).toString('utf8'), stamp: stampText(st) };
@@ -256,6 +267,7 @@ async function releaseEntry(layout: SyncedLayout, id: string): Promise<Envelope>
 /** Replaces an envelope durably: write temp, fsync, rename over, fsync the directory. */
 async function replaceEnvelope(layout: SyncedLayout, env: Envelope, place: Place): Promise<void> {
   const tmp = `${layout.dir('tmp')}/${env.id}.${process.pid}.upd`;
+  let renamed = false;
   try {
     await fsp.rm(tmp, { force: true });
     const fh = await fsp.open(tmp, 'wx', 0o600);
@@ -266,8 +278,11 @@ async function replaceEnvelope(layout: SyncedLayout, env: Envelope, place: Place
       await fh.close();
     }
     await fsp.rename(tmp, layout.envelope(place, env.id));
+    renamed = true;
     await layout.sync(place);
   } catch (err) {
+    // a write that failed (a full disk) leaves nothing behind
+    if (!renamed) await fsp.rm(tmp, { force: true }).catch(() => undefined);
     throw spoolError(err, `update ${env.id}`);
   }
 }
@@ -284,27 +299,27 @@ function alive(pid: number): boolean {
 
 const ORPHAN_GRACE_MS = 60_000;
 
-/** Start-up recovery: drops temp files of dead writers and data files no envelope refers to. */
-async function recoverSpool(layout: Layout): Promise<RecoveryReport> {
+/** Recovery after a crash, by the daemon at start and by every queue run: drops temp files and lock
+ * directories of dead processes, and data files no envelope refers to. */
+async function recoverSpool(layout: Layout, listCorrupt = true): Promise<RecoveryReport> {
   const report: RecoveryReport = { tmpRemoved: 0, orphansRemoved: 0, corrupt: [] };
-  for (const name of await fsp.readdir(layout.dir('tmp'))) {
+  for (const name of await readdirOrNone(layout.dir('tmp'))) {
+    // ID.PID.msg, ID.PID.env, ID.PID.upd, lock.PID.RAND/
     const pid = Number(name.split('.')[1]);
     if (Number.isInteger(pid) && pid !== process.pid && alive(pid)) continue;
     if (pid === process.pid) continue;
-    await fsp.rm(`${layout.dir('tmp')}/${name}`, { force: true });
+    await fsp.rm(`${layout.dir('tmp')}/${name}`, { force: true, recursive: true });
     report.tmpRemoved++;
   }
-  // a lock key half-made by a process that died (lock.ts)
-  for (const name of await fsp.readdir(layout.root)) {
-    const m = /^lock\.key\.(\d+)\.[0-9a-f]+$/.exec(name);
-    if (m && Number(m[1]) !== process.pid && !alive(Number(m[1]))) await fsp.rm(`${layout.root}/${name}`, { force: true });
-  }
+  await sweepLocks(layout.root);
+  // the lock key of older versions (abstract socket locks)
+  await fsp.rm(`${layout.root}/lock.key`, { force: true });
   const known = new Set<string>();
   for (const place of ['queue', 'hold', 'corrupt'] as const) {
-    for (const id of await fsp.readdir(layout.dir(place))) known.add(id);
+    for (const id of await readdirOrNone(layout.dir(place))) known.add(id);
   }
   const now = Date.now();
-  for (const id of await fsp.readdir(layout.dir('msg'))) {
+  for (const id of await readdirOrNone(layout.dir('msg'))) {
     if (known.has(id)) continue;
     const st = fs.statSync(layout.data(id), { throwIfNoEntry: false });
     if (!st || now - st.mtimeMs < ORPHAN_GRACE_MS) continue;
@@ -313,8 +328,16 @@ async function recoverSpool(layout: Layout): Promise<RecoveryReport> {
     await fsp.rm(layout.data(id), { force: true });
     report.orphansRemoved++;
   }
-  report.corrupt = (await listAll(layout)).corrupt;
+  if (listCorrupt) report.corrupt = (await listAll(layout)).corrupt;
   return report;
+}
+
+/** The names in a directory; none when it does not exist. */
+async function readdirOrNone(dir: string): Promise<string[]> {
+  return fsp.readdir(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return [];
+    throw err;
+  });
 }
 
 /** Reads the start of a message's data up to the end of its header section (synchronously, in 16 KB
@@ -323,7 +346,7 @@ async function readHead(layout: Layout, id: string, max: number): Promise<string
   checkId(id);
   let fd: number;
   try {
-    fd = fs.openSync(layout.data(id), 'r');
+    fd = openSpoolFile(layout.data(id));
   } catch (err) {
     throw spoolError(err, `read message ${id}`);
   }

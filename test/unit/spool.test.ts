@@ -1,5 +1,6 @@
 // The spool: ids, the envelope codec, durable commit, listing, hold/release/remove, locks, recovery.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -11,7 +12,7 @@ import { lock, tryLock } from '../../src/spool/lock.js';
 import { applyChange, openStore } from '../../src/spool/store.js';
 import { DirSyncer } from '../../src/spool/layout.js';
 import { openSpoolWriter } from '../../src/spool/writer.js';
-import { tempDir } from '../helpers.js';
+import { ROOT, tempDir } from '../helpers.js';
 
 /** An envelope body for commit(). */
 function partial(rcpts = ['b@example.org']): Omit<Envelope, 'id' | 'size'> {
@@ -148,18 +149,43 @@ test('a message being changed is locked against a second changer', async () => {
   await store.remove(env.id);
 });
 
-test('lock names are keyed with a secret kept in the owner-only spool', async () => {
+test('locks live in the owner-only spool: no abstract socket, nothing outside it', async () => {
   const a = tempDir();
-  const b = tempDir();
   const la = await tryLock(a, 'daemon');
   assert.ok(la);
-  const lb = await tryLock(b, 'daemon');
-  assert.ok(lb, 'two spools never share a lock name');
-  const key = fs.statSync(path.join(a, 'lock.key'));
-  assert.equal(key.mode & 0o777, 0o600);
-  assert.equal(fs.readFileSync(path.join(a, 'lock.key')).length, 32);
+  const abstract = fs.readFileSync('/proc/net/unix', 'utf8').split('\n').filter((l) => l.includes('@ferrymail'));
+  assert.deepEqual(abstract, [], 'no lock in the abstract namespace, which every user can see and bind');
+  const dir = path.join(a, 'lock', 'daemon');
+  const [sock] = fs.readdirSync(dir);
+  assert.match(sock!, new RegExp(`^s\\.${process.pid}\\.`));
+  assert.ok(fs.statSync(path.join(dir, sock!)).isSocket());
   await la.release();
-  await lb.release();
+  assert.equal(fs.existsSync(dir), false, 'released: nothing left');
+});
+
+test('a lock whose holder was killed is taken over; racing takers never both hold it', async () => {
+  const root = tempDir();
+  // a holder killed with SIGKILL leaves its directory and socket file behind
+  const script = `import('${path.join(ROOT, 'dist', 'src', 'spool', 'lock.js')}').then(async (m) => { const l = await m.tryLock(${JSON.stringify(root)}, 'runner'); process.stdout.write(l ? 'held' : 'busy'); setInterval(() => {}, 1000); });`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const said = await new Promise<string>((r) => child.stdout!.once('data', (d) => r(String(d))));
+  assert.equal(said, 'held');
+  assert.equal(await tryLock(root, 'runner'), null, 'held by the child');
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  assert.equal(fs.readdirSync(path.join(root, 'lock', 'runner')).length, 1, 'the dead holder left its socket');
+  // eight processes race for the stale lock: exactly one gets it
+  const racers = Array.from({ length: 8 }, () =>
+    new Promise<string>((resolve) => {
+      const c = spawn(process.execPath, ['-e', script.replace("setInterval(() => {}, 1000)", 'setTimeout(() => process.exit(0), 4000)')], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      c.stdout!.on('data', (d) => (out += d));
+      c.once('exit', () => resolve(out));
+    }),
+  );
+  const results = await Promise.all(racers);
+  assert.equal(results.filter((r) => r === 'held').length, 1, results.join(','));
+  assert.equal(results.filter((r) => r === 'busy').length, 7, results.join(','));
 });
 
 test('reading a spool that does not exist yet creates nothing and lists nothing', async () => {

@@ -1,0 +1,91 @@
+/**
+ * Trusting the spool: a spool directory is used only when it is this process's own, and spool files are
+ * opened only as what they claim to be.
+ *
+ * checkSpool() refuses a spool whose directory, any of its folders, or any directory above it could be
+ * changed by another user: not owned by this user (the ancestors: by this user or root), a symlink where
+ * a folder should be, or writable by group or others (drop/ is the one folder meant to be written by
+ * others, and must be sticky). openSpoolFile() opens with O_NOFOLLOW and checks that what was opened is a
+ * regular file of the spool's owner. Both fail with FerryError: config (exit 78) for a spool that cannot
+ * be trusted, spool-* for file system errors.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { FerryError, spoolError } from '../errors.js';
+
+/** The sticky bit of a mode. */
+const S_ISVTX = 0o1000;
+
+/** The effective user id, or -1 where there is none (never on the platforms ferrymail runs on). */
+function euid(): number {
+  return process.geteuid?.() ?? -1;
+}
+
+/** An unsafe spool: says what and why, and what to do. */
+function unsafe(p: string, why: string): FerryError {
+  return new FerryError('config', `refusing the spool: ${p} ${why}; fix its owner and mode (see docs/security.md) or choose another spool`);
+}
+
+/** Checks one folder of the spool (or its root): a real directory of ours, not writable by others. */
+function checkOwn(p: string, st: fs.Stats, opts: { sticky?: boolean } = {}): void {
+  if (!st.isDirectory()) throw unsafe(p, 'is not a directory');
+  if (st.uid !== euid()) throw unsafe(p, `belongs to uid ${st.uid}, not to this user (uid ${euid()})`);
+  if (opts.sticky) {
+    if (!(st.mode & S_ISVTX)) throw unsafe(p, 'is writable by others but not sticky (mode 1733 expected)');
+  } else if (st.mode & 0o022) {
+    throw unsafe(p, `is writable by group or others (mode ${(st.mode & 0o7777).toString(8)})`);
+  }
+}
+
+/** Checks every directory above the spool: each must be ours or root's, and not open to others unless
+ * sticky (a user who may rename entries in a parent could swap the spool for a directory of theirs). */
+function checkAncestors(real: string): void {
+  for (let dir = path.dirname(real); ; dir = path.dirname(dir)) {
+    const st = fs.statSync(dir);
+    if (st.uid !== 0 && st.uid !== euid()) throw unsafe(dir, `(above the spool) belongs to uid ${st.uid}, neither root nor this user`);
+    if (st.mode & 0o022 && !(st.mode & S_ISVTX)) throw unsafe(dir, `(above the spool) is writable by others and not sticky`);
+    if (dir === path.dirname(dir)) return;
+  }
+}
+
+/** Checks the spool root: a symlink is followed only when it is ours or root's. */
+function checkRoot(root: string): string {
+  const lst = fs.lstatSync(root);
+  if (lst.isSymbolicLink() && lst.uid !== 0 && lst.uid !== euid()) throw unsafe(root, `is a symlink of uid ${lst.uid}`);
+  const real = fs.realpathSync(root);
+  checkOwn(root, fs.statSync(real));
+  checkAncestors(real);
+  return real;
+}
+
+/** Checks the spool's root and the given folders (missing folders pass); throws when any is unsafe. */
+export function checkSpool(root: string, folders: readonly string[], sticky: readonly string[] = []): void {
+  try {
+    checkRoot(root);
+    for (const f of [...folders, ...sticky]) {
+      const p = path.join(root, f);
+      const st = fs.lstatSync(p, { throwIfNoEntry: false });
+      if (!st) continue;
+      if (st.isSymbolicLink()) throw unsafe(p, 'is a symlink');
+      checkOwn(p, st, { sticky: sticky.includes(f) });
+    }
+  } catch (err) {
+    if (err instanceof FerryError) throw err;
+    throw spoolError(err, `check the spool ${root}`);
+  }
+}
+
+/** Opens a spool file for reading without following a symlink; it must be a regular file of ours. */
+export function openSpoolFile(file: string): number {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.uid !== euid()) {
+      throw Object.assign(new Error(`${file} is not a regular file of the spool's owner`), { code: 'EPERM' });
+    }
+    return fd;
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+}
