@@ -20,6 +20,7 @@ export type FerryErrorCode =
   | 'not-found' // a queue id that does not exist
   | 'locked' // another process works on this entry
   | 'control' // the daemon's control socket misbehaved
+  | 'not-allowed' // the user may not do this (an envelope sender that is not theirs)
   | 'internal';
 
 /** An error with a code, shown to users as one line. */
@@ -79,6 +80,8 @@ export function exitCodeFor(code: FerryErrorCode): ExitCode {
       return EX.TEMPFAIL;
     case 'control':
       return EX.UNAVAILABLE;
+    case 'not-allowed':
+      return EX.NOPERM;
     case 'internal':
       return EX.SOFTWARE;
   }

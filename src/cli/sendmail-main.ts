@@ -12,8 +12,9 @@ import { kickDaemon } from '../control/client.js';
 import { EX } from '../domain/sysexits.js';
 import { exitCodeFor, FerryError, isFerryError } from '../errors.js';
 import fs from 'node:fs';
-import { openHandoffWriter, spoolWritable } from '../receive/handoff.js';
 import { submitLocal, currentUser } from '../receive/local.js';
+import { openDropWriter } from '../spool/drop.js';
+import { checkDropFolder } from '../spool/safety.js';
 import { openStore } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
@@ -51,9 +52,10 @@ export function fail(who: string, err: unknown): number {
 async function run(req: SendmailRequest, cfg: Config): Promise<number> {
   switch (req.mode) {
     case 'submit': {
-      if (!spoolWritable(cfg.spool) && fs.existsSync(cfg.spool)) {
-        // another user's spool (the system relay): hand the message to its daemon
-        await submitLocal(cfg, openHandoffWriter(cfg), req.submit, process.stdin);
+      const drop = dropFor(cfg);
+      if (drop) {
+        // another user's spool (the system relay): leave the message in its drop folder for the daemon
+        await submitLocal(cfg, openDropWriter(cfg.spool, { defaultSender: req.submit.sender === undefined, mode: drop.mode }), req.submit, process.stdin, { ownerUid: drop.owner, received: false });
         return EX.OK;
       }
       const spool = openSpoolWriter(cfg.spool);
@@ -80,15 +82,41 @@ async function run(req: SendmailRequest, cfg: Config): Promise<number> {
   }
 }
 
+/** True when this process may create files in the spool. */
+function spoolWritable(root: string): boolean {
+  try {
+    fs.accessSync(root, fs.constants.W_OK | fs.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * When the spool exists but is another user's (the system relay's), its drop folder, checked to be one to
+ * hand a message to: the spool's owner and the mode a drop file needs so that the daemon can read it.
+ * Null when this user writes the spool itself.
+ */
+function dropFor(cfg: Config): { owner: number; mode: number } | null {
+  if (spoolWritable(cfg.spool) || !fs.existsSync(cfg.spool)) return null;
+  const settingsOwner = fs.statSync(cfg.file, { throwIfNoEntry: false })?.uid;
+  checkDropFolder(cfg.spool, settingsOwner === undefined ? [] : [settingsOwner]);
+  const owner = fs.statSync(cfg.spool).uid;
+  // root reads any file; another daemon user needs read access to a file only its name protects
+  return { owner, mode: owner === 0 ? 0o600 : 0o644 };
+}
+
 /** sendmail -bs: one SMTP session on standard input and output. */
 async function smtpOnStdio(cfg: Config): Promise<number> {
   const { startSmtpDoor } = await import('../receive/smtp.js');
   const { Duplex } = await import('node:stream');
   const { nullLogger } = await import('../log/logger.js');
-  const spool = openSpoolWriter(cfg.spool);
+  const drop = dropFor(cfg);
+  const spool = drop ? openDropWriter(cfg.spool, { defaultSender: false, mode: drop.mode }) : openSpoolWriter(cfg.spool);
   const user = currentUser();
   const kicks: Promise<void>[] = [];
-  const door = await startSmtpDoor(cfg, { spool, log: nullLogger, onMessage: (env) => void kicks.push(kickDaemon(spool.layout.control, env.id)) }, { listen: false });
+  const onMessage = drop ? undefined : (env: { id: string }) => void kicks.push(kickDaemon(spool.layout.control, env.id));
+  const door = await startSmtpDoor(cfg, { spool, log: nullLogger, onMessage, local: { ownerUid: drop?.owner ?? process.geteuid?.() ?? -1, received: !drop } }, { listen: false });
   // a local program may end its lines with LF alone; SMTP needs CRLF (and DATA ends only on CRLF.CRLF)
   const { SessionLineEnds } = await import('../scan/transforms.js');
   const input = process.stdin.pipe(new SessionLineEnds());

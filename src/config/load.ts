@@ -120,25 +120,31 @@ function queueSettings(d: Config['queue'], s: Settings['queue'] = {}, abs: (p?: 
   };
 }
 
-/** Loads, validates and freezes the configuration of a directory; throws ConfigError on any issue. */
-export function loadConfig(dirOrFile?: string): Config {
+/**
+ * Loads, validates and freezes the configuration of a directory; throws ConfigError on any issue.
+ * `submission`: for the sendmail command, which never reads the TLS key, certificate or users file (on a
+ * multi-user host other users may not read them), so their readability is not checked.
+ */
+export function loadConfig(dirOrFile?: string, opts: { submission?: boolean } = {}): Config {
   const { dir, file } = settingsLocation(dirOrFile);
   const parsed = parseSettingsFile(file);
   const issues = [...parsed.syntax, ...validateSettings(parsed.data, parsed.lineOf)];
   if (issues.length === 0) {
     const cfg = normalise(dir, parsed);
-    issues.push(...fileIssues(cfg, parsed.lineOf));
+    issues.push(...fileIssues(cfg, parsed.lineOf, opts.submission));
     if (issues.length === 0) return deepFreeze(cfg);
   }
   throw new ConfigError(parsed.file, issues);
 }
 
 /** Checks what a valid-looking configuration refers to: files readable, tls.cert and tls.key together. */
-function fileIssues(cfg: Config, lineOf: ParsedSettings['lineOf']): ConfigIssue[] {
+function fileIssues(cfg: Config, lineOf: ParsedSettings['lineOf'], submission = false): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
-  checkReadable('tls.cert', cfg.tls.cert, issues, lineOf);
-  checkReadable('tls.key', cfg.tls.key, issues, lineOf);
-  checkReadable('auth.users_file', cfg.auth.users_file, issues, lineOf);
+  if (!submission) {
+    checkReadable('tls.cert', cfg.tls.cert, issues, lineOf);
+    checkReadable('tls.key', cfg.tls.key, issues, lineOf);
+    checkReadable('auth.users_file', cfg.auth.users_file, issues, lineOf);
+  }
   if (!!cfg.tls.cert !== !!cfg.tls.key) issues.push({ key: 'tls', message: 'tls.cert and tls.key go together' });
   const q = cfg.queue;
   if (q.retry_min > q.retry_max) issues.push({ key: 'queue.retry_min', line: lineOf(['queue', 'retry_min']), message: 'must not be longer than queue.retry_max' });

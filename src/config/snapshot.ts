@@ -7,8 +7,12 @@
  * times, ferrymail's version, host name, user and the environment the defaults read). A snapshot that is
  * missing, unreadable or stale is ignored and rewritten; failing to write one is not an error. Errors of
  * the configuration itself are those of loadConfig (ConfigError).
+ *
+ * Trusts a snapshot only when it and its directory belong to this user and others may not write them
+ * (a cache directory another user can write could hold a planted snapshot naming their spool); reads and
+ * writes never follow a symlink, and the temporary file is created exclusively.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -48,25 +52,53 @@ function snapshotKey(file: string): string {
 export async function loadConfigQuick(dirOrFile?: string): Promise<Config> {
   const { file } = settingsLocation(dirOrFile);
   const key = snapshotKey(file);
-  const snap = path.join(cacheDir(), `config-${createHash('sha256').update(file).digest('hex').slice(0, 16)}.json`);
+  const dir = cacheDir();
+  const snap = path.join(dir, `config-${createHash('sha256').update(file).digest('hex').slice(0, 16)}.json`);
+  const own = ownDir(dir);
   try {
-    const saved = JSON.parse(fs.readFileSync(snap, 'utf8')) as { key: string; config: Config };
-    if (saved.key === key) return deepFreeze(saved.config);
+    const saved = own ? (JSON.parse(readOwn(snap)) as { key: string; config: Config }) : null;
+    if (saved?.key === key) return deepFreeze(saved.config);
   } catch {
     /* no usable snapshot: load the file */
   }
   const { loadConfig } = await import('./load.js');
-  const cfg = loadConfig(dirOrFile);
-  saveSnapshot(snap, key, cfg);
+  const cfg = loadConfig(dirOrFile, { submission: true });
+  if (own !== false) saveSnapshot(dir, snap, key, cfg);
   return cfg;
 }
 
-/** Writes a snapshot atomically; best effort. */
-function saveSnapshot(snap: string, key: string, cfg: Config): void {
+/** Whether dir is this user's own directory that others may not write: true, false (someone else's: do
+ * not use it), or null (it does not exist yet). */
+function ownDir(dir: string): boolean | null {
+  const st = fs.lstatSync(dir, { throwIfNoEntry: false });
+  if (!st) return null;
+  return st.isDirectory() && st.uid === process.geteuid?.() && (st.mode & 0o022) === 0;
+}
+
+/** Reads a file that must be this user's own regular file, not writable by others, never through a symlink. */
+function readOwn(file: string): string {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
   try {
-    fs.mkdirSync(path.dirname(snap), { recursive: true, mode: 0o700 });
-    const tmp = `${snap}.${process.pid}`;
-    fs.writeFileSync(tmp, JSON.stringify({ key, config: cfg }), { mode: 0o600 });
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.uid !== process.geteuid?.() || st.mode & 0o022) throw new Error('not this user\'s own snapshot');
+    return fs.readFileSync(fd, 'utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Writes a snapshot atomically through a temporary file created exclusively; best effort. */
+function saveSnapshot(dir: string, snap: string, key: string, cfg: Config): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (!ownDir(dir)) return;
+    const tmp = `${snap}.${process.pid}.${randomBytes(4).toString('hex')}`;
+    const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+    try {
+      fs.writeFileSync(fd, JSON.stringify({ key, config: cfg }));
+    } finally {
+      fs.closeSync(fd);
+    }
     fs.renameSync(tmp, snap);
   } catch {
     /* a read-only home must not stop mail */

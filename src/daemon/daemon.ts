@@ -3,7 +3,8 @@
  *
  * Start-up: take the spool's daemon lock (a second daemon on the same spool is refused), open the control
  * socket, recover the spool (temporary files of dead writers, orphaned data, corrupt envelopes
- * reported), then the listeners, then its own queue runs and the watch of the online state. Shutdown:
+ * reported), then the listeners, then its own queue runs, the watch of the online state and the watch of
+ * the drop folder (local users' messages, pickup-watch.ts). Shutdown:
  * stop listening, let a message being received (in DATA) finish; sessions between commands get 421;
  * close the control socket, release the lock. Fails with FerryError; never leaves a listener behind.
  */
@@ -28,6 +29,7 @@ import { flushQueue } from '../queue/flush.js';
 import { onlineView } from '../online/state.js';
 import { startAutoRun, type AutoRun } from './auto-run.js';
 import { startControl } from './control-server.js';
+import { watchDrops, type PickupWatch } from './pickup-watch.js';
 
 /** A running daemon. */
 export interface Daemon {
@@ -53,6 +55,7 @@ export function logReceived(log: Logger, env: Envelope): void {
     peer: env.origin.peer ? `[${env.origin.peer}]` : undefined,
     helo: env.origin.helo,
     user: env.origin.user,
+    uid: env.origin.uid,
     msgid: env.messageId,
   });
 }
@@ -67,6 +70,7 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
   let control: net.Server | null = null;
   let door: SmtpDoor | null = null;
   let auto: AutoRun | null = null;
+  let drops: PickupWatch | null = null;
   const view = onlineView(cfg.online);
   try {
     // the control socket opens first: a second daemon asking while this one recovers hears an answer
@@ -91,6 +95,7 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
       },
     });
     auto = startAutoRun(cfg, log, view);
+    drops = watchDrops(cfg, { spool, store, log, onMessage: (env) => (logReceived(log, env), auto?.soon()) });
   } catch (err) {
     control?.close();
     await lock.release();
@@ -98,12 +103,13 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
   }
   const d = door;
   const a = auto!;
+  const p = drops!;
   return {
     door: d,
     store,
     log,
     stop: async (graceMs = 30_000) => {
-      await a.stop();
+      await Promise.all([a.stop(), p.stop()]);
       await stop(d, control!, lock, store, log, graceMs);
     },
   };

@@ -17,6 +17,7 @@ import type { Config } from '../config/types.js';
 import { addressesIn, displayName, fieldValue, fold, receivedHeader, rfc5322Date, type HeaderField } from '../scan/headers.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { intake } from './intake.js';
+import { checkLocalSender } from './senders.js';
 
 /** A local submission's options (from the sendmail command line). */
 export interface Submission {
@@ -113,11 +114,24 @@ function splitRecipients(words: string[]): string[] {
   return words.flatMap((w) => w.split(',')).map((w) => w.trim()).filter(Boolean);
 }
 
+/** How a submission is written: by whom, and whether this process may vouch for its origin. */
+export interface SubmitOptions {
+  /** The submitter (default: this process's user). */
+  user?: LocalUser;
+  /** The spool owner's uid, whose submissions (as root's) may use any sender (default: this process's). */
+  ownerUid?: number;
+  /** Write the Received line naming the user (false for a drop file: the daemon writes it, from the
+   * file's owner, since a line written by the submitter's own process proves nothing). */
+  received?: boolean;
+}
+
 /** Reads a message from a local program and commits it; resolves with its envelope. */
-export async function submitLocal(cfg: Config, spool: SpoolWriter, sub: Submission, input: Readable, user: LocalUser = currentUser()): Promise<Envelope> {
+export async function submitLocal(cfg: Config, spool: SpoolWriter, sub: Submission, input: Readable, opts: SubmitOptions = {}): Promise<Envelope> {
+  const user = opts.user ?? currentUser();
   const domain = cfg.hostname;
   const argvRcpts = dedupe(checkAll(splitRecipients(sub.recipients), domain, 'usage'));
   const sender = sub.sender === undefined ? `${user.name}@${domain}` : sub.sender === '' ? '' : checkAll([sub.sender], domain, 'usage')[0]!;
+  checkLocalSender(cfg.submission.local_senders, { login: user.name, uid: user.uid, ownerUid: opts.ownerUid ?? process.geteuid?.() ?? -1, sender: sub.sender === undefined ? undefined : sender });
   const now = new Date();
   let recipients = argvRcpts;
   let added: { messageId?: string } = {};
@@ -138,7 +152,7 @@ export async function submitLocal(cfg: Config, spool: SpoolWriter, sub: Submissi
       if (recipients.length > cfg.limits.recipients) {
         throw new FerryError('data', `too many recipients (${recipients.length}; limits.recipients is ${cfg.limits.recipients})`);
       }
-      const edit = localHeaders(fields, { id, now, sender, fullName: sub.fullName, hostname: domain, user, recipients });
+      const edit = localHeaders(fields, { id, now, sender, fullName: sub.fullName, hostname: domain, user, recipients, received: opts.received !== false });
       added = edit.added;
       return edit;
     },
@@ -174,16 +188,17 @@ function messageIdOf(fields: HeaderField[]): string | undefined {
   return f ? fieldValue(f) : undefined;
 }
 
-/** Header edits of the sendmail door: Received first, missing From/Date/Message-ID after, no Bcc. */
-function localHeaders(
+/** Header edits of the sendmail door: Received first (unless received is false), missing From/Date/Message-ID
+ * after, no Bcc. */
+export function localHeaders(
   fields: HeaderField[],
-  o: { id: string; now: Date; sender: string; fullName?: string; hostname: string; user: LocalUser; recipients: string[] },
+  o: { id: string; now: Date; sender: string; fullName?: string; hostname: string; user: LocalUser; recipients: string[]; received?: boolean; from?: boolean },
 ): { prepend: string; append: string; drop: Set<string>; added: { messageId?: string } } {
   const has = (n: string): boolean => fields.some((f) => f.lower === n);
-  const prepend = receivedHeader({ hostname: o.hostname, id: o.id, protocol: 'local', date: o.now, uid: o.user.uid, recipients: o.recipients });
+  const prepend = o.received === false ? '' : receivedHeader({ hostname: o.hostname, id: o.id, protocol: 'local', date: o.now, uid: o.user.uid, user: o.user.name, recipients: o.recipients });
   let append = '';
   const added: { messageId?: string } = {};
-  if (!has('from')) {
+  if (!has('from') && o.from !== false) {
     const addr = o.sender || `${o.user.name}@${o.hostname}`;
     const from = o.fullName ? `${displayName(o.fullName)} <${addr}>` : addr;
     append += fold(`From: ${from}`);

@@ -23,6 +23,7 @@ import { checkLogin, readUsers } from './auth.js';
 import { FerryConnection, FerryServer } from './connection.js';
 import { CLIENT_GONE, intake } from './intake.js';
 import { ClientCounter, inRanges, isLocalRecipient, isLoopback, mayRelay } from './policy.js';
+import { checkLocalSender } from './senders.js';
 import { runStage, type Hooks, type SessionFacts } from './stages.js';
 
 /** What the door needs besides the configuration. */
@@ -32,6 +33,9 @@ export interface DoorDeps {
   hooks?: Hooks;
   /** Called after each committed message. */
   onMessage?: (env: Envelope) => void;
+  /** For sendmail -bs: the spool owner's uid (whose user, as root, may use any sender), and whether this
+   * process writes the Received line (not when the message goes to the drop folder: the daemon does). */
+  local?: { ownerUid: number; received: boolean };
 }
 
 /** A running set of SMTP and LMTP listeners. */
@@ -116,7 +120,9 @@ function splitListen(s: string): { host: string; port: number } {
 /** Starts every configured listener, one server each; all share the handlers and their counters. */
 export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?: boolean } = {}): Promise<SmtpDoor> {
   const localUsers = new Map<string, { name: string; uid: number }>();
-  const handlers = buildHandlers(cfg, deps, localUsers);
+  // sendmail -bs alone needs neither the TLS key nor the users file, which other users may not read
+  const stdio = opts.listen === false;
+  const handlers = buildHandlers(cfg, deps, localUsers, stdio);
   const servers: FerryServer[] = [];
   const addresses: string[] = [];
   const plan: [string, boolean][] = opts.listen === false ? [] : [...cfg.listen.map((l): [string, boolean] => [l, false]), ...cfg.lmtp_listen.map((l): [string, boolean] => [l, true])];
@@ -139,7 +145,7 @@ export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?
     throw err;
   }
   for (const e of skipped) deps.log.log('warn', `${e.message}; going on without it`);
-  const streamServer = makeServer(cfg, handlers, false);
+  const streamServer = makeServer(cfg, handlers, false, true);
   return {
     servers,
     addresses,
@@ -194,8 +200,8 @@ type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'o
 };
 
 /** Creates one FerryServer (SMTP or LMTP) with the shared handlers. */
-function makeServer(cfg: Config, h: Handlers, lmtp: boolean): FerryServer {
-  const tls = cfg.tls.cert && cfg.tls.key ? { cert: fs.readFileSync(cfg.tls.cert), key: fs.readFileSync(cfg.tls.key) } : null;
+function makeServer(cfg: Config, h: Handlers, lmtp: boolean, stdio = false): FerryServer {
+  const tls = cfg.tls.cert && cfg.tls.key && !stdio ? { cert: fs.readFileSync(cfg.tls.cert), key: fs.readFileSync(cfg.tls.key) } : null;
   const options: SMTPServerOptions = {
     lmtp,
     name: cfg.hostname,
@@ -212,7 +218,7 @@ function makeServer(cfg: Config, h: Handlers, lmtp: boolean): FerryServer {
     authOptional: true,
     allowInsecureAuth: true,
     authMethods: ['PLAIN', 'LOGIN'],
-    disabledCommands: ['WIZ', 'SHELL', 'KILL', 'XCLIENT', 'XFORWARD', ...(tls ? [] : ['STARTTLS']), ...(cfg.auth.users_file ? [] : ['AUTH'])],
+    disabledCommands: ['WIZ', 'SHELL', 'KILL', 'XCLIENT', 'XFORWARD', ...(tls ? [] : ['STARTTLS']), ...(cfg.auth.users_file && !stdio ? [] : ['AUTH'])],
     logger: false,
     ...(tls ?? {}),
     onConnect: h.onConnect,
@@ -236,12 +242,12 @@ function makeServer(cfg: Config, h: Handlers, lmtp: boolean): FerryServer {
 }
 
 /** The smtp-server callbacks, closed over the configuration and the spool. */
-function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { name: string; uid: number }>): Handlers {
+function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { name: string; uid: number }>, stdio: boolean): Handlers {
   const counter = new ClientCounter();
   const notes = new WeakMap<SMTPServerSession, SessionNote>();
   const hooks = deps.hooks ?? {};
   const localDomains = [cfg.hostname, ...cfg.local_domains];
-  const userFile = cfg.auth.users_file ? readUsers(cfg.auth.users_file) : null;
+  const userFile = cfg.auth.users_file && !stdio ? readUsers(cfg.auth.users_file) : null;
   for (const w of userFile?.warnings ?? []) deps.log.log('warn', w);
   const users = userFile?.users ?? null;
   const trusted = (ip: string): boolean => isLoopback(ip) || inRanges(ip, cfg.local_nets);
@@ -325,6 +331,15 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
         const c = checkAddress(address.address);
         if (!c.ok) return cb(smtpError(553, '5.1.7', `Bad sender address: ${c.reason}`));
       }
+      const local = localUsers.get(session.id);
+      if (local && deps.local) {
+        try {
+          checkLocalSender(cfg.submission.local_senders, { login: local.name, uid: local.uid, ownerUid: deps.local.ownerUid, sender: address.address === '' ? '' : normalAddress(address.address, cfg.hostname) });
+        } catch (err) {
+          const r = (err as FerryError).reply!;
+          return cb(smtpError(r.code, r.enhanced, r.text));
+        }
+      }
       const f = facts(session);
       notes.get(session)!.rcptOk = 0;
       runStage(hooks.mail, { ...f, sender: address.address }, { stage: 'mail', verb: 'MAIL', arg: address.address }).then(verdictTo(cb));
@@ -401,13 +416,14 @@ function receiveData(
   const rcpts = env.rcptTo;
   const now = new Date();
   const protocol = session.transmissionType || 'ESMTP';
+  const received = !local || deps.local?.received !== false;
   return intake(deps.spool, stream as unknown as import('node:stream').Readable, {
     pre: [new LineEndGuard(cfg.smtp.bare_line_ends)],
     maxSize: cfg.limits.message_size,
     maxHeaderBytes: cfg.limits.header_size,
     maxHops: cfg.limits.received_hops,
     edit: (fields, id) => {
-      const prepend = receivedHeader({
+      const prepend = !received ? '' : receivedHeader({
         hostname: cfg.hostname,
         id,
         protocol,
@@ -415,6 +431,7 @@ function receiveData(
         helo: session.hostNameAppearsAs || undefined,
         peer: local ? undefined : session.remoteAddress,
         uid: local?.uid,
+        user: local?.name,
         clientName: session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined,
         recipients: rcpts.map((r) => r.address),
         tls: session.secure && session.tlsOptions ? `${session.tlsOptions.version ?? 'TLS'} ${session.tlsOptions.name ?? ''}`.trim() : undefined,

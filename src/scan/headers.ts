@@ -95,7 +95,7 @@ export function receivedHeader(r: ReceivedInfo): string {
     text += ` from ${clean(r.helo)}`;
   }
   text += ` by ${r.hostname} (ferrymail)`;
-  if (r.uid !== undefined) text += ` (uid ${r.uid})`;
+  if (r.uid !== undefined) text += ` (uid ${r.uid}${r.user ? `, ${clean(r.user)}` : ''})`;
   if (r.tls) text += ` (using ${r.tls.split(' ').map(clean).join(' with cipher ')})`;
   text += ` with ${r.protocol} id ${r.id}`;
   if (r.recipients.length === 1) text += ` for <${clean(r.recipients[0]!)}>`;

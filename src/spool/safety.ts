@@ -89,3 +89,38 @@ export function openSpoolFile(file: string): number {
     throw err;
   }
 }
+
+/**
+ * Checks, for a submitter who may not write the spool, that its drop folder is one to hand a message to:
+ * the spool and drop/ belong to one owner who is root, a system account (uid below 1000) or one of
+ * `trusted` (the owner of the settings file), nothing above them is open to others, and drop/ is sticky.
+ * A spool some other user prepared would let that user read the message: it is refused with config (78);
+ * a spool without a drop folder (no daemon has run yet) is spool-full (75, try again later).
+ */
+export function checkDropFolder(root: string, trusted: readonly number[]): string {
+  try {
+    const real = fs.realpathSync(root);
+    const st = fs.statSync(real);
+    const owner = st.uid;
+    if (owner !== 0 && owner >= 1000 && !trusted.includes(owner)) throw unsafeDrop(root, `belongs to uid ${owner}, which is neither root, a system account nor the owner of the settings file`);
+    if (!st.isDirectory() || st.mode & 0o022) throw unsafeDrop(root, 'is not a directory closed to others');
+    for (let dir = path.dirname(real); ; dir = path.dirname(dir)) {
+      const a = fs.statSync(dir);
+      if ((a.uid !== 0 && a.uid !== owner) || (a.mode & 0o022 && !(a.mode & S_ISVTX))) throw unsafeDrop(dir, '(above the spool) is open to other users');
+      if (dir === path.dirname(dir)) break;
+    }
+    const drop = path.join(real, 'drop');
+    const d = fs.lstatSync(drop, { throwIfNoEntry: false });
+    if (!d) throw new FerryError('spool-full', `cannot write the spool ${root} and it has no drop folder yet (the daemon makes it when it starts); try again later`);
+    if (!d.isDirectory() || d.uid !== owner || !(d.mode & S_ISVTX)) throw unsafeDrop(drop, 'is not a sticky folder of the spool\'s owner');
+    return drop;
+  } catch (err) {
+    if (err instanceof FerryError) throw err;
+    throw spoolError(err, `reach the spool ${root}`);
+  }
+}
+
+/** A drop folder the submitter must not use. */
+function unsafeDrop(p: string, why: string): FerryError {
+  return new FerryError('config', `refusing to hand the message over: ${p} ${why} (see docs/security.md)`);
+}

@@ -14,7 +14,8 @@ import type { Envelope } from '../domain/envelope.js';
 import { decodeEnvelope, encodeEnvelope } from './envelope-codec.js';
 import { isId } from './id.js';
 import { checkLayout, DirSyncer, layoutOf, readAt, type Layout } from './layout.js';
-import { lock, sweepLocks, type Lock } from './lock.js';
+import { recoverPickups } from './drop.js';
+import { lock, sweepLocks, tryLock, type Lock } from './lock.js';
 import { openSpoolFile } from './safety.js';
 
 /** Where a message's envelope currently is. */
@@ -312,6 +313,11 @@ async function recoverSpool(layout: Layout, listCorrupt = true): Promise<Recover
     report.tmpRemoved++;
   }
   await sweepLocks(layout.root);
+  // drop files a killed pickup left half taken (drop.ts): queued ones are removed, the rest go back
+  await recoverPickups(layout, async (id) => {
+    const l = await tryLock(layout.root, `msg/${id}`);
+    return l ? () => l.release() : null;
+  });
   // the lock key of older versions (abstract socket locks)
   await fsp.rm(`${layout.root}/lock.key`, { force: true });
   const known = new Set<string>();
