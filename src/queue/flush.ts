@@ -16,7 +16,10 @@ import { candidates } from '../route/select.js';
 import { tryLockHolder } from '../spool/lock.js';
 import { openStore } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
+import { openJournal } from '../spool/inflight.js';
+import { ensureReserve, freeBytes } from '../spool/space.js';
 import { localNoticeDelivery } from './local-notice.js';
+import { settleInflight, writePending } from './recover.js';
 import type { RetryPolicy } from './retry.js';
 import { runQueue } from './runner.js';
 import { enqueueNotice, messageFor, transportFor } from './wiring.js';
@@ -68,6 +71,13 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
     // what killed runs and writers left (temporary files, orphaned data, stale locks) is any runner's to clear
     const recovered = await store.recover(false);
     if (recovered.tmpRemoved || recovered.orphansRemoved) log.log('info', 'spool recovered', { tmp_removed: recovered.tmpRemoved, orphans_removed: recovered.orphansRemoved });
+    // outcomes a full disk kept in memory, then deliveries a killed run left in flight (recover.ts)
+    await writePending(store, log);
+    const settled = await settleInflight(store, routes, log);
+    const journal = await openJournal(store.layout);
+    if (settled) await journal.clear();
+    const floor = cfg.limits.spool_minfree / 4;
+    ensureReserve(store.layout, floor);
     const state = connection || !online ? await onlineState(cfg, connection) : await online();
     const report = await runQueue({
       store,
@@ -83,7 +93,9 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
       hostname: cfg.hostname,
       force,
       onlyRoute: route,
-    });
+      journal,
+      roomToDeliver: () => freeBytes(cfg.spool) >= floor,
+    }).finally(() => journal.close());
     const serves = route === undefined || candidates(routes, state).some((r) => r.name === route);
     const note = serves ? undefined : `route ${route} is not used ${state.online ? `on connection ${state.connection}` : 'offline'} (give --connection): nothing was tried`;
     return { ...report, state, routes: routes.length, waiting: report.messages, route, note };

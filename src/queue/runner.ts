@@ -22,9 +22,13 @@ import { headerFromAddresses } from '../route/header-rewrite.js';
 import { rewriteAddress } from '../route/rewrite.js';
 import { fallThrough, plan } from '../route/select.js';
 import type { Route } from '../route/types.js';
+import { Transform, type Readable } from 'node:stream';
 import type { Entry, Store } from '../spool/store.js';
 import type { DeliveryRequest, DeliveryResult, Transport } from '../transport/types.js';
+import type { InflightJournal, InflightNote } from '../spool/inflight.js';
+import { withReserve } from '../spool/space.js';
 import { buildNotice, type Notice } from './bounce.js';
+import { pendingOf } from './recover.js';
 import { expired, expiresAt, nextAttemptAt, warningsDue, type RetryPolicy } from './retry.js';
 
 /** What a run needs. */
@@ -35,7 +39,7 @@ export interface RunnerDeps {
   /** The transport of a route (built from its transport settings). */
   transportFor: (route: Route) => Transport;
   /** A fresh stream of a message's data as it should leave by a route. */
-  messageFor: (env: Envelope, route: Route, head?: string) => import('node:stream').Readable;
+  messageFor: (env: Envelope, route: Route, head?: string) => Readable;
   retry: RetryPolicy;
   log: Logger;
   now?: () => number;
@@ -52,6 +56,10 @@ export interface RunnerDeps {
   localNotice?: (notice: Notice) => Promise<void>;
   /** When localNotice is used: only for notices no route could carry now (default), or for all. */
   localNotices?: 'unroutable' | 'always';
+  /** Notes each hand-over durably before the message's end is sent (spool/inflight.ts). */
+  journal?: InflightJournal;
+  /** Whether the spool has room to start another delivery (its state updates must always fit). */
+  roomToDeliver?: () => boolean;
 }
 
 /** What one run did. */
@@ -70,7 +78,9 @@ export async function runQueue(deps: RunnerDeps): Promise<RunReport> {
   const at = (): number => (deps.force ? Infinity : now());
   const transports = new Map<Route, Transport>();
   const run: RunnerDeps = { ...deps, transportFor: (r) => transports.get(r) ?? transports.set(r, deps.transportFor(r)).get(r)! };
-  const waiting = entries.filter((e) => e.place === 'queue' && due(e.envelope, at()));
+  // a message whose outcome waits in memory for room on the disk is not delivered again meanwhile
+  const pending = pendingOf(deps.store.layout.root);
+  const waiting = entries.filter((e) => e.place === 'queue' && due(e.envelope, at()) && !pending.has(e.envelope.id));
   try {
     await eachLimited(waiting, deps.parallel ?? PARALLEL_MESSAGES, (entry) => runLocked(run, state, entry, report, now, at));
   } finally {
@@ -88,9 +98,16 @@ async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promis
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
 }
 
-/** Delivers one message under its lock; a message another process holds is counted busy and left. */
+/** Delivers one message under its lock; a message another process holds is counted busy and left, and
+ * none is started while the spool has no room for what delivery writes. */
 async function runLocked(deps: RunnerDeps, state: OnlineState, entry: Entry, report: RunReport, now: () => number, at: () => number): Promise<void> {
   report.messages++;
+  if (deps.roomToDeliver && !deps.roomToDeliver()) {
+    report.busy++;
+    if (!noRoomSaid.has(deps.store)) deps.log.log('warn', 'the spool is nearly full: no delivery is started until there is room again');
+    noRoomSaid.add(deps.store);
+    return;
+  }
   let lock;
   try {
     lock = await deps.store.lockMessage(entry.envelope.id, 0);
@@ -106,6 +123,9 @@ async function runLocked(deps: RunnerDeps, state: OnlineState, entry: Entry, rep
     await lock.release();
   }
 }
+
+/** Runs that said they start no delivery for lack of room (said once per run). */
+const noRoomSaid = new WeakSet<Store>();
 
 /** True when some recipient of the message is due now. */
 function due(env: Envelope, now: number): boolean {
@@ -199,7 +219,7 @@ async function deliverByRoutes(deps: RunnerDeps, run: MessageRun, pending: Recip
         const r = pending.find((x) => x.address === a)!;
         return { address: a, notify: r.notify, orcpt: r.orcpt };
       }),
-      message: () => deps.messageFor(env, route, run.head),
+      message: (to) => handOver(deps, deps.messageFor(env, route, run.head), { id: env.id, route: route.name, addresses: to ?? batch }),
       size: env.size,
       smtputf8: env.smtputf8,
       body: env.body,
@@ -278,11 +298,39 @@ async function finish(deps: RunnerDeps, run: MessageRun, now: () => number, repo
   }
   // a recipient whose failure notice is owed has failed: it gets no delay notice
   await warnDelayed(deps, run, now(), owed).catch((err: Error) => deps.log.log('error', `${env.id} delay notice could not be queued; tried again later`, { error: err.message }));
-  if (env.recipients.every((r) => isFinal(r.state))) {
-    await deps.store.removeLocked(env.id);
-    return;
+  try {
+    if (env.recipients.every((r) => isFinal(r.state))) await deps.store.removeLocked(env.id);
+    else await withReserve(deps.store.layout, () => deps.store.update(env, 'queue'));
+  } catch (err) {
+    // no room even with the reserve: the outcome is kept here and written by a later run, and the
+    // message is not delivered again meanwhile; should this process end first, the in-flight journal
+    // makes the next run treat these recipients as uncertain rather than send them a second copy
+    pendingOf(deps.store.layout.root).set(env.id, env);
+    deps.log.log('error', `${env.id} outcome kept in memory: the envelope cannot be written now`, { error: (err as Error).message });
   }
-  await deps.store.update(env, 'queue');
+}
+
+/**
+ * The message stream as a transport reads it, with its end held back until the hand-over of these
+ * recipients is noted durably in the in-flight journal: the final dot (or a command's end of input)
+ * never goes out before a killed run could know it may have. A note that cannot be made fails the
+ * stream, and the transport gives up before the end.
+ */
+function handOver(deps: RunnerDeps, stream: Readable, note: Omit<InflightNote, 't'>): Readable {
+  const journal = deps.journal;
+  if (!journal) return stream;
+  const gate = new Transform({
+    transform: (chunk, _e, cb) => cb(null, chunk),
+    flush: (cb) => {
+      withReserve(deps.store.layout, () => journal.mark(note)).then(
+        () => cb(),
+        (err: Error) => cb(err),
+      );
+    },
+  });
+  stream.once('error', (err) => gate.destroy(err));
+  gate.once('close', () => stream.destroy());
+  return stream.pipe(gate);
 }
 
 /** Puts a failed recipient back to deferred because its failure notice could not be queued. */

@@ -13,6 +13,7 @@ import type { HeaderField } from '../scan/headers.js';
 import { HeaderStage, type HeaderEdit } from '../scan/transforms.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { noteBytes } from '../spool/reclaim.js';
+import { freeBytes } from '../spool/space.js';
 
 /** Refuses a message once more than max bytes have passed. */
 export class SizeLimit extends Transform {
@@ -63,6 +64,10 @@ export interface IntakePlan {
   maxSize: number;
   maxHeaderBytes: number;
   maxHops: number;
+  /** Bytes the spool's file system must keep free after the message (limits.spool_minfree). */
+  minFree?: number;
+  /** The size the sender announced (SIZE=), counted against the free space before anything is written. */
+  declaredSize?: number;
   /** Header edits, given the parsed fields and the new message's id. */
   edit(fields: HeaderField[], id: string): HeaderEdit;
   /** The envelope, built once the whole message has been read. */
@@ -71,6 +76,11 @@ export interface IntakePlan {
 
 /** Streams a message into the spool and commits it; see the module header. */
 export async function intake(spool: SpoolWriter, source: Readable, plan: IntakePlan): Promise<Envelope> {
+  if (plan.minFree && freeBytes(spool.layout.root) - (plan.declaredSize ?? 0) < plan.minFree) {
+    // keep the last of the disk for the queue's own state: the sender tries again later
+    source.resume();
+    throw new FerryError('spool-full', `spool is full: less than limits.spool_minfree (${plan.minFree} bytes) would be left free`);
+  }
   const writer = await spool.begin();
   const headers = new HeaderStage({
     maxHeaderBytes: plan.maxHeaderBytes,

@@ -146,6 +146,7 @@ export async function submitLocal(cfg: Config, spool: SpoolWriter, sub: Submissi
     maxSize: cfg.limits.message_size,
     maxHeaderBytes: cfg.limits.header_size,
     maxHops: cfg.limits.received_hops,
+    minFree: cfg.limits.spool_minfree,
     edit: (fields, id) => {
       if (sub.extract) recipients = dedupe([...checkAll(addressesIn(fields, ['to', 'cc', 'bcc']), domain, 'data'), ...argvRcpts]);
       if (recipients.length === 0) throw new FerryError('no-recipients', 'no recipient addresses found in the message header');

@@ -105,6 +105,7 @@ async function take(cfg: Config, spool: SpoolWriter, w: MessageWriter, c: Claime
     maxSize: cfg.limits.message_size,
     maxHeaderBytes: cfg.limits.header_size,
     maxHops: cfg.limits.received_hops,
+    minFree: cfg.limits.spool_minfree,
     edit: (fields, id) => {
       // From was the submitter's to add; the sendmail door removes Bcc, -bs keeps the header as sent
       const edit = localHeaders(fields, { id, now, sender, hostname: cfg.hostname, user, recipients, from: false });

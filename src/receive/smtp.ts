@@ -18,6 +18,7 @@ import { FerryError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { fieldValue, receivedHeader, rfc5322Date } from '../scan/headers.js';
 import { LineEndGuard } from '../scan/transforms.js';
+import { freeBytes } from '../spool/space.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { checkLogin, readUsers } from './auth.js';
 import { FerryConnection, FerryServer } from './connection.js';
@@ -331,6 +332,10 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
         const c = checkAddress(address.address);
         if (!c.ok) return cb(smtpError(553, '5.1.7', `Bad sender address: ${c.reason}`));
       }
+      const size = Number(address.args ? address.args.SIZE : 0) || 0;
+      if (cfg.limits.spool_minfree && freeBytes(deps.spool.layout.root) - size < cfg.limits.spool_minfree) {
+        return cb(smtpError(452, '4.3.1', 'Insufficient system storage, try again later'));
+      }
       const local = localUsers.get(session.id);
       if (local && deps.local) {
         try {
@@ -422,6 +427,8 @@ function receiveData(
     maxSize: cfg.limits.message_size,
     maxHeaderBytes: cfg.limits.header_size,
     maxHops: cfg.limits.received_hops,
+    minFree: cfg.limits.spool_minfree,
+    declaredSize: Number(env.mailFrom && env.mailFrom.args ? env.mailFrom.args.SIZE : 0) || 0,
     edit: (fields, id) => {
       const prepend = !received ? '' : receivedHeader({
         hostname: cfg.hostname,

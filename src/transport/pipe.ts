@@ -147,7 +147,7 @@ function input(s: PipeSettings, req: DeliveryRequest, body: Readable): Readable 
 }
 
 /** Runs the command once with the message on stdin; resolves with the outcome and a one-line reply. */
-function runOnce(s: PipeSettings, req: DeliveryRequest, argv: string[]): Promise<{ outcome: Outcome; reply: string }> {
+function runOnce(s: PipeSettings, req: DeliveryRequest, argv: string[], recipients: string[]): Promise<{ outcome: Outcome; reply: string }> {
   return new Promise((resolve) => {
     let stderr = '';
     let settled = false;
@@ -176,7 +176,7 @@ function runOnce(s: PipeSettings, req: DeliveryRequest, argv: string[]): Promise
       done({ outcome, reply: `${status} ${argv[0]} exited ${code ?? 'on a signal'}${why ? `: ${why}` : ''}` });
     });
     if (child.pid === undefined) return; // the 'error' event says why
-    const body = req.message();
+    const body = req.message(recipients);
     // a message that breaks off must not reach the command as a shorter one: kill it before its input ends
     const broken = (err: Error): void => {
       done({ outcome: 'tempfail', reply: `451 4.3.0 message not passed to ${argv[0]}: ${err.message}` });
@@ -203,11 +203,11 @@ export function pipeTransport(s: PipeSettings): Transport & { problem?: string }
       // the null sender is MAILER-DAEMON, as in the From_ line (and Postfix's pipe)
       const common = { sender: req.sender || 'MAILER-DAEMON', id: req.id, route: s.route ?? '' };
       if (s.perRecipient === false) {
-        const r = await runOnce(s, req, argvFor(s.command, common, req.recipients.map((x) => x.address)));
+        const r = await runOnce(s, req, argvFor(s.command, common, req.recipients.map((x) => x.address)), req.recipients.map((x) => x.address));
         return { relay, results: req.recipients.map((x): RecipientResult => ({ address: x.address, ...r })) };
       }
       const results: RecipientResult[] = [];
-      for (const rc of req.recipients) results.push({ address: rc.address, ...(await runOnce(s, req, argvFor(s.command, common, [rc.address]))) });
+      for (const rc of req.recipients) results.push({ address: rc.address, ...(await runOnce(s, req, argvFor(s.command, common, [rc.address]), [rc.address])) });
       return { relay, results };
     },
   };

@@ -236,7 +236,7 @@ export class Session {
 
   /** Sends one message; one result per recipient (see the module header). */
   async send(req: DeliveryRequest): Promise<RecipientResult[]> {
-    const stream = req.message();
+    const stream = req.message(req.recipients.map((r) => r.address));
     let handedOver = false;
     stream.once('end', () => (handedOver = true));
     const first = req.recipients[0];

@@ -13,8 +13,11 @@ export interface DeliveryRequest {
   id: string;
   sender: string;
   recipients: { address: string; notify?: NotifyKeyword[]; orcpt?: string }[];
-  /** A fresh stream of the message as it should leave (rewritten headers included). */
-  message: () => Readable;
+  /** A fresh stream of the message as it should leave (rewritten headers included), for the recipients
+   * this copy goes to (default: all). The stream may hold back its end until the queue has noted the
+   * hand-over durably (spool/inflight.ts), and fails instead of ending when it cannot: a transport never
+   * finishes a message whose stream failed. */
+  message: (recipients?: string[]) => Readable;
   size: number;
   smtputf8?: boolean;
   body?: '7BIT' | '8BITMIME';
