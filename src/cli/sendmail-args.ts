@@ -109,9 +109,13 @@ export function parseSendmailArgs(args: string[], who: ReturnType<typeof persona
         s.ret = v;
         break;
       }
-      case 'V':
-        s.envid = c.value(flag, tail);
+      case 'V': {
+        // RFC 3461: printable US-ASCII, at most 100 characters (it goes into notices and DSN parameters)
+        const v = c.value(flag, tail);
+        if (!/^[\x21-\x7e]{1,100}$/.test(v)) throw usageError(`-V takes an envelope id of 1 to 100 printable ASCII characters without spaces (got ${JSON.stringify(v.slice(0, 40))})`);
+        s.envid = v;
         break;
+      }
       case 'C':
         configPath = c.value(flag, tail);
         break;

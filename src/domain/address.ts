@@ -39,6 +39,8 @@ export function checkAddress(input: string): AddressCheck {
   const local = input.slice(0, at);
   const domain = input.slice(at + 1);
   if (/[\x00-\x1f\x7f]/.test(input)) return { ok: false, reason: 'address contains control characters' };
+  // U+FFFD is what invalid UTF-8 decodes to: never a real address (it would merge distinct addresses)
+  if (input.includes('\ufffd')) return { ok: false, reason: 'address is not valid UTF-8' };
   if (Buffer.byteLength(input) > 254) return { ok: false, reason: 'address is longer than 254 octets' };
   if (!localPartOk(local)) return { ok: false, reason: 'invalid local part' };
   if (!domainOk(domain)) return { ok: false, reason: 'invalid domain' };

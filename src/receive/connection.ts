@@ -12,12 +12,15 @@
  */
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { isUtf8 } from 'node:buffer';
 import type { Socket } from 'node:net';
 import { replyText, runStage, type Hooks, type SessionFacts, type Stage } from './stages.js';
 
 /** What the connection needs from the door. */
 export interface ConnectionPolicy {
   isTrusted(ip: string): boolean;
+  /** Sessions that may send input after DATA before the 354 (a local program's sendmail -bs). */
+  mayPipelineData(conn: FerryConnection): boolean;
   earlyTalkerDelay: number;
   errorLimit: number;
   hooks: Hooks;
@@ -30,10 +33,16 @@ const OTHER_VERBS = new Set(['RSET', 'NOOP', 'VRFY', 'HELP', 'STARTTLS', 'AUTH',
 const HELO_VERBS = new Set(['HELO', 'EHLO', 'LHLO']);
 const HTTP_REQUEST = /^(OPTIONS|GET|HEAD|POST|PUT|DELETE|TRACE|CONNECT) \/.* HTTP\/\d\.\d$/i;
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3}(?: |$)/;
+/** A DATA command line followed by more input in the same read. */
+const DATA_THEN_MORE = /(?:^|\n)DATA[ \t]*\r?\n[\s\S]/i;
 
 /** A session with ferrymail's stage hooks and limits. */
 export class FerryConnection extends SMTPConnection {
   errors = 0;
+  /** Input arrived after a DATA command in the same read, before the 354 could be sent. */
+  private dataRaced = false;
+  /** Bytes of the read the parser is working through (it counts in its writableLength until done). */
+  private reading = 0;
 
   private get policy(): ConnectionPolicy {
     return (this._server as FerryServer).policy;
@@ -68,23 +77,76 @@ export class FerryConnection extends SMTPConnection {
     }
   }
 
+  /** The parser, watched for input that runs ahead of a DATA command (see dataRacedAhead). */
+  override _createParser(): ReturnType<SMTPConnection['_createParser']> {
+    const parser = super._createParser();
+    const write = parser._write.bind(parser);
+    parser._write = (chunk: Buffer, enc: BufferEncoding, next: (err?: Error | null) => void): void => {
+      if (!parser._dataMode && DATA_THEN_MORE.test(parser._remainder + chunk.toString('binary'))) this.dataRaced = true;
+      this.reading = chunk.length;
+      write(chunk, enc, (err?: Error | null) => {
+        this.reading = 0;
+        next(err);
+      });
+    };
+    return parser;
+  }
+
+  /**
+   * True when input followed DATA before its 354 was sent: in the same read, or read since (the parser
+   * queues it). As Postfix's smtpd_forbid_unauth_pipelining, this is refused on sessions that have not
+   * authenticated: such input is how SMTP smuggling hides a second message from this hop.
+   */
+  private dataRacedAhead(): boolean {
+    const queued = this._parser ? this._parser.writableLength - this.reading : 0;
+    const raced = this.dataRaced || queued > 0;
+    this.dataRaced = false;
+    return raced && !this.session.user && !this.policy.mayPipelineData(this);
+  }
+
+  /** Refuses what no handler may see: NUL, input that is not UTF-8; null when the line may go on. */
+  private malformed(command: Buffer): string | null {
+    if (this._nextHandler || !this._ready || this._upgrading) return null;
+    const verb = command.toString('latin1').split(' ')[0]!.toUpperCase();
+    if (command.includes(0)) return '500 5.5.2 Error: NUL character in command';
+    if (isUtf8(command)) return null;
+    if (verb === 'MAIL') return '553 5.1.7 Bad sender address: not valid UTF-8';
+    if (verb === 'RCPT') return '553 5.1.3 Bad recipient address: not valid UTF-8';
+    return '500 5.5.2 Error: command is not valid UTF-8';
+  }
+
   /** Runs the helo / other / unknown stage before the built-in handler of a command. */
   override _onCommand(command: Buffer, callback?: () => void): void {
+    const next = (): void => void setImmediate(() => this._whenWritable(callback ?? (() => false)));
+    const bad = this.malformed(command);
+    if (bad) {
+      this.send(Number(bad.slice(0, 3)), bad.slice(4));
+      return next();
+    }
     const stage = this.stageOf(command);
     const hooks = stage ? this.policy.hooks[stage] : undefined;
-    const next = (): void => void setImmediate(() => this._whenWritable(callback ?? (() => false)));
     // unknown commands are answered here, so that only our error budget decides when to hang up
-    const proceed = stage === 'unknown' ? () => (this.send(500, '5.5.2 Error: command not recognized'), next()) : () => super._onCommand(command, callback);
+    const builtIn = stage === 'data' ? () => this.dataCommand(command, next, callback) : () => super._onCommand(command, callback);
+    const proceed = stage === 'unknown' ? () => (this.send(500, '5.5.2 Error: command not recognized'), next()) : builtIn;
     if (!stage || !hooks?.length) return proceed();
     const line = command.toString();
     const verb = line.split(' ')[0]!.toUpperCase();
-    const arg = line.slice(verb.length).trim();
+    // a hook never sees a credential: of AUTH only the mechanism
+    const arg = verb === 'AUTH' ? (line.slice(verb.length).trim().split(/\s+/)[0] ?? '').toUpperCase() : line.slice(verb.length).trim();
     runStage(hooks, this.policy.facts(this), { stage, verb, arg }).then((v) => {
       if (v.action === 'continue') return proceed();
       this.send(v.action === 'disconnect' ? 421 : v.reply.code, replyText(v.reply));
       if (v.action === 'disconnect') this.close();
       next();
     });
+  }
+
+  /** DATA: refused when input raced ahead of its 354 on a session that may not pipeline it. */
+  private dataCommand(command: Buffer, next: () => void, callback?: () => void): void {
+    if (!this.dataRacedAhead()) return super._onCommand(command, callback);
+    super.send(554, '5.5.0 Error: SMTP protocol synchronization', false);
+    this.close();
+    next();
   }
 
   /** Which hook stage a command line belongs to, or null for none (or a mid-command state). */

@@ -14,6 +14,7 @@ import type { Envelope, NotifyKeyword } from '../domain/envelope.js';
 import { newRecipient } from '../domain/envelope.js';
 import { dataError, FerryError } from '../errors.js';
 import type { Config } from '../config/types.js';
+import { nulError } from '../scan/transforms.js';
 import { addressesIn, displayName, fieldValue, fold, receivedHeader, rfc5322Date, type HeaderField } from '../scan/headers.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { intake } from './intake.js';
@@ -32,7 +33,8 @@ export interface Submission {
   envid?: string;
 }
 
-/** Turns local text into CRLF lines; ends at a lone "." when dotEnds; drops a leading "From " line. */
+/** Turns local text into CRLF lines; ends at a lone "." when dotEnds; drops a leading "From " line;
+ * refuses a NUL byte (exit 65). */
 export class LocalLines extends Transform {
   /** The unfinished last line, as chunks (joined once it ends: no quadratic re-splitting). */
   private partial: Buffer[] = [];
@@ -48,6 +50,7 @@ export class LocalLines extends Transform {
 
   override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
     if (this.ended) return cb();
+    if (chunk.includes(0)) return cb(nulError());
     const nl = chunk.lastIndexOf(0x0a);
     if (nl < 0) {
       this.partial.push(chunk);

@@ -198,6 +198,8 @@ type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'o
   /** How many messages their clients abandoned in the middle. */
   cut(): number;
   trusted(ip: string): boolean;
+  /** The session is sendmail -bs (a local program's stdin and stdout). */
+  isLocal(session: SMTPServerSession): boolean;
 };
 
 /** Creates one FerryServer (SMTP or LMTP) with the shared handlers. */
@@ -232,6 +234,7 @@ function makeServer(cfg: Config, h: Handlers, lmtp: boolean, stdio = false): Fer
   } as SMTPServerOptions;
   const server = new FerryServer(options, {
     isTrusted: h.trusted,
+    mayPipelineData: (conn: FerryConnection) => h.isLocal(conn.session),
     earlyTalkerDelay: cfg.smtp.early_talker_delay,
     errorLimit: cfg.limits.errors,
     hooks: h.hooks,
@@ -288,6 +291,7 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
   return {
     hooks,
     trusted,
+    isLocal: (session) => localUsers.has(session.id),
     facts,
     onConnect(session, cb) {
       const ip = session.remoteAddress;

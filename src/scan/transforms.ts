@@ -15,7 +15,8 @@ const CRLF = Buffer.from('\r\n');
 
 /**
  * Polices line ends of SMTP DATA: a bare LF or CR is refused (reject) or made into CRLF (normalize), so
- * that no later hop can read a line end, or an end of data, that this one did not see.
+ * that no later hop can read a line end, or an end of data, that this one did not see; a NUL byte is
+ * refused either way.
  */
 export class LineEndGuard extends Transform {
   private pendingCR = false;
@@ -24,6 +25,7 @@ export class LineEndGuard extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    if (chunk.includes(0)) return cb(nulError());
     const parts: Buffer[] = [];
     let start = 0;
     let i = 0;
@@ -80,6 +82,14 @@ export class LineEndGuard extends Transform {
   private error(): Error {
     return dataError(550, '5.6.0', 'Message contains a bare CR or LF; lines must end with CRLF (RFC 5321 2.3.8)');
   }
+}
+
+/**
+ * The refusal of a message holding a NUL byte: RFC 5321 allows NUL nowhere, and a next hop that drops it
+ * could read `\r\n\0.\r\n` as an end of data (SMTP smuggling).
+ */
+export function nulError(): Error {
+  return dataError(550, '5.6.0', 'Message contains NUL characters');
 }
 
 /**

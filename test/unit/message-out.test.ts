@@ -2,6 +2,7 @@
 // and a stream given up before its end (a transaction refused before DATA) closes its spool file.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import path from 'node:path';
 import { test } from 'node:test';
 import { newRecipient, type Envelope } from '../../src/domain/envelope.js';
 import { messageFor } from '../../src/queue/wiring.js';
@@ -56,4 +57,20 @@ test('a large body given up before its end closes its file', async () => {
   }
   for (let i = 0; i < 50 && openFds() > before; i++) await new Promise((r) => setTimeout(r, 20));
   assert.ok(openFds() <= before, `${openFds() - before} descriptors left open`);
+});
+
+test('a message holding a NUL (an older spool file) is not sent: its stream fails, small or large', async () => {
+  for (const size of [10, 300 * 1024]) {
+    const { root, env } = await spooled(size);
+    const file = path.join(root, 'msg', env.id);
+    const data = fs.readFileSync(file);
+    data[data.length - 3] = 0;
+    fs.writeFileSync(file, data);
+    await assert.rejects(
+      (async () => {
+        for await (const c of messageFor(openStore(root), env, route)) assert.ok(c);
+      })(),
+      /NUL/,
+    );
+  }
 });

@@ -15,7 +15,7 @@ const hooks: Hooks = {
   mail: [(_s, i) => (i.arg === 'spam@x.org' ? reject(550, '5.7.1', 'sender refused') : CONTINUE)],
   rcpt: [async (_s, i) => (i.arg === 'later@x.org' ? reject(450, '4.2.0', 'try later') : CONTINUE)],
   data: [(s) => (s.sender === 'nodata@x.org' ? reject(554, '5.7.1', 'no data for you') : CONTINUE)],
-  other: [(_s, i) => (i.verb === 'NOOP' && i.arg === 'forbidden' ? reject(502, '5.5.1', 'not this noop') : CONTINUE)],
+  other: [(_s, i) => (seen.push(i), i.verb === 'NOOP' && i.arg === 'forbidden' ? reject(502, '5.5.1', 'not this noop') : CONTINUE)],
   unknown: [(_s, i) => (i.verb === 'XYZZY' ? { action: 'disconnect', reply: { code: 421, enhanced: '4.7.0', text: 'bye now' } } : CONTINUE)],
 };
 
@@ -86,4 +86,16 @@ test('unknown MAIL and RCPT parameters get 555 5.5.4; known ones pass', async ()
   assert.match(await c.cmd('RCPT TO:<b@x.org> XFOO=1'), /^555 5\.5\.4 Unsupported RCPT parameter XFOO/);
   assert.match(await c.cmd('RCPT TO:<b@x.org> NOTIFY=NEVER ORCPT=rfc822;b@x.org'), /^250/);
   c.close();
+});
+
+test('a hook on the other stage sees AUTH as its mechanism only, never the credentials', async () => {
+  const c = await client();
+  await c.cmd('EHLO good.example');
+  const secret = Buffer.from('\0ann\0s3cret-password').toString('base64');
+  await c.cmd(`AUTH PLAIN ${secret}`);
+  await c.cmd('AUTH login YW5u');
+  c.close();
+  const auth = seen.filter((i) => i.verb === 'AUTH');
+  assert.deepEqual(auth.map((i) => i.arg), ['PLAIN', 'LOGIN']);
+  assert.ok(!JSON.stringify(seen).includes(secret) && !JSON.stringify(seen).includes('YW5u'), 'no credential reached a hook');
 });
