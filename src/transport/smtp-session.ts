@@ -1,102 +1,24 @@
 /**
- * One SMTP or LMTP session with one server, built on nodemailer's SMTPConnection: open it (connect,
- * greeting, EHLO/LHLO, STARTTLS, certificate checks, AUTH), send messages over it one after another with
- * RSET in between, and close it. Used by smtp.ts, which decides which session carries which message.
+ * One SMTP or LMTP session with one server, built on nodemailer's SMTPConnection: send messages over it
+ * one after another with RSET in between, and close it. smtp-open.ts opens it; smtp.ts decides which
+ * session carries which message.
  *
  * Trusts its settings (validated route files). The server's replies are untrusted text: only one line of
  * each is kept, without control characters, and every form of the secret this session sent is cut out
  * of them, so a server that echoes the password cannot put it into a result, a log or an error.
  *
- * Never throws: opening resolves with a session or with the reason it failed (always a temporary one),
- * and sending resolves with one result per recipient:
+ * Never throws: sending resolves with one result per recipient:
  * - MAIL refused applies to all; RCPT refusals apply to their recipient; a refusal after DATA applies to
  *   every accepted recipient (per recipient with LMTP);
  * - a connection lost or silent before the whole message was handed over is tempfail; after it (the
  *   final dot may have arrived) it is "uncertain", so that nobody silently sends it twice.
  */
-import { createHash } from 'node:crypto';
-import net from 'node:net';
-import tls from 'node:tls';
-import SMTPConnection from 'nodemailer/lib/smtp-connection';
-import type { Outcome } from '../domain/outcome.js';
+import type net from 'node:net';
+import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 import { asciiAddress } from './mx.js';
+import { oneLine, outcomeOf, settleOn, targetName, why, XOAUTH2_HANDLER, type AuthSettings, type ConnInternals, type SmtpError, type Target } from './smtp-wire.js';
 import type { DeliveryRequest, RecipientResult } from './types.js';
-import { socksConnect, type Proxy } from './socks.js';
 
-/** AUTH mechanisms ferrymail speaks. */
-export type AuthMethod = 'plain' | 'login' | 'cram-md5' | 'xoauth2';
-
-/** How to authenticate; the secret is fetched for every login (a token command prints a fresh one). */
-export interface AuthSettings {
-  user: string;
-  secret: () => Promise<string>;
-  /** Unset: the best mechanism the server offers (CRAM-MD5, then PLAIN, then LOGIN). */
-  method?: AuthMethod;
-}
-
-/** How to talk to a server (everything but where it is). */
-export interface SessionSettings {
-  /** Name sent in EHLO/LHLO. */
-  name: string;
-  lmtp?: boolean;
-  /** TLS from the first byte (port 465). */
-  secure?: boolean;
-  /** STARTTLS: required, used when offered, or never. */
-  starttls?: 'required' | 'opportunistic' | 'never';
-  /** Verify the certificate chain and name (default true); a fingerprint replaces this check. */
-  verify?: boolean;
-  /** Extra trusted CA certificates (PEM). */
-  ca?: string | Buffer;
-  /** SHA-256 of the server certificate, 64 hex digits, lower case, no colons. */
-  fingerprint?: string;
-  /** The name the certificate must carry (and SNI) when it is not the host connected to (a tunnel). */
-  servername?: string;
-  /** The route allows a password without TLS (tls: none). Never inferred from a fallback to plaintext. */
-  clearAuth?: boolean;
-  /** Reach the server through this SOCKS5 proxy. */
-  proxy?: Proxy;
-  auth?: AuthSettings;
-  /** Milliseconds. */
-  timeouts: { connect: number; greeting: number; command: number };
-}
-
-/** Where one server is: a host and port, or a unix socket. */
-export interface Target {
-  host: string;
-  port: number;
-  socket?: string;
-}
-
-type SmtpError = Error & { code?: string; responseCode?: number; response?: string; command?: string; recipient?: string; rejectedErrors?: SmtpError[] };
-
-/** Internals of SMTPConnection that it does not declare. */
-interface ConnInternals {
-  _supportedExtensions?: string[];
-  _supportedAuth?: string[];
-  _maxAllowedSize?: number;
-  _closing?: boolean;
-  _socket?: net.Socket | false | null;
-  _envelope?: { rejectedErrors?: SmtpError[] } | false;
-}
-
-/** "host:port" or "unix:path", for logs and results. */
-export function targetName(t: Target): string {
-  return t.socket ? `unix:${t.socket}` : `${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`;
-}
-
-/** One line of untrusted text, control characters removed. */
-function oneLine(s: string | undefined, fallback: string): string {
-  // eslint-disable-next-line no-control-regex
-  const line = (s ?? '').split(/\r?\n/).filter(Boolean).pop()?.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, 500);
-  return line || fallback;
-}
-
-/** The outcome a reply code stands for. */
-function outcomeOf(code: number | undefined): Outcome {
-  return code !== undefined && code >= 500 ? 'permfail' : 'tempfail';
-}
-
-/** An open session; see the module header. */
 /** How soon after a successful transaction the next one may start without RSET. */
 const CLEAN_REUSE_MS = 1000;
 
@@ -283,183 +205,4 @@ export class Session {
       return { address: r.address, outcome: 'tempfail', reply: `451 4.4.2 connection to ${this.relay} lost during delivery (${why(err)})` };
     });
   }
-}
-
-/** A short reason for an error without a reply. */
-function why(err: SmtpError): string {
-  if (err.code === 'ETIMEDOUT') return 'no answer in time';
-  if (err.code === 'ESTREAM') return 'the message could not be read from the spool';
-  return err.code ?? 'error';
-}
-
-/**
- * Runs one operation on a connection and resolves with its result, or with fallback when the connection
- * ends or errs first (nodemailer drops the callbacks of a connection it closes) or time runs out.
- */
-function settleOn<T>(conn: SMTPConnection, timeoutMs: number, fallback: T, op: (done: (v: T) => void, lost: (fn: (e?: SmtpError) => void) => void) => void): Promise<T> {
-  return new Promise((resolve) => {
-    let settled = false;
-    let onLost: ((e?: SmtpError) => void) | undefined;
-    const finish = (v: T): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      conn.removeListener('error', onError);
-      conn.removeListener('end', onEnd);
-      resolve(v);
-    };
-    const onError = (e: SmtpError): void => (onLost ? onLost(e) : finish(fallback));
-    const onEnd = (): void => (onLost ? onLost() : finish(fallback));
-    const timer = setTimeout(() => {
-      conn.close();
-      finish(fallback);
-    }, timeoutMs);
-    conn.once('error', onError);
-    conn.once('end', onEnd);
-    op(finish, (fn) => (onLost = fn));
-  });
-}
-
-/** Opening failed: the reply to record (always a temporary failure); tls when TLS was what failed. */
-export interface OpenFailure {
-  reply: string;
-  tls?: boolean;
-  /** The server turned the session away at once (421 greeting, or closed before any greeting): the mark
-   * of a limit on connections per client, not of a server that is down. */
-  busy?: boolean;
-}
-
-/** The SHA-256 fingerprint of a certificate, lower-case hex without colons. */
-function fingerprintOf(raw: Buffer): string {
-  return createHash('sha256').update(raw).digest('hex');
-}
-
-/** Connects a unix socket within the connect timeout. */
-function unixSocket(path: string, timeoutMs: number): Promise<net.Socket | SmtpError> {
-  return new Promise((resolve) => {
-    const sock = net.connect(path);
-    const timer = setTimeout(() => {
-      sock.destroy();
-      resolve(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' }));
-    }, timeoutMs);
-    sock.once('connect', () => {
-      clearTimeout(timer);
-      resolve(sock);
-    });
-    sock.once('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      resolve(Object.assign(new Error(e.message), { code: e.code ?? 'ECONNECTION' }));
-    });
-  });
-}
-
-/** A TLS context trusting the system's CAs and a route's CA file: built once per CA file read, not for
- * every session (parsing the system's CAs costs milliseconds). */
-const contexts = new WeakMap<object, tls.SecureContext>();
-function trusted(ca: string | Buffer): tls.SecureContext {
-  const make = (): tls.SecureContext => tls.createSecureContext({ ca: [...tls.rootCertificates, ca.toString()], minVersion: 'TLSv1.2' });
-  if (typeof ca === 'string') return make();
-  let ctx = contexts.get(ca);
-  if (!ctx) contexts.set(ca, (ctx = make()));
-  return ctx;
-}
-
-/** The nodemailer options for one target. */
-function connOptions(s: SessionSettings, t: Target, socket?: net.Socket): ConstructorParameters<typeof SMTPConnection>[0] {
-  const verify = s.verify !== false && !s.fingerprint;
-  return {
-    host: t.host,
-    port: t.port,
-    name: s.name,
-    secure: !!s.secure,
-    requireTLS: s.starttls === 'required' || (!!s.fingerprint && !s.secure),
-    ignoreTLS: s.starttls === 'never',
-    opportunisticTLS: s.starttls === 'opportunistic',
-    lmtp: !!s.lmtp,
-    // a CA file adds to the system's CAs (Node's ca option alone would replace them)
-    tls: { rejectUnauthorized: verify, ...(s.ca ? { secureContext: trusted(s.ca) } : {}), minVersion: 'TLSv1.2', ...(s.servername ? { servername: s.servername } : {}) },
-    connectionTimeout: s.timeouts.connect,
-    greetingTimeout: s.timeouts.greeting,
-    socketTimeout: s.timeouts.command,
-    socketCloseTimeout: 2000,
-    connection: socket,
-    logger: false,
-    customAuth: { [XOAUTH2_HANDLER]: xoauth2 },
-  };
-}
-
-/** The name our XOAUTH2 handler is registered under with nodemailer. */
-const XOAUTH2_HANDLER = 'FERRYMAIL-XOAUTH2';
-
-/** XOAUTH2 (the secret is the access token); a refusal's 334 challenge is answered empty, as required. */
-async function xoauth2(ctx: Parameters<NonNullable<NonNullable<ConstructorParameters<typeof SMTPConnection>[0]>['customAuth']>[string]>[0]): Promise<void> {
-  const { user, pass } = ctx.auth.credentials;
-  const first = await ctx.sendCommand(`AUTH XOAUTH2 ${Buffer.from(`user=${user}\x01auth=Bearer ${pass}\x01\x01`, 'utf8').toString('base64')}`);
-  if (first.status === 235) return;
-  if (first.status === 334) await ctx.sendCommand('');
-  throw new Error('XOAUTH2 refused');
-}
-
-/** The reply for an error that ended the opening of a session. */
-function openFailure(err: SmtpError, relay: string): OpenFailure {
-  const line = err.response ? oneLine(err.response, '') : '';
-  if (err.code === 'ETLS' || /certificate|TLS|SSL/i.test(err.message) && !line) {
-    const reason = oneLine(err.message.replace(/^Error initiating TLS - /, ''), 'handshake failed');
-    return { reply: `451 4.7.5 TLS with ${relay} failed: ${line || reason}`, tls: true };
-  }
-  if (line && err.responseCode === 421) return { reply: line, busy: true };
-  if (line && err.responseCode && err.responseCode < 500) return { reply: line };
-  if (line) return { reply: `451 4.4.0 ${relay} refused the session: ${line}` };
-  if (err.code === 'ETIMEDOUT') return { reply: `451 4.4.1 ${relay} did not answer in time (${(err as { timeoutType?: string }).timeoutType ?? 'timeout'})` };
-  const sys = (err as { originalCode?: string }).originalCode;
-  const closed = err.code === 'ECONNECTION' || sys === 'ECONNRESET';
-  return { reply: `451 4.4.1 cannot connect to ${relay}: ${sys ?? err.code ?? 'error'}`, busy: closed };
-}
-
-/** Opens a session: connection, greeting, EHLO, TLS and certificate checks, AUTH. */
-export async function openSession(s: SessionSettings, t: Target): Promise<Session | OpenFailure> {
-  const relay = targetName(t);
-  let sock: net.Socket | undefined;
-  if (t.socket) {
-    const got = await unixSocket(t.socket, s.timeouts.connect);
-    if (!(got instanceof net.Socket)) return openFailure(got, relay);
-    sock = got;
-  } else if (s.proxy) {
-    const got = await socksConnect(s.proxy, t, s.timeouts.connect);
-    if (!(got instanceof net.Socket)) return { reply: `451 4.4.1 ${oneLine(got.message, 'SOCKS proxy failed')}` };
-    sock = got;
-  }
-  const conn = new SMTPConnection(connOptions(s, t, sock));
-  conn.on('error', () => undefined); // every failure also reaches the operation waiting for it
-  // nodemailer times each phase itself; this only bounds the whole in case a phase has no timer
-  const err = await settleOn<SmtpError | undefined>(conn, s.timeouts.connect + s.timeouts.greeting + s.timeouts.command, Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' }), (done, lost) => {
-    lost((e) => done(e ?? Object.assign(new Error('connection closed'), { code: 'ECONNECTION' })));
-    conn.connect((e) => done(e ? (e as SmtpError) : undefined));
-  });
-  if (err && s.proxy && !err.response) {
-    // a proxy such as ssh -D answers CONNECT at once and closes when the server cannot be reached
-    conn.close();
-    return { reply: `451 4.4.1 SOCKS proxy ${s.proxy.host}:${s.proxy.port} closed the connection to ${relay} before its greeting (${err.code ?? 'error'}): the proxy could not reach it` };
-  }
-  if (err) {
-    conn.close();
-    return openFailure(err, relay);
-  }
-  const session = new Session(conn, t);
-  const bad = checkCertificate(s, conn, relay) ?? (s.auth ? await session.login(s.auth, s.timeouts.command, !!s.clearAuth || !!t.socket) : undefined);
-  if (bad) {
-    void session.close();
-    return { reply: bad };
-  }
-  return session;
-}
-
-/** With a fingerprint configured, the session must be TLS with exactly that certificate. */
-function checkCertificate(s: SessionSettings, conn: SMTPConnection, relay: string): string | undefined {
-  if (!s.fingerprint) return undefined;
-  const sock = (conn as unknown as ConnInternals)._socket;
-  const cert = sock && 'getPeerCertificate' in sock ? (sock as tls.TLSSocket).getPeerCertificate() : undefined;
-  if (!conn.secure || !cert?.raw) return `451 4.7.5 TLS with ${relay} failed: no certificate to check the fingerprint against`;
-  const got = fingerprintOf(cert.raw);
-  return got === s.fingerprint ? undefined : `451 4.7.5 TLS with ${relay} failed: certificate fingerprint ${got} is not the configured one`;
 }

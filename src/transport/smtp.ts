@@ -14,9 +14,11 @@
 import type { DeliveryRequest, DeliveryResult, RecipientResult, Transport } from './types.js';
 import { asciiDomain, lookupMx, systemResolver, type MxResolver } from './mx.js';
 import { Pool } from './pool.js';
-import { openSession, Session, targetName, type SessionSettings, type Target } from './smtp-session.js';
+import { openSession } from './smtp-open.js';
+import { Session } from './smtp-session.js';
+import { targetName, type SessionSettings, type Target } from './smtp-wire.js';
 
-export type { AuthMethod, AuthSettings } from './smtp-session.js';
+export type { AuthMethod, AuthSettings } from './smtp-wire.js';
 export type { MxResolver } from './mx.js';
 
 /** Where and how to deliver. */

@@ -33,11 +33,22 @@ export interface RecipientResult {
   reply: string;
 }
 
+/** Why a route cannot deliver at all now: its server could not be reached before any transaction
+ * (refused, unreachable, silent, greeting or TLS failure), or it refused the login. */
+export interface RouteDown {
+  reason: string;
+  /** The server refused the route's credentials: trying again will not help until they change. */
+  auth?: boolean;
+}
+
 /** What happened to the whole attempt. */
 export interface DeliveryResult {
   results: RecipientResult[];
   /** Which server was talked to ("host:port"), for logs. */
   relay: string;
+  /** Set when the route's one server cannot be reached (or refused the login): the rest of its mail
+   * would fail the same way, so the queue stops trying it for a while. */
+  down?: RouteDown;
 }
 
 /** Something that can deliver; deliver() may be called again before an earlier call has finished. */
@@ -45,4 +56,7 @@ export interface Transport {
   deliver(req: DeliveryRequest): Promise<DeliveryResult>;
   /** Ends what the transport keeps open between deliveries (idle connections); never rejects. */
   close?(): Promise<void>;
+  /** Ends everything at once: sessions and commands under way are cut (their recipients tempfail, or
+   * uncertain when the whole message had gone out), later deliveries tempfail with `why`. */
+  abort?(why: string): void;
 }

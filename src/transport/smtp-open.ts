@@ -1,0 +1,157 @@
+/**
+ * Opening an SMTP or LMTP session: the connection (TCP, a unix socket, or through a SOCKS5 proxy), the
+ * greeting, EHLO/LHLO, STARTTLS with the certificate checks (chain and name, a CA file, a SHA-256
+ * fingerprint), and AUTH (PLAIN, LOGIN, CRAM-MD5, XOAUTH2).
+ *
+ * Trusts its settings. Never throws: resolves with an open Session, or with the reason it failed, which
+ * is always a temporary failure (smtp.ts decides whether the route is down).
+ */
+import { createHash } from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import SMTPConnection from 'nodemailer/lib/smtp-connection';
+import { Session } from './smtp-session.js';
+import { socksConnect } from './socks.js';
+import { oneLine, settleOn, targetName, XOAUTH2_HANDLER, type ConnInternals, type SessionSettings, type SmtpError, type Target } from './smtp-wire.js';
+
+/** Opening failed: the reply to record (always a temporary failure); tls when TLS was what failed. */
+export interface OpenFailure {
+  reply: string;
+  tls?: boolean;
+  /** The server turned the session away at once (421 greeting, or closed before any greeting): the mark
+   * of a limit on connections per client, not of a server that is down. */
+  busy?: boolean;
+}
+
+/** The SHA-256 fingerprint of a certificate, lower-case hex without colons. */
+function fingerprintOf(raw: Buffer): string {
+  return createHash('sha256').update(raw).digest('hex');
+}
+
+/** Connects a unix socket within the connect timeout. */
+function unixSocket(path: string, timeoutMs: number): Promise<net.Socket | SmtpError> {
+  return new Promise((resolve) => {
+    const sock = net.connect(path);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      resolve(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' }));
+    }, timeoutMs);
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      resolve(sock);
+    });
+    sock.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      resolve(Object.assign(new Error(e.message), { code: e.code ?? 'ECONNECTION' }));
+    });
+  });
+}
+
+/** A TLS context trusting the system's CAs and a route's CA file: built once per CA file read, not for
+ * every session (parsing the system's CAs costs milliseconds). */
+const contexts = new WeakMap<object, tls.SecureContext>();
+function trusted(ca: string | Buffer): tls.SecureContext {
+  const make = (): tls.SecureContext => tls.createSecureContext({ ca: [...tls.rootCertificates, ca.toString()], minVersion: 'TLSv1.2' });
+  if (typeof ca === 'string') return make();
+  let ctx = contexts.get(ca);
+  if (!ctx) contexts.set(ca, (ctx = make()));
+  return ctx;
+}
+
+/** The nodemailer options for one target. */
+function connOptions(s: SessionSettings, t: Target, socket?: net.Socket): ConstructorParameters<typeof SMTPConnection>[0] {
+  const verify = s.verify !== false && !s.fingerprint;
+  return {
+    host: t.host,
+    port: t.port,
+    name: s.name,
+    secure: !!s.secure,
+    requireTLS: s.starttls === 'required' || (!!s.fingerprint && !s.secure),
+    ignoreTLS: s.starttls === 'never',
+    opportunisticTLS: s.starttls === 'opportunistic',
+    lmtp: !!s.lmtp,
+    // a CA file adds to the system's CAs (Node's ca option alone would replace them)
+    tls: { rejectUnauthorized: verify, ...(s.ca ? { secureContext: trusted(s.ca) } : {}), minVersion: 'TLSv1.2', ...(s.servername ? { servername: s.servername } : {}) },
+    connectionTimeout: s.timeouts.connect,
+    greetingTimeout: s.timeouts.greeting,
+    socketTimeout: s.timeouts.command,
+    socketCloseTimeout: 2000,
+    connection: socket,
+    logger: false,
+    customAuth: { [XOAUTH2_HANDLER]: xoauth2 },
+  };
+}
+
+
+/** XOAUTH2 (the secret is the access token); a refusal's 334 challenge is answered empty, as required. */
+async function xoauth2(ctx: Parameters<NonNullable<NonNullable<ConstructorParameters<typeof SMTPConnection>[0]>['customAuth']>[string]>[0]): Promise<void> {
+  const { user, pass } = ctx.auth.credentials;
+  const first = await ctx.sendCommand(`AUTH XOAUTH2 ${Buffer.from(`user=${user}\x01auth=Bearer ${pass}\x01\x01`, 'utf8').toString('base64')}`);
+  if (first.status === 235) return;
+  if (first.status === 334) await ctx.sendCommand('');
+  throw new Error('XOAUTH2 refused');
+}
+
+/** The reply for an error that ended the opening of a session. */
+function openFailure(err: SmtpError, relay: string): OpenFailure {
+  const line = err.response ? oneLine(err.response, '') : '';
+  if (err.code === 'ETLS' || /certificate|TLS|SSL/i.test(err.message) && !line) {
+    const reason = oneLine(err.message.replace(/^Error initiating TLS - /, ''), 'handshake failed');
+    return { reply: `451 4.7.5 TLS with ${relay} failed: ${line || reason}`, tls: true };
+  }
+  if (line && err.responseCode === 421) return { reply: line, busy: true };
+  if (line && err.responseCode && err.responseCode < 500) return { reply: line };
+  if (line) return { reply: `451 4.4.0 ${relay} refused the session: ${line}` };
+  if (err.code === 'ETIMEDOUT') return { reply: `451 4.4.1 ${relay} did not answer in time (${(err as { timeoutType?: string }).timeoutType ?? 'timeout'})` };
+  const sys = (err as { originalCode?: string }).originalCode;
+  const closed = err.code === 'ECONNECTION' || sys === 'ECONNRESET';
+  return { reply: `451 4.4.1 cannot connect to ${relay}: ${sys ?? err.code ?? 'error'}`, busy: closed };
+}
+
+/** Opens a session: connection, greeting, EHLO, TLS and certificate checks, AUTH. */
+export async function openSession(s: SessionSettings, t: Target): Promise<Session | OpenFailure> {
+  const relay = targetName(t);
+  let sock: net.Socket | undefined;
+  if (t.socket) {
+    const got = await unixSocket(t.socket, s.timeouts.connect);
+    if (!(got instanceof net.Socket)) return openFailure(got, relay);
+    sock = got;
+  } else if (s.proxy) {
+    const got = await socksConnect(s.proxy, t, s.timeouts.connect);
+    if (!(got instanceof net.Socket)) return { reply: `451 4.4.1 ${oneLine(got.message, 'SOCKS proxy failed')}` };
+    sock = got;
+  }
+  const conn = new SMTPConnection(connOptions(s, t, sock));
+  conn.on('error', () => undefined); // every failure also reaches the operation waiting for it
+  // nodemailer times each phase itself; this only bounds the whole in case a phase has no timer
+  const err = await settleOn<SmtpError | undefined>(conn, s.timeouts.connect + s.timeouts.greeting + s.timeouts.command, Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' }), (done, lost) => {
+    lost((e) => done(e ?? Object.assign(new Error('connection closed'), { code: 'ECONNECTION' })));
+    conn.connect((e) => done(e ? (e as SmtpError) : undefined));
+  });
+  if (err && s.proxy && !err.response) {
+    // a proxy such as ssh -D answers CONNECT at once and closes when the server cannot be reached
+    conn.close();
+    return { reply: `451 4.4.1 SOCKS proxy ${s.proxy.host}:${s.proxy.port} closed the connection to ${relay} before its greeting (${err.code ?? 'error'}): the proxy could not reach it` };
+  }
+  if (err) {
+    conn.close();
+    return openFailure(err, relay);
+  }
+  const session = new Session(conn, t);
+  const bad = checkCertificate(s, conn, relay) ?? (s.auth ? await session.login(s.auth, s.timeouts.command, !!s.clearAuth || !!t.socket) : undefined);
+  if (bad) {
+    void session.close();
+    return { reply: bad };
+  }
+  return session;
+}
+
+/** With a fingerprint configured, the session must be TLS with exactly that certificate. */
+function checkCertificate(s: SessionSettings, conn: SMTPConnection, relay: string): string | undefined {
+  if (!s.fingerprint) return undefined;
+  const sock = (conn as unknown as ConnInternals)._socket;
+  const cert = sock && 'getPeerCertificate' in sock ? (sock as tls.TLSSocket).getPeerCertificate() : undefined;
+  if (!conn.secure || !cert?.raw) return `451 4.7.5 TLS with ${relay} failed: no certificate to check the fingerprint against`;
+  const got = fingerprintOf(cert.raw);
+  return got === s.fingerprint ? undefined : `451 4.7.5 TLS with ${relay} failed: certificate fingerprint ${got} is not the configured one`;
+}
