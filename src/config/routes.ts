@@ -105,10 +105,10 @@ function parseRoute(file: string, text: string, issues: ConfigIssue[]): Route {
   return route;
 }
 
-/** Reads `uncertain: retry | hold` (default retry). */
+/** Reads `uncertain: retry | retry-any | hold` (default retry). */
 function uncertainPolicy(v: unknown, add: (k: string, m: string) => void): Route['uncertain'] {
-  if (v === undefined || v === 'retry' || v === 'hold') return v ?? 'retry';
-  add('uncertain', 'must be retry or hold');
+  if (v === undefined || v === 'retry' || v === 'hold' || v === 'retry-any') return v ?? 'retry';
+  add('uncertain', 'must be retry, retry-any or hold');
   return 'retry';
 }
 

@@ -45,10 +45,13 @@ export interface Recipient {
   warned?: number[];
   /** How many attempts ended uncertain (the message may have arrived). */
   uncertain?: number;
+  /** How many of the attempts were a person's (a manual flush) that failed temporarily: they do not
+   * count towards the backoff, so trying by hand never pushes the automatic schedule back. */
+  manual?: number;
 }
 
 /**
- * Envelope format versions: 1 has none of the delivery bookkeeping of 2 (warned, uncertain). A version 1
+ * Envelope format versions: 1 has none of the delivery bookkeeping of 2 (warned, uncertain, manual). A version 1
  * file still loads; a version 2 file is written only when it uses a field of version 2, so that mail
  * that never needed them stays readable by older ferrymail.
  */

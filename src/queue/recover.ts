@@ -99,7 +99,7 @@ function settleRecipient(env: Envelope, address: string, note: InflightNote, rou
   r.route = note.route;
   const why = `uncertain: 451 4.4.2 the queue run stopped after handing the message over by route ${note.route}; it may have been delivered`;
   r.lastError = why;
-  if (setting === 'retry' && r.uncertain === 1) {
+  if (setting !== 'hold' && r.uncertain === 1) {
     r.state = 'deferred';
     delete r.nextAttempt;
   } else {

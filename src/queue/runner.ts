@@ -10,26 +10,65 @@
  * (bounce.ts) through enqueueNotice, queued before the envelope changes; a notice no route could carry
  * now is also handed to localNotice. A failing local notice is logged, never fatal. Several messages are
  * delivered at once (PARALLEL_MESSAGES); runs never deliver the same message twice because each is
- * delivered under its lock.
+ * delivered under its lock. A run can be retargeted while it runs (the connection changed): it starts no
+ * further message, cuts what its routes unusable on the new connection have under way, and ends soon.
+ * An uncertain recipient's retry goes only by the route that left it uncertain (unless that route says
+ * retry-any), so that it never arrives a second time under another identity. deliver.ts walks the
+ * routes of one message, settle.ts records outcomes, notices.ts queues notices.
  */
+import type { Readable } from 'node:stream';
 import { formatDuration } from '../config/schema.js';
 import type { Envelope, Recipient } from '../domain/envelope.js';
-import { isFerryError } from '../errors.js';
 import type { OnlineState } from '../domain/online.js';
-import { awaitsAttempt, isFinal, type Outcome, type RunCounts } from '../domain/outcome.js';
+import { awaitsAttempt, isFinal, type RunCounts } from '../domain/outcome.js';
+import { isFerryError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { headerFromAddresses } from '../route/header-rewrite.js';
-import { rewriteAddress } from '../route/rewrite.js';
-import { fallThrough, plan } from '../route/select.js';
+import { candidates, plan } from '../route/select.js';
 import type { Route } from '../route/types.js';
-import { Transform, type Readable } from 'node:stream';
-import type { Entry, Store } from '../spool/store.js';
-import type { DeliveryRequest, DeliveryResult, Transport } from '../transport/types.js';
-import type { InflightJournal, InflightNote } from '../spool/inflight.js';
+import type { InflightJournal } from '../spool/inflight.js';
 import { withReserve } from '../spool/space.js';
-import { buildNotice, type Notice } from './bounce.js';
+import type { Entry, Store } from '../spool/store.js';
+import type { RouteDown, Transport } from '../transport/types.js';
+import type { Notice } from './bounce.js';
+import { deliverByRoutes, type MessageRun } from './deliver.js';
+import type { RouteHealth } from './health.js';
+import { deferForNotice, sendNotice, warnDelayed } from './notices.js';
 import { pendingOf } from './recover.js';
-import { expired, expiresAt, nextAttemptAt, warningsDue, type RetryPolicy } from './retry.js';
+import { expired, type RetryPolicy } from './retry.js';
+import { settle } from './settle.js';
+
+/**
+ * Tells a run under way that the connection changed: retarget() is called by whoever started the run
+ * (the daemon's scheduler), the run decides which of its routes the new connection can still use.
+ */
+export class RunSignal {
+  /** The connection the run was retargeted to, if it was. */
+  next: OnlineState | null = null;
+  private onChange: ((s: OnlineState) => void) | undefined;
+  private usableNames: Set<string> | null = null;
+
+  /** The connection changed. */
+  retarget(state: OnlineState): void {
+    this.next = state;
+    this.onChange?.(state);
+  }
+
+  /** Whether a route may still be used (every route until a retarget). */
+  usable(route: Route): boolean {
+    return !this.usableNames || this.usableNames.has(route.name);
+  }
+
+  /** The run's side: routes usable on a new connection, and what to do at once. */
+  attach(routes: readonly Route[], onChange: (unusable: Route[]) => void): void {
+    this.onChange = (s) => {
+      const ok = candidates(routes, s);
+      this.usableNames = new Set(ok.map((r) => r.name));
+      onChange(routes.filter((r) => !this.usableNames!.has(r.name)));
+    };
+    if (this.next) this.onChange(this.next);
+  }
+}
 
 /** What a run needs. */
 export interface RunnerDeps {
@@ -60,6 +99,14 @@ export interface RunnerDeps {
   journal?: InflightJournal;
   /** Whether the spool has room to start another delivery (its state updates must always fit). */
   roomToDeliver?: () => boolean;
+  /** Routes that are down (shared by the runs of one process); absent: every route is always tried. */
+  health?: RouteHealth;
+  /** How long a route whose server could not be reached stays down after the run (default 60 s). */
+  holdDownMs?: number;
+  /** A route just went down (tell someone: its login was refused, or its server is gone). */
+  onRouteDown?: (route: Route, down: RouteDown) => void;
+  /** The run is told when the connection changes under it. */
+  signal?: RunSignal;
 }
 
 /** What one run did. */
@@ -78,22 +125,27 @@ export async function runQueue(deps: RunnerDeps): Promise<RunReport> {
   const at = (): number => (deps.force ? Infinity : now());
   const transports = new Map<Route, Transport>();
   const run: RunnerDeps = { ...deps, transportFor: (r) => transports.get(r) ?? transports.set(r, deps.transportFor(r)).get(r)! };
+  // a new connection: what routes it cannot use have under way is cut at once
+  deps.signal?.attach(deps.routes, (unusable) => {
+    const why = `the connection changed to ${deps.signal!.next?.online ? deps.signal!.next.connection : 'none'}`;
+    for (const r of unusable) transports.get(r)?.abort?.(why);
+  });
   // a message whose outcome waits in memory for room on the disk is not delivered again meanwhile
   const pending = pendingOf(deps.store.layout.root);
   const waiting = entries.filter((e) => e.place === 'queue' && due(e.envelope, at()) && !pending.has(e.envelope.id));
   try {
-    await eachLimited(waiting, deps.parallel ?? PARALLEL_MESSAGES, (entry) => runLocked(run, state, entry, report, now, at));
+    await eachLimited(waiting, deps.parallel ?? PARALLEL_MESSAGES, () => !deps.signal?.next, (entry) => runLocked(run, state, entry, report, now, at));
   } finally {
     await Promise.all([...transports.values()].map((t) => t.close?.().catch(() => undefined)));
   }
   return report;
 }
 
-/** Calls fn for every item, at most `limit` at a time; resolves when all are done. */
-async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+/** Calls fn for every item, at most `limit` at a time, while goOn() holds; resolves when all are done. */
+async function eachLimited<T>(items: T[], limit: number, goOn: () => boolean, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   const worker = async (): Promise<void> => {
-    while (next < items.length) await fn(items[next++]!);
+    while (next < items.length && goOn()) await fn(items[next++]!);
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
 }
@@ -137,16 +189,6 @@ function isDue(r: Recipient, now: number): boolean {
   return awaitsAttempt(r.state) && (!r.nextAttempt || Date.parse(r.nextAttempt) <= now);
 }
 
-/** What happened in one message's run, for the notices at its end. */
-interface MessageRun {
-  env: Envelope;
-  head: string;
-  state: OnlineState;
-  failedBefore: Set<string>;
-  /** Routes that failed temporarily for this message in this run (they cannot carry a notice now). */
-  troubled: Set<string>;
-}
-
 /** Delivers one message's pending recipients and records the outcome of each. */
 async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, report: RunReport, now: () => number, at: () => number): Promise<void> {
   // re-read under the lock: another process may have changed, held or removed it since the listing
@@ -160,7 +202,7 @@ async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, re
   dropRepeated(env);
   const pending = env.recipients.filter((r) => isDue(r, at()));
   if (expired(deps.retry, env.arrival, now())) {
-    for (const r of pending) settle(deps, env, r, 'permfail', `550 4.4.7 message expired after ${formatDuration(deps.retry.lifetime)} in the queue${r.lastError ? ` (last error: ${r.lastError})` : ''}`, undefined, now(), report);
+    for (const r of pending) settle(deps, env, r, 'permfail', `550 4.4.7 message expired after ${formatDuration(deps.retry.lifetime)} in the queue${r.lastError ? ` (last error: ${r.lastError})` : ''}`, now(), report);
     return finish(deps, run, now, report);
   }
   const plans = plan(deps.routes, state, env.sender, pending.map((r) => r.address), headerFromAddresses(run.head));
@@ -168,10 +210,15 @@ async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, re
   for (const p of plans) {
     const r = pending.find((x) => x.address === p.recipient)!;
     if ('defer' in p) {
-      if (!deps.onlyRoute) settle(deps, env, r, 'tempfail', `451 4.4.1 ${p.defer}`, undefined, now(), report, false);
+      if (!deps.onlyRoute) settle(deps, env, r, 'tempfail', `451 4.4.1 ${p.defer}`, now(), report, { attempted: false });
       continue;
     }
-    const routes = deps.onlyRoute ? p.routes.filter((x) => x.name === deps.onlyRoute) : p.routes;
+    const own = sameRoute(deps.routes, r, p.routes);
+    if ('waits' in own) {
+      if (!deps.onlyRoute) settle(deps, env, r, 'tempfail', own.waits, now(), report, { attempted: false });
+      continue;
+    }
+    const routes = deps.onlyRoute ? own.routes.filter((x) => x.name === deps.onlyRoute) : own.routes;
     if (routes.length) routesOf.set(p.recipient, routes);
   }
   await deliverByRoutes(deps, run, pending, routesOf, now, report);
@@ -190,91 +237,19 @@ function dropRepeated(env: Envelope): void {
   if (kept.size !== env.recipients.length) env.recipients = env.recipients.filter((r) => kept.get(r.address.toLowerCase()) === r);
 }
 
-/** One delivery attempt through a route's transport; a transport that throws, or that leaves a
- * recipient without a result, counts as a temporary failure for those recipients (never a lost state). */
-async function attempt(deps: RunnerDeps, route: Route, req: DeliveryRequest): Promise<DeliveryResult> {
-  let result: DeliveryResult;
-  try {
-    result = await deps.transportFor(route).deliver(req);
-  } catch (err) {
-    result = { relay: 'none', results: [] };
-    deps.log.log('error', `${req.id} route ${route.name} failed unexpectedly`, { error: (err as Error).message });
-  }
-  const got = new Map(result.results.map((r) => [r.address, r] as const));
-  return { relay: result.relay, results: req.recipients.map((r) => got.get(r.address) ?? { address: r.address, outcome: 'tempfail', reply: `451 4.3.0 route ${route.name} gave no result for this recipient` }) };
+/**
+ * The routes an uncertain recipient may be retried by: only the route that left it uncertain (the copy
+ * it may already have came from that route's relay and identity), unless that route says retry-any.
+ * When that route does not serve it now, it waits, and says for what.
+ */
+function sameRoute(all: readonly Route[], r: Recipient, routes: Route[]): { routes: Route[] } | { waits: string } {
+  if (!r.uncertain || r.state !== 'deferred' || !r.route) return { routes };
+  const own = all.find((x) => x.name === r.route);
+  if (own?.uncertain === 'retry-any') return { routes };
+  const mine = routes.filter((x) => x.name === r.route);
+  if (mine.length) return { routes: mine };
+  return { waits: `451 4.4.1 waits for route ${r.route}, which left its last delivery uncertain: its retry goes by that route only (uncertain: retry-any allows others)` };
 }
-
-/** Walks the routes: each route takes the recipients still waiting for it; tempfail falls through. */
-async function deliverByRoutes(deps: RunnerDeps, run: MessageRun, pending: Recipient[], routesOf: Map<string, Route[]>, now: () => number, report: RunReport): Promise<void> {
-  const env = run.env;
-  while (routesOf.size) {
-    // the next route to try is the first route of some waiting recipient; take every recipient whose next route it is
-    const route = [...routesOf.values()][0]![0]!;
-    const batch = [...routesOf.entries()].filter(([, rs]) => rs[0] === route).map(([a]) => a);
-    const sender = rewriteAddress(route.rewrite.envelopeSender, env.sender);
-    const result = await attempt(deps, route, {
-      id: env.id,
-      sender,
-      recipients: batch.map((a) => {
-        const r = pending.find((x) => x.address === a)!;
-        return { address: a, notify: r.notify, orcpt: r.orcpt };
-      }),
-      message: (to) => handOver(deps, deps.messageFor(env, route, run.head), { id: env.id, route: route.name, addresses: to ?? batch }),
-      size: env.size,
-      smtputf8: env.smtputf8,
-      body: env.body,
-      envid: env.envid,
-      ret: env.ret,
-    });
-    for (const res of result.results) {
-      const rest = fallThrough(route, res.outcome, routesOf.get(res.address)!.slice(1));
-      const r = pending.find((x) => x.address === res.address)!;
-      const outcome: Outcome = res.outcome === 'tempfail' && route.connectErrorFail && /^4\.4\.1|^451 4\.4\.1/.test(res.reply) ? 'permfail' : res.outcome;
-      if (outcome === 'tempfail') run.troubled.add(route.name);
-      if (rest.length && outcome === 'tempfail') {
-        routesOf.set(res.address, rest);
-        deps.log.log('deferred', env.id, { to: `<${res.address}>`, route: route.name, relay: result.relay, status: res.reply, next: rest[0]!.name });
-        continue;
-      }
-      routesOf.delete(res.address);
-      settle(deps, env, r, outcome === 'uncertain' ? uncertainStep(route, r) : outcome, res.reply, route.name, now(), report, true, result.relay);
-    }
-  }
-}
-
-/** An uncertain delivery: retried once unless the route says hold; a second uncertain one is held. */
-function uncertainStep(route: Route, r: Recipient): Step {
-  r.uncertain = (r.uncertain ?? 0) + 1;
-  return route.uncertain === 'retry' && r.uncertain === 1 ? 'uncertain-retry' : 'uncertain';
-}
-
-/** What settle does: an outcome, or an uncertain delivery that is tried once more. */
-type Step = Outcome | 'uncertain-retry';
-
-/** Records one recipient's outcome in the envelope (in memory) and logs it. */
-function settle(deps: RunnerDeps, env: Envelope, r: Recipient, step: Step, reply: string, route: string | undefined, now: number, report: RunReport, attempted = true, relay?: string): void {
-  if (attempted) r.attempts++;
-  r.lastAttempt = new Date(now).toISOString();
-  r.route = route ?? r.route;
-  const fields = { to: `<${r.address}>`, route, relay, status: reply, delay: `${Math.round((now - Date.parse(env.arrival)) / 1000)}s` };
-  const s = SETTLE[step];
-  r.state = s.state;
-  report[s.count]++;
-  if (step === 'ok') delete r.lastError;
-  else r.lastError = step === 'uncertain' || step === 'uncertain-retry' ? `uncertain: ${reply}` : reply;
-  if (s.state === 'deferred') r.nextAttempt = new Date(nextAttemptAt(deps.retry, r.attempts, env.arrival, r.warned ?? [], now)).toISOString();
-  else delete r.nextAttempt;
-  deps.log.log(s.event, s.text ? `${env.id} ${s.text}` : env.id, s.state === 'deferred' ? { ...fields, next: r.nextAttempt } : fields);
-}
-
-/** What each step does to a recipient, which log mark it gets, what it counts as. */
-const SETTLE = {
-  ok: { state: 'delivered', event: 'delivered', count: 'delivered', text: '' },
-  permfail: { state: 'failed', event: 'failed', count: 'failed', text: '' },
-  uncertain: { state: 'uncertain', event: 'warn', count: 'uncertain', text: 'delivery uncertain (it may have arrived): held for a decision; ferrymail queue release retries, queue rm drops' },
-  'uncertain-retry': { state: 'deferred', event: 'warn', count: 'uncertain', text: 'delivery uncertain (it may have arrived): retrying once, so the recipient may get it twice' },
-  tempfail: { state: 'deferred', event: 'deferred', count: 'deferred', text: '' },
-} as const;
 
 /** Queues the notices this run owes (failures, then delay warnings), then writes the envelope back, or
  * removes the message when every recipient is final. Notices come first, so that a crash can repeat one
@@ -310,68 +285,3 @@ async function finish(deps: RunnerDeps, run: MessageRun, now: () => number, repo
   }
 }
 
-/**
- * The message stream as a transport reads it, with its end held back until the hand-over of these
- * recipients is noted durably in the in-flight journal: the final dot (or a command's end of input)
- * never goes out before a killed run could know it may have. A note that cannot be made fails the
- * stream, and the transport gives up before the end.
- */
-function handOver(deps: RunnerDeps, stream: Readable, note: Omit<InflightNote, 't'>): Readable {
-  const journal = deps.journal;
-  if (!journal) return stream;
-  const gate = new Transform({
-    transform: (chunk, _e, cb) => cb(null, chunk),
-    flush: (cb) => {
-      withReserve(deps.store.layout, () => journal.mark(note)).then(
-        () => cb(),
-        (err: Error) => cb(err),
-      );
-    },
-  });
-  stream.once('error', (err) => gate.destroy(err));
-  gate.once('close', () => stream.destroy());
-  return stream.pipe(gate);
-}
-
-/** Puts a failed recipient back to deferred because its failure notice could not be queued. */
-function deferForNotice(deps: RunnerDeps, r: Recipient, now: number, why: string): void {
-  r.state = 'deferred';
-  r.lastError = `${r.lastError ?? 'failed'} (the failure notice could not be queued: ${why})`;
-  r.nextAttempt = new Date(now + deps.retry.min * 1000).toISOString();
-}
-
-/** Sends one delay notice for the recipients that passed a warning age not yet dealt with, and records
- * those ages as dealt with (also for recipients whose NOTIFY wants no delay notice). */
-async function warnDelayed(deps: RunnerDeps, run: MessageRun, now: number, skip: Set<Recipient> = new Set()): Promise<void> {
-  const ages = new Map(run.env.recipients.filter((r) => awaitsAttempt(r.state) && !skip.has(r)).map((r) => [r, warningsDue(deps.retry, run.env.arrival, r.warned ?? [], now)] as const));
-  const late = [...ages].filter(([, due]) => due.length);
-  if (!late.length) return;
-  await sendNotice(deps, run, late.map(([r]) => r), 'delayed', now);
-  for (const [r, due] of late) r.warned = [...(r.warned ?? []), ...due];
-}
-
-/** Builds, queues and logs one notice; delivers it locally too when the rule says so. */
-async function sendNotice(deps: RunnerDeps, run: MessageRun, rcpts: Recipient[], kind: 'failed' | 'delayed', now: number): Promise<void> {
-  if (!deps.enqueueNotice && !deps.localNotice) return;
-  const notice = buildNotice(run.env, rcpts, kind, run.head, deps.hostname ?? 'localhost', new Date(now), new Date(expiresAt(deps.retry, run.env.arrival)));
-  if (!notice) return;
-  if (deps.enqueueNotice) {
-    await deps.enqueueNotice(notice);
-    deps.log.log('info', `${run.env.id} ${kind === 'failed' ? 'failure' : 'delay'} notice queued`, { to: `<${notice.recipient}>`, rcpts: rcpts.length });
-  }
-  if (!deps.localNotice || (deps.localNotices !== 'always' && routable(deps, run, notice.recipient))) return;
-  await deps.localNotice(notice).then(
-    () => deps.log.log('info', `${run.env.id} ${kind === 'failed' ? 'failure' : 'delay'} notice delivered locally`, { to: `<${notice.recipient}>` }),
-    (err: Error) => deps.log.log('warn', `${run.env.id} local notice failed`, { error: err.message }),
-  );
-}
-
-/**
- * Whether a notice to `to` could leave now: some route accepts the null sender to that address on the
- * current connection, and not only routes that just failed temporarily for this very message (then
- * the failing route is the only way out and the notice would wait behind the same trouble).
- */
-function routable(deps: RunnerDeps, run: MessageRun, to: string): boolean {
-  const [p] = plan(deps.routes, run.state, '', [to], []);
-  return !!p && 'routes' in p && p.routes.some((r) => !run.troubled.has(r.name));
-}

@@ -55,8 +55,9 @@ export interface Route {
   /** Sign outgoing mail with this key (after the header rewriting); absent: no signature. */
   dkim?: DkimSettings;
   /** What an uncertain delivery (connection lost after the message was handed over) leads to: one more
-   * attempt (the recipient may get it twice), or a hold until a person decides. */
-  uncertain: 'retry' | 'hold';
+   * attempt by this route only (the recipient may get it twice, but from the same sender and relay),
+   * one more by whichever route serves it then (retry-any), or a hold until a person decides. */
+  uncertain: 'retry' | 'retry-any' | 'hold';
   /** The transport's settings, for transport/. */
   transport: Record<string, unknown>;
 }

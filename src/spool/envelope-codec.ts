@@ -12,7 +12,7 @@ const DOORS = new Set(['smtp', 'lmtp', 'sendmail', 'sendmail-bs']);
 
 /** The oldest format that can hold the envelope (2 only when a version 2 field is used). */
 function versionFor(env: Envelope): 1 | 2 {
-  return env.recipients.some((r) => r.warned?.length || r.uncertain) ? 2 : 1;
+  return env.recipients.some((r) => r.warned?.length || r.uncertain || r.manual) ? 2 : 1;
 }
 
 /** Serialises an envelope in the fixed field order. */
@@ -34,6 +34,7 @@ export function encodeEnvelope(env: Envelope): string {
       route: r.route,
       warned: r.warned?.length ? r.warned : undefined,
       uncertain: r.uncertain || undefined,
+      manual: r.manual || undefined,
     })),
     origin: env.origin,
     protocol: env.protocol,
@@ -61,6 +62,7 @@ function checkRecipient(r: Recipient, i: number): void {
   need(Number.isInteger(r.attempts) && r.attempts >= 0, `recipient ${i} has bad attempts`);
   need(r.warned === undefined || (Array.isArray(r.warned) && r.warned.every((w) => Number.isInteger(w) && w >= 0)), `recipient ${i} has bad warned`);
   need(r.uncertain === undefined || (Number.isInteger(r.uncertain) && r.uncertain >= 0), `recipient ${i} has bad uncertain`);
+  need(r.manual === undefined || (Number.isInteger(r.manual) && r.manual >= 0 && r.manual <= r.attempts), `recipient ${i} has bad manual`);
 }
 
 /** Parses and checks an envelope; throws an Error saying what is wrong. */
@@ -74,7 +76,7 @@ export function decodeEnvelope(text: string, expectId?: string): Envelope {
   need(Array.isArray(env.recipients) && env.recipients.length > 0, 'no recipients');
   env.recipients.forEach(checkRecipient);
   // version 1 knows no delivery bookkeeping: such fields in it are an edit, not data
-  need(env.version === 2 || env.recipients.every((r) => r.warned === undefined && r.uncertain === undefined), 'version 1 envelope with version 2 fields');
+  need(env.version === 2 || env.recipients.every((r) => r.warned === undefined && r.uncertain === undefined && r.manual === undefined), 'version 1 envelope with version 2 fields');
   need(env.origin && DOORS.has(env.origin.door), 'bad origin');
   need(typeof env.protocol === 'string', 'bad protocol');
   need(Number.isInteger(env.size) && env.size >= 0, 'bad size');

@@ -12,7 +12,7 @@ import tls from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import { Session } from './smtp-session.js';
 import { socksConnect } from './socks.js';
-import { oneLine, settleOn, targetName, XOAUTH2_HANDLER, type ConnInternals, type SessionSettings, type SmtpError, type Target } from './smtp-wire.js';
+import { cutConnection, oneLine, settleOn, targetName, watchProgress, XOAUTH2_HANDLER, type ConnInternals, type SessionSettings, type SmtpError, type Target } from './smtp-wire.js';
 
 /** Opening failed: the reply to record (always a temporary failure); tls when TLS was what failed. */
 export interface OpenFailure {
@@ -21,6 +21,8 @@ export interface OpenFailure {
   /** The server turned the session away at once (421 greeting, or closed before any greeting): the mark
    * of a limit on connections per client, not of a server that is down. */
   busy?: boolean;
+  /** The server refused the credentials (a 5xx to AUTH). */
+  auth?: boolean;
 }
 
 /** The SHA-256 fingerprint of a certificate, lower-case hex without colons. */
@@ -123,11 +125,31 @@ export async function openSession(s: SessionSettings, t: Target): Promise<Sessio
   }
   const conn = new SMTPConnection(connOptions(s, t, sock));
   conn.on('error', () => undefined); // every failure also reaches the operation waiting for it
+  s.tracker?.add(conn);
+  // a server that stops answering (or a network that silently died) is given up long before the
+  // command timeout
+  let stalled = false;
+  const secs = Math.round(s.timeouts.progress / 1000);
+  const stop = watchProgress(conn, s.timeouts.progress, () => {
+    stalled = true;
+    cutConnection(conn, `no progress for ${secs} s`);
+  });
+  try {
+    const got = await open(s, t, conn, relay);
+    return !(got instanceof Session) && stalled ? { reply: `451 4.4.1 ${relay} made no progress for ${secs} s` } : got;
+  } finally {
+    stop();
+  }
+}
+
+/** Greeting, EHLO, TLS, certificate checks and AUTH on a new connection. */
+async function open(s: SessionSettings, t: Target, conn: SMTPConnection, relay: string): Promise<Session | OpenFailure> {
   // nodemailer times each phase itself; this only bounds the whole in case a phase has no timer
   const err = await settleOn<SmtpError | undefined>(conn, s.timeouts.connect + s.timeouts.greeting + s.timeouts.command, Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' }), (done, lost) => {
     lost((e) => done(e ?? Object.assign(new Error('connection closed'), { code: 'ECONNECTION' })));
     conn.connect((e) => done(e ? (e as SmtpError) : undefined));
   });
+  if (err && s.tracker?.why) return { reply: `451 4.4.1 ${relay}: ${s.tracker.why}` };
   if (err && s.proxy && !err.response) {
     // a proxy such as ssh -D answers CONNECT at once and closes when the server cannot be reached
     conn.close();
@@ -137,11 +159,11 @@ export async function openSession(s: SessionSettings, t: Target): Promise<Sessio
     conn.close();
     return openFailure(err, relay);
   }
-  const session = new Session(conn, t);
+  const session = new Session(conn, t, s);
   const bad = checkCertificate(s, conn, relay) ?? (s.auth ? await session.login(s.auth, s.timeouts.command, !!s.clearAuth || !!t.socket) : undefined);
   if (bad) {
     void session.close();
-    return { reply: bad };
+    return typeof bad === 'string' ? { reply: bad } : { reply: bad.reply, auth: bad.refused };
   }
   return session;
 }

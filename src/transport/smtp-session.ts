@@ -16,7 +16,7 @@
 import type net from 'node:net';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 import { asciiAddress } from './mx.js';
-import { oneLine, outcomeOf, settleOn, targetName, why, XOAUTH2_HANDLER, type AuthSettings, type ConnInternals, type SmtpError, type Target } from './smtp-wire.js';
+import { cutConnection, oneLine, outcomeOf, settleOn, socketOf, targetName, watchProgress, why, XOAUTH2_HANDLER, type AuthSettings, type ConnInternals, type SessionSettings, type SmtpError, type Target } from './smtp-wire.js';
 import type { DeliveryRequest, RecipientResult } from './types.js';
 
 /** How soon after a successful transaction the next one may start without RSET. */
@@ -33,16 +33,53 @@ export class Session {
   lostUnsent = false;
   /** Has carried a transaction (so a later failure may be a server's idle close). */
   used = false;
+  /** Why this session was cut by us (no progress), when it was. */
+  private cutWhy: string | undefined;
+  /** When the session was cut: part of the message had not gone out yet (so it cannot have arrived). */
+  private cutBeforeEnd = false;
+  /** The LMTP server's reply for each recipient of the transaction under way. */
+  private lmtpReplies = new Map<string, string>();
 
   constructor(
     private readonly conn: SMTPConnection,
     readonly target: Target,
+    private readonly s: Pick<SessionSettings, 'timeouts' | 'tracker' | 'lmtp'>,
   ) {
     this.relay = targetName(target);
     conn.once('end', () => {
       this.gone = true;
       this.onGone?.();
     });
+    if (s.lmtp) this.keepLmtpReplies();
+  }
+
+  /** nodemailer passes on only the last recipient's LMTP reply: keep each one (a pinned internal). */
+  private keepLmtpReplies(): void {
+    const c = this.internals();
+    const act = c._actionLMTPStream?.bind(this.conn);
+    if (!act) return;
+    c._actionLMTPStream = (recipient, final, str, callback) => {
+      this.lmtpReplies.set(recipient.toLowerCase(), str);
+      return act(recipient, final, str, callback);
+    };
+  }
+
+  /** Why the session was cut, by us or by the transport's abort(); undefined when it was not. */
+  private cutReason(): string | undefined {
+    return this.cutWhy ?? this.s.tracker?.why ?? undefined;
+  }
+
+  /** Cuts the session now, remembering whether part of the message was still on this side. */
+  cut(why: string): void {
+    this.cutWhy ??= why;
+    this.cutBeforeEnd = this.unsentData();
+    cutConnection(this.conn, why);
+  }
+
+  /** True while some of the message has not been handed to the kernel: its end cannot have arrived. */
+  private unsentData(): boolean {
+    const sock = socketOf(this.conn);
+    return !!this.internals()._currentDataStream || (!!sock && sock.writableLength > 0);
   }
 
   /** The key sessions are pooled by. */
@@ -130,8 +167,9 @@ export class Session {
     return settleOn(this.conn, timeoutMs, false, (done) => this.conn.reset((err) => done(!err)));
   }
 
-  /** Logs in; resolves with an error reply, or undefined when logged in. */
-  async login(auth: AuthSettings, timeoutMs: number, allowClear: boolean): Promise<string | undefined> {
+  /** Logs in; resolves with an error reply (refused: the server said no to these credentials), or
+   * undefined when logged in. */
+  async login(auth: AuthSettings, timeoutMs: number, allowClear: boolean): Promise<{ reply: string; refused?: boolean } | string | undefined> {
     const offered = this.internals()._supportedAuth ?? [];
     if (!this.conn.secure && !allowClear) return `451 4.7.10 ${this.relay} did not offer STARTTLS; the password is not sent without TLS (tls: none allows it)`;
     const method = (auth.method ?? (['cram-md5', 'plain', 'login'] as const).find((m) => offered.includes(m.toUpperCase())))?.toUpperCase();
@@ -153,14 +191,29 @@ export class Session {
     });
     if (!err) return undefined;
     const said = err.response ? `: ${this.clean(oneLine(err.response, ''))}` : ` (${err.code ?? 'error'})`;
-    return `454 4.7.0 AUTH ${method} at ${this.relay} failed${said}`;
+    // 535 and the like: these credentials are wrong, and will be until someone changes them
+    return { reply: `454 4.7.0 AUTH ${method} at ${this.relay} failed${said}`, refused: (err.responseCode ?? 0) >= 500 };
   }
 
-  /** Sends one message; one result per recipient (see the module header). */
+  /**
+   * Sends one message; one result per recipient (see the module header). While any of it is on its
+   * way, a session that moves no bytes and gets no reply for the progress timeout is given up.
+   */
   async send(req: DeliveryRequest): Promise<RecipientResult[]> {
     const stream = req.message(req.recipients.map((r) => r.address));
-    let handedOver = false;
-    stream.once('end', () => (handedOver = true));
+    let ended = false;
+    const stop = watchProgress(this.conn, this.s.timeouts.progress, () => {
+      // once the whole message is out, waiting for the server's verdict is the command timeout's job
+      if (!ended || this.unsentData()) this.cut(`no progress for ${Math.round(this.s.timeouts.progress / 1000)} s`);
+    });
+    // the moment the connection fails, was any of the message still on this side?
+    let notOut = false;
+    const failing = (): void => {
+      notOut = this.cutWhy ? this.cutBeforeEnd : this.unsentData();
+    };
+    this.conn.once('error', failing);
+    stream.once('end', () => (ended = true));
+    this.lmtpReplies.clear();
     const first = req.recipients[0];
     // domains leave in A-labels: only a UTF-8 local part needs SMTPUTF8
     const envelope = {
@@ -170,9 +223,17 @@ export class Session {
       use8BitMime: req.body === '8BITMIME',
       dsn: req.ret || req.envid || first?.notify ? { ret: req.ret, envid: req.envid, notify: first?.notify } : undefined,
     };
+    let onEnd = (): void => undefined;
     const outcome = await new Promise<{ err: SmtpError | null; info: unknown }>((resolve) => {
       this.conn.send(envelope as never, stream, (err, info) => resolve({ err: err as SmtpError | null, info }));
+      // a connection closed under nodemailer forgets the send in flight: never wait for it then
+      onEnd = () => setImmediate(() => resolve({ err: Object.assign(new Error('connection closed'), { code: 'ECONNECTION' }), info: undefined }));
+      this.conn.once('end', onEnd);
     });
+    stop();
+    this.conn.removeListener('error', failing);
+    this.conn.removeListener('end', onEnd);
+    const handedOver = ended && !notOut;
     if (outcome.err && !['EENVELOPE', 'EMESSAGE'].includes(outcome.err.code ?? '')) this.conn.close(); // not a reply: the session is spent
     // lost before any reply and before a byte of the message was read: the server closed the connection
     // (not a timeout, not a stream or API error), so the transaction never started on its side
@@ -198,11 +259,13 @@ export class Session {
     return req.recipients.map((r): RecipientResult => {
       const rej = rejected.get(asciiAddress(r.address).toLowerCase());
       if (rej) return { address: r.address, outcome: outcomeOf(rej.responseCode), reply: this.clean(oneLine(rej.response, `${rej.responseCode ?? 450}`)) };
-      if (!err) return { address: r.address, outcome: 'ok', reply: this.clean(oneLine((info as { response?: string }).response, '250 2.0.0 ok')) };
+      const own = this.lmtpReplies.get(asciiAddress(r.address).toLowerCase());
+      if (!err) return { address: r.address, outcome: 'ok', reply: this.clean(oneLine(own ?? (info as { response?: string }).response, '250 2.0.0 ok')) };
       if (err.responseCode) return { address: r.address, outcome: outcomeOf(err.responseCode), reply: this.clean(oneLine(err.response, `${err.responseCode}`)) };
-      // no reply: lost before or after the whole message was handed over
-      if (handedOver) return { address: r.address, outcome: 'uncertain', reply: `451 4.4.2 connection to ${this.relay} lost after the message was sent (${why(err)}); it may have been delivered` };
-      return { address: r.address, outcome: 'tempfail', reply: `451 4.4.2 connection to ${this.relay} lost during delivery (${why(err)})` };
+      // no reply: lost before or after the whole message was handed over (its final dot written out)
+      const cause = this.cutReason() ?? why(err);
+      if (handedOver) return { address: r.address, outcome: 'uncertain', reply: `451 4.4.2 connection to ${this.relay} lost after the message was sent (${cause}); it may have been delivered` };
+      return { address: r.address, outcome: 'tempfail', reply: `451 4.4.2 connection to ${this.relay} lost during delivery (${cause})` };
     });
   }
 }

@@ -43,8 +43,12 @@ export interface SessionSettings {
   /** Reach the server through this SOCKS5 proxy. */
   proxy?: Proxy;
   auth?: AuthSettings;
-  /** Milliseconds. */
-  timeouts: { connect: number; greeting: number; command: number };
+  /** Milliseconds. progress: how long a session may move no bytes and get no reply while a command or
+   * the message is on its way, whatever the command timeout (the wait for the reply to the final dot,
+   * once all of the message is out, has the command timeout alone). */
+  timeouts: { connect: number; greeting: number; command: number; progress: number };
+  /** Every connection is registered here, so that the transport can cut them all at once. */
+  tracker?: Tracker;
 }
 
 /** Where one server is: a host and port, or a unix socket. */
@@ -64,6 +68,8 @@ export interface ConnInternals {
   _closing?: boolean;
   _socket?: net.Socket | false | null;
   _envelope?: { rejectedErrors?: SmtpError[] } | false;
+  _currentDataStream?: unknown;
+  _actionLMTPStream?: (recipient: string, final: boolean, str: string, callback: unknown) => unknown;
 }
 
 /** "host:port" or "unix:path", for logs and results. */
@@ -120,3 +126,61 @@ export function settleOn<T>(conn: SMTPConnection, timeoutMs: number, fallback: T
 
 /** The name ferrymail's XOAUTH2 handler is registered under with nodemailer. */
 export const XOAUTH2_HANDLER = 'FERRYMAIL-XOAUTH2';
+
+/** The socket under a connection, when it has one. */
+export function socketOf(conn: SMTPConnection): net.Socket | undefined {
+  return (conn as unknown as ConnInternals)._socket || undefined;
+}
+
+/** Cuts a connection at once with a reason: its operations fail (nodemailer reports a socket error). */
+export function cutConnection(conn: SMTPConnection, why: string): void {
+  const sock = socketOf(conn);
+  if (sock && !sock.destroyed) sock.destroy(Object.assign(new Error(why), { code: 'EABORTED' }));
+  else conn.close();
+}
+
+/**
+ * Every connection of one transport, so that all can be cut at once (the network changed and the route
+ * is of no use on the new one); `why` then says why, for the replies of what was under way and for every
+ * delivery asked for later.
+ */
+export class Tracker {
+  private readonly conns = new Set<SMTPConnection>();
+  why: string | null = null;
+
+  /** Registers a connection until it ends (one made after abort() is cut at once). */
+  add(conn: SMTPConnection): void {
+    this.conns.add(conn);
+    conn.once('end', () => this.conns.delete(conn));
+    if (this.why) cutConnection(conn, this.why);
+  }
+
+  /** Cuts every connection. */
+  abort(why: string): void {
+    this.why ??= why;
+    for (const c of [...this.conns]) cutConnection(c, why);
+  }
+}
+
+/**
+ * Watches a connection for progress: bytes handed to the kernel or read from the server. When none move
+ * for `ms`, onStall runs once. Returns the function that stops watching.
+ */
+export function watchProgress(conn: SMTPConnection, ms: number, onStall: () => void): () => void {
+  let last = -1;
+  let since = Date.now();
+  const timer = setInterval(() => {
+    const sock = socketOf(conn);
+    if (!sock || sock.destroyed) return;
+    const moved = sock.bytesRead + sock.bytesWritten - sock.writableLength;
+    if (moved !== last) {
+      last = moved;
+      since = Date.now();
+    } else if (Date.now() - since >= ms) {
+      clearInterval(timer);
+      onStall();
+    }
+  }, Math.max(50, Math.min(1000, Math.floor(ms / 4))));
+  timer.unref();
+  return () => clearInterval(timer);
+}

@@ -16,7 +16,7 @@ import { asciiDomain, lookupMx, systemResolver, type MxResolver } from './mx.js'
 import { Pool } from './pool.js';
 import { openSession } from './smtp-open.js';
 import { Session } from './smtp-session.js';
-import { targetName, type SessionSettings, type Target } from './smtp-wire.js';
+import { targetName, Tracker, type SessionSettings, type Target } from './smtp-wire.js';
 
 export type { AuthMethod, AuthSettings } from './smtp-wire.js';
 export type { MxResolver } from './mx.js';
@@ -32,8 +32,9 @@ export interface SmtpSettings extends Omit<SessionSettings, 'timeouts'> {
   mx?: boolean;
   /** Sessions open at once (default 2; fewer when the server refuses more, see pool.ts). */
   connections?: number;
-  /** Milliseconds; connect and greeting default to 10 s and 30 s, a command's reply to 300 s. */
-  timeouts?: { connect?: number; greeting?: number; command?: number };
+  /** Milliseconds; connect and greeting default to 10 s and 30 s, a command's reply to 300 s, no
+   * progress at all (no bytes out, no reply) while something is on its way to 30 s. */
+  timeouts?: { connect?: number; greeting?: number; command?: number; progress?: number };
   /** How long an unused session stays open (default 5 s). */
   idleMs?: number;
   /** DNS for MX delivery (default: the system resolver). */
@@ -44,19 +45,36 @@ export interface SmtpSettings extends Omit<SessionSettings, 'timeouts'> {
  * bench/drain.sh), and a server that takes only one costs a single refused connection per run. */
 const DEFAULT_CONNECTIONS = 2;
 
-/** Creates a transport; close() ends its idle sessions. */
+/** What one transport knows for its life (one queue run): servers it could not reach, and whether it
+ * was aborted. */
+interface Known {
+  /** Servers that could not be reached, or refused the login, with the reply: not tried again. */
+  dead: Map<string, { reply: string; auth?: boolean }>;
+  tracker: Tracker;
+}
+
+/** Creates a transport; close() ends its idle sessions, abort() everything. */
 export function smtpTransport(s: SmtpSettings): Transport {
+  const known: Known = { dead: new Map(), tracker: new Tracker() };
   const session: SessionSettings = {
     ...s,
-    timeouts: { connect: s.timeouts?.connect ?? 10_000, greeting: s.timeouts?.greeting ?? 30_000, command: s.timeouts?.command ?? 300_000 },
+    timeouts: { connect: s.timeouts?.connect ?? 10_000, greeting: s.timeouts?.greeting ?? 30_000, command: s.timeouts?.command ?? 300_000, progress: s.timeouts?.progress ?? 30_000 },
+    tracker: known.tracker,
   };
   const pool = new Pool<Session>(Math.max(1, s.connections ?? DEFAULT_CONNECTIONS), s.idleMs ?? 5000);
   const resolver = s.mx ? s.resolver ?? systemResolver(session.timeouts.connect) : undefined;
-  const deliver = (req: DeliveryRequest): Promise<DeliveryResult> => (resolver ? deliverByMx(session, pool, resolver, s.port ?? 25, req) : deliverTo(session, pool, [smarthost(s)], req));
+  const deliver = (req: DeliveryRequest): Promise<DeliveryResult> => {
+    if (known.tracker.why) return Promise.resolve({ relay: 'none', results: all(req, 'tempfail', `451 4.4.2 ${known.tracker.why}`) });
+    return resolver ? deliverByMx(session, pool, known, resolver, s.port ?? 25, req) : deliverTo(session, pool, known, [smarthost(s)], req, true);
+  };
   return {
     // a mistake of ours must defer the mail, not lose it
     deliver: (req) => deliver(req).catch((err: Error) => ({ relay: 'none', results: all(req, 'tempfail', `451 4.3.0 delivery failed: ${err.message}`) })),
     close: () => pool.close(),
+    abort: (why) => {
+      known.tracker.abort(why);
+      void pool.close();
+    },
   };
 }
 
@@ -71,7 +89,7 @@ function all(req: DeliveryRequest, outcome: RecipientResult['outcome'], reply: s
 }
 
 /** Groups recipients by domain (A-labels) and delivers each group to its MX hosts, in parallel. */
-async function deliverByMx(s: SessionSettings, pool: Pool<Session>, resolver: MxResolver, port: number, req: DeliveryRequest): Promise<DeliveryResult> {
+async function deliverByMx(s: SessionSettings, pool: Pool<Session>, known: Known, resolver: MxResolver, port: number, req: DeliveryRequest): Promise<DeliveryResult> {
   const groups = groupBy(req.recipients, (r) => asciiDomain(r.address.slice(r.address.lastIndexOf('@') + 1)));
   const done = await Promise.all(
     [...groups].map(async ([domain, recipients]): Promise<DeliveryResult> => {
@@ -79,15 +97,19 @@ async function deliverByMx(s: SessionSettings, pool: Pool<Session>, resolver: Mx
       const mx = await lookupMx(resolver, domain);
       if ('permfail' in mx) return { relay: domain, results: all(sub, 'permfail', mx.permfail) };
       if ('tempfail' in mx) return { relay: domain, results: all(sub, 'tempfail', mx.tempfail) };
-      return deliverTo(s, pool, mx.hosts.map((host) => ({ host, port })), sub);
+      return deliverTo(s, pool, known, mx.hosts.map((host) => ({ host, port })), sub, false);
     }),
   );
   const byAddress = new Map(done.flatMap((d) => d.results.map((r) => [r.address, r] as const)));
   return { relay: [...new Set(done.map((d) => d.relay))].join(','), results: req.recipients.map((r) => byAddress.get(r.address)!) };
 }
 
-/** Delivers over a reused or new session to the first of the targets that takes it. */
-async function deliverTo(s: SessionSettings, pool: Pool<Session>, targets: Target[], req: DeliveryRequest): Promise<DeliveryResult> {
+/**
+ * Delivers over a reused or new session to the first of the targets that takes it. A target that could
+ * not be reached is not tried again by this transport; when it is a route's one server (`whole`), the
+ * result says the route is down, so that the queue stops trying it.
+ */
+async function deliverTo(s: SessionSettings, pool: Pool<Session>, known: Known, targets: Target[], req: DeliveryRequest, whole: boolean): Promise<DeliveryResult> {
   let session = await pool.take(targets.map(targetName));
   try {
     if (session && !(await session.reset(s.timeouts.greeting))) {
@@ -98,7 +120,7 @@ async function deliverTo(s: SessionSettings, pool: Pool<Session>, targets: Targe
     const keys = targets.map(targetName);
     while (!session) {
       pool.opening(keys, 1);
-      const opened = await openFirst(s, targets).finally(() => pool.opening(keys, -1));
+      const opened = await openFirst(s, known, targets).finally(() => pool.opening(keys, -1));
       if (opened instanceof Session) {
         session = opened;
         pool.inUse(session);
@@ -106,7 +128,10 @@ async function deliverTo(s: SessionSettings, pool: Pool<Session>, targets: Targe
       }
       // turned away at once while other sessions are in use: the server limits connections per client;
       // wait for one of those (a server that is down, TLS or AUTH trouble is a failure like any other)
-      if (!opened.busy || !pool.shrink(keys)) return { relay: opened.relay, results: all(req, 'tempfail', opened.reply) };
+      if (!opened.busy || !pool.shrink(keys)) {
+        const down = whole && !known.tracker.why && targets.every((t) => known.dead.has(targetName(t)));
+        return { relay: opened.relay, results: all(req, 'tempfail', opened.reply), ...(down ? { down: { reason: opened.reply, auth: opened.auth } } : {}) };
+      }
       session = await pool.take(keys);
       if (session && !(await session.reset(s.timeouts.greeting))) {
         pool.discard(session);
@@ -121,7 +146,7 @@ async function deliverTo(s: SessionSettings, pool: Pool<Session>, targets: Targe
       // recipients whose transactions finished are not sent again)
       pool.discard(session);
       session = undefined;
-      const opened = await openFirst(s, targets);
+      const opened = await openFirst(s, known, targets);
       if (!(opened instanceof Session)) return { relay: opened.relay, results: req.recipients.map((r) => results.get(r.address) ?? lost(opened.reply, r.address)) };
       session = opened;
       pool.inUse(session);
@@ -140,15 +165,23 @@ function lost(reply: string, address: string): RecipientResult {
   return { address, outcome: 'tempfail', reply };
 }
 
-/** Opens a session to the first target that answers; otherwise the last failure. */
-async function openFirst(s: SessionSettings, targets: Target[]): Promise<Session | { relay: string; reply: string; busy?: boolean }> {
-  let last: { relay: string; reply: string; busy?: boolean } = { relay: 'none', reply: '451 4.4.4 no server to deliver to' };
+/** Opens a session to the first target that answers, passing over those known dead; otherwise the
+ * last failure. A failure that is not a server's limit on sessions marks its target dead. */
+async function openFirst(s: SessionSettings, known: Known, targets: Target[]): Promise<Session | { relay: string; reply: string; busy?: boolean; auth?: boolean }> {
+  let last: { relay: string; reply: string; busy?: boolean; auth?: boolean } = { relay: 'none', reply: '451 4.4.4 no server to deliver to' };
   for (const t of targets) {
+    const key = targetName(t);
+    const dead = known.dead.get(key);
+    if (dead) {
+      last = { relay: key, ...dead };
+      continue;
+    }
     let got = await openSession(s, t);
     // RFC 7435: encryption that is not verified is worth having but not worth failing for
     if (!(got instanceof Session) && got.tls && s.starttls === 'opportunistic' && s.verify === false && !s.fingerprint && !s.auth) got = await openSession({ ...s, starttls: 'never' }, t);
     if (got instanceof Session) return got;
-    last = { relay: targetName(t), reply: got.reply, busy: got.busy };
+    last = { relay: key, reply: got.reply, busy: got.busy, auth: got.auth };
+    if (!got.busy && !known.tracker.why) known.dead.set(key, { reply: got.reply, auth: got.auth });
   }
   return last;
 }
