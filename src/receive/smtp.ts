@@ -3,7 +3,8 @@
  *
  * Everything a client sends is untrusted. Each reply carries an enhanced status code. "250" after DATA is
  * sent only once the message is durable in the spool. Storage trouble answers 452 4.3.1 (full) or
- * 451 4.3.0, content trouble the stage's own 5xx; the session goes on either way.
+ * 451 4.3.0, content trouble the stage's own 5xx; the session goes on either way. Clients that are not
+ * trusted may not take the session slots kept for local ones (421 4.7.0).
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -20,9 +21,9 @@ import { fieldValue, receivedHeader, rfc5322Date } from '../scan/headers.js';
 import { LineEndGuard } from '../scan/transforms.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { checkLogin, readUsers } from './auth.js';
-import { FerryConnection, FerryServer } from './connection.js';
+import { FerryConnection, FerryServer, type ConnectionPolicy } from './connection.js';
 import { CLIENT_GONE, intake } from './intake.js';
-import { ClientCounter, inRanges, isLocalRecipient, isLoopback, mayRelay } from './policy.js';
+import { ClientCounter, inRanges, isLocalRecipient, isLoopback, mayRelay, slotRefusal } from './policy.js';
 import { runStage, type Hooks, type SessionFacts } from './stages.js';
 
 /** What the door needs besides the configuration. */
@@ -139,6 +140,9 @@ export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?
     throw err;
   }
   for (const e of skipped) deps.log.log('warn', `${e.message}; going on without it`);
+  if (plan.length && cfg.limits.reserved_local >= cfg.limits.connections) {
+    deps.log.log('warn', `limits.reserved_local (${cfg.limits.reserved_local}) is not below limits.connections (${cfg.limits.connections}): only loopback and local_nets clients will be served`);
+  }
   const streamServer = makeServer(cfg, handlers, false);
   return {
     servers,
@@ -191,6 +195,7 @@ type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'o
   /** How many messages their clients abandoned in the middle. */
   cut(): number;
   trusted(ip: string): boolean;
+  limitReached: ConnectionPolicy['limitReached'];
 };
 
 /** Creates one FerryServer (SMTP or LMTP) with the shared handlers. */
@@ -230,6 +235,10 @@ function makeServer(cfg: Config, h: Handlers, lmtp: boolean): FerryServer {
     hooks: h.hooks,
     facts: (conn: FerryConnection) => h.facts(conn.session),
     release: (conn: FerryConnection) => h.release(conn.session),
+    sessionTimeMs: cfg.limits.session_time * 1000,
+    minDataRate: cfg.limits.min_data_rate,
+    dataTimeoutMs: cfg.limits.idle_timeout * 1000,
+    limitReached: h.limitReached,
   });
   server.on('error', () => undefined); // per-connection socket errors; the session is gone either way
   return server;
@@ -282,15 +291,18 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
     hooks,
     trusted,
     facts,
+    limitReached(conn, limit, bytes) {
+      const text = limit === 'session-time' ? 'session time limit reached' : 'data rate too low';
+      deps.log.log('warn', text, { session: conn.session.id, peer: conn.remoteAddress, bytes: limit === 'data-rate' ? bytes : undefined });
+    },
     onConnect(session, cb) {
       const ip = session.remoteAddress;
       const note = (facts(session), notes.get(session)!);
       note.counted = true;
       const perClient = counter.add(ip);
-      if (counter.total > cfg.limits.connections) return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections, try again later`));
-      if (perClient > cfg.limits.connections_per_client && !inRanges(ip, cfg.limits.per_client_exempt)) {
-        return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections from your address`));
-      }
+      const refusal = slotRefusal({ total: counter.total, perClient, trusted: trusted(ip), perClientExempt: inRanges(ip, cfg.limits.per_client_exempt) }, cfg.limits);
+      if (refusal === 'full') return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections, try again later`));
+      if (refusal === 'client') return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections from your address`));
       session.disabledCommands = disabledFor(cfg, session, users, localUsers.has(session.id));
       runStage(hooks.connect, facts(session), { stage: 'connect', verb: '', arg: '' }).then(verdictTo(cb));
     },
