@@ -178,8 +178,8 @@ export const FIELDS: readonly Field[] = [
   { key: 'queue.notice_mailbox', type: 'string', doc: 'mbox file that gets a copy of every notice delivered locally. Relative paths are taken from the configuration directory.' },
   { key: 'queue.notify_command', type: 'string[]', doc: 'Command (argv, no shell) run for every notice delivered locally; ${summary}, ${subject}, ${sender}, ${id} are filled in, the subject line and then the summary are on stdin.' },
   { key: 'auth.users_file', type: 'string', doc: 'File of user:scrypt-hash lines (ferrymail auth hash). Unset: no SMTP AUTH.' },
-  { key: 'auth.max_failures', type: 'integer', min: 1, doc: 'Failed AUTH attempts from one client address, or for one user name, within auth.failure_window after which AUTH is refused with 454 4.7.0 until the window has passed.' },
-  { key: 'auth.failure_window', type: 'duration', min: 1, max: 86_400, doc: 'How long a failed AUTH attempt counts against its client address and user name.' },
+  { key: 'auth.max_failures', type: 'integer', min: 1, doc: 'Failed AUTH attempts from one client address, or for one user name, within auth.failure_window after which AUTH from that address or for that name is refused with 454 4.7.0, without a password check, for one auth.failure_window.' },
+  { key: 'auth.failure_window', type: 'duration', min: 1, max: 86_400, doc: 'How long a failed AUTH attempt counts against its client address and user name, and how long a lockout lasts.' },
   { key: 'submission.local_senders', type: 'map[]', fields: LOCAL_SENDER_FIELDS, doc: 'Envelope senders each local user may give to the sendmail command (Postfix local_login_sender_maps); empty: any.' },
 ];
 

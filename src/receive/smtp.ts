@@ -4,7 +4,9 @@
  * Everything a client sends is untrusted. Each reply carries an enhanced status code. "250" after DATA is
  * sent only once the message is durable in the spool. Storage trouble answers 452 4.3.1 (full) or
  * 451 4.3.0, content trouble the stage's own 5xx; the session goes on either way. Clients that are not
- * trusted may not take the session slots kept for local ones (421 4.7.0).
+ * trusted may not take the session slots kept for local ones (421 4.7.0). Failed AUTH attempts are
+ * answered late and, past auth.max_failures, refused without a password check (454 4.7.0); every
+ * failure is logged as "authentication failed peer=[ADDRESS] user=NAME" for tools such as fail2ban.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -21,6 +23,7 @@ import { fieldValue, receivedHeader, rfc5322Date } from '../scan/headers.js';
 import { LineEndGuard } from '../scan/transforms.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { checkLogin, readUsers } from './auth.js';
+import { AuthGuard } from './auth-guard.js';
 import { FerryConnection, FerryServer, type ConnectionPolicy } from './connection.js';
 import { CLIENT_GONE, intake } from './intake.js';
 import { ClientCounter, inRanges, isLocalRecipient, isLoopback, mayRelay, slotRefusal } from './policy.js';
@@ -254,6 +257,7 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
   for (const w of userFile?.warnings ?? []) deps.log.log('warn', w);
   const users = userFile?.users ?? null;
   const trusted = (ip: string): boolean => isLoopback(ip) || inRanges(ip, cfg.local_nets);
+  const guard = new AuthGuard({ maxFailures: cfg.auth.max_failures, windowMs: cfg.auth.failure_window * 1000 });
 
   const facts = (session: SMTPServerSession): SessionFacts => {
     let note = notes.get(session);
@@ -321,14 +325,23 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
       }
       const fail = (): void => cb(smtpError(535, '5.7.8', 'Authentication credentials invalid'));
       if (typeof auth.password !== 'string') return fail();
-      checkLogin(users, auth.username ?? '', auth.password).then(
-        (ok) => {
-          if (!ok) return fail();
-          deps.log.log('info', 'authenticated', { session: session.id, user: auth.username, peer: session.remoteAddress });
-          cb(null, { user: auth.username });
-        },
-        () => fail(),
-      );
+      const user = auth.username ?? '';
+      const peer = session.remoteAddress;
+      if (!guard.begin(peer, user).ok) return cb(smtpError(454, '4.7.0', 'Too many failed authentication attempts, try again later'));
+      const settle = (ok: boolean): void => {
+        const failure = guard.settle(peer, user, ok);
+        if (!failure) {
+          deps.log.log('info', 'authenticated', { session: session.id, user, peer });
+          return cb(null, { user });
+        }
+        // fixed text, the address in brackets before the client-supplied name: one line for fail2ban
+        deps.log.log('warn', 'authentication failed', { peer: `[${peer}]`, user, session: session.id });
+        for (const lock of failure.locks) {
+          deps.log.log('warn', 'authentication locked', { peer: `[${peer}]`, user, by: lock.by, until: new Date(lock.until).toISOString(), session: session.id });
+        }
+        setTimeout(fail, failure.delayMs).unref();
+      };
+      checkLogin(users, user, auth.password).then(settle, () => settle(false));
     },
     onMailFrom(address: SMTPServerAddress, session, cb) {
       const unknownMail = unknownParam(address, MAIL_PARAMS);
