@@ -272,6 +272,15 @@ export class RawSmtp {
     });
   }
 
+  /** Connects to a unix socket (e.g. a forwarder into a network namespace). */
+  static connectPath(file: string): Promise<RawSmtp> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect(file);
+      s.once('connect', () => resolve(new RawSmtp(s)));
+      s.once('error', reject);
+    });
+  }
+
   static connect(port: number, host = '127.0.0.1'): Promise<RawSmtp> {
     return new Promise((resolve, reject) => {
       const s = net.connect(port, host);

@@ -1,6 +1,7 @@
 /**
  * IP addresses: is this address inside that range (IPv4 and IPv6; IPv4-mapped IPv6 addresses and
- * ranges (::ffff:10.0.0.0/104) count as the IPv4 ones they map), and host:port as written.
+ * ranges (::ffff:10.0.0.0/104) count as the IPv4 ones they map), the network a client is counted in,
+ * and host:port as written.
  *
  * Pure; a malformed address or range is simply "not inside". Never throws.
  */
@@ -31,6 +32,19 @@ export function inCidr(ip: string, cidr: string): boolean {
   if (a.family !== b.family || prefix > width) return false;
   const shift = BigInt(width - prefix);
   return a.value >> shift === b.value >> shift;
+}
+
+/**
+ * The unit a client is counted in: an IPv4 address (also in its IPv4-mapped form) as itself, an IPv6
+ * address as its /64 network ("2001:db8:1:2::/64"), since one IPv6 host usually holds a whole /64.
+ * Anything else is returned as given.
+ */
+export function clientNetwork(ip: string): string {
+  const a = toBig(ip);
+  if (!a) return ip;
+  if (a.family === 4) return [24, 16, 8, 0].map((s) => Number((a.value >> BigInt(s)) & 255n)).join('.');
+  const top = a.value >> 64n;
+  return `${[48, 32, 16, 0].map((s) => ((top >> BigInt(s)) & 0xffffn).toString(16)).join(':')}::/64`;
 }
 
 /** Splits "host:port", "[v6]:port" (a zone as in [fe80::1%wlan0] allowed) or ":port" (host "": every

@@ -25,10 +25,14 @@ export interface Logger {
   log(event: LogEvent, text: string, fields?: LogFields): void;
 }
 
-/** Escapes control characters so one event stays one line. */
+/** Escapes control characters (C0, DEL, C1) and the Unicode line and paragraph separators, so one
+ * event stays one line whatever reads it (a terminal, a log viewer, fail2ban). */
 function clean(s: string): string {
   // eslint-disable-next-line no-control-regex
-  return s.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return s.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]/g, (c) => {
+    const n = c.charCodeAt(0);
+    return n > 0xff ? `\\u${n.toString(16)}` : `\\x${n.toString(16).padStart(2, '0')}`;
+  });
 }
 
 /** Renders one field for the text format; quotes values with spaces. */

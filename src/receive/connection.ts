@@ -4,16 +4,20 @@
  * They add what smtp-server has no option for: no greeting delay for trusted clients (the early-talker
  * wait stays for the others), the helo / other / unknown hook stages wrapped around the built-in command
  * handlers, replies that carry our own enhanced status codes, an error budget that ends abusive sessions
- * with 421 4.7.0, and a graceful shutdown that lets transactions in flight finish. Relies on internals of
- * that exact version (init, _setListeners, connectionReady, _onCommand, _whenWritable, _isSupported,
- * _nextHandler, _upgrading, _ready, _closing, _dataStream, send, close, connect, connections,
- * _onClientConnect, _closeTimeout); test/unit/stages.test.ts and the integration tests exercise each path
- * so that an upgrade that changes them fails loudly.
+ * with 421 4.7.0, a time limit on whole sessions and a minimum data rate in DATA for clients that are not
+ * trusted (421 4.4.2; a message being received may finish first, one received in part is abandoned), and
+ * a graceful shutdown that lets transactions in flight finish. Relies on internals of that exact version
+ * (init, _setListeners, connectionReady, _onCommand, _whenWritable, _isSupported, _resetSession,
+ * _onClose, handler_DATA, _nextHandler, _upgrading, _ready, _closing, _closed, _dataStream, _parser and
+ * its _dataMode and dataBytes, send, close, connect, connections, _onClientConnect, _closeTimeout);
+ * test/unit/stages.test.ts and the integration tests exercise each path so that an upgrade that changes
+ * them fails loudly.
  */
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { isUtf8 } from 'node:buffer';
 import type { Socket } from 'node:net';
+import { dataDeadline } from './policy.js';
 import { replyText, runStage, type Hooks, type SessionFacts, type Stage } from './stages.js';
 
 /** What the connection needs from the door. */
@@ -27,7 +31,18 @@ export interface ConnectionPolicy {
   facts(conn: FerryConnection): SessionFacts;
   /** The session is ending: stop counting it against the connection limits. */
   release(conn: FerryConnection): void;
+  /** For clients that are not trusted: how long a session may last in all (ms; 0: no limit). */
+  sessionTimeMs: number;
+  /** For clients that are not trusted: bytes/s to keep up in DATA (0: no minimum) and where the DATA
+   * deadline starts (ms, the idle timeout). */
+  minDataRate: number;
+  dataTimeoutMs: number;
+  /** A limit is ending the session (for the log). */
+  limitReached(conn: FerryConnection, limit: SessionLimit, bytes?: number): void;
 }
+
+/** The limits that end a session of a client that is not trusted. */
+export type SessionLimit = 'session-time' | 'data-rate';
 
 const OTHER_VERBS = new Set(['RSET', 'NOOP', 'VRFY', 'HELP', 'STARTTLS', 'AUTH', 'QUIT', 'EXPN']);
 const HELO_VERBS = new Set(['HELO', 'EHLO', 'LHLO']);
@@ -43,18 +58,98 @@ export class FerryConnection extends SMTPConnection {
   private dataRaced = false;
   /** Bytes of the read the parser is working through (it counts in its writableLength until done). */
   private reading = 0;
+  /** The session has outlived limits.session_time; it ends once no message is being received. */
+  private expired = false;
+  private sessionTimer: NodeJS.Timeout | undefined;
+  private rateTimer: NodeJS.Timeout | undefined;
 
   private get policy(): ConnectionPolicy {
     return (this._server as FerryServer).policy;
   }
 
-  /** Greets trusted clients at once; others after the early-talker delay. */
+  /** Greets trusted clients at once; others after the early-talker delay, and starts their session clock. */
   override init(): void {
+    const trusted = this.policy.isTrusted(this.remoteAddress);
+    if (!trusted && this.policy.sessionTimeMs > 0) {
+      this.sessionTimer = setTimeout(() => this.sessionOver(), this.policy.sessionTimeMs);
+      this.sessionTimer.unref();
+    }
     this._setListeners(() => {
-      const delay = this.policy.isTrusted(this.remoteAddress) ? 0 : this.policy.earlyTalkerDelay;
+      const delay = trusted ? 0 : this.policy.earlyTalkerDelay;
       if (delay <= 0) return this.connectionReady();
       setTimeout(() => this.connectionReady(), delay).unref();
     });
+  }
+
+  /**
+   * limits.session_time has passed: ends the session now, or after the transaction in DATA. A message
+   * still arriving is cut only when there is no minimum data rate to bound it.
+   */
+  private sessionOver(): void {
+    this.sessionTimer = undefined;
+    this.expired = true;
+    if (this._closing || this._closed) return;
+    const receiving = !!this._parser && this._parser._dataMode;
+    if (this._dataStream && !(receiving && this.policy.minDataRate <= 0)) return; // _resetSession ends it after the reply
+    this.endForLimit('session-time', `4.4.2 ${this.name} Session time limit exceeded, closing connection`);
+  }
+
+  /** Answers 421 and closes; a message received only in part is abandoned at once (the intake cleans up). */
+  private endForLimit(limit: SessionLimit, text: string): void {
+    const parser = this._parser;
+    const partial = parser && parser._dataMode && this._dataStream ? this._dataStream : null;
+    this.policy.limitReached(this, limit, parser ? parser.dataBytes : undefined);
+    this.send(421, text);
+    if (partial && !partial.destroyed) partial.destroy();
+  }
+
+  /** Also the end of every transaction: a session past its time ends right after the transaction's reply. */
+  override _resetSession(): void {
+    super._resetSession();
+    if (this.expired && !this._dataStream && !this._closing && !this._closed) {
+      this.endForLimit('session-time', `4.4.2 ${this.name} Session time limit exceeded, closing connection`);
+    }
+  }
+
+  /** Starts DATA; for a client that is not trusted, also the watch on its data rate. */
+  override handler_DATA(command: Buffer, callback: () => void): void {
+    super.handler_DATA(command, callback);
+    if (this._dataStream && this.policy.minDataRate > 0 && !this.policy.isTrusted(this.remoteAddress)) this.watchDataRate(this._dataStream);
+  }
+
+  /**
+   * Checks the DATA deadline (policy.dataDeadline) until the message is in: the client gets 421 when it
+   * passes. While the intake is the slow side (the message stream is full), the client is not blamed.
+   */
+  private watchDataRate(stream: Exclude<FerryConnection['_dataStream'], false | null>): void {
+    const start = Date.now();
+    const check = (): void => {
+      this.rateTimer = undefined;
+      const parser = this._parser;
+      if (this._dataStream !== stream || this._closing || this._closed || !parser || !parser._dataMode) return;
+      const wait = dataDeadline(start, parser.dataBytes, this.policy.dataTimeoutMs, this.policy.minDataRate) - Date.now();
+      if (wait > 0 || stream.writableNeedDrain) return this.armRateCheck(check, Math.max(wait, 1000));
+      this.endForLimit('data-rate', `4.4.2 ${this.name} Data rate too low, closing connection`);
+    };
+    this.armRateCheck(check, this.policy.dataTimeoutMs);
+  }
+
+  private armRateCheck(check: () => void, ms: number): void {
+    this.rateTimer = setTimeout(check, ms);
+    this.rateTimer.unref();
+  }
+
+  /** Stops the session and data-rate clocks. */
+  private stopClocks(): void {
+    clearTimeout(this.sessionTimer);
+    clearTimeout(this.rateTimer);
+    this.sessionTimer = this.rateTimer = undefined;
+  }
+
+  /** The socket has closed (either side): no clock may keep the connection alive. */
+  override _onClose(): void {
+    this.stopClocks();
+    super._onClose();
   }
 
   /** Sends a reply; text that starts with an enhanced code is sent as is; counts errors. */
@@ -165,6 +260,7 @@ export class FerryConnection extends SMTPConnection {
   /** Ends the session; it stops counting against the limits at once, not when the client's FIN arrives. */
   override close(): void {
     if (!this._closing) this.policy.release(this);
+    this.stopClocks();
     super.close();
   }
 

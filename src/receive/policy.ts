@@ -1,8 +1,10 @@
 /**
- * Who may do what: trusted client ranges, relay permission, per-client connection counting.
+ * Who may do what: trusted client ranges, relay permission, per-client connection counting, which
+ * session slots a client may take, and the DATA deadline of a client that must keep a minimum rate.
  *
- * Inputs are a peer address from the socket (trusted as given by the kernel) and recipient addresses
- * (untrusted, already syntax-checked). Pure apart from the connection counter; never throws.
+ * Inputs are a peer address from the socket (trusted as given by the kernel), recipient addresses
+ * (untrusted, already syntax-checked) and counts kept by the door. Pure apart from the connection
+ * counter; never throws.
  */
 import { domainOf } from '../domain/address.js';
 import { inCidr } from '../domain/ip.js';
@@ -73,4 +75,42 @@ export class ClientCounter {
     else this.counts.set(ip, n);
     this.total = Math.max(0, this.total - 1);
   }
+}
+
+/** The connection limits a new session is checked against (the limits.* settings of the same names). */
+export interface SlotLimits {
+  connections: number;
+  reserved_local: number;
+  connections_per_client: number;
+}
+
+/** What the door knows about a new session, itself counted in total and perClient. */
+export interface SlotFacts {
+  total: number;
+  perClient: number;
+  /** Loopback or local_nets: may use the slots kept for local clients. */
+  trusted: boolean;
+  /** In limits.per_client_exempt. */
+  perClientExempt: boolean;
+}
+
+/**
+ * Why a new session must be refused: "full" (every slot it may use is taken; for a client that is not
+ * trusted, all but limits.reserved_local), "client" (its address has too many), or undefined to serve it.
+ */
+export function slotRefusal(f: SlotFacts, l: SlotLimits): 'full' | 'client' | undefined {
+  const usable = f.trusted ? l.connections : l.connections - l.reserved_local;
+  if (f.total > usable) return 'full';
+  if (f.perClient > l.connections_per_client && !f.perClientExempt) return 'client';
+  return undefined;
+}
+
+/**
+ * When a DATA phase that began at startMs must have ended, given the bytes received so far: the idle
+ * timeout, plus one second for every minRate bytes (Postfix's smtpd_min_data_rate). Milliseconds since
+ * the epoch; Infinity when minRate is 0 (no minimum).
+ */
+export function dataDeadline(startMs: number, bytes: number, idleTimeoutMs: number, minRate: number): number {
+  if (minRate <= 0) return Infinity;
+  return startMs + idleTimeoutMs + (bytes * 1000) / minRate;
 }

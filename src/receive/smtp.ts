@@ -3,7 +3,10 @@
  *
  * Everything a client sends is untrusted. Each reply carries an enhanced status code. "250" after DATA is
  * sent only once the message is durable in the spool. Storage trouble answers 452 4.3.1 (full) or
- * 451 4.3.0, content trouble the stage's own 5xx; the session goes on either way.
+ * 451 4.3.0, content trouble the stage's own 5xx; the session goes on either way. Clients that are not
+ * trusted may not take the session slots kept for local ones (421 4.7.0). Failed AUTH attempts are
+ * answered late and, past auth.max_failures, refused without a password check (454 4.7.0); every
+ * failure is logged as "authentication failed peer=[ADDRESS] user=NAME" for tools such as fail2ban.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -21,9 +24,10 @@ import { LineEndGuard } from '../scan/transforms.js';
 import { freeBytes } from '../spool/space.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { checkLogin, readUsers } from './auth.js';
-import { FerryConnection, FerryServer } from './connection.js';
+import { AuthGuard } from './auth-guard.js';
+import { FerryConnection, FerryServer, type ConnectionPolicy } from './connection.js';
 import { CLIENT_GONE, intake } from './intake.js';
-import { ClientCounter, inRanges, isLocalRecipient, isLoopback, mayRelay } from './policy.js';
+import { ClientCounter, inRanges, isLocalRecipient, isLoopback, mayRelay, slotRefusal } from './policy.js';
 import { checkLocalSender } from './senders.js';
 import { runStage, type Hooks, type SessionFacts } from './stages.js';
 
@@ -146,6 +150,9 @@ export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?
     throw err;
   }
   for (const e of skipped) deps.log.log('warn', `${e.message}; going on without it`);
+  if (plan.length && cfg.limits.reserved_local >= cfg.limits.connections) {
+    deps.log.log('warn', `limits.reserved_local (${cfg.limits.reserved_local}) is not below limits.connections (${cfg.limits.connections}): only loopback and local_nets clients will be served`);
+  }
   const streamServer = makeServer(cfg, handlers, false, true);
   return {
     servers,
@@ -200,6 +207,7 @@ type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'o
   trusted(ip: string): boolean;
   /** The session is sendmail -bs (a local program's stdin and stdout). */
   isLocal(session: SMTPServerSession): boolean;
+  limitReached: ConnectionPolicy['limitReached'];
 };
 
 /** Creates one FerryServer (SMTP or LMTP) with the shared handlers. */
@@ -240,6 +248,10 @@ function makeServer(cfg: Config, h: Handlers, lmtp: boolean, stdio = false): Fer
     hooks: h.hooks,
     facts: (conn: FerryConnection) => h.facts(conn.session),
     release: (conn: FerryConnection) => h.release(conn.session),
+    sessionTimeMs: cfg.limits.session_time * 1000,
+    minDataRate: cfg.limits.min_data_rate,
+    dataTimeoutMs: cfg.limits.idle_timeout * 1000,
+    limitReached: h.limitReached,
   });
   server.on('error', () => undefined); // per-connection socket errors; the session is gone either way
   return server;
@@ -255,6 +267,7 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
   for (const w of userFile?.warnings ?? []) deps.log.log('warn', w);
   const users = userFile?.users ?? null;
   const trusted = (ip: string): boolean => isLoopback(ip) || inRanges(ip, cfg.local_nets);
+  const guard = new AuthGuard({ maxFailures: cfg.auth.max_failures, windowMs: cfg.auth.failure_window * 1000 });
 
   const facts = (session: SMTPServerSession): SessionFacts => {
     let note = notes.get(session);
@@ -293,15 +306,18 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
     trusted,
     isLocal: (session) => localUsers.has(session.id),
     facts,
+    limitReached(conn, limit, bytes) {
+      const text = limit === 'session-time' ? 'session time limit reached' : 'data rate too low';
+      deps.log.log('warn', text, { session: conn.session.id, peer: conn.remoteAddress, bytes: limit === 'data-rate' ? bytes : undefined });
+    },
     onConnect(session, cb) {
       const ip = session.remoteAddress;
       const note = (facts(session), notes.get(session)!);
       note.counted = true;
       const perClient = counter.add(ip);
-      if (counter.total > cfg.limits.connections) return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections, try again later`));
-      if (perClient > cfg.limits.connections_per_client && !inRanges(ip, cfg.limits.per_client_exempt)) {
-        return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections from your address`));
-      }
+      const refusal = slotRefusal({ total: counter.total, perClient, trusted: trusted(ip), perClientExempt: inRanges(ip, cfg.limits.per_client_exempt) }, cfg.limits);
+      if (refusal === 'full') return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections, try again later`));
+      if (refusal === 'client') return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections from your address`));
       session.disabledCommands = disabledFor(cfg, session, users, localUsers.has(session.id));
       runStage(hooks.connect, facts(session), { stage: 'connect', verb: '', arg: '' }).then(verdictTo(cb));
     },
@@ -320,14 +336,23 @@ function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { na
       }
       const fail = (): void => cb(smtpError(535, '5.7.8', 'Authentication credentials invalid'));
       if (typeof auth.password !== 'string') return fail();
-      checkLogin(users, auth.username ?? '', auth.password).then(
-        (ok) => {
-          if (!ok) return fail();
-          deps.log.log('info', 'authenticated', { session: session.id, user: auth.username, peer: session.remoteAddress });
-          cb(null, { user: auth.username });
-        },
-        () => fail(),
-      );
+      const user = auth.username ?? '';
+      const peer = session.remoteAddress;
+      if (!guard.begin(peer, user).ok) return cb(smtpError(454, '4.7.0', 'Too many failed authentication attempts, try again later'));
+      const settle = (ok: boolean): void => {
+        const failure = guard.settle(peer, user, ok);
+        if (!failure) {
+          deps.log.log('info', 'authenticated', { session: session.id, user, peer });
+          return cb(null, { user });
+        }
+        // fixed text, the address in brackets before the client-supplied name: one line for fail2ban
+        deps.log.log('warn', 'authentication failed', { peer: `[${peer}]`, user, session: session.id });
+        for (const lock of failure.locks) {
+          deps.log.log('warn', 'authentication locked', { peer: `[${peer}]`, user, by: lock.by, until: new Date(lock.until).toISOString(), session: session.id });
+        }
+        setTimeout(fail, failure.delayMs).unref();
+      };
+      checkLogin(users, user, auth.password).then(settle, () => settle(false));
     },
     onMailFrom(address: SMTPServerAddress, session, cb) {
       const unknownMail = unknownParam(address, MAIL_PARAMS);

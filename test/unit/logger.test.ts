@@ -30,3 +30,12 @@ test('json: one object per line', () => {
   assert.equal(o.reason, 'bad\nline');
   assert.equal(o.size, 12);
 });
+
+test('text: C1 controls and Unicode line separators are escaped too', () => {
+  const c = capture('text');
+  c.log.log('warn', 'authentication failed', { peer: '[192.0.2.1]', user: 'bob\u2028x\u0085y\u009b1m\u2029z' });
+  const out = c.text();
+  assert.equal(out.split('\n').filter(Boolean).length, 1);
+  assert.doesNotMatch(out, /[\u0080-\u009f\u2028\u2029]/);
+  assert.match(out, / !! authentication failed peer=\[192\.0\.2\.1\] user=bob\\u2028x\\x85y\\x9b1m\\u2029z\n$/);
+});

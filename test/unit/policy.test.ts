@@ -1,8 +1,8 @@
-// Relay policy and address ranges.
+// Relay policy, address ranges, session slots and the DATA deadline.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { checkAddress } from '../../src/domain/address.js';
-import { ClientCounter, inRanges, isLocalRecipient, isLoopback, mayRelay } from '../../src/receive/policy.js';
+import { ClientCounter, dataDeadline, inRanges, isLocalRecipient, isLoopback, mayRelay, slotRefusal } from '../../src/receive/policy.js';
 
 test('address ranges, IPv4, IPv6 and mapped forms', () => {
   assert.ok(inRanges('192.168.1.7', ['192.168.1.0/24']));
@@ -55,4 +55,36 @@ test('international domains are kept in A-labels; only a UTF-8 local part needs 
   assert.deepEqual(ace, { ok: true, address: 'u@xn--bcher-kva.example', utf8: false });
   const local = checkAddress('jürgen@example.org');
   assert.deepEqual(local, { ok: true, address: 'jürgen@example.org', utf8: true });
+});
+
+test('session slots: clients that are not trusted leave limits.reserved_local free', () => {
+  const limits = { connections: 4, reserved_local: 2, connections_per_client: 20 };
+  const at = (total: number, trusted: boolean, perClient = 1, perClientExempt = false) => slotRefusal({ total, perClient, trusted, perClientExempt }, limits);
+  // total counts the new session itself
+  assert.equal(at(1, false), undefined);
+  assert.equal(at(2, false), undefined);
+  assert.equal(at(3, false), 'full');
+  assert.equal(at(3, true), undefined);
+  assert.equal(at(4, true), undefined);
+  assert.equal(at(5, true), 'full');
+  assert.equal(at(2, false, 21), 'client');
+  assert.equal(at(2, false, 21, true), undefined);
+  assert.equal(at(5, true, 21, true), 'full');
+  // a reservation as large as the whole limit serves trusted clients only
+  assert.equal(slotRefusal({ total: 1, perClient: 1, trusted: false, perClientExempt: false }, { ...limits, reserved_local: 4 }), 'full');
+  assert.equal(slotRefusal({ total: 1, perClient: 1, trusted: true, perClientExempt: false }, { ...limits, reserved_local: 4 }), undefined);
+  assert.equal(slotRefusal({ total: 4, perClient: 1, trusted: false, perClientExempt: false }, { ...limits, reserved_local: 0 }), undefined);
+});
+
+test('the DATA deadline starts at the idle timeout and grows by a second per min_data_rate bytes', () => {
+  const start = 1_000_000;
+  assert.equal(dataDeadline(start, 0, 300_000, 500), start + 300_000);
+  assert.equal(dataDeadline(start, 500, 300_000, 500), start + 301_000);
+  assert.equal(dataDeadline(start, 1_000_000, 300_000, 500), start + 2_300_000);
+  assert.equal(dataDeadline(start, 250, 3000, 1000), start + 3250);
+  assert.equal(dataDeadline(start, 10 ** 9, 3000, 0), Infinity, 'no minimum');
+  // a client that keeps the rate never reaches its deadline: at t seconds it has sent rate * t bytes
+  for (const t of [1, 10, 100, 10_000]) assert.ok(start + t * 1000 < dataDeadline(start, 500 * t, 300_000, 500));
+  // one that sends less falls behind once the head start of the idle timeout is used up
+  assert.ok(start + 700_000 > dataDeadline(start, 250 * 700, 300_000, 500));
 });

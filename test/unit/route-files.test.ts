@@ -44,7 +44,7 @@ test('every problem of every route file is reported with file, line and key', ()
     /^a\.yaml: permanent@2: must be true or false/,
     /^b\.yaml: rewrite\.frm@4: unknown map/,
     /^c\.yaml: connections@1: name the connections/,
-    /^c\.yaml: uncertain@2: must be retry or hold/,
+    /^c\.yaml: uncertain@2: must be retry, retry-any or hold/,
     /^name@-: route name a is used twice/,
   ]) {
     assert.ok(got.some((g) => want.test(g)), `${want} in ${JSON.stringify(got)}`);
