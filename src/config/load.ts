@@ -114,6 +114,7 @@ function queueSettings(d: Config['queue'], s: Settings['queue'] = {}, abs: (p?: 
     retry_max: sec(s.retry_max, d.retry_max),
     lifetime: sec(s.lifetime, d.lifetime),
     delay_warnings: [...new Set(warnings)].sort((a, b) => a - b),
+    route_hold_down: sec(s.route_hold_down, d.route_hold_down),
     local_notices: s.local_notices ?? d.local_notices,
     notice_mailbox: abs(s.notice_mailbox),
     notify_command: s.notify_command ?? d.notify_command,

@@ -174,6 +174,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'queue.retry_max', type: 'duration', min: 1, max: 7 * 86_400, doc: 'Longest wait between two attempts.' },
   { key: 'queue.lifetime', type: 'duration', min: 60, max: 365 * 86_400, doc: 'Time in the queue after which a recipient fails and the sender gets a failure notice.' },
   { key: 'queue.delay_warnings', type: 'duration[]', min: 60, max: 365 * 86_400, doc: 'Ages at which the sender gets a delay notice for recipients still waiting; [] sends none.' },
+  { key: 'queue.route_hold_down', type: 'duration', min: 1, max: 86_400, doc: 'How long a route whose server could not be reached stays down after the run that found it (cleared by a change of connection or a manual flush).' },
   { key: 'queue.local_notices', type: 'enum', values: ['unroutable', 'always'], doc: 'When notices are also delivered locally (notice_mailbox, notify_command): only when no route could carry them now, or always.' },
   { key: 'queue.notice_mailbox', type: 'string', doc: 'mbox file that gets a copy of every notice delivered locally. Relative paths are taken from the configuration directory.' },
   { key: 'queue.notify_command', type: 'string[]', doc: 'Command (argv, no shell) run for every notice delivered locally; ${summary}, ${subject}, ${sender}, ${id} are filled in, the subject line and then the summary are on stdin.' },

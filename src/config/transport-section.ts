@@ -59,6 +59,7 @@ const KEYS: Record<string, { types: string[]; check: Check }> = {
   connect_timeout: { types: SMTP, check: seconds },
   greeting_timeout: { types: SMTP, check: seconds },
   command_timeout: { types: SMTP, check: seconds },
+  progress_timeout: { types: SMTP, check: seconds },
   command: { types: ['pipe'], check: argv },
   per_recipient: { types: ['pipe'], check: bool },
   from_line: { types: ['pipe'], check: bool },

@@ -54,6 +54,7 @@ export interface Config {
     retry_max: number;
     lifetime: number;
     delay_warnings: number[];
+    route_hold_down: number;
     local_notices: 'unroutable' | 'always';
     notice_mailbox?: string;
     notify_command: string[];
@@ -70,7 +71,7 @@ export interface LocalSenders {
 export type Settings = Omit<Partial<Config>, 'dir' | 'file' | 'fromFile' | 'limits' | 'smtp' | 'tls' | 'auth' | 'online' | 'queue' | 'submission'> & {
   online?: Partial<Config['online']>;
   /** Durations as written: "5m", "4h", or whole seconds. */
-  queue?: Partial<Record<'retry_min' | 'retry_max' | 'lifetime', string | number>> & {
+  queue?: Partial<Record<'retry_min' | 'retry_max' | 'lifetime' | 'route_hold_down', string | number>> & {
     delay_warnings?: (string | number)[];
     local_notices?: Config['queue']['local_notices'];
     notice_mailbox?: string;
@@ -114,7 +115,7 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     submission: { local_senders: [] },
     online: { command: [], rules: [], probe_timeout: 2000 },
     // Postfix's defaults: 5 minutes doubling to 4 hours, 5 days in all, one delay warning at 4 hours
-    queue: { retry_min: 300, retry_max: 14_400, lifetime: 432_000, delay_warnings: [14_400], local_notices: 'unroutable', notify_command: [] },
+    queue: { retry_min: 300, retry_max: 14_400, lifetime: 432_000, delay_warnings: [14_400], route_hold_down: 60, local_notices: 'unroutable', notify_command: [] },
   };
 }
 

@@ -19,15 +19,23 @@ import { isFerryError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { onlineView, stateChange, type OnlineView } from '../online/state.js';
 import { watchNetwork, type NetWatch } from '../online/watch.js';
+import type { RunSummary } from '../domain/online.js';
 import { flushQueue } from '../queue/flush.js';
+import { healthOf } from '../queue/health.js';
+import { RunSignal } from '../queue/runner.js';
 
 const EVERY_MS = 60_000;
 const SOON_MS = 500;
+/** How long the state file must be left alone before it is read after a change. */
+const STATE_FILE_SETTLE_MS = 50;
 
 /** A running scheduler. */
 export interface AutoRun {
-  /** Asks for a run shortly (new mail, a kick). */
+  /** Asks for a run shortly (new mail, a kick, a released message). */
   soon(): void;
+  /** A run a person asked for (ferrymail flush through the control socket): after the run under way,
+   * which is retargeted first when the connection asked for is another. */
+  manual(connection?: string, route?: string): Promise<RunSummary>;
   /** The online state last computed (null before the first). */
   state(): OnlineState | null;
   /** The view the runs ask (the control socket's manual runs use it too). */
@@ -39,6 +47,8 @@ export interface AutoRun {
 export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = onlineView(cfg.online)): AutoRun {
   let timer: NodeJS.Timeout | null = null;
   let running: Promise<void> | null = null;
+  /** The run under way, to be told when the connection changes. */
+  let signal: RunSignal | null = null;
   let again = false;
   let forceNext = false;
   let stopped = false;
@@ -51,6 +61,28 @@ export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = online
     timer = setTimeout(run, ms);
     timer.unref();
   };
+  /** Runs one queue run after the one under way; the next automatic run is scheduled after it. */
+  const serial = <T>(go: (sig: RunSignal) => Promise<T>): Promise<T> => {
+    const after = (running ?? Promise.resolve()).then(() => {
+      const sig = new RunSignal();
+      signal = sig;
+      return go(sig).finally(() => {
+        if (signal === sig) signal = null;
+      });
+    });
+    const done = after.then(
+      () => undefined,
+      () => undefined,
+    );
+    running = done;
+    void done.finally(() => {
+      if (running !== done) return;
+      running = null;
+      schedule(again ? (forceNext ? 0 : SOON_MS) : EVERY_MS);
+      again = false;
+    });
+    return after;
+  };
   const run = (): void => {
     timer = null;
     if (running) {
@@ -60,7 +92,7 @@ export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = online
     const force = forceNext;
     forceNext = false;
     const seen = states.count();
-    running = flushQueue(cfg, log, { force, online: () => view.state() })
+    void serial((sig) => flushQueue(cfg, log, { force, manual: false, signal: sig, online: () => view.state() }))
       .then((r) => {
         skipped = false;
         if (r.failed) again = true; // failure notices were queued: send them soon too
@@ -74,17 +106,17 @@ export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = online
         if (!isFerryError(err, 'locked')) log.log('error', 'queue run failed', { error: (err as Error).message });
         else if (!skipped) log.log('info', `queue run skipped: ${(err as Error).message}`);
         skipped = isFerryError(err, 'locked');
-      })
-      .finally(() => {
-        running = null;
-        schedule(again ? SOON_MS : EVERY_MS);
-        again = false;
       });
   };
   const check = serialCheck(view, (s) => {
     if (states.note(s) && !stopped) {
+      // a new connection: routes that went down on the old one may work, and a run under way stops
+      // what the new one cannot carry; the next run starts the moment it ends
+      healthOf(cfg.spool).clear();
+      signal?.retarget(s);
       forceNext = true;
-      schedule(0);
+      if (running) again = true;
+      else schedule(0);
     }
   });
   const fileWatch = watchStateFile(cfg.online.state_file, check);
@@ -92,7 +124,11 @@ export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = online
   check();
   schedule(SOON_MS);
   return {
-    soon: () => schedule(SOON_MS),
+    soon: () => (running ? (again = true) : schedule(SOON_MS)),
+    manual: (connection, route) => {
+      if (connection && signal && connection !== states.last()?.connection) signal.retarget({ online: true, connection, why: 'forced' });
+      return serial((sig) => flushQueue(cfg, log, { connection, route, manual: true, signal: sig, online: () => view.state() }));
+    },
     state: () => states.last(),
     view,
     stop: async () => {
@@ -100,6 +136,7 @@ export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = online
       if (timer) clearTimeout(timer);
       fileWatch?.close();
       netWatch?.stop();
+      signal?.retarget({ online: false, why: 'the daemon is stopping' });
       await running;
     },
   };
@@ -168,12 +205,23 @@ function startNetWatch(view: OnlineView, check: () => void, log: Logger): NetWat
   );
 }
 
-/** Watches the online state file's directory for changes to it (it may be replaced, not written). */
+/**
+ * Watches the online state file's directory for changes to it (it may be replaced, not written). A
+ * change is read once the writer is done: `echo home > FILE` truncates and then writes, and reading in
+ * between would see a moment of "offline" that never was.
+ */
 function watchStateFile(file: string | undefined, onChange: () => void): fs.FSWatcher | null {
   if (!file) return null;
+  let settle: NodeJS.Timeout | null = null;
   try {
     const w = fs.watch(path.dirname(file), { persistent: false }, (_e, name) => {
-      if (name === path.basename(file)) onChange();
+      if (name !== path.basename(file)) return;
+      if (settle) clearTimeout(settle);
+      settle = setTimeout(() => {
+        settle = null;
+        onChange();
+      }, STATE_FILE_SETTLE_MS);
+      settle.unref();
     });
     w.on('error', () => undefined);
     return w;

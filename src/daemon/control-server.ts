@@ -16,6 +16,8 @@ export interface ControlDeps {
   store: Store;
   status(): Promise<DaemonStatus>;
   onKick(id: string): void;
+  /** Asks for a queue run soon (a message was released). */
+  runSoon(): void;
   /** One queue run; resolves with what it did. */
   flush(connection?: string, route?: string): Promise<FlushReport>;
 }
@@ -30,9 +32,13 @@ async function answer(deps: ControlDeps, req: ControlRequest): Promise<ControlRe
       return { ok: true };
     case 'rm':
     case 'hold':
-    case 'release':
+    case 'release': {
       if (!Array.isArray(req.ids)) return { ok: false, error: 'ids must be a list' };
-      return { ok: true, results: await applyChange(deps.store, req.cmd, req.ids.map(String)) };
+      const results = await applyChange(deps.store, req.cmd, req.ids.map(String));
+      // a released message is tried now, not at the next minute's run
+      if (req.cmd === 'release' && results.some((r) => r.ok)) deps.runSoon();
+      return { ok: true, results };
+    }
     case 'flush': {
       const report = await deps.flush(typeof req.connection === 'string' ? req.connection : undefined, typeof req.route === 'string' ? req.route : undefined);
       return { ok: true, report };

@@ -82,7 +82,8 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
         kicked(store, log, id);
         auto?.soon();
       },
-      flush: (connection, route) => flushQueue(cfg, log, { connection, route, online: () => view.state() }),
+      runSoon: () => auto?.soon(),
+      flush: (connection, route) => (auto ? auto.manual(connection, route) : flushQueue(cfg, log, { connection, route, online: () => view.state() })),
     });
     await recover(store, log);
     door = await startSmtpDoor(cfg, {

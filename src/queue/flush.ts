@@ -18,15 +18,31 @@ import { openStore } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { openJournal } from '../spool/inflight.js';
 import { ensureReserve, freeBytes } from '../spool/space.js';
-import { localNoticeDelivery } from './local-notice.js';
+import type { RouteDown } from '../transport/types.js';
+import { healthOf } from './health.js';
+import { localNoticeDelivery, runNotifyCommand } from './local-notice.js';
 import { settleInflight, writePending } from './recover.js';
 import type { RetryPolicy } from './retry.js';
-import { runQueue } from './runner.js';
+import { runQueue, type RunSignal } from './runner.js';
 import { enqueueNotice, messageFor, transportFor } from './wiring.js';
 
 /** The online state now, as the configuration says to find it. */
 export async function onlineState(cfg: Config, connection?: string): Promise<OnlineState> {
   return onlineView(cfg.online).state(connection);
+}
+
+/**
+ * Says that a route went down: a log line, and for a refused login (which no retry will mend) also the
+ * notify command, once, since the user has to act.
+ */
+function routeDown(cfg: Config, log: Logger, route: string, down: RouteDown): void {
+  const until = down.auth ? 'until its settings change or a manual flush' : `for ${cfg.queue.route_hold_down} s, or until the connection changes`;
+  log.log('warn', `route ${route} is down ${until}: delivery temporarily suspended`, { reason: down.reason });
+  if (!down.auth || !cfg.queue.notify_command.length) return;
+  const summary = `route ${route}: ${down.reason}`;
+  runNotifyCommand(cfg.queue.notify_command, { sender: '', recipient: '', text: summary, kind: 'delayed', id: route, subject: `ferrymail: the login to route ${route} was refused`, summary }).catch((err: Error) =>
+    log.log('warn', 'notify_command failed', { error: err.message }),
+  );
 }
 
 /** The retry policy of the queue settings. */
@@ -44,6 +60,10 @@ export interface FlushOptions {
   route?: string;
   /** The online state when no connection is given (default: asked of the configured sources). */
   online?: () => Promise<OnlineState>;
+  /** A person asked for this run (default: force): routes that are down are tried again. */
+  manual?: boolean;
+  /** Tells the run when the connection changes under it (the daemon's scheduler). */
+  signal?: RunSignal;
 }
 
 /**
@@ -53,6 +73,7 @@ export interface FlushOptions {
  */
 export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = {}): Promise<RunSummary> {
   const { connection, force = true, route, online } = opts;
+  const manual = opts.manual ?? force;
   const routes = loadRoutes(cfg.dir);
   if (route !== undefined && !routes.some((r) => r.name === route)) {
     throw new FerryError('usage', `no route named ${JSON.stringify(route)} (routes: ${routes.map((r) => r.name).join(', ') || 'none'})`);
@@ -78,6 +99,8 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
     if (settled) await journal.clear();
     const floor = cfg.limits.spool_minfree / 4;
     ensureReserve(store.layout, floor);
+    const health = healthOf(cfg.spool);
+    if (manual) health.clear(true); // a person asks for a new try, of every route
     const state = connection || !online ? await onlineState(cfg, connection) : await online();
     const report = await runQueue({
       store,
@@ -95,6 +118,10 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
       onlyRoute: route,
       journal,
       roomToDeliver: () => freeBytes(cfg.spool) >= floor,
+      health,
+      holdDownMs: cfg.queue.route_hold_down * 1000,
+      onRouteDown: (r, down) => routeDown(cfg, log, r.name, down),
+      signal: opts.signal,
     }).finally(() => journal.close());
     const serves = route === undefined || candidates(routes, state).some((r) => r.name === route);
     const note = serves ? undefined : `route ${route} is not used ${state.online ? `on connection ${state.connection}` : 'offline'} (give --connection): nothing was tried`;

@@ -142,7 +142,7 @@ function smtpFrom(route: Route, t: Record<string, unknown>, hostname: string, re
     ...tlsSettings(t),
     auth: typeof t.user === 'string' && secret ? { user: t.user, secret, method: t.auth_method as AuthMethod | undefined } : undefined,
     connections: typeof t.connections === 'number' ? t.connections : undefined,
-    timeouts: { connect: ms(t.connect_timeout), greeting: ms(t.greeting_timeout), command: ms(t.command_timeout) },
+    timeouts: { connect: ms(t.connect_timeout), greeting: ms(t.greeting_timeout), command: ms(t.command_timeout), progress: ms(t.progress_timeout) },
     resolver,
   });
 }
