@@ -21,7 +21,8 @@ import { layoutOf } from '../spool/layout.js';
 import { openStore } from '../spool/store.js';
 import { VERSION } from '../version.js';
 import { fail } from './sendmail-main.js';
-import { entryJson, formatList, formatMailq, formatShow } from './queue-view.js';
+import { entryJson, formatList, formatMailq, formatShow, safe } from './queue-view.js';
+import { waitFacts, waitNotes } from './queue-why.js';
 import { changeIds } from './queue-ops.js';
 
 type Opts = { configDir?: string; json?: boolean; logFormat?: 'text' | 'json' };
@@ -166,6 +167,8 @@ async function status(cmd: Command): Promise<number> {
     out(`listen: ${s.listening.join(' ')}\nspool:  ${s.spool}\nqueue:  ${s.queued} queued, ${s.held} held\n`);
     const { describeState } = await import('../online/state.js');
     out(`online: ${s.online ? describeState(s.online) : 'not yet known'}\n`);
+    for (const f of s.inFlight ?? []) out(`in flight: ${f.id} by route ${f.route} since ${f.since}, ${f.bytes} bytes sent, to ${f.recipients.map((r) => `<${safe(r)}>`).join(' ')}\n`);
+    for (const d of s.routesDown ?? []) out(`route down: ${d.route} since ${d.since} ${d.until ? `until ${d.until}` : 'until its settings change or a manual flush'}: ${safe(d.reason)}\n`);
   }
   return EX.OK;
 }
@@ -235,20 +238,26 @@ function configGet(cmd: Command, key: string): number {
 
 /** ferrymail queue list. */
 async function queueList(cmd: Command, o: Opts & { mailq?: boolean }): Promise<number> {
-  const { entries, corrupt } = await openStore(config(cmd).spool).list();
+  const cfg = config(cmd);
+  const store = openStore(cfg.spool);
+  const { entries, corrupt } = await store.list();
   for (const c of corrupt) process.stderr.write(`ferrymail: corrupt envelope ${c.id} moved to corrupt/: ${c.reason}\n`);
-  if (o.json) out(JSON.stringify(entries.map((e) => entryJson(e.envelope, e.place)), null, 1) + '\n');
-  else out(o.mailq ? formatMailq(entries) : formatList(entries));
+  const notes = entries.length ? await waitNotes(entries, await waitFacts(cfg), store) : new Map<string, string>();
+  const now = Date.now();
+  if (o.json) out(JSON.stringify(entries.map((e) => entryJson(e.envelope, e.place, now, notes)), null, 1) + '\n');
+  else out(o.mailq ? formatMailq(entries, notes) : formatList(entries, now, notes));
   return EX.OK;
 }
 
 /** ferrymail queue show ID. */
 async function queueShow(cmd: Command, id: string, o: Opts): Promise<number> {
-  const store = openStore(config(cmd).spool);
+  const cfg = config(cmd);
+  const store = openStore(cfg.spool);
   const entry = await store.get(id);
   const head = await store.readHead(id);
-  if (o.json) out(JSON.stringify({ ...entryJson(entry.envelope, entry.place), header: head }, null, 1) + '\n');
-  else out(formatShow(entry, head));
+  const notes = await waitNotes([entry], await waitFacts(cfg), store);
+  if (o.json) out(JSON.stringify({ ...entryJson(entry.envelope, entry.place, Date.now(), notes), header: head }, null, 1) + '\n');
+  else out(formatShow(entry, head, Date.now(), notes));
   return EX.OK;
 }
 

@@ -8,6 +8,15 @@
 import type { Envelope, Recipient } from '../domain/envelope.js';
 import type { Entry } from '../spool/store.js';
 
+/** Notes on why recipients wait, keyed by "ID ADDRESS" (queue-why.ts); empty when none was gathered. */
+type Notes = ReadonlyMap<string, string>;
+const NONE: Notes = new Map();
+
+/** The note of one recipient. */
+function noteOf(notes: Notes, id: string, r: Recipient): string | undefined {
+  return notes.get(`${id} ${r.address}`);
+}
+
 /** Escapes control characters in text shown on a terminal. */
 /** Replaces control characters, so that text from the spool cannot drive the terminal. */
 export function safe(s: string): string {
@@ -39,7 +48,7 @@ function nextOf(r: Recipient, now: number): string | undefined {
 }
 
 /** The classic mailq listing (Postfix's shape): id, size, arrival, sender, then recipients. */
-export function formatMailq(entries: Entry[]): string {
+export function formatMailq(entries: Entry[], notes: Notes = NONE): string {
   if (entries.length === 0) return 'Mail queue is empty\n';
   const lines = ['-Queue ID-        --Size-- ----Arrival Time---- -Sender/Recipient-------'];
   let bytes = 0;
@@ -49,9 +58,12 @@ export function formatMailq(entries: Entry[]): string {
     const arrival = `${d[0]} ${d[1]} ${d[2]} ${d[4]}`;
     const id = e.id + (place === 'hold' ? '!' : ' ');
     lines.push(`${id} ${String(e.size).padStart(8)} ${arrival}  ${safe(e.sender || 'MAILER-DAEMON')}`);
+    let said: string | undefined;
     for (const r of e.recipients.filter((x) => x.state !== 'delivered' && x.state !== 'failed')) {
-      const why = reasonOf(r, e.id);
-      if (why && (r.lastError || r.state === 'uncertain')) lines.push(`${' '.repeat(47)}(${safe(why)})`);
+      const why = noteOf(notes, e.id, r) ?? reasonOf(r, e.id);
+      // as Postfix: a reason once, above the recipients it holds for
+      if (why && why !== said) lines.push(`${' '.repeat(47)}(${safe(why)})`);
+      said = why;
       lines.push(`${' '.repeat(47)}${safe(r.address)}`);
     }
     lines.push('');
@@ -62,7 +74,7 @@ export function formatMailq(entries: Entry[]): string {
 }
 
 /** ferrymail's listing: one block per message, one line per recipient with its state. */
-export function formatList(entries: Entry[], now = Date.now()): string {
+export function formatList(entries: Entry[], now = Date.now(), notes: Notes = NONE): string {
   if (entries.length === 0) return 'queue is empty\n';
   const out: string[] = [];
   for (const { envelope: e, place } of entries) {
@@ -70,7 +82,8 @@ export function formatList(entries: Entry[], now = Date.now()): string {
     for (const r of e.recipients) {
       const next = nextOf(r, now);
       const why = reasonOf(r, e.id);
-      const parts = [`attempts ${r.attempts}`, r.route ? `route ${safe(r.route)}` : '', next ? `next ${next}` : '', why ? `${r.state === 'uncertain' || !r.lastError ? '' : 'last error: '}${safe(why)}` : ''];
+      const note = noteOf(notes, e.id, r);
+      const parts = [`attempts ${r.attempts}`, r.route ? `route ${safe(r.route)}` : '', next ? `next ${next}` : '', note ? `now: ${safe(note)}` : '', why ? `${r.state === 'uncertain' || !r.lastError ? '' : 'last error: '}${safe(why)}` : ''];
       out.push(`  ${r.state.padEnd(9)} <${safe(r.address)}>  ${parts.filter(Boolean).join('  ')}`);
     }
   }
@@ -78,7 +91,7 @@ export function formatList(entries: Entry[], now = Date.now()): string {
 }
 
 /** The JSON shape of one queue entry for scripts. */
-export function entryJson(e: Envelope, place: string, now = Date.now()): Record<string, unknown> {
+export function entryJson(e: Envelope, place: string, now = Date.now(), notes: Notes = NONE): Record<string, unknown> {
   return {
     id: e.id,
     place,
@@ -104,6 +117,7 @@ export function entryJson(e: Envelope, place: string, now = Date.now()): Record<
       last_error: r.lastError ?? null,
       route: r.route ?? null,
       reason: reasonOf(r, e.id) ?? null,
+      now: noteOf(notes, e.id, r) ?? null,
       delay_warnings_sent: r.warned ?? [],
       uncertain_count: r.uncertain ?? 0,
     })),
@@ -111,14 +125,14 @@ export function entryJson(e: Envelope, place: string, now = Date.now()): Record<
 }
 
 /** The detail view of one message: envelope facts, then the header section. */
-export function formatShow(entry: Entry, headerText: string, now = Date.now()): string {
+export function formatShow(entry: Entry, headerText: string, now = Date.now(), notes: Notes = NONE): string {
   const e = entry.envelope;
   const lines = [
     `id:         ${e.id}${entry.place === 'hold' ? '  (held)' : ''}`,
     `arrival:    ${e.arrival} (${age(e.arrival)} ago)`,
     `size:       ${e.size}`,
     `sender:     <${safe(e.sender)}>`,
-    `origin:     ${e.origin.door}${e.origin.peer ? ` [${e.origin.peer}]` : ''}${e.origin.helo ? ` helo=${safe(e.origin.helo)}` : ''}${e.origin.user ? ` user=${safe(e.origin.user)}` : ''}`,
+    `origin:     ${e.origin.door}${e.origin.peer ? ` [${e.origin.peer}]` : ''}${e.origin.helo ? ` helo=${safe(e.origin.helo)}` : ''}${e.origin.user ? ` user=${safe(e.origin.user)}` : ''}${e.origin.uid !== undefined ? ` uid=${e.origin.uid}` : ''}`,
     `protocol:   ${e.protocol}${e.body ? ` body=${e.body}` : ''}${e.smtputf8 ? ' SMTPUTF8' : ''}`,
   ];
   if (e.ret || e.envid) lines.push(`dsn:        ${e.ret ? `ret=${e.ret}` : ''}${e.envid ? ` envid=${safe(e.envid)}` : ''}`.trimEnd());
@@ -127,6 +141,8 @@ export function formatShow(entry: Entry, headerText: string, now = Date.now()): 
     lines.push(`  <${safe(r.address)}> ${r.state} attempts=${r.attempts}${r.notify ? ` notify=${r.notify.join(',')}` : ''}${r.route ? ` route=${safe(r.route)}` : ''}`);
     const next = nextOf(r, now);
     const why = reasonOf(r, e.id);
+    const note = noteOf(notes, e.id, r);
+    if (note) lines.push(`    now: ${safe(note)}`);
     if (why) lines.push(`    ${r.state === 'uncertain' || !r.lastError ? 'state' : 'last error'}: ${safe(why)}`);
     if (r.lastAttempt) lines.push(`    last attempt: ${r.lastAttempt}`);
     if (next) lines.push(`    next attempt: ${next}`);

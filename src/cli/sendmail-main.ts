@@ -64,8 +64,12 @@ async function run(req: SendmailRequest, cfg: Config): Promise<number> {
       return EX.OK;
     }
     case 'list': {
-      const { entries } = await openStore(cfg.spool).list();
-      process.stdout.write(formatMailq(entries));
+      const store = openStore(cfg.spool);
+      const { entries } = await store.list();
+      // why mail waits costs a look at the daemon and the routes: only when something waits
+      const { waitFacts, waitNotes } = await import('./queue-why.js');
+      const notes = entries.length ? await waitNotes(entries, await waitFacts(cfg), store) : undefined;
+      process.stdout.write(formatMailq(entries, notes));
       return EX.OK;
     }
     case 'remove':

@@ -34,6 +34,28 @@ export interface DaemonStatus {
   held: number;
   /** The online state the daemon last computed, with its reason (absent before the first). */
   online?: OnlineState;
+  /** Deliveries under way. */
+  inFlight?: FlightView[];
+  /** Routes that are down. */
+  routesDown?: DownView[];
+}
+
+/** A delivery under way: which message, by which route, since when, how much of it went. */
+export interface FlightView {
+  id: string;
+  route: string;
+  recipients: string[];
+  since: string;
+  bytes: number;
+}
+
+/** A route that is down, why, and until when (null: until its settings change or a manual flush). */
+export interface DownView {
+  route: string;
+  reason: string;
+  auth: boolean;
+  since: string;
+  until: string | null;
 }
 
 /** An answer from the daemon. */

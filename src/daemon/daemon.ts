@@ -25,7 +25,9 @@ import { tryLockHolder, type Lock } from '../spool/lock.js';
 import { openStore, type Store } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
+import { inFlight } from '../queue/deliver.js';
 import { flushQueue } from '../queue/flush.js';
+import { healthOf } from '../queue/health.js';
 import { onlineView } from '../online/state.js';
 import { startAutoRun, type AutoRun } from './auto-run.js';
 import { startControl } from './control-server.js';
@@ -181,6 +183,10 @@ async function status(cfg: Config, store: Store, started: string, door: SmtpDoor
     queued: count(store.layout.dir('queue')),
     held: count(store.layout.dir('hold')),
     online: auto?.state() ?? undefined,
+    inFlight: inFlight(cfg.spool),
+    routesDown: healthOf(cfg.spool)
+      .list(Date.now())
+      .map((d) => ({ route: d.route, reason: d.reason, auth: d.auth, since: new Date(d.since).toISOString(), until: d.until === Infinity ? null : new Date(d.until).toISOString() })),
   };
 }
 

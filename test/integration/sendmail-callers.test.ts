@@ -216,7 +216,7 @@ for (const withDaemon of [false, true]) {
       for (const r of [viaName, viaFlag]) {
         assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, /^-Queue ID- +--Size-- +----Arrival Time---- +-Sender\/Recipient-+\n/);
-        assert.match(r.stdout, new RegExp(`^${s.id} +${s.e.size} \\w{3} \\w{3} +\\d+ \\d\\d:\\d\\d:\\d\\d +listed@example\\.com\\n +seen@example\\.org$`, 'm'));
+        assert.match(r.stdout, new RegExp(`^${s.id} +${s.e.size} \\w{3} \\w{3} +\\d+ \\d\\d:\\d\\d:\\d\\d +listed@example\\.com\\n +\\(no route files .*\\)\\n +seen@example\\.org$`, 'm'));
         assert.match(r.stdout, new RegExp(`^-- \\d+ Kbytes in ${entries.length} Requests?\\.\\n$`, 'm'));
         assert.equal(r.stdout, viaAdmin.stdout);
       }
