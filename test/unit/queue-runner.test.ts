@@ -7,7 +7,8 @@ import { newRecipient, type Envelope } from '../../src/domain/envelope.js';
 import type { Outcome } from '../../src/domain/outcome.js';
 import { nullLogger, type Logger } from '../../src/log/logger.js';
 import { DEFAULT_RETRY } from '../../src/queue/retry.js';
-import { runQueue, type RunnerDeps } from '../../src/queue/runner.js';
+import { RouteHealth } from '../../src/queue/health.js';
+import { runQueue, RunSignal, type RunnerDeps } from '../../src/queue/runner.js';
 import type { Route } from '../../src/route/types.js';
 import { openStore } from '../../src/spool/store.js';
 import { openSpoolWriter } from '../../src/spool/writer.js';
@@ -492,4 +493,132 @@ test('of an address listed twice, a copy already delivered wins; a failure whose
   const rep = await runQueue(full.d);
   assert.deepEqual(kinds, ['failed']);
   assert.deepEqual([rep.failed, rep.deferred], [0, 1]);
+});
+
+/** Several messages, one recipient each. */
+async function spoolMany(n: number): Promise<{ root: string; ids: string[] }> {
+  const root = tempDir();
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const w = await openSpoolWriter(root).begin();
+    w.stream.end('Subject: t\r\n\r\nbody\r\n');
+    ids.push((await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'me@laptop.local', recipients: [newRecipient(`r${i}@x.org`)], origin: { door: 'sendmail' }, protocol: 'local' })).id);
+  }
+  return { root, ids };
+}
+
+test('a route whose server cannot be reached is tried once: the rest of its mail is deferred at once or falls through', async () => {
+  const { root, ids } = await spoolMany(30);
+  let tries = 0;
+  const { d } = deps(root, [route('dead'), route('backup')], (r) => (r === 'backup' ? 'ok' : 'tempfail'));
+  d.transportFor = (r) => ({
+    deliver: async (req) => {
+      if (r.name === 'backup') return { relay: 'b', results: req.recipients.map((x) => ({ address: x.address, outcome: 'ok', reply: '250 2.0.0 ok' })) };
+      tries++;
+      return { relay: 'dead:25', down: { reason: '451 4.4.1 cannot connect to dead:25: ECONNREFUSED' }, results: req.recipients.map((x) => ({ address: x.address, outcome: 'tempfail', reply: '451 4.4.1 cannot connect to dead:25: ECONNREFUSED' })) };
+    },
+  });
+  const downs: string[] = [];
+  d.health = new RouteHealth();
+  d.onRouteDown = (r) => downs.push(r.name);
+  const rep = await runQueue(d);
+  assert.ok(tries <= 8, `${tries} attempts: at most the messages already under way when it went down`);
+  assert.equal(rep.delivered, 30, 'all fell through to the backup');
+  assert.deepEqual(downs, ['dead'], 'said once');
+  for (const id of ids) assert.equal(await envelope(root, id), null);
+  // without a backup: deferred at once with the route's reason, no attempt counted
+  const more = await spoolMany(5);
+  const again = deps(more.root, [route('dead')], () => 'tempfail');
+  again.d.health = d.health;
+  let tried = 0;
+  again.d.transportFor = () => ({ deliver: async (req) => ((tried++), { relay: 'x', results: req.recipients.map((x) => ({ address: x.address, outcome: 'ok', reply: '250 ok' })) }) });
+  await runQueue(again.d);
+  assert.equal(tried, 0, 'a route that is down is not tried during its hold-down');
+  const e = await envelope(more.root, more.ids[0]!);
+  assert.equal(e!.recipients[0]!.attempts, 0);
+  assert.match(e!.recipients[0]!.lastError!, /^451 4\.4\.1 route dead is down since .*delivery temporarily suspended: cannot connect to dead:25/);
+});
+
+test('a refused login keeps the route down until its settings change', async () => {
+  const h = new RouteHealth();
+  const r = route('isp', { transport: { host: 'a' } });
+  assert.equal(h.mark(r, { reason: '454 4.7.0 AUTH PLAIN failed: 535 bad', auth: true }, 0, 1000), true);
+  assert.ok(h.check(r, 10 ** 9), 'still down long after any hold-down');
+  h.clear();
+  assert.ok(h.check(r, 10 ** 9), 'a change of connection does not clear a refused login');
+  assert.equal(h.check(route('isp', { transport: { host: 'b' } }), 10 ** 9), null, 'changed settings clear it');
+  h.mark(r, { reason: 'x' }, 0, 1000);
+  assert.ok(h.check(r, 500));
+  assert.equal(h.check(r, 1000), null, 'an unreachable server is tried again after the hold-down');
+});
+
+test('retargeted to another connection, a run starts no further message and cuts the routes it cannot use', async () => {
+  const { root } = await spoolMany(20);
+  const signal = new RunSignal();
+  let aborted = '';
+  let started = 0;
+  const { d } = deps(root, [route('home'), route('office', { connections: ['office'] })], () => 'ok');
+  d.parallel = 2;
+  d.signal = signal;
+  d.transportFor = () => ({
+    deliver: (req) =>
+      new Promise((resolve) => {
+        started++;
+        if (started === 2) signal.retarget({ online: true, connection: 'office', why: 'test' });
+        setTimeout(() => resolve({ relay: 'h', results: req.recipients.map((x) => ({ address: x.address, outcome: aborted ? 'tempfail' : 'ok', reply: aborted ? '451 4.4.2 cut' : '250 ok' })) }), 20);
+      }),
+    abort: (why) => (aborted = why),
+  });
+  const rep = await runQueue(d);
+  assert.match(aborted, /the connection changed to office/);
+  assert.ok(rep.messages <= 3, `${rep.messages} messages started`);
+});
+
+test('an uncertain recipient is retried only by the route that left it uncertain, unless it says retry-any', async () => {
+  const { root, id } = await spoolWith(['a@x.org']);
+  const store = openStore(root);
+  const e = (await store.get(id)).envelope;
+  Object.assign(e.recipients[0]!, { state: 'deferred', uncertain: 1, route: 'home', attempts: 1 });
+  await store.update(e, 'queue');
+  // on the office connection the home route is not used: the recipient waits for it
+  const office = deps(root, [route('home'), route('office', { connections: ['office'] })], () => 'ok');
+  office.d.online = async () => ({ online: true, connection: 'office' });
+  await runQueue({ ...office.d, force: true });
+  assert.deepEqual(office.calls, []);
+  assert.match((await envelope(root, id))!.recipients[0]!.lastError!, /waits for route home, which left its last delivery uncertain/);
+  const anyRoute = deps(root, [route('home', { uncertain: 'retry-any' }), route('office', { connections: ['office'] })], () => 'ok');
+  anyRoute.d.online = async () => ({ online: true, connection: 'office' });
+  await runQueue({ ...anyRoute.d, force: true });
+  assert.deepEqual(anyRoute.calls.map((c) => c.route), ['office']);
+});
+
+test('connect_error_fail makes a connection failure final with a 5xx reply', async () => {
+  const { root, id } = await spoolWith(['a@lan.example', 'b@lan.example']);
+  const { d } = deps(root, [route('lan', { connectErrorFail: true })], () => 'tempfail');
+  const notices: string[] = [];
+  d.enqueueNotice = async (n) => void notices.push(n.summary);
+  await runQueue(d);
+  assert.equal(await envelope(root, id), null, 'both failed: the message left');
+  assert.match(notices.join('\n'), /554 5\.4\.1 from lan \(connect_error_fail\)/);
+});
+
+test('a manual run that fails does not push the automatic schedule back', async () => {
+  const { root, id } = await spoolWith(['a@x.org']);
+  const t0 = Date.parse('2026-12-05T10:00:00Z');
+  const auto = deps(root, [route('r')], () => 'tempfail', { now: t0 });
+  await runQueue({ ...auto.d, force: false });
+  const first = (await envelope(root, id))!.recipients[0]!;
+  assert.equal(first.nextAttempt, new Date(t0 + 300_000).toISOString());
+  for (let i = 1; i <= 3; i++) {
+    const manual = deps(root, [route('r')], () => 'tempfail', { now: t0 + i * 10_000 });
+    await runQueue({ ...manual.d, force: true });
+  }
+  const after = (await envelope(root, id))!.recipients[0]!;
+  assert.equal(after.attempts, 4, 'every attempt is counted');
+  assert.equal(after.manual, 3);
+  assert.equal(after.nextAttempt, first.nextAttempt, 'the automatic attempt stays where it was');
+  const next = deps(root, [route('r')], () => 'tempfail', { now: t0 + 300_000 });
+  await runQueue({ ...next.d, force: false });
+  const later = (await envelope(root, id))!.recipients[0]!;
+  assert.equal(later.nextAttempt, new Date(t0 + 300_000 + 600_000).toISOString(), 'the second automatic attempt doubles once, not four times');
 });
