@@ -6,8 +6,6 @@
 // are deferred (not uncertain: their end never went out). Skipped without root or namespaces.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
 import { after, test } from 'node:test';
 import { FERRYMAIL, makeConfig, ROOT, run, sendmail, startDaemon, waitUntil, writeRoute, type TestConfig } from '../helpers.js';
 

@@ -1,0 +1,226 @@
+/**
+ * The smtp-server callbacks of the SMTP and LMTP door, shared by every listener: connection limits and
+ * the slots kept for local clients, the hook stages, AUTH with its failure counting, relay policy at
+ * RCPT, the senders a local user may use on sendmail -bs, free space at MAIL, and DATA into the spool.
+ *
+ * Everything a client sends is untrusted; each reply carries an enhanced status code. Built once per
+ * configuration: a reload builds new handlers and the servers take them for new sessions.
+ */
+import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
+import type { Config } from '../config/types.js';
+import { checkAddress } from '../domain/address.js';
+import type { Door } from '../domain/envelope.js';
+import { FerryError } from '../errors.js';
+import { freeBytes } from '../spool/space.js';
+import { checkLogin, readUsers } from './auth.js';
+import { AuthGuard } from './auth-guard.js';
+import { type ConnectionPolicy } from './connection.js';
+import { CLIENT_GONE } from './intake.js';
+import { ClientCounter, inRanges, isLocalRecipient, isLoopback, mayRelay, slotRefusal } from './policy.js';
+import { checkLocalSender } from './senders.js';
+import { runStage, type Hooks, type SessionFacts } from './stages.js';
+import type { DoorDeps } from './smtp.js';
+import { intakeReply, MAIL_PARAMS, normalAddress, postmaster, RCPT_PARAMS, receiveData, smtpError, unknownParam } from './smtp-envelope.js';
+
+/** Per-session state kept beside smtp-server's session object. */
+interface SessionNote {
+  facts: SessionFacts;
+  counted: boolean;
+  /** RCPT commands answered 250 in this transaction (LMTP owes one reply after DATA for each). */
+  rcptOk: number;
+}
+
+
+export type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'> & {
+  facts(session: SMTPServerSession): SessionFacts;
+  release(session: SMTPServerSession): void;
+  hooks: Hooks;
+  /** Messages being taken in right now. */
+  pending: Set<Promise<unknown>>;
+  /** How many messages their clients abandoned in the middle. */
+  cut(): number;
+  trusted(ip: string): boolean;
+  /** The session is sendmail -bs (a local program's stdin and stdout). */
+  isLocal(session: SMTPServerSession): boolean;
+  limitReached: ConnectionPolicy['limitReached'];
+};
+
+
+/** The smtp-server callbacks, closed over the configuration and the spool. */
+export function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { name: string; uid: number }>, stdio: boolean): Handlers {
+  const counter = new ClientCounter();
+  const notes = new WeakMap<SMTPServerSession, SessionNote>();
+  const hooks = deps.hooks ?? {};
+  const localDomains = [cfg.hostname, ...cfg.local_domains];
+  const userFile = cfg.auth.users_file && !stdio ? readUsers(cfg.auth.users_file) : null;
+  for (const w of userFile?.warnings ?? []) deps.log.log('warn', w);
+  const users = userFile?.users ?? null;
+  const trusted = (ip: string): boolean => isLoopback(ip) || inRanges(ip, cfg.local_nets);
+  const guard = new AuthGuard({ maxFailures: cfg.auth.max_failures, windowMs: cfg.auth.failure_window * 1000 });
+
+  const facts = (session: SMTPServerSession): SessionFacts => {
+    let note = notes.get(session);
+    if (!note) {
+      note = { counted: false, rcptOk: 0, facts: { id: session.id, peer: session.remoteAddress, peerPort: session.remotePort, trusted: trusted(session.remoteAddress), secure: false, recipients: [] } };
+      notes.set(session, note);
+    }
+    const f = note.facts;
+    f.secure = !!session.secure;
+    f.user = typeof session.user === 'string' ? session.user : undefined;
+    f.helo = session.hostNameAppearsAs || undefined;
+    f.sender = session.envelope?.mailFrom ? session.envelope.mailFrom.address : undefined;
+    f.recipients = session.envelope?.rcptTo?.map((r) => r.address) ?? [];
+    return f;
+  };
+
+  const pending = new Set<Promise<unknown>>();
+  let cutCount = 0;
+
+  /** Stops counting a session against the connection limits (once). */
+  const release = (session: SMTPServerSession): void => {
+    const note = notes.get(session);
+    if (!note?.counted) return;
+    note.counted = false;
+    counter.remove(session.remoteAddress);
+  };
+
+  /** Callback adapter: runs a stage and maps its verdict onto smtp-server's callback. */
+  const verdictTo = (cb: (err?: Error | null) => void) => (v: Awaited<ReturnType<typeof runStage>>) => {
+    if (v.action === 'continue') return cb();
+    cb(smtpError(v.action === 'disconnect' ? 421 : v.reply.code, v.reply.enhanced, v.reply.text));
+  };
+
+  return {
+    hooks,
+    trusted,
+    isLocal: (session) => localUsers.has(session.id),
+    facts,
+    limitReached(conn, limit, bytes) {
+      const text = limit === 'session-time' ? 'session time limit reached' : 'data rate too low';
+      deps.log.log('warn', text, { session: conn.session.id, peer: conn.remoteAddress, bytes: limit === 'data-rate' ? bytes : undefined });
+    },
+    onConnect(session, cb) {
+      const ip = session.remoteAddress;
+      const note = (facts(session), notes.get(session)!);
+      note.counted = true;
+      const perClient = counter.add(ip);
+      const refusal = slotRefusal({ total: counter.total, perClient, trusted: trusted(ip), perClientExempt: inRanges(ip, cfg.limits.per_client_exempt) }, cfg.limits);
+      if (refusal === 'full') return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections, try again later`));
+      if (refusal === 'client') return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections from your address`));
+      session.disabledCommands = disabledFor(cfg, session, users, localUsers.has(session.id));
+      runStage(hooks.connect, facts(session), { stage: 'connect', verb: '', arg: '' }).then(verdictTo(cb));
+    },
+    onSecure(_socket, session, cb) {
+      session.disabledCommands = disabledFor(cfg, session, users, localUsers.has(session.id));
+      cb();
+    },
+    release,
+    pending,
+    cut: () => cutCount,
+    onClose: release,
+    onAuth(auth: SMTPServerAuthentication, session, cb) {
+      if (!users) return cb(smtpError(502, '5.5.1', 'Authentication not enabled'));
+      if (!session.secure && !isLoopback(session.remoteAddress)) {
+        return cb(smtpError(538, '5.7.11', 'Encryption required for requested authentication mechanism'));
+      }
+      const fail = (): void => cb(smtpError(535, '5.7.8', 'Authentication credentials invalid'));
+      if (typeof auth.password !== 'string') return fail();
+      const user = auth.username ?? '';
+      const peer = session.remoteAddress;
+      if (!guard.begin(peer, user).ok) return cb(smtpError(454, '4.7.0', 'Too many failed authentication attempts, try again later'));
+      const settle = (ok: boolean): void => {
+        const failure = guard.settle(peer, user, ok);
+        if (!failure) {
+          deps.log.log('info', 'authenticated', { session: session.id, user, peer });
+          return cb(null, { user });
+        }
+        // fixed text, the address in brackets before the client-supplied name: one line for fail2ban
+        deps.log.log('warn', 'authentication failed', { peer: `[${peer}]`, user, session: session.id });
+        for (const lock of failure.locks) {
+          deps.log.log('warn', 'authentication locked', { peer: `[${peer}]`, user, by: lock.by, until: new Date(lock.until).toISOString(), session: session.id });
+        }
+        setTimeout(fail, failure.delayMs).unref();
+      };
+      checkLogin(users, user, auth.password).then(settle, () => settle(false));
+    },
+    onMailFrom(address: SMTPServerAddress, session, cb) {
+      const unknownMail = unknownParam(address, MAIL_PARAMS);
+      if (unknownMail) return cb(smtpError(555, '5.5.4', `Unsupported MAIL parameter ${unknownMail}`));
+      if (address.address !== '') {
+        const c = checkAddress(address.address);
+        if (!c.ok) return cb(smtpError(553, '5.1.7', `Bad sender address: ${c.reason}`));
+      }
+      const size = Number(address.args ? address.args.SIZE : 0) || 0;
+      if (cfg.limits.spool_minfree && freeBytes(deps.spool.layout.root) - size < cfg.limits.spool_minfree) {
+        return cb(smtpError(452, '4.3.1', 'Insufficient system storage, try again later'));
+      }
+      const local = localUsers.get(session.id);
+      if (local && deps.local) {
+        try {
+          checkLocalSender(cfg.submission.local_senders, { login: local.name, uid: local.uid, ownerUid: deps.local.ownerUid, sender: address.address === '' ? '' : normalAddress(address.address, cfg.hostname) });
+        } catch (err) {
+          const r = (err as FerryError).reply!;
+          return cb(smtpError(r.code, r.enhanced, r.text));
+        }
+      }
+      const f = facts(session);
+      notes.get(session)!.rcptOk = 0;
+      runStage(hooks.mail, { ...f, sender: address.address }, { stage: 'mail', verb: 'MAIL', arg: address.address }).then(verdictTo(cb));
+    },
+    onRcptTo(address: SMTPServerAddress, session, cb) {
+      const unknownRcpt = unknownParam(address, RCPT_PARAMS);
+      if (unknownRcpt) return cb(smtpError(555, '5.5.4', `Unsupported RCPT parameter ${unknownRcpt}`));
+      const c = checkAddress(postmaster(address.address, cfg.hostname));
+      if (!c.ok) return cb(smtpError(553, '5.1.3', `Bad recipient address: ${c.reason}`));
+      const f = facts(session);
+      if (!isLocalRecipient(c.address, localDomains) && !mayRelay({ peer: session.remoteAddress, authenticated: !!session.user, localNets: cfg.local_nets })) {
+        return cb(smtpError(554, '5.7.1', `Relay access denied for <${address.address}>`));
+      }
+      runStage(hooks.rcpt, f, { stage: 'rcpt', verb: 'RCPT', arg: address.address }).then((v) => {
+        if (v.action === 'continue') notes.get(session)!.rcptOk++;
+        verdictTo(cb)(v);
+      });
+    },
+    onData(stream, session, cb) {
+      const f = facts(session);
+      const local = localUsers.get(session.id);
+      const door: Door = session.transmissionType?.includes('LMTP') ? 'lmtp' : local ? 'sendmail-bs' : 'smtp';
+      // smtp-server merges a repeated RCPT into one envelope entry, but LMTP owes a reply for each 250
+      const lmtpReplies = Math.max(notes.get(session)?.rcptOk ?? 0, session.envelope.rcptTo.length);
+      const p = receiveData(cfg, deps, stream, session, f, door, local).then(
+        (env) => {
+          deps.onMessage?.(env);
+          const text = `2.0.0 Ok: queued as ${env.id}`;
+          if (door === 'lmtp') cb(null, Array.from({ length: lmtpReplies }, () => text));
+          else cb(null, text);
+        },
+        (err) => {
+          if (!(err instanceof FerryError) || err.code !== 'data') {
+            deps.log.log('error', 'message not stored', { session: session.id, peer: session.remoteAddress, error: (err as Error).message });
+          } else {
+            deps.log.log('warn', 'message refused', { session: session.id, peer: session.remoteAddress, reason: (err as Error).message });
+          }
+          if ((err as Error).message === CLIENT_GONE) cutCount++;
+          if (door === 'lmtp') cb(null, Array.from({ length: lmtpReplies }, () => intakeReply(err)));
+          else cb(intakeReply(err));
+        },
+      );
+      pending.add(p);
+      void p.finally(() => pending.delete(p));
+    },
+  };
+}
+
+/** Commands a session may not use: the sendmail-era ones, STARTTLS without a certificate or on the
+ * stdin/stdout session of sendmail -bs (no socket to encrypt), AUTH where authDisabled says so. */
+function disabledFor(cfg: Config, session: SMTPServerSession, users: Map<string, string> | null, local: boolean): string[] {
+  const off = ['WIZ', 'SHELL', 'KILL', 'XCLIENT', 'XFORWARD'];
+  if (!cfg.tls.cert || local) off.push('STARTTLS');
+  if (authDisabled(cfg, session, users)) off.push('AUTH');
+  return off;
+}
+
+/** AUTH is offered only with a users file, and only over TLS or on loopback. */
+function authDisabled(cfg: Config, session: SMTPServerSession, users: Map<string, string> | null): boolean {
+  return !users || !cfg.auth.users_file || (!session.secure && !isLoopback(session.remoteAddress));
+}
