@@ -55,6 +55,11 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .action(act(async (_o: Opts, cmd: Command) => runDaemon(cmd)));
 
   program
+    .command('reload')
+    .description('make the running daemon read ferrymail.yaml again (as SIGHUP does)')
+    .action(act(async (_o: Opts, cmd: Command) => reloadDaemon(cmd)));
+
+  program
     .command('status')
     .description('is the daemon running, where it listens, what waits in the queue')
     .option('--json', 'machine-readable output')
@@ -78,6 +83,10 @@ export function buildProgram(setCode: (n: number) => void): Command {
       for (let i = 0; i < more.length; i += 2) pairs.push([more[i]!, more[i + 1]!]);
       const { configSet } = await import('../config/store.js');
       configSet((cmd.optsWithGlobals() as Opts).configDir, pairs);
+      // a running daemon takes the new settings at once
+      const res = await callDaemon(layoutOf(config(cmd).spool).control, { cmd: 'reload' }).catch(() => null);
+      if (res?.ok) out('the daemon has reloaded its configuration\n');
+      else if (res) process.stderr.write(`ferrymail: the daemon did not reload: ${res.error}\n`);
       return EX.OK;
     }));
   cfgCmd.command('path').description('print the settings file and spool in use').action(act((_o: Opts, cmd: Command) => {
@@ -142,7 +151,24 @@ async function runDaemon(cmd: Command): Promise<number> {
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    // SIGHUP reloads the configuration, as systemd's ExecReload and every Unix daemon expect
+    process.on('SIGHUP', () => {
+      d.log.log('info', 'received SIGHUP');
+      void d.reload();
+    });
   });
+}
+
+/** ferrymail reload: asks the daemon to read its configuration again. */
+async function reloadDaemon(cmd: Command): Promise<number> {
+  const res = await callDaemon(layoutOf(config(cmd).spool).control, { cmd: 'reload' }, 30_000);
+  if (!res) {
+    process.stderr.write('ferrymail: no daemon runs on this spool; nothing to reload\n');
+    return EX.UNAVAILABLE;
+  }
+  if (!res.ok) throw new FerryError('config', res.error);
+  out('the daemon has reloaded its configuration\n');
+  return EX.OK;
 }
 
 /** ferrymail status. */

@@ -13,7 +13,8 @@ export type ControlRequest =
   | { cmd: 'status' }
   | { cmd: 'kick'; id: string }
   | { cmd: 'rm' | 'hold' | 'release'; ids: string[] }
-  | { cmd: 'flush'; connection?: string; route?: string };
+  | { cmd: 'flush'; connection?: string; route?: string }
+  | { cmd: 'reload' };
 
 /** The result for one id of an rm / hold / release. */
 export type IdResult = ChangeResult;

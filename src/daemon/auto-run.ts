@@ -40,11 +40,15 @@ export interface AutoRun {
   state(): OnlineState | null;
   /** The view the runs ask (the control socket's manual runs use it too). */
   view: OnlineView;
+  /** Takes a reloaded configuration for the runs to come; new online settings restart the watches. */
+  reconfigure(cfg: Config): void;
   stop(): Promise<void>;
 }
 
 /** Starts the scheduler. */
-export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = onlineView(cfg.online)): AutoRun {
+export function startAutoRun(first: Config, log: Logger, firstView: OnlineView = onlineView(first.online)): AutoRun {
+  let cfg = first;
+  let view = firstView;
   let timer: NodeJS.Timeout | null = null;
   let running: Promise<void> | null = null;
   /** The run under way, to be told when the connection changes. */
@@ -108,7 +112,7 @@ export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = online
         skipped = isFerryError(err, 'locked');
       });
   };
-  const check = serialCheck(view, (s) => {
+  const check = serialCheck(() => view, (s) => {
     if (states.note(s) && !stopped) {
       // a new connection: routes that went down on the old one may work, and a run under way stops
       // what the new one cannot carry; the next run starts the moment it ends
@@ -119,18 +123,31 @@ export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = online
       else schedule(0);
     }
   });
-  const fileWatch = watchStateFile(cfg.online.state_file, check);
-  const netWatch = watchesNetwork(cfg) ? startNetWatch(view, check, log) : null;
+  let fileWatch = watchStateFile(cfg.online.state_file, check);
+  let netWatch = watchesNetwork(cfg) ? startNetWatch(() => view, check, log) : null;
   check();
   schedule(SOON_MS);
-  return {
+  const auto: AutoRun = {
     soon: () => (running ? (again = true) : schedule(SOON_MS)),
     manual: (connection, route) => {
       if (connection && signal && connection !== states.last()?.connection) signal.retarget({ online: true, connection, why: 'forced' });
       return serial((sig) => flushQueue(cfg, log, { connection, route, manual: true, signal: sig, online: () => view.state() }));
     },
     state: () => states.last(),
-    view,
+    get view() {
+      return view;
+    },
+    reconfigure: (next) => {
+      const moved = JSON.stringify(next.online) !== JSON.stringify(cfg.online);
+      cfg = next;
+      if (!moved) return;
+      view = onlineView(next.online);
+      fileWatch?.close();
+      netWatch?.stop();
+      fileWatch = watchStateFile(next.online.state_file, check);
+      netWatch = watchesNetwork(next) ? startNetWatch(() => view, check, log) : null;
+      check();
+    },
     stop: async () => {
       stopped = true;
       if (timer) clearTimeout(timer);
@@ -140,6 +157,7 @@ export function startAutoRun(cfg: Config, log: Logger, view: OnlineView = online
       await running;
     },
   };
+  return auto;
 }
 
 /** The last state and its log line; note() says whether online/offline or the connection changed;
@@ -162,7 +180,8 @@ function stateLog(log: Logger): { note(s: OnlineState): boolean; last(): OnlineS
 }
 
 /** Recomputes the state on demand, one computation at a time; a request during one asks for one more. */
-export function serialCheck(view: OnlineView, onState: (s: OnlineState) => void): () => void {
+export function serialCheck(view: OnlineView | (() => OnlineView), onState: (s: OnlineState) => void): () => void {
+  const current = typeof view === 'function' ? view : () => view;
   let busy = false;
   let dirty = false;
   const check = (): void => {
@@ -171,7 +190,7 @@ export function serialCheck(view: OnlineView, onState: (s: OnlineState) => void)
       return;
     }
     busy = true;
-    view
+    current()
       .state()
       .then(onState)
       .finally(() => {
@@ -191,10 +210,10 @@ function watchesNetwork(cfg: Config): boolean {
 }
 
 /** Watches the network; each change drops the cached SSIDs and recomputes the state. */
-function startNetWatch(view: OnlineView, check: () => void, log: Logger): NetWatch {
+function startNetWatch(view: () => OnlineView, check: () => void, log: Logger): NetWatch {
   return watchNetwork(
     () => {
-      view.forget();
+      view().forget();
       check();
     },
     {

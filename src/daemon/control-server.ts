@@ -18,6 +18,8 @@ export interface ControlDeps {
   onKick(id: string): void;
   /** Asks for a queue run soon (a message was released). */
   runSoon(): void;
+  /** Reads the configuration again; false when it was refused (the log says why). */
+  reload(): Promise<boolean>;
   /** One queue run; resolves with what it did. */
   flush(connection?: string, route?: string): Promise<FlushReport>;
 }
@@ -39,6 +41,8 @@ async function answer(deps: ControlDeps, req: ControlRequest): Promise<ControlRe
       if (req.cmd === 'release' && results.some((r) => r.ok)) deps.runSoon();
       return { ok: true, results };
     }
+    case 'reload':
+      return (await deps.reload()) ? { ok: true } : { ok: false, error: 'the configuration has problems and was not reloaded (the daemon log and ferrymail config check say which)', code: 'config' };
     case 'flush': {
       const report = await deps.flush(typeof req.connection === 'string' ? req.connection : undefined, typeof req.route === 'string' ? req.route : undefined);
       return { ok: true, report };

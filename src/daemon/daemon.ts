@@ -10,7 +10,7 @@
  */
 import fs from 'node:fs';
 import type net from 'node:net';
-import type { Config } from '../config/types.js';
+import { deepFreeze, type Config } from '../config/types.js';
 import type { DaemonStatus } from '../control/protocol.js';
 import type { Envelope } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
@@ -39,6 +39,9 @@ export interface Daemon {
   store: Store;
   log: Logger;
   stop(graceMs?: number): Promise<void>;
+  /** Reads ferrymail.yaml again and applies it (SIGHUP); a configuration with problems is refused with
+   * a log line and the one in use stays. Resolves false when it was refused. */
+  reload(): Promise<boolean>;
 }
 
 /** Options for tests and embedding. */
@@ -63,7 +66,8 @@ export function logReceived(log: Logger, env: Envelope): void {
 }
 
 /** Starts the daemon; resolves once it listens. */
-export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promise<Daemon> {
+export async function startDaemon(first: Config, opts: DaemonOptions = {}): Promise<Daemon> {
+  let cfg = first;
   const log = opts.log ?? createLogger(cfg.log_format);
   const spool = openSpoolWriter(cfg.spool);
   const store = openStore(cfg.spool);
@@ -86,6 +90,7 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
       },
       runSoon: () => auto?.soon(),
       flush: (connection, route) => (auto ? auto.manual(connection, route) : flushQueue(cfg, log, { connection, route, online: () => view.state() })),
+      reload: () => reload(),
     });
     await recover(store, log);
     door = await startSmtpDoor(cfg, {
@@ -107,15 +112,41 @@ export async function startDaemon(cfg: Config, opts: DaemonOptions = {}): Promis
   const d = door;
   const a = auto!;
   const p = drops!;
+  /** Applies the settings file as it is now; the spool and the log format stay until a restart. */
+  const reload = async (): Promise<boolean> => {
+    const { loadConfig } = await import('../config/load.js');
+    let next: Config;
+    try {
+      next = loadConfig(cfg.file);
+    } catch (err) {
+      log.log('error', 'configuration not reloaded; the one in use stays', { error: (err as Error).message });
+      return false;
+    }
+    const kept = restartOnly(cfg, next);
+    if (kept.length) log.log('warn', `${kept.join(' and ')} changed: that takes a restart; the rest is reloaded`);
+    next = deepFreeze({ ...next, spool: cfg.spool, log_format: cfg.log_format });
+    await d.reload(next);
+    a.reconfigure(next);
+    p.reconfigure(next);
+    cfg = next;
+    log.log('info', 'configuration reloaded', { config: cfg.fromFile ? cfg.file : 'embedded default', listen: d.addresses.join(',') });
+    return true;
+  };
   return {
     door: d,
     store,
     log,
+    reload,
     stop: async (graceMs = 30_000) => {
       await Promise.all([a.stop(), p.stop()]);
       await stop(d, control!, lock, store, log, graceMs);
     },
   };
+}
+
+/** The settings that a reload cannot change under a running daemon. */
+function restartOnly(now: Config, next: Config): string[] {
+  return [now.spool !== next.spool ? 'spool' : '', now.log_format !== next.log_format ? 'log_format' : ''].filter(Boolean);
 }
 
 /**

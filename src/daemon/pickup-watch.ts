@@ -13,12 +13,15 @@ const EVERY_MS = 30_000;
 
 /** A running watch. */
 export interface PickupWatch {
+  /** Takes a reloaded configuration for the pickups to come. */
+  reconfigure(cfg: Config): void;
   /** Resolves once no pickup runs. */
   stop(): Promise<void>;
 }
 
 /** Starts watching SPOOL/drop; runs a first pickup at once. */
-export function watchDrops(cfg: Config, deps: PickupDeps): PickupWatch {
+export function watchDrops(first: Config, deps: PickupDeps): PickupWatch {
+  let cfg = first;
   let running: Promise<void> | null = null;
   let again = false;
   let stopped = false;
@@ -52,6 +55,9 @@ export function watchDrops(cfg: Config, deps: PickupDeps): PickupWatch {
   timer.unref();
   run();
   return {
+    reconfigure: (next) => {
+      cfg = next;
+    },
     stop: async () => {
       stopped = true;
       clearInterval(timer);

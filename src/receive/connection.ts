@@ -272,8 +272,23 @@ export class FerryConnection extends SMTPConnection {
 
 /** An SMTPServer that creates FerryConnections and shuts down gracefully. */
 export class FerryServer extends SMTPServer {
-  constructor(options: SMTPServerOptions, readonly policy: ConnectionPolicy) {
+  constructor(
+    options: SMTPServerOptions,
+    public policy: ConnectionPolicy,
+  ) {
     super(options);
+  }
+
+  /** Takes new options and policy for the sessions to come (a reload of the configuration); a new
+   * certificate replaces the TLS context. Sessions under way keep what they began with. */
+  reconfigure(options: SMTPServerOptions, policy: ConnectionPolicy): void {
+    const { key, cert, ...rest } = options as SMTPServerOptions & { key?: Buffer; cert?: Buffer };
+    Object.assign(this.options, rest);
+    for (const h of ['onConnect', 'onSecure', 'onAuth', 'onMailFrom', 'onRcptTo', 'onData', 'onClose'] as const) {
+      if (typeof rest[h] === 'function') (this as unknown as Record<string, unknown>)[h] = rest[h];
+    }
+    if (key && cert) this.updateSecureContext({ key, cert });
+    this.policy = policy;
   }
 
   /** Serves one socket (or a duplex such as stdin/stdout for sendmail -bs). */

@@ -18,7 +18,7 @@ import type { Envelope } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import type { SpoolWriter } from '../spool/writer.js';
-import { FerryConnection, FerryServer } from './connection.js';
+import { FerryConnection, FerryServer, type ConnectionPolicy } from './connection.js';
 import { type Hooks } from './stages.js';
 import { buildHandlers, type Handlers } from './smtp-handlers.js';
 
@@ -44,6 +44,18 @@ export interface SmtpDoor {
   /** Resolves once no message is being taken in; says how many were cut off by their client. */
   idle(): Promise<{ cut: number }>;
   shutdown(graceMs: number): Promise<void>;
+  /** Takes a new configuration: listeners kept take its limits, policy and certificate for their next
+   * sessions (sessions under way finish as they began), listeners no longer configured close after their
+   * sessions, new ones open. A listener that cannot open is logged and left out. */
+  reload(cfg: Config): Promise<void>;
+}
+
+/** One listener of the door. */
+interface Listener {
+  item: string;
+  lmtp: boolean;
+  server: FerryServer;
+  address: string;
 }
 
 /** Splits "host:port" / "[v6]:port". */
@@ -53,41 +65,50 @@ function splitListen(s: string): { host: string; port: number } {
 }
 
 
-/** Starts every configured listener, one server each; all share the handlers and their counters. */
-export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?: boolean } = {}): Promise<SmtpDoor> {
-  const localUsers = new Map<string, { name: string; uid: number }>();
-  // sendmail -bs alone needs neither the TLS key nor the users file, which other users may not read
-  const stdio = opts.listen === false;
-  const handlers = buildHandlers(cfg, deps, localUsers, stdio);
-  const servers: FerryServer[] = [];
-  const addresses: string[] = [];
-  const plan: [string, boolean][] = opts.listen === false ? [] : [...cfg.listen.map((l): [string, boolean] => [l, false]), ...cfg.lmtp_listen.map((l): [string, boolean] => [l, true])];
+/** The listeners a configuration asks for: SMTP, then LMTP. */
+function listenPlan(cfg: Config): Array<{ item: string; lmtp: boolean }> {
+  return [...cfg.listen.map((item) => ({ item, lmtp: false })), ...cfg.lmtp_listen.map((item) => ({ item, lmtp: true }))];
+}
+
+/** Opens the listeners of a plan; IPv6 addresses the host lacks are skipped (returned as warnings). */
+async function openListeners(cfg: Config, h: Handlers, plan: Array<{ item: string; lmtp: boolean }>): Promise<{ opened: Listener[]; skipped: FerryError[] }> {
+  const opened: Listener[] = [];
   const skipped: FerryError[] = [];
   try {
-    for (const [item, lmtp] of plan) {
-      const server = makeServer(cfg, handlers, lmtp);
+    for (const { item, lmtp } of plan) {
+      const server = makeServer(cfg, h, lmtp);
       try {
-        addresses.push(await listen(server, item));
-        servers.push(server);
+        opened.push({ item, lmtp, server, address: await listen(server, item) });
       } catch (err) {
         // a host without IPv6 (or without that address) still gets a relay on the others
         if (!(err instanceof FerryError && /EADDRNOTAVAIL|EAFNOSUPPORT/.test(err.message) && parseListen(item)?.v6)) throw err;
         skipped.push(err);
       }
     }
-    if (plan.length && servers.length === 0) throw skipped[0] ?? new FerryError('config', 'no listener could be opened');
   } catch (err) {
-    for (const s of servers) s.close(() => undefined);
+    for (const l of opened) l.server.close(() => undefined);
     throw err;
   }
+  return { opened, skipped };
+}
+
+/** Starts every configured listener, one server each; all share the handlers and their counters. */
+export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?: boolean } = {}): Promise<SmtpDoor> {
+  const localUsers = new Map<string, { name: string; uid: number }>();
+  // sendmail -bs alone needs neither the TLS key nor the users file, which other users may not read
+  const stdio = opts.listen === false;
+  let handlers = buildHandlers(cfg, deps, localUsers, stdio);
+  const every = [handlers];
+  const plan = stdio ? [] : listenPlan(cfg);
+  const { opened, skipped } = await openListeners(cfg, handlers, plan);
+  if (plan.length && opened.length === 0) throw skipped[0] ?? new FerryError('config', 'no listener could be opened');
+  let listeners = opened;
   for (const e of skipped) deps.log.log('warn', `${e.message}; going on without it`);
-  if (plan.length && cfg.limits.reserved_local >= cfg.limits.connections) {
-    deps.log.log('warn', `limits.reserved_local (${cfg.limits.reserved_local}) is not below limits.connections (${cfg.limits.connections}): only loopback and local_nets clients will be served`);
-  }
+  warnReserved(cfg, deps, plan.length > 0);
   const streamServer = makeServer(cfg, handlers, false, true);
-  return {
-    servers,
-    addresses,
+  const door: SmtpDoor = {
+    servers: listeners.map((l) => l.server),
+    addresses: listeners.map((l) => l.address),
     serveStream: (stream, user) => {
       const id = `bs${process.pid}x${localUsers.size}`;
       localUsers.set(id, user);
@@ -102,13 +123,39 @@ export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?
       }
     },
     shutdown: async (graceMs) => {
-      await Promise.all([...servers, streamServer].map((s) => s.shutdown(graceMs)));
+      await Promise.all([...listeners.map((l) => l.server), streamServer].map((s) => s.shutdown(graceMs)));
     },
     idle: async () => {
-      while (handlers.pending.size) await Promise.allSettled([...handlers.pending]);
-      return { cut: handlers.cut() };
+      for (const h of every) while (h.pending.size) await Promise.allSettled([...h.pending]);
+      return { cut: every.reduce((n, h) => n + h.cut(), 0) };
+    },
+    reload: async (next) => {
+      handlers = buildHandlers(next, deps, localUsers, false);
+      every.push(handlers);
+      const wanted = listenPlan(next);
+      const same = (a: { item: string; lmtp: boolean }, b: { item: string; lmtp: boolean }): boolean => a.item === b.item && a.lmtp === b.lmtp;
+      const kept = listeners.filter((l) => wanted.some((w) => same(w, l)));
+      for (const l of listeners.filter((x) => !kept.includes(x))) void l.server.shutdown(30_000);
+      for (const l of kept) l.server.reconfigure(serverOptions(next, handlers, l.lmtp), serverPolicy(next, handlers));
+      const fresh = await openListeners(next, handlers, wanted.filter((w) => !kept.some((k) => same(w, k)))).catch((err: Error) => {
+        deps.log.log('error', `${err.message}; the other listeners go on`);
+        return { opened: [] as Listener[], skipped: [] as FerryError[] };
+      });
+      for (const e of fresh.skipped) deps.log.log('warn', `${e.message}; going on without it`);
+      listeners = [...kept, ...fresh.opened];
+      door.servers = listeners.map((l) => l.server);
+      door.addresses = listeners.map((l) => l.address);
+      warnReserved(next, deps, wanted.length > 0);
     },
   };
+  return door;
+}
+
+/** Warns when the slots kept for local clients leave none for the others. */
+function warnReserved(cfg: Config, deps: DoorDeps, listening: boolean): void {
+  if (listening && cfg.limits.reserved_local >= cfg.limits.connections) {
+    deps.log.log('warn', `limits.reserved_local (${cfg.limits.reserved_local}) is not below limits.connections (${cfg.limits.connections}): only loopback and local_nets clients will be served`);
+  }
 }
 
 /** Binds one listener; resolves with the bound "host:port". */
@@ -129,8 +176,15 @@ function listen(server: FerryServer, item: string): Promise<string> {
 
 /** Creates one FerryServer (SMTP or LMTP) with the shared handlers. */
 function makeServer(cfg: Config, h: Handlers, lmtp: boolean, stdio = false): FerryServer {
+  const server = new FerryServer(serverOptions(cfg, h, lmtp, stdio), serverPolicy(cfg, h));
+  server.on('error', () => undefined); // per-connection socket errors; the session is gone either way
+  return server;
+}
+
+/** smtp-server's options for a configuration (with the TLS certificate read from its files). */
+function serverOptions(cfg: Config, h: Handlers, lmtp: boolean, stdio = false): SMTPServerOptions {
   const tls = cfg.tls.cert && cfg.tls.key && !stdio ? { cert: fs.readFileSync(cfg.tls.cert), key: fs.readFileSync(cfg.tls.key) } : null;
-  const options: SMTPServerOptions = {
+  return {
     lmtp,
     name: cfg.hostname,
     banner: cfg.smtp.banner || undefined,
@@ -157,7 +211,11 @@ function makeServer(cfg: Config, h: Handlers, lmtp: boolean, stdio = false): Fer
     onData: h.onData,
     onClose: h.onClose,
   } as SMTPServerOptions;
-  const server = new FerryServer(options, {
+}
+
+/** ferrymail's own policy of a server for a configuration. */
+function serverPolicy(cfg: Config, h: Handlers): ConnectionPolicy {
+  return {
     isTrusted: h.trusted,
     mayPipelineData: (conn: FerryConnection) => h.isLocal(conn.session),
     earlyTalkerDelay: cfg.smtp.early_talker_delay,
@@ -169,8 +227,6 @@ function makeServer(cfg: Config, h: Handlers, lmtp: boolean, stdio = false): Fer
     minDataRate: cfg.limits.min_data_rate,
     dataTimeoutMs: cfg.limits.idle_timeout * 1000,
     limitReached: h.limitReached,
-  });
-  server.on('error', () => undefined); // per-connection socket errors; the session is gone either way
-  return server;
+  };
 }
 
