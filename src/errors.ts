@@ -41,6 +41,15 @@ export function dataError(code: number, enhanced: string, text: string): FerryEr
   return new FerryError('data', text, { reply: { code, enhanced, text } });
 }
 
+/**
+ * The reply of an error that refuses a message for what it holds (a FerryError with a 5xx reply, such as a
+ * message stream that meets a NUL byte): no retry can change it. Undefined for any other error. Looks at
+ * the class and the reply only, since a library may rewrite `code` (nodemailer's ESTREAM).
+ */
+export function contentRefusal(err: unknown): Reply | undefined {
+  return err instanceof FerryError && err.reply && err.reply.code >= 500 ? err.reply : undefined;
+}
+
 /** Wraps a file system error from the spool into a FerryError with the right code. */
 export function spoolError(err: unknown, what: string): FerryError {
   const code = (err as NodeJS.ErrnoException)?.code;

@@ -6,7 +6,7 @@
  * newaliases). Input is untrusted argv. Pure; bad input yields a UsageError with one readable line.
  */
 import { FerryError } from '../errors.js';
-import type { NotifyKeyword } from '../domain/envelope.js';
+import { ENVID_MAX, parseEnvid, type NotifyKeyword } from '../domain/envelope.js';
 import type { Submission } from '../receive/local.js';
 
 export type { Submission };
@@ -110,10 +110,11 @@ export function parseSendmailArgs(args: string[], who: ReturnType<typeof persona
         break;
       }
       case 'V': {
-        // RFC 3461: printable US-ASCII, at most 100 characters (it goes into notices and DSN parameters)
+        // RFC 3461 xtext, as an SMTP client sends ENVID; it goes into notices, so nothing else is taken
         const v = c.value(flag, tail);
-        if (!/^[\x21-\x7e]{1,100}$/.test(v)) throw usageError(`-V takes an envelope id of 1 to 100 printable ASCII characters without spaces (got ${JSON.stringify(v.slice(0, 40))})`);
-        s.envid = v;
+        const e = parseEnvid(v);
+        if (!e.ok) throw usageError(`-V takes an ENVID of at most ${ENVID_MAX} characters in xtext; ${JSON.stringify(v.slice(0, 40))} is ${e.reason}`);
+        s.envid = e.value;
         break;
       }
       case 'C':

@@ -18,6 +18,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { PROXY_URL, normalFingerprint } from '../config/transport-section.js';
 import type { Envelope } from '../domain/envelope.js';
 import { newRecipient } from '../domain/envelope.js';
+import { dataError } from '../errors.js';
 import { rewriteHeaderSection } from '../route/header-rewrite.js';
 import type { DkimSettings, Route } from '../route/types.js';
 import { bodyHashOf, loadDkimKey, signatureField } from '../sign/dkim.js';
@@ -217,10 +218,11 @@ export function messageFor(store: Store, env: Envelope, route: Route, head?: str
     const rewritten = rewriteHeaderSection(section, route.rewrite);
     const top = route.dkim ? (await signature(route, route.dkim, rewritten, data, after)) + rewritten : rewritten;
     if (out.destroyed) return;
-    out.write(Buffer.from(top, 'latin1'));
     const small = smallBody(data, after);
-    if (small?.includes(0) || top.includes('\0')) out.destroy(NUL_INSIDE());
-    else if (small) out.end(small);
+    // checked before the first byte goes out
+    if (small?.includes(0) || top.includes('\0')) return void out.destroy(NUL_INSIDE());
+    out.write(Buffer.from(top, 'latin1'));
+    if (small) out.end(small);
     else {
       const body = fs.createReadStream('', { fd: openSpoolFile(data), start: after });
       // a transaction that ends before DATA destroys `out`: the file must be closed with it
@@ -239,8 +241,9 @@ export function messageFor(store: Store, env: Envelope, route: Route, head?: str
   return out;
 }
 
-/** The error that stops a message holding a NUL byte from leaving. */
-const NUL_INSIDE = (): Error => new Error('the message contains NUL characters; it is not sent');
+/** The error that stops a message holding a NUL byte (an older intake may have stored one) from leaving:
+ * transports fail its recipients for good with this reply. */
+const NUL_INSIDE = (): Error => dataError(554, '5.6.0', 'Message contains NUL characters; it cannot be sent');
 
 /** The body (the data from offset on) when it is at most SMALL_BODY bytes, else undefined. */
 function smallBody(file: string, offset: number): Buffer | undefined {

@@ -9,7 +9,7 @@
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import type { Config } from '../config/types.js';
 import { checkAddress } from '../domain/address.js';
-import type { Door } from '../domain/envelope.js';
+import { envidProblem, type Door } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
 import { freeBytes } from '../spool/space.js';
 import { checkLogin, readUsers } from './auth.js';
@@ -146,6 +146,13 @@ export function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<strin
     onMailFrom(address: SMTPServerAddress, session, cb) {
       const unknownMail = unknownParam(address, MAIL_PARAMS);
       if (unknownMail) return cb(smtpError(555, '5.5.4', `Unsupported MAIL parameter ${unknownMail}`));
+      // smtp-server has decoded the xtext and refused control characters; an ENVID goes into notices
+      const envid = address.args ? (address.args as Record<string, unknown>).ENVID : undefined;
+      const badEnvid = typeof envid === 'string' ? envidProblem(envid) : undefined;
+      if (badEnvid) {
+        if (session.envelope.dsn) session.envelope.dsn.envid = null; // smtp-server stored it already
+        return cb(smtpError(501, '5.5.4', `Bad ENVID parameter: ${badEnvid}`));
+      }
       if (address.address !== '') {
         const c = checkAddress(address.address);
         if (!c.ok) return cb(smtpError(553, '5.1.7', `Bad sender address: ${c.reason}`));

@@ -14,6 +14,7 @@ import type { Readable } from 'node:stream';
 import { Transform, type TransformCallback } from 'node:stream';
 import type { Outcome } from '../domain/outcome.js';
 import { EX } from '../domain/sysexits.js';
+import { contentRefusal } from '../errors.js';
 import type { DeliveryRequest, DeliveryResult, RecipientResult, Transport } from './types.js';
 
 /** How to run the command. */
@@ -179,7 +180,9 @@ function runOnce(s: PipeSettings, req: DeliveryRequest, argv: string[], recipien
     const body = req.message(recipients);
     // a message that breaks off must not reach the command as a shorter one: kill it before its input ends
     const broken = (err: Error): void => {
-      done({ outcome: 'tempfail', reply: `451 4.3.0 message not passed to ${argv[0]}: ${err.message}` });
+      const refused = contentRefusal(err);
+      if (refused) done({ outcome: 'permfail', reply: `${refused.code} ${refused.enhanced} ${refused.text}` });
+      else done({ outcome: 'tempfail', reply: `451 4.3.0 message not passed to ${argv[0]}: ${err.message}` });
       killGroup(child);
     };
     body.once('error', broken);

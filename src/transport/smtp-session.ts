@@ -11,10 +11,13 @@
  * - MAIL refused applies to all; RCPT refusals apply to their recipient; a refusal after DATA applies to
  *   every accepted recipient (per recipient with LMTP);
  * - a connection lost or silent before the whole message was handed over is tempfail; after it (the
- *   final dot may have arrived) it is "uncertain", so that nobody silently sends it twice.
+ *   final dot may have arrived) it is "uncertain", so that nobody silently sends it twice;
+ * - a message stream that refuses the message for its content (contentRefusal: a NUL in the spool) ends
+ *   the session before the final dot and fails every recipient for good with that reply.
  */
 import type net from 'node:net';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
+import { contentRefusal } from '../errors.js';
 import { asciiAddress } from './mx.js';
 import { cutConnection, oneLine, outcomeOf, settleOn, socketOf, targetName, watchProgress, why, XOAUTH2_HANDLER, type AuthSettings, type ConnInternals, type SessionSettings, type SmtpError, type Target } from './smtp-wire.js';
 import type { DeliveryRequest, RecipientResult } from './types.js';
@@ -244,6 +247,9 @@ export class Session {
 
   /** Maps what send() reported to one result per recipient. */
   private results(req: DeliveryRequest, err: SmtpError | null, info: unknown, handedOver: boolean): RecipientResult[] {
+    // the message itself cannot be sent (nodemailer reports the stream's own error as ESTREAM)
+    const refused = err?.code === 'ESTREAM' ? contentRefusal(err) : undefined;
+    if (refused) return req.recipients.map((r) => ({ address: r.address, outcome: 'permfail', reply: `${refused.code} ${refused.enhanced} ${refused.text}` }));
     if (err?.command === 'MAIL FROM') {
       // pipelined RCPTs after a refused MAIL only say "need MAIL": the MAIL reply decides for all
       const reply = this.clean(oneLine(err.response, `${err.responseCode ?? 451}`));

@@ -135,3 +135,16 @@ test('the sendmail command refuses a NUL in the message (65) and a CR or LF in -
   assert.equal(envid.code, 64, envid.stderr);
   assert.equal(envid.stderr.trim().split('\n').length, 1);
 });
+
+test('an ENVID that decodes to anything but printable ASCII, or is too long, gets 501 5.5.4 and is not kept', async () => {
+  const c = await RawSmtp.connect(cfg.port);
+  try {
+    assert.match(await c.reply(), /^220 /);
+    assert.match(await c.cmd('EHLO client.example'), /^250/);
+    assert.match(await c.cmd('MAIL FROM:<a@example.org> ENVID=abc+FF'), /^501 5\.5\.4 Bad ENVID parameter: not printable ASCII/);
+    assert.match(await c.cmd(`MAIL FROM:<a@example.org> ENVID=${'x'.repeat(101)}`), /^501 5\.5\.4 /);
+    assert.match(await c.cmd('MAIL FROM:<a@example.org> ENVID=ok+2Bid'), /^250 /);
+  } finally {
+    c.close();
+  }
+});

@@ -3,9 +3,14 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { newRecipient, type Envelope } from '../../src/domain/envelope.js';
+import { FerryError } from '../../src/errors.js';
 import { messageFor } from '../../src/queue/wiring.js';
+import { pipeTransport } from '../../src/transport/pipe.js';
+import { smtpTransport } from '../../src/transport/smtp.js';
+import type { DeliveryRequest } from '../../src/transport/types.js';
+import { closeAll, faultServer } from '../support/fault-smtp.js';
 import type { Route } from '../../src/route/types.js';
 import { openStore } from '../../src/spool/store.js';
 import { openSpoolWriter } from '../../src/spool/writer.js';
@@ -36,6 +41,8 @@ async function spooled(size: number): Promise<{ root: string; env: Envelope; bod
   return { root, env, body };
 }
 
+after(closeAll);
+
 const openFds = (): number => fs.readdirSync('/proc/self/fd').length;
 
 test('small and large bodies leave whole, behind the rewritten header section', async () => {
@@ -59,18 +66,45 @@ test('a large body given up before its end closes its file', async () => {
   assert.ok(openFds() <= before, `${openFds() - before} descriptors left open`);
 });
 
-test('a message holding a NUL (an older spool file) is not sent: its stream fails, small or large', async () => {
-  for (const size of [10, 300 * 1024]) {
-    const { root, env } = await spooled(size);
-    const file = path.join(root, 'msg', env.id);
-    const data = fs.readFileSync(file);
-    data[data.length - 3] = 0;
-    fs.writeFileSync(file, data);
-    await assert.rejects(
-      (async () => {
-        for await (const c of messageFor(openStore(root), env, route)) assert.ok(c);
-      })(),
-      /NUL/,
-    );
+/** A spool holding one message whose header section or body holds a NUL, as an older intake may have
+ * stored it. */
+async function withNul(where: 'header' | 'small body' | 'large body'): Promise<{ root: string; env: Envelope }> {
+  const { root, env } = await spooled(where === 'large body' ? 600 * 1024 : 100);
+  const file = path.join(root, 'msg', env.id);
+  const data = fs.readFileSync(file);
+  data[where === 'header' ? 20 : data.length - 5] = 0;
+  fs.writeFileSync(file, data);
+  return { root, env };
+}
+
+test('a spooled message holding NUL never leaves: its stream fails with 554 5.6.0 before the NUL, and SMTP and pipe fail it for good', async () => {
+  const server = await faultServer();
+  const smtp = smtpTransport({ host: '127.0.0.1', port: server.port, name: 'ferry.example', starttls: 'never', timeouts: { connect: 2000, greeting: 2000, command: 3000 } });
+  const out = tempDir();
+  const pipe = pipeTransport({ command: [process.execPath, '-e', `process.stdin.pipe(require('fs').createWriteStream(${JSON.stringify(path.join(out, 'got'))}))`] });
+  try {
+    for (const where of ['header', 'small body', 'large body'] as const) {
+      const { root, env } = await withNul(where);
+      const got: Buffer[] = [];
+      await assert.rejects(
+        (async () => {
+          for await (const c of messageFor(openStore(root), env, route)) got.push(c as Buffer);
+        })(),
+        (e: unknown) => e instanceof FerryError && e.reply?.code === 554 && e.reply.enhanced === '5.6.0',
+        where,
+      );
+      assert.equal(Buffer.concat(got).indexOf(0), -1, `${where}: no NUL went out`);
+      const req: DeliveryRequest = { id: env.id, sender: env.sender, recipients: [{ address: 'b@x.org' }], message: () => messageFor(openStore(root), env, route), size: env.size };
+      for (const [name, t] of [['smtp', smtp], ['pipe', pipe]] as const) {
+        const r = await t.deliver(req);
+        assert.equal(r.results[0]!.outcome, 'permfail', `${where} by ${name}: ${JSON.stringify(r)}`);
+        assert.match(r.results[0]!.reply, /^554 5\.6\.0 .*NUL/, `${where} by ${name}`);
+      }
+    }
+    assert.equal(server.received.length, 0, 'nothing reached the server');
+    const delivered = fs.existsSync(path.join(out, 'got')) ? fs.readFileSync(path.join(out, 'got')) : Buffer.alloc(0);
+    assert.equal(delivered.indexOf(0), -1, 'no NUL reached the command');
+  } finally {
+    await smtp.close?.();
   }
 });
