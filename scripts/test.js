@@ -2,6 +2,7 @@
 // integration). Arguments that are not options narrow the run to matching file names.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 // a clean build: a test file that was removed or renamed must not run from an old build
@@ -17,6 +18,12 @@ function testFiles(dir) {
     .map((f) => path.join(dir, f))
     .sort();
 }
+
+// the commands the tests run keep their configuration snapshots in a cache of the test run's own, never
+// in the user's ~/.cache
+const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'ferrymail-test-cache-'));
+process.env.XDG_CACHE_HOME = cache;
+process.on('exit', () => fs.rmSync(cache, { recursive: true, force: true }));
 
 const opts = process.argv.slice(2).filter((a) => a.startsWith('-'));
 const filters = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -100,7 +100,25 @@ function saveSnapshot(dir: string, snap: string, key: string, cfg: Config): void
       fs.closeSync(fd);
     }
     fs.renameSync(tmp, snap);
+    prune(dir);
   } catch {
     /* a read-only home must not stop mail */
   }
+}
+
+/** Snapshots kept in the cache at most (one per settings file in use; the oldest go first). */
+const KEEP = 16;
+
+/** Keeps the cache to KEEP snapshots, removing the least recently written (and stray temporary files of
+ * a day old). */
+function prune(dir: string): void {
+  const now = Date.now();
+  const files = fs
+    .readdirSync(dir)
+    .filter((n) => n.startsWith('config-'))
+    .map((n) => ({ n, st: fs.lstatSync(path.join(dir, n), { throwIfNoEntry: false }) }))
+    .filter((f): f is { n: string; st: fs.Stats } => !!f.st);
+  for (const f of files) if (!f.n.endsWith('.json') && now - f.st.mtimeMs > 86_400_000) fs.rmSync(path.join(dir, f.n), { force: true });
+  const snaps = files.filter((f) => f.n.endsWith('.json')).sort((a, b) => b.st.mtimeMs - a.st.mtimeMs);
+  for (const f of snaps.slice(KEEP)) fs.rmSync(path.join(dir, f.n), { force: true });
 }

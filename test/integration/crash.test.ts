@@ -12,8 +12,9 @@ import { makeConfig, queueJson, RawSmtp, spoolFiles, startDaemon, type RunningDa
 
 const CLIENTS = 4;
 const KILLS = 50;
-/** The kill loop stops here even when it has not reached KILLS (and then the test fails). */
-const LOOP_BUDGET_MS = 60_000;
+/** The loop is bounded by its progress (KILLS kills, each after a restart that listens again), not by a
+ * time a loaded machine may not meet; this cap only keeps a hung daemon from hanging the suite. */
+const SAFETY_MS = 240_000;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -70,7 +71,7 @@ async function client(n: number, port: number, tally: Tally, running: () => bool
   }
 }
 
-test('SIGKILL at random moments loses no acknowledged message and leaves no half-written entry', { timeout: 150_000 }, async (t) => {
+test('SIGKILL at random moments loses no acknowledged message and leaves no half-written entry', { timeout: 300_000 }, async (t) => {
   cfg = await makeConfig();
   d = await startDaemon(cfg);
   const tally: Tally = { acked: new Map(), attempts: 0, failures: 0 };
@@ -82,7 +83,7 @@ test('SIGKILL at random moments loses no acknowledged message and leaves no half
   let ackedAtLastKill = 0;
   let killsWithProgress = 0;
   try {
-    while (kills < KILLS && Date.now() - started < LOOP_BUDGET_MS) {
+    while (kills < KILLS && Date.now() - started < SAFETY_MS) {
       await sleep(20 + crypto.randomInt(230));
       if (tally.acked.size > ackedAtLastKill) killsWithProgress++;
       ackedAtLastKill = tally.acked.size;
@@ -95,7 +96,7 @@ test('SIGKILL at random moments loses no acknowledged message and leaves no half
     await Promise.all(clients);
   }
   t.diagnostic(`${kills} kills in ${Date.now() - started} ms, ${tally.attempts} attempts, ${tally.acked.size} acknowledged, ${tally.failures} client failures`);
-  assert.equal(kills, KILLS, `reached ${KILLS} kills within ${LOOP_BUDGET_MS} ms`);
+  assert.equal(kills, KILLS, `reached ${KILLS} kills`);
   assert.ok(killsWithProgress >= KILLS / 2, `messages were acknowledged between most kills (${killsWithProgress} of ${kills})`);
   assert.ok(tally.failures > 0, 'the kills did interrupt clients');
 

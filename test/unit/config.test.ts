@@ -265,3 +265,22 @@ test('config set online.rules takes a YAML or JSON list, checked like the file',
   const schema = jsonSchema().online!.properties as Record<string, { items?: { required?: string[] } }>;
   assert.deepEqual(schema.rules!.items!.required, ['connection']);
 });
+
+test('the sendmail command keeps at most 16 configuration snapshots', async () => {
+  const { loadConfigQuick } = await import('../../src/config/snapshot.js');
+  const cache = tempDir();
+  const saved = process.env.XDG_CACHE_HOME;
+  process.env.XDG_CACHE_HOME = cache;
+  try {
+    for (let i = 0; i < 24; i++) {
+      const dir = tempDir();
+      fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), `hostname: h${i}.example\n`);
+      assert.equal((await loadConfigQuick(dir)).hostname, `h${i}.example`);
+    }
+    const snaps = fs.readdirSync(path.join(cache, 'ferrymail'));
+    assert.ok(snaps.length <= 16 && snaps.length > 0, `${snaps.length} snapshots kept`);
+  } finally {
+    if (saved === undefined) delete process.env.XDG_CACHE_HOME;
+    else process.env.XDG_CACHE_HOME = saved;
+  }
+});
