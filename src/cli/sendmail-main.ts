@@ -60,7 +60,10 @@ async function run(req: SendmailRequest, cfg: Config): Promise<number> {
       }
       const spool = openSpoolWriter(cfg.spool);
       const env = await submitLocal(cfg, spool, req.submit, process.stdin);
-      if (req.submit.deliveryMode !== 'queue') await kickDaemon(spool.layout.control, env.id);
+      if (req.submit.deliveryMode !== 'queue' && !(await kickDaemon(spool.layout.control, env.id))) {
+        // queued, but nothing will send it: say so (still exit 0, the message is safe)
+        process.stderr.write(`sendmail: queued as ${env.id}, but no ferrymail daemon serves ${cfg.spool}: it waits until one runs there, or 'ferrymail flush' (see docs/sendmail.md)\n`);
+      }
       return EX.OK;
     }
     case 'list': {
@@ -97,15 +100,17 @@ function spoolWritable(root: string): boolean {
 }
 
 /**
- * When the spool exists but is another user's (the system relay's), its drop folder, checked to be one to
- * hand a message to: the spool's owner and the mode a drop file needs so that the daemon can read it.
- * Null when this user writes the spool itself.
+ * When the spool exists but is another user's (the system relay's, or for root the spool of a user's own
+ * daemon), its drop folder, checked to be one to hand a message to: the spool's owner and the mode a drop
+ * file needs so that the daemon can read it. Null when this user writes the spool itself.
  */
 function dropFor(cfg: Config): { owner: number; mode: number } | null {
-  if (spoolWritable(cfg.spool) || !fs.existsSync(cfg.spool)) return null;
+  const st = fs.statSync(cfg.spool, { throwIfNoEntry: false });
+  // root's mail for a spool of a user's daemon goes through that spool's drop folder too
+  if (!st || (spoolWritable(cfg.spool) && st.uid === process.geteuid?.())) return null;
   const settingsOwner = fs.statSync(cfg.file, { throwIfNoEntry: false })?.uid;
   checkDropFolder(cfg.spool, settingsOwner === undefined ? [] : [settingsOwner]);
-  const owner = fs.statSync(cfg.spool).uid;
+  const owner = st.uid;
   // root reads any file; another daemon user needs read access to a file only its name protects
   return { owner, mode: owner === 0 ? 0o600 : 0o644 };
 }
@@ -118,7 +123,7 @@ async function smtpOnStdio(cfg: Config): Promise<number> {
   const drop = dropFor(cfg);
   const spool = drop ? openDropWriter(cfg.spool, { defaultSender: false, mode: drop.mode }) : openSpoolWriter(cfg.spool);
   const user = currentUser();
-  const kicks: Promise<void>[] = [];
+  const kicks: Promise<boolean>[] = [];
   const onMessage = drop ? undefined : (env: { id: string }) => void kicks.push(kickDaemon(spool.layout.control, env.id));
   const door = await startSmtpDoor(cfg, { spool, log: nullLogger, onMessage, local: { ownerUid: drop?.owner ?? process.geteuid?.() ?? -1, received: !drop } }, { listen: false });
   // a local program may end its lines with LF alone; SMTP needs CRLF (and DATA ends only on CRLF.CRLF)

@@ -45,25 +45,29 @@ export async function callDaemon(socketPath: string, req: ControlRequest, timeou
   });
 }
 
-/** Tells the daemon about a new message without waiting for it (best effort, never throws). */
-export async function kickDaemon(socketPath: string, id: string): Promise<void> {
+/** Tells the daemon about a new message without waiting for it (best effort, never throws); resolves
+ * true when a daemon took the word, false when none listens. */
+export async function kickDaemon(socketPath: string, id: string): Promise<boolean> {
   // no socket, no daemon: the sendmail command then does not even load the network code
-  if (!fs.existsSync(socketPath)) return;
+  if (!fs.existsSync(socketPath)) return false;
   const net = await import('node:net');
   return new Promise((resolve) => {
     const sock = net.connect(socketPath);
-    const end = (): void => {
+    const end = (reached: boolean): void => {
       sock.destroy();
-      resolve();
+      resolve(reached);
     };
-    const timer = setTimeout(end, 500);
-    sock.on('connect', () => sock.end(JSON.stringify({ cmd: 'kick', id }) + '\n', () => {
-      clearTimeout(timer);
-      end();
-    }));
+    // a daemon too busy to answer in half a second still runs
+    const timer = setTimeout(() => end(true), 500);
+    sock.on('connect', () =>
+      sock.end(JSON.stringify({ cmd: 'kick', id }) + '\n', () => {
+        clearTimeout(timer);
+        end(true);
+      }),
+    );
     sock.on('error', () => {
       clearTimeout(timer);
-      end();
+      end(false);
     });
   });
 }

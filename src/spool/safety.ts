@@ -93,7 +93,9 @@ export function openSpoolFile(file: string): number {
 /**
  * Checks, for a submitter who may not write the spool, that its drop folder is one to hand a message to:
  * the spool and drop/ belong to one owner who is root, a system account (uid below 1000) or one of
- * `trusted` (the owner of the settings file), nothing above them is open to others, and drop/ is sticky.
+ * `trusted` (the owner of the settings file), or, for root's own mail, a user whose home directory holds
+ * the spool (a per-user daemon that root's mail should reach); nothing above them is open to others, and
+ * drop/ is sticky.
  * A spool some other user prepared would let that user read the message: it is refused with config (78);
  * a spool without a drop folder (no daemon has run yet) is spool-full (75, try again later).
  */
@@ -102,7 +104,9 @@ export function checkDropFolder(root: string, trusted: readonly number[]): strin
     const real = fs.realpathSync(root);
     const st = fs.statSync(real);
     const owner = st.uid;
-    if (owner !== 0 && owner >= 1000 && !trusted.includes(owner)) throw unsafeDrop(root, `belongs to uid ${owner}, which is neither root, a system account nor the owner of the settings file`);
+    // root's mail may go to the spool of a user's own daemon, inside that user's home directory
+    const usersOwn = process.geteuid?.() === 0 && insideHome(real, owner);
+    if (owner !== 0 && owner >= 1000 && !trusted.includes(owner) && !usersOwn) throw unsafeDrop(root, `belongs to uid ${owner}, which is neither root, a system account nor the owner of the settings file`);
     if (!st.isDirectory() || st.mode & 0o022) throw unsafeDrop(root, 'is not a directory closed to others');
     for (let dir = path.dirname(real); ; dir = path.dirname(dir)) {
       const a = fs.statSync(dir);
@@ -123,4 +127,19 @@ export function checkDropFolder(root: string, trusted: readonly number[]): strin
 /** A drop folder the submitter must not use. */
 function unsafeDrop(p: string, why: string): FerryError {
   return new FerryError('config', `refusing to hand the message over: ${p} ${why} (see docs/security.md)`);
+}
+
+/** True when path lies inside the home directory /etc/passwd gives uid. */
+function insideHome(p: string, uid: number): boolean {
+  try {
+    for (const line of fs.readFileSync('/etc/passwd', 'utf8').split('\n')) {
+      const f = line.split(':');
+      if (Number(f[2]) !== uid || !f[5] || f[5] === '/') continue;
+      const home = fs.realpathSync(f[5]);
+      return p.startsWith(home + path.sep);
+    }
+  } catch {
+    /* no passwd file, or a home that does not exist: not inside */
+  }
+  return false;
 }

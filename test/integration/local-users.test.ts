@@ -4,12 +4,12 @@
 // forged and planted drop files are refused; the sendmail command needs neither the TLS key nor the
 // users file, which only root may read.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { ferrymail, makeConfig, messageData, queueJson, ROOT, SENDMAIL, startDaemon, stopDaemon, waitUntil, type RunningDaemon, type TestConfig } from '../helpers.js';
+import { ferrymail, makeConfig, messageData, queueJson, ROOT, run, SENDMAIL, startDaemon, stopDaemon, waitUntil, type RunningDaemon, type TestConfig } from '../helpers.js';
 
 const NOBODY = 65534;
 const root = process.getuid?.() === 0;
@@ -175,4 +175,40 @@ test('a drop folder in a spool another user prepared is refused by the submitter
   assert.equal(r.code, 78, r.stderr);
   assert.match(r.stderr, /refusing to hand the message over/);
   assert.deepEqual(fs.readdirSync(path.join(evil, 'spool', 'drop')), []);
+});
+
+test("root's mail for a per-user daemon goes into that user's drop folder; a spool of another user elsewhere is refused", { skip }, async () => {
+  const user = `ferry${process.pid % 100000}`;
+  const home = path.join(cfg.dir, 'home');
+  fs.mkdirSync(home);
+  const made = spawnSync('useradd', ['-M', '-d', home, '-s', '/usr/sbin/nologin', user]);
+  assert.equal(made.status, 0, `useradd: ${made.stderr}`);
+  try {
+    const uid = Number(spawnSync('id', ['-u', user], { encoding: 'utf8' }).stdout.trim());
+    fs.chownSync(home, uid, uid);
+    fs.chmodSync(home, 0o700);
+    const spool = path.join(home, 'spool');
+    // the user's spool as the user's own daemon makes it
+    const mk = spawnSync(process.execPath, ['-e', `import(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'spool', 'writer.js'))}).then((m) => m.openSpoolWriter(${JSON.stringify(spool)}))`], { uid, gid: uid, encoding: 'utf8' });
+    assert.equal(mk.status, 0, mk.stderr);
+    const rootCfg = await makeConfig('', { spool });
+    const r = await run(process.execPath, [SENDMAIL, '-i', 'x@example.org'], { input: 'Subject: cron\n\nroot says hi\n', env: { FERRYMAIL_CONFIG_DIR: rootCfg.configDir } });
+    assert.equal(r.code, 0, r.stderr);
+    const drops = fs.readdirSync(path.join(spool, 'drop'));
+    assert.equal(drops.length, 1, 'in the drop folder, for the user\'s daemon to take');
+    const st = fs.statSync(path.join(spool, 'drop', drops[0]!));
+    assert.equal(st.uid, 0, 'owned by root, the submitter');
+    assert.equal(st.mode & 0o777, 0o644, 'readable by the daemon of the user');
+    // the same user's spool outside their home: root does not hand its mail over
+    const elsewhere = path.join(cfg.dir, 'elsewhere');
+    fs.mkdirSync(elsewhere);
+    fs.chownSync(elsewhere, uid, uid);
+    const mk2 = spawnSync(process.execPath, ['-e', `import(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'spool', 'writer.js'))}).then((m) => m.openSpoolWriter(${JSON.stringify(path.join(elsewhere, 'spool'))}))`], { uid, gid: uid, encoding: 'utf8' });
+    assert.equal(mk2.status, 0, mk2.stderr);
+    const other = await makeConfig('', { spool: path.join(elsewhere, 'spool') });
+    const r2 = await run(process.execPath, [SENDMAIL, '-i', 'x@example.org'], { input: 'Subject: s\n\nb\n', env: { FERRYMAIL_CONFIG_DIR: other.configDir } });
+    assert.equal(r2.code, 78, r2.stderr);
+  } finally {
+    spawnSync('userdel', [user]);
+  }
 });
