@@ -15,7 +15,7 @@ import { newRecipient } from '../domain/envelope.js';
 import { dataError, FerryError } from '../errors.js';
 import type { Config } from '../config/types.js';
 import { nulError } from '../scan/transforms.js';
-import { addressesIn, displayName, fieldValue, fold, receivedHeader, rfc5322Date, type HeaderField } from '../scan/headers.js';
+import { addressesIn, displayName, fieldValue, fold, qualifyField, receivedHeader, rfc5322Date, type HeaderField } from '../scan/headers.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { intake } from './intake.js';
 import { checkLocalSender } from './senders.js';
@@ -197,7 +197,7 @@ function messageIdOf(fields: HeaderField[]): string | undefined {
 export function localHeaders(
   fields: HeaderField[],
   o: { id: string; now: Date; sender: string; fullName?: string; hostname: string; user: LocalUser; recipients: string[]; received?: boolean; from?: boolean },
-): { prepend: string; append: string; drop: Set<string>; added: { messageId?: string } } {
+): { prepend: string; append: string; drop: Set<string>; added: { messageId?: string }; replace: (f: HeaderField) => string | undefined } {
   const has = (n: string): boolean => fields.some((f) => f.lower === n);
   const prepend = o.received === false ? '' : receivedHeader({ hostname: o.hostname, id: o.id, protocol: 'local', date: o.now, uid: o.user.uid, user: o.user.name, recipients: o.recipients });
   let append = '';
@@ -212,5 +212,7 @@ export function localHeaders(
     added.messageId = `<${o.id}@${o.hostname}>`;
     append += `Message-ID: ${added.messageId}\r\n`;
   }
-  return { prepend, append, drop: new Set(['bcc']), added };
+  // a bare local name in an address field (cron's "From: root (Cron Daemon)", "To: root") becomes a
+  // whole address before any route's maps look at it
+  return { prepend, append, drop: new Set(['bcc']), added, replace: (f) => qualifyField(f, o.hostname) };
 }

@@ -111,7 +111,7 @@ async function take(cfg: Config, spool: SpoolWriter, w: MessageWriter, c: Claime
       const edit = localHeaders(fields, { id, now, sender, hostname: cfg.hostname, user, recipients, from: false });
       const mid = fields.find((f) => f.lower === 'message-id');
       messageId = edit.added.messageId ?? (mid ? fieldValue(mid) : undefined);
-      return { prepend: edit.prepend, append: edit.append, drop: req.door === 'sendmail' ? edit.drop : new Set<string>() };
+      return { prepend: edit.prepend, append: edit.append, drop: req.door === 'sendmail' ? edit.drop : new Set<string>(), replace: edit.replace };
     },
     envelope: () => ({
       version: 1,

@@ -13,7 +13,7 @@ import type { Door, Envelope, NotifyKeyword } from '../domain/envelope.js';
 import { newRecipient } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
 import type { DoorDeps } from './smtp.js';
-import { fieldValue, receivedHeader, rfc5322Date } from '../scan/headers.js';
+import { fieldValue, qualifyField, receivedHeader, rfc5322Date, type HeaderField } from '../scan/headers.js';
 import { LineEndGuard } from '../scan/transforms.js';
 import { intake } from './intake.js';
 import { type SessionFacts } from './stages.js';
@@ -113,7 +113,8 @@ export function receiveData(
         if (!fields.some((x) => x.lower === 'date')) append += `Date: ${rfc5322Date(now)}\r\n`;
         if (!fields.some((x) => x.lower === 'message-id')) append += `Message-ID: <${id}@${cfg.hostname}>\r\n`;
       }
-      return { prepend, append };
+      // a local program's bare local names ("From: root") become whole addresses, as for sendmail
+      return { prepend, append, replace: local ? (fl: HeaderField) => qualifyField(fl, cfg.hostname) : undefined };
     },
     envelope: (fields, id) => {
       const mid = fields.find((x) => x.lower === 'message-id');

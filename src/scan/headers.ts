@@ -102,3 +102,66 @@ export function receivedHeader(r: ReceivedInfo): string {
   text += `; ${rfc5322Date(r.date)}`;
   return fold(text);
 }
+
+/** The address fields whose bare local names are qualified for a local submission. */
+const ADDRESS_FIELDS = new Set(['from', 'sender', 'reply-to', 'to', 'cc', 'bcc', 'resent-from', 'resent-sender', 'resent-to', 'resent-cc', 'resent-bcc', 'mail-followup-to']);
+
+/** A local part that may stand alone ("root", "www-data"), as cron and many scripts write addresses. */
+const BARE = /^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+$/;
+
+/**
+ * A local submission's address field with each bare local name qualified with `domain` ("From: root
+ * (Cron Daemon)" becomes "From: root@HOST (Cron Daemon)", "To: Alice <alice>" gets "<alice@HOST>"), so
+ * that a route's maps and the next hop see a whole address; undefined when nothing needs it. Groups and
+ * anything it cannot read are left as they are.
+ */
+export function qualifyField(f: HeaderField, domain: string): string | undefined {
+  if (!ADDRESS_FIELDS.has(f.lower)) return undefined;
+  const value = fieldValue(f);
+  const items = splitTopLevel(value);
+  if (!items || items.some((i) => /^[^<"(]*:/.test(i.trim()))) return undefined; // a group
+  let changed = false;
+  const out = items.map((item) => {
+    const q = qualifyItem(item, domain);
+    if (q !== item) changed = true;
+    return q;
+  });
+  return changed ? fold(`${f.name}: ${out.map((i) => i.trim()).join(', ')}`) : undefined;
+}
+
+/** Splits an address list at the commas outside quotes, comments and angle brackets; null when it
+ * cannot be read (unbalanced). */
+function splitTopLevel(value: string): string[] | null {
+  const items: string[] = [];
+  let depth = 0;
+  let angle = false;
+  let quoted = false;
+  let start = 0;
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i];
+    if (c === '\\') i++;
+    else if (quoted) quoted = c !== '"';
+    else if (c === '"') quoted = true;
+    else if (c === '(') depth++;
+    else if (c === ')') depth = Math.max(0, depth - 1);
+    else if (depth === 0 && c === '<') angle = true;
+    else if (depth === 0 && c === '>') angle = false;
+    else if (depth === 0 && !angle && c === ',') {
+      items.push(value.slice(start, i));
+      start = i + 1;
+    }
+  }
+  if (quoted || depth || angle) return null;
+  items.push(value.slice(start));
+  return items.filter((i) => i.trim() !== '');
+}
+
+/** One address of a list, its bare local name qualified. */
+function qualifyItem(item: string, domain: string): string {
+  const angle = /<([^<>@]*)>/.exec(item);
+  if (angle) return BARE.test(angle[1]!) ? item.replace(angle[0], `<${angle[1]}@${domain}>`) : item;
+  if (item.includes('@') || item.includes('<')) return item;
+  // the address is what is left without comments: one bare word
+  const m = /^(\s*)([^\s(]+)(\s*(?:\(.*\))?\s*)$/.exec(item);
+  return m && BARE.test(m[2]!) ? `${m[1]}${m[2]}@${domain}${m[3]}` : item;
+}

@@ -140,6 +140,8 @@ export interface HeaderEdit {
   drop?: Set<string>;
   /** Header lines (CRLF-terminated) to put after the message's own. */
   append?: string;
+  /** A field's new lines (CRLF-terminated), or undefined to keep it as it is. */
+  replace?: (f: HeaderField) => string | undefined;
 }
 
 /** Options of the header stage. */
@@ -216,7 +218,10 @@ export class HeaderStage extends Transform {
     } catch (err) {
       return cb(err as Error);
     }
-    const kept = fields.filter((f) => !edit.drop?.has(f.lower)).map((f) => f.raw).join('');
+    const kept = fields
+      .filter((f) => !edit.drop?.has(f.lower))
+      .map((f) => edit.replace?.(f) ?? f.raw)
+      .join('');
     const rest = buf.subarray(consumed);
     let head = edit.prepend + kept + (edit.append ?? '');
     // a header section that ended at a non-header line gets the blank line it lacked

@@ -113,3 +113,15 @@ test('HeaderStage finds the end of the header section across one-byte chunks', a
   const out = await through(stage(), [...msg].map((c) => c));
   assert.equal(out, 'X-Added: 1\r\nA: 1\r\n..B: 2\r\n\r\nbody\r\n');
 });
+
+test('bare local names in address fields are qualified; groups, whole addresses and names are left alone', async () => {
+  const { qualifyField } = await import('../../src/scan/headers.js');
+  const f = (raw: string) => ({ name: raw.split(':')[0]!, lower: raw.split(':')[0]!.toLowerCase(), raw: raw + '\r\n' });
+  assert.equal(qualifyField(f('From: root (Cron Daemon)'), 'box.example'), 'From: root@box.example (Cron Daemon)\r\n');
+  assert.equal(qualifyField(f('To: root'), 'box.example'), 'To: root@box.example\r\n');
+  assert.equal(qualifyField(f('Cc: Alice <alice>, bob@x.org, "Smith, J" <jsmith>'), 'h.example'), 'Cc: Alice <alice@h.example>, bob@x.org, "Smith, J" <jsmith@h.example>\r\n');
+  assert.equal(qualifyField(f('To: bob@x.org'), 'h.example'), undefined);
+  assert.equal(qualifyField(f('To: undisclosed-recipients:;'), 'h.example'), undefined);
+  assert.equal(qualifyField(f('Subject: root'), 'h.example'), undefined);
+  assert.equal(qualifyField(f('To: Alice Smith'), 'h.example'), undefined, 'two words are no address');
+});
