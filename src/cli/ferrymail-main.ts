@@ -298,8 +298,13 @@ async function routeExplain(cmd: Command, o: Opts & { from?: string; to?: string
     const c = checkAddress(a);
     if (!c.ok) throw new FerryError('usage', `bad address ${JSON.stringify(a)}: ${c.reason}`);
   }
-  const state = o.connection ? { online: true, connection: o.connection, why: '--connection' } : { online: false, why: 'no --connection given' };
-  const result = explain(loadRoutes(cfg.dir), state, sender, o.to, o.headerFrom ?? []);
+  // without --connection, the connection this host is on now (as route explain ID does)
+  const { onlineState } = await import('../queue/flush.js');
+  const state = await onlineState(cfg, o.connection);
+  // --header-from takes a header value as a message carries it ("Alice <alice@example.org>")
+  const { headerFromAddresses } = await import('../route/header-rewrite.js');
+  const from = (o.headerFrom ?? []).flatMap((v) => headerFromAddresses(`From: ${v}\r\n\r\n`));
+  const result = explain(loadRoutes(cfg.dir), state, sender, o.to, from, o.headerFrom ?? []);
   out(o.json ? JSON.stringify({ state, recipients: result }, null, 1) + '\n' : formatExplain(result, state));
   return EX.OK;
 }

@@ -53,8 +53,9 @@ export function explainQueued(routes: Route[], state: OnlineState, env: Envelope
   });
 }
 
-/** Explains route selection for one message. */
-export function explain(routes: Route[], state: OnlineState, sender: string, recipients: string[], headerFrom: string[]): Explanation[] {
+/** Explains route selection for one message: headerFrom are the From addresses the filters see, shown
+ * the From mailboxes as they would leave (the addresses themselves when not given). */
+export function explain(routes: Route[], state: OnlineState, sender: string, recipients: string[], headerFrom: string[], shown: string[] = headerFrom): Explanation[] {
   return plan(routes, state, sender, recipients, headerFrom).map((p) => {
     if (!('routes' in p)) return { recipient: p.recipient, defer: p.defer };
     const first = p.routes[0]!;
@@ -62,7 +63,7 @@ export function explain(routes: Route[], state: OnlineState, sender: string, rec
       recipient: p.recipient,
       routes: p.routes.map((r) => r.name),
       envelope_sender: rewriteAddress(first.rewrite.envelopeSender, sender),
-      header_from: headerFrom.map((f) => rewriteMailbox(first.rewrite.from, f)),
+      header_from: shown.map((f) => rewriteMailbox(first.rewrite.from, f)),
     };
   });
 }

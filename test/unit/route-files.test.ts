@@ -107,9 +107,16 @@ test('ferrymail route explain: routes per recipient, rewritten sender and From, 
   const j = JSON.parse(home.stdout);
   assert.deepEqual(j.recipients[0], { recipient: 'bob@x.org', routes: ['home-isp'], envelope_sender: 'alice@isp.example', header_from: ['Alice <alice.smith@isp.example>'] });
   assert.deepEqual(j.recipients[1].routes, ['10-lan', 'home-isp']);
+  // without --connection: the connection the host is on now (here none)
   const off = await ferrymail(cfg, args);
   assert.equal(off.code, 0, off.stderr);
   assert.match(off.stdout, /<bob@x\.org>: waits: offline/);
+  // --header-from as a header value: allowed_from sees the address inside it
+  fs.writeFileSync(path.join(cfg.configDir, 'routes', '30-personal.yaml'), 'name: personal\nconnections: [home]\nallowed_from: ["*@personal.example"]\n');
+  fs.writeFileSync(path.join(cfg.configDir, 'routes', '20-home.yaml'), 'name: home-isp\nconnections: [home]\ndenied_from: ["*@personal.example"]\n');
+  const personal = await ferrymail(cfg, ['route', 'explain', '--from', 'alice@laptop.local', '--to', 'bob@x.org', '--header-from', 'Alice <alice@personal.example>', '--connection', 'home', '--json']);
+  assert.equal(personal.code, 0, personal.stderr);
+  assert.deepEqual(JSON.parse(personal.stdout).recipients[0].routes, ['personal']);
   assert.match(off.stdout, /<c@lan\.example>: via 10-lan/);
   const bad = await ferrymail(cfg, ['route', 'explain', '--from', 'not an address', '--to', 'b@x.org']);
   assert.equal(bad.code, 64);
