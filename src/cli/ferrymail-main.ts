@@ -5,6 +5,7 @@
  * Every subcommand takes --config-dir. Errors print one line and exit with the sysexits code of their
  * FerryError; usage errors exit 64. Secrets (auth hash) are read from standard input, never argv.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, loadConfig, parseSettingsFile, settingsLocation } from '../config/load.js';
@@ -223,6 +224,10 @@ function configCheck(cmd: Command): number {
       if (err instanceof FerryError && 'issues' in err) issues.push(...(err as unknown as { issues: typeof issues }).issues);
       else throw err;
     }
+  }
+  // what only shows when it is used: the notice mailbox's folder
+  if (cfg?.queue.notice_mailbox && !fs.existsSync(path.dirname(cfg.queue.notice_mailbox))) {
+    issues.push({ key: 'queue.notice_mailbox', line: parsed.lineOf(['queue', 'notice_mailbox']), message: `the folder ${path.dirname(cfg.queue.notice_mailbox)} does not exist: notices delivered locally would fail` });
   }
   for (const i of issues) process.stderr.write(`${file}${i.line ? `:${i.line}` : ''}: ${i.key}: ${i.message}\n`);
   const routes = routeCheck(path.join(path.dirname(file), 'routes'), cfg?.hostname ?? 'localhost');

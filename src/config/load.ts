@@ -6,6 +6,7 @@
  * ConfigError listing every issue with file, line and key; nothing half-valid is ever returned.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { FerryError } from '../errors.js';
@@ -78,7 +79,9 @@ function checkReadable(key: string, p: string | undefined, issues: ConfigIssue[]
 function normalise(dir: string, parsed: ParsedSettings): Config {
   const d = defaultSettings();
   const s = parsed.data;
-  const abs = (p: string | undefined): string | undefined => (p ? path.resolve(dir, p) : undefined);
+  // "~/..." is the user's home, as a shell would read it; other relative paths are the configuration
+  // directory's
+  const abs = (p: string | undefined): string | undefined => (p ? path.resolve(dir, p === '~' || p.startsWith('~/') ? path.join(os.homedir(), p.slice(1)) : p) : undefined);
   return {
     ...d,
     ...s,

@@ -54,6 +54,20 @@ export function routeProblem(route: Route, hostname: string): string | undefined
   }
 }
 
+/** True when a program name is an executable file: a path, or a name found on PATH. */
+export function findProgram(name: string): boolean {
+  if (!name) return false;
+  const dirs = name.includes('/') ? [''] : (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':');
+  return dirs.some((d) => {
+    try {
+      fs.accessSync(d ? `${d}/${name}` : name, fs.constants.X_OK);
+      return fs.statSync(d ? `${d}/${name}` : name).isFile();
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** Checks a password file's mode now (a file others can read is a broken route, not a delivery failure). */
 function checkPasswordFile(file: string): void {
   const st = fs.statSync(file);
@@ -88,6 +102,7 @@ function secretSource(t: Record<string, unknown>): (() => Promise<string>) | und
   }
   if (Array.isArray(t.password_command)) {
     const argv = t.password_command as string[];
+    if (!findProgram(argv[0] ?? '')) throw new Error(`password_command ${argv[0] ?? '(empty)'} is not a program this host has (not found, or not executable)`);
     return () => runSecretCommand(argv);
   }
   if (typeof t.password_env === 'string') {

@@ -1,6 +1,7 @@
 // Configuration: defaults, validation with every error and its line, -C files, config set.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
@@ -283,4 +284,18 @@ test('the sendmail command keeps at most 16 configuration snapshots', async () =
     if (saved === undefined) delete process.env.XDG_CACHE_HOME;
     else process.env.XDG_CACHE_HOME = saved;
   }
+});
+
+test('~/ in a path is the home directory; config check reports a notice mailbox folder that is missing and a password command that is not there', async () => {
+  const { loadConfig } = await import('../../src/config/load.js');
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), 'queue:\n  notice_mailbox: "~/Mail/notices"\n');
+  assert.equal(loadConfig(dir).queue.notice_mailbox, path.join(os.homedir(), 'Mail', 'notices'));
+  const { makeConfig, ferrymail, writeRoute } = await import('../helpers.js');
+  const cfg = await makeConfig('queue:\n  notice_mailbox: /nonexistent-folder/notices');
+  writeRoute(cfg, '10-isp.yaml', ['name: isp', 'permanent: true', 'transport:', '  type: smtp', '  host: smtp.example', '  port: 587', '  user: me', '  password_command: [no-such-program-here, get]']);
+  const r = await ferrymail(cfg, ['config', 'check']);
+  assert.equal(r.code, 78);
+  assert.match(r.stderr, /queue\.notice_mailbox: the folder \/nonexistent-folder does not exist/);
+  assert.match(r.stderr, /password_command no-such-program-here is not a program this host has/);
 });
