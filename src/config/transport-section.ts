@@ -46,6 +46,8 @@ const KEYS: Record<string, { types: string[]; check: Check }> = {
   tls: { types: SMTP, check: oneOf('starttls', 'opportunistic', 'smtps', 'none') },
   ca_file: { types: SMTP, check: absolute },
   fingerprint: { types: SMTP, check: fingerprint },
+  tls_cert: { types: SMTP, check: absolute },
+  tls_key: { types: SMTP, check: absolute },
   tls_verify: { types: SMTP, check: bool },
   tls_name: { types: SMTP, check: hostName },
   proxy: { types: SMTP, check: proxy },
@@ -109,7 +111,8 @@ function combinations(t: Record<string, unknown>, add: (key: string, message: st
   if (!has('user') && secrets.length) add(secrets[0]!, `${secrets[0]} needs user`);
   if (has('auth_method') && !has('user')) add('auth_method', 'auth_method needs user');
   if (t.mx === true && has('user')) add('user', 'MX hosts do not take AUTH: user is for a smarthost');
-  if (t.tls === 'none') for (const k of ['ca_file', 'fingerprint', 'tls_verify', 'tls_name']) if (has(k)) add(k, `${k} needs TLS, but tls is none`);
+  if (t.tls === 'none') for (const k of ['ca_file', 'fingerprint', 'tls_verify', 'tls_name', 'tls_cert']) if (has(k)) add(k, `${k} needs TLS, but tls is none`);
+  if (has('tls_cert') !== has('tls_key')) add(has('tls_cert') ? 'tls_cert' : 'tls_key', 'tls_cert and tls_key go together');
   if (t.mx === true && has('tls_name')) add('tls_name', 'MX hosts are checked by their own names: tls_name is for a smarthost');
   if (has('fingerprint') && t.tls_verify === false) add('tls_verify', 'a fingerprint is already the check: leave tls_verify out');
 }

@@ -117,7 +117,7 @@ function secretSource(t: Record<string, unknown>): (() => Promise<string>) | und
 }
 
 /** The TLS settings of a transport section (a CA file is read now: a missing one breaks the route). */
-function tlsSettings(t: Record<string, unknown>): Pick<SmtpSettings, 'secure' | 'starttls' | 'verify' | 'ca' | 'fingerprint' | 'servername' | 'clearAuth' | 'proxy'> {
+function tlsSettings(t: Record<string, unknown>): Pick<SmtpSettings, 'secure' | 'starttls' | 'verify' | 'ca' | 'fingerprint' | 'servername' | 'clearAuth' | 'proxy' | 'clientCert'> {
   const mode = typeof t.tls === 'string' ? t.tls : 'opportunistic';
   return {
     secure: mode === 'smtps',
@@ -130,7 +130,14 @@ function tlsSettings(t: Record<string, unknown>): Pick<SmtpSettings, 'secure' | 
     servername: typeof t.tls_name === 'string' ? t.tls_name : undefined,
     proxy: typeof t.proxy === 'string' ? parseProxy(t.proxy) : undefined,
     clearAuth: mode === 'none',
+    clientCert: typeof t.tls_cert === 'string' && typeof t.tls_key === 'string' ? clientCertificate(t.tls_cert, t.tls_key) : undefined,
   };
+}
+
+/** A client certificate and its key, read now; the key must be readable by its owner only. */
+function clientCertificate(certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {
+  if ((fs.statSync(keyFile).mode & 0o077) !== 0) throw new Error(`tls_key ${keyFile} must be readable by its owner only`);
+  return { cert: fs.readFileSync(certFile), key: fs.readFileSync(keyFile) };
 }
 
 /** A proxy URL (socks5://host:port, checked when the route file was read) as host and port. */

@@ -49,20 +49,22 @@ function unixSocket(path: string, timeoutMs: number): Promise<net.Socket | SmtpE
   });
 }
 
-/** A TLS context trusting the system's CAs and a route's CA file: built once per CA file read, not for
- * every session (parsing the system's CAs costs milliseconds). */
+/** A TLS context trusting the system's CAs and a route's CA file, with the route's client certificate:
+ * built once per CA file and certificate read, not for every session (parsing the system's CAs costs
+ * milliseconds). A secure context replaces Node's cert and key options, so the certificate goes in it. */
 const contexts = new WeakMap<object, tls.SecureContext>();
-function trusted(ca: string | Buffer): tls.SecureContext {
-  const make = (): tls.SecureContext => tls.createSecureContext({ ca: [...tls.rootCertificates, ca.toString()], minVersion: 'TLSv1.2' });
-  if (typeof ca === 'string') return make();
-  let ctx = contexts.get(ca);
-  if (!ctx) contexts.set(ca, (ctx = make()));
+function context(ca: string | Buffer | undefined, client: { cert: Buffer; key: Buffer } | undefined): tls.SecureContext {
+  const make = (): tls.SecureContext =>
+    tls.createSecureContext({ ...(ca ? { ca: [...tls.rootCertificates, ca.toString()] } : {}), ...(client ?? {}), minVersion: 'TLSv1.2' });
+  const key = client ?? (typeof ca === 'object' ? ca : undefined);
+  if (!key) return make();
+  let ctx = contexts.get(key);
+  if (!ctx) contexts.set(key, (ctx = make()));
   return ctx;
 }
 
 /** The nodemailer options for one target. */
 function connOptions(s: SessionSettings, t: Target, socket?: net.Socket): ConstructorParameters<typeof SMTPConnection>[0] {
-  const verify = s.verify !== false && !s.fingerprint;
   return {
     host: t.host,
     port: t.port,
@@ -72,8 +74,15 @@ function connOptions(s: SessionSettings, t: Target, socket?: net.Socket): Constr
     ignoreTLS: s.starttls === 'never',
     opportunisticTLS: s.starttls === 'opportunistic',
     lmtp: !!s.lmtp,
-    // a CA file adds to the system's CAs (Node's ca option alone would replace them)
-    tls: { rejectUnauthorized: verify, ...(s.ca ? { secureContext: trusted(s.ca) } : {}), minVersion: 'TLSv1.2', ...(s.servername ? { servername: s.servername } : {}) },
+    // a CA file adds to the system's CAs (Node's ca option alone would replace them). The chain and name
+    // are checked once the handshake is done (checkCertificate), before anything but EHLO is sent, so
+    // that a certificate that is not trusted can be named with its issuer and fingerprint
+    tls: {
+      rejectUnauthorized: false,
+      ...(s.ca || s.clientCert ? { secureContext: context(s.ca, s.clientCert) } : {}),
+      minVersion: 'TLSv1.2',
+      ...(s.servername ? { servername: s.servername } : {}),
+    },
     connectionTimeout: s.timeouts.connect,
     greetingTimeout: s.timeouts.greeting,
     socketTimeout: s.timeouts.command,
@@ -163,17 +172,32 @@ async function open(s: SessionSettings, t: Target, conn: SMTPConnection, relay: 
   const bad = checkCertificate(s, conn, relay) ?? (s.auth ? await session.login(s.auth, s.timeouts.command, !!s.clearAuth || !!t.socket) : undefined);
   if (bad) {
     void session.close();
-    return typeof bad === 'string' ? { reply: bad } : { reply: bad.reply, auth: bad.refused };
+    return typeof bad === 'string' ? { reply: bad, tls: bad.startsWith('451 4.7.5 TLS') } : { reply: bad.reply, auth: bad.refused };
   }
   return session;
 }
 
-/** With a fingerprint configured, the session must be TLS with exactly that certificate. */
+/**
+ * The server's certificate, checked once TLS is up: with a fingerprint configured it must be exactly that
+ * certificate; otherwise, unless verify is off, its chain must lead to a trusted CA (the system's, and
+ * the route's ca_file) and it must carry the server's name. A certificate that fails is named with its
+ * subject, issuer and SHA-256 fingerprint, and the two ways to trust it.
+ */
 function checkCertificate(s: SessionSettings, conn: SMTPConnection, relay: string): string | undefined {
-  if (!s.fingerprint) return undefined;
   const sock = (conn as unknown as ConnInternals)._socket;
-  const cert = sock && 'getPeerCertificate' in sock ? (sock as tls.TLSSocket).getPeerCertificate() : undefined;
-  if (!conn.secure || !cert?.raw) return `451 4.7.5 TLS with ${relay} failed: no certificate to check the fingerprint against`;
-  const got = fingerprintOf(cert.raw);
-  return got === s.fingerprint ? undefined : `451 4.7.5 TLS with ${relay} failed: certificate fingerprint ${got} is not the configured one`;
+  const tlsSock = sock && 'getPeerCertificate' in sock ? (sock as tls.TLSSocket) : undefined;
+  const cert = tlsSock?.getPeerCertificate();
+  if (s.fingerprint) {
+    if (!conn.secure || !cert?.raw) return `451 4.7.5 TLS with ${relay} failed: no certificate to check the fingerprint against`;
+    const got = fingerprintOf(cert.raw);
+    return got === s.fingerprint ? undefined : `451 4.7.5 TLS with ${relay} failed: certificate fingerprint ${got} is not the configured one`;
+  }
+  if (!conn.secure || s.verify === false || !tlsSock || tlsSock.authorized) return undefined;
+  const fp = cert?.raw ? fingerprintOf(cert.raw) : 'unknown';
+  const who = (n: Record<string, unknown> | undefined): string => oneLine(n ? String(n.CN ?? n.O ?? JSON.stringify(n)) : '?', '?');
+  const why = String(tlsSock.authorizationError ?? 'not trusted');
+  return (
+    `451 4.7.5 TLS with ${relay} failed: the certificate is not trusted (${why}): subject ${who(cert?.subject as never)}, issued by ${who(cert?.issuer as never)}, ` +
+    `SHA-256 ${fp}; to trust it, set ca_file to its issuer's certificate, or fingerprint: ${fp} (ferrymail route test NAME shows it)`
+  );
 }

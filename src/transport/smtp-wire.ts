@@ -38,6 +38,8 @@ export interface SessionSettings {
   fingerprint?: string;
   /** The name the certificate must carry (and SNI) when it is not the host connected to (a tunnel). */
   servername?: string;
+  /** A client certificate and its key (PEM) to present when the server asks for one. */
+  clientCert?: { cert: Buffer; key: Buffer };
   /** The route allows a password without TLS (tls: none). Never inferred from a fallback to plaintext. */
   clearAuth?: boolean;
   /** Reach the server through this SOCKS5 proxy. */

@@ -23,6 +23,8 @@ export type Step = 'greeting' | 'ehlo' | 'starttls' | 'mail' | 'rcpt' | 'data' |
 export interface SeenConnection {
   commands: string[];
   secure: boolean;
+  /** The subject CN of the client's certificate, when it presented one. */
+  clientCert?: string;
 }
 
 /** A message the server accepted. */
@@ -41,8 +43,9 @@ export interface FaultOptions {
   lmtp?: boolean;
   /** Extensions announced besides STARTTLS and AUTH (default PIPELINING, 8BITMIME, ENHANCEDSTATUSCODES). */
   extensions?: string[];
-  /** Offer STARTTLS with this certificate (or speak TLS from the first byte with implicit). */
-  tls?: { key: string; cert: string; implicit?: boolean };
+  /** Offer STARTTLS with this certificate (or speak TLS from the first byte with implicit); with
+   * requestCert, ask the client for a certificate and record it (not checked). */
+  tls?: { key: string; cert: string; implicit?: boolean; requestCert?: boolean };
   /** Offer AUTH with these mechanisms and accept exactly this user and secret. */
   auth?: { mechanisms: string[]; user: string; secret: string; failText?: string };
   /** Decide a step differently; return undefined for the normal answer. */
@@ -257,7 +260,11 @@ class Session {
     this.sock.write('220 2.0.0 ready for TLS\r\n');
     if (this.ask('starttls', '') === 'drop') return void this.sock.end(); // a handshake that never happens
     this.sock.removeAllListeners('data');
-    const secure = new tls.TLSSocket(this.sock, { isServer: true, key: this.opts.tls.key, cert: this.opts.tls.cert });
+    const secure = new tls.TLSSocket(this.sock, { isServer: true, key: this.opts.tls.key, cert: this.opts.tls.cert, requestCert: !!this.opts.tls.requestCert, rejectUnauthorized: false });
+    secure.once('secure', () => {
+      const peer = secure.getPeerCertificate();
+      if (peer?.subject) this.seen.clientCert = String(peer.subject.CN);
+    });
     this.sock = secure;
     this.seen.secure = true;
     this.listen(secure);

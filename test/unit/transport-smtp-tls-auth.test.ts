@@ -41,8 +41,11 @@ test('an untrusted certificate is tempfail with the reason; nothing of the messa
     const r = await via(s.port, { starttls }).deliver(request(['a@y.org', 'b@y.org']));
     assert.deepEqual(r.results.map((x) => x.outcome), ['tempfail', 'tempfail'], JSON.stringify(r));
     assert.match(r.results[0]!.reply, /^451 4\.7\.5 TLS with 127\.0\.0\.1:\d+ failed: .*self.signed/i);
+    // the certificate is named, with the two ways to trust it
+    assert.match(r.results[0]!.reply, /subject mx\.test\.example, issued by mx\.test\.example, SHA-256 [0-9a-f]{64}; to trust it, set ca_file to its issuer's certificate, or fingerprint: [0-9a-f]{64}/);
+    assert.ok(r.results[0]!.reply.includes(cert.fingerprint.replace(/:/g, '').toLowerCase()));
   }
-  assert.ok(!s.connections.some((c) => c.commands.some((x) => x.startsWith('MAIL'))));
+  assert.ok(!s.connections.some((c) => c.commands.some((x) => x.startsWith('MAIL') || x.startsWith('AUTH'))));
 });
 
 test('a certificate trusted through ca_file, or matched by fingerprint, or not checked when asked', async () => {
@@ -142,4 +145,12 @@ test('tls_name: through a tunnel the certificate is checked against the real ser
   const right = await via(s.port, { starttls: 'required', ca, servername: 'smtp.corp.example' }).deliver(request());
   assert.deepEqual(right.results.map((x) => x.outcome), ['ok']);
   assert.equal(s.received.length, 1, 'only the verified session carried the message');
+});
+
+test('tls_cert and tls_key: the route presents its client certificate when the server asks', async () => {
+  const s = await faultServer({ tls: { key: cert.key, cert: cert.cert, requestCert: true } });
+  const client = await selfSigned('laptop.client.example', false);
+  const r = await via(s.port, { starttls: 'required', ca: cert.cert, clientCert: { cert: Buffer.from(client.cert), key: Buffer.from(client.key) } }).deliver(request(['a@y.org']));
+  assert.equal(r.results[0]!.outcome, 'ok', JSON.stringify(r));
+  assert.equal(s.connections.at(-1)!.clientCert, 'laptop.client.example');
 });
