@@ -105,15 +105,20 @@ export function buildProgram(setCode: (n: number) => void): Command {
     q.command(`${name} <ids...>`).description(what).action(act(async (ids: string[], _o: Opts, cmd: Command) => changeIds(config(cmd), verb, ids, `ferrymail queue ${name}`)));
   }
 
-  program
-    .command('route')
-    .description('route selection')
+  const routeCmd = program.command('route').description('route selection');
+  routeCmd
+    .command('test <name>')
+    .description('connect to a route\'s server without sending mail: TLS, its certificate (subject, issuer, SHA-256 to paste as fingerprint), what it offers, a login check')
+    .option('--to <addr>', 'for an MX route: a recipient whose domain to look up')
+    .option('--json', 'machine-readable output')
+    .action(act(async (name: string, o: Opts & { to?: string }, cmd: Command) => routeTest(cmd, name, o)));
+  routeCmd
     .command('explain [id]')
     .description('per recipient: the routes that would carry it on a connection, and the rewritten sender and From; with a queue ID, for that message now')
     .option('--from <addr>', 'envelope sender ("" or <> for the null sender)')
     .option('--to <addr...>', 'recipients')
     .option('--header-from <mailbox...>', 'From header mailboxes')
-    .option('--connection <name>', 'the connection to assume (default: offline; with an ID: the current one)')
+    .option('--connection <name>', 'the connection to assume (default: the one the host is on now)')
     .option('--json', 'machine-readable output')
     .action(act(async (id: string | undefined, o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string }, cmd: Command) => (id === undefined ? routeExplain(cmd, o) : routeExplainQueued(cmd, id, o))));
 
@@ -330,6 +335,41 @@ async function routeExplainQueued(cmd: Command, id: string, o: Opts & { from?: s
   if (o.json) out(JSON.stringify({ id, place: entry.place, sender: entry.envelope.sender, state, recipients: result }, null, 1) + '\n');
   else out(`message ${id} from <${entry.envelope.sender}>\n${held}${formatExplain(result, state)}`);
   return EX.OK;
+}
+
+/** ferrymail route test NAME: what a route's server offers, as msmtp --serverinfo. */
+async function routeTest(cmd: Command, name: string, o: Opts & { to?: string }): Promise<number> {
+  const cfg = config(cmd);
+  const { loadRoutes } = await import('../config/routes.js');
+  const route = loadRoutes(cfg.dir).find((r) => r.name === name);
+  if (!route) throw new FerryError('usage', `no route named ${JSON.stringify(name)}`);
+  const { inspectRoute } = await import('../queue/wiring.js');
+  let info;
+  try {
+    info = await inspectRoute(route, cfg.hostname, o.to?.slice(o.to.lastIndexOf('@') + 1));
+  } catch (err) {
+    throw new FerryError('usage', (err as Error).message);
+  }
+  if (o.json) {
+    out(JSON.stringify(info, null, 1) + '\n');
+    return info.error || info.login?.startsWith('4') || info.cert?.trusted === false ? EX.UNAVAILABLE : EX.OK;
+  }
+  out(`route ${name}: ${info.relay}\n`);
+  if (info.error) {
+    out(`cannot open a session: ${safe(info.error)}\n`);
+    return EX.UNAVAILABLE;
+  }
+  out(`tls: ${info.tls ? 'yes' : 'no'}\n`);
+  if (info.cert) {
+    const c = info.cert;
+    out(`certificate: subject ${safe(c.subject)}, issued by ${safe(c.issuer)}, valid until ${c.validTo}\n`);
+    out(`  sha256: ${c.sha256}   (fingerprint: ${c.sha256} in the route pins it)\n`);
+    out(`  ${c.trusted ? 'trusted' : `NOT trusted: ${safe(c.why ?? '')}`}\n`);
+  }
+  out(`extensions: ${info.extensions.join(' ') || '(none)'}\n`);
+  out(`auth: ${info.auth.join(' ') || '(none offered)'}\n`);
+  if (info.login) out(`login as the route's user: ${safe(info.login)}\n`);
+  return info.login && info.login !== 'ok' ? EX.UNAVAILABLE : info.cert && !info.cert.trusted ? EX.UNAVAILABLE : EX.OK;
 }
 
 /** ferrymail auth hash USER: reads the password from stdin. */

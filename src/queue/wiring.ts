@@ -26,7 +26,8 @@ import { noteBytes } from '../spool/reclaim.js';
 import type { Store } from '../spool/store.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { pipeTransport } from '../transport/pipe.js';
-import { smtpTransport, type AuthMethod, type MxResolver, type SmtpSettings } from '../transport/smtp.js';
+import { inspectServer, smtpTransport, type AuthMethod, type MxResolver, type ServerInfo, type SmtpSettings } from '../transport/smtp.js';
+import { lookupMx, systemResolver } from '../transport/mx.js';
 import type { Transport } from '../transport/types.js';
 import type { Notice } from './bounce.js';
 import { runCommand } from '../proc/run.js';
@@ -154,8 +155,14 @@ function ms(v: unknown): number | undefined {
 /** The SMTP/LMTP transport of a transport section (already validated by config/). */
 function smtpFrom(route: Route, t: Record<string, unknown>, hostname: string, resolver?: MxResolver): Transport {
   if (typeof t.host !== 'string' && typeof t.socket !== 'string' && t.mx !== true) return broken(`route ${route.name}: transport needs host and port, socket, or mx`);
+  return smtpTransport({ ...smtpSettingsOf(t, hostname), resolver });
+}
+
+/** The SMTP settings of a transport section (files such as a CA or a password file are checked now:
+ * throws with the reason when one is unusable). */
+export function smtpSettingsOf(t: Record<string, unknown>, hostname: string): SmtpSettings {
   const secret = secretSource(t);
-  return smtpTransport({
+  return {
     host: typeof t.host === 'string' ? t.host : undefined,
     port: typeof t.port === 'number' ? t.port : undefined,
     socket: typeof t.socket === 'string' ? t.socket : undefined,
@@ -166,8 +173,27 @@ function smtpFrom(route: Route, t: Record<string, unknown>, hostname: string, re
     auth: typeof t.user === 'string' && secret ? { user: t.user, secret, method: t.auth_method as AuthMethod | undefined } : undefined,
     connections: typeof t.connections === 'number' ? t.connections : undefined,
     timeouts: { connect: ms(t.connect_timeout), greeting: ms(t.greeting_timeout), command: ms(t.command_timeout), progress: ms(t.progress_timeout) },
-    resolver,
-  });
+  };
+}
+
+/**
+ * What the server of an SMTP or LMTP route offers, for `ferrymail route test`: for an MX route the first
+ * MX host of `domain`. Fails with a readable Error when the route is no SMTP route or its files are
+ * unusable.
+ */
+export async function inspectRoute(route: Route, hostname: string, domain?: string): Promise<ServerInfo> {
+  const t = route.transport;
+  if (t.type !== 'smtp' && t.type !== 'lmtp') throw new Error(`route ${route.name} delivers by ${String(t.type)}, not to a server`);
+  const s = smtpSettingsOf(t, hostname);
+  const timeouts = { connect: s.timeouts?.connect ?? 10_000, greeting: s.timeouts?.greeting ?? 30_000, command: s.timeouts?.command ?? 300_000, progress: s.timeouts?.progress ?? 30_000 };
+  let target = s.socket ? { host: 'localhost', port: 0, socket: s.socket } : { host: s.host ?? 'localhost', port: s.port ?? 25 };
+  if (s.mx) {
+    if (!domain) throw new Error(`route ${route.name} delivers by MX: name a recipient domain (--to)`);
+    const mx = await lookupMx(systemResolver(timeouts.connect), domain);
+    if (!('hosts' in mx)) throw new Error('permfail' in mx ? mx.permfail : mx.tempfail);
+    target = { host: mx.hosts[0]!, port: s.port ?? 25 };
+  }
+  return inspectServer({ ...s, timeouts }, target);
 }
 
 /**

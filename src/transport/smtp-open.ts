@@ -201,3 +201,42 @@ function checkCertificate(s: SessionSettings, conn: SMTPConnection, relay: strin
     `SHA-256 ${fp}; to trust it, set ca_file to its issuer's certificate, or fingerprint: ${fp} (ferrymail route test NAME shows it)`
   );
 }
+/** What a server offers, as `ferrymail route test` shows it. */
+export interface ServerInfo {
+  relay: string;
+  /** Why the session could not be opened (then the rest is what was learnt before). */
+  error?: string;
+  tls: boolean;
+  cert?: { subject: string; issuer: string; sha256: string; validTo: string; trusted: boolean; why?: string };
+  extensions: string[];
+  auth: string[];
+  /** The result of a login with the route's credentials: "ok", or the refusal. */
+  login?: string;
+}
+
+/**
+ * Connects to a server as a route would, without sending any mail: greeting, EHLO, STARTTLS (the
+ * certificate is taken whatever it is, and only reported), the AUTH mechanisms offered, and a login
+ * with the route's credentials when it has some and TLS (or tls: none) allows it. Never throws.
+ */
+export async function inspectServer(s: SessionSettings, t: Target): Promise<ServerInfo> {
+  const relay = targetName(t);
+  const got = await openSession({ ...s, verify: false, fingerprint: undefined, auth: undefined }, t);
+  if (!(got instanceof Session)) return { relay, error: got.reply, tls: false, extensions: [], auth: [] };
+  const info: Omit<ServerInfo, 'relay'> = got.describe();
+  const sock = got.tlsSocket();
+  const cert = sock?.getPeerCertificate();
+  if (cert?.raw) {
+    const fp = fingerprintOf(cert.raw);
+    const name = (n: unknown): string => oneLine(String((n as Record<string, unknown> | undefined)?.CN ?? (n as Record<string, unknown> | undefined)?.O ?? '?'), '?');
+    const trusted = s.fingerprint ? fp === s.fingerprint : !!sock!.authorized;
+    const why = trusted ? undefined : s.fingerprint ? 'not the configured fingerprint' : String(sock!.authorizationError ?? 'not trusted');
+    info.cert = { subject: name(cert.subject), issuer: name(cert.issuer), sha256: fp, validTo: cert.valid_to, trusted, why };
+  }
+  if (s.auth && (info.tls || s.clearAuth || t.socket)) {
+    const bad = await got.login(s.auth, s.timeouts.command, true);
+    info.login = bad === undefined ? 'ok' : typeof bad === 'string' ? bad : bad.reply;
+  }
+  await got.close();
+  return { relay, ...info };
+}

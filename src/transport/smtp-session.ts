@@ -148,6 +148,17 @@ export class Session {
     return this.conn as unknown as ConnInternals;
   }
 
+  /** What the server said it offers, and whether the session is under TLS (for route test). */
+  describe(): { tls: boolean; extensions: string[]; auth: string[] } {
+    return { tls: !!this.conn.secure, extensions: this.extensions(), auth: this.internals()._supportedAuth ?? [] };
+  }
+
+  /** The TLS socket of the session, when it is under TLS. */
+  tlsSocket(): import('node:tls').TLSSocket | undefined {
+    const sock = socketOf(this.conn);
+    return sock && 'getPeerCertificate' in sock ? (sock as import('node:tls').TLSSocket) : undefined;
+  }
+
   /** SMTP extensions the server announced (upper case names). */
   extensions(): string[] {
     return this.internals()._supportedExtensions ?? [];

@@ -19,6 +19,7 @@ import { Session } from './smtp-session.js';
 import { targetName, Tracker, type SessionSettings, type Target } from './smtp-wire.js';
 
 export type { AuthMethod, AuthSettings } from './smtp-wire.js';
+export { inspectServer, type ServerInfo } from './smtp-open.js';
 export type { MxResolver } from './mx.js';
 
 /** Where and how to deliver. */
