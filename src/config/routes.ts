@@ -17,7 +17,7 @@ import { checkTransport } from './transport-section.js';
 import type { ConfigIssue } from './validate.js';
 
 const LISTS = ['connections', 'allowed_senders', 'denied_senders', 'allowed_recipients', 'denied_recipients', 'allowed_from', 'denied_from'] as const;
-const FLAGS = ['permanent', 'last_route', 'connect_error_fail'] as const;
+const FLAGS = ['permanent', 'last_route', 'connect_error_fail', 'hide_local_received'] as const;
 const MAPS = ['envelope_sender', 'from', 'sender', 'reply_to', 'mail_followup_to'] as const;
 const KEYS = new Set<string>(['name', ...LISTS, ...FLAGS, 'rewrite', 'dkim', 'transport', 'uncertain']);
 const DKIM_KEYS = new Set(['domain', 'selector', 'key_file', 'headers', 'algorithm']);
@@ -95,6 +95,7 @@ function parseRoute(file: string, text: string, issues: ConfigIssue[]): Route {
     rewrite: rewriteMaps(doc, d.rewrite, add),
     lastRoute: flag('last_route'),
     connectErrorFail: flag('connect_error_fail'),
+    hideLocalReceived: flag('hide_local_received'),
     uncertain: uncertainPolicy(d.uncertain, add),
     transport: d.transport && typeof d.transport === 'object' && !Array.isArray(d.transport) ? (d.transport as Record<string, unknown>) : {},
   };

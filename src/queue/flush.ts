@@ -107,7 +107,7 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
       routes,
       online: async () => state,
       transportFor: (r) => transportFor(r, cfg.hostname),
-      messageFor: (env, r, head) => messageFor(store, env, r, head),
+      messageFor: (env, r, head) => messageFor(store, env, r, head, cfg.hostname),
       retry: retryPolicy(cfg.queue),
       log,
       enqueueNotice: (n) => enqueueNotice(spool, n),

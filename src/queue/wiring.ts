@@ -19,6 +19,7 @@ import { PROXY_URL, normalFingerprint } from '../config/transport-section.js';
 import type { Envelope } from '../domain/envelope.js';
 import { newRecipient } from '../domain/envelope.js';
 import { dataError } from '../errors.js';
+import { fieldValue, parseHeaderBlock } from '../domain/header.js';
 import { rewriteHeaderSection } from '../route/header-rewrite.js';
 import type { DkimSettings, Route } from '../route/types.js';
 import { bodyHashOf, loadDkimKey, signatureField } from '../sign/dkim.js';
@@ -257,13 +258,14 @@ const SMALL_BODY = 256 * 1024;
  * at most SMALL_BODY bytes are ever held in memory. `head` is the header section when the caller has
  * already read it.
  */
-export function messageFor(store: Store, env: Envelope, route: Route, head?: string): Readable {
+export function messageFor(store: Store, env: Envelope, route: Route, head?: string, hostname?: string): Readable {
   const out = new PassThrough();
   const data = store.layout.data(env.id);
   const start = async (): Promise<void> => {
     const section = head ?? (await store.readHead(env.id));
     const after = Buffer.byteLength(section, 'latin1');
-    const rewritten = rewriteHeaderSection(section, route.rewrite);
+    const own = route.hideLocalReceived && hostname ? withoutOwnReceived(section, hostname) : section;
+    const rewritten = rewriteHeaderSection(own, route.rewrite);
     const top = route.dkim ? (await signature(route, route.dkim, rewritten, data, after)) + rewritten : rewritten;
     if (out.destroyed) return;
     const small = smallBody(data, after);
@@ -287,6 +289,16 @@ export function messageFor(store: Store, env: Envelope, route: Route, head?: str
   };
   start().catch((err: Error) => out.destroy(err));
   return out;
+}
+
+/** A header section without the Received lines this host put on top of it ("by HOST (ferrymail)"): the
+ * first ones only, so that what other hops added stays. */
+export function withoutOwnReceived(section: string, hostname: string): string {
+  const { fields } = parseHeaderBlock(section);
+  const mine = new RegExp(`(?:^|\\s)by\\s+${hostname.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\s+\\(ferrymail\\)`, 'i');
+  let n = 0;
+  while (n < fields.length && fields[n]!.lower === 'received' && mine.test(fieldValue(fields[n]!))) n++;
+  return fields.slice(n).map((f) => f.raw).join('') + section.slice(fields.reduce((a, f) => a + f.raw.length, 0));
 }
 
 /** The error that stops a message holding a NUL byte (an older intake may have stored one) from leaving:

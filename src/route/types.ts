@@ -52,6 +52,8 @@ export interface Route {
   lastRoute: boolean;
   /** A connection failure on this route is permanent (a LAN route to a host that should be there). */
   connectErrorFail: boolean;
+  /** Mail leaves without the Received lines this host added (its name, the submitting uid), as msmtp's. */
+  hideLocalReceived?: boolean;
   /** Sign outgoing mail with this key (after the header rewriting); absent: no signature. */
   dkim?: DkimSettings;
   /** What an uncertain delivery (connection lost after the message was handed over) leads to: one more

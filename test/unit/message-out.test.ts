@@ -108,3 +108,14 @@ test('a spooled message holding NUL never leaves: its stream fails with 554 5.6.
     await smtp.close?.();
   }
 });
+
+test('hide_local_received: the Received lines this host put on top leave out; those of other hops stay', async () => {
+  const { withoutOwnReceived } = await import('../../src/queue/wiring.js');
+  const head =
+    'Received: by laptop.example (ferrymail) (uid 1000, alice) with local id X\r\n\tfor <b@x.org>; Sat, 5 Dec 2026 10:00:00 +0000\r\n' +
+    'Received: from mx.other (mx.other [192.0.2.1]) by laptop.example (ferrymail) with ESMTP id Y; Sat, 5 Dec 2026 09:00:00 +0000\r\n' +
+    'Received: from far.away by relay.example (Postfix) with ESMTP id Z; Sat, 5 Dec 2026 08:00:00 +0000\r\n' +
+    'Subject: s\r\n\r\n';
+  assert.equal(withoutOwnReceived(head, 'laptop.example'), 'Received: from far.away by relay.example (Postfix) with ESMTP id Z; Sat, 5 Dec 2026 08:00:00 +0000\r\nSubject: s\r\n\r\n');
+  assert.equal(withoutOwnReceived(head, 'elsewhere.example'), head);
+});
