@@ -55,6 +55,12 @@ export function jsonSchema(): Record<string, Record<string, unknown>> {
   return top;
 }
 
+/** YAML text as data, or undefined when it does not parse. */
+function yamlValue(text: string): unknown {
+  const doc = parseDocument(text);
+  return doc.errors.length ? undefined : (doc.toJS() as unknown);
+}
+
 /** Converts a command-line value to the key's type. */
 export function parseValue(f: Field, raw: string): unknown {
   switch (f.type) {
@@ -64,17 +70,19 @@ export function parseValue(f: Field, raw: string): unknown {
       return raw === 'true' ? true : raw === 'false' ? false : raw;
     case 'string[]':
     case 'duration[]': {
+      // a list is YAML flow text as in the file ([notify-send, "${subject}"], quotes taken off as YAML
+      // does), or a bare comma-separated list (127.0.0.1:25, [::1]:25)
       const t = raw.trim();
       if (t === '' || t === '[]') return [];
-      return t.replace(/^\[(.*)\]$/, '$1').split(',').map((s) => s.trim()).filter(Boolean);
+      if (t.startsWith('[') && t.endsWith(']') && !t.slice(1, -1).includes('[')) {
+        const v = yamlValue(t);
+        if (Array.isArray(v) && v.every((x) => typeof x !== 'object')) return v.map(String);
+      }
+      return t.replace(/^\[(.*)\]$/, '$1').split(',').map((x) => x.trim()).filter(Boolean);
     }
     case 'map[]':
       // a list of mappings comes as JSON or YAML flow text: [{connection: home, ssid: HomeNet}]
-      try {
-        return parseDocument(raw).toJS() as unknown;
-      } catch {
-        return raw;
-      }
+      return yamlValue(raw) ?? raw;
     default:
       return raw;
   }

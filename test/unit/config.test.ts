@@ -299,3 +299,12 @@ test('~/ in a path is the home directory; config check reports a notice mailbox 
   assert.match(r.stderr, /queue\.notice_mailbox: the folder \/nonexistent-folder does not exist/);
   assert.match(r.stderr, /password_command no-such-program-here is not a program this host has/);
 });
+
+test('config set reads a list as YAML flow text, quotes and all, like the file', async () => {
+  const { parseValue } = await import('../../src/config/store.js');
+  const list = { key: 'x', type: 'string[]', doc: '' } as const;
+  assert.deepEqual(parseValue(list, '[notify-send, "${subject}", "${summary}"]'), ['notify-send', '${subject}', '${summary}']);
+  assert.deepEqual(parseValue(list, '127.0.0.1:25, [::1]:25'), ['127.0.0.1:25', '[::1]:25']);
+  assert.deepEqual(parseValue(list, '[127.0.0.1:25, [::1]:25]'), ['127.0.0.1:25', '[::1]:25']);
+  assert.deepEqual(parseValue(list, '[]'), []);
+});
