@@ -11,6 +11,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, loadConfig, parseSettingsFile, settingsLocation } from '../config/load.js';
 import { loadRoutes } from '../config/routes.js';
 import { routeProblem } from '../queue/wiring.js';
+import { matchAddress } from '../route/glob.js';
 import type { Config } from '../config/types.js';
 import { validateSettings, getPath } from '../config/validate.js';
 import { FIELDS } from '../config/schema.js';
@@ -236,10 +237,37 @@ function configCheck(cmd: Command): number {
   }
   for (const i of issues) process.stderr.write(`${file}${i.line ? `:${i.line}` : ''}: ${i.key}: ${i.message}\n`);
   const routes = routeCheck(path.join(path.dirname(file), 'routes'), cfg?.hostname ?? 'localhost');
+  if (cfg) for (const note of rewriteNotes(cfg)) process.stderr.write(`${file}: note: ${note}\n`);
   if (issues.length || routes === null) return EX.CONFIG;
   out(`${parsed.exists ? file : 'embedded default'}: ok\n`);
   if (routes) out(`${routes} route file${routes === 1 ? '' : 's'}: ok\n`);
   return EX.OK;
+}
+
+/**
+ * Routes whose address maps can never match this host's own mail: local senders are USER@HOSTNAME (or
+ * at a local domain), and a map whose patterns all name another domain rewrites nothing of it (the
+ * examples use laptop.local; with the system's own name as hostname, nothing would change and a
+ * smarthost that checks senders refuses them).
+ */
+function rewriteNotes(cfg: Config): string[] {
+  const domains = [cfg.hostname, ...cfg.local_domains];
+  const notes: string[] = [];
+  let routes: ReturnType<typeof loadRoutes> = [];
+  try {
+    routes = loadRoutes(cfg.dir);
+  } catch {
+    return notes; // the route files' own problems are reported above
+  }
+  for (const r of routes) {
+    const patterns = [...r.rewrite.envelopeSender, ...r.rewrite.from].map(([p]) => p).filter((p) => p.includes('@'));
+    if (!patterns.length) continue;
+    const hits = patterns.some((p) => domains.some((d) => matchAddress(p, `user@${d}`) || matchAddress(p, `root@${d}`)));
+    if (!hits) {
+      notes.push(`route ${r.name} rewrites ${patterns.join(', ')}, but this host's mail is sent as USER@${cfg.hostname}: nothing of it would be rewritten (set hostname, or change the maps)`);
+    }
+  }
+  return notes;
 }
 
 /** Checks the route files, then what each route needs at delivery time (secret and CA files, pipe

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { loadRoutes } from '../../src/config/routes.js';
-import { ferrymail, makeConfig, routeIssues, tempDir } from '../helpers.js';
+import { ferrymail, makeConfig, ROOT, routeIssues, tempDir } from '../helpers.js';
 
 /** A configuration directory with the given route files. */
 function withRoutes(files: Record<string, string>): string {
@@ -120,4 +120,15 @@ test('ferrymail route explain: routes per recipient, rewritten sender and From, 
   assert.match(off.stdout, /<c@lan\.example>: via 10-lan/);
   const bad = await ferrymail(cfg, ['route', 'explain', '--from', 'not an address', '--to', 'b@x.org']);
   assert.equal(bad.code, 64);
+});
+
+test('config check notes a route whose maps can never match this host\'s own senders', async () => {
+  const cfg = await makeConfig();
+  fs.mkdirSync(path.join(cfg.configDir, 'routes'), { recursive: true });
+  fs.copyFileSync(path.join(ROOT, 'routes', '20-home-isp.yaml'), path.join(cfg.configDir, 'routes', '20-home-isp.yaml'));
+  const r = await ferrymail(cfg, ['config', 'check']);
+  assert.match(r.stderr, /note: route home-isp rewrites \*@laptop\.local, .*USER@test\.example: nothing of it would be rewritten/);
+  fs.writeFileSync(path.join(cfg.configDir, 'ferrymail.yaml'), fs.readFileSync(path.join(cfg.configDir, 'ferrymail.yaml'), 'utf8').replace('hostname: test.example', 'hostname: laptop.local'));
+  const ok = await ferrymail(cfg, ['config', 'check']);
+  assert.doesNotMatch(ok.stderr, /note:/);
 });
