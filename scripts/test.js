@@ -9,6 +9,9 @@ import path from 'node:path';
 fs.rmSync('dist', { recursive: true, force: true });
 const build = spawnSync('npm', ['run', '--silent', 'build'], { stdio: 'inherit' });
 if (build.status !== 0) process.exit(build.status ?? 1);
+// one style and the linter's rules (biome.json), and the import rules between the stages
+const lint = spawnSync('npm', ['run', '--silent', 'lint'], { stdio: 'inherit' });
+if (lint.status !== 0) process.exit(lint.status ?? 1);
 
 /** Every *.test.js below dir, sorted. */
 function testFiles(dir) {
