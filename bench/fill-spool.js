@@ -15,7 +15,9 @@ const { openSpoolWriter } = await import(path.join(ROOT, 'dist', 'src', 'spool',
 const { newRecipient } = await import(path.join(ROOT, 'dist', 'src', 'domain', 'envelope.js'));
 
 function usage(msg) {
-  process.stderr.write(`fill-spool: ${msg}\nusage: node bench/fill-spool.js --spool DIR --count N --size BYTES --from ADDR --to ADDR [--parallel N]\n`);
+  process.stderr.write(
+    `fill-spool: ${msg}\nusage: node bench/fill-spool.js --spool DIR --count N --size BYTES --from ADDR --to ADDR [--parallel N]\n`,
+  );
   process.exit(64);
 }
 
@@ -37,10 +39,10 @@ for (const k of ['spool', 'count', 'size', 'from', 'to']) if (opts[k] === undefi
 
 /** 76 characters and CRLF per line, the last line cut so that the payload is exactly size bytes. */
 function payload(size) {
-  const line = 'X'.repeat(76) + '\r\n';
+  const line = `${'X'.repeat(76)}\r\n`;
   let out = line.repeat(Math.floor(size / line.length));
   const rest = size - out.length;
-  if (rest > 2) out += 'X'.repeat(rest - 2) + '\r\n';
+  if (rest > 2) out += `${'X'.repeat(rest - 2)}\r\n`;
   else if (rest > 0) out += '\r\n'.slice(0, rest);
   return out;
 }

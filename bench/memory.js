@@ -57,10 +57,9 @@ function rssKiB(pid) {
   }
 }
 
-
 /** Sends a line (null: none) and checks the reply's code; long waits allowed for a 100 MB transfer. */
 async function expect(client, line, code) {
-  if (line !== null) client.send(line + '\r\n');
+  if (line !== null) client.send(`${line}\r\n`);
   const r = await client.reply(120_000);
   if (!r.startsWith(String(code))) throw new Error(`${line ?? 'greeting'}: expected ${code}, got ${r}`);
   return r;
@@ -170,7 +169,11 @@ async function main() {
   fs.closeSync(log);
   await Promise.race([
     waitForPort(port, 15_000),
-    new Promise((_, reject) => child.once('exit', (code) => reject(new Error(`daemon exited with ${code}: ${fs.readFileSync(path.join(work, 'daemon.log'), 'utf8')}`)))),
+    new Promise((_, reject) =>
+      child.once('exit', (code) =>
+        reject(new Error(`daemon exited with ${code}: ${fs.readFileSync(path.join(work, 'daemon.log'), 'utf8')}`)),
+      ),
+    ),
   ]);
   const pid = child.pid;
 
@@ -221,11 +224,13 @@ async function main() {
   const r0 = process.hrtime.bigint();
   fs.writeFileSync(stateFile, 'bench\n');
   const deadline = Date.now() + 300_000;
-  while ((sink.got.messages < 1 || fs.readdirSync(path.join(spool, 'queue')).length > 0) && Date.now() < deadline) await sleep(100);
+  while ((sink.got.messages < 1 || fs.readdirSync(path.join(spool, 'queue')).length > 0) && Date.now() < deadline)
+    await sleep(100);
   const relaySecs = Number(process.hrtime.bigint() - r0) / 1e9;
   clearInterval(sampler);
   await sink.close();
-  if (sink.got.messages < 1) throw new Error(`the message was not relayed within 300 s (sink got ${sink.got.bytes} bytes)`);
+  if (sink.got.messages < 1)
+    throw new Error(`the message was not relayed within 300 s (sink got ${sink.got.bytes} bytes)`);
   const relayPeak = peak;
   peak = receivePeak;
 

@@ -63,10 +63,9 @@ function message(size) {
   const line = 'The quick brown fox jumps over the lazy dog, again and again and again.\n';
   let body = '';
   while (head.length + body.length + line.length <= size) body += line;
-  body += 'x'.repeat(Math.max(0, size - head.length - body.length - 1)) + '\n';
+  body += `${'x'.repeat(Math.max(0, size - head.length - body.length - 1))}\n`;
   return Buffer.from(head + body, 'latin1');
 }
-
 
 /** Runs one command with input on stdin; resolves with its wall time in ms (spawn to exit). */
 function timeOne(cmd, args, input, env) {
@@ -151,7 +150,12 @@ async function main() {
   delete env.NODE_OPTIONS;
 
   const commands = [
-    { name: 'ferrymail sendmail', cmd: process.execPath, args: [SENDMAIL, '-i', '-f', 'sender@bench.example', 'rcpt@remote.example'], env },
+    {
+      name: 'ferrymail sendmail',
+      cmd: process.execPath,
+      args: [SENDMAIL, '-i', '-f', 'sender@bench.example', 'rcpt@remote.example'],
+      env,
+    },
     { name: 'node -e 0', cmd: process.execPath, args: ['-e', '0'], env },
   ];
 
@@ -165,7 +169,9 @@ async function main() {
       fs.mkdirSync(postfixDir);
       const r = spawnSync('bash', [PF_INSTANCE, 'start', postfixDir], { encoding: 'utf8', timeout: 60_000 });
       if (r.status !== 0) {
-        process.stdout.write(`(Postfix sendmail skipped: the private instance did not start: ${(r.stderr || '').trim()})\n`);
+        process.stdout.write(
+          `(Postfix sendmail skipped: the private instance did not start: ${(r.stderr || '').trim()})\n`,
+        );
         spawnSync('bash', [PF_INSTANCE, 'stop', postfixDir], { stdio: 'ignore', timeout: 30_000 });
         postfixDir = null;
       } else {
@@ -196,11 +202,13 @@ async function main() {
   }
 
   const queued = countFiles(path.join(spool, 'queue'));
-  if (queued !== opts.runs + opts.warmup) throw new Error(`ferrymail queued ${queued} messages, expected ${opts.runs + opts.warmup}`);
+  if (queued !== opts.runs + opts.warmup)
+    throw new Error(`ferrymail queued ${queued} messages, expected ${opts.runs + opts.warmup}`);
   if (postfixDir) {
     const r = spawnSync('bash', [PF_INSTANCE, 'queued', postfixDir], { encoding: 'utf8', timeout: 90_000 });
     const n = Number(r.stdout.trim());
-    if (n !== opts.runs + opts.warmup) throw new Error(`postfix queued ${n} messages, expected ${opts.runs + opts.warmup}`);
+    if (n !== opts.runs + opts.warmup)
+      throw new Error(`postfix queued ${n} messages, expected ${opts.runs + opts.warmup}`);
   }
 
   const base = stats(times[1]);
@@ -208,7 +216,9 @@ async function main() {
   commands.forEach((c, idx) => {
     const s = stats(times[idx]);
     const f = (x) => `${x.toFixed(1)} ms`.padStart(9);
-    process.stdout.write(`${c.name.padEnd(20)} ${f(s.median)} ${f(s.p90)} ${f(s.min)} ${f(s.mean)}   ${(s.median / base.median).toFixed(2).padStart(8)}\n`);
+    process.stdout.write(
+      `${c.name.padEnd(20)} ${f(s.median)} ${f(s.p90)} ${f(s.min)} ${f(s.mean)}   ${(s.median / base.median).toFixed(2).padStart(8)}\n`,
+    );
   });
   const fm = stats(times[0]);
   process.stdout.write(

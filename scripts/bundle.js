@@ -16,6 +16,8 @@ await build({
   minifyWhitespace: true,
   minifySyntax: true,
   legalComments: 'none',
-  banner: { js: "import { createRequire as __fmRequire } from 'node:module'; const require = __fmRequire(import.meta.url);" },
+  banner: {
+    js: "import { createRequire as __fmRequire } from 'node:module'; const require = __fmRequire(import.meta.url);",
+  },
   logLevel: 'warning',
 });

@@ -20,8 +20,34 @@ export const RULES = {
   config: ['domain', 'errors.ts', 'version.ts', 'route', 'sign'],
   control: ['domain', 'errors.ts', 'spool'],
   receive: ['domain', 'errors.ts', 'scan', 'spool', 'config', 'log'],
-  daemon: ['domain', 'errors.ts', 'version.ts', 'log', 'spool', 'scan', 'config', 'control', 'receive', 'queue', 'online'],
-  cli: ['domain', 'errors.ts', 'version.ts', 'log', 'spool', 'scan', 'config', 'control', 'receive', 'daemon', 'route', 'online', 'queue'],
+  daemon: [
+    'domain',
+    'errors.ts',
+    'version.ts',
+    'log',
+    'spool',
+    'scan',
+    'config',
+    'control',
+    'receive',
+    'queue',
+    'online',
+  ],
+  cli: [
+    'domain',
+    'errors.ts',
+    'version.ts',
+    'log',
+    'spool',
+    'scan',
+    'config',
+    'control',
+    'receive',
+    'daemon',
+    'route',
+    'online',
+    'queue',
+  ],
 };
 
 /** The stage an src-relative path belongs to. */
@@ -42,10 +68,14 @@ export function checkImports(srcDir) {
       continue;
     }
     const text = fs.readFileSync(path.join(srcDir, rel), 'utf8');
-    for (const m of text.matchAll(/(?:^|\n)\s*(?:import|export)[^'"]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g)) {
+    for (const m of text.matchAll(
+      /(?:^|\n)\s*(?:import|export)[^'"]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g,
+    )) {
       const spec = m[1] ?? m[2];
       if (!spec.startsWith('.')) continue;
-      const target = path.relative(srcDir, path.resolve(path.dirname(path.join(srcDir, rel)), spec)).replace(/\.js$/, '.ts');
+      const target = path
+        .relative(srcDir, path.resolve(path.dirname(path.join(srcDir, rel)), spec))
+        .replace(/\.js$/, '.ts');
       if (target.startsWith('..')) {
         problems.push(`${rel}: imports ${spec} outside src/`);
         continue;

@@ -57,7 +57,11 @@ export function spoolError(err: unknown, what: string): FerryError {
     return new FerryError('spool-full', `spool is full: cannot ${what}`, { cause: err });
   }
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
-    return new FerryError('spool-permission', `no access to the spool: cannot ${what} (${code}); it belongs to another user?`, { cause: err });
+    return new FerryError(
+      'spool-permission',
+      `no access to the spool: cannot ${what} (${code}); it belongs to another user?`,
+      { cause: err },
+    );
   }
   return new FerryError('spool-io', `spool error: cannot ${what} (${code ?? String(err)})`, { cause: err });
 }

@@ -49,7 +49,11 @@ export function keyRecord(key: KeyObject): string {
 }
 
 /** What dkimpy says about a message, given the one DNS name and record it may look up. */
-export async function dkimVerify(message: Buffer | string, dnsName: string, record: string): Promise<{ ok: boolean; asked: string[]; log: string }> {
+export async function dkimVerify(
+  message: Buffer | string,
+  dnsName: string,
+  record: string,
+): Promise<{ ok: boolean; asked: string[]; log: string }> {
   const r = await run(py(), ['-c', VERIFY, dnsName, record], { input: message, timeoutMs: 30_000 });
   if (r.code !== 0) throw new Error(`dkimpy failed: ${r.stderr}`);
   return JSON.parse(r.stdout);
@@ -57,7 +61,10 @@ export async function dkimVerify(message: Buffer | string, dnsName: string, reco
 
 /** dkimpy's relaxed body hashes of some bodies. */
 export async function referenceBodyHashes(bodies: Buffer[]): Promise<string[]> {
-  const r = await run(py(), ['-c', BODY_HASH], { input: JSON.stringify(bodies.map((b) => b.toString('base64'))), timeoutMs: 30_000 });
+  const r = await run(py(), ['-c', BODY_HASH], {
+    input: JSON.stringify(bodies.map((b) => b.toString('base64'))),
+    timeoutMs: 30_000,
+  });
   if (r.code !== 0) throw new Error(`dkimpy failed: ${r.stderr}`);
   return JSON.parse(r.stdout);
 }

@@ -79,7 +79,12 @@ export function writeRoute(cfg: TestConfig, file: string, lines: string[]): void
 
 /** The lines of a route that rewrites alice@laptop.local (envelope sender and From unless `from` only)
  * and delivers by SMTP to 127.0.0.1:port; `more` goes before the transport, `transport` into it. */
-export function smtpRoute(name: string, connection: string, port: number, opts: { more?: string[]; transport?: string[]; fromOnly?: boolean } = {}): string[] {
+export function smtpRoute(
+  name: string,
+  connection: string,
+  port: number,
+  opts: { more?: string[]; transport?: string[]; fromOnly?: boolean } = {},
+): string[] {
   return [
     `name: ${name}`,
     `connections: [${connection}]`,
@@ -144,12 +149,19 @@ export async function waitForPort(port: number, timeoutMs = 10_000, host = '127.
  * that network namespace (`ip netns exec`), where its port cannot be reached from here: the start-up line
  * alone says it listens. opts.env adds to its environment.
  */
-export async function startDaemon(cfg: TestConfig, extraArgs: string[] = [], opts: { netns?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunningDaemon> {
+export async function startDaemon(
+  cfg: TestConfig,
+  extraArgs: string[] = [],
+  opts: { netns?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunningDaemon> {
   const argv = [process.execPath, FERRYMAIL, '--config-dir', cfg.configDir, 'daemon', ...extraArgs];
   // inside a namespace the environment is set by env(1), so that `ip` itself is still found on PATH
   const vars = Object.entries(opts.env ?? {}).map(([k, v]) => `${k}=${v ?? ''}`);
   const [cmd, ...args] = opts.netns ? ['ip', 'netns', 'exec', opts.netns, 'env', ...vars, ...argv] : argv;
-  const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.netns ? process.env : { ...process.env, ...opts.env } });
+  const child = spawn(cmd!, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: opts.netns ? process.env : { ...process.env, ...opts.env },
+  });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
@@ -158,7 +170,8 @@ export async function startDaemon(cfg: TestConfig, extraArgs: string[] = [], opt
     await Promise.race([
       // the start-up line comes once every listener is bound (SMTP, LMTP, IPv4 and IPv6)
       (opts.netns ? Promise.resolve() : waitForPort(cfg.port)).then(async () => {
-        if (!(await waitUntil(() => out.includes('ferrymail started'), 10_000))) throw new Error(`no start-up line: ${out}`);
+        if (!(await waitUntil(() => out.includes('ferrymail started'), 10_000)))
+          throw new Error(`no start-up line: ${out}`);
       }),
       exited.then((code) => {
         throw new Error(`daemon exited with ${code}: ${out}`);
@@ -191,9 +204,17 @@ export interface RunResult {
 }
 
 /** Runs a program with input on stdin; bounded by timeoutMs. */
-export function run(cmd: string, args: string[], opts: { input?: string | Buffer; env?: NodeJS.ProcessEnv; timeoutMs?: number; argv0?: string } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { input?: string | Buffer; env?: NodeJS.ProcessEnv; timeoutMs?: number; argv0?: string } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'], argv0: opts.argv0 });
+    const child = spawn(cmd, args, {
+      env: { ...process.env, ...opts.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      argv0: opts.argv0,
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -292,7 +313,7 @@ export class RawSmtp {
   private wake(): void {
     const w = this.waiters;
     this.waiters = [];
-    w.forEach((f) => f());
+    for (const f of w) f();
   }
 
   send(data: string | Buffer): void {
@@ -322,7 +343,7 @@ export class RawSmtp {
 
   /** Sends a command line and reads its reply. */
   async cmd(line: string): Promise<string> {
-    this.send(line + '\r\n');
+    this.send(`${line}\r\n`);
     return this.reply();
   }
 
@@ -341,7 +362,11 @@ export class RawSmtp {
 }
 
 /** Waits until check() returns true, polling every stepMs; false when the deadline passed first. */
-export async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, stepMs = 20): Promise<boolean> {
+export async function waitUntil(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 10_000,
+  stepMs = 20,
+): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await check()) return true;
@@ -382,7 +407,7 @@ export async function smtpSend(
   try {
     const t = msg.timeoutMs ?? 10_000;
     const step = async (line: string | null, expect: RegExp): Promise<string | null> => {
-      if (line !== null) c.send(line + '\r\n');
+      if (line !== null) c.send(`${line}\r\n`);
       const r = await c.reply(t);
       return expect.test(r) ? null : r;
     };
@@ -397,7 +422,7 @@ export async function smtpSend(
     }
     const r = await step('DATA', /^354/);
     if (r) return { reply: r };
-    c.send((msg.data ?? 'Subject: test\r\n\r\nhello\r\n') + '.\r\n');
+    c.send(`${msg.data ?? 'Subject: test\r\n\r\nhello\r\n'}.\r\n`);
     const reply = await c.reply(t);
     c.send('QUIT\r\n');
     const id = /^250 .*queued as ([0-9A-Z]+)/.exec(reply)?.[1];

@@ -96,12 +96,14 @@ export function postfixMissing(opts: { sasl?: boolean; tls?: boolean } = {}): st
     const pkgs = [...new Set(absent.map(([, p]) => p))].join(' ');
     return `${absent.map(([b]) => b).join(', ')} not installed (Debian: apt-get install ${pkgs})`;
   }
-  if (spawnSync('id', ['postfix'], { stdio: 'ignore' }).status !== 0) return 'no postfix user (the Debian postfix package creates it)';
+  if (spawnSync('id', ['postfix'], { stdio: 'ignore' }).status !== 0)
+    return 'no postfix user (the Debian postfix package creates it)';
   if (process.getuid?.() !== 0) return 'a private Postfix instance needs root (its master starts as root)';
   if (opts.sasl) {
     const v = spawnSync(which('saslpluginviewer'), [], { encoding: 'utf8', timeout: 10_000 });
     const text = `${v.stdout ?? ''}`;
-    if (!/sasldb/i.test(text) || !/\bPLAIN\b/.test(text)) return 'Cyrus SASL plugins sasldb and PLAIN not installed (Debian: apt-get install libsasl2-modules libsasl2-modules-db)';
+    if (!/sasldb/i.test(text) || !/\bPLAIN\b/.test(text))
+      return 'Cyrus SASL plugins sasldb and PLAIN not installed (Debian: apt-get install libsasl2-modules libsasl2-modules-db)';
   }
   return undefined;
 }
@@ -124,11 +126,48 @@ export async function makeTestCa(dir: string, name = 'test'): Promise<TestCa> {
   const csr = p('server.csr');
   const cert = p('server.pem');
   const ext = p('server.ext');
-  fs.writeFileSync(ext, 'subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth\nbasicConstraints = CA:FALSE\n');
+  fs.writeFileSync(
+    ext,
+    'subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth\nbasicConstraints = CA:FALSE\n',
+  );
   const steps: string[][] = [
-    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=ferrymail ${name} CA`, '-keyout', caKey, '-out', ca, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'],
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      `/CN=ferrymail ${name} CA`,
+      '-keyout',
+      caKey,
+      '-out',
+      ca,
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ],
     ['req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-keyout', key, '-out', csr],
-    ['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-days', '2', '-extfile', ext, '-out', cert],
+    [
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      ca,
+      '-CAkey',
+      caKey,
+      '-CAcreateserial',
+      '-days',
+      '2',
+      '-extfile',
+      ext,
+      '-out',
+      cert,
+    ],
   ];
   for (const args of steps) {
     const r = await run('openssl', args);
@@ -191,7 +230,11 @@ process.once('exit', () => {
 /** Stops an instance (waiting for its master to exit) and removes its directory. */
 function stopSync(dir: string): void {
   const conf = path.join(dir, 'etc');
-  spawnSync('postfix', ['-c', conf, 'stop'], { stdio: 'ignore', timeout: 30_000, env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` } });
+  spawnSync('postfix', ['-c', conf, 'stop'], {
+    stdio: 'ignore',
+    timeout: 30_000,
+    env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` },
+  });
   running.delete(dir);
   fs.rmSync(dir, { recursive: true, force: true });
 }
@@ -241,9 +284,14 @@ function mainCf(dir: string, o: PostfixOptions, dirs: { command: string; daemon:
     lines.push('mynetworks = 127.0.0.0/8', 'smtpd_relay_restrictions = permit_mynetworks, reject');
   }
   if (o.tls) {
-    lines.push(`smtpd_tls_cert_file = ${o.tls.cert}`, `smtpd_tls_key_file = ${o.tls.key}`, 'smtpd_tls_security_level = encrypt', 'smtpd_tls_loglevel = 1');
+    lines.push(
+      `smtpd_tls_cert_file = ${o.tls.cert}`,
+      `smtpd_tls_key_file = ${o.tls.key}`,
+      'smtpd_tls_security_level = encrypt',
+      'smtpd_tls_loglevel = 1',
+    );
   }
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 /** master.cf: smtpd on one loopback port, no chroot, the services a holding instance uses. */
@@ -279,7 +327,10 @@ async function setUpSasl(dir: string, user: string, password: string): Promise<v
   const db = path.join(dir, 'sasldb2');
   // Debian's Postfix reads <config_directory>/sasl/smtpd.conf
   fs.mkdirSync(path.join(dir, 'etc', 'sasl'));
-  fs.writeFileSync(path.join(dir, 'etc', 'sasl', 'smtpd.conf'), `pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: ${db}\nmech_list: PLAIN LOGIN\n`);
+  fs.writeFileSync(
+    path.join(dir, 'etc', 'sasl', 'smtpd.conf'),
+    `pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: ${db}\nmech_list: PLAIN LOGIN\n`,
+  );
   // -p reads the password from stdin, so it is never in argv
   const r = await run(which('saslpasswd2'), ['-p', '-c', '-f', db, '-u', REALM, user], { input: password });
   if (r.code !== 0) throw new Error(`saslpasswd2 failed: ${r.stderr}`);
@@ -364,7 +415,8 @@ async function readMessage(conf: string, id: string): Promise<HeldMessage> {
   };
   const envelope = await cat('-e');
   const records = envelope.split('\n');
-  const value = (line: string, key: string): string | undefined => (line.startsWith(`${key}: `) ? line.slice(key.length + 2) : line === `${key}:` ? '' : undefined);
+  const value = (line: string, key: string): string | undefined =>
+    line.startsWith(`${key}: `) ? line.slice(key.length + 2) : line === `${key}:` ? '' : undefined;
   const sender = records.map((l) => value(l, 'sender')).find((v) => v !== undefined) ?? '';
   const recipients = records.map((l) => value(l, 'recipient')).filter((v): v is string => v !== undefined);
   // postcat -b starts with the empty line that ends the header section

@@ -47,8 +47,10 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .addOption(new Option('--config-dir <dir>', 'configuration directory (or FERRYMAIL_CONFIG_DIR)'))
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  const act = <A extends any[]>(fn: (...a: A) => Promise<number> | number) => async (...a: A): Promise<void> => setCode(await fn(...a));
+  const act =
+    <A extends unknown[]>(fn: (...a: A) => Promise<number> | number) =>
+    async (...a: A): Promise<void> =>
+      setCode(await fn(...a));
 
   program
     .command('daemon')
@@ -74,67 +76,112 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .action(act(async (o: Opts, cmd: Command) => online(cmd, o)));
 
   const cfgCmd = program.command('config').description('check, read and change the configuration');
-  cfgCmd.command('check').description('validate everything and list every problem').action(act((_o: Opts, cmd: Command) => configCheck(cmd)));
-  cfgCmd.command('get <key>').description('print the effective value of a key').action(act((key: string, _o: Opts, cmd: Command) => configGet(cmd, key)));
+  cfgCmd
+    .command('check')
+    .description('validate everything and list every problem')
+    .action(act((_o: Opts, cmd: Command) => configCheck(cmd)));
+  cfgCmd
+    .command('get <key>')
+    .description('print the effective value of a key')
+    .action(act((key: string, _o: Opts, cmd: Command) => configGet(cmd, key)));
   cfgCmd
     .command('set <key> <value> [more...]')
     .description('set keys in ferrymail.yaml, all or none (KEY VALUE [KEY VALUE]...); comments are kept')
-    .action(act(async (key: string, value: string, more: string[], _o: Opts, cmd: Command) => {
-      if (more.length % 2) throw new FerryError('usage', 'give keys and values in pairs: KEY VALUE [KEY VALUE]...');
-      const pairs: [string, string][] = [[key, value]];
-      for (let i = 0; i < more.length; i += 2) pairs.push([more[i]!, more[i + 1]!]);
-      const { configSet } = await import('../config/store.js');
-      configSet((cmd.optsWithGlobals() as Opts).configDir, pairs);
-      // a running daemon takes the new settings at once
-      const res = await callDaemon(layoutOf(config(cmd).spool).control, { cmd: 'reload' }).catch(() => null);
-      if (res?.ok) out('the daemon has reloaded its configuration\n');
-      else if (res) process.stderr.write(`ferrymail: the daemon did not reload: ${res.error}\n`);
-      return EX.OK;
-    }));
-  cfgCmd.command('path').description('print the settings file and spool in use').action(act((_o: Opts, cmd: Command) => {
-    const cfg = config(cmd);
-    out(`config ${cfg.file}${cfg.fromFile ? '' : ' (absent: embedded default)'}\nspool  ${cfg.spool}\n`);
-    return EX.OK;
-  }));
+    .action(
+      act(async (key: string, value: string, more: string[], _o: Opts, cmd: Command) => {
+        if (more.length % 2) throw new FerryError('usage', 'give keys and values in pairs: KEY VALUE [KEY VALUE]...');
+        const pairs: [string, string][] = [[key, value]];
+        for (let i = 0; i < more.length; i += 2) pairs.push([more[i]!, more[i + 1]!]);
+        const { configSet } = await import('../config/store.js');
+        configSet((cmd.optsWithGlobals() as Opts).configDir, pairs);
+        // a running daemon takes the new settings at once
+        const res = await callDaemon(layoutOf(config(cmd).spool).control, { cmd: 'reload' }).catch(() => null);
+        if (res?.ok) out('the daemon has reloaded its configuration\n');
+        else if (res) process.stderr.write(`ferrymail: the daemon did not reload: ${res.error}\n`);
+        return EX.OK;
+      }),
+    );
+  cfgCmd
+    .command('path')
+    .description('print the settings file and spool in use')
+    .action(
+      act((_o: Opts, cmd: Command) => {
+        const cfg = config(cmd);
+        out(`config ${cfg.file}${cfg.fromFile ? '' : ' (absent: embedded default)'}\nspool  ${cfg.spool}\n`);
+        return EX.OK;
+      }),
+    );
 
   const q = program.command('queue').description('list and manage queued messages');
-  q.command('list').description('every message with each recipient\'s state').option('--json', 'machine-readable output').option('--mailq', 'the classic mailq shape')
+  q.command('list')
+    .description("every message with each recipient's state")
+    .option('--json', 'machine-readable output')
+    .option('--mailq', 'the classic mailq shape')
     .action(act(async (o: Opts & { mailq?: boolean }, cmd: Command) => queueList(cmd, o)));
-  q.command('show <id>').description('one message: envelope and header').option('--json', 'machine-readable output')
+  q.command('show <id>')
+    .description('one message: envelope and header')
+    .option('--json', 'machine-readable output')
     .action(act(async (id: string, o: Opts, cmd: Command) => queueShow(cmd, id, o)));
-  for (const [name, verb, what] of [['rm', 'rm', 'remove messages'], ['hold', 'hold', 'keep messages from delivery'], ['release', 'release', 'release held messages']] as const) {
-    q.command(`${name} <ids...>`).description(what).action(act(async (ids: string[], _o: Opts, cmd: Command) => changeIds(config(cmd), verb, ids, `ferrymail queue ${name}`)));
+  for (const [name, verb, what] of [
+    ['rm', 'rm', 'remove messages'],
+    ['hold', 'hold', 'keep messages from delivery'],
+    ['release', 'release', 'release held messages'],
+  ] as const) {
+    q.command(`${name} <ids...>`)
+      .description(what)
+      .action(
+        act(async (ids: string[], _o: Opts, cmd: Command) =>
+          changeIds(config(cmd), verb, ids, `ferrymail queue ${name}`),
+        ),
+      );
   }
 
   const routeCmd = program.command('route').description('route selection');
   routeCmd
     .command('test <name>')
-    .description('connect to a route\'s server without sending mail: TLS, its certificate (subject, issuer, SHA-256 to paste as fingerprint), what it offers, a login check')
+    .description(
+      "connect to a route's server without sending mail: TLS, its certificate (subject, issuer, SHA-256 to paste as fingerprint), what it offers, a login check",
+    )
     .option('--to <addr>', 'for an MX route: a recipient whose domain to look up')
     .option('--json', 'machine-readable output')
     .action(act(async (name: string, o: Opts & { to?: string }, cmd: Command) => routeTest(cmd, name, o)));
   routeCmd
     .command('explain [id]')
-    .description('per recipient: the routes that would carry it on a connection, and the rewritten sender and From; with a queue ID, for that message now')
+    .description(
+      'per recipient: the routes that would carry it on a connection, and the rewritten sender and From; with a queue ID, for that message now',
+    )
     .option('--from <addr>', 'envelope sender ("" or <> for the null sender)')
     .option('--to <addr...>', 'recipients')
     .option('--header-from <mailbox...>', 'From header mailboxes')
     .option('--connection <name>', 'the connection to assume (default: the one the host is on now)')
     .option('--json', 'machine-readable output')
-    .action(act(async (id: string | undefined, o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string }, cmd: Command) => (id === undefined ? routeExplain(cmd, o) : routeExplainQueued(cmd, id, o))));
+    .action(
+      act(
+        async (
+          id: string | undefined,
+          o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string },
+          cmd: Command,
+        ) => (id === undefined ? routeExplain(cmd, o) : routeExplainQueued(cmd, id, o)),
+      ),
+    );
 
   program
     .command('flush')
     .description('run the queue now (through the daemon when it runs)')
     .option('--connection <name>', 'deliver as if on this connection')
     .option('--route <name>', 'try only this route in this run; other recipients stay as they are')
-    .action(act(async (o: Opts & { connection?: string; route?: string }, cmd: Command) => {
-      const { runFlush } = await import('./queue-ops.js');
-      return runFlush(config(cmd), o.connection, o.route);
-    }));
+    .action(
+      act(async (o: Opts & { connection?: string; route?: string }, cmd: Command) => {
+        const { runFlush } = await import('./queue-ops.js');
+        return runFlush(config(cmd), o.connection, o.route);
+      }),
+    );
 
   const auth = program.command('auth').description('SMTP AUTH users');
-  auth.command('hash').description('read a password on stdin, print the line for auth.users_file').argument('<user>')
+  auth
+    .command('hash')
+    .description('read a password on stdin, print the line for auth.users_file')
+    .argument('<user>')
     .action(act(async (user: string) => authHash(user)));
   return program;
 }
@@ -147,14 +194,23 @@ async function runDaemon(cmd: Command): Promise<number> {
   const { startDaemon } = await import('../daemon/daemon.js');
   const d = await startDaemon(cfg);
   const source = cfg.fromFile ? cfg.file : `embedded default (write ${cfg.file} to change it)`;
-  d.log.log('info', 'ferrymail started', { version: VERSION, pid: process.pid, config: source, spool: cfg.spool, listen: d.door.addresses.join(',') });
+  d.log.log('info', 'ferrymail started', {
+    version: VERSION,
+    pid: process.pid,
+    config: source,
+    spool: cfg.spool,
+    listen: d.door.addresses.join(','),
+  });
   return new Promise((resolve) => {
     let stopping = false;
     const stop = (sig: string): void => {
       if (stopping) return;
       stopping = true;
       d.log.log('info', `received ${sig}`);
-      d.stop().then(() => resolve(EX.OK), () => resolve(EX.SOFTWARE));
+      d.stop().then(
+        () => resolve(EX.OK),
+        () => resolve(EX.SOFTWARE),
+      );
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
@@ -188,20 +244,34 @@ async function status(cmd: Command): Promise<number> {
     const held = entries.filter((e) => e.place === 'hold').length;
     const { onlineView, describeState } = await import('../online/state.js');
     const state = await onlineView(cfg.online).state();
-    if (json) out(JSON.stringify({ running: false, spool: cfg.spool, queued: entries.length - held, held, online: state }) + '\n');
-    else out(`daemon: not running\nspool:  ${cfg.spool}\nqueue:  ${entries.length - held} queued, ${held} held\nonline: ${describeState(state)}\n`);
+    if (json)
+      out(
+        `${JSON.stringify({ running: false, spool: cfg.spool, queued: entries.length - held, held, online: state })}\n`,
+      );
+    else
+      out(
+        `daemon: not running\nspool:  ${cfg.spool}\nqueue:  ${entries.length - held} queued, ${held} held\nonline: ${describeState(state)}\n`,
+      );
     return EX.UNAVAILABLE;
   }
   if (!res.ok || !res.status) throw new FerryError('control', res.ok ? 'no status' : res.error);
   const s = res.status;
-  if (json) out(JSON.stringify({ running: true, ...s }) + '\n');
+  if (json) out(`${JSON.stringify({ running: true, ...s })}\n`);
   else {
-    out(`daemon: running, pid ${s.pid}, since ${s.started}, version ${s.version}\nconfig: ${s.fromFile ? s.configFile : 'embedded default'}\n`);
+    out(
+      `daemon: running, pid ${s.pid}, since ${s.started}, version ${s.version}\nconfig: ${s.fromFile ? s.configFile : 'embedded default'}\n`,
+    );
     out(`listen: ${s.listening.join(' ')}\nspool:  ${s.spool}\nqueue:  ${s.queued} queued, ${s.held} held\n`);
     const { describeState } = await import('../online/state.js');
     out(`online: ${s.online ? describeState(s.online) : 'not yet known'}\n`);
-    for (const f of s.inFlight ?? []) out(`in flight: ${f.id} by route ${f.route} since ${f.since}, ${f.bytes} bytes sent, to ${f.recipients.map((r) => `<${safe(r)}>`).join(' ')}\n`);
-    for (const d of s.routesDown ?? []) out(`route down: ${d.route} since ${d.since} ${d.until ? `until ${d.until}` : 'until its settings change or a manual flush'}: ${safe(d.reason)}\n`);
+    for (const f of s.inFlight ?? [])
+      out(
+        `in flight: ${f.id} by route ${f.route} since ${f.since}, ${f.bytes} bytes sent, to ${f.recipients.map((r) => `<${safe(r)}>`).join(' ')}\n`,
+      );
+    for (const d of s.routesDown ?? [])
+      out(
+        `route down: ${d.route} since ${d.since} ${d.until ? `until ${d.until}` : 'until its settings change or a manual flush'}: ${safe(d.reason)}\n`,
+      );
   }
   return EX.OK;
 }
@@ -212,7 +282,7 @@ async function online(cmd: Command, o: Opts): Promise<number> {
   const { onlineView, describeState } = await import('../online/state.js');
   const { readInterfaces } = await import('../online/interfaces.js');
   const state = await onlineView(cfg.online).state();
-  if (o.json) out(JSON.stringify({ ...state, interfaces: readInterfaces() }, null, 1) + '\n');
+  if (o.json) out(`${JSON.stringify({ ...state, interfaces: readInterfaces() }, null, 1)}\n`);
   else out(`${describeState(state)}\n`);
   return state.online ? EX.OK : EX.UNAVAILABLE;
 }
@@ -227,13 +297,18 @@ function configCheck(cmd: Command): number {
     try {
       cfg = loadConfig((cmd.optsWithGlobals() as Opts).configDir);
     } catch (err) {
-      if (err instanceof FerryError && 'issues' in err) issues.push(...(err as unknown as { issues: typeof issues }).issues);
+      if (err instanceof FerryError && 'issues' in err)
+        issues.push(...(err as unknown as { issues: typeof issues }).issues);
       else throw err;
     }
   }
   // what only shows when it is used: the notice mailbox's folder
   if (cfg?.queue.notice_mailbox && !fs.existsSync(path.dirname(cfg.queue.notice_mailbox))) {
-    issues.push({ key: 'queue.notice_mailbox', line: parsed.lineOf(['queue', 'notice_mailbox']), message: `the folder ${path.dirname(cfg.queue.notice_mailbox)} does not exist: notices delivered locally would fail` });
+    issues.push({
+      key: 'queue.notice_mailbox',
+      line: parsed.lineOf(['queue', 'notice_mailbox']),
+      message: `the folder ${path.dirname(cfg.queue.notice_mailbox)} does not exist: notices delivered locally would fail`,
+    });
   }
   for (const i of issues) process.stderr.write(`${file}${i.line ? `:${i.line}` : ''}: ${i.key}: ${i.message}\n`);
   const routes = routeCheck(path.join(path.dirname(file), 'routes'), cfg?.hostname ?? 'localhost');
@@ -262,9 +337,13 @@ function rewriteNotes(cfg: Config): string[] {
   for (const r of routes) {
     const patterns = [...r.rewrite.envelopeSender, ...r.rewrite.from].map(([p]) => p).filter((p) => p.includes('@'));
     if (!patterns.length) continue;
-    const hits = patterns.some((p) => domains.some((d) => matchAddress(p, `user@${d}`) || matchAddress(p, `root@${d}`)));
+    const hits = patterns.some((p) =>
+      domains.some((d) => matchAddress(p, `user@${d}`) || matchAddress(p, `root@${d}`)),
+    );
     if (!hits) {
-      notes.push(`route ${r.name} rewrites ${patterns.join(', ')}, but this host's mail is sent as USER@${cfg.hostname}: nothing of it would be rewritten (set hostname, or change the maps)`);
+      notes.push(
+        `route ${r.name} rewrites ${patterns.join(', ')}, but this host's mail is sent as USER@${cfg.hostname}: nothing of it would be rewritten (set hostname, or change the maps)`,
+      );
     }
   }
   return notes;
@@ -294,9 +373,10 @@ function routeCheck(dir: string, hostname: string): number | null {
 /** ferrymail config get KEY: the effective value (defaults included). */
 function configGet(cmd: Command, key: string): number {
   const cfg = config(cmd);
-  if (!FIELDS.some((f) => f.key === key || f.key.startsWith(`${key}.`))) throw new FerryError('usage', `unknown key ${key}`);
+  if (!FIELDS.some((f) => f.key === key || f.key.startsWith(`${key}.`)))
+    throw new FerryError('usage', `unknown key ${key}`);
   const v = getPath(cfg, key);
-  out((v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v)) + '\n');
+  out(`${v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v)}\n`);
   return EX.OK;
 }
 
@@ -308,7 +388,14 @@ async function queueList(cmd: Command, o: Opts & { mailq?: boolean }): Promise<n
   for (const c of corrupt) process.stderr.write(`ferrymail: corrupt envelope ${c.id} moved to corrupt/: ${c.reason}\n`);
   const notes = entries.length ? await waitNotes(entries, await waitFacts(cfg), store) : new Map<string, string>();
   const now = Date.now();
-  if (o.json) out(JSON.stringify(entries.map((e) => entryJson(e.envelope, e.place, now, notes)), null, 1) + '\n');
+  if (o.json)
+    out(
+      `${JSON.stringify(
+        entries.map((e) => entryJson(e.envelope, e.place, now, notes)),
+        null,
+        1,
+      )}\n`,
+    );
   else out(o.mailq ? formatMailq(entries, notes) : formatList(entries, now, notes));
   return EX.OK;
 }
@@ -320,13 +407,17 @@ async function queueShow(cmd: Command, id: string, o: Opts): Promise<number> {
   const entry = await store.get(id);
   const head = await store.readHead(id);
   const notes = await waitNotes([entry], await waitFacts(cfg), store);
-  if (o.json) out(JSON.stringify({ ...entryJson(entry.envelope, entry.place, Date.now(), notes), header: head }, null, 1) + '\n');
+  if (o.json)
+    out(`${JSON.stringify({ ...entryJson(entry.envelope, entry.place, Date.now(), notes), header: head }, null, 1)}\n`);
   else out(formatShow(entry, head, Date.now(), notes));
   return EX.OK;
 }
 
 /** ferrymail route explain. */
-async function routeExplain(cmd: Command, o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string }): Promise<number> {
+async function routeExplain(
+  cmd: Command,
+  o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string },
+): Promise<number> {
   if (o.from === undefined || !o.to) throw new FerryError('usage', 'give a queue ID, or --from and --to');
   const cfg = config(cmd);
   const { loadRoutes } = await import('../config/routes.js');
@@ -343,13 +434,18 @@ async function routeExplain(cmd: Command, o: Opts & { from?: string; to?: string
   const { headerFromAddresses } = await import('../route/header-rewrite.js');
   const from = (o.headerFrom ?? []).flatMap((v) => headerFromAddresses(`From: ${v}\r\n\r\n`));
   const result = explain(loadRoutes(cfg.dir), state, sender, o.to, from, o.headerFrom ?? []);
-  out(o.json ? JSON.stringify({ state, recipients: result }, null, 1) + '\n' : formatExplain(result, state));
+  out(o.json ? `${JSON.stringify({ state, recipients: result }, null, 1)}\n` : formatExplain(result, state));
   return EX.OK;
 }
 
 /** ferrymail route explain ID: what a run now (or on --connection) would do with a queued message. */
-async function routeExplainQueued(cmd: Command, id: string, o: Opts & { from?: string; to?: string[]; connection?: string }): Promise<number> {
-  if (o.from !== undefined || o.to) throw new FerryError('usage', 'give either a queue ID or --from and --to, not both');
+async function routeExplainQueued(
+  cmd: Command,
+  id: string,
+  o: Opts & { from?: string; to?: string[]; connection?: string },
+): Promise<number> {
+  if (o.from !== undefined || o.to)
+    throw new FerryError('usage', 'give either a queue ID or --from and --to, not both');
   const cfg = config(cmd);
   const { loadRoutes } = await import('../config/routes.js');
   const { onlineState } = await import('../queue/flush.js');
@@ -360,7 +456,11 @@ async function routeExplainQueued(cmd: Command, id: string, o: Opts & { from?: s
   const state = await onlineState(cfg, o.connection);
   const result = explainQueued(loadRoutes(cfg.dir), state, entry.envelope, head);
   const held = entry.place === 'hold' ? 'the message is held: nothing is tried until ferrymail queue release\n' : '';
-  if (o.json) out(JSON.stringify({ id, place: entry.place, sender: entry.envelope.sender, state, recipients: result }, null, 1) + '\n');
+  if (o.json)
+    out(
+      JSON.stringify({ id, place: entry.place, sender: entry.envelope.sender, state, recipients: result }, null, 1) +
+        '\n',
+    );
   else out(`message ${id} from <${entry.envelope.sender}>\n${held}${formatExplain(result, state)}`);
   return EX.OK;
 }
@@ -372,14 +472,14 @@ async function routeTest(cmd: Command, name: string, o: Opts & { to?: string }):
   const route = loadRoutes(cfg.dir).find((r) => r.name === name);
   if (!route) throw new FerryError('usage', `no route named ${JSON.stringify(name)}`);
   const { inspectRoute } = await import('../queue/wiring.js');
-  let info;
+  let info: Awaited<ReturnType<typeof inspectRoute>>;
   try {
     info = await inspectRoute(route, cfg.hostname, o.to?.slice(o.to.lastIndexOf('@') + 1));
   } catch (err) {
     throw new FerryError('usage', (err as Error).message);
   }
   if (o.json) {
-    out(JSON.stringify(info, null, 1) + '\n');
+    out(`${JSON.stringify(info, null, 1)}\n`);
     return info.error || info.login?.startsWith('4') || info.cert?.trusted === false ? EX.UNAVAILABLE : EX.OK;
   }
   out(`route ${name}: ${info.relay}\n`);
@@ -405,7 +505,9 @@ async function authHash(user: string): Promise<number> {
   if (!/^[^\s:]+$/.test(user)) throw new FerryError('usage', 'user names cannot hold spaces or colons');
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
-  const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  const password = Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
   if (!password) throw new FerryError('usage', 'give the password on standard input');
   const { hashPassword } = await import('../receive/auth.js');
   out(`${user}:${await hashPassword(password)}\n`);
@@ -424,4 +526,3 @@ export async function ferrymailMain(argv: string[]): Promise<number> {
     return fail('ferrymail', err);
   }
 }
-

@@ -14,7 +14,12 @@ import { layoutOf } from '../spool/layout.js';
 import { applyChange, openStore } from '../spool/store.js';
 
 /** Applies one change to ids and prints the outcome; returns the exit code. */
-export async function changeIds(cfg: Config, cmd: 'rm' | 'hold' | 'release', ids: string[], who: string): Promise<number> {
+export async function changeIds(
+  cfg: Config,
+  cmd: 'rm' | 'hold' | 'release',
+  ids: string[],
+  who: string,
+): Promise<number> {
   const res = await callDaemon(layoutOf(cfg.spool).control, { cmd, ids });
   let results: IdResult[];
   if (res === null) results = await applyChange(openStore(cfg.spool), cmd, ids);
@@ -50,10 +55,14 @@ export async function runFlush(cfg: Config, connection?: string, route?: string)
   else throw new FerryError('control', res.ok ? 'the daemon gave no report' : res.error);
   if (report.routes === 0) {
     const n = report.waiting;
-    process.stdout.write(`queue run: ${n} message${n === 1 ? '' : 's'} waiting; no routes configured (${cfg.dir}/routes/*.yaml, see docs/routes.md)\n`);
+    process.stdout.write(
+      `queue run: ${n} message${n === 1 ? '' : 's'} waiting; no routes configured (${cfg.dir}/routes/*.yaml, see docs/routes.md)\n`,
+    );
     return EX.OK;
   }
-  const where = (report.state.online ? `connection ${report.state.connection}` : `offline: ${report.state.why ?? ''}`) + (report.route ? `, route ${report.route} only` : '');
+  const where =
+    (report.state.online ? `connection ${report.state.connection}` : `offline: ${report.state.why ?? ''}`) +
+    (report.route ? `, route ${report.route} only` : '');
   if (report.note) process.stdout.write(`note: ${report.note}\n`);
   process.stdout.write(
     `queue run (${where}): ${report.messages} message${report.messages === 1 ? '' : 's'} due; ${report.delivered} delivered, ` +

@@ -35,7 +35,8 @@ export function age(fromIso: string, now = Date.now()): string {
 
 /** Why a recipient is where it is, in one line (a reason to act on, or nothing for a final state). */
 export function reasonOf(r: Recipient, id: string): string | undefined {
-  if (r.state === 'uncertain') return `delivery uncertain (it may have arrived): held; 'ferrymail queue release ${id}' tries again, 'ferrymail queue rm ${id}' drops the message`;
+  if (r.state === 'uncertain')
+    return `delivery uncertain (it may have arrived): held; 'ferrymail queue release ${id}' tries again, 'ferrymail queue rm ${id}' drops the message`;
   return r.state === 'delivered' ? undefined : r.lastError;
 }
 
@@ -70,7 +71,7 @@ export function formatMailq(entries: Entry[], notes: Notes = NONE): string {
   }
   const n = entries.length;
   lines.push(`-- ${Math.ceil(bytes / 1024)} Kbytes in ${n} Request${n === 1 ? '' : 's'}.`);
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 /** ferrymail's listing: one block per message, one line per recipient with its state. */
@@ -78,16 +79,24 @@ export function formatList(entries: Entry[], now = Date.now(), notes: Notes = NO
   if (entries.length === 0) return 'queue is empty\n';
   const out: string[] = [];
   for (const { envelope: e, place } of entries) {
-    out.push(`${e.id}  ${place === 'hold' ? 'HELD  ' : ''}age ${age(e.arrival, now)}  ${e.size} bytes  from <${safe(e.sender)}>`);
+    out.push(
+      `${e.id}  ${place === 'hold' ? 'HELD  ' : ''}age ${age(e.arrival, now)}  ${e.size} bytes  from <${safe(e.sender)}>`,
+    );
     for (const r of e.recipients) {
       const next = nextOf(r, now);
       const why = reasonOf(r, e.id);
       const note = noteOf(notes, e.id, r);
-      const parts = [`attempts ${r.attempts}`, r.route ? `route ${safe(r.route)}` : '', next ? `next ${next}` : '', note ? `now: ${safe(note)}` : '', why ? `${r.state === 'uncertain' || !r.lastError ? '' : 'last error: '}${safe(why)}` : ''];
+      const parts = [
+        `attempts ${r.attempts}`,
+        r.route ? `route ${safe(r.route)}` : '',
+        next ? `next ${next}` : '',
+        note ? `now: ${safe(note)}` : '',
+        why ? `${r.state === 'uncertain' || !r.lastError ? '' : 'last error: '}${safe(why)}` : '',
+      ];
       out.push(`  ${r.state.padEnd(9)} <${safe(r.address)}>  ${parts.filter(Boolean).join('  ')}`);
     }
   }
-  return out.join('\n') + '\n';
+  return `${out.join('\n')}\n`;
 }
 
 /** The JSON shape of one queue entry for scripts. */
@@ -135,10 +144,13 @@ export function formatShow(entry: Entry, headerText: string, now = Date.now(), n
     `origin:     ${e.origin.door}${e.origin.peer ? ` [${e.origin.peer}]` : ''}${e.origin.helo ? ` helo=${safe(e.origin.helo)}` : ''}${e.origin.user ? ` user=${safe(e.origin.user)}` : ''}${e.origin.uid !== undefined ? ` uid=${e.origin.uid}` : ''}`,
     `protocol:   ${e.protocol}${e.body ? ` body=${e.body}` : ''}${e.smtputf8 ? ' SMTPUTF8' : ''}`,
   ];
-  if (e.ret || e.envid) lines.push(`dsn:        ${e.ret ? `ret=${e.ret}` : ''}${e.envid ? ` envid=${safe(e.envid)}` : ''}`.trimEnd());
+  if (e.ret || e.envid)
+    lines.push(`dsn:        ${e.ret ? `ret=${e.ret}` : ''}${e.envid ? ` envid=${safe(e.envid)}` : ''}`.trimEnd());
   lines.push('recipients:');
   for (const r of e.recipients) {
-    lines.push(`  <${safe(r.address)}> ${r.state} attempts=${r.attempts}${r.notify ? ` notify=${r.notify.join(',')}` : ''}${r.route ? ` route=${safe(r.route)}` : ''}`);
+    lines.push(
+      `  <${safe(r.address)}> ${r.state} attempts=${r.attempts}${r.notify ? ` notify=${r.notify.join(',')}` : ''}${r.route ? ` route=${safe(r.route)}` : ''}`,
+    );
     const next = nextOf(r, now);
     const why = reasonOf(r, e.id);
     const note = noteOf(notes, e.id, r);
@@ -146,9 +158,18 @@ export function formatShow(entry: Entry, headerText: string, now = Date.now(), n
     if (why) lines.push(`    ${r.state === 'uncertain' || !r.lastError ? 'state' : 'last error'}: ${safe(why)}`);
     if (r.lastAttempt) lines.push(`    last attempt: ${r.lastAttempt}`);
     if (next) lines.push(`    next attempt: ${next}`);
-    if (r.warned?.length) lines.push(`    delay notices: after ${r.warned.map((w) => age(new Date(0).toISOString(), w * 1000)).join(', ')}`);
+    if (r.warned?.length)
+      lines.push(
+        `    delay notices: after ${r.warned.map((w) => age(new Date(0).toISOString(), w * 1000)).join(', ')}`,
+      );
   }
   // eslint-disable-next-line no-control-regex
-  lines.push('', headerText.replace(/\r\n/g, '\n').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '?').trimEnd());
-  return lines.join('\n') + '\n';
+  lines.push(
+    '',
+    headerText
+      .replace(/\r\n/g, '\n')
+      .replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '?')
+      .trimEnd(),
+  );
+  return `${lines.join('\n')}\n`;
 }

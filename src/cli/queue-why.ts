@@ -50,7 +50,14 @@ export async function waitFacts(cfg: Config): Promise<WaitFacts> {
   const res = await callDaemon(layoutOf(cfg.spool).control, { cmd: 'status' }, 3000).catch(() => null);
   if (res?.ok && res.status) {
     const s = res.status;
-    return { running: true, flights: s.inFlight ?? [], down: s.routesDown ?? [], state: s.online ?? { online: false, why: 'not yet known' }, routes, dir: cfg.dir };
+    return {
+      running: true,
+      flights: s.inFlight ?? [],
+      down: s.routesDown ?? [],
+      state: s.online ?? { online: false, why: 'not yet known' },
+      routes,
+      dir: cfg.dir,
+    };
   }
   const { onlineView } = await import('../online/state.js');
   return { running: false, flights: [], down: [], state: await onlineView(cfg.online).state(), routes, dir: cfg.dir };
@@ -67,8 +74,13 @@ export async function waitNotes(entries: Entry[], facts: WaitFacts, store: Store
     for (const r of fresh) {
       const f = flying.get(noteKey(e.id, r.address));
       const d = r.route ? down.get(r.route) : undefined;
-      if (f) notes.set(noteKey(e.id, r.address), `in flight by route ${f.route} since ${f.since}, ${f.bytes} bytes sent`);
-      else if (d) notes.set(noteKey(e.id, r.address), `route ${d.route} is down (${d.until ? `until ${d.until}` : 'until its settings change or a manual flush'}): ${safe(d.reason)}`);
+      if (f)
+        notes.set(noteKey(e.id, r.address), `in flight by route ${f.route} since ${f.since}, ${f.bytes} bytes sent`);
+      else if (d)
+        notes.set(
+          noteKey(e.id, r.address),
+          `route ${d.route} is down (${d.until ? `until ${d.until}` : 'until its settings change or a manual flush'}): ${safe(d.reason)}`,
+        );
       else if (!r.lastError && place === 'queue') {
         head ??= await store.readHead(e.id).catch(() => '');
         notes.set(noteKey(e.id, r.address), neverTried(facts, e.sender, r.address, head));
@@ -84,6 +96,7 @@ function neverTried(facts: WaitFacts, sender: string, address: string, head: str
   const [p] = plan(facts.routes, facts.state, sender, [address], headerFromAddresses(head));
   if (p && 'defer' in p) return p.defer;
   const next = p && 'routes' in p ? p.routes[0]?.name : undefined;
-  if (!facts.running) return `no daemon runs: 'ferrymail daemon' sends it${next ? ` by route ${next}` : ''}, or 'ferrymail flush' now`;
+  if (!facts.running)
+    return `no daemon runs: 'ferrymail daemon' sends it${next ? ` by route ${next}` : ''}, or 'ferrymail flush' now`;
   return `waits for the next queue run${next ? ` (route ${next})` : ''}`;
 }

@@ -43,11 +43,27 @@ export function rewrittenHeaders(head: string, route: Route): string[] {
 /** Explains, for a queued message, what a run in this state would do with each recipient. */
 export function explainQueued(routes: Route[], state: OnlineState, env: Envelope, head: string): Explanation[] {
   const open = env.recipients.filter((r) => awaitsAttempt(r.state));
-  const planned = new Map(explain(routes, state, env.sender, open.map((r) => r.address), headerFromAddresses(head)).map((e) => [e.recipient, e]));
+  const planned = new Map(
+    explain(
+      routes,
+      state,
+      env.sender,
+      open.map((r) => r.address),
+      headerFromAddresses(head),
+    ).map((e) => [e.recipient, e]),
+  );
   return env.recipients.map((r) => {
     const facts = { state: r.state, last_error: r.lastError, next_attempt: r.nextAttempt };
     const e = planned.get(r.address);
-    if (!e) return { recipient: r.address, ...facts, defer: r.state === 'uncertain' ? 'held: delivery uncertain; ferrymail queue release tries it again' : `nothing to do: ${r.state}${r.route ? ` by ${r.route}` : ''}` };
+    if (!e)
+      return {
+        recipient: r.address,
+        ...facts,
+        defer:
+          r.state === 'uncertain'
+            ? 'held: delivery uncertain; ferrymail queue release tries it again'
+            : `nothing to do: ${r.state}${r.route ? ` by ${r.route}` : ''}`,
+      };
     const first = e.routes && routes.find((x) => x.name === e.routes![0]);
     return { ...e, ...facts, ...(first ? { headers: rewrittenHeaders(head, first) } : {}) };
   });
@@ -55,7 +71,14 @@ export function explainQueued(routes: Route[], state: OnlineState, env: Envelope
 
 /** Explains route selection for one message: headerFrom are the From addresses the filters see, shown
  * the From mailboxes as they would leave (the addresses themselves when not given). */
-export function explain(routes: Route[], state: OnlineState, sender: string, recipients: string[], headerFrom: string[], shown: string[] = headerFrom): Explanation[] {
+export function explain(
+  routes: Route[],
+  state: OnlineState,
+  sender: string,
+  recipients: string[],
+  headerFrom: string[],
+  shown: string[] = headerFrom,
+): Explanation[] {
   return plan(routes, state, sender, recipients, headerFrom).map((p) => {
     if (!('routes' in p)) return { recipient: p.recipient, defer: p.defer };
     const first = p.routes[0]!;
@@ -73,7 +96,10 @@ export function formatExplain(list: Explanation[], state: OnlineState): string {
   const lines = [state.online ? `connection: ${state.connection}` : `offline${state.why ? ` (${state.why})` : ''}`];
   for (const e of list) {
     const state = e.state ? ` (${e.state})` : '';
-    if (e.defer) lines.push(`<${safe(e.recipient)}>${state}: ${e.state && !/^(queued|deferred)$/.test(e.state) ? '' : 'waits: '}${safe(e.defer)}`);
+    if (e.defer)
+      lines.push(
+        `<${safe(e.recipient)}>${state}: ${e.state && !/^(queued|deferred)$/.test(e.state) ? '' : 'waits: '}${safe(e.defer)}`,
+      );
     else {
       lines.push(`<${safe(e.recipient)}>${state}: via ${e.routes!.join(', then ')}`);
       lines.push(`  envelope sender <${safe(e.envelope_sender ?? '')}>`);
@@ -83,5 +109,5 @@ export function formatExplain(list: Explanation[], state: OnlineState): string {
     if (e.last_error && /^(queued|deferred)$/.test(e.state ?? '')) lines.push(`  last error: ${safe(e.last_error)}`);
     if (e.next_attempt && /^(queued|deferred)$/.test(e.state ?? '')) lines.push(`  next attempt: ${e.next_attempt}`);
   }
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }

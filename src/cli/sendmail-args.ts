@@ -41,7 +41,10 @@ export function personality(argv0: string): 'sendmail' | 'mailq' | 'runq' | 'mai
 
 /** Parses a -N value. */
 function parseNotify(v: string): NotifyKeyword[] {
-  const parts = v.toUpperCase().split(',').map((s) => s.trim());
+  const parts = v
+    .toUpperCase()
+    .split(',')
+    .map((s) => s.trim());
   const ok = ['NEVER', 'SUCCESS', 'FAILURE', 'DELAY'];
   if (!parts.every((p) => ok.includes(p)) || (parts.includes('NEVER') && parts.length > 1)) {
     throw usageError(`-N takes never, or any of success,failure,delay (got ${JSON.stringify(v)})`);
@@ -64,7 +67,9 @@ class Cursor {
 /** Parses sendmail argv (without node and the script) for a personality. */
 export function parseSendmailArgs(args: string[], who: ReturnType<typeof personality> = 'sendmail'): SendmailRequest {
   const s: Submission = { recipients: [], extract: false, dotEnds: true, deliveryMode: 'background' };
-  let mode: SendmailRequest['mode'] = ({ sendmail: 'submit', mailq: 'list', runq: 'run', mailrm: 'remove', newaliases: 'newaliases' } as const)[who];
+  let mode: SendmailRequest['mode'] = (
+    { sendmail: 'submit', mailq: 'list', runq: 'run', mailrm: 'remove', newaliases: 'newaliases' } as const
+  )[who];
   let configPath: string | undefined;
   let connection: string | undefined;
   const ids: string[] = [];
@@ -113,7 +118,10 @@ export function parseSendmailArgs(args: string[], who: ReturnType<typeof persona
         // RFC 3461 xtext, as an SMTP client sends ENVID; it goes into notices, so nothing else is taken
         const v = c.value(flag, tail);
         const e = parseEnvid(v);
-        if (!e.ok) throw usageError(`-V takes an ENVID of at most ${ENVID_MAX} characters in xtext; ${JSON.stringify(v.slice(0, 40))} is ${e.reason}`);
+        if (!e.ok)
+          throw usageError(
+            `-V takes an ENVID of at most ${ENVID_MAX} characters in xtext; ${JSON.stringify(v.slice(0, 40))} is ${e.reason}`,
+          );
         s.envid = e.value;
         break;
       }
@@ -147,11 +155,19 @@ export function parseSendmailArgs(args: string[], who: ReturnType<typeof persona
 }
 
 /** Builds the request once all flags are read. */
-function finish(mode: SendmailRequest['mode'], s: Submission, rest: string[], ids: string[], configPath?: string, connection?: string): SendmailRequest {
+function finish(
+  mode: SendmailRequest['mode'],
+  s: Submission,
+  rest: string[],
+  ids: string[],
+  configPath?: string,
+  connection?: string,
+): SendmailRequest {
   switch (mode) {
     case 'submit':
       s.recipients = rest;
-      if (!s.extract && s.recipients.length === 0) throw usageError('no recipients given (name them, or use -t to read them from the header)');
+      if (!s.extract && s.recipients.length === 0)
+        throw usageError('no recipients given (name them, or use -t to read them from the header)');
       return { mode, submit: s, configPath };
     case 'remove':
       ids.push(...rest);

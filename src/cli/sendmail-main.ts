@@ -55,14 +55,22 @@ async function run(req: SendmailRequest, cfg: Config): Promise<number> {
       const drop = dropFor(cfg);
       if (drop) {
         // another user's spool (the system relay): leave the message in its drop folder for the daemon
-        await submitLocal(cfg, openDropWriter(cfg.spool, { defaultSender: req.submit.sender === undefined, mode: drop.mode }), req.submit, process.stdin, { ownerUid: drop.owner, received: false });
+        await submitLocal(
+          cfg,
+          openDropWriter(cfg.spool, { defaultSender: req.submit.sender === undefined, mode: drop.mode }),
+          req.submit,
+          process.stdin,
+          { ownerUid: drop.owner, received: false },
+        );
         return EX.OK;
       }
       const spool = openSpoolWriter(cfg.spool);
       const env = await submitLocal(cfg, spool, req.submit, process.stdin);
       if (req.submit.deliveryMode !== 'queue' && !(await kickDaemon(spool.layout.control, env.id))) {
         // queued, but nothing will send it: say so (still exit 0, the message is safe)
-        process.stderr.write(`sendmail: queued as ${env.id}, but no ferrymail daemon serves ${cfg.spool}: it waits until one runs there, or 'ferrymail flush' (see docs/sendmail.md)\n`);
+        process.stderr.write(
+          `sendmail: queued as ${env.id}, but no ferrymail daemon serves ${cfg.spool}: it waits until one runs there, or 'ferrymail flush' (see docs/sendmail.md)\n`,
+        );
       }
       return EX.OK;
     }
@@ -121,15 +129,31 @@ async function smtpOnStdio(cfg: Config): Promise<number> {
   const { Duplex } = await import('node:stream');
   const { nullLogger } = await import('../log/logger.js');
   const drop = dropFor(cfg);
-  const spool = drop ? openDropWriter(cfg.spool, { defaultSender: false, mode: drop.mode }) : openSpoolWriter(cfg.spool);
+  const spool = drop
+    ? openDropWriter(cfg.spool, { defaultSender: false, mode: drop.mode })
+    : openSpoolWriter(cfg.spool);
   const user = currentUser();
   const kicks: Promise<boolean>[] = [];
-  const onMessage = drop ? undefined : (env: { id: string }) => void kicks.push(kickDaemon(spool.layout.control, env.id));
-  const door = await startSmtpDoor(cfg, { spool, log: nullLogger, onMessage, local: { ownerUid: drop?.owner ?? process.geteuid?.() ?? -1, received: !drop } }, { listen: false });
+  const onMessage = drop
+    ? undefined
+    : (env: { id: string }) => void kicks.push(kickDaemon(spool.layout.control, env.id));
+  const door = await startSmtpDoor(
+    cfg,
+    {
+      spool,
+      log: nullLogger,
+      onMessage,
+      local: { ownerUid: drop?.owner ?? process.geteuid?.() ?? -1, received: !drop },
+    },
+    { listen: false },
+  );
   // a local program may end its lines with LF alone; SMTP needs CRLF (and DATA ends only on CRLF.CRLF)
   const { SessionLineEnds } = await import('../scan/transforms.js');
   const input = process.stdin.pipe(new SessionLineEnds());
-  const stream = Duplex.from({ readable: input, writable: process.stdout }) as import('node:stream').Duplex & { setTimeout?: unknown; readyState?: string };
+  const stream = Duplex.from({ readable: input, writable: process.stdout }) as import('node:stream').Duplex & {
+    setTimeout?: unknown;
+    readyState?: string;
+  };
   stream.setTimeout = () => stream;
   // smtp-server writes a reply only while its socket's readyState is 'open'; a plain duplex has none
   stream.readyState = 'open';

@@ -55,7 +55,11 @@ export function parseSettingsFile(file: string): ParsedSettings {
   }
   const counter = new LineCounter();
   const doc = parseDocument(text, { lineCounter: counter, uniqueKeys: true, prettyErrors: false });
-  const syntax = doc.errors.map((e) => ({ key: '(syntax)', line: counter.linePos(e.pos[0]).line, message: e.message.split('\n')[0] ?? 'syntax error' }));
+  const syntax = doc.errors.map((e) => ({
+    key: '(syntax)',
+    line: counter.linePos(e.pos[0]).line,
+    message: e.message.split('\n')[0] ?? 'syntax error',
+  }));
   const lineOf = (p: (string | number)[]): number | undefined => {
     const node = doc.getIn(p, true);
     const range = isNode(node) ? node.range : undefined;
@@ -66,7 +70,12 @@ export function parseSettingsFile(file: string): ParsedSettings {
 }
 
 /** Checks that a configured file can be read. */
-function checkReadable(key: string, p: string | undefined, issues: ConfigIssue[], lineOf: ParsedSettings['lineOf']): void {
+function checkReadable(
+  key: string,
+  p: string | undefined,
+  issues: ConfigIssue[],
+  lineOf: ParsedSettings['lineOf'],
+): void {
   if (!p) return;
   try {
     fs.accessSync(p, fs.constants.R_OK);
@@ -81,7 +90,8 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
   const s = parsed.data;
   // "~/..." is the user's home, as a shell would read it; other relative paths are the configuration
   // directory's
-  const abs = (p: string | undefined): string | undefined => (p ? path.resolve(dir, p === '~' || p.startsWith('~/') ? path.join(os.homedir(), p.slice(1)) : p) : undefined);
+  const abs = (p: string | undefined): string | undefined =>
+    p ? path.resolve(dir, p === '~' || p.startsWith('~/') ? path.join(os.homedir(), p.slice(1)) : p) : undefined;
   return {
     ...d,
     ...s,
@@ -95,7 +105,10 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
     auth: {
       users_file: abs(s.auth?.users_file),
       max_failures: s.auth?.max_failures ?? d.auth.max_failures,
-      failure_window: s.auth?.failure_window === undefined ? d.auth.failure_window : (parseDuration(s.auth.failure_window) ?? d.auth.failure_window),
+      failure_window:
+        s.auth?.failure_window === undefined
+          ? d.auth.failure_window
+          : (parseDuration(s.auth.failure_window) ?? d.auth.failure_window),
     },
     submission: { local_senders: s.submission?.local_senders ?? d.submission.local_senders },
     online: {
@@ -109,8 +122,13 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
 }
 
 /** The queue settings with durations in seconds (the values were validated before). */
-function queueSettings(d: Config['queue'], s: Settings['queue'] = {}, abs: (p?: string) => string | undefined): Config['queue'] {
-  const sec = (v: string | number | undefined, dflt: number): number => (v === undefined ? dflt : (parseDuration(v) ?? dflt));
+function queueSettings(
+  d: Config['queue'],
+  s: Settings['queue'] = {},
+  abs: (p?: string) => string | undefined,
+): Config['queue'] {
+  const sec = (v: string | number | undefined, dflt: number): number =>
+    v === undefined ? dflt : (parseDuration(v) ?? dflt);
   const warnings = s.delay_warnings?.map((w) => parseDuration(w) ?? 0) ?? d.delay_warnings;
   return {
     retry_min: sec(s.retry_min, d.retry_min),
@@ -151,9 +169,19 @@ function fileIssues(cfg: Config, lineOf: ParsedSettings['lineOf'], submission = 
   }
   if (!!cfg.tls.cert !== !!cfg.tls.key) issues.push({ key: 'tls', message: 'tls.cert and tls.key go together' });
   const q = cfg.queue;
-  if (q.retry_min > q.retry_max) issues.push({ key: 'queue.retry_min', line: lineOf(['queue', 'retry_min']), message: 'must not be longer than queue.retry_max' });
+  if (q.retry_min > q.retry_max)
+    issues.push({
+      key: 'queue.retry_min',
+      line: lineOf(['queue', 'retry_min']),
+      message: 'must not be longer than queue.retry_max',
+    });
   const late = q.delay_warnings.filter((w) => w >= q.lifetime);
-  if (late.length) issues.push({ key: 'queue.delay_warnings', line: lineOf(['queue', 'delay_warnings']), message: 'every warning must come before queue.lifetime' });
+  if (late.length)
+    issues.push({
+      key: 'queue.delay_warnings',
+      line: lineOf(['queue', 'delay_warnings']),
+      message: 'every warning must come before queue.lifetime',
+    });
   return issues;
 }
 

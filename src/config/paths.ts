@@ -36,7 +36,8 @@ export function configDir(flag?: string, env: NodeJS.ProcessEnv = process.env): 
   if (env.FERRYMAIL_CONFIG_DIR) return path.resolve(env.FERRYMAIL_CONFIG_DIR);
   if (systemMode()) return SYSTEM_DIR;
   const mine = userDir(env);
-  if (!fs.existsSync(path.join(mine, SETTINGS_FILE)) && fs.existsSync(path.join(SYSTEM_DIR, SETTINGS_FILE))) return SYSTEM_DIR;
+  if (!fs.existsSync(path.join(mine, SETTINGS_FILE)) && fs.existsSync(path.join(SYSTEM_DIR, SETTINGS_FILE)))
+    return SYSTEM_DIR;
   return mine;
 }
 

@@ -10,13 +10,27 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { domainToASCII } from 'node:url';
 import { isMap, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
-import { DKIM_ALGORITHMS, type DkimAlgorithm, type DkimSettings, type Route, type RewriteMaps } from '../route/types.js';
+import {
+  DKIM_ALGORITHMS,
+  type DkimAlgorithm,
+  type DkimSettings,
+  type Route,
+  type RewriteMaps,
+} from '../route/types.js';
 import { DEFAULT_SIGNED_HEADERS, keyFileProblem } from '../sign/dkim.js';
 import { ConfigError } from './load.js';
 import { checkTransport } from './transport-section.js';
 import type { ConfigIssue } from './validate.js';
 
-const LISTS = ['connections', 'allowed_senders', 'denied_senders', 'allowed_recipients', 'denied_recipients', 'allowed_from', 'denied_from'] as const;
+const LISTS = [
+  'connections',
+  'allowed_senders',
+  'denied_senders',
+  'allowed_recipients',
+  'denied_recipients',
+  'allowed_from',
+  'denied_from',
+] as const;
 const FLAGS = ['permanent', 'last_route', 'connect_error_fail', 'hide_local_received'] as const;
 const MAPS = ['envelope_sender', 'from', 'sender', 'reply_to', 'mail_followup_to'] as const;
 const KEYS = new Set<string>(['name', ...LISTS, ...FLAGS, 'rewrite', 'dkim', 'transport', 'uncertain']);
@@ -32,7 +46,10 @@ export function loadRoutes(configDir: string): Route[] {
   const dir = path.join(configDir, 'routes');
   let names: string[];
   try {
-    names = fs.readdirSync(dir).filter((n) => /\.ya?ml$/.test(n)).sort();
+    names = fs
+      .readdirSync(dir)
+      .filter((n) => /\.ya?ml$/.test(n))
+      .sort();
   } catch {
     return [];
   }
@@ -43,7 +60,10 @@ export function loadRoutes(configDir: string): Route[] {
     try {
       text = fs.readFileSync(file, 'utf8');
     } catch (err) {
-      issues.push({ key: `${n}: (file)`, message: `cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` });
+      issues.push({
+        key: `${n}: (file)`,
+        message: `cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      });
       return [];
     }
     return [parseRoute(file, text, issues)];
@@ -67,7 +87,12 @@ function parseRoute(file: string, text: string, issues: ConfigIssue[]): Route {
     const line = node?.range ? counter.linePos(node.range[0]).line : undefined;
     issues.push({ key: `${base}: ${key}`, line, message });
   };
-  for (const e of doc.errors) issues.push({ key: `${base}: (syntax)`, line: counter.linePos(e.pos[0]).line, message: e.message.split('\n')[0] ?? '' });
+  for (const e of doc.errors)
+    issues.push({
+      key: `${base}: (syntax)`,
+      line: counter.linePos(e.pos[0]).line,
+      message: e.message.split('\n')[0] ?? '',
+    });
   const data = (doc.errors.length ? {} : doc.toJS()) as Record<string, unknown> | null;
   const d = data && typeof data === 'object' && !Array.isArray(data) ? data : {};
   for (const k of Object.keys(d)) if (!KEYS.has(k)) add(k, 'unknown key');
@@ -97,12 +122,16 @@ function parseRoute(file: string, text: string, issues: ConfigIssue[]): Route {
     connectErrorFail: flag('connect_error_fail'),
     hideLocalReceived: flag('hide_local_received'),
     uncertain: uncertainPolicy(d.uncertain, add),
-    transport: d.transport && typeof d.transport === 'object' && !Array.isArray(d.transport) ? (d.transport as Record<string, unknown>) : {},
+    transport:
+      d.transport && typeof d.transport === 'object' && !Array.isArray(d.transport)
+        ? (d.transport as Record<string, unknown>)
+        : {},
   };
   const dkim = d.dkim === undefined ? undefined : dkimSettings(doc, d.dkim, path.dirname(path.dirname(file)), add);
   if (dkim) route.dkim = dkim;
   checkTransport(d.transport, add);
-  if (!route.permanent && route.connections.length === 0) add('connections', 'name the connections this route serves, or set permanent: true', []);
+  if (!route.permanent && route.connections.length === 0)
+    add('connections', 'name the connections this route serves, or set permanent: true', []);
   return route;
 }
 
@@ -116,7 +145,13 @@ function uncertainPolicy(v: unknown, add: (k: string, m: string) => void): Route
 /** Reads the rewrite section: each map keeps the order of its keys (the first match wins). */
 function rewriteMaps(doc: Document, raw: unknown, add: AddIssue): RewriteMaps {
   const out: RewriteMaps = { envelopeSender: [], from: [], sender: [], replyTo: [], mailFollowupTo: [] };
-  const field = { envelope_sender: 'envelopeSender', from: 'from', sender: 'sender', reply_to: 'replyTo', mail_followup_to: 'mailFollowupTo' } as const;
+  const field = {
+    envelope_sender: 'envelopeSender',
+    from: 'from',
+    sender: 'sender',
+    reply_to: 'replyTo',
+    mail_followup_to: 'mailFollowupTo',
+  } as const;
   if (raw === undefined) return out;
   const node = doc.getIn(['rewrite'], true);
   if (!isMap(node)) {
@@ -158,7 +193,8 @@ function dkimSettings(doc: Document, raw: unknown, configDir: string, add: AddIs
   const name = (k: 'domain' | 'selector'): string => {
     const v = d[k];
     const ascii = typeof v === 'string' ? domainToASCII(v.replace(/\.$/, '')) : '';
-    if (typeof v !== 'string' || !LABELS.test(ascii)) bad(k, typeof v === 'string' ? `${JSON.stringify(v)} is not a DNS name` : 'is required (a DNS name)');
+    if (typeof v !== 'string' || !LABELS.test(ascii))
+      bad(k, typeof v === 'string' ? `${JSON.stringify(v)} is not a DNS name` : 'is required (a DNS name)');
     return ascii.toLowerCase();
   };
   const domain = name('domain');
@@ -173,13 +209,16 @@ function dkimSettings(doc: Document, raw: unknown, configDir: string, add: AddIs
   let headers = DEFAULT_SIGNED_HEADERS;
   if (d.headers !== undefined) {
     const v = d.headers;
-    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string' && /^[\x21-\x39\x3b-\x7e]+$/.test(x))) bad('headers', 'must be a list of header field names');
-    else if (!v.some((x) => x.toLowerCase() === 'from')) bad('headers', 'must include From (RFC 6376 requires it signed)');
+    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string' && /^[\x21-\x39\x3b-\x7e]+$/.test(x)))
+      bad('headers', 'must be a list of header field names');
+    else if (!v.some((x) => x.toLowerCase() === 'from'))
+      bad('headers', 'must include From (RFC 6376 requires it signed)');
     else headers = [...new Set(v.map((x: string) => x.toLowerCase()))];
   }
   let algorithm: DkimAlgorithm | undefined;
   if (d.algorithm !== undefined) {
-    if (!(DKIM_ALGORITHMS as readonly unknown[]).includes(d.algorithm)) bad('algorithm', `must be one of ${DKIM_ALGORITHMS.join(', ')}`);
+    if (!(DKIM_ALGORITHMS as readonly unknown[]).includes(d.algorithm))
+      bad('algorithm', `must be one of ${DKIM_ALGORITHMS.join(', ')}`);
     else algorithm = d.algorithm as DkimAlgorithm;
   }
   if (problems.size) return undefined;

@@ -48,7 +48,12 @@ export function parseDuration(v: unknown): number | undefined {
 
 /** A duration in seconds written back the short way ("4h", "90s"). */
 export function formatDuration(seconds: number): string {
-  for (const [u, n] of [['d', 86_400], ['h', 3600], ['m', 60]] as const) if (seconds >= n && seconds % n === 0) return `${seconds / n}${u}`;
+  for (const [u, n] of [
+    ['d', 86_400],
+    ['h', 3600],
+    ['m', 60],
+  ] as const)
+    if (seconds >= n && seconds % n === 0) return `${seconds / n}${u}`;
   return `${seconds}s`;
 }
 
@@ -86,7 +91,7 @@ export function checkIp(v: string): string | undefined {
 /** Checks host:port (a name, an IPv4 address or a bracketed IPv6 address) with a port 1 to 65535. */
 export function checkHostPort(v: string): string | undefined {
   const hp = parseListen(v);
-  if (!hp || !hp.host) return 'must be host:port or [ipv6]:port';
+  if (!hp?.host) return 'must be host:port or [ipv6]:port';
   if (hp.v6 && !net.isIPv6(hp.host)) return 'bracketed host must be an IPv6 address';
   if (!hp.v6 && !net.isIPv4(hp.host) && checkDomain(hp.host)) return 'host is not a name or an address';
   return hp.port >= 1 && hp.port <= 65535 ? undefined : 'port must be 1 to 65535';
@@ -110,11 +115,22 @@ export function checkSsid(v: string): string | undefined {
 
 /** The keys of one online.rules element. */
 export const RULE_FIELDS: readonly Field[] = [
-  { key: 'connection', type: 'string', required: true, check: checkConnection, doc: 'The connection this rule names (the name route files list).' },
+  {
+    key: 'connection',
+    type: 'string',
+    required: true,
+    check: checkConnection,
+    doc: 'The connection this rule names (the name route files list).',
+  },
   { key: 'interface', type: 'string', check: checkInterfaceGlob, doc: 'Interface name; * and ? allowed.' },
   { key: 'kind', type: 'enum', values: ['wired', 'wireless'], doc: 'wired or wireless.' },
   { key: 'default_route', type: 'boolean', doc: 'The interface must carry a default route (default true).' },
-  { key: 'gateway', type: 'string', check: checkIp, doc: 'A default route through the interface goes to this gateway.' },
+  {
+    key: 'gateway',
+    type: 'string',
+    check: checkIp,
+    doc: 'A default route through the interface goes to this gateway.',
+  },
   { key: 'cidr', type: 'string', check: checkCidr, doc: 'The interface has an address in this range.' },
   { key: 'ssid', type: 'string', check: checkSsid, doc: 'The wireless interface is associated with this network.' },
   { key: 'probe', type: 'string', check: checkHostPort, doc: 'host:port that must accept a TCP connection.' },
@@ -123,7 +139,13 @@ export const RULE_FIELDS: readonly Field[] = [
 /** The keys of one submission.local_senders element. */
 export const LOCAL_SENDER_FIELDS: readonly Field[] = [
   { key: 'user', type: 'string', required: true, check: checkLoginGlob, doc: 'Local login name; * for every user.' },
-  { key: 'senders', type: 'string[]', required: true, check: checkSenderPattern, doc: 'Envelope senders this user may use: addresses, * and ? globs, ${user} for the login name, <> for the null sender.' },
+  {
+    key: 'senders',
+    type: 'string[]',
+    required: true,
+    check: checkSenderPattern,
+    doc: 'Envelope senders this user may use: addresses, * and ? globs, ${user} for the login name, <> for the null sender.',
+  },
 ];
 
 /** Checks a login name (or * for everyone) in submission.local_senders. */
@@ -139,49 +161,211 @@ export function checkSenderPattern(v: string): string | undefined {
 
 /** Every setting. Order is the order of docs/configuration.md. */
 export const FIELDS: readonly Field[] = [
-  { key: 'hostname', type: 'string', check: checkDomain, doc: 'Name used in the greeting, in Received headers and to qualify bare local names.' },
+  {
+    key: 'hostname',
+    type: 'string',
+    check: checkDomain,
+    doc: 'Name used in the greeting, in Received headers and to qualify bare local names.',
+  },
   { key: 'listen', type: 'string[]', check: checkListen, doc: 'SMTP listeners, host:port; [::1]:25 for IPv6.' },
   { key: 'lmtp_listen', type: 'string[]', check: checkListen, doc: 'LMTP listeners, host:port. Empty: no LMTP.' },
   { key: 'spool', type: 'string', doc: 'Spool directory. Relative paths are taken from the configuration directory.' },
-  { key: 'log_format', type: 'enum', values: ['text', 'json'], doc: 'Log lines: human readable text or one JSON object per line.' },
-  { key: 'local_domains', type: 'string[]', check: checkDomain, doc: 'Domains this host receives for; any client may send to them. hostname is always one.' },
-  { key: 'local_nets', type: 'string[]', check: checkCidr, doc: 'Client address ranges that may relay to any domain, as loopback may.' },
-  { key: 'limits.message_size', type: 'integer', min: 1024, doc: 'Largest message in bytes (SIZE); larger ones get 552 5.3.4.' },
+  {
+    key: 'log_format',
+    type: 'enum',
+    values: ['text', 'json'],
+    doc: 'Log lines: human readable text or one JSON object per line.',
+  },
+  {
+    key: 'local_domains',
+    type: 'string[]',
+    check: checkDomain,
+    doc: 'Domains this host receives for; any client may send to them. hostname is always one.',
+  },
+  {
+    key: 'local_nets',
+    type: 'string[]',
+    check: checkCidr,
+    doc: 'Client address ranges that may relay to any domain, as loopback may.',
+  },
+  {
+    key: 'limits.message_size',
+    type: 'integer',
+    min: 1024,
+    doc: 'Largest message in bytes (SIZE); larger ones get 552 5.3.4.',
+  },
   { key: 'limits.recipients', type: 'integer', min: 1, doc: 'Recipients per message; more get 452 4.5.3.' },
   { key: 'limits.connections', type: 'integer', min: 1, doc: 'SMTP connections at once; more get 421 4.7.0.' },
-  { key: 'limits.reserved_local', type: 'integer', min: 0, doc: 'Sessions of limits.connections kept for loopback and local_nets clients: other clients get 421 4.7.0 once all but this many are in use (by anyone).' },
-  { key: 'limits.connections_per_client', type: 'integer', min: 1, doc: 'SMTP connections at once from one client address; more get 421 4.7.0.' },
-  { key: 'limits.per_client_exempt', type: 'string[]', check: checkCidr, doc: 'Client ranges free of the per-client connection limit (local programs open and close connections in quick succession).' },
+  {
+    key: 'limits.reserved_local',
+    type: 'integer',
+    min: 0,
+    doc: 'Sessions of limits.connections kept for loopback and local_nets clients: other clients get 421 4.7.0 once all but this many are in use (by anyone).',
+  },
+  {
+    key: 'limits.connections_per_client',
+    type: 'integer',
+    min: 1,
+    doc: 'SMTP connections at once from one client address; more get 421 4.7.0.',
+  },
+  {
+    key: 'limits.per_client_exempt',
+    type: 'string[]',
+    check: checkCidr,
+    doc: 'Client ranges free of the per-client connection limit (local programs open and close connections in quick succession).',
+  },
   { key: 'limits.command_line', type: 'integer', min: 512, doc: 'Longest SMTP command line in bytes.' },
-  { key: 'limits.header_size', type: 'integer', min: 1024, doc: 'Largest header section in bytes; larger gets 552 5.3.4.' },
-  { key: 'limits.errors', type: 'integer', min: 1, doc: 'Errors and unknown commands in one session before 421 and close.' },
+  {
+    key: 'limits.header_size',
+    type: 'integer',
+    min: 1024,
+    doc: 'Largest header section in bytes; larger gets 552 5.3.4.',
+  },
+  {
+    key: 'limits.errors',
+    type: 'integer',
+    min: 1,
+    doc: 'Errors and unknown commands in one session before 421 and close.',
+  },
   { key: 'limits.idle_timeout', type: 'integer', min: 1, max: 86_400, doc: 'Seconds an SMTP client may stay silent.' },
-  { key: 'limits.session_time', type: 'integer', min: 10, max: 86_400, doc: 'Seconds a session of a client outside loopback and local_nets may last in all; then 421 4.4.2 and close (a message being received finishes first while it keeps limits.min_data_rate; with no minimum rate it is cut off).' },
-  { key: 'limits.min_data_rate', type: 'integer', min: 0, doc: 'Bytes per second a client outside loopback and local_nets must keep up on average during DATA; slower gets 421 4.4.2. 0: no minimum.' },
-  { key: 'limits.spool_minfree', type: 'integer', min: 0, doc: 'Bytes the spool\'s file system must keep free after a new message; below it new mail gets 452 4.3.1 (exit 75), so that queue state always has room.' },
-  { key: 'limits.received_hops', type: 'integer', min: 1, doc: 'Received headers above which a message is taken for a loop (554 5.4.6).' },
-  { key: 'smtp.bare_line_ends', type: 'enum', values: ['reject', 'normalize'], doc: 'A bare LF or CR in DATA: reject the message (550 5.6.0) or turn it into CRLF.' },
-  { key: 'smtp.reverse_lookup', type: 'boolean', doc: 'Look up the client name by reverse DNS (waits up to 1.5 s when offline).' },
-  { key: 'smtp.early_talker_delay', type: 'integer', min: 0, max: 60_000, doc: 'Milliseconds to wait before the greeting to clients outside loopback and local_nets; a client that talks first is dropped.' },
+  {
+    key: 'limits.session_time',
+    type: 'integer',
+    min: 10,
+    max: 86_400,
+    doc: 'Seconds a session of a client outside loopback and local_nets may last in all; then 421 4.4.2 and close (a message being received finishes first while it keeps limits.min_data_rate; with no minimum rate it is cut off).',
+  },
+  {
+    key: 'limits.min_data_rate',
+    type: 'integer',
+    min: 0,
+    doc: 'Bytes per second a client outside loopback and local_nets must keep up on average during DATA; slower gets 421 4.4.2. 0: no minimum.',
+  },
+  {
+    key: 'limits.spool_minfree',
+    type: 'integer',
+    min: 0,
+    doc: "Bytes the spool's file system must keep free after a new message; below it new mail gets 452 4.3.1 (exit 75), so that queue state always has room.",
+  },
+  {
+    key: 'limits.received_hops',
+    type: 'integer',
+    min: 1,
+    doc: 'Received headers above which a message is taken for a loop (554 5.4.6).',
+  },
+  {
+    key: 'smtp.bare_line_ends',
+    type: 'enum',
+    values: ['reject', 'normalize'],
+    doc: 'A bare LF or CR in DATA: reject the message (550 5.6.0) or turn it into CRLF.',
+  },
+  {
+    key: 'smtp.reverse_lookup',
+    type: 'boolean',
+    doc: 'Look up the client name by reverse DNS (waits up to 1.5 s when offline).',
+  },
+  {
+    key: 'smtp.early_talker_delay',
+    type: 'integer',
+    min: 0,
+    max: 60_000,
+    doc: 'Milliseconds to wait before the greeting to clients outside loopback and local_nets; a client that talks first is dropped.',
+  },
   { key: 'smtp.banner', type: 'string', doc: 'Text after the host name in the 220 greeting.' },
   { key: 'tls.cert', type: 'string', doc: 'PEM certificate chain for STARTTLS. Unset: no STARTTLS.' },
   { key: 'tls.key', type: 'string', doc: 'PEM private key for tls.cert, readable only by its owner.' },
-  { key: 'online.state_file', type: 'string', doc: 'File whose first line names the connection we are on; missing or empty means offline.' },
-  { key: 'online.command', type: 'string[]', doc: 'Command (argv, no shell) whose exit 0 and first output line name the connection (masqmail online_query).' },
-  { key: 'online.rules', type: 'map[]', fields: RULE_FIELDS, doc: 'Rules naming the connection from interface facts; the first that holds wins (docs/online.md).' },
-  { key: 'online.probe_timeout', type: 'integer', min: 100, max: 30_000, doc: 'Milliseconds a rule\'s probe may take to connect.' },
-  { key: 'queue.retry_min', type: 'duration', min: 1, max: 86_400, doc: 'Wait after the first failed attempt of a recipient; doubled after each further one.' },
+  {
+    key: 'online.state_file',
+    type: 'string',
+    doc: 'File whose first line names the connection we are on; missing or empty means offline.',
+  },
+  {
+    key: 'online.command',
+    type: 'string[]',
+    doc: 'Command (argv, no shell) whose exit 0 and first output line name the connection (masqmail online_query).',
+  },
+  {
+    key: 'online.rules',
+    type: 'map[]',
+    fields: RULE_FIELDS,
+    doc: 'Rules naming the connection from interface facts; the first that holds wins (docs/online.md).',
+  },
+  {
+    key: 'online.probe_timeout',
+    type: 'integer',
+    min: 100,
+    max: 30_000,
+    doc: "Milliseconds a rule's probe may take to connect.",
+  },
+  {
+    key: 'queue.retry_min',
+    type: 'duration',
+    min: 1,
+    max: 86_400,
+    doc: 'Wait after the first failed attempt of a recipient; doubled after each further one.',
+  },
   { key: 'queue.retry_max', type: 'duration', min: 1, max: 7 * 86_400, doc: 'Longest wait between two attempts.' },
-  { key: 'queue.lifetime', type: 'duration', min: 60, max: 365 * 86_400, doc: 'Time in the queue after which a recipient fails and the sender gets a failure notice.' },
-  { key: 'queue.delay_warnings', type: 'duration[]', min: 60, max: 365 * 86_400, doc: 'Ages at which the sender gets a delay notice for recipients still waiting; [] sends none.' },
-  { key: 'queue.route_hold_down', type: 'duration', min: 1, max: 86_400, doc: 'How long a route whose server could not be reached stays down after the run that found it (cleared by a change of connection or a manual flush).' },
-  { key: 'queue.local_notices', type: 'enum', values: ['unroutable', 'always'], doc: 'When notices are also delivered locally (notice_mailbox, notify_command): only when no route could carry them now, or always.' },
-  { key: 'queue.notice_mailbox', type: 'string', doc: 'mbox file that gets a copy of every notice delivered locally. Relative paths are taken from the configuration directory.' },
-  { key: 'queue.notify_command', type: 'string[]', doc: 'Command (argv, no shell) run for every notice delivered locally; ${summary}, ${subject}, ${sender}, ${id} are filled in, the subject line and then the summary are on stdin.' },
-  { key: 'auth.users_file', type: 'string', doc: 'File of user:scrypt-hash lines (ferrymail auth hash). Unset: no SMTP AUTH.' },
-  { key: 'auth.max_failures', type: 'integer', min: 1, doc: 'Failed AUTH attempts from one client address, or for one user name, within auth.failure_window after which AUTH from that address or for that name is refused with 454 4.7.0, without a password check, for one auth.failure_window.' },
-  { key: 'auth.failure_window', type: 'duration', min: 1, max: 86_400, doc: 'How long a failed AUTH attempt counts against its client address and user name, and how long a lockout lasts.' },
-  { key: 'submission.local_senders', type: 'map[]', fields: LOCAL_SENDER_FIELDS, doc: 'Envelope senders each local user may give to the sendmail command (Postfix local_login_sender_maps); empty: any.' },
+  {
+    key: 'queue.lifetime',
+    type: 'duration',
+    min: 60,
+    max: 365 * 86_400,
+    doc: 'Time in the queue after which a recipient fails and the sender gets a failure notice.',
+  },
+  {
+    key: 'queue.delay_warnings',
+    type: 'duration[]',
+    min: 60,
+    max: 365 * 86_400,
+    doc: 'Ages at which the sender gets a delay notice for recipients still waiting; [] sends none.',
+  },
+  {
+    key: 'queue.route_hold_down',
+    type: 'duration',
+    min: 1,
+    max: 86_400,
+    doc: 'How long a route whose server could not be reached stays down after the run that found it (cleared by a change of connection or a manual flush).',
+  },
+  {
+    key: 'queue.local_notices',
+    type: 'enum',
+    values: ['unroutable', 'always'],
+    doc: 'When notices are also delivered locally (notice_mailbox, notify_command): only when no route could carry them now, or always.',
+  },
+  {
+    key: 'queue.notice_mailbox',
+    type: 'string',
+    doc: 'mbox file that gets a copy of every notice delivered locally. Relative paths are taken from the configuration directory.',
+  },
+  {
+    key: 'queue.notify_command',
+    type: 'string[]',
+    doc: 'Command (argv, no shell) run for every notice delivered locally; ${summary}, ${subject}, ${sender}, ${id} are filled in, the subject line and then the summary are on stdin.',
+  },
+  {
+    key: 'auth.users_file',
+    type: 'string',
+    doc: 'File of user:scrypt-hash lines (ferrymail auth hash). Unset: no SMTP AUTH.',
+  },
+  {
+    key: 'auth.max_failures',
+    type: 'integer',
+    min: 1,
+    doc: 'Failed AUTH attempts from one client address, or for one user name, within auth.failure_window after which AUTH from that address or for that name is refused with 454 4.7.0, without a password check, for one auth.failure_window.',
+  },
+  {
+    key: 'auth.failure_window',
+    type: 'duration',
+    min: 1,
+    max: 86_400,
+    doc: 'How long a failed AUTH attempt counts against its client address and user name, and how long a lockout lasts.',
+  },
+  {
+    key: 'submission.local_senders',
+    type: 'map[]',
+    fields: LOCAL_SENDER_FIELDS,
+    doc: 'Envelope senders each local user may give to the sendmail command (Postfix local_login_sender_maps); empty: any.',
+  },
 ];
 
 /** Looks a field up by its dotted key. */

@@ -29,7 +29,9 @@ function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
  * is never taken for a complete configuration. */
 function shape(v: unknown): string {
   if (!v || typeof v !== 'object' || Array.isArray(v)) return '';
-  return Object.entries(v).map(([k, x]) => `${k}(${shape(x)})`).join(',');
+  return Object.entries(v)
+    .map(([k, x]) => `${k}(${shape(x)})`)
+    .join(',');
 }
 
 /** Everything a configuration depends on besides the file's text. */
@@ -80,7 +82,8 @@ function readOwn(file: string): string {
   const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
   try {
     const st = fs.fstatSync(fd);
-    if (!st.isFile() || st.uid !== process.geteuid?.() || st.mode & 0o022) throw new Error('not this user\'s own snapshot');
+    if (!st.isFile() || st.uid !== process.geteuid?.() || st.mode & 0o022)
+      throw new Error("not this user's own snapshot");
     return fs.readFileSync(fd, 'utf8');
   } finally {
     fs.closeSync(fd);
@@ -93,7 +96,11 @@ function saveSnapshot(dir: string, snap: string, key: string, cfg: Config): void
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     if (!ownDir(dir)) return;
     const tmp = `${snap}.${process.pid}.${randomBytes(4).toString('hex')}`;
-    const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+    const fd = fs.openSync(
+      tmp,
+      fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
+      0o600,
+    );
     try {
       fs.writeFileSync(fd, JSON.stringify({ key, config: cfg }));
     } finally {
@@ -118,7 +125,8 @@ function prune(dir: string): void {
     .filter((n) => n.startsWith('config-'))
     .map((n) => ({ n, st: fs.lstatSync(path.join(dir, n), { throwIfNoEntry: false }) }))
     .filter((f): f is { n: string; st: fs.Stats } => !!f.st);
-  for (const f of files) if (!f.n.endsWith('.json') && now - f.st.mtimeMs > 86_400_000) fs.rmSync(path.join(dir, f.n), { force: true });
+  for (const f of files)
+    if (!f.n.endsWith('.json') && now - f.st.mtimeMs > 86_400_000) fs.rmSync(path.join(dir, f.n), { force: true });
   const snaps = files.filter((f) => f.n.endsWith('.json')).sort((a, b) => b.st.mtimeMs - a.st.mtimeMs);
   for (const f of snaps.slice(KEEP)) fs.rmSync(path.join(dir, f.n), { force: true });
 }

@@ -14,7 +14,12 @@ import { ConfigError, parseSettingsFile, settingsIssues, settingsLocation } from
 import { DURATION_PATTERN, FIELDS, fieldFor, type Field } from './schema.js';
 
 /** A duration's JSON schema: text such as "4h" or whole seconds. */
-const DURATION_SCHEMA = { anyOf: [{ type: 'string', pattern: DURATION_PATTERN }, { type: 'integer', minimum: 0 }] };
+const DURATION_SCHEMA = {
+  anyOf: [
+    { type: 'string', pattern: DURATION_PATTERN },
+    { type: 'integer', minimum: 0 },
+  ],
+};
 
 /** The JSON schema of one field. */
 function fieldSchema(f: Field): Record<string, unknown> {
@@ -22,7 +27,11 @@ function fieldSchema(f: Field): Record<string, unknown> {
     case 'string':
       return { type: 'string' };
     case 'integer':
-      return { type: 'integer', ...(f.min === undefined ? {} : { minimum: f.min }), ...(f.max === undefined ? {} : { maximum: f.max }) };
+      return {
+        type: 'integer',
+        ...(f.min === undefined ? {} : { minimum: f.min }),
+        ...(f.max === undefined ? {} : { maximum: f.max }),
+      };
     case 'boolean':
       return { type: 'boolean' };
     case 'enum':
@@ -78,7 +87,11 @@ export function parseValue(f: Field, raw: string): unknown {
         const v = yamlValue(t);
         if (Array.isArray(v) && v.every((x) => typeof x !== 'object')) return v.map(String);
       }
-      return t.replace(/^\[(.*)\]$/, '$1').split(',').map((x) => x.trim()).filter(Boolean);
+      return t
+        .replace(/^\[(.*)\]$/, '$1')
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean);
     }
     case 'map[]':
       // a list of mappings comes as JSON or YAML flow text: [{connection: home, ssid: HomeNet}]
@@ -99,7 +112,8 @@ function mergeInto(doc: Document, obj: Record<string, unknown>, at: string[] = [
   }
   for (const [k, v] of Object.entries(obj)) {
     const cur = doc.getIn([...at, k], true);
-    if (v && typeof v === 'object' && !Array.isArray(v) && isMap(cur)) mergeInto(doc, v as Record<string, unknown>, [...at, k]);
+    if (v && typeof v === 'object' && !Array.isArray(v) && isMap(cur))
+      mergeInto(doc, v as Record<string, unknown>, [...at, k]);
     else if (JSON.stringify(doc.getIn([...at, k])) !== JSON.stringify(v)) doc.setIn([...at, k], v);
   }
 }
@@ -110,7 +124,9 @@ function mergeInto(doc: Document, obj: Record<string, unknown>, at: string[] = [
  */
 export function configSet(dirOrFile: string | undefined, pairs: [key: string, raw: string][]): void {
   const { dir, file } = settingsLocation(dirOrFile);
-  const unknown = pairs.filter(([key]) => !fieldFor(key)).map(([key]) => ({ key, message: 'unknown key (see docs/configuration.md)' }));
+  const unknown = pairs
+    .filter(([key]) => !fieldFor(key))
+    .map(([key]) => ({ key, message: 'unknown key (see docs/configuration.md)' }));
   if (unknown.length) throw new ConfigError(file, unknown);
   const parsed = parseSettingsFile(file);
   if (parsed.syntax.length) throw new ConfigError(file, parsed.syntax);

@@ -68,7 +68,10 @@ export interface LocalSenders {
 }
 
 /** The settings a file can give; everything optional. */
-export type Settings = Omit<Partial<Config>, 'dir' | 'file' | 'fromFile' | 'limits' | 'smtp' | 'tls' | 'auth' | 'online' | 'queue' | 'submission'> & {
+export type Settings = Omit<
+  Partial<Config>,
+  'dir' | 'file' | 'fromFile' | 'limits' | 'smtp' | 'tls' | 'auth' | 'online' | 'queue' | 'submission'
+> & {
   online?: Partial<Config['online']>;
   /** Durations as written: "5m", "4h", or whole seconds. */
   queue?: Partial<Record<'retry_min' | 'retry_max' | 'lifetime' | 'route_hold_down', string | number>> & {
@@ -115,7 +118,15 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     submission: { local_senders: [] },
     online: { command: [], rules: [], probe_timeout: 2000 },
     // Postfix's defaults: 5 minutes doubling to 4 hours, 5 days in all, one delay warning at 4 hours
-    queue: { retry_min: 300, retry_max: 14_400, lifetime: 432_000, delay_warnings: [14_400], route_hold_down: 60, local_notices: 'unroutable', notify_command: [] },
+    queue: {
+      retry_min: 300,
+      retry_max: 14_400,
+      lifetime: 432_000,
+      delay_warnings: [14_400],
+      route_hold_down: 60,
+      local_notices: 'unroutable',
+      notify_command: [],
+    },
   };
 }
 

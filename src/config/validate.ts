@@ -75,7 +75,8 @@ function checkMapList(field: Field, value: unknown, lineOf: LineOf, out: ConfigI
     }
     const obj = el as Record<string, unknown>;
     for (const k of Object.keys(obj)) {
-      if (!subs.some((f) => f.key === k)) out.push({ key: `${at}.${k}`, line: lineOf([...path, i, k]), message: 'unknown key' });
+      if (!subs.some((f) => f.key === k))
+        out.push({ key: `${at}.${k}`, line: lineOf([...path, i, k]), message: 'unknown key' });
     }
     for (const sub of subs) {
       if (obj[sub.key] === undefined || obj[sub.key] === null) {
@@ -87,7 +88,10 @@ function checkMapList(field: Field, value: unknown, lineOf: LineOf, out: ConfigI
         out.push({ key: `${at}.${sub.key}`, line: lineOf([...path, i, sub.key]), message: 'must be a list' });
         continue;
       }
-      const errs = sub.type === 'string[]' ? (v as unknown[]).map((x) => checkScalar(sub, x)).filter(Boolean) : [checkScalar(sub, v)].filter(Boolean);
+      const errs =
+        sub.type === 'string[]'
+          ? (v as unknown[]).map((x) => checkScalar(sub, x)).filter(Boolean)
+          : [checkScalar(sub, v)].filter(Boolean);
       if (errs.length) out.push({ key: `${at}.${sub.key}`, line: lineOf([...path, i, sub.key]), message: errs[0]! });
     }
   });
@@ -104,7 +108,8 @@ function checkField(field: Field, value: unknown, lineOf: LineOf, out: ConfigIss
     }
     value.forEach((v, i) => {
       const err = checkScalar(field, v);
-      if (err) out.push({ key: `${field.key}[${i}]`, line: lineOf([...path, i]), message: `${JSON.stringify(v)}: ${err}` });
+      if (err)
+        out.push({ key: `${field.key}[${i}]`, line: lineOf([...path, i]), message: `${JSON.stringify(v)}: ${err}` });
     });
     return;
   }

@@ -9,7 +9,11 @@ import { FerryError } from '../errors.js';
 import type { ControlRequest, ControlResponse } from './protocol.js';
 
 /** Sends one request; resolves with the answer, or null when no daemon runs. */
-export async function callDaemon(socketPath: string, req: ControlRequest, timeoutMs = 10_000): Promise<ControlResponse | null> {
+export async function callDaemon(
+  socketPath: string,
+  req: ControlRequest,
+  timeoutMs = 10_000,
+): Promise<ControlResponse | null> {
   if (!fs.existsSync(socketPath)) return null;
   const net = await import('node:net');
   return new Promise((resolve, reject) => {
@@ -24,9 +28,12 @@ export async function callDaemon(socketPath: string, req: ControlRequest, timeou
       if (err) reject(err);
       else resolve(value ?? null);
     };
-    const timer = setTimeout(() => done(new FerryError('control', `the daemon did not answer within ${timeoutMs / 1000}s`)), timeoutMs);
+    const timer = setTimeout(
+      () => done(new FerryError('control', `the daemon did not answer within ${timeoutMs / 1000}s`)),
+      timeoutMs,
+    );
     sock.setEncoding('utf8');
-    sock.on('connect', () => sock.write(JSON.stringify(req) + '\n'));
+    sock.on('connect', () => sock.write(`${JSON.stringify(req)}\n`));
     sock.on('data', (d: string) => {
       buf += d;
       const nl = buf.indexOf('\n');
@@ -60,7 +67,7 @@ export async function kickDaemon(socketPath: string, id: string): Promise<boolea
     // a daemon too busy to answer in half a second still runs
     const timer = setTimeout(() => end(true), 500);
     sock.on('connect', () =>
-      sock.end(JSON.stringify({ cmd: 'kick', id }) + '\n', () => {
+      sock.end(`${JSON.stringify({ cmd: 'kick', id })}\n`, () => {
         clearTimeout(timer);
         end(true);
       }),

@@ -104,7 +104,14 @@ export function startAutoRun(first: Config, log: Logger, firstView: OnlineView =
         if (r.routes && states.count() === seen && states.note(r.state)) {
           forceNext = again = true; // the state changed under this run: try deferred mail in the new one
         }
-        if (r.routes && r.messages) log.log('info', 'queue run', { delivered: r.delivered, deferred: r.deferred, failed: r.failed, uncertain: r.uncertain, connection: r.state.connection ?? 'offline' });
+        if (r.routes && r.messages)
+          log.log('info', 'queue run', {
+            delivered: r.delivered,
+            deferred: r.deferred,
+            failed: r.failed,
+            uncertain: r.uncertain,
+            connection: r.state.connection ?? 'offline',
+          });
       })
       .catch((err) => {
         if (!isFerryError(err, 'locked')) log.log('error', 'queue run failed', { error: (err as Error).message });
@@ -112,17 +119,20 @@ export function startAutoRun(first: Config, log: Logger, firstView: OnlineView =
         skipped = isFerryError(err, 'locked');
       });
   };
-  const check = serialCheck(() => view, (s) => {
-    if (states.note(s) && !stopped) {
-      // a new connection: routes that went down on the old one may work, and a run under way stops
-      // what the new one cannot carry; the next run starts the moment it ends
-      healthOf(cfg.spool).clear();
-      signal?.retarget(s);
-      forceNext = true;
-      if (running) again = true;
-      else schedule(0);
-    }
-  });
+  const check = serialCheck(
+    () => view,
+    (s) => {
+      if (states.note(s) && !stopped) {
+        // a new connection: routes that went down on the old one may work, and a run under way stops
+        // what the new one cannot carry; the next run starts the moment it ends
+        healthOf(cfg.spool).clear();
+        signal?.retarget(s);
+        forceNext = true;
+        if (running) again = true;
+        else schedule(0);
+      }
+    },
+  );
   let fileWatch = watchStateFile(cfg.online.state_file, check);
   let netWatch = watchesNetwork(cfg) ? startNetWatch(() => view, check, log) : null;
   check();
@@ -130,8 +140,11 @@ export function startAutoRun(first: Config, log: Logger, firstView: OnlineView =
   const auto: AutoRun = {
     soon: () => (running ? (again = true) : schedule(SOON_MS)),
     manual: (connection, route) => {
-      if (connection && signal && connection !== states.last()?.connection) signal.retarget({ online: true, connection, why: 'forced' });
-      return serial((sig) => flushQueue(cfg, log, { connection, route, manual: true, signal: sig, online: () => view.state() }));
+      if (connection && signal && connection !== states.last()?.connection)
+        signal.retarget({ online: true, connection, why: 'forced' });
+      return serial((sig) =>
+        flushQueue(cfg, log, { connection, route, manual: true, signal: sig, online: () => view.state() }),
+      );
     },
     state: () => states.last(),
     get view() {

@@ -42,9 +42,19 @@ async function answer(deps: ControlDeps, req: ControlRequest): Promise<ControlRe
       return { ok: true, results };
     }
     case 'reload':
-      return (await deps.reload()) ? { ok: true } : { ok: false, error: 'the configuration has problems and was not reloaded (the daemon log and ferrymail config check say which)', code: 'config' };
+      return (await deps.reload())
+        ? { ok: true }
+        : {
+            ok: false,
+            error:
+              'the configuration has problems and was not reloaded (the daemon log and ferrymail config check say which)',
+            code: 'config',
+          };
     case 'flush': {
-      const report = await deps.flush(typeof req.connection === 'string' ? req.connection : undefined, typeof req.route === 'string' ? req.route : undefined);
+      const report = await deps.flush(
+        typeof req.connection === 'string' ? req.connection : undefined,
+        typeof req.route === 'string' ? req.route : undefined,
+      );
       return { ok: true, report };
     }
     default:
@@ -70,12 +80,16 @@ export function startControl(socketPath: string, deps: ControlDeps): Promise<net
         try {
           req = JSON.parse(line) as ControlRequest;
         } catch {
-          sock.write(JSON.stringify({ ok: false, error: 'request is not JSON' }) + '\n');
+          sock.write(`${JSON.stringify({ ok: false, error: 'request is not JSON' })}\n`);
           continue;
         }
         answer(deps, req).then(
-          (res) => sock.writable && sock.write(JSON.stringify(res) + '\n'),
-          (err: Error) => sock.writable && sock.write(JSON.stringify({ ok: false, error: err.message, code: isFerryError(err) ? err.code : undefined }) + '\n'),
+          (res) => sock.writable && sock.write(`${JSON.stringify(res)}\n`),
+          (err: Error) =>
+            sock.writable &&
+            sock.write(
+              `${JSON.stringify({ ok: false, error: err.message, code: isFerryError(err) ? err.code : undefined })}\n`,
+            ),
         );
       }
     });

@@ -89,7 +89,8 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
         auto?.soon();
       },
       runSoon: () => auto?.soon(),
-      flush: (connection, route) => (auto ? auto.manual(connection, route) : flushQueue(cfg, log, { connection, route, online: () => view.state() })),
+      flush: (connection, route) =>
+        auto ? auto.manual(connection, route) : flushQueue(cfg, log, { connection, route, online: () => view.state() }),
       reload: () => reload(),
     });
     await recover(store, log);
@@ -129,7 +130,10 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
     a.reconfigure(next);
     p.reconfigure(next);
     cfg = next;
-    log.log('info', 'configuration reloaded', { config: cfg.fromFile ? cfg.file : 'embedded default', listen: d.addresses.join(',') });
+    log.log('info', 'configuration reloaded', {
+      config: cfg.fromFile ? cfg.file : 'embedded default',
+      listen: d.addresses.join(','),
+    });
     return true;
   };
   return {
@@ -146,7 +150,9 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
 
 /** The settings that a reload cannot change under a running daemon. */
 function restartOnly(now: Config, next: Config): string[] {
-  return [now.spool !== next.spool ? 'spool' : '', now.log_format !== next.log_format ? 'log_format' : ''].filter(Boolean);
+  return [now.spool !== next.spool ? 'spool' : '', now.log_format !== next.log_format ? 'log_format' : ''].filter(
+    Boolean,
+  );
 }
 
 /**
@@ -161,7 +167,10 @@ async function daemonLock(spoolDir: string): Promise<Lock> {
     holder = l;
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new FerryError('locked', `another ferrymail daemon${holder.pid ? ` (pid ${holder.pid})` : ''} already runs on spool ${spoolDir}`);
+  throw new FerryError(
+    'locked',
+    `another ferrymail daemon${holder.pid ? ` (pid ${holder.pid})` : ''} already runs on spool ${spoolDir}`,
+  );
 }
 
 /**
@@ -201,7 +210,13 @@ function kicked(store: Store, log: Logger, id: string): void {
 }
 
 /** Gathers the daemon's status. */
-async function status(cfg: Config, store: Store, started: string, door: SmtpDoor | null, auto: AutoRun | null): Promise<DaemonStatus> {
+async function status(
+  cfg: Config,
+  store: Store,
+  started: string,
+  door: SmtpDoor | null,
+  auto: AutoRun | null,
+): Promise<DaemonStatus> {
   const count = (d: string): number => fs.readdirSync(d).filter(isId).length;
   return {
     pid: process.pid,
@@ -217,12 +232,25 @@ async function status(cfg: Config, store: Store, started: string, door: SmtpDoor
     inFlight: inFlight(cfg.spool),
     routesDown: healthOf(cfg.spool)
       .list(Date.now())
-      .map((d) => ({ route: d.route, reason: d.reason, auth: d.auth, since: new Date(d.since).toISOString(), until: d.until === Infinity ? null : new Date(d.until).toISOString() })),
+      .map((d) => ({
+        route: d.route,
+        reason: d.reason,
+        auth: d.auth,
+        since: new Date(d.since).toISOString(),
+        until: d.until === Infinity ? null : new Date(d.until).toISOString(),
+      })),
   };
 }
 
 /** Stops everything in order. */
-async function stop(door: SmtpDoor, control: net.Server, lock: Lock, store: Store, log: Logger, graceMs: number): Promise<void> {
+async function stop(
+  door: SmtpDoor,
+  control: net.Server,
+  lock: Lock,
+  store: Store,
+  log: Logger,
+  graceMs: number,
+): Promise<void> {
   log.log('info', 'shutting down', { grace_ms: graceMs });
   await door.shutdown(graceMs);
   await new Promise<void>((r) => control.close(() => r()));

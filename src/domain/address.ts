@@ -49,7 +49,7 @@ export function checkAddress(input: string): AddressCheck {
   const ascii = domain.startsWith('[') ? domain : domainToASCII(domain) || domain;
   // eslint-disable-next-line no-control-regex
   const utf8 = /[^\x00-\x7f]/.test(local) || /[^\x00-\x7f]/.test(ascii);
-  return { ok: true, address: local + '@' + ascii.toLowerCase(), utf8 };
+  return { ok: true, address: `${local}@${ascii.toLowerCase()}`, utf8 };
 }
 
 /** The domain part of an address, lower-cased; "" for the null sender. */

@@ -97,7 +97,8 @@ const XTEXT = /^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+$/;
  * not printable ASCII once decoded: an ENVID is copied into failure notices). */
 export function parseEnvid(xtext: string): { ok: true; value: string } | { ok: false; reason: string } {
   if (xtext.length > ENVID_MAX) return { ok: false, reason: `longer than ${ENVID_MAX} characters` };
-  if (!XTEXT.test(xtext)) return { ok: false, reason: 'not xtext (printable ASCII without "+", "=" and spaces; "+XX" for others)' };
+  if (!XTEXT.test(xtext))
+    return { ok: false, reason: 'not xtext (printable ASCII without "+", "=" and spaces; "+XX" for others)' };
   const value = xtext.replace(/\+([0-9A-F]{2})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16)));
   const problem = envidProblem(value);
   return problem ? { ok: false, reason: `${problem} once decoded` } : { ok: true, value };
@@ -106,6 +107,9 @@ export function parseEnvid(xtext: string): { ok: true; value: string } | { ok: f
 /** Why a decoded ENVID (as smtp-server hands it over) cannot be kept, or undefined when it can. */
 export function envidProblem(value: string): string | undefined {
   if (!/^[\x20-\x7e]+$/.test(value)) return 'not printable ASCII';
-  const encoded = value.replace(/[^\x21-\x2a\x2c-\x3c\x3e-\x7e]/g, (c) => `+${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
+  const encoded = value.replace(
+    /[^\x21-\x2a\x2c-\x3c\x3e-\x7e]/g,
+    (c) => `+${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`,
+  );
   return encoded.length > ENVID_MAX ? `longer than ${ENVID_MAX} characters as xtext` : undefined;
 }

@@ -37,5 +37,9 @@ export function parseHeaderBlock(block: string): { fields: HeaderField[]; consum
 /** The unfolded value of a field, without its name. */
 export function fieldValue(f: HeaderField): string {
   const colon = f.raw.indexOf(':');
-  return f.raw.slice(colon + 1).replace(/\r\n(?=[ \t])/g, '').replace(/\r\n$/, '').trim();
+  return f.raw
+    .slice(colon + 1)
+    .replace(/\r\n(?=[ \t])/g, '')
+    .replace(/\r\n$/, '')
+    .trim();
 }

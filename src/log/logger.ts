@@ -65,7 +65,7 @@ export function createLogger(format: 'text' | 'json', out: NodeJS.WritableStream
         line = parts.join(' ');
       }
       try {
-        out.write(line + '\n');
+        out.write(`${line}\n`);
       } catch {
         /* a closed log must not take the relay down */
       }

@@ -11,7 +11,7 @@ import { splitHostPort } from '../domain/ip.js';
 /** Connects to target; resolves with null when it answered, else the reason. */
 export function probe(target: string, timeoutMs: number): Promise<string | null> {
   const hp = splitHostPort(target);
-  if (!hp || !hp.host) return Promise.resolve('not host:port');
+  if (!hp?.host) return Promise.resolve('not host:port');
   return new Promise((resolve) => {
     const sock = net.connect({ host: hp.host, port: hp.port });
     const done = (why: string | null): void => {

@@ -20,7 +20,12 @@ export interface RuleChecks {
 
 /** Name globs as used in rules. */
 function nameMatches(glob: string, name: string): boolean {
-  const re = new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+  const re = new RegExp(
+    `^${glob
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.')}$`,
+  );
   return re.test(name);
 }
 
@@ -58,9 +63,14 @@ async function ssidMiss(rule: InterfaceRule, f: InterfaceFacts, checks: RuleChec
 }
 
 /** Evaluates one rule: the interface that satisfies it, or the reason it does not hold. */
-async function evaluate(rule: InterfaceRule, facts: readonly InterfaceFacts[], checks: RuleChecks): Promise<{ iface: InterfaceFacts } | { miss: string }> {
+async function evaluate(
+  rule: InterfaceRule,
+  facts: readonly InterfaceFacts[],
+  checks: RuleChecks,
+): Promise<{ iface: InterfaceFacts } | { miss: string }> {
   const mine = facts.filter((f) => concerns(rule, f));
-  if (mine.length === 0) return { miss: `no ${rule.kind ? `${rule.kind} ` : ''}interface${rule.interface ? ` ${rule.interface}` : ''}` };
+  if (mine.length === 0)
+    return { miss: `no ${rule.kind ? `${rule.kind} ` : ''}interface${rule.interface ? ` ${rule.interface}` : ''}` };
   // the reason shown is that of the interface that came closest (down < other facts < SSID)
   let miss = { rank: -1, why: '' };
   for (const f of mine) {
@@ -89,7 +99,11 @@ function describe(n: number, rule: InterfaceRule, f: InterfaceFacts): string {
 }
 
 /** The first rule (in order) that holds names the connection; none: offline, with each rule's reason. */
-export async function connectionFromRules(rules: readonly InterfaceRule[], facts: readonly InterfaceFacts[], checks: RuleChecks): Promise<OnlineState> {
+export async function connectionFromRules(
+  rules: readonly InterfaceRule[],
+  facts: readonly InterfaceFacts[],
+  checks: RuleChecks,
+): Promise<OnlineState> {
   const misses: string[] = [];
   for (const [i, rule] of rules.entries()) {
     const r = await evaluate(rule, facts, checks);

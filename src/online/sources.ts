@@ -17,7 +17,8 @@ const NAME = /^[A-Za-z0-9._@+-]{1,64}$/;
 function fromLine(line: string, source: string): OnlineState {
   const name = line.trim();
   if (name === '') return { online: false, why: `${source}: no connection named` };
-  if (!NAME.test(name)) return { online: false, why: `${source}: connection name ${JSON.stringify(name.slice(0, 64))} is not usable` };
+  if (!NAME.test(name))
+    return { online: false, why: `${source}: connection name ${JSON.stringify(name.slice(0, 64))} is not usable` };
   return { online: true, connection: name, why: source };
 }
 
@@ -42,7 +43,12 @@ export function stateFileAnswer(file: string): OnlineState | null {
 export async function runQuery(argv: readonly string[], timeoutMs = 5000): Promise<OnlineState> {
   const label = `command ${argv[0] ?? '?'}`;
   if (argv.length === 0) return { online: false, why: 'no command configured' };
-  const r = await runCommand(argv, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/' }, timeoutMs, maxOut: 256, capture: { stderr: false } });
+  const r = await runCommand(argv, {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/' },
+    timeoutMs,
+    maxOut: 256,
+    capture: { stderr: false },
+  });
   if (r.timedOut) return { online: false, why: `${label} timed out after ${timeoutMs} ms` };
   if (r.error) return { online: false, why: `${label}: ${r.error}` };
   if (r.code !== 0) return { online: false, why: `${label} exited ${r.code ?? 'on a signal'}` };

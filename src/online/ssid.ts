@@ -19,21 +19,30 @@ const MISSING = Symbol('missing');
 
 /** Runs argv; resolves with its stdout when it exits 0, MISSING when there is no such program, else null. */
 async function capture(argv: string[], opts: SsidOptions): Promise<string | null | typeof MISSING> {
-  const r = await runCommand(argv, { env: { PATH: opts.path ?? process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' }, timeoutMs: opts.timeoutMs ?? 2000, maxOut: 4096, encoding: 'latin1', capture: { stderr: false } });
+  const r = await runCommand(argv, {
+    env: { PATH: opts.path ?? process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' },
+    timeoutMs: opts.timeoutMs ?? 2000,
+    maxOut: 4096,
+    encoding: 'latin1',
+    capture: { stderr: false },
+  });
   if (r.error === 'ENOENT') return MISSING;
   return r.code === 0 && !r.timedOut ? r.stdout : null;
 }
 
 /** Undoes iw's \xNN escapes and reads the bytes as UTF-8. */
-function unescape(s: string): string {
-  const bytes = Buffer.from(s.replace(/\\x([0-9a-fA-F]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1');
+function unescapeSsid(s: string): string {
+  const bytes = Buffer.from(
+    s.replace(/\\x([0-9a-fA-F]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))),
+    'latin1',
+  );
   return bytes.toString('utf8');
 }
 
 /** The SSID from `iw dev IFACE link` output ("\tSSID: HomeNet"); undefined when not connected. */
 export function parseIwLink(text: string): string | undefined {
   const m = /^\s*SSID: (.*)$/m.exec(text);
-  return m && m[1] !== '' ? unescape(m[1]!) : undefined;
+  return m && m[1] !== '' ? unescapeSsid(m[1]!) : undefined;
 }
 
 /** The SSID the interface is associated with, or undefined when unknown. */

@@ -56,7 +56,10 @@ export function onlineView(settings: OnlineSettings, deps: Partial<OnlineDeps> =
       const fromFile = settings.state_file ? stateFileAnswer(settings.state_file) : null;
       if (fromFile) return fromFile;
       if (settings.rules.length) {
-        return connectionFromRules(settings.rules, readInterfaces(d.facts), { ssid, probe: (t) => d.probe(t, settings.probe_timeout) });
+        return connectionFromRules(settings.rules, readInterfaces(d.facts), {
+          ssid,
+          probe: (t) => d.probe(t, settings.probe_timeout),
+        });
       }
       if (settings.state_file) return { online: false, why: `state file ${settings.state_file} missing` };
       return { online: false, why: 'no online source configured (online.command, online.state_file or online.rules)' };

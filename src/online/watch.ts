@@ -71,7 +71,12 @@ export function watchNetwork(onChange: () => void, opts: WatchOptions = {}): Net
     }, opts.pollMs ?? 1000);
     poll.unref();
   };
-  child = startMonitor(opts.ip ?? 'ip', changed, (why) => startPoll(why), () => opts.onMode?.('monitor'));
+  child = startMonitor(
+    opts.ip ?? 'ip',
+    changed,
+    (why) => startPoll(why),
+    () => opts.onMode?.('monitor'),
+  );
   return {
     mode: () => mode,
     stop() {
@@ -84,7 +89,12 @@ export function watchNetwork(onChange: () => void, opts: WatchOptions = {}): Net
 }
 
 /** Spawns the monitor; every output line is a change; failure or exit calls onFail once. */
-function startMonitor(ip: string, onLine: () => void, onFail: (why: string) => void, onStart: () => void): ChildProcess {
+function startMonitor(
+  ip: string,
+  onLine: () => void,
+  onFail: (why: string) => void,
+  onStart: () => void,
+): ChildProcess {
   let failed = false;
   const fail = (why: string): void => {
     if (!failed) {

@@ -53,7 +53,15 @@ export function runCommand(argv: readonly string[], o: RunOptions): Promise<RunR
     const want = { stdout: o.capture?.stdout ?? true, stderr: o.capture?.stderr ?? true };
     let child: ReturnType<typeof spawn>;
     try {
-      child = spawn(argv[0]!, argv.slice(1), { stdio: [o.stdin === undefined ? 'ignore' : 'pipe', want.stdout ? 'pipe' : 'ignore', want.stderr ? 'pipe' : 'ignore'], env: o.env, detached: true });
+      child = spawn(argv[0]!, argv.slice(1), {
+        stdio: [
+          o.stdin === undefined ? 'ignore' : 'pipe',
+          want.stdout ? 'pipe' : 'ignore',
+          want.stderr ? 'pipe' : 'ignore',
+        ],
+        env: o.env,
+        detached: true,
+      });
     } catch (e) {
       return resolve({ ...r, error: (e as NodeJS.ErrnoException).code ?? (e as Error).message });
     }
@@ -71,7 +79,10 @@ export function runCommand(argv: readonly string[], o: RunOptions): Promise<RunR
       r.timedOut = true;
       done();
     }, o.timeoutMs);
-    for (const [stream, key] of [[child.stdout, 'stdout'], [child.stderr, 'stderr']] as const) {
+    for (const [stream, key] of [
+      [child.stdout, 'stdout'],
+      [child.stderr, 'stderr'],
+    ] as const) {
       if (!stream) continue;
       stream.setEncoding(o.encoding ?? 'utf8');
       stream.on('data', (d: string) => {

@@ -50,7 +50,15 @@ export interface Notice {
 
 /** Builds the notice for the given recipients, or null when none is owed (null sender, NOTIFY=NEVER, or
  * for a delay: NOTIFY without DELAY). A delay notice says until when delivery is tried (retryUntil). */
-export function buildNotice(env: Envelope, rcpts: Recipient[], kind: 'failed' | 'delayed', head: string, hostname: string, now = new Date(), retryUntil?: Date): Notice | null {
+export function buildNotice(
+  env: Envelope,
+  rcpts: Recipient[],
+  kind: 'failed' | 'delayed',
+  head: string,
+  hostname: string,
+  now = new Date(),
+  retryUntil?: Date,
+): Notice | null {
   const owed = rcpts.filter((r) => wantsNotice(r, kind));
   if (env.sender === '' || owed.length === 0) return null;
   const boundary = `=_ferrymail_${randomBytes(9).toString('base64url')}`;
@@ -112,6 +120,16 @@ export function buildNotice(env: Envelope, rcpts: Recipient[], kind: 'failed' | 
     `--${boundary}--`,
     '',
   ].filter((l) => l !== null);
-  const summary = owed.map((r) => `<${oneLine(r.address)}>: ${oneLine(r.lastError ?? 'no reason recorded')}`).join('\n');
-  return { sender: '', recipient: env.sender, text: lines.join('\r\n'), kind, id: env.id, subject: `${subject}: message ${env.id}`, summary };
+  const summary = owed
+    .map((r) => `<${oneLine(r.address)}>: ${oneLine(r.lastError ?? 'no reason recorded')}`)
+    .join('\n');
+  return {
+    sender: '',
+    recipient: env.sender,
+    text: lines.join('\r\n'),
+    kind,
+    id: env.id,
+    subject: `${subject}: message ${env.id}`,
+    summary,
+  };
 }

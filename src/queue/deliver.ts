@@ -60,46 +60,85 @@ function flightsOf(root: string): Map<string, Flight> {
 }
 
 /** Walks the routes: each route takes the recipients still waiting for it; tempfail falls through. */
-export async function deliverByRoutes(deps: RunnerDeps, run: MessageRun, pending: Recipient[], routesOf: Map<string, Route[]>, now: () => number, report: RunReport): Promise<void> {
+export async function deliverByRoutes(
+  deps: RunnerDeps,
+  run: MessageRun,
+  pending: Recipient[],
+  routesOf: Map<string, Route[]>,
+  now: () => number,
+  report: RunReport,
+): Promise<void> {
   const env = run.env;
   while (routesOf.size) {
     // the next route to try is the first route of some waiting recipient; take every recipient whose next route it is
     const route = [...routesOf.values()][0]![0]!;
     const batch = [...routesOf.entries()].filter(([, rs]) => rs[0] === route).map(([a]) => a);
-    const result = (await notNow(deps, route, batch, now())) ?? (await attempt(deps, route, request(deps, run, pending, route, batch)));
-    if (result.down && deps.health?.mark(route, result.down, now(), deps.holdDownMs ?? 60_000)) deps.onRouteDown?.(route, result.down);
+    const result =
+      (await notNow(deps, route, batch, now())) ??
+      (await attempt(deps, route, request(deps, run, pending, route, batch)));
+    if (result.down && deps.health?.mark(route, result.down, now(), deps.holdDownMs ?? 60_000))
+      deps.onRouteDown?.(route, result.down);
     for (const res of result.results) {
       const rest = fallThrough(route, res.outcome, routesOf.get(res.address)!.slice(1));
       const r = pending.find((x) => x.address === res.address)!;
-      const failFinal = res.outcome === 'tempfail' && route.connectErrorFail && /^451 4\.4\.1/.test(res.reply) && !result.skipped;
+      const failFinal =
+        res.outcome === 'tempfail' && route.connectErrorFail && /^451 4\.4\.1/.test(res.reply) && !result.skipped;
       const outcome: Outcome = failFinal ? 'permfail' : res.outcome;
       // final means 5xx: the connection failure a LAN route may not have is a permanent one
-      const reply = failFinal ? res.reply.replace(/^451 4\.4\.1/, '554 5.4.1') + ' (connect_error_fail)' : res.reply;
+      const reply = failFinal ? `${res.reply.replace(/^451 4\.4\.1/, '554 5.4.1')} (connect_error_fail)` : res.reply;
       if (outcome === 'tempfail') run.troubled.add(route.name);
       if (rest.length && outcome === 'tempfail') {
         routesOf.set(res.address, rest);
-        deps.log.log('deferred', env.id, { to: `<${res.address}>`, route: route.name, relay: result.relay, status: reply, next: rest[0]!.name });
+        deps.log.log('deferred', env.id, {
+          to: `<${res.address}>`,
+          route: route.name,
+          relay: result.relay,
+          status: reply,
+          next: rest[0]!.name,
+        });
         continue;
       }
       routesOf.delete(res.address);
-      settle(deps, env, r, outcome === 'uncertain' ? uncertainStep(route, r) : outcome, reply, now(), report, { route: route.name, relay: result.relay, attempted: !result.skipped });
+      settle(deps, env, r, outcome === 'uncertain' ? uncertainStep(route, r) : outcome, reply, now(), report, {
+        route: route.name,
+        relay: result.relay,
+        attempted: !result.skipped,
+      });
     }
   }
 }
 
 /** A result for a route that is not tried now: down, or not usable on the connection the run was
  * retargeted to; undefined when it may be tried. */
-async function notNow(deps: RunnerDeps, route: Route, batch: string[], now: number): Promise<(DeliveryResult & { skipped: true }) | undefined> {
+async function notNow(
+  deps: RunnerDeps,
+  route: Route,
+  batch: string[],
+  now: number,
+): Promise<(DeliveryResult & { skipped: true }) | undefined> {
   const moved = deps.signal?.next;
-  const why = moved && !deps.signal!.usable(route) ? `451 4.4.1 route ${route.name} is not used on ${moved.online ? `connection ${moved.connection}` : 'no connection'} (the connection changed)` : undefined;
+  const why =
+    moved && !deps.signal!.usable(route)
+      ? `451 4.4.1 route ${route.name} is not used on ${moved.online ? `connection ${moved.connection}` : 'no connection'} (the connection changed)`
+      : undefined;
   const down = why ? null : deps.health?.check(route, now);
-  const reply = why ?? (down ? `451 4.4.1 route ${route.name} is down since ${new Date(down.since).toISOString()}, delivery temporarily suspended: ${down.reason.replace(/^\d{3} \d\.\d\.\d+ /, '')}` : undefined);
+  const reply =
+    why ??
+    (down
+      ? `451 4.4.1 route ${route.name} is down since ${new Date(down.since).toISOString()}, delivery temporarily suspended: ${down.reason.replace(/^\d{3} \d\.\d\.\d+ /, '')}`
+      : undefined);
   if (!reply) return undefined;
   return { relay: 'none', skipped: true, results: batch.map((address) => ({ address, outcome: 'tempfail', reply })) };
 }
 
 /** The delivery request of a batch of recipients by a route. */
-function request(deps: RunnerDeps, run: MessageRun, pending: Recipient[], route: Route, batch: string[]): DeliveryRequest {
+function request(
+  deps: RunnerDeps,
+  run: MessageRun,
+  pending: Recipient[],
+  route: Route,
+  batch: string[],
+): DeliveryRequest {
   const env = run.env;
   return {
     id: env.id,
@@ -108,7 +147,8 @@ function request(deps: RunnerDeps, run: MessageRun, pending: Recipient[], route:
       const r = pending.find((x) => x.address === a)!;
       return { address: a, notify: r.notify, orcpt: r.orcpt };
     }),
-    message: (to) => handOver(deps, deps.messageFor(env, route, run.head), { id: env.id, route: route.name, addresses: to ?? batch }),
+    message: (to) =>
+      handOver(deps, deps.messageFor(env, route, run.head), { id: env.id, route: route.name, addresses: to ?? batch }),
     size: env.size,
     smtputf8: env.smtputf8,
     body: env.body,
@@ -119,10 +159,20 @@ function request(deps: RunnerDeps, run: MessageRun, pending: Recipient[], route:
 
 /** One delivery attempt through a route's transport; a transport that throws, or that leaves a
  * recipient without a result, counts as a temporary failure for those recipients (never a lost state). */
-async function attempt(deps: RunnerDeps, route: Route, req: DeliveryRequest): Promise<DeliveryResult & { skipped?: boolean }> {
+async function attempt(
+  deps: RunnerDeps,
+  route: Route,
+  req: DeliveryRequest,
+): Promise<DeliveryResult & { skipped?: boolean }> {
   let result: DeliveryResult;
   const flights = flightsOf(deps.store.layout.root);
-  flights.set(req.id, { id: req.id, route: route.name, recipients: req.recipients.map((r) => r.address), since: new Date().toISOString(), bytes: 0 });
+  flights.set(req.id, {
+    id: req.id,
+    route: route.name,
+    recipients: req.recipients.map((r) => r.address),
+    since: new Date().toISOString(),
+    bytes: 0,
+  });
   try {
     result = await deps.transportFor(route).deliver(req);
   } catch (err) {
@@ -132,7 +182,18 @@ async function attempt(deps: RunnerDeps, route: Route, req: DeliveryRequest): Pr
     flights.delete(req.id);
   }
   const got = new Map(result.results.map((r) => [r.address, r] as const));
-  return { relay: result.relay, down: result.down, results: req.recipients.map((r) => got.get(r.address) ?? { address: r.address, outcome: 'tempfail', reply: `451 4.3.0 route ${route.name} gave no result for this recipient` }) };
+  return {
+    relay: result.relay,
+    down: result.down,
+    results: req.recipients.map(
+      (r) =>
+        got.get(r.address) ?? {
+          address: r.address,
+          outcome: 'tempfail',
+          reply: `451 4.3.0 route ${route.name} gave no result for this recipient`,
+        },
+    ),
+  };
 }
 
 /**

@@ -36,13 +36,21 @@ export async function onlineState(cfg: Config, connection?: string): Promise<Onl
  * notify command, once, since the user has to act.
  */
 function routeDown(cfg: Config, log: Logger, route: string, down: RouteDown): void {
-  const until = down.auth ? 'until its settings change or a manual flush' : `for ${cfg.queue.route_hold_down} s, or until the connection changes`;
+  const until = down.auth
+    ? 'until its settings change or a manual flush'
+    : `for ${cfg.queue.route_hold_down} s, or until the connection changes`;
   log.log('warn', `route ${route} is down ${until}: delivery temporarily suspended`, { reason: down.reason });
   if (!down.auth || !cfg.queue.notify_command.length) return;
   const summary = `route ${route}: ${down.reason}`;
-  runNotifyCommand(cfg.queue.notify_command, { sender: '', recipient: '', text: summary, kind: 'delayed', id: route, subject: `ferrymail: the login to route ${route} was refused`, summary }).catch((err: Error) =>
-    log.log('warn', 'notify_command failed', { error: err.message }),
-  );
+  runNotifyCommand(cfg.queue.notify_command, {
+    sender: '',
+    recipient: '',
+    text: summary,
+    kind: 'delayed',
+    id: route,
+    subject: `ferrymail: the login to route ${route} was refused`,
+    summary,
+  }).catch((err: Error) => log.log('warn', 'notify_command failed', { error: err.message }));
 }
 
 /** The retry policy of the queue settings. */
@@ -76,22 +84,40 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
   const manual = opts.manual ?? force;
   const routes = loadRoutes(cfg.dir);
   if (route !== undefined && !routes.some((r) => r.name === route)) {
-    throw new FerryError('usage', `no route named ${JSON.stringify(route)} (routes: ${routes.map((r) => r.name).join(', ') || 'none'})`);
+    throw new FerryError(
+      'usage',
+      `no route named ${JSON.stringify(route)} (routes: ${routes.map((r) => r.name).join(', ') || 'none'})`,
+    );
   }
   if (routes.length === 0) {
     // without routes there is no way out: leave every message exactly as it is (and let the daemon's
     // own runs cost nothing: only a manual run counts what waits)
     const waiting = force ? (await openStore(cfg.spool).list()).entries.filter((e) => e.place === 'queue').length : 0;
-    return { messages: 0, delivered: 0, deferred: 0, failed: 0, uncertain: 0, busy: 0, routes: 0, waiting, state: { online: false, why: 'no routes' } };
+    return {
+      messages: 0,
+      delivered: 0,
+      deferred: 0,
+      failed: 0,
+      uncertain: 0,
+      busy: 0,
+      routes: 0,
+      waiting,
+      state: { online: false, why: 'no routes' },
+    };
   }
   const spool = openSpoolWriter(cfg.spool);
   const lock = await tryLockHolder(cfg.spool, 'runner');
-  if (!('release' in lock)) throw new FerryError('locked', `a queue run is already in progress${lock.pid ? ` (pid ${lock.pid})` : ''}`);
+  if (!('release' in lock))
+    throw new FerryError('locked', `a queue run is already in progress${lock.pid ? ` (pid ${lock.pid})` : ''}`);
   try {
     const store = openStore(cfg.spool);
     // what killed runs and writers left (temporary files, orphaned data, stale locks) is any runner's to clear
     const recovered = await store.recover(false);
-    if (recovered.tmpRemoved || recovered.orphansRemoved) log.log('info', 'spool recovered', { tmp_removed: recovered.tmpRemoved, orphans_removed: recovered.orphansRemoved });
+    if (recovered.tmpRemoved || recovered.orphansRemoved)
+      log.log('info', 'spool recovered', {
+        tmp_removed: recovered.tmpRemoved,
+        orphans_removed: recovered.orphansRemoved,
+      });
     // outcomes a full disk kept in memory, then deliveries a killed run left in flight (recover.ts)
     await writePending(store, log);
     const settled = await settleInflight(store, routes, log);
@@ -124,7 +150,9 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
       signal: opts.signal,
     }).finally(() => journal.close());
     const serves = route === undefined || candidates(routes, state).some((r) => r.name === route);
-    const note = serves ? undefined : `route ${route} is not used ${state.online ? `on connection ${state.connection}` : 'offline'} (give --connection): nothing was tried`;
+    const note = serves
+      ? undefined
+      : `route ${route} is not used ${state.online ? `on connection ${state.connection}` : 'offline'} (give --connection): nothing was tried`;
     return { ...report, state, routes: routes.length, waiting: report.messages, route, note };
   } finally {
     await lock.release();

@@ -35,7 +35,14 @@ export class RouteHealth {
   /** Marks a route down; true when it was not down before (worth telling someone). */
   mark(route: Route, d: RouteDown, now: number, holdMs: number): boolean {
     const was = this.down.has(route.name);
-    this.down.set(route.name, { route: route.name, reason: d.reason, auth: !!d.auth, since: now, until: d.auth ? Infinity : now + holdMs, stamp: stampOf(route) });
+    this.down.set(route.name, {
+      route: route.name,
+      reason: d.reason,
+      auth: !!d.auth,
+      since: now,
+      until: d.auth ? Infinity : now + holdMs,
+      stamp: stampOf(route),
+    });
     return !was;
   }
 

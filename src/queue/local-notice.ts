@@ -24,7 +24,11 @@ export interface LocalNoticeSettings {
 
 /** One mbox entry: From line, LF line ends, ">From" escaping (mboxrd), ending in a blank line. */
 export function mboxEntry(text: string, now: Date): string {
-  const body = text.replace(/\r\n/g, '\n').replace(/\n$/, '').split('\n').map((l) => (/^>*From /.test(l) ? `>${l}` : l));
+  const body = text
+    .replace(/\r\n/g, '\n')
+    .replace(/\n$/, '')
+    .split('\n')
+    .map((l) => (/^>*From /.test(l) ? `>${l}` : l));
   return `${fromLineOf('', now)}${body.join('\n')}\n\n`;
 }
 
@@ -52,9 +56,22 @@ function cleanEnv(): Record<string, string> {
 
 /** Runs the notify command for one notice; resolves on exit 0, rejects with the reason otherwise. */
 export async function runNotifyCommand(argvTemplate: string[], notice: Notice, timeoutMs = 10_000): Promise<void> {
-  const vars: Record<string, string> = { summary: notice.summary, subject: notice.subject, sender: notice.recipient, id: notice.id };
-  const argv = argvTemplate.map((w) => w.replace(/\$\{(summary|subject|sender|id)\}/g, (_m, k: string) => vars[k] ?? ''));
-  const r = await runCommand(argv, { env: cleanEnv(), timeoutMs, stdin: `${notice.subject}\n${notice.summary}\n`, maxOut: 1000, capture: { stdout: false } });
+  const vars: Record<string, string> = {
+    summary: notice.summary,
+    subject: notice.subject,
+    sender: notice.recipient,
+    id: notice.id,
+  };
+  const argv = argvTemplate.map((w) =>
+    w.replace(/\$\{(summary|subject|sender|id)\}/g, (_m, k: string) => vars[k] ?? ''),
+  );
+  const r = await runCommand(argv, {
+    env: cleanEnv(),
+    timeoutMs,
+    stdin: `${notice.subject}\n${notice.summary}\n`,
+    maxOut: 1000,
+    capture: { stdout: false },
+  });
   if (r.code === 0 && !r.timedOut) return;
   const how = r.error ?? (r.timedOut ? 'timed out' : r.signal ? `killed by ${r.signal}` : `exit ${r.code}`);
   const first = r.stderr.split('\n')[0];
@@ -65,7 +82,10 @@ export async function runNotifyCommand(argvTemplate: string[], notice: Notice, t
 export function localNoticeDelivery(s: LocalNoticeSettings): ((n: Notice) => Promise<void>) | undefined {
   if (!s.mailbox && !s.command.length) return undefined;
   return async (n) => {
-    const results = await Promise.allSettled([s.mailbox ? appendMbox(s.mailbox, n) : null, s.command.length ? runNotifyCommand(s.command, n, s.timeoutMs) : null]);
+    const results = await Promise.allSettled([
+      s.mailbox ? appendMbox(s.mailbox, n) : null,
+      s.command.length ? runNotifyCommand(s.command, n, s.timeoutMs) : null,
+    ]);
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed.length) throw new Error(failed.map((f) => (f.reason as Error).message).join('; '));
   };

@@ -23,26 +23,61 @@ export function deferForNotice(deps: RunnerDeps, r: Recipient, now: number, why:
 
 /** Sends one delay notice for the recipients that passed a warning age not yet dealt with, and records
  * those ages as dealt with (also for recipients whose NOTIFY wants no delay notice). */
-export async function warnDelayed(deps: RunnerDeps, run: MessageRun, now: number, skip: Set<Recipient> = new Set()): Promise<void> {
-  const ages = new Map(run.env.recipients.filter((r) => awaitsAttempt(r.state) && !skip.has(r)).map((r) => [r, warningsDue(deps.retry, run.env.arrival, r.warned ?? [], now)] as const));
+export async function warnDelayed(
+  deps: RunnerDeps,
+  run: MessageRun,
+  now: number,
+  skip: Set<Recipient> = new Set(),
+): Promise<void> {
+  const ages = new Map(
+    run.env.recipients
+      .filter((r) => awaitsAttempt(r.state) && !skip.has(r))
+      .map((r) => [r, warningsDue(deps.retry, run.env.arrival, r.warned ?? [], now)] as const),
+  );
   const late = [...ages].filter(([, due]) => due.length);
   if (!late.length) return;
-  await sendNotice(deps, run, late.map(([r]) => r), 'delayed', now);
+  await sendNotice(
+    deps,
+    run,
+    late.map(([r]) => r),
+    'delayed',
+    now,
+  );
   for (const [r, due] of late) r.warned = [...(r.warned ?? []), ...due];
 }
 
 /** Builds, queues and logs one notice; delivers it locally too when the rule says so. */
-export async function sendNotice(deps: RunnerDeps, run: MessageRun, rcpts: Recipient[], kind: 'failed' | 'delayed', now: number): Promise<void> {
+export async function sendNotice(
+  deps: RunnerDeps,
+  run: MessageRun,
+  rcpts: Recipient[],
+  kind: 'failed' | 'delayed',
+  now: number,
+): Promise<void> {
   if (!deps.enqueueNotice && !deps.localNotice) return;
-  const notice = buildNotice(run.env, rcpts, kind, run.head, deps.hostname ?? 'localhost', new Date(now), new Date(expiresAt(deps.retry, run.env.arrival)));
+  const notice = buildNotice(
+    run.env,
+    rcpts,
+    kind,
+    run.head,
+    deps.hostname ?? 'localhost',
+    new Date(now),
+    new Date(expiresAt(deps.retry, run.env.arrival)),
+  );
   if (!notice) return;
   if (deps.enqueueNotice) {
     await deps.enqueueNotice(notice);
-    deps.log.log('info', `${run.env.id} ${kind === 'failed' ? 'failure' : 'delay'} notice queued`, { to: `<${notice.recipient}>`, rcpts: rcpts.length });
+    deps.log.log('info', `${run.env.id} ${kind === 'failed' ? 'failure' : 'delay'} notice queued`, {
+      to: `<${notice.recipient}>`,
+      rcpts: rcpts.length,
+    });
   }
   if (!deps.localNotice || (deps.localNotices !== 'always' && routable(deps, run, notice.recipient))) return;
   await deps.localNotice(notice).then(
-    () => deps.log.log('info', `${run.env.id} ${kind === 'failed' ? 'failure' : 'delay'} notice delivered locally`, { to: `<${notice.recipient}>` }),
+    () =>
+      deps.log.log('info', `${run.env.id} ${kind === 'failed' ? 'failure' : 'delay'} notice delivered locally`, {
+        to: `<${notice.recipient}>`,
+      }),
     (err: Error) => deps.log.log('warn', `${run.env.id} local notice failed`, { error: err.message }),
   );
 }

@@ -46,7 +46,12 @@ export async function writePending(store: Store, log: Logger): Promise<void> {
 }
 
 /** Settles every delivery the journal left in flight; resolves true when the journal may be cleared. */
-export async function settleInflight(store: Store, routes: readonly Route[], log: Logger, now = Date.now()): Promise<boolean> {
+export async function settleInflight(
+  store: Store,
+  routes: readonly Route[],
+  log: Logger,
+  now = Date.now(),
+): Promise<boolean> {
   const pending = pendingOf(store.layout.root);
   let clean = pending.size === 0;
   for (const [id, notes] of byMessage(journalled(store.layout))) {
@@ -64,31 +69,51 @@ function byMessage(notes: InflightNote[]): Map<string, InflightNote[]> {
 }
 
 /** Settles one message's notes; false when it could not be done now (busy, no room). */
-async function settleMessage(store: Store, routes: readonly Route[], log: Logger, id: string, notes: InflightNote[], now: number): Promise<boolean> {
+async function settleMessage(
+  store: Store,
+  routes: readonly Route[],
+  log: Logger,
+  id: string,
+  notes: InflightNote[],
+  now: number,
+): Promise<boolean> {
   const l = await store.lockMessage(id, 2000).catch(() => null);
   if (!l) return false;
   try {
     const entry = await store.get(id).catch(() => null);
     if (!entry) return true; // gone: delivered and removed, or removed by a person
-    const changed = notes.flatMap((n) => n.addresses.map((a) => settleRecipient(entry.envelope, a, n, routes, now))).filter((r): r is Recipient => !!r);
+    const changed = notes
+      .flatMap((n) => n.addresses.map((a) => settleRecipient(entry.envelope, a, n, routes, now)))
+      .filter((r): r is Recipient => !!r);
     if (!changed.length) return true;
     await withReserve(store.layout, () => store.update(entry.envelope, entry.place));
-    for (const r of changed) log.log('warn', `${id} ${r.state === 'uncertain' ? HELD : RETRY}`, { to: `<${r.address}>`, route: r.route });
+    for (const r of changed)
+      log.log('warn', `${id} ${r.state === 'uncertain' ? HELD : RETRY}`, { to: `<${r.address}>`, route: r.route });
     return true;
   } catch (err) {
-    log.log('error', `${id} an interrupted delivery could not be recorded as uncertain now; tried again next run`, { error: (err as Error).message });
+    log.log('error', `${id} an interrupted delivery could not be recorded as uncertain now; tried again next run`, {
+      error: (err as Error).message,
+    });
     return false;
   } finally {
     await l.release();
   }
 }
 
-const HELD = 'delivery uncertain: a queue run stopped after handing the message over (it may have arrived): held for a decision; ferrymail queue release retries, queue rm drops';
-const RETRY = 'delivery uncertain: a queue run stopped after handing the message over (it may have arrived): retrying once, so the recipient may get it twice';
+const HELD =
+  'delivery uncertain: a queue run stopped after handing the message over (it may have arrived): held for a decision; ferrymail queue release retries, queue rm drops';
+const RETRY =
+  'delivery uncertain: a queue run stopped after handing the message over (it may have arrived): retrying once, so the recipient may get it twice';
 
 /** Makes one recipient uncertain when the note is newer than its last recorded attempt; the changed
  * recipient, or null when there was nothing to settle. */
-function settleRecipient(env: Envelope, address: string, note: InflightNote, routes: readonly Route[], now: number): Recipient | null {
+function settleRecipient(
+  env: Envelope,
+  address: string,
+  note: InflightNote,
+  routes: readonly Route[],
+  now: number,
+): Recipient | null {
   const r = env.recipients.find((x) => x.address.toLowerCase() === address.toLowerCase());
   if (!r || isFinal(r.state) || r.state === 'uncertain') return null;
   if (r.lastAttempt && Date.parse(r.lastAttempt) >= note.t) return null; // its outcome was written

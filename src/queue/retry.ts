@@ -37,10 +37,20 @@ export function expiresAt(p: RetryPolicy, arrival: string): number {
  * The next attempt after a failure: the backoff, but never later than the next delay warning still
  * owed or than the expiry, so that warnings and expiry happen on time even when the backoff is long.
  */
-export function nextAttemptAt(p: RetryPolicy, attempts: number, arrival: string, warned: readonly number[], now: number): number {
+export function nextAttemptAt(
+  p: RetryPolicy,
+  attempts: number,
+  arrival: string,
+  warned: readonly number[],
+  now: number,
+): number {
   const start = Date.parse(arrival);
   const marks = p.warnings.filter((w) => !warned.includes(w)).map((w) => start + w * 1000);
-  const limits = [now + backoff(p, Math.max(1, attempts)) * 1000, expiresAt(p, arrival) + 1000, ...marks.filter((t) => t > now)];
+  const limits = [
+    now + backoff(p, Math.max(1, attempts)) * 1000,
+    expiresAt(p, arrival) + 1000,
+    ...marks.filter((t) => t > now),
+  ];
   return Math.min(...limits);
 }
 

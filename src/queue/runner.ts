@@ -27,6 +27,7 @@ import { headerFromAddresses } from '../route/header-rewrite.js';
 import { candidates, plan } from '../route/select.js';
 import type { Route } from '../route/types.js';
 import type { InflightJournal } from '../spool/inflight.js';
+import type { Lock } from '../spool/lock.js';
 import { withReserve } from '../spool/space.js';
 import type { Entry, Store } from '../spool/store.js';
 import type { RouteDown, Transport } from '../transport/types.js';
@@ -124,7 +125,10 @@ export async function runQueue(deps: RunnerDeps): Promise<RunReport> {
   const { entries } = await deps.store.list();
   const at = (): number => (deps.force ? Infinity : now());
   const transports = new Map<Route, Transport>();
-  const run: RunnerDeps = { ...deps, transportFor: (r) => transports.get(r) ?? transports.set(r, deps.transportFor(r)).get(r)! };
+  const run: RunnerDeps = {
+    ...deps,
+    transportFor: (r) => transports.get(r) ?? transports.set(r, deps.transportFor(r)).get(r)!,
+  };
   // a new connection: what routes it cannot use have under way is cut at once
   deps.signal?.attach(deps.routes, (unusable) => {
     const why = `the connection changed to ${deps.signal!.next?.online ? deps.signal!.next.connection : 'none'}`;
@@ -134,7 +138,12 @@ export async function runQueue(deps: RunnerDeps): Promise<RunReport> {
   const pending = pendingOf(deps.store.layout.root);
   const waiting = entries.filter((e) => e.place === 'queue' && due(e.envelope, at()) && !pending.has(e.envelope.id));
   try {
-    await eachLimited(waiting, deps.parallel ?? PARALLEL_MESSAGES, () => !deps.signal?.next, (entry) => runLocked(run, state, entry, report, now, at));
+    await eachLimited(
+      waiting,
+      deps.parallel ?? PARALLEL_MESSAGES,
+      () => !deps.signal?.next,
+      (entry) => runLocked(run, state, entry, report, now, at),
+    );
   } finally {
     await Promise.all([...transports.values()].map((t) => t.close?.().catch(() => undefined)));
   }
@@ -142,7 +151,12 @@ export async function runQueue(deps: RunnerDeps): Promise<RunReport> {
 }
 
 /** Calls fn for every item, at most `limit` at a time, while goOn() holds; resolves when all are done. */
-async function eachLimited<T>(items: T[], limit: number, goOn: () => boolean, fn: (item: T) => Promise<void>): Promise<void> {
+async function eachLimited<T>(
+  items: T[],
+  limit: number,
+  goOn: () => boolean,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < items.length && goOn()) await fn(items[next++]!);
@@ -152,15 +166,23 @@ async function eachLimited<T>(items: T[], limit: number, goOn: () => boolean, fn
 
 /** Delivers one message under its lock; a message another process holds is counted busy and left, and
  * none is started while the spool has no room for what delivery writes. */
-async function runLocked(deps: RunnerDeps, state: OnlineState, entry: Entry, report: RunReport, now: () => number, at: () => number): Promise<void> {
+async function runLocked(
+  deps: RunnerDeps,
+  state: OnlineState,
+  entry: Entry,
+  report: RunReport,
+  now: () => number,
+  at: () => number,
+): Promise<void> {
   report.messages++;
   if (deps.roomToDeliver && !deps.roomToDeliver()) {
     report.busy++;
-    if (!noRoomSaid.has(deps.store)) deps.log.log('warn', 'the spool is nearly full: no delivery is started until there is room again');
+    if (!noRoomSaid.has(deps.store))
+      deps.log.log('warn', 'the spool is nearly full: no delivery is started until there is room again');
     noRoomSaid.add(deps.store);
     return;
   }
-  let lock;
+  let lock: Lock;
   try {
     lock = await deps.store.lockMessage(entry.envelope.id, 0);
   } catch {
@@ -190,27 +212,56 @@ function isDue(r: Recipient, now: number): boolean {
 }
 
 /** Delivers one message's pending recipients and records the outcome of each. */
-async function runMessage(deps: RunnerDeps, state: OnlineState, entry: Entry, report: RunReport, now: () => number, at: () => number): Promise<void> {
+async function runMessage(
+  deps: RunnerDeps,
+  state: OnlineState,
+  entry: Entry,
+  report: RunReport,
+  now: () => number,
+  at: () => number,
+): Promise<void> {
   // re-read under the lock: another process may have changed, held or removed it since the listing
   const current = await deps.store.fresh(entry).catch((err: unknown) => {
     if (isFerryError(err, 'not-found')) return null;
     throw err;
   });
-  if (!current || current.place !== 'queue') return;
+  if (current?.place !== 'queue') return;
   const env = current.envelope;
-  const run: MessageRun = { env, head: await deps.store.readHead(env.id), state, failedBefore: new Set(env.recipients.filter((r) => r.state === 'failed').map((r) => r.address)), troubled: new Set() };
+  const run: MessageRun = {
+    env,
+    head: await deps.store.readHead(env.id),
+    state,
+    failedBefore: new Set(env.recipients.filter((r) => r.state === 'failed').map((r) => r.address)),
+    troubled: new Set(),
+  };
   dropRepeated(env);
   const pending = env.recipients.filter((r) => isDue(r, at()));
   if (expired(deps.retry, env.arrival, now())) {
-    for (const r of pending) settle(deps, env, r, 'permfail', `550 4.4.7 message expired after ${formatDuration(deps.retry.lifetime)} in the queue${r.lastError ? ` (last error: ${r.lastError})` : ''}`, now(), report);
+    for (const r of pending)
+      settle(
+        deps,
+        env,
+        r,
+        'permfail',
+        `550 4.4.7 message expired after ${formatDuration(deps.retry.lifetime)} in the queue${r.lastError ? ` (last error: ${r.lastError})` : ''}`,
+        now(),
+        report,
+      );
     return finish(deps, run, now, report);
   }
-  const plans = plan(deps.routes, state, env.sender, pending.map((r) => r.address), headerFromAddresses(run.head));
+  const plans = plan(
+    deps.routes,
+    state,
+    env.sender,
+    pending.map((r) => r.address),
+    headerFromAddresses(run.head),
+  );
   const routesOf = new Map<string, Route[]>();
   for (const p of plans) {
     const r = pending.find((x) => x.address === p.recipient)!;
     if ('defer' in p) {
-      if (!deps.onlyRoute) settle(deps, env, r, 'tempfail', `451 4.4.1 ${p.defer}`, now(), report, { attempted: false });
+      if (!deps.onlyRoute)
+        settle(deps, env, r, 'tempfail', `451 4.4.1 ${p.defer}`, now(), report, { attempted: false });
       continue;
     }
     const own = sameRoute(deps.routes, r, p.routes);
@@ -234,7 +285,8 @@ function dropRepeated(env: Envelope): void {
     const first = kept.get(k);
     if (!first || (!isFinal(first.state) && isFinal(r.state))) kept.set(k, r);
   }
-  if (kept.size !== env.recipients.length) env.recipients = env.recipients.filter((r) => kept.get(r.address.toLowerCase()) === r);
+  if (kept.size !== env.recipients.length)
+    env.recipients = env.recipients.filter((r) => kept.get(r.address.toLowerCase()) === r);
 }
 
 /**
@@ -248,7 +300,9 @@ function sameRoute(all: readonly Route[], r: Recipient, routes: Route[]): { rout
   if (own?.uncertain === 'retry-any') return { routes };
   const mine = routes.filter((x) => x.name === r.route);
   if (mine.length) return { routes: mine };
-  return { waits: `451 4.4.1 waits for route ${r.route}, which left its last delivery uncertain: its retry goes by that route only (uncertain: retry-any allows others)` };
+  return {
+    waits: `451 4.4.1 waits for route ${r.route}, which left its last delivery uncertain: its retry goes by that route only (uncertain: retry-any allows others)`,
+  };
 }
 
 /** Queues the notices this run owes (failures, then delay warnings), then writes the envelope back, or
@@ -268,11 +322,15 @@ async function finish(deps: RunnerDeps, run: MessageRun, now: () => number, repo
       report.failed -= failedNow.length;
       report.deferred += failedNow.length;
       owed = new Set(failedNow);
-      deps.log.log('error', `${env.id} failure notice could not be queued; tried again later`, { error: (err as Error).message });
+      deps.log.log('error', `${env.id} failure notice could not be queued; tried again later`, {
+        error: (err as Error).message,
+      });
     }
   }
   // a recipient whose failure notice is owed has failed: it gets no delay notice
-  await warnDelayed(deps, run, now(), owed).catch((err: Error) => deps.log.log('error', `${env.id} delay notice could not be queued; tried again later`, { error: err.message }));
+  await warnDelayed(deps, run, now(), owed).catch((err: Error) =>
+    deps.log.log('error', `${env.id} delay notice could not be queued; tried again later`, { error: err.message }),
+  );
   try {
     if (env.recipients.every((r) => isFinal(r.state))) await deps.store.removeLocked(env.id);
     else await withReserve(deps.store.layout, () => deps.store.update(env, 'queue'));
@@ -281,7 +339,8 @@ async function finish(deps: RunnerDeps, run: MessageRun, now: () => number, repo
     // message is not delivered again meanwhile; should this process end first, the in-flight journal
     // makes the next run treat these recipients as uncertain rather than send them a second copy
     pendingOf(deps.store.layout.root).set(env.id, env);
-    deps.log.log('error', `${env.id} outcome kept in memory: the envelope cannot be written now`, { error: (err as Error).message });
+    deps.log.log('error', `${env.id} outcome kept in memory: the envelope cannot be written now`, {
+      error: (err as Error).message,
+    });
   }
 }
-

@@ -25,7 +25,16 @@ export interface SettleHow {
 }
 
 /** Records one recipient's outcome in the envelope (in memory) and logs it. */
-export function settle(deps: RunnerDeps, env: Envelope, r: Recipient, step: Step, reply: string, now: number, report: RunReport, how: SettleHow = {}): void {
+export function settle(
+  deps: RunnerDeps,
+  env: Envelope,
+  r: Recipient,
+  step: Step,
+  reply: string,
+  now: number,
+  report: RunReport,
+  how: SettleHow = {},
+): void {
   const attempted = how.attempted ?? true;
   // a person's run that fails leaves the automatic schedule as it was
   const manualFailure = !!deps.force && step === 'tempfail';
@@ -34,24 +43,48 @@ export function settle(deps: RunnerDeps, env: Envelope, r: Recipient, step: Step
   if (attempted && manualFailure) r.manual = (r.manual ?? 0) + 1;
   r.lastAttempt = new Date(now).toISOString();
   r.route = how.route ?? r.route;
-  const fields = { to: `<${r.address}>`, route: how.route, relay: how.relay, status: reply, delay: `${Math.round((now - Date.parse(env.arrival)) / 1000)}s` };
+  const fields = {
+    to: `<${r.address}>`,
+    route: how.route,
+    relay: how.relay,
+    status: reply,
+    delay: `${Math.round((now - Date.parse(env.arrival)) / 1000)}s`,
+  };
   const s = SETTLE[step];
   r.state = s.state;
   report[s.count]++;
   if (step === 'ok') delete r.lastError;
   else r.lastError = step === 'uncertain' || step === 'uncertain-retry' ? `uncertain: ${reply}` : reply;
   const counted = r.attempts - (r.manual ?? 0);
-  if (s.state === 'deferred') r.nextAttempt = manualFailure && scheduled ? scheduled : new Date(nextAttemptAt(deps.retry, counted, env.arrival, r.warned ?? [], now)).toISOString();
+  if (s.state === 'deferred')
+    r.nextAttempt =
+      manualFailure && scheduled
+        ? scheduled
+        : new Date(nextAttemptAt(deps.retry, counted, env.arrival, r.warned ?? [], now)).toISOString();
   else delete r.nextAttempt;
-  deps.log.log(s.event, s.text ? `${env.id} ${s.text}` : env.id, s.state === 'deferred' ? { ...fields, next: r.nextAttempt } : fields);
+  deps.log.log(
+    s.event,
+    s.text ? `${env.id} ${s.text}` : env.id,
+    s.state === 'deferred' ? { ...fields, next: r.nextAttempt } : fields,
+  );
 }
 
 /** What each step does to a recipient, which log mark it gets, what it counts as. */
 const SETTLE = {
   ok: { state: 'delivered', event: 'delivered', count: 'delivered', text: '' },
   permfail: { state: 'failed', event: 'failed', count: 'failed', text: '' },
-  uncertain: { state: 'uncertain', event: 'warn', count: 'uncertain', text: 'delivery uncertain (it may have arrived): held for a decision; ferrymail queue release retries, queue rm drops' },
-  'uncertain-retry': { state: 'deferred', event: 'warn', count: 'uncertain', text: 'delivery uncertain (it may have arrived): retrying once, so the recipient may get it twice' },
+  uncertain: {
+    state: 'uncertain',
+    event: 'warn',
+    count: 'uncertain',
+    text: 'delivery uncertain (it may have arrived): held for a decision; ferrymail queue release retries, queue rm drops',
+  },
+  'uncertain-retry': {
+    state: 'deferred',
+    event: 'warn',
+    count: 'uncertain',
+    text: 'delivery uncertain (it may have arrived): retrying once, so the recipient may get it twice',
+  },
   tempfail: { state: 'deferred', event: 'deferred', count: 'deferred', text: '' },
 } as const;
 

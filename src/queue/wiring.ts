@@ -27,7 +27,14 @@ import { noteBytes } from '../spool/reclaim.js';
 import type { Store } from '../spool/store.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { pipeTransport } from '../transport/pipe.js';
-import { inspectServer, smtpTransport, type AuthMethod, type MxResolver, type ServerInfo, type SmtpSettings } from '../transport/smtp.js';
+import {
+  inspectServer,
+  smtpTransport,
+  type AuthMethod,
+  type MxResolver,
+  type ServerInfo,
+  type SmtpSettings,
+} from '../transport/smtp.js';
 import { lookupMx, systemResolver } from '../transport/mx.js';
 import type { Transport } from '../transport/types.js';
 import type { Notice } from './bounce.js';
@@ -37,7 +44,17 @@ import { openSpoolFile } from '../spool/safety.js';
 
 /** A transport that refuses everything for now, saying why (a broken route must not lose mail). */
 function broken(why: string): Transport & { problem: string } {
-  return { problem: why, deliver: async (req) => ({ relay: 'none', results: req.recipients.map((r) => ({ address: r.address, outcome: 'tempfail' as const, reply: `451 4.3.5 ${why}` })) }) };
+  return {
+    problem: why,
+    deliver: async (req) => ({
+      relay: 'none',
+      results: req.recipients.map((r) => ({
+        address: r.address,
+        outcome: 'tempfail' as const,
+        reply: `451 4.3.5 ${why}`,
+      })),
+    }),
+  };
 }
 
 /** What would make a route defer all its mail before it even connects (a password file others can read,
@@ -104,7 +121,10 @@ function secretSource(t: Record<string, unknown>): (() => Promise<string>) | und
   }
   if (Array.isArray(t.password_command)) {
     const argv = t.password_command as string[];
-    if (!findProgram(argv[0] ?? '')) throw new Error(`password_command ${argv[0] ?? '(empty)'} is not a program this host has (not found, or not executable)`);
+    if (!findProgram(argv[0] ?? ''))
+      throw new Error(
+        `password_command ${argv[0] ?? '(empty)'} is not a program this host has (not found, or not executable)`,
+      );
     return () => runSecretCommand(argv);
   }
   if (typeof t.password_env === 'string') {
@@ -119,7 +139,12 @@ function secretSource(t: Record<string, unknown>): (() => Promise<string>) | und
 }
 
 /** The TLS settings of a transport section (a CA file is read now: a missing one breaks the route). */
-function tlsSettings(t: Record<string, unknown>): Pick<SmtpSettings, 'secure' | 'starttls' | 'verify' | 'ca' | 'fingerprint' | 'servername' | 'clearAuth' | 'proxy' | 'clientCert'> {
+function tlsSettings(
+  t: Record<string, unknown>,
+): Pick<
+  SmtpSettings,
+  'secure' | 'starttls' | 'verify' | 'ca' | 'fingerprint' | 'servername' | 'clearAuth' | 'proxy' | 'clientCert'
+> {
   const mode = typeof t.tls === 'string' ? t.tls : 'opportunistic';
   return {
     secure: mode === 'smtps',
@@ -132,13 +157,17 @@ function tlsSettings(t: Record<string, unknown>): Pick<SmtpSettings, 'secure' | 
     servername: typeof t.tls_name === 'string' ? t.tls_name : undefined,
     proxy: typeof t.proxy === 'string' ? parseProxy(t.proxy) : undefined,
     clearAuth: mode === 'none',
-    clientCert: typeof t.tls_cert === 'string' && typeof t.tls_key === 'string' ? clientCertificate(t.tls_cert, t.tls_key) : undefined,
+    clientCert:
+      typeof t.tls_cert === 'string' && typeof t.tls_key === 'string'
+        ? clientCertificate(t.tls_cert, t.tls_key)
+        : undefined,
   };
 }
 
 /** A client certificate and its key, read now; the key must be readable by its owner only. */
 function clientCertificate(certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {
-  if ((fs.statSync(keyFile).mode & 0o077) !== 0) throw new Error(`tls_key ${keyFile} must be readable by its owner only`);
+  if ((fs.statSync(keyFile).mode & 0o077) !== 0)
+    throw new Error(`tls_key ${keyFile} must be readable by its owner only`);
   return { cert: fs.readFileSync(certFile), key: fs.readFileSync(keyFile) };
 }
 
@@ -155,7 +184,8 @@ function ms(v: unknown): number | undefined {
 
 /** The SMTP/LMTP transport of a transport section (already validated by config/). */
 function smtpFrom(route: Route, t: Record<string, unknown>, hostname: string, resolver?: MxResolver): Transport {
-  if (typeof t.host !== 'string' && typeof t.socket !== 'string' && t.mx !== true) return broken(`route ${route.name}: transport needs host and port, socket, or mx`);
+  if (typeof t.host !== 'string' && typeof t.socket !== 'string' && t.mx !== true)
+    return broken(`route ${route.name}: transport needs host and port, socket, or mx`);
   return smtpTransport({ ...smtpSettingsOf(t, hostname), resolver });
 }
 
@@ -171,9 +201,17 @@ export function smtpSettingsOf(t: Record<string, unknown>, hostname: string): Sm
     name: typeof t.helo === 'string' ? t.helo : hostname,
     lmtp: t.type === 'lmtp',
     ...tlsSettings(t),
-    auth: typeof t.user === 'string' && secret ? { user: t.user, secret, method: t.auth_method as AuthMethod | undefined } : undefined,
+    auth:
+      typeof t.user === 'string' && secret
+        ? { user: t.user, secret, method: t.auth_method as AuthMethod | undefined }
+        : undefined,
     connections: typeof t.connections === 'number' ? t.connections : undefined,
-    timeouts: { connect: ms(t.connect_timeout), greeting: ms(t.greeting_timeout), command: ms(t.command_timeout), progress: ms(t.progress_timeout) },
+    timeouts: {
+      connect: ms(t.connect_timeout),
+      greeting: ms(t.greeting_timeout),
+      command: ms(t.command_timeout),
+      progress: ms(t.progress_timeout),
+    },
   };
 }
 
@@ -184,10 +222,18 @@ export function smtpSettingsOf(t: Record<string, unknown>, hostname: string): Sm
  */
 export async function inspectRoute(route: Route, hostname: string, domain?: string): Promise<ServerInfo> {
   const t = route.transport;
-  if (t.type !== 'smtp' && t.type !== 'lmtp') throw new Error(`route ${route.name} delivers by ${String(t.type)}, not to a server`);
+  if (t.type !== 'smtp' && t.type !== 'lmtp')
+    throw new Error(`route ${route.name} delivers by ${String(t.type)}, not to a server`);
   const s = smtpSettingsOf(t, hostname);
-  const timeouts = { connect: s.timeouts?.connect ?? 10_000, greeting: s.timeouts?.greeting ?? 30_000, command: s.timeouts?.command ?? 300_000, progress: s.timeouts?.progress ?? 30_000 };
-  let target = s.socket ? { host: 'localhost', port: 0, socket: s.socket } : { host: s.host ?? 'localhost', port: s.port ?? 25 };
+  const timeouts = {
+    connect: s.timeouts?.connect ?? 10_000,
+    greeting: s.timeouts?.greeting ?? 30_000,
+    command: s.timeouts?.command ?? 300_000,
+    progress: s.timeouts?.progress ?? 30_000,
+  };
+  let target = s.socket
+    ? { host: 'localhost', port: 0, socket: s.socket }
+    : { host: s.host ?? 'localhost', port: s.port ?? 25 };
   if (s.mx) {
     if (!domain) throw new Error(`route ${route.name} delivers by MX: name a recipient domain (--to)`);
     const mx = await lookupMx(systemResolver(timeouts.connect), domain);
@@ -231,7 +277,8 @@ function buildTransport(route: Route, hostname: string, resolver?: MxResolver): 
   try {
     if (t.type === 'smtp' || t.type === 'lmtp') return smtpFrom(route, t, hostname, resolver);
     if (t.type === 'pipe') {
-      if (!Array.isArray(t.command) || !t.command.every((x) => typeof x === 'string') || !t.command.length) return broken(`route ${route.name}: pipe needs a command list`);
+      if (!Array.isArray(t.command) || !t.command.every((x) => typeof x === 'string') || !t.command.length)
+        return broken(`route ${route.name}: pipe needs a command list`);
       return pipeTransport({
         command: t.command as string[],
         perRecipient: t.per_recipient !== false,
@@ -298,7 +345,12 @@ export function withoutOwnReceived(section: string, hostname: string): string {
   const mine = new RegExp(`(?:^|\\s)by\\s+${hostname.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\s+\\(ferrymail\\)`, 'i');
   let n = 0;
   while (n < fields.length && fields[n]!.lower === 'received' && mine.test(fieldValue(fields[n]!))) n++;
-  return fields.slice(n).map((f) => f.raw).join('') + section.slice(fields.reduce((a, f) => a + f.raw.length, 0));
+  return (
+    fields
+      .slice(n)
+      .map((f) => f.raw)
+      .join('') + section.slice(fields.reduce((a, f) => a + f.raw.length, 0))
+  );
 }
 
 /** The error that stops a message holding a NUL byte (an older intake may have stored one) from leaving:
@@ -317,10 +369,20 @@ function smallBody(file: string, offset: number): Buffer | undefined {
 }
 
 /** The DKIM-Signature field for a rewritten header section and the body that follows it in the data file. */
-async function signature(route: Route, dkim: DkimSettings, section: string, data: string, bodyAt: number): Promise<string> {
+async function signature(
+  route: Route,
+  dkim: DkimSettings,
+  section: string,
+  data: string,
+  bodyAt: number,
+): Promise<string> {
   try {
     const key = loadDkimKey(dkim);
-    return signatureField(section, await bodyHashOf(fs.createReadStream('', { fd: openSpoolFile(data), start: bodyAt })), key);
+    return signatureField(
+      section,
+      await bodyHashOf(fs.createReadStream('', { fd: openSpoolFile(data), start: bodyAt })),
+      key,
+    );
   } catch (err) {
     throw new Error(`route ${route.name}: dkim signing failed: ${(err as Error).message}`);
   }

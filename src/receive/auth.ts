@@ -28,7 +28,9 @@ let queue: Promise<unknown> = Promise.resolve();
 function derive(password: string, salt: Buffer, n: number, r: number, p: number): Promise<Buffer> {
   const run = (): Promise<Buffer> =>
     new Promise((resolve, reject) =>
-      scrypt(password, salt, KEYLEN, { N: n, r, p, maxmem: 256 * n * r + 1024 * 1024 }, (err, key) => (err ? reject(err) : resolve(key))),
+      scrypt(password, salt, KEYLEN, { N: n, r, p, maxmem: 256 * n * r + 1024 * 1024 }, (err, key) =>
+        err ? reject(err) : resolve(key),
+      ),
     );
   const next = queue.then(run, run);
   queue = next.catch(() => undefined);
@@ -78,8 +80,12 @@ export function readUsers(file: string): { users: Map<string, string>; warnings:
       if (!t || t.startsWith('#')) return;
       const colon = t.indexOf(':');
       const m = colon > 0 ? /^scrypt\$(\d+)\$(\d+)\$(\d+)\$[^$]+\$[^$]+$/.exec(t.slice(colon + 1)) : null;
-      if (m && Number(m[1]) <= MAX_N && Number(m[2]) <= MAX_R && Number(m[3]) <= MAX_P) users.set(t.slice(0, colon), t.slice(colon + 1));
-      else warnings.push(`${file}:${i + 1}: not a "user:scrypt$..." line within the cost limits (make one with 'ferrymail auth hash USER'); ignored`);
+      if (m && Number(m[1]) <= MAX_N && Number(m[2]) <= MAX_R && Number(m[3]) <= MAX_P)
+        users.set(t.slice(0, colon), t.slice(colon + 1));
+      else
+        warnings.push(
+          `${file}:${i + 1}: not a "user:scrypt$..." line within the cost limits (make one with 'ferrymail auth hash USER'); ignored`,
+        );
     });
   return { users, warnings };
 }

@@ -114,7 +114,8 @@ export class FerryConnection extends SMTPConnection {
   /** Starts DATA; for a client that is not trusted, also the watch on its data rate. */
   override handler_DATA(command: Buffer, callback: () => void): void {
     super.handler_DATA(command, callback);
-    if (this._dataStream && this.policy.minDataRate > 0 && !this.policy.isTrusted(this.remoteAddress)) this.watchDataRate(this._dataStream);
+    if (this._dataStream && this.policy.minDataRate > 0 && !this.policy.isTrusted(this.remoteAddress))
+      this.watchDataRate(this._dataStream);
   }
 
   /**
@@ -127,7 +128,8 @@ export class FerryConnection extends SMTPConnection {
       this.rateTimer = undefined;
       const parser = this._parser;
       if (this._dataStream !== stream || this._closing || this._closed || !parser || !parser._dataMode) return;
-      const wait = dataDeadline(start, parser.dataBytes, this.policy.dataTimeoutMs, this.policy.minDataRate) - Date.now();
+      const wait =
+        dataDeadline(start, parser.dataBytes, this.policy.dataTimeoutMs, this.policy.minDataRate) - Date.now();
       if (wait > 0 || stream.writableNeedDrain) return this.armRateCheck(check, Math.max(wait, 1000));
       this.endForLimit('data-rate', `4.4.2 ${this.name} Data rate too low, closing connection`);
     };
@@ -221,13 +223,18 @@ export class FerryConnection extends SMTPConnection {
     const stage = this.stageOf(command);
     const hooks = stage ? this.policy.hooks[stage] : undefined;
     // unknown commands are answered here, so that only our error budget decides when to hang up
-    const builtIn = stage === 'data' ? () => this.dataCommand(command, next, callback) : () => super._onCommand(command, callback);
-    const proceed = stage === 'unknown' ? () => (this.send(500, '5.5.2 Error: command not recognized'), next()) : builtIn;
+    const builtIn =
+      stage === 'data' ? () => this.dataCommand(command, next, callback) : () => super._onCommand(command, callback);
+    const proceed =
+      stage === 'unknown' ? () => (this.send(500, '5.5.2 Error: command not recognized'), next()) : builtIn;
     if (!stage || !hooks?.length) return proceed();
     const line = command.toString();
     const verb = line.split(' ')[0]!.toUpperCase();
     // a hook never sees a credential: of AUTH only the mechanism
-    const arg = verb === 'AUTH' ? (line.slice(verb.length).trim().split(/\s+/)[0] ?? '').toUpperCase() : line.slice(verb.length).trim();
+    const arg =
+      verb === 'AUTH'
+        ? (line.slice(verb.length).trim().split(/\s+/)[0] ?? '').toUpperCase()
+        : line.slice(verb.length).trim();
     runStage(hooks, this.policy.facts(this), { stage, verb, arg }).then((v) => {
       if (v.action === 'continue') return proceed();
       this.send(v.action === 'disconnect' ? 421 : v.reply.code, replyText(v.reply));
@@ -246,7 +253,8 @@ export class FerryConnection extends SMTPConnection {
 
   /** Which hook stage a command line belongs to, or null for none (or a mid-command state). */
   private stageOf(command: Buffer): Stage | null {
-    if (this._nextHandler || this._upgrading || !this._ready || this._closing || this._server._closeTimeout) return null;
+    if (this._nextHandler || this._upgrading || !this._ready || this._closing || this._server._closeTimeout)
+      return null;
     const line = command.toString();
     if (HTTP_REQUEST.test(line)) return null; // smtp-server answers these with 421
     const verb = line.split(' ')[0]!.toUpperCase();

@@ -79,7 +79,10 @@ export async function intake(spool: SpoolWriter, source: Readable, plan: IntakeP
   if (plan.minFree && freeBytes(spool.layout.root) - (plan.declaredSize ?? 0) < plan.minFree) {
     // keep the last of the disk for the queue's own state: the sender tries again later
     source.resume();
-    throw new FerryError('spool-full', `spool is full: less than limits.spool_minfree (${plan.minFree} bytes) would be left free`);
+    throw new FerryError(
+      'spool-full',
+      `spool is full: less than limits.spool_minfree (${plan.minFree} bytes) would be left free`,
+    );
   }
   const writer = await spool.begin();
   const headers = new HeaderStage({

@@ -15,7 +15,16 @@ import { newRecipient } from '../domain/envelope.js';
 import { dataError, FerryError } from '../errors.js';
 import type { Config } from '../config/types.js';
 import { nulError } from '../scan/transforms.js';
-import { addressesIn, displayName, fieldValue, fold, qualifyField, receivedHeader, rfc5322Date, type HeaderField } from '../scan/headers.js';
+import {
+  addressesIn,
+  displayName,
+  fieldValue,
+  fold,
+  qualifyField,
+  receivedHeader,
+  rfc5322Date,
+  type HeaderField,
+} from '../scan/headers.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { intake } from './intake.js';
 import { checkLocalSender } from './senders.js';
@@ -55,10 +64,13 @@ export class LocalLines extends Transform {
     if (nl < 0) {
       this.partial.push(chunk);
       this.partialBytes += chunk.length;
-      if (this.partialBytes > this.maxBytes) return cb(dataError(552, '5.3.4', `Message exceeds the size limit of ${this.maxBytes} bytes`));
+      if (this.partialBytes > this.maxBytes)
+        return cb(dataError(552, '5.3.4', `Message exceeds the size limit of ${this.maxBytes} bytes`));
       return cb();
     }
-    const lines = Buffer.concat([...this.partial, chunk.subarray(0, nl + 1)]).toString('latin1').split(/\r?\n/);
+    const lines = Buffer.concat([...this.partial, chunk.subarray(0, nl + 1)])
+      .toString('latin1')
+      .split(/\r?\n/);
     lines.pop(); // the empty rest after the last line end
     this.partial = [chunk.subarray(nl + 1)];
     this.partialBytes = chunk.length - nl - 1;
@@ -114,7 +126,10 @@ function checkAll(list: string[], domain: string, code: 'usage' | 'data'): strin
 
 /** Splits command-line recipients: each word may hold a comma-separated list. */
 function splitRecipients(words: string[]): string[] {
-  return words.flatMap((w) => w.split(',')).map((w) => w.trim()).filter(Boolean);
+  return words
+    .flatMap((w) => w.split(','))
+    .map((w) => w.trim())
+    .filter(Boolean);
 }
 
 /** How a submission is written: by whom, and whether this process may vouch for its origin. */
@@ -129,12 +144,28 @@ export interface SubmitOptions {
 }
 
 /** Reads a message from a local program and commits it; resolves with its envelope. */
-export async function submitLocal(cfg: Config, spool: SpoolWriter, sub: Submission, input: Readable, opts: SubmitOptions = {}): Promise<Envelope> {
+export async function submitLocal(
+  cfg: Config,
+  spool: SpoolWriter,
+  sub: Submission,
+  input: Readable,
+  opts: SubmitOptions = {},
+): Promise<Envelope> {
   const user = opts.user ?? currentUser();
   const domain = cfg.hostname;
   const argvRcpts = dedupe(checkAll(splitRecipients(sub.recipients), domain, 'usage'));
-  const sender = sub.sender === undefined ? `${user.name}@${domain}` : sub.sender === '' ? '' : checkAll([sub.sender], domain, 'usage')[0]!;
-  checkLocalSender(cfg.submission.local_senders, { login: user.name, uid: user.uid, ownerUid: opts.ownerUid ?? process.geteuid?.() ?? -1, sender: sub.sender === undefined ? undefined : sender });
+  const sender =
+    sub.sender === undefined
+      ? `${user.name}@${domain}`
+      : sub.sender === ''
+        ? ''
+        : checkAll([sub.sender], domain, 'usage')[0]!;
+  checkLocalSender(cfg.submission.local_senders, {
+    login: user.name,
+    uid: user.uid,
+    ownerUid: opts.ownerUid ?? process.geteuid?.() ?? -1,
+    sender: sub.sender === undefined ? undefined : sender,
+  });
   const now = new Date();
   let recipients = argvRcpts;
   let added: { messageId?: string } = {};
@@ -151,12 +182,26 @@ export async function submitLocal(cfg: Config, spool: SpoolWriter, sub: Submissi
     maxHops: cfg.limits.received_hops,
     minFree: cfg.limits.spool_minfree,
     edit: (fields, id) => {
-      if (sub.extract) recipients = dedupe([...checkAll(addressesIn(fields, ['to', 'cc', 'bcc']), domain, 'data'), ...argvRcpts]);
-      if (recipients.length === 0) throw new FerryError('no-recipients', 'no recipient addresses found in the message header');
+      if (sub.extract)
+        recipients = dedupe([...checkAll(addressesIn(fields, ['to', 'cc', 'bcc']), domain, 'data'), ...argvRcpts]);
+      if (recipients.length === 0)
+        throw new FerryError('no-recipients', 'no recipient addresses found in the message header');
       if (recipients.length > cfg.limits.recipients) {
-        throw new FerryError('data', `too many recipients (${recipients.length}; limits.recipients is ${cfg.limits.recipients})`);
+        throw new FerryError(
+          'data',
+          `too many recipients (${recipients.length}; limits.recipients is ${cfg.limits.recipients})`,
+        );
       }
-      const edit = localHeaders(fields, { id, now, sender, fullName: sub.fullName, hostname: domain, user, recipients, received: opts.received !== false });
+      const edit = localHeaders(fields, {
+        id,
+        now,
+        sender,
+        fullName: sub.fullName,
+        hostname: domain,
+        user,
+        recipients,
+        received: opts.received !== false,
+      });
       added = edit.added;
       return edit;
     },
@@ -196,10 +241,37 @@ function messageIdOf(fields: HeaderField[]): string | undefined {
  * after, no Bcc. */
 export function localHeaders(
   fields: HeaderField[],
-  o: { id: string; now: Date; sender: string; fullName?: string; hostname: string; user: LocalUser; recipients: string[]; received?: boolean; from?: boolean },
-): { prepend: string; append: string; drop: Set<string>; added: { messageId?: string }; replace: (f: HeaderField) => string | undefined } {
+  o: {
+    id: string;
+    now: Date;
+    sender: string;
+    fullName?: string;
+    hostname: string;
+    user: LocalUser;
+    recipients: string[];
+    received?: boolean;
+    from?: boolean;
+  },
+): {
+  prepend: string;
+  append: string;
+  drop: Set<string>;
+  added: { messageId?: string };
+  replace: (f: HeaderField) => string | undefined;
+} {
   const has = (n: string): boolean => fields.some((f) => f.lower === n);
-  const prepend = o.received === false ? '' : receivedHeader({ hostname: o.hostname, id: o.id, protocol: 'local', date: o.now, uid: o.user.uid, user: o.user.name, recipients: o.recipients });
+  const prepend =
+    o.received === false
+      ? ''
+      : receivedHeader({
+          hostname: o.hostname,
+          id: o.id,
+          protocol: 'local',
+          date: o.now,
+          uid: o.user.uid,
+          user: o.user.name,
+          recipients: o.recipients,
+        });
   let append = '';
   const added: { messageId?: string } = {};
   if (!has('from') && o.from !== false) {

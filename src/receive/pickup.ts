@@ -17,7 +17,16 @@ import { checkAddress } from '../domain/address.js';
 import { newRecipient, type Envelope, type NotifyKeyword } from '../domain/envelope.js';
 import { FerryError, isFerryError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
-import { claimDrop, DropRefused, finishPickup, listDrops, rejectPickup, returnPickup, type Claimed, type DropRequest } from '../spool/drop.js';
+import {
+  claimDrop,
+  DropRefused,
+  finishPickup,
+  listDrops,
+  rejectPickup,
+  returnPickup,
+  type Claimed,
+  type DropRequest,
+} from '../spool/drop.js';
 import type { Store } from '../spool/store.js';
 import type { MessageWriter, SpoolWriter } from '../spool/writer.js';
 import { LineEndGuard } from '../scan/transforms.js';
@@ -47,12 +56,19 @@ export async function pickupDrops(cfg: Config, deps: PickupDeps): Promise<number
 }
 
 /** Picks up one drop file. */
-async function pickupOne(cfg: Config, deps: PickupDeps, name: string): Promise<'queued' | 'refused' | 'gone' | 'later'> {
+async function pickupOne(
+  cfg: Config,
+  deps: PickupDeps,
+  name: string,
+): Promise<'queued' | 'refused' | 'gone' | 'later'> {
   let w: MessageWriter;
   try {
     w = await deps.spool.begin();
   } catch (err) {
-    deps.log.log('error', 'drop file not picked up: the spool cannot take it now', { file: name, error: (err as Error).message });
+    deps.log.log('error', 'drop file not picked up: the spool cannot take it now', {
+      file: name,
+      error: (err as Error).message,
+    });
     return 'later';
   }
   const lock = await deps.store.lockMessage(w.id, 0).catch(() => null);
@@ -77,7 +93,13 @@ async function pickupOne(cfg: Config, deps: PickupDeps, name: string): Promise<'
 }
 
 /** Deals with a drop file that could not be queued: refused ones go to corrupt/, the rest wait. */
-function failed(deps: PickupDeps, name: string, id: string, claimed: Claimed | null, err: unknown): 'refused' | 'later' {
+function failed(
+  deps: PickupDeps,
+  name: string,
+  id: string,
+  claimed: Claimed | null,
+  err: unknown,
+): 'refused' | 'later' {
   const who = claimed ? { uid: claimed.uid } : {};
   if (err instanceof DropRefused || isFerryError(err, 'data', 'no-recipients', 'not-allowed', 'usage')) {
     if (claimed) rejectPickup(deps.spool.layout, id);
@@ -85,7 +107,11 @@ function failed(deps: PickupDeps, name: string, id: string, claimed: Claimed | n
     return 'refused';
   }
   if (claimed) returnPickup(deps.spool.layout, id);
-  deps.log.log('error', 'drop file not picked up: the spool cannot take it now', { file: name, ...who, error: (err as Error).message });
+  deps.log.log('error', 'drop file not picked up: the spool cannot take it now', {
+    file: name,
+    ...who,
+    error: (err as Error).message,
+  });
   return 'later';
 }
 
@@ -94,8 +120,16 @@ async function take(cfg: Config, spool: SpoolWriter, w: MessageWriter, c: Claime
   const user: LocalUser = { name: await userName(c.uid), uid: c.uid };
   const req = checkRequest(cfg, c.request);
   const sender = req.sender ?? `${user.name}@${cfg.hostname}`;
-  checkLocalSender(cfg.submission.local_senders, { login: user.name, uid: user.uid, ownerUid: process.geteuid?.() ?? -1, sender: req.sender ?? undefined });
-  const source = c.length > 0 ? fs.createReadStream('', { fd: c.fd, start: 0, end: c.length - 1, autoClose: false }) : Readable.from([]);
+  checkLocalSender(cfg.submission.local_senders, {
+    login: user.name,
+    uid: user.uid,
+    ownerUid: process.geteuid?.() ?? -1,
+    sender: req.sender ?? undefined,
+  });
+  const source =
+    c.length > 0
+      ? fs.createReadStream('', { fd: c.fd, start: 0, end: c.length - 1, autoClose: false })
+      : Readable.from([]);
   const now = new Date();
   const recipients = req.recipients.map((r) => r.address);
   let messageId: string | undefined;
@@ -111,13 +145,20 @@ async function take(cfg: Config, spool: SpoolWriter, w: MessageWriter, c: Claime
       const edit = localHeaders(fields, { id, now, sender, hostname: cfg.hostname, user, recipients, from: false });
       const mid = fields.find((f) => f.lower === 'message-id');
       messageId = edit.added.messageId ?? (mid ? fieldValue(mid) : undefined);
-      return { prepend: edit.prepend, append: edit.append, drop: req.door === 'sendmail' ? edit.drop : new Set<string>(), replace: edit.replace };
+      return {
+        prepend: edit.prepend,
+        append: edit.append,
+        drop: req.door === 'sendmail' ? edit.drop : new Set<string>(),
+        replace: edit.replace,
+      };
     },
     envelope: () => ({
       version: 1,
       arrival: now.toISOString(),
       sender,
-      recipients: req.recipients.map((r) => newRecipient(r.address, { notify: r.notify as NotifyKeyword[] | undefined, orcpt: r.orcpt })),
+      recipients: req.recipients.map((r) =>
+        newRecipient(r.address, { notify: r.notify as NotifyKeyword[] | undefined, orcpt: r.orcpt }),
+      ),
       origin: { door: req.door, user: user.name, uid: user.uid },
       protocol: req.door === 'sendmail' ? 'local' : 'ESMTP',
       ret: req.ret as Envelope['ret'],
@@ -139,7 +180,8 @@ export function checkRequest(cfg: Config, raw: unknown): DropRequest {
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) bad('not an object');
   const r = raw as Record<string, unknown>;
   if (r.door !== 'sendmail' && r.door !== 'sendmail-bs') bad('door');
-  if (r.sender !== null && (typeof r.sender !== 'string' || (r.sender !== '' && !checkAddress(r.sender).ok))) bad('sender');
+  if (r.sender !== null && (typeof r.sender !== 'string' || (r.sender !== '' && !checkAddress(r.sender).ok)))
+    bad('sender');
   if (!Array.isArray(r.recipients) || r.recipients.length === 0) bad('no recipients');
   if ((r.recipients as unknown[]).length > cfg.limits.recipients) bad(`more than ${cfg.limits.recipients} recipients`);
   const recipients = (r.recipients as unknown[]).map((x) => checkRecipient(x, bad));
@@ -147,7 +189,15 @@ export function checkRequest(cfg: Config, raw: unknown): DropRequest {
   if (r.envid !== undefined && (typeof r.envid !== 'string' || !/^[\x21-\x7e]{1,100}$/.test(r.envid))) bad('envid');
   if (r.body !== undefined && r.body !== '7BIT' && r.body !== '8BITMIME') bad('body');
   if (r.smtputf8 !== undefined && typeof r.smtputf8 !== 'boolean') bad('smtputf8');
-  return { door: r.door as DropRequest['door'], sender: r.sender as string | null, recipients, ret: r.ret as string | undefined, envid: r.envid as string | undefined, body: r.body as string | undefined, smtputf8: r.smtputf8 as boolean | undefined };
+  return {
+    door: r.door as DropRequest['door'],
+    sender: r.sender as string | null,
+    recipients,
+    ret: r.ret as string | undefined,
+    envid: r.envid as string | undefined,
+    body: r.body as string | undefined,
+    smtputf8: r.smtputf8 as boolean | undefined,
+  };
 }
 
 /** Checks one requested recipient. */
@@ -155,8 +205,9 @@ function checkRecipient(x: unknown, bad: (what: string) => never): DropRequest['
   if (!x || typeof x !== 'object') bad('recipient');
   const r = x as Record<string, unknown>;
   const c = typeof r.address === 'string' ? checkAddress(r.address) : null;
-  if (!c || !c.ok) return bad(`recipient ${JSON.stringify(r.address)}`);
-  if (r.notify !== undefined && (!Array.isArray(r.notify) || !r.notify.every((k) => NOTIFY.has(k as string)))) bad('notify');
+  if (!c?.ok) return bad(`recipient ${JSON.stringify(r.address)}`);
+  if (r.notify !== undefined && (!Array.isArray(r.notify) || !r.notify.every((k) => NOTIFY.has(k as string))))
+    bad('notify');
   if (r.orcpt !== undefined && (typeof r.orcpt !== 'string' || !/^[\x21-\x7e]{1,500}$/.test(r.orcpt))) bad('orcpt');
   return { address: c.address, notify: r.notify as string[] | undefined, orcpt: r.orcpt as string | undefined };
 }

@@ -11,7 +11,10 @@ import { FerryError } from '../errors.js';
 
 /** A glob on an address: * and ? match, nothing else is special; case-insensitive. */
 function globMatch(pattern: string, value: string): boolean {
-  const re = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  const re = pattern
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
   return new RegExp(`^${re}$`, 'i').test(value);
 }
 
@@ -19,7 +22,9 @@ function globMatch(pattern: string, value: string): boolean {
 export function senderAllowed(rules: readonly LocalSenders[], login: string, sender: string): boolean {
   if (rules.length === 0) return true;
   const mine = rules.filter((r) => r.user === '*' || r.user === login).flatMap((r) => r.senders);
-  return mine.some((p) => (p === '<>' ? sender === '' : sender !== '' && globMatch(p.split('${user}').join(login), sender)));
+  return mine.some((p) =>
+    p === '<>' ? sender === '' : sender !== '' && globMatch(p.split('${user}').join(login), sender),
+  );
 }
 
 /** Who is submitting, and what they ask. */
@@ -37,6 +42,10 @@ export function checkLocalSender(rules: readonly LocalSenders[], c: SenderCheck)
   if (c.sender === undefined || c.uid === 0 || c.uid === c.ownerUid) return;
   if (senderAllowed(rules, c.login, c.sender)) return;
   throw new FerryError('not-allowed', `user ${c.login} may not send as <${c.sender}> (submission.local_senders)`, {
-    reply: { code: 553, enhanced: '5.7.1', text: `Sender address rejected: <${c.sender}> is not one of ${c.login}'s addresses` },
+    reply: {
+      code: 553,
+      enhanced: '5.7.1',
+      text: `Sender address rejected: <${c.sender}> is not one of ${c.login}'s addresses`,
+    },
   });
 }

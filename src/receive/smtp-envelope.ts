@@ -16,7 +16,7 @@ import type { DoorDeps } from './smtp.js';
 import { fieldValue, qualifyField, receivedHeader, rfc5322Date, type HeaderField } from '../scan/headers.js';
 import { LineEndGuard } from '../scan/transforms.js';
 import { intake } from './intake.js';
-import { type SessionFacts } from './stages.js';
+import type { SessionFacts } from './stages.js';
 
 /** An error smtp-server turns into a reply "code enhanced text". */
 export function smtpError(code: number, enhanced: string, text: string): Error {
@@ -71,7 +71,6 @@ export function needsUtf8(address: string, hostname: string): boolean {
   return c.ok && c.utf8;
 }
 
-
 /** Streams one DATA into the spool with the SMTP header edits. */
 export function receiveData(
   cfg: Config,
@@ -95,19 +94,25 @@ export function receiveData(
     minFree: cfg.limits.spool_minfree,
     declaredSize: Number(env.mailFrom && env.mailFrom.args ? env.mailFrom.args.SIZE : 0) || 0,
     edit: (fields, id) => {
-      const prepend = !received ? '' : receivedHeader({
-        hostname: cfg.hostname,
-        id,
-        protocol,
-        date: now,
-        helo: session.hostNameAppearsAs || undefined,
-        peer: local ? undefined : session.remoteAddress,
-        uid: local?.uid,
-        user: local?.name,
-        clientName: session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined,
-        recipients: rcpts.map((r) => r.address),
-        tls: session.secure && session.tlsOptions ? `${session.tlsOptions.version ?? 'TLS'} ${session.tlsOptions.name ?? ''}`.trim() : undefined,
-      });
+      const prepend = !received
+        ? ''
+        : receivedHeader({
+            hostname: cfg.hostname,
+            id,
+            protocol,
+            date: now,
+            helo: session.hostNameAppearsAs || undefined,
+            peer: local ? undefined : session.remoteAddress,
+            uid: local?.uid,
+            user: local?.name,
+            clientName:
+              session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined,
+            recipients: rcpts.map((r) => r.address),
+            tls:
+              session.secure && session.tlsOptions
+                ? `${session.tlsOptions.version ?? 'TLS'} ${session.tlsOptions.name ?? ''}`.trim()
+                : undefined,
+          });
       let append = '';
       if (f.trusted || f.user) {
         if (!fields.some((x) => x.lower === 'date')) append += `Date: ${rfc5322Date(now)}\r\n`;
@@ -130,11 +135,22 @@ export function receiveData(
         ),
         origin: local
           ? { door, helo: session.hostNameAppearsAs || undefined, user: local.name, uid: local.uid }
-          : { door, peer: session.remoteAddress, peerPort: session.remotePort, helo: session.hostNameAppearsAs || undefined, user: f.user },
+          : {
+              door,
+              peer: session.remoteAddress,
+              peerPort: session.remotePort,
+              helo: session.hostNameAppearsAs || undefined,
+              user: f.user,
+            },
         protocol,
         body: env.bodyType === '8bitmime' ? '8BITMIME' : '7BIT',
         // a UTF-8 address needs SMTPUTF8 on the way out even when the client did not say so
-        smtputf8: env.smtpUtf8 || [env.mailFrom ? env.mailFrom.address : '', ...rcpts.map((r) => r.address)].some((a) => a !== '' && needsUtf8(a, cfg.hostname)) || undefined,
+        smtputf8:
+          env.smtpUtf8 ||
+          [env.mailFrom ? env.mailFrom.address : '', ...rcpts.map((r) => r.address)].some(
+            (a) => a !== '' && needsUtf8(a, cfg.hostname),
+          ) ||
+          undefined,
         ret: (env.dsn?.ret as 'FULL' | 'HDRS' | null) ?? undefined,
         envid: env.dsn?.envid ?? undefined,
         messageId: mid ? fieldValue(mid) : f.trusted || f.user ? `<${id}@${cfg.hostname}>` : undefined,
@@ -142,4 +158,3 @@ export function receiveData(
     },
   });
 }
-

@@ -14,13 +14,22 @@ import { FerryError } from '../errors.js';
 import { freeBytes } from '../spool/space.js';
 import { checkLogin, readUsers } from './auth.js';
 import { AuthGuard } from './auth-guard.js';
-import { type ConnectionPolicy } from './connection.js';
+import type { ConnectionPolicy } from './connection.js';
 import { CLIENT_GONE } from './intake.js';
 import { ClientCounter, inRanges, isLocalRecipient, isLoopback, mayRelay, slotRefusal } from './policy.js';
 import { checkLocalSender } from './senders.js';
 import { runStage, type Hooks, type SessionFacts } from './stages.js';
 import type { DoorDeps } from './smtp.js';
-import { intakeReply, MAIL_PARAMS, normalAddress, postmaster, RCPT_PARAMS, receiveData, smtpError, unknownParam } from './smtp-envelope.js';
+import {
+  intakeReply,
+  MAIL_PARAMS,
+  normalAddress,
+  postmaster,
+  RCPT_PARAMS,
+  receiveData,
+  smtpError,
+  unknownParam,
+} from './smtp-envelope.js';
 
 /** Per-session state kept beside smtp-server's session object. */
 interface SessionNote {
@@ -30,8 +39,10 @@ interface SessionNote {
   rcptOk: number;
 }
 
-
-export type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'> & {
+export type Handlers = Pick<
+  SMTPServerOptions,
+  'onConnect' | 'onSecure' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'
+> & {
   facts(session: SMTPServerSession): SessionFacts;
   release(session: SMTPServerSession): void;
   hooks: Hooks;
@@ -45,9 +56,13 @@ export type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onSecure' | 'onAut
   limitReached: ConnectionPolicy['limitReached'];
 };
 
-
 /** The smtp-server callbacks, closed over the configuration and the spool. */
-export function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<string, { name: string; uid: number }>, stdio: boolean): Handlers {
+export function buildHandlers(
+  cfg: Config,
+  deps: DoorDeps,
+  localUsers: Map<string, { name: string; uid: number }>,
+  stdio: boolean,
+): Handlers {
   const counter = new ClientCounter();
   const notes = new WeakMap<SMTPServerSession, SessionNote>();
   const hooks = deps.hooks ?? {};
@@ -61,7 +76,18 @@ export function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<strin
   const facts = (session: SMTPServerSession): SessionFacts => {
     let note = notes.get(session);
     if (!note) {
-      note = { counted: false, rcptOk: 0, facts: { id: session.id, peer: session.remoteAddress, peerPort: session.remotePort, trusted: trusted(session.remoteAddress), secure: false, recipients: [] } };
+      note = {
+        counted: false,
+        rcptOk: 0,
+        facts: {
+          id: session.id,
+          peer: session.remoteAddress,
+          peerPort: session.remotePort,
+          trusted: trusted(session.remoteAddress),
+          secure: false,
+          recipients: [],
+        },
+      };
       notes.set(session, note);
     }
     const f = note.facts;
@@ -97,16 +123,30 @@ export function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<strin
     facts,
     limitReached(conn, limit, bytes) {
       const text = limit === 'session-time' ? 'session time limit reached' : 'data rate too low';
-      deps.log.log('warn', text, { session: conn.session.id, peer: conn.remoteAddress, bytes: limit === 'data-rate' ? bytes : undefined });
+      deps.log.log('warn', text, {
+        session: conn.session.id,
+        peer: conn.remoteAddress,
+        bytes: limit === 'data-rate' ? bytes : undefined,
+      });
     },
     onConnect(session, cb) {
       const ip = session.remoteAddress;
       const note = (facts(session), notes.get(session)!);
       note.counted = true;
       const perClient = counter.add(ip);
-      const refusal = slotRefusal({ total: counter.total, perClient, trusted: trusted(ip), perClientExempt: inRanges(ip, cfg.limits.per_client_exempt) }, cfg.limits);
-      if (refusal === 'full') return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections, try again later`));
-      if (refusal === 'client') return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections from your address`));
+      const refusal = slotRefusal(
+        {
+          total: counter.total,
+          perClient,
+          trusted: trusted(ip),
+          perClientExempt: inRanges(ip, cfg.limits.per_client_exempt),
+        },
+        cfg.limits,
+      );
+      if (refusal === 'full')
+        return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections, try again later`));
+      if (refusal === 'client')
+        return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections from your address`));
       session.disabledCommands = disabledFor(cfg, session, users, localUsers.has(session.id));
       runStage(hooks.connect, facts(session), { stage: 'connect', verb: '', arg: '' }).then(verdictTo(cb));
     },
@@ -127,7 +167,8 @@ export function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<strin
       if (typeof auth.password !== 'string') return fail();
       const user = auth.username ?? '';
       const peer = session.remoteAddress;
-      if (!guard.begin(peer, user).ok) return cb(smtpError(454, '4.7.0', 'Too many failed authentication attempts, try again later'));
+      if (!guard.begin(peer, user).ok)
+        return cb(smtpError(454, '4.7.0', 'Too many failed authentication attempts, try again later'));
       const settle = (ok: boolean): void => {
         const failure = guard.settle(peer, user, ok);
         if (!failure) {
@@ -137,7 +178,13 @@ export function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<strin
         // fixed text, the address in brackets before the client-supplied name: one line for fail2ban
         deps.log.log('warn', 'authentication failed', { peer: `[${peer}]`, user, session: session.id });
         for (const lock of failure.locks) {
-          deps.log.log('warn', 'authentication locked', { peer: `[${peer}]`, user, by: lock.by, until: new Date(lock.until).toISOString(), session: session.id });
+          deps.log.log('warn', 'authentication locked', {
+            peer: `[${peer}]`,
+            user,
+            by: lock.by,
+            until: new Date(lock.until).toISOString(),
+            session: session.id,
+          });
         }
         setTimeout(fail, failure.delayMs).unref();
       };
@@ -164,7 +211,12 @@ export function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<strin
       const local = localUsers.get(session.id);
       if (local && deps.local) {
         try {
-          checkLocalSender(cfg.submission.local_senders, { login: local.name, uid: local.uid, ownerUid: deps.local.ownerUid, sender: address.address === '' ? '' : normalAddress(address.address, cfg.hostname) });
+          checkLocalSender(cfg.submission.local_senders, {
+            login: local.name,
+            uid: local.uid,
+            ownerUid: deps.local.ownerUid,
+            sender: address.address === '' ? '' : normalAddress(address.address, cfg.hostname),
+          });
         } catch (err) {
           const r = (err as FerryError).reply!;
           return cb(smtpError(r.code, r.enhanced, r.text));
@@ -172,7 +224,11 @@ export function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<strin
       }
       const f = facts(session);
       notes.get(session)!.rcptOk = 0;
-      runStage(hooks.mail, { ...f, sender: address.address }, { stage: 'mail', verb: 'MAIL', arg: address.address }).then(verdictTo(cb));
+      runStage(
+        hooks.mail,
+        { ...f, sender: address.address },
+        { stage: 'mail', verb: 'MAIL', arg: address.address },
+      ).then(verdictTo(cb));
     },
     onRcptTo(address: SMTPServerAddress, session, cb) {
       const unknownRcpt = unknownParam(address, RCPT_PARAMS);
@@ -180,7 +236,10 @@ export function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<strin
       const c = checkAddress(postmaster(address.address, cfg.hostname));
       if (!c.ok) return cb(smtpError(553, '5.1.3', `Bad recipient address: ${c.reason}`));
       const f = facts(session);
-      if (!isLocalRecipient(c.address, localDomains) && !mayRelay({ peer: session.remoteAddress, authenticated: !!session.user, localNets: cfg.local_nets })) {
+      if (
+        !isLocalRecipient(c.address, localDomains) &&
+        !mayRelay({ peer: session.remoteAddress, authenticated: !!session.user, localNets: cfg.local_nets })
+      ) {
         return cb(smtpError(554, '5.7.1', `Relay access denied for <${address.address}>`));
       }
       runStage(hooks.rcpt, f, { stage: 'rcpt', verb: 'RCPT', arg: address.address }).then((v) => {
@@ -198,17 +257,33 @@ export function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<strin
         (env) => {
           deps.onMessage?.(env);
           const text = `2.0.0 Ok: queued as ${env.id}`;
-          if (door === 'lmtp') cb(null, Array.from({ length: lmtpReplies }, () => text));
+          if (door === 'lmtp')
+            cb(
+              null,
+              Array.from({ length: lmtpReplies }, () => text),
+            );
           else cb(null, text);
         },
         (err) => {
           if (!(err instanceof FerryError) || err.code !== 'data') {
-            deps.log.log('error', 'message not stored', { session: session.id, peer: session.remoteAddress, error: (err as Error).message });
+            deps.log.log('error', 'message not stored', {
+              session: session.id,
+              peer: session.remoteAddress,
+              error: (err as Error).message,
+            });
           } else {
-            deps.log.log('warn', 'message refused', { session: session.id, peer: session.remoteAddress, reason: (err as Error).message });
+            deps.log.log('warn', 'message refused', {
+              session: session.id,
+              peer: session.remoteAddress,
+              reason: (err as Error).message,
+            });
           }
           if ((err as Error).message === CLIENT_GONE) cutCount++;
-          if (door === 'lmtp') cb(null, Array.from({ length: lmtpReplies }, () => intakeReply(err)));
+          if (door === 'lmtp')
+            cb(
+              null,
+              Array.from({ length: lmtpReplies }, () => intakeReply(err)),
+            );
           else cb(intakeReply(err));
         },
       );
@@ -220,7 +295,12 @@ export function buildHandlers(cfg: Config, deps: DoorDeps, localUsers: Map<strin
 
 /** Commands a session may not use: the sendmail-era ones, STARTTLS without a certificate or on the
  * stdin/stdout session of sendmail -bs (no socket to encrypt), AUTH where authDisabled says so. */
-function disabledFor(cfg: Config, session: SMTPServerSession, users: Map<string, string> | null, local: boolean): string[] {
+function disabledFor(
+  cfg: Config,
+  session: SMTPServerSession,
+  users: Map<string, string> | null,
+  local: boolean,
+): string[] {
   const off = ['WIZ', 'SHELL', 'KILL', 'XCLIENT', 'XFORWARD'];
   if (!cfg.tls.cert || local) off.push('STARTTLS');
   if (authDisabled(cfg, session, users)) off.push('AUTH');

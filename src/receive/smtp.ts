@@ -9,7 +9,7 @@
  * failure is logged as "authentication failed peer=[ADDRESS] user=NAME" for tools such as fail2ban.
  */
 import fs from 'node:fs';
-import net from 'node:net';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SMTPServerOptions } from 'smtp-server';
 import { parseListen } from '../config/schema.js';
@@ -18,8 +18,8 @@ import type { Envelope } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import type { SpoolWriter } from '../spool/writer.js';
-import { FerryConnection, FerryServer, type ConnectionPolicy } from './connection.js';
-import { type Hooks } from './stages.js';
+import { type FerryConnection, FerryServer, type ConnectionPolicy } from './connection.js';
+import type { Hooks } from './stages.js';
 import { buildHandlers, type Handlers } from './smtp-handlers.js';
 
 /** What the door needs besides the configuration. */
@@ -64,14 +64,20 @@ function splitListen(s: string): { host: string; port: number } {
   return { host: l.host || '0.0.0.0', port: l.port };
 }
 
-
 /** The listeners a configuration asks for: SMTP, then LMTP. */
 function listenPlan(cfg: Config): Array<{ item: string; lmtp: boolean }> {
-  return [...cfg.listen.map((item) => ({ item, lmtp: false })), ...cfg.lmtp_listen.map((item) => ({ item, lmtp: true }))];
+  return [
+    ...cfg.listen.map((item) => ({ item, lmtp: false })),
+    ...cfg.lmtp_listen.map((item) => ({ item, lmtp: true })),
+  ];
 }
 
 /** Opens the listeners of a plan; IPv6 addresses the host lacks are skipped (returned as warnings). */
-async function openListeners(cfg: Config, h: Handlers, plan: Array<{ item: string; lmtp: boolean }>): Promise<{ opened: Listener[]; skipped: FerryError[] }> {
+async function openListeners(
+  cfg: Config,
+  h: Handlers,
+  plan: Array<{ item: string; lmtp: boolean }>,
+): Promise<{ opened: Listener[]; skipped: FerryError[] }> {
   const opened: Listener[] = [];
   const skipped: FerryError[] = [];
   try {
@@ -81,7 +87,8 @@ async function openListeners(cfg: Config, h: Handlers, plan: Array<{ item: strin
         opened.push({ item, lmtp, server, address: await listen(server, item) });
       } catch (err) {
         // a host without IPv6 (or without that address) still gets a relay on the others
-        if (!(err instanceof FerryError && /EADDRNOTAVAIL|EAFNOSUPPORT/.test(err.message) && parseListen(item)?.v6)) throw err;
+        if (!(err instanceof FerryError && /EADDRNOTAVAIL|EAFNOSUPPORT/.test(err.message) && parseListen(item)?.v6))
+          throw err;
         skipped.push(err);
       }
     }
@@ -112,7 +119,13 @@ export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?
     serveStream: (stream, user) => {
       const id = `bs${process.pid}x${localUsers.size}`;
       localUsers.set(id, user);
-      const conn = streamServer.connect(stream as unknown as net.Socket, { remoteAddress: '127.0.0.1', remotePort: 0, localAddress: '127.0.0.1', localPort: 0, id });
+      const conn = streamServer.connect(stream as unknown as net.Socket, {
+        remoteAddress: '127.0.0.1',
+        remotePort: 0,
+        localAddress: '127.0.0.1',
+        localPort: 0,
+        id,
+      });
       // input that ends without QUIT: once every command read has been answered, end the session
       // input that ends in the middle of DATA abandons that message (the intake then cleans up)
       if (conn._parser) {
@@ -133,11 +146,16 @@ export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?
       handlers = buildHandlers(next, deps, localUsers, false);
       every.push(handlers);
       const wanted = listenPlan(next);
-      const same = (a: { item: string; lmtp: boolean }, b: { item: string; lmtp: boolean }): boolean => a.item === b.item && a.lmtp === b.lmtp;
+      const same = (a: { item: string; lmtp: boolean }, b: { item: string; lmtp: boolean }): boolean =>
+        a.item === b.item && a.lmtp === b.lmtp;
       const kept = listeners.filter((l) => wanted.some((w) => same(w, l)));
       for (const l of listeners.filter((x) => !kept.includes(x))) void l.server.shutdown(30_000);
       for (const l of kept) l.server.reconfigure(serverOptions(next, handlers, l.lmtp), serverPolicy(next, handlers));
-      const fresh = await openListeners(next, handlers, wanted.filter((w) => !kept.some((k) => same(w, k)))).catch((err: Error) => {
+      const fresh = await openListeners(
+        next,
+        handlers,
+        wanted.filter((w) => !kept.some((k) => same(w, k))),
+      ).catch((err: Error) => {
         deps.log.log('error', `${err.message}; the other listeners go on`);
         return { opened: [] as Listener[], skipped: [] as FerryError[] };
       });
@@ -154,7 +172,10 @@ export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?
 /** Warns when the slots kept for local clients leave none for the others. */
 function warnReserved(cfg: Config, deps: DoorDeps, listening: boolean): void {
   if (listening && cfg.limits.reserved_local >= cfg.limits.connections) {
-    deps.log.log('warn', `limits.reserved_local (${cfg.limits.reserved_local}) is not below limits.connections (${cfg.limits.connections}): only loopback and local_nets clients will be served`);
+    deps.log.log(
+      'warn',
+      `limits.reserved_local (${cfg.limits.reserved_local}) is not below limits.connections (${cfg.limits.connections}): only loopback and local_nets clients will be served`,
+    );
   }
 }
 
@@ -164,7 +185,9 @@ function listen(server: FerryServer, item: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const srv = (server as unknown as { server: net.Server }).server;
     const onError = (err: Error): void =>
-      reject(new FerryError('config', `cannot listen on ${item}: ${(err as NodeJS.ErrnoException).code ?? err.message}`));
+      reject(
+        new FerryError('config', `cannot listen on ${item}: ${(err as NodeJS.ErrnoException).code ?? err.message}`),
+      );
     srv.once('error', onError);
     srv.listen({ host, port, backlog: 511 }, () => {
       srv.removeListener('error', onError);
@@ -183,7 +206,10 @@ function makeServer(cfg: Config, h: Handlers, lmtp: boolean, stdio = false): Fer
 
 /** smtp-server's options for a configuration (with the TLS certificate read from its files). */
 function serverOptions(cfg: Config, h: Handlers, lmtp: boolean, stdio = false): SMTPServerOptions {
-  const tls = cfg.tls.cert && cfg.tls.key && !stdio ? { cert: fs.readFileSync(cfg.tls.cert), key: fs.readFileSync(cfg.tls.key) } : null;
+  const tls =
+    cfg.tls.cert && cfg.tls.key && !stdio
+      ? { cert: fs.readFileSync(cfg.tls.cert), key: fs.readFileSync(cfg.tls.key) }
+      : null;
   return {
     lmtp,
     name: cfg.hostname,
@@ -200,7 +226,15 @@ function serverOptions(cfg: Config, h: Handlers, lmtp: boolean, stdio = false): 
     authOptional: true,
     allowInsecureAuth: true,
     authMethods: ['PLAIN', 'LOGIN'],
-    disabledCommands: ['WIZ', 'SHELL', 'KILL', 'XCLIENT', 'XFORWARD', ...(tls ? [] : ['STARTTLS']), ...(cfg.auth.users_file && !stdio ? [] : ['AUTH'])],
+    disabledCommands: [
+      'WIZ',
+      'SHELL',
+      'KILL',
+      'XCLIENT',
+      'XFORWARD',
+      ...(tls ? [] : ['STARTTLS']),
+      ...(cfg.auth.users_file && !stdio ? [] : ['AUTH']),
+    ],
     logger: false,
     ...(tls ?? {}),
     onConnect: h.onConnect,
@@ -229,4 +263,3 @@ function serverPolicy(cfg: Config, h: Handlers): ConnectionPolicy {
     limitReached: h.limitReached,
   };
 }
-

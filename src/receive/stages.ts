@@ -62,7 +62,12 @@ function withTimeout(p: Promise<Verdict>, ms: number): Promise<Verdict> {
 }
 
 /** Runs the hooks of a stage in order; the first verdict other than continue wins. */
-export async function runStage(hooks: Hook[] | undefined, s: SessionFacts, input: StageInput, timeoutMs = 30_000): Promise<Verdict> {
+export async function runStage(
+  hooks: Hook[] | undefined,
+  s: SessionFacts,
+  input: StageInput,
+  timeoutMs = 30_000,
+): Promise<Verdict> {
   for (const hook of hooks ?? []) {
     let v: Verdict;
     try {

@@ -39,7 +39,13 @@ function rewriteField(f: HeaderField, map: [string, string][]): string {
     const head = out.slice(0, out.indexOf(':') + 1);
     // the address as an angle-addr, or bare between separators; never inside another word
     const re = new RegExp(`(<\\s*)${quote(address)}(\\s*>)|(^|[\\s,:;])${quote(address)}(?=$|[\\s,;])`, 'gi');
-    out = head + out.slice(head.length).replace(re, (_m, a1?: string, a2?: string, b1?: string) => (a1 !== undefined ? `${a1}${next}${a2}` : `${b1}${next}`));
+    out =
+      head +
+      out
+        .slice(head.length)
+        .replace(re, (_m, a1?: string, a2?: string, b1?: string) =>
+          a1 !== undefined ? `${a1}${next}${a2}` : `${b1}${next}`,
+        );
   }
   return out;
 }
@@ -47,7 +53,9 @@ function rewriteField(f: HeaderField, map: [string, string][]): string {
 /** The addresses of the From field(s) of a header section, for the routes' From filters. */
 export function headerFromAddresses(head: string): string[] {
   const from = parseHeaderBlock(head).fields.filter((f) => f.lower === 'from');
-  return from.flatMap((f) => addressesOf(addressparser(f.raw.slice(f.raw.indexOf(':') + 1).replace(/\r\n(?=[ \t])/g, ''))));
+  return from.flatMap((f) =>
+    addressesOf(addressparser(f.raw.slice(f.raw.indexOf(':') + 1).replace(/\r\n(?=[ \t])/g, ''))),
+  );
 }
 
 /** Rewrites a header section (everything before the blank line) by the route's maps. */
@@ -56,7 +64,7 @@ export function rewriteHeaderSection(head: string, maps: RewriteMaps): string {
   const rewritten = fields.map((f) => {
     const key = FIELD_MAP[f.lower];
     const map = key ? maps[key] : undefined;
-    return map && map.length ? rewriteField(f, map) : f.raw;
+    return map?.length ? rewriteField(f, map) : f.raw;
   });
   return rewritten.join('') + head.slice(consumed);
 }

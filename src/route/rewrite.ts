@@ -24,7 +24,7 @@ export function rewriteMailbox(map: readonly [string, string][], mailbox: string
   const angle = /<([^<>]*)>\s*$/.exec(mailbox);
   if (angle) {
     const addr = angle[1]!;
-    return mailbox.slice(0, angle.index) + `<${rewriteAddress(map, addr)}>` + mailbox.slice(angle.index + angle[0].length);
+    return `${mailbox.slice(0, angle.index)}<${rewriteAddress(map, addr)}>${mailbox.slice(angle.index + angle[0].length)}`;
   }
   const bare = mailbox.trim();
   return mailbox.replace(bare, rewriteAddress(map, bare));

@@ -36,7 +36,13 @@ export function accepts(route: Route, sender: string, recipient: string, headerF
 }
 
 /** Plans every recipient still to be delivered. */
-export function plan(routes: readonly Route[], state: OnlineState, sender: string, recipients: string[], headerFrom: string[]): RecipientPlan[] {
+export function plan(
+  routes: readonly Route[],
+  state: OnlineState,
+  sender: string,
+  recipients: string[],
+  headerFrom: string[],
+): RecipientPlan[] {
   const list = candidates(routes, state);
   return recipients.map((recipient) => {
     const usable = list.filter((r) => accepts(r, sender, recipient, headerFrom));
@@ -50,7 +56,11 @@ export function plan(routes: readonly Route[], state: OnlineState, sender: strin
  * Which routes remain after one was tried: a temporary failure passes the recipient on to the next
  * route unless this one is marked last_route; success and permanent failure end the list.
  */
-export function fallThrough(tried: Route, outcome: 'ok' | 'tempfail' | 'permfail' | 'uncertain', rest: Route[]): Route[] {
+export function fallThrough(
+  tried: Route,
+  outcome: 'ok' | 'tempfail' | 'permfail' | 'uncertain',
+  rest: Route[],
+): Route[] {
   if (outcome !== 'tempfail' || tried.lastRoute) return [];
   return rest;
 }

@@ -52,19 +52,19 @@ export function displayName(name: string): string {
 
 /** Folds a header line at spaces so no line passes 78 characters where it can be helped. */
 export function fold(line: string): string {
-  if (line.length <= 78) return line + '\r\n';
+  if (line.length <= 78) return `${line}\r\n`;
   const words = line.split(' ');
   let out = '';
   let cur = '';
   for (const w of words) {
     if (cur && cur.length + 1 + w.length > 78) {
-      out += cur + '\r\n';
-      cur = '\t' + w;
+      out += `${cur}\r\n`;
+      cur = `\t${w}`;
     } else {
       cur = cur ? `${cur} ${w}` : w;
     }
   }
-  return out + cur + '\r\n';
+  return `${out + cur}\r\n`;
 }
 
 /** Facts for the Received header. */
@@ -104,7 +104,20 @@ export function receivedHeader(r: ReceivedInfo): string {
 }
 
 /** The address fields whose bare local names are qualified for a local submission. */
-const ADDRESS_FIELDS = new Set(['from', 'sender', 'reply-to', 'to', 'cc', 'bcc', 'resent-from', 'resent-sender', 'resent-to', 'resent-cc', 'resent-bcc', 'mail-followup-to']);
+const ADDRESS_FIELDS = new Set([
+  'from',
+  'sender',
+  'reply-to',
+  'to',
+  'cc',
+  'bcc',
+  'resent-from',
+  'resent-sender',
+  'resent-to',
+  'resent-cc',
+  'resent-bcc',
+  'mail-followup-to',
+]);
 
 /** A local part that may stand alone ("root", "www-data"), as cron and many scripts write addresses. */
 const BARE = /^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+$/;

@@ -18,10 +18,34 @@ import type { DkimAlgorithm, DkimSettings } from '../route/types.js';
 
 /** Header fields signed when a route names none (RFC 6376 section 5.4.1's list, the ones that exist). */
 export const DEFAULT_SIGNED_HEADERS = [
-  'from', 'sender', 'reply-to', 'subject', 'date', 'message-id', 'to', 'cc', 'mime-version', 'content-type',
-  'content-transfer-encoding', 'content-id', 'content-description', 'resent-date', 'resent-from',
-  'resent-sender', 'resent-to', 'resent-cc', 'resent-message-id', 'in-reply-to', 'references', 'list-id',
-  'list-help', 'list-unsubscribe', 'list-subscribe', 'list-post', 'list-owner', 'list-archive',
+  'from',
+  'sender',
+  'reply-to',
+  'subject',
+  'date',
+  'message-id',
+  'to',
+  'cc',
+  'mime-version',
+  'content-type',
+  'content-transfer-encoding',
+  'content-id',
+  'content-description',
+  'resent-date',
+  'resent-from',
+  'resent-sender',
+  'resent-to',
+  'resent-cc',
+  'resent-message-id',
+  'in-reply-to',
+  'references',
+  'list-id',
+  'list-help',
+  'list-unsubscribe',
+  'list-subscribe',
+  'list-post',
+  'list-owner',
+  'list-archive',
 ];
 
 /** A key ready to sign with. */
@@ -78,10 +102,15 @@ function parseKey(s: DkimSettings): DkimKey {
   }
   const type = key.asymmetricKeyType;
   const algorithm = s.algorithm ?? (type === 'ed25519' ? 'ed25519-sha256' : 'rsa-sha256');
-  if (algorithm === 'rsa-sha256' && type !== 'rsa') throw new Error(`key_file ${s.keyFile} holds a key of type ${type}, not the RSA key rsa-sha256 needs`);
-  if (algorithm === 'ed25519-sha256' && type !== 'ed25519') throw new Error(`key_file ${s.keyFile} holds a key of type ${type}, not the Ed25519 key ed25519-sha256 needs`);
+  if (algorithm === 'rsa-sha256' && type !== 'rsa')
+    throw new Error(`key_file ${s.keyFile} holds a key of type ${type}, not the RSA key rsa-sha256 needs`);
+  if (algorithm === 'ed25519-sha256' && type !== 'ed25519')
+    throw new Error(`key_file ${s.keyFile} holds a key of type ${type}, not the Ed25519 key ed25519-sha256 needs`);
   const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
-  if (type === 'rsa' && bits < 1024) throw new Error(`key_file ${s.keyFile} holds a ${bits}-bit RSA key; verifiers refuse keys under 1024 bits (use 2048)`);
+  if (type === 'rsa' && bits < 1024)
+    throw new Error(
+      `key_file ${s.keyFile} holds a ${bits}-bit RSA key; verifiers refuse keys under 1024 bits (use 2048)`,
+    );
   return { settings: s, algorithm, key };
 }
 
@@ -166,7 +195,10 @@ export async function bodyHashOf(rest: Readable): Promise<string> {
 /** The relaxed canonical form of one header field (RFC 6376 section 3.4.2), without its line end. */
 export function relaxedHeader(raw: string): string {
   const colon = raw.indexOf(':');
-  const name = raw.slice(0, colon).replace(/[ \t]+$/, '').toLowerCase();
+  const name = raw
+    .slice(0, colon)
+    .replace(/[ \t]+$/, '')
+    .toLowerCase();
   const value = raw
     .slice(colon + 1)
     .replace(/\r?\n/g, '')
@@ -192,7 +224,7 @@ function selectedHeaders(fields: HeaderField[], names: string[]): string {
     while (i >= 0 && fields[i]!.lower !== n);
     // the next search for this name starts above the one found (none found: nothing is left)
     used.set(n, Math.max(i, 0));
-    if (i >= 0) out += relaxedHeader(fields[i]!.raw) + '\r\n';
+    if (i >= 0) out += `${relaxedHeader(fields[i]!.raw)}\r\n`;
   }
   return out;
 }
@@ -201,14 +233,19 @@ function selectedHeaders(fields: HeaderField[], names: string[]): string {
 function foldTags(tags: [string, string][]): string {
   const tokens: { text: string; sep: string }[] = [];
   tags.forEach(([t, v], k) => {
-    const pieces = t === 'h' ? v.split(/(?<=:)/) : t === 'b' || t === 'bh' ? v.match(/.{1,64}/g) ?? [''] : [v];
-    pieces.forEach((p, j) => tokens.push({ text: (j === 0 ? `${t}=` : '') + p + (j === pieces.length - 1 && k < tags.length - 1 ? ';' : ''), sep: j === 0 ? ' ' : '' }));
+    const pieces = t === 'h' ? v.split(/(?<=:)/) : t === 'b' || t === 'bh' ? (v.match(/.{1,64}/g) ?? ['']) : [v];
+    pieces.forEach((p, j) => {
+      tokens.push({
+        text: (j === 0 ? `${t}=` : '') + p + (j === pieces.length - 1 && k < tags.length - 1 ? ';' : ''),
+        sep: j === 0 ? ' ' : '',
+      });
+    });
   });
   let out = 'DKIM-Signature:';
   let width = out.length;
   for (const tok of tokens) {
     if (width + tok.sep.length + tok.text.length > 78) {
-      out += '\r\n ' + tok.text;
+      out += `\r\n ${tok.text}`;
       width = 1 + tok.text.length;
     } else {
       out += tok.sep + tok.text;
@@ -238,5 +275,5 @@ export function signatureField(head: string, bodyHash: string, k: DkimKey, now =
     k.algorithm === 'rsa-sha256'
       ? crypto.sign('sha256', data, k.key).toString('base64')
       : crypto.sign(null, crypto.createHash('sha256').update(data).digest(), k.key).toString('base64');
-  return foldTags([...tags, ['b', b]]) + '\r\n';
+  return `${foldTags([...tags, ['b', b]])}\r\n`;
 }

@@ -59,7 +59,11 @@ async function beginDrop(layout: Layout, opts: { defaultSender: boolean; mode: n
   const tmp = path.join(layout.dir(DROP), `T.${rand}`);
   let fh: fsp.FileHandle;
   try {
-    fh = await fsp.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, opts.mode);
+    fh = await fsp.open(
+      tmp,
+      fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
+      opts.mode,
+    );
     await fh.chmod(opts.mode); // the umask must not take the daemon's read access away
   } catch (err) {
     throw spoolError(err, `create a file in ${layout.dir(DROP)}`);
@@ -85,8 +89,13 @@ async function beginDrop(layout: Layout, opts: { defaultSender: boolean; mode: n
   };
   const commit = async (partial: Omit<Envelope, 'id' | 'size'>): Promise<Envelope> => {
     try {
-      await new Promise<void>((res, rej) => (stream.writableFinished ? res() : (stream.once('finish', res), stream.once('error', rej), stream.end())));
-      await writeAll(fh, [Buffer.from([0]), Buffer.from(JSON.stringify(requestOf(partial, opts.defaultSender)) + '\n')]);
+      await new Promise<void>((res, rej) =>
+        stream.writableFinished ? res() : (stream.once('finish', res), stream.once('error', rej), stream.end()),
+      );
+      await writeAll(fh, [
+        Buffer.from([0]),
+        Buffer.from(`${JSON.stringify(requestOf(partial, opts.defaultSender))}\n`),
+      ]);
       await fh.sync();
       await close();
       await fsp.rename(tmp, path.join(layout.dir(DROP), `D.${rand}`));
@@ -128,7 +137,8 @@ export function listDrops(layout: Layout, now = Date.now()): string[] {
     const st = fs.lstatSync(path.join(dir, name), { throwIfNoEntry: false });
     if (!st) continue;
     if (READY.test(name)) ready.push({ name, t: st.ctimeMs });
-    else if (now - st.ctimeMs > 86_400_000 && (WRITING.test(name) || !st.isFile())) fs.rmSync(path.join(dir, name), { force: true, recursive: false });
+    else if (now - st.ctimeMs > 86_400_000 && (WRITING.test(name) || !st.isFile()))
+      fs.rmSync(path.join(dir, name), { force: true, recursive: false });
   }
   return ready.sort((a, b) => a.t - b.t).map((x) => x.name);
 }
@@ -207,7 +217,10 @@ export function finishPickup(layout: Layout, id: string): void {
 /** The message could not be committed now (a full spool): the file goes back to drop/ for later. */
 export function returnPickup(layout: Layout, id: string): void {
   try {
-    fs.renameSync(path.join(layout.dir('pickup'), id), path.join(layout.dir(DROP), `D.${randomBytes(16).toString('hex')}`));
+    fs.renameSync(
+      path.join(layout.dir('pickup'), id),
+      path.join(layout.dir(DROP), `D.${randomBytes(16).toString('hex')}`),
+    );
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw spoolError(err, `return ${id} to the drop folder`);
   }
@@ -220,7 +233,10 @@ export function rejectPickup(layout: Layout, id: string): void {
 
 /** Recovery of pickups a killed daemon left: committed ones are removed, the rest go back to drop/.
  * The caller holds each message's lock (`locked(id)` says whether it could take it). */
-export async function recoverPickups(layout: Layout, locked: (id: string) => Promise<(() => Promise<void>) | null>): Promise<number> {
+export async function recoverPickups(
+  layout: Layout,
+  locked: (id: string) => Promise<(() => Promise<void>) | null>,
+): Promise<number> {
   let n = 0;
   for (const id of fs.existsSync(layout.dir('pickup')) ? fs.readdirSync(layout.dir('pickup')) : []) {
     const release = await locked(id);

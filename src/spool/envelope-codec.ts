@@ -46,7 +46,7 @@ export function encodeEnvelope(env: Envelope): string {
     messageId: env.messageId,
     connection: env.connection,
   };
-  return JSON.stringify(ordered, null, 1) + '\n';
+  return `${JSON.stringify(ordered, null, 1)}\n`;
 }
 
 /** Throws with a reason when cond is false. */
@@ -60,9 +60,18 @@ function checkRecipient(r: Recipient, i: number): void {
   need(typeof r.address === 'string' && r.address.length > 0, `recipient ${i} has no address`);
   need(RECIPIENT_STATES.has(r.state), `recipient ${i} has unknown state`);
   need(Number.isInteger(r.attempts) && r.attempts >= 0, `recipient ${i} has bad attempts`);
-  need(r.warned === undefined || (Array.isArray(r.warned) && r.warned.every((w) => Number.isInteger(w) && w >= 0)), `recipient ${i} has bad warned`);
-  need(r.uncertain === undefined || (Number.isInteger(r.uncertain) && r.uncertain >= 0), `recipient ${i} has bad uncertain`);
-  need(r.manual === undefined || (Number.isInteger(r.manual) && r.manual >= 0 && r.manual <= r.attempts), `recipient ${i} has bad manual`);
+  need(
+    r.warned === undefined || (Array.isArray(r.warned) && r.warned.every((w) => Number.isInteger(w) && w >= 0)),
+    `recipient ${i} has bad warned`,
+  );
+  need(
+    r.uncertain === undefined || (Number.isInteger(r.uncertain) && r.uncertain >= 0),
+    `recipient ${i} has bad uncertain`,
+  );
+  need(
+    r.manual === undefined || (Number.isInteger(r.manual) && r.manual >= 0 && r.manual <= r.attempts),
+    `recipient ${i} has bad manual`,
+  );
 }
 
 /** Parses and checks an envelope; throws an Error saying what is wrong. */
@@ -76,7 +85,11 @@ export function decodeEnvelope(text: string, expectId?: string): Envelope {
   need(Array.isArray(env.recipients) && env.recipients.length > 0, 'no recipients');
   env.recipients.forEach(checkRecipient);
   // version 1 knows no delivery bookkeeping: such fields in it are an edit, not data
-  need(env.version === 2 || env.recipients.every((r) => r.warned === undefined && r.uncertain === undefined && r.manual === undefined), 'version 1 envelope with version 2 fields');
+  need(
+    env.version === 2 ||
+      env.recipients.every((r) => r.warned === undefined && r.uncertain === undefined && r.manual === undefined),
+    'version 1 envelope with version 2 fields',
+  );
   need(env.origin && DOORS.has(env.origin.door), 'bad origin');
   need(typeof env.protocol === 'string', 'bad protocol');
   need(Number.isInteger(env.size) && env.size >= 0, 'bad size');

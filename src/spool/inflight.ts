@@ -66,7 +66,13 @@ export function journalled(layout: Layout): InflightNote[] {
 function parseNote(line: string): InflightNote | null {
   try {
     const v = JSON.parse(line) as Partial<InflightNote>;
-    const ok = typeof v.id === 'string' && isId(v.id) && typeof v.route === 'string' && typeof v.t === 'number' && Array.isArray(v.addresses) && v.addresses.every((a) => typeof a === 'string');
+    const ok =
+      typeof v.id === 'string' &&
+      isId(v.id) &&
+      typeof v.route === 'string' &&
+      typeof v.t === 'number' &&
+      Array.isArray(v.addresses) &&
+      v.addresses.every((a) => typeof a === 'string');
     return ok ? (v as InflightNote) : null;
   } catch {
     return null;
@@ -77,7 +83,11 @@ function parseNote(line: string): InflightNote | null {
 export async function openJournal(layout: Layout): Promise<InflightJournal> {
   let fh: fsp.FileHandle;
   try {
-    fh = await fsp.open(journalFile(layout), fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+    fh = await fsp.open(
+      journalFile(layout),
+      fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW,
+      0o600,
+    );
   } catch (err) {
     throw spoolError(err, 'open the in-flight journal');
   }
@@ -91,16 +101,18 @@ export async function openJournal(layout: Layout): Promise<InflightJournal> {
       void p.catch(() => undefined).finally(() => syncing === p && (syncing = null));
       return p;
     }
-    next ??= syncing.catch(() => undefined).then(() => {
-      next = null;
-      return sync();
-    });
+    next ??= syncing
+      .catch(() => undefined)
+      .then(() => {
+        next = null;
+        return sync();
+      });
     return next;
   };
   return {
     mark: async (note) => {
       try {
-        await fh.appendFile(JSON.stringify({ ...note, t: Date.now() }) + '\n');
+        await fh.appendFile(`${JSON.stringify({ ...note, t: Date.now() })}\n`);
         await sync();
       } catch (err) {
         throw spoolError(err, `note the delivery of ${note.id} in the in-flight journal`);

@@ -40,7 +40,8 @@ const SUN_PATH_MAX = 107;
 
 /** The directory name of a lock on `what` (msg/ID becomes msg.ID). */
 function lockDir(spoolDir: string, what: string): string {
-  if (!/^[A-Za-z0-9._/-]{1,64}$/.test(what) || what.includes('..')) throw new Error(`bad lock name ${JSON.stringify(what)}`);
+  if (!/^[A-Za-z0-9._/-]{1,64}$/.test(what) || what.includes('..'))
+    throw new Error(`bad lock name ${JSON.stringify(what)}`);
   return path.join(spoolDir, 'lock', what.replace(/\//g, '.'));
 }
 
@@ -75,7 +76,9 @@ function probe(dir: string, name: string): Promise<'live' | 'stale' | 'gone'> {
       resolve(v);
     };
     sock.once('connect', () => done('live'));
-    sock.once('error', (err: NodeJS.ErrnoException) => done(err.code === 'ECONNREFUSED' ? 'stale' : err.code === 'ENOENT' ? 'gone' : 'live'));
+    sock.once('error', (err: NodeJS.ErrnoException) =>
+      done(err.code === 'ECONNREFUSED' ? 'stale' : err.code === 'ENOENT' ? 'gone' : 'live'),
+    );
   });
 }
 
@@ -84,7 +87,8 @@ function entries(dir: string): string[] {
   try {
     return fs.readdirSync(dir);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return [];
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR')
+      return [];
     throw err;
   }
 }
@@ -144,7 +148,8 @@ export async function tryLockHolder(spoolDir: string, what: string): Promise<Loc
   if (mine.has(target)) return { pid: process.pid };
   let p: Awaited<ReturnType<typeof prepare>>;
   try {
-    for (const d of [path.dirname(target), path.join(spoolDir, 'tmp')]) fs.mkdirSync(d, { mode: 0o700, recursive: true });
+    for (const d of [path.dirname(target), path.join(spoolDir, 'tmp')])
+      fs.mkdirSync(d, { mode: 0o700, recursive: true });
     p = await prepare(spoolDir);
   } catch (err) {
     throw spoolError(err, `take the ${what} lock`);

@@ -23,7 +23,10 @@ function euid(): number {
 
 /** An unsafe spool: says what and why, and what to do. */
 function unsafe(p: string, why: string): FerryError {
-  return new FerryError('config', `refusing the spool: ${p} ${why}; fix its owner and mode (see docs/security.md) or choose another spool`);
+  return new FerryError(
+    'config',
+    `refusing the spool: ${p} ${why}; fix its owner and mode (see docs/security.md) or choose another spool`,
+  );
 }
 
 /** Checks one folder of the spool (or its root): a real directory of ours, not writable by others. */
@@ -42,8 +45,10 @@ function checkOwn(p: string, st: fs.Stats, opts: { sticky?: boolean } = {}): voi
 function checkAncestors(real: string): void {
   for (let dir = path.dirname(real); ; dir = path.dirname(dir)) {
     const st = fs.statSync(dir);
-    if (st.uid !== 0 && st.uid !== euid()) throw unsafe(dir, `(above the spool) belongs to uid ${st.uid}, neither root nor this user`);
-    if (st.mode & 0o022 && !(st.mode & S_ISVTX)) throw unsafe(dir, `(above the spool) is writable by others and not sticky`);
+    if (st.uid !== 0 && st.uid !== euid())
+      throw unsafe(dir, `(above the spool) belongs to uid ${st.uid}, neither root nor this user`);
+    if (st.mode & 0o022 && !(st.mode & S_ISVTX))
+      throw unsafe(dir, `(above the spool) is writable by others and not sticky`);
     if (dir === path.dirname(dir)) return;
   }
 }
@@ -106,17 +111,27 @@ export function checkDropFolder(root: string, trusted: readonly number[]): strin
     const owner = st.uid;
     // root's mail may go to the spool of a user's own daemon, inside that user's home directory
     const usersOwn = process.geteuid?.() === 0 && insideHome(real, owner);
-    if (owner !== 0 && owner >= 1000 && !trusted.includes(owner) && !usersOwn) throw unsafeDrop(root, `belongs to uid ${owner}, which is neither root, a system account nor the owner of the settings file`);
+    if (owner !== 0 && owner >= 1000 && !trusted.includes(owner) && !usersOwn)
+      throw unsafeDrop(
+        root,
+        `belongs to uid ${owner}, which is neither root, a system account nor the owner of the settings file`,
+      );
     if (!st.isDirectory() || st.mode & 0o022) throw unsafeDrop(root, 'is not a directory closed to others');
     for (let dir = path.dirname(real); ; dir = path.dirname(dir)) {
       const a = fs.statSync(dir);
-      if ((a.uid !== 0 && a.uid !== owner) || (a.mode & 0o022 && !(a.mode & S_ISVTX))) throw unsafeDrop(dir, '(above the spool) is open to other users');
+      if ((a.uid !== 0 && a.uid !== owner) || (a.mode & 0o022 && !(a.mode & S_ISVTX)))
+        throw unsafeDrop(dir, '(above the spool) is open to other users');
       if (dir === path.dirname(dir)) break;
     }
     const drop = path.join(real, 'drop');
     const d = fs.lstatSync(drop, { throwIfNoEntry: false });
-    if (!d) throw new FerryError('spool-full', `cannot write the spool ${root} and it has no drop folder yet (the daemon makes it when it starts); try again later`);
-    if (!d.isDirectory() || d.uid !== owner || !(d.mode & S_ISVTX)) throw unsafeDrop(drop, 'is not a sticky folder of the spool\'s owner');
+    if (!d)
+      throw new FerryError(
+        'spool-full',
+        `cannot write the spool ${root} and it has no drop folder yet (the daemon makes it when it starts); try again later`,
+      );
+    if (!d.isDirectory() || d.uid !== owner || !(d.mode & S_ISVTX))
+      throw unsafeDrop(drop, "is not a sticky folder of the spool's owner");
     return drop;
   } catch (err) {
     if (err instanceof FerryError) throw err;

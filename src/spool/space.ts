@@ -37,7 +37,11 @@ export function ensureReserve(layout: Layout, keep = 0): boolean {
   if (freeBytes(layout.root) < RESERVE_BYTES + keep) return false;
   const tmp = `${file}.${process.pid}`;
   try {
-    const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o600);
+    const fd = fs.openSync(
+      tmp,
+      fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW,
+      0o600,
+    );
     try {
       const block = Buffer.alloc(65_536);
       for (let n = 0; n < RESERVE_BYTES; n += block.length) fs.writeSync(fd, block);

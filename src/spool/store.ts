@@ -72,7 +72,10 @@ export function openStore(root: string): Store {
     layout,
     list: () => listAll(layout),
     get: (id) => getEntry(layout, id),
-    fresh: (entry) => (stampOf(layout.envelope(entry.place, entry.envelope.id)) === stamps.get(entry.envelope) ? Promise.resolve(entry) : getEntry(layout, entry.envelope.id)),
+    fresh: (entry) =>
+      stampOf(layout.envelope(entry.place, entry.envelope.id)) === stamps.get(entry.envelope)
+        ? Promise.resolve(entry)
+        : getEntry(layout, entry.envelope.id),
     remove: (id) => withLock(s, id, () => removeEntry(layout, id)),
     removeLocked: (id, place = 'queue') => (checkId(id), unlinkEntry(layout, id, place)),
     hold: (id) => withLock(s, id, () => moveEntry(layout, id, 'queue', 'hold')),
@@ -127,7 +130,8 @@ async function readEnvelope(layout: Layout, place: Place, id: string): Promise<E
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return null;
     // a symlink, or a file that is not the spool owner's regular file: never read, moved aside
-    if (code === 'ELOOP' || code === 'EPERM') return moveCorrupt(layout, place, id, 'not a regular file of the spool owner');
+    if (code === 'ELOOP' || code === 'EPERM')
+      return moveCorrupt(layout, place, id, 'not a regular file of the spool owner');
     throw spoolError(err, `read envelope ${id}`);
   }
   try {
@@ -206,7 +210,8 @@ async function getEntry(layout: Layout, id: string): Promise<Entry> {
   checkId(id);
   for (const place of ['queue', 'hold'] as const) {
     const r = await readEnvelope(layout, place, id);
-    if (r && 'reason' in r) throw new FerryError('spool-io', `message ${id} is corrupt (${r.reason}); moved to corrupt/`);
+    if (r && 'reason' in r)
+      throw new FerryError('spool-io', `message ${id} is corrupt (${r.reason}); moved to corrupt/`);
     if (r) return { envelope: r, place };
   }
   throw new FerryError('not-found', `no such message: ${id}`);
@@ -386,11 +391,16 @@ export interface ChangeResult {
 }
 
 /** Runs rm / hold / release for each id, collecting per-id results (never throws for one id). */
-export async function applyChange(store: Store, cmd: 'rm' | 'hold' | 'release', ids: string[]): Promise<ChangeResult[]> {
+export async function applyChange(
+  store: Store,
+  cmd: 'rm' | 'hold' | 'release',
+  ids: string[],
+): Promise<ChangeResult[]> {
   const out: ChangeResult[] = [];
   for (const id of ids) {
     try {
-      const env = cmd === 'rm' ? await store.remove(id) : cmd === 'hold' ? await store.hold(id) : await store.release(id);
+      const env =
+        cmd === 'rm' ? await store.remove(id) : cmd === 'hold' ? await store.hold(id) : await store.release(id);
       out.push({ id, ok: true, envelope: env });
     } catch (err) {
       out.push({ id, ok: false, error: (err as Error).message, code: isFerryError(err) ? err.code : 'internal' });

@@ -26,7 +26,7 @@ export interface PipeSettings {
    * ${local_part} or ${domain} becomes one word per recipient.
    */
   perRecipient?: boolean;
-  /** Prepend an mbox "From sender date" line and escape body lines starting with "From ". */
+  /** Prepend an mbox "From sender date" line and escapeFrom body lines starting with "From ". */
   fromLine?: boolean;
   /** Keep the spool's CRLF line ends (default: LF, as local delivery programs expect). */
   crlf?: boolean;
@@ -56,7 +56,8 @@ function outcomeOfExit(code: number | null): { outcome: Outcome; status: string 
   if (code === EX.NOHOST) return { outcome: 'permfail', status: '550 5.1.2' };
   if (code === EX.DATAERR) return { outcome: 'permfail', status: '554 5.6.0' };
   if (code === EX.NOPERM) return { outcome: 'permfail', status: '550 5.7.1' };
-  if (code === EX.UNAVAILABLE || code === EX.PROTOCOL || code === EX.USAGE) return { outcome: 'permfail', status: '554 5.3.0' };
+  if (code === EX.UNAVAILABLE || code === EX.PROTOCOL || code === EX.USAGE)
+    return { outcome: 'permfail', status: '554 5.3.0' };
   // crashes, signals, and everything else: try again later
   return { outcome: 'tempfail', status: '451 4.3.0' };
 }
@@ -71,12 +72,22 @@ function fill(word: string, vars: Record<string, string>): string {
 /** The variables of one recipient. */
 function recipientVars(recipient: string): Record<string, string> {
   const at = recipient.lastIndexOf('@');
-  return { recipient, local_part: at > 0 ? recipient.slice(0, at) : recipient, domain: at > 0 ? recipient.slice(at + 1) : '' };
+  return {
+    recipient,
+    local_part: at > 0 ? recipient.slice(0, at) : recipient,
+    domain: at > 0 ? recipient.slice(at + 1) : '',
+  };
 }
 
 /** The argv of one run: a word naming a recipient variable is repeated for each recipient of the run. */
-export function argvFor(command: string[], common: { sender: string; id: string; route: string }, recipients: string[]): string[] {
-  return command.flatMap((w) => (PER_RECIPIENT.test(w) ? recipients.map((r) => fill(w, { ...common, ...recipientVars(r) })) : [fill(w, common)]));
+export function argvFor(
+  command: string[],
+  common: { sender: string; id: string; route: string },
+  recipients: string[],
+): string[] {
+  return command.flatMap((w) =>
+    PER_RECIPIENT.test(w) ? recipients.map((r) => fill(w, { ...common, ...recipientVars(r) })) : [fill(w, common)],
+  );
 }
 
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
@@ -98,7 +109,7 @@ class ToCommand extends Transform {
   private midLine = false;
   constructor(
     private head: string,
-    private readonly escape: boolean,
+    private readonly escapeFrom: boolean,
     private readonly lf: boolean,
   ) {
     super();
@@ -106,7 +117,7 @@ class ToCommand extends Transform {
   override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
     const lines = (this.carry + chunk.toString('latin1')).split('\n');
     this.carry = lines.pop() ?? '';
-    let out = this.takeHead() + lines.map((l) => this.line(l) + '\n').join('');
+    let out = this.takeHead() + lines.map((l) => `${this.line(l)}\n`).join('');
     if (this.carry.length > 8192) {
       // a very long line: pass on all but a possible CR, which the next chunk may pair with an LF
       const keep = this.carry.endsWith('\r') ? 1 : 0;
@@ -121,7 +132,7 @@ class ToCommand extends Transform {
   /** One line (or the first part of one, when partial), without its LF. */
   private line(l: string, partial = false): string {
     const text = this.lf && !partial && l.endsWith('\r') ? l.slice(0, -1) : l;
-    const escaped = this.escape && !this.midLine && text.startsWith('From ') ? `>${text}` : text;
+    const escaped = this.escapeFrom && !this.midLine && text.startsWith('From ') ? `>${text}` : text;
     this.midLine = partial;
     return escaped;
   }
@@ -148,7 +159,12 @@ function input(s: PipeSettings, req: DeliveryRequest, body: Readable): Readable 
 }
 
 /** Runs the command once with the message on stdin; resolves with the outcome and a one-line reply. */
-function runOnce(s: PipeSettings, req: DeliveryRequest, argv: string[], recipients: string[]): Promise<{ outcome: Outcome; reply: string }> {
+function runOnce(
+  s: PipeSettings,
+  req: DeliveryRequest,
+  argv: string[],
+  recipients: string[],
+): Promise<{ outcome: Outcome; reply: string }> {
   return new Promise((resolve) => {
     let stderr = '';
     let settled = false;
@@ -159,7 +175,11 @@ function runOnce(s: PipeSettings, req: DeliveryRequest, argv: string[], recipien
         resolve(r);
       }
     };
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'ignore', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...s.env }, detached: true });
+    const child = spawn(argv[0]!, argv.slice(1), {
+      stdio: ['pipe', 'ignore', 'pipe'],
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...s.env },
+      detached: true,
+    });
     const ms = s.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const timer = setTimeout(() => {
       done({ outcome: 'tempfail', reply: `451 4.4.7 ${argv[0]} did not finish within ${ms} ms` });
@@ -169,11 +189,17 @@ function runOnce(s: PipeSettings, req: DeliveryRequest, argv: string[], recipien
       if (stderr.length < 1000) stderr += d.toString('utf8').slice(0, 1000 - stderr.length);
     });
     child.stdin!.on('error', () => undefined); // a command that does not read its input
-    child.on('error', (err: NodeJS.ErrnoException) => done({ outcome: 'tempfail', reply: `451 4.3.0 cannot run ${argv[0]}: ${err.code ?? err.message}` }));
+    child.on('error', (err: NodeJS.ErrnoException) =>
+      done({ outcome: 'tempfail', reply: `451 4.3.0 cannot run ${argv[0]}: ${err.code ?? err.message}` }),
+    );
     child.on('close', (code) => {
       const { outcome, status } = outcomeOfExit(code);
       // eslint-disable-next-line no-control-regex
-      const why = stderr.split('\n').find((l) => l.trim())?.replace(/[\x00-\x1f\x7f]/g, ' ').trim();
+      const why = stderr
+        .split('\n')
+        .find((l) => l.trim())
+        ?.replace(/[\x00-\x1f\x7f]/g, ' ')
+        .trim();
       done({ outcome, reply: `${status} ${argv[0]} exited ${code ?? 'on a signal'}${why ? `: ${why}` : ''}` });
     });
     if (child.pid === undefined) return; // the 'error' event says why
@@ -197,20 +223,41 @@ function runOnce(s: PipeSettings, req: DeliveryRequest, argv: string[], recipien
 export function pipeTransport(s: PipeSettings): Transport & { problem?: string } {
   const relay = `pipe:${s.command[0] ?? '?'}`;
   const unknown = unknownVariables(s.command);
-  const problem = !s.command.length ? 'no command configured' : unknown.length ? `the pipe command names unknown variables: ${unknown.map((v) => `\${${v}}`).join(', ')}` : undefined;
+  const problem = !s.command.length
+    ? 'no command configured'
+    : unknown.length
+      ? `the pipe command names unknown variables: ${unknown.map((v) => `\${${v}}`).join(', ')}`
+      : undefined;
   const why = problem && s.route ? `route ${s.route}: ${problem}` : problem;
   return {
     problem: why,
     async deliver(req: DeliveryRequest): Promise<DeliveryResult> {
-      if (why) return { relay, results: req.recipients.map((r) => ({ address: r.address, outcome: 'tempfail', reply: `451 4.3.5 ${why}` })) };
+      if (why)
+        return {
+          relay,
+          results: req.recipients.map((r) => ({ address: r.address, outcome: 'tempfail', reply: `451 4.3.5 ${why}` })),
+        };
       // the null sender is MAILER-DAEMON, as in the From_ line (and Postfix's pipe)
       const common = { sender: req.sender || 'MAILER-DAEMON', id: req.id, route: s.route ?? '' };
       if (s.perRecipient === false) {
-        const r = await runOnce(s, req, argvFor(s.command, common, req.recipients.map((x) => x.address)), req.recipients.map((x) => x.address));
+        const r = await runOnce(
+          s,
+          req,
+          argvFor(
+            s.command,
+            common,
+            req.recipients.map((x) => x.address),
+          ),
+          req.recipients.map((x) => x.address),
+        );
         return { relay, results: req.recipients.map((x): RecipientResult => ({ address: x.address, ...r })) };
       }
       const results: RecipientResult[] = [];
-      for (const rc of req.recipients) results.push({ address: rc.address, ...(await runOnce(s, req, argvFor(s.command, common, [rc.address]), [rc.address])) });
+      for (const rc of req.recipients)
+        results.push({
+          address: rc.address,
+          ...(await runOnce(s, req, argvFor(s.command, common, [rc.address]), [rc.address])),
+        });
       return { relay, results };
     },
   };

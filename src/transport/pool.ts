@@ -79,7 +79,7 @@ export class Pool<S extends Pooled> {
   /** Gives a slot back, with the session it now holds (kept idle when still usable). */
   give(session: S | undefined): void {
     if (session) this.busy.delete(session);
-    if (session && session.usable() && !this.closed) {
+    if (session?.usable() && !this.closed) {
       const timer = setTimeout(() => this.drop(session), this.idleMs);
       timer.unref();
       this.idle.push({ session, timer });
@@ -99,7 +99,10 @@ export class Pool<S extends Pooled> {
    */
   shrink(keys: string[]): boolean {
     const here = (s: S): boolean => keys.includes(s.key);
-    const others = this.idle.some((x) => here(x.session)) || [...this.busy].some(here) || keys.some((k) => (this.pending.get(k) ?? 0) > 0);
+    const others =
+      this.idle.some((x) => here(x.session)) ||
+      [...this.busy].some(here) ||
+      keys.some((k) => (this.pending.get(k) ?? 0) > 0);
     if (!others) return false;
     this.max = Math.max(1, this.max - 1);
     this.held--;

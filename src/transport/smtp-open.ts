@@ -12,7 +12,18 @@ import tls from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import { Session } from './smtp-session.js';
 import { socksConnect } from './socks.js';
-import { cutConnection, oneLine, settleOn, targetName, watchProgress, XOAUTH2_HANDLER, type ConnInternals, type SessionSettings, type SmtpError, type Target } from './smtp-wire.js';
+import {
+  cutConnection,
+  oneLine,
+  settleOn,
+  targetName,
+  watchProgress,
+  XOAUTH2_HANDLER,
+  type ConnInternals,
+  type SessionSettings,
+  type SmtpError,
+  type Target,
+} from './smtp-wire.js';
 
 /** Opening failed: the reply to record (always a temporary failure); tls when TLS was what failed. */
 export interface OpenFailure {
@@ -53,9 +64,16 @@ function unixSocket(path: string, timeoutMs: number): Promise<net.Socket | SmtpE
  * built once per CA file and certificate read, not for every session (parsing the system's CAs costs
  * milliseconds). A secure context replaces Node's cert and key options, so the certificate goes in it. */
 const contexts = new WeakMap<object, tls.SecureContext>();
-function context(ca: string | Buffer | undefined, client: { cert: Buffer; key: Buffer } | undefined): tls.SecureContext {
+function context(
+  ca: string | Buffer | undefined,
+  client: { cert: Buffer; key: Buffer } | undefined,
+): tls.SecureContext {
   const make = (): tls.SecureContext =>
-    tls.createSecureContext({ ...(ca ? { ca: [...tls.rootCertificates, ca.toString()] } : {}), ...(client ?? {}), minVersion: 'TLSv1.2' });
+    tls.createSecureContext({
+      ...(ca ? { ca: [...tls.rootCertificates, ca.toString()] } : {}),
+      ...(client ?? {}),
+      minVersion: 'TLSv1.2',
+    });
   const key = client ?? (typeof ca === 'object' ? ca : undefined);
   if (!key) return make();
   let ctx = contexts.get(key);
@@ -64,7 +82,11 @@ function context(ca: string | Buffer | undefined, client: { cert: Buffer; key: B
 }
 
 /** The nodemailer options for one target. */
-function connOptions(s: SessionSettings, t: Target, socket?: net.Socket): ConstructorParameters<typeof SMTPConnection>[0] {
+function connOptions(
+  s: SessionSettings,
+  t: Target,
+  socket?: net.Socket,
+): ConstructorParameters<typeof SMTPConnection>[0] {
   return {
     host: t.host,
     port: t.port,
@@ -93,11 +115,14 @@ function connOptions(s: SessionSettings, t: Target, socket?: net.Socket): Constr
   };
 }
 
-
 /** XOAUTH2 (the secret is the access token); a refusal's 334 challenge is answered empty, as required. */
-async function xoauth2(ctx: Parameters<NonNullable<NonNullable<ConstructorParameters<typeof SMTPConnection>[0]>['customAuth']>[string]>[0]): Promise<void> {
+async function xoauth2(
+  ctx: Parameters<NonNullable<NonNullable<ConstructorParameters<typeof SMTPConnection>[0]>['customAuth']>[string]>[0],
+): Promise<void> {
   const { user, pass } = ctx.auth.credentials;
-  const first = await ctx.sendCommand(`AUTH XOAUTH2 ${Buffer.from(`user=${user}\x01auth=Bearer ${pass}\x01\x01`, 'utf8').toString('base64')}`);
+  const first = await ctx.sendCommand(
+    `AUTH XOAUTH2 ${Buffer.from(`user=${user}\x01auth=Bearer ${pass}\x01\x01`, 'utf8').toString('base64')}`,
+  );
   if (first.status === 235) return;
   if (first.status === 334) await ctx.sendCommand('');
   throw new Error('XOAUTH2 refused');
@@ -106,14 +131,17 @@ async function xoauth2(ctx: Parameters<NonNullable<NonNullable<ConstructorParame
 /** The reply for an error that ended the opening of a session. */
 function openFailure(err: SmtpError, relay: string): OpenFailure {
   const line = err.response ? oneLine(err.response, '') : '';
-  if (err.code === 'ETLS' || /certificate|TLS|SSL/i.test(err.message) && !line) {
+  if (err.code === 'ETLS' || (/certificate|TLS|SSL/i.test(err.message) && !line)) {
     const reason = oneLine(err.message.replace(/^Error initiating TLS - /, ''), 'handshake failed');
     return { reply: `451 4.7.5 TLS with ${relay} failed: ${line || reason}`, tls: true };
   }
   if (line && err.responseCode === 421) return { reply: line, busy: true };
   if (line && err.responseCode && err.responseCode < 500) return { reply: line };
   if (line) return { reply: `451 4.4.0 ${relay} refused the session: ${line}` };
-  if (err.code === 'ETIMEDOUT') return { reply: `451 4.4.1 ${relay} did not answer in time (${(err as { timeoutType?: string }).timeoutType ?? 'timeout'})` };
+  if (err.code === 'ETIMEDOUT')
+    return {
+      reply: `451 4.4.1 ${relay} did not answer in time (${(err as { timeoutType?: string }).timeoutType ?? 'timeout'})`,
+    };
   const sys = (err as { originalCode?: string }).originalCode;
   const closed = err.code === 'ECONNECTION' || sys === 'ECONNRESET';
   return { reply: `451 4.4.1 cannot connect to ${relay}: ${sys ?? err.code ?? 'error'}`, busy: closed };
@@ -152,27 +180,43 @@ export async function openSession(s: SessionSettings, t: Target): Promise<Sessio
 }
 
 /** Greeting, EHLO, TLS, certificate checks and AUTH on a new connection. */
-async function open(s: SessionSettings, t: Target, conn: SMTPConnection, relay: string): Promise<Session | OpenFailure> {
+async function open(
+  s: SessionSettings,
+  t: Target,
+  conn: SMTPConnection,
+  relay: string,
+): Promise<Session | OpenFailure> {
   // nodemailer times each phase itself; this only bounds the whole in case a phase has no timer
-  const err = await settleOn<SmtpError | undefined>(conn, s.timeouts.connect + s.timeouts.greeting + s.timeouts.command, Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' }), (done, lost) => {
-    lost((e) => done(e ?? Object.assign(new Error('connection closed'), { code: 'ECONNECTION' })));
-    conn.connect((e) => done(e ? (e as SmtpError) : undefined));
-  });
+  const err = await settleOn<SmtpError | undefined>(
+    conn,
+    s.timeouts.connect + s.timeouts.greeting + s.timeouts.command,
+    Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' }),
+    (done, lost) => {
+      lost((e) => done(e ?? Object.assign(new Error('connection closed'), { code: 'ECONNECTION' })));
+      conn.connect((e) => done(e ? (e as SmtpError) : undefined));
+    },
+  );
   if (err && s.tracker?.why) return { reply: `451 4.4.1 ${relay}: ${s.tracker.why}` };
   if (err && s.proxy && !err.response) {
     // a proxy such as ssh -D answers CONNECT at once and closes when the server cannot be reached
     conn.close();
-    return { reply: `451 4.4.1 SOCKS proxy ${s.proxy.host}:${s.proxy.port} closed the connection to ${relay} before its greeting (${err.code ?? 'error'}): the proxy could not reach it` };
+    return {
+      reply: `451 4.4.1 SOCKS proxy ${s.proxy.host}:${s.proxy.port} closed the connection to ${relay} before its greeting (${err.code ?? 'error'}): the proxy could not reach it`,
+    };
   }
   if (err) {
     conn.close();
     return openFailure(err, relay);
   }
   const session = new Session(conn, t, s);
-  const bad = checkCertificate(s, conn, relay) ?? (s.auth ? await session.login(s.auth, s.timeouts.command, !!s.clearAuth || !!t.socket) : undefined);
+  const bad =
+    checkCertificate(s, conn, relay) ??
+    (s.auth ? await session.login(s.auth, s.timeouts.command, !!s.clearAuth || !!t.socket) : undefined);
   if (bad) {
     void session.close();
-    return typeof bad === 'string' ? { reply: bad, tls: bad.startsWith('451 4.7.5 TLS') } : { reply: bad.reply, auth: bad.refused };
+    return typeof bad === 'string'
+      ? { reply: bad, tls: bad.startsWith('451 4.7.5 TLS') }
+      : { reply: bad.reply, auth: bad.refused };
   }
   return session;
 }
@@ -188,13 +232,17 @@ function checkCertificate(s: SessionSettings, conn: SMTPConnection, relay: strin
   const tlsSock = sock && 'getPeerCertificate' in sock ? (sock as tls.TLSSocket) : undefined;
   const cert = tlsSock?.getPeerCertificate();
   if (s.fingerprint) {
-    if (!conn.secure || !cert?.raw) return `451 4.7.5 TLS with ${relay} failed: no certificate to check the fingerprint against`;
+    if (!conn.secure || !cert?.raw)
+      return `451 4.7.5 TLS with ${relay} failed: no certificate to check the fingerprint against`;
     const got = fingerprintOf(cert.raw);
-    return got === s.fingerprint ? undefined : `451 4.7.5 TLS with ${relay} failed: certificate fingerprint ${got} is not the configured one`;
+    return got === s.fingerprint
+      ? undefined
+      : `451 4.7.5 TLS with ${relay} failed: certificate fingerprint ${got} is not the configured one`;
   }
   if (!conn.secure || s.verify === false || !tlsSock || tlsSock.authorized) return undefined;
   const fp = cert?.raw ? fingerprintOf(cert.raw) : 'unknown';
-  const who = (n: Record<string, unknown> | undefined): string => oneLine(n ? String(n.CN ?? n.O ?? JSON.stringify(n)) : '?', '?');
+  const who = (n: Record<string, unknown> | undefined): string =>
+    oneLine(n ? String(n.CN ?? n.O ?? JSON.stringify(n)) : '?', '?');
   const why = String(tlsSock.authorizationError ?? 'not trusted');
   return (
     `451 4.7.5 TLS with ${relay} failed: the certificate is not trusted (${why}): subject ${who(cert?.subject as never)}, issued by ${who(cert?.issuer as never)}, ` +
@@ -228,10 +276,25 @@ export async function inspectServer(s: SessionSettings, t: Target): Promise<Serv
   const cert = sock?.getPeerCertificate();
   if (cert?.raw) {
     const fp = fingerprintOf(cert.raw);
-    const name = (n: unknown): string => oneLine(String((n as Record<string, unknown> | undefined)?.CN ?? (n as Record<string, unknown> | undefined)?.O ?? '?'), '?');
+    const name = (n: unknown): string =>
+      oneLine(
+        String((n as Record<string, unknown> | undefined)?.CN ?? (n as Record<string, unknown> | undefined)?.O ?? '?'),
+        '?',
+      );
     const trusted = s.fingerprint ? fp === s.fingerprint : !!sock!.authorized;
-    const why = trusted ? undefined : s.fingerprint ? 'not the configured fingerprint' : String(sock!.authorizationError ?? 'not trusted');
-    info.cert = { subject: name(cert.subject), issuer: name(cert.issuer), sha256: fp, validTo: cert.valid_to, trusted, why };
+    const why = trusted
+      ? undefined
+      : s.fingerprint
+        ? 'not the configured fingerprint'
+        : String(sock!.authorizationError ?? 'not trusted');
+    info.cert = {
+      subject: name(cert.subject),
+      issuer: name(cert.issuer),
+      sha256: fp,
+      validTo: cert.valid_to,
+      trusted,
+      why,
+    };
   }
   if (s.auth && (info.tls || s.clearAuth || t.socket)) {
     const bad = await got.login(s.auth, s.timeouts.command, true);

@@ -19,7 +19,22 @@ import type net from 'node:net';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 import { contentRefusal } from '../errors.js';
 import { asciiAddress } from './mx.js';
-import { cutConnection, oneLine, outcomeOf, settleOn, socketOf, targetName, watchProgress, why, XOAUTH2_HANDLER, type AuthSettings, type ConnInternals, type SessionSettings, type SmtpError, type Target } from './smtp-wire.js';
+import {
+  cutConnection,
+  oneLine,
+  outcomeOf,
+  settleOn,
+  socketOf,
+  targetName,
+  watchProgress,
+  why,
+  XOAUTH2_HANDLER,
+  type AuthSettings,
+  type ConnInternals,
+  type SessionSettings,
+  type SmtpError,
+  type Target,
+} from './smtp-wire.js';
 import type { DeliveryRequest, RecipientResult } from './types.js';
 
 /** How soon after a successful transaction the next one may start without RSET. */
@@ -137,7 +152,12 @@ export class Session {
   /** Remembers what a login sent, in every encoding a server could echo. */
   hide(user: string, secret: string): void {
     const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
-    this.hidden.push(secret, b64(secret), b64(`\0${user}\0${secret}`), b64(`user=${user}\x01auth=Bearer ${secret}\x01\x01`));
+    this.hidden.push(
+      secret,
+      b64(secret),
+      b64(`\0${user}\0${secret}`),
+      b64(`user=${user}\x01auth=Bearer ${secret}\x01\x01`),
+    );
   }
 
   private socket(): net.Socket | undefined {
@@ -183,10 +203,17 @@ export class Session {
 
   /** Logs in; resolves with an error reply (refused: the server said no to these credentials), or
    * undefined when logged in. */
-  async login(auth: AuthSettings, timeoutMs: number, allowClear: boolean): Promise<{ reply: string; refused?: boolean } | string | undefined> {
+  async login(
+    auth: AuthSettings,
+    timeoutMs: number,
+    allowClear: boolean,
+  ): Promise<{ reply: string; refused?: boolean } | string | undefined> {
     const offered = this.internals()._supportedAuth ?? [];
-    if (!this.conn.secure && !allowClear) return `451 4.7.10 ${this.relay} did not offer STARTTLS; the password is not sent without TLS (tls: none allows it)`;
-    const method = (auth.method ?? (['cram-md5', 'plain', 'login'] as const).find((m) => offered.includes(m.toUpperCase())))?.toUpperCase();
+    if (!this.conn.secure && !allowClear)
+      return `451 4.7.10 ${this.relay} did not offer STARTTLS; the password is not sent without TLS (tls: none allows it)`;
+    const method = (
+      auth.method ?? (['cram-md5', 'plain', 'login'] as const).find((m) => offered.includes(m.toUpperCase()))
+    )?.toUpperCase();
     if (!method || !offered.includes(method)) {
       const asked = method ? `AUTH ${method}` : 'AUTH CRAM-MD5, PLAIN or LOGIN';
       return `451 4.7.4 ${this.relay} does not offer ${asked}${offered.length ? ` (it offers ${offered.join(', ')}: see auth_method)` : ''}`;
@@ -200,13 +227,18 @@ export class Session {
     this.hide(auth.user, secret);
     const err = await settleOn<SmtpError | undefined>(this.conn, timeoutMs, undefined, (done, lost) => {
       // nodemailer replaces a plain XOAUTH2 request by the first mechanism offered: ours has its own name
-      this.conn.login({ user: auth.user, pass: secret, method: method === 'XOAUTH2' ? XOAUTH2_HANDLER : method }, (e) => done(e ? (e as SmtpError) : undefined));
+      this.conn.login({ user: auth.user, pass: secret, method: method === 'XOAUTH2' ? XOAUTH2_HANDLER : method }, (e) =>
+        done(e ? (e as SmtpError) : undefined),
+      );
       lost((e) => done(e ?? Object.assign(new Error('connection lost'), { code: 'ECONNECTION' })));
     });
     if (!err) return undefined;
     const said = err.response ? `: ${this.clean(oneLine(err.response, ''))}` : ` (${err.code ?? 'error'})`;
     // 535 and the like: these credentials are wrong, and will be until someone changes them
-    return { reply: `454 4.7.0 AUTH ${method} at ${this.relay} failed${said}`, refused: (err.responseCode ?? 0) >= 500 };
+    return {
+      reply: `454 4.7.0 AUTH ${method} at ${this.relay} failed${said}`,
+      refused: (err.responseCode ?? 0) >= 500,
+    };
   }
 
   /**
@@ -235,13 +267,17 @@ export class Session {
       to: req.recipients.map((r) => asciiAddress(r.address)),
       size: req.size,
       use8BitMime: req.body === '8BITMIME',
-      dsn: req.ret || req.envid || first?.notify ? { ret: req.ret, envid: req.envid, notify: first?.notify } : undefined,
+      dsn:
+        req.ret || req.envid || first?.notify ? { ret: req.ret, envid: req.envid, notify: first?.notify } : undefined,
     };
     let onEnd = (): void => undefined;
     const outcome = await new Promise<{ err: SmtpError | null; info: unknown }>((resolve) => {
       this.conn.send(envelope as never, stream, (err, info) => resolve({ err: err as SmtpError | null, info }));
       // a connection closed under nodemailer forgets the send in flight: never wait for it then
-      onEnd = () => setImmediate(() => resolve({ err: Object.assign(new Error('connection closed'), { code: 'ECONNECTION' }), info: undefined }));
+      onEnd = () =>
+        setImmediate(() =>
+          resolve({ err: Object.assign(new Error('connection closed'), { code: 'ECONNECTION' }), info: undefined }),
+        );
       this.conn.once('end', onEnd);
     });
     stop();
@@ -251,8 +287,13 @@ export class Session {
     if (outcome.err && !['EENVELOPE', 'EMESSAGE'].includes(outcome.err.code ?? '')) this.conn.close(); // not a reply: the session is spent
     // lost before any reply and before a byte of the message was read: the server closed the connection
     // (not a timeout, not a stream or API error), so the transaction never started on its side
-    this.lostUnsent = !!outcome.err && !outcome.err.responseCode && !stream.readableDidRead && ['ECONNECTION', 'ESOCKET'].includes(outcome.err.code ?? '');
-    this.cleanAt = outcome.err || (outcome.info as { rejected?: unknown[] } | undefined)?.rejected?.length ? 0 : Date.now();
+    this.lostUnsent =
+      !!outcome.err &&
+      !outcome.err.responseCode &&
+      !stream.readableDidRead &&
+      ['ECONNECTION', 'ESOCKET'].includes(outcome.err.code ?? '');
+    this.cleanAt =
+      outcome.err || (outcome.info as { rejected?: unknown[] } | undefined)?.rejected?.length ? 0 : Date.now();
     return this.results(req, outcome.err, outcome.info, handedOver);
   }
 
@@ -260,7 +301,12 @@ export class Session {
   private results(req: DeliveryRequest, err: SmtpError | null, info: unknown, handedOver: boolean): RecipientResult[] {
     // the message itself cannot be sent (nodemailer reports the stream's own error as ESTREAM)
     const refused = err?.code === 'ESTREAM' ? contentRefusal(err) : undefined;
-    if (refused) return req.recipients.map((r) => ({ address: r.address, outcome: 'permfail', reply: `${refused.code} ${refused.enhanced} ${refused.text}` }));
+    if (refused)
+      return req.recipients.map((r) => ({
+        address: r.address,
+        outcome: 'permfail',
+        reply: `${refused.code} ${refused.enhanced} ${refused.text}`,
+      }));
     if (err?.command === 'MAIL FROM') {
       // pipelined RCPTs after a refused MAIL only say "need MAIL": the MAIL reply decides for all
       const reply = this.clean(oneLine(err.response, `${err.responseCode ?? 451}`));
@@ -270,19 +316,46 @@ export class Session {
     // a failure after DATA carries no list of the recipients refused earlier: the envelope has it
     const env = this.internals()._envelope;
     const earlier = env ? env.rejectedErrors : undefined;
-    for (const e of err?.rejectedErrors ?? (info as { rejectedErrors?: SmtpError[] } | undefined)?.rejectedErrors ?? earlier ?? []) {
+    for (const e of err?.rejectedErrors ??
+      (info as { rejectedErrors?: SmtpError[] } | undefined)?.rejectedErrors ??
+      earlier ??
+      []) {
       if (e.recipient) rejected.set(e.recipient.toLowerCase(), e);
     }
     return req.recipients.map((r): RecipientResult => {
       const rej = rejected.get(asciiAddress(r.address).toLowerCase());
-      if (rej) return { address: r.address, outcome: outcomeOf(rej.responseCode), reply: this.clean(oneLine(rej.response, `${rej.responseCode ?? 450}`)) };
+      if (rej)
+        return {
+          address: r.address,
+          outcome: outcomeOf(rej.responseCode),
+          reply: this.clean(oneLine(rej.response, `${rej.responseCode ?? 450}`)),
+        };
       const own = this.lmtpReplies.get(asciiAddress(r.address).toLowerCase());
-      if (!err) return { address: r.address, outcome: 'ok', reply: this.clean(oneLine(own ?? (info as { response?: string }).response, '250 2.0.0 ok')) };
-      if (err.responseCode) return { address: r.address, outcome: outcomeOf(err.responseCode), reply: this.clean(oneLine(err.response, `${err.responseCode}`)) };
+      if (!err)
+        return {
+          address: r.address,
+          outcome: 'ok',
+          reply: this.clean(oneLine(own ?? (info as { response?: string }).response, '250 2.0.0 ok')),
+        };
+      if (err.responseCode)
+        return {
+          address: r.address,
+          outcome: outcomeOf(err.responseCode),
+          reply: this.clean(oneLine(err.response, `${err.responseCode}`)),
+        };
       // no reply: lost before or after the whole message was handed over (its final dot written out)
       const cause = this.cutReason() ?? why(err);
-      if (handedOver) return { address: r.address, outcome: 'uncertain', reply: `451 4.4.2 connection to ${this.relay} lost after the message was sent (${cause}); it may have been delivered` };
-      return { address: r.address, outcome: 'tempfail', reply: `451 4.4.2 connection to ${this.relay} lost during delivery (${cause})` };
+      if (handedOver)
+        return {
+          address: r.address,
+          outcome: 'uncertain',
+          reply: `451 4.4.2 connection to ${this.relay} lost after the message was sent (${cause}); it may have been delivered`,
+        };
+      return {
+        address: r.address,
+        outcome: 'tempfail',
+        reply: `451 4.4.2 connection to ${this.relay} lost during delivery (${cause})`,
+      };
     });
   }
 }

@@ -8,7 +8,7 @@
 import type net from 'node:net';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { Outcome } from '../domain/outcome.js';
-import type { Proxy } from './socks.js';
+import type { Proxy as SocksProxy } from './socks.js';
 
 /** AUTH mechanisms ferrymail speaks. */
 export type AuthMethod = 'plain' | 'login' | 'cram-md5' | 'xoauth2';
@@ -43,7 +43,7 @@ export interface SessionSettings {
   /** The route allows a password without TLS (tls: none). Never inferred from a fallback to plaintext. */
   clearAuth?: boolean;
   /** Reach the server through this SOCKS5 proxy. */
-  proxy?: Proxy;
+  proxy?: SocksProxy;
   auth?: AuthSettings;
   /** Milliseconds. progress: how long a session may move no bytes and get no reply while a command or
    * the message is on its way, whatever the command timeout (the wait for the reply to the final dot,
@@ -60,7 +60,14 @@ export interface Target {
   socket?: string;
 }
 
-export type SmtpError = Error & { code?: string; responseCode?: number; response?: string; command?: string; recipient?: string; rejectedErrors?: SmtpError[] };
+export type SmtpError = Error & {
+  code?: string;
+  responseCode?: number;
+  response?: string;
+  command?: string;
+  recipient?: string;
+  rejectedErrors?: SmtpError[];
+};
 
 /** Internals of SMTPConnection that it does not declare. */
 export interface ConnInternals {
@@ -82,7 +89,12 @@ export function targetName(t: Target): string {
 /** One line of untrusted text, control characters removed. */
 export function oneLine(s: string | undefined, fallback: string): string {
   // eslint-disable-next-line no-control-regex
-  const line = (s ?? '').split(/\r?\n/).filter(Boolean).pop()?.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, 500);
+  const line = (s ?? '')
+    .split(/\r?\n/)
+    .filter(Boolean)
+    .pop()
+    ?.replace(/[\x00-\x1f\x7f]/g, ' ')
+    .slice(0, 500);
   return line || fallback;
 }
 
@@ -102,7 +114,12 @@ export function why(err: SmtpError): string {
  * Runs one operation on a connection and resolves with its result, or with fallback when the connection
  * ends or errs first (nodemailer drops the callbacks of a connection it closes) or time runs out.
  */
-export function settleOn<T>(conn: SMTPConnection, timeoutMs: number, fallback: T, op: (done: (v: T) => void, lost: (fn: (e?: SmtpError) => void) => void) => void): Promise<T> {
+export function settleOn<T>(
+  conn: SMTPConnection,
+  timeoutMs: number,
+  fallback: T,
+  op: (done: (v: T) => void, lost: (fn: (e?: SmtpError) => void) => void) => void,
+): Promise<T> {
   return new Promise((resolve) => {
     let settled = false;
     let onLost: ((e?: SmtpError) => void) | undefined;
@@ -171,18 +188,21 @@ export class Tracker {
 export function watchProgress(conn: SMTPConnection, ms: number, onStall: () => void): () => void {
   let last = -1;
   let since = Date.now();
-  const timer = setInterval(() => {
-    const sock = socketOf(conn);
-    if (!sock || sock.destroyed) return;
-    const moved = sock.bytesRead + sock.bytesWritten - sock.writableLength;
-    if (moved !== last) {
-      last = moved;
-      since = Date.now();
-    } else if (Date.now() - since >= ms) {
-      clearInterval(timer);
-      onStall();
-    }
-  }, Math.max(50, Math.min(1000, Math.floor(ms / 4))));
+  const timer = setInterval(
+    () => {
+      const sock = socketOf(conn);
+      if (!sock || sock.destroyed) return;
+      const moved = sock.bytesRead + sock.bytesWritten - sock.writableLength;
+      if (moved !== last) {
+        last = moved;
+        since = Date.now();
+      } else if (Date.now() - since >= ms) {
+        clearInterval(timer);
+        onStall();
+      }
+    },
+    Math.max(50, Math.min(1000, Math.floor(ms / 4))),
+  );
   timer.unref();
   return () => clearInterval(timer);
 }

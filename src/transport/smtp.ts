@@ -59,18 +59,30 @@ export function smtpTransport(s: SmtpSettings): Transport {
   const known: Known = { dead: new Map(), tracker: new Tracker() };
   const session: SessionSettings = {
     ...s,
-    timeouts: { connect: s.timeouts?.connect ?? 10_000, greeting: s.timeouts?.greeting ?? 30_000, command: s.timeouts?.command ?? 300_000, progress: s.timeouts?.progress ?? 30_000 },
+    timeouts: {
+      connect: s.timeouts?.connect ?? 10_000,
+      greeting: s.timeouts?.greeting ?? 30_000,
+      command: s.timeouts?.command ?? 300_000,
+      progress: s.timeouts?.progress ?? 30_000,
+    },
     tracker: known.tracker,
   };
   const pool = new Pool<Session>(Math.max(1, s.connections ?? DEFAULT_CONNECTIONS), s.idleMs ?? 5000);
-  const resolver = s.mx ? s.resolver ?? systemResolver(session.timeouts.connect) : undefined;
+  const resolver = s.mx ? (s.resolver ?? systemResolver(session.timeouts.connect)) : undefined;
   const deliver = (req: DeliveryRequest): Promise<DeliveryResult> => {
-    if (known.tracker.why) return Promise.resolve({ relay: 'none', results: all(req, 'tempfail', `451 4.4.2 ${known.tracker.why}`) });
-    return resolver ? deliverByMx(session, pool, known, resolver, s.port ?? 25, req) : deliverTo(session, pool, known, [smarthost(s)], req, true);
+    if (known.tracker.why)
+      return Promise.resolve({ relay: 'none', results: all(req, 'tempfail', `451 4.4.2 ${known.tracker.why}`) });
+    return resolver
+      ? deliverByMx(session, pool, known, resolver, s.port ?? 25, req)
+      : deliverTo(session, pool, known, [smarthost(s)], req, true);
   };
   return {
     // a mistake of ours must defer the mail, not lose it
-    deliver: (req) => deliver(req).catch((err: Error) => ({ relay: 'none', results: all(req, 'tempfail', `451 4.3.0 delivery failed: ${err.message}`) })),
+    deliver: (req) =>
+      deliver(req).catch((err: Error) => ({
+        relay: 'none',
+        results: all(req, 'tempfail', `451 4.3.0 delivery failed: ${err.message}`),
+      })),
     close: () => pool.close(),
     abort: (why) => {
       known.tracker.abort(why);
@@ -81,7 +93,9 @@ export function smtpTransport(s: SmtpSettings): Transport {
 
 /** The one server of a smarthost route. */
 function smarthost(s: SmtpSettings): Target {
-  return s.socket ? { host: 'localhost', port: 0, socket: s.socket } : { host: s.host ?? 'localhost', port: s.port ?? 25 };
+  return s.socket
+    ? { host: 'localhost', port: 0, socket: s.socket }
+    : { host: s.host ?? 'localhost', port: s.port ?? 25 };
 }
 
 /** Results for every recipient of a request. */
@@ -90,7 +104,14 @@ function all(req: DeliveryRequest, outcome: RecipientResult['outcome'], reply: s
 }
 
 /** Groups recipients by domain (A-labels) and delivers each group to its MX hosts, in parallel. */
-async function deliverByMx(s: SessionSettings, pool: Pool<Session>, known: Known, resolver: MxResolver, port: number, req: DeliveryRequest): Promise<DeliveryResult> {
+async function deliverByMx(
+  s: SessionSettings,
+  pool: Pool<Session>,
+  known: Known,
+  resolver: MxResolver,
+  port: number,
+  req: DeliveryRequest,
+): Promise<DeliveryResult> {
   const groups = groupBy(req.recipients, (r) => asciiDomain(r.address.slice(r.address.lastIndexOf('@') + 1)));
   const done = await Promise.all(
     [...groups].map(async ([domain, recipients]): Promise<DeliveryResult> => {
@@ -98,11 +119,21 @@ async function deliverByMx(s: SessionSettings, pool: Pool<Session>, known: Known
       const mx = await lookupMx(resolver, domain);
       if ('permfail' in mx) return { relay: domain, results: all(sub, 'permfail', mx.permfail) };
       if ('tempfail' in mx) return { relay: domain, results: all(sub, 'tempfail', mx.tempfail) };
-      return deliverTo(s, pool, known, mx.hosts.map((host) => ({ host, port })), sub, false);
+      return deliverTo(
+        s,
+        pool,
+        known,
+        mx.hosts.map((host) => ({ host, port })),
+        sub,
+        false,
+      );
     }),
   );
   const byAddress = new Map(done.flatMap((d) => d.results.map((r) => [r.address, r] as const)));
-  return { relay: [...new Set(done.map((d) => d.relay))].join(','), results: req.recipients.map((r) => byAddress.get(r.address)!) };
+  return {
+    relay: [...new Set(done.map((d) => d.relay))].join(','),
+    results: req.recipients.map((r) => byAddress.get(r.address)!),
+  };
 }
 
 /**
@@ -110,7 +141,14 @@ async function deliverByMx(s: SessionSettings, pool: Pool<Session>, known: Known
  * not be reached is not tried again by this transport; when it is a route's one server (`whole`), the
  * result says the route is down, so that the queue stops trying it.
  */
-async function deliverTo(s: SessionSettings, pool: Pool<Session>, known: Known, targets: Target[], req: DeliveryRequest, whole: boolean): Promise<DeliveryResult> {
+async function deliverTo(
+  s: SessionSettings,
+  pool: Pool<Session>,
+  known: Known,
+  targets: Target[],
+  req: DeliveryRequest,
+  whole: boolean,
+): Promise<DeliveryResult> {
   let session = await pool.take(targets.map(targetName));
   try {
     if (session && !(await session.reset(s.timeouts.greeting))) {
@@ -131,7 +169,11 @@ async function deliverTo(s: SessionSettings, pool: Pool<Session>, known: Known, 
       // wait for one of those (a server that is down, TLS or AUTH trouble is a failure like any other)
       if (!opened.busy || !pool.shrink(keys)) {
         const down = whole && !known.tracker.why && targets.every((t) => known.dead.has(targetName(t)));
-        return { relay: opened.relay, results: all(req, 'tempfail', opened.reply), ...(down ? { down: { reason: opened.reply, auth: opened.auth } } : {}) };
+        return {
+          relay: opened.relay,
+          results: all(req, 'tempfail', opened.reply),
+          ...(down ? { down: { reason: opened.reply, auth: opened.auth } } : {}),
+        };
       }
       session = await pool.take(keys);
       if (session && !(await session.reset(s.timeouts.greeting))) {
@@ -148,14 +190,24 @@ async function deliverTo(s: SessionSettings, pool: Pool<Session>, known: Known, 
       pool.discard(session);
       session = undefined;
       const opened = await openFirst(s, known, targets);
-      if (!(opened instanceof Session)) return { relay: opened.relay, results: req.recipients.map((r) => results.get(r.address) ?? lost(opened.reply, r.address)) };
+      if (!(opened instanceof Session))
+        return {
+          relay: opened.relay,
+          results: req.recipients.map((r) => results.get(r.address) ?? lost(opened.reply, r.address)),
+        };
       session = opened;
       pool.inUse(session);
       const again = await sendOn(session, { ...req, recipients: sent.unsent }, s.timeouts.greeting);
       for (const r of again.results) results.set(r.address, r);
     }
     const relay = session.relay;
-    return { relay, results: req.recipients.map((r) => results.get(r.address) ?? lost(`451 4.4.2 connection to ${relay} lost before this transaction`, r.address)) };
+    return {
+      relay,
+      results: req.recipients.map(
+        (r) =>
+          results.get(r.address) ?? lost(`451 4.4.2 connection to ${relay} lost before this transaction`, r.address),
+      ),
+    };
   } finally {
     pool.give(session);
   }
@@ -168,8 +220,15 @@ function lost(reply: string, address: string): RecipientResult {
 
 /** Opens a session to the first target that answers, passing over those known dead; otherwise the
  * last failure. A failure that is not a server's limit on sessions marks its target dead. */
-async function openFirst(s: SessionSettings, known: Known, targets: Target[]): Promise<Session | { relay: string; reply: string; busy?: boolean; auth?: boolean }> {
-  let last: { relay: string; reply: string; busy?: boolean; auth?: boolean } = { relay: 'none', reply: '451 4.4.4 no server to deliver to' };
+async function openFirst(
+  s: SessionSettings,
+  known: Known,
+  targets: Target[],
+): Promise<Session | { relay: string; reply: string; busy?: boolean; auth?: boolean }> {
+  let last: { relay: string; reply: string; busy?: boolean; auth?: boolean } = {
+    relay: 'none',
+    reply: '451 4.4.4 no server to deliver to',
+  };
   for (const t of targets) {
     const key = targetName(t);
     const dead = known.dead.get(key);
@@ -179,7 +238,15 @@ async function openFirst(s: SessionSettings, known: Known, targets: Target[]): P
     }
     let got = await openSession(s, t);
     // RFC 7435: encryption that is not verified is worth having but not worth failing for
-    if (!(got instanceof Session) && got.tls && s.starttls === 'opportunistic' && s.verify === false && !s.fingerprint && !s.auth) got = await openSession({ ...s, starttls: 'never' }, t);
+    if (
+      !(got instanceof Session) &&
+      got.tls &&
+      s.starttls === 'opportunistic' &&
+      s.verify === false &&
+      !s.fingerprint &&
+      !s.auth
+    )
+      got = await openSession({ ...s, starttls: 'never' }, t);
     if (got instanceof Session) return got;
     last = { relay: key, reply: got.reply, busy: got.busy, auth: got.auth };
     if (!got.busy && !known.tracker.why) known.dead.set(key, { reply: got.reply, auth: got.auth });
@@ -200,11 +267,23 @@ interface Sent {
  * NOTIFY value when the server takes DSN (with RSET between them after one that did not end cleanly). */
 async function sendOn(session: Session, req: DeliveryRequest, resetMs: number): Promise<Sent> {
   if (req.smtputf8 && !session.extensions().includes('SMTPUTF8')) {
-    return { results: all(req, 'permfail', `550 5.6.7 ${session.relay} does not offer SMTPUTF8, which these addresses need`), unsent: [], retry: false };
+    return {
+      results: all(req, 'permfail', `550 5.6.7 ${session.relay} does not offer SMTPUTF8, which these addresses need`),
+      unsent: [],
+      retry: false,
+    };
   }
   const limit = session.sizeLimit();
   if (limit > 0 && req.size > limit) {
-    return { results: all(req, 'permfail', `552 5.3.4 message of ${req.size} bytes is larger than the ${limit} bytes ${session.relay} accepts`), unsent: [], retry: false };
+    return {
+      results: all(
+        req,
+        'permfail',
+        `552 5.3.4 message of ${req.size} bytes is larger than the ${limit} bytes ${session.relay} accepts`,
+      ),
+      unsent: [],
+      retry: false,
+    };
   }
   const groups = session.extensions().includes('DSN') ? byNotify(req) : [req];
   const sent: Sent = { results: [], unsent: [], retry: session.used };
@@ -224,7 +303,10 @@ async function sendOn(session: Session, req: DeliveryRequest, resetMs: number): 
 
 /** The request split by the recipients' DSN NOTIFY values, in order of first appearance. */
 function byNotify(req: DeliveryRequest): DeliveryRequest[] {
-  return [...groupBy(req.recipients, (r) => (r.notify ?? []).join(',')).values()].map((recipients) => ({ ...req, recipients }));
+  return [...groupBy(req.recipients, (r) => (r.notify ?? []).join(',')).values()].map((recipients) => ({
+    ...req,
+    recipients,
+  }));
 }
 
 /** Items grouped by a key, groups and items in order of first appearance. */

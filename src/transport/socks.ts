@@ -60,7 +60,9 @@ function ipv6Bytes(ip: string): Buffer {
   const t = parts(tail);
   const groups = ip.includes('::') ? [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t] : h;
   const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16) || 0, i * 2));
+  groups.forEach((g, i) => {
+    out.writeUInt16BE(parseInt(g, 16) || 0, i * 2);
+  });
   return out;
 }
 
@@ -75,7 +77,11 @@ function replyLength(buf: Buffer): number | undefined {
 }
 
 /** Connects to target through the proxy. */
-export function socksConnect(proxy: Proxy, target: { host: string; port: number }, timeoutMs: number): Promise<net.Socket | (Error & { code: string })> {
+export function socksConnect(
+  proxy: Proxy,
+  target: { host: string; port: number },
+  timeoutMs: number,
+): Promise<net.Socket | (Error & { code: string })> {
   return new Promise((resolve) => {
     const where = `SOCKS proxy ${proxy.host}:${proxy.port}`;
     const sock = net.connect(proxy.port, proxy.host);
@@ -99,7 +105,8 @@ export function socksConnect(proxy: Proxy, target: { host: string; port: number 
       for (let c: Buffer | null; (c = sock.read() as Buffer | null) !== null; ) buf = Buffer.concat([buf, c]);
       if (stage === 'hello') {
         if (buf.length < 2) return;
-        if (buf[0] !== 5 || buf[1] !== 0) return done(failure(`${where} wants an authentication method ferrymail does not offer`));
+        if (buf[0] !== 5 || buf[1] !== 0)
+          return done(failure(`${where} wants an authentication method ferrymail does not offer`));
         buf = buf.subarray(2);
         stage = 'connect';
         sock.write(request(target.host, target.port));
@@ -107,7 +114,12 @@ export function socksConnect(proxy: Proxy, target: { host: string; port: number 
       const len = replyLength(buf);
       if (len === undefined || (len > 0 && buf.length < len)) return;
       if (len < 0 || buf[0] !== 5) return done(failure(`${where} sent a reply that is not SOCKS5`));
-      if (buf[1] !== 0) return done(failure(`${where} could not connect to ${target.host}:${target.port}: ${REPLIES[buf[1]!] ?? `reply ${buf[1]}`}`));
+      if (buf[1] !== 0)
+        return done(
+          failure(
+            `${where} could not connect to ${target.host}:${target.port}: ${REPLIES[buf[1]!] ?? `reply ${buf[1]}`}`,
+          ),
+        );
       // anything after the reply already belongs to the server (its greeting)
       const rest = buf.subarray(len);
       done(sock);

@@ -12,7 +12,10 @@ import { ferrymail, makeConfig, RawSmtp, startDaemon, stopDaemon, waitUntil, typ
 
 const MAX_FAILURES = 3;
 const WINDOW_S = 5;
-const passwords = { alice: `a-${randomBytes(9).toString('base64url')}`, carol: `c-${randomBytes(9).toString('base64url')}` };
+const passwords = {
+  alice: `a-${randomBytes(9).toString('base64url')}`,
+  carol: `c-${randomBytes(9).toString('base64url')}`,
+};
 const wrong = `wrong-${randomBytes(6).toString('hex')}`;
 
 /** Every connection a test opened; closed after it. */
@@ -50,14 +53,16 @@ async function attempt(port: number, from: string, user: string, password: strin
 describe('AUTH failure limits', () => {
   let d: RunningDaemon;
   before(async () => {
-    const cfg = await makeConfig(`auth:\n  users_file: users\n  max_failures: ${MAX_FAILURES}\n  failure_window: ${WINDOW_S}s`);
+    const cfg = await makeConfig(
+      `auth:\n  users_file: users\n  max_failures: ${MAX_FAILURES}\n  failure_window: ${WINDOW_S}s`,
+    );
     const lines: string[] = [];
     for (const [user, pw] of Object.entries(passwords)) {
       const h = await ferrymail(cfg, ['auth', 'hash', user], `${pw}\n`);
       assert.equal(h.code, 0, h.stderr);
       lines.push(h.stdout.trim());
     }
-    fs.writeFileSync(path.join(cfg.configDir, 'users'), lines.join('\n') + '\n', { mode: 0o600 });
+    fs.writeFileSync(path.join(cfg.configDir, 'users'), `${lines.join('\n')}\n`, { mode: 0o600 });
     d = await startDaemon(cfg);
   });
   after(async () => {
@@ -76,7 +81,10 @@ describe('AUTH failure limits', () => {
     const mine = lines.filter((l) => l.includes('authentication failed'));
     assert.equal(mine.length, 1, mine.join('\n'));
     // the address comes first, in brackets; the name after it, escaped and quoted
-    assert.match(mine[0]!, /^\S+Z !! authentication failed peer=\[127\.0\.0\.3\] user="mallory\\\\u20282026-01-01T00:00:00\.000Z !! authentication failed peer=\[192\.0\.2\.66\] user=\\"x" session=/);
+    assert.match(
+      mine[0]!,
+      /^\S+Z !! authentication failed peer=\[127\.0\.0\.3\] user="mallory\\\\u20282026-01-01T00:00:00\.000Z !! authentication failed peer=\[192\.0\.2\.66\] user=\\"x" session=/,
+    );
   });
 
   test('failures are answered late; at max_failures the address and the name get 454, even with the right password, until the window has passed', async () => {
@@ -93,17 +101,35 @@ describe('AUTH failure limits', () => {
     const t454 = Date.now();
     assert.match(await plain(c, 'alice', passwords.alice), locked, 'the address is locked, the right password too');
     assert.ok(Date.now() - t454 < 1000, 'a refusal is not delayed');
-    assert.match(await attempt(d.cfg.port, '127.0.0.1', 'carol', passwords.carol), locked, 'any name from the locked address');
-    assert.match(await attempt(d.cfg.port, '127.0.0.2', 'alice', passwords.alice), locked, 'the locked name from any address');
-    assert.match(await attempt(d.cfg.port, '127.0.0.2', 'carol', passwords.carol), /^235 2\.7\.0 /, 'other addresses and names are not affected');
+    assert.match(
+      await attempt(d.cfg.port, '127.0.0.1', 'carol', passwords.carol),
+      locked,
+      'any name from the locked address',
+    );
+    assert.match(
+      await attempt(d.cfg.port, '127.0.0.2', 'alice', passwords.alice),
+      locked,
+      'the locked name from any address',
+    );
+    assert.match(
+      await attempt(d.cfg.port, '127.0.0.2', 'carol', passwords.carol),
+      /^235 2\.7\.0 /,
+      'other addresses and names are not affected',
+    );
     // after the window, the right password gets in again
     let last = '';
-    const back = await waitUntil(async () => (last = await attempt(d.cfg.port, '127.0.0.1', 'alice', passwords.alice)).startsWith('235'), (WINDOW_S + 10) * 1000, 500);
+    const back = await waitUntil(
+      async () => (last = await attempt(d.cfg.port, '127.0.0.1', 'alice', passwords.alice)).startsWith('235'),
+      (WINDOW_S + 10) * 1000,
+      500,
+    );
     assert.ok(back, `still refused: ${last}`);
     assert.ok(Date.now() - t454 >= 1000, 'not before the window has passed');
 
     const log = d.log();
-    const failed = log.split('\n').filter((l) => / !! authentication failed peer=\[127\.0\.0\.1\] user=alice session=/.test(l));
+    const failed = log
+      .split('\n')
+      .filter((l) => / !! authentication failed peer=\[127\.0\.0\.1\] user=alice session=/.test(l));
     assert.equal(failed.length, MAX_FAILURES, 'one line per failure, none for a refusal without a check');
     const locks = log.split('\n').filter((l) => / !! authentication locked /.test(l));
     assert.equal(locks.length, 2, locks.join('\n'));
@@ -115,7 +141,12 @@ describe('AUTH failure limits', () => {
   test('no password, right or wrong, in any form, appears in the log', () => {
     const log = d.log();
     for (const p of [...Object.values(passwords), wrong]) {
-      for (const f of [p, Buffer.from(p).toString('base64'), Buffer.from(`\0alice\0${p}`).toString('base64'), Buffer.from(`\0carol\0${p}`).toString('base64')]) {
+      for (const f of [
+        p,
+        Buffer.from(p).toString('base64'),
+        Buffer.from(`\0alice\0${p}`).toString('base64'),
+        Buffer.from(`\0carol\0${p}`).toString('base64'),
+      ]) {
         assert.ok(!log.includes(f), `the log holds a secret: ${f}`);
       }
     }

@@ -30,10 +30,16 @@ const DEFAULTS = defaultSettings().limits;
 const LIMITS = { message_size: 200_000, header_size: 8192, received_hops: 25, errors: 6 };
 
 function limitsYaml(l: Record<string, number>): string {
-  return 'limits:\n' + Object.entries(l).map(([k, v]) => `  ${k}: ${v}\n`).join('');
+  return (
+    'limits:\n' +
+    Object.entries(l)
+      .map(([k, v]) => `  ${k}: ${v}\n`)
+      .join('')
+  );
 }
 
-const SMUGGLED = 'MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<victim@target.example>\r\nDATA\r\nSubject: smuggled\r\n\r\nsmuggled body\r\n';
+const SMUGGLED =
+  'MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<victim@target.example>\r\nDATA\r\nSubject: smuggled\r\n\r\nsmuggled body\r\n';
 const SMUGGLE_ENDS = ['\n.\n', '\r.\r', '\r\n.\r', '\n.\r\n'];
 
 /** Every raw connection a test opened; closed after each test, whatever its outcome. */
@@ -85,8 +91,16 @@ async function nothingStored(cfg: TestConfig, before: { msg: Set<string>; queue:
   await waitUntil(() => spoolFiles(cfg).tmp.length === 0, 5000);
   const f = spoolFiles(cfg);
   assert.deepEqual(f.tmp, [], 'tmp/ empty');
-  assert.deepEqual(f.msg.filter((x) => !before.msg.has(x)), [], 'no new data file');
-  assert.deepEqual(f.queue.filter((x) => !before.queue.has(x)), [], 'no new queue entry');
+  assert.deepEqual(
+    f.msg.filter((x) => !before.msg.has(x)),
+    [],
+    'no new data file',
+  );
+  assert.deepEqual(
+    f.queue.filter((x) => !before.queue.has(x)),
+    [],
+    'no new queue entry',
+  );
 }
 
 /** Sends a message and expects it refused with the given reply; checks that nothing was stored. */
@@ -95,7 +109,7 @@ async function refused(d: RunningDaemon, data: string, expect: RegExp): Promise<
   const c = await session(d.cfg.port);
   try {
     await openData(c);
-    c.send(data + '.\r\n');
+    c.send(`${data}.\r\n`);
     assert.match(await c.reply(20_000), expect);
     // the session survives the refusal
     assert.match(await c.cmd('NOOP'), /^250 /);
@@ -170,13 +184,13 @@ describe('limits and malformed input (bare line ends rejected)', () => {
   test('an over-long command line gets 421 and a close, with or without its line end', async () => {
     const max = DEFAULTS.command_line;
     const c = await session(d.cfg.port);
-    assert.match(await c.cmd('NOOP ' + 'x'.repeat(max - 5)), /^250 /, 'a line of exactly the limit is fine');
-    c.send('NOOP ' + 'x'.repeat(max + 100) + '\r\n');
+    assert.match(await c.cmd(`NOOP ${'x'.repeat(max - 5)}`), /^250 /, 'a line of exactly the limit is fine');
+    c.send(`NOOP ${'x'.repeat(max + 100)}\r\n`);
     assert.match(await c.reply(5000), /^421 4\.\d{1,3}\.\d{1,3} .*too long/i);
     await c.waitClose(5000);
     await stillServes(d);
     const c2 = await session(d.cfg.port);
-    c2.send('NOOP ' + 'x'.repeat(max * 4)); // never ends
+    c2.send(`NOOP ${'x'.repeat(max * 4)}`); // never ends
     assert.match(await c2.reply(5000), /^421 4\.\d{1,3}\.\d{1,3} .*too long/i);
     await c2.waitClose(5000);
     await stillServes(d);
@@ -198,7 +212,13 @@ describe('limits and malformed input (bare line ends rejected)', () => {
       const k = r.slice(0, 9);
       codes.set(k, (codes.get(k) ?? 0) + 1);
     }
-    assert.deepEqual([...codes.entries()].sort(), [['250 2.1.5', max], ['452 4.5.3', n - max]].sort());
+    assert.deepEqual(
+      [...codes.entries()].sort(),
+      [
+        ['250 2.1.5', max],
+        ['452 4.5.3', n - max],
+      ].sort(),
+    );
     assert.match(await c.cmd('DATA'), /^354/);
     const reply = await c.cmd('Subject: many recipients\r\n\r\nhello all\r\n.');
     const id = /^250 2\.0\.0 .*queued as ([0-9A-Z]+)/.exec(reply)?.[1];
@@ -209,7 +229,10 @@ describe('limits and malformed input (bare line ends rejected)', () => {
     assert.ok(e, 'listed');
     const addrs = e.recipients.map((r: { address: string }) => r.address);
     assert.equal(addrs.length, max);
-    assert.deepEqual(addrs, Array.from({ length: max }, (_, i) => `r${i}@example.org`));
+    assert.deepEqual(
+      addrs,
+      Array.from({ length: max }, (_, i) => `r${i}@example.org`),
+    );
     await stillServes(d);
   });
 
@@ -220,32 +243,43 @@ describe('limits and malformed input (bare line ends rejected)', () => {
       return s;
     };
     // many fields
-    await refused(d, fields(LIMITS.header_size * 2) + '\r\nbody\r\n', /^552 5\.3\.4 /);
+    await refused(d, `${fields(LIMITS.header_size * 2)}\r\nbody\r\n`, /^552 5\.3\.4 /);
     await stillServes(d);
     // one field folded over many lines
-    await refused(d, 'Subject: bomb\r\n' + ' folded continuation line of the subject\r\n'.repeat(LIMITS.header_size / 20) + '\r\nbody\r\n', /^552 5\.3\.4 /);
+    await refused(
+      d,
+      'Subject: bomb\r\n' +
+        ' folded continuation line of the subject\r\n'.repeat(LIMITS.header_size / 20) +
+        '\r\nbody\r\n',
+      /^552 5\.3\.4 /,
+    );
     await stillServes(d);
     // a header section that never ends
     await refused(d, fields(LIMITS.header_size * 3), /^552 5\.3\.4 /);
     await stillServes(d);
     // just under the limit is fine
-    const ok = await smtpSend(d.cfg.port, { data: fields(LIMITS.header_size - 300) + '\r\nbody\r\n' });
+    const ok = await smtpSend(d.cfg.port, { data: `${fields(LIMITS.header_size - 300)}\r\nbody\r\n` });
     assert.match(ok.reply, /^250 2\.0\.0 /);
   });
 
   test('more Received headers than limits.received_hops gets 554 5.4.6; exactly that many passes', async () => {
     const received = (n: number): string =>
-      Array.from({ length: n }, (_, i) => `Received: from hop${i}.example by hop${i + 1}.example; Mon, 1 Jan 2024 00:00:00 +0000\r\n`).join('');
-    await refused(d, received(LIMITS.received_hops + 1) + 'Subject: loop\r\n\r\nbody\r\n', /^554 5\.4\.6 /);
+      Array.from(
+        { length: n },
+        (_, i) => `Received: from hop${i}.example by hop${i + 1}.example; Mon, 1 Jan 2024 00:00:00 +0000\r\n`,
+      ).join('');
+    await refused(d, `${received(LIMITS.received_hops + 1)}Subject: loop\r\n\r\nbody\r\n`, /^554 5\.4\.6 /);
     await stillServes(d);
-    const ok = await smtpSend(d.cfg.port, { data: received(LIMITS.received_hops) + 'Subject: long path\r\n\r\nbody\r\n' });
+    const ok = await smtpSend(d.cfg.port, {
+      data: `${received(LIMITS.received_hops)}Subject: long path\r\n\r\nbody\r\n`,
+    });
     assert.match(ok.reply, /^250 2\.0\.0 /);
   });
 
   test('a message over limits.message_size gets 552 5.3.4 and leaves nothing in tmp/, msg/ or queue/', async () => {
-    const line = 'z'.repeat(998) + '\r\n';
+    const line = `${'z'.repeat(998)}\r\n`;
     const body = line.repeat(Math.ceil((LIMITS.message_size + 50_000) / line.length));
-    await refused(d, 'Subject: too big\r\n\r\n' + body, /^552 5\.3\.4 /);
+    await refused(d, `Subject: too big\r\n\r\n${body}`, /^552 5\.3\.4 /);
     await stillServes(d);
     // announced with SIZE: refused at MAIL already
     const c = await session(d.cfg.port);
@@ -256,11 +290,16 @@ describe('limits and malformed input (bare line ends rejected)', () => {
   });
 
   test('bare LF or bare CR in DATA gets 550 5.6.0; the same session can then send a clean message', async () => {
-    for (const data of ['Subject: lf\r\n\r\nbare\nline feed\r\n', 'Subject: cr\r\n\r\nbare\rcarriage return\r\n', 'Subject: lf in header\nX-A: b\r\n\r\nbody\r\n', 'Subject: last\r\n\r\nends with bare lf\n\r\n']) {
+    for (const data of [
+      'Subject: lf\r\n\r\nbare\nline feed\r\n',
+      'Subject: cr\r\n\r\nbare\rcarriage return\r\n',
+      'Subject: lf in header\nX-A: b\r\n\r\nbody\r\n',
+      'Subject: last\r\n\r\nends with bare lf\n\r\n',
+    ]) {
       const snap = snapshot(d.cfg);
       const c = await session(d.cfg.port);
       await openData(c);
-      c.send(data + '.\r\n');
+      c.send(`${data}.\r\n`);
       assert.match(await c.reply(), /^550 5\.6\.0 /, JSON.stringify(data));
       await nothingStored(d.cfg, snap);
       await openData(c);
@@ -275,7 +314,7 @@ describe('limits and malformed input (bare line ends rejected)', () => {
       const snap = snapshot(d.cfg);
       const c = await session(d.cfg.port);
       await openData(c);
-      c.send('Subject: smuggling\r\n\r\nfirst message' + seq + SMUGGLED + '.\r\n');
+      c.send(`Subject: smuggling\r\n\r\nfirst message${seq}${SMUGGLED}.\r\n`);
       assert.match(await c.reply(), /^550 5\.6\.0 /, JSON.stringify(seq));
       // the next reply is the one to NOOP: no reply was given to the smuggled commands
       assert.match(await c.cmd('NOOP'), /^250 2\.0\.0 /, JSON.stringify(seq));
@@ -316,7 +355,10 @@ describe('limits and malformed input (bare line ends rejected)', () => {
       c.close();
       const e = (await queueJson(d.cfg)).find((x) => x.id === id);
       assert.equal(e?.sender, rcpt ? 'sender@client.example' : 'good@client.example');
-      assert.deepEqual(e?.recipients.map((r: { address: string }) => r.address), ['good@example.org']);
+      assert.deepEqual(
+        e?.recipients.map((r: { address: string }) => r.address),
+        ['good@example.org'],
+      );
     }
     await stillServes(d);
   });
@@ -338,7 +380,9 @@ describe('bare line ends normalised', () => {
   });
 
   test('bare LF and bare CR are stored as CRLF', async () => {
-    const r = await smtpSend(d.cfg.port, { data: 'Subject: mixed\nX-Mixed: yes\r\n\r\nline one\nline two\rline three\r\n' });
+    const r = await smtpSend(d.cfg.port, {
+      data: 'Subject: mixed\nX-Mixed: yes\r\n\r\nline one\nline two\rline three\r\n',
+    });
     assert.match(r.reply, /^250 2\.0\.0 /);
     const data = messageData(d.cfg, r.id!);
     assert.doesNotMatch(data, /\r(?!\n)|(?<!\r)\n/, 'no bare CR or LF stored');
@@ -353,7 +397,7 @@ describe('bare line ends normalised', () => {
       const token = crypto.randomUUID();
       const c = await session(d.cfg.port);
       await openData(c);
-      c.send(`Subject: smuggling ${token}\r\n\r\nfirst message` + seq + SMUGGLED + '.\r\n');
+      c.send(`Subject: smuggling ${token}\r\n\r\nfirst message${seq}${SMUGGLED}.\r\n`);
       const reply = await c.reply();
       const id = /^250 2\.0\.0 .*queued as ([0-9A-Z]+)/.exec(reply)?.[1];
       assert.ok(id, `${JSON.stringify(seq)}: ${reply}`);
@@ -361,12 +405,22 @@ describe('bare line ends normalised', () => {
       assert.match(await c.cmd('NOOP'), /^250 2\.0\.0 /, JSON.stringify(seq));
       c.close();
       const added = (await queueJson(d.cfg)).filter((e) => !before.has(e.id));
-      assert.deepEqual(added.map((e) => e.id), [id], `${JSON.stringify(seq)}: one new queue entry`);
+      assert.deepEqual(
+        added.map((e) => e.id),
+        [id],
+        `${JSON.stringify(seq)}: one new queue entry`,
+      );
       assert.equal(added[0]!.sender, 'sender@client.example');
-      assert.deepEqual(added[0]!.recipients.map((r: { address: string }) => r.address), ['rcpt@example.org']);
+      assert.deepEqual(
+        added[0]!.recipients.map((r: { address: string }) => r.address),
+        ['rcpt@example.org'],
+      );
       const data = messageData(d.cfg, id);
       assert.ok(data.includes(token));
-      assert.match(data, /\r\nMAIL FROM:<evil@attacker\.example>\r\nRCPT TO:<victim@target\.example>\r\nDATA\r\nSubject: smuggled\r\n/);
+      assert.match(
+        data,
+        /\r\nMAIL FROM:<evil@attacker\.example>\r\nRCPT TO:<victim@target\.example>\r\nDATA\r\nSubject: smuggled\r\n/,
+      );
       assert.doesNotMatch(data, /\r(?!\n)|(?<!\r)\n/, 'stored with CRLF only');
       assert.ok(data.endsWith('smuggled body\r\n'));
     }
@@ -385,7 +439,12 @@ describe('connection limits', () => {
   const TOTAL = 8;
   let d: RunningDaemon;
   before(async () => {
-    d = await startDaemon(await makeConfig(limitsYaml({ connections_per_client: PER_CLIENT, connections: TOTAL }) + '  per_client_exempt: ["127.0.0.3/32"]\n'));
+    d = await startDaemon(
+      await makeConfig(
+        limitsYaml({ connections_per_client: PER_CLIENT, connections: TOTAL }) +
+          '  per_client_exempt: ["127.0.0.3/32"]\n',
+      ),
+    );
   });
   after(async () => {
     await d?.stop();
@@ -420,10 +479,19 @@ describe('connection limits', () => {
     assert.match(full, /^421 4\.7\.0 .*Too many connections, try again later/);
     // a closed connection frees its place
     mine.shift()!.close();
-    assert.ok(await waitUntil(async () => (await greet('127.0.0.1'))[1].startsWith('220'), 5000, 50), 'a place came free after a close');
+    assert.ok(
+      await waitUntil(async () => (await greet('127.0.0.1'))[1].startsWith('220'), 5000, 50),
+      'a place came free after a close',
+    );
     for (const c of opened) c.close();
     opened.clear();
-    assert.ok(await waitUntil(async () => (await smtpSend(d.cfg.port).catch(() => ({ reply: '' }))).reply.startsWith('250'), 5000, 50));
+    assert.ok(
+      await waitUntil(
+        async () => (await smtpSend(d.cfg.port).catch(() => ({ reply: '' }))).reply.startsWith('250'),
+        5000,
+        50,
+      ),
+    );
     await stillServes(d);
   });
 });
@@ -464,7 +532,7 @@ describe('idle timeout', () => {
     const snap = snapshot(d.cfg);
     const c = await session(d.cfg.port);
     await openData(c);
-    c.send('Subject: dropped\r\n\r\n' + 'x'.repeat(1000) + '\r\n');
+    c.send(`Subject: dropped\r\n\r\n${'x'.repeat(1000)}\r\n`);
     await new Promise((r) => setTimeout(r, 100));
     c.close();
     await nothingStored(d.cfg, snap);
@@ -521,7 +589,9 @@ describe('relay from outside loopback and local_nets (network namespace)', () =>
       `hostname: test.example\nlisten: ["${addr}:${port}"]\nspool: ${JSON.stringify(cfg.spool)}\n` +
         `local_domains: ["local.example"]\nlocal_nets: ["127.0.0.0/8"]\n`,
     );
-    daemon = spawn('ip', ['netns', 'exec', ns, process.execPath, FERRYMAIL, '--config-dir', cfg.configDir, 'daemon'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    daemon = spawn('ip', ['netns', 'exec', ns, process.execPath, FERRYMAIL, '--config-dir', cfg.configDir, 'daemon'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     daemon.stdout!.on('data', (b) => (log += b));
     daemon.stderr!.on('data', (b) => (log += b));
     await waitForPort(port, 10_000, addr);
@@ -553,7 +623,10 @@ describe('relay from outside loopback and local_nets (network namespace)', () =>
     assert.ok(id, reply);
     c.close();
     const e = (await queueJson(cfg)).find((x) => x.id === id);
-    assert.deepEqual(e?.recipients.map((r: { address: string }) => r.address), ['user@local.example', 'root@test.example']);
+    assert.deepEqual(
+      e?.recipients.map((r: { address: string }) => r.address),
+      ['user@local.example', 'root@test.example'],
+    );
     assert.equal(e?.origin?.peer, `${subnet}.1`);
   });
 

@@ -25,9 +25,20 @@ test('queue list and mailq into a pipe closed after the first line end quietly',
   for (let i = 0; i < 3000; i++) {
     const w = await spool.begin();
     w.stream.end(`Subject: ${i}\r\n\r\nbody\r\n`);
-    await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'me@test.example', recipients: [newRecipient(`r${i}@example.org`)], origin: { door: 'sendmail' }, protocol: 'local' });
+    await w.commit({
+      version: 1,
+      arrival: new Date().toISOString(),
+      sender: 'me@test.example',
+      recipients: [newRecipient(`r${i}@example.org`)],
+      origin: { door: 'sendmail' },
+      protocol: 'local',
+    });
   }
-  for (const args of [[FERRYMAIL, '--config-dir', cfg.configDir, 'queue', 'list'], [FERRYMAIL, '--config-dir', cfg.configDir, 'queue', 'list', '--json'], [SENDMAIL, '-bp']]) {
+  for (const args of [
+    [FERRYMAIL, '--config-dir', cfg.configDir, 'queue', 'list'],
+    [FERRYMAIL, '--config-dir', cfg.configDir, 'queue', 'list', '--json'],
+    [SENDMAIL, '-bp'],
+  ]) {
     const r = await firstChunkOnly(args, { FERRYMAIL_CONFIG_DIR: cfg.configDir });
     assert.equal(r.stderr, '', `${args.slice(-2).join(' ')}: ${r.stderr}`);
     assert.equal(r.code, 0);

@@ -8,7 +8,15 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { decodeEnvelope } from '../../src/spool/envelope-codec.js';
 import { isId } from '../../src/spool/id.js';
-import { makeConfig, queueJson, RawSmtp, spoolFiles, startDaemon, type RunningDaemon, type TestConfig } from '../helpers.js';
+import {
+  makeConfig,
+  queueJson,
+  RawSmtp,
+  spoolFiles,
+  startDaemon,
+  type RunningDaemon,
+  type TestConfig,
+} from '../helpers.js';
 
 const CLIENTS = 4;
 const KILLS = 50;
@@ -41,7 +49,7 @@ async function client(n: number, port: number, tally: Tally, running: () => bool
     try {
       c = await RawSmtp.connect(port);
       const expect = async (line: string | null, re: RegExp): Promise<string> => {
-        if (line !== null) c!.send(line + '\r\n');
+        if (line !== null) c!.send(`${line}\r\n`);
         const r = await c!.reply(5000);
         if (!re.test(r)) throw new Error(`unexpected reply ${r}`);
         return r;
@@ -71,7 +79,9 @@ async function client(n: number, port: number, tally: Tally, running: () => bool
   }
 }
 
-test('SIGKILL at random moments loses no acknowledged message and leaves no half-written entry', { timeout: 300_000 }, async (t) => {
+test('SIGKILL at random moments loses no acknowledged message and leaves no half-written entry', {
+  timeout: 300_000,
+}, async (t) => {
   cfg = await makeConfig();
   d = await startDaemon(cfg);
   const tally: Tally = { acked: new Map(), attempts: 0, failures: 0 };
@@ -95,9 +105,14 @@ test('SIGKILL at random moments loses no acknowledged message and leaves no half
     running = false;
     await Promise.all(clients);
   }
-  t.diagnostic(`${kills} kills in ${Date.now() - started} ms, ${tally.attempts} attempts, ${tally.acked.size} acknowledged, ${tally.failures} client failures`);
+  t.diagnostic(
+    `${kills} kills in ${Date.now() - started} ms, ${tally.attempts} attempts, ${tally.acked.size} acknowledged, ${tally.failures} client failures`,
+  );
   assert.equal(kills, KILLS, `reached ${KILLS} kills`);
-  assert.ok(killsWithProgress >= KILLS / 2, `messages were acknowledged between most kills (${killsWithProgress} of ${kills})`);
+  assert.ok(
+    killsWithProgress >= KILLS / 2,
+    `messages were acknowledged between most kills (${killsWithProgress} of ${kills})`,
+  );
   assert.ok(tally.failures > 0, 'the kills did interrupt clients');
 
   // a clean stop of the last daemon (it recovered the spool when it started)
@@ -133,10 +148,15 @@ test('SIGKILL at random moments loses no acknowledged message and leaves no half
   assert.deepEqual(missing, [], 'every acknowledged id is queued');
   for (const [id, token] of tally.acked) {
     const data = fs.readFileSync(path.join(cfg.spool, 'msg', id), 'latin1');
-    assert.ok(data.includes(`\r\nSubject: ${token}\r\n`) && data.endsWith(`\r\n${token}\r\n`), `${id} carries ${token}`);
+    assert.ok(
+      data.includes(`\r\nSubject: ${token}\r\n`) && data.endsWith(`\r\n${token}\r\n`),
+      `${id} carries ${token}`,
+    );
     const n = /^token-(\d+)-/.exec(token)![1];
     assert.equal(byId.get(id)!.sender, `client${n}@crash.example`);
   }
   const orphans = files.msg.filter((id) => !files.queue.includes(id));
-  t.diagnostic(`${files.queue.length} queued (${files.queue.length - tally.acked.size} stored but never acknowledged), ${orphans.length} data files without envelope`);
+  t.diagnostic(
+    `${files.queue.length} queued (${files.queue.length - tally.acked.size} stored but never acknowledged), ${orphans.length} data files without envelope`,
+  );
 });

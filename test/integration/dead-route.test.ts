@@ -6,7 +6,15 @@ import net from 'node:net';
 import { after, test } from 'node:test';
 import { newRecipient } from '../../src/domain/envelope.js';
 import { openSpoolWriter } from '../../src/spool/writer.js';
-import { ferrymail, makeConfig, queueJson, startDaemon, stopDaemon, writeRoute, type RunningDaemon } from '../helpers.js';
+import {
+  ferrymail,
+  makeConfig,
+  queueJson,
+  startDaemon,
+  stopDaemon,
+  writeRoute,
+  type RunningDaemon,
+} from '../helpers.js';
 
 let d: RunningDaemon | undefined;
 const silent = net.createServer((s) => {
@@ -23,12 +31,29 @@ test('1,000 messages for a server that never greets: at most connections + 1 ses
   await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
   const port = (silent.address() as net.AddressInfo).port;
   const cfg = await makeConfig();
-  writeRoute(cfg, '10-isp.yaml', ['name: isp', 'permanent: true', 'transport:', '  type: smtp', '  host: 127.0.0.1', `  port: ${port}`, '  tls: none', '  greeting_timeout: 2', '  connections: 2']);
+  writeRoute(cfg, '10-isp.yaml', [
+    'name: isp',
+    'permanent: true',
+    'transport:',
+    '  type: smtp',
+    '  host: 127.0.0.1',
+    `  port: ${port}`,
+    '  tls: none',
+    '  greeting_timeout: 2',
+    '  connections: 2',
+  ]);
   const spool = openSpoolWriter(cfg.spool);
   for (let i = 0; i < 1000; i++) {
     const w = await spool.begin();
     w.stream.end(`Subject: ${i}\r\n\r\nbody\r\n`);
-    await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'me@test.example', recipients: [newRecipient(`r${i}@example.org`)], origin: { door: 'sendmail' }, protocol: 'local' });
+    await w.commit({
+      version: 1,
+      arrival: new Date().toISOString(),
+      sender: 'me@test.example',
+      recipients: [newRecipient(`r${i}@example.org`)],
+      origin: { door: 'sendmail' },
+      protocol: 'local',
+    });
   }
   const started = Date.now();
   const r = await ferrymail(cfg, ['flush']);
@@ -37,9 +62,14 @@ test('1,000 messages for a server that never greets: at most connections + 1 ses
   assert.match(r.stdout, /1000 messages due; 0 delivered, 1000 deferred/);
   assert.ok(connections <= 3, `${connections} sessions opened`);
   assert.match(r.stderr, /route isp is down for 60 s, or until the connection changes: delivery temporarily suspended/);
-  t.diagnostic(`flush of 1000 messages for a silent server: ${took} ms, ${connections} sessions (greeting timeout 2 s)`);
+  t.diagnostic(
+    `flush of 1000 messages for a silent server: ${took} ms, ${connections} sessions (greeting timeout 2 s)`,
+  );
   const q = await queueJson(cfg);
-  assert.match(q[999]!.recipients[0].last_error, /route isp is down since .*delivery temporarily suspended: 127\.0\.0\.1:\d+ did not answer in time/);
+  assert.match(
+    q[999]!.recipients[0].last_error,
+    /route isp is down since .*delivery temporarily suspended: 127\.0\.0\.1:\d+ did not answer in time/,
+  );
   // the daemon keeps it down between runs and says so
   d = await startDaemon(cfg);
   connections = 0;

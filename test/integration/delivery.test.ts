@@ -5,7 +5,16 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { ferrymail, makeConfig, queueJson, sendmail, smtpRoute, startDaemon, writeRoute, type TestConfig } from '../helpers.js';
+import {
+  ferrymail,
+  makeConfig,
+  queueJson,
+  sendmail,
+  smtpRoute,
+  startDaemon,
+  writeRoute,
+  type TestConfig,
+} from '../helpers.js';
 import { closeAll, faultServer } from '../support/fault-smtp.js';
 import { startSink, type Sink, type Taken } from '../support/sink.js';
 
@@ -27,7 +36,7 @@ after(async () => {
 async function setup(connection: string): Promise<TestConfig & { stateFile: string }> {
   const stateFile = path.join((await makeConfig()).dir, 'online');
   const cfg = await makeConfig(`online:\n  state_file: ${JSON.stringify(stateFile)}\n`);
-  fs.writeFileSync(stateFile, connection + '\n');
+  fs.writeFileSync(stateFile, `${connection}\n`);
   writeRoute(cfg, '20-home.yaml', smtpRoute('home-isp', 'home', sinkPort));
   return { ...cfg, stateFile };
 }
@@ -72,7 +81,10 @@ test('the daemon runs the queue by itself: delivered, refused recipient failed, 
     const before = got.length;
     await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', 'nobody@example.org', 'dave@example.org'], MESSAGE);
     const deadline = Date.now() + 15_000;
-    while (Date.now() < deadline && !(got.slice(before).some((g) => g.from === '') && (await queueJson(cfg)).length === 0)) {
+    while (
+      Date.now() < deadline &&
+      !(got.slice(before).some((g) => g.from === '') && (await queueJson(cfg)).length === 0)
+    ) {
       await new Promise((r) => setTimeout(r, 100));
     }
     assert.match(d.log(), /\*\* \S+ to=<nobody@example\.org> route=home-isp/);
@@ -95,7 +107,8 @@ test('ferrymail flush through the daemon delivers what waited offline', async ()
     await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', 'erin@example.org'], MESSAGE);
     // the daemon's own run finds no connection and defers it
     const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline && !((await queueJson(cfg))[0]?.recipients[0].state === 'deferred')) await new Promise((r) => setTimeout(r, 100));
+    while (Date.now() < deadline && !((await queueJson(cfg))[0]?.recipients[0].state === 'deferred'))
+      await new Promise((r) => setTimeout(r, 100));
     assert.equal((await queueJson(cfg))[0]?.recipients[0].state, 'deferred');
     const f = await ferrymail(cfg, ['flush', '--connection', 'home']);
     assert.equal(f.code, 0, f.stderr);
@@ -108,28 +121,45 @@ test('ferrymail flush through the daemon delivers what waited offline', async ()
 
 test('a refused AUTH defers with the server reply; the password is in no output, log or queue entry', async () => {
   const secret = 'Pa55-w0rd-never-shown';
-  const relay = await faultServer({ auth: { mechanisms: ['PLAIN', 'LOGIN'], user: 'alice', secret: 'other', failText: `you said ${secret}` } });
+  const relay = await faultServer({
+    auth: { mechanisms: ['PLAIN', 'LOGIN'], user: 'alice', secret: 'other', failText: `you said ${secret}` },
+  });
   const stateFile = path.join((await makeConfig()).dir, 'online');
   const cfg = await makeConfig(`online:\n  state_file: ${JSON.stringify(stateFile)}\n`);
   fs.writeFileSync(stateFile, 'home\n');
   const pw = path.join(cfg.dir, 'relay.pw');
   fs.writeFileSync(pw, `${secret}\n`, { mode: 0o600 });
   fs.mkdirSync(path.join(cfg.configDir, 'routes'));
-  const route = ['name: relay', 'connections: [home]', 'transport:', '  type: smtp', '  host: 127.0.0.1', `  port: ${relay.port}`, '  tls: none', '  user: alice', `  password_file: ${pw}`, ''];
+  const route = [
+    'name: relay',
+    'connections: [home]',
+    'transport:',
+    '  type: smtp',
+    '  host: 127.0.0.1',
+    `  port: ${relay.port}`,
+    '  tls: none',
+    '  user: alice',
+    `  password_file: ${pw}`,
+    '',
+  ];
   fs.writeFileSync(path.join(cfg.configDir, 'routes', '20-relay.yaml'), route.join('\n'));
   await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', 'bob@example.org'], MESSAGE);
   const f = await ferrymail(cfg, ['flush']);
   assert.equal(f.code, 0, f.stderr);
   assert.match(f.stdout, /1 deferred/);
   const q = await queueJson(cfg);
-  assert.match(q[0]!.recipients[0].last_error, /^454 4\.7\.0 AUTH PLAIN at 127\.0\.0\.1:\d+ failed: 535 5\.7\.8 authentication failed you said \*\*\*/);
+  assert.match(
+    q[0]!.recipients[0].last_error,
+    /^454 4\.7\.0 AUTH PLAIN at 127\.0\.0\.1:\d+ failed: 535 5\.7\.8 authentication failed you said \*\*\*/,
+  );
   // the daemon's own run, soon after new mail, logs the refusal
   const d = await startDaemon(cfg);
   try {
     const r = await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', 'carol@example.org'], MESSAGE);
     assert.equal(r.code, 0, r.stderr);
     const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline && !/carol@example\.org.*AUTH PLAIN/.test(d.log())) await new Promise((res) => setTimeout(res, 100));
+    while (Date.now() < deadline && !/carol@example\.org.*AUTH PLAIN/.test(d.log()))
+      await new Promise((res) => setTimeout(res, 100));
     assert.match(d.log(), /carol@example\.org.*AUTH PLAIN at 127\.0\.0\.1:\d+ failed/);
     for (const text of [f.stdout, f.stderr, d.log(), JSON.stringify(await queueJson(cfg))]) {
       assert.ok(!text.includes(secret), `the password leaked: ${text}`);
@@ -141,21 +171,38 @@ test('a refused AUTH defers with the server reply; the password is in no output,
 });
 
 test('a queue run reuses its connections: one with connections: 1, at most two by default; one transaction after another', async () => {
-  for (const [setting, most] of [['  connections: 1', 1], [null, 2]] as const) {
+  for (const [setting, most] of [
+    ['  connections: 1', 1],
+    [null, 2],
+  ] as const) {
     const relay = await faultServer();
     const stateFile = path.join((await makeConfig()).dir, 'online');
     const cfg = await makeConfig(`online:\n  state_file: ${JSON.stringify(stateFile)}\n`);
     fs.writeFileSync(stateFile, 'home\n');
     fs.mkdirSync(path.join(cfg.configDir, 'routes'));
-    const route = ['name: relay', 'connections: [home]', 'transport:', '  type: smtp', '  host: 127.0.0.1', `  port: ${relay.port}`, '  tls: none', ...(setting ? [setting] : []), ''];
+    const route = [
+      'name: relay',
+      'connections: [home]',
+      'transport:',
+      '  type: smtp',
+      '  host: 127.0.0.1',
+      `  port: ${relay.port}`,
+      '  tls: none',
+      ...(setting ? [setting] : []),
+      '',
+    ];
     fs.writeFileSync(path.join(cfg.configDir, 'routes', '20-relay.yaml'), route.join('\n'));
     const to = ['a', 'b', 'c', 'd', 'e'].map((x) => `${x}@example.org`);
-    for (const rcpt of to) assert.equal((await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', rcpt], MESSAGE)).code, 0);
+    for (const rcpt of to)
+      assert.equal((await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', rcpt], MESSAGE)).code, 0);
     const f = await ferrymail(cfg, ['flush']);
     assert.equal(f.code, 0, f.stderr);
     assert.match(f.stdout, /5 delivered/);
     assert.deepEqual(relay.received.map((m) => m.to[0]).sort(), to);
-    assert.ok(relay.connections.length >= 1 && relay.connections.length <= most, `${relay.connections.length} connections, at most ${most}`);
+    assert.ok(
+      relay.connections.length >= 1 && relay.connections.length <= most,
+      `${relay.connections.length} connections, at most ${most}`,
+    );
     const cmds = relay.connections.flatMap((c) => c.commands.map((x) => x.split(/[ :]/)[0]));
     assert.equal(cmds.filter((c) => c === 'MAIL').length, 5);
     assert.equal(cmds.filter((c) => c === 'RSET').length, 0, 'each transaction ended cleanly: no RSET needed');
@@ -164,8 +211,15 @@ test('a queue run reuses its connections: one with connections: 1, at most two b
 
 test('sendmail with the same recipient twice on the command line queues it once', async () => {
   const cfg = await makeConfig();
-  const r = await sendmail(cfg, ['-i', 'dup@example.org', 'Dup@example.org,other@example.org', 'dup@example.org'], MESSAGE);
+  const r = await sendmail(
+    cfg,
+    ['-i', 'dup@example.org', 'Dup@example.org,other@example.org', 'dup@example.org'],
+    MESSAGE,
+  );
   assert.equal(r.code, 0, r.stderr);
   const q = await queueJson(cfg);
-  assert.deepEqual(q[0]!.recipients.map((x: { address: string }) => x.address), ['dup@example.org', 'other@example.org']);
+  assert.deepEqual(
+    q[0]!.recipients.map((x: { address: string }) => x.address),
+    ['dup@example.org', 'other@example.org'],
+  );
 });

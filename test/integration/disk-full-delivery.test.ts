@@ -10,7 +10,22 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { closeAll, faultServer, type FaultServer } from '../support/fault-smtp.js';
-import { ferrymail, makeConfig, queueJson, sendmail, smtpRoute, smtpSend, spoolFiles, startDaemon, stopDaemon, tempDir, waitUntil, writeRoute, type RunningDaemon, type TestConfig } from '../helpers.js';
+import {
+  ferrymail,
+  makeConfig,
+  queueJson,
+  sendmail,
+  smtpRoute,
+  smtpSend,
+  spoolFiles,
+  startDaemon,
+  stopDaemon,
+  tempDir,
+  waitUntil,
+  writeRoute,
+  type RunningDaemon,
+  type TestConfig,
+} from '../helpers.js';
 
 let mnt = '';
 let skip: string | false = false;
@@ -25,7 +40,10 @@ before(async () => {
     return;
   }
   mnt = tempDir('ferrymail-fulldelivery-');
-  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=24m,mode=0700', 'tmpfs', mnt], { encoding: 'utf8', timeout: 10_000 });
+  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=24m,mode=0700', 'tmpfs', mnt], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
   if (r.status !== 0) skip = `cannot mount a tmpfs: ${r.stderr.trim()}`;
   server = await faultServer({
     hook: (step, arg) => {
@@ -42,7 +60,8 @@ before(async () => {
 
 after(async () => {
   await closeAll();
-  if (mnt && !skip && spawnSync('umount', [mnt], { timeout: 10_000 }).status !== 0) spawnSync('umount', ['-l', mnt], { timeout: 10_000 });
+  if (mnt && !skip && spawnSync('umount', [mnt], { timeout: 10_000 }).status !== 0)
+    spawnSync('umount', ['-l', mnt], { timeout: 10_000 });
 });
 
 /** Fills the tmpfs completely. */
@@ -108,7 +127,11 @@ test('the disk fills during delivery: the reserve takes the outcome, the message
   assert.equal(r.code, 0, r.stderr);
   assert.equal(copies('one@example.org'), 1);
   const [e] = await queueJson(cfg);
-  assert.deepEqual(e!.recipients.map((x: { state: string }) => x.state), ['delivered', 'deferred'], 'the outcome was written');
+  assert.deepEqual(
+    e!.recipients.map((x: { state: string }) => x.state),
+    ['delivered', 'deferred'],
+    'the outcome was written',
+  );
   assert.deepEqual(spoolFiles(cfg).tmp, [], 'no half-written update left in tmp/');
   await ferrymail(cfg, ['flush', '--connection', 'home']);
   assert.equal(copies('one@example.org'), 1, 'never sent again');
@@ -128,18 +151,32 @@ test('no reserve, the daemon running: the outcome waits in memory, no copy is se
     fillAtDot = true;
     const r = await ferrymail(cfg, ['flush', '--connection', 'home']); // runs inside the daemon
     assert.equal(r.code, 0, r.stderr);
-    assert.ok(await waitUntil(() => /outcome kept in memory: the envelope cannot be written now/.test(d.log()), 5000), d.log());
+    assert.ok(
+      await waitUntil(() => /outcome kept in memory: the envelope cannot be written now/.test(d.log()), 5000),
+      d.log(),
+    );
     const sent = copies('two@example.org') + copies('three@example.org');
     assert.ok(sent >= 1, 'the server got what was sent before the disk filled');
-    assert.ok(!spoolFiles(cfg).tmp.some((f) => f.endsWith('.upd')), `no empty update files: ${spoolFiles(cfg).tmp.join(', ')}`);
+    assert.ok(
+      !spoolFiles(cfg).tmp.some((f) => f.endsWith('.upd')),
+      `no empty update files: ${spoolFiles(cfg).tmp.join(', ')}`,
+    );
     // more runs while the disk is full send nothing again
     for (let i = 0; i < 3; i++) await ferrymail(cfg, ['flush', '--connection', 'home']);
-    assert.equal(copies('two@example.org') + copies('three@example.org'), sent, 'no second copy while the outcome waits');
+    assert.equal(
+      copies('two@example.org') + copies('three@example.org'),
+      sent,
+      'no second copy while the outcome waits',
+    );
     unfill();
     await ferrymail(cfg, ['flush', '--connection', 'home']);
     assert.equal(copies('two@example.org'), 1);
     assert.equal(copies('three@example.org'), 1);
-    for (const e of await queueJson(cfg)) assert.deepEqual(e.recipients.map((x: { state: string }) => x.state), ['delivered', 'deferred']);
+    for (const e of await queueJson(cfg))
+      assert.deepEqual(
+        e.recipients.map((x: { state: string }) => x.state),
+        ['delivered', 'deferred'],
+      );
     assert.match(d.log(), /outcome kept in memory is now written/);
   } finally {
     await stopDaemon(d);
@@ -163,7 +200,11 @@ test('no reserve and the run ends before there is room: the next run holds the r
   assert.equal(copies('four@example.org'), 1, 'not sent twice');
   const [e] = await queueJson(cfg);
   assert.equal(e!.recipients[0].state, 'uncertain');
-  assert.equal(e!.recipients[1].state, 'uncertain', 'the deferred one was in flight too: it may have been taken after all');
+  assert.equal(
+    e!.recipients[1].state,
+    'uncertain',
+    'the deferred one was in flight too: it may have been taken after all',
+  );
 });
 
 test('limits.spool_minfree: new mail is refused (452 4.3.1, sendmail 75) before the disk is that full', async (t) => {

@@ -8,7 +8,18 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { decodeEnvelope } from '../../src/spool/envelope-codec.js';
-import { makeConfig, messageData, RawSmtp, sendmail, smtpSend, spoolFiles, startDaemon, tempDir, type RunningDaemon, type TestConfig } from '../helpers.js';
+import {
+  makeConfig,
+  messageData,
+  RawSmtp,
+  sendmail,
+  smtpSend,
+  spoolFiles,
+  startDaemon,
+  tempDir,
+  type RunningDaemon,
+  type TestConfig,
+} from '../helpers.js';
 
 const TMPFS_SIZE = '2m';
 
@@ -25,7 +36,10 @@ before(async () => {
     return;
   }
   mnt = tempDir('ferrymail-diskfull-');
-  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${TMPFS_SIZE},mode=0700`, 'tmpfs', mnt], { encoding: 'utf8', timeout: 10_000 });
+  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${TMPFS_SIZE},mode=0700`, 'tmpfs', mnt], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
   if (r.status !== 0) {
     skip = `cannot mount a tmpfs: ${(r.stderr || r.error?.message || '').trim()}`;
     return;
@@ -39,7 +53,8 @@ before(async () => {
 after(async () => {
   await d?.stop();
   if (mounted) {
-    if (spawnSync('umount', [mnt], { timeout: 10_000 }).status !== 0) spawnSync('umount', ['-l', mnt], { timeout: 10_000 });
+    if (spawnSync('umount', [mnt], { timeout: 10_000 }).status !== 0)
+      spawnSync('umount', ['-l', mnt], { timeout: 10_000 });
   }
   if (mnt) fs.rmSync(mnt, { recursive: true, force: true });
   if (cfg) fs.rmSync(cfg.dir, { recursive: true, force: true });
@@ -94,8 +109,8 @@ function spoolConsistent(known: Set<string>): void {
 
 /** A message of about size bytes whose body ends with a token line. */
 function message(size: number, token: string): string {
-  const line = 'd'.repeat(76) + '\r\n';
-  return `Subject: ${token}\r\n\r\n` + line.repeat(Math.max(1, Math.ceil(size / line.length))) + `${token}\r\n`;
+  const line = `${'d'.repeat(76)}\r\n`;
+  return `Subject: ${token}\r\n\r\n${line.repeat(Math.max(1, Math.ceil(size / line.length)))}${token}\r\n`;
 }
 
 const acked = new Set<string>();
@@ -109,7 +124,7 @@ test('an SMTP message bigger than the free space gets 452 4.3.1; nothing is left
     assert.match(await c.cmd('MAIL FROM:<a@client.example>'), /^250 /);
     assert.match(await c.cmd('RCPT TO:<b@example.org>'), /^250 /);
     assert.match(await c.cmd('DATA'), /^354/);
-    c.send(message(free() + 256 * 1024, 'too-big') + '.\r\n');
+    c.send(`${message(free() + 256 * 1024, 'too-big')}.\r\n`);
     assert.match(await c.reply(20_000), /^452 4\.3\.1 /);
     spoolConsistent(acked);
     // same session, a small message fits
@@ -117,7 +132,7 @@ test('an SMTP message bigger than the free space gets 452 4.3.1; nothing is left
     assert.match(await c.cmd('RCPT TO:<b@example.org>'), /^250 /);
     assert.match(await c.cmd('DATA'), /^354/);
     const token = crypto.randomUUID();
-    const reply = await c.cmd(message(1000, token) + '.');
+    const reply = await c.cmd(`${message(1000, token)}.`);
     const id = /^250 2\.0\.0 .*queued as ([0-9A-Z]+)/.exec(reply)?.[1];
     assert.ok(id, reply);
     acked.add(id);
@@ -166,7 +181,10 @@ test('one free page: the data fits but the envelope does not, and the commit is 
   assert.ok(free() > 0 && free() <= 2 * page, `about one page free (${free()})`);
   const r = await smtpSend(cfg.port, { data: message(1000, 'one-page') });
   assert.match(r.reply, /^452 4\.3\.1 /);
-  const notStored = d!.log().split('\n').filter((l) => l.includes('message not stored'));
+  const notStored = d!
+    .log()
+    .split('\n')
+    .filter((l) => l.includes('message not stored'));
   assert.match(notStored.at(-1) ?? '', /commit/, 'the failure came at the commit, after the data was written');
   spoolConsistent(acked);
   fill();

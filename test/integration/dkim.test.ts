@@ -23,7 +23,8 @@ after(() => sink.close());
 
 /** A private key of a type written to a file of the given mode, and its DNS record. */
 function writeKey(file: string, type: 'rsa' | 'ed25519', mode = 0o600): string {
-  const { privateKey } = type === 'rsa' ? crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }) : crypto.generateKeyPairSync('ed25519');
+  const { privateKey } =
+    type === 'rsa' ? crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }) : crypto.generateKeyPairSync('ed25519');
   fs.writeFileSync(file, privateKey.export({ format: 'pem', type: type === 'rsa' ? 'pkcs1' : 'pkcs8' }), { mode });
   fs.chmodSync(file, mode);
   return keyRecord(privateKey);
@@ -33,13 +34,20 @@ function writeKey(file: string, type: 'rsa' | 'ed25519', mode = 0o600): string {
 async function setup(dkimLines: string[]): Promise<TestConfig & { keyFile: string }> {
   const cfg = await makeConfig();
   const keyFile = path.join(cfg.dir, 'dkim.key');
-  const dkim = ['dkim:', '  domain: isp.example', '  selector: s2024', `  key_file: ${JSON.stringify(keyFile)}`, ...dkimLines.map((l) => `  ${l}`)];
+  const dkim = [
+    'dkim:',
+    '  domain: isp.example',
+    '  selector: s2024',
+    `  key_file: ${JSON.stringify(keyFile)}`,
+    ...dkimLines.map((l) => `  ${l}`),
+  ];
   writeRoute(cfg, '20-home.yaml', smtpRoute('home-isp', 'home', sinkPort, { more: dkim, fromOnly: true }));
   return { ...cfg, keyFile };
 }
 
 const DNS = 's2024._domainkey.isp.example';
-const MESSAGE = 'From: Alice <alice@laptop.local>\nTo: bob@example.org\nSubject:  signed   on the way out \n\nhello  \nFrom the body\n.a dot line\n\n\n';
+const MESSAGE =
+  'From: Alice <alice@laptop.local>\nTo: bob@example.org\nSubject:  signed   on the way out \n\nhello  \nFrom the body\n.a dot line\n\n\n';
 
 /** Queues a message and flushes on the home connection; returns what the sink got for rcpt. */
 async function deliver(cfg: TestConfig, rcpt: string, message = MESSAGE): Promise<{ flush: string; data?: Buffer }> {
@@ -72,23 +80,31 @@ test('rsa-sha256: the delivered message verifies, over the rewritten From', asyn
 test('ed25519-sha256 over a 3 MB body read in many chunks, with the route naming the fields', async () => {
   const cfg = await setup(['algorithm: ed25519-sha256', 'headers: [From, To, Subject]']);
   const record = writeKey(cfg.keyFile, 'ed25519');
-  const line = 'x'.repeat(70) + '  \t y\n';
+  const line = `${'x'.repeat(70)}  \t y\n`;
   const big = MESSAGE.replace('hello  \n', line.repeat(Math.ceil((3 << 20) / line.length)));
   const { data } = await deliver(cfg, 'carol@example.org', big);
   assert.ok(data && data.length > 3 << 20, 'the whole message arrived');
-  assert.match(data.toString('latin1').replace(/\r\n /g, ' '), /^DKIM-Signature: v=1; a=ed25519-sha256; .*h=from:to:subject: ?from;/);
+  assert.match(
+    data.toString('latin1').replace(/\r\n /g, ' '),
+    /^DKIM-Signature: v=1; a=ed25519-sha256; .*h=from:to:subject: ?from;/,
+  );
   const v = await dkimVerify(data, DNS, record);
   assert.equal(v.ok, true, v.log);
 });
 
 test('a broken key defers the route with the reason and sends nothing; a good key then delivers', async () => {
   const cfg = await setup([]);
-  fs.writeFileSync(cfg.keyFile, '-----BEGIN RSA PRIVATE KEY-----\nbroken\n-----END RSA PRIVATE KEY-----\n', { mode: 0o600 });
+  fs.writeFileSync(cfg.keyFile, '-----BEGIN RSA PRIVATE KEY-----\nbroken\n-----END RSA PRIVATE KEY-----\n', {
+    mode: 0o600,
+  });
   const { flush, data } = await deliver(cfg, 'dave@example.org');
   assert.match(flush, /0 delivered, 1 deferred/);
   assert.equal(data, undefined, 'nothing unsigned went out');
   const q = await queueJson(cfg);
-  assert.match(q[0]!.recipients[0].last_error, /^451 4\.3\.5 route home-isp: dkim key_file .*dkim\.key holds no private key/);
+  assert.match(
+    q[0]!.recipients[0].last_error,
+    /^451 4\.3\.5 route home-isp: dkim key_file .*dkim\.key holds no private key/,
+  );
   const record = writeKey(cfg.keyFile, 'rsa');
   const before = got.length;
   const f = await ferrymail(cfg, ['flush', '--connection', 'home']);

@@ -15,14 +15,18 @@ let port = 0;
 
 /** The dovecot binary (often outside a user's PATH). */
 function dovecotBinary(): string {
-  for (const p of ['dovecot', '/usr/sbin/dovecot']) if (spawnSync(p, ['--version'], { stdio: 'ignore' }).status === 0) return p;
+  for (const p of ['dovecot', '/usr/sbin/dovecot'])
+    if (spawnSync(p, ['--version'], { stdio: 'ignore' }).status === 0) return p;
   throw new Error('dovecot not found: install dovecot-lmtpd');
 }
 
 /** The uid and gid mail is stored as: our own, or nobody's when we are root (dovecot never writes mail as root). */
 function mailOwner(): { uid: number; gid: number } {
   if (process.getuid!() !== 0) return { uid: process.getuid!(), gid: process.getgid!() };
-  const line = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('nobody:'));
+  const line = fs
+    .readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('nobody:'));
   const [, , uid, gid] = (line ?? 'nobody:x:65534:65534').split(':');
   return { uid: Number(uid), gid: Number(gid) };
 }
@@ -74,13 +78,17 @@ before(async () => {
   fs.writeFileSync(path.join(dir, 'users'), 'alice:{PLAIN}unused::::::\n');
   port = await freePort();
   fs.writeFileSync(path.join(dir, 'dovecot.conf'), config(owner));
-  dovecot = spawn(dovecotBinary(), ['-F', '-c', path.join(dir, 'dovecot.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  dovecot = spawn(dovecotBinary(), ['-F', '-c', path.join(dir, 'dovecot.conf')], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   // never left running, even when the test process ends early (its children follow the master)
   process.once('exit', () => dovecot?.exitCode === null && dovecot.kill('SIGKILL'));
   let err = '';
   dovecot.stderr!.on('data', (d) => (err += d));
   await waitForPort(port, 15_000).catch((e: Error) => {
-    throw new Error(`${e.message}: ${err}${fs.existsSync(path.join(dir, 'dovecot.log')) ? fs.readFileSync(path.join(dir, 'dovecot.log'), 'utf8') : ''}`);
+    throw new Error(
+      `${e.message}: ${err}${fs.existsSync(path.join(dir, 'dovecot.log')) ? fs.readFileSync(path.join(dir, 'dovecot.log'), 'utf8') : ''}`,
+    );
   });
 });
 
@@ -98,9 +106,23 @@ test('LMTP to dovecot: the known user gets the message, the unknown one is refus
   fs.mkdirSync(path.join(cfg.configDir, 'routes'));
   fs.writeFileSync(
     path.join(cfg.configDir, 'routes', '10-mailstore.yaml'),
-    ['name: mailstore', 'permanent: true', 'allowed_recipients: ["*@example.org"]', 'transport:', '  type: lmtp', '  host: 127.0.0.1', `  port: ${port}`, '  tls: none', ''].join('\n'),
+    [
+      'name: mailstore',
+      'permanent: true',
+      'allowed_recipients: ["*@example.org"]',
+      'transport:',
+      '  type: lmtp',
+      '  host: 127.0.0.1',
+      `  port: ${port}`,
+      '  tls: none',
+      '',
+    ].join('\n'),
   );
-  const s = await sendmail(cfg, ['-i', '-f', 'sender@laptop.local', 'alice@example.org', 'bob@example.org'], 'Subject: to the mailstore\n\nhello dovecot\n');
+  const s = await sendmail(
+    cfg,
+    ['-i', '-f', 'sender@laptop.local', 'alice@example.org', 'bob@example.org'],
+    'Subject: to the mailstore\n\nhello dovecot\n',
+  );
   assert.equal(s.code, 0, s.stderr);
   const f = await ferrymail(cfg, ['flush']);
   assert.equal(f.code, 0, f.stderr);
@@ -113,13 +135,17 @@ test('LMTP to dovecot: the known user gets the message, the unknown one is refus
   assert.match(msg, /hello dovecot/);
   assert.match(msg, /^Return-Path: <sender@laptop\.local>$/m);
   // dovecot's log process may write the line a moment after the reply
-  const logged = (): boolean => /lmtp\(alice\).*saved mail to INBOX/.test(fs.readFileSync(path.join(dir, 'dovecot.log'), 'utf8'));
+  const logged = (): boolean =>
+    /lmtp\(alice\).*saved mail to INBOX/.test(fs.readFileSync(path.join(dir, 'dovecot.log'), 'utf8'));
   assert.ok(await waitUntil(logged, 10_000), 'dovecot logged the delivery');
   // the original is gone (both final); what waits is the failure notice to the sender, which no route takes
   const q = await queueJson(cfg);
   assert.equal(q.length, 1);
   assert.equal(q[0]!.sender, '');
-  assert.deepEqual(q[0]!.recipients.map((r: Record<string, string>) => r.address), ['sender@laptop.local']);
+  assert.deepEqual(
+    q[0]!.recipients.map((r: Record<string, string>) => r.address),
+    ['sender@laptop.local'],
+  );
   const notice = fs.readFileSync(path.join(cfg.spool, 'msg', q[0]!.id), 'latin1');
   assert.match(notice, /Final-Recipient: rfc822; ?bob@example\.org/i);
   assert.match(notice, /550 5\.1\.1 <bob@example\.org> User doesn't exist/);

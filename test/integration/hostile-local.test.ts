@@ -15,13 +15,21 @@ const skip = !root && 'needs root to run as another user';
 
 /** Starts a script as the unprivileged user; resolves with the child. */
 function asNobody(script: string): ReturnType<typeof spawn> {
-  return spawn(process.execPath, ['-e', script], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'pipe', 'pipe'], cwd: '/' });
+  return spawn(process.execPath, ['-e', script], {
+    uid: NOBODY,
+    gid: NOBODY,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: '/',
+  });
 }
 
 test('a user binding every ferrymail socket name it can see cannot stop queue runs', { skip }, async () => {
   const cfg = await makeConfig();
   fs.mkdirSync(path.join(cfg.configDir, 'routes'));
-  fs.writeFileSync(path.join(cfg.configDir, 'routes', '10-pipe.yaml'), 'name: sink\nconnections: ["*"]\npermanent: true\ntransport:\n  type: pipe\n  command: [/bin/true]\n');
+  fs.writeFileSync(
+    path.join(cfg.configDir, 'routes', '10-pipe.yaml'),
+    'name: sink\nconnections: ["*"]\npermanent: true\ntransport:\n  type: pipe\n  command: [/bin/true]\n',
+  );
   // the watcher: every unix socket name that looks like ferrymail's is bound the moment it is seen
   const watcher = asNobody(`
     const fs = require('fs'); const net = require('net'); const taken = new Set();
@@ -52,15 +60,28 @@ test('a user binding every ferrymail socket name it can see cannot stop queue ru
   }
 });
 
-test('a spool another user created first, with a planted symlink to a secret, is refused with exit 78', { skip }, async () => {
+test('a spool another user created first, with a planted symlink to a secret, is refused with exit 78', {
+  skip,
+}, async () => {
   const base = tempDir();
   fs.chmodSync(base, 0o1777); // a world-writable place such as /tmp
   const spool = path.join(base, 'spool');
   const secret = path.join(tempDir(), 'secret');
   fs.writeFileSync(secret, 'root:the-secret-hash:19000::::::\n', { mode: 0o600 });
   const id = '01M93HZRA787GQAE';
-  const env = JSON.stringify({ version: 1, id, arrival: new Date().toISOString(), sender: 'a@example.org', recipients: [{ address: 'attacker@example.org', state: 'queued', attempts: 0 }], origin: { door: 'sendmail' }, protocol: 'local', size: 10 });
-  const prep = asNobody(`const fs=require('fs'),p=require('path');const s=${JSON.stringify(spool)};for(const d of ['','tmp','msg','queue','hold','corrupt'])fs.mkdirSync(p.join(s,d),{recursive:true,mode:0o777});fs.symlinkSync(${JSON.stringify(secret)},p.join(s,'msg',${JSON.stringify(id)}));fs.writeFileSync(p.join(s,'queue',${JSON.stringify(id)}),${JSON.stringify(env + '\n')});`);
+  const env = JSON.stringify({
+    version: 1,
+    id,
+    arrival: new Date().toISOString(),
+    sender: 'a@example.org',
+    recipients: [{ address: 'attacker@example.org', state: 'queued', attempts: 0 }],
+    origin: { door: 'sendmail' },
+    protocol: 'local',
+    size: 10,
+  });
+  const prep = asNobody(
+    `const fs=require('fs'),p=require('path');const s=${JSON.stringify(spool)};for(const d of ['','tmp','msg','queue','hold','corrupt'])fs.mkdirSync(p.join(s,d),{recursive:true,mode:0o777});fs.symlinkSync(${JSON.stringify(secret)},p.join(s,'msg',${JSON.stringify(id)}));fs.writeFileSync(p.join(s,'queue',${JSON.stringify(id)}),${JSON.stringify(`${env}\n`)});`,
+  );
   assert.equal(await new Promise((r) => prep.on('close', r)), 0);
   const cfg = await makeConfig('', { spool });
   const r = await run(process.execPath, [FERRYMAIL, '--config-dir', cfg.configDir, 'daemon'], { timeoutMs: 10_000 });
@@ -100,7 +121,10 @@ test('a data file that is a symlink is never read: the message is moved aside, n
   assert.doesNotMatch(show.stdout + show.stderr, /the-secret-hash/);
   fs.mkdirSync(path.join(cfg.configDir, 'routes'));
   const out = path.join(cfg.dir, 'out');
-  fs.writeFileSync(path.join(cfg.configDir, 'routes', '10-pipe.yaml'), `name: file\nconnections: ["*"]\npermanent: true\ntransport:\n  type: pipe\n  command: [/bin/sh, -c, "cat >> ${out}"]\n`);
+  fs.writeFileSync(
+    path.join(cfg.configDir, 'routes', '10-pipe.yaml'),
+    `name: file\nconnections: ["*"]\npermanent: true\ntransport:\n  type: pipe\n  command: [/bin/sh, -c, "cat >> ${out}"]\n`,
+  );
   await ferrymail(cfg, ['flush']);
   assert.doesNotMatch(fs.existsSync(out) ? fs.readFileSync(out, 'utf8') : '', /the-secret-hash/);
 });
@@ -109,7 +133,15 @@ test("root's sendmail never trusts a configuration snapshot in a cache folder ot
   const cfg = await makeConfig();
   const cache = tempDir();
   // a snapshot made by root's own run, in a private cache
-  assert.equal((await run(process.execPath, [path.join(ROOT, 'bin', 'sendmail.js'), '-i', 'x@example.org'], { input: 'Subject: a\n\nb\n', env: { FERRYMAIL_CONFIG_DIR: cfg.configDir, XDG_CACHE_HOME: cache } })).code, 0);
+  assert.equal(
+    (
+      await run(process.execPath, [path.join(ROOT, 'bin', 'sendmail.js'), '-i', 'x@example.org'], {
+        input: 'Subject: a\n\nb\n',
+        env: { FERRYMAIL_CONFIG_DIR: cfg.configDir, XDG_CACHE_HOME: cache },
+      })
+    ).code,
+    0,
+  );
   const [snapName] = fs.readdirSync(path.join(cache, 'ferrymail'));
   const snap = JSON.parse(fs.readFileSync(path.join(cache, 'ferrymail', snapName!), 'utf8'));
   // the attacker's copy, pointing at the attacker's spool, in a cache folder the attacker owns
@@ -125,11 +157,18 @@ test("root's sendmail never trusts a configuration snapshot in a cache folder ot
   // and symlinks where a temporary file could be made, to a file root owns
   const victim = path.join(tempDir(), 'victim');
   fs.writeFileSync(victim, 'keep me\n');
-  for (let pid = process.pid; pid < process.pid + 2000; pid++) fs.symlinkSync(victim, path.join(evilCache, 'ferrymail', `${snapName}.${pid}`));
+  for (let pid = process.pid; pid < process.pid + 2000; pid++)
+    fs.symlinkSync(victim, path.join(evilCache, 'ferrymail', `${snapName}.${pid}`));
   const before = (await queueJson(cfg)).length;
-  const r = await run(process.execPath, [path.join(ROOT, 'bin', 'sendmail.js'), '-i', 'x@example.org'], { input: 'Subject: b\n\nb\n', env: { FERRYMAIL_CONFIG_DIR: cfg.configDir, XDG_CACHE_HOME: evilCache } });
+  const r = await run(process.execPath, [path.join(ROOT, 'bin', 'sendmail.js'), '-i', 'x@example.org'], {
+    input: 'Subject: b\n\nb\n',
+    env: { FERRYMAIL_CONFIG_DIR: cfg.configDir, XDG_CACHE_HOME: evilCache },
+  });
   assert.equal(r.code, 0, r.stderr);
-  assert.ok(await waitUntil(async () => (await queueJson(cfg)).length === before + 1, 2000), 'the message is in the real spool');
+  assert.ok(
+    await waitUntil(async () => (await queueJson(cfg)).length === before + 1, 2000),
+    'the message is in the real spool',
+  );
   assert.equal(fs.existsSync(evilSpool), false, 'nothing in the planted spool');
   assert.equal(fs.readFileSync(victim, 'utf8'), 'keep me\n', 'no file written through a symlink');
 });

@@ -9,7 +9,20 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { ferrymail, makeConfig, messageData, queueJson, ROOT, run, SENDMAIL, startDaemon, stopDaemon, waitUntil, type RunningDaemon, type TestConfig } from '../helpers.js';
+import {
+  ferrymail,
+  makeConfig,
+  messageData,
+  queueJson,
+  ROOT,
+  run,
+  SENDMAIL,
+  startDaemon,
+  stopDaemon,
+  waitUntil,
+  type RunningDaemon,
+  type TestConfig,
+} from '../helpers.js';
 
 const NOBODY = 65534;
 const root = process.getuid?.() === 0;
@@ -31,7 +44,25 @@ before(async () => {
   fs.chmodSync(path.join(cfg.configDir, 'ferrymail.yaml'), 0o644);
   // the multi-user setup: the TLS key and the users file are root's alone
   const { execFileSync } = await import('node:child_process');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=test.example', '-days', '2', '-keyout', path.join(cfg.configDir, 'key.pem'), '-out', path.join(cfg.configDir, 'cert.pem')], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      '/CN=test.example',
+      '-days',
+      '2',
+      '-keyout',
+      path.join(cfg.configDir, 'key.pem'),
+      '-out',
+      path.join(cfg.configDir, 'cert.pem'),
+    ],
+    { stdio: 'ignore' },
+  );
   fs.writeFileSync(path.join(cfg.configDir, 'users'), '', { mode: 0o600 });
   fs.chmodSync(path.join(cfg.configDir, 'key.pem'), 0o600);
   // the unprivileged user may not be able to read the checkout: run a copy of the bundled command
@@ -39,7 +70,8 @@ before(async () => {
   fs.cpSync(path.join(ROOT, 'dist', 'bundle'), path.join(app, 'dist', 'bundle'), { recursive: true });
   fs.mkdirSync(path.join(app, 'bin'));
   fs.copyFileSync(SENDMAIL, path.join(app, 'bin', 'sendmail.js'));
-  for (const p of [app, path.join(app, 'bin'), path.join(app, 'dist'), path.join(app, 'dist', 'bundle')]) fs.chmodSync(p, 0o755);
+  for (const p of [app, path.join(app, 'bin'), path.join(app, 'dist'), path.join(app, 'dist', 'bundle')])
+    fs.chmodSync(p, 0o755);
   program = path.join(app, 'bin', 'sendmail.js');
 });
 after(async () => {
@@ -47,9 +79,22 @@ after(async () => {
 });
 
 /** Runs a program as the unprivileged user. */
-function asNobody(args: string[], input: string, file = program): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function asNobody(
+  args: string[],
+  input: string,
+  file = program,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [file, ...args], { uid: NOBODY, gid: NOBODY, env: { FERRYMAIL_CONFIG_DIR: cfg.configDir, TMPDIR: '/tmp', HOME: '/tmp', XDG_CACHE_HOME: '/tmp/ferrymail-nobody-cache' } });
+    const child = spawn(process.execPath, [file, ...args], {
+      uid: NOBODY,
+      gid: NOBODY,
+      env: {
+        FERRYMAIL_CONFIG_DIR: cfg.configDir,
+        TMPDIR: '/tmp',
+        HOME: '/tmp',
+        XDG_CACHE_HOME: '/tmp/ferrymail-nobody-cache',
+      },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (b) => (stdout += b));
@@ -67,7 +112,9 @@ function drops(): string[] {
   return fs.readdirSync(path.join(cfg.spool, 'drop'));
 }
 
-test('no daemon and nobody on its port: the message waits in the drop folder, and no squatter of the port gets it', { skip }, async () => {
+test('no daemon and nobody on its port: the message waits in the drop folder, and no squatter of the port gets it', {
+  skip,
+}, async () => {
   // the spool as a daemon leaves it (made once), the daemon stopped
   d = await startDaemon(cfg);
   await stopDaemon(d);
@@ -89,7 +136,7 @@ test('no daemon and nobody on its port: the message waits in the drop folder, an
   const [file] = drops();
   assert.match(file!, /^D\.[0-9a-f]{32}$/);
   const st = fs.statSync(path.join(cfg.spool, 'drop', file!));
-  assert.equal(st.uid, NOBODY, 'the drop file is the submitter\'s');
+  assert.equal(st.uid, NOBODY, "the drop file is the submitter's");
   assert.equal(st.mode & 0o077, 0, 'no other user may read it');
   // the daemon takes it when it starts
   d = await startDaemon(cfg);
@@ -100,12 +147,14 @@ test('no daemon and nobody on its port: the message waits in the drop folder, an
   assert.deepEqual(e!.origin, { door: 'sendmail', user: 'nobody', uid: NOBODY });
   const data = messageData(cfg, e!.id);
   assert.match(data, /^Received: by test\.example \(ferrymail\) \(uid 65534, nobody\) with local id\s/);
-  assert.equal(data.match(/^Received:/gm)!.length, 1, 'one Received line, the daemon\'s');
+  assert.equal(data.match(/^Received:/gm)!.length, 1, "one Received line, the daemon's");
   assert.match(data, /From: No Body <nobody@test\.example>/);
   assert.match(d.log(), /<= \S+ .*user=nobody uid=65534/);
 });
 
-test('daemon running: a drop is queued at once; queue show names the user; -f is limited by local_senders', { skip }, async () => {
+test('daemon running: a drop is queued at once; queue show names the user; -f is limited by local_senders', {
+  skip,
+}, async () => {
   d ??= await startDaemon(cfg);
   const before = (await queueJson(cfg)).length;
   const ok = await asNobody(['-i', '-f', 'me@nobody.example', 'y@example.org'], 'Subject: allowed\n\nbody\n');
@@ -124,13 +173,17 @@ test('daemon running: a drop is queued at once; queue show names the user; -f is
   assert.ok(!(await queueJson(cfg)).some((x) => x.sender === 'ceo@bank.example'));
 });
 
-test('a drop file written by hand with a forged sender or a planted symlink is refused and kept aside', { skip }, async () => {
+test('a drop file written by hand with a forged sender or a planted symlink is refused and kept aside', {
+  skip,
+}, async () => {
   d ??= await startDaemon(cfg);
   const dropDir = path.join(cfg.spool, 'drop');
   // a user writes a drop file directly, asking for a sender that is not theirs
   const forged = `Subject: forged\r\n\r\nbody\r\n\0${JSON.stringify({ door: 'sendmail', sender: 'ceo@bank.example', recipients: [{ address: 'victim@example.com' }] })}\n`;
-  const script = `const fs=require('fs');fs.writeFileSync(${JSON.stringify(path.join(dropDir, 'T.' + 'a'.repeat(32)))}, ${JSON.stringify(forged)});fs.renameSync(${JSON.stringify(path.join(dropDir, 'T.' + 'a'.repeat(32)))}, ${JSON.stringify(path.join(dropDir, 'D.' + 'a'.repeat(32)))});fs.symlinkSync('/etc/shadow', ${JSON.stringify(path.join(dropDir, 'D.' + 'b'.repeat(32)))});`;
-  const w = await new Promise<number | null>((resolve) => spawn(process.execPath, ['-e', script], { uid: NOBODY, gid: NOBODY, stdio: 'inherit' }).on('close', resolve));
+  const script = `const fs=require('fs');fs.writeFileSync(${JSON.stringify(path.join(dropDir, `T.${'a'.repeat(32)}`))}, ${JSON.stringify(forged)});fs.renameSync(${JSON.stringify(path.join(dropDir, `T.${'a'.repeat(32)}`))}, ${JSON.stringify(path.join(dropDir, `D.${'a'.repeat(32)}`))});fs.symlinkSync('/etc/shadow', ${JSON.stringify(path.join(dropDir, `D.${'b'.repeat(32)}`))});`;
+  const w = await new Promise<number | null>((resolve) =>
+    spawn(process.execPath, ['-e', script], { uid: NOBODY, gid: NOBODY, stdio: 'inherit' }).on('close', resolve),
+  );
   assert.equal(w, 0);
   assert.ok(await waitUntil(() => drops().length === 0, 5000), `drop folder: ${drops().join(', ')}`);
   const q = await queueJson(cfg);
@@ -146,7 +199,10 @@ test('a drop file written by hand with a forged sender or a planted symlink is r
 test('sendmail -bs as another user goes through the drop folder too', { skip }, async () => {
   d ??= await startDaemon(cfg);
   const before = (await queueJson(cfg)).length;
-  const r = await asNobody(['-bs'], 'EHLO me\r\nMAIL FROM:<x@nobody.example>\r\nRCPT TO:<z@example.org>\r\nDATA\r\nSubject: bs\r\n\r\nbody\r\n.\r\nMAIL FROM:<ceo@bank.example>\r\nQUIT\r\n');
+  const r = await asNobody(
+    ['-bs'],
+    'EHLO me\r\nMAIL FROM:<x@nobody.example>\r\nRCPT TO:<z@example.org>\r\nDATA\r\nSubject: bs\r\n\r\nbody\r\n.\r\nMAIL FROM:<ceo@bank.example>\r\nQUIT\r\n',
+  );
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /250 2\.0\.0 Ok: queued as D\.[0-9a-f]{32}/);
   assert.match(r.stdout, /553 5\.7\.1 Sender address rejected/);
@@ -162,11 +218,20 @@ test('a drop folder in a spool another user prepared is refused by the submitter
   fs.mkdirSync(path.join(evil, 'spool', 'drop'), { recursive: true });
   fs.chmodSync(path.join(evil, 'spool', 'drop'), 0o1733);
   fs.chmodSync(path.join(evil, 'spool'), 0o711);
-  for (const p of [evil, path.join(evil, 'spool'), path.join(evil, 'spool', 'drop')]) fs.chownSync(p, NOBODY + 1, NOBODY + 1);
+  for (const p of [evil, path.join(evil, 'spool'), path.join(evil, 'spool', 'drop')])
+    fs.chownSync(p, NOBODY + 1, NOBODY + 1);
   for (const p of [other.dir, other.configDir]) fs.chmodSync(p, 0o755);
-  fs.writeFileSync(path.join(other.configDir, 'ferrymail.yaml'), `hostname: test.example\nspool: ${JSON.stringify(path.join(evil, 'spool'))}\n`, { mode: 0o644 });
+  fs.writeFileSync(
+    path.join(other.configDir, 'ferrymail.yaml'),
+    `hostname: test.example\nspool: ${JSON.stringify(path.join(evil, 'spool'))}\n`,
+    { mode: 0o644 },
+  );
   const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-    const c = spawn(process.execPath, [program, '-i', 'x@example.org'], { uid: NOBODY, gid: NOBODY, env: { FERRYMAIL_CONFIG_DIR: other.configDir, HOME: '/tmp', XDG_CACHE_HOME: '/tmp/ferrymail-nobody-cache' } });
+    const c = spawn(process.execPath, [program, '-i', 'x@example.org'], {
+      uid: NOBODY,
+      gid: NOBODY,
+      env: { FERRYMAIL_CONFIG_DIR: other.configDir, HOME: '/tmp', XDG_CACHE_HOME: '/tmp/ferrymail-nobody-cache' },
+    });
     let stderr = '';
     c.stderr.on('data', (b) => (stderr += b));
     c.on('close', (code) => resolve({ code, stderr }));
@@ -177,7 +242,9 @@ test('a drop folder in a spool another user prepared is refused by the submitter
   assert.deepEqual(fs.readdirSync(path.join(evil, 'spool', 'drop')), []);
 });
 
-test("root's mail for a per-user daemon goes into that user's drop folder; a spool of another user elsewhere is refused", { skip }, async () => {
+test("root's mail for a per-user daemon goes into that user's drop folder; a spool of another user elsewhere is refused", {
+  skip,
+}, async () => {
   const user = `ferry${process.pid % 100000}`;
   const home = path.join(cfg.dir, 'home');
   fs.mkdirSync(home);
@@ -189,13 +256,23 @@ test("root's mail for a per-user daemon goes into that user's drop folder; a spo
     fs.chmodSync(home, 0o700);
     const spool = path.join(home, 'spool');
     // the user's spool as the user's own daemon makes it
-    const mk = spawnSync(process.execPath, ['-e', `import(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'spool', 'writer.js'))}).then((m) => m.openSpoolWriter(${JSON.stringify(spool)}))`], { uid, gid: uid, encoding: 'utf8' });
+    const mk = spawnSync(
+      process.execPath,
+      [
+        '-e',
+        `import(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'spool', 'writer.js'))}).then((m) => m.openSpoolWriter(${JSON.stringify(spool)}))`,
+      ],
+      { uid, gid: uid, encoding: 'utf8' },
+    );
     assert.equal(mk.status, 0, mk.stderr);
     const rootCfg = await makeConfig('', { spool });
-    const r = await run(process.execPath, [SENDMAIL, '-i', 'x@example.org'], { input: 'Subject: cron\n\nroot says hi\n', env: { FERRYMAIL_CONFIG_DIR: rootCfg.configDir } });
+    const r = await run(process.execPath, [SENDMAIL, '-i', 'x@example.org'], {
+      input: 'Subject: cron\n\nroot says hi\n',
+      env: { FERRYMAIL_CONFIG_DIR: rootCfg.configDir },
+    });
     assert.equal(r.code, 0, r.stderr);
     const drops = fs.readdirSync(path.join(spool, 'drop'));
-    assert.equal(drops.length, 1, 'in the drop folder, for the user\'s daemon to take');
+    assert.equal(drops.length, 1, "in the drop folder, for the user's daemon to take");
     const st = fs.statSync(path.join(spool, 'drop', drops[0]!));
     assert.equal(st.uid, 0, 'owned by root, the submitter');
     assert.equal(st.mode & 0o777, 0o644, 'readable by the daemon of the user');
@@ -203,10 +280,20 @@ test("root's mail for a per-user daemon goes into that user's drop folder; a spo
     const elsewhere = path.join(cfg.dir, 'elsewhere');
     fs.mkdirSync(elsewhere);
     fs.chownSync(elsewhere, uid, uid);
-    const mk2 = spawnSync(process.execPath, ['-e', `import(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'spool', 'writer.js'))}).then((m) => m.openSpoolWriter(${JSON.stringify(path.join(elsewhere, 'spool'))}))`], { uid, gid: uid, encoding: 'utf8' });
+    const mk2 = spawnSync(
+      process.execPath,
+      [
+        '-e',
+        `import(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'spool', 'writer.js'))}).then((m) => m.openSpoolWriter(${JSON.stringify(path.join(elsewhere, 'spool'))}))`,
+      ],
+      { uid, gid: uid, encoding: 'utf8' },
+    );
     assert.equal(mk2.status, 0, mk2.stderr);
     const other = await makeConfig('', { spool: path.join(elsewhere, 'spool') });
-    const r2 = await run(process.execPath, [SENDMAIL, '-i', 'x@example.org'], { input: 'Subject: s\n\nb\n', env: { FERRYMAIL_CONFIG_DIR: other.configDir } });
+    const r2 = await run(process.execPath, [SENDMAIL, '-i', 'x@example.org'], {
+      input: 'Subject: s\n\nb\n',
+      env: { FERRYMAIL_CONFIG_DIR: other.configDir },
+    });
     assert.equal(r2.code, 78, r2.stderr);
   } finally {
     spawnSync('userdel', [user]);

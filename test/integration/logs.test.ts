@@ -42,7 +42,13 @@ test('text logs mark a received message with <= and its facts', async () => {
   try {
     const id = await sendOne(d.cfg.port);
     await new Promise((r) => setTimeout(r, 200));
-    assert.match(d.log(), new RegExp(`^\\S+ <= ${id} from=<a@example\\.com> size=\\d+ rcpts=1 proto=ESMTP peer=\\[127\\.0\\.0\\.1\\] helo=evil\\.example`, 'm'));
+    assert.match(
+      d.log(),
+      new RegExp(
+        `^\\S+ <= ${id} from=<a@example\\.com> size=\\d+ rcpts=1 proto=ESMTP peer=\\[127\\.0\\.0\\.1\\] helo=evil\\.example`,
+        'm',
+      ),
+    );
   } finally {
     await d.stop();
   }
@@ -53,7 +59,15 @@ test('an IPv6 listen address the host does not have is skipped with a warning, t
   const fs = await import('node:fs');
   const path = await import('node:path');
   const file = path.join(cfg.configDir, 'ferrymail.yaml');
-  fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace(/listen: \[(.*)\]/, 'listen: [$1, "[2001:db8::1]:$${cfg.port}"]'.replace('$${cfg.port}', String(cfg.port))));
+  fs.writeFileSync(
+    file,
+    fs
+      .readFileSync(file, 'utf8')
+      .replace(
+        /listen: \[(.*)\]/,
+        'listen: [$1, "[2001:db8::1]:$${cfg.port}"]'.replace('$${cfg.port}', String(cfg.port)),
+      ),
+  );
   const d = await startDaemon(cfg);
   try {
     assert.match(d.log(), /cannot listen on \[2001:db8::1\]:\d+: EADDRNOTAVAIL; going on without it/);

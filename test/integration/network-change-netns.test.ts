@@ -7,7 +7,17 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { after, test } from 'node:test';
-import { FERRYMAIL, makeConfig, ROOT, run, sendmail, startDaemon, waitUntil, writeRoute, type TestConfig } from '../helpers.js';
+import {
+  FERRYMAIL,
+  makeConfig,
+  ROOT,
+  run,
+  sendmail,
+  startDaemon,
+  waitUntil,
+  writeRoute,
+  type TestConfig,
+} from '../helpers.js';
 
 const LAPTOP = `ferrymail-laptop-${process.pid}`;
 const HOME = `ferrymail-home-${process.pid}`;
@@ -70,7 +80,10 @@ after(() => {
 /** Starts a server script inside a namespace; resolves with a function returning its output so far. */
 async function server(ns: string, code: string): Promise<() => string> {
   let out = '';
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--input-type=module', '-e', code], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--input-type=module', '-e', code], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   servers.push(child);
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
@@ -114,8 +127,20 @@ const OFFICE_SERVER = `
 
 /** The laptop's configuration: a rule per network, a route per connection, each with its identity. */
 async function laptopConfig(): Promise<TestConfig> {
-  const rule = (name: string, dev: string, gw: string, net: string): string[] => [`    - connection: ${name}`, `      interface: ${dev}`, `      gateway: ${gw}`, `      cidr: ${net}`];
-  const cfg = await makeConfig(['online:', '  rules:', ...rule('home', 'h0', HOME_GW, '10.81.0.0/24'), ...rule('office', 'o0', OFFICE_GW, '10.82.0.0/24')].join('\n'));
+  const rule = (name: string, dev: string, gw: string, net: string): string[] => [
+    `    - connection: ${name}`,
+    `      interface: ${dev}`,
+    `      gateway: ${gw}`,
+    `      cidr: ${net}`,
+  ];
+  const cfg = await makeConfig(
+    [
+      'online:',
+      '  rules:',
+      ...rule('home', 'h0', HOME_GW, '10.81.0.0/24'),
+      ...rule('office', 'o0', OFFICE_GW, '10.82.0.0/24'),
+    ].join('\n'),
+  );
   const route = (name: string, host: string, domain: string): string[] => [
     `name: ${name}`,
     `connections: [${name}]`,
@@ -146,35 +171,64 @@ function link(dev: string, addr: string, gw: string, up: boolean): void {
   }
 }
 
-test('home comes and goes with sessions stuck mid-DATA; the office link gets its delivery within 2 s', { skip: skip ?? false }, async () => {
+test('home comes and goes with sessions stuck mid-DATA; the office link gets its delivery within 2 s', {
+  skip: skip ?? false,
+}, async () => {
   const homeOut = await server(HOME, HOME_SERVER);
   const officeOut = await server(OFFICE, OFFICE_SERVER);
   const cfg = await laptopConfig();
   const d = await startDaemon(cfg, [], { netns: LAPTOP });
   try {
-    const body = ('x'.repeat(998) + '\n').repeat(2100); // about 2 MB
+    const body = `${'x'.repeat(998)}\n`.repeat(2100); // about 2 MB
     for (let i = 0; i < 20; i++) {
-      const r = await sendmail(cfg, ['-i', '-f', 'bob@laptop.local', `friend${i}@example.org`], `Subject: big ${i}\n\n${body}`);
+      const r = await sendmail(
+        cfg,
+        ['-i', '-f', 'bob@laptop.local', `friend${i}@example.org`],
+        `Subject: big ${i}\n\n${body}`,
+      );
       assert.equal(r.code, 0, r.stderr);
     }
     // home for a moment: two sessions get as far as DATA and hang there
     link('h0', '10.81.0.2/24', HOME_GW, true);
-    assert.ok(await waitUntil(() => (homeOut().match(/stuck/g) ?? []).length >= 1, 15_000), `home: ${homeOut()}\n${d.log()}`);
+    assert.ok(
+      await waitUntil(() => (homeOut().match(/stuck/g) ?? []).length >= 1, 15_000),
+      `home: ${homeOut()}\n${d.log()}`,
+    );
     // the daemon shows it in flight
     const during = await run(process.execPath, [FERRYMAIL, '--config-dir', cfg.configDir, 'status']);
     assert.match(during.stdout, /^in flight: [0-9A-Z]{16} by route home since \S+, \d+ bytes sent/m);
     await new Promise((r) => setTimeout(r, 1200));
     link('h0', '10.81.0.2/24', HOME_GW, false);
-    assert.ok(await waitUntil(() => /state=offline/.test(d.log().split('\n').filter((l) => / online state /.test(l)).at(-1) ?? ''), 10_000), d.log());
+    assert.ok(
+      await waitUntil(
+        () =>
+          /state=offline/.test(
+            d
+              .log()
+              .split('\n')
+              .filter((l) => / online state /.test(l))
+              .at(-1) ?? '',
+          ),
+        10_000,
+      ),
+      d.log(),
+    );
     await new Promise((r) => setTimeout(r, 1500));
     // the office: delivery must begin within two seconds
     const up = Date.now();
     link('o0', '10.82.0.2/24', OFFICE_GW, true);
     assert.ok(await waitUntil(() => officeOut().includes('"at"'), 10_000), `office: ${officeOut()}\n${d.log()}`);
-    const first = JSON.parse(officeOut().split('\n').find((l) => l.startsWith('{'))!) as { at: number; from: string };
+    const first = JSON.parse(
+      officeOut()
+        .split('\n')
+        .find((l) => l.startsWith('{'))!,
+    ) as { at: number; from: string };
     assert.ok(first.at - up < 2000, `the first office delivery came ${first.at - up} ms after the link`);
     assert.equal(first.from, 'bob@corp.example', 'the office identity');
-    assert.ok(await waitUntil(() => (officeOut().match(/"at"/g) ?? []).length === 20, 60_000), `office: ${officeOut()}`);
+    assert.ok(
+      await waitUntil(() => (officeOut().match(/"at"/g) ?? []).length === 20, 60_000),
+      `office: ${officeOut()}`,
+    );
     // the sessions cut at home never sent their end: deferred there, never uncertain
     assert.doesNotMatch(d.log(), /delivery uncertain/);
     assert.match(d.log(), /== [0-9A-Z]{16} .*route=home .*(the connection changed|lost during delivery)/);

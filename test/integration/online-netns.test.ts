@@ -9,7 +9,17 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { FERRYMAIL, ROOT, SENDMAIL, makeConfig, run, startDaemon, waitUntil, type RunningDaemon, type TestConfig } from '../helpers.js';
+import {
+  FERRYMAIL,
+  ROOT,
+  SENDMAIL,
+  makeConfig,
+  run,
+  startDaemon,
+  waitUntil,
+  type RunningDaemon,
+  type TestConfig,
+} from '../helpers.js';
 
 const NS = `ferrymail-online-${process.pid}`;
 const PEER = `ferrymail-peer-${process.pid}`;
@@ -82,7 +92,10 @@ async function startSink(): Promise<void> {
         });
       } });
     s.listen(${SINK_PORT}, '${GATEWAY}', () => process.stdout.write('listening\\n'));`;
-  sink = spawn('ip', ['netns', 'exec', PEER, process.execPath, '--input-type=module', '-e', code], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  sink = spawn('ip', ['netns', 'exec', PEER, process.execPath, '--input-type=module', '-e', code], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   sink.stdout!.on('data', (d) => (sinkLog += d));
   sink.stderr!.on('data', (d) => (sinkLog += d));
   assert.ok(await waitUntil(() => sinkLog.includes('listening'), 15_000), `sink did not start: ${sinkLog}`);
@@ -98,24 +111,45 @@ function delivered(): string[] {
 
 /** Runs a program inside the namespace. */
 function inNs(args: string[], cfg: TestConfig, input = ''): ReturnType<typeof run> {
-  return run('ip', ['netns', 'exec', NS, process.execPath, ...args], { input, env: { FERRYMAIL_CONFIG_DIR: cfg.configDir } });
+  return run('ip', ['netns', 'exec', NS, process.execPath, ...args], {
+    input,
+    env: { FERRYMAIL_CONFIG_DIR: cfg.configDir },
+  });
 }
 
 /** A configuration whose rule names "lab" when v0 is up with an address and a default route via v1. */
 async function labConfig(): Promise<TestConfig> {
   const cfg = await makeConfig(
-    ['online:', '  rules:', '    - connection: lab', '      interface: v0', `      gateway: ${GATEWAY}`, '      cidr: 10.77.0.0/24'].join('\n'),
+    [
+      'online:',
+      '  rules:',
+      '    - connection: lab',
+      '      interface: v0',
+      `      gateway: ${GATEWAY}`,
+      '      cidr: 10.77.0.0/24',
+    ].join('\n'),
   );
   fs.mkdirSync(path.join(cfg.configDir, 'routes'));
   fs.writeFileSync(
     path.join(cfg.configDir, 'routes', '10-lab.yaml'),
-    ['name: lab-relay', 'connections: [lab]', 'transport:', '  type: smtp', `  host: ${GATEWAY}`, `  port: ${SINK_PORT}`, '  tls: none', ''].join('\n'),
+    [
+      'name: lab-relay',
+      'connections: [lab]',
+      'transport:',
+      '  type: smtp',
+      `  host: ${GATEWAY}`,
+      `  port: ${SINK_PORT}`,
+      '  tls: none',
+      '',
+    ].join('\n'),
   );
   return cfg;
 }
 
 /** Queue entries, read inside the namespace (the spool's locks are abstract sockets, one set per namespace). */
-async function queue(cfg: TestConfig): Promise<Array<{ id: string; recipients: Array<{ address: string; last_error?: string }> }>> {
+async function queue(
+  cfg: TestConfig,
+): Promise<Array<{ id: string; recipients: Array<{ address: string; last_error?: string }> }>> {
   const r = await inNs([FERRYMAIL, '--config-dir', cfg.configDir, 'queue', 'list', '--json'], cfg);
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout);
@@ -123,13 +157,20 @@ async function queue(cfg: TestConfig): Promise<Array<{ id: string; recipients: A
 
 /** Sends one message with sendmail inside the namespace. */
 async function send(cfg: TestConfig, to: string): Promise<void> {
-  const r = await inNs([SENDMAIL, '-i', '-f', 'alice@test.example', to], cfg, `From: alice@test.example\nTo: ${to}\nSubject: waiting\n\nhello\n`);
+  const r = await inNs(
+    [SENDMAIL, '-i', '-f', 'alice@test.example', to],
+    cfg,
+    `From: alice@test.example\nTo: ${to}\nSubject: waiting\n\nhello\n`,
+  );
   assert.equal(r.code, 0, r.stderr);
 }
 
 /** Lines of the daemon's log that record the online state. */
 function stateLines(d: RunningDaemon): string[] {
-  return d.log().split('\n').filter((l) => / online state /.test(l));
+  return d
+    .log()
+    .split('\n')
+    .filter((l) => / online state /.test(l));
 }
 
 /** The whole story for one way of watching: offline, mail waits; v0 up, delivered; v0 down, offline again. */
@@ -146,15 +187,28 @@ async function scenario(daemonEnv: NodeJS.ProcessEnv, tag: string): Promise<Runn
     const first = `first-${tag}@example.org`;
     await send(cfg, first);
     // the daemon's run defers it (offline), which sets a retry time minutes away
-    assert.ok(await waitUntil(async () => (await queue(cfg))[0]?.recipients[0]?.last_error !== undefined, 15_000), d.log());
+    assert.ok(
+      await waitUntil(async () => (await queue(cfg))[0]?.recipients[0]?.last_error !== undefined, 15_000),
+      d.log(),
+    );
     assert.equal(delivered().includes(first), false);
 
     assert.equal(ip('-n', NS, 'addr', 'add', '10.77.0.2/24', 'dev', 'v0'), null);
     assert.equal(ip('-n', NS, 'link', 'set', 'v0', 'up'), null);
     assert.equal(ip('-n', NS, 'route', 'add', 'default', 'via', GATEWAY), null);
     // the change of connection makes the daemon try the waiting mail at once, retry time or not
-    assert.ok(await waitUntil(async () => delivered().includes(first) && (await queue(cfg)).length === 0, 20_000), `${d.log()}\nsink: ${sinkLog}`);
-    assert.ok(stateLines(d).some((l) => /state=online connection=lab why="rule 1 \(lab\): interface v0, gateway 10\.77\.0\.1, address in 10\.77\.0\.0\/24"/.test(l)), d.log());
+    assert.ok(
+      await waitUntil(async () => delivered().includes(first) && (await queue(cfg)).length === 0, 20_000),
+      `${d.log()}\nsink: ${sinkLog}`,
+    );
+    assert.ok(
+      stateLines(d).some((l) =>
+        /state=online connection=lab why="rule 1 \(lab\): interface v0, gateway 10\.77\.0\.1, address in 10\.77\.0\.0\/24"/.test(
+          l,
+        ),
+      ),
+      d.log(),
+    );
     const status = await run(process.execPath, [FERRYMAIL, '--config-dir', cfg.configDir, 'status']);
     assert.match(status.stdout, /^online: online, connection lab: rule 1 \(lab\)/m);
     const now = await inNs([FERRYMAIL, '--config-dir', cfg.configDir, 'online', '--json'], cfg);
@@ -168,7 +222,10 @@ async function scenario(daemonEnv: NodeJS.ProcessEnv, tag: string): Promise<Runn
     assert.match(off.stdout, /^offline: no rule holds \(lab: v0 is down\)/);
     const second = `second-${tag}@example.org`;
     await send(cfg, second);
-    assert.ok(await waitUntil(async () => (await queue(cfg))[0]?.recipients[0]?.last_error !== undefined, 15_000), d.log());
+    assert.ok(
+      await waitUntil(async () => (await queue(cfg))[0]?.recipients[0]?.last_error !== undefined, 15_000),
+      d.log(),
+    );
     assert.equal(delivered().includes(second), false, 'nothing goes out while offline');
     assert.equal(stateLines(d).length, 3, `one log line per change of state:\n${stateLines(d).join('\n')}`);
     return d;
@@ -177,7 +234,9 @@ async function scenario(daemonEnv: NodeJS.ProcessEnv, tag: string): Promise<Runn
   }
 }
 
-test('a network change inside the namespace: ip monitor sees v0 come up and go down', { skip: skip ?? false }, async () => {
+test('a network change inside the namespace: ip monitor sees v0 come up and go down', {
+  skip: skip ?? false,
+}, async () => {
   const d = await scenario({}, 'monitor');
   assert.doesNotMatch(d.log(), /polling/);
 });

@@ -9,7 +9,19 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ferrymail, makeConfig, messageData, queueJson, run, SENDMAIL, smtpRoute, spoolFiles, tempDir, writeRoute, type TestConfig } from '../helpers.js';
+import {
+  ferrymail,
+  makeConfig,
+  messageData,
+  queueJson,
+  run,
+  SENDMAIL,
+  smtpRoute,
+  spoolFiles,
+  tempDir,
+  writeRoute,
+  type TestConfig,
+} from '../helpers.js';
 import { makeTestCa, postfixMissing, startPostfix, type PostfixInstance } from '../postfix.js';
 
 const SENDER = 'alice@laptop.local';
@@ -48,7 +60,10 @@ async function ferryTo(pf: PostfixInstance, transport: string[]): Promise<TestCo
 
 /** Queues MESSAGE with the sendmail command; returns its queue id and stored bytes (latin1). */
 async function queueMessage(cfg: TestConfig): Promise<{ id: string; stored: string }> {
-  const s = await run(process.execPath, [SENDMAIL, '-i', '-f', SENDER, ...RCPTS], { input: Buffer.from(MESSAGE, 'latin1'), env: { FERRYMAIL_CONFIG_DIR: cfg.configDir } });
+  const s = await run(process.execPath, [SENDMAIL, '-i', '-f', SENDER, ...RCPTS], {
+    input: Buffer.from(MESSAGE, 'latin1'),
+    env: { FERRYMAIL_CONFIG_DIR: cfg.configDir },
+  });
   assert.equal(s.code, 0, s.stderr);
   const q = await queueJson(cfg);
   assert.equal(q.length, 1);
@@ -83,7 +98,10 @@ async function assertRelayed(pf: PostfixInstance, stored: string): Promise<{ rec
   assert.deepEqual([...m.recipients].sort(), [...RCPTS].sort());
   const sent = split(stored);
   // From rewritten (display name kept); Reply-To is not in the route's maps and stays
-  const expectedHeader = sent.header.replace(/^From: Alice <alice@laptop\.local>\n/m, 'From: Alice <alice.smith@isp.example>\n');
+  const expectedHeader = sent.header.replace(
+    /^From: Alice <alice@laptop\.local>\n/m,
+    'From: Alice <alice.smith@isp.example>\n',
+  );
   assert.notEqual(expectedHeader, sent.header, 'the stored message has the From line the route rewrites');
   assert.equal(withoutOwnReceived(m.header, pf), expectedHeader);
   assert.match(m.header, /^Reply-To: alice@laptop\.local$/m);
@@ -158,7 +176,11 @@ describe('STARTTLS required, verified against a test CA', { skip: postfixMissing
     const f = await ferrymail(cfg, ['flush', '--connection', 'office']);
     assert.equal(f.code, 0, f.stderr);
     const q = await queueJson(cfg);
-    assert.match(f.stdout, /connection office\): 1 message due; 2 delivered, 0 deferred, 0 failed/, `ferrymail queue: ${JSON.stringify(q)}`);
+    assert.match(
+      f.stdout,
+      /connection office\): 1 message due; 2 delivered, 0 deferred, 0 failed/,
+      `ferrymail queue: ${JSON.stringify(q)}`,
+    );
     const { received } = await assertRelayed(pf, stored);
     // Postfix says ESMTPS for a message received over TLS
     assert.match(received, /with ESMTPS id /);
@@ -179,7 +201,7 @@ describe('SMTP AUTH against Cyrus SASL (sasldb)', { skip: postfixMissing({ sasl:
   test('a wrong password defers with the reason and shows the secret nowhere; the right one delivers', async () => {
     const secretDir = tempDir('ferrymail-secret-');
     const pwFile = path.join(secretDir, 'smarthost.pw');
-    fs.writeFileSync(pwFile, WRONG + '\n', { mode: 0o600 });
+    fs.writeFileSync(pwFile, `${WRONG}\n`, { mode: 0o600 });
     const cfg = await ferryTo(pf, ['tls: none', 'user: alice', `password_file: ${JSON.stringify(pwFile)}`]);
     const { stored } = await queueMessage(cfg);
 
@@ -196,17 +218,29 @@ describe('SMTP AUTH against Cyrus SASL (sasldb)', { skip: postfixMissing({ sasl:
     assert.deepEqual(await pf.queue(), [], 'Postfix got nothing');
     assert.match(pf.log(), /SASL (PLAIN|LOGIN) authentication failed/);
     // the secret is in no output, no queue listing, no spool file (nor the smarthost's log)
-    const shown = [f.stdout, f.stderr, JSON.stringify(q), (await ferrymail(cfg, ['queue', 'list'])).stdout, (await ferrymail(cfg, ['queue', 'show', q[0]!.id])).stdout, pf.log()];
+    const shown = [
+      f.stdout,
+      f.stderr,
+      JSON.stringify(q),
+      (await ferrymail(cfg, ['queue', 'list'])).stdout,
+      (await ferrymail(cfg, ['queue', 'show', q[0]!.id])).stdout,
+      pf.log(),
+    ];
     const spool = fs.readdirSync(cfg.spool, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
-    for (const e of spool) shown.push(fs.readFileSync(path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name), 'latin1'));
+    for (const e of spool)
+      shown.push(fs.readFileSync(path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name), 'latin1'));
     for (const text of shown) {
-      for (const secret of [WRONG, Buffer.from(WRONG).toString('base64'), Buffer.from(`\0alice\0${WRONG}`).toString('base64')]) {
+      for (const secret of [
+        WRONG,
+        Buffer.from(WRONG).toString('base64'),
+        Buffer.from(`\0alice\0${WRONG}`).toString('base64'),
+      ]) {
         assert.ok(!text.includes(secret), `secret shown: ${text.slice(0, 300)}`);
       }
     }
 
     // the administrator fixes the password file; the next flush delivers, logged in
-    fs.writeFileSync(pwFile, RIGHT + '\n', { mode: 0o600 });
+    fs.writeFileSync(pwFile, `${RIGHT}\n`, { mode: 0o600 });
     const g = await ferrymail(cfg, ['flush', '--connection', 'office']);
     assert.equal(g.code, 0, g.stderr);
     assert.match(g.stdout, /1 message due; 2 delivered, 0 deferred, 0 failed/);

@@ -6,7 +6,17 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { ferrymail, makeConfig, queueJson, sendmail, smtpSend, startDaemon, stopDaemon, waitUntil, type TestConfig } from '../helpers.js';
+import {
+  ferrymail,
+  makeConfig,
+  queueJson,
+  sendmail,
+  smtpSend,
+  startDaemon,
+  stopDaemon,
+  waitUntil,
+  type TestConfig,
+} from '../helpers.js';
 
 /** A configuration with one permanent pipe route to procmail running rcfile text; DEST is a temp dir. */
 async function setup(rc: string, transport: string[] = []): Promise<TestConfig & { dest: string }> {
@@ -16,10 +26,29 @@ async function setup(rc: string, transport: string[] = []): Promise<TestConfig &
   const rcfile = path.join(cfg.dir, 'procmailrc');
   fs.writeFileSync(rcfile, rc);
   fs.mkdirSync(path.join(cfg.configDir, 'routes'));
-  const command = ['procmail', '-m', `DEST=${dest}`, rcfile, '${recipient}', '${local_part}', '${domain}', '${sender}', '${id}', '${route}'];
+  const command = [
+    'procmail',
+    '-m',
+    `DEST=${dest}`,
+    rcfile,
+    '${recipient}',
+    '${local_part}',
+    '${domain}',
+    '${sender}',
+    '${id}',
+    '${route}',
+  ];
   fs.writeFileSync(
     path.join(cfg.configDir, 'routes', '10-local.yaml'),
-    ['name: local', 'permanent: true', 'transport:', '  type: pipe', `  command: ${JSON.stringify(command)}`, ...transport.map((l) => `  ${l}`), ''].join('\n'),
+    [
+      'name: local',
+      'permanent: true',
+      'transport:',
+      '  type: pipe',
+      `  command: ${JSON.stringify(command)}`,
+      ...transport.map((l) => `  ${l}`),
+      '',
+    ].join('\n'),
   );
   return { ...cfg, dest };
 }
@@ -39,7 +68,7 @@ function hostile(canary: string): string[] {
     '"a b"@x.example',
     `"a;touch ${canary}"@x.example`,
     `"$(touch ${canary})"@x.example`,
-    '`touch${IFS}' + canary + '`@x.example',
+    `\`touch\${IFS}${canary}\`@x.example`,
     `-oQ${canary}@x.example`,
     "'$HOME'|x@x.example",
   ];
@@ -47,9 +76,13 @@ function hostile(canary: string): string[] {
 
 /** The procmail log lines and the messages in the maildir. */
 function landed(dest: string): { log: string[]; messages: string[] } {
-  const log = fs.existsSync(path.join(dest, 'log')) ? fs.readFileSync(path.join(dest, 'log'), 'latin1').split('\n').filter(Boolean) : [];
+  const log = fs.existsSync(path.join(dest, 'log'))
+    ? fs.readFileSync(path.join(dest, 'log'), 'latin1').split('\n').filter(Boolean)
+    : [];
   const dir = path.join(dest, 'Maildir', 'new');
-  const messages = fs.existsSync(dir) ? fs.readdirSync(dir).map((f) => fs.readFileSync(path.join(dir, f), 'latin1')) : [];
+  const messages = fs.existsSync(dir)
+    ? fs.readdirSync(dir).map((f) => fs.readFileSync(path.join(dir, f), 'latin1'))
+    : [];
   return { log, messages };
 }
 
@@ -57,7 +90,11 @@ test('sendmail: hostile recipients reach procmail as plain text, nothing runs a 
   const cfg = await setup(MAILDIR_RC);
   const canary = path.join(cfg.dir, 'canary');
   const rcpts = hostile(canary);
-  const s = await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', '--', ...rcpts], 'From: alice@laptop.local\nSubject: hostile\n\nFrom the body\nbye\n');
+  const s = await sendmail(
+    cfg,
+    ['-i', '-f', 'alice@laptop.local', '--', ...rcpts],
+    'From: alice@laptop.local\nSubject: hostile\n\nFrom the body\nbye\n',
+  );
   assert.equal(s.code, 0, s.stderr);
   const f = await ferrymail(cfg, ['flush']);
   assert.equal(f.code, 0, f.stderr);
@@ -67,7 +104,10 @@ test('sendmail: hostile recipients reach procmail as plain text, nothing runs a 
   assert.ok(id, log.join('\n'));
   assert.deepEqual(
     log,
-    rcpts.map((r) => `rcpt=[${r}] local=[${r.slice(0, r.lastIndexOf('@'))}] domain=[x.example] sender=[alice@laptop.local] id=[${id}] route=[local]`),
+    rcpts.map(
+      (r) =>
+        `rcpt=[${r}] local=[${r.slice(0, r.lastIndexOf('@'))}] domain=[x.example] sender=[alice@laptop.local] id=[${id}] route=[local]`,
+    ),
   );
   assert.equal(messages.length, rcpts.length);
   for (const m of messages) {
@@ -83,13 +123,27 @@ test('the SMTP door: hostile recipients delivered by the daemon through procmail
   const cfg = await setup(MAILDIR_RC);
   const canary = path.join(cfg.dir, 'canary');
   // smtp-server splits RCPT TO at spaces, so the door refuses quoted local parts with spaces (501 5.1.3)
-  const rcpts = [...hostile(canary).filter((r) => !r.includes(' ')), `"a;touch\${IFS}${canary}"@x.example`, `"$(touch\${IFS}${canary})"@x.example`];
+  const rcpts = [
+    ...hostile(canary).filter((r) => !r.includes(' ')),
+    `"a;touch\${IFS}${canary}"@x.example`,
+    `"$(touch\${IFS}${canary})"@x.example`,
+  ];
   const d = await startDaemon(cfg);
   try {
-    const r = await smtpSend(cfg.port, { from: 'bob@remote.example', to: rcpts, data: 'Subject: by smtp\r\n\r\nhello\r\n' });
+    const r = await smtpSend(cfg.port, {
+      from: 'bob@remote.example',
+      to: rcpts,
+      data: 'Subject: by smtp\r\n\r\nhello\r\n',
+    });
     assert.match(r.reply, /^250 /);
-    assert.ok(await waitUntil(() => landed(cfg.dest).messages.length === rcpts.length, 15_000), `landed: ${landed(cfg.dest).log.join('\n')}\n${d.log()}`);
-    assert.deepEqual(landed(cfg.dest).log.map((l) => /^rcpt=\[(.*?)\] local=/.exec(l)?.[1]), rcpts);
+    assert.ok(
+      await waitUntil(() => landed(cfg.dest).messages.length === rcpts.length, 15_000),
+      `landed: ${landed(cfg.dest).log.join('\n')}\n${d.log()}`,
+    );
+    assert.deepEqual(
+      landed(cfg.dest).log.map((l) => /^rcpt=\[(.*?)\] local=/.exec(l)?.[1]),
+      rcpts,
+    );
     assert.equal(fs.existsSync(canary), false, 'no shell ever ran');
   } finally {
     await stopDaemon(d);
@@ -105,16 +159,26 @@ LOG="args=[$1][$2][$3][$4][$5][$6][$7][$8][$9]
 $DEST/mbox
 `;
   const cfg = await setup(rc, ['per_recipient: false', 'from_line: true']);
-  const s = await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', '--', 'b@x.example', '-c@y.example'], 'Subject: mbox\n\nFrom me\nok\n');
+  const s = await sendmail(
+    cfg,
+    ['-i', '-f', 'alice@laptop.local', '--', 'b@x.example', '-c@y.example'],
+    'Subject: mbox\n\nFrom me\nok\n',
+  );
   assert.equal(s.code, 0, s.stderr);
   const f = await ferrymail(cfg, ['flush']);
   assert.match(f.stdout, /2 delivered/);
   const log = fs.readFileSync(path.join(cfg.dest, 'log'), 'latin1').trim().split('\n');
   assert.equal(log.length, 1, 'one run');
   // ${recipient}, ${local_part} and ${domain} each became one argument per recipient
-  assert.match(log[0]!, /^args=\[b@x\.example\]\[-c@y\.example\]\[b\]\[-c\]\[x\.example\]\[y\.example\]\[alice@laptop\.local\]\[\w+\]\[local\]$/);
+  assert.match(
+    log[0]!,
+    /^args=\[b@x\.example\]\[-c@y\.example\]\[b\]\[-c\]\[x\.example\]\[y\.example\]\[alice@laptop\.local\]\[\w+\]\[local\]$/,
+  );
   const mbox = fs.readFileSync(path.join(cfg.dest, 'mbox'), 'latin1');
-  assert.match(mbox, /^From alice@laptop\.local (Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d \d{4}\n/);
+  assert.match(
+    mbox,
+    /^From alice@laptop\.local (Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d \d{4}\n/,
+  );
   assert.equal(mbox.match(/^From /gm)?.length, 1, 'one message, the body line escaped');
   assert.match(mbox, /\n\n>From me\nok\n/);
 });
@@ -145,7 +209,11 @@ LOG="sender=[$4]
 $DEST/Maildir/
 `;
   const cfg = await setup(rc);
-  const s = await sendmail(cfg, ['-i', '-f', '<>', 'nobody@x.example', 'later@x.example', 'ok@x.example'], 'Subject: codes\n\nhi\n');
+  const s = await sendmail(
+    cfg,
+    ['-i', '-f', '<>', 'nobody@x.example', 'later@x.example', 'ok@x.example'],
+    'Subject: codes\n\nhi\n',
+  );
   assert.equal(s.code, 0, s.stderr);
   const f = await ferrymail(cfg, ['flush']);
   assert.match(f.stdout, /1 delivered, 1 deferred, 1 failed/);
@@ -165,7 +233,15 @@ test('procmail -d: a local part with a leading dash is a user name to procmail, 
   fs.mkdirSync(path.join(cfg.configDir, 'routes'));
   fs.writeFileSync(
     path.join(cfg.configDir, 'routes', '50-procmail.yaml'),
-    ['name: local-procmail', 'permanent: true', 'allowed_recipients: ["*@x.example"]', 'transport:', '  type: pipe', '  command: [procmail, -d, "${local_part}"]', ''].join('\n'),
+    [
+      'name: local-procmail',
+      'permanent: true',
+      'allowed_recipients: ["*@x.example"]',
+      'transport:',
+      '  type: pipe',
+      '  command: [procmail, -d, "${local_part}"]',
+      '',
+    ].join('\n'),
   );
   // users that do not exist: procmail refuses them before it writes anything
   const rcpts = ['-ferrymail-no-user@x.example', '"ferrymail no;user"@x.example'];

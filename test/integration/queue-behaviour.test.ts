@@ -6,7 +6,17 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { ferrymail, freePort, makeConfig, queueJson, sendmail, startDaemon, stopDaemon, waitUntil, type TestConfig } from '../helpers.js';
+import {
+  ferrymail,
+  freePort,
+  makeConfig,
+  queueJson,
+  sendmail,
+  startDaemon,
+  stopDaemon,
+  waitUntil,
+  type TestConfig,
+} from '../helpers.js';
 import { startSink, type Sink, type Taken } from '../support/sink.js';
 
 let got: Taken[] = [];
@@ -56,7 +66,17 @@ after(async () => {
 
 /** A route file's text. */
 function routeFile(name: string, lines: string[], port: number): string {
-  return [`name: ${name}`, 'connections: [home]', ...lines, 'transport:', '  type: smtp', '  host: 127.0.0.1', `  port: ${port}`, '  tls: none', ''].join('\n');
+  return [
+    `name: ${name}`,
+    'connections: [home]',
+    ...lines,
+    'transport:',
+    '  type: smtp',
+    '  host: 127.0.0.1',
+    `  port: ${port}`,
+    '  tls: none',
+    '',
+  ].join('\n');
 }
 
 /** A configuration on connection "home" with the given route files (file name → text). */
@@ -75,8 +95,23 @@ async function threeRoutes(extra = ''): Promise<TestConfig> {
   return setup(
     {
       '10-lan.yaml': routeFile('lan', ['allowed_recipients: ["*@lan.example"]', 'last_route: true'], sinkPort),
-      '20-flaky.yaml': routeFile('flaky', ['allowed_recipients: ["*@flaky.example"]', 'last_route: true', 'uncertain: hold'], rudePort),
-      '30-isp.yaml': routeFile('isp', ['denied_recipients: ["*@lan.example", "*@flaky.example"]', 'rewrite:', '  envelope_sender:', '    "*@laptop.local": "*@isp.example"', '  from:', '    alice: alice.smith@isp.example'], await freePort()),
+      '20-flaky.yaml': routeFile(
+        'flaky',
+        ['allowed_recipients: ["*@flaky.example"]', 'last_route: true', 'uncertain: hold'],
+        rudePort,
+      ),
+      '30-isp.yaml': routeFile(
+        'isp',
+        [
+          'denied_recipients: ["*@lan.example", "*@flaky.example"]',
+          'rewrite:',
+          '  envelope_sender:',
+          '    "*@laptop.local": "*@isp.example"',
+          '  from:',
+          '    alice: alice.smith@isp.example',
+        ],
+        await freePort(),
+      ),
     },
     extra,
   );
@@ -100,7 +135,13 @@ test('flush --route tries that route only; the other recipients stay as they wer
   assert.match(f.stdout, /connection home, route lan only\): 1 message due; 1 delivered, 0 deferred/);
   assert.ok(got.some((g) => g.to.includes('carl@lan.example')));
   const rcpts = (await queueJson(cfg)).find((e) => e.id === id)!.recipients;
-  assert.deepEqual(rcpts.map((r: any) => [r.address, r.state, r.attempts]), [['carl@lan.example', 'delivered', 1], ['bob@example.org', 'queued', 0]]);
+  assert.deepEqual(
+    rcpts.map((r: any) => [r.address, r.state, r.attempts]),
+    [
+      ['carl@lan.example', 'delivered', 1],
+      ['bob@example.org', 'queued', 0],
+    ],
+  );
   const bad = await ferrymail(cfg, ['flush', '--route', 'nosuch']);
   assert.equal(bad.code, 64);
   assert.match(bad.stderr, /^ferrymail: no route named "nosuch" \(routes: lan, flaky, isp\)\n$/);
@@ -113,7 +154,10 @@ test('route explain ID: per recipient the route it would take now, the rewritten
   const r = await ferrymail(cfg, ['route', 'explain', id]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, new RegExp(`^message ${id} from <alice@laptop\\.local>\\nconnection: home\\n`));
-  assert.match(r.stdout, /<bob@example\.org> \(queued\): via isp\n {2}envelope sender <alice@isp\.example>\n {2}From: Alice <alice\.smith@isp\.example>\n/);
+  assert.match(
+    r.stdout,
+    /<bob@example\.org> \(queued\): via isp\n {2}envelope sender <alice@isp\.example>\n {2}From: Alice <alice\.smith@isp\.example>\n/,
+  );
   assert.match(r.stdout, /<carl@lan\.example> \(delivered\): nothing to do: delivered by lan\n/);
   const j = JSON.parse((await ferrymail(cfg, ['route', 'explain', id, '--json', '--connection', 'elsewhere'])).stdout);
   assert.equal(j.state.connection, 'elsewhere');
@@ -136,9 +180,17 @@ test('queue list, show and mailq say why each recipient waits, when it is tried 
   assert.equal(r.reason, r.last_error);
   assert.equal(Date.parse(r.next_attempt) - Date.parse(r.last_attempt), 60_000, 'queue.retry_min: 1m');
   const list = await ferrymail(cfg, ['queue', 'list']);
-  assert.match(list.stdout, new RegExp(`  deferred  <bob@example\\.org>  attempts 1  route isp  next ${r.next_attempt.replace(/[.]/g, '\\.')} \\(in \\d+s\\)  last error: 4\\d\\d `));
+  assert.match(
+    list.stdout,
+    new RegExp(
+      `  deferred  <bob@example\\.org>  attempts 1  route isp  next ${r.next_attempt.replace(/[.]/g, '\\.')} \\(in \\d+s\\)  last error: 4\\d\\d `,
+    ),
+  );
   const show = await ferrymail(cfg, ['queue', 'show', id]);
-  assert.match(show.stdout, /<bob@example\.org> deferred attempts=1 route=isp\n {4}last error: 4\d\d .*\n {4}last attempt: \S+\n {4}next attempt: \S+ \(in \d+s\)\n/);
+  assert.match(
+    show.stdout,
+    /<bob@example\.org> deferred attempts=1 route=isp\n {4}last error: 4\d\d .*\n {4}last attempt: \S+\n {4}next attempt: \S+ \(in \d+s\)\n/,
+  );
   const mailq = await sendmail(cfg, [], '', 'mailq');
   assert.match(mailq.stdout, /^ {47}\(4\d\d 4\.\d\.\d .*\)\n {47}bob@example\.org$/m);
 });
@@ -152,13 +204,19 @@ test('an uncertain delivery on a route with uncertain: hold is held and shown so
   const r = (await queueJson(cfg)).find((x) => x.id === id)!.recipients[0];
   assert.deepEqual([r.state, r.uncertain_count, r.next_attempt], ['uncertain', 1, null]);
   assert.match(r.reason, new RegExp(`held; 'ferrymail queue release ${id}' tries again`));
-  assert.match((await ferrymail(cfg, ['queue', 'list'])).stdout, /uncertain <x@flaky\.example>  attempts 1  route flaky  delivery uncertain/);
+  assert.match(
+    (await ferrymail(cfg, ['queue', 'list'])).stdout,
+    /uncertain <x@flaky\.example> {2}attempts 1 {2}route flaky {2}delivery uncertain/,
+  );
   assert.match((await sendmail(cfg, [], '', 'mailq')).stdout, /\(delivery uncertain \(it may have arrived\): held;/);
   assert.match((await ferrymail(cfg, ['flush'])).stdout, /0 messages due/, 'not tried again on its own');
   const rel = await ferrymail(cfg, ['queue', 'release', id]);
   assert.equal(rel.code, 0, rel.stderr);
   assert.equal((await queueJson(cfg)).find((x) => x.id === id)!.recipients[0].state, 'queued');
-  assert.match((await ferrymail(cfg, ['flush'])).stdout, /1 message due; 0 delivered, 0 deferred, 0 failed, 1 uncertain/);
+  assert.match(
+    (await ferrymail(cfg, ['flush'])).stdout,
+    /1 message due; 0 delivered, 0 deferred, 0 failed, 1 uncertain/,
+  );
 });
 
 test('a notice no route can carry is appended to notice_mailbox and handed to notify_command', async () => {
@@ -177,15 +235,24 @@ test('a notice no route can carry is appended to notice_mailbox and handed to no
   assert.match(text, /^From MAILER-DAEMON \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\nFrom: MAILER-DAEMON@test\.example/);
   assert.match(text, /\nAction: failed\nStatus: 5\.1\.1\n/);
   assert.equal((fs.statSync(mbox).mode & 0o777).toString(8), '600');
-  assert.match(fs.readFileSync(seen, 'utf8'), /^Undelivered Mail Returned to Sender: message \S+\n<nobody@lan\.example>: 550 5\.1\.1 /);
+  assert.match(
+    fs.readFileSync(seen, 'utf8'),
+    /^Undelivered Mail Returned to Sender: message \S+\n<nobody@lan\.example>: 550 5\.1\.1 /,
+  );
   // the notice itself still waits in the queue for a route to the sender
   const q = await queueJson(cfg);
-  assert.deepEqual(q.map((e) => [e.sender, e.recipients[0].address]), [['', 'alice@laptop.local']]);
+  assert.deepEqual(
+    q.map((e) => [e.sender, e.recipients[0].address]),
+    [['', 'alice@laptop.local']],
+  );
 });
 
 test('config set and check know durations; a bad one is refused with the key', async () => {
   const cfg = await makeConfig();
-  assert.equal((await ferrymail(cfg, ['config', 'set', 'queue.retry_min', '10m', 'queue.delay_warnings', '[2h, 1d]'])).code, 0);
+  assert.equal(
+    (await ferrymail(cfg, ['config', 'set', 'queue.retry_min', '10m', 'queue.delay_warnings', '[2h, 1d]'])).code,
+    0,
+  );
   assert.equal((await ferrymail(cfg, ['config', 'get', 'queue.retry_min'])).stdout, '600\n');
   assert.equal((await ferrymail(cfg, ['config', 'get', 'queue.delay_warnings'])).stdout, '[7200,86400]\n');
   assert.equal((await ferrymail(cfg, ['config', 'check'])).code, 0);
@@ -198,13 +265,17 @@ test('config set and check know durations; a bad one is refused with the key', a
   assert.match(check.stderr, /queue\.delay_warnings: every warning must come before queue\.lifetime/);
 });
 
-test('the daemon\'s own runs use the queue settings; flush --route goes through the daemon, errors included', async () => {
+test("the daemon's own runs use the queue settings; flush --route goes through the daemon, errors included", async () => {
   const cfg = await threeRoutes('queue:\n  retry_min: 2m\n');
   const d = await startDaemon(cfg);
   try {
     const id = await queue(cfg, ['bob@example.org', 'carl@lan.example']);
     // the daemon's run soon after new mail: carl goes by lan, bob's isp server is not there
-    const settled = await waitUntil(async () => (await queueJson(cfg)).find((e) => e.id === id)?.recipients[0].state === 'deferred', 15_000, 100);
+    const settled = await waitUntil(
+      async () => (await queueJson(cfg)).find((e) => e.id === id)?.recipients[0].state === 'deferred',
+      15_000,
+      100,
+    );
     assert.ok(settled, d.log());
     const r = (await queueJson(cfg)).find((e) => e.id === id)!.recipients;
     assert.equal(Date.parse(r[0].next_attempt) - Date.parse(r[0].last_attempt), 120_000, 'queue.retry_min: 2m');

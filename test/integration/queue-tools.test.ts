@@ -56,7 +56,10 @@ for (const withDaemon of [false, true]) {
       cfg = await makeConfig();
       if (withDaemon) {
         d = await startDaemon(cfg);
-        assert.ok(fs.statSync(path.join(cfg.spool, 'control.sock')).isSocket(), 'the daemon listens on its control socket');
+        assert.ok(
+          fs.statSync(path.join(cfg.spool, 'control.sock')).isSocket(),
+          'the daemon listens on its control socket',
+        );
       }
       a = await enqueue(cfg, 'alice@example.com', ['bob@example.org', 'carol@example.net'], 'first');
       b = await enqueue(cfg, 'dave@example.com', ['erin@example.org'], 'second');
@@ -71,7 +74,13 @@ for (const withDaemon of [false, true]) {
       assert.equal(r.code, 0, r.stderr);
       // with no route files, each waiting recipient says so (it is not simply "queued")
       const why = 'now: no route files \\(.*/routes/\\*\\.yaml\\): nothing can leave';
-      assert.match(r.stdout, new RegExp(`^${a}  age \\d+[smhd]  \\d+ bytes  from <alice@example\\.com>\\n  queued +<bob@example\\.org>  attempts 0  ${why}\\n  queued +<carol@example\\.net>  attempts 0  ${why}$`, 'm'));
+      assert.match(
+        r.stdout,
+        new RegExp(
+          `^${a}  age \\d+[smhd]  \\d+ bytes  from <alice@example\\.com>\\n  queued +<bob@example\\.org>  attempts 0  ${why}\\n  queued +<carol@example\\.net>  attempts 0  ${why}$`,
+          'm',
+        ),
+      );
       assert.match(r.stdout, new RegExp(`^${b}  age \\d+[smhd]  \\d+ bytes  from <dave@example\\.com>$`, 'm'));
       assert.match(r.stdout, new RegExp(`^${c}  age \\d+[smhd]  \\d+ bytes  from <>$`, 'm'));
       assert.ok(r.stdout.indexOf(a) < r.stdout.indexOf(b) && r.stdout.indexOf(b) < r.stdout.indexOf(c), 'oldest first');
@@ -79,17 +88,23 @@ for (const withDaemon of [false, true]) {
 
     test('queue list --json: every message with envelope facts', async () => {
       const list = await queueJson(cfg);
-      assert.deepEqual(list.map((e) => e.id), [a, b, c]);
+      assert.deepEqual(
+        list.map((e) => e.id),
+        [a, b, c],
+      );
       const first = list[0]!;
       assert.equal(first.place, 'queue');
       assert.equal(first.sender, 'alice@example.com');
       assert.equal(first.origin.door, 'sendmail');
       assert.ok(Number.isInteger(first.size) && first.size > 0);
       assert.ok(first.age_seconds >= 0);
-      assert.deepEqual(first.recipients.map((r: any) => [r.address, r.state, r.attempts]), [
-        ['bob@example.org', 'queued', 0],
-        ['carol@example.net', 'queued', 0],
-      ]);
+      assert.deepEqual(
+        first.recipients.map((r: any) => [r.address, r.state, r.attempts]),
+        [
+          ['bob@example.org', 'queued', 0],
+          ['carol@example.net', 'queued', 0],
+        ],
+      );
       assert.equal(list[2]!.sender, '');
     });
 
@@ -100,8 +115,17 @@ for (const withDaemon of [false, true]) {
       const kbytes = Math.ceil(list.reduce((n, e) => n + e.size, 0) / 1024);
       assert.match(r.stdout, /^-Queue ID- +--Size-- +----Arrival Time---- +-Sender\/Recipient-+\n/);
       // the reason once, above the recipients it holds for (as Postfix)
-      assert.match(r.stdout, new RegExp(`^${a} +\\d+ .+  alice@example\\.com\\n +\\(no route files .*\\)\\n +bob@example\\.org\\n +carol@example\\.net\\n`, 'm'));
-      assert.match(r.stdout, new RegExp(`^${c} +\\d+ .+  MAILER-DAEMON\\n +\\(no route files .*\\)\\n +frank@example\\.org\\n`, 'm'));
+      assert.match(
+        r.stdout,
+        new RegExp(
+          `^${a} +\\d+ .+  alice@example\\.com\\n +\\(no route files .*\\)\\n +bob@example\\.org\\n +carol@example\\.net\\n`,
+          'm',
+        ),
+      );
+      assert.match(
+        r.stdout,
+        new RegExp(`^${c} +\\d+ .+  MAILER-DAEMON\\n +\\(no route files .*\\)\\n +frank@example\\.org\\n`, 'm'),
+      );
       assert.match(r.stdout, new RegExp(`\\n-- ${kbytes} Kbytes in ${list.length} Requests\\.\\n$`));
     });
 
@@ -111,7 +135,10 @@ for (const withDaemon of [false, true]) {
       assert.match(r.stdout, new RegExp(`^id: +${a}\\n`));
       assert.match(r.stdout, /^sender: +<alice@example\.com>$/m);
       assert.match(r.stdout, /^origin: +sendmail/m);
-      assert.match(r.stdout, /^recipients:\n  <bob@example\.org> queued attempts=0\n    now: no route files .*\n  <carol@example\.net> queued attempts=0\n    now: no route files .*\n\nReceived: /m);
+      assert.match(
+        r.stdout,
+        /^recipients:\n {2}<bob@example\.org> queued attempts=0\n {4}now: no route files .*\n {2}<carol@example\.net> queued attempts=0\n {4}now: no route files .*\n\nReceived: /m,
+      );
       assert.match(r.stdout, /^Subject: first$/m);
       assert.doesNotMatch(r.stdout, /body of first/);
       const j = await queueShowJson(cfg, a);
@@ -128,7 +155,14 @@ for (const withDaemon of [false, true]) {
       assert.equal(h.code, 0, h.stderr);
       assert.equal(h.stdout, `${a}: held\n`);
       const held = await queueJson(cfg);
-      assert.deepEqual(held.map((e) => [e.id, e.place]), [[a, 'hold'], [b, 'queue'], [c, 'queue']]);
+      assert.deepEqual(
+        held.map((e) => [e.id, e.place]),
+        [
+          [a, 'hold'],
+          [b, 'queue'],
+          [c, 'queue'],
+        ],
+      );
       assert.match((await ferrymail(cfg, ['queue', 'list'])).stdout, new RegExp(`^${a}  HELD  age`, 'm'));
       assert.match((await ferrymail(cfg, ['queue', 'list', '--mailq'])).stdout, new RegExp(`^${a}! `, 'm'));
       assert.match((await ferrymail(cfg, ['queue', 'show', a])).stdout, new RegExp(`^id: +${a}  \\(held\\)$`, 'm'));
@@ -137,7 +171,10 @@ for (const withDaemon of [false, true]) {
       const rel = await ferrymail(cfg, ['queue', 'release', a]);
       assert.equal(rel.code, 0, rel.stderr);
       assert.equal(rel.stdout, `${a}: released\n`);
-      assert.deepEqual((await queueJson(cfg)).map((e) => e.place), ['queue', 'queue', 'queue']);
+      assert.deepEqual(
+        (await queueJson(cfg)).map((e) => e.place),
+        ['queue', 'queue', 'queue'],
+      );
       oneLineFailure(await ferrymail(cfg, ['queue', 'release', a]), 66, a);
     });
 
@@ -151,7 +188,8 @@ for (const withDaemon of [false, true]) {
     });
 
     test('an unknown id: exit 66 and one line, for show, rm, hold and release', async () => {
-      for (const verb of ['show', 'rm', 'hold', 'release']) oneLineFailure(await ferrymail(cfg, ['queue', verb, UNKNOWN_ID]), 66, UNKNOWN_ID);
+      for (const verb of ['show', 'rm', 'hold', 'release'])
+        oneLineFailure(await ferrymail(cfg, ['queue', verb, UNKNOWN_ID]), 66, UNKNOWN_ID);
       oneLineFailure(await ferrymail(cfg, ['queue', 'rm', '../queue/x']), 66, '../queue/x');
     });
 
@@ -161,7 +199,10 @@ for (const withDaemon of [false, true]) {
       assert.equal(r.stdout, `${c}: removed\n`);
       assert.equal(r.stderr.split('\n').filter(Boolean).length, 1);
       assert.match(r.stderr, new RegExp(UNKNOWN_ID));
-      assert.deepEqual((await queueJson(cfg)).map((e) => e.id), [a]);
+      assert.deepEqual(
+        (await queueJson(cfg)).map((e) => e.id),
+        [a],
+      );
     });
 
     if (withDaemon) {
@@ -251,7 +292,7 @@ describe('ferrymail config', () => {
       '  recipients: 0',
       'bogus_key: 1',
     ];
-    const { cfg, file } = await withFile(lines.join('\n') + '\n');
+    const { cfg, file } = await withFile(`${lines.join('\n')}\n`);
     const lineOf = (start: string): number => lines.findIndex((l) => l.startsWith(start)) + 1;
     const r = await ferrymail(cfg, ['config', 'check']);
     assert.equal(r.code, 78);
@@ -266,7 +307,10 @@ describe('ferrymail config', () => {
     ];
     assert.equal(got.length, want.length, r.stderr);
     for (const [key, line] of want) {
-      assert.ok(got.some((g) => g.startsWith(`${file}:${line}: ${key}: `)), `${key} at line ${line} in:\n${r.stderr}`);
+      assert.ok(
+        got.some((g) => g.startsWith(`${file}:${line}: ${key}: `)),
+        `${key} at line ${line} in:\n${r.stderr}`,
+      );
     }
   });
 
@@ -275,20 +319,35 @@ describe('ferrymail config', () => {
     const dir = path.join(cfg.configDir, 'routes');
     fs.mkdirSync(dir);
     fs.writeFileSync(path.join(dir, '10-good.yaml'), 'connections: [home]\ntransport: {type: pipe, command: [cat]}\n');
-    fs.writeFileSync(path.join(dir, '20-bad.yaml'), 'connections: [home]\nlast_route: maybe\ntransport:\n  type: smtp\n  host: relay.example\n');
+    fs.writeFileSync(
+      path.join(dir, '20-bad.yaml'),
+      'connections: [home]\nlast_route: maybe\ntransport:\n  type: smtp\n  host: relay.example\n',
+    );
     const bad = await ferrymail(cfg, ['config', 'check']);
     assert.equal(bad.code, 78);
     const got = bad.stderr.trimEnd().split('\n');
-    assert.ok(got.some((l) => l.startsWith(`${path.join(dir, '20-bad.yaml')}:2: last_route: `)), bad.stderr);
-    assert.ok(got.some((l) => l.startsWith(`${path.join(dir, '20-bad.yaml')}:5: transport.host: host needs port`)), bad.stderr);
+    assert.ok(
+      got.some((l) => l.startsWith(`${path.join(dir, '20-bad.yaml')}:2: last_route: `)),
+      bad.stderr,
+    );
+    assert.ok(
+      got.some((l) => l.startsWith(`${path.join(dir, '20-bad.yaml')}:5: transport.host: host needs port`)),
+      bad.stderr,
+    );
     fs.rmSync(path.join(dir, '20-bad.yaml'));
     // what only shows at delivery time: a password file others can read, a pipe variable that does not
     // exist; and a route file that cannot be read
     const pw = path.join(cfg.dir, 'pw');
     fs.writeFileSync(pw, 'secret\n', { mode: 0o644 });
     fs.chmodSync(pw, 0o644);
-    fs.writeFileSync(path.join(dir, '30-pw.yaml'), `connections: [home]\ntransport: {type: smtp, host: relay.example, port: 587, user: me, password_file: ${JSON.stringify(pw)}}\n`);
-    fs.writeFileSync(path.join(dir, '40-pipe.yaml'), 'connections: [home]\ntransport: {type: pipe, command: [cat, "${reciptient}"]}\n');
+    fs.writeFileSync(
+      path.join(dir, '30-pw.yaml'),
+      `connections: [home]\ntransport: {type: smtp, host: relay.example, port: 587, user: me, password_file: ${JSON.stringify(pw)}}\n`,
+    );
+    fs.writeFileSync(
+      path.join(dir, '40-pipe.yaml'),
+      'connections: [home]\ntransport: {type: pipe, command: [cat, "${reciptient}"]}\n',
+    );
     fs.mkdirSync(path.join(dir, '50-dir.yaml'));
     const late = await ferrymail(cfg, ['config', 'check']);
     assert.equal(late.code, 78);

@@ -26,14 +26,20 @@ test('SIGHUP reloads: new limits, a new listener, a broken file refused; the dae
   try {
     assert.match(await ehlo(cfg.port), /SIZE 100000/);
     const second = await freePort();
-    fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace('message_size: 100000', 'message_size: 200000').replace(`listen: ["127.0.0.1:${cfg.port}"]`, `listen: ["127.0.0.1:${cfg.port}", "127.0.0.1:${second}"]`));
+    fs.writeFileSync(
+      file,
+      fs
+        .readFileSync(file, 'utf8')
+        .replace('message_size: 100000', 'message_size: 200000')
+        .replace(`listen: ["127.0.0.1:${cfg.port}"]`, `listen: ["127.0.0.1:${cfg.port}", "127.0.0.1:${second}"]`),
+    );
     d.child.kill('SIGHUP');
     assert.ok(await waitUntil(() => /-- configuration reloaded/.test(d.log()), 10_000), d.log());
     assert.equal(d.child.exitCode, null, 'still running');
     assert.match(await ehlo(cfg.port), /SIZE 200000/);
     assert.match(await ehlo(second), /SIZE 200000/, 'the new listener is open');
     // a broken file: refused, the old configuration stays
-    fs.writeFileSync(file, fs.readFileSync(file, 'utf8') + 'limits:\n  nonsense: 1\n');
+    fs.writeFileSync(file, `${fs.readFileSync(file, 'utf8')}limits:\n  nonsense: 1\n`);
     d.child.kill('SIGHUP');
     assert.ok(await waitUntil(() => /configuration not reloaded; the one in use stays/.test(d.log()), 10_000), d.log());
     assert.match(await ehlo(cfg.port), /SIZE 200000/);

@@ -12,11 +12,24 @@ after(closeAll);
 
 test('route test shows the certificate, what the server offers and the login; nothing is sent', async () => {
   const cert = await selfSigned('smtp.isp.example');
-  const server = await faultServer({ tls: { key: cert.key, cert: cert.cert }, auth: { mechanisms: ['PLAIN', 'LOGIN'], user: 'alice', secret: 'right-secret' } });
+  const server = await faultServer({
+    tls: { key: cert.key, cert: cert.cert },
+    auth: { mechanisms: ['PLAIN', 'LOGIN'], user: 'alice', secret: 'right-secret' },
+  });
   const cfg = await makeConfig();
   const pw = path.join(cfg.configDir, 'isp.pw');
   fs.writeFileSync(pw, 'right-secret\n', { mode: 0o600 });
-  writeRoute(cfg, '10-isp.yaml', ['name: isp', 'permanent: true', 'transport:', '  type: smtp', '  host: 127.0.0.1', `  port: ${server.port}`, '  tls: starttls', '  user: alice', `  password_file: ${pw}`]);
+  writeRoute(cfg, '10-isp.yaml', [
+    'name: isp',
+    'permanent: true',
+    'transport:',
+    '  type: smtp',
+    '  host: 127.0.0.1',
+    `  port: ${server.port}`,
+    '  tls: starttls',
+    '  user: alice',
+    `  password_file: ${pw}`,
+  ]);
   const r = await ferrymail(cfg, ['route', 'test', 'isp']);
   const fp = cert.fingerprint.replace(/:/g, '').toLowerCase();
   assert.match(r.stdout, /^tls: yes$/m);
@@ -27,7 +40,18 @@ test('route test shows the certificate, what the server offers and the login; no
   assert.match(r.stdout, /^login as the route's user: ok$/m);
   assert.equal(r.code, 69, 'a certificate that is not trusted is worth a non-zero exit');
   // pinned by the fingerprint it printed: trusted, exit 0
-  writeRoute(cfg, '10-isp.yaml', ['name: isp', 'permanent: true', 'transport:', '  type: smtp', '  host: 127.0.0.1', `  port: ${server.port}`, '  tls: starttls', `  fingerprint: ${fp}`, '  user: alice', `  password_file: ${pw}`]);
+  writeRoute(cfg, '10-isp.yaml', [
+    'name: isp',
+    'permanent: true',
+    'transport:',
+    '  type: smtp',
+    '  host: 127.0.0.1',
+    `  port: ${server.port}`,
+    '  tls: starttls',
+    `  fingerprint: ${fp}`,
+    '  user: alice',
+    `  password_file: ${pw}`,
+  ]);
   const pinned = await ferrymail(cfg, ['route', 'test', 'isp', '--json']);
   assert.equal(pinned.code, 0, pinned.stdout + pinned.stderr);
   assert.equal(JSON.parse(pinned.stdout).cert.trusted, true);

@@ -8,7 +8,8 @@ import { makeConfig, queueJson, sendmail } from '../helpers.js';
 
 test('-bs with LF line ends ends DATA at the lone dot and flags UTF-8 addresses', async () => {
   const cfg = await makeConfig();
-  const session = 'EHLO me\nMAIL FROM:<a@example.org>\nRCPT TO:<jürgen@example.org>\nDATA\nSubject: lf\n\nbody\n.\nQUIT\n';
+  const session =
+    'EHLO me\nMAIL FROM:<a@example.org>\nRCPT TO:<jürgen@example.org>\nDATA\nSubject: lf\n\nbody\n.\nQUIT\n';
   const r = await sendmail(cfg, ['-bs'], session);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /250 2\.0\.0 Ok: queued as [0-9A-Z]{16}/);
@@ -33,17 +34,22 @@ test('-bs in CRLF with a bare-LF dot inside DATA: no second message is smuggled 
 
 test('RCPT TO:<postmaster> is accepted; an IDN recipient is stored in A-labels without SMTPUTF8', async () => {
   const cfg = await makeConfig();
-  const session = 'EHLO me\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<postmaster>\r\nRCPT TO:<Postmaster@TEST.example>\r\nRCPT TO:<u@xn--bcher-kva.example>\r\nDATA\r\nSubject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n';
+  const session =
+    'EHLO me\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<postmaster>\r\nRCPT TO:<Postmaster@TEST.example>\r\nRCPT TO:<u@xn--bcher-kva.example>\r\nDATA\r\nSubject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n';
   const r = await sendmail(cfg, ['-bs'], session);
   assert.match(r.stdout, /queued as/);
   const q = await queueJson(cfg);
-  assert.deepEqual(q[0]!.recipients.map((x: { address: string }) => x.address), ['postmaster@test.example', 'u@xn--bcher-kva.example']);
+  assert.deepEqual(
+    q[0]!.recipients.map((x: { address: string }) => x.address),
+    ['postmaster@test.example', 'u@xn--bcher-kva.example'],
+  );
   assert.equal(q[0]!.smtputf8, false);
 });
 
 test('-bs input that ends in the middle of DATA: exit 75, nothing queued, no temporary file left', async () => {
   const cfg = await makeConfig();
-  const session = 'EHLO me\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: cut\r\n\r\nhalf a bo';
+  const session =
+    'EHLO me\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: cut\r\n\r\nhalf a bo';
   const r = await sendmail(cfg, ['-bs'], session);
   assert.equal(r.code, 75, r.stderr);
   assert.match(r.stderr, /ended in the middle of a message/);

@@ -59,7 +59,11 @@ async function submit(cfg: TestConfig, args: string[], input: string): Promise<S
   // with a daemon nothing is said; without one, one line says that the message waits for one
   const daemon = fs.existsSync(path.join(cfg.spool, 'control.sock'));
   if (daemon || args.includes('-odq')) assert.equal(r.stderr, '');
-  else assert.equal(r.stderr, `sendmail: queued as ${id}, but no ferrymail daemon serves ${cfg.spool}: it waits until one runs there, or 'ferrymail flush' (see docs/sendmail.md)\n`);
+  else
+    assert.equal(
+      r.stderr,
+      `sendmail: queued as ${id}, but no ferrymail daemon serves ${cfg.spool}: it waits until one runs there, or 'ferrymail flush' (see docs/sendmail.md)\n`,
+    );
   return { r, id, e: await queueShowJson(cfg, id), data: messageData(cfg, id) };
 }
 
@@ -80,7 +84,13 @@ function bodyOf(data: string): string {
 }
 
 /** Asserts that a failed command printed one line, left the queue alone and exited with code. */
-async function refused(cfg: TestConfig, args: string[], input: string, code: number, name = 'sendmail'): Promise<RunResult> {
+async function refused(
+  cfg: TestConfig,
+  args: string[],
+  input: string,
+  code: number,
+  name = 'sendmail',
+): Promise<RunResult> {
   const before = queuedIds(cfg);
   const r = await sendmail(cfg, args, input, name);
   assert.equal(r.code, code, `exit ${r.code}, stderr: ${r.stderr}`);
@@ -134,12 +144,32 @@ for (const withDaemon of [false, true]) {
         'a line after a lone dot',
         '',
       ].join('\n');
-      const s = await submit(cfg, ['-oem', '-oi', '-B8BITMIME', '-f', 'alice@example.com', '-N', 'failure,delay', '-R', 'hdrs', '--', 'bob@example.org', 'carol@example.org'], input);
+      const s = await submit(
+        cfg,
+        [
+          '-oem',
+          '-oi',
+          '-B8BITMIME',
+          '-f',
+          'alice@example.com',
+          '-N',
+          'failure,delay',
+          '-R',
+          'hdrs',
+          '--',
+          'bob@example.org',
+          'carol@example.org',
+        ],
+        input,
+      );
       assert.equal(s.e.sender, 'alice@example.com');
-      assert.deepEqual(s.e.recipients.map((r: any) => [r.address, r.notify]), [
-        ['bob@example.org', ['FAILURE', 'DELAY']],
-        ['carol@example.org', ['FAILURE', 'DELAY']],
-      ]);
+      assert.deepEqual(
+        s.e.recipients.map((r: any) => [r.address, r.notify]),
+        [
+          ['bob@example.org', ['FAILURE', 'DELAY']],
+          ['carol@example.org', ['FAILURE', 'DELAY']],
+        ],
+      );
       assert.equal(s.e.ret, 'HDRS');
       assert.equal(s.e.origin.door, 'sendmail');
       const head = headOf(s.data);
@@ -154,8 +184,15 @@ for (const withDaemon of [false, true]) {
     });
 
     test('cron: -FCronDaemon -i -B8BITMIME -oem root (From, Date, Message-ID added; root qualified)', async () => {
-      const s = await submit(cfg, ['-FCronDaemon', '-i', '-B8BITMIME', '-oem', 'root'], 'Subject: Cron <root@host> run-parts\n\njob output\n');
-      assert.deepEqual(s.e.recipients.map((r: any) => r.address), [`root@${host}`]);
+      const s = await submit(
+        cfg,
+        ['-FCronDaemon', '-i', '-B8BITMIME', '-oem', 'root'],
+        'Subject: Cron <root@host> run-parts\n\njob output\n',
+      );
+      assert.deepEqual(
+        s.e.recipients.map((r: any) => r.address),
+        [`root@${host}`],
+      );
       assert.equal(s.e.sender, `${USER}@${host}`);
       const head = headOf(s.data);
       assert.equal(header(head, 'From'), `CronDaemon <${USER}@${host}>`);
@@ -167,8 +204,15 @@ for (const withDaemon of [false, true]) {
     });
 
     test('cron: -FCronDaemon -odi -oem -oi -t takes the recipient from To', async () => {
-      const s = await submit(cfg, ['-FCronDaemon', '-odi', '-oem', '-oi', '-t'], 'To: root\nSubject: Cron <root@host> backup\n\nbackup done\n');
-      assert.deepEqual(s.e.recipients.map((r: any) => r.address), [`root@${host}`]);
+      const s = await submit(
+        cfg,
+        ['-FCronDaemon', '-odi', '-oem', '-oi', '-t'],
+        'To: root\nSubject: Cron <root@host> backup\n\nbackup done\n',
+      );
+      assert.deepEqual(
+        s.e.recipients.map((r: any) => r.address),
+        [`root@${host}`],
+      );
       assert.equal(header(headOf(s.data), 'From'), `CronDaemon <${USER}@${host}>`);
       // the bare name is qualified in the header too, so that routes' maps and the next hop see an address
       assert.equal(header(headOf(s.data), 'To'), `root@${host}`);
@@ -176,9 +220,13 @@ for (const withDaemon of [false, true]) {
     });
 
     test('PHP: -t -i takes To, Cc and Bcc; Bcc is stripped; From added without a name', async () => {
-      const input = 'To: "Jane Doe" <jane@example.org>\nCc: a@example.net, b@example.net\nBcc: secret@example.com\nSubject: php mail()\n\nHello from PHP\n.\nstill body\n';
+      const input =
+        'To: "Jane Doe" <jane@example.org>\nCc: a@example.net, b@example.net\nBcc: secret@example.com\nSubject: php mail()\n\nHello from PHP\n.\nstill body\n';
       const s = await submit(cfg, ['-t', '-i'], input);
-      assert.deepEqual(s.e.recipients.map((r: any) => r.address), ['jane@example.org', 'a@example.net', 'b@example.net', 'secret@example.com']);
+      assert.deepEqual(
+        s.e.recipients.map((r: any) => r.address),
+        ['jane@example.org', 'a@example.net', 'b@example.net', 'secret@example.com'],
+      );
       assert.doesNotMatch(s.data, /^Bcc:/im);
       assert.doesNotMatch(s.data, /secret@example\.com/);
       assert.equal(header(headOf(s.data), 'From'), `${USER}@${host}`);
@@ -192,7 +240,13 @@ for (const withDaemon of [false, true]) {
       process.env.FERRYMAIL_CONFIG_DIR = cfg.configDir;
       try {
         const transport = nodemailer.createTransport({ sendmail: true, path: SENDMAIL });
-        const info = await transport.sendMail({ from: 'app@example.com', to: 'user@example.org', bcc: 'audit@example.com', subject: 'via nodemailer', text: 'hello\n.\nworld' });
+        const info = await transport.sendMail({
+          from: 'app@example.com',
+          to: 'user@example.org',
+          bcc: 'audit@example.com',
+          subject: 'via nodemailer',
+          text: 'hello\n.\nworld',
+        });
         assert.deepEqual(info.envelope, { from: 'app@example.com', to: ['user@example.org', 'audit@example.com'] });
       } finally {
         if (saved === undefined) delete process.env.FERRYMAIL_CONFIG_DIR;
@@ -203,7 +257,10 @@ for (const withDaemon of [false, true]) {
       const id = fresh[0]!;
       const e = await queueShowJson(cfg, id);
       assert.equal(e.sender, 'app@example.com');
-      assert.deepEqual(e.recipients.map((r: any) => r.address), ['user@example.org', 'audit@example.com']);
+      assert.deepEqual(
+        e.recipients.map((r: any) => r.address),
+        ['user@example.org', 'audit@example.com'],
+      );
       const data = messageData(cfg, id);
       assert.match(e.header, /\r\nSubject: via nodemailer\r\n/);
       assert.doesNotMatch(data, /^Bcc:/im);
@@ -220,7 +277,13 @@ for (const withDaemon of [false, true]) {
       for (const r of [viaName, viaFlag]) {
         assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, /^-Queue ID- +--Size-- +----Arrival Time---- +-Sender\/Recipient-+\n/);
-        assert.match(r.stdout, new RegExp(`^${s.id} +${s.e.size} \\w{3} \\w{3} +\\d+ \\d\\d:\\d\\d:\\d\\d +listed@example\\.com\\n +\\(no route files .*\\)\\n +seen@example\\.org$`, 'm'));
+        assert.match(
+          r.stdout,
+          new RegExp(
+            `^${s.id} +${s.e.size} \\w{3} \\w{3} +\\d+ \\d\\d:\\d\\d:\\d\\d +listed@example\\.com\\n +\\(no route files .*\\)\\n +seen@example\\.org$`,
+            'm',
+          ),
+        );
         assert.match(r.stdout, new RegExp(`^-- \\d+ Kbytes in ${entries.length} Requests?\\.\\n$`, 'm'));
         assert.equal(r.stdout, viaAdmin.stdout);
       }
@@ -252,7 +315,18 @@ for (const withDaemon of [false, true]) {
 
     test('sendmail -bs speaks SMTP on standard input and output', async () => {
       const before = queuedIds(cfg);
-      const session = ['EHLO localhost', 'MAIL FROM:<bs@example.com>', 'RCPT TO:<bs-rcpt@example.org>', 'DATA', 'Subject: over -bs', '', 'bs body', '.', 'QUIT', ''].join('\r\n');
+      const session = [
+        'EHLO localhost',
+        'MAIL FROM:<bs@example.com>',
+        'RCPT TO:<bs-rcpt@example.org>',
+        'DATA',
+        'Subject: over -bs',
+        '',
+        'bs body',
+        '.',
+        'QUIT',
+        '',
+      ].join('\r\n');
       const r = await sendmail(cfg, ['-bs'], session);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, new RegExp(`^220 ${host.replace(/\./g, '\\.')} ESMTP`));
@@ -261,17 +335,33 @@ for (const withDaemon of [false, true]) {
       const id = /\r\n250 2\.0\.0 Ok: queued as ([0-9A-Z]{16})\r\n/.exec(r.stdout)?.[1];
       assert.ok(id, r.stdout);
       assert.match(r.stdout, /\r\n221 [^\r\n]*\r\n$/);
-      assert.deepEqual([...queuedIds(cfg)].filter((x) => !before.has(x)), [id]);
+      assert.deepEqual(
+        [...queuedIds(cfg)].filter((x) => !before.has(x)),
+        [id],
+      );
       const e = await queueShowJson(cfg, id);
       assert.equal(e.sender, 'bs@example.com');
-      assert.deepEqual(e.recipients.map((x: any) => x.address), ['bs-rcpt@example.org']);
+      assert.deepEqual(
+        e.recipients.map((x: any) => x.address),
+        ['bs-rcpt@example.org'],
+      );
       assert.equal(e.origin.door, 'sendmail-bs');
       assert.equal(bodyOf(messageData(cfg, id)), 'bs body\r\n');
       if (d) await logShows(d, new RegExp(`<= ${id} `));
     });
 
     test('sendmail -bs input that ends without QUIT: every command is answered, then it exits 0', async () => {
-      const session = ['EHLO localhost', 'MAIL FROM:<eof@example.com>', 'RCPT TO:<eof-rcpt@example.org>', 'DATA', 'Subject: no quit', '', 'x', '.', ''].join('\r\n');
+      const session = [
+        'EHLO localhost',
+        'MAIL FROM:<eof@example.com>',
+        'RCPT TO:<eof-rcpt@example.org>',
+        'DATA',
+        'Subject: no quit',
+        '',
+        'x',
+        '.',
+        '',
+      ].join('\r\n');
       const r = await sendmail(cfg, ['-bs'], session);
       assert.equal(r.code, 0, r.stderr);
       const id = /\r\n250 2\.0\.0 Ok: queued as ([0-9A-Z]{16})\r\n$/.exec(r.stdout)?.[1];
@@ -297,17 +387,24 @@ for (const withDaemon of [false, true]) {
         ].join('\n');
         const s = await submit(cfg, ['-i', '-f', 'dev@example.com', 'maint@example.org', 'other@example.net'], input);
         assert.equal(s.e.sender, 'dev@example.com');
-        assert.deepEqual(s.e.recipients.map((r: any) => r.address), ['maint@example.org', 'other@example.net']);
+        assert.deepEqual(
+          s.e.recipients.map((r: any) => r.address),
+          ['maint@example.org', 'other@example.net'],
+        );
         assert.equal(s.e.message_id, '<20260902123456.1-1-dev@example.com>');
         assert.equal(header(headOf(s.data), 'Date'), 'Wed, 02 Sep 2026 12:34:56 +0000');
         assert.equal(header(headOf(s.data), 'From'), 'Dev Eloper <dev@example.com>');
       });
 
       test('nodemailer: -i -f FROM RCPT... with a Bcc header: Bcc never reaches the spool', async () => {
-        const input = 'From: app@example.com\nTo: user@example.org\nBcc: audit@example.com\nSubject: receipt\nMessage-ID: <nm.1@example.com>\nDate: Thu, 03 Sep 2026 08:00:00 +0000\n\nthanks\n';
+        const input =
+          'From: app@example.com\nTo: user@example.org\nBcc: audit@example.com\nSubject: receipt\nMessage-ID: <nm.1@example.com>\nDate: Thu, 03 Sep 2026 08:00:00 +0000\n\nthanks\n';
         const s = await submit(cfg, ['-i', '-f', 'app@example.com', 'user@example.org', 'audit@example.com'], input);
         assert.equal(s.e.sender, 'app@example.com');
-        assert.deepEqual(s.e.recipients.map((r: any) => r.address), ['user@example.org', 'audit@example.com']);
+        assert.deepEqual(
+          s.e.recipients.map((r: any) => r.address),
+          ['user@example.org', 'audit@example.com'],
+        );
         assert.doesNotMatch(s.data, /^Bcc:/im);
         assert.doesNotMatch(s.data, /audit@example\.com/);
         assert.equal(s.e.message_id, '<nm.1@example.com>');
@@ -323,7 +420,10 @@ for (const withDaemon of [false, true]) {
 
       test('a bare local name among several recipients is qualified with the host name', async () => {
         const s = await submit(cfg, ['-i', 'root', 'postmaster', 'someone@example.org'], 'Subject: names\n\nx\n');
-        assert.deepEqual(s.e.recipients.map((r: any) => r.address), [`root@${host}`, `postmaster@${host}`, 'someone@example.org']);
+        assert.deepEqual(
+          s.e.recipients.map((r: any) => r.address),
+          [`root@${host}`, `postmaster@${host}`, 'someone@example.org'],
+        );
       });
 
       test('exit codes: 64 for an unknown flag and for no recipients, 65 for -t without recipient headers', async () => {
@@ -337,7 +437,11 @@ for (const withDaemon of [false, true]) {
       test('exit code 78 for a configuration with an invalid value, naming file and line', async () => {
         const broken = await makeConfig('limits:\n  message_size: lots');
         const file = path.join(broken.configDir, 'ferrymail.yaml');
-        const line = fs.readFileSync(file, 'utf8').split('\n').findIndex((l) => l.includes('message_size: lots')) + 1;
+        const line =
+          fs
+            .readFileSync(file, 'utf8')
+            .split('\n')
+            .findIndex((l) => l.includes('message_size: lots')) + 1;
         const r = await refused(broken, ['-i', 'someone@example.org'], 'Subject: x\n\nx\n', 78);
         assert.ok(r.stderr.includes(`${file}:${line}: limits.message_size: `), r.stderr);
         assert.equal((await sendmail(broken, [], '', 'mailq')).code, 78);

@@ -11,7 +11,17 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { makeConfig, RawSmtp, spoolFiles, startDaemon, stopDaemon, tempDir, waitUntil, type RunningDaemon, type TestConfig } from '../helpers.js';
+import {
+  makeConfig,
+  RawSmtp,
+  spoolFiles,
+  startDaemon,
+  stopDaemon,
+  tempDir,
+  waitUntil,
+  type RunningDaemon,
+  type TestConfig,
+} from '../helpers.js';
 
 const DAEMON_NS = `ferrymail-slots-d-${process.pid}`;
 const CLIENT_NS = `ferrymail-slots-c-${process.pid}`;
@@ -89,7 +99,9 @@ async function forwarder(ns: string, file: string, host: string): Promise<void> 
       u.on('close', () => t.end());
       t.on('close', () => u.end());
     }).listen(${JSON.stringify(file)}, () => process.stdout.write('listening\\n'));`;
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--input-type=module', '-e', code], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   forwarders.push(child);
   let out = '';
   child.stdout!.on('data', (c) => (out += c));
@@ -100,12 +112,18 @@ async function forwarder(ns: string, file: string, host: string): Promise<void> 
 before(async () => {
   if (skip) return;
   cfg = await makeConfig(
-    'limits:\n' + Object.entries(LIMITS).map(([k, v]) => `  ${k}: ${v}\n`).join(''),
+    'limits:\n' +
+      Object.entries(LIMITS)
+        .map(([k, v]) => `  ${k}: ${v}\n`)
+        .join(''),
     { port: PORT },
   );
   // listen on the namespace's loopback and on its veth address
   const file = path.join(cfg.configDir, 'ferrymail.yaml');
-  fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace(/^listen: .*$/m, `listen: ["127.0.0.1:${PORT}", "${SERVER_IP}:${PORT}"]`));
+  fs.writeFileSync(
+    file,
+    fs.readFileSync(file, 'utf8').replace(/^listen: .*$/m, `listen: ["127.0.0.1:${PORT}", "${SERVER_IP}:${PORT}"]`),
+  );
   d = await startDaemon(cfg, [], { netns: DAEMON_NS });
   await forwarder(CLIENT_NS, REMOTE, SERVER_IP);
   await forwarder(DAEMON_NS, LOCAL, '127.0.0.1');
@@ -131,12 +149,16 @@ async function open(kind: 'remote' | 'local'): Promise<[RawSmtp, string]> {
 /** A greeted session that said EHLO; retried while the daemon still counts sessions that just closed. */
 async function session(kind: 'remote' | 'local'): Promise<RawSmtp> {
   let c: RawSmtp | undefined;
-  const ok = await waitUntil(async () => {
-    const [s, r] = await open(kind);
-    if (r.startsWith('220')) c = s;
-    else s.close();
-    return !!c;
-  }, 10_000, 100);
+  const ok = await waitUntil(
+    async () => {
+      const [s, r] = await open(kind);
+      if (r.startsWith('220')) c = s;
+      else s.close();
+      return !!c;
+    },
+    10_000,
+    100,
+  );
   assert.ok(ok && c, `no ${kind} session`);
   assert.match(await c.cmd('EHLO client.example'), /^250[ -]/);
   return c;
@@ -149,7 +171,9 @@ function closeAll(): void {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-test('remote clients leave limits.reserved_local sessions to local ones; local ones may use every slot', { skip: skip ?? false }, async () => {
+test('remote clients leave limits.reserved_local sessions to local ones; local ones may use every slot', {
+  skip: skip ?? false,
+}, async () => {
   try {
     const remote: RawSmtp[] = [];
     for (let i = 0; i < LIMITS.connections - LIMITS.reserved_local; i++) {
@@ -170,11 +194,15 @@ test('remote clients leave limits.reserved_local sessions to local ones; local o
     assert.match(full, /^421 4\.7\.0 .*Too many connections/, 'limits.connections applies to local clients too');
     // a remote session ends: the place can be taken by a local client, not by a remote one
     remote.shift()!.close();
-    const freed = await waitUntil(async () => {
-      const [c, g] = await open('local');
-      if (g.startsWith('220')) local.push(c);
-      return g.startsWith('220');
-    }, 5000, 50);
+    const freed = await waitUntil(
+      async () => {
+        const [c, g] = await open('local');
+        if (g.startsWith('220')) local.push(c);
+        return g.startsWith('220');
+      },
+      5000,
+      50,
+    );
     assert.ok(freed, 'a local client gets the freed session');
     assert.match((await open('remote'))[1], /^421 4\.7\.0 /, 'all but the reserved sessions are in use');
     // with the local clients gone, remote clients are served again
@@ -185,11 +213,14 @@ test('remote clients leave limits.reserved_local sessions to local ones; local o
   }
 });
 
-test('session_time and min_data_rate end remote sessions; a message in DATA finishes first; local clients are exempt', { skip: skip ?? false }, async () => {
+test('session_time and min_data_rate end remote sessions; a message in DATA finishes first; local clients are exempt', {
+  skip: skip ?? false,
+}, async () => {
   try {
     const before = new Set(spoolFiles(cfg).msg);
     const t0 = Date.now();
-    const body = (n: number, marker: string): string => Array.from({ length: n }, () => `${marker} ${'x'.repeat(60)}\r\n`).join('');
+    const body = (n: number, marker: string): string =>
+      Array.from({ length: n }, () => `${marker} ${'x'.repeat(60)}\r\n`).join('');
 
     /** A remote session that only sends NOOP once a second: 421 at the session time limit. */
     const idleRemote = async (): Promise<void> => {
@@ -224,7 +255,11 @@ test('session_time and min_data_rate end remote sessions; a message in DATA fini
       c.send('.\r\n');
       const reply = await c.reply(10_000);
       assert.match(reply, /^250 2\.0\.0 Ok: queued as /);
-      assert.match(await c.reply(5000), /^421 4\.4\.2 test\.example Session time limit exceeded/, 'the 421 follows the reply');
+      assert.match(
+        await c.reply(5000),
+        /^421 4\.4\.2 test\.example Session time limit exceeded/,
+        'the 421 follows the reply',
+      );
       await c.waitClose(5000);
       return /queued as (\S+)/.exec(reply)![1]!;
     };
@@ -243,12 +278,15 @@ test('session_time and min_data_rate end remote sessions; a message in DATA fini
         (e: Error) => (reply = e.message),
       );
       while (!reply && Date.now() - start < 15_000) {
-        c.send('too-slow ' + 'y'.repeat(39) + '\r\n');
+        c.send(`too-slow ${'y'.repeat(39)}\r\n`);
         await sleep(500);
       }
       assert.match(reply, /^421 4\.4\.2 test\.example Data rate too low, closing connection/);
       await c.waitClose(5000);
-      assert.ok(Date.now() - start < LIMITS.session_time * 1000, 'ended by the data rate, before the session time limit');
+      assert.ok(
+        Date.now() - start < LIMITS.session_time * 1000,
+        'ended by the data rate, before the session time limit',
+      );
     };
 
     /** A local session, as slow as slowRemote and longer than the session time: served. */
@@ -259,7 +297,7 @@ test('session_time and min_data_rate end remote sessions; a message in DATA fini
       assert.match(await c.cmd('DATA'), /^354 /);
       c.send('Subject: slow but local\r\n\r\n');
       while (Date.now() < t0 + LIMITS.session_time * 1000 + 2000) {
-        c.send('local ' + 'z'.repeat(42) + '\r\n');
+        c.send(`local ${'z'.repeat(42)}\r\n`);
         await sleep(500);
       }
       c.send('.\r\n');
@@ -271,7 +309,10 @@ test('session_time and min_data_rate end remote sessions; a message in DATA fini
 
     const [, inTime, , local] = await Promise.all([idleRemote(), dataRemote(), slowRemote(), slowLocal()]);
     // the message cut off is gone; the two finished ones are stored
-    assert.ok(await waitUntil(() => spoolFiles(cfg).tmp.length === 0, 5000), `left in tmp/: ${spoolFiles(cfg).tmp.join(' ')}`);
+    assert.ok(
+      await waitUntil(() => spoolFiles(cfg).tmp.length === 0, 5000),
+      `left in tmp/: ${spoolFiles(cfg).tmp.join(' ')}`,
+    );
     const added = spoolFiles(cfg).msg.filter((f) => !before.has(f));
     assert.deepEqual(added.sort(), [inTime, local].sort());
     for (const f of added) assert.doesNotMatch(fs.readFileSync(path.join(cfg.spool, 'msg', f), 'latin1'), /too-slow/);

@@ -31,11 +31,14 @@ test('graceful shutdown on SIGTERM', async () => {
     });
     assert.ok(refused, 'no new connections once shutting down');
     assert.match(await busy.cmd('QUIT').catch(() => '421 closed'), /^(221|421)/);
-    const code = d.child.exitCode ?? (await new Promise<number | null>((resolve) => d.child.once("exit", resolve)));
+    const code = d.child.exitCode ?? (await new Promise<number | null>((resolve) => d.child.once('exit', resolve)));
     assert.equal(code, 0);
     const id = /queued as (\S+)/.exec(done)![1];
     const q = await queueJson(d.cfg);
-    assert.ok(q.some((e) => e.id === id), 'the message that got 250 is queued');
+    assert.ok(
+      q.some((e) => e.id === id),
+      'the message that got 250 is queued',
+    );
   } finally {
     d.child.kill('SIGKILL');
   }

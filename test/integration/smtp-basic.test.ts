@@ -30,9 +30,15 @@ test('a message accepted with 250 is in the queue with its envelope and a Receiv
   const e = q.find((x) => x.id === id);
   assert.ok(e, 'entry listed');
   assert.equal(e.sender, 'alice@example.com');
-  assert.deepEqual(e.recipients.map((r: { address: string; state: string }) => [r.address, r.state]), [['bob@example.org', 'queued']]);
+  assert.deepEqual(
+    e.recipients.map((r: { address: string; state: string }) => [r.address, r.state]),
+    [['bob@example.org', 'queued']],
+  );
   const data = messageData(d.cfg, id);
-  assert.match(data, /^Received: from client\.example \(\[127\.0\.0\.1\]\)\r\n?\s*by test\.example|^Received: from client\.example \(\[127\.0\.0\.1\]\) by test\.example/);
+  assert.match(
+    data,
+    /^Received: from client\.example \(\[127\.0\.0\.1\]\)\r\n?\s*by test\.example|^Received: from client\.example \(\[127\.0\.0\.1\]\) by test\.example/,
+  );
   assert.ok(data.endsWith('body line\r\n'), JSON.stringify(data.slice(-20)));
   assert.match(data, /\r\nSubject: hello\r\n/);
   assert.match(d.log(), new RegExp(`<= ${id} from=<alice@example.com>`));

@@ -5,7 +5,16 @@
 // message bytes on stdin, and it prints one JSON object with what the server answered.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { freePort, makeConfig, messageData, queueShowJson, run, startDaemon, stopDaemon, type RunningDaemon } from '../helpers.js';
+import {
+  freePort,
+  makeConfig,
+  messageData,
+  queueShowJson,
+  run,
+  startDaemon,
+  stopDaemon,
+  type RunningDaemon,
+} from '../helpers.js';
 
 const MAX_RCPTS = 4;
 
@@ -49,7 +58,9 @@ describe('smtplib', () => {
   let lmtpPort: number;
   before(async () => {
     lmtpPort = await freePort();
-    d = await startDaemon(await makeConfig(`lmtp_listen: ["127.0.0.1:${lmtpPort}"]\nlimits:\n  recipients: ${MAX_RCPTS}`));
+    d = await startDaemon(
+      await makeConfig(`lmtp_listen: ["127.0.0.1:${lmtpPort}"]\nlimits:\n  recipients: ${MAX_RCPTS}`),
+    );
   });
   after(async () => {
     await stopDaemon(d);
@@ -70,11 +81,15 @@ print(json.dumps(out))
       crlf('From: py@example.com\nTo: bob@example.org\nSubject: from smtplib\n\nplain line\n.leading dot line\n'),
     );
     assert.deepEqual(out.refused, {});
-    for (const f of ['pipelining', '8bitmime', 'smtputf8', 'dsn', 'size', 'enhancedstatuscodes']) assert.ok(out.features.includes(f), `${f} in ${out.features}`);
+    for (const f of ['pipelining', '8bitmime', 'smtputf8', 'dsn', 'size', 'enhancedstatuscodes'])
+      assert.ok(out.features.includes(f), `${f} in ${out.features}`);
     const id = idOf(out.data);
     const e = await queueShowJson(d.cfg, id);
     assert.equal(e.sender, 'py@example.com');
-    assert.deepEqual(e.recipients.map((r: any) => r.address), ['bob@example.org']);
+    assert.deepEqual(
+      e.recipients.map((r: any) => r.address),
+      ['bob@example.org'],
+    );
     assert.equal(e.origin.helo, 'client.example');
     // smtplib dot-stuffs; the spool holds the message as written
     assert.ok(messageData(d.cfg, id).endsWith('\r\n\r\nplain line\r\n.leading dot line\r\n'));
@@ -99,13 +114,24 @@ out['refused'] = {k: [c, text(r)] for k, (c, r) in s.send_message(m).items()}
 s.quit()
 print(json.dumps(out))
 `,
-      { port: d.cfg.port, from: 'Py Sender <py@example.com>', to: 'To One <to1@example.org>', cc: 'cc1@example.net', bcc: 'hidden@example.com', msgid: '<send-message-1@client.example>' },
+      {
+        port: d.cfg.port,
+        from: 'Py Sender <py@example.com>',
+        to: 'To One <to1@example.org>',
+        cc: 'cc1@example.net',
+        bcc: 'hidden@example.com',
+        msgid: '<send-message-1@client.example>',
+      },
     );
     assert.deepEqual(out.refused, {});
     const id = idOf(out.data);
     const e = await queueShowJson(d.cfg, id);
     assert.equal(e.sender, 'py@example.com');
-    assert.deepEqual(e.recipients.map((r: any) => r.address).sort(), ['cc1@example.net', 'hidden@example.com', 'to1@example.org']);
+    assert.deepEqual(e.recipients.map((r: any) => r.address).sort(), [
+      'cc1@example.net',
+      'hidden@example.com',
+      'to1@example.org',
+    ]);
     assert.equal(e.message_id, '<send-message-1@client.example>');
     const data = messageData(d.cfg, id);
     assert.doesNotMatch(data, /^Bcc:/im);
@@ -138,7 +164,10 @@ print(json.dumps(out))
     assert.equal(e.smtputf8, true);
     assert.equal(e.body, '8BITMIME');
     assert.equal(e.sender, 'zoë@example.com');
-    assert.deepEqual(e.recipients.map((r: any) => r.address), ['jürgen@example.org']);
+    assert.deepEqual(
+      e.recipients.map((r: any) => r.address),
+      ['jürgen@example.org'],
+    );
     assert.ok(Buffer.from(messageData(d.cfg, id), 'latin1').includes(Buffer.from('Straße und Grüße', 'utf8')));
   });
 
@@ -161,7 +190,10 @@ print(json.dumps(out))
     assert.equal(out.refused[over][0], 452);
     assert.match(out.refused[over][1], /^4\.5\.3 /);
     const e = await queueShowJson(d.cfg, idOf(out.data));
-    assert.deepEqual(e.recipients.map((r: any) => r.address), rcpts.slice(0, MAX_RCPTS));
+    assert.deepEqual(
+      e.recipients.map((r: any) => r.address),
+      rcpts.slice(0, MAX_RCPTS),
+    );
   });
 
   test('mail_options and rcpt_options carry DSN parameters into the envelope', async () => {
@@ -214,7 +246,11 @@ print(json.dumps(out))
 
   test('LMTP: one reply per recipient after DATA, all naming the same queued message', async () => {
     const rcpts = ['l1@example.org', 'l2@example.org', 'l3@example.org'];
-    const out = await py(LMTP_SCRIPT, { port: lmtpPort, from: 'lmtp@example.com', to: rcpts }, crlf('Subject: over lmtp\n\nlmtp body\n'));
+    const out = await py(
+      LMTP_SCRIPT,
+      { port: lmtpPort, from: 'lmtp@example.com', to: rcpts },
+      crlf('Subject: over lmtp\n\nlmtp body\n'),
+    );
     assert.equal(out.lhlo[0], 250);
     assert.match(out.lhlo[1], /PIPELINING/);
     assert.equal(out.mail, 250);
@@ -226,12 +262,19 @@ print(json.dumps(out))
     const e = await queueShowJson(d.cfg, ids[0]);
     assert.equal(e.origin.door, 'lmtp');
     assert.equal(e.protocol, 'LMTP');
-    assert.deepEqual(e.recipients.map((r: any) => r.address), rcpts);
+    assert.deepEqual(
+      e.recipients.map((r: any) => r.address),
+      rcpts,
+    );
   });
 
   test('LMTP: a recipient given twice still gets one reply per accepted RCPT', async () => {
     const rcpts = ['dup@example.org', 'other@example.org', 'DUP@example.org'];
-    const out = await py(LMTP_SCRIPT, { port: lmtpPort, from: 'lmtp@example.com', to: rcpts }, crlf('Subject: dup over lmtp\n\nlmtp body\n'));
+    const out = await py(
+      LMTP_SCRIPT,
+      { port: lmtpPort, from: 'lmtp@example.com', to: rcpts },
+      crlf('Subject: dup over lmtp\n\nlmtp body\n'),
+    );
     assert.deepEqual(out.rcpt, [250, 250, 250]);
     assert.equal(out.error, undefined, `the client waited for a reply that never came: ${JSON.stringify(out)}`);
     assert.equal(out.replies.length, 3);
@@ -240,7 +283,11 @@ print(json.dumps(out))
 
   test('LMTP: a refused message (bare LF) is refused once per recipient, repeated RCPT included', async () => {
     const rcpts = ['x1@example.org', 'x2@example.org', 'x1@example.org'];
-    const out = await py(LMTP_SCRIPT, { port: lmtpPort, from: 'lmtp@example.com', to: rcpts }, Buffer.from('Subject: bare\n\nbare line feeds\n'));
+    const out = await py(
+      LMTP_SCRIPT,
+      { port: lmtpPort, from: 'lmtp@example.com', to: rcpts },
+      Buffer.from('Subject: bare\n\nbare line feeds\n'),
+    );
     assert.deepEqual(out.rcpt, [250, 250, 250]);
     assert.equal(out.error, undefined, JSON.stringify(out));
     assert.deepEqual(

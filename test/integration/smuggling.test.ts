@@ -5,7 +5,16 @@
 // Also: invalid UTF-8 in addresses, NUL in commands, and a hook never seeing AUTH's credentials.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { makeConfig, queueJson, RawSmtp, sendmail, startDaemon, stopDaemon, type RunningDaemon, type TestConfig } from '../helpers.js';
+import {
+  makeConfig,
+  queueJson,
+  RawSmtp,
+  sendmail,
+  startDaemon,
+  stopDaemon,
+  type RunningDaemon,
+  type TestConfig,
+} from '../helpers.js';
 
 let cfg: TestConfig;
 let d: RunningDaemon;
@@ -40,7 +49,8 @@ async function toData(c: RawSmtp, from = 'alice@example.org'): Promise<void> {
 }
 
 /** What a smuggled second message would look like after the malformed end. */
-const SMUGGLED = 'MAIL FROM:<admin@bank.example>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nforged\r\n.\r\n';
+const SMUGGLED =
+  'MAIL FROM:<admin@bank.example>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nforged\r\n.\r\n';
 
 for (const [name, end] of Object.entries(BAD_ENDS)) {
   test(`smtpsmug ${name}: the malformed end is no end, the message is refused, nothing is queued`, async () => {
@@ -49,7 +59,9 @@ for (const [name, end] of Object.entries(BAD_ENDS)) {
     try {
       await toData(c);
       // the smuggled message's own end is the first real end of DATA: all of it is one message, refused
-      c.send(`From: alice@example.org\r\nSubject: ${name}\r\n\r\nThis is a test mail with a bad ending.${end}${SMUGGLED}`);
+      c.send(
+        `From: alice@example.org\r\nSubject: ${name}\r\n\r\nThis is a test mail with a bad ending.${end}${SMUGGLED}`,
+      );
       const r = await c.reply();
       assert.match(r, /^550 5\.6\.0 /, r);
       assert.match(await c.cmd('QUIT'), /^221/);
@@ -69,7 +81,10 @@ test('smtpsmug pipelining: input after DATA before the 354 gets 554 5.5.0 and th
     assert.match(await c.reply(), /^220 /);
     assert.match(await c.cmd('EHLO client.example'), /^250/);
     // RFC 2920 pipelining of MAIL, RCPT and DATA is fine; the message after DATA, in the same packet, is not
-    c.send('MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\nSubject: 1/2\r\n\r\nmail 1\r\n.\r\n' + SMUGGLED);
+    c.send(
+      'MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\nSubject: 1/2\r\n\r\nmail 1\r\n.\r\n' +
+        SMUGGLED,
+    );
     assert.match(await c.reply(), /^250 /);
     assert.match(await c.reply(), /^250 /);
     assert.match(await c.reply(), /^554 5\.5\.0 Error: SMTP protocol synchronization/);
@@ -85,7 +100,7 @@ test('the same in a later transaction of the session, as smtpsmug sends it: refu
   const c = await RawSmtp.connect(cfg.port);
   try {
     await toData(c);
-    c.send('Subject: 1/2\r\n\r\nmail 1\r\n.\r\n' + SMUGGLED);
+    c.send(`Subject: 1/2\r\n\r\nmail 1\r\n.\r\n${SMUGGLED}`);
     assert.match(await c.reply(), /^250 .*queued as/);
     assert.match(await c.reply(), /^250 /);
     assert.match(await c.reply(), /^250 /);
@@ -131,7 +146,11 @@ test('the sendmail command refuses a NUL in the message (65) and a CR or LF in -
   const nul = await sendmail(cfg, ['-i', 'x@example.org'], 'Subject: s\n\nbody\0with a NUL\n');
   assert.equal(nul.code, 65, nul.stderr);
   assert.match(nul.stderr, /NUL/);
-  const envid = await sendmail(cfg, ['-i', '-V', 'id\r\nContent-Type: text/html', 'x@example.org'], 'Subject: s\n\nb\n');
+  const envid = await sendmail(
+    cfg,
+    ['-i', '-V', 'id\r\nContent-Type: text/html', 'x@example.org'],
+    'Subject: s\n\nb\n',
+  );
   assert.equal(envid.code, 64, envid.stderr);
   assert.equal(envid.stderr.trim().split('\n').length, 1);
 });
@@ -141,7 +160,10 @@ test('an ENVID that decodes to anything but printable ASCII, or is too long, get
   try {
     assert.match(await c.reply(), /^220 /);
     assert.match(await c.cmd('EHLO client.example'), /^250/);
-    assert.match(await c.cmd('MAIL FROM:<a@example.org> ENVID=abc+FF'), /^501 5\.5\.4 Bad ENVID parameter: not printable ASCII/);
+    assert.match(
+      await c.cmd('MAIL FROM:<a@example.org> ENVID=abc+FF'),
+      /^501 5\.5\.4 Bad ENVID parameter: not printable ASCII/,
+    );
     assert.match(await c.cmd(`MAIL FROM:<a@example.org> ENVID=${'x'.repeat(101)}`), /^501 5\.5\.4 /);
     assert.match(await c.cmd('MAIL FROM:<a@example.org> ENVID=ok+2Bid'), /^250 /);
   } finally {

@@ -36,10 +36,25 @@ const swaksHome = tempDir('ferrymail-swaks-');
 
 /** Runs swaks against a loopback port; no configuration file of the user is read. */
 async function swaks(port: number, args: string[], env: NodeJS.ProcessEnv = {}): Promise<SwaksResult> {
-  const r = await run('swaks', ['--server', '127.0.0.1', '--port', String(port), '--helo', 'client.example', '--timeout', '10', ...args, '--config'], {
-    env: { SWAKS_HOME: swaksHome, ...env },
-    timeoutMs: 20_000,
-  });
+  const r = await run(
+    'swaks',
+    [
+      '--server',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--helo',
+      'client.example',
+      '--timeout',
+      '10',
+      ...args,
+      '--config',
+    ],
+    {
+      env: { SWAKS_HOME: swaksHome, ...env },
+      timeoutMs: 20_000,
+    },
+  );
   const out = r.stdout + r.stderr;
   const id = /<-\s+250 .*queued as ([0-9A-Z]{16})/.exec(out)?.[1];
   return id ? { ...r, out, id } : { ...r, out };
@@ -85,16 +100,33 @@ describe('swaks against a daemon without AUTH', () => {
 
   test('a plain submission is queued with its envelope, Received header and body', async () => {
     const body = `plain body ${randomBytes(4).toString('hex')}`;
-    const r = await swaks(d.cfg.port, ['--from', 'alice@example.com', '--to', 'bob@example.org', '--header', 'Subject: plain swaks', '--body', body]);
+    const r = await swaks(d.cfg.port, [
+      '--from',
+      'alice@example.com',
+      '--to',
+      'bob@example.org',
+      '--header',
+      'Subject: plain swaks',
+      '--body',
+      body,
+    ]);
     assert.equal(r.code, 0, r.out);
     assert.ok(r.id, r.out);
     const e = await show(d, r.id);
     assert.equal(e.sender, 'alice@example.com');
-    assert.deepEqual(e.recipients.map((x: any) => [x.address, x.state]), [['bob@example.org', 'queued']]);
+    assert.deepEqual(
+      e.recipients.map((x: any) => [x.address, x.state]),
+      [['bob@example.org', 'queued']],
+    );
     assert.equal(e.origin.door, 'smtp');
     assert.equal(e.origin.helo, 'client.example');
     assert.equal(e.body, '7BIT');
-    assert.match(unfold(e.header), new RegExp(`^Received: from client\\.example \\(\\[127\\.0\\.0\\.1\\]\\) by test\\.example \\(ferrymail\\) with ESMTP id ${r.id} for <bob@example\\.org>;`));
+    assert.match(
+      unfold(e.header),
+      new RegExp(
+        `^Received: from client\\.example \\(\\[127\\.0\\.0\\.1\\]\\) by test\\.example \\(ferrymail\\) with ESMTP id ${r.id} for <bob@example\\.org>;`,
+      ),
+    );
     assert.match(e.header, /\r\nSubject: plain swaks\r\n/);
     const data = messageData(d.cfg, r.id);
     assert.ok(data.includes(`\r\n\r\n${body}\r\n`), JSON.stringify(data));
@@ -107,14 +139,23 @@ describe('swaks against a daemon without AUTH', () => {
     assert.equal(r.code, 0, r.out);
     assert.equal((r.out.match(/<-\s+250 2\.1\.5/g) ?? []).length, rcpts.length, r.out);
     const e = await show(d, r.id!);
-    assert.deepEqual(e.recipients.map((x: any) => x.address), rcpts);
+    assert.deepEqual(
+      e.recipients.map((x: any) => x.address),
+      rcpts,
+    );
     assert.ok(e.recipients.every((x: any) => x.state === 'queued'));
     // "for <...>" names a recipient only when there is exactly one
     assert.doesNotMatch(unfold(e.header).split('\r\n')[0]!, / for </);
   });
 
   test('PIPELINING: swaks sends MAIL, RCPT and DATA before reading a reply, and the message is queued', async () => {
-    const r = await swaks(d.cfg.port, ['--pipeline', '--from', 'alice@example.com', '--to', 'p1@example.org,p2@example.org']);
+    const r = await swaks(d.cfg.port, [
+      '--pipeline',
+      '--from',
+      'alice@example.com',
+      '--to',
+      'p1@example.org,p2@example.org',
+    ]);
     assert.equal(r.code, 0, r.out);
     assert.match(r.out, /<-\s+250-PIPELINING/);
     const lines = r.stdout.split('\n');
@@ -123,12 +164,24 @@ describe('swaks against a daemon without AUTH', () => {
     assert.ok(sentData >= 0 && mailOk >= 0, r.stdout);
     assert.ok(sentData < mailOk, `DATA was sent before the MAIL reply arrived:\n${r.stdout}`);
     const e = await show(d, r.id!);
-    assert.deepEqual(e.recipients.map((x: any) => x.address), ['p1@example.org', 'p2@example.org']);
+    assert.deepEqual(
+      e.recipients.map((x: any) => x.address),
+      ['p1@example.org', 'p2@example.org'],
+    );
   });
 
   test('an 8-bit body passes byte for byte', async () => {
     const body = 'Grüße aus Köln – 8bit ✓ ½';
-    const r = await swaks(d.cfg.port, ['--from', 'alice@example.com', '--to', 'bob@example.org', '--header', 'Content-Type: text/plain; charset=utf-8', '--body', body]);
+    const r = await swaks(d.cfg.port, [
+      '--from',
+      'alice@example.com',
+      '--to',
+      'bob@example.org',
+      '--header',
+      'Content-Type: text/plain; charset=utf-8',
+      '--body',
+      body,
+    ]);
     assert.equal(r.code, 0, r.out);
     const data = fs.readFileSync(path.join(d.cfg.spool, 'msg', r.id!));
     assert.ok(data.includes(Buffer.from(`\r\n\r\n${body}\r\n`, 'utf8')), data.toString('utf8'));
@@ -153,11 +206,23 @@ describe('swaks against a daemon without AUTH', () => {
   });
 
   test('UTF-8 addresses and a UTF-8 message from swaks are kept as sent', async () => {
-    const r = await swaks(d.cfg.port, ['--from', 'zoë@example.com', '--to', 'jürgen@example.org', '--header', 'Subject: Grüße', '--body', 'Straße']);
+    const r = await swaks(d.cfg.port, [
+      '--from',
+      'zoë@example.com',
+      '--to',
+      'jürgen@example.org',
+      '--header',
+      'Subject: Grüße',
+      '--body',
+      'Straße',
+    ]);
     assert.equal(r.code, 0, r.out);
     const e = await show(d, r.id!);
     assert.equal(e.sender, 'zoë@example.com');
-    assert.deepEqual(e.recipients.map((x: any) => x.address), ['jürgen@example.org']);
+    assert.deepEqual(
+      e.recipients.map((x: any) => x.address),
+      ['jürgen@example.org'],
+    );
     const data = fs.readFileSync(path.join(d.cfg.spool, 'msg', r.id!));
     assert.ok(data.includes(Buffer.from('\r\nSubject: Grüße\r\n', 'utf8')));
     assert.ok(data.includes(Buffer.from('\r\n\r\nStraße\r\n', 'utf8')));
@@ -179,7 +244,10 @@ describe('swaks against a daemon without AUTH', () => {
     const e = await show(d, id);
     assert.equal(e.smtputf8, true);
     assert.equal(e.sender, 'zoë@example.com');
-    assert.deepEqual(e.recipients.map((x: any) => x.address), ['jürgen@example.org']);
+    assert.deepEqual(
+      e.recipients.map((x: any) => x.address),
+      ['jürgen@example.org'],
+    );
     const text = await ferrymail(d.cfg, ['queue', 'show', id]);
     assert.equal(text.code, 0, text.stderr);
     assert.match(text.stdout, /^protocol: .*SMTPUTF8/m);
@@ -197,7 +265,10 @@ describe('swaks against a daemon without AUTH', () => {
       'QUIT',
     ]);
     assert.match(replies[1]!, /\n250-DSN\n/);
-    assert.deepEqual(replies.slice(2, 6).map((x) => x.slice(0, 9)), ['250 2.1.0', '250 2.1.5', '250 2.1.5', '250 2.1.5']);
+    assert.deepEqual(
+      replies.slice(2, 6).map((x) => x.slice(0, 9)),
+      ['250 2.1.0', '250 2.1.5', '250 2.1.5', '250 2.1.5'],
+    );
     const id = queuedId(replies[7]);
     const e = await show(d, id);
     assert.equal(e.ret, 'HDRS');
@@ -230,7 +301,7 @@ describe('swaks against a daemon without AUTH', () => {
 
     const before = (await queueJson(d.cfg)).length;
     const big = path.join(swaksHome, 'big-body.txt');
-    fs.writeFileSync(big, ('x'.repeat(99) + '\n').repeat(Math.ceil((SIZE_LIMIT + 500) / 100)));
+    fs.writeFileSync(big, `${'x'.repeat(99)}\n`.repeat(Math.ceil((SIZE_LIMIT + 500) / 100)));
     const r = await swaks(d.cfg.port, ['--from', 'alice@example.com', '--to', 'bob@example.org', '--body', `@${big}`]);
     assert.notEqual(r.code, 0, r.out);
     assert.match(r.out, /<\*\*\s+552 5\.3\.4 /);
@@ -239,10 +310,18 @@ describe('swaks against a daemon without AUTH', () => {
   });
 
   test('recipients in local_domains and in the host name are accepted', async () => {
-    const r = await swaks(d.cfg.port, ['--from', 'alice@example.com', '--to', `postmaster@${LOCAL_DOMAIN},someone@test.example`]);
+    const r = await swaks(d.cfg.port, [
+      '--from',
+      'alice@example.com',
+      '--to',
+      `postmaster@${LOCAL_DOMAIN},someone@test.example`,
+    ]);
     assert.equal(r.code, 0, r.out);
     const e = await show(d, r.id!);
-    assert.deepEqual(e.recipients.map((x: any) => x.address), [`postmaster@${LOCAL_DOMAIN}`, 'someone@test.example']);
+    assert.deepEqual(
+      e.recipients.map((x: any) => x.address),
+      [`postmaster@${LOCAL_DOMAIN}`, 'someone@test.example'],
+    );
   });
 
   test('AUTH is not offered without a users file, and swaks cannot authenticate', async () => {
@@ -250,11 +329,19 @@ describe('swaks against a daemon without AUTH', () => {
     assert.equal(ehlo.code, 0, ehlo.out);
     assert.match(ehlo.out, /<-\s+250-ENHANCEDSTATUSCODES/);
     assert.doesNotMatch(ehlo.out, /AUTH/);
-    const r = await swaks(d.cfg.port, ['--from', 'alice@example.com', '--to', 'bob@example.org', '--auth', 'PLAIN', '--auth-user', 'alice'], { SWAKS_OPT_auth_password: 'unused' });
+    const r = await swaks(
+      d.cfg.port,
+      ['--from', 'alice@example.com', '--to', 'bob@example.org', '--auth', 'PLAIN', '--auth-user', 'alice'],
+      { SWAKS_OPT_auth_password: 'unused' },
+    );
     assert.notEqual(r.code, 0, r.out);
     assert.match(r.out, /did not advertise authentication/);
     assert.equal(r.id, undefined);
-    const raw = await dialogue(d.cfg.port, ['EHLO client.example', `AUTH PLAIN ${Buffer.from('\0alice\0unused').toString('base64')}`, 'QUIT']);
+    const raw = await dialogue(d.cfg.port, [
+      'EHLO client.example',
+      `AUTH PLAIN ${Buffer.from('\0alice\0unused').toString('base64')}`,
+      'QUIT',
+    ]);
     assert.match(raw[2]!, /^5\d\d 5\.\d\.\d /);
   });
 });
@@ -283,9 +370,13 @@ describe('swaks against a daemon with SMTP AUTH', () => {
 
   for (const mech of ['PLAIN', 'LOGIN']) {
     test(`AUTH ${mech} with the right password gets 235 and the message records the user`, async () => {
-      const r = await swaks(d.cfg.port, ['--from', 'alice@example.com', '--to', 'bob@example.org', '--auth', mech, '--auth-user', 'alice'], {
-        SWAKS_OPT_auth_password: password,
-      });
+      const r = await swaks(
+        d.cfg.port,
+        ['--from', 'alice@example.com', '--to', 'bob@example.org', '--auth', mech, '--auth-user', 'alice'],
+        {
+          SWAKS_OPT_auth_password: password,
+        },
+      );
       assert.equal(r.code, 0, r.out);
       assert.match(r.out, /<-\s+235 2\.7\.0 /);
       const e = await show(d, r.id!);
@@ -294,9 +385,13 @@ describe('swaks against a daemon with SMTP AUTH', () => {
     });
 
     test(`AUTH ${mech} with a wrong password gets 535 5.7.8`, async () => {
-      const r = await swaks(d.cfg.port, ['--from', 'alice@example.com', '--to', 'bob@example.org', '--auth', mech, '--auth-user', 'alice'], {
-        SWAKS_OPT_auth_password: wrong,
-      });
+      const r = await swaks(
+        d.cfg.port,
+        ['--from', 'alice@example.com', '--to', 'bob@example.org', '--auth', mech, '--auth-user', 'alice'],
+        {
+          SWAKS_OPT_auth_password: wrong,
+        },
+      );
       assert.notEqual(r.code, 0, r.out);
       assert.match(r.out, /<\*\*\s+535 5\.7\.8 /);
       assert.equal(r.id, undefined);
@@ -304,9 +399,13 @@ describe('swaks against a daemon with SMTP AUTH', () => {
   }
 
   test('an unknown user gets 535 5.7.8 too', async () => {
-    const r = await swaks(d.cfg.port, ['--from', 'alice@example.com', '--to', 'bob@example.org', '--auth', 'PLAIN', '--auth-user', 'mallory'], {
-      SWAKS_OPT_auth_password: password,
-    });
+    const r = await swaks(
+      d.cfg.port,
+      ['--from', 'alice@example.com', '--to', 'bob@example.org', '--auth', 'PLAIN', '--auth-user', 'mallory'],
+      {
+        SWAKS_OPT_auth_password: password,
+      },
+    );
     assert.notEqual(r.code, 0, r.out);
     assert.match(r.out, /<\*\*\s+535 5\.7\.8 /);
   });

@@ -12,7 +12,21 @@ before(async () => {
   const dir = tempDir();
   const cert = path.join(dir, 'cert.pem');
   const key = path.join(dir, 'key.pem');
-  const r = await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=test.example', '-days', '2', '-keyout', key, '-out', cert]);
+  const r = await run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-subj',
+    '/CN=test.example',
+    '-days',
+    '2',
+    '-keyout',
+    key,
+    '-out',
+    cert,
+  ]);
   assert.equal(r.code, 0, r.stderr);
   fs.chmodSync(key, 0o600);
   d = await startDaemon(await makeConfig(`tls:\n  cert: ${JSON.stringify(cert)}\n  key: ${JSON.stringify(key)}\n`));
@@ -53,7 +67,7 @@ s.quit()
   const q = await queueJson(d!.cfg);
   const e = q.find((x) => x.recipients[0].address === 'b@example.org');
   assert.ok(e);
-  const data = messageData(d!.cfg, e.id).replace(/\r\n[ \t]+/g, " ");
+  const data = messageData(d!.cfg, e.id).replace(/\r\n[ \t]+/g, ' ');
   assert.match(data, /with ESMTPS id/);
   assert.match(data, /\(using TLSv1\.[23] with cipher [A-Z0-9_]+\)/);
 });

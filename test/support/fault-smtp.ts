@@ -72,11 +72,32 @@ export async function closeAll(): Promise<void> {
 }
 
 /** A self-signed certificate for a name, made with openssl, and its SHA-256 fingerprint. */
-export async function selfSigned(name = 'mx.test.example', withIp = true): Promise<{ key: string; cert: string; certFile: string; fingerprint: string }> {
+export async function selfSigned(
+  name = 'mx.test.example',
+  withIp = true,
+): Promise<{ key: string; cert: string; certFile: string; fingerprint: string }> {
   const dir = tempDir();
   const key = path.join(dir, 'key.pem');
   const certFile = path.join(dir, 'cert.pem');
-  const r = await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', `/CN=${name}`, '-addext', `subjectAltName=DNS:${name}${withIp ? ',IP:127.0.0.1' : ''}`, '-days', '2', '-keyout', key, '-out', certFile]);
+  const r = await run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-subj',
+    `/CN=${name}`,
+    '-addext',
+    `subjectAltName=DNS:${name}${withIp ? ',IP:127.0.0.1' : ''}`,
+    '-days',
+    '2',
+    '-keyout',
+    key,
+    '-out',
+    certFile,
+  ]);
   if (r.code !== 0) throw new Error(`openssl failed: ${r.stderr}`);
   const cert = fs.readFileSync(certFile, 'utf8');
   const fingerprint = new crypto.X509Certificate(cert).fingerprint256;
@@ -85,13 +106,23 @@ export async function selfSigned(name = 'mx.test.example', withIp = true): Promi
 /** Starts a fault server. */
 export async function faultServer(opts: FaultOptions = {}): Promise<FaultServer> {
   const live = new Set<net.Socket>();
-  const state: FaultServer = { port: 0, connections: [], received: [], dropAll: () => live.forEach((s) => s.destroy()), close: async () => undefined };
+  const state: FaultServer = {
+    port: 0,
+    connections: [],
+    received: [],
+    dropAll: () => {
+      for (const s of live) s.destroy();
+    },
+    close: async () => undefined,
+  };
   const handle = (sock: net.Socket): void => {
     live.add(sock);
     sock.once('close', () => live.delete(sock));
     new Session(sock, opts, state).start();
   };
-  const server = opts.tls?.implicit ? tls.createServer({ key: opts.tls.key, cert: opts.tls.cert }, handle) : net.createServer(handle);
+  const server = opts.tls?.implicit
+    ? tls.createServer({ key: opts.tls.key, cert: opts.tls.cert }, handle)
+    : net.createServer(handle);
   servers.push(server);
   const where = opts.listen ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
@@ -192,16 +223,24 @@ class Session {
 
   private finishMessage(): void {
     const a = this.ask('dot', this.data);
-    if (a === undefined) this.state.received.push({ from: this.from === '<>' ? '' : this.from, to: this.to, data: this.data, connection: this.id });
+    if (a === undefined)
+      this.state.received.push({
+        from: this.from === '<>' ? '' : this.from,
+        to: this.to,
+        data: this.data,
+        connection: this.id,
+      });
     if (this.opts.lmtp && a === undefined) {
-      this.sock.write(this.to.map((t) => `250 2.0.0 <${t}> delivered`).join('\r\n') + '\r\n');
+      this.sock.write(`${this.to.map((t) => `250 2.0.0 <${t}> delivered`).join('\r\n')}\r\n`);
     } else this.answer(a, '250 2.0.0 queued as F1');
     this.from = '';
     this.to = [];
   }
 
   private command(line: string): void {
-    this.seen.commands.push(/^AUTH /i.test(line) ? line.split(' ').slice(0, 2).join(' ') : this.pendingAuth ? '(auth data)' : line);
+    this.seen.commands.push(
+      /^AUTH /i.test(line) ? line.split(' ').slice(0, 2).join(' ') : this.pendingAuth ? '(auth data)' : line,
+    );
     if (this.pendingAuth) {
       const f = this.pendingAuth;
       this.pendingAuth = undefined;
@@ -233,7 +272,8 @@ class Session {
       }
       case 'DATA': {
         const a = this.ask('data', '');
-        if (a === undefined && (!this.from || this.to.length === 0)) return void this.sock.write('554 5.5.1 no valid recipients\r\n');
+        if (a === undefined && (!this.from || this.to.length === 0))
+          return void this.sock.write('554 5.5.1 no valid recipients\r\n');
         if (this.answer(a, '354 go ahead') && a === undefined) this.inData = true;
         return;
       }
@@ -260,7 +300,13 @@ class Session {
     this.sock.write('220 2.0.0 ready for TLS\r\n');
     if (this.ask('starttls', '') === 'drop') return void this.sock.end(); // a handshake that never happens
     this.sock.removeAllListeners('data');
-    const secure = new tls.TLSSocket(this.sock, { isServer: true, key: this.opts.tls.key, cert: this.opts.tls.cert, requestCert: !!this.opts.tls.requestCert, rejectUnauthorized: false });
+    const secure = new tls.TLSSocket(this.sock, {
+      isServer: true,
+      key: this.opts.tls.key,
+      cert: this.opts.tls.cert,
+      requestCert: !!this.opts.tls.requestCert,
+      rejectUnauthorized: false,
+    });
     secure.once('secure', () => {
       const peer = secure.getPeerCertificate();
       if (peer?.subject) this.seen.clientCert = String(peer.subject.CN);
@@ -274,11 +320,13 @@ class Session {
   private auth(words: string[]): void {
     const a = this.opts.auth;
     const mech = (words[0] ?? '').toUpperCase();
-    if (!a || !a.mechanisms.includes(mech)) return void this.sock.write('504 5.5.4 mechanism not offered\r\n');
+    if (!a?.mechanisms.includes(mech)) return void this.sock.write('504 5.5.4 mechanism not offered\r\n');
     const verdict = (ok: boolean): void => {
       const forced = this.ask('auth', mech);
       if (forced !== undefined) return void this.answer(forced, '');
-      this.sock.write(ok ? '235 2.7.0 authenticated\r\n' : `535 5.7.8 authentication failed${a.failText ? ` ${a.failText}` : ''}\r\n`);
+      this.sock.write(
+        ok ? '235 2.7.0 authenticated\r\n' : `535 5.7.8 authentication failed${a.failText ? ` ${a.failText}` : ''}\r\n`,
+      );
     };
     const b64 = (s: string): string => Buffer.from(s, 'base64').toString('utf8');
     const then = (prompt: string, f: (line: string) => void): void => {
@@ -289,7 +337,10 @@ class Session {
       const check = (x: string): void => verdict(b64(x) === `\0${a.user}\0${a.secret}`);
       return words[1] ? check(words[1]) : then('', check);
     }
-    if (mech === 'LOGIN') return then('VXNlcm5hbWU6', (u) => then('UGFzc3dvcmQ6', (p) => verdict(b64(u) === a.user && b64(p) === a.secret)));
+    if (mech === 'LOGIN')
+      return then('VXNlcm5hbWU6', (u) =>
+        then('UGFzc3dvcmQ6', (p) => verdict(b64(u) === a.user && b64(p) === a.secret)),
+      );
     if (mech === 'CRAM-MD5') {
       const challenge = `<${Date.now()}.${this.id}@fault.example>`;
       const want = `${a.user} ${createHmac('md5', a.secret).update(challenge).digest('hex')}`;

@@ -34,7 +34,8 @@ export async function startSink(): Promise<Sink> {
     logger: false,
     size: 64 * 1024 * 1024,
     onRcptTo(a, _s, cb) {
-      if (a.address.startsWith('nobody@')) return cb(Object.assign(new Error('5.1.1 no such user'), { responseCode: 550 }));
+      if (a.address.startsWith('nobody@'))
+        return cb(Object.assign(new Error('5.1.1 no such user'), { responseCode: 550 }));
       cb();
     },
     onData(stream, session, cb) {

@@ -24,7 +24,10 @@ test('the delay before a failure is answered doubles per recent failure, up to t
   assert.equal(failureDelay(1), FIRST_DELAY_MS);
   assert.equal(failureDelay(99), MAX_DELAY_MS);
   const { g } = guard(10);
-  assert.deepEqual([1, 2, 3].map(() => failOnce(g, '203.0.113.5', 'bob').delayMs), [500, 1000, 2000]);
+  assert.deepEqual(
+    [1, 2, 3].map(() => failOnce(g, '203.0.113.5', 'bob').delayMs),
+    [500, 1000, 2000],
+  );
   // another name from the same address: the address's failures count
   assert.equal(failOnce(g, '203.0.113.5', 'carol').delayMs, 4000);
   // the same name from elsewhere: the name's failures count
@@ -85,9 +88,15 @@ test('a success resets its address, not the name or other addresses', () => {
   assert.equal(g.settle('203.0.113.5', 'bob', true), null);
   // the address starts again (one failure is its first); the name still holds its two and is now locked
   const r = failOnce(g, '203.0.113.5', 'bob');
-  assert.deepEqual(r.locks.map((l) => l.by), ['user']);
+  assert.deepEqual(
+    r.locks.map((l) => l.by),
+    ['user'],
+  );
   // the other address still holds its two failures: one more locks it
-  assert.deepEqual(failOnce(g, '198.51.100.1', 'eve').locks.map((l) => l.by), ['address', 'user']);
+  assert.deepEqual(
+    failOnce(g, '198.51.100.1', 'eve').locks.map((l) => l.by),
+    ['address', 'user'],
+  );
 });
 
 test('checks under way count: parallel attempts get no more than max failures of checks', () => {
@@ -107,7 +116,10 @@ test('IPv6 clients are counted by their /64, IPv4-mapped ones as IPv4', () => {
   assert.equal(clientNetwork('not an address'), 'not an address');
   const { g } = guard(2);
   failOnce(g, '2001:db8:1:2::1', 'a');
-  assert.deepEqual(failOnce(g, '2001:db8:1:2::2', 'b').locks.map((l) => l.by), ['address']);
+  assert.deepEqual(
+    failOnce(g, '2001:db8:1:2::2', 'b').locks.map((l) => l.by),
+    ['address'],
+  );
   assert.equal(g.begin('2001:db8:1:2:ffff::9', 'c').ok, false);
   assert.equal(g.begin('2001:db8:1:3::1', 'c').ok, true);
 });
@@ -125,5 +137,8 @@ test('memory is bounded: idle entries go first, then the least recently changed'
   // very long names are counted by their start
   const long = 'n'.repeat(300);
   failOnce(g, '192.0.2.50', long);
-  assert.deepEqual(failOnce(g, '192.0.2.51', long + 'tail').locks.map((l) => l.by), ['user']);
+  assert.deepEqual(
+    failOnce(g, '192.0.2.51', `${long}tail`).locks.map((l) => l.by),
+    ['user'],
+  );
 });

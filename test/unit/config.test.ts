@@ -30,7 +30,17 @@ test('every error is reported at once, with its line and key', () => {
   const dir = tempDir();
   fs.writeFileSync(
     path.join(dir, 'ferrymail.yaml'),
-    ['# comment', 'listen: ["127.0.0.1:99999", "nonsense"]', 'limits:', '  recipients: -1', '  bogus: 1', 'smtp:', '  bare_line_ends: maybe', 'colour: blue', ''].join('\n'),
+    [
+      '# comment',
+      'listen: ["127.0.0.1:99999", "nonsense"]',
+      'limits:',
+      '  recipients: -1',
+      '  bogus: 1',
+      'smtp:',
+      '  bare_line_ends: maybe',
+      'colour: blue',
+      '',
+    ].join('\n'),
   );
   try {
     loadConfig(dir);
@@ -38,7 +48,17 @@ test('every error is reported at once, with its line and key', () => {
   } catch (err) {
     assert.ok(err instanceof ConfigError);
     const got = err.issues.map((i) => `${i.line}:${i.key}`).sort();
-    assert.deepEqual(got, ['2:listen[0]', '2:listen[1]', '4:limits.recipients', '5:limits.bogus', '7:smtp.bare_line_ends', '8:colour'].sort());
+    assert.deepEqual(
+      got,
+      [
+        '2:listen[0]',
+        '2:listen[1]',
+        '4:limits.recipients',
+        '5:limits.bogus',
+        '7:smtp.bare_line_ends',
+        '8:colour',
+      ].sort(),
+    );
     assert.match(err.message, /and 5 more/);
   }
 });
@@ -46,13 +66,20 @@ test('every error is reported at once, with its line and key', () => {
 test('YAML syntax errors carry their line', () => {
   const dir = tempDir();
   fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), 'hostname: a\nlisten: [unclosed\n');
-  assert.throws(() => loadConfig(dir), (e: unknown) => e instanceof ConfigError && e.issues.some((i) => i.key === '(syntax)' && typeof i.line === 'number'));
+  assert.throws(
+    () => loadConfig(dir),
+    (e: unknown) =>
+      e instanceof ConfigError && e.issues.some((i) => i.key === '(syntax)' && typeof i.line === 'number'),
+  );
 });
 
 test('tls.cert without tls.key and unreadable files are errors', () => {
   const dir = tempDir();
   fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), 'tls:\n  cert: nothere.pem\n');
-  assert.throws(() => loadConfig(dir), (e: unknown) => e instanceof ConfigError && e.issues.length === 2);
+  assert.throws(
+    () => loadConfig(dir),
+    (e: unknown) => e instanceof ConfigError && e.issues.length === 2,
+  );
 });
 
 test('-C FILE names a settings file directly', () => {
@@ -105,7 +132,10 @@ test('docs/configuration.md documents every key of the settings table', async ()
   const { ROOT } = await import('../helpers.js');
   const doc = fs.readFileSync(path.join(ROOT, 'docs', 'configuration.md'), 'utf8');
   const missing = FIELDS.filter((f) => !doc.includes(`\`${f.key}\``));
-  assert.deepEqual(missing.map((f) => f.key), []);
+  assert.deepEqual(
+    missing.map((f) => f.key),
+    [],
+  );
 });
 
 test('the sendmail snapshot follows every change of the settings file', async () => {
@@ -141,23 +171,47 @@ test('config set takes keys that belong together in one change, all or none', ()
   fs.writeFileSync(cert, 'x');
   fs.writeFileSync(key, 'x');
   assert.throws(() => configSet(dir, [['tls.cert', cert]]), /go together/);
-  assert.throws(() => configSet(dir, [['tls.cert', cert], ['limits.errors', 'none']]), ConfigError);
+  assert.throws(
+    () =>
+      configSet(dir, [
+        ['tls.cert', cert],
+        ['limits.errors', 'none'],
+      ]),
+    ConfigError,
+  );
   assert.equal(fs.existsSync(path.join(dir, 'ferrymail.yaml')), false, 'nothing written');
-  configSet(dir, [['tls.cert', cert], ['tls.key', key]]);
+  configSet(dir, [
+    ['tls.cert', cert],
+    ['tls.key', key],
+  ]);
   const cfg = loadConfig(dir);
   assert.equal(cfg.tls.cert, cert);
   assert.equal(cfg.tls.key, key);
 });
 
-test('queue durations: written as 30s, 5m, 4h, 5d or whole seconds, held in seconds; defaults are Postfix\'s', async () => {
+test("queue durations: written as 30s, 5m, 4h, 5d or whole seconds, held in seconds; defaults are Postfix's", async () => {
   const { parseDuration, formatDuration } = await import('../../src/config/schema.js');
   assert.deepEqual(['30s', '5m', '4h', '5d', '90', 90].map(parseDuration), [30, 300, 14_400, 432_000, 90, 90]);
-  assert.deepEqual(['', '4w', '-5m', '1.5h', '5 m', null, 1.5].map(parseDuration), [undefined, undefined, undefined, undefined, undefined, undefined, undefined]);
+  assert.deepEqual(['', '4w', '-5m', '1.5h', '5 m', null, 1.5].map(parseDuration), [
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+  ]);
   assert.deepEqual([14_400, 90, 86_400 * 2].map(formatDuration), ['4h', '90s', '2d']);
   const dflt = loadConfig(tempDir()).queue;
-  assert.deepEqual([dflt.retry_min, dflt.retry_max, dflt.lifetime, dflt.delay_warnings], [300, 14_400, 432_000, [14_400]]);
+  assert.deepEqual(
+    [dflt.retry_min, dflt.retry_max, dflt.lifetime, dflt.delay_warnings],
+    [300, 14_400, 432_000, [14_400]],
+  );
   const dir = tempDir();
-  fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), 'queue:\n  retry_min: 30s\n  retry_max: 1h\n  lifetime: 2d\n  delay_warnings: [1d, 2h]\n  notice_mailbox: notices.mbox\n');
+  fs.writeFileSync(
+    path.join(dir, 'ferrymail.yaml'),
+    'queue:\n  retry_min: 30s\n  retry_max: 1h\n  lifetime: 2d\n  delay_warnings: [1d, 2h]\n  notice_mailbox: notices.mbox\n',
+  );
   const q = loadConfig(dir).queue;
   assert.deepEqual([q.retry_min, q.retry_max, q.lifetime, q.delay_warnings], [30, 3600, 172_800, [7200, 86_400]]);
   assert.equal(q.notice_mailbox, path.join(dir, 'notices.mbox'));
@@ -165,29 +219,48 @@ test('queue durations: written as 30s, 5m, 4h, 5d or whole seconds, held in seco
 
 test('bad queue durations are reported with their line; retry_min above retry_max and warnings past the lifetime too', () => {
   const dir = tempDir();
-  fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), 'queue:\n  retry_min: 5 minutes\n  lifetime: 10s\n  delay_warnings: [4h, soon]\n');
+  fs.writeFileSync(
+    path.join(dir, 'ferrymail.yaml'),
+    'queue:\n  retry_min: 5 minutes\n  lifetime: 10s\n  delay_warnings: [4h, soon]\n',
+  );
   try {
     loadConfig(dir);
     assert.fail('should throw');
   } catch (err) {
     assert.ok(err instanceof ConfigError);
-    assert.deepEqual(err.issues.map((i) => `${i.line}:${i.key}:${i.message}`), [
-      '2:queue.retry_min:must be a duration such as 30s, 5m, 4h or 5d',
-      '3:queue.lifetime:must be at least 60 s',
-      '4:queue.delay_warnings[1]:"soon": must be a duration such as 30s, 5m, 4h or 5d',
-    ]);
+    assert.deepEqual(
+      err.issues.map((i) => `${i.line}:${i.key}:${i.message}`),
+      [
+        '2:queue.retry_min:must be a duration such as 30s, 5m, 4h or 5d',
+        '3:queue.lifetime:must be at least 60 s',
+        '4:queue.delay_warnings[1]:"soon": must be a duration such as 30s, 5m, 4h or 5d',
+      ],
+    );
   }
-  fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), 'queue:\n  retry_min: 2h\n  retry_max: 1h\n  lifetime: 1d\n  delay_warnings: [1d]\n');
-  assert.throws(() => loadConfig(dir), (e: unknown) => e instanceof ConfigError && e.issues.map((i) => i.key).join() === 'queue.retry_min,queue.delay_warnings');
+  fs.writeFileSync(
+    path.join(dir, 'ferrymail.yaml'),
+    'queue:\n  retry_min: 2h\n  retry_max: 1h\n  lifetime: 1d\n  delay_warnings: [1d]\n',
+  );
+  assert.throws(
+    () => loadConfig(dir),
+    (e: unknown) =>
+      e instanceof ConfigError && e.issues.map((i) => i.key).join() === 'queue.retry_min,queue.delay_warnings',
+  );
 });
 
 test('config set takes durations and lists of durations, and refuses what is not one', () => {
   const dir = tempDir();
-  configSet(dir, [['queue.lifetime', '3d'], ['queue.delay_warnings', '[1h, 1d]']]);
+  configSet(dir, [
+    ['queue.lifetime', '3d'],
+    ['queue.delay_warnings', '[1h, 1d]'],
+  ]);
   assert.match(fs.readFileSync(path.join(dir, 'ferrymail.yaml'), 'utf8'), /lifetime: 3d/);
   const q = loadConfig(dir).queue;
   assert.deepEqual([q.lifetime, q.delay_warnings], [259_200, [3600, 86_400]]);
-  assert.throws(() => configSet(dir, [['queue.retry_max', 'forever']]), (e: unknown) => e instanceof ConfigError && /queue\.retry_max: must be a duration/.test(e.message));
+  assert.throws(
+    () => configSet(dir, [['queue.retry_max', 'forever']]),
+    (e: unknown) => e instanceof ConfigError && /queue\.retry_max: must be a duration/.test(e.message),
+  );
   assert.equal(loadConfig(dir).queue.retry_max, 14_400, 'nothing written');
   const schema = jsonSchema().queue!.properties as Record<string, { anyOf: Array<{ pattern?: string }> }>;
   assert.ok(new RegExp(schema.retry_min!.anyOf[0]!.pattern!).test('5m'));
@@ -222,22 +295,28 @@ test('online.rules: a list of rules, each key checked, every problem with its li
   } catch (err) {
     assert.ok(err instanceof ConfigError);
     const got = err.issues.map((i) => `${i.line}:${i.key}`);
-    assert.deepEqual(got.sort(), [
-      '2:online.probe_timeout',
-      '7:online.rules[1].connection',
-      '8:online.rules[1].kind',
-      '9:online.rules[1].gateway',
-      '10:online.rules[1].cidr',
-      '11:online.rules[1].probe',
-      '12:online.rules[1].colour',
-      '13:online.rules[2].connection',
-      '14:online.rules[2].default_route',
-      '15:online.rules[3]',
-    ].sort());
+    assert.deepEqual(
+      got.sort(),
+      [
+        '2:online.probe_timeout',
+        '7:online.rules[1].connection',
+        '8:online.rules[1].kind',
+        '9:online.rules[1].gateway',
+        '10:online.rules[1].cidr',
+        '11:online.rules[1].probe',
+        '12:online.rules[1].colour',
+        '13:online.rules[2].connection',
+        '14:online.rules[2].default_route',
+        '15:online.rules[3]',
+      ].sort(),
+    );
     assert.match(err.issues.find((i) => i.key === 'online.rules[2].connection')!.message, /missing/);
   }
   fs.writeFileSync(path.join(dir, 'ferrymail.yaml'), 'online:\n  rules: {connection: home}\n');
-  assert.throws(() => loadConfig(dir), (e: unknown) => e instanceof ConfigError && e.issues[0]!.message === 'must be a list of mappings');
+  assert.throws(
+    () => loadConfig(dir),
+    (e: unknown) => e instanceof ConfigError && e.issues[0]!.message === 'must be a list of mappings',
+  );
 });
 
 test('online.rules: valid rules load as written; the default is none, probes get 2 s', () => {
@@ -261,7 +340,10 @@ test('config set online.rules takes a YAML or JSON list, checked like the file',
   const dir = tempDir();
   configSet(dir, [['online.rules', '[{connection: home, ssid: "Home Net"}, {"connection": "any"}]']]);
   assert.deepEqual(loadConfig(dir).online.rules, [{ connection: 'home', ssid: 'Home Net' }, { connection: 'any' }]);
-  assert.throws(() => configSet(dir, [['online.rules', '[{ssid: x}]']]), (e: unknown) => e instanceof ConfigError && /online\.rules\[0\]\.connection/.test(e.message));
+  assert.throws(
+    () => configSet(dir, [['online.rules', '[{ssid: x}]']]),
+    (e: unknown) => e instanceof ConfigError && /online\.rules\[0\]\.connection/.test(e.message),
+  );
   assert.throws(() => configSet(dir, [['online.rules', 'home']]), ConfigError);
   const schema = jsonSchema().online!.properties as Record<string, { items?: { required?: string[] } }>;
   assert.deepEqual(schema.rules!.items!.required, ['connection']);
@@ -293,7 +375,16 @@ test('~/ in a path is the home directory; config check reports a notice mailbox 
   assert.equal(loadConfig(dir).queue.notice_mailbox, path.join(os.homedir(), 'Mail', 'notices'));
   const { makeConfig, ferrymail, writeRoute } = await import('../helpers.js');
   const cfg = await makeConfig('queue:\n  notice_mailbox: /nonexistent-folder/notices');
-  writeRoute(cfg, '10-isp.yaml', ['name: isp', 'permanent: true', 'transport:', '  type: smtp', '  host: smtp.example', '  port: 587', '  user: me', '  password_command: [no-such-program-here, get]']);
+  writeRoute(cfg, '10-isp.yaml', [
+    'name: isp',
+    'permanent: true',
+    'transport:',
+    '  type: smtp',
+    '  host: smtp.example',
+    '  port: 587',
+    '  user: me',
+    '  password_command: [no-such-program-here, get]',
+  ]);
   const r = await ferrymail(cfg, ['config', 'check']);
   assert.equal(r.code, 78);
   assert.match(r.stderr, /queue\.notice_mailbox: the folder \/nonexistent-folder does not exist/);
@@ -303,7 +394,11 @@ test('~/ in a path is the home directory; config check reports a notice mailbox 
 test('config set reads a list as YAML flow text, quotes and all, like the file', async () => {
   const { parseValue } = await import('../../src/config/store.js');
   const list = { key: 'x', type: 'string[]', doc: '' } as const;
-  assert.deepEqual(parseValue(list, '[notify-send, "${subject}", "${summary}"]'), ['notify-send', '${subject}', '${summary}']);
+  assert.deepEqual(parseValue(list, '[notify-send, "${subject}", "${summary}"]'), [
+    'notify-send',
+    '${subject}',
+    '${summary}',
+  ]);
   assert.deepEqual(parseValue(list, '127.0.0.1:25, [::1]:25'), ['127.0.0.1:25', '[::1]:25']);
   assert.deepEqual(parseValue(list, '[127.0.0.1:25, [::1]:25]'), ['127.0.0.1:25', '[::1]:25']);
   assert.deepEqual(parseValue(list, '[]'), []);

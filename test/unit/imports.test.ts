@@ -18,7 +18,7 @@ test('the checker reports a forbidden import', () => {
   const dir = tempDir();
   fs.mkdirSync(path.join(dir, 'spool'));
   fs.mkdirSync(path.join(dir, 'receive'));
-  fs.writeFileSync(path.join(dir, 'receive', 'x.ts'), "export const x = 1;\n");
+  fs.writeFileSync(path.join(dir, 'receive', 'x.ts'), 'export const x = 1;\n');
   fs.writeFileSync(path.join(dir, 'spool', 'y.ts'), "import { x } from '../receive/x.js';\nexport const y = x;\n");
   assert.deepEqual(checkImports(dir), ['spool/y.ts: spool/ may not import receive (../receive/x.js)']);
 });

@@ -23,8 +23,8 @@ function fixture(): FactSources & { root: string; addrs: Record<string, { addres
   const sys = path.join(root, 'sys');
   const iface = (name: string, operstate: string, extra: string[] = [], carrier = '1'): void => {
     fs.mkdirSync(path.join(sys, name), { recursive: true });
-    fs.writeFileSync(path.join(sys, name, 'operstate'), operstate + '\n');
-    fs.writeFileSync(path.join(sys, name, 'carrier'), carrier + '\n');
+    fs.writeFileSync(path.join(sys, name, 'operstate'), `${operstate}\n`);
+    fs.writeFileSync(path.join(sys, name, 'carrier'), `${carrier}\n`);
     for (const e of extra) fs.mkdirSync(path.join(sys, name, e));
   };
   iface('lo', 'unknown');
@@ -41,15 +41,29 @@ function fixture(): FactSources & { root: string; addrs: Record<string, { addres
       'tun0\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n',
   );
   const route6 = path.join(root, 'route6');
-  fs.writeFileSync(route6, `${'0'.repeat(32)} 00 ${'0'.repeat(32)} 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 wlan0\n`);
+  fs.writeFileSync(
+    route6,
+    `${'0'.repeat(32)} 00 ${'0'.repeat(32)} 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 wlan0\n`,
+  );
   const wireless = path.join(root, 'wireless');
-  fs.writeFileSync(wireless, 'Inter-| sta-|   Quality        |   Discarded packets\n face | tus | link level noise |  nwid  crypt\n wlp2s0: 0000   70.  -40.  -256        0      0\n');
+  fs.writeFileSync(
+    wireless,
+    'Inter-| sta-|   Quality        |   Discarded packets\n face | tus | link level noise |  nwid  crypt\n wlp2s0: 0000   70.  -40.  -256        0      0\n',
+  );
   const addrs: Record<string, { address: string }[]> = {
     wlan0: [{ address: '192.168.1.23' }, { address: 'fd00::23' }, { address: 'fe80::23' }],
     wlp2s0: [{ address: 'fe80::99' }],
     tun0: [{ address: '10.8.0.5' }],
   };
-  return { sysNet: sys, procRoute: route, procRoute6: route6, procWireless: wireless, addresses: () => addrs as unknown as Addrs, root, addrs };
+  return {
+    sysNet: sys,
+    procRoute: route,
+    procRoute6: route6,
+    procWireless: wireless,
+    addresses: () => addrs as unknown as Addrs,
+    root,
+    addrs,
+  };
 }
 
 /** Checks that answer from tables and count what was asked. */
@@ -71,7 +85,13 @@ function checks(ssids: Record<string, string>, open: string[] = []): RuleChecks 
 test('facts: link state, kind, addresses and default-route gateways', () => {
   const f = readInterfaces(fixture());
   const by = Object.fromEntries(f.map((x) => [x.name, x]));
-  assert.deepEqual(by.wlan0, { name: 'wlan0', up: true, kind: 'wireless', addresses: ['192.168.1.23', 'fd00::23', 'fe80::23'], gateways: ['192.168.1.1', 'fe80::1'] });
+  assert.deepEqual(by.wlan0, {
+    name: 'wlan0',
+    up: true,
+    kind: 'wireless',
+    addresses: ['192.168.1.23', 'fd00::23', 'fe80::23'],
+    gateways: ['192.168.1.1', 'fe80::1'],
+  });
   assert.equal(by.wlp2s0!.kind, 'wireless', '/proc/net/wireless lists it');
   assert.equal(by.eth0!.up, false);
   assert.equal(by.eth0!.kind, 'wired');
@@ -89,12 +109,25 @@ test('rules: the first rule that holds on some interface names the connection', 
     [[{ connection: 'home6', kind: 'wireless', gateway: 'FE80:0:0::1' }], 'home6'],
     [[{ connection: 'cafe', kind: 'wireless', gateway: '10.0.0.1' }], null],
     [[{ connection: 'vpn', interface: 'tun*', cidr: '10.8.0.0/24' }], null],
-    [[{ connection: 'vpn', interface: 'tun*', cidr: '10.8.0.0/24', default_route: false }, { connection: 'home', kind: 'wireless' }], 'vpn'],
+    [
+      [
+        { connection: 'vpn', interface: 'tun*', cidr: '10.8.0.0/24', default_route: false },
+        { connection: 'home', kind: 'wireless' },
+      ],
+      'vpn',
+    ],
     [[{ connection: 'lan', cidr: 'fd00::/8' }], 'lan'],
     [[{ connection: 'any' }], 'any'],
     [[{ connection: 'loop', interface: 'lo', default_route: false }], null],
     [[{ connection: 'linklocal', interface: 'wlp2s0', default_route: false }], null],
-    [[{ connection: 'first', interface: 'eth*' }, { connection: 'second', interface: 'wl?n0' }, { connection: 'third' }], 'second'],
+    [
+      [
+        { connection: 'first', interface: 'eth*' },
+        { connection: 'second', interface: 'wl?n0' },
+        { connection: 'third' },
+      ],
+      'second',
+    ],
   ];
   for (const [rules, want] of cases) {
     const s = await connectionFromRules(rules, facts, checks({}));
@@ -105,24 +138,51 @@ test('rules: the first rule that holds on some interface names the connection', 
 test('rules: offline says why each rule failed', async () => {
   const facts = readInterfaces(fixture());
   const s = await connectionFromRules(
-    [{ connection: 'office', kind: 'wired' }, { connection: 'vpn', interface: 'tun0' }, { connection: 'cafe', gateway: '10.0.0.1', interface: 'wlan0' }, { connection: 'x', interface: 'ppp*' }],
+    [
+      { connection: 'office', kind: 'wired' },
+      { connection: 'vpn', interface: 'tun0' },
+      { connection: 'cafe', gateway: '10.0.0.1', interface: 'wlan0' },
+      { connection: 'x', interface: 'ppp*' },
+    ],
     facts,
     checks({}),
   );
   assert.equal(s.online, false);
-  assert.equal(s.why, 'no rule holds (office: eth0 is down; vpn: tun0 has no default route; cafe: wlan0: gateway 192.168.1.1,fe80::1, not 10.0.0.1; x: no interface ppp*)');
-  const ok = await connectionFromRules([{ connection: 'home', kind: 'wireless', cidr: '192.168.1.0/24' }], facts, checks({}));
+  assert.equal(
+    s.why,
+    'no rule holds (office: eth0 is down; vpn: tun0 has no default route; cafe: wlan0: gateway 192.168.1.1,fe80::1, not 10.0.0.1; x: no interface ppp*)',
+  );
+  const ok = await connectionFromRules(
+    [{ connection: 'home', kind: 'wireless', cidr: '192.168.1.0/24' }],
+    facts,
+    checks({}),
+  );
   assert.equal(ok.why, 'rule 1 (home): interface wlan0, default route via 192.168.1.1, address in 192.168.1.0/24');
 });
 
 test('rules: SSID is asked only of wireless interfaces that passed the other conditions; unknown does not match', async () => {
   const facts = readInterfaces(fixture());
   const c = checks({ wlan0: 'HomeNet' });
-  const home = await connectionFromRules([{ connection: 'office', ssid: 'Corp', kind: 'wired' }, { connection: 'home', ssid: 'HomeNet' }], facts, c);
+  const home = await connectionFromRules(
+    [
+      { connection: 'office', ssid: 'Corp', kind: 'wired' },
+      { connection: 'home', ssid: 'HomeNet' },
+    ],
+    facts,
+    c,
+  );
   assert.equal(home.connection, 'home');
   assert.match(home.why!, /SSID "HomeNet"/);
-  assert.deepEqual(c.asked, ['ssid wlan0'], 'no SSID asked for the wired rule or for interfaces without a default route');
-  const other = await connectionFromRules([{ connection: 'office', ssid: 'Corp' }], facts, checks({ wlan0: 'HomeNet' }));
+  assert.deepEqual(
+    c.asked,
+    ['ssid wlan0'],
+    'no SSID asked for the wired rule or for interfaces without a default route',
+  );
+  const other = await connectionFromRules(
+    [{ connection: 'office', ssid: 'Corp' }],
+    facts,
+    checks({ wlan0: 'HomeNet' }),
+  );
   assert.equal(other.online, false);
   assert.match(other.why!, /wlan0: SSID "HomeNet"/);
   const unknown = await connectionFromRules([{ connection: 'home', ssid: 'HomeNet' }], facts, checks({}));
@@ -134,13 +194,20 @@ test('rules: a probe that fails makes the rule fail and the next one is tried', 
   const facts = readInterfaces(fixture());
   const c = checks({}, ['relay.example:587']);
   const s = await connectionFromRules(
-    [{ connection: 'work', probe: 'mail.corp.example:25' }, { connection: 'home', probe: 'relay.example:587' }],
+    [
+      { connection: 'work', probe: 'mail.corp.example:25' },
+      { connection: 'home', probe: 'relay.example:587' },
+    ],
     facts,
     c,
   );
   assert.equal(s.connection, 'home');
   assert.deepEqual(c.asked, ['probe mail.corp.example:25', 'probe relay.example:587']);
-  const none = await connectionFromRules([{ connection: 'work', kind: 'wired', probe: 'mail.corp.example:25' }], facts, c);
+  const none = await connectionFromRules(
+    [{ connection: 'work', kind: 'wired', probe: 'mail.corp.example:25' }],
+    facts,
+    c,
+  );
   assert.equal(none.online, false);
   assert.equal(c.asked.length, 2, 'no probe when the interface conditions fail');
 });
@@ -159,11 +226,18 @@ test('probe: a listening port answers, a closed one does not', async () => {
 });
 
 test('SSID: iw output is parsed, iwgetid is the fallback, missing tools are "unknown"', async () => {
-  assert.equal(parseIwLink('Connected to 00:11:22:33:44:55 (on wlan0)\n\tSSID: Caf\\xc3\\xa9 Wi\\x20Fi\n\tfreq: 2412\n'), 'Café Wi Fi');
+  assert.equal(
+    parseIwLink('Connected to 00:11:22:33:44:55 (on wlan0)\n\tSSID: Caf\\xc3\\xa9 Wi\\x20Fi\n\tfreq: 2412\n'),
+    'Café Wi Fi',
+  );
   assert.equal(parseIwLink('Not connected.\n'), undefined);
   const bin = tempDir();
-  const script = (name: string, body: string): void => fs.writeFileSync(path.join(bin, name), `#!/bin/sh\n${body}\n`, { mode: 0o755 });
-  script('iw', '[ "$1 $2 $3" = "dev wlan0 link" ] || exit 1\nprintf "Connected to aa:bb (on wlan0)\\n\\tSSID: HomeNet\\n"');
+  const script = (name: string, body: string): void =>
+    fs.writeFileSync(path.join(bin, name), `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+  script(
+    'iw',
+    '[ "$1 $2 $3" = "dev wlan0 link" ] || exit 1\nprintf "Connected to aa:bb (on wlan0)\\n\\tSSID: HomeNet\\n"',
+  );
   assert.equal(await wifiSsid('wlan0', { path: `${bin}:/bin:/usr/bin` }), 'HomeNet');
   assert.equal(await wifiSsid('wlan9', { path: `${bin}:/bin:/usr/bin` }), undefined, 'iw fails: unknown');
   fs.rmSync(path.join(bin, 'iw'));
@@ -172,7 +246,11 @@ test('SSID: iw output is parsed, iwgetid is the fallback, missing tools are "unk
   fs.rmSync(path.join(bin, 'iwgetid'));
   assert.equal(await wifiSsid('wlan0', { path: bin }), undefined, 'no tool at all: unknown, no throw');
   script('iw', 'sleep 5');
-  assert.equal(await wifiSsid('wlan0', { path: `${bin}:/bin:/usr/bin`, timeoutMs: 200 }), undefined, 'a hung tool is killed');
+  assert.equal(
+    await wifiSsid('wlan0', { path: `${bin}:/bin:/usr/bin`, timeoutMs: 200 }),
+    undefined,
+    'a hung tool is killed',
+  );
 });
 
 test('sources in order: forced, command, state file (when present), rules; SSIDs cached until forget()', async () => {
@@ -182,9 +260,17 @@ test('sources in order: forced, command, state file (when present), rules; SSIDs
   let asked = 0;
   let clock = 1_000_000;
   const deps = { facts: fx, ssid: async () => (asked++, 'HomeNet'), probe: async () => null, now: () => clock };
-  const settings = (o: Partial<OnlineSettings>): OnlineSettings => ({ command: [], rules: [], probe_timeout: 500, ...o });
+  const settings = (o: Partial<OnlineSettings>): OnlineSettings => ({
+    command: [],
+    rules: [],
+    probe_timeout: 500,
+    ...o,
+  });
   const node = process.execPath;
-  const both = onlineView(settings({ command: [node, '-e', 'console.log("cmd")'], state_file: stateFile, rules }), deps);
+  const both = onlineView(
+    settings({ command: [node, '-e', 'console.log("cmd")'], state_file: stateFile, rules }),
+    deps,
+  );
   assert.equal((await both.state('forced')).connection, 'forced');
   assert.equal((await both.state()).connection, 'cmd', 'the command decides over file and rules');
   const fileAndRules = onlineView(settings({ state_file: stateFile, rules }), deps);
@@ -215,9 +301,18 @@ test('watch: without ip, a poll of the facts notices a change, and only a change
   const fx = fixture();
   let changes = 0;
   const modes: string[] = [];
-  const w = watchNetwork(() => changes++, { ip: '/nonexistent/ip', facts: fx, pollMs: 50, debounceMs: 20, onMode: (m) => modes.push(m) });
+  const w = watchNetwork(() => changes++, {
+    ip: '/nonexistent/ip',
+    facts: fx,
+    pollMs: 50,
+    debounceMs: 20,
+    onMode: (m) => modes.push(m),
+  });
   try {
-    assert.ok(await waitUntil(() => w.mode() === 'poll' && changes === 1, 5000), 'falls back to polling and checks once');
+    assert.ok(
+      await waitUntil(() => w.mode() === 'poll' && changes === 1, 5000),
+      'falls back to polling and checks once',
+    );
     assert.deepEqual(modes, ['poll']);
     fs.writeFileSync(path.join(fx.sysNet, 'eth0', 'operstate'), 'up\n');
     assert.ok(await waitUntil(() => changes === 2, 5000), 'a link coming up is a change');
@@ -275,7 +370,13 @@ test('a burst of change events costs at most two state computations, and the las
 test('watch: a stream of events without a pause is still reported, not held back forever', async () => {
   const fx = fixture();
   let changes = 0;
-  const w = watchNetwork(() => changes++, { ip: '/nonexistent/ip', facts: fx, pollMs: 10, debounceMs: 100, maxWaitMs: 300 });
+  const w = watchNetwork(() => changes++, {
+    ip: '/nonexistent/ip',
+    facts: fx,
+    pollMs: 10,
+    debounceMs: 100,
+    maxWaitMs: 300,
+  });
   try {
     // the fallback's own first check
     assert.ok(await waitUntil(() => changes === 1, 5000));

@@ -13,7 +13,12 @@ function capture(format: 'text' | 'json'): { log: ReturnType<typeof createLogger
 
 test('text: marks, fields, quoting, and no forged lines', () => {
   const c = capture('text');
-  c.log.log('received', 'ID1', { from: '<a@b>', helo: 'x\r\n2026-01-01T00:00:00Z <= FORGED', note: 'two words', none: undefined });
+  c.log.log('received', 'ID1', {
+    from: '<a@b>',
+    helo: 'x\r\n2026-01-01T00:00:00Z <= FORGED',
+    note: 'two words',
+    none: undefined,
+  });
   const lines = c.text().split('\n').filter(Boolean);
   assert.equal(lines.length, 1);
   assert.match(lines[0]!, /^\S+Z <= ID1 from=<a@b> helo="x\\\\x0d\\\\x0a2026/);

@@ -24,7 +24,13 @@ const route: Route = {
   senders: open,
   recipients: open,
   fromHeader: open,
-  rewrite: { envelopeSender: [], from: [['*@laptop.local', '*@isp.example']], sender: [], replyTo: [], mailFollowupTo: [] },
+  rewrite: {
+    envelopeSender: [],
+    from: [['*@laptop.local', '*@isp.example']],
+    sender: [],
+    replyTo: [],
+    mailFollowupTo: [],
+  },
   lastRoute: false,
   connectErrorFail: false,
   uncertain: 'retry',
@@ -35,9 +41,16 @@ const route: Route = {
 async function spooled(size: number): Promise<{ root: string; env: Envelope; body: string }> {
   const root = tempDir();
   const w = await openSpoolWriter(root).begin();
-  const body = ('x'.repeat(76) + '\r\n').repeat(Math.ceil(size / 78)).slice(0, size);
+  const body = `${'x'.repeat(76)}\r\n`.repeat(Math.ceil(size / 78)).slice(0, size);
   w.stream.end(`From: a@laptop.local\r\nSubject: t\r\n\r\n${body}`);
-  const env = await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'a@laptop.local', recipients: [newRecipient('b@x.org')], origin: { door: 'sendmail' }, protocol: 'local' });
+  const env = await w.commit({
+    version: 1,
+    arrival: new Date().toISOString(),
+    sender: 'a@laptop.local',
+    recipients: [newRecipient('b@x.org')],
+    origin: { door: 'sendmail' },
+    protocol: 'local',
+  });
   return { root, env, body };
 }
 
@@ -79,9 +92,21 @@ async function withNul(where: 'header' | 'small body' | 'large body'): Promise<{
 
 test('a spooled message holding NUL never leaves: its stream fails with 554 5.6.0 before the NUL, and SMTP and pipe fail it for good', async () => {
   const server = await faultServer();
-  const smtp = smtpTransport({ host: '127.0.0.1', port: server.port, name: 'ferry.example', starttls: 'never', timeouts: { connect: 2000, greeting: 2000, command: 3000 } });
+  const smtp = smtpTransport({
+    host: '127.0.0.1',
+    port: server.port,
+    name: 'ferry.example',
+    starttls: 'never',
+    timeouts: { connect: 2000, greeting: 2000, command: 3000 },
+  });
   const out = tempDir();
-  const pipe = pipeTransport({ command: [process.execPath, '-e', `process.stdin.pipe(require('fs').createWriteStream(${JSON.stringify(path.join(out, 'got'))}))`] });
+  const pipe = pipeTransport({
+    command: [
+      process.execPath,
+      '-e',
+      `process.stdin.pipe(require('fs').createWriteStream(${JSON.stringify(path.join(out, 'got'))}))`,
+    ],
+  });
   try {
     for (const where of ['header', 'small body', 'large body'] as const) {
       const { root, env } = await withNul(where);
@@ -94,8 +119,17 @@ test('a spooled message holding NUL never leaves: its stream fails with 554 5.6.
         where,
       );
       assert.equal(Buffer.concat(got).indexOf(0), -1, `${where}: no NUL went out`);
-      const req: DeliveryRequest = { id: env.id, sender: env.sender, recipients: [{ address: 'b@x.org' }], message: () => messageFor(openStore(root), env, route), size: env.size };
-      for (const [name, t] of [['smtp', smtp], ['pipe', pipe]] as const) {
+      const req: DeliveryRequest = {
+        id: env.id,
+        sender: env.sender,
+        recipients: [{ address: 'b@x.org' }],
+        message: () => messageFor(openStore(root), env, route),
+        size: env.size,
+      };
+      for (const [name, t] of [
+        ['smtp', smtp],
+        ['pipe', pipe],
+      ] as const) {
         const r = await t.deliver(req);
         assert.equal(r.results[0]!.outcome, 'permfail', `${where} by ${name}: ${JSON.stringify(r)}`);
         assert.match(r.results[0]!.reply, /^554 5\.6\.0 .*NUL/, `${where} by ${name}`);
@@ -116,6 +150,9 @@ test('hide_local_received: the Received lines this host put on top leave out; th
     'Received: from mx.other (mx.other [192.0.2.1]) by laptop.example (ferrymail) with ESMTP id Y; Sat, 5 Dec 2026 09:00:00 +0000\r\n' +
     'Received: from far.away by relay.example (Postfix) with ESMTP id Z; Sat, 5 Dec 2026 08:00:00 +0000\r\n' +
     'Subject: s\r\n\r\n';
-  assert.equal(withoutOwnReceived(head, 'laptop.example'), 'Received: from far.away by relay.example (Postfix) with ESMTP id Z; Sat, 5 Dec 2026 08:00:00 +0000\r\nSubject: s\r\n\r\n');
+  assert.equal(
+    withoutOwnReceived(head, 'laptop.example'),
+    'Received: from far.away by relay.example (Postfix) with ESMTP id Z; Sat, 5 Dec 2026 08:00:00 +0000\r\nSubject: s\r\n\r\n',
+  );
   assert.equal(withoutOwnReceived(head, 'elsewhere.example'), head);
 });

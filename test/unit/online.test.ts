@@ -21,7 +21,11 @@ test('state file: first line names the connection; missing or empty is offline',
 
 test('query command: exit 0 with a name is online; non-zero, no name, or a hang is offline', async () => {
   const node = process.execPath;
-  assert.deepEqual(await runQuery([node, '-e', 'console.log("office")']), { online: true, connection: 'office', why: `command ${node}` });
+  assert.deepEqual(await runQuery([node, '-e', 'console.log("office")']), {
+    online: true,
+    connection: 'office',
+    why: `command ${node}`,
+  });
   assert.equal((await runQuery([node, '-e', 'console.log("office"); process.exit(1)'])).online, false);
   assert.equal((await runQuery([node, '-e', '']))?.online, false);
   const hung = await runQuery([node, '-e', 'setTimeout(() => {}, 60000)'], 300);

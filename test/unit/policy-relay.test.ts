@@ -7,7 +7,18 @@ test('loopback is 127.0.0.0/8 and ::1 in every spelling, and nothing else', () =
   for (const ip of ['127.0.0.1', '127.255.255.254', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', '::FFFF:127.1.2.3']) {
     assert.ok(isLoopback(ip), ip);
   }
-  for (const ip of ['128.0.0.1', '126.255.255.255', '::', '::2', '::ffff:10.0.0.1', '10.250.1.1', 'fe80::1', '', 'localhost', '127.0.0.1/8']) {
+  for (const ip of [
+    '128.0.0.1',
+    '126.255.255.255',
+    '::',
+    '::2',
+    '::ffff:10.0.0.1',
+    '10.250.1.1',
+    'fe80::1',
+    '',
+    'localhost',
+    '127.0.0.1/8',
+  ]) {
     assert.ok(!isLoopback(ip), ip);
   }
 });

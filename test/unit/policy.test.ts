@@ -2,7 +2,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { checkAddress } from '../../src/domain/address.js';
-import { ClientCounter, dataDeadline, inRanges, isLocalRecipient, isLoopback, mayRelay, slotRefusal } from '../../src/receive/policy.js';
+import {
+  ClientCounter,
+  dataDeadline,
+  inRanges,
+  isLocalRecipient,
+  isLoopback,
+  mayRelay,
+  slotRefusal,
+} from '../../src/receive/policy.js';
 
 test('address ranges, IPv4, IPv6 and mapped forms', () => {
   assert.ok(inRanges('192.168.1.7', ['192.168.1.0/24']));
@@ -39,10 +47,28 @@ test('connection counter per client', () => {
 });
 
 test('address syntax', () => {
-  for (const good of ['a@b.org', 'a.b+c@x-y.example', '"quoted name"@x.org', 'üser@exämple.org', 'a@[192.0.2.1]', 'a@[IPv6:2001:db8::1]']) {
+  for (const good of [
+    'a@b.org',
+    'a.b+c@x-y.example',
+    '"quoted name"@x.org',
+    'üser@exämple.org',
+    'a@[192.0.2.1]',
+    'a@[IPv6:2001:db8::1]',
+  ]) {
     assert.ok(checkAddress(good).ok, good);
   }
-  for (const bad of ['', 'a', '@b.org', 'a@', 'a b@c.org', 'a@-bad-.org', 'a..b@c.org', 'a@b..org', 'a@b.org\r\nRCPT', `${'x'.repeat(65)}@b.org`]) {
+  for (const bad of [
+    '',
+    'a',
+    '@b.org',
+    'a@',
+    'a b@c.org',
+    'a@-bad-.org',
+    'a..b@c.org',
+    'a@b..org',
+    'a@b.org\r\nRCPT',
+    `${'x'.repeat(65)}@b.org`,
+  ]) {
     assert.equal(checkAddress(bad).ok, false, bad);
   }
   assert.equal((checkAddress('üser@ExÄmple.org') as { utf8: boolean }).utf8, true);
@@ -59,7 +85,8 @@ test('international domains are kept in A-labels; only a UTF-8 local part needs 
 
 test('session slots: clients that are not trusted leave limits.reserved_local free', () => {
   const limits = { connections: 4, reserved_local: 2, connections_per_client: 20 };
-  const at = (total: number, trusted: boolean, perClient = 1, perClientExempt = false) => slotRefusal({ total, perClient, trusted, perClientExempt }, limits);
+  const at = (total: number, trusted: boolean, perClient = 1, perClientExempt = false) =>
+    slotRefusal({ total, perClient, trusted, perClientExempt }, limits);
   // total counts the new session itself
   assert.equal(at(1, false), undefined);
   assert.equal(at(2, false), undefined);
@@ -71,9 +98,18 @@ test('session slots: clients that are not trusted leave limits.reserved_local fr
   assert.equal(at(2, false, 21, true), undefined);
   assert.equal(at(5, true, 21, true), 'full');
   // a reservation as large as the whole limit serves trusted clients only
-  assert.equal(slotRefusal({ total: 1, perClient: 1, trusted: false, perClientExempt: false }, { ...limits, reserved_local: 4 }), 'full');
-  assert.equal(slotRefusal({ total: 1, perClient: 1, trusted: true, perClientExempt: false }, { ...limits, reserved_local: 4 }), undefined);
-  assert.equal(slotRefusal({ total: 4, perClient: 1, trusted: false, perClientExempt: false }, { ...limits, reserved_local: 0 }), undefined);
+  assert.equal(
+    slotRefusal({ total: 1, perClient: 1, trusted: false, perClientExempt: false }, { ...limits, reserved_local: 4 }),
+    'full',
+  );
+  assert.equal(
+    slotRefusal({ total: 1, perClient: 1, trusted: true, perClientExempt: false }, { ...limits, reserved_local: 4 }),
+    undefined,
+  );
+  assert.equal(
+    slotRefusal({ total: 4, perClient: 1, trusted: false, perClientExempt: false }, { ...limits, reserved_local: 0 }),
+    undefined,
+  );
 });
 
 test('the DATA deadline starts at the idle timeout and grows by a second per min_data_rate bytes', () => {

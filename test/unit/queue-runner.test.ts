@@ -24,7 +24,13 @@ function route(name: string, over: Partial<Route> = {}): Route {
     senders: open,
     recipients: open,
     fromHeader: open,
-    rewrite: { envelopeSender: [['*@laptop.local', '*@isp.example']], from: [], sender: [], replyTo: [], mailFollowupTo: [] },
+    rewrite: {
+      envelopeSender: [['*@laptop.local', '*@isp.example']],
+      from: [],
+      sender: [],
+      replyTo: [],
+      mailFollowupTo: [],
+    },
     lastRoute: false,
     connectErrorFail: false,
     uncertain: 'retry',
@@ -38,12 +44,24 @@ async function spoolWith(rcpts: string[], arrival = new Date()): Promise<{ root:
   const root = tempDir();
   const w = await openSpoolWriter(root).begin();
   w.stream.end('Subject: t\r\n\r\nbody\r\n');
-  const env = await w.commit({ version: 1, arrival: arrival.toISOString(), sender: 'me@laptop.local', recipients: rcpts.map((r) => newRecipient(r)), origin: { door: 'sendmail' }, protocol: 'local' });
+  const env = await w.commit({
+    version: 1,
+    arrival: arrival.toISOString(),
+    sender: 'me@laptop.local',
+    recipients: rcpts.map((r) => newRecipient(r)),
+    origin: { door: 'sendmail' },
+    protocol: 'local',
+  });
   return { root, id: env.id };
 }
 
 /** Runner deps whose transports answer by (route, recipient). */
-function deps(root: string, routes: Route[], answer: (route: string, rcpt: string) => Outcome, opts: { online?: boolean; now?: number } = {}) {
+function deps(
+  root: string,
+  routes: Route[],
+  answer: (route: string, rcpt: string) => Outcome,
+  opts: { online?: boolean; now?: number } = {},
+) {
   const calls: Array<{ route: string; sender: string; to: string[] }> = [];
   const d: RunnerDeps = {
     store: openStore(root),
@@ -52,7 +70,14 @@ function deps(root: string, routes: Route[], answer: (route: string, rcpt: strin
     transportFor: (r) => ({
       deliver: async (req) => {
         calls.push({ route: r.name, sender: req.sender, to: req.recipients.map((x) => x.address) });
-        return { relay: r.name, results: req.recipients.map((x) => ({ address: x.address, outcome: answer(r.name, x.address), reply: `${answer(r.name, x.address) === 'ok' ? '250 2.0.0' : answer(r.name, x.address) === 'permfail' ? '550 5.1.1' : '451 4.4.1'} from ${r.name}` })) };
+        return {
+          relay: r.name,
+          results: req.recipients.map((x) => ({
+            address: x.address,
+            outcome: answer(r.name, x.address),
+            reply: `${answer(r.name, x.address) === 'ok' ? '250 2.0.0' : answer(r.name, x.address) === 'permfail' ? '550 5.1.1' : '451 4.4.1'} from ${r.name}`,
+          })),
+        };
       },
     }),
     messageFor: () => Readable.from([Buffer.from('x')]),
@@ -65,7 +90,12 @@ function deps(root: string, routes: Route[], answer: (route: string, rcpt: strin
 
 /** The message's envelope, or null when it left the queue. */
 async function envelope(root: string, id: string): Promise<Envelope | null> {
-  return openStore(root).get(id).then((e) => e.envelope, () => null);
+  return openStore(root)
+    .get(id)
+    .then(
+      (e) => e.envelope,
+      () => null,
+    );
 }
 
 test('delivered by the first route: the message leaves the queue, the envelope sender rewritten', async () => {
@@ -81,14 +111,22 @@ test('a temporary failure falls through to the next route, but not past last_rou
   const a = await spoolWith(['a@x.org']);
   const fall = deps(a.root, [route('r1'), route('r2')], (r) => (r === 'r1' ? 'tempfail' : 'ok'));
   await runQueue(fall.d);
-  assert.deepEqual(fall.calls.map((c) => c.route), ['r1', 'r2']);
+  assert.deepEqual(
+    fall.calls.map((c) => c.route),
+    ['r1', 'r2'],
+  );
   assert.equal(await envelope(a.root, a.id), null);
 
   const b = await spoolWith(['a@x.org']);
   const now = Date.now();
-  const last = deps(b.root, [route('r1', { lastRoute: true }), route('r2')], (r) => (r === 'r1' ? 'tempfail' : 'ok'), { now });
+  const last = deps(b.root, [route('r1', { lastRoute: true }), route('r2')], (r) => (r === 'r1' ? 'tempfail' : 'ok'), {
+    now,
+  });
   await runQueue(last.d);
-  assert.deepEqual(last.calls.map((c) => c.route), ['r1']);
+  assert.deepEqual(
+    last.calls.map((c) => c.route),
+    ['r1'],
+  );
   const env = (await envelope(b.root, b.id))!;
   assert.equal(env.recipients[0]!.state, 'deferred');
   assert.equal(env.recipients[0]!.attempts, 1);
@@ -115,14 +153,20 @@ test('offline: deferred with the reason, no attempt counted', async () => {
 
 test('permanent failures and uncertain deliveries are recorded; the message stays while any is open', async () => {
   const { root, id } = await spoolWith(['ok@x.org', 'bad@x.org', 'maybe@x.org']);
-  const { d } = deps(root, [route('r1'), route('r2')], (_r, a) => (a.startsWith('ok') ? 'ok' : a.startsWith('bad') ? 'permfail' : 'uncertain'));
+  const { d } = deps(root, [route('r1'), route('r2')], (_r, a) =>
+    a.startsWith('ok') ? 'ok' : a.startsWith('bad') ? 'permfail' : 'uncertain',
+  );
   const rep = await runQueue(d);
   assert.deepEqual([rep.delivered, rep.failed, rep.uncertain], [1, 1, 1]);
   const env = (await envelope(root, id))!;
-  assert.deepEqual(env.recipients.map((r) => r.state), ['delivered', 'failed', 'deferred'], 'uncertain: retried once by default');
+  assert.deepEqual(
+    env.recipients.map((r) => r.state),
+    ['delivered', 'failed', 'deferred'],
+    'uncertain: retried once by default',
+  );
   assert.equal(env.recipients[2]!.uncertain, 1);
   assert.match(env.recipients[2]!.lastError!, /^uncertain: /);
-})
+});
 
 test('connect_error_fail turns a connection failure into a permanent one; expired mail fails', async () => {
   const a = await spoolWith(['a@lan.example']);
@@ -159,13 +203,37 @@ test('a permanent failure queues an RFC 3464 notice to the sender, with the null
   assert.equal(n.recipient, 'me@laptop.local');
   assert.match(n.text, /^From: MAILER-DAEMON@relay\.example/);
   assert.match(n.text, /Content-Type: multipart\/report; report-type=delivery-status/);
-  assert.match(n.text, /Final-Recipient: rfc822; bad@x\.org\r\nAction: failed\r\nStatus: 5\.1\.1\r\nDiagnostic-Code: smtp; 550 5\.1\.1 from r1/);
+  assert.match(
+    n.text,
+    /Final-Recipient: rfc822; bad@x\.org\r\nAction: failed\r\nStatus: 5\.1\.1\r\nDiagnostic-Code: smtp; 550 5\.1\.1 from r1/,
+  );
   assert.doesNotMatch(n.text, /Final-Recipient: rfc822; ok@x\.org/);
-  assert.match(n.text, /Content-Type: text\/rfc822-headers\r\n\r\nReceived|Content-Type: text\/rfc822-headers\r\n\r\nSubject: t/);
+  assert.match(
+    n.text,
+    /Content-Type: text\/rfc822-headers\r\n\r\nReceived|Content-Type: text\/rfc822-headers\r\n\r\nSubject: t/,
+  );
   assert.equal(await envelope(root, id), null);
   const bounceEnv = { ...(await spoolWith(['x@y.org'])), sender: '' };
-  assert.equal(buildNotice({ id: bounceEnv.id, sender: '', arrival: new Date().toISOString() } as Envelope, [newRecipient('x@y.org')], 'failed', '', 'h'), null);
-  assert.equal(buildNotice({ id: 'I', sender: 'a@b.org', arrival: new Date().toISOString() } as Envelope, [newRecipient('x@y.org', { notify: ['NEVER'] })], 'failed', '', 'h'), null);
+  assert.equal(
+    buildNotice(
+      { id: bounceEnv.id, sender: '', arrival: new Date().toISOString() } as Envelope,
+      [newRecipient('x@y.org')],
+      'failed',
+      '',
+      'h',
+    ),
+    null,
+  );
+  assert.equal(
+    buildNotice(
+      { id: 'I', sender: 'a@b.org', arrival: new Date().toISOString() } as Envelope,
+      [newRecipient('x@y.org', { notify: ['NEVER'] })],
+      'failed',
+      '',
+      'h',
+    ),
+    null,
+  );
 });
 
 test('several messages are delivered at once; one transport per route serves the run and is closed once at the end', async () => {
@@ -174,7 +242,14 @@ test('several messages are delivered at once; one transport per route serves the
   for (let i = 0; i < 12; i++) {
     const w = await spool.begin();
     w.stream.end(`Subject: ${i}\r\n\r\nbody\r\n`);
-    await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'me@laptop.local', recipients: [newRecipient(`r${i}@x.org`)], origin: { door: 'sendmail' }, protocol: 'local' });
+    await w.commit({
+      version: 1,
+      arrival: new Date().toISOString(),
+      sender: 'me@laptop.local',
+      recipients: [newRecipient(`r${i}@x.org`)],
+      origin: { door: 'sendmail' },
+      protocol: 'local',
+    });
   }
   let built = 0;
   let closed = 0;
@@ -189,7 +264,10 @@ test('several messages are delivered at once; one transport per route serves the
         most = Math.max(most, ++inFlight);
         await new Promise((r) => setImmediate(r));
         inFlight--;
-        return { relay: 'r1', results: req.recipients.map((x) => ({ address: x.address, outcome: 'ok' as const, reply: '250 2.0.0 ok' })) };
+        return {
+          relay: 'r1',
+          results: req.recipients.map((x) => ({ address: x.address, outcome: 'ok' as const, reply: '250 2.0.0 ok' })),
+        };
       },
       close: async () => void closed++,
     };
@@ -215,7 +293,10 @@ test('an uncertain delivery is retried once with a warning that it may arrive tw
   const log = captureLog();
   first.d.log = log;
   await runQueue(first.d);
-  assert.ok(log.lines.some((l) => /^warn \S+ delivery uncertain .*retrying once, so the recipient may get it twice/.test(l)), log.lines.join('\n'));
+  assert.ok(
+    log.lines.some((l) => /^warn \S+ delivery uncertain .*retrying once, so the recipient may get it twice/.test(l)),
+    log.lines.join('\n'),
+  );
   let r = (await envelope(root, id))!.recipients[0]!;
   assert.equal(r.state, 'deferred');
   // the retry, also uncertain: now held for a person, never tried again on its own
@@ -236,13 +317,24 @@ test('an uncertain delivery is retried once with a warning that it may arrive tw
 
 test('a route with uncertain: hold holds the recipient at once; the other recipients go on', async () => {
   const { root, id } = await spoolWith(['maybe@x.org', 'later@x.org']);
-  const { d } = deps(root, [route('r1', { uncertain: 'hold' })], (_r, a) => (a.startsWith('maybe') ? 'uncertain' : 'tempfail'));
+  const { d } = deps(root, [route('r1', { uncertain: 'hold' })], (_r, a) =>
+    a.startsWith('maybe') ? 'uncertain' : 'tempfail',
+  );
   const rep = await runQueue(d);
   assert.equal(rep.uncertain, 1);
   const env = (await envelope(root, id))!;
-  assert.deepEqual(env.recipients.map((r) => r.state), ['uncertain', 'deferred']);
+  assert.deepEqual(
+    env.recipients.map((r) => r.state),
+    ['uncertain', 'deferred'],
+  );
   assert.equal(env.version, 2, 'written in the version that knows the uncertain count');
-  await assert.rejects(openStore(root).hold(id).then(() => openStore(root).release(id)).then(() => openStore(root).release(id)), /not held/);
+  await assert.rejects(
+    openStore(root)
+      .hold(id)
+      .then(() => openStore(root).release(id))
+      .then(() => openStore(root).release(id)),
+    /not held/,
+  );
 });
 
 test('retry times come from the policy: retry_min doubling up to retry_max', async () => {
@@ -293,7 +385,10 @@ test('a delay notice at each warning age, once, with Will-Retry-Until; the next 
   assert.match(n.text, /Will-Retry-Until: Fri, 02 Jan 2026 00:00:00 \+0000/);
   assert.doesNotMatch(n.text, /quiet@x\.org|never@x\.org/, 'NOTIFY without DELAY, and NEVER, get no delay notice');
   const env = (await envelope(root, id))!;
-  assert.deepEqual(env.recipients.map((r) => r.warned), [[3600], [3600], [3600]]);
+  assert.deepEqual(
+    env.recipients.map((r) => r.warned),
+    [[3600], [3600], [3600]],
+  );
   assert.equal(env.version, 2);
   await runAt(t0 + 3_700_000);
   assert.equal(notices.length, 1, 'no second notice for the same age');
@@ -306,7 +401,14 @@ test('no delay notice for a bounce (null sender), but the warning is recorded', 
   const w = await openSpoolWriter(root).begin();
   w.stream.end('Subject: t\r\n\r\nbody\r\n');
   const t0 = Date.now() - 5 * 3600_000;
-  const env = await w.commit({ version: 1, arrival: new Date(t0).toISOString(), sender: '', recipients: [newRecipient('a@x.org')], origin: { door: 'sendmail' }, protocol: 'local' });
+  const env = await w.commit({
+    version: 1,
+    arrival: new Date(t0).toISOString(),
+    sender: '',
+    recipients: [newRecipient('a@x.org')],
+    origin: { door: 'sendmail' },
+    protocol: 'local',
+  });
   const notices: unknown[] = [];
   const { d } = deps(root, [route('r1')], () => 'tempfail');
   d.enqueueNotice = async (n) => void notices.push(n);
@@ -338,13 +440,21 @@ test('a notice no route can carry now is delivered locally too; one a working ro
 
   // a second route that works would carry it: not local (unless local_notices is always)
   const c = await spoolWith(['c@x.org'], new Date(Date.now() - 5 * 3600_000));
-  const two = deps(c.root, [route('r1', { recipients: { allow: ['*@x.org'], deny: [] }, lastRoute: true }), route('r2')], () => 'tempfail');
+  const two = deps(
+    c.root,
+    [route('r1', { recipients: { allow: ['*@x.org'], deny: [] }, lastRoute: true }), route('r2')],
+    () => 'tempfail',
+  );
   two.d.enqueueNotice = async () => undefined;
   two.d.localNotice = async (n) => void local.push(n);
   await runQueue(two.d);
   assert.equal(local.length, 2);
   const e = await spoolWith(['e@x.org'], new Date(Date.now() - 5 * 3600_000));
-  const always = deps(e.root, [route('r1', { recipients: { allow: ['*@x.org'], deny: [] }, lastRoute: true }), route('r2')], () => 'tempfail');
+  const always = deps(
+    e.root,
+    [route('r1', { recipients: { allow: ['*@x.org'], deny: [] }, lastRoute: true }), route('r2')],
+    () => 'tempfail',
+  );
   always.d.localNotices = 'always';
   always.d.localNotice = async (n) => void local.push(n);
   await runQueue(always.d);
@@ -371,7 +481,10 @@ test('onlyRoute: only that route is tried; recipients it does not carry stay as 
   const { d, calls } = deps(root, [lan, isp], () => 'ok');
   d.onlyRoute = 'lan';
   const rep = await runQueue(d);
-  assert.deepEqual(calls.map((c) => [c.route, c.to]), [['lan', ['lan@lan.example']]]);
+  assert.deepEqual(
+    calls.map((c) => [c.route, c.to]),
+    [['lan', ['lan@lan.example']]],
+  );
   assert.equal(rep.delivered, 1);
   const r = (await envelope(root, id))!.recipients[1]!;
   assert.deepEqual([r.state, r.attempts, r.lastError, r.nextAttempt], ['queued', 0, undefined, undefined]);
@@ -380,22 +493,39 @@ test('onlyRoute: only that route is tried; recipients it does not carry stay as 
   const only = deps(b.root, [route('r1'), route('r2')], () => 'tempfail');
   only.d.onlyRoute = 'r1';
   await runQueue(only.d);
-  assert.deepEqual(only.calls.map((c) => c.route), ['r1']);
+  assert.deepEqual(
+    only.calls.map((c) => c.route),
+    ['r1'],
+  );
 });
 
-test('routes with From filters see the message\'s From header', async () => {
+test("routes with From filters see the message's From header", async () => {
   const { root } = await spoolWith(['a@x.org']);
   const byFrom = route('work', { fromHeader: { allow: ['*@work.example'], deny: [] } });
   const { d, calls } = deps(root, [byFrom, route('other')], () => 'ok');
   await runQueue(d);
-  assert.deepEqual(calls.map((c) => c.route), ['other'], 'the spooled message has no work From');
+  assert.deepEqual(
+    calls.map((c) => c.route),
+    ['other'],
+    'the spooled message has no work From',
+  );
   const root2 = tempDir();
   const w = await openSpoolWriter(root2).begin();
   w.stream.end('From: Me <me@work.example>\r\nSubject: t\r\n\r\nbody\r\n');
-  await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'me@laptop.local', recipients: [newRecipient('a@x.org')], origin: { door: 'sendmail' }, protocol: 'local' });
+  await w.commit({
+    version: 1,
+    arrival: new Date().toISOString(),
+    sender: 'me@laptop.local',
+    recipients: [newRecipient('a@x.org')],
+    origin: { door: 'sendmail' },
+    protocol: 'local',
+  });
   const second = deps(root2, [byFrom, route('other')], () => 'ok');
   await runQueue(second.d);
-  assert.deepEqual(second.calls.map((c) => c.route), ['work']);
+  assert.deepEqual(
+    second.calls.map((c) => c.route),
+    ['work'],
+  );
 });
 
 test('a message held, changed or removed between the listing and its lock is taken as it is then', async () => {
@@ -407,7 +537,10 @@ test('a message held, changed or removed between the listing and its lock is tak
   assert.equal((await runQueue(held.d)).delivered, 0);
   assert.deepEqual(held.calls, []);
   const listed = await openStore(a.root).list();
-  assert.deepEqual(listed.entries.map((e) => e.place), ['hold']);
+  assert.deepEqual(
+    listed.entries.map((e) => e.place),
+    ['hold'],
+  );
 
   // changed: the recipient another process settled is not delivered again
   const b = await spoolWith(['done@x.org', 'open@x.org']);
@@ -423,7 +556,10 @@ test('a message held, changed or removed between the listing and its lock is tak
     },
   };
   await runQueue(changed.d);
-  assert.deepEqual(changed.calls.map((c) => c.to), [['open@x.org']]);
+  assert.deepEqual(
+    changed.calls.map((c) => c.to),
+    [['open@x.org']],
+  );
 
   // removed: skipped quietly
   const c = await spoolWith(['gone@x.org']);
@@ -443,14 +579,25 @@ test('a transport that throws or leaves a recipient out defers those recipients;
   thrown.d.transportFor = () => ({ deliver: async () => Promise.reject(new Error('boom')) });
   const rep = await runQueue(thrown.d);
   assert.equal(rep.deferred, 2);
-  assert.deepEqual((await envelope(a.root, a.id))!.recipients.map((r) => r.state), ['deferred', 'deferred']);
+  assert.deepEqual(
+    (await envelope(a.root, a.id))!.recipients.map((r) => r.state),
+    ['deferred', 'deferred'],
+  );
 
   const b = await spoolWith(['x@x.org', 'y@x.org']);
   const partial = deps(b.root, [route('r1')], () => 'ok');
-  partial.d.transportFor = () => ({ deliver: async (req) => ({ relay: 'r1', results: [{ address: req.recipients[0]!.address, outcome: 'ok' as const, reply: '250 ok' }] }) });
+  partial.d.transportFor = () => ({
+    deliver: async (req) => ({
+      relay: 'r1',
+      results: [{ address: req.recipients[0]!.address, outcome: 'ok' as const, reply: '250 ok' }],
+    }),
+  });
   await runQueue(partial.d);
   const rs = (await envelope(b.root, b.id))!.recipients;
-  assert.deepEqual(rs.map((r) => r.state), ['delivered', 'deferred']);
+  assert.deepEqual(
+    rs.map((r) => r.state),
+    ['delivered', 'deferred'],
+  );
   assert.match(rs[1]!.lastError!, /gave no result/);
 
   const c = await spoolWith(['ok@x.org', 'bad@x.org']);
@@ -458,7 +605,11 @@ test('a transport that throws or leaves a recipient out defers those recipients;
   full.d.enqueueNotice = async () => Promise.reject(Object.assign(new Error('spool is full'), { code: 'ENOSPC' }));
   await runQueue(full.d);
   const after = (await envelope(c.root, c.id))!.recipients;
-  assert.deepEqual(after.map((r) => r.state), ['delivered', 'deferred'], 'the delivery is recorded, the failure waits for its notice');
+  assert.deepEqual(
+    after.map((r) => r.state),
+    ['delivered', 'deferred'],
+    'the delivery is recorded, the failure waits for its notice',
+  );
   assert.match(after[1]!.lastError!, /failure notice could not be queued: spool is full/);
 });
 
@@ -466,7 +617,10 @@ test('an address listed twice in an envelope is delivered once', async () => {
   const { root, id } = await spoolWith(['twice@x.org', 'Twice@x.org', 'other@x.org']);
   const { d, calls } = deps(root, [route('r1')], () => 'ok');
   const rep = await runQueue(d);
-  assert.deepEqual(calls.map((c) => c.to), [['twice@x.org', 'other@x.org']]);
+  assert.deepEqual(
+    calls.map((c) => c.to),
+    [['twice@x.org', 'other@x.org']],
+  );
   assert.equal(rep.delivered, 2);
   assert.equal(await envelope(root, id), null);
 });
@@ -502,7 +656,18 @@ async function spoolMany(n: number): Promise<{ root: string; ids: string[] }> {
   for (let i = 0; i < n; i++) {
     const w = await openSpoolWriter(root).begin();
     w.stream.end('Subject: t\r\n\r\nbody\r\n');
-    ids.push((await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'me@laptop.local', recipients: [newRecipient(`r${i}@x.org`)], origin: { door: 'sendmail' }, protocol: 'local' })).id);
+    ids.push(
+      (
+        await w.commit({
+          version: 1,
+          arrival: new Date().toISOString(),
+          sender: 'me@laptop.local',
+          recipients: [newRecipient(`r${i}@x.org`)],
+          origin: { door: 'sendmail' },
+          protocol: 'local',
+        })
+      ).id,
+    );
   }
   return { root, ids };
 }
@@ -513,9 +678,21 @@ test('a route whose server cannot be reached is tried once: the rest of its mail
   const { d } = deps(root, [route('dead'), route('backup')], (r) => (r === 'backup' ? 'ok' : 'tempfail'));
   d.transportFor = (r) => ({
     deliver: async (req) => {
-      if (r.name === 'backup') return { relay: 'b', results: req.recipients.map((x) => ({ address: x.address, outcome: 'ok', reply: '250 2.0.0 ok' })) };
+      if (r.name === 'backup')
+        return {
+          relay: 'b',
+          results: req.recipients.map((x) => ({ address: x.address, outcome: 'ok', reply: '250 2.0.0 ok' })),
+        };
       tries++;
-      return { relay: 'dead:25', down: { reason: '451 4.4.1 cannot connect to dead:25: ECONNREFUSED' }, results: req.recipients.map((x) => ({ address: x.address, outcome: 'tempfail', reply: '451 4.4.1 cannot connect to dead:25: ECONNREFUSED' })) };
+      return {
+        relay: 'dead:25',
+        down: { reason: '451 4.4.1 cannot connect to dead:25: ECONNREFUSED' },
+        results: req.recipients.map((x) => ({
+          address: x.address,
+          outcome: 'tempfail',
+          reply: '451 4.4.1 cannot connect to dead:25: ECONNREFUSED',
+        })),
+      };
     },
   });
   const downs: string[] = [];
@@ -531,12 +708,20 @@ test('a route whose server cannot be reached is tried once: the rest of its mail
   const again = deps(more.root, [route('dead')], () => 'tempfail');
   again.d.health = d.health;
   let tried = 0;
-  again.d.transportFor = () => ({ deliver: async (req) => ((tried++), { relay: 'x', results: req.recipients.map((x) => ({ address: x.address, outcome: 'ok', reply: '250 ok' })) }) });
+  again.d.transportFor = () => ({
+    deliver: async (req) => (
+      tried++,
+      { relay: 'x', results: req.recipients.map((x) => ({ address: x.address, outcome: 'ok', reply: '250 ok' })) }
+    ),
+  });
   await runQueue(again.d);
   assert.equal(tried, 0, 'a route that is down is not tried during its hold-down');
   const e = await envelope(more.root, more.ids[0]!);
   assert.equal(e!.recipients[0]!.attempts, 0);
-  assert.match(e!.recipients[0]!.lastError!, /^451 4\.4\.1 route dead is down since .*delivery temporarily suspended: cannot connect to dead:25/);
+  assert.match(
+    e!.recipients[0]!.lastError!,
+    /^451 4\.4\.1 route dead is down since .*delivery temporarily suspended: cannot connect to dead:25/,
+  );
 });
 
 test('a refused login keeps the route down until its settings change', async () => {
@@ -565,7 +750,18 @@ test('retargeted to another connection, a run starts no further message and cuts
       new Promise((resolve) => {
         started++;
         if (started === 2) signal.retarget({ online: true, connection: 'office', why: 'test' });
-        setTimeout(() => resolve({ relay: 'h', results: req.recipients.map((x) => ({ address: x.address, outcome: aborted ? 'tempfail' : 'ok', reply: aborted ? '451 4.4.2 cut' : '250 ok' })) }), 20);
+        setTimeout(
+          () =>
+            resolve({
+              relay: 'h',
+              results: req.recipients.map((x) => ({
+                address: x.address,
+                outcome: aborted ? 'tempfail' : 'ok',
+                reply: aborted ? '451 4.4.2 cut' : '250 ok',
+              })),
+            }),
+          20,
+        );
       }),
     abort: (why) => (aborted = why),
   });
@@ -585,11 +781,21 @@ test('an uncertain recipient is retried only by the route that left it uncertain
   office.d.online = async () => ({ online: true, connection: 'office' });
   await runQueue({ ...office.d, force: true });
   assert.deepEqual(office.calls, []);
-  assert.match((await envelope(root, id))!.recipients[0]!.lastError!, /waits for route home, which left its last delivery uncertain/);
-  const anyRoute = deps(root, [route('home', { uncertain: 'retry-any' }), route('office', { connections: ['office'] })], () => 'ok');
+  assert.match(
+    (await envelope(root, id))!.recipients[0]!.lastError!,
+    /waits for route home, which left its last delivery uncertain/,
+  );
+  const anyRoute = deps(
+    root,
+    [route('home', { uncertain: 'retry-any' }), route('office', { connections: ['office'] })],
+    () => 'ok',
+  );
   anyRoute.d.online = async () => ({ online: true, connection: 'office' });
   await runQueue({ ...anyRoute.d, force: true });
-  assert.deepEqual(anyRoute.calls.map((c) => c.route), ['office']);
+  assert.deepEqual(
+    anyRoute.calls.map((c) => c.route),
+    ['office'],
+  );
 });
 
 test('connect_error_fail makes a connection failure final with a 5xx reply', async () => {
@@ -620,5 +826,9 @@ test('a manual run that fails does not push the automatic schedule back', async 
   const next = deps(root, [route('r')], () => 'tempfail', { now: t0 + 300_000 });
   await runQueue({ ...next.d, force: false });
   const later = (await envelope(root, id))!.recipients[0]!;
-  assert.equal(later.nextAttempt, new Date(t0 + 300_000 + 600_000).toISOString(), 'the second automatic attempt doubles once, not four times');
+  assert.equal(
+    later.nextAttempt,
+    new Date(t0 + 300_000 + 600_000).toISOString(),
+    'the second automatic attempt doubles once, not four times',
+  );
 });

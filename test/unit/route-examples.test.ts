@@ -13,7 +13,8 @@ function examples(): string {
   const dir = tempDir();
   fs.mkdirSync(path.join(dir, 'routes'));
   const src = path.join(ROOT, 'routes');
-  for (const f of fs.readdirSync(src).filter((n) => n.endsWith('.yaml'))) fs.copyFileSync(path.join(src, f), path.join(dir, 'routes', f));
+  for (const f of fs.readdirSync(src).filter((n) => n.endsWith('.yaml')))
+    fs.copyFileSync(path.join(src, f), path.join(dir, 'routes', f));
   return dir;
 }
 

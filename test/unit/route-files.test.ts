@@ -16,17 +16,29 @@ function withRoutes(files: Record<string, string>): string {
 
 test('route files load in file-name order with their keys', () => {
   const dir = withRoutes({
-    '20-home.yaml': 'name: home-isp\nconnections: [home]\nrewrite:\n  envelope_sender:\n    "*@laptop.local": "*@isp.example"\n    alice: a@isp.example\ntransport:\n  type: smtp\n  host: smtp.isp.example\n  port: 587\n',
-    '10-lan.yaml': 'permanent: true\nallowed_recipients: ["*@lan.example"]\ndenied_senders: ["<>"]\nlast_route: true\nuncertain: hold\n',
+    '20-home.yaml':
+      'name: home-isp\nconnections: [home]\nrewrite:\n  envelope_sender:\n    "*@laptop.local": "*@isp.example"\n    alice: a@isp.example\ntransport:\n  type: smtp\n  host: smtp.isp.example\n  port: 587\n',
+    '10-lan.yaml':
+      'permanent: true\nallowed_recipients: ["*@lan.example"]\ndenied_senders: ["<>"]\nlast_route: true\nuncertain: hold\n',
     'README.txt': 'not a route',
   });
   const routes = loadRoutes(dir);
-  assert.deepEqual(routes.map((r) => r.name), ['10-lan', 'home-isp']);
+  assert.deepEqual(
+    routes.map((r) => r.name),
+    ['10-lan', 'home-isp'],
+  );
   assert.equal(routes[0]!.permanent, true);
   assert.equal(routes[0]!.lastRoute, true);
-  assert.deepEqual(routes.map((r) => r.uncertain), ['hold', 'retry'], 'uncertain: hold, or retry by default');
+  assert.deepEqual(
+    routes.map((r) => r.uncertain),
+    ['hold', 'retry'],
+    'uncertain: hold, or retry by default',
+  );
   assert.deepEqual(routes[0]!.senders, { allow: [], deny: ['<>'] });
-  assert.deepEqual(routes[1]!.rewrite.envelopeSender, [['*@laptop.local', '*@isp.example'], ['alice', 'a@isp.example']]);
+  assert.deepEqual(routes[1]!.rewrite.envelopeSender, [
+    ['*@laptop.local', '*@isp.example'],
+    ['alice', 'a@isp.example'],
+  ]);
   assert.deepEqual(routes[1]!.transport, { type: 'smtp', host: 'smtp.isp.example', port: 587 });
   assert.deepEqual(loadRoutes(tempDir()), [], 'no routes folder: no routes');
 });
@@ -47,23 +59,78 @@ test('every problem of every route file is reported with file, line and key', ()
     /^c\.yaml: uncertain@2: must be retry, retry-any or hold/,
     /^name@-: route name a is used twice/,
   ]) {
-    assert.ok(got.some((g) => want.test(g)), `${want} in ${JSON.stringify(got)}`);
+    assert.ok(
+      got.some((g) => want.test(g)),
+      `${want} in ${JSON.stringify(got)}`,
+    );
   }
 });
 
 test('the transport section: every key known and typed, and the combinations that make sense', () => {
   const section = (lines: string[]): string => `permanent: true\ntransport:\n${lines.map((l) => `  ${l}\n`).join('')}`;
   const dir = withRoutes({
-    'a.yaml': section(['type: smtp', 'host: relay.example', 'port: "587"', 'tls: starttls-please', 'colour: red', 'connections: 0']),
-    'b.yaml': section(['type: smtp', 'user: alice', 'password_file: /etc/ferrymail/pw', 'password_env: RELAY_PW', 'auth_method: digest-md5']),
-    'c.yaml': section(['type: lmtp', 'socket: run/lmtp.sock', 'host: x.example', 'port: 24', 'mx: true', 'command: [procmail]']),
-    'd.yaml': section(['type: smtp', 'mx: true', 'tls: none', 'fingerprint: "12:34"', 'connect_timeout: 0', 'helo: "bad name"']),
+    'a.yaml': section([
+      'type: smtp',
+      'host: relay.example',
+      'port: "587"',
+      'tls: starttls-please',
+      'colour: red',
+      'connections: 0',
+    ]),
+    'b.yaml': section([
+      'type: smtp',
+      'user: alice',
+      'password_file: /etc/ferrymail/pw',
+      'password_env: RELAY_PW',
+      'auth_method: digest-md5',
+    ]),
+    'c.yaml': section([
+      'type: lmtp',
+      'socket: run/lmtp.sock',
+      'host: x.example',
+      'port: 24',
+      'mx: true',
+      'command: [procmail]',
+    ]),
+    'd.yaml': section([
+      'type: smtp',
+      'mx: true',
+      'tls: none',
+      'fingerprint: "12:34"',
+      'connect_timeout: 0',
+      'helo: "bad name"',
+    ]),
     'e.yaml': section(['type: pipe', 'host: x.example']),
-    'f.yaml': section(['type: smtp', 'host: relay.example', 'port: 465', 'tls: smtps', 'user: bob', 'password_command: [pass, show, relay]', `fingerprint: "${'AB:'.repeat(31)}AB"`, 'auth_method: xoauth2', 'connections: 4', 'greeting_timeout: 5', 'helo: laptop.example.org']),
+    'f.yaml': section([
+      'type: smtp',
+      'host: relay.example',
+      'port: 465',
+      'tls: smtps',
+      'user: bob',
+      'password_command: [pass, show, relay]',
+      `fingerprint: "${'AB:'.repeat(31)}AB"`,
+      'auth_method: xoauth2',
+      'connections: 4',
+      'greeting_timeout: 5',
+      'helo: laptop.example.org',
+    ]),
     'g.yaml': section(['type: smtp', 'host: relay.example', 'port: 25', 'user: bob']),
-    'h.yaml': section(['type: smtp', 'host: relay.example', 'port: 25', 'proxy: "http://127.0.0.1:8080"', 'tls_name: "bad name"']),
+    'h.yaml': section([
+      'type: smtp',
+      'host: relay.example',
+      'port: 25',
+      'proxy: "http://127.0.0.1:8080"',
+      'tls_name: "bad name"',
+    ]),
     'i.yaml': section(['type: lmtp', 'socket: /run/lmtp.sock', 'proxy: "socks5://127.0.0.1:1080"']),
-    'j.yaml': section(['type: smtp', 'host: smtp.corp.example', 'port: 587', 'tls: starttls', 'proxy: "socks5h://[::1]:1080"', 'tls_name: smtp.corp.example']),
+    'j.yaml': section([
+      'type: smtp',
+      'host: smtp.corp.example',
+      'port: 587',
+      'tls: starttls',
+      'proxy: "socks5h://[::1]:1080"',
+      'tls_name: smtp.corp.example',
+    ]),
   });
   const got = routeIssues(dir);
   const want = [
@@ -89,32 +156,76 @@ test('the transport section: every key known and typed, and the combinations tha
     /^h\.yaml: transport\.tls_name@7: must be a host name/,
     /^i\.yaml: transport\.proxy@5: a unix socket is reached directly/,
   ];
-  for (const w of want) assert.ok(got.some((g) => w.test(g)), `${w} in ${JSON.stringify(got, null, 1)}`);
-  for (const ok of ['f.yaml', 'j.yaml']) assert.ok(!got.some((g) => g.startsWith(ok)), `${ok} is valid: ${JSON.stringify(got.filter((g) => g.startsWith(ok)))}`);
+  for (const w of want)
+    assert.ok(
+      got.some((g) => w.test(g)),
+      `${w} in ${JSON.stringify(got, null, 1)}`,
+    );
+  for (const ok of ['f.yaml', 'j.yaml'])
+    assert.ok(
+      !got.some((g) => g.startsWith(ok)),
+      `${ok} is valid: ${JSON.stringify(got.filter((g) => g.startsWith(ok)))}`,
+    );
 });
 
 test('ferrymail route explain: routes per recipient, rewritten sender and From, or why it waits', async () => {
   const cfg = await makeConfig();
   fs.mkdirSync(path.join(cfg.configDir, 'routes'));
-  fs.writeFileSync(path.join(cfg.configDir, 'routes', '10-lan.yaml'), 'permanent: true\nallowed_recipients: ["*@lan.example"]\n');
+  fs.writeFileSync(
+    path.join(cfg.configDir, 'routes', '10-lan.yaml'),
+    'permanent: true\nallowed_recipients: ["*@lan.example"]\n',
+  );
   fs.writeFileSync(
     path.join(cfg.configDir, 'routes', '20-home.yaml'),
     'name: home-isp\nconnections: [home]\nrewrite:\n  envelope_sender:\n    "*@laptop.local": "*@isp.example"\n  from:\n    alice: alice.smith@isp.example\n',
   );
-  const args = ['route', 'explain', '--from', 'alice@laptop.local', '--to', 'bob@x.org', 'c@lan.example', '--header-from', 'Alice <alice@laptop.local>'];
+  const args = [
+    'route',
+    'explain',
+    '--from',
+    'alice@laptop.local',
+    '--to',
+    'bob@x.org',
+    'c@lan.example',
+    '--header-from',
+    'Alice <alice@laptop.local>',
+  ];
   const home = await ferrymail(cfg, [...args, '--connection', 'home', '--json']);
   assert.equal(home.code, 0, home.stderr);
   const j = JSON.parse(home.stdout);
-  assert.deepEqual(j.recipients[0], { recipient: 'bob@x.org', routes: ['home-isp'], envelope_sender: 'alice@isp.example', header_from: ['Alice <alice.smith@isp.example>'] });
+  assert.deepEqual(j.recipients[0], {
+    recipient: 'bob@x.org',
+    routes: ['home-isp'],
+    envelope_sender: 'alice@isp.example',
+    header_from: ['Alice <alice.smith@isp.example>'],
+  });
   assert.deepEqual(j.recipients[1].routes, ['10-lan', 'home-isp']);
   // without --connection: the connection the host is on now (here none)
   const off = await ferrymail(cfg, args);
   assert.equal(off.code, 0, off.stderr);
   assert.match(off.stdout, /<bob@x\.org>: waits: offline/);
   // --header-from as a header value: allowed_from sees the address inside it
-  fs.writeFileSync(path.join(cfg.configDir, 'routes', '30-personal.yaml'), 'name: personal\nconnections: [home]\nallowed_from: ["*@personal.example"]\n');
-  fs.writeFileSync(path.join(cfg.configDir, 'routes', '20-home.yaml'), 'name: home-isp\nconnections: [home]\ndenied_from: ["*@personal.example"]\n');
-  const personal = await ferrymail(cfg, ['route', 'explain', '--from', 'alice@laptop.local', '--to', 'bob@x.org', '--header-from', 'Alice <alice@personal.example>', '--connection', 'home', '--json']);
+  fs.writeFileSync(
+    path.join(cfg.configDir, 'routes', '30-personal.yaml'),
+    'name: personal\nconnections: [home]\nallowed_from: ["*@personal.example"]\n',
+  );
+  fs.writeFileSync(
+    path.join(cfg.configDir, 'routes', '20-home.yaml'),
+    'name: home-isp\nconnections: [home]\ndenied_from: ["*@personal.example"]\n',
+  );
+  const personal = await ferrymail(cfg, [
+    'route',
+    'explain',
+    '--from',
+    'alice@laptop.local',
+    '--to',
+    'bob@x.org',
+    '--header-from',
+    'Alice <alice@personal.example>',
+    '--connection',
+    'home',
+    '--json',
+  ]);
   assert.equal(personal.code, 0, personal.stderr);
   assert.deepEqual(JSON.parse(personal.stdout).recipients[0].routes, ['personal']);
   assert.match(off.stdout, /<c@lan\.example>: via 10-lan/);
@@ -122,13 +233,24 @@ test('ferrymail route explain: routes per recipient, rewritten sender and From, 
   assert.equal(bad.code, 64);
 });
 
-test('config check notes a route whose maps can never match this host\'s own senders', async () => {
+test("config check notes a route whose maps can never match this host's own senders", async () => {
   const cfg = await makeConfig();
   fs.mkdirSync(path.join(cfg.configDir, 'routes'), { recursive: true });
-  fs.copyFileSync(path.join(ROOT, 'routes', '20-home-isp.yaml'), path.join(cfg.configDir, 'routes', '20-home-isp.yaml'));
+  fs.copyFileSync(
+    path.join(ROOT, 'routes', '20-home-isp.yaml'),
+    path.join(cfg.configDir, 'routes', '20-home-isp.yaml'),
+  );
   const r = await ferrymail(cfg, ['config', 'check']);
-  assert.match(r.stderr, /note: route home-isp rewrites \*@laptop\.local, .*USER@test\.example: nothing of it would be rewritten/);
-  fs.writeFileSync(path.join(cfg.configDir, 'ferrymail.yaml'), fs.readFileSync(path.join(cfg.configDir, 'ferrymail.yaml'), 'utf8').replace('hostname: test.example', 'hostname: laptop.local'));
+  assert.match(
+    r.stderr,
+    /note: route home-isp rewrites \*@laptop\.local, .*USER@test\.example: nothing of it would be rewritten/,
+  );
+  fs.writeFileSync(
+    path.join(cfg.configDir, 'ferrymail.yaml'),
+    fs
+      .readFileSync(path.join(cfg.configDir, 'ferrymail.yaml'), 'utf8')
+      .replace('hostname: test.example', 'hostname: laptop.local'),
+  );
   const ok = await ferrymail(cfg, ['config', 'check']);
   assert.doesNotMatch(ok.stderr, /note:/);
 });

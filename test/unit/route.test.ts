@@ -43,11 +43,15 @@ test('address globs', () => {
 
 const home = route('home-isp', { connections: ['home'] });
 const work = route('work', { connections: ['office', 'vpn'], recipients: { allow: ['*@corp.example'], deny: [] } });
-const lan = route('lan', { permanent: true, recipients: { allow: ['*@lan.example'], deny: [] }, connectErrorFail: true });
+const lan = route('lan', {
+  permanent: true,
+  recipients: { allow: ['*@lan.example'], deny: [] },
+  connectErrorFail: true,
+});
 const gmail = route('gmail', { connections: ['home', 'office'], senders: { allow: ['*@gmail.example'], deny: [] } });
 const routes = [home, work, lan, gmail];
 
-test('candidates: permanent first, then the connection\'s routes in file order', () => {
+test("candidates: permanent first, then the connection's routes in file order", () => {
   const names = (s: OnlineState): string[] => candidates(routes, s).map((r) => r.name);
   assert.deepEqual(names({ online: true, connection: 'home' }), ['lan', 'home-isp', 'gmail']);
   assert.deepEqual(names({ online: true, connection: 'office' }), ['lan', 'work', 'gmail']);
@@ -74,7 +78,13 @@ test('filters: sender, recipient and From header; deny beats allow; <> for the n
 });
 
 test('plan: routes per recipient, or a deferral saying why', () => {
-  const p = plan(routes, { online: true, connection: 'office' }, 'me@gmail.example', ['a@corp.example', 'b@lan.example', 'c@else.example'], []);
+  const p = plan(
+    routes,
+    { online: true, connection: 'office' },
+    'me@gmail.example',
+    ['a@corp.example', 'b@lan.example', 'c@else.example'],
+    [],
+  );
   assert.deepEqual(
     p.map((x) => ('routes' in x ? [x.recipient, x.routes.map((r) => r.name)] : [x.recipient, x.defer])),
     [

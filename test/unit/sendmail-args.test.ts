@@ -12,7 +12,20 @@ function submit(args: string[]) {
 }
 
 test('mutt: -oem -oi -B8BITMIME -f from -N -R -- rcpt', () => {
-  const s = submit(['-oem', '-oi', '-B8BITMIME', '-f', 'me@x.org', '-N', 'failure,delay', '-R', 'hdrs', '--', 'a@y.org', '-b@z.org']);
+  const s = submit([
+    '-oem',
+    '-oi',
+    '-B8BITMIME',
+    '-f',
+    'me@x.org',
+    '-N',
+    'failure,delay',
+    '-R',
+    'hdrs',
+    '--',
+    'a@y.org',
+    '-b@z.org',
+  ]);
   assert.equal(s.sender, 'me@x.org');
   assert.equal(s.dotEnds, false);
   assert.deepEqual(s.notify, ['FAILURE', 'DELAY']);
@@ -51,7 +64,21 @@ test('attached values, null sender, -r, -F with spaces, -V envid, -C', () => {
 });
 
 test('legacy flags are accepted and ignored', () => {
-  const s = submit(['-oem', '-oee', '-om', '-m', '-v', '-oQ/var/spool', '-h', '17', '-L', 'tag', '-U', '-n', 'a@b.org']);
+  const s = submit([
+    '-oem',
+    '-oee',
+    '-om',
+    '-m',
+    '-v',
+    '-oQ/var/spool',
+    '-h',
+    '17',
+    '-L',
+    'tag',
+    '-U',
+    '-n',
+    'a@b.org',
+  ]);
   assert.deepEqual(s.recipients, ['a@b.org']);
 });
 
@@ -80,8 +107,21 @@ test('personalities by name', () => {
 });
 
 test('usage errors: unknown flag, no recipients, missing value, bad -N and -R', () => {
-  for (const args of [['-z', 'a@b'], [], ['-f'], ['-N', 'sometimes', 'a@b'], ['-N', 'never,success', 'a@b'], ['-R', 'body', 'a@b'], ['-bd'], ['-Mxx']]) {
-    assert.throws(() => parseSendmailArgs(args), (e: unknown) => e instanceof FerryError && e.code === 'usage', args.join(' '));
+  for (const args of [
+    ['-z', 'a@b'],
+    [],
+    ['-f'],
+    ['-N', 'sometimes', 'a@b'],
+    ['-N', 'never,success', 'a@b'],
+    ['-R', 'body', 'a@b'],
+    ['-bd'],
+    ['-Mxx'],
+  ]) {
+    assert.throws(
+      () => parseSendmailArgs(args),
+      (e: unknown) => e instanceof FerryError && e.code === 'usage',
+      args.join(' '),
+    );
   }
   assert.throws(() => parseSendmailArgs([], 'mailrm'), /name the queue ids/);
 });

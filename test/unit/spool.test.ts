@@ -90,7 +90,13 @@ test('hold, release and remove; unknown and malformed ids', async () => {
   await assert.rejects(store.get(env.id), (e: unknown) => e instanceof FerryError && e.code === 'not-found');
   assert.equal(fs.existsSync(path.join(root, 'msg', env.id)), false);
   const res = await applyChange(store, 'rm', ['../../x', env.id]);
-  assert.deepEqual(res.map((r) => [r.ok, r.code]), [[false, 'not-found'], [false, 'not-found']]);
+  assert.deepEqual(
+    res.map((r) => [r.ok, r.code]),
+    [
+      [false, 'not-found'],
+      [false, 'not-found'],
+    ],
+  );
 });
 
 test('a corrupt envelope moves to corrupt/ and is reported, never deleted', async () => {
@@ -99,7 +105,10 @@ test('a corrupt envelope moves to corrupt/ and is reported, never deleted', asyn
   const good = await commit(root, 'a: b\r\n\r\nd\r\n');
   fs.writeFileSync(path.join(root, 'queue', env.id), '{"version": 1, "id": "trunc');
   const { entries, corrupt } = await openStore(root).list();
-  assert.deepEqual(entries.map((e) => e.envelope.id), [good.id]);
+  assert.deepEqual(
+    entries.map((e) => e.envelope.id),
+    [good.id],
+  );
   assert.equal(corrupt.length, 1);
   assert.equal(corrupt[0]!.id, env.id);
   assert.ok(fs.existsSync(path.join(root, 'corrupt', env.id)));
@@ -153,7 +162,10 @@ test('locks live in the owner-only spool: no abstract socket, nothing outside it
   const a = tempDir();
   const la = await tryLock(a, 'daemon');
   assert.ok(la);
-  const abstract = fs.readFileSync('/proc/net/unix', 'utf8').split('\n').filter((l) => l.includes('@ferrymail'));
+  const abstract = fs
+    .readFileSync('/proc/net/unix', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('@ferrymail'));
   assert.deepEqual(abstract, [], 'no lock in the abstract namespace, which every user can see and bind');
   const dir = path.join(a, 'lock', 'daemon');
   const [sock] = fs.readdirSync(dir);
@@ -175,13 +187,19 @@ test('a lock whose holder was killed is taken over; racing takers never both hol
   await new Promise((r) => child.once('exit', r));
   assert.equal(fs.readdirSync(path.join(root, 'lock', 'runner')).length, 1, 'the dead holder left its socket');
   // eight processes race for the stale lock: exactly one gets it
-  const racers = Array.from({ length: 8 }, () =>
-    new Promise<string>((resolve) => {
-      const c = spawn(process.execPath, ['-e', script.replace("setInterval(() => {}, 1000)", 'setTimeout(() => process.exit(0), 4000)')], { stdio: ['ignore', 'pipe', 'inherit'] });
-      let out = '';
-      c.stdout!.on('data', (d) => (out += d));
-      c.once('exit', () => resolve(out));
-    }),
+  const racers = Array.from(
+    { length: 8 },
+    () =>
+      new Promise<string>((resolve) => {
+        const c = spawn(
+          process.execPath,
+          ['-e', script.replace('setInterval(() => {}, 1000)', 'setTimeout(() => process.exit(0), 4000)')],
+          { stdio: ['ignore', 'pipe', 'inherit'] },
+        );
+        let out = '';
+        c.stdout!.on('data', (d) => (out += d));
+        c.once('exit', () => resolve(out));
+      }),
   );
   const results = await Promise.all(racers);
   assert.equal(results.filter((r) => r === 'held').length, 1, results.join(','));
@@ -197,16 +215,26 @@ test('reading a spool that does not exist yet creates nothing and lists nothing'
 
 test('envelope versions: 1 still loads; 2 is written only when a recipient was warned or uncertain', async () => {
   const env = { ...partial(['b@example.org', 'c@example.org']), id: newId(), size: 12 } as Envelope;
-  assert.match(encodeEnvelope(env), /^\{\n "version": 1,/, 'nothing of version 2 used: stays readable by older versions');
+  assert.match(
+    encodeEnvelope(env),
+    /^\{\n "version": 1,/,
+    'nothing of version 2 used: stays readable by older versions',
+  );
   env.recipients[0]!.warned = [14_400];
   env.recipients[1]!.uncertain = 1;
   const v2 = encodeEnvelope(env);
   assert.match(v2, /^\{\n "version": 2,/);
   const back = decodeEnvelope(v2, env.id);
   assert.deepEqual([back.recipients[0]!.warned, back.recipients[1]!.uncertain], [[14_400], 1]);
-  assert.throws(() => decodeEnvelope(v2.replace('"version": 2', '"version": 1'), env.id), /version 1 envelope with version 2 fields/);
+  assert.throws(
+    () => decodeEnvelope(v2.replace('"version": 2', '"version": 1'), env.id),
+    /version 1 envelope with version 2 fields/,
+  );
   assert.throws(() => decodeEnvelope(v2.replace('"uncertain": 1', '"uncertain": "x"'), env.id), /bad uncertain/);
-  assert.throws(() => decodeEnvelope(v2.replace(/"warned": \[\n\s+14400\n\s+\]/, '"warned": [-1]'), env.id), /bad warned/);
+  assert.throws(
+    () => decodeEnvelope(v2.replace(/"warned": \[\n\s+14400\n\s+\]/, '"warned": [-1]'), env.id),
+    /bad warned/,
+  );
   // an old envelope file, as an earlier version wrote it, is read and listed
   const root = tempDir();
   const old = await commit(root, 'Subject: x\r\n\r\nbody\r\n');
@@ -228,7 +256,11 @@ test('release turns recipients held as uncertain back into queued ones, held mes
   await l.release();
   await store.release(env.id);
   let got = (await store.get(env.id)).envelope;
-  assert.deepEqual(got.recipients.map((r) => r.state), ['queued', 'deferred'], 'only the uncertain one changes');
+  assert.deepEqual(
+    got.recipients.map((r) => r.state),
+    ['queued', 'deferred'],
+    'only the uncertain one changes',
+  );
   assert.equal(got.recipients[0]!.uncertain, 1, 'the count stays: another uncertain attempt holds it again');
   await assert.rejects(store.release(env.id), /not held/);
   await store.hold(env.id);
@@ -240,7 +272,10 @@ test('release turns recipients held as uncertain back into queued ones, held mes
   await store.release(env.id);
   got = (await store.get(env.id)).envelope;
   assert.equal((await store.get(env.id)).place, 'queue');
-  assert.deepEqual(got.recipients.map((r) => r.state), ['queued', 'queued']);
+  assert.deepEqual(
+    got.recipients.map((r) => r.state),
+    ['queued', 'queued'],
+  );
 });
 
 test('readHead returns the header section whatever its size: ends inside the first read, across a read boundary, past it, or never', async () => {
@@ -257,25 +292,40 @@ test('readHead returns the header section whatever its size: ends inside the fir
   for (const [head, data] of cases) {
     const w = await spool.begin();
     w.stream.end(Buffer.from(data, 'latin1'));
-    const env = await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'a@b.org', recipients: [newRecipient('c@d.org')], origin: { door: 'sendmail' }, protocol: 'local' });
+    const env = await w.commit({
+      version: 1,
+      arrival: new Date().toISOString(),
+      sender: 'a@b.org',
+      recipients: [newRecipient('c@d.org')],
+      origin: { door: 'sendmail' },
+      protocol: 'local',
+    });
     assert.equal(await store.readHead(env.id), head, `header of ${head.length} bytes`);
   }
   const w = await spool.begin();
   w.stream.end(Buffer.from(`X-Big: ${'b'.repeat(300_000)}\r\n\r\nbody`, 'latin1'));
-  const big = await w.commit({ version: 1, arrival: new Date().toISOString(), sender: 'a@b.org', recipients: [newRecipient('c@d.org')], origin: { door: 'sendmail' }, protocol: 'local' });
+  const big = await w.commit({
+    version: 1,
+    arrival: new Date().toISOString(),
+    sender: 'a@b.org',
+    recipients: [newRecipient('c@d.org')],
+    origin: { door: 'sendmail' },
+    protocol: 'local',
+  });
   assert.equal((await store.readHead(big.id, 262_144)).length, 262_144, 'cut at max');
 });
 
 test('directory syncs follow a spool directory that was replaced while the process runs', async () => {
   const dir = path.join(tempDir(), 'queue');
   fs.mkdirSync(dir);
-  const links = (): string[] => fs.readdirSync('/proc/self/fd').map((fd) => {
-    try {
-      return fs.readlinkSync(`/proc/self/fd/${fd}`);
-    } catch {
-      return '';
-    }
-  });
+  const links = (): string[] =>
+    fs.readdirSync('/proc/self/fd').map((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`);
+      } catch {
+        return '';
+      }
+    });
   await DirSyncer.of(dir).sync();
   assert.ok(links().includes(dir), 'a descriptor kept open on the directory');
   fs.rmSync(dir, { recursive: true });

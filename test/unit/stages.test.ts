@@ -15,8 +15,17 @@ const hooks: Hooks = {
   mail: [(_s, i) => (i.arg === 'spam@x.org' ? reject(550, '5.7.1', 'sender refused') : CONTINUE)],
   rcpt: [async (_s, i) => (i.arg === 'later@x.org' ? reject(450, '4.2.0', 'try later') : CONTINUE)],
   data: [(s) => (s.sender === 'nodata@x.org' ? reject(554, '5.7.1', 'no data for you') : CONTINUE)],
-  other: [(_s, i) => (seen.push(i), i.verb === 'NOOP' && i.arg === 'forbidden' ? reject(502, '5.5.1', 'not this noop') : CONTINUE)],
-  unknown: [(_s, i) => (i.verb === 'XYZZY' ? { action: 'disconnect', reply: { code: 421, enhanced: '4.7.0', text: 'bye now' } } : CONTINUE)],
+  other: [
+    (_s, i) => (
+      seen.push(i), i.verb === 'NOOP' && i.arg === 'forbidden' ? reject(502, '5.5.1', 'not this noop') : CONTINUE
+    ),
+  ],
+  unknown: [
+    (_s, i) =>
+      i.verb === 'XYZZY'
+        ? { action: 'disconnect', reply: { code: 421, enhanced: '4.7.0', text: 'bye now' } }
+        : CONTINUE,
+  ],
 };
 
 let d: Daemon;
@@ -70,7 +79,15 @@ test('unknown commands without a verdict get 500 and count towards the error lim
 test('a hook that throws or hangs is a temporary failure, never a pass', async () => {
   const s = { id: 'x', peer: '127.0.0.1', peerPort: 1, trusted: true, secure: false, recipients: [] };
   const i: StageInput = { stage: 'mail', verb: 'MAIL', arg: 'a@b' };
-  const thrown = await runStage([() => { throw new Error('boom'); }], s, i);
+  const thrown = await runStage(
+    [
+      () => {
+        throw new Error('boom');
+      },
+    ],
+    s,
+    i,
+  );
   assert.deepEqual(thrown, reject(451, '4.3.0', 'Internal policy error, try again later'));
   const hung = await runStage([() => new Promise(() => undefined)], s, i, 50);
   assert.equal(hung.action, 'reject');
@@ -96,6 +113,12 @@ test('a hook on the other stage sees AUTH as its mechanism only, never the crede
   await c.cmd('AUTH login YW5u');
   c.close();
   const auth = seen.filter((i) => i.verb === 'AUTH');
-  assert.deepEqual(auth.map((i) => i.arg), ['PLAIN', 'LOGIN']);
-  assert.ok(!JSON.stringify(seen).includes(secret) && !JSON.stringify(seen).includes('YW5u'), 'no credential reached a hook');
+  assert.deepEqual(
+    auth.map((i) => i.arg),
+    ['PLAIN', 'LOGIN'],
+  );
+  assert.ok(
+    !JSON.stringify(seen).includes(secret) && !JSON.stringify(seen).includes('YW5u'),
+    'no credential reached a hook',
+  );
 });

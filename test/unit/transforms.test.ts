@@ -39,7 +39,11 @@ test('LineEndGuard passes CRLF text unchanged, whatever the chunking', async () 
 test('LineEndGuard rejects bare LF and bare CR anywhere, across chunk edges', async () => {
   for (const bad of ['a\nb\r\n', 'a\rb\r\n', 'x\r\n.\n', 'x\r\n.\r', 'end\r']) {
     for (const parts of splits(bad)) {
-      await assert.rejects(through(new LineEndGuard('reject'), parts), (e: unknown) => e instanceof FerryError && e.reply?.code === 550 && e.reply.enhanced === '5.6.0', JSON.stringify(parts));
+      await assert.rejects(
+        through(new LineEndGuard('reject'), parts),
+        (e: unknown) => e instanceof FerryError && e.reply?.code === 550 && e.reply.enhanced === '5.6.0',
+        JSON.stringify(parts),
+      );
     }
   }
 });
@@ -52,7 +56,12 @@ test('LineEndGuard normalize turns bare LF and CR into CRLF', async () => {
 
 /** A header stage that prepends X-Added and drops Bcc. */
 function stage(over: Partial<HeaderStageOptions> = {}): HeaderStage {
-  return new HeaderStage({ maxHeaderBytes: 1000, maxHops: 3, edit: () => ({ prepend: 'X-Added: 1\r\n', drop: new Set(['bcc']) }), ...over });
+  return new HeaderStage({
+    maxHeaderBytes: 1000,
+    maxHops: 3,
+    edit: () => ({ prepend: 'X-Added: 1\r\n', drop: new Set(['bcc']) }),
+    ...over,
+  });
 }
 
 test('HeaderStage prepends, drops Bcc (folded too), keeps the body byte for byte', async () => {
@@ -65,15 +74,24 @@ test('HeaderStage prepends, drops Bcc (folded too), keeps the body byte for byte
 test('HeaderStage: no header section, headers only, and a header section ended by a non-header line', async () => {
   assert.equal(await through(stage(), ['\r\nbody\r\n']), 'X-Added: 1\r\n\r\nbody\r\n');
   assert.equal(await through(stage(), ['Subject: s\r\n']), 'X-Added: 1\r\nSubject: s\r\n\r\n');
-  assert.equal(await through(stage(), ['Subject: s\r\nthis is body\r\n']), 'X-Added: 1\r\nSubject: s\r\n\r\nthis is body\r\n');
+  assert.equal(
+    await through(stage(), ['Subject: s\r\nthis is body\r\n']),
+    'X-Added: 1\r\nSubject: s\r\n\r\nthis is body\r\n',
+  );
 });
 
 test('HeaderStage refuses a header section over the limit and too many Received headers', async () => {
-  const big = 'X: ' + 'a'.repeat(2000) + '\r\n\r\nbody\r\n';
-  await assert.rejects(through(stage(), [big]), (e: unknown) => e instanceof FerryError && e.reply?.code === 552 && e.reply.enhanced === '5.3.4');
-  const loop = 'Received: a\r\n'.repeat(4) + '\r\nbody\r\n';
-  await assert.rejects(through(stage(), [loop]), (e: unknown) => e instanceof FerryError && e.reply?.code === 554 && e.reply.enhanced === '5.4.6');
-  const ok = 'Received: a\r\n'.repeat(3) + '\r\nbody\r\n';
+  const big = `X: ${'a'.repeat(2000)}\r\n\r\nbody\r\n`;
+  await assert.rejects(
+    through(stage(), [big]),
+    (e: unknown) => e instanceof FerryError && e.reply?.code === 552 && e.reply.enhanced === '5.3.4',
+  );
+  const loop = `${'Received: a\r\n'.repeat(4)}\r\nbody\r\n`;
+  await assert.rejects(
+    through(stage(), [loop]),
+    (e: unknown) => e instanceof FerryError && e.reply?.code === 554 && e.reply.enhanced === '5.4.6',
+  );
+  const ok = `${'Received: a\r\n'.repeat(3)}\r\nbody\r\n`;
   assert.match(await through(stage(), [ok]), /body/);
 });
 
@@ -94,32 +112,49 @@ test('LocalLines: LF to CRLF, lone dot ends without -i, kept with -i, From_ line
 test('SessionLineEnds: a CRLF session passes untouched, an LF session gets CRLF, the first line decides', async () => {
   const { SessionLineEnds } = await import('../../src/scan/transforms.js');
   const crlf = 'EHLO a\r\nDATA\r\nx\n.\nMAIL\r\n.\r\n';
-  for (const parts of splits(crlf)) assert.equal(await through(new SessionLineEnds(), parts), crlf, JSON.stringify(parts));
+  for (const parts of splits(crlf))
+    assert.equal(await through(new SessionLineEnds(), parts), crlf, JSON.stringify(parts));
   const lf = 'EHLO a\nDATA\nx\r\ny\rz\n.\n';
   for (const parts of splits(lf)) {
-    assert.equal(await through(new SessionLineEnds(), parts), 'EHLO a\r\nDATA\r\nx\r\ny\rz\r\n.\r\n', JSON.stringify(parts));
+    assert.equal(
+      await through(new SessionLineEnds(), parts),
+      'EHLO a\r\nDATA\r\nx\r\ny\rz\r\n.\r\n',
+      JSON.stringify(parts),
+    );
   }
   assert.equal(await through(new SessionLineEnds(), ['no newline at all']), 'no newline at all');
 });
 
 test('LocalLines refuses an endless line once it passes the size limit, without holding more', async () => {
   const chunks = Array.from({ length: 50 }, () => 'a'.repeat(1000));
-  await assert.rejects(through(new LocalLines(false, 20_000), chunks), (e: unknown) => e instanceof FerryError && e.reply?.code === 552);
-  assert.equal(await through(new LocalLines(false, 20_000), ['a'.repeat(500), 'b'.repeat(500), '\nend']), 'a'.repeat(500) + 'b'.repeat(500) + '\r\nend\r\n');
+  await assert.rejects(
+    through(new LocalLines(false, 20_000), chunks),
+    (e: unknown) => e instanceof FerryError && e.reply?.code === 552,
+  );
+  assert.equal(
+    await through(new LocalLines(false, 20_000), ['a'.repeat(500), 'b'.repeat(500), '\nend']),
+    `${'a'.repeat(500) + 'b'.repeat(500)}\r\nend\r\n`,
+  );
 });
 
 test('HeaderStage finds the end of the header section across one-byte chunks', async () => {
   const msg = 'A: 1\r\n..B: 2\r\n\r\nbody\r\n';
-  const out = await through(stage(), [...msg].map((c) => c));
+  const out = await through(
+    stage(),
+    [...msg].map((c) => c),
+  );
   assert.equal(out, 'X-Added: 1\r\nA: 1\r\n..B: 2\r\n\r\nbody\r\n');
 });
 
 test('bare local names in address fields are qualified; groups, whole addresses and names are left alone', async () => {
   const { qualifyField } = await import('../../src/scan/headers.js');
-  const f = (raw: string) => ({ name: raw.split(':')[0]!, lower: raw.split(':')[0]!.toLowerCase(), raw: raw + '\r\n' });
+  const f = (raw: string) => ({ name: raw.split(':')[0]!, lower: raw.split(':')[0]!.toLowerCase(), raw: `${raw}\r\n` });
   assert.equal(qualifyField(f('From: root (Cron Daemon)'), 'box.example'), 'From: root@box.example (Cron Daemon)\r\n');
   assert.equal(qualifyField(f('To: root'), 'box.example'), 'To: root@box.example\r\n');
-  assert.equal(qualifyField(f('Cc: Alice <alice>, bob@x.org, "Smith, J" <jsmith>'), 'h.example'), 'Cc: Alice <alice@h.example>, bob@x.org, "Smith, J" <jsmith@h.example>\r\n');
+  assert.equal(
+    qualifyField(f('Cc: Alice <alice>, bob@x.org, "Smith, J" <jsmith>'), 'h.example'),
+    'Cc: Alice <alice@h.example>, bob@x.org, "Smith, J" <jsmith@h.example>\r\n',
+  );
   assert.equal(qualifyField(f('To: bob@x.org'), 'h.example'), undefined);
   assert.equal(qualifyField(f('To: undisclosed-recipients:;'), 'h.example'), undefined);
   assert.equal(qualifyField(f('Subject: root'), 'h.example'), undefined);

@@ -6,7 +6,16 @@ import { Pool, type Pooled } from '../../src/transport/pool.js';
 
 /** A session stand-in for one server key. */
 function fake(key: string): Pooled & { closed: boolean } {
-  return { key, closed: false, usable: () => true, park: () => undefined, unpark: () => undefined, close: async function (this: { closed: boolean }) { this.closed = true; } };
+  return {
+    key,
+    closed: false,
+    usable: () => true,
+    park: () => undefined,
+    unpark: () => undefined,
+    close: async function (this: { closed: boolean }) {
+      this.closed = true;
+    },
+  };
 }
 
 test('shrink: nothing to wait for when the caller is alone; an idle session to the server, or one in use, is waited for', async () => {
@@ -27,7 +36,7 @@ test('shrink: nothing to wait for when the caller is alone; an idle session to t
   const busy = fake('a');
   assert.equal(await two.take(['a']), undefined);
   two.inUse(busy);
-  assert.equal(await two.take(['a']), undefined, 'the caller\'s slot');
+  assert.equal(await two.take(['a']), undefined, "the caller's slot");
   assert.equal(two.shrink(['a']), true, 'one slot fewer, the caller waits');
   let got: unknown = 'waiting';
   const waiter = two.take(['a']).then((s) => (got = s));

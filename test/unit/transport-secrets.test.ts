@@ -17,7 +17,10 @@ const transports: Transport[] = [];
 let server: FaultServer;
 before(async () => {
   const cert = await selfSigned();
-  server = await faultServer({ tls: { key: cert.key, cert: cert.cert }, auth: { mechanisms: ['PLAIN', 'XOAUTH2'], user: 'alice', secret: TOKEN } });
+  server = await faultServer({
+    tls: { key: cert.key, cert: cert.cert },
+    auth: { mechanisms: ['PLAIN', 'XOAUTH2'], user: 'alice', secret: TOKEN },
+  });
 });
 after(async () => {
   await Promise.all(transports.map((t) => t.close?.()));
@@ -28,7 +31,17 @@ after(async () => {
 function route(lines: string[]): Transport {
   const dir = tempDir();
   fs.mkdirSync(path.join(dir, 'routes'));
-  const text = ['type: smtp', 'host: 127.0.0.1', `port: ${server.port}`, 'tls: starttls', 'tls_verify: false', 'user: alice', ...lines].map((l) => `  ${l}\n`).join('');
+  const text = [
+    'type: smtp',
+    'host: 127.0.0.1',
+    `port: ${server.port}`,
+    'tls: starttls',
+    'tls_verify: false',
+    'user: alice',
+    ...lines,
+  ]
+    .map((l) => `  ${l}\n`)
+    .join('');
   fs.writeFileSync(path.join(dir, 'routes', 'r.yaml'), `name: relay\npermanent: true\ntransport:\n${text}`);
   const t = transportFor(loadRoutes(dir)[0]!, 'ferry.example');
   transports.push(t);
@@ -38,7 +51,13 @@ function route(lines: string[]): Transport {
 /** A one-recipient request. */
 function request(): DeliveryRequest {
   const body = 'Subject: t\r\n\r\nhello\r\n';
-  return { id: 'T1', sender: 'a@x.org', recipients: [{ address: 'b@y.org' }], message: () => Readable.from([Buffer.from(body)]), size: body.length };
+  return {
+    id: 'T1',
+    sender: 'a@x.org',
+    recipients: [{ address: 'b@y.org' }],
+    message: () => Readable.from([Buffer.from(body)]),
+    size: body.length,
+  };
 }
 
 /** A script that prints text (and exits with a code). */
@@ -57,7 +76,10 @@ test('XOAUTH2 with the token a password_command prints', async () => {
 test('a failing password_command is tempfail saying how it failed, never what it printed', async () => {
   const r = await route([`password_command: [${script(TOKEN, 3)}]`]).deliver(request());
   assert.equal(r.results[0]!.outcome, 'tempfail');
-  assert.match(r.results[0]!.reply, /^451 4\.7\.0 cannot get the secret for 127\.0\.0\.1:\d+: password_command \S+secret\.sh exited 3$/);
+  assert.match(
+    r.results[0]!.reply,
+    /^451 4\.7\.0 cannot get the secret for 127\.0\.0\.1:\d+: password_command \S+secret\.sh exited 3$/,
+  );
   assert.ok(!JSON.stringify(r).includes(TOKEN));
 });
 
@@ -88,7 +110,9 @@ test('a password_command that ignores SIGTERM is killed with its children when i
   const dir = tempDir();
   const pidFile = path.join(dir, 'child.pid');
   const cmd = path.join(dir, 'stubborn.sh');
-  fs.writeFileSync(cmd, `#!/bin/sh\ntrap '' TERM\nsleep 30 &\necho $! > ${JSON.stringify(pidFile)}\nwait\n`, { mode: 0o700 });
+  fs.writeFileSync(cmd, `#!/bin/sh\ntrap '' TERM\nsleep 30 &\necho $! > ${JSON.stringify(pidFile)}\nwait\n`, {
+    mode: 0o700,
+  });
   await assert.rejects(runSecretCommand([cmd], 300), /password_command \S+stubborn\.sh timed out/);
   let alive = true;
   for (let i = 0; i < 100 && alive; i++) {

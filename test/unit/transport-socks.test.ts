@@ -51,17 +51,34 @@ async function proxy(names: Record<string, number>, refuse = false): Promise<{ p
 /** A request for one recipient. */
 function request(): DeliveryRequest {
   const body = 'Subject: t\r\n\r\nthrough the proxy\r\n';
-  return { id: 'T1', sender: 'a@x.org', recipients: [{ address: 'b@y.org' }], message: () => Readable.from([Buffer.from(body)]), size: body.length };
+  return {
+    id: 'T1',
+    sender: 'a@x.org',
+    recipients: [{ address: 'b@y.org' }],
+    message: () => Readable.from([Buffer.from(body)]),
+    size: body.length,
+  };
 }
 
 test('a message goes through the proxy to the server named in the route, STARTTLS verified against that name', async () => {
   const cert = await selfSigned('smtp.behind.example', false);
   const s = await faultServer({ tls: { key: cert.key, cert: cert.cert } });
   const p = await proxy({ 'smtp.behind.example': s.port });
-  const t = smtpTransport({ host: 'smtp.behind.example', port: 587, name: 'ferry.example', starttls: 'required', ca: fs.readFileSync(cert.certFile), proxy: { host: '127.0.0.1', port: p.port } });
+  const t = smtpTransport({
+    host: 'smtp.behind.example',
+    port: 587,
+    name: 'ferry.example',
+    starttls: 'required',
+    ca: fs.readFileSync(cert.certFile),
+    proxy: { host: '127.0.0.1', port: p.port },
+  });
   transports.push(t);
   const r = await t.deliver(request());
-  assert.deepEqual(r.results.map((x) => x.outcome), ['ok'], JSON.stringify(r));
+  assert.deepEqual(
+    r.results.map((x) => x.outcome),
+    ['ok'],
+    JSON.stringify(r),
+  );
   assert.deepEqual(p.asked, ['smtp.behind.example:587']);
   assert.ok(s.connections[0]!.secure);
   assert.match(s.received[0]!.data, /through the proxy/);
@@ -69,11 +86,20 @@ test('a message goes through the proxy to the server named in the route, STARTTL
 
 test('a proxy that refuses, or that is not there, defers with its reason', async () => {
   const p = await proxy({}, true);
-  const t = smtpTransport({ host: 'smtp.behind.example', port: 25, name: 'ferry.example', starttls: 'never', proxy: { host: '127.0.0.1', port: p.port } });
+  const t = smtpTransport({
+    host: 'smtp.behind.example',
+    port: 25,
+    name: 'ferry.example',
+    starttls: 'never',
+    proxy: { host: '127.0.0.1', port: p.port },
+  });
   transports.push(t);
   const r = await t.deliver(request());
   assert.equal(r.results[0]!.outcome, 'tempfail');
-  assert.match(r.results[0]!.reply, /^451 4\.4\.1 SOCKS proxy 127\.0\.0\.1:\d+ could not connect to smtp\.behind\.example:25: connection refused$/);
+  assert.match(
+    r.results[0]!.reply,
+    /^451 4\.4\.1 SOCKS proxy 127\.0\.0\.1:\d+ could not connect to smtp\.behind\.example:25: connection refused$/,
+  );
   const gone = await freePort();
   const missing = await socksConnect({ host: '127.0.0.1', port: gone }, { host: 'x.example', port: 25 }, 2000);
   assert.ok(!(missing instanceof net.Socket));
@@ -101,9 +127,18 @@ test('an IPv4-mapped IPv6 target is sent as its 16 bytes; a proxy that closes af
   assert.equal(got![3], 4, 'ATYP IPv6');
   assert.equal(got!.subarray(4, 20).toString('hex'), '00000000000000000000ffff0a010203');
 
-  const t = smtpTransport({ host: 'smtp.behind.example', port: 587, name: 'ferry.example', starttls: 'never', proxy: { host: '127.0.0.1', port } });
+  const t = smtpTransport({
+    host: 'smtp.behind.example',
+    port: 587,
+    name: 'ferry.example',
+    starttls: 'never',
+    proxy: { host: '127.0.0.1', port },
+  });
   transports.push(t);
   const r = await t.deliver(request());
   assert.equal(r.results[0]!.outcome, 'tempfail');
-  assert.match(r.results[0]!.reply, /^451 4\.4\.1 SOCKS proxy 127\.0\.0\.1:\d+ closed the connection to smtp\.behind\.example:587 before its greeting \(\w+\): the proxy could not reach it$/);
+  assert.match(
+    r.results[0]!.reply,
+    /^451 4\.4\.1 SOCKS proxy 127\.0\.0\.1:\d+ closed the connection to smtp\.behind\.example:587 before its greeting \(\w+\): the proxy could not reach it$/,
+  );
 });
