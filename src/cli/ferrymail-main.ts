@@ -5,19 +5,9 @@
  * Every subcommand takes --config-dir. Errors print one line and exit with the sysexits code of their
  * FerryError; usage errors exit 64. Secrets (auth hash) are read from standard input, never argv.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { ConfigError, loadConfig, parseSettingsFile, settingsLocation } from '../config/load.js';
-import { loadRoutes } from '../config/routes.js';
-import { routeProblem } from '../queue/wiring.js';
-import { matchAddress } from '../route/glob.js';
-import type { Config } from '../config/types.js';
-import { validateSettings, getPath } from '../config/validate.js';
-import { FIELDS } from '../config/schema.js';
 import { callDaemon } from '../control/client.js';
 import { EX } from '../domain/sysexits.js';
-import { checkAddress } from '../domain/address.js';
 import { FerryError } from '../errors.js';
 import { layoutOf } from '../spool/layout.js';
 import { openStore } from '../spool/store.js';
@@ -27,17 +17,9 @@ import { entryJson, formatList, formatMailq, formatShow, safe } from './queue-vi
 import { waitFacts, waitNotes } from './queue-why.js';
 import { changeIds } from './queue-ops.js';
 
-type Opts = { configDir?: string; json?: boolean; logFormat?: 'text' | 'json' };
-
-/** Loads the configuration named by the global option. */
-function config(cmd: Command): Config {
-  return loadConfig((cmd.optsWithGlobals() as Opts).configDir);
-}
-
-/** Writes text to stdout. */
-function out(text: string): void {
-  process.stdout.write(text);
-}
+import { config, out, type Opts } from './cli-common.js';
+import { configCheck, configGet } from './config-cmds.js';
+import { routeExplain, routeExplainQueued, routeTest } from './route-cmds.js';
 
 /** Builds the command tree; each action resolves with an exit code. */
 export function buildProgram(setCode: (n: number) => void): Command {
@@ -287,99 +269,6 @@ async function online(cmd: Command, o: Opts): Promise<number> {
   return state.online ? EX.OK : EX.UNAVAILABLE;
 }
 
-/** ferrymail config check: every issue at once, with file, line and key. */
-function configCheck(cmd: Command): number {
-  const { file } = settingsLocation((cmd.optsWithGlobals() as Opts).configDir);
-  const parsed = parseSettingsFile(file);
-  const issues = [...parsed.syntax, ...validateSettings(parsed.data, parsed.lineOf)];
-  let cfg: Config | undefined;
-  if (issues.length === 0) {
-    try {
-      cfg = loadConfig((cmd.optsWithGlobals() as Opts).configDir);
-    } catch (err) {
-      if (err instanceof FerryError && 'issues' in err)
-        issues.push(...(err as unknown as { issues: typeof issues }).issues);
-      else throw err;
-    }
-  }
-  // what only shows when it is used: the notice mailbox's folder
-  if (cfg?.queue.notice_mailbox && !fs.existsSync(path.dirname(cfg.queue.notice_mailbox))) {
-    issues.push({
-      key: 'queue.notice_mailbox',
-      line: parsed.lineOf(['queue', 'notice_mailbox']),
-      message: `the folder ${path.dirname(cfg.queue.notice_mailbox)} does not exist: notices delivered locally would fail`,
-    });
-  }
-  for (const i of issues) process.stderr.write(`${file}${i.line ? `:${i.line}` : ''}: ${i.key}: ${i.message}\n`);
-  const routes = routeCheck(path.join(path.dirname(file), 'routes'), cfg?.hostname ?? 'localhost');
-  if (cfg) for (const note of rewriteNotes(cfg)) process.stderr.write(`${file}: note: ${note}\n`);
-  if (issues.length || routes === null) return EX.CONFIG;
-  out(`${parsed.exists ? file : 'embedded default'}: ok\n`);
-  if (routes) out(`${routes} route file${routes === 1 ? '' : 's'}: ok\n`);
-  return EX.OK;
-}
-
-/**
- * Routes whose address maps can never match this host's own mail: local senders are USER@HOSTNAME (or
- * at a local domain), and a map whose patterns all name another domain rewrites nothing of it (the
- * examples use laptop.local; with the system's own name as hostname, nothing would change and a
- * smarthost that checks senders refuses them).
- */
-function rewriteNotes(cfg: Config): string[] {
-  const domains = [cfg.hostname, ...cfg.local_domains];
-  const notes: string[] = [];
-  let routes: ReturnType<typeof loadRoutes> = [];
-  try {
-    routes = loadRoutes(cfg.dir);
-  } catch {
-    return notes; // the route files' own problems are reported above
-  }
-  for (const r of routes) {
-    const patterns = [...r.rewrite.envelopeSender, ...r.rewrite.from].map(([p]) => p).filter((p) => p.includes('@'));
-    if (!patterns.length) continue;
-    const hits = patterns.some((p) =>
-      domains.some((d) => matchAddress(p, `user@${d}`) || matchAddress(p, `root@${d}`)),
-    );
-    if (!hits) {
-      notes.push(
-        `route ${r.name} rewrites ${patterns.join(', ')}, but this host's mail is sent as USER@${cfg.hostname}: nothing of it would be rewritten (set hostname, or change the maps)`,
-      );
-    }
-  }
-  return notes;
-}
-
-/** Checks the route files, then what each route needs at delivery time (secret and CA files, pipe
- * variables, DKIM keys); prints each problem as routes/FILE:LINE: key: message or routes: route NAME:
- * problem. Returns how many routes are fine, or null when something is wrong. */
-function routeCheck(dir: string, hostname: string): number | null {
-  try {
-    const routes = loadRoutes(path.dirname(dir));
-    const problems = routes.map((r) => routeProblem(r, hostname)).filter((p): p is string => p !== undefined);
-    for (const p of problems) process.stderr.write(`${dir}: ${p}\n`);
-    return problems.length ? null : routes.length;
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    for (const i of err.issues) {
-      const [base, ...rest] = i.key.split(': ');
-      const key = rest.length ? rest.join(': ') : base;
-      const where = rest.length ? path.join(dir, base!) : dir;
-      process.stderr.write(`${where}${i.line ? `:${i.line}` : ''}: ${key}: ${i.message}\n`);
-    }
-    return null;
-  }
-}
-
-/** ferrymail config get KEY: the effective value (defaults included). */
-function configGet(cmd: Command, key: string): number {
-  const cfg = config(cmd);
-  if (!FIELDS.some((f) => f.key === key || f.key.startsWith(`${key}.`)))
-    throw new FerryError('usage', `unknown key ${key}`);
-  const v = getPath(cfg, key);
-  out(`${v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v)}\n`);
-  return EX.OK;
-}
-
 /** ferrymail queue list. */
 async function queueList(cmd: Command, o: Opts & { mailq?: boolean }): Promise<number> {
   const cfg = config(cmd);
@@ -411,93 +300,6 @@ async function queueShow(cmd: Command, id: string, o: Opts): Promise<number> {
     out(`${JSON.stringify({ ...entryJson(entry.envelope, entry.place, Date.now(), notes), header: head }, null, 1)}\n`);
   else out(formatShow(entry, head, Date.now(), notes));
   return EX.OK;
-}
-
-/** ferrymail route explain. */
-async function routeExplain(
-  cmd: Command,
-  o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string },
-): Promise<number> {
-  if (o.from === undefined || !o.to) throw new FerryError('usage', 'give a queue ID, or --from and --to');
-  const cfg = config(cmd);
-  const { loadRoutes } = await import('../config/routes.js');
-  const { explain, formatExplain } = await import('./route-explain.js');
-  const sender = o.from === '<>' ? '' : o.from;
-  for (const a of [...(sender ? [sender] : []), ...o.to]) {
-    const c = checkAddress(a);
-    if (!c.ok) throw new FerryError('usage', `bad address ${JSON.stringify(a)}: ${c.reason}`);
-  }
-  // without --connection, the connection this host is on now (as route explain ID does)
-  const { onlineState } = await import('../queue/flush.js');
-  const state = await onlineState(cfg, o.connection);
-  // --header-from takes a header value as a message carries it ("Alice <alice@example.org>")
-  const { headerFromAddresses } = await import('../route/header-rewrite.js');
-  const from = (o.headerFrom ?? []).flatMap((v) => headerFromAddresses(`From: ${v}\r\n\r\n`));
-  const result = explain(loadRoutes(cfg.dir), state, sender, o.to, from, o.headerFrom ?? []);
-  out(o.json ? `${JSON.stringify({ state, recipients: result }, null, 1)}\n` : formatExplain(result, state));
-  return EX.OK;
-}
-
-/** ferrymail route explain ID: what a run now (or on --connection) would do with a queued message. */
-async function routeExplainQueued(
-  cmd: Command,
-  id: string,
-  o: Opts & { from?: string; to?: string[]; connection?: string },
-): Promise<number> {
-  if (o.from !== undefined || o.to)
-    throw new FerryError('usage', 'give either a queue ID or --from and --to, not both');
-  const cfg = config(cmd);
-  const { loadRoutes } = await import('../config/routes.js');
-  const { onlineState } = await import('../queue/flush.js');
-  const { explainQueued, formatExplain } = await import('./route-explain.js');
-  const store = openStore(cfg.spool);
-  const entry = await store.get(id);
-  const head = await store.readHead(id);
-  const state = await onlineState(cfg, o.connection);
-  const result = explainQueued(loadRoutes(cfg.dir), state, entry.envelope, head);
-  const held = entry.place === 'hold' ? 'the message is held: nothing is tried until ferrymail queue release\n' : '';
-  if (o.json)
-    out(
-      JSON.stringify({ id, place: entry.place, sender: entry.envelope.sender, state, recipients: result }, null, 1) +
-        '\n',
-    );
-  else out(`message ${id} from <${entry.envelope.sender}>\n${held}${formatExplain(result, state)}`);
-  return EX.OK;
-}
-
-/** ferrymail route test NAME: what a route's server offers, as msmtp --serverinfo. */
-async function routeTest(cmd: Command, name: string, o: Opts & { to?: string }): Promise<number> {
-  const cfg = config(cmd);
-  const { loadRoutes } = await import('../config/routes.js');
-  const route = loadRoutes(cfg.dir).find((r) => r.name === name);
-  if (!route) throw new FerryError('usage', `no route named ${JSON.stringify(name)}`);
-  const { inspectRoute } = await import('../queue/wiring.js');
-  let info: Awaited<ReturnType<typeof inspectRoute>>;
-  try {
-    info = await inspectRoute(route, cfg.hostname, o.to?.slice(o.to.lastIndexOf('@') + 1));
-  } catch (err) {
-    throw new FerryError('usage', (err as Error).message);
-  }
-  if (o.json) {
-    out(`${JSON.stringify(info, null, 1)}\n`);
-    return info.error || info.login?.startsWith('4') || info.cert?.trusted === false ? EX.UNAVAILABLE : EX.OK;
-  }
-  out(`route ${name}: ${info.relay}\n`);
-  if (info.error) {
-    out(`cannot open a session: ${safe(info.error)}\n`);
-    return EX.UNAVAILABLE;
-  }
-  out(`tls: ${info.tls ? 'yes' : 'no'}\n`);
-  if (info.cert) {
-    const c = info.cert;
-    out(`certificate: subject ${safe(c.subject)}, issued by ${safe(c.issuer)}, valid until ${c.validTo}\n`);
-    out(`  sha256: ${c.sha256}   (fingerprint: ${c.sha256} in the route pins it)\n`);
-    out(`  ${c.trusted ? 'trusted' : `NOT trusted: ${safe(c.why ?? '')}`}\n`);
-  }
-  out(`extensions: ${info.extensions.join(' ') || '(none)'}\n`);
-  out(`auth: ${info.auth.join(' ') || '(none offered)'}\n`);
-  if (info.login) out(`login as the route's user: ${safe(info.login)}\n`);
-  return info.login && info.login !== 'ok' ? EX.UNAVAILABLE : info.cert && !info.cert.trusted ? EX.UNAVAILABLE : EX.OK;
 }
 
 /** ferrymail auth hash USER: reads the password from stdin. */

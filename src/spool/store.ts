@@ -14,8 +14,8 @@ import type { Envelope } from '../domain/envelope.js';
 import { decodeEnvelope, encodeEnvelope } from './envelope-codec.js';
 import { isId } from './id.js';
 import { checkLayout, DirSyncer, layoutOf, readAt, type Layout } from './layout.js';
-import { recoverPickups } from './drop.js';
-import { lock, sweepLocks, tryLock, type Lock } from './lock.js';
+import { lock, type Lock } from './lock.js';
+import { recoverSpool } from './recovery.js';
 import { openSpoolFile } from './safety.js';
 
 /** Where a message's envelope currently is. */
@@ -86,7 +86,11 @@ export function openStore(root: string): Store {
       if (!l) throw new FerryError('locked', `message ${id} is busy (being delivered or changed); try again`);
       return l;
     },
-    recover: (listCorrupt) => recoverSpool(layout, listCorrupt),
+    recover: async (listCorrupt = true) => {
+      const report = await recoverSpool(layout);
+      if (listCorrupt) report.corrupt = (await listAll(layout)).corrupt;
+      return report;
+    },
     readHead: (id, max = 262_144) => readHead(layout, id, max),
   };
   return s;
@@ -291,64 +295,6 @@ async function replaceEnvelope(layout: SyncedLayout, env: Envelope, place: Place
     if (!renamed) await fsp.rm(tmp, { force: true }).catch(() => undefined);
     throw spoolError(err, `update ${env.id}`);
   }
-}
-
-/** True when a process with this pid exists. */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-const ORPHAN_GRACE_MS = 60_000;
-
-/** Recovery after a crash, by the daemon at start and by every queue run: drops temp files and lock
- * directories of dead processes, and data files no envelope refers to. */
-async function recoverSpool(layout: Layout, listCorrupt = true): Promise<RecoveryReport> {
-  const report: RecoveryReport = { tmpRemoved: 0, orphansRemoved: 0, corrupt: [] };
-  for (const name of await readdirOrNone(layout.dir('tmp'))) {
-    // ID.PID.msg, ID.PID.env, ID.PID.upd, lock.PID.RAND/
-    const pid = Number(name.split('.')[1]);
-    if (Number.isInteger(pid) && pid !== process.pid && alive(pid)) continue;
-    if (pid === process.pid) continue;
-    await fsp.rm(`${layout.dir('tmp')}/${name}`, { force: true, recursive: true });
-    report.tmpRemoved++;
-  }
-  await sweepLocks(layout.root);
-  // drop files a killed pickup left half taken (drop.ts): queued ones are removed, the rest go back
-  await recoverPickups(layout, async (id) => {
-    const l = await tryLock(layout.root, `msg/${id}`);
-    return l ? () => l.release() : null;
-  });
-  // the lock key of older versions (abstract socket locks)
-  await fsp.rm(`${layout.root}/lock.key`, { force: true });
-  const known = new Set<string>();
-  for (const place of ['queue', 'hold', 'corrupt'] as const) {
-    for (const id of await readdirOrNone(layout.dir(place))) known.add(id);
-  }
-  const now = Date.now();
-  for (const id of await readdirOrNone(layout.dir('msg'))) {
-    if (known.has(id)) continue;
-    const st = fs.statSync(layout.data(id), { throwIfNoEntry: false });
-    if (!st || now - st.mtimeMs < ORPHAN_GRACE_MS) continue;
-    // re-check: a writer may have committed its envelope since the listing
-    if (fs.existsSync(layout.envelope('queue', id)) || fs.existsSync(layout.envelope('hold', id))) continue;
-    await fsp.rm(layout.data(id), { force: true });
-    report.orphansRemoved++;
-  }
-  if (listCorrupt) report.corrupt = (await listAll(layout)).corrupt;
-  return report;
-}
-
-/** The names in a directory; none when it does not exist. */
-async function readdirOrNone(dir: string): Promise<string[]> {
-  return fsp.readdir(dir).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return [];
-    throw err;
-  });
 }
 
 /** Reads the start of a message's data up to the end of its header section (synchronously, in 16 KB
