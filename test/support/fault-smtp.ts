@@ -17,7 +17,18 @@ import { run, tempDir } from '../helpers.js';
 export type Answer = string | 'stall' | 'drop' | undefined;
 
 /** The step a hook is asked about; `arg` is the command's argument (the address for MAIL and RCPT). */
-export type Step = 'greeting' | 'ehlo' | 'starttls' | 'mail' | 'rcpt' | 'data' | 'body' | 'dot' | 'rset' | 'auth';
+export type Step =
+  | 'greeting'
+  | 'ehlo'
+  | 'starttls'
+  | 'mail'
+  | 'rcpt'
+  | 'data'
+  | 'body'
+  | 'dot'
+  | 'rset'
+  | 'auth'
+  | 'lmtp-rcpt';
 
 /** One connection as the server saw it. */
 export interface SeenConnection {
@@ -231,7 +242,10 @@ class Session {
         connection: this.id,
       });
     if (this.opts.lmtp && a === undefined) {
-      this.sock.write(`${this.to.map((t) => `250 2.0.0 <${t}> delivered`).join('\r\n')}\r\n`);
+      // LMTP: one reply per recipient, each of which a hook may decide ('lmtp-rcpt')
+      this.sock.write(
+        `${this.to.map((t) => this.ask('lmtp-rcpt', t) ?? `250 2.0.0 <${t}> delivered`).join('\r\n')}\r\n`,
+      );
     } else this.answer(a, '250 2.0.0 queued as F1');
     this.from = '';
     this.to = [];

@@ -429,3 +429,28 @@ test('a server that takes one connection per client: the refused extra sessions 
     'tempfail',
   ]);
 });
+
+test('LMTP: each recipient carries its own reply after the data, not the last one', async () => {
+  const sock = path.join(tempDir(), 'lmtp2.sock');
+  await faultServer({
+    listen: sock,
+    lmtp: true,
+    hook: (step, arg) =>
+      step === 'lmtp-rcpt' && arg.startsWith('full')
+        ? '552 5.2.2 <full@y.org> mailbox full'
+        : step === 'lmtp-rcpt'
+          ? `250 2.0.0 <${arg}> saved as ${arg.split('@')[0]}-42`
+          : undefined,
+  });
+  const t = smtpTransport({ socket: sock, name: 'ferry.example', lmtp: true, starttls: 'never' });
+  transports.push(t);
+  const r = await t.deliver(request('a@x.org', ['good@y.org', 'other@y.org', 'full@y.org']));
+  assert.deepEqual(
+    r.results.map((x) => [x.address, x.outcome, x.reply]),
+    [
+      ['good@y.org', 'ok', '250 2.0.0 <good@y.org> saved as good-42'],
+      ['other@y.org', 'ok', '250 2.0.0 <other@y.org> saved as other-42'],
+      ['full@y.org', 'permfail', '552 5.2.2 <full@y.org> mailbox full'],
+    ],
+  );
+});
