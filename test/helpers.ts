@@ -6,7 +6,7 @@
  * Every server listens on 127.0.0.1 / ::1 only. Every wait is bounded.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -447,4 +447,34 @@ export async function queueShowJson(cfg: TestConfig, id: string): Promise<Record
   const r = await ferrymail(cfg, ['queue', 'show', id, '--json']);
   if (r.code !== 0) throw new Error(`queue show ${id} failed (${r.code}): ${r.stderr}`);
   return JSON.parse(r.stdout);
+}
+
+/** Commits n small messages straight into a spool (one recipient each, rN@example.org); resolves with
+ * their ids. Quicker than n runs of the sendmail command, for tests that need a long queue. */
+export async function fillSpool(spoolDir: string, n: number, sender = 'me@test.example'): Promise<string[]> {
+  const { openSpoolWriter } = await import('../src/spool/writer.js');
+  const { newRecipient } = await import('../src/domain/envelope.js');
+  const spool = openSpoolWriter(spoolDir);
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const w = await spool.begin();
+    w.stream.end(`Subject: ${i}\r\n\r\nbody\r\n`);
+    const env = await w.commit({
+      version: 1,
+      arrival: new Date().toISOString(),
+      sender,
+      recipients: [newRecipient(`r${i}@example.org`)],
+      origin: { door: 'sendmail' },
+      protocol: 'local',
+    });
+    ids.push(env.id);
+  }
+  return ids;
+}
+
+/** Runs `ip ARGS` at once; the error text, or null when it worked (network namespace tests). */
+export function ip(...args: string[]): string | null {
+  const r = spawnSync('ip', args, { encoding: 'utf8' });
+  if (r.error) return r.error.message;
+  return r.status === 0 ? null : (r.stderr || `exit ${r.status}`).trim();
 }

@@ -3,9 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { test } from 'node:test';
-import { newRecipient } from '../../src/domain/envelope.js';
-import { openSpoolWriter } from '../../src/spool/writer.js';
-import { FERRYMAIL, makeConfig, SENDMAIL } from '../helpers.js';
+import { FERRYMAIL, fillSpool, makeConfig, SENDMAIL } from '../helpers.js';
 
 /** Runs a command, reads its first chunk of output and closes the pipe; resolves with its stderr and exit. */
 function firstChunkOnly(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stderr: string }> {
@@ -21,19 +19,7 @@ function firstChunkOnly(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ 
 
 test('queue list and mailq into a pipe closed after the first line end quietly', async () => {
   const cfg = await makeConfig();
-  const spool = openSpoolWriter(cfg.spool);
-  for (let i = 0; i < 3000; i++) {
-    const w = await spool.begin();
-    w.stream.end(`Subject: ${i}\r\n\r\nbody\r\n`);
-    await w.commit({
-      version: 1,
-      arrival: new Date().toISOString(),
-      sender: 'me@test.example',
-      recipients: [newRecipient(`r${i}@example.org`)],
-      origin: { door: 'sendmail' },
-      protocol: 'local',
-    });
-  }
+  await fillSpool(cfg.spool, 3000);
   for (const args of [
     [FERRYMAIL, '--config-dir', cfg.configDir, 'queue', 'list'],
     [FERRYMAIL, '--config-dir', cfg.configDir, 'queue', 'list', '--json'],

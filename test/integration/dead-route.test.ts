@@ -4,10 +4,9 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, test } from 'node:test';
-import { newRecipient } from '../../src/domain/envelope.js';
-import { openSpoolWriter } from '../../src/spool/writer.js';
 import {
   ferrymail,
+  fillSpool,
   makeConfig,
   queueJson,
   startDaemon,
@@ -42,19 +41,7 @@ test('1,000 messages for a server that never greets: at most connections + 1 ses
     '  greeting_timeout: 2',
     '  connections: 2',
   ]);
-  const spool = openSpoolWriter(cfg.spool);
-  for (let i = 0; i < 1000; i++) {
-    const w = await spool.begin();
-    w.stream.end(`Subject: ${i}\r\n\r\nbody\r\n`);
-    await w.commit({
-      version: 1,
-      arrival: new Date().toISOString(),
-      sender: 'me@test.example',
-      recipients: [newRecipient(`r${i}@example.org`)],
-      origin: { door: 'sendmail' },
-      protocol: 'local',
-    });
-  }
+  await fillSpool(cfg.spool, 1000);
   const started = Date.now();
   const r = await ferrymail(cfg, ['flush']);
   const took = Date.now() - started;

@@ -5,9 +5,10 @@
 // comes up. The office delivery must start within 2 s of the office link, and the messages cut at home
 // are deferred (not uncertain: their end never went out). Skipped without root or namespaces.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { after, test } from 'node:test';
 import {
+  ip,
   FERRYMAIL,
   makeConfig,
   ROOT,
@@ -25,13 +26,6 @@ const OFFICE = `ferrymail-office-${process.pid}`;
 const HOME_GW = '10.81.0.1';
 const OFFICE_GW = '10.82.0.1';
 const PORT = 2525;
-
-/** Runs `ip ARGS`; the error text, or null when it worked. */
-function ip(...args: string[]): string | null {
-  const r = spawnSync('ip', args, { encoding: 'utf8' });
-  if (r.error) return r.error.message;
-  return r.status === 0 ? null : (r.stderr || `exit ${r.status}`).trim();
-}
 
 let created = false;
 /** Removes the namespaces (safe to call twice). */

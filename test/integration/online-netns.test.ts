@@ -5,11 +5,12 @@
 // with the poll it falls back to when `ip` is missing. Skipped (with the reason) when not root or when
 // no namespace or veth pair can be made.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import {
+  ip,
   FERRYMAIL,
   ROOT,
   SENDMAIL,
@@ -25,13 +26,6 @@ const NS = `ferrymail-online-${process.pid}`;
 const PEER = `ferrymail-peer-${process.pid}`;
 const GATEWAY = '10.77.0.1';
 const SINK_PORT = 2525;
-
-/** Runs `ip ARGS` at once; the error text, or null when it worked. */
-function ip(...args: string[]): string | null {
-  const r = spawnSync('ip', args, { encoding: 'utf8' });
-  if (r.error) return r.error.message;
-  return r.status === 0 ? null : (r.stderr || `exit ${r.status}`).trim();
-}
 
 /** Removes the namespaces (safe to call twice). */
 function removeNamespace(): void {

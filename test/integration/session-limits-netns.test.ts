@@ -7,11 +7,12 @@
 // DAEMON_NS to 127.0.0.1 (a trusted one). Both namespaces are removed afterwards. Skipped (with the
 // reason) when not root or when no namespace or veth pair can be made.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
+  ip,
   makeConfig,
   RawSmtp,
   spoolFiles,
@@ -31,13 +32,6 @@ const PORT = 2525;
 /** Small limits, so that the cases stay quick: 3 of 5 sessions for remote clients, 10 s per session,
  * DATA deadline 3 s plus a second per 1000 bytes. */
 const LIMITS = { connections: 5, reserved_local: 2, session_time: 10, min_data_rate: 1000, idle_timeout: 3 };
-
-/** Runs `ip ARGS` at once; the error text, or null when it worked. */
-function ip(...args: string[]): string | null {
-  const r = spawnSync('ip', args, { encoding: 'utf8' });
-  if (r.error) return r.error.message;
-  return r.status === 0 ? null : (r.stderr || `exit ${r.status}`).trim();
-}
 
 let created = false;
 
