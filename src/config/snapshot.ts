@@ -8,14 +8,16 @@
  * missing, unreadable or stale is ignored and rewritten; failing to write one is not an error. Errors of
  * the configuration itself are those of loadConfig (ConfigError).
  *
- * Trusts a snapshot only when it and its directory belong to this user and others may not write them
- * (a cache directory another user can write could hold a planted snapshot naming their spool); reads and
+ * Trusts a snapshot only when it and its directory belong to this user and others may not write them,
+ * and every directory and symlink on the way belongs to this user or root and is closed to others unless
+ * sticky (a cache another user can change could hold a planted snapshot naming their spool); reads and
  * writes never follow a symlink, and the temporary file is created exclusively.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { resolveTrusted } from '../trust.js';
 import { VERSION } from '../version.js';
 import { settingsLocation } from './paths.js';
 import { deepFreeze, defaultSettings, type Config } from './types.js';
@@ -74,7 +76,15 @@ export async function loadConfigQuick(dirOrFile?: string): Promise<Config> {
 function ownDir(dir: string): boolean | null {
   const st = fs.lstatSync(dir, { throwIfNoEntry: false });
   if (!st) return null;
-  return st.isDirectory() && st.uid === process.geteuid?.() && (st.mode & 0o022) === 0;
+  if (!st.isDirectory() || st.uid !== process.geteuid?.() || (st.mode & 0o022) !== 0) return false;
+  // nothing on the way may be in other hands either: whoever may rename an entry above the cache could
+  // put a directory of theirs in its place
+  try {
+    resolveTrusted(dir, [0, process.geteuid?.() ?? -1]);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Reads a file that must be this user's own regular file, not writable by others, never through a symlink. */
@@ -113,6 +123,10 @@ function saveSnapshot(dir: string, snap: string, key: string, cfg: Config): void
   }
 }
 
+/** A snapshot's name, and a temporary one's: nothing else in the directory is touched. */
+const SNAPSHOT = /^config-[0-9a-f]{16}\.json$/;
+const TEMPORARY = /^config-[0-9a-f]{16}\.json\.\d+\.[0-9a-f]{8}$/;
+
 /** Snapshots kept in the cache at most (one per settings file in use; the oldest go first). */
 const KEEP = 16;
 
@@ -122,11 +136,11 @@ function prune(dir: string): void {
   const now = Date.now();
   const files = fs
     .readdirSync(dir)
-    .filter((n) => n.startsWith('config-'))
+    .filter((n) => SNAPSHOT.test(n) || TEMPORARY.test(n))
     .map((n) => ({ n, st: fs.lstatSync(path.join(dir, n), { throwIfNoEntry: false }) }))
     .filter((f): f is { n: string; st: fs.Stats } => !!f.st);
   for (const f of files)
-    if (!f.n.endsWith('.json') && now - f.st.mtimeMs > 86_400_000) fs.rmSync(path.join(dir, f.n), { force: true });
-  const snaps = files.filter((f) => f.n.endsWith('.json')).sort((a, b) => b.st.mtimeMs - a.st.mtimeMs);
+    if (TEMPORARY.test(f.n) && now - f.st.mtimeMs > 86_400_000) fs.rmSync(path.join(dir, f.n), { force: true });
+  const snaps = files.filter((f) => SNAPSHOT.test(f.n)).sort((a, b) => b.st.mtimeMs - a.st.mtimeMs);
   for (const f of snaps.slice(KEEP)) fs.rmSync(path.join(dir, f.n), { force: true });
 }

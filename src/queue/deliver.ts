@@ -147,8 +147,17 @@ function request(
       const r = pending.find((x) => x.address === a)!;
       return { address: a, notify: r.notify, orcpt: r.orcpt };
     }),
-    message: (to) =>
-      handOver(deps, deps.messageFor(env, route, run.head), { id: env.id, route: route.name, addresses: to ?? batch }),
+    message: (to) => {
+      const addresses = to ?? batch;
+      // the attempts each recipient had: a later run knows an outcome was written when the count grew
+      const attempts = addresses.map((a) => pending.find((x) => x.address === a)?.attempts ?? 0);
+      return handOver(deps, deps.messageFor(env, route, run.head), {
+        id: env.id,
+        route: route.name,
+        addresses,
+        attempts,
+      });
+    },
     size: env.size,
     smtputf8: env.smtputf8,
     body: env.body,

@@ -122,7 +122,7 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
     await writePending(store, log);
     const settled = await settleInflight(store, routes, log);
     const journal = await openJournal(store.layout);
-    if (settled) await journal.clear();
+    if (settled.clean) await journal.clear();
     const floor = cfg.limits.spool_minfree / 4;
     ensureReserve(store.layout, floor);
     const health = healthOf(cfg.spool);
@@ -143,6 +143,7 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
       force,
       onlyRoute: route,
       journal,
+      unsettled: settled.unsettled,
       roomToDeliver: () => freeBytes(cfg.spool) >= floor,
       health,
       holdDownMs: cfg.queue.route_hold_down * 1000,

@@ -45,20 +45,28 @@ export async function writePending(store: Store, log: Logger): Promise<void> {
   }
 }
 
-/** Settles every delivery the journal left in flight; resolves true when the journal may be cleared. */
+/** What settling found: whether the journal may be cleared, and the messages whose notes could not be
+ * settled now (busy, no room), which this run must leave alone: delivering one would take the note that
+ * says it may already have arrived for an ordinary first try. */
+export interface Settled {
+  clean: boolean;
+  unsettled: Set<string>;
+}
+
+/** Settles every delivery the journal left in flight. */
 export async function settleInflight(
   store: Store,
   routes: readonly Route[],
   log: Logger,
   now = Date.now(),
-): Promise<boolean> {
+): Promise<Settled> {
   const pending = pendingOf(store.layout.root);
-  let clean = pending.size === 0;
+  const unsettled = new Set<string>();
   for (const [id, notes] of byMessage(journalled(store.layout))) {
     if (pending.has(id)) continue; // its outcome is known here, and written later
-    if (!(await settleMessage(store, routes, log, id, notes, now))) clean = false;
+    if (!(await settleMessage(store, routes, log, id, notes, now))) unsettled.add(id);
   }
-  return clean;
+  return { clean: pending.size === 0 && unsettled.size === 0, unsettled };
 }
 
 /** The journal's notes grouped by message. */
@@ -105,6 +113,14 @@ const HELD =
 const RETRY =
   'delivery uncertain: a queue run stopped after handing the message over (it may have arrived): retrying once, so the recipient may get it twice';
 
+/** Whether the envelope recorded an attempt after the note: by the attempts count the note carries (a
+ * clock set back cannot fool it), or by time for notes of older versions. */
+function outcomeWritten(r: Recipient, note: InflightNote, address: string): boolean {
+  const i = note.addresses.indexOf(address);
+  if (note.attempts && i >= 0) return r.attempts > note.attempts[i]!;
+  return !!r.lastAttempt && Date.parse(r.lastAttempt) >= note.t;
+}
+
 /** Makes one recipient uncertain when the note is newer than its last recorded attempt; the changed
  * recipient, or null when there was nothing to settle. */
 function settleRecipient(
@@ -116,7 +132,7 @@ function settleRecipient(
 ): Recipient | null {
   const r = env.recipients.find((x) => x.address.toLowerCase() === address.toLowerCase());
   if (!r || isFinal(r.state) || r.state === 'uncertain') return null;
-  if (r.lastAttempt && Date.parse(r.lastAttempt) >= note.t) return null; // its outcome was written
+  if (outcomeWritten(r, note, address)) return null;
   const setting = routes.find((x) => x.name === note.route)?.uncertain ?? 'hold';
   r.attempts++;
   r.uncertain = (r.uncertain ?? 0) + 1;

@@ -74,6 +74,8 @@ export class RunSignal {
 /** What a run needs. */
 export interface RunnerDeps {
   store: Store;
+  /** Messages with in-flight notes this run could not settle (recover.ts): not delivered this run. */
+  unsettled?: ReadonlySet<string>;
   routes: Route[];
   online: () => Promise<OnlineState>;
   /** The transport of a route (built from its transport settings). */
@@ -136,7 +138,14 @@ export async function runQueue(deps: RunnerDeps): Promise<RunReport> {
   });
   // a message whose outcome waits in memory for room on the disk is not delivered again meanwhile
   const pending = pendingOf(deps.store.layout.root);
-  const waiting = entries.filter((e) => e.place === 'queue' && due(e.envelope, at()) && !pending.has(e.envelope.id));
+  // and one whose interrupted delivery could not be settled yet waits for a run that can
+  const waiting = entries.filter(
+    (e) =>
+      e.place === 'queue' &&
+      due(e.envelope, at()) &&
+      !pending.has(e.envelope.id) &&
+      !deps.unsettled?.has(e.envelope.id),
+  );
   try {
     await eachLimited(
       waiting,

@@ -10,6 +10,7 @@
  * Failures: a file that is refused (bad request, content, sender) moves to corrupt/ with a log line; a
  * spool that cannot take the message now leaves the file for the next pickup. Never throws for one file.
  */
+import { once } from 'node:events';
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import type { Config } from '../config/types.js';
@@ -87,7 +88,7 @@ async function pickupOne(
     await w.abort();
     return failed(deps, name, w.id, claimed, err);
   } finally {
-    if (claimed) fs.close(claimed.fd, () => undefined);
+    if (claimed && claimed.fd >= 0) fs.close(claimed.fd, () => undefined);
     await lock?.release();
   }
 }
@@ -101,7 +102,9 @@ function failed(
   err: unknown,
 ): 'refused' | 'later' {
   const who = claimed ? { uid: claimed.uid } : {};
-  if (err instanceof DropRefused || isFerryError(err, 'data', 'no-recipients', 'not-allowed', 'usage')) {
+  // only a spool without room is a reason to wait: anything else about this file would fail again and
+  // must not hold up the drop files behind it
+  if (!spoolFull(err)) {
     if (claimed) rejectPickup(deps.spool.layout, id);
     deps.log.log('warn', 'drop file refused; kept in corrupt/', { file: name, ...who, reason: (err as Error).message });
     return 'refused';
@@ -115,6 +118,13 @@ function failed(
   return 'later';
 }
 
+/** True for a spool that has no room now (the file waits in drop/ for the next pickup). */
+function spoolFull(err: unknown): boolean {
+  if (err instanceof DropRefused) return false;
+  const code = (err as NodeJS.ErrnoException)?.code;
+  return isFerryError(err, 'spool-full') || code === 'ENOSPC' || code === 'EDQUOT';
+}
+
 /** Streams a claimed drop file through the intake into the writer already begun. */
 async function take(cfg: Config, spool: SpoolWriter, w: MessageWriter, c: Claimed): Promise<Envelope> {
   const user: LocalUser = { name: await userName(c.uid), uid: c.uid };
@@ -126,10 +136,29 @@ async function take(cfg: Config, spool: SpoolWriter, w: MessageWriter, c: Claime
     ownerUid: process.geteuid?.() ?? -1,
     sender: req.sender ?? undefined,
   });
-  const source =
-    c.length > 0
-      ? fs.createReadStream('', { fd: c.fd, start: 0, end: c.length - 1, autoClose: false })
-      : Readable.from([]);
+  const source = c.length > 0 ? fs.createReadStream('', { fd: c.fd, start: 0, end: c.length - 1 }) : Readable.from([]);
+  if (c.length > 0) c.fd = -1; // the stream owns the descriptor now and closes it
+  source.on('error', () => undefined); // a read error ends the intake through 'close'
+  try {
+    return await takeFrom(cfg, spool, w, source, { user, req, sender });
+  } finally {
+    // the descriptor is closed only once no read is under way on it
+    if (!source.closed) {
+      const closed = once(source, 'close');
+      source.destroy();
+      await closed;
+    }
+  }
+}
+
+/** The intake of one drop file's message from its stream. */
+async function takeFrom(
+  cfg: Config,
+  spool: SpoolWriter,
+  w: MessageWriter,
+  source: Readable,
+  { user, req, sender }: { user: LocalUser; req: DropRequest; sender: string },
+): Promise<Envelope> {
   const now = new Date();
   const recipients = req.recipients.map((r) => r.address);
   let messageId: string | undefined;

@@ -122,7 +122,9 @@ function requestOf(env: Omit<Envelope, 'id' | 'size'>, defaultSender: boolean): 
   };
 }
 
-/** The ready drop files, oldest first (by change time); stale half-written ones of a day are removed. */
+/** The ready drop files, oldest first (by change time). Anything else in the folder (a half-written
+ * file of more than a day, a directory, a device, a symlink) is removed; one entry that cannot be looked
+ * at or removed is skipped, never a reason to stop taking the others. */
 export function listDrops(layout: Layout, now = Date.now()): string[] {
   const dir = layout.dir(DROP);
   let names: string[];
@@ -134,14 +136,23 @@ export function listDrops(layout: Layout, now = Date.now()): string[] {
   }
   const ready: Array<{ name: string; t: number }> = [];
   for (const name of names) {
-    const st = fs.lstatSync(path.join(dir, name), { throwIfNoEntry: false });
-    if (!st) continue;
-    if (READY.test(name)) ready.push({ name, t: st.ctimeMs });
-    else if (now - st.ctimeMs > 86_400_000 && (WRITING.test(name) || !st.isFile()))
-      fs.rmSync(path.join(dir, name), { force: true, recursive: false });
+    const file = path.join(dir, name);
+    if (stuck.has(file)) continue;
+    try {
+      const st = fs.lstatSync(file, { throwIfNoEntry: false });
+      if (!st) continue;
+      if (READY.test(name) && st.isFile()) ready.push({ name, t: st.ctimeMs });
+      else if (!st.isFile() || (now - st.ctimeMs > 86_400_000 && WRITING.test(name))) discard(layout, file, name);
+    } catch {
+      stuck.add(file);
+    }
   }
   return ready.sort((a, b) => a.t - b.t).map((x) => x.name);
 }
+
+/** Entries of the drop folder that could be neither moved nor removed (a directory another user keeps
+ * full): skipped until the daemon restarts, so that they cost one attempt, not one per pickup. */
+const stuck = new Set<string>();
 
 /** A drop file claimed for queue id `id`: its descriptor, its owner, the message's length and request. */
 export interface Claimed {
@@ -168,7 +179,7 @@ export function claimDrop(layout: Layout, name: string, id: string, maxMessage: 
     fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    reject(layout, file, name);
+    discard(layout, file, name);
     throw new DropRefused(`cannot open ${name}: ${(err as NodeJS.ErrnoException).code}`);
   }
   try {
@@ -177,12 +188,20 @@ export function claimDrop(layout: Layout, name: string, id: string, maxMessage: 
     if (st.nlink !== 1) throw new DropRefused('a file with more than one name');
     if (st.size > maxMessage + MAX_TRAILER) throw new DropRefused(`too large (${st.size} bytes)`);
     const { length, request } = readTrailer(fd, st.size);
-    fs.renameSync(file, path.join(layout.dir('pickup'), id));
+    const picked = path.join(layout.dir('pickup'), id);
+    fs.renameSync(file, picked);
+    // the submitter may have put another file under the name since it was opened: what was renamed must
+    // be what is read, or pickup/ID would hold (and later remove) something else
+    const moved = fs.lstatSync(picked);
+    if (moved.ino !== st.ino || moved.dev !== st.dev) {
+      discard(layout, picked, `pickup.${id}`);
+      throw new DropRefused('the file was replaced while it was being taken');
+    }
     return { fd, uid: st.uid, length, request };
   } catch (err) {
     fs.closeSync(fd);
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    reject(layout, file, name);
+    discard(layout, file, name);
     throw err instanceof DropRefused ? err : new DropRefused((err as Error).message);
   }
 }
@@ -200,18 +219,30 @@ function readTrailer(fd: number, size: number): { length: number; request: unkno
   }
 }
 
-/** Moves an unusable drop file (from drop/ or pickup/) to corrupt/, where nothing reads it. */
-function reject(layout: Layout, file: string, name: string): void {
+/** Moves an unusable drop file (from drop/ or pickup/) to corrupt/ under a name of its own, where nothing
+ * reads it; what cannot be moved is removed, and what cannot be removed either is remembered as stuck.
+ * Never throws. */
+function discard(layout: Layout, file: string, name: string): void {
   try {
-    fs.renameSync(file, path.join(layout.dir('corrupt'), `drop.${name}`));
+    fs.renameSync(file, path.join(layout.dir('corrupt'), `drop.${name}.${randomBytes(4).toString('hex')}`));
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+  }
+  try {
+    fs.rmSync(file, { force: true, recursive: true });
   } catch {
-    fs.rmSync(file, { force: true });
+    stuck.add(file);
   }
 }
 
-/** The message was committed: the pickup file goes. */
+/** The message was committed: the pickup file goes. Never throws (the message is safe either way). */
 export function finishPickup(layout: Layout, id: string): void {
-  fs.rmSync(path.join(layout.dir('pickup'), id), { force: true });
+  try {
+    fs.rmSync(path.join(layout.dir('pickup'), id), { force: true, recursive: true });
+  } catch {
+    /* left for recovery, which removes pickups of committed messages */
+  }
 }
 
 /** The message could not be committed now (a full spool): the file goes back to drop/ for later. */
@@ -228,7 +259,7 @@ export function returnPickup(layout: Layout, id: string): void {
 
 /** The message was refused for its content or request: the file goes to corrupt/ (kept, never read). */
 export function rejectPickup(layout: Layout, id: string): void {
-  reject(layout, path.join(layout.dir('pickup'), id), `pickup.${id}`);
+  discard(layout, path.join(layout.dir('pickup'), id), `pickup.${id}`);
 }
 
 /** Recovery of pickups a killed daemon left: committed ones are removed, the rest go back to drop/.

@@ -1,9 +1,9 @@
 /**
  * The in-flight journal, SPOOL/inflight: before the last byte of a message goes to a server or a command
  * (and so before the final dot), the queue run notes durably which recipients of which message are being
- * handed over, by which route, and when. A run killed between the server's final reply and the
- * envelope's update leaves such a note behind; the next run (journalled()) finds it, sees that the
- * envelope recorded no attempt after it, and treats those recipients as uncertain instead of sending the
+ * handed over, by which route, when, and after how many attempts. A run killed between the server's
+ * final reply and the envelope's update leaves such a note behind; the next run (journalled()) finds it,
+ * sees that the envelope recorded no attempt after it (the count did not grow), and treats those recipients as uncertain instead of sending the
  * message again as if nothing had happened.
  *
  * One line of JSON per note, appended; notes of concurrent deliveries share one fdatasync. Only the
@@ -18,11 +18,14 @@ import { spoolError } from '../errors.js';
 import { isId } from './id.js';
 import type { Layout } from './layout.js';
 
-/** One note: these recipients of message id were being handed over by route since t (ms). */
+/** One note: these recipients of message id were being handed over by route since t (ms), each with the
+ * number of attempts its envelope recorded before this one. */
 export interface InflightNote {
   id: string;
   route: string;
   addresses: string[];
+  /** Parallel to addresses; missing in notes of older versions, where t is compared instead. */
+  attempts?: number[];
   t: number;
 }
 
@@ -72,7 +75,11 @@ function parseNote(line: string): InflightNote | null {
       typeof v.route === 'string' &&
       typeof v.t === 'number' &&
       Array.isArray(v.addresses) &&
-      v.addresses.every((a) => typeof a === 'string');
+      v.addresses.every((a) => typeof a === 'string') &&
+      (v.attempts === undefined ||
+        (Array.isArray(v.attempts) &&
+          v.attempts.length === v.addresses.length &&
+          v.attempts.every((n) => Number.isInteger(n))));
     return ok ? (v as InflightNote) : null;
   } catch {
     return null;

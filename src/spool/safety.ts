@@ -2,9 +2,9 @@
  * Trusting the spool: a spool directory is used only when it is this process's own, and spool files are
  * opened only as what they claim to be.
  *
- * checkSpool() refuses a spool whose directory, any of its folders, or any directory above it could be
- * changed by another user: not owned by this user (the ancestors: by this user or root), a symlink where
- * a folder should be, or writable by group or others (drop/ is the one folder meant to be written by
+ * checkSpool() refuses a spool whose directory, any of its folders, or anything on the way to it could be
+ * changed by another user: not owned by this user (symlinks and directories on the way: by this user or
+ * root), a symlink where a folder should be, or writable by group or others (drop/ is the one folder meant to be written by
  * others, and must be sticky). openSpoolFile() opens with O_NOFOLLOW and checks that what was opened is a
  * regular file of the spool's owner. Both fail with FerryError: config (exit 78) for a spool that cannot
  * be trusted, spool-* for file system errors.
@@ -12,6 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { FerryError, spoolError } from '../errors.js';
+import { resolveTrusted, UntrustedPath } from '../trust.js';
 
 /** The sticky bit of a mode. */
 const S_ISVTX = 0o1000;
@@ -40,27 +41,23 @@ function checkOwn(p: string, st: fs.Stats, opts: { sticky?: boolean } = {}): voi
   }
 }
 
-/** Checks every directory above the spool: each must be ours or root's, and not open to others unless
- * sticky (a user who may rename entries in a parent could swap the spool for a directory of theirs). */
-function checkAncestors(real: string): void {
-  for (let dir = path.dirname(real); ; dir = path.dirname(dir)) {
-    const st = fs.statSync(dir);
-    if (st.uid !== 0 && st.uid !== euid())
-      throw unsafe(dir, `(above the spool) belongs to uid ${st.uid}, neither root nor this user`);
-    if (st.mode & 0o022 && !(st.mode & S_ISVTX))
-      throw unsafe(dir, `(above the spool) is writable by others and not sticky`);
-    if (dir === path.dirname(dir)) return;
-  }
+/** Resolves the spool root: every symlink on the way, and every directory passed through, must be ours
+ * or root's and closed to others unless sticky (a user who may rename entries in a parent could swap the
+ * spool for a directory of theirs); the spool itself must be our own closed directory. */
+function checkRoot(root: string): string {
+  const real = trusted(root, [0, euid()]);
+  checkOwn(root, fs.statSync(real));
+  return real;
 }
 
-/** Checks the spool root: a symlink is followed only when it is ours or root's. */
-function checkRoot(root: string): string {
-  const lst = fs.lstatSync(root);
-  if (lst.isSymbolicLink() && lst.uid !== 0 && lst.uid !== euid()) throw unsafe(root, `is a symlink of uid ${lst.uid}`);
-  const real = fs.realpathSync(root);
-  checkOwn(root, fs.statSync(real));
-  checkAncestors(real);
-  return real;
+/** resolveTrusted with its refusal as the spool's config error. */
+function trusted(p: string, owners: readonly number[], refuse = unsafe): string {
+  try {
+    return resolveTrusted(p, owners);
+  } catch (err) {
+    if (err instanceof UntrustedPath) throw refuse(err.at, `(on the way to ${p}) ${err.why}`);
+    throw err;
+  }
 }
 
 /** Checks the spool's root and the given folders (missing folders pass); throws when any is unsafe. */
@@ -96,33 +93,31 @@ export function openSpoolFile(file: string): number {
 }
 
 /**
- * Checks, for a submitter who may not write the spool, that its drop folder is one to hand a message to:
- * the spool and drop/ belong to one owner who is root, a system account (uid below 1000) or one of
- * `trusted` (the owner of the settings file), or, for root's own mail, a user whose home directory holds
- * the spool (a per-user daemon that root's mail should reach); nothing above them is open to others, and
- * drop/ is sticky.
+ * Checks, for a submitter who may not write the spool, that its drop folder is one to hand a message to.
+ * The spool's owner must be root, one of `trusted` (the owner of the settings file), an account root gave
+ * the spool to (its parent directory is root's and closed to others, as /var/spool), or, for root's own
+ * mail, a user whose home directory holds the spool (a per-user daemon that root's mail should reach).
+ * Nothing on the way may be in other hands (symlinks and directories of root or the owner, closed to
+ * others unless sticky), and drop/ must be the owner's sticky folder.
  * A spool some other user prepared would let that user read the message: it is refused with config (78);
  * a spool without a drop folder (no daemon has run yet) is spool-full (75, try again later).
  */
-export function checkDropFolder(root: string, trusted: readonly number[]): string {
+export function checkDropFolder(root: string, trustedUids: readonly number[]): string {
   try {
-    const real = fs.realpathSync(root);
+    const owner = fs.statSync(root).uid;
+    const real = trusted(root, [0, owner], unsafeDrop);
     const st = fs.statSync(real);
-    const owner = st.uid;
+    if (st.uid !== owner) throw unsafeDrop(root, 'changed owner while it was being checked');
+    const parent = fs.statSync(path.dirname(real));
+    const givenByRoot = parent.uid === 0 && !(parent.mode & 0o022);
     // root's mail may go to the spool of a user's own daemon, inside that user's home directory
     const usersOwn = process.geteuid?.() === 0 && insideHome(real, owner);
-    if (owner !== 0 && owner >= 1000 && !trusted.includes(owner) && !usersOwn)
+    if (owner !== 0 && !trustedUids.includes(owner) && !givenByRoot && !usersOwn)
       throw unsafeDrop(
         root,
-        `belongs to uid ${owner}, which is neither root, a system account nor the owner of the settings file`,
+        `belongs to uid ${owner}, which is neither root, the owner of the settings file nor an account root made the spool for`,
       );
     if (!st.isDirectory() || st.mode & 0o022) throw unsafeDrop(root, 'is not a directory closed to others');
-    for (let dir = path.dirname(real); ; dir = path.dirname(dir)) {
-      const a = fs.statSync(dir);
-      if ((a.uid !== 0 && a.uid !== owner) || (a.mode & 0o022 && !(a.mode & S_ISVTX)))
-        throw unsafeDrop(dir, '(above the spool) is open to other users');
-      if (dir === path.dirname(dir)) break;
-    }
     const drop = path.join(real, 'drop');
     const d = fs.lstatSync(drop, { throwIfNoEntry: false });
     if (!d)

@@ -172,3 +172,36 @@ test("root's sendmail never trusts a configuration snapshot in a cache folder ot
   assert.equal(fs.existsSync(evilSpool), false, 'nothing in the planted spool');
   assert.equal(fs.readFileSync(victim, 'utf8'), 'keep me\n', 'no file written through a symlink');
 });
+
+test("root's sendmail never trusts a snapshot, even its own, in a cache whose parent another user owns", {
+  skip,
+}, async () => {
+  const cfg = await makeConfig();
+  const theirs = tempDir();
+  fs.chmodSync(theirs, 0o755);
+  const cache = path.join(theirs, 'cache');
+  fs.mkdirSync(cache, { mode: 0o700 });
+  // root's run makes the snapshot in a private folder, then the user gets the folder above it
+  const first = await run(process.execPath, [path.join(ROOT, 'bin', 'sendmail.js'), '-i', 'x@example.org'], {
+    input: 'Subject: a\n\nb\n',
+    env: { FERRYMAIL_CONFIG_DIR: cfg.configDir, XDG_CACHE_HOME: cache },
+  });
+  assert.equal(first.code, 0, first.stderr);
+  const [snapName] = fs.readdirSync(path.join(cache, 'ferrymail'));
+  const file = path.join(cache, 'ferrymail', snapName!);
+  const snap = JSON.parse(fs.readFileSync(file, 'utf8'));
+  // the user could swap cache/ for a folder of root's own that holds another snapshot: here, the same
+  // root-owned files pointing elsewhere, under a parent the user owns
+  const evilSpool = path.join(theirs, 'spool');
+  snap.config.spool = evilSpool;
+  fs.writeFileSync(file, JSON.stringify(snap), { mode: 0o600 });
+  fs.chownSync(theirs, NOBODY, NOBODY);
+  const before = (await queueJson(cfg)).length;
+  const r = await run(process.execPath, [path.join(ROOT, 'bin', 'sendmail.js'), '-i', 'x@example.org'], {
+    input: 'Subject: b\n\nb\n',
+    env: { FERRYMAIL_CONFIG_DIR: cfg.configDir, XDG_CACHE_HOME: cache },
+  });
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(await waitUntil(async () => (await queueJson(cfg)).length === before + 1, 2000), 'in the real spool');
+  assert.equal(fs.existsSync(evilSpool), false, 'nothing in the spool the snapshot named');
+});

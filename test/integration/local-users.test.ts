@@ -196,6 +196,35 @@ test('a drop file written by hand with a forged sender or a planted symlink is r
   for (const e of q) assert.doesNotMatch(messageData(cfg, e.id), /^root:/m);
 });
 
+test('a drop file refused in the middle of a long read, and a directory in the drop folder, stop neither the daemon nor later drops', {
+  skip,
+}, async () => {
+  d ??= await startDaemon(cfg);
+  const dropDir = path.join(cfg.spool, 'drop');
+  // a NUL early in a long message: the intake refuses it while the file is still being read
+  const big = `Subject: nul\r\n\r\nbad\0line\r\n${`${'y'.repeat(78)}\r\n`.repeat(60_000)}`;
+  const trailer = JSON.stringify({ door: 'sendmail', sender: null, recipients: [{ address: 'nul@example.org' }] });
+  const a = path.join(dropDir, `T.${'1'.repeat(32)}`);
+  // a directory with a ready file's name, with something inside, made by the user
+  const dir = path.join(dropDir, `D.${'2'.repeat(32)}`);
+  fs.mkdirSync(path.join(dir, 'inner'), { recursive: true, mode: 0o755 });
+  fs.writeFileSync(path.join(dir, 'inner', 'f'), 'x');
+  for (const p of [dir, path.join(dir, 'inner'), path.join(dir, 'inner', 'f')]) fs.chownSync(p, NOBODY, NOBODY);
+  fs.writeFileSync(a, `${big}\0${trailer}\n`, { mode: 0o600 });
+  fs.chownSync(a, NOBODY, NOBODY);
+  fs.renameSync(a, a.replace('/T.', '/D.'));
+  assert.ok(await waitUntil(() => drops().length === 0, 10_000), `drop folder: ${drops().join(', ')}\n${d.log()}`);
+  assert.match(d.log(), /drop file refused; kept in corrupt\/ .*uid=65534/);
+  // the daemon is still there and takes the next one
+  const before = (await queueJson(cfg)).length;
+  const ok = await asNobody(['-i', 'after@example.org'], 'Subject: after\n\nbody\n');
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.ok(await waitUntil(async () => (await queueJson(cfg)).length === before + 1, 5000), d.log());
+  assert.equal(d.child.exitCode, null, 'the daemon did not die');
+  const q = await queueJson(cfg);
+  assert.ok(!q.some((x) => x.recipients.some((r: { address: string }) => r.address === 'nul@example.org')));
+});
+
 test('sendmail -bs as another user goes through the drop folder too', { skip }, async () => {
   d ??= await startDaemon(cfg);
   const before = (await queueJson(cfg)).length;
