@@ -118,7 +118,22 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
       probe_timeout: s.online?.probe_timeout ?? d.online.probe_timeout,
     },
     queue: queueSettings(d.queue, s.queue, abs),
+    local: localSettings(d.local, s, abs),
   } as Config;
+}
+
+/** The local settings: paths made absolute, the aliases file's default, local_domains merged in. */
+function localSettings(d: Config['local'], s: Settings, abs: (p?: string) => string | undefined): Config['local'] {
+  const l = s.local ?? {};
+  const aliases = l.aliases === undefined ? (fs.existsSync('/etc/aliases') ? '/etc/aliases' : undefined) : l.aliases;
+  return {
+    ...d,
+    ...l,
+    domains: [...new Set([...(l.domains ?? d.domains), ...(s.local_domains ?? [])].map((x) => x.toLowerCase()))],
+    aliases: aliases ? abs(aliases) : undefined,
+    mail_dir: abs(l.mail_dir) ?? d.mail_dir,
+    lmtp: l.lmtp?.startsWith('/') ? abs(l.lmtp) : l.lmtp || undefined,
+  };
 }
 
 /** The queue settings with durations in seconds (the values were validated before). */

@@ -148,6 +148,16 @@ export const LOCAL_SENDER_FIELDS: readonly Field[] = [
   },
 ];
 
+/** Checks a login name or "auto". */
+export function checkUserOrAuto(v: string): string | undefined {
+  return v === 'auto' || /^[A-Za-z0-9._][A-Za-z0-9._$-]{0,31}$/.test(v) ? undefined : 'must be a login name or auto';
+}
+
+/** Checks a source of alias targets. */
+export function checkAliasSource(v: string): string | undefined {
+  return ['aliases', 'include', 'forward'].includes(v) ? undefined : 'must be aliases, include or forward';
+}
+
 /** Checks a login name (or * for everyone) in submission.local_senders. */
 export function checkLoginGlob(v: string): string | undefined {
   return v === '*' || /^[A-Za-z0-9._][A-Za-z0-9._-]{0,31}\$?$/.test(v) ? undefined : 'must be a login name or *';
@@ -180,7 +190,7 @@ export const FIELDS: readonly Field[] = [
     key: 'local_domains',
     type: 'string[]',
     check: checkDomain,
-    doc: 'Domains this host receives for; any client may send to them. hostname is always one.',
+    doc: 'The older name of local.domains: domains this host receives for; any client may send to them.',
   },
   {
     key: 'local_nets',
@@ -296,6 +306,82 @@ export const FIELDS: readonly Field[] = [
     min: 100,
     max: 30_000,
     doc: "Milliseconds a rule's probe may take to connect.",
+  },
+  {
+    key: 'local.domains',
+    type: 'string[]',
+    check: checkDomain,
+    doc: "More domains whose mail is delivered on this host; hostname, localhost and the host's own address literals ([192.0.2.1]) always are.",
+  },
+  {
+    key: 'local.addresses',
+    type: 'string[]',
+    check: checkSenderPattern,
+    doc: 'Addresses (globs) delivered on this host although their domain is not local; the local part names the user or alias.',
+  },
+  {
+    key: 'local.caseless',
+    type: 'boolean',
+    doc: 'Local parts find aliases and users whatever their case (masqmail alias_local_caseless).',
+  },
+  {
+    key: 'local.delimiter',
+    type: 'string',
+    check: (v) => (v === '' || /^[+\-=_.]$/.test(v) ? undefined : 'must be one of + - = _ . or empty'),
+    doc: 'Recipient delimiter: user+extension is delivered to user; empty: none.',
+  },
+  {
+    key: 'local.aliases',
+    type: 'string',
+    doc: 'The aliases file (aliases(5) format); default /etc/aliases when it exists; "" for none.',
+  },
+  {
+    key: 'local.root',
+    type: 'string',
+    check: checkUserOrAuto,
+    doc: "Who reads root's mail (and postmaster's) when the aliases do not say: a login name, or auto: the daemon's own user, or for a daemon run by root the first person's account (uid 1000 and up, with a login shell), else root.",
+  },
+  {
+    key: 'local.default_user',
+    type: 'string',
+    check: checkUserOrAuto,
+    doc: 'The user commands and files named by a root-owned aliases or include file run as (Postfix default_privs).',
+  },
+  {
+    key: 'local.mailbox',
+    type: 'enum',
+    values: ['mbox', 'maildir', 'mda', 'lmtp'],
+    doc: "How a user's mail is delivered: an mbox file in local.mail_dir, the Maildir local.maildir in the home directory, the command local.mda, or the LMTP server local.lmtp.",
+  },
+  { key: 'local.mail_dir', type: 'string', doc: 'The folder of the mbox files, one per user (Debian: /var/mail).' },
+  {
+    key: 'local.maildir',
+    type: 'string',
+    doc: "The Maildir, relative to the user's home directory (ending in /).",
+  },
+  {
+    key: 'local.mda',
+    type: 'string[]',
+    doc: 'The delivery agent for local.mailbox: mda (argv, no shell, run as the user); ${user}, ${extension}, ${recipient}, ${sender}, ${home}, ${local_part}, ${domain} are filled in.',
+  },
+  {
+    key: 'local.lmtp',
+    type: 'string',
+    check: (v) => (v.startsWith('/') || !checkHostPort(v) ? undefined : 'must be a unix socket path or host:port'),
+    doc: 'The LMTP server for local.mailbox: lmtp (Dovecot: /run/dovecot/lmtp), a unix socket path or host:port.',
+  },
+  { key: 'local.forward', type: 'boolean', doc: "Honour a user's ~/.forward (checked as Postfix does)." },
+  {
+    key: 'local.allow_commands',
+    type: 'string[]',
+    check: checkAliasSource,
+    doc: 'Where a |command target is allowed: aliases, include, forward.',
+  },
+  {
+    key: 'local.allow_files',
+    type: 'string[]',
+    check: checkAliasSource,
+    doc: 'Where a /file target is allowed: aliases, include, forward.',
   },
   {
     key: 'queue.retry_min',

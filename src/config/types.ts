@@ -48,6 +48,8 @@ export interface Config {
   /** Who may submit what. */
   submission: { local_senders: LocalSenders[] };
   online: { state_file?: string; command: string[]; rules: InterfaceRule[]; probe_timeout: number };
+  /** Mail for this host's own people: what is local, aliases, mailboxes (docs/local.md). */
+  local: LocalSettings;
   /** Retry times and notices; durations in seconds (the file writes them as "5m", "4h", "5d"). */
   queue: {
     retry_min: number;
@@ -61,6 +63,41 @@ export interface Config {
   };
 }
 
+/** Where alias targets come from, for allow_commands and allow_files. */
+export type AliasSource = 'aliases' | 'include' | 'forward';
+
+/** The local.* settings. */
+export interface LocalSettings {
+  /** Domains delivered here besides hostname, localhost and the host's address literals. */
+  domains: string[];
+  /** Address globs delivered here although their domain is not local. */
+  addresses: string[];
+  /** Local parts are matched against alias names and user names whatever their case. */
+  caseless: boolean;
+  /** The recipient delimiter: user+ext is user's; "" for none. */
+  delimiter: string;
+  /** The aliases file; undefined: none. */
+  aliases?: string;
+  /** Who reads root's mail when the aliases do not say: a login name, or auto. */
+  root: string;
+  /** The user commands and files of a root-owned aliases or include file run as. */
+  default_user: string;
+  /** How a user's mailbox is delivered. */
+  mailbox: 'mbox' | 'maildir' | 'mda' | 'lmtp';
+  /** The folder of mbox files (USER in it). */
+  mail_dir: string;
+  /** The Maildir, relative to the user's home directory. */
+  maildir: string;
+  /** The delivery agent's argv for mailbox: mda. */
+  mda: string[];
+  /** The local LMTP server for mailbox: lmtp: a unix socket path or host:port. */
+  lmtp?: string;
+  /** Honour ~/.forward. */
+  forward: boolean;
+  allow_commands: AliasSource[];
+  allow_files: AliasSource[];
+}
+
 /** One submission.local_senders entry: a login name (or *) and the envelope senders it may use. */
 export interface LocalSenders {
   user: string;
@@ -70,8 +107,9 @@ export interface LocalSenders {
 /** The settings a file can give; everything optional. */
 export type Settings = Omit<
   Partial<Config>,
-  'dir' | 'file' | 'fromFile' | 'limits' | 'smtp' | 'tls' | 'auth' | 'online' | 'queue' | 'submission'
+  'dir' | 'file' | 'fromFile' | 'limits' | 'smtp' | 'tls' | 'auth' | 'online' | 'queue' | 'submission' | 'local'
 > & {
+  local?: Partial<LocalSettings>;
   online?: Partial<Config['online']>;
   /** Durations as written: "5m", "4h", or whole seconds. */
   queue?: Partial<Record<'retry_min' | 'retry_max' | 'lifetime' | 'route_hold_down', string | number>> & {
@@ -117,6 +155,21 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     auth: { max_failures: 10, failure_window: 900 },
     submission: { local_senders: [] },
     online: { command: [], rules: [], probe_timeout: 2000 },
+    local: {
+      domains: [],
+      addresses: [],
+      caseless: true,
+      delimiter: '+',
+      root: 'auto',
+      default_user: 'nobody',
+      mailbox: 'mbox',
+      mail_dir: '/var/mail',
+      maildir: 'Maildir/',
+      mda: [],
+      forward: false,
+      allow_commands: ['aliases', 'forward'],
+      allow_files: ['aliases', 'forward'],
+    },
     // Postfix's defaults: 5 minutes doubling to 4 hours, 5 days in all, one delay warning at 4 hours
     queue: {
       retry_min: 300,

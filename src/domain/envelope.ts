@@ -26,9 +26,26 @@ export interface Origin {
   uid?: number;
 }
 
+/**
+ * How the local transport delivers a recipient, decided when local recipients are expanded (aliases,
+ * .forward): a user's mailbox as the host delivers it, a file or Maildir named by an alias, a command,
+ * each as the user named; or a recipient a door that cannot refuse (the sendmail command) took, to be
+ * bounced with this reply.
+ */
+export type LocalTarget =
+  | { kind: 'mailbox'; user: string; extension?: string }
+  | { kind: 'file'; path: string; user: string }
+  | { kind: 'command'; argv: string[]; user: string }
+  | { kind: 'refused'; reply: string };
+
 /** One recipient and its delivery state. */
 export interface Recipient {
+  /** The address; for a command or file an alias named, the target as written (`|/usr/bin/x`, `/var/log/m`). */
   address: string;
+  /** The recipient the sender gave, when this one is a target of its alias or .forward. */
+  orig?: string;
+  /** Set for local recipients: how the local transport delivers them. */
+  local?: LocalTarget;
   /** DSN ORCPT as given, e.g. "rfc822;user@example.org". */
   orcpt?: string;
   notify?: NotifyKeyword[];
@@ -51,11 +68,12 @@ export interface Recipient {
 }
 
 /**
- * Envelope format versions: 1 has none of the delivery bookkeeping of 2 (warned, uncertain, manual). A version 1
- * file still loads; a version 2 file is written only when it uses a field of version 2, so that mail
- * that never needed them stays readable by older ferrymail.
+ * Envelope format versions: 1 has none of the delivery bookkeeping of 2 (warned, uncertain, manual); 3 adds
+ * local recipients (orig, local), which an older ferrymail must not take for remote ones. A file is
+ * written in the oldest version that holds it, so that mail that never needed the new fields stays
+ * readable by older ferrymail.
  */
-export type EnvelopeVersion = 1 | 2;
+export type EnvelopeVersion = 1 | 2 | 3;
 
 /** The envelope of one queued message. */
 export interface Envelope {

@@ -35,7 +35,7 @@ import { fieldValue } from '../scan/headers.js';
 import { intake } from './intake.js';
 import { localHeaders, type LocalUser } from './local.js';
 import { checkLocalSender } from './senders.js';
-import { userName } from './users.js';
+import { userName } from '../accounts.js';
 
 /** What a pickup needs. */
 export interface PickupDeps {

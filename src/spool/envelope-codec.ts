@@ -5,13 +5,14 @@
  * nothing (the file may be truncated or edited by hand) and checks every field; a bad file yields an
  * error, never a half-filled envelope.
  */
-import type { Envelope, Recipient } from '../domain/envelope.js';
+import type { Envelope, LocalTarget, Recipient } from '../domain/envelope.js';
 
 const RECIPIENT_STATES = new Set(['queued', 'deferred', 'delivered', 'failed', 'uncertain']);
 const DOORS = new Set(['smtp', 'lmtp', 'sendmail', 'sendmail-bs']);
 
-/** The oldest format that can hold the envelope (2 only when a version 2 field is used). */
-function versionFor(env: Envelope): 1 | 2 {
+/** The oldest format that can hold the envelope (3 for local recipients, 2 for delivery bookkeeping). */
+function versionFor(env: Envelope): 1 | 2 | 3 {
+  if (env.recipients.some((r) => r.orig !== undefined || r.local !== undefined)) return 3;
   return env.recipients.some((r) => r.warned?.length || r.uncertain || r.manual) ? 2 : 1;
 }
 
@@ -24,6 +25,8 @@ export function encodeEnvelope(env: Envelope): string {
     sender: env.sender,
     recipients: env.recipients.map((r) => ({
       address: r.address,
+      orig: r.orig,
+      local: r.local,
       orcpt: r.orcpt,
       notify: r.notify,
       state: r.state,
@@ -72,13 +75,33 @@ function checkRecipient(r: Recipient, i: number): void {
     r.manual === undefined || (Number.isInteger(r.manual) && r.manual >= 0 && r.manual <= r.attempts),
     `recipient ${i} has bad manual`,
   );
+  need(r.orig === undefined || (typeof r.orig === 'string' && r.orig.length > 0), `recipient ${i} has bad orig`);
+  need(r.local === undefined || localOk(r.local), `recipient ${i} has a bad local target`);
+}
+
+/** Checks a local target: a known kind with the fields of that kind. */
+function localOk(t: LocalTarget): boolean {
+  if (!t || typeof t !== 'object') return false;
+  const str = (v: unknown): boolean => typeof v === 'string' && v.length > 0;
+  switch (t.kind) {
+    case 'mailbox':
+      return str(t.user) && (t.extension === undefined || typeof t.extension === 'string');
+    case 'file':
+      return str(t.user) && str(t.path) && t.path.startsWith('/');
+    case 'command':
+      return str(t.user) && Array.isArray(t.argv) && t.argv.length > 0 && t.argv.every((a) => typeof a === 'string');
+    case 'refused':
+      return str(t.reply) && /^5\d\d /.test(t.reply);
+    default:
+      return false;
+  }
 }
 
 /** Parses and checks an envelope; throws an Error saying what is wrong. */
 export function decodeEnvelope(text: string, expectId?: string): Envelope {
   const env = JSON.parse(text) as Envelope;
   need(env && typeof env === 'object', 'not an object');
-  need(env.version === 1 || env.version === 2, `unknown envelope version ${String(env.version)}`);
+  need(env.version === 1 || env.version === 2 || env.version === 3, `unknown envelope version ${String(env.version)}`);
   need(typeof env.id === 'string' && (!expectId || env.id === expectId), 'id does not match file name');
   need(typeof env.arrival === 'string' && !Number.isNaN(Date.parse(env.arrival)), 'bad arrival time');
   need(typeof env.sender === 'string', 'bad sender');
@@ -86,9 +109,13 @@ export function decodeEnvelope(text: string, expectId?: string): Envelope {
   env.recipients.forEach(checkRecipient);
   // version 1 knows no delivery bookkeeping: such fields in it are an edit, not data
   need(
-    env.version === 2 ||
+    env.version >= 2 ||
       env.recipients.every((r) => r.warned === undefined && r.uncertain === undefined && r.manual === undefined),
     'version 1 envelope with version 2 fields',
+  );
+  need(
+    env.version >= 3 || env.recipients.every((r) => r.orig === undefined && r.local === undefined),
+    `version ${env.version} envelope with local recipients (version 3 fields)`,
   );
   need(env.origin && DOORS.has(env.origin.door), 'bad origin');
   need(typeof env.protocol === 'string', 'bad protocol');
