@@ -107,3 +107,16 @@ export function accountOfSync(name: string, opts: { caseless?: boolean } = {}): 
 export function accountsSync(): Account[] {
   return [...passwd().byName.values()];
 }
+
+/** The id of a group from /etc/group (the mail group owns /var/mail on Debian); undefined when absent. */
+export function groupIdSync(name: string): number | undefined {
+  try {
+    for (const line of fs.readFileSync('/etc/group', 'utf8').split('\n')) {
+      const f = line.split(':');
+      if (f[0] === name && f[2] !== undefined && /^\d+$/.test(f[2])) return Number(f[2]);
+    }
+  } catch {
+    /* no group file: no such group */
+  }
+  return undefined;
+}

@@ -53,7 +53,7 @@ export async function runFlush(cfg: Config, connection?: string, route?: string)
   } else if (res.ok && res.report) report = res.report;
   else if (!res.ok && res.code) throw new FerryError(res.code as FerryErrorCode, res.error);
   else throw new FerryError('control', res.ok ? 'the daemon gave no report' : res.error);
-  if (report.routes === 0) {
+  if (report.routes === 0 && report.delivered + report.failed + report.deferred === 0) {
     const n = report.waiting;
     process.stdout.write(
       `queue run: ${n} message${n === 1 ? '' : 's'} waiting; no routes configured (${cfg.dir}/routes/*.yaml, see docs/routes.md)\n`,

@@ -13,8 +13,10 @@ import { spawn } from 'node:child_process';
 export interface RunOptions {
   env: NodeJS.ProcessEnv;
   timeoutMs: number;
+  /** The working directory (default: this process's). */
+  cwd?: string;
   /** Written to the command's standard input, which then ends; without it, the input is /dev/null. */
-  stdin?: string;
+  stdin?: string | Buffer;
   /** Characters of output kept from each stream (default 64 KiB). */
   maxOut?: number;
   /** How the output is decoded (default utf8). */
@@ -60,6 +62,7 @@ export function runCommand(argv: readonly string[], o: RunOptions): Promise<RunR
           want.stderr ? 'pipe' : 'ignore',
         ],
         env: o.env,
+        cwd: o.cwd,
         detached: true,
       });
     } catch (e) {

@@ -140,24 +140,39 @@ function request(
   batch: string[],
 ): DeliveryRequest {
   const env = run.env;
+  // recipients whose transport recorded its own note (record()): the hand-over note is not needed
+  const recorded = new Set<string>();
+  const attemptsOf = (a: string): number => pending.find((x) => x.address === a)?.attempts ?? 0;
   return {
     id: env.id,
     sender: rewriteAddress(route.rewrite.envelopeSender, env.sender),
     recipients: batch.map((a) => {
       const r = pending.find((x) => x.address === a)!;
-      return { address: a, notify: r.notify, orcpt: r.orcpt };
+      return { address: a, notify: r.notify, orcpt: r.orcpt, local: r.local, orig: r.orig, attempts: r.attempts };
     }),
     message: (to) => {
       const addresses = to ?? batch;
       // the attempts each recipient had: a later run knows an outcome was written when the count grew
-      const attempts = addresses.map((a) => pending.find((x) => x.address === a)?.attempts ?? 0);
-      return handOver(deps, deps.messageFor(env, route, run.head), {
-        id: env.id,
-        route: route.name,
-        addresses,
-        attempts,
-      });
+      const attempts = addresses.map(attemptsOf);
+      const note = addresses.every((a) => recorded.has(a))
+        ? undefined
+        : { id: env.id, route: route.name, addresses, attempts };
+      return handOver(deps, deps.messageFor(env, route, run.head), note, env.id);
     },
+    record: deps.journal
+      ? async (address, detail) => {
+          await withReserve(deps.store.layout, () =>
+            deps.journal!.mark({
+              id: env.id,
+              route: route.name,
+              addresses: [address],
+              attempts: [attemptsOf(address)],
+              local: detail,
+            }),
+          );
+          recorded.add(address);
+        }
+      : undefined,
     size: env.size,
     smtputf8: env.smtputf8,
     body: env.body,
@@ -211,9 +226,9 @@ async function attempt(
  * a command's end of input) never goes out before a killed run could know it may have. A note that
  * cannot be made fails the stream, and the transport gives up before the end.
  */
-function handOver(deps: RunnerDeps, stream: Readable, note: Omit<InflightNote, 't'>): Readable {
-  const journal = deps.journal;
-  const flight = flightsOf(deps.store.layout.root).get(note.id);
+function handOver(deps: RunnerDeps, stream: Readable, note: Omit<InflightNote, 't'> | undefined, id: string): Readable {
+  const journal = note ? deps.journal : undefined;
+  const flight = flightsOf(deps.store.layout.root).get(id);
   const gate = new Transform({
     transform: (chunk: Buffer, _e, cb) => {
       if (flight) flight.bytes += chunk.length;
@@ -221,7 +236,7 @@ function handOver(deps: RunnerDeps, stream: Readable, note: Omit<InflightNote, '
     },
     flush: (cb) => {
       if (!journal) return cb();
-      withReserve(deps.store.layout, () => journal.mark(note)).then(
+      withReserve(deps.store.layout, () => journal.mark(note!)).then(
         () => cb(),
         (err: Error) => cb(err),
       );

@@ -21,6 +21,7 @@ import { ensureReserve, freeBytes } from '../spool/space.js';
 import type { RouteDown } from '../transport/types.js';
 import { healthOf } from './health.js';
 import { localNoticeDelivery, runNotifyCommand } from './local-notice.js';
+import { LOCAL_ROUTE, localDelivery } from './local-route.js';
 import { settleInflight, writePending } from './recover.js';
 import type { RetryPolicy } from './retry.js';
 import { runQueue, type RunSignal } from './runner.js';
@@ -83,27 +84,11 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
   const { connection, force = true, route, online } = opts;
   const manual = opts.manual ?? force;
   const routes = loadRoutes(cfg.dir);
-  if (route !== undefined && !routes.some((r) => r.name === route)) {
+  if (route !== undefined && route !== LOCAL_ROUTE && !routes.some((r) => r.name === route)) {
     throw new FerryError(
       'usage',
-      `no route named ${JSON.stringify(route)} (routes: ${routes.map((r) => r.name).join(', ') || 'none'})`,
+      `no route named ${JSON.stringify(route)} (routes: ${[LOCAL_ROUTE, ...routes.map((r) => r.name)].join(', ')})`,
     );
-  }
-  if (routes.length === 0) {
-    // without routes there is no way out: leave every message exactly as it is (and let the daemon's
-    // own runs cost nothing: only a manual run counts what waits)
-    const waiting = force ? (await openStore(cfg.spool).list()).entries.filter((e) => e.place === 'queue').length : 0;
-    return {
-      messages: 0,
-      delivered: 0,
-      deferred: 0,
-      failed: 0,
-      uncertain: 0,
-      busy: 0,
-      routes: 0,
-      waiting,
-      state: { online: false, why: 'no routes' },
-    };
   }
   const spool = openSpoolWriter(cfg.spool);
   const lock = await tryLockHolder(cfg.spool, 'runner');
@@ -120,7 +105,8 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
       });
     // outcomes a full disk kept in memory, then deliveries a killed run left in flight (recover.ts)
     await writePending(store, log);
-    const settled = await settleInflight(store, routes, log);
+    const local = localDelivery(cfg, log);
+    const settled = await settleInflight(store, [local.route, ...routes], log, Date.now(), local.verify);
     const journal = await openJournal(store.layout);
     if (settled.clean) await journal.clear();
     const floor = cfg.limits.spool_minfree / 4;
@@ -132,7 +118,8 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
       store,
       routes,
       online: async () => state,
-      transportFor: (r) => transportFor(r, cfg.hostname),
+      local,
+      transportFor: (r) => (r === local.route ? local.transport() : transportFor(r, cfg.hostname)),
       messageFor: (env, r, head) => messageFor(store, env, r, head, cfg.hostname),
       retry: retryPolicy(cfg.queue),
       log,
@@ -150,7 +137,8 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
       onRouteDown: (r, down) => routeDown(cfg, log, r.name, down),
       signal: opts.signal,
     }).finally(() => journal.close());
-    const serves = route === undefined || candidates(routes, state).some((r) => r.name === route);
+    const serves =
+      route === undefined || route === LOCAL_ROUTE || candidates(routes, state).some((r) => r.name === route);
     const note = serves
       ? undefined
       : `route ${route} is not used ${state.online ? `on connection ${state.connection}` : 'offline'} (give --connection): nothing was tried`;

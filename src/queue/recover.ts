@@ -45,6 +45,10 @@ export async function writePending(store: Store, log: Logger): Promise<void> {
   }
 }
 
+/** Asks whether a delivery a transport recorded (a note's `local` detail) happened: delivered, absent,
+ * repaired (half of it was found and cut away: not delivered), or unknown. */
+export type Verify = (detail: Record<string, unknown>) => Promise<string>;
+
 /** What settling found: whether the journal may be cleared, and the messages whose notes could not be
  * settled now (busy, no room), which this run must leave alone: delivering one would take the note that
  * says it may already have arrived for an ordinary first try. */
@@ -59,12 +63,13 @@ export async function settleInflight(
   routes: readonly Route[],
   log: Logger,
   now = Date.now(),
+  verify?: Verify,
 ): Promise<Settled> {
   const pending = pendingOf(store.layout.root);
   const unsettled = new Set<string>();
   for (const [id, notes] of byMessage(journalled(store.layout))) {
     if (pending.has(id)) continue; // its outcome is known here, and written later
-    if (!(await settleMessage(store, routes, log, id, notes, now))) unsettled.add(id);
+    if (!(await settleMessage(store, routes, log, id, notes, now, verify))) unsettled.add(id);
   }
   return { clean: pending.size === 0 && unsettled.size === 0, unsettled };
 }
@@ -84,17 +89,23 @@ async function settleMessage(
   id: string,
   notes: InflightNote[],
   now: number,
+  verify?: Verify,
 ): Promise<boolean> {
   const l = await store.lockMessage(id, 2000).catch(() => null);
   if (!l) return false;
   try {
     const entry = await store.get(id).catch(() => null);
     if (!entry) return true; // gone: delivered and removed, or removed by a person
+    const env = entry.envelope;
+    const checked = await checkRecorded(env, notes, log, now, verify);
     const changed = notes
-      .flatMap((n) => n.addresses.map((a) => settleRecipient(entry.envelope, a, n, routes, now)))
+      .flatMap((n) =>
+        n.addresses.filter((a) => !checked.has(a.toLowerCase())).map((a) => settleRecipient(env, a, n, routes, now)),
+      )
       .filter((r): r is Recipient => !!r);
-    if (!changed.length) return true;
-    await withReserve(store.layout, () => store.update(entry.envelope, entry.place));
+    if (!changed.length && !checked.size) return true;
+    if (env.recipients.every((r) => isFinal(r.state))) await store.removeLocked(id);
+    else await withReserve(store.layout, () => store.update(env, entry.place));
     for (const r of changed)
       log.log('warn', `${id} ${r.state === 'uncertain' ? HELD : RETRY}`, { to: `<${r.address}>`, route: r.route });
     return true;
@@ -106,6 +117,55 @@ async function settleMessage(
   } finally {
     await l.release();
   }
+}
+
+/**
+ * Settles the recipients whose transport recorded how to check the delivery (the local transport): found
+ * whole, the recipient is delivered; not there (or cut back), it is tried again as if the run had not
+ * begun; unknown, it is left to the uncertain handling. Returns the addresses settled here.
+ */
+async function checkRecorded(
+  env: Envelope,
+  notes: InflightNote[],
+  log: Logger,
+  now: number,
+  verify?: Verify,
+): Promise<Set<string>> {
+  const done = new Set<string>();
+  for (const n of notes) {
+    if (!n.local || !verify) continue;
+    const address = n.addresses[0]!;
+    const r = env.recipients.find((x) => x.address.toLowerCase() === address.toLowerCase());
+    if (!r || isFinal(r.state) || r.state === 'uncertain' || outcomeWritten(r, n, address)) {
+      done.add(address.toLowerCase());
+      continue;
+    }
+    const found = await verify(n.local);
+    if (found === 'unknown') continue;
+    done.add(address.toLowerCase());
+    if (found === 'delivered') {
+      r.state = 'delivered';
+      r.attempts++;
+      r.lastAttempt = new Date(now).toISOString();
+      r.route = n.route;
+      delete r.nextAttempt;
+      delete r.lastError;
+      log.log('delivered', env.id, {
+        to: `<${r.address}>`,
+        route: n.route,
+        status: '250 2.0.0 found delivered after the queue run that made it stopped',
+      });
+    } else
+      log.log(
+        'info',
+        `${env.id} a queue run stopped before this delivery was made${found === 'repaired' ? ' (its half-written copy was removed)' : ''}; it is made again`,
+        {
+          to: `<${r.address}>`,
+          route: n.route,
+        },
+      );
+  }
+  return done;
 }
 
 const HELD =

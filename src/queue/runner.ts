@@ -74,6 +74,14 @@ export class RunSignal {
 /** What a run needs. */
 export interface RunnerDeps {
   store: Store;
+  /** The built-in route of this host's own recipients: it takes every recipient isLocal() says is local,
+   * on any connection and offline, before and instead of the configured routes. */
+  local?: {
+    route: Route;
+    isLocal(r: Recipient): boolean;
+    /** Expands a local recipient that was queued unexpanded (its aliases could not be read then). */
+    expand?(r: Recipient): Promise<{ targets: Recipient[] } | { reply: string; permanent: boolean }>;
+  };
   /** Messages with in-flight notes this run could not settle (recover.ts): not delivered this run. */
   unsettled?: ReadonlySet<string>;
   routes: Route[];
@@ -258,18 +266,25 @@ async function runMessage(
       );
     return finish(deps, run, now, report);
   }
+  const local = deps.local;
+  if (local?.expand) await expandQueued(deps, env, pending, now, report);
+  const here = local ? pending.filter((r) => local.isLocal(r)) : [];
   const plans = plan(
     deps.routes,
     state,
     env.sender,
-    pending.map((r) => r.address),
+    pending.filter((r) => !here.includes(r)).map((r) => r.address),
     headerFromAddresses(run.head),
   );
   const routesOf = new Map<string, Route[]>();
+  // this host's own recipients go first, by the local route, whatever the connection
+  for (const r of here)
+    if (!deps.onlyRoute || deps.onlyRoute === local!.route.name) routesOf.set(r.address, [local!.route]);
   for (const p of plans) {
     const r = pending.find((x) => x.address === p.recipient)!;
     if ('defer' in p) {
-      if (!deps.onlyRoute)
+      // with no route files at all nothing can leave: the message stays exactly as it is
+      if (!deps.onlyRoute && deps.routes.length)
         settle(deps, env, r, 'tempfail', `451 4.4.1 ${p.defer}`, now(), report, { attempted: false });
       continue;
     }
@@ -283,6 +298,35 @@ async function runMessage(
   }
   await deliverByRoutes(deps, run, pending, routesOf, now, report);
   await finish(deps, run, now, report);
+}
+
+/**
+ * Expands the local recipients that were queued without their targets (their aliases could not be read
+ * when the message came, or an older version queued them): each becomes its targets, new recipients due
+ * now; one that cannot be expanded fails now (for good, or for this attempt).
+ */
+async function expandQueued(
+  deps: RunnerDeps,
+  env: Envelope,
+  pending: Recipient[],
+  now: () => number,
+  report: RunReport,
+): Promise<void> {
+  const local = deps.local!;
+  for (const r of pending.filter((x) => !x.local && local.isLocal(x))) {
+    const ex = await local.expand!(r);
+    pending.splice(pending.indexOf(r), 1);
+    if ('reply' in ex) {
+      settle(deps, env, r, ex.permanent ? 'permfail' : 'tempfail', ex.reply, now(), report, { attempted: false });
+      continue;
+    }
+    env.recipients.splice(env.recipients.indexOf(r), 1);
+    for (const t of ex.targets) {
+      if (env.recipients.some((x) => x.address.toLowerCase() === t.address.toLowerCase())) continue;
+      env.recipients.push(t);
+      pending.push(t);
+    }
+  }
 }
 
 /** Removes a recipient listed again (older spools could hold one twice): one delivery per address;

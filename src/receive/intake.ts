@@ -71,7 +71,7 @@ export interface IntakePlan {
   /** Header edits, given the parsed fields and the new message's id. */
   edit(fields: HeaderField[], id: string): HeaderEdit;
   /** The envelope, built once the whole message has been read. */
-  envelope(fields: HeaderField[], id: string): Omit<Envelope, 'id' | 'size'>;
+  envelope(fields: HeaderField[], id: string): Omit<Envelope, 'id' | 'size'> | Promise<Omit<Envelope, 'id' | 'size'>>;
 }
 
 /** Streams a message into the spool and commits it; see the module header. */
@@ -112,7 +112,7 @@ export async function intake(spool: SpoolWriter, source: Readable, plan: IntakeP
     source.removeListener('close', gone);
   }
   try {
-    return await writer.commit(plan.envelope(headers.fields, writer.id));
+    return await writer.commit(await plan.envelope(headers.fields, writer.id));
   } catch (err) {
     await writer.abort();
     throw err;

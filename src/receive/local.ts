@@ -12,6 +12,7 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { checkAddress, qualify } from '../domain/address.js';
 import type { Envelope, NotifyKeyword } from '../domain/envelope.js';
 import { newRecipient } from '../domain/envelope.js';
+import { expandRecipients } from '../local/recipients.js';
 import { dataError, FerryError } from '../errors.js';
 import type { Config } from '../config/types.js';
 import { nulError } from '../scan/transforms.js';
@@ -205,11 +206,15 @@ export async function submitLocal(
       added = edit.added;
       return edit;
     },
-    envelope: (fields, id) => ({
+    envelope: async (fields, id) => ({
       version: 1,
       arrival: now.toISOString(),
       sender,
-      recipients: recipients.map((r) => newRecipient(r, sub.notify ? { notify: sub.notify } : {})),
+      // this host's own recipients become the targets of their aliases (an unknown one is bounced)
+      recipients: await expandRecipients(
+        cfg,
+        recipients.map((r) => newRecipient(r, sub.notify ? { notify: sub.notify } : {})),
+      ),
       origin: { door: 'sendmail', user: user.name, uid: user.uid },
       protocol: 'local',
       ret: sub.ret,

@@ -17,6 +17,7 @@ import type { Config } from '../config/types.js';
 import { checkAddress } from '../domain/address.js';
 import { newRecipient, type Envelope, type NotifyKeyword } from '../domain/envelope.js';
 import { FerryError, isFerryError } from '../errors.js';
+import { expandRecipients } from '../local/recipients.js';
 import type { Logger } from '../log/logger.js';
 import {
   claimDrop,
@@ -181,12 +182,15 @@ async function takeFrom(
         replace: edit.replace,
       };
     },
-    envelope: () => ({
+    envelope: async () => ({
       version: 1,
       arrival: now.toISOString(),
       sender,
-      recipients: req.recipients.map((r) =>
-        newRecipient(r.address, { notify: r.notify as NotifyKeyword[] | undefined, orcpt: r.orcpt }),
+      recipients: await expandRecipients(
+        cfg,
+        req.recipients.map((r) =>
+          newRecipient(r.address, { notify: r.notify as NotifyKeyword[] | undefined, orcpt: r.orcpt }),
+        ),
       ),
       origin: { door: req.door, user: user.name, uid: user.uid },
       protocol: req.door === 'sendmail' ? 'local' : 'ESMTP',

@@ -6,7 +6,6 @@
  * (untrusted, already syntax-checked) and counts kept by the door. Pure apart from the connection
  * counter; never throws.
  */
-import { domainOf } from '../domain/address.js';
 import { inCidr } from '../domain/ip.js';
 
 /** Answers remembered per range list, so that a busy client costs one parse per list. */
@@ -47,12 +46,6 @@ export interface RelayFacts {
 /** True when the client may relay: loopback, a local network, or an authenticated user. */
 export function mayRelay(f: RelayFacts): boolean {
   return f.authenticated || isLoopback(f.peer) || inRanges(f.peer, f.localNets);
-}
-
-/** True when a recipient is one this host receives for. */
-export function isLocalRecipient(address: string, localDomains: readonly string[]): boolean {
-  const d = domainOf(address);
-  return localDomains.some((ld) => ld.toLowerCase() === d);
 }
 
 /** Counts open connections per client address. */

@@ -10,6 +10,7 @@ import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server';
 import type { Config } from '../config/types.js';
 import { checkAddress } from '../domain/address.js';
 import type { Door, Envelope, NotifyKeyword } from '../domain/envelope.js';
+import { expandRecipients } from '../local/recipients.js';
 import { newRecipient } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
 import type { DoorDeps } from './smtp.js';
@@ -121,17 +122,21 @@ export function receiveData(
       // a local program's bare local names ("From: root") become whole addresses, as for sendmail
       return { prepend, append, replace: local ? (fl: HeaderField) => qualifyField(fl, cfg.hostname) : undefined };
     },
-    envelope: (fields, id) => {
+    envelope: async (fields, id) => {
       const mid = fields.find((x) => x.lower === 'message-id');
       return {
         version: 1,
         arrival: now.toISOString(),
         sender: env.mailFrom ? normalAddress(env.mailFrom.address, cfg.hostname) : '',
-        recipients: uniqueRcpts(rcpts, cfg.hostname).map((r) =>
-          newRecipient(normalAddress(r.address, cfg.hostname), {
-            notify: r.dsn?.notify as NotifyKeyword[] | undefined,
-            orcpt: r.dsn?.orcpt ?? undefined,
-          }),
+        // this host's own recipients become the targets of their aliases (RCPT refused unknown ones)
+        recipients: await expandRecipients(
+          cfg,
+          uniqueRcpts(rcpts, cfg.hostname).map((r) =>
+            newRecipient(normalAddress(r.address, cfg.hostname), {
+              notify: r.dsn?.notify as NotifyKeyword[] | undefined,
+              orcpt: r.dsn?.orcpt ?? undefined,
+            }),
+          ),
         ),
         origin: local
           ? { door, helo: session.hostNameAppearsAs || undefined, user: local.name, uid: local.uid }

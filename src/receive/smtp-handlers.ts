@@ -16,7 +16,9 @@ import { checkLogin, readUsers } from './auth.js';
 import { AuthGuard } from './auth-guard.js';
 import type { ConnectionPolicy } from './connection.js';
 import { CLIENT_GONE } from './intake.js';
-import { ClientCounter, inRanges, isLocalRecipient, isLoopback, mayRelay, slotRefusal } from './policy.js';
+import { ClientCounter, inRanges, isLoopback, mayRelay, slotRefusal } from './policy.js';
+import { isLocalAddress } from '../local/host.js';
+import { checkRecipientHere } from '../local/recipients.js';
 import { checkLocalSender } from './senders.js';
 import { runStage, type Hooks, type SessionFacts } from './stages.js';
 import type { DoorDeps } from './smtp.js';
@@ -66,7 +68,6 @@ export function buildHandlers(
   const counter = new ClientCounter();
   const notes = new WeakMap<SMTPServerSession, SessionNote>();
   const hooks = deps.hooks ?? {};
-  const localDomains = [cfg.hostname, ...cfg.local_domains];
   const userFile = cfg.auth.users_file && !stdio ? readUsers(cfg.auth.users_file) : null;
   for (const w of userFile?.warnings ?? []) deps.log.log('warn', w);
   const users = userFile?.users ?? null;
@@ -236,16 +237,19 @@ export function buildHandlers(
       const c = checkAddress(postmaster(address.address, cfg.hostname));
       if (!c.ok) return cb(smtpError(553, '5.1.3', `Bad recipient address: ${c.reason}`));
       const f = facts(session);
-      if (
-        !isLocalRecipient(c.address, localDomains) &&
-        !mayRelay({ peer: session.remoteAddress, authenticated: !!session.user, localNets: cfg.local_nets })
-      ) {
+      const here = isLocalAddress(cfg, c.address);
+      if (!here && !mayRelay({ peer: session.remoteAddress, authenticated: !!session.user, localNets: cfg.local_nets }))
         return cb(smtpError(554, '5.7.1', `Relay access denied for <${address.address}>`));
-      }
-      runStage(hooks.rcpt, f, { stage: 'rcpt', verb: 'RCPT', arg: address.address }).then((v) => {
-        if (v.action === 'continue') notes.get(session)!.rcptOk++;
-        verdictTo(cb)(v);
-      });
+      // a local recipient must exist (a user or an alias): an unknown one is refused in the dialogue
+      (here ? checkRecipientHere(cfg, c.address) : Promise.resolve(undefined))
+        .then((refused) => {
+          if (refused) return cb(smtpError(refused.code, refused.enhanced, refused.text));
+          runStage(hooks.rcpt, f, { stage: 'rcpt', verb: 'RCPT', arg: address.address }).then((v) => {
+            if (v.action === 'continue') notes.get(session)!.rcptOk++;
+            verdictTo(cb)(v);
+          });
+        })
+        .catch((err: Error) => cb(smtpError(451, '4.3.0', `Recipient not checked: ${err.message}`)));
     },
     onData(stream, session, cb) {
       const f = facts(session);

@@ -26,6 +26,8 @@ export interface InflightNote {
   addresses: string[];
   /** Parallel to addresses; missing in notes of older versions, where t is compared instead. */
   attempts?: number[];
+  /** What the transport recorded to check the delivery later (the local transport's mailbox detail). */
+  local?: Record<string, unknown>;
   t: number;
 }
 
@@ -79,7 +81,8 @@ function parseNote(line: string): InflightNote | null {
       (v.attempts === undefined ||
         (Array.isArray(v.attempts) &&
           v.attempts.length === v.addresses.length &&
-          v.attempts.every((n) => Number.isInteger(n))));
+          v.attempts.every((n) => Number.isInteger(n)))) &&
+      (v.local === undefined || (typeof v.local === 'object' && v.local !== null && !Array.isArray(v.local)));
     return ok ? (v as InflightNote) : null;
   } catch {
     return null;

@@ -49,7 +49,7 @@ export function unknownVariables(command: string[]): string[] {
 }
 
 /** Exit codes and what they mean (sysexits; 75 is the temporary one). */
-function outcomeOfExit(code: number | null): { outcome: Outcome; status: string } {
+export function outcomeOfExit(code: number | null): { outcome: Outcome; status: string } {
   if (code === EX.OK) return { outcome: 'ok', status: '250 2.0.0' };
   if (code === EX.TEMPFAIL) return { outcome: 'tempfail', status: '451 4.3.0' };
   if (code === EX.NOUSER) return { outcome: 'permfail', status: '550 5.1.1' };

@@ -5,19 +5,31 @@
  * Plain types; cannot fail.
  */
 import type { Readable } from 'node:stream';
-import type { NotifyKeyword } from '../domain/envelope.js';
+import type { LocalTarget, NotifyKeyword } from '../domain/envelope.js';
 import type { Outcome } from '../domain/outcome.js';
 
 /** One delivery attempt of one message to some recipients. */
 export interface DeliveryRequest {
   id: string;
   sender: string;
-  recipients: { address: string; notify?: NotifyKeyword[]; orcpt?: string }[];
+  recipients: {
+    address: string;
+    notify?: NotifyKeyword[];
+    orcpt?: string;
+    /** Local recipients: how to deliver them, the recipient the sender gave, and the attempts so far. */
+    local?: LocalTarget;
+    orig?: string;
+    attempts?: number;
+  }[];
   /** A fresh stream of the message as it should leave (rewritten headers included), for the recipients
    * this copy goes to (default: all). The stream may hold back its end until the queue has noted the
    * hand-over durably (spool/inflight.ts), and fails instead of ending when it cannot: a transport never
    * finishes a message whose stream failed. */
   message: (recipients?: string[]) => Readable;
+  /** Records durably, before a delivery can no longer be taken back, what a later run needs to find out
+   * whether it happened (the local transport's mailbox and offset); the message's own hand-over note is
+   * then not needed for that recipient. Rejects when it cannot be recorded: nothing may be written then. */
+  record?: (address: string, detail: Record<string, unknown>) => Promise<void>;
   size: number;
   smtputf8?: boolean;
   body?: '7BIT' | '8BITMIME';

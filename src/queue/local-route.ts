@@ -1,0 +1,98 @@
+/**
+ * The built-in route of this host's own recipients, named `local`: permanent, on every connection and
+ * offline, tried before and instead of the configured routes for every recipient the expansion marked
+ * local (or whose address is local). Its transport is the local transport (transport/local/), with one
+ * pool of delivery agents for the whole process, and its checks after a killed run (verify) go to the
+ * same agents.
+ *
+ * Trusts the configuration. Builds, never fails: a broken LMTP setting makes those deliveries defer with
+ * the reason.
+ */
+import type { Config } from '../config/types.js';
+import type { Recipient } from '../domain/envelope.js';
+import { isLocalAddress } from '../local/host.js';
+import { expandDue } from '../local/recipients.js';
+import type { Logger } from '../log/logger.js';
+import type { Route } from '../route/types.js';
+import { AgentPool } from '../transport/local/agents.js';
+import { localTransport, verifyLocal, type LocalDetail } from '../transport/local/local.js';
+import { smtpTransport } from '../transport/smtp.js';
+import type { Transport } from '../transport/types.js';
+import { smtpSettingsOf } from './smtp-settings.js';
+
+/** The route's name, which no route file may take. */
+export const LOCAL_ROUTE = 'local';
+
+/** The agents of this process; warnings go to the logger of the latest run. */
+let pool: AgentPool | undefined;
+let warnTo: Logger | undefined;
+
+/** The process's agent pool. */
+function agents(log: Logger): AgentPool {
+  warnTo = log;
+  pool ??= new AgentPool((text) => warnTo?.log('warn', text));
+  return pool;
+}
+
+/** Ends the delivery agents (the daemon's shutdown). */
+export function closeLocalAgents(): void {
+  pool?.close();
+  pool = undefined;
+}
+
+/** What the runner and the recovery need of local delivery. */
+export interface LocalDelivery {
+  route: Route;
+  isLocal(r: Recipient): boolean;
+  expand(r: Recipient): Promise<{ targets: Recipient[] } | { reply: string; permanent: boolean }>;
+  transport(): Transport;
+  verify(detail: Record<string, unknown>): Promise<string>;
+}
+
+/** The local route of a configuration. */
+export function localDelivery(cfg: Config, log: Logger): LocalDelivery {
+  const open = { allow: [], deny: [] };
+  const route: Route = {
+    name: LOCAL_ROUTE,
+    connections: ['*'],
+    permanent: true,
+    senders: open,
+    recipients: open,
+    fromHeader: open,
+    rewrite: { envelopeSender: [], from: [], sender: [], replyTo: [], mailFollowupTo: [] },
+    lastRoute: true,
+    connectErrorFail: false,
+    uncertain: 'retry',
+    transport: { type: 'local' },
+  };
+  const l = cfg.local;
+  const p = agents(log);
+  return {
+    route,
+    isLocal: (r) => r.local !== undefined || isLocalAddress(cfg, r.address),
+    expand: (r) => expandDue(cfg, r),
+    transport: () =>
+      localTransport({
+        hostname: cfg.hostname,
+        mailbox: l.mailbox,
+        mailDir: l.mail_dir,
+        maildir: l.maildir,
+        mda: l.mda,
+        lmtp: l.lmtp ? lmtpTo(l.lmtp, cfg.hostname) : undefined,
+        delimiter: l.delimiter,
+        caseless: l.caseless,
+        commandTimeoutMs: 600_000,
+        pool: p,
+      }),
+    verify: (detail) => verifyLocal({ pool: p, mailDir: l.mail_dir }, detail as LocalDetail),
+  };
+}
+
+/** The LMTP transport to the local delivery server (a unix socket path or host:port, plain text). */
+function lmtpTo(target: string, hostname: string): Transport {
+  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(target);
+  const t = target.startsWith('/')
+    ? { type: 'lmtp', socket: target, tls: 'none' }
+    : { type: 'lmtp', host: m?.[1] ?? target, port: Number(m?.[2] ?? 24), tls: 'none' };
+  return smtpTransport(smtpSettingsOf(t, hostname));
+}
