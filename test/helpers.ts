@@ -102,15 +102,29 @@ export function smtpRoute(
 }
 
 /** Writes a configuration listening on a free port with its own spool; extra is more YAML. */
+/** A local.* section that keeps this host's own mail in the queue: its delivery agent always says "try
+ * again later" (for tests that look at what was queued by a door rather than at delivery). */
+export function localKept(dir: string): string {
+  return `local:\n  root: root\n  aliases: ""\n  mail_dir: ${JSON.stringify(dir)}\n  mailbox: mda\n  mda: [/usr/bin/env, sh, -c, "exit 75"]\n`;
+}
+
 export async function makeConfig(extra = '', opts: { spool?: string; port?: number } = {}): Promise<TestConfig> {
   const dir = tempDir();
   const configDir = path.join(dir, 'cfg');
   const spool = opts.spool ?? path.join(dir, 'spool');
   const port = opts.port ?? (await freePort());
   fs.mkdirSync(configDir);
+  // local delivery stays inside the test's folder: no aliases of this machine, root's mail to root, mbox
+  // files in a mail folder of the test's own (as Debian's /var/mail: 2775 root:mail)
+  const mailDir = path.join(dir, 'mail');
+  fs.mkdirSync(mailDir);
+  fs.chmodSync(mailDir, 0o2775);
+  const local = /^local:/m.test(extra)
+    ? ''
+    : `local:\n  root: root\n  aliases: ""\n  mail_dir: ${JSON.stringify(mailDir)}\n`;
   fs.writeFileSync(
     path.join(configDir, 'ferrymail.yaml'),
-    `hostname: test.example\nlisten: ["127.0.0.1:${port}"]\nspool: ${JSON.stringify(spool)}\n${extra}\n`,
+    `hostname: test.example\nlisten: ["127.0.0.1:${port}"]\nspool: ${JSON.stringify(spool)}\n${local}${extra}\n`,
   );
   return { dir, configDir, spool, port };
 }

@@ -147,6 +147,28 @@ export function buildProgram(setCode: (n: number) => void): Command {
       ),
     );
 
+  const aliases = program.command('aliases').description("this host's aliases (local.aliases)");
+  aliases
+    .command('check')
+    .description('read the aliases file as the daemon does and say what is wrong in it, by line (also: newaliases)')
+    .option('--json', 'machine-readable output')
+    .action(
+      act(async (o: Opts, cmd: Command) => {
+        const { checkAliases, printAliasCheck } = await import('./aliases-cmds.js');
+        return printAliasCheck(checkAliases(config(cmd)), out, o.json);
+      }),
+    );
+  aliases
+    .command('explain <address>')
+    .description('what a local address is delivered to: every alias, include file and .forward on the way')
+    .option('--json', 'machine-readable output')
+    .action(
+      act(async (address: string, o: Opts, cmd: Command) => {
+        const { explainAlias } = await import('./aliases-cmds.js');
+        return explainAlias(config(cmd), address, out, o.json);
+      }),
+    );
+
   program
     .command('flush')
     .description('run the queue now (through the daemon when it runs)')

@@ -64,6 +64,10 @@ export async function runFlush(cfg: Config, connection?: string, route?: string)
     (report.state.online ? `connection ${report.state.connection}` : `offline: ${report.state.why ?? ''}`) +
     (report.route ? `, route ${report.route} only` : '');
   if (report.note) process.stdout.write(`note: ${report.note}\n`);
+  if (report.routes === 0)
+    process.stdout.write(
+      `note: no routes configured (${cfg.dir}/routes/*.yaml, see docs/routes.md): only this host's own mail can be delivered\n`,
+    );
   process.stdout.write(
     `queue run (${where}): ${report.messages} message${report.messages === 1 ? '' : 's'} due; ${report.delivered} delivered, ` +
       `${report.deferred} deferred, ${report.failed} failed, ${report.uncertain} uncertain, ${report.busy} busy\n`,

@@ -117,6 +117,8 @@ export function entryJson(e: Envelope, place: string, now = Date.now(), notes: N
     envid: e.envid ?? null,
     recipients: e.recipients.map((r) => ({
       address: r.address,
+      orig: r.orig ?? null,
+      local: r.local ?? null,
       notify: r.notify ?? null,
       orcpt: r.orcpt ?? null,
       state: r.state,
@@ -149,7 +151,7 @@ export function formatShow(entry: Entry, headerText: string, now = Date.now(), n
   lines.push('recipients:');
   for (const r of e.recipients) {
     lines.push(
-      `  <${safe(r.address)}> ${r.state} attempts=${r.attempts}${r.notify ? ` notify=${r.notify.join(',')}` : ''}${r.route ? ` route=${safe(r.route)}` : ''}`,
+      `  <${safe(r.address)}> ${r.state} attempts=${r.attempts}${r.orig ? ` for=<${safe(r.orig)}>` : ''}${r.local && r.local.kind !== 'refused' ? ` as=${safe(r.local.user)}` : ''}${r.notify ? ` notify=${r.notify.join(',')}` : ''}${r.route ? ` route=${safe(r.route)}` : ''}`,
     );
     const next = nextOf(r, now);
     const why = reasonOf(r, e.id);

@@ -87,9 +87,12 @@ async function run(req: SendmailRequest, cfg: Config): Promise<number> {
       return removeIds(cfg, req.ids, 'mailrm');
     case 'run':
       return runFlush(cfg, req.connection);
-    case 'newaliases':
-      process.stdout.write('newaliases: ferrymail keeps no alias database; nothing to rebuild\n');
-      return EX.OK;
+    case 'newaliases': {
+      // ferrymail reads the aliases file itself when it changes: there is no database to rebuild, but what
+      // newaliases is run for is a check of the file
+      const { checkAliases, printAliasCheck } = await import('./aliases-cmds.js');
+      return printAliasCheck(checkAliases(cfg), (t) => process.stdout.write(`newaliases: ${t}`));
+    }
     case 'smtp-stdio':
       return smtpOnStdio(cfg);
     default:

@@ -587,7 +587,8 @@ describe('relay from outside loopback and local_nets (network namespace)', () =>
     fs.writeFileSync(
       path.join(cfg.configDir, 'ferrymail.yaml'),
       `hostname: test.example\nlisten: ["${addr}:${port}"]\nspool: ${JSON.stringify(cfg.spool)}\n` +
-        `local_domains: ["local.example"]\nlocal_nets: ["127.0.0.0/8"]\n`,
+        `local_domains: ["local.example"]\nlocal_nets: ["127.0.0.0/8"]\n` +
+        `local:\n  root: root\n  aliases: ""\n  mail_dir: ${JSON.stringify(path.join(cfg.dir, 'mail'))}\n`,
     );
     daemon = spawn('ip', ['netns', 'exec', ns, process.execPath, FERRYMAIL, '--config-dir', cfg.configDir, 'daemon'], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -610,12 +611,13 @@ describe('relay from outside loopback and local_nets (network namespace)', () =>
     if (cfg) fs.rmSync(cfg.dir, { recursive: true, force: true });
   });
 
-  test('a recipient outside local_domains gets 554 5.7.1; local ones are accepted', async (t) => {
+  test('a recipient outside local_domains gets 554 5.7.1; local ones are accepted, unknown local ones refused', async (t) => {
     if (skip) return t.skip(skip);
     const c = await session(cfg.port, addr);
     assert.match(await c.cmd('MAIL FROM:<someone@outside.example>'), /^250 2\.1\.0/);
     assert.match(await c.cmd('RCPT TO:<victim@elsewhere.example>'), /^554 5\.7\.1 /);
-    assert.match(await c.cmd('RCPT TO:<user@local.example>'), /^250 2\.1\.5/);
+    assert.match(await c.cmd('RCPT TO:<user@local.example>'), /^550 5\.1\.1 <user@local\.example>: no such user here/);
+    assert.match(await c.cmd('RCPT TO:<nobody@local.example>'), /^250 2\.1\.5/);
     assert.match(await c.cmd('RCPT TO:<root@test.example>'), /^250 2\.1\.5/);
     assert.match(await c.cmd('DATA'), /^354/);
     const reply = await c.cmd('Subject: from outside\r\n\r\nhello\r\n.');
@@ -625,7 +627,7 @@ describe('relay from outside loopback and local_nets (network namespace)', () =>
     const e = (await queueJson(cfg)).find((x) => x.id === id);
     assert.deepEqual(
       e?.recipients.map((r: { address: string }) => r.address),
-      ['user@local.example', 'root@test.example'],
+      ['nobody@local.example', 'root@test.example'],
     );
     assert.equal(e?.origin?.peer, `${subnet}.1`);
   });
@@ -637,7 +639,7 @@ describe('relay from outside loopback and local_nets (network namespace)', () =>
     const r = await c.reply(5000);
     assert.match(r, /^421 /);
     await c.waitClose(5000);
-    const ok = await smtpSend(cfg.port, { host: addr, to: ['user@local.example'] });
+    const ok = await smtpSend(cfg.port, { host: addr, to: ['nobody@local.example'] });
     assert.match(ok.reply, /^250 2\.0\.0 /);
     assert.equal(daemon?.exitCode, null, log);
   });
@@ -652,7 +654,8 @@ describe('loopback is always trusted', () => {
     fs.writeFileSync(
       path.join(cfg.configDir, 'ferrymail.yaml'),
       `hostname: test.example\nlisten: ["127.0.0.1:${port}", "[::1]:${port}"]\nspool: ${JSON.stringify(cfg.spool)}\n` +
-        `local_domains: ["local.example"]\nlocal_nets: ["127.0.0.0/8"]\n`,
+        `local_domains: ["local.example"]\nlocal_nets: ["127.0.0.0/8"]\n` +
+        `local:\n  root: root\n  aliases: ""\n  mail_dir: ${JSON.stringify(path.join(cfg.dir, 'mail'))}\n`,
     );
     try {
       d = await startDaemon(cfg);

@@ -144,7 +144,7 @@ test('flush --route tries that route only; the other recipients stay as they wer
   );
   const bad = await ferrymail(cfg, ['flush', '--route', 'nosuch']);
   assert.equal(bad.code, 64);
-  assert.match(bad.stderr, /^ferrymail: no route named "nosuch" \(routes: lan, flaky, isp\)\n$/);
+  assert.match(bad.stderr, /^ferrymail: no route named "nosuch" \(routes: local, lan, flaky, isp\)\n$/);
 });
 
 test('route explain ID: per recipient the route it would take now, the rewritten sender and headers, or its state', async () => {

@@ -32,7 +32,7 @@ test('-bs in CRLF with a bare-LF dot inside DATA: no second message is smuggled 
   assert.match(r.stdout, /550 5\.6\.0/);
 });
 
-test('RCPT TO:<postmaster> is accepted; an IDN recipient is stored in A-labels without SMTPUTF8', async () => {
+test('RCPT TO:<postmaster> is accepted (and is root); an IDN recipient is stored in A-labels without SMTPUTF8', async () => {
   const cfg = await makeConfig();
   const session =
     'EHLO me\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<postmaster>\r\nRCPT TO:<Postmaster@TEST.example>\r\nRCPT TO:<u@xn--bcher-kva.example>\r\nDATA\r\nSubject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n';
@@ -40,8 +40,11 @@ test('RCPT TO:<postmaster> is accepted; an IDN recipient is stored in A-labels w
   assert.match(r.stdout, /queued as/);
   const q = await queueJson(cfg);
   assert.deepEqual(
-    q[0]!.recipients.map((x: { address: string }) => x.address),
-    ['postmaster@test.example', 'u@xn--bcher-kva.example'],
+    q[0]!.recipients.map((x: { address: string; orig: string | null }) => [x.address, x.orig]),
+    [
+      ['root@test.example', 'postmaster@test.example'],
+      ['u@xn--bcher-kva.example', null],
+    ],
   );
   assert.equal(q[0]!.smtputf8, false);
 });

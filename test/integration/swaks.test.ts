@@ -309,19 +309,25 @@ describe('swaks against a daemon without AUTH', () => {
     assert.equal((await queueJson(d.cfg)).length, before, 'nothing was queued');
   });
 
-  test('recipients in local_domains and in the host name are accepted', async () => {
+  test('recipients in local_domains and in the host name are accepted when they exist; postmaster is root', async () => {
     const r = await swaks(d.cfg.port, [
       '--from',
       'alice@example.com',
       '--to',
-      `postmaster@${LOCAL_DOMAIN},someone@test.example`,
+      `postmaster@${LOCAL_DOMAIN},nobody@test.example`,
     ]);
     assert.equal(r.code, 0, r.out);
     const e = await show(d, r.id!);
     assert.deepEqual(
-      e.recipients.map((x: any) => x.address),
-      [`postmaster@${LOCAL_DOMAIN}`, 'someone@test.example'],
+      e.recipients.map((x: any) => [x.address, x.orig]),
+      [
+        ['root@test.example', `postmaster@${LOCAL_DOMAIN}`],
+        ['nobody@test.example', null],
+      ],
     );
+    const unknown = await swaks(d.cfg.port, ['--from', 'alice@example.com', '--to', 'someone@test.example']);
+    assert.notEqual(unknown.code, 0, unknown.out);
+    assert.match(unknown.out, /<\*\*\s+550 5\.1\.1 <someone@test\.example>: no such user here/);
   });
 
   test('AUTH is not offered without a users file, and swaks cannot authenticate', async () => {
