@@ -10,7 +10,7 @@ import { loadConfigQuick } from '../config/snapshot.js';
 import type { Config } from '../config/types.js';
 import { kickDaemon } from '../control/client.js';
 import { EX } from '../domain/sysexits.js';
-import { exitCodeFor, FerryError, isFerryError } from '../errors.js';
+import { exitCodeFor, FerryError, isFerryError, spoolError } from '../errors.js';
 import fs from 'node:fs';
 import { submitLocal, currentUser } from '../receive/local.js';
 import { openDropWriter } from '../spool/drop.js';
@@ -113,7 +113,13 @@ function spoolWritable(root: string): boolean {
  * file needs so that the daemon can read it. Null when this user writes the spool itself.
  */
 function dropFor(cfg: Config): { owner: number; mode: number } | null {
-  const st = fs.statSync(cfg.spool, { throwIfNoEntry: false });
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(cfg.spool, { throwIfNoEntry: false });
+  } catch (err) {
+    // a spool path through a file (ENOTDIR) or a folder this user may not search
+    throw spoolError(err, `look at the spool ${cfg.spool}`);
+  }
   // root's mail for a spool of a user's daemon goes through that spool's drop folder too
   if (!st || (spoolWritable(cfg.spool) && st.uid === process.geteuid?.())) return null;
   const settingsOwner = fs.statSync(cfg.file, { throwIfNoEntry: false })?.uid;
