@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// The sendmail personality (also mailq, runq, mailrm, newaliases by name): a thin entry point into the
-// bundled, import-light src/cli/sendmail-main.ts.
+// The sendmail personality (also mailq, runq, mailrm, newaliases and qmail-inject by name): a thin entry
+// point into the bundled, import-light src/cli/sendmail-main.ts.
 import { sendmailMain } from '../dist/bundle/sendmail.js';
 
 // a reader that went away (`ferrymail status | head -1`) ends the command quietly, as for any Unix tool

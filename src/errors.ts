@@ -2,8 +2,9 @@
  * The one error class of ferrymail.
  *
  * Every failure that reaches a user carries a code from a closed union, a one-line readable message and
- * optionally the underlying cause. Entry points map the code to a sysexits value (bin/) or to an SMTP reply
- * (receive/). Messages never contain secrets: callers pass names and paths, never credentials.
+ * optionally the underlying cause. Entry points map the code to a sysexits value (bin/; qmail-inject's 100
+ * and 111 for that name) or to an SMTP reply (receive/). Messages never contain secrets: callers pass
+ * names and paths, never credentials.
  */
 import type { Reply } from './domain/outcome.js';
 import { EX, type ExitCode } from './domain/sysexits.js';
@@ -97,5 +98,29 @@ export function exitCodeFor(code: FerryErrorCode): ExitCode {
       return EX.NOPERM;
     case 'internal':
       return EX.SOFTWARE;
+  }
+}
+
+/**
+ * Maps an error code to qmail-inject's exit status: 100 for a permanent error (the command line, the
+ * message or its addresses are wrong and trying again cannot help), 111 for a temporary one (the spool,
+ * the configuration or the system may let a later try succeed).
+ */
+export function qmailExitCodeFor(code: FerryErrorCode): 100 | 111 {
+  switch (code) {
+    case 'usage':
+    case 'data':
+    case 'no-recipients':
+    case 'not-allowed':
+    case 'not-found':
+      return 100;
+    case 'config':
+    case 'spool-full':
+    case 'spool-io':
+    case 'spool-permission':
+    case 'locked':
+    case 'control':
+    case 'internal':
+      return 111;
   }
 }

@@ -3,7 +3,8 @@
  * "-qo NAME", "-oi", "-B8BITMIME", legacy flags that must be accepted and ignored).
  *
  * Also picks the personality from the name the command was called by (sendmail, mailq, runq, mailrm,
- * newaliases). Input is untrusted argv. Pure; bad input yields a UsageError with one readable line.
+ * newaliases, qmail-inject; qmail-inject's own flags are read by qmail-inject.ts). Input is untrusted
+ * argv. Pure; bad input yields a UsageError with one readable line.
  */
 import { FerryError } from '../errors.js';
 import { ENVID_MAX, parseEnvid, type NotifyKeyword } from '../domain/envelope.js';
@@ -13,7 +14,7 @@ export type { Submission };
 
 /** What the command was asked to do. */
 export type SendmailRequest =
-  | { mode: 'submit'; submit: Submission; configPath?: string }
+  | { mode: 'submit'; submit: Submission; configPath?: string; print?: boolean }
   | { mode: 'smtp-stdio'; configPath?: string }
   | { mode: 'list'; configPath?: string }
   | { mode: 'version'; configPath?: string }
@@ -31,11 +32,15 @@ const IGNORED_WITH_VALUE = new Set(['h', 'L', 'X', 'O', 'B']);
 /** Flags without a value that are ignored. */
 const IGNORED_PLAIN = new Set(['m', 'v', 'n', 'U', 'G', 'd', 'x', 'A']);
 
+/** The names the command answers to. */
+export type Personality = 'sendmail' | 'mailq' | 'runq' | 'mailrm' | 'newaliases' | 'qmail-inject';
+
 /** Personality from the invoked name. */
-export function personality(argv0: string): 'sendmail' | 'mailq' | 'runq' | 'mailrm' | 'newaliases' {
+export function personality(argv0: string): Personality {
   const base = argv0.split('/').pop() ?? '';
   const name = base.replace(/\.(js|mjs|cjs)$/, '');
-  if (name === 'mailq' || name === 'runq' || name === 'mailrm' || name === 'newaliases') return name;
+  if (name === 'mailq' || name === 'runq' || name === 'mailrm' || name === 'newaliases' || name === 'qmail-inject')
+    return name;
   return 'sendmail';
 }
 
@@ -65,7 +70,10 @@ class Cursor {
 }
 
 /** Parses sendmail argv (without node and the script) for a personality. */
-export function parseSendmailArgs(args: string[], who: ReturnType<typeof personality> = 'sendmail'): SendmailRequest {
+export function parseSendmailArgs(
+  args: string[],
+  who: Exclude<Personality, 'qmail-inject'> = 'sendmail',
+): SendmailRequest {
   const s: Submission = { recipients: [], extract: false, dotEnds: true, deliveryMode: 'background' };
   let mode: SendmailRequest['mode'] = (
     { sendmail: 'submit', mailq: 'list', runq: 'run', mailrm: 'remove', newaliases: 'newaliases' } as const

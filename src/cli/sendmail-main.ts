@@ -1,6 +1,7 @@
 /**
- * The sendmail personality (also mailq, runq, mailrm, newaliases): parse argv, load the configuration,
- * do one thing, exit with a sysexits code and at most one readable line on stderr.
+ * The sendmail personality (also mailq, runq, mailrm, newaliases, and qmail-inject with qmail's flags,
+ * environment and exit codes: qmail-inject.ts): parse argv, load the configuration, do one thing, exit
+ * with a sysexits code and at most one readable line on stderr.
  *
  * This path runs for every message a local program sends, so it loads as little as it can: the SMTP
  * server is imported only for -bs. It works without a daemon (it writes the spool itself, safely) and
@@ -10,7 +11,7 @@ import { loadConfigQuick } from '../config/snapshot.js';
 import type { Config } from '../config/types.js';
 import { kickDaemon } from '../control/client.js';
 import { EX } from '../domain/sysexits.js';
-import { exitCodeFor, FerryError, isFerryError } from '../errors.js';
+import { exitCodeFor, FerryError, isFerryError, spoolError } from '../errors.js';
 import fs from 'node:fs';
 import { submitLocal, currentUser } from '../receive/local.js';
 import { openDropWriter } from '../spool/drop.js';
@@ -18,13 +19,15 @@ import { checkDropFolder } from '../spool/safety.js';
 import { openStore } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
-import { parseSendmailArgs, personality, type SendmailRequest } from './sendmail-args.js';
+import { parseQmailInjectArgs, printWriter, qmailFail, readLists } from './qmail-inject.js';
+import { parseSendmailArgs, personality, type Personality, type SendmailRequest } from './sendmail-args.js';
 import { formatMailq } from './queue-view.js';
 import { removeIds, runFlush } from './queue-ops.js';
 
 /** Runs the command; resolves with the exit code. */
 export async function sendmailMain(argv: string[], argv0: string): Promise<number> {
   const who = personality(argv0);
+  if (who === 'qmail-inject') return qmailInject(argv);
   try {
     const req = parseSendmailArgs(argv, who);
     if (req.mode === 'version') {
@@ -32,9 +35,26 @@ export async function sendmailMain(argv: string[], argv0: string): Promise<numbe
       return EX.OK;
     }
     const cfg = await loadConfigQuick(req.configPath);
-    return await run(req, cfg);
+    return await run(req, cfg, who);
   } catch (err) {
     return fail(who, err);
+  }
+}
+
+/** qmail-inject: its flags and environment, then the same submission; exits 0, 100 or 111. */
+async function qmailInject(argv: string[]): Promise<number> {
+  try {
+    const req = parseQmailInjectArgs(argv, {
+      env: process.env,
+      login: currentUser().name,
+      now: new Date(),
+      pid: process.pid,
+    });
+    if (req.listsFile && req.submit.qmail) req.submit.qmail.lists = readLists(req.listsFile);
+    const cfg = await loadConfigQuick();
+    return await submit(req, cfg, 'qmail-inject');
+  } catch (err) {
+    return qmailFail(err);
   }
 }
 
@@ -48,32 +68,47 @@ export function fail(who: string, err: unknown): number {
   return EX.SOFTWARE;
 }
 
+/** Takes one message from standard input: printed (qmail-inject -n), into another user's spool's drop
+ * folder, or into the spool. */
+async function submit(
+  req: Extract<SendmailRequest, { mode: 'submit' }>,
+  cfg: Config,
+  who: Personality,
+): Promise<number> {
+  if (req.print) {
+    // the Received line records the queueing, which does not happen
+    await submitLocal(cfg, printWriter(cfg.spool, process.stdout), req.submit, process.stdin, { received: false });
+    return EX.OK;
+  }
+  const drop = dropFor(cfg);
+  if (drop) {
+    // another user's spool (the system relay): leave the message in its drop folder for the daemon
+    let named = req.submit.sender !== undefined;
+    await submitLocal(
+      cfg,
+      openDropWriter(cfg.spool, { defaultSender: () => !named, mode: drop.mode }),
+      req.submit,
+      process.stdin,
+      { ownerUid: drop.owner, received: false, senderNamed: (n) => (named = n) },
+    );
+    return EX.OK;
+  }
+  const spool = openSpoolWriter(cfg.spool);
+  const env = await submitLocal(cfg, spool, req.submit, process.stdin);
+  if (req.submit.deliveryMode !== 'queue' && !(await kickDaemon(spool.layout.control, env.id))) {
+    // queued, but nothing will send it: say so (still exit 0, the message is safe)
+    process.stderr.write(
+      `${who === 'qmail-inject' ? 'qmail-inject: warning' : 'sendmail'}: queued as ${env.id}, but no ferrymail daemon serves ${cfg.spool}: it waits until one runs there, or 'ferrymail flush' (see docs/sendmail.md)\n`,
+    );
+  }
+  return EX.OK;
+}
+
 /** Does what the request asks. */
-async function run(req: SendmailRequest, cfg: Config): Promise<number> {
+async function run(req: SendmailRequest, cfg: Config, who: Personality): Promise<number> {
   switch (req.mode) {
-    case 'submit': {
-      const drop = dropFor(cfg);
-      if (drop) {
-        // another user's spool (the system relay): leave the message in its drop folder for the daemon
-        await submitLocal(
-          cfg,
-          openDropWriter(cfg.spool, { defaultSender: req.submit.sender === undefined, mode: drop.mode }),
-          req.submit,
-          process.stdin,
-          { ownerUid: drop.owner, received: false },
-        );
-        return EX.OK;
-      }
-      const spool = openSpoolWriter(cfg.spool);
-      const env = await submitLocal(cfg, spool, req.submit, process.stdin);
-      if (req.submit.deliveryMode !== 'queue' && !(await kickDaemon(spool.layout.control, env.id))) {
-        // queued, but nothing will send it: say so (still exit 0, the message is safe)
-        process.stderr.write(
-          `sendmail: queued as ${env.id}, but no ferrymail daemon serves ${cfg.spool}: it waits until one runs there, or 'ferrymail flush' (see docs/sendmail.md)\n`,
-        );
-      }
-      return EX.OK;
-    }
+    case 'submit':
+      return submit(req, cfg, who);
     case 'list': {
       const store = openStore(cfg.spool);
       const { entries } = await store.list();
@@ -116,7 +151,13 @@ function spoolWritable(root: string): boolean {
  * file needs so that the daemon can read it. Null when this user writes the spool itself.
  */
 function dropFor(cfg: Config): { owner: number; mode: number } | null {
-  const st = fs.statSync(cfg.spool, { throwIfNoEntry: false });
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(cfg.spool, { throwIfNoEntry: false });
+  } catch (err) {
+    // a spool path through a file (ENOTDIR) or a folder this user may not search
+    throw spoolError(err, `look at the spool ${cfg.spool}`);
+  }
   // root's mail for a spool of a user's daemon goes through that spool's drop folder too
   if (!st || (spoolWritable(cfg.spool) && st.uid === process.geteuid?.())) return null;
   const settingsOwner = fs.statSync(cfg.file, { throwIfNoEntry: false })?.uid;

@@ -4,8 +4,9 @@
  * Input is untrusted bytes with LF (or CRLF) line ends. Lines become CRLF; without -i a line holding a
  * single dot ends the message; a leading mbox "From " line is dropped. Missing From, Date and
  * Message-ID are added, Bcc is always removed, -t takes recipients from To, Cc and Bcc (command-line
- * recipients are added to them, as Postfix does). Fails with FerryError: usage (bad address), data
- * (no recipients, bad header), spool-* (could not store).
+ * recipients are added to them, as Postfix does). Called as qmail-inject, qmail's rules for the header
+ * and the envelope sender apply instead (qmail-rules.ts). Fails with FerryError: usage (bad address), data
+ * (no recipients, bad header), not-allowed (a sender the user may not use), spool-* (could not store).
  */
 import os from 'node:os';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
@@ -28,6 +29,7 @@ import {
 } from '../scan/headers.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { intake } from './intake.js';
+import { qmailHeaders, recipientFields, returnPathOf, type QmailRules } from './qmail-rules.js';
 import { checkLocalSender } from './senders.js';
 
 /** A local submission's options (from the sendmail command line). */
@@ -41,6 +43,8 @@ export interface Submission {
   notify?: NotifyKeyword[];
   ret?: 'FULL' | 'HDRS';
   envid?: string;
+  /** qmail-inject's rules for the header and the envelope sender (the qmail-inject name); absent: sendmail's. */
+  qmail?: QmailRules;
 }
 
 /** Turns local text into CRLF lines; ends at a lone "." when dotEnds; drops a leading "From " line;
@@ -142,6 +146,9 @@ export interface SubmitOptions {
   /** Write the Received line naming the user (false for a drop file: the daemon writes it, from the
    * file's owner, since a line written by the submitter's own process proves nothing). */
   received?: boolean;
+  /** Told, before the message is committed, whether its envelope sender was named (by -f, or for
+   * qmail-inject by the environment or a Return-Path) rather than being the user's own default. */
+  senderNamed?: (named: boolean) => void;
 }
 
 /** Reads a message from a local program and commits it; resolves with its envelope. */
@@ -155,18 +162,28 @@ export async function submitLocal(
   const user = opts.user ?? currentUser();
   const domain = cfg.hostname;
   const argvRcpts = dedupe(checkAll(splitRecipients(sub.recipients), domain, 'usage'));
-  const sender =
-    sub.sender === undefined
-      ? `${user.name}@${domain}`
-      : sub.sender === ''
+  const ownSender = `${user.name}@${domain}`;
+  let sender =
+    sub.sender !== undefined
+      ? sub.sender === ''
         ? ''
-        : checkAll([sub.sender], domain, 'usage')[0]!;
-  checkLocalSender(cfg.submission.local_senders, {
-    login: user.name,
-    uid: user.uid,
-    ownerUid: opts.ownerUid ?? process.geteuid?.() ?? -1,
-    sender: sub.sender === undefined ? undefined : sender,
-  });
+        : checkAll([sub.sender], domain, 'usage')[0]!
+      : sub.qmail
+        ? checkAll([sub.qmail.sender], domain, 'usage')[0]!
+        : ownSender;
+  // a sender qmail-inject takes from the environment or a Return-Path is a named one unless it is the
+  // user's own address; -f always names one
+  const namedUnlessOwn = (): boolean => sender.toLowerCase() !== ownSender.toLowerCase();
+  let named = sub.sender !== undefined || namedUnlessOwn();
+  const checkSender = (): void =>
+    checkLocalSender(cfg.submission.local_senders, {
+      login: user.name,
+      uid: user.uid,
+      ownerUid: opts.ownerUid ?? process.geteuid?.() ?? -1,
+      sender: named ? sender : undefined,
+    });
+  checkSender();
+  const from = sub.qmail ? checkAll([sub.qmail.from], domain, 'usage')[0]! : undefined;
   const now = new Date();
   let recipients = argvRcpts;
   let added: { messageId?: string } = {};
@@ -183,8 +200,17 @@ export async function submitLocal(
     maxHops: cfg.limits.received_hops,
     minFree: cfg.limits.spool_minfree,
     edit: (fields, id) => {
-      if (sub.extract)
-        recipients = dedupe([...checkAll(addressesIn(fields, ['to', 'cc', 'bcc']), domain, 'data'), ...argvRcpts]);
+      const rp = sub.qmail?.returnPath && sub.sender === undefined ? returnPathOf(fields) : undefined;
+      if (rp !== undefined) {
+        // qmail-inject: an incoming Return-Path names the envelope sender, as -f would
+        sender = rp === '' ? '' : checkAll([rp], domain, 'data')[0]!;
+        named = namedUnlessOwn();
+        checkSender();
+      }
+      if (sub.extract) {
+        const names = sub.qmail ? recipientFields(fields) : ['to', 'cc', 'bcc'];
+        recipients = dedupe([...checkAll(addressesIn(fields, names), domain, 'data'), ...argvRcpts]);
+      }
       if (recipients.length === 0)
         throw new FerryError('no-recipients', 'no recipient addresses found in the message header');
       if (recipients.length > cfg.limits.recipients) {
@@ -202,8 +228,10 @@ export async function submitLocal(
         user,
         recipients,
         received: opts.received !== false,
+        qmail: sub.qmail && from ? { rules: sub.qmail, from } : undefined,
       });
       added = edit.added;
+      opts.senderNamed?.(named);
       return edit;
     },
     envelope: async (fields, id) => ({
@@ -243,7 +271,7 @@ function messageIdOf(fields: HeaderField[]): string | undefined {
 }
 
 /** Header edits of the sendmail door: Received first (unless received is false), missing From/Date/Message-ID
- * after, no Bcc. */
+ * after, no Bcc; with o.qmail, qmail-inject's additions and removals (qmail-rules.ts) after the Received. */
 export function localHeaders(
   fields: HeaderField[],
   o: {
@@ -256,6 +284,8 @@ export function localHeaders(
     recipients: string[];
     received?: boolean;
     from?: boolean;
+    /** qmail-inject's additions and removals instead of sendmail's, with the From address to add. */
+    qmail?: { rules: QmailRules; from: string };
   },
 ): {
   prepend: string;
@@ -277,6 +307,13 @@ export function localHeaders(
           user: o.user.name,
           recipients: o.recipients,
         });
+  // a bare local name in an address field (cron's "From: root (Cron Daemon)", "To: root") becomes a
+  // whole address before any route's maps look at it
+  const replace = (f: HeaderField): string | undefined => qualifyField(f, o.hostname);
+  if (o.qmail) {
+    const q = qmailHeaders(fields, { ...o, ...o.qmail });
+    return { prepend, append: q.append, drop: q.drop, added: q.added, replace };
+  }
   let append = '';
   const added: { messageId?: string } = {};
   if (!has('from') && o.from !== false) {
@@ -289,7 +326,5 @@ export function localHeaders(
     added.messageId = `<${o.id}@${o.hostname}>`;
     append += `Message-ID: ${added.messageId}\r\n`;
   }
-  // a bare local name in an address field (cron's "From: root (Cron Daemon)", "To: root") becomes a
-  // whole address before any route's maps look at it
-  return { prepend, append, drop: new Set(['bcc']), added, replace: (f) => qualifyField(f, o.hostname) };
+  return { prepend, append, drop: new Set(['bcc']), added, replace };
 }

@@ -47,14 +47,21 @@ export interface DropRequest {
   smtputf8?: boolean;
 }
 
+/** What a drop writer is told: whether the sender is the submitter's default (asked when a message is
+ * committed, since a header may name it), and the mode of its files. */
+export interface DropOptions {
+  defaultSender: boolean | (() => boolean);
+  mode: number;
+}
+
 /** Opens a writer that drops each message into SPOOL/drop for the daemon to take. */
-export function openDropWriter(root: string, opts: { defaultSender: boolean; mode: number }): SpoolWriter {
+export function openDropWriter(root: string, opts: DropOptions): SpoolWriter {
   const layout = layoutOf(root);
   return { layout, begin: () => beginDrop(layout, opts) };
 }
 
 /** Starts one drop file. */
-async function beginDrop(layout: Layout, opts: { defaultSender: boolean; mode: number }): Promise<MessageWriter> {
+async function beginDrop(layout: Layout, opts: DropOptions): Promise<MessageWriter> {
   const rand = randomBytes(16).toString('hex');
   const tmp = path.join(layout.dir(DROP), `T.${rand}`);
   let fh: fsp.FileHandle;
@@ -92,10 +99,8 @@ async function beginDrop(layout: Layout, opts: { defaultSender: boolean; mode: n
       await new Promise<void>((res, rej) =>
         stream.writableFinished ? res() : (stream.once('finish', res), stream.once('error', rej), stream.end()),
       );
-      await writeAll(fh, [
-        Buffer.from([0]),
-        Buffer.from(`${JSON.stringify(requestOf(partial, opts.defaultSender))}\n`),
-      ]);
+      const defaultSender = typeof opts.defaultSender === 'function' ? opts.defaultSender() : opts.defaultSender;
+      await writeAll(fh, [Buffer.from([0]), Buffer.from(`${JSON.stringify(requestOf(partial, defaultSender))}\n`)]);
       await fh.sync();
       await close();
       await fsp.rename(tmp, path.join(layout.dir(DROP), `D.${rand}`));

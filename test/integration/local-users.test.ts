@@ -83,6 +83,7 @@ function asNobody(
   args: string[],
   input: string,
   file = program,
+  vars: NodeJS.ProcessEnv = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [file, ...args], {
@@ -93,6 +94,7 @@ function asNobody(
         TMPDIR: '/tmp',
         HOME: '/tmp',
         XDG_CACHE_HOME: '/tmp/ferrymail-nobody-cache',
+        ...vars,
       },
     });
     let stdout = '';
@@ -238,6 +240,47 @@ test('sendmail -bs as another user goes through the drop folder too', { skip }, 
   assert.ok(await waitUntil(async () => (await queueJson(cfg)).length === before + 1, 5000), d.log());
   const e = (await queueJson(cfg)).find((x) => x.sender === 'x@nobody.example')!;
   assert.deepEqual(e.origin, { door: 'sendmail-bs', user: 'nobody', uid: NOBODY });
+});
+
+test('qmail-inject as another user: the sender a Return-Path or QMAILSUSER names goes through the drop folder, checked', {
+  skip,
+}, async () => {
+  d ??= await startDaemon(cfg);
+  const inject = path.join(path.dirname(program), 'qmail-inject');
+  if (!fs.existsSync(inject)) fs.symlinkSync('sendmail.js', inject);
+  const before = (await queueJson(cfg)).length;
+  // no variable names a user: the login, which is the default sender the daemon gives
+  const plain = await asNobody([], 'To: q1@example.org\nSubject: plain\n\nbody\n', inject);
+  assert.equal(plain.code, 0, plain.stderr);
+  // a Return-Path in the header names the sender only once the header is read
+  const rp = await asNobody([], 'Return-Path: <rp@nobody.example>\nTo: q2@example.org\n\nbody\n', inject);
+  assert.equal(rp.code, 0, rp.stderr);
+  const env = await asNobody(['q3@example.org'], 'Subject: env\n\nbody\n', inject, {
+    QMAILSUSER: 'lists',
+    QMAILSHOST: 'nobody.example',
+  });
+  assert.equal(env.code, 0, env.stderr);
+  assert.ok(await waitUntil(async () => (await queueJson(cfg)).length === before + 3, 5000), d.log());
+  const q = await queueJson(cfg);
+  const to = (a: string) => q.find((x) => x.recipients.some((r: { address: string }) => r.address === a))!;
+  assert.equal(to('q1@example.org').sender, 'nobody@test.example');
+  assert.equal(to('q2@example.org').sender, 'rp@nobody.example');
+  assert.equal(to('q3@example.org').sender, 'lists@nobody.example');
+  assert.match(messageData(cfg, to('q3@example.org').id), /^From: nobody@test\.example\r$/m);
+  // local_senders holds for both: exit 100, one line, nothing dropped
+  const forged = await asNobody([], 'Return-Path: <ceo@bank.example>\nTo: q4@example.org\n\nbody\n', inject);
+  assert.equal(forged.code, 100, forged.stderr);
+  assert.equal(
+    forged.stderr,
+    'qmail-inject: fatal: user nobody may not send as <ceo@bank.example> (submission.local_senders)\n',
+  );
+  const envForged = await asNobody(['q5@example.org'], 'Subject: s\n\nbody\n', inject, {
+    QMAILSUSER: 'ceo',
+    QMAILSHOST: 'bank.example',
+  });
+  assert.equal(envForged.code, 100, envForged.stderr);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal((await queueJson(cfg)).length, before + 3);
 });
 
 test('a drop folder in a spool another user prepared is refused by the submitter', { skip }, async () => {
