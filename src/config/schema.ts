@@ -365,6 +365,11 @@ export const FIELDS: readonly Field[] = [
     doc: 'The delivery agent for local.mailbox: mda (argv, no shell, run as the user); ${user}, ${extension}, ${recipient}, ${sender}, ${home}, ${local_part}, ${domain} are filled in.',
   },
   {
+    key: 'local.mda_from_line',
+    type: 'boolean',
+    doc: 'The delivery agent gets the message with an mbox "From sender date" line first, as Postfix\'s local(8) gives it to procmail; false for maildrop, which writes its own.',
+  },
+  {
     key: 'local.lmtp',
     type: 'string',
     check: (v) => (v.startsWith('/') || !checkHostPort(v) ? undefined : 'must be a unix socket path or host:port'),

@@ -90,6 +90,8 @@ export interface LocalSettings {
   maildir: string;
   /** The delivery agent's argv for mailbox: mda. */
   mda: string[];
+  /** The mda gets the message with a "From sender date" line first (procmail; not maildrop). */
+  mda_from_line: boolean;
   /** The local LMTP server for mailbox: lmtp: a unix socket path or host:port. */
   lmtp?: string;
   /** Honour ~/.forward. */
@@ -166,6 +168,7 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
       mail_dir: '/var/mail',
       maildir: 'Maildir/',
       mda: [],
+      mda_from_line: true,
       forward: false,
       allow_commands: ['aliases', 'forward'],
       allow_files: ['aliases', 'forward'],

@@ -46,6 +46,8 @@ export interface Notice {
   subject: string;
   /** One line per recipient: address and reason, control characters replaced. */
   summary: string;
+  /** Local addresses that get the same notice (the submitting user's, when no route can carry it now). */
+  copies?: string[];
 }
 
 /** Builds the notice for the given recipients, or null when none is owed (null sender, NOTIFY=NEVER, or

@@ -78,6 +78,7 @@ export function localDelivery(cfg: Config, log: Logger): LocalDelivery {
         mailDir: l.mail_dir,
         maildir: l.maildir,
         mda: l.mda,
+        mdaFromLine: l.mda_from_line,
         lmtp: l.lmtp ? lmtpTo(l.lmtp, cfg.hostname) : undefined,
         delimiter: l.delimiter,
         caseless: l.caseless,

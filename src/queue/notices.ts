@@ -6,7 +6,7 @@
  * Trusts the run's envelope. A notice that cannot be queued is an error for the caller (runner.ts keeps
  * the failure waiting so that its notice is never lost); a failing local delivery is only logged.
  */
-import type { Recipient } from '../domain/envelope.js';
+import { newRecipient, type Recipient } from '../domain/envelope.js';
 import { awaitsAttempt } from '../domain/outcome.js';
 import { plan } from '../route/select.js';
 import { buildNotice } from './bounce.js';
@@ -65,14 +65,18 @@ export async function sendNotice(
     new Date(expiresAt(deps.retry, run.env.arrival)),
   );
   if (!notice) return;
+  const leaves = isLocal(deps, notice.recipient) || routable(deps, run, notice.recipient);
+  const copy = leaves ? undefined : submitterAddress(deps, run);
+  if (copy && copy.toLowerCase() !== notice.recipient.toLowerCase()) notice.copies = [copy];
   if (deps.enqueueNotice) {
     await deps.enqueueNotice(notice);
     deps.log.log('info', `${run.env.id} ${kind === 'failed' ? 'failure' : 'delay'} notice queued`, {
       to: `<${notice.recipient}>`,
+      ...(notice.copies ? { copy: notice.copies.map((c) => `<${c}>`).join(',') } : {}),
       rcpts: rcpts.length,
     });
   }
-  if (!deps.localNotice || (deps.localNotices !== 'always' && routable(deps, run, notice.recipient))) return;
+  if (!deps.localNotice || (deps.localNotices !== 'always' && leaves)) return;
   await deps.localNotice(notice).then(
     () =>
       deps.log.log('info', `${run.env.id} ${kind === 'failed' ? 'failure' : 'delay'} notice delivered locally`, {
@@ -80,6 +84,21 @@ export async function sendNotice(
       }),
     (err: Error) => deps.log.log('warn', `${run.env.id} local notice failed`, { error: err.message }),
   );
+}
+
+/** Whether an address is this host's own (the local route always carries it). */
+function isLocal(deps: RunnerDeps, to: string): boolean {
+  return deps.local?.isLocal(newRecipient(to)) ?? false;
+}
+
+/** The local address of the user who handed the message in on this host (the sendmail door, the drop
+ * folder), when it is one this host delivers; a login from SMTP AUTH is not a local account. */
+function submitterAddress(deps: RunnerDeps, run: MessageRun): string | undefined {
+  const o = run.env.origin;
+  if ((o.door !== 'sendmail' && o.door !== 'sendmail-bs') || !o.user || o.user === 'MAILER-DAEMON') return undefined;
+  if (!/^[a-z_][a-z0-9_.-]*\$?$/i.test(o.user)) return undefined;
+  const address = `${o.user}@${deps.hostname ?? 'localhost'}`;
+  return isLocal(deps, address) ? address : undefined;
 }
 
 /**

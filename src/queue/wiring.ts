@@ -224,7 +224,7 @@ export async function enqueueNotice(spool: SpoolWriter, notice: Notice): Promise
     version: 1,
     arrival: new Date().toISOString(),
     sender: '',
-    recipients: [newRecipient(notice.recipient)],
+    recipients: [notice.recipient, ...(notice.copies ?? [])].map((a) => newRecipient(a)),
     origin: { door: 'sendmail', user: 'MAILER-DAEMON' },
     protocol: 'local',
   });

@@ -97,7 +97,10 @@ async function deliver(seq: number, raw: DeliverJob, message: Buffer): Promise<L
     );
   }
   const form = mailboxForm(message, { sender: job.sender, recipient: job.recipient, mbox: true });
-  const data = Buffer.concat([Buffer.from(form.fromLine!), mailboxForm(message, { ...job, mbox: false }).data]);
+  const data = Buffer.concat([
+    Buffer.from(job.noFromLine ? '' : form.fromLine!),
+    mailboxForm(message, { ...job, mbox: false }).data,
+  ]);
   return deliverCommand(
     job.argv!,
     data,

@@ -34,6 +34,7 @@ export interface LocalTransportSettings {
   mailDir: string;
   maildir: string;
   mda: string[];
+  mdaFromLine: boolean;
   /** The LMTP server's transport, for mailbox: lmtp. */
   lmtp?: Transport;
   delimiter: string;
@@ -160,6 +161,7 @@ async function deliverOne(
     if (!s.mda.length) return { outcome: 'tempfail', reply: '451 4.3.5 local.mailbox is mda but local.mda is empty' };
     const ctx = { ...base, extension: t.extension, user: account.name, home: account.home, shell: account.shell };
     job = { ...base, kind: 'command', argv: fillArgv(s.mda, ctx), extension: t.extension };
+    if (!s.mdaFromLine) job.noFromLine = true;
   } else job = { ...base, kind: 'mbox', path: path.join(s.mailDir, account.name) };
   if (t.kind === 'mailbox') job.extension = t.extension;
   return runJob(s, req, r.address, account.name, account.uid, job);

@@ -18,6 +18,8 @@ export interface DeliverJob {
   path?: string;
   /** The command's argv (variables filled in). */
   argv?: string[];
+  /** command: no "From " line before the message. */
+  noFromLine?: boolean;
   /** mbox: the dot-lock is held by the daemon, or the agent takes it. */
   dotlock: 'held' | 'self';
   /** mbox: it may be created when missing. */

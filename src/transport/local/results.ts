@@ -18,5 +18,7 @@ export function fsFailure(err: unknown, what: string): LocalResult {
   const code = (err as NodeJS.ErrnoException)?.code;
   if (code === 'ENOSPC' || code === 'EDQUOT')
     return { outcome: 'tempfail', reply: `452 4.2.2 ${what}: mailbox full (${code})` };
+  if (code === 'ELOOP')
+    return { outcome: 'tempfail', reply: `451 4.3.0 ${what}: it is a symbolic link, which is never followed (ELOOP)` };
   return { outcome: 'tempfail', reply: `451 4.3.0 ${what} (${code ?? String(err)})` };
 }
