@@ -132,39 +132,58 @@ export async function runQueue(deps: RunnerDeps): Promise<RunReport> {
   const now = deps.now ?? Date.now;
   const report: RunReport = { messages: 0, delivered: 0, deferred: 0, failed: 0, uncertain: 0, busy: 0 };
   const state = await deps.online();
-  const { entries } = await deps.store.list();
-  const at = (): number => (deps.force ? Infinity : now());
   const transports = new Map<Route, Transport>();
+  let notices = 0;
   const run: RunnerDeps = {
     ...deps,
     transportFor: (r) => transports.get(r) ?? transports.set(r, deps.transportFor(r)).get(r)!,
+    enqueueNotice: deps.enqueueNotice && ((n) => deps.enqueueNotice!(n).then(() => void notices++)),
   };
   // a new connection: what routes it cannot use have under way is cut at once
   deps.signal?.attach(deps.routes, (unusable) => {
     const why = `the connection changed to ${deps.signal!.next?.online ? deps.signal!.next.connection : 'none'}`;
     for (const r of unusable) transports.get(r)?.abort?.(why);
   });
+  const seen = new Set<string>();
+  try {
+    await runPass(run, state, seen, report, now);
+    // the notices this run queued go in the same run (a local sender's lands in its mailbox at once);
+    // a notice never causes another, so one more pass is all there is
+    if (notices && !deps.signal?.next) await runPass(run, state, seen, report, now);
+  } finally {
+    await Promise.all([...transports.values()].map((t) => t.close?.().catch(() => undefined)));
+  }
+  return report;
+}
+
+/** Delivers the due messages of the queue not seen yet in this run. */
+async function runPass(
+  deps: RunnerDeps,
+  state: OnlineState,
+  seen: Set<string>,
+  report: RunReport,
+  now: () => number,
+): Promise<void> {
+  const { entries } = await deps.store.list();
+  const at = (): number => (deps.force ? Infinity : now());
   // a message whose outcome waits in memory for room on the disk is not delivered again meanwhile
   const pending = pendingOf(deps.store.layout.root);
   // and one whose interrupted delivery could not be settled yet waits for a run that can
   const waiting = entries.filter(
     (e) =>
       e.place === 'queue' &&
+      !seen.has(e.envelope.id) &&
       due(e.envelope, at()) &&
       !pending.has(e.envelope.id) &&
       !deps.unsettled?.has(e.envelope.id),
   );
-  try {
-    await eachLimited(
-      waiting,
-      deps.parallel ?? PARALLEL_MESSAGES,
-      () => !deps.signal?.next,
-      (entry) => runLocked(run, state, entry, report, now, at),
-    );
-  } finally {
-    await Promise.all([...transports.values()].map((t) => t.close?.().catch(() => undefined)));
-  }
-  return report;
+  for (const e of entries) seen.add(e.envelope.id);
+  await eachLimited(
+    waiting,
+    deps.parallel ?? PARALLEL_MESSAGES,
+    () => !deps.signal?.next,
+    (entry) => runLocked(deps, state, entry, report, now, at),
+  );
 }
 
 /** Calls fn for every item, at most `limit` at a time, while goOn() holds; resolves when all are done. */

@@ -360,3 +360,45 @@ test('procmail and maildrop as the delivery agent, run as the user with its own 
     assert.equal(fs.statSync(box).uid, uidOf(A), 'written as the user');
   }
 });
+
+test('notices land locally: a local sender gets its failure notice in its mailbox; a notice to a remote sender that no route can carry also goes to the submitting user', {
+  skip,
+}, async () => {
+  writeAliases();
+  const md = mailDir();
+  fs.rmSync(path.join(md, A), { force: true });
+  const cfg = await config();
+  // the sendmail door cannot refuse an unknown user: it is bounced, to the local sender
+  const s1 = await sendmail(
+    cfg,
+    ['-i', '-f', `${A}@test.example`, `nobody-here-${tag}@test.example`],
+    `Subject: lost ${tag}\n\nx\n`,
+  );
+  assert.equal(s1.code, 0, s1.stderr);
+  // a remote sender, submitted by root (whose mail is A's): the notice waits for a route, a copy lands here
+  const s2 = await sendmail(
+    cfg,
+    ['-i', '-f', 'someone@remote.example', `gone-${tag}@test.example`],
+    `Subject: far ${tag}\n\ny\n`,
+  );
+  assert.equal(s2.code, 0, s2.stderr);
+  const f = await ferrymail(cfg, ['flush']);
+  assert.equal(f.code, 0, f.stderr);
+  const mbox = path.join(md, A);
+  const subjects = mboxSubjects(mbox);
+  assert.equal(subjects.length, 2, subjects.join(' | '));
+  const text = fs.readFileSync(mbox, 'latin1');
+  assert.match(text, new RegExp(`Final-Recipient: rfc822; ?nobody-here-${tag}@test\\.example`, 'i'));
+  assert.match(text, new RegExp(`Final-Recipient: rfc822; ?gone-${tag}@test\\.example`, 'i'));
+  assert.match(text, /550 5\.1\.1/);
+  assert.match(text, /^From MAILER-DAEMON /m);
+  // the notice to the remote sender still waits for a route
+  const q = await queueJson(cfg);
+  assert.equal(q.length, 1, JSON.stringify(q));
+  assert.equal(q[0]!.sender, '');
+  // (with no route files at all, remote recipients are left as they are: queued)
+  assert.deepEqual(
+    (q[0]!.recipients as Array<Record<string, string>>).map((r) => `${r.address} ${r.state}`),
+    ['someone@remote.example queued', `${A}@test.example delivered`],
+  );
+});
