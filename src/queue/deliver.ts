@@ -150,13 +150,14 @@ function request(
       const r = pending.find((x) => x.address === a)!;
       return { address: a, notify: r.notify, orcpt: r.orcpt, local: r.local, orig: r.orig, attempts: r.attempts };
     }),
-    message: (to) => {
+    message: (to, opts) => {
       const addresses = to ?? batch;
       // the attempts each recipient had: a later run knows an outcome was written when the count grew
       const attempts = addresses.map(attemptsOf);
-      const note = addresses.every((a) => recorded.has(a))
-        ? undefined
-        : { id: env.id, route: route.name, addresses, attempts };
+      const note =
+        opts?.recorded || addresses.every((a) => recorded.has(a))
+          ? undefined
+          : { id: env.id, route: route.name, addresses, attempts };
       return handOver(deps, deps.messageFor(env, route, run.head), note, env.id);
     },
     record: deps.journal

@@ -24,8 +24,9 @@ export interface DeliveryRequest {
   /** A fresh stream of the message as it should leave (rewritten headers included), for the recipients
    * this copy goes to (default: all). The stream may hold back its end until the queue has noted the
    * hand-over durably (spool/inflight.ts), and fails instead of ending when it cannot: a transport never
-   * finishes a message whose stream failed. */
-  message: (recipients?: string[]) => Readable;
+   * finishes a message whose stream failed. A transport that will record() the delivery before it
+   * writes anything asks for the message with `recorded` set: no hand-over note is made then. */
+  message: (recipients?: string[], opts?: { recorded?: boolean }) => Readable;
   /** Records durably, before a delivery can no longer be taken back, what a later run needs to find out
    * whether it happened (the local transport's mailbox and offset); the message's own hand-over note is
    * then not needed for that recipient. Rejects when it cannot be recorded: nothing may be written then. */

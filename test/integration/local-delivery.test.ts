@@ -402,3 +402,99 @@ test('notices land locally: a local sender gets its failure notice in its mailbo
     ['someone@remote.example queued', `${A}@test.example delivered`],
   );
 });
+
+/** The pids of a process's children (the delivery agents of a daemon). */
+function childrenOf(pid: number): number[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+test('SIGKILL of the daemon and its agents during local deliveries, 50 times: each mbox parses, no Maildir message twice, none lost', {
+  skip,
+  timeout: 600_000,
+}, async () => {
+  writeAliases();
+  const md = mailDir();
+  fs.rmSync(path.join(md, A), { force: true });
+  fs.rmSync(path.join(home(B), 'Maildir'), { recursive: true, force: true });
+  const cfg = await config();
+  const total = 120;
+  const body = `${'x'.repeat(76)}\n`.repeat(400); // 30 KB, so that kills land inside writes too
+  for (let i = 0; i < total; i++) {
+    const s = await sendmail(cfg, ['-i', '-f', 'sender@client.example', A, B], `Subject: kill-${tag}-${i}\n\n${body}`);
+    assert.equal(s.code, 0, s.stderr);
+  }
+  const mbox = path.join(md, A);
+  const box = path.join(home(B), 'Maildir', 'new');
+  const progress = (): string => {
+    const size = fs.existsSync(mbox) ? fs.statSync(mbox).size : 0;
+    const n = fs.existsSync(box) ? fs.readdirSync(box).length : 0;
+    return `${size}/${n}`;
+  };
+  let kills = 0;
+  const logs: string[] = [];
+  for (let round = 0; round < 50; round++) {
+    if (!(await queueJson(cfg)).length) break;
+    const d = await startDaemon(cfg);
+    const before = progress();
+    // kill once something moved, a little later each time (0 to 24 ms), agents and daemon at once
+    await waitUntil(() => progress() !== before, 10_000, 2);
+    await new Promise((r) => setTimeout(r, round % 25));
+    const pids = [...childrenOf(d.child.pid!), d.child.pid!];
+    for (const p of pids) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        /* gone already */
+      }
+    }
+    await d.kill();
+    logs.push(d.log());
+    kills++;
+  }
+  assert.ok(kills >= 30, `only ${kills} kills before the queue was empty`);
+  // a manual run finishes what waits, deferred ones included (uncertain deliveries are checked, not repeated)
+  let last = '';
+  for (let i = 0; i < 5 && (await queueJson(cfg)).length; i++) {
+    const f = await ferrymail(cfg, ['flush']);
+    last = f.stdout + f.stderr;
+  }
+  const debugInfo = (): string => {
+    const j = path.join(cfg.spool, 'inflight');
+    const notes = fs.existsSync(j) ? fs.readFileSync(j, 'latin1') : '(none)';
+    const size = fs.existsSync(mbox) ? fs.statSync(mbox).size : -1;
+    const m = /"offset":(\d+)/.exec(notes);
+    const around = m ? fs.readFileSync(mbox, 'latin1').slice(Number(m[1]) - 200, Number(m[1]) + 300) : '';
+    return `${last}\nnotes: ${notes}\nmbox size ${size}\naround: ${JSON.stringify(around)}`;
+  };
+  const ids = (await queueJson(cfg)).map((e) => e.id as string);
+  const related = logs
+    .join('\n')
+    .split('\n')
+    .filter((l) => ids.some((id) => l.includes(id)) || /warn|error|unknown|lost/.test(l));
+  assert.deepEqual(ids, [], `${debugInfo()}\n${related.join('\n')}`);
+  const want = Array.from({ length: total }, (_, i) => `kill-${tag}-${i}`).sort();
+  // the mbox: every message exactly once, whole (Python reads each with its body)
+  const subjects = mboxSubjects(mbox).sort();
+  assert.deepEqual(subjects, want);
+  const sizes = JSON.parse(
+    sh('python3', [
+      '-c',
+      'import mailbox,sys,json\nprint(json.dumps(sorted({len(m.get_payload()) for m in mailbox.mbox(sys.argv[1])})))',
+      mbox,
+    ]),
+  ) as number[];
+  assert.deepEqual(sizes, [body.length], 'every body whole');
+  const mailx = sh('su', [A, '-s', '/bin/sh', '-c', `mail -f ${mbox}`], { input: 'q\n' });
+  assert.match(mailx, new RegExp(`: ${total} messages`), 'mail -f counts every message');
+  // the Maildir: every message exactly once
+  const got = fs
+    .readdirSync(box)
+    .map((f) => /^Subject: (.*)$/m.exec(fs.readFileSync(path.join(box, f), 'latin1'))?.[1] ?? '?')
+    .sort();
+  assert.deepEqual(got, want);
+  assert.deepEqual(fs.readdirSync(path.join(home(B), 'Maildir', 'tmp')), [], 'no leftovers in tmp/');
+});

@@ -191,20 +191,44 @@ async function runJob(
       job.create = false;
     }
     // a Maildir delivery's name is known before it is written: recorded now, it is all a later run needs
-    if (job.kind === 'maildir' && req.record)
-      await req.record(address, detail(user, { kind: 'maildir', path: job.path!, key: job.key }));
-    const message = await whole(req.message([address]));
+    let check: VerifyJob | undefined =
+      job.kind === 'maildir' ? { kind: 'maildir', path: job.path!, key: job.key } : undefined;
+    if (check && req.record) await req.record(address, detail(user, check));
+    // an mbox entry is recorded (its offset) before its first byte is written; a command cannot be
+    // checked afterwards, so its hand-over is noted as any other
+    const message = await whole(req.message([address], { recorded: job.kind !== 'command' && !!req.record }));
     const onMark = async (m: MboxMark): Promise<boolean> => {
-      if (!req.record) return true;
-      await req.record(address, detail(user, { kind: 'mbox', mark: m, dotlock: job.dotlock }));
+      check = { kind: 'mbox', mark: m, dotlock: job.dotlock };
+      if (req.record) await req.record(address, detail(user, check));
       return true;
     };
-    return await s.pool.deliver(user, job, message, onMark);
+    const result = await s.pool.deliver(user, job, message, onMark);
+    return result.outcome === 'uncertain' && check ? await settleLost(s, user, check, result) : result;
   } catch (err) {
     return { outcome: 'tempfail', reply: `451 4.3.0 ${(err as Error).message}` };
   } finally {
     await release?.();
   }
+}
+
+/** A delivery whose agent ended in the middle (killed, out of memory) is checked at once by a new agent,
+ * under the locks still held: found whole, it is delivered; not there or cut back, it is tried again
+ * (before anything else is appended after a half-written entry); otherwise it stays uncertain. */
+async function settleLost(
+  s: LocalTransportSettings,
+  user: string,
+  check: VerifyJob,
+  lost: LocalResult,
+): Promise<LocalResult> {
+  const found = await s.pool.verify(user, check);
+  if (found === 'delivered')
+    return { outcome: 'ok', reply: '250 2.0.0 delivered (found whole after the delivery agent ended)' };
+  if (found === 'absent' || found === 'repaired')
+    return {
+      outcome: 'tempfail',
+      reply: `${lost.reply.replace(/; it may have been made$/, '')}; ${found === 'repaired' ? 'its half-written copy was removed' : 'nothing was written'}`,
+    };
+  return lost;
 }
 
 /** The journal detail of a delivery. */

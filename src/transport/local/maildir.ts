@@ -57,6 +57,16 @@ function checkMaildir(dir: string): string | undefined {
   return undefined;
 }
 
+/** Removes what killed attempts of the same delivery (this message to this recipient, any attempt) left
+ * in tmp/: only this delivery's own files, which nothing else writes (the message is locked meanwhile). */
+function clearLeftovers(dir: string, key: string): void {
+  const m = /^F(.+)A\d+(R[0-9a-f]+)$/.exec(key);
+  if (!m) return;
+  const same = new RegExp(`\\.F${m[1]!.replace(/[^0-9A-Za-z]/g, '')}A\\d+${m[2]!}\\.`);
+  for (const n of fs.readdirSync(path.join(dir, 'tmp')))
+    if (same.test(n)) fs.rmSync(path.join(dir, 'tmp', n), { force: true });
+}
+
 /** Delivers one message into the Maildir at dir. */
 export async function deliverMaildir(dir: string, data: Buffer, key: string, host: string): Promise<LocalResult> {
   try {
@@ -66,6 +76,11 @@ export async function deliverMaildir(dir: string, data: Buffer, key: string, hos
   }
   const bad = checkMaildir(dir);
   if (bad) return { outcome: 'tempfail', reply: `451 4.3.0 ${bad}` };
+  try {
+    clearLeftovers(dir, key);
+  } catch {
+    /* a leftover is only untidy */
+  }
   const name = `${Math.floor(Date.now() / 1000)}.${key}.${hostPart(host)}`;
   const tmp = path.join(dir, 'tmp', name);
   let fh: fsp.FileHandle | undefined;
@@ -89,16 +104,15 @@ export async function deliverMaildir(dir: string, data: Buffer, key: string, hos
   return { outcome: 'ok', reply: `250 2.0.0 delivered to maildir ${dir}` };
 }
 
-/** Whether the delivery named by key reached the Maildir: found in new/ or cur/; else its leftover in
- * tmp/ is removed and the answer is absent. */
+/** Whether the delivery named by key reached the Maildir: found in new/ or cur/, or absent; either way
+ * its leftover in tmp/ is removed. */
 export function verifyMaildir(dir: string, key: string): 'delivered' | 'absent' | 'unknown' {
   const mark = `.${key}.`;
   try {
-    for (const sub of ['new', 'cur'])
-      if (fs.readdirSync(path.join(dir, sub)).some((n) => n.includes(mark))) return 'delivered';
+    const found = ['new', 'cur'].some((sub) => fs.readdirSync(path.join(dir, sub)).some((n) => n.includes(mark)));
     for (const n of fs.readdirSync(path.join(dir, 'tmp')))
       if (n.includes(mark)) fs.rmSync(path.join(dir, 'tmp', n), { force: true });
-    return 'absent';
+    return found ? 'delivered' : 'absent';
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'absent' : 'unknown';
   }
