@@ -17,6 +17,7 @@ import type { Config } from '../config/types.js';
 import { validateSettings, getPath } from '../config/validate.js';
 import { FIELDS } from '../config/schema.js';
 import { EX } from '../domain/sysexits.js';
+import { checkAliases } from './aliases-cmds.js';
 import { FerryError } from '../errors.js';
 
 import { config, out, type Opts } from './cli-common.js';
@@ -44,13 +45,45 @@ export function configCheck(cmd: Command): number {
       message: `the folder ${path.dirname(cfg.queue.notice_mailbox)} does not exist: notices delivered locally would fail`,
     });
   }
+  if (cfg) issues.push(...localIssues(cfg, parsed.lineOf));
   for (const i of issues) process.stderr.write(`${file}${i.line ? `:${i.line}` : ''}: ${i.key}: ${i.message}\n`);
   const routes = routeCheck(path.join(path.dirname(file), 'routes'), cfg?.hostname ?? 'localhost');
-  if (cfg) for (const note of rewriteNotes(cfg)) process.stderr.write(`${file}: note: ${note}\n`);
+  if (cfg)
+    for (const note of [...rewriteNotes(cfg), ...localNotes(cfg)]) process.stderr.write(`${file}: note: ${note}\n`);
   if (issues.length || routes === null) return EX.CONFIG;
   out(`${parsed.exists ? file : 'embedded default'}: ok\n`);
   if (routes) out(`${routes} route file${routes === 1 ? '' : 's'}: ok\n`);
   return EX.OK;
+}
+
+/** What is wrong with local delivery that only shows when mail arrives: the mailbox kind without its
+ * setting, and the aliases file's problems (as `ferrymail aliases check` reports them). */
+function localIssues(
+  cfg: Config,
+  lineOf: (p: string[]) => number | undefined,
+): Array<{ key: string; line?: number; message: string }> {
+  const l = cfg.local;
+  const at = (k: string): number | undefined => lineOf(['local', k]);
+  const issues: Array<{ key: string; line?: number; message: string }> = [];
+  if (l.mailbox === 'mda' && !l.mda.length)
+    issues.push({ key: 'local.mda', line: at('mailbox'), message: 'local.mailbox is mda but no local.mda is set' });
+  if (l.mailbox === 'lmtp' && !l.lmtp)
+    issues.push({ key: 'local.lmtp', line: at('mailbox'), message: 'local.mailbox is lmtp but no local.lmtp is set' });
+  for (const p of checkAliases(cfg).problems) issues.push({ key: 'local.aliases', line: at('aliases'), message: p });
+  return issues;
+}
+
+/** Local delivery that would fail as the user who asks: mbox files in a folder it cannot write. */
+function localNotes(cfg: Config): string[] {
+  if (process.geteuid?.() === 0 || cfg.local.mailbox !== 'mbox') return [];
+  try {
+    fs.accessSync(cfg.local.mail_dir, fs.constants.W_OK);
+    return [];
+  } catch {
+    return [
+      `${cfg.local.mail_dir} cannot be written by uid ${process.geteuid?.()}: a daemon run by this user delivers only into mbox files that exist there already (run it as root, or set local.mailbox: maildir)`,
+    ];
+  }
 }
 
 /**

@@ -27,6 +27,7 @@ import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
 import { inFlight } from '../queue/deliver.js';
 import { flushQueue } from '../queue/flush.js';
+import { closeLocalAgents } from '../queue/local-route.js';
 import { healthOf } from '../queue/health.js';
 import { onlineView } from '../online/state.js';
 import { startAutoRun, type AutoRun } from './auto-run.js';
@@ -254,6 +255,8 @@ async function stop(
   log.log('info', 'shutting down', { grace_ms: graceMs });
   await door.shutdown(graceMs);
   await new Promise<void>((r) => control.close(() => r()));
+  // the queue runs have ended: the local delivery agents have nothing left to do
+  closeLocalAgents();
   fs.rmSync(store.layout.control, { force: true });
   await lock.release();
   log.log('info', 'stopped');

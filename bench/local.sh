@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Local delivery benchmark: the same number of queued messages for one local user are delivered into
+# that user's Maildir by ferrymail's local transport and by Postfix's local(8) (home_mailbox = Maildir/).
+# Prints messages per second for each and the ratio ferrymail/postfix.
+#
+#   ferrymail: the messages are committed to a fresh spool with the spool writer (bench/fill-spool.js),
+#              no daemon runs; timed: `ferrymail flush`, until it exits (every message in new/).
+#   Postfix:   smtp-source injects the same number of messages, which smtpd puts on hold; timed: from
+#              `postsuper -H ALL` + `postqueue -f` until the queue is empty and every message is in new/.
+#
+# Usage: bench/local.sh [-m messages] [-l bytes] [-t seconds] [-k] [-n]
+#   -m  messages (default 5000)
+#   -l  message payload in bytes, headers not included (default 2048)
+#   -t  time limit of each phase in seconds (default 600): whatever still runs then is killed
+#   -k  keep the temporary directory (logs, spools, Maildirs) for inspection
+#   -n  ferrymail only (skip Postfix)
+# Needs root (a user is made for the run and removed after; both deliver as that user), node, a built
+# tree (npm run build), and for the Postfix side the Debian package postfix (smtp-source).
+set -euo pipefail
+
+MESSAGES=5000
+SIZE=2048
+LIMIT=600
+KEEP=0
+PEER=1
+while getopts 'm:l:t:kn' opt; do
+  case "$opt" in
+    m) MESSAGES=$OPTARG ;;
+    l) SIZE=$OPTARG ;;
+    t) LIMIT=$OPTARG ;;
+    k) KEEP=1 ;;
+    n) PEER=0 ;;
+    *) sed -n '11,16p' "$0" >&2; exit 64 ;;
+  esac
+done
+for v in "$MESSAGES" "$SIZE" "$LIMIT"; do
+  [[ "$v" =~ ^[0-9]+$ && "$v" -gt 0 ]] || { echo "local: numbers must be positive integers" >&2; exit 64; }
+done
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+NODE=$(command -v node) || { echo "local: node not found" >&2; exit 69; }
+[[ -f "$ROOT/dist/src/cli/ferrymail-main.js" ]] || { echo "local: run 'npm run build' first" >&2; exit 69; }
+[[ $(id -u) -eq 0 ]] || { echo "local: needs root (a user is made for the run, and mail is delivered as that user)" >&2; exit 77; }
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+if [[ $PEER -eq 1 ]]; then
+  command -v postfix >/dev/null && command -v postconf >/dev/null || { echo "local: postfix not installed" >&2; exit 69; }
+  id postfix >/dev/null 2>&1 || { echo "local: no postfix user" >&2; exit 69; }
+  SMTP_SOURCE=$(find_tool smtp-source "${SMTP_SOURCE:-}") || { echo "local: smtp-source not found (Debian: apt-get install postfix)" >&2; exit 69; }
+fi
+
+WORK=$(mktemp -d -t ferrymail-bench-local.XXXXXX)
+chmod 755 "$WORK" # the user and the postfix user must reach the folders below it
+BENCH_USER=fmbench$$
+USER_MADE=0
+PF_CONF=''
+PF=$HERE/postfix-instance.sh
+PF_DIR=$WORK/postfix
+
+cleanup() {
+  set +e
+  [[ -n "$PF_CONF" ]] && bash "$PF" stop "$PF_DIR"
+  [[ $USER_MADE -eq 1 ]] && userdel "$BENCH_USER" 2>/dev/null
+  if [[ $KEEP -eq 1 ]]; then echo "kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
+rate() { awk -v n="$MESSAGES" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
+per_msg_ms() { awk -v n="$MESSAGES" -v s="$1" 'BEGIN { printf "%.2f", s * 1000 / n }'; }
+children_cpu() {
+  awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); sub(/s$/, "", p[2]); t += p[1] * 60 + p[2] } printf "%.2f", t }' "$1"
+}
+postfix_cpu() {
+  local master
+  master=$(tr -d ' \n' <"$PF_DIR/queue/pid/master.pid")
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v hz="$HZ" -v m="$master" '
+    { pid = $1; sub(/^.*\) /, "") }
+    pid == m { t += $12 + $13 + $14 + $15 }
+    $2 == m { t += $12 + $13 + $14 + $15 }
+    END { printf "%.2f", t / hz }'
+}
+in_new() { find "$1/Maildir/new" -type f 2>/dev/null | wc -l; }
+
+# one user, with a home for each side
+useradd -M -d "$WORK/home" -s /usr/sbin/nologin "$BENCH_USER"
+USER_MADE=1
+for h in fm pf; do
+  mkdir -p "$WORK/home-$h"
+  chown "$BENCH_USER:" "$WORK/home-$h"
+done
+
+echo "ferrymail local delivery benchmark: $MESSAGES messages of $SIZE bytes payload into one user's Maildir, limit ${LIMIT}s per phase"
+echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), CPU busy before start $(cpu_busy), node $("$NODE" --version)$([[ $PEER -eq 1 ]] && echo ", postfix $(postconf -dh mail_version)")"
+echo "file system of the Maildirs: $(df -T "$WORK" | awk 'NR == 2 { print $2 }')"
+if rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); then
+  git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || rev="$rev with local changes in src/"
+  echo "ferrymail: $rev (the built dist/ is what runs)"
+fi
+
+# --- ferrymail --------------------------------------------------------------------------------------
+FM=$WORK/ferrymail
+mkdir -p "$FM"
+usermod -d "$WORK/home-fm" "$BENCH_USER"
+cat >"$FM/ferrymail.yaml" <<EOF
+hostname: bench.example
+listen: ["127.0.0.1:$(free_port)"]
+spool: $FM/spool
+local:
+  aliases: ""
+  root: root
+  mailbox: maildir
+EOF
+
+t0=$(now_ns)
+if ! filled=$(timeout --kill-after=5 "$LIMIT" "$NODE" "$HERE/fill-spool.js" --spool "$FM/spool" --count "$MESSAGES" --size "$SIZE" \
+    --from sender@remote.example --to "$BENCH_USER@bench.example"); then
+  echo "local: queuing into the ferrymail spool failed or ran out of time" >&2; exit 70
+fi
+t1=$(now_ns)
+echo "ferrymail: $MESSAGES messages queued ($(cut -d' ' -f2 <<<"$filled") bytes each) in $(secs "$t0" "$t1") s"
+
+times >"$WORK/times0"
+t0=$(now_ns)
+fm_rc=0
+timeout --kill-after=5 "$LIMIT" "$NODE" "$ROOT/bin/ferrymail.js" --config-dir "$FM" flush \
+  >"$FM/flush.out" 2>"$FM/flush.log" || fm_rc=$?
+t1=$(now_ns)
+times >"$WORK/times1"
+FM_S=$(secs "$t0" "$t1")
+FM_CPU=$(awk -v a="$(children_cpu "$WORK/times0")" -v b="$(children_cpu "$WORK/times1")" 'BEGIN { printf "%.2f", b - a }')
+got=$(in_new "$WORK/home-fm")
+left=$(find "$FM/spool/queue" -type f | wc -l)
+if [[ $fm_rc -ne 0 || $left -ne 0 || $got -ne $MESSAGES ]]; then
+  echo "local: ferrymail flush exited $fm_rc, $left messages left, $got in new/ (limit ${LIMIT}s):" >&2
+  cat "$FM/flush.out" >&2; tail -3 "$FM/flush.log" >&2; exit 70
+fi
+echo "ferrymail: $(tr -d '\n' <"$FM/flush.out")"
+echo "ferrymail: $FM_S s, $(rate "$FM_S") messages/s, CPU $FM_CPU s ($(per_msg_ms "$FM_CPU") ms per message, the agent's included)"
+
+# --- Postfix ----------------------------------------------------------------------------------------
+if [[ $PEER -eq 1 ]]; then
+  usermod -d "$WORK/home-pf" "$BENCH_USER"
+  mkdir -p "$PF_DIR"
+  PF_CONF=$PF_DIR/etc # from here on, cleanup stops the instance
+  # hold what arrives; deliver bench.example locally into ~/Maildir/ (the instance defers all else)
+  PF_PORT=$(POSTFIX_MAIN_EXTRA="smtpd_end_of_data_restrictions = check_client_access static:HOLD
+home_mailbox = Maildir/
+defer_transports = smtp" bash "$PF" start "$PF_DIR")
+  t0=$(now_ns)
+  if ! timeout --kill-after=5 "$LIMIT" "$SMTP_SOURCE" -s 20 -m "$MESSAGES" -l "$SIZE" -M bench.client \
+      -f sender@remote.example -t "$BENCH_USER@bench.example" "127.0.0.1:$PF_PORT" >"$WORK/smtp-source.out" 2>&1; then
+    echo "local: smtp-source failed or ran out of time:" >&2; cat "$WORK/smtp-source.out" >&2; exit 70
+  fi
+  total=$(bash "$PF" queued "$PF_DIR")
+  held=$(find "$PF_DIR/queue/hold" -type f | wc -l)
+  t1=$(now_ns)
+  [[ $total -eq $MESSAGES && $held -eq $MESSAGES ]] || { echo "local: Postfix holds $held of $total queued messages, expected $MESSAGES" >&2; exit 70; }
+  echo "postfix:   $held messages on hold in $(secs "$t0" "$t1") s"
+
+  cpu0=$(postfix_cpu)
+  t0=$(now_ns)
+  postsuper -c "$PF_CONF" -H ALL 2>/dev/null
+  postqueue -c "$PF_CONF" -f
+  deadline=$(( $(date +%s) + LIMIT ))
+  while :; do
+    n=$(find "$PF_DIR/queue/maildrop" "$PF_DIR/queue/incoming" "$PF_DIR/queue/active" "$PF_DIR/queue/deferred" "$PF_DIR/queue/hold" -type f 2>/dev/null | wc -l)
+    [[ $n -eq 0 ]] && break
+    if [[ $(date +%s) -ge $deadline ]]; then echo "local: Postfix still has $n messages after ${LIMIT}s" >&2; exit 70; fi
+    sleep 0.05
+  done
+  t1=$(now_ns)
+  cpu1=$(postfix_cpu)
+  PF_S=$(secs "$t0" "$t1")
+  PF_CPU=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }')
+  got=$(in_new "$WORK/home-pf")
+  [[ $got -eq $MESSAGES ]] || { echo "local: Postfix put $got messages in new/, expected $MESSAGES:" >&2; grep -E 'status=(deferred|bounced)' "$PF_DIR/maillog" | tail -3 >&2; exit 70; }
+  echo "postfix:   $got delivered into the Maildir"
+  echo "postfix:   $PF_S s, $(rate "$PF_S") messages/s, CPU $PF_CPU s ($(per_msg_ms "$PF_CPU") ms per message)"
+  echo "ratio ferrymail/postfix: $(awk -v f="$FM_S" -v p="$PF_S" 'BEGIN { printf "%.2f", p / f }') (messages/s; above 1 means ferrymail delivered faster)"
+fi
