@@ -137,7 +137,7 @@ if [[ $fm_rc -ne 0 || $left -ne 0 || $got -ne $MESSAGES ]]; then
   echo "local: ferrymail flush exited $fm_rc, $left messages left, $got in new/ (limit ${LIMIT}s):" >&2
   cat "$FM/flush.out" >&2; tail -3 "$FM/flush.log" >&2; exit 70
 fi
-echo "ferrymail: $(tr -d '\n' <"$FM/flush.out")"
+echo "ferrymail: $(tail -n 1 "$FM/flush.out")"
 echo "ferrymail: $FM_S s, $(rate "$FM_S") messages/s, CPU $FM_CPU s ($(per_msg_ms "$FM_CPU") ms per message, the agent's included)"
 
 # --- Postfix ----------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
  * Locks that only the spool's owner can take and that the kernel releases when their holder dies.
  *
  * A lock is a directory SPOOL/lock/NAME holding one listening unix socket, s.PID.RAND, bound by the
- * holder. It is taken by preparing such a directory under tmp/ (mkdir, bind, listen) and renaming it onto
- * lock/NAME: rename replaces a missing or empty directory and fails on one that is not empty, so at most
+ * holder: a hard link, under that name of its own, to the one socket the process listens on for the
+ * spool (itself held as the lock proc.PID.RAND), or, where links cannot be made, a socket of its own. It
+ * is taken by preparing such a directory under tmp/ and renaming it onto lock/NAME: rename replaces a missing or empty directory and fails on one that is not empty, so at most
  * one holder's directory is in place at any time. Everything lives inside the spool's owner-only (0700)
  * directories, so no other user can see, take or squat a lock.
  *
@@ -17,6 +18,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { spoolError } from '../errors.js';
@@ -110,30 +112,106 @@ async function inspect(dir: string): Promise<Holder | null> {
   return null;
 }
 
-/** Prepares a directory with a listening socket under tmp/. */
-async function prepare(spoolDir: string): Promise<{ dir: string; sock: string; server: net.Server }> {
+/** A name no other lock taken anywhere has: this process's id, a random part drawn once, a counter. */
+let counter = 0;
+const processPart = randomBytes(6).toString('hex');
+function uniqueTag(): string {
+  return `${process.pid}.${processPart}${(counter++).toString(36)}`;
+}
+
+/** A directory prepared under tmp/ with the holder's socket in it; server: a socket of its own. */
+interface Prepared {
+  dir: string;
+  sock: string;
+  server?: net.Server;
+}
+
+/** Prepares a directory with a listening socket of its own under tmp/. */
+async function prepareOwn(spoolDir: string): Promise<Prepared & { server: net.Server }> {
   const tag = `${process.pid}.${randomBytes(6).toString('hex')}`;
   const dir = path.join(spoolDir, 'tmp', `lock.${tag}`);
-  fs.mkdirSync(dir, { mode: 0o700 });
+  await fsp.mkdir(dir, { mode: 0o700 });
   const sock = `s.${tag}`;
   try {
     return { dir, sock, server: await listenIn(dir, sock) };
   } catch (err) {
-    fs.rmSync(dir, { recursive: true, force: true });
+    await fsp.rm(dir, { recursive: true, force: true });
     throw err;
   }
 }
 
+/** This process's socket per spool, made once and held as a lock of its own (lock/proc.PID.RAND). */
+const processSockets = new Map<string, Promise<string>>();
+
+/** The path of this process's listening socket in a spool (made on first use). */
+function processSocket(spoolDir: string): Promise<string> {
+  let p = processSockets.get(spoolDir);
+  if (!p) {
+    p = (async () => {
+      const own = await prepareOwn(spoolDir);
+      const name = `proc.${own.sock.slice(2)}`;
+      const target = lockDir(spoolDir, name);
+      if (!(await install(own.dir, target))) throw new Error(`${target} exists`);
+      mine.add(target);
+      return path.join(target, own.sock);
+    })();
+    p.catch(() => processSockets.delete(spoolDir));
+    processSockets.set(spoolDir, p);
+  }
+  return p;
+}
+
+/**
+ * Prepares a directory under tmp/ holding a new hard link, under a name of its own, to this process's
+ * socket: a lock costs a mkdir, a link and a rename, not a socket (the kernel still refuses connections
+ * to it the moment the process dies). Where links cannot be made, the directory gets a socket of its own.
+ */
+async function prepare(spoolDir: string): Promise<Prepared> {
+  for (let i = 0; i < 2; i++) {
+    let base: string;
+    try {
+      base = await processSocket(spoolDir);
+    } catch {
+      break;
+    }
+    const tag = uniqueTag();
+    const dir = path.join(spoolDir, 'tmp', `lock.${tag}`);
+    await fsp.mkdir(dir, { mode: 0o700 });
+    const sock = `s.${tag}`;
+    try {
+      await fsp.link(base, path.join(dir, sock));
+      return { dir, sock };
+    } catch (err) {
+      await fsp.rm(dir, { recursive: true, force: true });
+      // the process socket was removed under us (a spool made again): make it again, once
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') break;
+      processSockets.delete(spoolDir);
+    }
+  }
+  return prepareOwn(spoolDir);
+}
+
 /** Moves a prepared directory onto the lock's place; false when a holder's directory is there. */
-function install(prepared: string, target: string): boolean {
+async function install(prepared: string, target: string): Promise<boolean> {
   try {
-    fs.renameSync(prepared, target);
+    await fsp.rename(prepared, target);
     return true;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOTEMPTY' || code === 'EEXIST') return false;
     throw err;
   }
+}
+
+/** The folders lock/ and tmp/ of a spool, made once per process and spool. */
+const dirsMade = new Set<string>();
+
+/** Makes lock/ and tmp/ when this process has not seen them yet. */
+async function ensureDirs(spoolDir: string, target: string): Promise<void> {
+  const lockBase = path.dirname(target);
+  if (dirsMade.has(lockBase) && fs.existsSync(lockBase)) return;
+  for (const d of [lockBase, path.join(spoolDir, 'tmp')]) await fsp.mkdir(d, { mode: 0o700, recursive: true });
+  dirsMade.add(lockBase);
 }
 
 /** Tries to take the lock once; resolves null when another process (or this one) holds it. */
@@ -148,8 +226,7 @@ export async function tryLockHolder(spoolDir: string, what: string): Promise<Loc
   if (mine.has(target)) return { pid: process.pid };
   let p: Awaited<ReturnType<typeof prepare>>;
   try {
-    for (const d of [path.dirname(target), path.join(spoolDir, 'tmp')])
-      fs.mkdirSync(d, { mode: 0o700, recursive: true });
+    await ensureDirs(spoolDir, target);
     p = await prepare(spoolDir);
   } catch (err) {
     throw spoolError(err, `take the ${what} lock`);
@@ -157,7 +234,7 @@ export async function tryLockHolder(spoolDir: string, what: string): Promise<Loc
   try {
     for (let i = 0; i < 5; i++) {
       if (mine.has(target)) break;
-      if (install(p.dir, target)) return held(what, target, p.sock, p.server);
+      if (await install(p.dir, target)) return held(what, target, p.sock, p.server);
       const holder = await inspect(target);
       if (holder) {
         await close(p);
@@ -173,13 +250,13 @@ export async function tryLockHolder(spoolDir: string, what: string): Promise<Loc
 }
 
 /** Gives up a prepared directory that was not installed. */
-async function close(p: { dir: string; server: net.Server }): Promise<void> {
-  await new Promise<void>((r) => p.server.close(() => r()));
-  fs.rmSync(p.dir, { recursive: true, force: true });
+async function close(p: Prepared): Promise<void> {
+  if (p.server) await new Promise<void>((r) => p.server!.close(() => r()));
+  await fsp.rm(p.dir, { recursive: true, force: true });
 }
 
 /** The lock as held: release removes the socket file, then the directory (only while empty). */
-function held(what: string, target: string, sock: string, server: net.Server): Lock {
+function held(what: string, target: string, sock: string, server?: net.Server): Lock {
   mine.add(target);
   let released = false;
   return {
@@ -187,14 +264,14 @@ function held(what: string, target: string, sock: string, server: net.Server): L
     release: async () => {
       if (released) return;
       released = true;
-      mine.delete(target);
-      fs.rmSync(path.join(target, sock), { force: true });
+      await fsp.unlink(path.join(target, sock)).catch(() => undefined);
       try {
-        fs.rmdirSync(target);
+        await fsp.rmdir(target);
       } catch {
         /* a newer holder moved in already, or it is gone */
       }
-      await new Promise<void>((r) => server.close(() => r()));
+      mine.delete(target);
+      if (server) await new Promise<void>((r) => server.close(() => r()));
     },
   };
 }

@@ -57,16 +57,6 @@ function checkMaildir(dir: string): string | undefined {
   return undefined;
 }
 
-/** Removes what killed attempts of the same delivery (this message to this recipient, any attempt) left
- * in tmp/: only this delivery's own files, which nothing else writes (the message is locked meanwhile). */
-function clearLeftovers(dir: string, key: string): void {
-  const m = /^F(.+)A\d+(R[0-9a-f]+)$/.exec(key);
-  if (!m) return;
-  const same = new RegExp(`\\.F${m[1]!.replace(/[^0-9A-Za-z]/g, '')}A\\d+${m[2]!}\\.`);
-  for (const n of fs.readdirSync(path.join(dir, 'tmp')))
-    if (same.test(n)) fs.rmSync(path.join(dir, 'tmp', n), { force: true });
-}
-
 /** Delivers one message into the Maildir at dir. */
 export async function deliverMaildir(dir: string, data: Buffer, key: string, host: string): Promise<LocalResult> {
   try {
@@ -76,11 +66,6 @@ export async function deliverMaildir(dir: string, data: Buffer, key: string, hos
   }
   const bad = checkMaildir(dir);
   if (bad) return { outcome: 'tempfail', reply: `451 4.3.0 ${bad}` };
-  try {
-    clearLeftovers(dir, key);
-  } catch {
-    /* a leftover is only untidy */
-  }
   const name = `${Math.floor(Date.now() / 1000)}.${key}.${hostPart(host)}`;
   const tmp = path.join(dir, 'tmp', name);
   let fh: fsp.FileHandle | undefined;
