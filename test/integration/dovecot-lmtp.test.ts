@@ -75,7 +75,8 @@ before(async () => {
   const owner = mailOwner();
   fs.mkdirSync(path.join(dir, 'mail'));
   fs.chownSync(path.join(dir, 'mail'), owner.uid, owner.gid);
-  fs.writeFileSync(path.join(dir, 'users'), 'alice:{PLAIN}unused::::::\n');
+  // alice for the LMTP route; daemon, an account every Debian system has, for local.mailbox: lmtp
+  fs.writeFileSync(path.join(dir, 'users'), 'alice:{PLAIN}unused::::::\ndaemon:{PLAIN}unused::::::\n');
   port = await freePort();
   fs.writeFileSync(path.join(dir, 'dovecot.conf'), config(owner));
   dovecot = spawn(dovecotBinary(), ['-F', '-c', path.join(dir, 'dovecot.conf')], {
@@ -151,4 +152,32 @@ test('LMTP to dovecot: the known user gets the message, the unknown one is refus
   const notice = fs.readFileSync(path.join(cfg.spool, 'msg', q[0]!.id), 'latin1');
   assert.match(notice, /Final-Recipient: rfc822; ?bob@example\.org/i);
   assert.match(notice, /550 5\.1\.1 <bob@example\.org> User doesn't exist/);
+});
+
+test("local.mailbox: lmtp hands this host's users to dovecot, one answer each: the one dovecot knows is delivered, the other bounced", async () => {
+  // both are accounts of this host (passwd); dovecot's own user list has daemon only
+  const cfg = await makeConfig(`local:\n  root: root\n  aliases: ""\n  mailbox: lmtp\n  lmtp: "127.0.0.1:${port}"\n`);
+  const s = await sendmail(
+    cfg,
+    ['-i', '-f', 'sender@laptop.local', 'daemon', 'bin'],
+    'Subject: by local lmtp\n\nhello\n',
+  );
+  assert.equal(s.code, 0, s.stderr);
+  const f = await ferrymail(cfg, ['flush']);
+  assert.equal(f.code, 0, f.stderr);
+  const box = path.join(dir, 'mail', 'daemon', 'Maildir', 'new');
+  assert.ok(
+    await waitUntil(() => fs.existsSync(box) && fs.readdirSync(box).length === 1, 10_000),
+    `dovecot stored the message; ${f.stdout}`,
+  );
+  const msg = fs.readFileSync(path.join(box, fs.readdirSync(box)[0]!), 'latin1');
+  assert.match(msg, /^Subject: by local lmtp$/m);
+  // bin: dovecot's refusal is bin's alone, in the failure notice
+  const q = await queueJson(cfg);
+  const notice = q.find((m) => m.sender === '');
+  assert.ok(notice, JSON.stringify(q));
+  const text = fs.readFileSync(path.join(cfg.spool, 'msg', notice.id), 'latin1');
+  assert.match(text, /Final-Recipient: rfc822; ?bin@test\.example/i);
+  assert.match(text, /550 5\.1\.1/);
+  assert.doesNotMatch(text, /Final-Recipient: rfc822; ?daemon@/i);
 });
