@@ -8,32 +8,35 @@
 #   Postfix:   smtp-source injects the same number of messages, which smtpd puts on hold; timed: from
 #              `postsuper -H ALL` + `postqueue -f` until the queue is empty and every message is in new/.
 #
-# Usage: bench/local.sh [-m messages] [-l bytes] [-t seconds] [-k] [-n]
+# Usage: bench/local.sh [-m messages] [-l bytes] [-r rounds] [-t seconds] [-k] [-n]
 #   -m  messages (default 5000)
+#   -r  rounds, alternating ferrymail and Postfix; medians compared (default 3)
 #   -l  message payload in bytes, headers not included (default 2048)
 #   -t  time limit of each phase in seconds (default 600): whatever still runs then is killed
 #   -k  keep the temporary directory (logs, spools, Maildirs) for inspection
 #   -n  ferrymail only (skip Postfix)
-# Needs root (a user is made for the run and removed after; both deliver as that user), node, a built
+# Needs root (users are made for the run, one per round and side, and removed after; both deliver as that user), node, a built
 # tree (npm run build), and for the Postfix side the Debian package postfix (smtp-source).
 set -euo pipefail
 
 MESSAGES=5000
+ROUNDS=3
 SIZE=2048
 LIMIT=600
 KEEP=0
 PEER=1
-while getopts 'm:l:t:kn' opt; do
+while getopts 'm:l:t:r:kn' opt; do
   case "$opt" in
     m) MESSAGES=$OPTARG ;;
     l) SIZE=$OPTARG ;;
+    r) ROUNDS=$OPTARG ;;
     t) LIMIT=$OPTARG ;;
     k) KEEP=1 ;;
     n) PEER=0 ;;
-    *) sed -n '11,16p' "$0" >&2; exit 64 ;;
+    *) sed -n '11,17p' "$0" >&2; exit 64 ;;
   esac
 done
-for v in "$MESSAGES" "$SIZE" "$LIMIT"; do
+for v in "$MESSAGES" "$SIZE" "$LIMIT" "$ROUNDS"; do
   [[ "$v" =~ ^[0-9]+$ && "$v" -gt 0 ]] || { echo "local: numbers must be positive integers" >&2; exit 64; }
 done
 
@@ -53,7 +56,7 @@ fi
 WORK=$(mktemp -d -t ferrymail-bench-local.XXXXXX)
 chmod 755 "$WORK" # the user and the postfix user must reach the folders below it
 BENCH_USER=fmbench$$
-USER_MADE=0
+USERS=()
 PF_CONF=''
 PF=$HERE/postfix-instance.sh
 PF_DIR=$WORK/postfix
@@ -61,7 +64,7 @@ PF_DIR=$WORK/postfix
 cleanup() {
   set +e
   [[ -n "$PF_CONF" ]] && bash "$PF" stop "$PF_DIR"
-  [[ $USER_MADE -eq 1 ]] && userdel "$BENCH_USER" 2>/dev/null
+  for u in "${USERS[@]}"; do userdel "$u" 2>/dev/null; done
   if [[ $KEEP -eq 1 ]]; then echo "kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -84,13 +87,12 @@ postfix_cpu() {
 }
 in_new() { find "$1/Maildir/new" -type f 2>/dev/null | wc -l; }
 
-# one user, with a home for each side
-useradd -M -d "$WORK/home" -s /usr/sbin/nologin "$BENCH_USER"
-USER_MADE=1
-for h in fm pf; do
-  mkdir -p "$WORK/home-$h"
-  chown "$BENCH_USER:" "$WORK/home-$h"
-done
+# a user of its own for every round of each side (Postfix's local(8) keeps passwd entries it looked up)
+new_user() { # $1: name, $2: home
+  useradd -M -d "$2" -s /usr/sbin/nologin "$1"
+  USERS+=("$1")
+  mkdir -p "$2" && chown "$1:" "$2"
+}
 
 echo "ferrymail local delivery benchmark: $MESSAGES messages of $SIZE bytes payload into one user's Maildir, limit ${LIMIT}s per phase"
 echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), CPU busy before start $(cpu_busy), node $("$NODE" --version)$([[ $PEER -eq 1 ]] && echo ", postfix $(postconf -dh mail_version)")"
@@ -103,63 +105,46 @@ fi
 # --- ferrymail --------------------------------------------------------------------------------------
 FM=$WORK/ferrymail
 mkdir -p "$FM"
-usermod -d "$WORK/home-fm" "$BENCH_USER"
-cat >"$FM/ferrymail.yaml" <<EOF
-hostname: bench.example
-listen: ["127.0.0.1:$(free_port)"]
-spool: $FM/spool
-local:
-  aliases: ""
-  root: root
-  mailbox: maildir
-EOF
 
-t0=$(now_ns)
-if ! filled=$(timeout --kill-after=5 "$LIMIT" "$NODE" "$HERE/fill-spool.js" --spool "$FM/spool" --count "$MESSAGES" --size "$SIZE" \
-    --from sender@remote.example --to "$BENCH_USER@bench.example"); then
-  echo "local: queuing into the ferrymail spool failed or ran out of time" >&2; exit 70
-fi
-t1=$(now_ns)
-echo "ferrymail: $MESSAGES messages queued ($(cut -d' ' -f2 <<<"$filled") bytes each) in $(secs "$t0" "$t1") s"
-
-times >"$WORK/times0"
-t0=$(now_ns)
-fm_rc=0
-timeout --kill-after=5 "$LIMIT" "$NODE" "$ROOT/bin/ferrymail.js" --config-dir "$FM" flush \
-  >"$FM/flush.out" 2>"$FM/flush.log" || fm_rc=$?
-t1=$(now_ns)
-times >"$WORK/times1"
-FM_S=$(secs "$t0" "$t1")
-FM_CPU=$(awk -v a="$(children_cpu "$WORK/times0")" -v b="$(children_cpu "$WORK/times1")" 'BEGIN { printf "%.2f", b - a }')
-got=$(in_new "$WORK/home-fm")
-left=$(find "$FM/spool/queue" -type f | wc -l)
-if [[ $fm_rc -ne 0 || $left -ne 0 || $got -ne $MESSAGES ]]; then
-  echo "local: ferrymail flush exited $fm_rc, $left messages left, $got in new/ (limit ${LIMIT}s):" >&2
-  cat "$FM/flush.out" >&2; tail -3 "$FM/flush.log" >&2; exit 70
-fi
-echo "ferrymail: $(tail -n 1 "$FM/flush.out")"
-echo "ferrymail: $FM_S s, $(rate "$FM_S") messages/s, CPU $FM_CPU s ($(per_msg_ms "$FM_CPU") ms per message, the agent's included)"
-
-# --- Postfix ----------------------------------------------------------------------------------------
-if [[ $PEER -eq 1 ]]; then
-  usermod -d "$WORK/home-pf" "$BENCH_USER"
-  mkdir -p "$PF_DIR"
-  PF_CONF=$PF_DIR/etc # from here on, cleanup stops the instance
-  # hold what arrives; deliver bench.example locally into ~/Maildir/ (the instance defers all else)
-  PF_PORT=$(POSTFIX_MAIN_EXTRA="smtpd_end_of_data_restrictions = check_client_access static:HOLD
-home_mailbox = Maildir/
-defer_transports = smtp" bash "$PF" start "$PF_DIR")
+# one ferrymail round: fresh spool and Maildir, fill, time the flush; sets FM_S and FM_CPU
+fm_round() {
+  local r=$1 home=$WORK/home-fm-$1 spool=$FM/spool-$1 user=${BENCH_USER}f$1 filled t0 t1 rc=0 got left
+  new_user "$user" "$home"
+  printf '%s\n' 'hostname: bench.example' "listen: [\"127.0.0.1:$(free_port)\"]" "spool: $spool" \
+    'local:' '  aliases: ""' '  root: root' '  mailbox: maildir' >"$FM/ferrymail.yaml"
+  if ! filled=$(timeout --kill-after=5 "$LIMIT" "$NODE" "$HERE/fill-spool.js" --spool "$spool" --count "$MESSAGES" --size "$SIZE" \
+      --from sender@remote.example --to "$user@bench.example"); then
+    echo "local: queuing into the ferrymail spool failed or ran out of time" >&2; exit 70
+  fi
+  times >"$WORK/times0"
   t0=$(now_ns)
+  timeout --kill-after=5 "$LIMIT" "$NODE" "$ROOT/bin/ferrymail.js" --config-dir "$FM" flush \
+    >"$FM/flush.out" 2>"$FM/flush.log" || rc=$?
+  t1=$(now_ns)
+  times >"$WORK/times1"
+  FM_S=$(secs "$t0" "$t1")
+  FM_CPU=$(awk -v a="$(children_cpu "$WORK/times0")" -v b="$(children_cpu "$WORK/times1")" 'BEGIN { printf "%.2f", b - a }')
+  got=$(in_new "$home")
+  left=$(find "$spool/queue" -type f | wc -l)
+  if [[ $rc -ne 0 || $left -ne 0 || $got -ne $MESSAGES ]]; then
+    echo "local: ferrymail flush exited $rc, $left messages left, $got in new/ (limit ${LIMIT}s):" >&2
+    cat "$FM/flush.out" >&2; tail -3 "$FM/flush.log" >&2; exit 70
+  fi
+  echo "ferrymail round $r: $(tail -n 1 "$FM/flush.out")"
+  echo "ferrymail round $r: $FM_S s, $(rate "$FM_S") messages/s, CPU $FM_CPU s ($(per_msg_ms "$FM_CPU") ms per message, the agent's included)"
+}
+
+# one Postfix round: inject and hold, then time the release; sets PF_S and PF_CPU
+pf_round() {
+  local r=$1 home=$WORK/home-pf-$1 user=${BENCH_USER}p$1 t0 t1 n total held got cpu0 cpu1 deadline
+  new_user "$user" "$home"
   if ! timeout --kill-after=5 "$LIMIT" "$SMTP_SOURCE" -s 20 -m "$MESSAGES" -l "$SIZE" -M bench.client \
-      -f sender@remote.example -t "$BENCH_USER@bench.example" "127.0.0.1:$PF_PORT" >"$WORK/smtp-source.out" 2>&1; then
+      -f sender@remote.example -t "$user@bench.example" "127.0.0.1:$PF_PORT" >"$WORK/smtp-source.out" 2>&1; then
     echo "local: smtp-source failed or ran out of time:" >&2; cat "$WORK/smtp-source.out" >&2; exit 70
   fi
   total=$(bash "$PF" queued "$PF_DIR")
   held=$(find "$PF_DIR/queue/hold" -type f | wc -l)
-  t1=$(now_ns)
   [[ $total -eq $MESSAGES && $held -eq $MESSAGES ]] || { echo "local: Postfix holds $held of $total queued messages, expected $MESSAGES" >&2; exit 70; }
-  echo "postfix:   $held messages on hold in $(secs "$t0" "$t1") s"
-
   cpu0=$(postfix_cpu)
   t0=$(now_ns)
   postsuper -c "$PF_CONF" -H ALL 2>/dev/null
@@ -175,9 +160,38 @@ defer_transports = smtp" bash "$PF" start "$PF_DIR")
   cpu1=$(postfix_cpu)
   PF_S=$(secs "$t0" "$t1")
   PF_CPU=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }')
-  got=$(in_new "$WORK/home-pf")
+  got=$(in_new "$home")
   [[ $got -eq $MESSAGES ]] || { echo "local: Postfix put $got messages in new/, expected $MESSAGES:" >&2; grep -E 'status=(deferred|bounced)' "$PF_DIR/maillog" | tail -3 >&2; exit 70; }
-  echo "postfix:   $got delivered into the Maildir"
-  echo "postfix:   $PF_S s, $(rate "$PF_S") messages/s, CPU $PF_CPU s ($(per_msg_ms "$PF_CPU") ms per message)"
-  echo "ratio ferrymail/postfix: $(awk -v f="$FM_S" -v p="$PF_S" 'BEGIN { printf "%.2f", p / f }') (messages/s; above 1 means ferrymail delivered faster)"
+  echo "postfix   round $r: $got delivered into the Maildir"
+  echo "postfix   round $r: $PF_S s, $(rate "$PF_S") messages/s, CPU $PF_CPU s ($(per_msg_ms "$PF_CPU") ms per message)"
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+if [[ $PEER -eq 1 ]]; then
+  mkdir -p "$PF_DIR"
+  PF_CONF=$PF_DIR/etc # from here on, cleanup stops the instance
+  # hold what arrives; deliver bench.example locally into ~/Maildir/ (the instance defers all else)
+  PF_PORT=$(POSTFIX_MAIN_EXTRA="smtpd_end_of_data_restrictions = check_client_access static:HOLD
+home_mailbox = Maildir/
+defer_transports = smtp" bash "$PF" start "$PF_DIR")
+fi
+
+# the rounds alternate, so that a slow spell of the machine falls on both sides alike
+fm_times=()
+pf_times=()
+for r in $(seq 1 "$ROUNDS"); do
+  fm_round "$r"
+  fm_times+=("$FM_S")
+  if [[ $PEER -eq 1 ]]; then
+    pf_round "$r"
+    pf_times+=("$PF_S")
+  fi
+done
+FM_MED=$(printf '%s\n' "${fm_times[@]}" | median)
+echo "ferrymail: median $FM_MED s, $(rate "$FM_MED") messages/s over $ROUNDS round(s)"
+if [[ $PEER -eq 1 ]]; then
+  PF_MED=$(printf '%s\n' "${pf_times[@]}" | median)
+  echo "postfix:   median $PF_MED s, $(rate "$PF_MED") messages/s over $ROUNDS round(s)"
+  echo "ratio ferrymail/postfix: $(awk -v f="$FM_MED" -v p="$PF_MED" 'BEGIN { printf "%.2f", p / f }') (messages/s, medians; above 1 means ferrymail delivered faster)"
 fi
