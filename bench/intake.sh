@@ -77,18 +77,6 @@ daemon_cpu() {
   awk -v hz="$HZ" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat"
 }
 
-# user+system CPU seconds of a Postfix instance so far: the master, the children it has reaped, and the
-# children still running
-postfix_cpu() {
-  local master
-  master=$(tr -d ' \n' <"$PF_DIR/queue/pid/master.pid")
-  # processes may exit while they are read: cat then fails, which is fine
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v hz="$HZ" -v m="$master" '
-    { pid = $1; sub(/^.*\) /, "") }
-    pid == m { t += $12 + $13 + $14 + $15 }
-    $2 == m { t += $12 + $13 + $14 + $15 }
-    END { printf "%.2f", t / hz }'
-}
 
 # --- ferrymail --------------------------------------------------------------------------------------
 # Connection limits are raised so that they can never throttle the benchmark, whatever the timing of
@@ -147,7 +135,6 @@ send_load() {
 }
 
 per_msg_us() { awk -v n="$MESSAGES" -v s="$1" 'BEGIN { printf "%.0f", s * 1e6 / n }'; }
-rate() { awk -v n="$MESSAGES" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
 median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 echo "ferrymail intake benchmark: $MESSAGES messages of $SIZE bytes payload, $SESSIONS sessions, $REPEATS repeat(s)"

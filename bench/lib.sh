@@ -40,3 +40,28 @@ cpu_busy() {
 }
 
 HZ=$(getconf CLK_TCK)
+
+# seconds between two now_ns readings
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
+# messages per second and CPU milliseconds per message for $MESSAGES messages in $1 seconds
+rate() { awk -v n="$MESSAGES" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
+per_msg_ms() { awk -v n="$MESSAGES" -v s="$1" 'BEGIN { printf "%.2f", s * 1000 / n }'; }
+
+# user+system CPU seconds of the children this shell has waited for, from a file bash's `times` wrote
+# (second line; `times` must run in this shell itself, a subshell has children of its own)
+children_cpu() {
+  awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); sub(/s$/, "", p[2]); t += p[1] * 60 + p[2] } printf "%.2f", t }' "$1"
+}
+
+# user+system CPU seconds of the Postfix instance in $PF_DIR so far: the master, the children it has
+# reaped, and the children still running
+postfix_cpu() {
+  local master
+  master=$(tr -d ' \n' <"$PF_DIR/queue/pid/master.pid")
+  # processes may exit while they are read: cat then fails, which is fine
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v hz="$HZ" -v m="$master" '
+    { pid = $1; sub(/^.*\) /, "") }
+    pid == m { t += $12 + $13 + $14 + $15 }
+    $2 == m { t += $12 + $13 + $14 + $15 }
+    END { printf "%.2f", t / hz }'
+}

@@ -70,21 +70,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
-rate() { awk -v n="$MESSAGES" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
-per_msg_ms() { awk -v n="$MESSAGES" -v s="$1" 'BEGIN { printf "%.2f", s * 1000 / n }'; }
-children_cpu() {
-  awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); sub(/s$/, "", p[2]); t += p[1] * 60 + p[2] } printf "%.2f", t }' "$1"
-}
-postfix_cpu() {
-  local master
-  master=$(tr -d ' \n' <"$PF_DIR/queue/pid/master.pid")
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v hz="$HZ" -v m="$master" '
-    { pid = $1; sub(/^.*\) /, "") }
-    pid == m { t += $12 + $13 + $14 + $15 }
-    $2 == m { t += $12 + $13 + $14 + $15 }
-    END { printf "%.2f", t / hz }'
-}
 in_new() { find "$1/Maildir/new" -type f 2>/dev/null | wc -l; }
 
 # a user of its own for every round of each side (Postfix's local(8) keeps passwd entries it looked up)
