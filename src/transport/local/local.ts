@@ -50,6 +50,29 @@ export interface LocalDetail extends Record<string, unknown> {
 }
 
 /** The whole message of a stream. */
+/**
+ * Bytes of message held in memory for local deliveries at once: a delivery waits for room before it
+ * reads its message, so that many large messages delivered together cannot exhaust memory (one larger
+ * than the whole budget runs alone).
+ */
+export const LOCAL_MEMORY_BUDGET = 64 * 1024 * 1024;
+let inMemory = 0;
+const waitingForRoom: Array<() => void> = [];
+
+/** Takes room for size bytes (waiting while others hold it); resolves with the function that gives it back. */
+export async function room(size: number): Promise<() => void> {
+  const want = Math.min(Math.max(size, 1), LOCAL_MEMORY_BUDGET);
+  while (inMemory > 0 && inMemory + want > LOCAL_MEMORY_BUDGET) await new Promise<void>((r) => waitingForRoom.push(r));
+  inMemory += want;
+  let given = false;
+  return () => {
+    if (given) return;
+    given = true;
+    inMemory -= want;
+    for (const wake of waitingForRoom.splice(0)) wake();
+  };
+}
+
 async function whole(stream: Readable): Promise<Buffer> {
   const parts: Buffer[] = [];
   for await (const c of stream) parts.push(c as Buffer);
@@ -177,6 +200,8 @@ async function runJob(
   job: DeliverJob,
 ): Promise<LocalResult> {
   let release: (() => Promise<void>) | undefined;
+  // room for the message in memory first, before any lock is held while waiting for it
+  const giveBack = await room(req.size);
   try {
     if (job.kind === 'mbox' && process.geteuid?.() === 0 && path.dirname(job.path!) === s.mailDir) {
       ensureSpoolMailbox(job.path!, uid);
@@ -208,6 +233,7 @@ async function runJob(
     return { outcome: 'tempfail', reply: `451 4.3.0 ${(err as Error).message}` };
   } finally {
     await release?.();
+    giveBack();
   }
 }
 
