@@ -34,7 +34,10 @@ export async function routeExplain(
   // --header-from takes a header value as a message carries it ("Alice <alice@example.org>")
   const { headerFromAddresses } = await import('../route/header-rewrite.js');
   const from = (o.headerFrom ?? []).flatMap((v) => headerFromAddresses(`From: ${v}\r\n\r\n`));
-  const result = explain(loadRoutes(cfg.dir), state, sender, o.to, from, o.headerFrom ?? []);
+  const { isLocalAddress } = await import('../local/host.js');
+  const result = explain(loadRoutes(cfg.dir), state, sender, o.to, from, o.headerFrom ?? [], (a) =>
+    isLocalAddress(cfg, a),
+  );
   out(o.json ? `${JSON.stringify({ state, recipients: result }, null, 1)}\n` : formatExplain(result, state));
   return EX.OK;
 }
@@ -55,7 +58,8 @@ export async function routeExplainQueued(
   const entry = await store.get(id);
   const head = await store.readHead(id);
   const state = await onlineState(cfg, o.connection);
-  const result = explainQueued(loadRoutes(cfg.dir), state, entry.envelope, head);
+  const { isLocalAddress } = await import('../local/host.js');
+  const result = explainQueued(loadRoutes(cfg.dir), state, entry.envelope, head, (a) => isLocalAddress(cfg, a));
   const held = entry.place === 'hold' ? 'the message is held: nothing is tried until ferrymail queue release\n' : '';
   if (o.json)
     out(

@@ -31,6 +31,16 @@ export interface Explanation {
   next_attempt?: string;
   /** The header fields the first route would change, as they would leave. */
   headers?: string[];
+  /** This host's own recipient: delivered by the built-in route local, on any connection and offline. */
+  local?: boolean;
+}
+
+/** Whether an address is this host's own (delivered by the local route). */
+export type IsLocal = (address: string) => boolean;
+
+/** The explanation of a local recipient. */
+function localOne(recipient: string): Explanation {
+  return { recipient, routes: ['local'], local: true };
 }
 
 /** The header fields a route's maps would change, as "Name: value" lines. */
@@ -41,8 +51,15 @@ export function rewrittenHeaders(head: string, route: Route): string[] {
 }
 
 /** Explains, for a queued message, what a run in this state would do with each recipient. */
-export function explainQueued(routes: Route[], state: OnlineState, env: Envelope, head: string): Explanation[] {
-  const open = env.recipients.filter((r) => awaitsAttempt(r.state));
+export function explainQueued(
+  routes: Route[],
+  state: OnlineState,
+  env: Envelope,
+  head: string,
+  isLocal: IsLocal = () => false,
+): Explanation[] {
+  const here = (r: Envelope['recipients'][number]): boolean => r.local !== undefined || isLocal(r.address);
+  const open = env.recipients.filter((r) => awaitsAttempt(r.state) && !here(r));
   const planned = new Map(
     explain(
       routes,
@@ -54,6 +71,7 @@ export function explainQueued(routes: Route[], state: OnlineState, env: Envelope
   );
   return env.recipients.map((r) => {
     const facts = { state: r.state, last_error: r.lastError, next_attempt: r.nextAttempt };
+    if (awaitsAttempt(r.state) && here(r)) return { ...localOne(r.address), ...facts };
     const e = planned.get(r.address);
     if (!e)
       return {
@@ -78,8 +96,13 @@ export function explain(
   recipients: string[],
   headerFrom: string[],
   shown: string[] = headerFrom,
+  isLocal: IsLocal = () => false,
 ): Explanation[] {
-  return plan(routes, state, sender, recipients, headerFrom).map((p) => {
+  const remote = recipients.filter((r) => !isLocal(r));
+  const planned = new Map(plan(routes, state, sender, remote, headerFrom).map((p) => [p.recipient, p]));
+  return recipients.map((rcpt) => {
+    const p = planned.get(rcpt);
+    if (!p) return localOne(rcpt);
     if (!('routes' in p)) return { recipient: p.recipient, defer: p.defer };
     const first = p.routes[0]!;
     return {
@@ -96,7 +119,11 @@ export function formatExplain(list: Explanation[], state: OnlineState): string {
   const lines = [state.online ? `connection: ${state.connection}` : `offline${state.why ? ` (${state.why})` : ''}`];
   for (const e of list) {
     const state = e.state ? ` (${e.state})` : '';
-    if (e.defer)
+    if (e.local)
+      lines.push(
+        `<${safe(e.recipient)}>${state}: here, by the route local (on any connection and offline); \`ferrymail aliases explain\` shows whom it reaches`,
+      );
+    else if (e.defer)
       lines.push(
         `<${safe(e.recipient)}>${state}: ${e.state && !/^(queued|deferred)$/.test(e.state) ? '' : 'waits: '}${safe(e.defer)}`,
       );

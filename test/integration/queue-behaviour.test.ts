@@ -168,6 +168,31 @@ test('route explain ID: per recipient the route it would take now, the rewritten
   assert.equal(missing.code, 66);
 });
 
+test("route explain: this host's own recipients are delivered by the route local, offline too; the others as the routes say", async () => {
+  const cfg = await threeRoutes();
+  const r = await ferrymail(cfg, [
+    'route',
+    'explain',
+    '--from',
+    'alice@laptop.local',
+    '--to',
+    'root@test.example',
+    '--to',
+    'bob@example.org',
+    '--connection',
+    'elsewhere',
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /<root@test\.example>: here, by the route local \(on any connection and offline\)/);
+  assert.match(r.stdout, /<bob@example\.org>: waits: no route accepts this recipient on connection elsewhere/);
+  const j = JSON.parse(
+    (await ferrymail(cfg, ['route', 'explain', '--from', 'a@b.example', '--to', 'postmaster@localhost', '--json']))
+      .stdout,
+  );
+  assert.deepEqual(j.recipients[0].routes, ['local']);
+  assert.equal(j.recipients[0].local, true);
+});
+
 test('queue list, show and mailq say why each recipient waits, when it is tried next and by which route; retry_min from the settings', async () => {
   const cfg = await threeRoutes('queue:\n  retry_min: 1m\n  retry_max: 1h\n');
   const id = await queue(cfg, ['bob@example.org']);
