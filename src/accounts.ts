@@ -120,3 +120,18 @@ export function groupIdSync(name: string): number | undefined {
   }
   return undefined;
 }
+
+/** The group ids a user is in: the primary group and every /etc/group entry that lists the name (what
+ * initgroups gives it, groups known only to NSS aside). */
+export function groupsOfSync(name: string, gid: number): number[] {
+  const out = new Set([gid]);
+  try {
+    for (const line of fs.readFileSync('/etc/group', 'utf8').split('\n')) {
+      const f = line.split(':');
+      if (f[2] && /^\d+$/.test(f[2]) && (f[3] ?? '').split(',').includes(name)) out.add(Number(f[2]));
+    }
+  } catch {
+    /* no group file: the primary group only */
+  }
+  return [...out];
+}

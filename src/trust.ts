@@ -64,3 +64,27 @@ function checkPassed(dir: string, st: fs.Stats, owners: readonly number[]): void
   if (st.mode & 0o022 && !(st.mode & S_ISVTX))
     throw new UntrustedPath(dir, `is writable by others and not sticky (mode ${(st.mode & 0o7777).toString(8)})`);
 }
+
+/** Whether permission bits grant `bit` (4 read, 1 search) to a user with uid and groups. */
+function grants(st: fs.Stats, uid: number, gids: readonly number[], bit: number): boolean {
+  if (uid === 0) return true;
+  if (st.uid === uid) return (st.mode & (bit << 6)) !== 0;
+  if (gids.includes(st.gid)) return (st.mode & (bit << 3)) !== 0;
+  return (st.mode & bit) !== 0;
+}
+
+/** Whether a user (uid and group ids) could open the real path `real` for reading by the permission
+ * bits: every folder on the way searchable, the file readable. A root daemon reads a user's .forward
+ * and include files only when this holds, so that nobody is read through them what they could not read
+ * themselves (access control lists aside: a file they open to someone is not taken into account). */
+export function mayRead(real: string, uid: number, gids: readonly number[]): boolean {
+  if (uid === 0) return true;
+  let dir = path.dirname(real);
+  for (;;) {
+    if (!grants(fs.statSync(dir), uid, gids, 1)) return false;
+    const up = path.dirname(dir);
+    if (up === dir) break;
+    dir = up;
+  }
+  return grants(fs.statSync(real), uid, gids, 4);
+}

@@ -23,6 +23,10 @@ export interface Origin {
   user: string;
   /** What to say in an error: the alias name, the include file, the .forward file. */
   where: string;
+  /** Whose privileges the files this source names are read with (root for the aliases file, the user
+   * for a .forward and what it includes), so that nobody gets read through them what they could not
+   * read themselves. */
+  reader: string;
 }
 
 /** What expansion needs to know about this host. */
@@ -37,8 +41,9 @@ export interface ExpandHost {
   alias(name: string): AliasEntry | undefined;
   /** The login name of an account with this name (case as the caseless setting says), or undefined. */
   account(name: string): string | undefined;
-  /** The targets of an :include: file and the user its commands and files run as; a string is why not. */
-  include(path: string): { targets: AliasTarget[]; user: string } | string;
+  /** The targets of an :include: file, read with the privileges of `reader`, and the user its commands
+   * and files run as; a string is why not. */
+  include(path: string, reader: string): { targets: AliasTarget[]; user: string } | string;
   /** The targets of a user's .forward (undefined: none, or forwarding is off); a string is why not. */
   forward(user: string): { targets: AliasTarget[]; file: string } | string | undefined;
   /** The user commands and files of the aliases file run as. */
@@ -66,6 +71,10 @@ export type Expansion =
 /** Deepest nesting of aliases and include files. */
 const MAX_DEPTH = 20;
 
+/** Most :include: files one expansion reads (each file once): a few nested files that each include the
+ * next twice would otherwise cost millions of reads. */
+export const MAX_INCLUDES = 100;
+
 /** Expands one recipient (already checked as an address). A remote address expands to itself. */
 export function expandRecipient(host: ExpandHost, address: string): Expansion {
   const x = new Expander(host);
@@ -80,7 +89,20 @@ export function expandRecipient(host: ExpandHost, address: string): Expansion {
 class Expander {
   readonly targets = new Map<string, ExpandedTarget>();
   readonly trace: string[] = [];
+  /** The include files read in this expansion, by reader and path. */
+  private readonly included = new Map<string, ReturnType<ExpandHost['include']>>();
   constructor(private readonly host: ExpandHost) {}
+
+  /** An include file, read once per expansion and reader; a string when it cannot be used. */
+  private include(file: string, reader: string): ReturnType<ExpandHost['include']> {
+    const key = `${reader}\0${file}`;
+    const known = this.included.get(key);
+    if (known) return known;
+    if (this.included.size >= MAX_INCLUDES) return `more than ${MAX_INCLUDES} include files in one expansion`;
+    const r = this.host.include(file, reader);
+    this.included.set(key, r);
+    return r;
+  }
 
   /** Adds a target once (by address, case-insensitively). */
   private add(t: ExpandedTarget): string | undefined {
@@ -115,7 +137,7 @@ class Expander {
         entry.targets,
         [...path, key],
         depth + 1,
-        { source: 'aliases', user: this.host.aliasUser, where: `alias ${entry.name}` },
+        { source: 'aliases', user: this.host.aliasUser, where: `alias ${entry.name}`, reader: 'root' },
         address,
       );
     }
@@ -145,7 +167,7 @@ class Expander {
         fwd.targets,
         [...path, user.toLowerCase()],
         depth + 1,
-        { source: 'forward', user, where: fwd.file },
+        { source: 'forward', user, where: fwd.file, reader: user },
         address,
       );
     }
@@ -183,7 +205,12 @@ class Expander {
           this.trace.push(`${a}: remote`);
           return this.add({ address: a });
         }
-        return this.local(a, path, depth);
+        const err = this.local(a, path, depth);
+        // what a .forward or include file says is its writer's business: a reply names the file, never
+        // its words (a file root may read but the writer may not would otherwise be read out to them)
+        if (!err || from.source === 'aliases') return err;
+        const m = /^(\d{3}) (\d\.\d{1,3}\.\d{1,3}) /.exec(err);
+        return `${m?.[1] ?? '451'} ${m?.[2] ?? '4.3.0'} <${orig}>: a target in ${from.where} cannot be delivered`;
       }
       case 'user': {
         const user = this.host.account(t.name);
@@ -194,21 +221,39 @@ class Expander {
         if (!this.host.allowCommands.includes(from.source))
           return `550 5.7.1 <${orig}>: mail to a command is not allowed from ${from.source === 'include' ? ':include: files' : from.source === 'forward' ? '.forward files' : 'the aliases file'} (${from.where})`;
         this.trace.push(`|${t.text}: command, run as ${from.user}`);
-        return this.add({ address: `|${t.text}`, local: { kind: 'command', argv: t.argv, user: from.user } });
+        return this.add({
+          address: runAsAddress(`|${t.text}`, from.user, this.host.aliasUser),
+          local: { kind: 'command', argv: t.argv, user: from.user },
+        });
       case 'file':
         if (!this.host.allowFiles.includes(from.source))
           return `550 5.7.1 <${orig}>: mail to a file is not allowed from ${from.source === 'include' ? ':include: files' : from.source === 'forward' ? '.forward files' : 'the aliases file'} (${from.where})`;
         this.trace.push(`${t.path}: ${t.path.endsWith('/') ? 'Maildir' : 'mbox file'}, written as ${from.user}`);
-        return this.add({ address: t.path, local: { kind: 'file', path: t.path, user: from.user } });
+        return this.add({
+          address: runAsAddress(t.path, from.user, this.host.aliasUser),
+          local: { kind: 'file', path: t.path, user: from.user },
+        });
       case 'include': {
         if (depth > MAX_DEPTH) return `554 5.4.6 <${orig}>: include files nested more than ${MAX_DEPTH} deep`;
-        const inc = this.host.include(t.path);
+        const inc = this.include(t.path, from.reader);
         if (typeof inc === 'string') return `451 4.3.0 <${orig}>: ${inc}`;
         this.trace.push(`:include:${t.path}: ${inc.targets.length} targets, run as ${inc.user}`);
-        return this.targetsOf(inc.targets, path, depth + 1, { source: 'include', user: inc.user, where: t.path }, orig);
+        return this.targetsOf(
+          inc.targets,
+          path,
+          depth + 1,
+          { source: 'include', user: inc.user, where: t.path, reader: from.reader },
+          orig,
+        );
       }
     }
   }
+}
+
+/** The recipient address of a command or file target: the same command or file run as two users is two
+ * deliveries (each user's own procmail), so a user other than the aliases file's is part of it. */
+function runAsAddress(target: string, user: string, aliasUser: string): string {
+  return user === aliasUser ? target : `${target} (as ${user})`;
 }
 
 /** Where the names every host must have go when the aliases do not say (RFC 5321's postmaster). */

@@ -12,11 +12,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { accountOf, accountOfSync, accountOfUidSync, accountsSync } from '../accounts.js';
+import { accountOf, accountOfSync, accountOfUidSync, accountsSync, groupsOfSync } from '../accounts.js';
 import type { Config } from '../config/types.js';
 import { domainOf } from '../domain/address.js';
 import { matchAny } from '../route/glob.js';
-import { resolveTrusted, UntrustedPath } from '../trust.js';
+import { mayRead, resolveTrusted, UntrustedPath } from '../trust.js';
 import { parseAliases, parseInclude, type AliasEntry, type AliasFile, type AliasTarget } from './aliases.js';
 import { expandRecipient, type ExpandHost, type Expansion } from './expand.js';
 
@@ -120,13 +120,25 @@ function runAs(cfg: Config, owner: number): string {
   return accountOfUidSync(owner)?.name ?? cfg.local.default_user;
 }
 
-/** Reads a file only root or `uid` may have written, with nothing on the way in other hands; a string
- * says why it is not used; undefined: there is no such file. */
-function readGuarded(file: string, uid: number, what: string): { text: string; owner: number } | string | undefined {
+/** Reads a file only root or `uid` may have written, with nothing on the way in other hands, and only
+ * when `reader` (a login name; root: anyone) could read it itself; a string says why it is not used;
+ * undefined: there is no such file. */
+function readGuarded(
+  file: string,
+  uid: number,
+  what: string,
+  reader: string,
+): { text: string; owner: number } | string | undefined {
   let fd: number;
   try {
     const real = resolveTrusted(file, [0, uid]);
-    fd = fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    const r = reader === 'root' ? undefined : accountOfSync(reader);
+    if (reader !== 'root' && (!r || !mayRead(real, r.uid, groupsOfSync(r.name, r.gid))))
+      return `${what} ${file} is not used: ${reader} may not read it`;
+    fd = fs.openSync(
+      real,
+      fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY,
+    );
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     if (err instanceof UntrustedPath) return `${what} ${file} is not used: ${err.message}`;
@@ -165,11 +177,12 @@ function hostOf(cfg: Config, table: AliasTable, extra: Map<string, string | null
       return table.globs.find((g) => g.re.test(name))?.entry;
     },
     account,
-    include: (file) => {
-      // an include file speaks for its owner: any owner, as long as nobody else could have changed it
+    include: (file, reader) => {
+      // an include file speaks for its owner: any owner, as long as nobody else could have changed it,
+      // and only when whoever names it (root for the aliases file, the user for a .forward) may read it
       const st = fs.statSync(file, { throwIfNoEntry: false });
       if (!st) return `the include file ${file} does not exist`;
-      const r = readGuarded(file, st.uid, 'the include file');
+      const r = readGuarded(file, st.uid, 'the include file', reader);
       if (r === undefined) return `the include file ${file} does not exist`;
       if (typeof r === 'string') return r;
       return { targets: parseInclude(r.text).targets as AliasTarget[], user: runAs(cfg, r.owner) };
@@ -179,7 +192,7 @@ function hostOf(cfg: Config, table: AliasTable, extra: Map<string, string | null
       const a = accountOfSync(user);
       if (!a?.home || a.home === '/') return undefined;
       const file = path.join(a.home, '.forward');
-      const r = readGuarded(file, a.uid, '');
+      const r = readGuarded(file, a.uid, '', a.name);
       if (r === undefined) return undefined;
       if (typeof r === 'string') return r.replace(/^ /, '');
       return { targets: parseInclude(r.text).targets, file };

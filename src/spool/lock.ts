@@ -153,7 +153,17 @@ function processSocket(spoolDir: string): Promise<string> {
       const target = lockDir(spoolDir, name);
       if (!(await install(own.dir, target))) throw new Error(`${target} exists`);
       mine.add(target);
-      return path.join(target, own.sock);
+      const file = path.join(target, own.sock);
+      // gone with the process when it ends normally (a killed one's is swept by the next queue run)
+      process.once('exit', () => {
+        try {
+          fs.rmSync(file, { force: true });
+          fs.rmdirSync(target);
+        } catch {
+          /* already gone, or a lock left in it */
+        }
+      });
+      return file;
     })();
     p.catch(() => processSockets.delete(spoolDir));
     processSockets.set(spoolDir, p);

@@ -498,3 +498,65 @@ test('SIGKILL of the daemon and its agents during local deliveries, 50 times: ea
   assert.deepEqual(got, want);
   assert.deepEqual(fs.readdirSync(path.join(home(B), 'Maildir', 'tmp')), [], 'no leftovers in tmp/');
 });
+
+test("a user's .forward cannot read root's files through the daemon, nor make it write into the mail folder", {
+  skip,
+}, async () => {
+  writeAliases();
+  const md = mailDir();
+  const cfg = await config(['allow_files: [aliases, forward, include]']);
+  const secret = path.join(base, 'root-only');
+  fs.writeFileSync(secret, 'TOPSECRET_line\n', { mode: 0o600 });
+  const fwd = path.join(home(B), '.forward');
+  const d = await startDaemon(cfg);
+  try {
+    const rcpt = async (): Promise<string> => {
+      const c = await RawSmtp.connect(cfg.port);
+      await c.reply();
+      await c.cmd('EHLO client.example');
+      await c.cmd('MAIL FROM:<sender@client.example>');
+      const r = await c.cmd(`RCPT TO:<${B}@test.example>`);
+      c.send('QUIT\r\n');
+      c.close();
+      return r;
+    };
+    // an include of a file only root may read: not used, and its words never in the reply
+    fs.writeFileSync(fwd, `:include:${secret}\n`);
+    let r = await rcpt();
+    assert.match(r, /^451 4\.3\.0 /);
+    assert.match(r, new RegExp(`${B} may not read it`));
+    assert.doesNotMatch(r, /TOPSECRET/);
+    // .forward itself a link to that file
+    fs.rmSync(fwd);
+    fs.symlinkSync(secret, fwd);
+    fs.lchownSync(fwd, uidOf(B), uidOf(B));
+    r = await rcpt();
+    assert.match(r, /^451 4\.3\.0 /);
+    assert.doesNotMatch(r, /TOPSECRET/);
+    // a file target in the mail folder (another user's mailbox or lock): refused, nothing made there
+    fs.rmSync(fwd);
+    // (A's own mailbox and its lock come and go: the failure notice's copy for root lands there)
+    const others = (): string[] =>
+      fs
+        .readdirSync(md)
+        .filter((n) => !n.startsWith(A))
+        .sort();
+    const before = others();
+    fs.writeFileSync(fwd, `${path.join(md, `victim${tag}.lock`)}\n${path.join(md, `nobody${tag}`)}\n`);
+    fs.chownSync(fwd, uidOf(B), uidOf(B));
+    const s = await sendmail(
+      cfg,
+      ['-i', '-f', 'sender@client.example', B],
+      `Subject: into the mail folder ${tag}\n\nx\n`,
+    );
+    assert.equal(s.code, 0, s.stderr);
+    assert.ok(await waitUntil(async () => (await queueJson(cfg)).every((m) => m.sender === ''), 15_000), d.log());
+    assert.deepEqual(others(), before, 'nothing new in the mail folder');
+    assert.match(d.log(), /550 5\.7\.1 .*is in the mail folder/);
+  } finally {
+    fs.rmSync(fwd, { force: true });
+    fs.writeFileSync(fwd, `${home(B)}/Maildir/\n`);
+    fs.chownSync(fwd, uidOf(B), uidOf(B));
+    await stopDaemon(d);
+  }
+});

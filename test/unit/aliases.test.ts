@@ -180,7 +180,7 @@ test('include files run their commands as their owner, where include is allowed'
     r.targets.map((t) => [t.address, t.local?.kind === 'command' ? t.local.user : t.local?.kind]),
     [
       ['bob@box.example', 'mailbox'],
-      ['|/usr/bin/archive', 'listowner'],
+      ['|/usr/bin/archive (as listowner)', 'listowner'],
     ],
   );
   assert.match(
@@ -205,7 +205,7 @@ test('.forward replaces the mailbox, \\user keeps a copy, and its commands run a
     r.targets.map((t) => [t.address, t.local && 'user' in t.local ? t.local.user : undefined]),
     [
       ['bob@box.example', 'bob'],
-      ['|/usr/bin/procmail', 'bob'],
+      ['|/usr/bin/procmail (as bob)', 'bob'],
       ['bob@elsewhere.example', undefined],
     ],
   );
@@ -216,4 +216,77 @@ test('.forward replaces the mailbox, \\user keeps a copy, and its commands run a
 test('an alias may not grow past the recipient limit', () => {
   const many = `big: ${Array.from({ length: 10 }, (_, i) => `u${i}@remote.example`).join(', ')}\n`;
   assert.match(targets(host({ maxTargets: 5 }, many), 'big@box.example') as string, /^550 5\.3\.4 .*more than 5/);
+});
+
+test('include files are read once per expansion and at most MAX_INCLUDES of them; a doubling chain costs no more', () => {
+  let reads = 0;
+  // level N includes level N+1 twice: 2^16 reads without a bound
+  const h = host(
+    {
+      include: (p) => {
+        reads++;
+        const n = Number(/(\d+)$/.exec(p)![1]);
+        const next = `:include:/inc/l${n + 1}`;
+        return n < 16
+          ? { targets: parseInclude(`${next}\n${next}\n`).targets, user: 'alice' }
+          : { targets: parseInclude('bob\n').targets, user: 'alice' };
+      },
+    },
+    'deep: :include:/inc/l0\n',
+  );
+  const r = expandRecipient(h, 'deep@box.example');
+  assert.ok(r.ok, JSON.stringify(r));
+  assert.deepEqual(
+    r.targets.map((t) => t.address),
+    ['bob@box.example'],
+  );
+  assert.equal(reads, 17, 'each file once');
+  // a fan-out wider than the bound is refused, not followed
+  reads = 0;
+  const wide = host(
+    {
+      include: (p) => {
+        reads++;
+        const n = Number(/(\d+)$/.exec(p)![1]);
+        return {
+          targets: parseInclude(
+            n === 0 ? Array.from({ length: 150 }, (_, i) => `:include:/w/${i + 1}`).join('\n') : 'bob',
+          ).targets,
+          user: 'alice',
+        };
+      },
+    },
+    'wide: :include:/w/0\n',
+  );
+  const w = expandRecipient(wide, 'wide@box.example');
+  assert.equal(w.ok, false);
+  assert.match((w as { reply: string }).reply, /^451 4\.3\.0 .*more than 100 include files/);
+  assert.equal(reads, 100);
+});
+
+test('a target from an include file that cannot be delivered is not read out in the reply; the same command as two users is two deliveries', () => {
+  const h = host(
+    {
+      include: () => ({ targets: parseInclude('TOPSECRET_password_line\n').targets, user: 'alice' }),
+      forward: (user) => ({ targets: parseInclude('|/usr/bin/procmail\n').targets, file: `/home/${user}/.forward` }),
+      allowCommands: ['aliases', 'forward', 'include'],
+    },
+    'leak: :include:/root/secret\nteam: alice, bob\n',
+  );
+  const leak = expandRecipient(h, 'leak@box.example');
+  assert.equal(leak.ok, false);
+  assert.doesNotMatch((leak as { reply: string }).reply, /TOPSECRET/);
+  assert.match(
+    (leak as { reply: string }).reply,
+    /^550 5\.1\.1 <leak@box\.example>: a target in \/root\/secret cannot be delivered$/,
+  );
+  const team = expandRecipient(h, 'team@box.example');
+  assert.ok(team.ok, JSON.stringify(team));
+  assert.deepEqual(
+    team.targets.map((t) => [t.address, t.local?.kind === 'command' ? t.local.user : '']),
+    [
+      ['|/usr/bin/procmail (as alice)', 'alice'],
+      ['|/usr/bin/procmail (as bob)', 'bob'],
+    ],
+  );
 });

@@ -130,16 +130,41 @@ class Agent {
       on ? h?.ref?.() : h?.unref?.();
   }
 
-  /** Sends a request (with its message, for a delivery) and resolves with its answer. */
+  /** Kills the agent and its process group (it runs as the user, who can stop it): every request still
+   * waiting is answered with `why`. */
+  kill(why: string): void {
+    if (this.ended) return;
+    this.fatal = why;
+    try {
+      process.kill(-this.child.pid!, 'SIGKILL');
+    } catch {
+      this.child.kill('SIGKILL');
+    }
+  }
+
+  /** Sends a request (with its message, for a delivery) and resolves with its answer; an agent that has
+   * not answered within deadlineMs is killed, so that no user can hold up the queue by stopping theirs. */
   request(
     req: { op: 'deliver'; job: DeliverJob } | { op: 'verify'; job: VerifyJob },
+    deadlineMs: number,
     message?: Buffer,
     onMark?: (m: MboxMark) => Promise<boolean>,
   ): Promise<AgentAnswer | { lost: string; sent: boolean }> {
     clearTimeout(this.idle);
     this.hold(true);
     const seq = ++this.seq;
-    return new Promise((answer) => {
+    return new Promise((resolve) => {
+      const timer = setTimeout(
+        () =>
+          this.kill(
+            `the delivery agent for ${this.user} did not answer within ${Math.round(deadlineMs / 1000)} s and was ended`,
+          ),
+        deadlineMs,
+      );
+      const answer = (a: AgentAnswer | { lost: string; sent: boolean }): void => {
+        clearTimeout(timer);
+        resolve(a);
+      };
       if (this.ended) return answer({ lost: this.fatal ?? 'the delivery agent ended', sent: false });
       // a whole maildir or command delivery may happen as soon as the message is there
       const w: Waiting = { answer, onMark, sent: req.op === 'deliver' && req.job.kind !== 'mbox' };
@@ -156,6 +181,30 @@ class Agent {
   /** Ends the agent now (its input ends; deliveries it has whole still finish). */
   close(): void {
     this.child.stdin!.end();
+  }
+}
+
+/** How long a mailbox write or a check may take before its agent is ended (a stopped agent never answers). */
+const MAILBOX_DEADLINE_MS = 120_000;
+/** How long past its own timeout a command's agent may take to answer. */
+const COMMAND_GRACE_MS = 30_000;
+/** How long an agent may take to start. */
+const START_DEADLINE_MS = 30_000;
+
+/** Waits for an agent to be ready (undefined) or to fail (why); one that does not start in time is ended. */
+async function started(a: Agent): Promise<string | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<string>((r) => {
+    timer = setTimeout(() => {
+      const why = `the delivery agent for ${a.user} did not start within ${START_DEADLINE_MS / 1000} s`;
+      a.kill(why);
+      r(`451 4.3.0 ${why}`);
+    }, START_DEADLINE_MS);
+  });
+  try {
+    return await Promise.race([a.ready, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -183,9 +232,10 @@ export class AgentPool {
     onMark: (m: MboxMark) => Promise<boolean>,
   ): Promise<LocalResult> {
     const a = this.agentOf(user);
-    const fatal = await a.ready;
+    const fatal = await started(a);
     if (fatal) return { outcome: /^5/.test(fatal) ? 'permfail' : 'tempfail', reply: fatal };
-    const r = await a.request({ op: 'deliver', job }, message, onMark);
+    const deadline = job.kind === 'command' ? job.timeoutMs + COMMAND_GRACE_MS : MAILBOX_DEADLINE_MS;
+    const r = await a.request({ op: 'deliver', job }, deadline, message, onMark);
     if ('lost' in r)
       return r.sent
         ? {
@@ -201,8 +251,8 @@ export class AgentPool {
   /** Checks whether an interrupted delivery happened; a string: delivered, absent, repaired or unknown. */
   async verify(user: string, job: VerifyJob): Promise<string> {
     const a = this.agentOf(user);
-    if (await a.ready) return 'unknown';
-    const r = await a.request({ op: 'verify', job });
+    if (await started(a)) return 'unknown';
+    const r = await a.request({ op: 'verify', job }, MAILBOX_DEADLINE_MS);
     return 'lost' in r || r.type !== 'verified' ? 'unknown' : r.check;
   }
 

@@ -178,8 +178,16 @@ async function deliverOne(
   };
   let job: DeliverJob;
   if (t.kind === 'command') job = { ...base, kind: 'command', argv: t.argv };
-  else if (t.kind === 'file') job = { ...base, kind: t.path.endsWith('/') ? 'maildir' : 'mbox', path: t.path };
-  else if (s.mailbox === 'maildir') job = { ...base, kind: 'maildir', path: path.join(account.home, s.maildir) };
+  else if (t.kind === 'file') {
+    // the mail folder's files are its users' mailboxes: an alias or .forward never names one (the
+    // daemon makes and locks files there as root, for the mailbox's own user alone)
+    if (path.dirname(path.resolve(t.path)) === path.resolve(s.mailDir))
+      return {
+        outcome: 'permfail',
+        reply: `550 5.7.1 <${r.address}>: ${t.path} is in the mail folder ${s.mailDir}: only its user's own mail goes there`,
+      };
+    job = { ...base, kind: t.path.endsWith('/') ? 'maildir' : 'mbox', path: t.path };
+  } else if (s.mailbox === 'maildir') job = { ...base, kind: 'maildir', path: path.join(account.home, s.maildir) };
   else if (s.mailbox === 'mda') {
     if (!s.mda.length) return { outcome: 'tempfail', reply: '451 4.3.5 local.mailbox is mda but local.mda is empty' };
     const ctx = { ...base, extension: t.extension, user: account.name, home: account.home, shell: account.shell };
@@ -187,7 +195,7 @@ async function deliverOne(
     if (!s.mdaFromLine) job.noFromLine = true;
   } else job = { ...base, kind: 'mbox', path: path.join(s.mailDir, account.name) };
   if (t.kind === 'mailbox') job.extension = t.extension;
-  return runJob(s, req, r.address, account.name, account.uid, job);
+  return runJob(s, req, r.address, account.name, account.uid, job, t.kind === 'mailbox');
 }
 
 /** Runs a job in the user's agent; for an mbox in the mail folder, a root daemon holds the dot-lock. */
@@ -198,12 +206,13 @@ async function runJob(
   user: string,
   uid: number,
   job: DeliverJob,
+  ownMailbox: boolean,
 ): Promise<LocalResult> {
   let release: (() => Promise<void>) | undefined;
   // room for the message in memory first, before any lock is held while waiting for it
   const giveBack = await room(req.size);
   try {
-    if (job.kind === 'mbox' && process.geteuid?.() === 0 && path.dirname(job.path!) === s.mailDir) {
+    if (ownMailbox && job.kind === 'mbox' && process.geteuid?.() === 0 && path.dirname(job.path!) === s.mailDir) {
       ensureSpoolMailbox(job.path!, uid);
       const dl = await dotLock(job.path!);
       if (!('release' in dl))
