@@ -232,6 +232,9 @@ async function runJob(
     // checked afterwards, so its hand-over is noted as any other
     const message = await whole(req.message([address], { recorded: job.kind !== 'command' && !!req.record }));
     const onMark = async (m: MboxMark): Promise<boolean> => {
+      // the agent runs as the user: what it says it writes must be the file it was given (a later check
+      // takes that file's dot-lock as root)
+      if (job.kind !== 'mbox' || m.file !== job.path) return false;
       check = { kind: 'mbox', mark: m, dotlock: job.dotlock };
       if (req.record) await req.record(address, detail(user, check));
       return true;
