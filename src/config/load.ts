@@ -133,6 +133,10 @@ function localSettings(d: Config['local'], s: Settings, abs: (p?: string) => str
     aliases: aliases ? abs(aliases) : undefined,
     mail_dir: abs(l.mail_dir) ?? d.mail_dir,
     lmtp: l.lmtp?.startsWith('/') ? abs(l.lmtp) : l.lmtp || undefined,
+    command_time_limit:
+      l.command_time_limit === undefined
+        ? d.command_time_limit
+        : (parseDuration(l.command_time_limit as unknown as string) ?? d.command_time_limit),
   };
 }
 

@@ -365,6 +365,13 @@ export const FIELDS: readonly Field[] = [
     doc: 'The delivery agent for local.mailbox: mda (argv, no shell, run as the user); ${user}, ${extension}, ${recipient}, ${sender}, ${home}, ${local_part}, ${domain} are filled in.',
   },
   {
+    key: 'local.command_time_limit',
+    type: 'duration',
+    min: 1,
+    max: 86_400,
+    doc: 'How long a delivery agent (local.mda) or a |command target may run before it is killed and the delivery waits (Postfix: command_time_limit).',
+  },
+  {
     key: 'local.mda_from_line',
     type: 'boolean',
     doc: 'The delivery agent gets the message with an mbox "From sender date" line first, as Postfix\'s local(8) gives it to procmail; false for maildrop, which writes its own.',

@@ -92,6 +92,8 @@ export interface LocalSettings {
   mda: string[];
   /** The mda gets the message with a "From sender date" line first (procmail; not maildrop). */
   mda_from_line: boolean;
+  /** Seconds a delivery agent or command may run (Postfix: command_time_limit). */
+  command_time_limit: number;
   /** The local LMTP server for mailbox: lmtp: a unix socket path or host:port. */
   lmtp?: string;
   /** Honour ~/.forward. */
@@ -169,6 +171,7 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
       maildir: 'Maildir/',
       mda: [],
       mda_from_line: true,
+      command_time_limit: 600,
       forward: false,
       allow_commands: ['aliases', 'forward'],
       allow_files: ['aliases', 'forward'],

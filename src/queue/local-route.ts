@@ -82,7 +82,7 @@ export function localDelivery(cfg: Config, log: Logger): LocalDelivery {
         lmtp: l.lmtp ? lmtpTo(l.lmtp, cfg.hostname) : undefined,
         delimiter: l.delimiter,
         caseless: l.caseless,
-        commandTimeoutMs: 600_000,
+        commandTimeoutMs: l.command_time_limit * 1000,
         pool: p,
       }),
     verify: (detail) => verifyLocal({ pool: p, mailDir: l.mail_dir }, detail as LocalDetail),

@@ -560,3 +560,34 @@ test("a user's .forward cannot read root's files through the daemon, nor make it
     await stopDaemon(d);
   }
 });
+
+test('a user who stops their own delivery agent (SIGSTOP from a .forward command) does not hold up the queue run', {
+  skip,
+  timeout: 120_000,
+}, async () => {
+  writeAliases();
+  mailDir();
+  const cfg = await config(['command_time_limit: 2s']);
+  const stopper = path.join(base, 'bin', 'stopper');
+  fs.writeFileSync(stopper, '#!/bin/sh\nkill -STOP $PPID\nsleep 5\n', { mode: 0o755 });
+  const fwd = path.join(home(B), '.forward');
+  fs.writeFileSync(fwd, `|${stopper}\n`);
+  fs.chownSync(fwd, uidOf(B), uidOf(B));
+  try {
+    const s = await sendmail(cfg, ['-i', '-f', 'sender@client.example', B, A], `Subject: stopped ${tag}\n\nx\n`);
+    assert.equal(s.code, 0, s.stderr);
+    // the run ends (the helper's own limit would fail it otherwise); A's copy is delivered, B's waits
+    const f = await ferrymail(cfg, ['flush']);
+    assert.equal(f.code, 0, f.stderr);
+    const q = await queueJson(cfg);
+    const rs = q.flatMap((m) => m.recipients as Array<Record<string, string>>);
+    const b = rs.find((r) => (r.address ?? '').includes(stopper));
+    assert.ok(b, JSON.stringify(rs));
+    assert.notEqual(b.state, 'delivered');
+    assert.match(b.last_error ?? '', /did not answer within/);
+    assert.ok(mboxSubjects(path.join(base, 'mail', A)).includes(`stopped ${tag}`));
+  } finally {
+    fs.writeFileSync(fwd, `${home(B)}/Maildir/\n`);
+    fs.chownSync(fwd, uidOf(B), uidOf(B));
+  }
+});

@@ -186,7 +186,7 @@ class Agent {
 
 /** How long a mailbox write or a check may take before its agent is ended (a stopped agent never answers). */
 const MAILBOX_DEADLINE_MS = 120_000;
-/** How long past its own timeout a command's agent may take to answer. */
+/** How long past its own timeout a command's agent may take to answer (at most the timeout again). */
 const COMMAND_GRACE_MS = 30_000;
 /** How long an agent may take to start. */
 const START_DEADLINE_MS = 30_000;
@@ -234,7 +234,8 @@ export class AgentPool {
     const a = this.agentOf(user);
     const fatal = await started(a);
     if (fatal) return { outcome: /^5/.test(fatal) ? 'permfail' : 'tempfail', reply: fatal };
-    const deadline = job.kind === 'command' ? job.timeoutMs + COMMAND_GRACE_MS : MAILBOX_DEADLINE_MS;
+    const deadline =
+      job.kind === 'command' ? job.timeoutMs + Math.min(COMMAND_GRACE_MS, job.timeoutMs) : MAILBOX_DEADLINE_MS;
     const r = await a.request({ op: 'deliver', job }, deadline, message, onMark);
     if ('lost' in r)
       return r.sent
