@@ -164,21 +164,7 @@ defer_transports =" bash "$PF" start "$PF_DIR")
   size=$(find "$PF_DIR/queue/hold" -type f -print -quit | xargs -r postcat -c "$PF_CONF" -bh 2>/dev/null | wc -c)
   echo "postfix:   $held messages on hold (about $size bytes each as stored) in $(secs "$t0" "$t1") s"
 
-  cpu0=$(postfix_cpu)
-  t0=$(now_ns)
-  postsuper -c "$PF_CONF" -H ALL 2>/dev/null
-  postqueue -c "$PF_CONF" -f
-  deadline=$(( $(date +%s) + LIMIT ))
-  while :; do
-    n=$(find "$PF_DIR/queue/maildrop" "$PF_DIR/queue/incoming" "$PF_DIR/queue/active" "$PF_DIR/queue/deferred" "$PF_DIR/queue/hold" -type f 2>/dev/null | wc -l)
-    [[ $n -eq 0 ]] && break
-    if [[ $(date +%s) -ge $deadline ]]; then echo "drain: Postfix still has $n messages after ${LIMIT}s" >&2; exit 70; fi
-    sleep 0.05
-  done
-  t1=$(now_ns)
-  cpu1=$(postfix_cpu)
-  PF_S=$(secs "$t0" "$t1")
-  PF_CPU=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }')
+  postfix_release drain
   # the log is written by postlogd, a moment behind the queue (bounded: 10 s)
   for _ in $(seq 1 100); do
     sent=$(grep -c 'status=sent' "$PF_DIR/maillog" || true)

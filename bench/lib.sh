@@ -65,3 +65,25 @@ postfix_cpu() {
     $2 == m { t += $12 + $13 + $14 + $15 }
     END { printf "%.2f", t / hz }'
 }
+
+# releases everything the Postfix instance ($PF_CONF, $PF_DIR) holds and waits (at most $LIMIT seconds)
+# until its queue is empty; sets PF_S (wall seconds) and PF_CPU (the instance's CPU seconds). $1 names
+# the benchmark in the error message.
+postfix_release() {
+  local cpu0 cpu1 t0 t1 n deadline
+  cpu0=$(postfix_cpu)
+  t0=$(now_ns)
+  postsuper -c "$PF_CONF" -H ALL 2>/dev/null
+  postqueue -c "$PF_CONF" -f
+  deadline=$(( $(date +%s) + LIMIT ))
+  while :; do
+    n=$(find "$PF_DIR/queue/maildrop" "$PF_DIR/queue/incoming" "$PF_DIR/queue/active" "$PF_DIR/queue/deferred" "$PF_DIR/queue/hold" -type f 2>/dev/null | wc -l)
+    [[ $n -eq 0 ]] && break
+    if [[ $(date +%s) -ge $deadline ]]; then echo "$1: Postfix still has $n messages after ${LIMIT}s" >&2; exit 70; fi
+    sleep 0.05
+  done
+  t1=$(now_ns)
+  cpu1=$(postfix_cpu)
+  PF_S=$(secs "$t0" "$t1")
+  PF_CPU=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }')
+}

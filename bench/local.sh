@@ -121,7 +121,7 @@ fm_round() {
 
 # one Postfix round: inject and hold, then time the release; sets PF_S and PF_CPU
 pf_round() {
-  local r=$1 home=$WORK/home-pf-$1 user=${BENCH_USER}p$1 t0 t1 n total held got cpu0 cpu1 deadline
+  local r=$1 home=$WORK/home-pf-$1 user=${BENCH_USER}p$1 total held got
   new_user "$user" "$home"
   if ! timeout --kill-after=5 "$LIMIT" "$SMTP_SOURCE" -s 20 -m "$MESSAGES" -l "$SIZE" -M bench.client \
       -f sender@remote.example -t "$user@bench.example" "127.0.0.1:$PF_PORT" >"$WORK/smtp-source.out" 2>&1; then
@@ -130,21 +130,7 @@ pf_round() {
   total=$(bash "$PF" queued "$PF_DIR")
   held=$(find "$PF_DIR/queue/hold" -type f | wc -l)
   [[ $total -eq $MESSAGES && $held -eq $MESSAGES ]] || { echo "local: Postfix holds $held of $total queued messages, expected $MESSAGES" >&2; exit 70; }
-  cpu0=$(postfix_cpu)
-  t0=$(now_ns)
-  postsuper -c "$PF_CONF" -H ALL 2>/dev/null
-  postqueue -c "$PF_CONF" -f
-  deadline=$(( $(date +%s) + LIMIT ))
-  while :; do
-    n=$(find "$PF_DIR/queue/maildrop" "$PF_DIR/queue/incoming" "$PF_DIR/queue/active" "$PF_DIR/queue/deferred" "$PF_DIR/queue/hold" -type f 2>/dev/null | wc -l)
-    [[ $n -eq 0 ]] && break
-    if [[ $(date +%s) -ge $deadline ]]; then echo "local: Postfix still has $n messages after ${LIMIT}s" >&2; exit 70; fi
-    sleep 0.05
-  done
-  t1=$(now_ns)
-  cpu1=$(postfix_cpu)
-  PF_S=$(secs "$t0" "$t1")
-  PF_CPU=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }')
+  postfix_release local
   got=$(in_new "$home")
   [[ $got -eq $MESSAGES ]] || { echo "local: Postfix put $got messages in new/, expected $MESSAGES:" >&2; grep -E 'status=(deferred|bounced)' "$PF_DIR/maillog" | tail -3 >&2; exit 70; }
   echo "postfix   round $r: $got delivered into the Maildir"
