@@ -208,10 +208,13 @@ test('a drop file refused in the middle of a long read, and a directory in the d
   const trailer = JSON.stringify({ door: 'sendmail', sender: null, recipients: [{ address: 'nul@example.org' }] });
   const a = path.join(dropDir, `T.${'1'.repeat(32)}`);
   // a directory with a ready file's name, with something inside, made by the user
+  // (made beside the spool and moved in whole: the running daemon takes what appears at once)
   const dir = path.join(dropDir, `D.${'2'.repeat(32)}`);
-  fs.mkdirSync(path.join(dir, 'inner'), { recursive: true, mode: 0o755 });
-  fs.writeFileSync(path.join(dir, 'inner', 'f'), 'x');
-  for (const p of [dir, path.join(dir, 'inner'), path.join(dir, 'inner', 'f')]) fs.chownSync(p, NOBODY, NOBODY);
+  const made = path.join(cfg.dir, 'drop-dir');
+  fs.mkdirSync(path.join(made, 'inner'), { recursive: true, mode: 0o755 });
+  fs.writeFileSync(path.join(made, 'inner', 'f'), 'x');
+  for (const p of [made, path.join(made, 'inner'), path.join(made, 'inner', 'f')]) fs.chownSync(p, NOBODY, NOBODY);
+  fs.renameSync(made, dir);
   fs.writeFileSync(a, `${big}\0${trailer}\n`, { mode: 0o600 });
   fs.chownSync(a, NOBODY, NOBODY);
   fs.renameSync(a, a.replace('/T.', '/D.'));
