@@ -5,7 +5,7 @@
  * the whole expansion of one address, step by step, and what it becomes.
  *
  * Trusts the configuration; the file is untrusted text. Exit 0 when the file is usable, 78 (config) when
- * it has problems, 65 for an address explain cannot take; output is one line per finding.
+ * it has problems, 67 for an address that cannot be delivered, 64 for one that is not an address; output is one line per finding.
  */
 import fs from 'node:fs';
 import { accountOfSync } from '../accounts.js';
