@@ -104,9 +104,10 @@ class Expander {
     return r;
   }
 
-  /** Adds a target once (by address, case-insensitively). */
+  /** Adds a target once (a user's mailbox once whatever spelling reached it, else by address,
+   * case-insensitively). */
   private add(t: ExpandedTarget): string | undefined {
-    const k = t.address.toLowerCase();
+    const k = targetKey(t);
     if (this.targets.has(k)) return undefined;
     if (this.targets.size >= this.host.maxTargets)
       return `550 5.3.4 the alias expands to more than ${this.host.maxTargets} recipients`;
@@ -248,6 +249,13 @@ class Expander {
       }
     }
   }
+}
+
+/** What makes two targets one delivery: the same user's mailbox (and extension), however the address
+ * was spelt (bob@host, bob@localhost, bob@[127.0.0.1]); otherwise the same address. */
+export function targetKey(t: { address: string; local?: LocalTarget }): string {
+  if (t.local?.kind === 'mailbox') return `\0mailbox\0${t.local.user}\0${t.local.extension ?? ''}`;
+  return t.address.toLowerCase();
 }
 
 /** The recipient address of a command or file target: the same command or file run as two users is two

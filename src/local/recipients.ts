@@ -11,7 +11,7 @@
  */
 import type { Config } from '../config/types.js';
 import { newRecipient, type Recipient } from '../domain/envelope.js';
-import type { Expansion } from './expand.js';
+import { targetKey, type Expansion } from './expand.js';
 import { expandLocal, isLocalAddress } from './host.js';
 
 /** A refusal at RCPT: code, enhanced code and text. */
@@ -51,7 +51,7 @@ function targetsOf(r: Recipient, ex: Extract<Expansion, { ok: true }>): Recipien
 export async function expandRecipients(cfg: Config, recipients: Recipient[]): Promise<Recipient[]> {
   const out = new Map<string, Recipient>();
   const add = (r: Recipient): void => {
-    const k = r.address.toLowerCase();
+    const k = targetKey(r);
     if (!out.has(k)) out.set(k, r);
   };
   for (const r of recipients) {

@@ -38,6 +38,7 @@ import { deferForNotice, sendNotice, warnDelayed } from './notices.js';
 import { pendingOf } from './recover.js';
 import { expired, type RetryPolicy } from './retry.js';
 import { settle } from './settle.js';
+import { targetKey } from '../local/expand.js';
 
 /**
  * Tells a run under way that the connection changed: retarget() is called by whoever started the run
@@ -354,7 +355,7 @@ async function expandQueued(
     }
     env.recipients.splice(env.recipients.indexOf(r), 1);
     for (const t of ex.targets) {
-      if (env.recipients.some((x) => x.address.toLowerCase() === t.address.toLowerCase())) continue;
+      if (env.recipients.some((x) => targetKey(x) === targetKey(t))) continue;
       env.recipients.push(t);
       pending.push(t);
     }

@@ -591,3 +591,19 @@ test('a user who stops their own delivery agent (SIGSTOP from a .forward command
     fs.chownSync(fwd, uidOf(B), uidOf(B));
   }
 });
+
+test('one user reached by several spellings of this host in one message gets one copy', { skip }, async () => {
+  writeAliases();
+  const md = mailDir();
+  fs.rmSync(path.join(md, A), { force: true });
+  const cfg = await config();
+  const s = await sendmail(
+    cfg,
+    ['-i', '-f', 'sender@client.example', A, `${A}@localhost`, `${A}@[127.0.0.1]`, `${A.toUpperCase()}@test.example`],
+    `Subject: spellings ${tag}\n\nx\n`,
+  );
+  assert.equal(s.code, 0, s.stderr);
+  const f = await ferrymail(cfg, ['flush']);
+  assert.equal(f.code, 0, f.stderr);
+  assert.deepEqual(mboxSubjects(path.join(md, A)), [`spellings ${tag}`]);
+});

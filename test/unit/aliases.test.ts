@@ -290,3 +290,13 @@ test('a target from an include file that cannot be delivered is not read out in 
     ],
   );
 });
+
+test("one user's mailbox reached by several spellings in one expansion is one delivery", () => {
+  const h = host({}, 'both: alice, alice@localhost, ALICE\n');
+  const r = expandRecipient(h, 'both@box.example');
+  assert.ok(r.ok, JSON.stringify(r));
+  assert.deepEqual(
+    r.targets.map((t) => t.address),
+    ['alice@box.example'],
+  );
+});
