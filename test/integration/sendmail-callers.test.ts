@@ -20,6 +20,7 @@ import {
   sendmail,
   startDaemon,
   stopDaemon,
+  waitUntil,
   type RunResult,
   type RunningDaemon,
   type TestConfig,
@@ -273,6 +274,16 @@ for (const withDaemon of [false, true]) {
 
     test('mailq and sendmail -bp print the classic listing of what is queued', async () => {
       const s = await submit(cfg, ['-i', '-f', 'listed@example.com', 'seen@example.org'], 'Subject: for mailq\n\nx\n');
+      // the daemon tries this host's own recipients at once: the listings are compared once it has
+      await waitUntil(
+        async () =>
+          (await queueJson(cfg)).every((e) =>
+            e.recipients.every(
+              (r: { address: string; last_error?: string }) => !/@test\.example$/.test(r.address) || r.last_error,
+            ),
+          ),
+        10_000,
+      );
       const entries = await queueJson(cfg);
       const viaName = await sendmail(cfg, [], '', 'mailq');
       const viaFlag = await sendmail(cfg, ['-bp'], '');
