@@ -64,7 +64,7 @@ PF_DIR=$WORK/postfix
 cleanup() {
   set +e
   [[ -n "$PF_CONF" ]] && bash "$PF" stop "$PF_DIR"
-  for u in "${USERS[@]}"; do userdel "$u" 2>/dev/null; done
+  for u in "${USERS[@]}"; do pkill -KILL -u "$u" 2>/dev/null; userdel "$u" 2>/dev/null || { sleep 1; userdel "$u" 2>/dev/null; }; done
   if [[ $KEEP -eq 1 ]]; then echo "kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
