@@ -183,20 +183,16 @@ async function runPass(
       !deps.unsettled?.has(e.envelope.id),
   );
   for (const e of entries) seen.add(e.envelope.id);
-  // two lanes: messages only for this host's own recipients, and the rest
+  // two lanes: messages only for this host's own recipients, and the rest (each message judged once)
   const local = deps.local;
-  const here = (e: Entry): boolean =>
-    !!local && e.envelope.recipients.every((r) => isFinal(r.state) || r.local !== undefined || local.isLocal(r));
+  const lanes: [Entry[], Entry[]] = [[], []];
+  for (const e of waiting)
+    lanes[local && e.envelope.recipients.every((r) => isFinal(r.state) || local.isLocal(r)) ? 0 : 1].push(e);
   const goOn = (): boolean => !deps.signal?.next;
   const deliver = (entry: Entry): Promise<void> => runLocked(deps, state, entry, report, now, at);
   await Promise.all([
-    eachLimited(waiting.filter(here), deps.parallel ?? PARALLEL_LOCAL, goOn, deliver),
-    eachLimited(
-      waiting.filter((e) => !here(e)),
-      deps.parallel ?? PARALLEL_MESSAGES,
-      goOn,
-      deliver,
-    ),
+    eachLimited(lanes[0], deps.parallel ?? PARALLEL_LOCAL, goOn, deliver),
+    eachLimited(lanes[1], deps.parallel ?? PARALLEL_MESSAGES, goOn, deliver),
   ]);
 }
 
