@@ -126,18 +126,27 @@ interface Prepared {
   server?: net.Server;
 }
 
-/** Prepares a directory with a listening socket of its own under tmp/. */
-async function prepareOwn(spoolDir: string): Promise<Prepared & { server: net.Server }> {
-  const tag = `${process.pid}.${randomBytes(6).toString('hex')}`;
+/** Makes a directory tmp/lock.TAG and puts the socket s.TAG in it with `put`; the directory is removed
+ * again when that fails. */
+async function prepareDir<T>(
+  spoolDir: string,
+  put: (dir: string, sock: string) => Promise<T>,
+): Promise<{ dir: string; sock: string } & T> {
+  const tag = uniqueTag();
   const dir = path.join(spoolDir, 'tmp', `lock.${tag}`);
   await fsp.mkdir(dir, { mode: 0o700 });
   const sock = `s.${tag}`;
   try {
-    return { dir, sock, server: await listenIn(dir, sock) };
+    return { dir, sock, ...(await put(dir, sock)) };
   } catch (err) {
     await fsp.rm(dir, { recursive: true, force: true });
     throw err;
   }
+}
+
+/** Prepares a directory with a listening socket of its own under tmp/. */
+function prepareOwn(spoolDir: string): Promise<Prepared & { server: net.Server }> {
+  return prepareDir(spoolDir, async (dir, sock) => ({ server: await listenIn(dir, sock) }));
 }
 
 /** This process's socket per spool, made once and held as a lock of its own (lock/proc.PID.RAND). */
@@ -184,15 +193,12 @@ async function prepare(spoolDir: string): Promise<Prepared> {
     } catch {
       break;
     }
-    const tag = uniqueTag();
-    const dir = path.join(spoolDir, 'tmp', `lock.${tag}`);
-    await fsp.mkdir(dir, { mode: 0o700 });
-    const sock = `s.${tag}`;
     try {
-      await fsp.link(base, path.join(dir, sock));
-      return { dir, sock };
+      return await prepareDir(spoolDir, async (dir, sock) => {
+        await fsp.link(base, path.join(dir, sock));
+        return {};
+      });
     } catch (err) {
-      await fsp.rm(dir, { recursive: true, force: true });
       // the process socket was removed under us (a spool made again): make it again, once
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') break;
       processSockets.delete(spoolDir);
