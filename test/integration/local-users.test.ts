@@ -18,6 +18,7 @@ import {
   run,
   SENDMAIL,
   startDaemon,
+  tempDir,
   stopDaemon,
   waitUntil,
   type RunningDaemon,
@@ -330,12 +331,17 @@ test("root's mail for a per-user daemon goes into that user's drop folder; a spo
     fs.chownSync(home, uid, uid);
     fs.chmodSync(home, 0o700);
     const spool = path.join(home, 'spool');
-    // the user's spool as the user's own daemon makes it
+    // the user's spool as the user's own daemon makes it (from a copy of the built code the user can
+    // read: the checkout may be in a folder only root may enter)
+    const code = tempDir('ferrymail-code-');
+    fs.cpSync(path.join(ROOT, 'dist', 'src'), path.join(code, 'src'), { recursive: true });
+    fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(code, 'package.json'));
+    spawnSync('chmod', ['-R', 'a+rX', code]);
     const mk = spawnSync(
       process.execPath,
       [
         '-e',
-        `import(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'spool', 'writer.js'))}).then((m) => m.openSpoolWriter(${JSON.stringify(spool)}))`,
+        `import(${JSON.stringify(path.join(code, 'src', 'spool', 'writer.js'))}).then((m) => m.openSpoolWriter(${JSON.stringify(spool)}))`,
       ],
       { uid, gid: uid, encoding: 'utf8' },
     );
