@@ -365,7 +365,7 @@ test("root's mail for a per-user daemon goes into that user's drop folder; a spo
       process.execPath,
       [
         '-e',
-        `import(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'spool', 'writer.js'))}).then((m) => m.openSpoolWriter(${JSON.stringify(path.join(elsewhere, 'spool'))}))`,
+        `import(${JSON.stringify(path.join(code, 'src', 'spool', 'writer.js'))}).then((m) => m.openSpoolWriter(${JSON.stringify(path.join(elsewhere, 'spool'))}))`,
       ],
       { uid, gid: uid, encoding: 'utf8' },
     );
