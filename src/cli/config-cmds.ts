@@ -69,6 +69,12 @@ function localIssues(
     issues.push({ key: 'local.mda', line: at('mailbox'), message: 'local.mailbox is mda but no local.mda is set' });
   if (l.mailbox === 'lmtp' && !l.lmtp)
     issues.push({ key: 'local.lmtp', line: at('mailbox'), message: 'local.mailbox is lmtp but no local.lmtp is set' });
+  if (l.deliver_in_dialogue.length && l.mailbox !== 'lmtp')
+    issues.push({
+      key: 'local.deliver_in_dialogue',
+      line: at('deliver_in_dialogue'),
+      message: `local.deliver_in_dialogue asks an LMTP server, but local.mailbox is ${l.mailbox}: it has no effect`,
+    });
   for (const p of checkAliases(cfg).problems) issues.push({ key: 'local.aliases', line: at('aliases'), message: p });
   return issues;
 }

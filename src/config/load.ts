@@ -133,6 +133,7 @@ function localSettings(d: Config['local'], s: Settings, abs: (p?: string) => str
     aliases: aliases ? abs(aliases) : undefined,
     mail_dir: abs(l.mail_dir) ?? d.mail_dir,
     lmtp: l.lmtp?.startsWith('/') ? abs(l.lmtp) : l.lmtp || undefined,
+    deliver_in_dialogue: (l.deliver_in_dialogue ?? d.deliver_in_dialogue).map((x) => x.toLowerCase()),
     command_time_limit:
       l.command_time_limit === undefined
         ? d.command_time_limit

@@ -382,6 +382,11 @@ export const FIELDS: readonly Field[] = [
     check: (v) => (v.startsWith('/') || !checkHostPort(v) ? undefined : 'must be a unix socket path or host:port'),
     doc: 'The LMTP server for local.mailbox: lmtp (Dovecot: /run/dovecot/lmtp), a unix socket path or host:port.',
   },
+  {
+    key: 'local.deliver_in_dialogue',
+    type: 'string[]',
+    doc: 'Local domains ("*": all) whose recipients are handed to local.lmtp before the final reply to DATA, so the sender learns each verdict in the SMTP dialogue; such a recipient comes in a transaction of its own (452 4.5.3 to the others). Only with local.mailbox: lmtp.',
+  },
   { key: 'local.forward', type: 'boolean', doc: "Honour a user's ~/.forward (checked as Postfix does)." },
   {
     key: 'local.allow_commands',

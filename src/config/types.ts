@@ -96,6 +96,9 @@ export interface LocalSettings {
   command_time_limit: number;
   /** The local LMTP server for mailbox: lmtp: a unix socket path or host:port. */
   lmtp?: string;
+  /** Local domains whose recipients are delivered to local.lmtp before the final reply to DATA ("*":
+   * every local domain), so that the sender learns each verdict in the dialogue. */
+  deliver_in_dialogue: string[];
   /** Honour ~/.forward. */
   forward: boolean;
   allow_commands: AliasSource[];
@@ -172,6 +175,7 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
       mda: [],
       mda_from_line: true,
       command_time_limit: 600,
+      deliver_in_dialogue: [],
       forward: false,
       allow_commands: ['aliases', 'forward'],
       allow_files: ['aliases', 'forward'],

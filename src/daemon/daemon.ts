@@ -27,7 +27,7 @@ import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
 import { inFlight } from '../queue/deliver.js';
 import { flushQueue } from '../queue/flush.js';
-import { closeLocalAgents } from '../queue/local-route.js';
+import { closeDialogue, closeLocalAgents, deliverInDialogue } from '../queue/local-route.js';
 import { healthOf } from '../queue/health.js';
 import { onlineView } from '../online/state.js';
 import { startAutoRun, type AutoRun } from './auto-run.js';
@@ -99,6 +99,7 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
       spool,
       log,
       hooks: opts.hooks,
+      dialogue: deliverInDialogue,
       onMessage: (env) => {
         logReceived(log, env);
         auto?.soon();
@@ -257,6 +258,7 @@ async function stop(
   await new Promise<void>((r) => control.close(() => r()));
   // the queue runs have ended: the local delivery agents have nothing left to do
   closeLocalAgents();
+  await closeDialogue();
   fs.rmSync(store.layout.control, { force: true });
   await lock.release();
   log.log('info', 'stopped');

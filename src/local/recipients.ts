@@ -10,6 +10,7 @@
  * Trusts the configuration; the expansion checks the files it reads (host.ts). Never throws.
  */
 import type { Config } from '../config/types.js';
+import { domainOf } from '../domain/address.js';
 import { newRecipient, type Recipient } from '../domain/envelope.js';
 import { targetKey, type Expansion } from './expand.js';
 import { expandLocal, isLocalAddress } from './host.js';
@@ -32,6 +33,21 @@ export async function checkRecipientHere(cfg: Config, address: string): Promise<
   if (!isLocalAddress(cfg, address)) return undefined;
   const r = await expandLocal(cfg, address);
   return r.ok ? undefined : refusalOf(r.reply);
+}
+
+/**
+ * The user whose mailbox a recipient is delivered to inside the SMTP dialogue (local.deliver_in_dialogue
+ * with local.mailbox lmtp): its domain is listed and it expands to that one mailbox alone. Undefined for
+ * every other recipient, which is queued as usual.
+ */
+export async function dialogueUser(cfg: Config, address: string): Promise<string | undefined> {
+  const l = cfg.local;
+  if (l.mailbox !== 'lmtp' || !l.lmtp || !l.deliver_in_dialogue.length || !isLocalAddress(cfg, address))
+    return undefined;
+  if (!l.deliver_in_dialogue.includes('*') && !l.deliver_in_dialogue.includes(domainOf(address))) return undefined;
+  const ex = await expandLocal(cfg, address);
+  const t = ex.ok && ex.targets.length === 1 ? ex.targets[0]!.local : undefined;
+  return t?.kind === 'mailbox' ? t.user : undefined;
 }
 
 /** The recipients that become of one recipient by an expansion. */

@@ -9,7 +9,9 @@
  * the reason.
  */
 import type { Config } from '../config/types.js';
+import type { Readable } from 'node:stream';
 import type { Recipient } from '../domain/envelope.js';
+import type { Outcome } from '../domain/outcome.js';
 import { isLocalAddress } from '../local/host.js';
 import { expandDue } from '../local/recipients.js';
 import type { Logger } from '../log/logger.js';
@@ -87,6 +89,52 @@ export function localDelivery(cfg: Config, log: Logger): LocalDelivery {
       }),
     verify: (detail) => verifyLocal({ pool: p, mailDir: l.mail_dir }, detail as LocalDetail),
   };
+}
+
+/** The LMTP transport of deliveries in the dialogue, kept for its server while the setting stays. */
+let dialogueLmtp: { target: string; transport: Transport } | undefined;
+
+/** Delivers a message to one local mailbox through local.lmtp while its SMTP client waits
+ * (local.deliver_in_dialogue); undefined when the server could not be reached. */
+export async function deliverInDialogue(
+  cfg: Config,
+  d: {
+    id: string;
+    sender: string;
+    recipient: Recipient;
+    size: number;
+    body?: '7BIT' | '8BITMIME';
+    smtputf8?: boolean;
+    read(): Readable;
+  },
+): Promise<{ outcome: Outcome; reply: string; relay: string } | undefined> {
+  const target = cfg.local.lmtp;
+  const user = d.recipient.local?.kind === 'mailbox' ? d.recipient.local.user : undefined;
+  if (!target || !user) return undefined;
+  if (dialogueLmtp?.target !== target) {
+    void dialogueLmtp?.transport.close?.();
+    dialogueLmtp = { target, transport: lmtpTo(target, cfg.hostname) };
+  }
+  const r = d.recipient;
+  const result = await dialogueLmtp.transport.deliver({
+    id: d.id,
+    sender: d.sender,
+    recipients: [{ address: `${user}@${cfg.hostname}`, notify: r.notify, orcpt: r.orcpt }],
+    message: () => d.read(),
+    size: d.size,
+    body: d.body,
+    smtputf8: d.smtputf8,
+  });
+  const one = result.results[0];
+  if (result.down || !one) return undefined;
+  return { outcome: one.outcome, reply: one.reply, relay: result.relay };
+}
+
+/** Ends the connection kept to the LMTP server of deliveries in the dialogue (the daemon's shutdown). */
+export async function closeDialogue(): Promise<void> {
+  const t = dialogueLmtp;
+  dialogueLmtp = undefined;
+  await t?.transport.close?.();
 }
 
 /** The LMTP transport to the local delivery server (a unix socket path or host:port, plain text). */

@@ -72,6 +72,9 @@ export interface IntakePlan {
   edit(fields: HeaderField[], id: string): HeaderEdit;
   /** The envelope, built once the whole message has been read. */
   envelope(fields: HeaderField[], id: string): Omit<Envelope, 'id' | 'size'> | Promise<Omit<Envelope, 'id' | 'size'>>;
+  /** Last word before the commit, with the whole message readable: false drops it (it was dealt with
+   * otherwise) and intake resolves with its envelope uncommitted. */
+  beforeCommit?(env: Envelope, read: () => Readable): Promise<boolean>;
 }
 
 /** Streams a message into the spool and commits it; see the module header. */
@@ -112,7 +115,16 @@ export async function intake(spool: SpoolWriter, source: Readable, plan: IntakeP
     source.removeListener('close', gone);
   }
   try {
-    return await writer.commit(await plan.envelope(headers.fields, writer.id));
+    const partial = await plan.envelope(headers.fields, writer.id);
+    const read = writer.read?.bind(writer);
+    if (plan.beforeCommit && read) {
+      const env = { ...partial, id: writer.id, size: writer.bytesWritten() } as Envelope;
+      if (!(await plan.beforeCommit(env, read))) {
+        await writer.abort();
+        return env;
+      }
+    }
+    return await writer.commit(partial);
   } catch (err) {
     await writer.abort();
     throw err;

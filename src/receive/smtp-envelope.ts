@@ -16,7 +16,7 @@ import { FerryError } from '../errors.js';
 import type { DoorDeps } from './smtp.js';
 import { fieldValue, qualifyField, receivedHeader, rfc5322Date, type HeaderField } from '../scan/headers.js';
 import { LineEndGuard } from '../scan/transforms.js';
-import { intake } from './intake.js';
+import { intake, type IntakePlan } from './intake.js';
 import type { SessionFacts } from './stages.js';
 
 /** An error smtp-server turns into a reply "code enhanced text". */
@@ -81,6 +81,7 @@ export function receiveData(
   f: SessionFacts,
   door: Door,
   local?: { name: string; uid: number },
+  beforeCommit?: IntakePlan['beforeCommit'],
 ): Promise<Envelope> {
   const env = session.envelope;
   const rcpts = env.rcptTo;
@@ -94,6 +95,7 @@ export function receiveData(
     maxHops: cfg.limits.received_hops,
     minFree: cfg.limits.spool_minfree,
     declaredSize: Number(env.mailFrom && env.mailFrom.args ? env.mailFrom.args.SIZE : 0) || 0,
+    beforeCommit,
     edit: (fields, id) => {
       const prepend = !received
         ? ''

@@ -18,7 +18,8 @@ import type { ConnectionPolicy } from './connection.js';
 import { CLIENT_GONE } from './intake.js';
 import { ClientCounter, inRanges, isLoopback, mayRelay, slotRefusal } from './policy.js';
 import { isLocalAddress } from '../local/host.js';
-import { checkRecipientHere } from '../local/recipients.js';
+import { checkRecipientHere, dialogueUser } from '../local/recipients.js';
+import { dialogueReply, dialogueStep } from './dialogue.js';
 import { checkLocalSender } from './senders.js';
 import { runStage, type Hooks, type SessionFacts } from './stages.js';
 import type { DoorDeps } from './smtp.js';
@@ -39,6 +40,8 @@ interface SessionNote {
   counted: boolean;
   /** RCPT commands answered 250 in this transaction (LMTP owes one reply after DATA for each). */
   rcptOk: number;
+  /** The mailbox user the transaction's recipients are delivered to in the dialogue; "" for none. */
+  dialogue: string;
 }
 
 export type Handlers = Pick<
@@ -80,6 +83,7 @@ export function buildHandlers(
       note = {
         counted: false,
         rcptOk: 0,
+        dialogue: '',
         facts: {
           id: session.id,
           peer: session.remoteAddress,
@@ -224,7 +228,9 @@ export function buildHandlers(
         }
       }
       const f = facts(session);
-      notes.get(session)!.rcptOk = 0;
+      const note = notes.get(session)!;
+      note.rcptOk = 0;
+      note.dialogue = '';
       runStage(
         hooks.mail,
         { ...f, sender: address.address },
@@ -242,10 +248,20 @@ export function buildHandlers(
         return cb(smtpError(554, '5.7.1', `Relay access denied for <${address.address}>`));
       // a local recipient must exist (a user or an alias): an unknown one is refused in the dialogue
       (here ? checkRecipientHere(cfg, c.address) : Promise.resolve(undefined))
-        .then((refused) => {
+        .then(async (refused) => {
           if (refused) return cb(smtpError(refused.code, refused.enhanced, refused.text));
+          const note = notes.get(session)!;
+          // a recipient delivered in the dialogue has a verdict of its own: it comes alone (RFC 5321 4.5.3.1.10)
+          const user = here && deps.dialogue ? ((await dialogueUser(cfg, c.address)) ?? '') : '';
+          if (note.rcptOk > 0 && user !== note.dialogue)
+            return cb(
+              smtpError(452, '4.5.3', `Too many recipients: send <${address.address}> in a transaction of its own`),
+            );
           runStage(hooks.rcpt, f, { stage: 'rcpt', verb: 'RCPT', arg: address.address }).then((v) => {
-            if (v.action === 'continue') notes.get(session)!.rcptOk++;
+            if (v.action === 'continue') {
+              note.rcptOk++;
+              note.dialogue = user;
+            }
             verdictTo(cb)(v);
           });
         })
@@ -257,8 +273,16 @@ export function buildHandlers(
       const door: Door = session.transmissionType?.includes('LMTP') ? 'lmtp' : local ? 'sendmail-bs' : 'smtp';
       // smtp-server merges a repeated RCPT into one envelope entry, but LMTP owes a reply for each 250
       const lmtpReplies = Math.max(notes.get(session)?.rcptOk ?? 0, session.envelope.rcptTo.length);
-      const p = receiveData(cfg, deps, stream, session, f, door, local).then(
+      const user = notes.get(session)?.dialogue;
+      const step = user ? dialogueStep(cfg, deps, user, session.id) : undefined;
+      const p = receiveData(cfg, deps, stream, session, f, door, local, step?.beforeCommit).then(
         (env) => {
+          const verdict = step?.verdict();
+          if (verdict) {
+            const reply = dialogueReply(verdict, env.id);
+            if (door === 'lmtp') return cb(null, Array.from({ length: lmtpReplies }, () => reply) as string[]);
+            return typeof reply === 'string' ? cb(null, reply) : cb(reply);
+          }
           deps.onMessage?.(env);
           const text = `2.0.0 Ok: queued as ${env.id}`;
           if (door === 'lmtp')

@@ -10,11 +10,12 @@
  */
 import fs from 'node:fs';
 import type net from 'node:net';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { SMTPServerOptions } from 'smtp-server';
 import { parseListen } from '../config/schema.js';
 import type { Config } from '../config/types.js';
-import type { Envelope } from '../domain/envelope.js';
+import type { Envelope, Recipient } from '../domain/envelope.js';
+import type { Outcome } from '../domain/outcome.js';
 import { FerryError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import type { SpoolWriter } from '../spool/writer.js';
@@ -32,6 +33,29 @@ export interface DoorDeps {
   /** For sendmail -bs: the spool owner's uid (whose user, as root, may use any sender), and whether this
    * process writes the Received line (not when the message goes to the drop folder: the daemon does). */
   local?: { ownerUid: number; received: boolean };
+  /** Delivers a message's one local mailbox before the final reply to DATA (local.deliver_in_dialogue). */
+  dialogue?: (cfg: Config, d: DialogueDelivery) => Promise<DialogueVerdict | undefined>;
+}
+
+/** A message for one local mailbox, delivered while its client waits for the reply to DATA. */
+export interface DialogueDelivery {
+  id: string;
+  sender: string;
+  /** The recipient as the expansion made it (its local target names the user). */
+  recipient: Recipient;
+  size: number;
+  body?: '7BIT' | '8BITMIME';
+  smtputf8?: boolean;
+  /** The whole message, from the spool's temporary file. */
+  read(): Readable;
+}
+
+/** The delivery server's verdict with its own reply ("250 2.0.0 ...", "552 5.2.2 ..."), or uncertain:
+ * the connection broke after the whole message had gone. Undefined: the server could not be reached. */
+export interface DialogueVerdict {
+  outcome: Outcome;
+  reply: string;
+  relay: string;
 }
 
 /** A running set of SMTP and LMTP listeners. */

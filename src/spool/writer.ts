@@ -12,7 +12,8 @@
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Writable } from 'node:stream';
+import fs from 'node:fs';
+import { type Readable, Writable } from 'node:stream';
 import { spoolError } from '../errors.js';
 import type { Envelope } from '../domain/envelope.js';
 import { encodeEnvelope } from './envelope-codec.js';
@@ -25,6 +26,9 @@ export interface MessageWriter {
   /** Where the message bytes go; counts them in bytesWritten. */
   stream: Writable;
   bytesWritten(): number;
+  /** The message written so far, read back from its temporary file (once its stream has finished);
+   * only a spool's own writer has it. */
+  read?(): Readable;
   /** Makes the message durable and visible; env.id and env.size are filled in here. */
   commit(env: Omit<Envelope, 'id' | 'size'>): Promise<Envelope>;
   /** Drops the message; safe to call more than once and after a failed commit. */
@@ -149,7 +153,8 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       throw spoolError(err, 'commit a message');
     }
   };
-  return { id, stream, bytesWritten: () => counter.n, commit, abort };
+  const read = (): Readable => fs.createReadStream(tmpData);
+  return { id, stream, bytesWritten: () => counter.n, read, commit, abort };
 }
 
 /** Removes a half-committed message from queue/ and msg/ after a failed commit. */

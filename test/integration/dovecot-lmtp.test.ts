@@ -7,7 +7,19 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { ferrymail, freePort, makeConfig, queueJson, sendmail, tempDir, waitForPort, waitUntil } from '../helpers.js';
+import {
+  ferrymail,
+  freePort,
+  makeConfig,
+  queueJson,
+  RawSmtp,
+  sendmail,
+  startDaemon,
+  stopDaemon,
+  tempDir,
+  waitForPort,
+  waitUntil,
+} from '../helpers.js';
 
 let dovecot: ChildProcess | undefined;
 let dir = '';
@@ -180,4 +192,85 @@ test("local.mailbox: lmtp hands this host's users to dovecot, one answer each: t
   assert.match(text, /Final-Recipient: rfc822; ?bin@test\.example/i);
   assert.match(text, /550 5\.1\.1/);
   assert.doesNotMatch(text, /Final-Recipient: rfc822; ?daemon@/i);
+});
+
+/** One SMTP transaction up to DATA's reply: the replies to each RCPT, then to DATA (when one was taken). */
+async function transaction(c: RawSmtp, rcpts: string[], body: string): Promise<{ rcpt: string[]; data?: string }> {
+  assert.match(await c.cmd('MAIL FROM:<sender@laptop.local>'), /^250/);
+  const rcpt: string[] = [];
+  for (const r of rcpts) rcpt.push(await c.cmd(`RCPT TO:<${r}>`));
+  if (!rcpt.some((r) => r.startsWith('250'))) {
+    await c.cmd('RSET');
+    return { rcpt };
+  }
+  assert.match(await c.cmd('DATA'), /^354/);
+  c.send(`${body.replace(/\n/g, '\r\n')}\r\n.\r\n`);
+  return { rcpt, data: await c.reply() };
+}
+
+test("local.deliver_in_dialogue: dovecot's verdict is the reply to DATA, one mailbox per transaction, nothing queued", async () => {
+  const cfg = await makeConfig(
+    `local:\n  root: root\n  aliases: ""\n  mailbox: lmtp\n  lmtp: "127.0.0.1:${port}"\n  deliver_in_dialogue: ["*"]\n`,
+  );
+  const d = await startDaemon(cfg);
+  try {
+    const c = await RawSmtp.connect(cfg.port);
+    assert.match(await c.reply(), /^220/);
+    assert.match(await c.cmd('EHLO client.example'), /^250/);
+    const box = path.join(dir, 'mail', 'daemon', 'Maildir', 'new');
+    const before = fs.existsSync(box) ? fs.readdirSync(box).length : 0;
+    // daemon is dovecot's: delivered before the 250; bin, another mailbox, must come on its own
+    const first = await transaction(
+      c,
+      ['daemon@test.example', 'bin@test.example'],
+      'Subject: in the dialogue\n\nhello',
+    );
+    assert.match(first.rcpt[0]!, /^250/);
+    assert.match(first.rcpt[1]!, /^452 4\.5\.3 /);
+    assert.match(first.data!, /^250 2\.0\.0 .*delivered to the mailbox/);
+    assert.equal(fs.readdirSync(box).length, before + 1, 'in the Maildir once the client has its 250');
+    const stored = fs.readdirSync(box).map((f) => fs.readFileSync(path.join(box, f), 'latin1'));
+    assert.ok(stored.some((m) => /^Subject: in the dialogue$/m.test(m) && /^Received: from client\.example/m.test(m)));
+    // bin is no user of dovecot's: its refusal is the reply to DATA, and no notice is made
+    const second = await transaction(c, ['bin@test.example'], 'Subject: refused\n\nhello');
+    assert.match(second.data!, /^550 5\.1\.1 /);
+    // a recipient queued as usual (an unknown domain to relay, from loopback) cannot join one in the dialogue
+    const mixed = await transaction(c, ['someone@example.net', 'daemon@test.example'], 'Subject: mixed\n\nhello');
+    assert.match(mixed.rcpt[1]!, /^452 4\.5\.3 /);
+    assert.match(mixed.data!, /^250 2\.0\.0 Ok: queued as /);
+    assert.match(await c.cmd('QUIT'), /^221/);
+    c.close();
+    const q = await queueJson(cfg);
+    assert.deepEqual(
+      q.map((m) => m.recipients.map((r: Record<string, string>) => r.address).join(',')),
+      ['someone@example.net'],
+      'only the relayed message is queued',
+    );
+    assert.match(d.log(), /=> \S+ .*to=<daemon@test\.example>.*in=dialogue/);
+    assert.match(d.log(), /\*\* \S+ .*to=<bin@test\.example>.*550 5\.1\.1.*in=dialogue/);
+  } finally {
+    await stopDaemon(d);
+  }
+});
+
+test('local.deliver_in_dialogue: a mailbox server that cannot be reached leaves the message queued, with a 250 that says so', async () => {
+  const closed = await freePort();
+  const cfg = await makeConfig(
+    `local:\n  root: root\n  aliases: ""\n  mailbox: lmtp\n  lmtp: "127.0.0.1:${closed}"\n  deliver_in_dialogue: [test.example]\n`,
+  );
+  const d = await startDaemon(cfg);
+  try {
+    const c = await RawSmtp.connect(cfg.port);
+    assert.match(await c.reply(), /^220/);
+    assert.match(await c.cmd('EHLO client.example'), /^250/);
+    const t = await transaction(c, ['daemon@test.example'], 'Subject: later\n\nhello');
+    assert.match(t.data!, /^250 2\.0\.0 Ok: queued as /);
+    c.close();
+    const q = await queueJson(cfg);
+    assert.equal(q.length, 1);
+    assert.equal(q[0]!.recipients[0].address, 'daemon@test.example');
+    assert.match(d.log(), /could not be reached; the message is queued/);
+  } finally {
+    await stopDaemon(d);
+  }
 });
