@@ -129,7 +129,7 @@ export const PARALLEL_MESSAGES = 8;
 
 /** Messages for this host alone delivered at once: their time goes into fsyncs, not into a peer's
  * patience, so more of them in flight share each one (32 measured best on 2 cores, bench/local.sh). */
-export const PARALLEL_LOCAL = 32;
+export const PARALLEL_LOCAL = 64;
 
 /** Runs the queue once; resolves with counts. One transport per route serves the whole run (so that it
  * can keep its connection open from message to message) and is closed at the end. */

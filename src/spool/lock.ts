@@ -8,6 +8,10 @@
  * one holder's directory is in place at any time. Everything lives inside the spool's owner-only (0700)
  * directories, so no other user can see, take or squat a lock.
  *
+ * A directory holding a link to the process socket is used again: released, it is renamed back into
+ * tmp/ (its socket's name, s.PID.RAND, is only ever taken again by the same process, so the rules
+ * below still hold), and the next lock is one rename in and one rename out.
+ *
  * A holder killed with SIGKILL leaves its directory behind, but the socket in it no longer accepts
  * connections (ECONNREFUSED): such a stale lock is recovered by removing that one socket file, by its own
  * unique name, and then the directory, which rmdir removes only while empty. A recoverer therefore never
@@ -127,19 +131,20 @@ interface Prepared {
 }
 
 /** Makes a directory tmp/lock.TAG and puts the socket s.TAG in it with `put`; the directory is removed
- * again when that fails. */
+ * again when that fails. The directory calls here and in install and release are synchronous: each is
+ * one quick metadata call, cheaper on the event loop than a trip through the thread pool. */
 async function prepareDir<T>(
   spoolDir: string,
-  put: (dir: string, sock: string) => Promise<T>,
+  put: (dir: string, sock: string) => T | Promise<T>,
 ): Promise<{ dir: string; sock: string } & T> {
   const tag = uniqueTag();
   const dir = path.join(spoolDir, 'tmp', `lock.${tag}`);
-  await fsp.mkdir(dir, { mode: 0o700 });
+  fs.mkdirSync(dir, { mode: 0o700 });
   const sock = `s.${tag}`;
   try {
     return { dir, sock, ...(await put(dir, sock)) };
   } catch (err) {
-    await fsp.rm(dir, { recursive: true, force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
     throw err;
   }
 }
@@ -180,12 +185,24 @@ function processSocket(spoolDir: string): Promise<string> {
   return p;
 }
 
+/** Released directories with a link to this process's socket, ready for its next lock, by spool. */
+const spare = new Map<string, Prepared[]>();
+/** Most spare directories kept per spool (as many as locks are held at once, at most). */
+const SPARE_MAX = 256;
+
+process.once('exit', () => {
+  for (const list of spare.values()) for (const p of list) fs.rmSync(p.dir, { recursive: true, force: true });
+});
+
 /**
  * Prepares a directory under tmp/ holding a new hard link, under a name of its own, to this process's
  * socket: a lock costs a mkdir, a link and a rename, not a socket (the kernel still refuses connections
- * to it the moment the process dies). Where links cannot be made, the directory gets a socket of its own.
+ * to it the moment the process dies), and a spare directory only the rename. Where links cannot be
+ * made, the directory gets a socket of its own.
  */
 async function prepare(spoolDir: string): Promise<Prepared> {
+  const list = spare.get(spoolDir);
+  for (let p = list?.pop(); p; p = list?.pop()) if (fs.existsSync(p.dir)) return p;
   for (let i = 0; i < 2; i++) {
     let base: string;
     try {
@@ -194,8 +211,8 @@ async function prepare(spoolDir: string): Promise<Prepared> {
       break;
     }
     try {
-      return await prepareDir(spoolDir, async (dir, sock) => {
-        await fsp.link(base, path.join(dir, sock));
+      return await prepareDir(spoolDir, (dir, sock) => {
+        fs.linkSync(base, path.join(dir, sock));
         return {};
       });
     } catch (err) {
@@ -207,10 +224,18 @@ async function prepare(spoolDir: string): Promise<Prepared> {
   return prepareOwn(spoolDir);
 }
 
+/** Keeps a directory with a link to the process socket for the next lock (or removes it). */
+function keepSpare(spoolDir: string, p: Prepared): void {
+  let list = spare.get(spoolDir);
+  if (!list) spare.set(spoolDir, (list = []));
+  if (list.length < SPARE_MAX) list.push(p);
+  else fs.rmSync(p.dir, { recursive: true, force: true });
+}
+
 /** Moves a prepared directory onto the lock's place; false when a holder's directory is there. */
 async function install(prepared: string, target: string): Promise<boolean> {
   try {
-    await fsp.rename(prepared, target);
+    fs.renameSync(prepared, target);
     return true;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
@@ -250,29 +275,31 @@ export async function tryLockHolder(spoolDir: string, what: string): Promise<Loc
   try {
     for (let i = 0; i < 5; i++) {
       if (mine.has(target)) break;
-      if (await install(p.dir, target)) return held(what, target, p.sock, p.server);
+      if (await install(p.dir, target)) return held(spoolDir, what, target, p);
       const holder = await inspect(target);
       if (holder) {
-        await close(p);
+        await close(spoolDir, p);
         return holder;
       }
     }
-    await close(p);
+    await close(spoolDir, p);
     return { pid: 0 };
   } catch (err) {
-    await close(p);
+    await close(spoolDir, p);
     throw spoolError(err, `take the ${what} lock`);
   }
 }
 
-/** Gives up a prepared directory that was not installed. */
-async function close(p: Prepared): Promise<void> {
-  if (p.server) await new Promise<void>((r) => p.server!.close(() => r()));
-  await fsp.rm(p.dir, { recursive: true, force: true });
+/** Gives up a prepared directory that was not installed (one linked to the process socket is kept). */
+async function close(spoolDir: string, p: Prepared): Promise<void> {
+  if (!p.server) return keepSpare(spoolDir, p);
+  await new Promise<void>((r) => p.server!.close(() => r()));
+  fs.rmSync(p.dir, { recursive: true, force: true });
 }
 
-/** The lock as held: release removes the socket file, then the directory (only while empty). */
-function held(what: string, target: string, sock: string, server?: net.Server): Lock {
+/** The lock as held: release moves a directory linked to the process socket back to tmp/ for the next
+ * lock; otherwise (or when that fails) it removes the socket file, then the directory (only while empty). */
+function held(spoolDir: string, what: string, target: string, p: Prepared): Lock {
   mine.add(target);
   let released = false;
   return {
@@ -280,14 +307,26 @@ function held(what: string, target: string, sock: string, server?: net.Server): 
     release: async () => {
       if (released) return;
       released = true;
-      await fsp.unlink(path.join(target, sock)).catch(() => undefined);
+      mine.delete(target);
+      if (!p.server) {
+        try {
+          fs.renameSync(target, p.dir);
+          return keepSpare(spoolDir, p);
+        } catch {
+          /* tmp/ is gone (a spool made again): removed below */
+        }
+      }
       try {
-        await fsp.rmdir(target);
+        fs.unlinkSync(path.join(target, p.sock));
+      } catch {
+        /* removed already (a spool made again) */
+      }
+      try {
+        fs.rmdirSync(target);
       } catch {
         /* a newer holder moved in already, or it is gone */
       }
-      mine.delete(target);
-      if (server) await new Promise<void>((r) => server.close(() => r()));
+      if (p.server) await new Promise<void>((r) => p.server!.close(() => r()));
     },
   };
 }

@@ -19,8 +19,11 @@ const S_ISVTX = 0o1000;
 
 /** The effective user id, or -1 where there is none (never on the platforms ferrymail runs on). */
 function euid(): number {
-  return process.geteuid?.() ?? -1;
+  // a process of ferrymail never changes its ids once running (agents are processes of their own)
+  ownEuid ??= process.geteuid?.() ?? -1;
+  return ownEuid;
 }
+let ownEuid: number | undefined;
 
 /** An unsafe spool: says what and why, and what to do. */
 function unsafe(p: string, why: string): FerryError {

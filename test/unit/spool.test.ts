@@ -206,6 +206,35 @@ test('a lock whose holder was killed is taken over; racing takers never both hol
   assert.equal(results.filter((r) => r === 'busy').length, 7, results.join(','));
 });
 
+test('a released lock directory is used again by the next lock of the process, and gone when it exits', async () => {
+  const root = tempDir();
+  const spareDirs = (): string[] => fs.readdirSync(path.join(root, 'tmp')).filter((n) => n.startsWith('lock.'));
+  const a = await tryLock(root, 'msg/A');
+  assert.ok(a);
+  const sockA = fs.readdirSync(path.join(root, 'lock', 'msg.A'))[0];
+  await a.release();
+  assert.equal(fs.existsSync(path.join(root, 'lock', 'msg.A')), false, 'released: the lock is free');
+  assert.equal(spareDirs().length, 1, 'its directory waits in tmp/');
+  const b = await tryLock(root, 'msg/B');
+  assert.ok(b);
+  assert.deepEqual(fs.readdirSync(path.join(root, 'lock', 'msg.B')), [sockA], 'the same directory, moved in');
+  assert.equal(spareDirs().length, 0);
+  assert.equal(await tryLock(root, 'msg/B'), null, 'held by this process');
+  await b.release();
+  // a process that ends leaves no spare directory behind
+  const script = `import('${path.join(ROOT, 'dist', 'src', 'spool', 'lock.js')}').then(async (m) => { for (const n of ['m1', 'm2', 'm3']) { const l = await m.tryLock(${JSON.stringify(root)}, n); await l.release(); } process.stdout.write(String(require('node:fs').readdirSync(${JSON.stringify(path.join(root, 'tmp'))}).length)); })`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  await new Promise((r) => child.once('exit', r));
+  assert.ok(Number(out) >= 2, `the child had its spare directory while running (${out})`);
+  assert.equal(spareDirs().length, 1, 'only ours is left: the child removed its own at exit');
+  assert.deepEqual(
+    fs.readdirSync(path.join(root, 'lock')).filter((n) => !n.startsWith('proc.')),
+    [],
+  );
+});
+
 test('reading a spool that does not exist yet creates nothing and lists nothing', async () => {
   const root = path.join(tempDir(), 'not-yet');
   const { entries } = await openStore(root).list();
