@@ -19,9 +19,27 @@ import { deliverMbox, verifyMbox, type MboxMark } from './mbox.js';
 import { RequestReader, type AgentAnswer, type AgentRequest, type DeliverJob, type VerifyJob } from './protocol.js';
 import type { LocalResult } from './results.js';
 
-/** Writes one answer line. */
+/** Answers waiting for the end of this turn of the event loop: they go in one write. */
+let pendingOut: string[] = [];
+
+/** Writes one answer line (with the others of this turn). */
 function send(a: AgentAnswer): void {
-  process.stdout.write(`${JSON.stringify(a)}\n`);
+  if (pendingOut.length === 0) setImmediate(flushOut);
+  pendingOut.push(`${JSON.stringify(a)}\n`);
+}
+
+/** Writes the answers waiting (a pipe's stdout is written synchronously: they are out on return). */
+function flushOut(): void {
+  if (!pendingOut.length) return;
+  const text = pendingOut.join('');
+  pendingOut = [];
+  process.stdout.write(text);
+}
+
+/** Ends the agent once its answers are out. */
+function exit(): void {
+  flushOut();
+  process.exit(0);
 }
 
 /** Becomes the user: groups, group, user. Returns a reason when it cannot. */
@@ -137,7 +155,7 @@ function handle(req: AgentRequest, body?: Buffer): void {
     .then((a) => {
       send(a as AgentAnswer);
       busy--;
-      if (ending && busy === 0) process.exit(0);
+      if (ending && busy === 0) exit();
     });
 }
 
@@ -160,7 +178,7 @@ async function main(): Promise<void> {
   process.stdin.on('data', (d: Buffer) => reader.push(d));
   process.stdin.on('end', () => {
     ending = true;
-    if (busy === 0) process.exit(0);
+    if (busy === 0) exit();
   });
 }
 

@@ -107,9 +107,19 @@ class Agent {
     this.gone(this);
   }
 
-  /** Writes frames to the agent. */
+  /** Frames waiting for the end of this turn of the event loop. */
+  private pendingOut: Buffer[] = [];
+
+  /** Writes frames to the agent: those of one turn of the event loop go in one write. */
   private write(frames: Buffer[]): void {
-    if (!this.ended) this.child.stdin!.write(Buffer.concat(frames));
+    if (this.ended) return;
+    if (this.pendingOut.length === 0)
+      setImmediate(() => {
+        const all = this.pendingOut;
+        this.pendingOut = [];
+        if (!this.ended) this.child.stdin!.write(all.length === 1 ? all[0]! : Buffer.concat(all));
+      });
+    this.pendingOut.push(...frames);
   }
 
   /** Ends the agent once it has been idle a while; an idle agent does not keep this process alive. */
