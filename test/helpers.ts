@@ -389,7 +389,19 @@ export async function waitUntil(
   }
 }
 
-/** The file names in a spool's tmp/, msg/, queue/, hold/ and corrupt/ folders (missing folder: none). */
+/** Whether a process lives. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The file names in a spool's tmp/, msg/, queue/, hold/ and corrupt/ folders (missing folder: none).
+ * tmp/ leaves out the spare lock directories of living processes (tmp/lock.PID.RAND, kept for their
+ * next lock); those of dead processes show. */
 export function spoolFiles(cfg: { spool: string }): Record<'tmp' | 'msg' | 'queue' | 'hold' | 'corrupt', string[]> {
   const list = (d: string): string[] => {
     try {
@@ -398,7 +410,8 @@ export function spoolFiles(cfg: { spool: string }): Record<'tmp' | 'msg' | 'queu
       return [];
     }
   };
-  return { tmp: list('tmp'), msg: list('msg'), queue: list('queue'), hold: list('hold'), corrupt: list('corrupt') };
+  const tmp = list('tmp').filter((n) => !(n.startsWith('lock.') && alive(Number(n.split('.')[1]))));
+  return { tmp, msg: list('msg'), queue: list('queue'), hold: list('hold'), corrupt: list('corrupt') };
 }
 
 /** What one SMTP transaction sent by smtpSend got back. */

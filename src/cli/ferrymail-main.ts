@@ -169,6 +169,18 @@ export function buildProgram(setCode: (n: number) => void): Command {
       }),
     );
 
+  const hooks = program.command('hooks').description('the hooks at the SMTP stages (hooks:, docs/hooks.md)');
+  hooks
+    .command('list')
+    .description('what runs at each stage, in order, with its timeout and on_error, loaded as the daemon loads it')
+    .option('--json', 'machine-readable output')
+    .action(
+      act(async (o: Opts, cmd: Command) => {
+        const { listHooks } = await import('./hooks-cmds.js');
+        return listHooks(config(cmd), out, o.json);
+      }),
+    );
+
   program
     .command('flush')
     .description('run the queue now (through the daemon when it runs)')

@@ -111,6 +111,12 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
           : (parseDuration(s.auth.failure_window) ?? d.auth.failure_window),
     },
     submission: { local_senders: s.submission?.local_senders ?? d.submission.local_senders },
+    hooks: (s.hooks ?? []).map((h) => ({
+      ...h,
+      path: abs(h.path)!,
+      timeout: h.timeout === undefined ? 30 : (parseDuration(h.timeout) ?? 30),
+      on_error: h.on_error ?? 'tempfail',
+    })),
     online: {
       state_file: abs(s.online?.state_file),
       command: s.online?.command ?? [],

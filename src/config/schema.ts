@@ -10,7 +10,16 @@ import { parseListen } from './paths.js';
 export { parseListen };
 
 /** The kinds of value a setting can hold. */
-export type FieldType = 'string' | 'integer' | 'boolean' | 'string[]' | 'enum' | 'duration' | 'duration[]' | 'map[]';
+export type FieldType =
+  | 'string'
+  | 'integer'
+  | 'boolean'
+  | 'string[]'
+  | 'enum'
+  | 'duration'
+  | 'duration[]'
+  | 'map[]'
+  | 'mapping';
 
 /** One setting. */
 export interface Field {
@@ -145,6 +154,41 @@ export const LOCAL_SENDER_FIELDS: readonly Field[] = [
     required: true,
     check: checkSenderPattern,
     doc: 'Envelope senders this user may use: addresses, * and ? globs, ${user} for the login name, <> for the null sender.',
+  },
+];
+
+/** The stages a configured hook may serve. */
+export const HOOK_STAGES = ['connect', 'helo', 'mail', 'rcpt', 'data', 'other', 'unknown'] as const;
+
+/** The keys of one hooks element. */
+export const HOOK_FIELDS: readonly Field[] = [
+  {
+    key: 'path',
+    type: 'string',
+    required: true,
+    doc: 'The hook module (ESM JavaScript), an absolute path or one relative to the configuration directory; it and its folders must belong to root or the daemon user and be writable by no one else.',
+  },
+  { key: 'name', type: 'string', doc: 'Its name in the log and in `ferrymail hooks list` (default: the file name).' },
+  {
+    key: 'stages',
+    type: 'string[]',
+    check: (v) =>
+      (HOOK_STAGES as readonly string[]).includes(v) ? undefined : `must be one of ${HOOK_STAGES.join(', ')}`,
+    doc: 'The stages it serves, of those its module has handlers for (default: all of them).',
+  },
+  { key: 'options', type: 'mapping', doc: 'Passed to the module as they are.' },
+  {
+    key: 'timeout',
+    type: 'duration',
+    min: 1,
+    max: 600,
+    doc: 'How long one call may take; longer is a failure (default 30s).',
+  },
+  {
+    key: 'on_error',
+    type: 'enum',
+    values: ['tempfail', 'accept'],
+    doc: 'What a failure (a throw, no answer in time, no verdict) means: tempfail (451, the default) or accept (the hook is passed over).',
   },
 ];
 
@@ -462,6 +506,12 @@ export const FIELDS: readonly Field[] = [
     min: 1,
     max: 86_400,
     doc: 'How long a failed AUTH attempt counts against its client address and user name, and how long a lockout lasts.',
+  },
+  {
+    key: 'hooks',
+    type: 'map[]',
+    fields: HOOK_FIELDS,
+    doc: 'Modules run at the SMTP stages, in this order (docs/hooks.md).',
   },
   {
     key: 'submission.local_senders',

@@ -42,6 +42,8 @@ function fieldSchema(f: Field): Record<string, unknown> {
       return DURATION_SCHEMA;
     case 'duration[]':
       return { type: 'array', items: DURATION_SCHEMA };
+    case 'mapping':
+      return { type: 'object' };
     case 'map[]': {
       const properties = Object.fromEntries((f.fields ?? []).map((s) => [s.key, fieldSchema(s)]));
       const required = (f.fields ?? []).filter((s) => s.required).map((s) => s.key);

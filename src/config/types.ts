@@ -47,6 +47,8 @@ export interface Config {
   auth: { users_file?: string; max_failures: number; failure_window: number };
   /** Who may submit what. */
   submission: { local_senders: LocalSenders[] };
+  /** Hook modules at the SMTP stages, in order. */
+  hooks: HookSetting[];
   online: { state_file?: string; command: string[]; rules: InterfaceRule[]; probe_timeout: number };
   /** Mail for this host's own people: what is local, aliases, mailboxes (docs/local.md). */
   local: LocalSettings;
@@ -105,6 +107,16 @@ export interface LocalSettings {
   allow_files: AliasSource[];
 }
 
+/** One hooks entry, its path absolute and its timeout in seconds. */
+export interface HookSetting {
+  path: string;
+  name?: string;
+  stages?: string[];
+  options?: Record<string, unknown>;
+  timeout: number;
+  on_error: 'tempfail' | 'accept';
+}
+
 /** One submission.local_senders entry: a login name (or *) and the envelope senders it may use. */
 export interface LocalSenders {
   user: string;
@@ -114,9 +126,23 @@ export interface LocalSenders {
 /** The settings a file can give; everything optional. */
 export type Settings = Omit<
   Partial<Config>,
-  'dir' | 'file' | 'fromFile' | 'limits' | 'smtp' | 'tls' | 'auth' | 'online' | 'queue' | 'submission' | 'local'
+  | 'dir'
+  | 'file'
+  | 'fromFile'
+  | 'limits'
+  | 'smtp'
+  | 'tls'
+  | 'auth'
+  | 'online'
+  | 'queue'
+  | 'submission'
+  | 'local'
+  | 'hooks'
 > & {
   local?: Partial<LocalSettings>;
+  hooks?: Array<
+    Omit<HookSetting, 'timeout' | 'on_error'> & { timeout?: string | number; on_error?: 'tempfail' | 'accept' }
+  >;
   online?: Partial<Config['online']>;
   /** Durations as written: "5m", "4h", or whole seconds. */
   queue?: Partial<Record<'retry_min' | 'retry_max' | 'lifetime' | 'route_hold_down', string | number>> & {
@@ -161,6 +187,7 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     tls: {},
     auth: { max_failures: 10, failure_window: 900 },
     submission: { local_senders: [] },
+    hooks: [],
     online: { command: [], rules: [], probe_timeout: 2000 },
     local: {
       domains: [],

@@ -47,6 +47,8 @@ function checkScalar(field: Field, value: unknown): string | undefined {
       return checkDuration(field, value);
     case 'map[]':
       return 'must be a list of mappings';
+    case 'mapping':
+      return value !== null && typeof value === 'object' && !Array.isArray(value) ? undefined : 'must be a mapping';
   }
 }
 

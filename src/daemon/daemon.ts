@@ -16,9 +16,10 @@ import type { Envelope } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { setReclaim } from '../spool/reclaim.js';
-import { startSmtpDoor, type SmtpDoor } from '../receive/smtp.js';
+import { type DoorDeps, startSmtpDoor, type SmtpDoor } from '../receive/smtp.js';
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import { loadHooks } from '../receive/hook-modules.js';
 import type { Hooks } from '../receive/stages.js';
 import { isId } from '../spool/id.js';
 import { tryLockHolder, type Lock } from '../spool/lock.js';
@@ -66,6 +67,14 @@ export function logReceived(log: Logger, env: Envelope): void {
   });
 }
 
+/** The hooks given in code (tests, embedding) first, then the configured ones, stage by stage. */
+function mergeHooks(given: Hooks | undefined, loaded: Hooks): Hooks {
+  const out: Hooks = { ...given };
+  for (const [stage, list] of Object.entries(loaded) as Array<[keyof Hooks, NonNullable<Hooks[keyof Hooks]>]>)
+    out[stage] = [...(out[stage] ?? []), ...list];
+  return out;
+}
+
 /** Starts the daemon; resolves once it listens. */
 export async function startDaemon(first: Config, opts: DaemonOptions = {}): Promise<Daemon> {
   let cfg = first;
@@ -76,6 +85,7 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
   setReclaim(minorGc());
   let control: net.Server | null = null;
   let door: SmtpDoor | null = null;
+  let doorDeps: DoorDeps | null = null;
   let auto: AutoRun | null = null;
   let drops: PickupWatch | null = null;
   const view = onlineView(cfg.online);
@@ -95,16 +105,17 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
       reload: () => reload(),
     });
     await recover(store, log);
-    door = await startSmtpDoor(cfg, {
+    doorDeps = {
       spool,
       log,
-      hooks: opts.hooks,
+      hooks: mergeHooks(opts.hooks, (await loadHooks(cfg, (text) => log.log('warn', text))).hooks),
       dialogue: deliverInDialogue,
       onMessage: (env) => {
         logReceived(log, env);
         auto?.soon();
       },
-    });
+    };
+    door = await startSmtpDoor(cfg, doorDeps);
     auto = startAutoRun(cfg, log, view);
     drops = watchDrops(cfg, { spool, store, log, onMessage: (env) => (logReceived(log, env), auto?.soon()) });
   } catch (err) {
@@ -121,6 +132,13 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
     let next: Config;
     try {
       next = loadConfig(cfg.file);
+    } catch (err) {
+      log.log('error', 'configuration not reloaded; the one in use stays', { error: (err as Error).message });
+      return false;
+    }
+    try {
+      // the hooks of the new configuration, loaded anew; the door's next sessions take them
+      doorDeps!.hooks = mergeHooks(opts.hooks, (await loadHooks(next, (text) => log.log('warn', text))).hooks);
     } catch (err) {
       log.log('error', 'configuration not reloaded; the one in use stays', { error: (err as Error).message });
       return false;

@@ -18,7 +18,15 @@ import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { isUtf8 } from 'node:buffer';
 import type { Socket } from 'node:net';
 import { dataDeadline } from './policy.js';
-import { replyText, runStage, type Hooks, type SessionFacts, type Stage } from './stages.js';
+import {
+  replyText,
+  runStage,
+  verdictReply,
+  type HookWarn,
+  type Hooks,
+  type SessionFacts,
+  type Stage,
+} from './stages.js';
 
 /** What the connection needs from the door. */
 export interface ConnectionPolicy {
@@ -28,6 +36,8 @@ export interface ConnectionPolicy {
   earlyTalkerDelay: number;
   errorLimit: number;
   hooks: Hooks;
+  /** Where a hook's failure is logged. */
+  warnHook?: HookWarn;
   facts(conn: FerryConnection): SessionFacts;
   /** The session is ending: stop counting it against the connection limits. */
   release(conn: FerryConnection): void;
@@ -235,9 +245,10 @@ export class FerryConnection extends SMTPConnection {
       verb === 'AUTH'
         ? (line.slice(verb.length).trim().split(/\s+/)[0] ?? '').toUpperCase()
         : line.slice(verb.length).trim();
-    runStage(hooks, this.policy.facts(this), { stage, verb, arg }).then((v) => {
-      if (v.action === 'continue') return proceed();
-      this.send(v.action === 'disconnect' ? 421 : v.reply.code, replyText(v.reply));
+    runStage(hooks, this.policy.facts(this), { stage, verb, arg }, undefined, this.policy.warnHook).then((v) => {
+      if (v.action === 'continue' || v.action === 'accept') return proceed();
+      const reply = verdictReply(v);
+      this.send(reply.code, replyText(reply));
       if (v.action === 'disconnect') this.close();
       next();
     });

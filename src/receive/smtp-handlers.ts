@@ -21,7 +21,7 @@ import { isLocalAddress } from '../local/host.js';
 import { checkRecipientHere, dialogueUser } from '../local/recipients.js';
 import { dialogueReply, dialogueStep } from './dialogue.js';
 import { checkLocalSender } from './senders.js';
-import { runStage, type Hooks, type SessionFacts } from './stages.js';
+import { runStage, verdictReply, type HookWarn, type Hooks, type SessionFacts } from './stages.js';
 import type { DoorDeps } from './smtp.js';
 import {
   intakeReply,
@@ -49,6 +49,8 @@ export type Handlers = Pick<
   'onConnect' | 'onSecure' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'
 > & {
   facts(session: SMTPServerSession): SessionFacts;
+  /** Where a hook's failure is logged. */
+  warnHook: HookWarn;
   release(session: SMTPServerSession): void;
   hooks: Hooks;
   /** Messages being taken in right now. */
@@ -71,6 +73,7 @@ export function buildHandlers(
   const counter = new ClientCounter();
   const notes = new WeakMap<SMTPServerSession, SessionNote>();
   const hooks = deps.hooks ?? {};
+  const warnHook: HookWarn = (text, fields) => deps.log.log('warn', text, fields);
   const userFile = cfg.auth.users_file && !stdio ? readUsers(cfg.auth.users_file) : null;
   for (const w of userFile?.warnings ?? []) deps.log.log('warn', w);
   const users = userFile?.users ?? null;
@@ -117,12 +120,14 @@ export function buildHandlers(
 
   /** Callback adapter: runs a stage and maps its verdict onto smtp-server's callback. */
   const verdictTo = (cb: (err?: Error | null) => void) => (v: Awaited<ReturnType<typeof runStage>>) => {
-    if (v.action === 'continue') return cb();
-    cb(smtpError(v.action === 'disconnect' ? 421 : v.reply.code, v.reply.enhanced, v.reply.text));
+    if (v.action === 'continue' || v.action === 'accept') return cb();
+    const reply = verdictReply(v);
+    cb(smtpError(reply.code, reply.enhanced, reply.text));
   };
 
   return {
     hooks,
+    warnHook,
     trusted,
     isLocal: (session) => localUsers.has(session.id),
     facts,
@@ -153,7 +158,9 @@ export function buildHandlers(
       if (refusal === 'client')
         return cb(smtpError(421, '4.7.0', `${cfg.hostname} Too many connections from your address`));
       session.disabledCommands = disabledFor(cfg, session, users, localUsers.has(session.id));
-      runStage(hooks.connect, facts(session), { stage: 'connect', verb: '', arg: '' }).then(verdictTo(cb));
+      runStage(hooks.connect, facts(session), { stage: 'connect', verb: '', arg: '' }, undefined, warnHook).then(
+        verdictTo(cb),
+      );
     },
     onSecure(_socket, session, cb) {
       session.disabledCommands = disabledFor(cfg, session, users, localUsers.has(session.id));
@@ -235,6 +242,8 @@ export function buildHandlers(
         hooks.mail,
         { ...f, sender: address.address },
         { stage: 'mail', verb: 'MAIL', arg: address.address },
+        undefined,
+        warnHook,
       ).then(verdictTo(cb));
     },
     onRcptTo(address: SMTPServerAddress, session, cb) {
@@ -257,13 +266,15 @@ export function buildHandlers(
             return cb(
               smtpError(452, '4.5.3', `Too many recipients: send <${address.address}> in a transaction of its own`),
             );
-          runStage(hooks.rcpt, f, { stage: 'rcpt', verb: 'RCPT', arg: address.address }).then((v) => {
-            if (v.action === 'continue') {
-              note.rcptOk++;
-              note.dialogue = user;
-            }
-            verdictTo(cb)(v);
-          });
+          runStage(hooks.rcpt, f, { stage: 'rcpt', verb: 'RCPT', arg: address.address }, undefined, warnHook).then(
+            (v) => {
+              if (v.action === 'continue' || v.action === 'accept') {
+                note.rcptOk++;
+                note.dialogue = user;
+              }
+              verdictTo(cb)(v);
+            },
+          );
         })
         .catch((err: Error) => cb(smtpError(451, '4.3.0', `Recipient not checked: ${err.message}`)));
     },

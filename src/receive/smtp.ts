@@ -279,6 +279,7 @@ function serverPolicy(cfg: Config, h: Handlers): ConnectionPolicy {
     earlyTalkerDelay: cfg.smtp.early_talker_delay,
     errorLimit: cfg.limits.errors,
     hooks: h.hooks,
+    warnHook: h.warnHook,
     facts: (conn: FerryConnection) => h.facts(conn.session),
     release: (conn: FerryConnection) => h.release(conn.session),
     sessionTimeMs: cfg.limits.session_time * 1000,

@@ -1,9 +1,12 @@
 /**
  * The SMTP stages and their hooks: connect, helo, mail, rcpt, data, other commands, unknown commands.
  *
- * A hook sees plain facts about the session and returns a verdict from a closed set. Hooks of a stage
- * run in order; the first verdict that is not "continue" decides. A hook that throws or does not answer
- * within its timeout yields a temporary failure (451 4.3.0 / 4.4.5), never a silent pass.
+ * A hook sees plain facts about the session and returns a verdict from a closed set: continue (the next
+ * hook decides), accept (the stage passes; its later hooks are skipped), defer (4xx), reject (5xx) or
+ * disconnect (421 and the session ends), each with its own reply. Hooks of a stage run in order; the
+ * first verdict that is not "continue" decides. A hook that throws, answers something that is no
+ * verdict, or does not answer within its timeout yields a temporary failure (451 4.3.0 / 4.4.5) with a
+ * log line, never a silent pass, unless that hook was configured with on_error: accept.
  */
 import type { Reply } from '../domain/outcome.js';
 
@@ -13,6 +16,8 @@ export type Stage = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'other' | 'u
 /** What a hook decides. */
 export type Verdict =
   | { action: 'continue' }
+  | { action: 'accept' }
+  | { action: 'defer'; reply: Reply }
   | { action: 'reject'; reply: Reply }
   | { action: 'disconnect'; reply: Reply };
 
@@ -42,8 +47,20 @@ export interface StageInput {
 /** A hook: async or not. */
 export type Hook = (s: SessionFacts, input: StageInput) => Verdict | Promise<Verdict>;
 
+/** A hook as the configuration names it: its name for the log, its time limit, and what its failure means. */
+export interface HookEntry {
+  name: string;
+  run: Hook;
+  timeoutMs: number;
+  /** tempfail: a throw or timeout defers (the default); accept: it counts as continue. */
+  onError: 'tempfail' | 'accept';
+}
+
 /** Hooks by stage. */
-export type Hooks = Partial<Record<Stage, Hook[]>>;
+export type Hooks = Partial<Record<Stage, Array<Hook | HookEntry>>>;
+
+/** Where a stage's failures are told: a hook that threw, timed out or answered nonsense. */
+export type HookWarn = (text: string, fields: Record<string, string | number | undefined>) => void;
 
 export const CONTINUE: Verdict = { action: 'continue' };
 
@@ -52,32 +69,99 @@ export function reject(code: number, enhanced: string, text: string): Verdict {
   return { action: 'reject', reply: { code, enhanced, text } };
 }
 
+/** Builds a defer verdict (a 4xx reply). */
+export function defer(code: number, enhanced: string, text: string): Verdict {
+  return { action: 'defer', reply: { code, enhanced, text } };
+}
+
+/** A hook's failure: why, and the verdict it stands for. */
+class HookFailure extends Error {
+  constructor(
+    message: string,
+    readonly verdict: Verdict,
+  ) {
+    super(message);
+  }
+}
+
 /** Races a hook against its timeout. */
 function withTimeout(p: Promise<Verdict>, ms: number): Promise<Verdict> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<Verdict>((resolve) => {
-    timer = setTimeout(() => resolve(reject(451, '4.4.5', 'Policy check timed out, try again later')), ms);
+  const timeout = new Promise<Verdict>((_resolve, rejectWith) => {
+    timer = setTimeout(
+      () =>
+        rejectWith(
+          new HookFailure(`no answer within ${ms} ms`, defer(451, '4.4.5', 'Policy check timed out, try again later')),
+        ),
+      ms,
+    );
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** The verdict a hook returned, checked: anything else is the hook's failure. */
+function checked(v: unknown): Verdict {
+  const r = v as { action?: unknown; reply?: { code?: unknown; enhanced?: unknown; text?: unknown } } | null;
+  const action = r?.action;
+  if (action === 'continue' || action === 'accept') return { action };
+  if (action !== 'defer' && action !== 'reject' && action !== 'disconnect')
+    throw new Error(`answered ${JSON.stringify(v)?.slice(0, 80)}, not a verdict`);
+  const code = Number(r?.reply?.code);
+  const first = action === 'reject' ? 5 : 4;
+  const enhanced = typeof r?.reply?.enhanced === 'string' ? r.reply.enhanced : '';
+  const text = typeof r?.reply?.text === 'string' ? r.reply.text.replace(/[\r\n]+/g, ' ') : '';
+  // a reply of the wrong class (a 250 to reject, a 5xx to defer) is the hook's mistake, not the client's
+  if (!Number.isInteger(code) || Math.floor(code / 100) !== first || (action === 'disconnect' && code !== 421))
+    throw new Error(`answered ${action} with the reply code ${String(r?.reply?.code)}`);
+  if (!new RegExp(`^${first}\\.\\d{1,3}\\.\\d{1,3}$`).test(enhanced))
+    throw new Error(`answered ${action} with the enhanced code ${JSON.stringify(enhanced)}`);
+  return { action, reply: { code, enhanced, text: text || (first === 5 ? 'Refused by policy' : 'Try again later') } };
+}
+
+/** A hook in its configured form (a bare function: the defaults). */
+function entryOf(h: Hook | HookEntry, timeoutMs: number): HookEntry {
+  return typeof h === 'function' ? { name: h.name || 'hook', run: h, timeoutMs, onError: 'tempfail' } : h;
+}
+
 /** Runs the hooks of a stage in order; the first verdict other than continue wins. */
 export async function runStage(
-  hooks: Hook[] | undefined,
+  hooks: Array<Hook | HookEntry> | undefined,
   s: SessionFacts,
   input: StageInput,
   timeoutMs = 30_000,
+  warn?: HookWarn,
 ): Promise<Verdict> {
-  for (const hook of hooks ?? []) {
+  for (const h of hooks ?? []) {
+    const e = entryOf(h, timeoutMs);
     let v: Verdict;
     try {
-      v = await withTimeout(Promise.resolve(hook(s, input)), timeoutMs);
-    } catch {
-      v = reject(451, '4.3.0', 'Internal policy error, try again later');
+      v = checked(
+        await withTimeout(
+          Promise.resolve().then(() => e.run(s, input)),
+          e.timeoutMs,
+        ),
+      );
+    } catch (err) {
+      const failed =
+        err instanceof HookFailure ? err.verdict : defer(451, '4.3.0', 'Internal policy error, try again later');
+      warn?.(
+        `hook ${e.name} failed at ${input.stage}: ${(err as Error).message}; ${e.onError === 'accept' ? 'passed (on_error: accept)' : 'deferred'}`,
+        {
+          session: s.id,
+          peer: s.peer,
+        },
+      );
+      v = e.onError === 'accept' ? CONTINUE : failed;
     }
+    if (v.action === 'accept') return v;
     if (v.action !== 'continue') return v;
   }
   return CONTINUE;
+}
+
+/** The reply a refusing verdict sends: a disconnect always with 421. */
+export function verdictReply(v: Exclude<Verdict, { action: 'continue' } | { action: 'accept' }>): Reply {
+  return v.action === 'disconnect' ? { ...v.reply, code: 421 } : v.reply;
 }
 
 /** Formats a reply's text the way the wire carries it after the code. */

@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import { loadConfig } from '../../src/config/load.js';
 import { startDaemon, type Daemon } from '../../src/daemon/daemon.js';
 import { nullLogger } from '../../src/log/logger.js';
-import { CONTINUE, reject, runStage, type Hooks, type StageInput } from '../../src/receive/stages.js';
+import { CONTINUE, defer, reject, runStage, type Hooks, type StageInput } from '../../src/receive/stages.js';
 import { makeConfig, RawSmtp } from '../helpers.js';
 
 const seen: StageInput[] = [];
@@ -13,7 +13,7 @@ const hooks: Hooks = {
   connect: [(s) => (s.peer === '127.0.0.2' ? reject(554, '5.7.1', 'not you') : CONTINUE)],
   helo: [(_s, i) => (seen.push(i), i.arg === 'bad.example' ? reject(550, '5.7.1', 'bad helo') : CONTINUE)],
   mail: [(_s, i) => (i.arg === 'spam@x.org' ? reject(550, '5.7.1', 'sender refused') : CONTINUE)],
-  rcpt: [async (_s, i) => (i.arg === 'later@x.org' ? reject(450, '4.2.0', 'try later') : CONTINUE)],
+  rcpt: [async (_s, i) => (i.arg === 'later@x.org' ? defer(450, '4.2.0', 'try later') : CONTINUE)],
   data: [(s) => (s.sender === 'nodata@x.org' ? reject(554, '5.7.1', 'no data for you') : CONTINUE)],
   other: [
     (_s, i) => (
@@ -88,10 +88,18 @@ test('a hook that throws or hangs is a temporary failure, never a pass', async (
     s,
     i,
   );
-  assert.deepEqual(thrown, reject(451, '4.3.0', 'Internal policy error, try again later'));
+  assert.deepEqual(thrown, defer(451, '4.3.0', 'Internal policy error, try again later'));
   const hung = await runStage([() => new Promise(() => undefined)], s, i, 50);
-  assert.equal(hung.action, 'reject');
-  assert.equal(hung.action === 'reject' && hung.reply.enhanced, '4.4.5');
+  assert.equal(hung.action, 'defer');
+  assert.equal(hung.action === 'defer' && hung.reply.enhanced, '4.4.5');
+  // a verdict whose reply is of the wrong class is the hook's mistake: deferred, never passed on
+  assert.deepEqual(await runStage([() => reject(450, '4.2.0', 'x')], s, i), thrown);
+  assert.deepEqual(await runStage([() => ({ action: 'maybe' }) as never], s, i), thrown);
+  // accept ends the stage: the later hooks are not asked
+  let asked = false;
+  const accepted = await runStage([() => ({ action: 'accept' }), () => ((asked = true), CONTINUE)], s, i);
+  assert.deepEqual(accepted, { action: 'accept' });
+  assert.equal(asked, false);
   assert.deepEqual(await runStage([() => CONTINUE, () => CONTINUE], s, i), CONTINUE);
 });
 

@@ -1,0 +1,34 @@
+/**
+ * The types a hook module is written against, exported by the package as `ferrymail/hooks`:
+ *
+ *   import type { HookFactory } from 'ferrymail/hooks';
+ *   const factory: HookFactory = (options, api) => ({
+ *     rcpt: (session, input) =>
+ *       input.arg.endsWith('@spam.example')
+ *         ? { action: 'reject', reply: { code: 550, enhanced: '5.7.1', text: 'Not here' } }
+ *         : { action: 'continue' },
+ *   });
+ *   export default factory;
+ *
+ * Types only; docs/hooks.md describes every stage, its facts and the verdicts.
+ */
+import type { SessionFacts, Stage, StageInput, Verdict } from './stages.js';
+
+export type { Hook, SessionFacts, Stage, StageInput, Verdict } from './stages.js';
+export type { Reply } from '../domain/outcome.js';
+
+/** What the daemon gives a hook module besides its options. */
+export interface HookApi {
+  /** Writes a line to the daemon's log (as a warning, with the hook's text). */
+  log(text: string): void;
+  /** The host name the daemon answers with. */
+  hostname: string;
+}
+
+/** A module's handlers: one function per stage it serves. */
+export type HookHandlers = Partial<
+  Record<Stage, (session: SessionFacts, input: StageInput) => Verdict | Promise<Verdict>>
+>;
+
+/** A hook module's default export. */
+export type HookFactory = (options: Record<string, unknown>, api: HookApi) => HookHandlers | Promise<HookHandlers>;

@@ -1,0 +1,90 @@
+/**
+ * Hook modules named in the configuration (`hooks:`): each an ES module whose default export is a
+ * function given the entry's options and a small API, answering with handlers by stage (or such an
+ * object itself). They are loaded when the daemon starts and again on each reload, in the configured
+ * order, and run in-process with the daemon's rights: a module is loaded only when it and every folder
+ * on the way to it belong to root or the daemon's user and nobody else may write them.
+ *
+ * Trusts the configuration and, once loaded, the module's code; a module's answers are checked at each
+ * call (stages.ts). A module that cannot be loaded, or that offers none of the stages it is configured
+ * for, is a configuration error naming the entry: the daemon does not start with it, and a reload keeps
+ * the hooks in use.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { HOOK_STAGES } from '../config/schema.js';
+import type { Config, HookSetting } from '../config/types.js';
+import { FerryError } from '../errors.js';
+import { resolveTrusted, UntrustedPath } from '../trust.js';
+import type { HookApi, HookHandlers } from './hook-api.js';
+import type { Hook, HookEntry, Hooks, Stage } from './stages.js';
+
+/** One configured hook as loaded: what `ferrymail hooks list` shows. */
+export interface LoadedHook {
+  name: string;
+  path: string;
+  stages: Stage[];
+  timeoutMs: number;
+  onError: 'tempfail' | 'accept';
+}
+
+/** Loads every configured hook; throws a FerryError (config) naming the first that cannot be used. */
+export async function loadHooks(cfg: Config, log: HookApi['log']): Promise<{ hooks: Hooks; list: LoadedHook[] }> {
+  const hooks: Hooks = {};
+  const list: LoadedHook[] = [];
+  for (const [i, h] of cfg.hooks.entries()) {
+    const where = `hooks[${i}] (${h.path})`;
+    const handlers = await loadOne(h, where, { log, hostname: cfg.hostname });
+    const name = h.name || path.basename(h.path).replace(/\.[cm]?js$/, '');
+    const offered = HOOK_STAGES.filter((s) => typeof handlers[s] === 'function');
+    const stages = h.stages?.length ? (h.stages as Stage[]) : offered;
+    const missing = stages.filter((s) => !offered.includes(s));
+    if (missing.length) throw new FerryError('config', `${where}: the module has no handler for ${missing.join(', ')}`);
+    if (!stages.length) throw new FerryError('config', `${where}: the module has a handler for no stage`);
+    for (const stage of stages) {
+      const run = handlers[stage]!.bind(handlers) as Hook;
+      const entry: HookEntry = { name, run, timeoutMs: h.timeout * 1000, onError: h.on_error };
+      (hooks[stage] ??= []).push(entry);
+    }
+    list.push({ name, path: h.path, stages, timeoutMs: h.timeout * 1000, onError: h.on_error });
+  }
+  return { hooks, list };
+}
+
+/** Imports one module (a changed file is imported anew) and makes its handlers. */
+async function loadOne(h: HookSetting, where: string, api: HookApi): Promise<HookHandlers> {
+  let real: string;
+  let st: fs.Stats;
+  const owners = [0, process.geteuid?.() ?? 0];
+  try {
+    real = resolveTrusted(h.path, owners);
+    st = fs.statSync(real);
+  } catch (err) {
+    const why = err instanceof UntrustedPath ? err.message : ((err as NodeJS.ErrnoException).code ?? String(err));
+    throw new FerryError('config', `${where}: not loaded: ${why}`);
+  }
+  if (!st.isFile()) throw new FerryError('config', `${where}: not a file`);
+  // its code runs with the daemon's rights: only root and the daemon's user may have written it
+  if (!owners.includes(st.uid) || st.mode & 0o022)
+    throw new FerryError(
+      'config',
+      `${where}: not loaded: it belongs to uid ${st.uid} with mode ${(st.mode & 0o7777).toString(8)}; it must belong to root or the daemon's user and be writable by no one else`,
+    );
+  let mod: { default?: unknown };
+  try {
+    mod = (await import(`${pathToFileURL(real).href}?v=${st.mtimeMs}-${st.size}-${st.ino}`)) as { default?: unknown };
+  } catch (err) {
+    throw new FerryError('config', `${where}: cannot be loaded: ${(err as Error).message.split('\n')[0]}`);
+  }
+  const made = mod.default;
+  let handlers: unknown;
+  try {
+    handlers = typeof made === 'function' ? await made(h.options ?? {}, api) : made;
+  } catch (err) {
+    throw new FerryError('config', `${where}: failed to start: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (!handlers || typeof handlers !== 'object')
+    throw new FerryError('config', `${where}: its default export must be a function returning handlers by stage`);
+  return handlers as HookHandlers;
+}

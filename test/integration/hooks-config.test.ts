@@ -1,0 +1,156 @@
+// Hooks named in ferrymail.yaml: modules loaded by the daemon at start and on reload, each verdict with
+// its own reply, a hook that throws or hangs deferred (or passed over with on_error: accept) with a log
+// line, `ferrymail hooks list`, and modules that may not be loaded refused with a clear error.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { ferrymail, makeConfig, RawSmtp, startDaemon, stopDaemon, type TestConfig, waitUntil } from '../helpers.js';
+
+/** Writes a hook module into the configuration directory (0644) and returns its path. */
+function hookFile(cfg: TestConfig, name: string, body: string): string {
+  const file = path.join(cfg.configDir, 'hooks', name);
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
+  fs.writeFileSync(file, body, { mode: 0o644 });
+  fs.chmodSync(file, 0o644);
+  return file;
+}
+
+const POLICY = `
+export default function (options, api) {
+  return {
+    mail(s, i) {
+      if (i.arg === options.deferred) return { action: 'defer', reply: { code: 450, enhanced: '4.7.1', text: 'greylisted, come back later' } };
+      return { action: 'continue' };
+    },
+    rcpt(s, i) {
+      if (i.arg.endsWith('@blocked.example')) return { action: 'reject', reply: { code: 550, enhanced: '5.7.1', text: 'no mail for ' + i.arg } };
+      if (i.arg === 'vip@remote.example') return { action: 'accept' };
+      return { action: 'continue' };
+    },
+    unknown(s, i) {
+      return i.verb === 'XBYE' ? { action: 'disconnect', reply: { code: 421, enhanced: '4.7.0', text: 'so long' } } : { action: 'continue' };
+    },
+  };
+}
+`;
+
+/** A module whose rcpt handler refuses everyone: it runs after the first, so "accept" must skip it. */
+const STRICT = `export default () => ({ rcpt: () => ({ action: 'reject', reply: { code: 554, enhanced: '5.7.1', text: 'strict says no' } }) });`;
+const THROWS = `export default () => ({ helo(s, i) { if (i.arg === 'boom.example') throw new Error('kaput'); return { action: 'continue' }; } });`;
+const HANGS = `export default () => ({ helo(s, i) { return i.arg === 'slow.example' ? new Promise(() => {}) : { action: 'continue' }; } });`;
+const NONSENSE = `export default () => ({ helo(s, i) { return i.arg === 'odd.example' ? { action: 'reject', reply: { code: 250, enhanced: '2.0.0', text: 'x' } } : { action: 'continue' }; } });`;
+
+test('configured hooks: defer, reject, accept, disconnect with their own replies; failures deferred or passed as configured', async () => {
+  const cfg = await makeConfig();
+  const policy = hookFile(cfg, 'policy.js', POLICY);
+  const strict = hookFile(cfg, 'strict.js', STRICT);
+  const throws = hookFile(cfg, 'throws.js', THROWS);
+  const hangs = hookFile(cfg, 'hangs.js', HANGS);
+  const lenient = hookFile(cfg, 'lenient.js', HANGS.replace('slow.example', 'lenient.example'));
+  const nonsense = hookFile(cfg, 'nonsense.js', NONSENSE);
+  fs.appendFileSync(
+    path.join(cfg.configDir, 'ferrymail.yaml'),
+    [
+      'hooks:',
+      `  - path: ${policy}`,
+      '    options: { deferred: "grey@remote.example" }',
+      `  - path: ${strict}`,
+      '    name: strict',
+      '    stages: [rcpt]',
+      `  - path: ${throws}`,
+      `  - path: ${hangs}`,
+      '    timeout: 1s',
+      `  - path: ${lenient}`,
+      '    timeout: 1s',
+      '    on_error: accept',
+      `  - path: ${nonsense}`,
+      '',
+    ].join('\n'),
+  );
+  const list = await ferrymail(cfg, ['hooks', 'list']);
+  assert.equal(list.code, 0, list.stderr);
+  assert.match(list.stdout, /^rcpt:\n {2}1\. policy .*\n {2}2\. strict {2}timeout 30s {2}on_error tempfail /m);
+  assert.match(
+    list.stdout,
+    /^helo:\n {2}1\. throws .*\n {2}2\. hangs {2}timeout 1s {2}on_error tempfail .*\n {2}3\. lenient {2}timeout 1s {2}on_error accept /m,
+  );
+  const d = await startDaemon(cfg);
+  try {
+    const c = await RawSmtp.connect(cfg.port);
+    assert.match(await c.reply(), /^220/);
+    assert.match(await c.cmd('EHLO boom.example'), /^451 4\.3\.0 /, 'a hook that throws defers');
+    assert.match(await c.cmd('EHLO slow.example'), /^451 4\.4\.5 /, 'a hook that hangs defers at its timeout');
+    assert.match(await c.cmd('EHLO lenient.example'), /^250/, 'on_error: accept passes over a hanging hook');
+    assert.match(await c.cmd('EHLO odd.example'), /^451 4\.3\.0 /, 'a reject with a 250 is no verdict');
+    assert.match(await c.cmd('EHLO client.example'), /^250/);
+    assert.match(await c.cmd('MAIL FROM:<grey@remote.example>'), /^450 4\.7\.1 greylisted, come back later/);
+    assert.match(await c.cmd('MAIL FROM:<someone@remote.example>'), /^250/);
+    assert.match(await c.cmd('RCPT TO:<x@blocked.example>'), /^550 5\.7\.1 no mail for x@blocked\.example/);
+    assert.match(await c.cmd('RCPT TO:<vip@remote.example>'), /^250/, 'accept skips the later hooks of the stage');
+    assert.match(await c.cmd('RCPT TO:<other@remote.example>'), /^554 5\.7\.1 strict says no/);
+    assert.match(await c.cmd('XBYE now'), /^421 4\.7\.0 so long/);
+    await c.waitClose();
+    const log = d.log();
+    assert.match(log, /hook throws failed at helo: kaput; deferred/);
+    assert.match(log, /hook hangs failed at helo: no answer within 1000 ms; deferred/);
+    assert.match(log, /hook lenient failed at helo: no answer within 1000 ms; passed \(on_error: accept\)/);
+    assert.match(log, /hook nonsense failed at helo: answered reject with the reply code 250/);
+  } finally {
+    await stopDaemon(d);
+  }
+});
+
+test('a reload loads a changed hook module anew; one that cannot be loaded keeps the hooks in use', async () => {
+  const cfg = await makeConfig();
+  const file = hookFile(
+    cfg,
+    'greet.js',
+    `export default () => ({ helo: () => ({ action: 'reject', reply: { code: 550, enhanced: '5.7.1', text: 'first version' } }) });`,
+  );
+  fs.appendFileSync(path.join(cfg.configDir, 'ferrymail.yaml'), `hooks:\n  - path: ${file}\n`);
+  const d = await startDaemon(cfg);
+  try {
+    const ask = async (): Promise<string> => {
+      const c = await RawSmtp.connect(cfg.port);
+      await c.reply();
+      const r = await c.cmd('EHLO client.example');
+      c.close();
+      return r;
+    };
+    assert.match(await ask(), /first version/);
+    fs.writeFileSync(
+      file,
+      `export default () => ({ helo: () => ({ action: 'reject', reply: { code: 550, enhanced: '5.7.1', text: 'second version' } }) });`,
+    );
+    d.child.kill('SIGHUP');
+    assert.ok(await waitUntil(() => d.log().includes('configuration reloaded'), 10_000), d.log());
+    assert.match(await ask(), /second version/);
+    // a module others may write is refused: the reload is, and the second version stays
+    fs.chmodSync(file, 0o666);
+    d.child.kill('SIGHUP');
+    assert.ok(
+      await waitUntil(() => /configuration not reloaded.*writable by no one else/.test(d.log()), 10_000),
+      d.log(),
+    );
+    assert.match(await ask(), /second version/);
+  } finally {
+    await stopDaemon(d);
+  }
+});
+
+test('hooks that cannot be used are configuration errors: a missing module, a stage it has no handler for', async () => {
+  const cfg = await makeConfig();
+  const file = hookFile(cfg, 'only-rcpt.js', STRICT);
+  const yaml = path.join(cfg.configDir, 'ferrymail.yaml');
+  const base = fs.readFileSync(yaml, 'utf8');
+  fs.writeFileSync(yaml, `${base}hooks:\n  - path: ${file}\n    stages: [mail]\n`);
+  const r = await ferrymail(cfg, ['hooks', 'list']);
+  assert.equal(r.code, 78, r.stderr);
+  assert.match(r.stderr, /hooks\[0\] \(.*only-rcpt\.js\): the module has no handler for mail/);
+  fs.writeFileSync(yaml, `${base}hooks:\n  - path: hooks/nowhere.js\n`);
+  const m = await ferrymail(cfg, ['hooks', 'list']);
+  assert.equal(m.code, 78, m.stderr);
+  assert.match(m.stderr, /hooks\[0\] \(.*nowhere\.js\): not loaded: ENOENT/);
+  await assert.rejects(startDaemon(cfg), /nowhere\.js\): not loaded: ENOENT/);
+});
