@@ -115,6 +115,7 @@ export function entryJson(e: Envelope, place: string, now = Date.now(), notes: N
     smtputf8: !!e.smtputf8,
     ret: e.ret ?? null,
     envid: e.envid ?? null,
+    notes: e.notes ?? {},
     recipients: e.recipients.map((r) => ({
       address: r.address,
       orig: r.orig ?? null,
@@ -148,6 +149,8 @@ export function formatShow(entry: Entry, headerText: string, now = Date.now(), n
   ];
   if (e.ret || e.envid)
     lines.push(`dsn:        ${e.ret ? `ret=${e.ret}` : ''}${e.envid ? ` envid=${safe(e.envid)}` : ''}`.trimEnd());
+  const noted = Object.entries(e.notes ?? {});
+  if (noted.length) lines.push(`notes:      ${noted.map(([k, v]) => `${safe(k)}=${safe(v)}`).join(' ')}`);
   lines.push('recipients:');
   for (const r of e.recipients) {
     lines.push(

@@ -158,7 +158,7 @@ export const LOCAL_SENDER_FIELDS: readonly Field[] = [
 ];
 
 /** The stages a configured hook may serve. */
-export const HOOK_STAGES = ['connect', 'helo', 'mail', 'rcpt', 'data', 'other', 'unknown'] as const;
+export const HOOK_STAGES = ['connect', 'helo', 'mail', 'rcpt', 'data', 'data_end', 'other', 'unknown'] as const;
 
 /** The keys of one hooks element. */
 export const HOOK_FIELDS: readonly Field[] = [

@@ -64,6 +64,7 @@ export function logReceived(log: Logger, env: Envelope): void {
     user: env.origin.user,
     uid: env.origin.uid,
     msgid: env.messageId,
+    ...Object.fromEntries(Object.entries(env.notes ?? {}).map(([k, v]) => [`note.${k}`, v])),
   });
 }
 

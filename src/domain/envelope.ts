@@ -98,6 +98,8 @@ export interface Envelope {
   messageId?: string;
   /** A connection name forced for this message (sendmail -qo at submission). */
   connection?: string;
+  /** Notes the data_end hooks set (docs/hooks.md), by name. */
+  notes?: Record<string, string>;
 }
 
 /** A new recipient, not yet attempted. */

@@ -12,16 +12,16 @@
  * Trusts the verdict of the server and the envelope the door built. Never throws: a failing delivery
  * function counts as a server that could not be reached.
  */
-import type { Readable } from 'node:stream';
 import type { Config } from '../config/types.js';
 import type { Envelope } from '../domain/envelope.js';
+import type { HeldMessage } from './intake.js';
 import type { DialogueVerdict, DoorDeps } from './smtp.js';
 import { smtpError } from './smtp-envelope.js';
 
 /** One transaction's delivery in the dialogue: the step before the commit, and the verdict it reached. */
 export interface DialogueStep {
   /** intake's last word: false when the server took or refused the message (nothing to commit). */
-  beforeCommit(env: Envelope, read: () => Readable): Promise<boolean>;
+  beforeCommit(env: Envelope, held: HeldMessage): Promise<boolean>;
   /** The server's verdict, once beforeCommit returned false. */
   verdict(): DialogueVerdict | undefined;
 }
@@ -32,7 +32,7 @@ export function dialogueStep(cfg: Config, deps: DoorDeps, user: string, session:
   const log = deps.log;
   return {
     verdict: () => verdict,
-    async beforeCommit(env, read) {
+    async beforeCommit(env, held) {
       const r = env.recipients[0];
       // the expansion at DATA may differ from the one at RCPT (the aliases changed in between): queued then
       if (!deps.dialogue || env.recipients.length !== 1 || r?.local?.kind !== 'mailbox' || r.local.user !== user)
@@ -45,7 +45,7 @@ export function dialogueStep(cfg: Config, deps: DoorDeps, user: string, session:
           size: env.size,
           body: env.body,
           smtputf8: env.smtputf8,
-          read,
+          read: () => held.read(),
         })
         .catch((err: Error) => {
           log.log('warn', `${env.id} the mailbox server was not asked: ${err.message}`, { session });

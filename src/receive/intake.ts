@@ -9,7 +9,7 @@
 import { Transform, type Readable, type TransformCallback, type Writable } from 'node:stream';
 import { dataError, FerryError, spoolError } from '../errors.js';
 import type { Envelope } from '../domain/envelope.js';
-import type { HeaderField } from '../scan/headers.js';
+import { parseHeaderBlock, type HeaderField } from '../scan/headers.js';
 import { HeaderStage, type HeaderEdit } from '../scan/transforms.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { noteBytes } from '../spool/reclaim.js';
@@ -73,8 +73,34 @@ export interface IntakePlan {
   /** The envelope, built once the whole message has been read. */
   envelope(fields: HeaderField[], id: string): Omit<Envelope, 'id' | 'size'> | Promise<Omit<Envelope, 'id' | 'size'>>;
   /** Last word before the commit, with the whole message readable: false drops it (it was dealt with
-   * otherwise) and intake resolves with its envelope uncommitted. */
-  beforeCommit?(env: Envelope, read: () => Readable): Promise<boolean>;
+   * otherwise) and intake resolves with its envelope uncommitted; a throw refuses it. */
+  beforeCommit?(env: Envelope, held: HeldMessage): Promise<boolean>;
+}
+
+/** A message written to the spool's temporary file and not yet committed. */
+export interface HeldMessage {
+  /** The whole message, as it stands. */
+  read(): Readable;
+  /** The header fields as written (the door's own edits included), and their length in bytes. */
+  fields: HeaderField[];
+  headBytes: number;
+  /** Replaces the header fields with head (the blank line and the body stay); size follows. */
+  rewriteHead(head: Buffer): Promise<void>;
+}
+
+/** The first n bytes of a stream. */
+async function readHead(read: () => Readable, n: number): Promise<Buffer> {
+  if (n === 0) return Buffer.alloc(0);
+  const parts: Buffer[] = [];
+  let got = 0;
+  const s = read();
+  for await (const c of s) {
+    parts.push(c as Buffer);
+    got += (c as Buffer).length;
+    if (got >= n) break;
+  }
+  s.destroy();
+  return Buffer.concat(parts).subarray(0, n);
 }
 
 /** Streams a message into the spool and commits it; see the module header. */
@@ -117,12 +143,28 @@ export async function intake(spool: SpoolWriter, source: Readable, plan: IntakeP
   try {
     const partial = await plan.envelope(headers.fields, writer.id);
     const read = writer.read?.bind(writer);
-    if (plan.beforeCommit && read) {
+    const rewrite = writer.rewriteHead?.bind(writer);
+    if (plan.beforeCommit && read && rewrite) {
       const env = { ...partial, id: writer.id, size: writer.bytesWritten() } as Envelope;
-      if (!(await plan.beforeCommit(env, read))) {
+      const held: HeldMessage = {
+        read,
+        fields: [],
+        headBytes: headers.headBytes,
+        rewriteHead: async (head) => {
+          await rewrite(headers.headBytes, head);
+          headers.headBytes = head.length;
+          held.fields = parseHeaderBlock(head.toString('latin1')).fields;
+          env.size = writer.bytesWritten();
+        },
+      };
+      // the door's edits are in the file: the fields a hook sees are the ones written
+      held.fields = parseHeaderBlock((await readHead(read, headers.headBytes)).toString('latin1')).fields;
+      if (!(await plan.beforeCommit(env, held))) {
         await writer.abort();
         return env;
       }
+      // what the step added (notes) is committed with it; the id and size are the writer's
+      return await writer.commit(env);
     }
     return await writer.commit(partial);
   } catch (err) {

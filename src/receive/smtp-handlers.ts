@@ -9,7 +9,7 @@
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import type { Config } from '../config/types.js';
 import { checkAddress } from '../domain/address.js';
-import { envidProblem, type Door } from '../domain/envelope.js';
+import { envidProblem, type Door, type Envelope } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
 import { freeBytes } from '../spool/space.js';
 import { checkLogin, readUsers } from './auth.js';
@@ -19,7 +19,9 @@ import { CLIENT_GONE } from './intake.js';
 import { ClientCounter, inRanges, isLoopback, mayRelay, slotRefusal } from './policy.js';
 import { isLocalAddress } from '../local/host.js';
 import { checkRecipientHere, dialogueUser } from '../local/recipients.js';
+import { dataEnd } from './data-end.js';
 import { dialogueReply, dialogueStep } from './dialogue.js';
+import type { HeldMessage } from './intake.js';
 import { checkLocalSender } from './senders.js';
 import { runStage, verdictReply, type HookWarn, type Hooks, type SessionFacts } from './stages.js';
 import type { DoorDeps } from './smtp.js';
@@ -286,7 +288,16 @@ export function buildHandlers(
       const lmtpReplies = Math.max(notes.get(session)?.rcptOk ?? 0, session.envelope.rcptTo.length);
       const user = notes.get(session)?.dialogue;
       const step = user ? dialogueStep(cfg, deps, user, session.id) : undefined;
-      const p = receiveData(cfg, deps, stream, session, f, door, local, step?.beforeCommit).then(
+      const endHooks = hooks.data_end;
+      // the data_end hooks first (they may refuse it or change it), then a delivery in the dialogue
+      const beforeCommit =
+        endHooks?.length || step
+          ? async (env: Envelope, held: HeldMessage): Promise<boolean> => {
+              if (endHooks?.length) await dataEnd(endHooks, f, env, held, warnHook);
+              return step ? step.beforeCommit(env, held) : true;
+            }
+          : undefined;
+      const p = receiveData(cfg, deps, stream, session, f, door, local, beforeCommit).then(
         (env) => {
           const verdict = step?.verdict();
           if (verdict) {

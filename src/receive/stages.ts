@@ -11,12 +11,35 @@
 import type { Reply } from '../domain/outcome.js';
 
 /** The stages hooks can attach to. */
-export type Stage = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'other' | 'unknown';
+export type Stage = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'data_end' | 'other' | 'unknown';
+
+/** Changes a data_end hook makes to the header: fields added at the end of the header, the value of the
+ * index-th field of a name changed (1 = the first, the default), every field of a name removed. */
+export interface HeaderChanges {
+  add?: Array<{ name: string; value: string }>;
+  change?: Array<{ name: string; value: string; index?: number }>;
+  remove?: string[];
+}
+
+/** Notes a data_end hook sets: later hooks see them, the envelope keeps them, the log shows them. */
+export type Notes = Record<string, string>;
+
+/** What data_end hooks see of the message: it is whole in the spool, not yet accepted. */
+export interface MessageFacts {
+  id: string;
+  size: number;
+  /** The header fields as they stand (the door's Received line first), unfolded values. */
+  headers: Array<{ name: string; value: string }>;
+  /** The whole message as written, header and body, as a stream of bytes. */
+  read(): AsyncIterable<Uint8Array>;
+  /** Notes of the hooks before. */
+  notes: Notes;
+}
 
 /** What a hook decides. */
 export type Verdict =
-  | { action: 'continue' }
-  | { action: 'accept' }
+  | { action: 'continue'; headers?: HeaderChanges; notes?: Notes }
+  | { action: 'accept'; headers?: HeaderChanges; notes?: Notes }
   | { action: 'defer'; reply: Reply }
   | { action: 'reject'; reply: Reply }
   | { action: 'disconnect'; reply: Reply };
@@ -42,6 +65,8 @@ export interface StageInput {
   verb: string;
   /** The command's argument text, or the address for mail and rcpt. */
   arg: string;
+  /** At data_end: the message. */
+  message?: MessageFacts;
 }
 
 /** A hook: async or not. */
@@ -103,7 +128,7 @@ function withTimeout(p: Promise<Verdict>, ms: number): Promise<Verdict> {
 function checked(v: unknown): Verdict {
   const r = v as { action?: unknown; reply?: { code?: unknown; enhanced?: unknown; text?: unknown } } | null;
   const action = r?.action;
-  if (action === 'continue' || action === 'accept') return { action };
+  if (action === 'continue' || action === 'accept') return { action, ...changesOf(v) };
   if (action !== 'defer' && action !== 'reject' && action !== 'disconnect')
     throw new Error(`answered ${JSON.stringify(v)?.slice(0, 80)}, not a verdict`);
   const code = Number(r?.reply?.code);
@@ -118,6 +143,55 @@ function checked(v: unknown): Verdict {
   return { action, reply: { code, enhanced, text: text || (first === 5 ? 'Refused by policy' : 'Try again later') } };
 }
 
+/** A field name as RFC 5322 allows it. */
+const FIELD_NAME = /^[!-9;-~]{1,76}$/;
+/** A note's name. */
+const NOTE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/** A field value a hook gives: one line of printable text (the door folds nothing). */
+function fieldText(v: unknown, what: string): string {
+  if (typeof v !== 'string' || v.length > 998 || /[\x00-\x08\x0a-\x1f\x7f]/.test(v))
+    throw new Error(`gave ${what} that is not one line of text`);
+  return v;
+}
+
+/** The header changes and notes of a continue or accept verdict, checked. */
+function changesOf(v: unknown): { headers?: HeaderChanges; notes?: Notes } {
+  const r = v as { headers?: HeaderChanges; notes?: Notes };
+  const out: { headers?: HeaderChanges; notes?: Notes } = {};
+  if (r.headers !== undefined) {
+    const h = r.headers;
+    const name = (n: unknown): string => {
+      if (typeof n !== 'string' || !FIELD_NAME.test(n)) throw new Error(`gave the field name ${JSON.stringify(n)}`);
+      return n;
+    };
+    const list = <T>(x: T[] | undefined, what: string): T[] => {
+      if (x === undefined) return [];
+      if (!Array.isArray(x)) throw new Error(`gave headers.${what} that is not a list`);
+      return x;
+    };
+    out.headers = {
+      add: list(h.add, 'add').map((a) => ({ name: name(a?.name), value: fieldText(a?.value, 'a value') })),
+      change: list(h.change, 'change').map((c) => {
+        const index = c?.index ?? 1;
+        if (!Number.isInteger(index) || index < 1) throw new Error('gave a change with a bad index');
+        return { name: name(c?.name), value: fieldText(c?.value, 'a value'), index };
+      }),
+      remove: list(h.remove, 'remove').map(name),
+    };
+  }
+  if (r.notes !== undefined) {
+    if (!r.notes || typeof r.notes !== 'object' || Array.isArray(r.notes))
+      throw new Error('gave notes that are no mapping');
+    out.notes = {};
+    for (const [k, val] of Object.entries(r.notes)) {
+      if (!NOTE_NAME.test(k)) throw new Error(`gave the note name ${JSON.stringify(k)}`);
+      out.notes[k] = fieldText(val, `the note ${k}`);
+    }
+  }
+  return out;
+}
+
 /** A hook in its configured form (a bare function: the defaults). */
 function entryOf(h: Hook | HookEntry, timeoutMs: number): HookEntry {
   return typeof h === 'function' ? { name: h.name || 'hook', run: h, timeoutMs, onError: 'tempfail' } : h;
@@ -130,6 +204,7 @@ export async function runStage(
   input: StageInput,
   timeoutMs = 30_000,
   warn?: HookWarn,
+  collect?: (v: Extract<Verdict, { action: 'continue' | 'accept' }>) => void,
 ): Promise<Verdict> {
   for (const h of hooks ?? []) {
     const e = entryOf(h, timeoutMs);
@@ -153,7 +228,11 @@ export async function runStage(
       );
       v = e.onError === 'accept' ? CONTINUE : failed;
     }
-    if (v.action === 'accept') return v;
+    if (v.action === 'continue' || v.action === 'accept') {
+      collect?.(v);
+      // later hooks see the notes of those before them
+      if (v.notes && input.message) Object.assign(input.message.notes, v.notes);
+    }
     if (v.action !== 'continue') return v;
   }
   return CONTINUE;

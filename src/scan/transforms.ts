@@ -162,6 +162,8 @@ export class HeaderStage extends Transform {
   private tail: Buffer = Buffer.alloc(0);
   private done = false;
   fields: HeaderField[] = [];
+  /** Bytes of the header fields as passed on (the edits included), before the blank line. */
+  headBytes = 0;
 
   constructor(private readonly opts: HeaderStageOptions) {
     super();
@@ -224,6 +226,7 @@ export class HeaderStage extends Transform {
       .join('');
     const rest = buf.subarray(consumed);
     let head = edit.prepend + kept + (edit.append ?? '');
+    this.headBytes = Buffer.byteLength(head, 'latin1');
     // a header section that ended at a non-header line gets the blank line it lacked
     if (endedEarly || (atEnd && blank < 0 && rest.length === 0)) head += '\r\n';
     cb(null, Buffer.concat([Buffer.from(head, 'latin1'), rest]));

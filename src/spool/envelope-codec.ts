@@ -48,6 +48,7 @@ export function encodeEnvelope(env: Envelope): string {
     envid: env.envid,
     messageId: env.messageId,
     connection: env.connection,
+    notes: env.notes && Object.keys(env.notes).length ? env.notes : undefined,
   };
   return `${JSON.stringify(ordered, null, 1)}\n`;
 }
@@ -120,5 +121,13 @@ export function decodeEnvelope(text: string, expectId?: string): Envelope {
   need(env.origin && DOORS.has(env.origin.door), 'bad origin');
   need(typeof env.protocol === 'string', 'bad protocol');
   need(Number.isInteger(env.size) && env.size >= 0, 'bad size');
+  need(
+    env.notes === undefined ||
+      (typeof env.notes === 'object' &&
+        env.notes !== null &&
+        !Array.isArray(env.notes) &&
+        Object.values(env.notes).every((v) => typeof v === 'string')),
+    'bad notes',
+  );
   return env;
 }

@@ -29,6 +29,9 @@ export interface MessageWriter {
   /** The message written so far, read back from its temporary file (once its stream has finished);
    * only a spool's own writer has it. */
   read?(): Readable;
+  /** Replaces the first headBytes bytes of the message written (its header fields) with head, once its
+   * stream has finished; only a spool's own writer has it. */
+  rewriteHead?(headBytes: number, head: Buffer): Promise<void>;
   /** Makes the message durable and visible; env.id and env.size are filled in here. */
   commit(env: Omit<Envelope, 'id' | 'size'>): Promise<Envelope>;
   /** Drops the message; safe to call more than once and after a failed commit. */
@@ -154,7 +157,36 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
     }
   };
   const read = (): Readable => fs.createReadStream(tmpData);
-  return { id, stream, bytesWritten: () => counter.n, read, commit, abort };
+  /** The new head, then the rest of the old file, in a new file that then takes the old one's name. */
+  const rewriteHead = async (headBytes: number, head: Buffer): Promise<void> => {
+    await finished(stream);
+    const next = `${tmpData}.new`;
+    const out = await fsp.open(next, 'wx', 0o600);
+    let old: fsp.FileHandle | undefined;
+    try {
+      old = await fsp.open(tmpData, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      let n = await writeAll(out, [head]);
+      const buf = Buffer.allocUnsafe(64 * 1024);
+      for (let pos = headBytes; ; ) {
+        const { bytesRead } = await old.read(buf, 0, buf.length, pos);
+        if (bytesRead === 0) break;
+        n += await writeAll(out, [buf.subarray(0, bytesRead)]);
+        pos += bytesRead;
+      }
+      await old.close();
+      old = undefined;
+      await fsp.rename(next, tmpData);
+      await fh.close();
+      fh = out;
+      counter.n = n;
+    } catch (err) {
+      await old?.close().catch(() => undefined);
+      await out.close().catch(() => undefined);
+      await fsp.rm(next, { force: true });
+      throw spoolError(err, 'rewrite the header of a message');
+    }
+  };
+  return { id, stream, bytesWritten: () => counter.n, read, rewriteHead, commit, abort };
 }
 
 /** Removes a half-committed message from queue/ and msg/ after a failed commit. */

@@ -5,7 +5,17 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { ferrymail, makeConfig, RawSmtp, startDaemon, stopDaemon, type TestConfig, waitUntil } from '../helpers.js';
+import {
+  ferrymail,
+  makeConfig,
+  messageData,
+  queueJson,
+  RawSmtp,
+  startDaemon,
+  stopDaemon,
+  type TestConfig,
+  waitUntil,
+} from '../helpers.js';
 
 /** Writes a hook module into the configuration directory (0644) and returns its path. */
 function hookFile(cfg: TestConfig, name: string, body: string): string {
@@ -153,4 +163,71 @@ test('hooks that cannot be used are configuration errors: a missing module, a st
   assert.equal(m.code, 78, m.stderr);
   assert.match(m.stderr, /hooks\[0\] \(.*nowhere\.js\): not loaded: ENOENT/);
   await assert.rejects(startDaemon(cfg), /nowhere\.js\): not loaded: ENOENT/);
+});
+
+const SCANNER = `
+export default function () {
+  return {
+    async data_end(s, i) {
+      const m = i.message;
+      const subject = m.headers.find((h) => h.name.toLowerCase() === 'subject')?.value ?? '';
+      if (subject.includes('SPAM')) return { action: 'reject', reply: { code: 554, enhanced: '5.7.1', text: 'looks like spam to me' } };
+      let body = '';
+      for await (const chunk of m.read()) body += Buffer.from(chunk).toString('latin1');
+      if (body.includes('TEMPFAIL-ME')) return { action: 'defer', reply: { code: 451, enhanced: '4.7.1', text: 'scanner busy' } };
+      return {
+        action: 'continue',
+        headers: {
+          add: [{ name: 'X-Scanned', value: 'bytes=' + body.length + ' of ' + m.size }],
+          change: [{ name: 'Subject', value: '[scanned] ' + subject }],
+          remove: ['X-Remove-Me'],
+        },
+        notes: { score: '3.5' },
+      };
+    },
+  };
+}
+`;
+const SECOND = `export default () => ({ data_end: (s, i) => ({ action: 'continue', headers: { add: [{ name: 'X-Score-Seen', value: i.message.notes.score ?? 'none' }] } }) });`;
+
+test('data_end hooks see the whole message, refuse or defer it with their reply, change its header and set notes', async () => {
+  const cfg = await makeConfig();
+  const scanner = hookFile(cfg, 'scanner.js', SCANNER);
+  const second = hookFile(cfg, 'second.js', SECOND);
+  fs.appendFileSync(path.join(cfg.configDir, 'ferrymail.yaml'), `hooks:\n  - path: ${scanner}\n  - path: ${second}\n`);
+  const d = await startDaemon(cfg);
+  try {
+    const c = await RawSmtp.connect(cfg.port);
+    assert.match(await c.reply(), /^220/);
+    assert.match(await c.cmd('EHLO client.example'), /^250/);
+    const send = async (head: string, body: string): Promise<string> => {
+      assert.match(await c.cmd('MAIL FROM:<a@remote.example>'), /^250/);
+      assert.match(await c.cmd('RCPT TO:<b@remote.example>'), /^250/);
+      assert.match(await c.cmd('DATA'), /^354/);
+      c.send(`${head}\r\n\r\n${body}\r\n.\r\n`);
+      return c.reply();
+    };
+    assert.match(await send('Subject: buy SPAM now', 'x'), /^554 5\.7\.1 looks like spam to me/, d.log());
+    assert.match(await send('Subject: hello', 'please TEMPFAIL-ME'), /^451 4\.7\.1 scanner busy/);
+    assert.deepEqual(await queueJson(cfg), [], 'nothing kept of a refused message');
+    const ok = await send('Subject: hello\r\nX-Remove-Me: yes\r\nX-Keep: 1', 'a fine body');
+    assert.match(ok, /^250 2\.0\.0 Ok: queued as /, d.log());
+    c.close();
+    const q = await queueJson(cfg);
+    assert.equal(q.length, 1);
+    const data = messageData(cfg, q[0]!.id);
+    assert.match(data, /^Subject: \[scanned\] hello\r$/m);
+    assert.doesNotMatch(data, /X-Remove-Me/);
+    assert.match(data, /^X-Keep: 1\r$/m);
+    assert.match(data, /^X-Scanned: bytes=\d+ of \d+\r$/m);
+    assert.match(data, /^X-Score-Seen: 3\.5\r$/m, 'the second hook saw the note of the first');
+    assert.match(data, /\r\n\r\na fine body\r\n$/, 'the body is whole after the new header');
+    assert.match(data, /^Received: from client\.example/, "the door's Received line is still first");
+    assert.equal(q[0]!.size, Buffer.byteLength(data, 'latin1'), 'the envelope has the new size');
+    const shown = await ferrymail(cfg, ['queue', 'show', q[0]!.id, '--json']);
+    assert.equal(JSON.parse(shown.stdout).notes?.score, '3.5', shown.stdout);
+    assert.match(d.log(), /<= \S+ .*note\.score=3\.5/);
+  } finally {
+    await stopDaemon(d);
+  }
 });
