@@ -44,6 +44,8 @@ interface SessionNote {
   rcptOk: number;
   /** The mailbox user the transaction's recipients are delivered to in the dialogue; "" for none. */
   dialogue: string;
+  /** The policy class the rcpt hooks gave the transaction's recipients. */
+  policy?: string;
 }
 
 export type Handlers = Pick<
@@ -106,6 +108,7 @@ export function buildHandlers(
     f.helo = session.hostNameAppearsAs || undefined;
     f.sender = session.envelope?.mailFrom ? session.envelope.mailFrom.address : undefined;
     f.recipients = session.envelope?.rcptTo?.map((r) => r.address) ?? [];
+    f.policy = note.policy;
     return f;
   };
 
@@ -240,6 +243,7 @@ export function buildHandlers(
       const note = notes.get(session)!;
       note.rcptOk = 0;
       note.dialogue = '';
+      note.policy = undefined;
       runStage(
         hooks.mail,
         { ...f, sender: address.address },
@@ -262,21 +266,23 @@ export function buildHandlers(
         .then(async (refused) => {
           if (refused) return cb(smtpError(refused.code, refused.enhanced, refused.text));
           const note = notes.get(session)!;
-          // a recipient delivered in the dialogue has a verdict of its own: it comes alone (RFC 5321 4.5.3.1.10)
           const user = here && deps.dialogue ? ((await dialogueUser(cfg, c.address)) ?? '') : '';
-          if (note.rcptOk > 0 && user !== note.dialogue)
+          let policy: string | undefined;
+          const input = { stage: 'rcpt' as const, verb: 'RCPT', arg: address.address };
+          const v = await runStage(hooks.rcpt, f, input, undefined, warnHook, (ok) => {
+            if (ok.policy !== undefined) policy = ok.policy;
+          });
+          if (v.action !== 'continue' && v.action !== 'accept') return verdictTo(cb)(v);
+          // a recipient with a verdict of its own (delivered in the dialogue, or of another policy class
+          // than the first) comes in a transaction of its own (RFC 5321 4.5.3.1.10)
+          if (note.rcptOk > 0 && (user !== note.dialogue || policy !== note.policy))
             return cb(
               smtpError(452, '4.5.3', `Too many recipients: send <${address.address}> in a transaction of its own`),
             );
-          runStage(hooks.rcpt, f, { stage: 'rcpt', verb: 'RCPT', arg: address.address }, undefined, warnHook).then(
-            (v) => {
-              if (v.action === 'continue' || v.action === 'accept') {
-                note.rcptOk++;
-                note.dialogue = user;
-              }
-              verdictTo(cb)(v);
-            },
-          );
+          note.rcptOk++;
+          note.dialogue = user;
+          note.policy = policy;
+          cb();
         })
         .catch((err: Error) => cb(smtpError(451, '4.3.0', `Recipient not checked: ${err.message}`)));
     },

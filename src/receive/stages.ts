@@ -38,8 +38,8 @@ export interface MessageFacts {
 
 /** What a hook decides. */
 export type Verdict =
-  | { action: 'continue'; headers?: HeaderChanges; notes?: Notes }
-  | { action: 'accept'; headers?: HeaderChanges; notes?: Notes }
+  | { action: 'continue'; headers?: HeaderChanges; notes?: Notes; policy?: string }
+  | { action: 'accept'; headers?: HeaderChanges; notes?: Notes; policy?: string }
   | { action: 'defer'; reply: Reply }
   | { action: 'reject'; reply: Reply }
   | { action: 'disconnect'; reply: Reply };
@@ -56,6 +56,8 @@ export interface SessionFacts {
   helo?: string;
   sender?: string;
   recipients: string[];
+  /** The policy class rcpt hooks gave the transaction's recipients (every one has the same). */
+  policy?: string;
 }
 
 /** What a hook is told about the command at hand. */
@@ -155,10 +157,15 @@ function fieldText(v: unknown, what: string): string {
   return v;
 }
 
-/** The header changes and notes of a continue or accept verdict, checked. */
-function changesOf(v: unknown): { headers?: HeaderChanges; notes?: Notes } {
-  const r = v as { headers?: HeaderChanges; notes?: Notes };
-  const out: { headers?: HeaderChanges; notes?: Notes } = {};
+/** The header changes, notes and policy class of a continue or accept verdict, checked. */
+function changesOf(v: unknown): { headers?: HeaderChanges; notes?: Notes; policy?: string } {
+  const r = v as { headers?: HeaderChanges; notes?: Notes; policy?: unknown };
+  const out: { headers?: HeaderChanges; notes?: Notes; policy?: string } = {};
+  if (r.policy !== undefined) {
+    if (typeof r.policy !== 'string' || !NOTE_NAME.test(r.policy))
+      throw new Error(`gave the policy ${JSON.stringify(r.policy)} (letters, digits, _ . - only)`);
+    out.policy = r.policy;
+  }
   if (r.headers !== undefined) {
     const h = r.headers;
     const name = (n: unknown): string => {

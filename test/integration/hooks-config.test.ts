@@ -7,10 +7,12 @@ import path from 'node:path';
 import { test } from 'node:test';
 import {
   ferrymail,
+  freePort,
   makeConfig,
   messageData,
   queueJson,
   RawSmtp,
+  run,
   startDaemon,
   stopDaemon,
   type TestConfig,
@@ -227,6 +229,75 @@ test('data_end hooks see the whole message, refuse or defer it with their reply,
     const shown = await ferrymail(cfg, ['queue', 'show', q[0]!.id, '--json']);
     assert.equal(JSON.parse(shown.stdout).notes?.score, '3.5', shown.stdout);
     assert.match(d.log(), /<= \S+ .*note\.score=3\.5/);
+  } finally {
+    await stopDaemon(d);
+  }
+});
+
+const CLASSES = `
+export default () => ({
+  rcpt: (s, i) => ({ action: 'continue', policy: i.arg.endsWith('@strict.example') ? 'strict' : 'lax' }),
+  data_end: (s) => ({ action: 'continue', headers: { add: [{ name: 'X-Policy', value: s.policy ?? 'none' }] } }),
+});
+`;
+
+/** Sends one message the way a client that honours 452 4.5.3 does: the refused recipients again, in a
+ * transaction of their own, until none is left. Prints the rounds as JSON. */
+const SPLITTING_CLIENT = `
+import json, smtplib, sys
+a = json.loads(sys.argv[1])
+left = a['rcpts']
+rounds = []
+while left:
+    s = smtplib.LMTP('127.0.0.1', a['port']) if a['lmtp'] else smtplib.SMTP('127.0.0.1', a['port'])
+    refused = s.sendmail('a@remote.example', left, b'Subject: classes\\r\\n\\r\\nbody\\r\\n')
+    s.quit()
+    rounds.append({'sent': [r for r in left if r not in refused], 'refused': {k: [v[0], v[1].decode()] for k, v in refused.items()}})
+    left = [r for r, (code, _) in refused.items() if code == 452]
+    if len(rounds) > 5: break
+print(json.dumps(rounds))
+`;
+
+test('recipients of different policy classes come back in transactions of their own (smtplib over SMTP and LMTP)', async () => {
+  const lmtpPort = await freePort();
+  const cfg = await makeConfig(`lmtp_listen: ["127.0.0.1:${lmtpPort}"]`);
+  const file = hookFile(cfg, 'classes.js', CLASSES);
+  fs.appendFileSync(path.join(cfg.configDir, 'ferrymail.yaml'), `hooks:\n  - path: ${file}\n`);
+  const d = await startDaemon(cfg);
+  try {
+    for (const [lmtp, port] of [
+      [false, cfg.port],
+      [true, lmtpPort],
+    ] as const) {
+      const rcpts = ['a@strict.example', 'b@lax.example', 'c@strict.example', 'd@lax.example'];
+      const r = await run('python3', ['-c', SPLITTING_CLIENT, JSON.stringify({ port, lmtp, rcpts })], {
+        timeoutMs: 20_000,
+      });
+      assert.equal(r.code, 0, r.stderr);
+      const rounds = JSON.parse(r.stdout) as Array<{ sent: string[]; refused: Record<string, [number, string]> }>;
+      assert.deepEqual(
+        rounds.map((x) => x.sent),
+        [
+          ['a@strict.example', 'c@strict.example'],
+          ['b@lax.example', 'd@lax.example'],
+        ],
+        r.stdout,
+      );
+      assert.match(rounds[0]!.refused['b@lax.example']![1], /^4\.5\.3 Too many recipients/);
+    }
+    const q = await queueJson(cfg);
+    const byClass = q.map((m) => ({
+      rcpts: m.recipients.map((x: Record<string, string>) => x.address).join(','),
+      policy: /^X-Policy: (\S+)\r$/m.exec(messageData(cfg, m.id))?.[1],
+      door: m.origin.door,
+    }));
+    const seen = byClass.map((x) => `${x.door} ${x.policy} ${x.rcpts}`).sort();
+    assert.deepEqual(seen, [
+      'lmtp lax b@lax.example,d@lax.example',
+      'lmtp strict a@strict.example,c@strict.example',
+      'smtp lax b@lax.example,d@lax.example',
+      'smtp strict a@strict.example,c@strict.example',
+    ]);
   } finally {
     await stopDaemon(d);
   }
