@@ -113,7 +113,7 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
     submission: { local_senders: s.submission?.local_senders ?? d.submission.local_senders },
     hooks: (s.hooks ?? []).map((h) => ({
       ...h,
-      path: abs(h.path)!,
+      path: abs(h.path),
       timeout: h.timeout === undefined ? 30 : (parseDuration(h.timeout) ?? 30),
       on_error: h.on_error ?? 'tempfail',
     })),

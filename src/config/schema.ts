@@ -165,8 +165,13 @@ export const HOOK_FIELDS: readonly Field[] = [
   {
     key: 'path',
     type: 'string',
-    required: true,
     doc: 'The hook module (ESM JavaScript), an absolute path or one relative to the configuration directory; it and its folders must belong to root or the daemon user and be writable by no one else.',
+  },
+  {
+    key: 'builtin',
+    type: 'enum',
+    values: ['policy_server'],
+    doc: 'A built-in hook instead of a module (docs/policy.md): policy_server.',
   },
   { key: 'name', type: 'string', doc: 'Its name in the log and in `ferrymail hooks list` (default: the file name).' },
   {

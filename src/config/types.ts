@@ -109,7 +109,9 @@ export interface LocalSettings {
 
 /** One hooks entry, its path absolute and its timeout in seconds. */
 export interface HookSetting {
-  path: string;
+  /** A module's path, or undefined for a built-in. */
+  path?: string;
+  builtin?: 'policy_server';
   name?: string;
   stages?: string[];
   options?: Record<string, unknown>;

@@ -55,7 +55,8 @@ export async function dataEnd(
   if (changes.length) await held.rewriteHead(Buffer.from(applyChanges(held.fields, changes), 'latin1'));
 }
 
-/** The header section after the changes, in order: each hook's removals, changes, then additions. */
+/** The header section after the changes, in order: each hook's removals, changes, additions at the end,
+ * then the fields it puts at the top. */
 export function applyChanges(fields: HeaderField[], all: HeaderChanges[]): string {
   let out = fields.map((f) => ({ lower: f.lower, raw: f.raw }));
   for (const c of all) {
@@ -70,6 +71,8 @@ export function applyChanges(fields: HeaderField[], all: HeaderChanges[]): strin
       else out[at] = { lower, raw };
     }
     for (const a of c.add ?? []) out.push({ lower: a.name.toLowerCase(), raw: `${a.name}: ${a.value}\r\n` });
+    const top = (c.prepend ?? []).map((a) => ({ lower: a.name.toLowerCase(), raw: `${a.name}: ${a.value}\r\n` }));
+    out = [...top, ...out];
   }
   return out.map((f) => f.raw).join('');
 }

@@ -18,6 +18,7 @@ import type { Config, HookSetting } from '../config/types.js';
 import { FerryError } from '../errors.js';
 import { resolveTrusted, UntrustedPath } from '../trust.js';
 import type { HookApi, HookHandlers } from './hook-api.js';
+import { policyServer } from './policy-server.js';
 import type { Hook, HookEntry, Hooks, Stage } from './stages.js';
 
 /** One configured hook as loaded: what `ferrymail hooks list` shows. */
@@ -34,9 +35,12 @@ export async function loadHooks(cfg: Config, log: HookApi['log']): Promise<{ hoo
   const hooks: Hooks = {};
   const list: LoadedHook[] = [];
   for (const [i, h] of cfg.hooks.entries()) {
-    const where = `hooks[${i}] (${h.path})`;
-    const handlers = await loadOne(h, where, { log, hostname: cfg.hostname });
-    const name = h.name || path.basename(h.path).replace(/\.[cm]?js$/, '');
+    const where = `hooks[${i}] (${h.path ?? h.builtin})`;
+    if (!h.path === !h.builtin) throw new FerryError('config', `hooks[${i}]: give either path (a module) or builtin`);
+    const handlers = h.builtin
+      ? builtin(h, where, { log, hostname: cfg.hostname })
+      : await loadOne(h, where, { log, hostname: cfg.hostname });
+    const name = h.name || (h.path ? path.basename(h.path).replace(/\.[cm]?js$/, '') : builtinName(h));
     const offered = HOOK_STAGES.filter((s) => typeof handlers[s] === 'function');
     const stages = h.stages?.length ? (h.stages as Stage[]) : offered;
     const missing = stages.filter((s) => !offered.includes(s));
@@ -47,9 +51,38 @@ export async function loadHooks(cfg: Config, log: HookApi['log']): Promise<{ hoo
       const entry: HookEntry = { name, run, timeoutMs: h.timeout * 1000, onError: h.on_error };
       (hooks[stage] ??= []).push(entry);
     }
-    list.push({ name, path: h.path, stages, timeoutMs: h.timeout * 1000, onError: h.on_error });
+    list.push({
+      name,
+      path: h.path ?? `builtin ${h.builtin}`,
+      stages,
+      timeoutMs: h.timeout * 1000,
+      onError: h.on_error,
+    });
   }
   return { hooks, list };
+}
+
+/** The built-in hooks by name (docs/policy.md). */
+const BUILTINS: Record<
+  NonNullable<HookSetting['builtin']>,
+  (o: Record<string, unknown>, api: HookApi) => HookHandlers
+> = {
+  policy_server: policyServer,
+};
+
+/** A built-in's handlers; bad options are a configuration error. */
+function builtin(h: HookSetting, where: string, api: HookApi): HookHandlers {
+  try {
+    return BUILTINS[h.builtin!](h.options ?? {}, api);
+  } catch (err) {
+    throw new FerryError('config', `${where}: ${(err as Error).message}`);
+  }
+}
+
+/** A built-in's default name: its kind and what it talks to. */
+function builtinName(h: HookSetting): string {
+  const server = h.options?.server;
+  return typeof server === 'string' ? `${h.builtin} ${server}` : h.builtin!;
 }
 
 /** Imports one module (a changed file is imported anew) and makes its handlers. */
@@ -58,7 +91,7 @@ async function loadOne(h: HookSetting, where: string, api: HookApi): Promise<Hoo
   let st: fs.Stats;
   const owners = [0, process.geteuid?.() ?? 0];
   try {
-    real = resolveTrusted(h.path, owners);
+    real = resolveTrusted(h.path!, owners);
     st = fs.statSync(real);
   } catch (err) {
     const why = err instanceof UntrustedPath ? err.message : ((err as NodeJS.ErrnoException).code ?? String(err));

@@ -16,9 +16,18 @@ export type Stage = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'data_end' |
 /** Changes a data_end hook makes to the header: fields added at the end of the header, the value of the
  * index-th field of a name changed (1 = the first, the default), every field of a name removed. */
 export interface HeaderChanges {
+  /** Fields put at the very top of the header (above the door's Received line), as Postfix's PREPEND. */
+  prepend?: Array<{ name: string; value: string }>;
   add?: Array<{ name: string; value: string }>;
   change?: Array<{ name: string; value: string; index?: number }>;
   remove?: string[];
+}
+
+/** A deferral that applies only when the stage would otherwise pass (permit) or be refused for good
+ * (reject): Postfix's DEFER_IF_PERMIT and DEFER_IF_REJECT. */
+export interface SoftDefer {
+  when: 'permit' | 'reject';
+  reply: Reply;
 }
 
 /** Notes a data_end hook sets: later hooks see them, the envelope keeps them, the log shows them. */
@@ -38,7 +47,7 @@ export interface MessageFacts {
 
 /** What a hook decides. */
 export type Verdict =
-  | { action: 'continue'; headers?: HeaderChanges; notes?: Notes; policy?: string }
+  | { action: 'continue'; headers?: HeaderChanges; notes?: Notes; policy?: string; softDefer?: SoftDefer }
   | { action: 'accept'; headers?: HeaderChanges; notes?: Notes; policy?: string }
   | { action: 'defer'; reply: Reply }
   | { action: 'reject'; reply: Reply }
@@ -158,9 +167,16 @@ function fieldText(v: unknown, what: string): string {
 }
 
 /** The header changes, notes and policy class of a continue or accept verdict, checked. */
-function changesOf(v: unknown): { headers?: HeaderChanges; notes?: Notes; policy?: string } {
+function changesOf(v: unknown): { headers?: HeaderChanges; notes?: Notes; policy?: string; softDefer?: SoftDefer } {
   const r = v as { headers?: HeaderChanges; notes?: Notes; policy?: unknown };
-  const out: { headers?: HeaderChanges; notes?: Notes; policy?: string } = {};
+  const out: { headers?: HeaderChanges; notes?: Notes; policy?: string; softDefer?: SoftDefer } = {};
+  const soft = (v as { softDefer?: { when?: unknown; reply?: unknown } }).softDefer;
+  if (soft !== undefined) {
+    const checkedReply = checked({ action: 'defer', reply: soft?.reply });
+    if ((soft?.when !== 'permit' && soft?.when !== 'reject') || checkedReply.action !== 'defer')
+      throw new Error('gave a softDefer that is not { when: permit|reject, reply: 4xx }');
+    out.softDefer = { when: soft.when, reply: checkedReply.reply };
+  }
   if (r.policy !== undefined) {
     if (typeof r.policy !== 'string' || !NOTE_NAME.test(r.policy))
       throw new Error(`gave the policy ${JSON.stringify(r.policy)} (letters, digits, _ . - only)`);
@@ -178,6 +194,7 @@ function changesOf(v: unknown): { headers?: HeaderChanges; notes?: Notes; policy
       return x;
     };
     out.headers = {
+      prepend: list(h.prepend, 'prepend').map((a) => ({ name: name(a?.name), value: fieldText(a?.value, 'a value') })),
       add: list(h.add, 'add').map((a) => ({ name: name(a?.name), value: fieldText(a?.value, 'a value') })),
       change: list(h.change, 'change').map((c) => {
         const index = c?.index ?? 1;
@@ -213,6 +230,14 @@ export async function runStage(
   warn?: HookWarn,
   collect?: (v: Extract<Verdict, { action: 'continue' | 'accept' }>) => void,
 ): Promise<Verdict> {
+  let ifPermit: Reply | undefined;
+  let ifReject: Reply | undefined;
+  /** The stage's end: a soft deferral turns a pass (or a refusal for good) into a deferral. */
+  const end = (v: Verdict): Verdict => {
+    if ((v.action === 'continue' || v.action === 'accept') && ifPermit) return { action: 'defer', reply: ifPermit };
+    if (v.action === 'reject' && ifReject) return { action: 'defer', reply: ifReject };
+    return v;
+  };
   for (const h of hooks ?? []) {
     const e = entryOf(h, timeoutMs);
     let v: Verdict;
@@ -240,9 +265,13 @@ export async function runStage(
       // later hooks see the notes of those before them
       if (v.notes && input.message) Object.assign(input.message.notes, v.notes);
     }
-    if (v.action !== 'continue') return v;
+    if (v.action === 'continue' && v.softDefer) {
+      if (v.softDefer.when === 'permit') ifPermit ??= v.softDefer.reply;
+      else ifReject ??= v.softDefer.reply;
+    }
+    if (v.action !== 'continue') return end(v);
   }
-  return CONTINUE;
+  return end(CONTINUE);
 }
 
 /** The reply a refusing verdict sends: a disconnect always with 421. */
