@@ -21,7 +21,7 @@ export async function listHooks(cfg: Config, out: (s: string) => void, json?: bo
     out('no hooks configured (hooks: in ferrymail.yaml, see docs/hooks.md)\n');
     return EX.OK;
   }
-  const stages = ['connect', 'helo', 'mail', 'rcpt', 'data', 'data_end', 'other', 'unknown'] as const;
+  const stages = ['connect', 'helo', 'mail', 'rcpt', 'data', 'data_end', 'other', 'unknown', 'close'] as const;
   for (const stage of stages) {
     const at = list.filter((h) => h.stages.includes(stage));
     if (!at.length) continue;

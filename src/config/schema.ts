@@ -158,7 +158,17 @@ export const LOCAL_SENDER_FIELDS: readonly Field[] = [
 ];
 
 /** The stages a configured hook may serve. */
-export const HOOK_STAGES = ['connect', 'helo', 'mail', 'rcpt', 'data', 'data_end', 'other', 'unknown'] as const;
+export const HOOK_STAGES = [
+  'connect',
+  'helo',
+  'mail',
+  'rcpt',
+  'data',
+  'data_end',
+  'other',
+  'unknown',
+  'close',
+] as const;
 
 /** The keys of one hooks element. */
 export const HOOK_FIELDS: readonly Field[] = [
@@ -170,8 +180,8 @@ export const HOOK_FIELDS: readonly Field[] = [
   {
     key: 'builtin',
     type: 'enum',
-    values: ['policy_server'],
-    doc: 'A built-in hook instead of a module (docs/policy.md): policy_server.',
+    values: ['policy_server', 'milter'],
+    doc: 'A built-in hook instead of a module (docs/policy.md): policy_server, milter.',
   },
   { key: 'name', type: 'string', doc: 'Its name in the log and in `ferrymail hooks list` (default: the file name).' },
   {

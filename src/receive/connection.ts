@@ -246,7 +246,7 @@ export class FerryConnection extends SMTPConnection {
         ? (line.slice(verb.length).trim().split(/\s+/)[0] ?? '').toUpperCase()
         : line.slice(verb.length).trim();
     runStage(hooks, this.policy.facts(this), { stage, verb, arg }, undefined, this.policy.warnHook).then((v) => {
-      if (v.action === 'continue' || v.action === 'accept') return proceed();
+      if (v.action === 'continue' || v.action === 'accept' || v.action === 'discard') return proceed();
       const reply = verdictReply(v);
       this.send(reply.code, replyText(reply));
       if (v.action === 'disconnect') this.close();

@@ -18,8 +18,12 @@ import type { Config, HookSetting } from '../config/types.js';
 import { FerryError } from '../errors.js';
 import { resolveTrusted, UntrustedPath } from '../trust.js';
 import type { HookApi, HookHandlers } from './hook-api.js';
+import { milter } from './milter.js';
 import { policyServer } from './policy-server.js';
 import type { Hook, HookEntry, Hooks, Stage } from './stages.js';
+
+/** The longest a milter may take over one stage in all (Postfix: milter_content_timeout). */
+const MESSAGE_TIMEOUT_MS = 300_000;
 
 /** One configured hook as loaded: what `ferrymail hooks list` shows. */
 export interface LoadedHook {
@@ -46,9 +50,11 @@ export async function loadHooks(cfg: Config, log: HookApi['log']): Promise<{ hoo
     const missing = stages.filter((s) => !offered.includes(s));
     if (missing.length) throw new FerryError('config', `${where}: the module has no handler for ${missing.join(', ')}`);
     if (!stages.length) throw new FerryError('config', `${where}: the module has a handler for no stage`);
+    // a milter's own time limit is per reply; the stage call as a whole may last as long as a message's
+    const timeoutMs = h.builtin === 'milter' ? Math.max(h.timeout * 1000, MESSAGE_TIMEOUT_MS) : h.timeout * 1000;
     for (const stage of stages) {
       const run = handlers[stage]!.bind(handlers) as Hook;
-      const entry: HookEntry = { name, run, timeoutMs: h.timeout * 1000, onError: h.on_error };
+      const entry: HookEntry = { name, run, timeoutMs, onError: h.on_error };
       (hooks[stage] ??= []).push(entry);
     }
     list.push({
@@ -68,12 +74,15 @@ const BUILTINS: Record<
   (o: Record<string, unknown>, api: HookApi) => HookHandlers
 > = {
   policy_server: policyServer,
+  milter,
 };
 
 /** A built-in's handlers; bad options are a configuration error. */
 function builtin(h: HookSetting, where: string, api: HookApi): HookHandlers {
   try {
-    return BUILTINS[h.builtin!](h.options ?? {}, api);
+    // a milter's timeout is per command (each reply); the whole end of a message may take longer
+    const options = h.builtin === 'milter' ? { command_timeout: h.timeout, ...h.options } : (h.options ?? {});
+    return BUILTINS[h.builtin!](options, api);
   } catch (err) {
     throw new FerryError('config', `${where}: ${(err as Error).message}`);
   }

@@ -74,7 +74,7 @@ export interface IntakePlan {
   envelope(fields: HeaderField[], id: string): Omit<Envelope, 'id' | 'size'> | Promise<Omit<Envelope, 'id' | 'size'>>;
   /** Last word before the commit, with the whole message readable: false drops it (it was dealt with
    * otherwise) and intake resolves with its envelope uncommitted; a throw refuses it. */
-  beforeCommit?(env: Envelope, held: HeldMessage): Promise<boolean>;
+  beforeCommit?(env: Envelope, held: HeldMessage): Promise<boolean | 'hold'>;
 }
 
 /** A message written to the spool's temporary file and not yet committed. */
@@ -84,8 +84,9 @@ export interface HeldMessage {
   /** The header fields as written (the door's own edits included), and their length in bytes. */
   fields: HeaderField[];
   headBytes: number;
-  /** Replaces the header fields with head (the blank line and the body stay); size follows. */
-  rewriteHead(head: Buffer): Promise<void>;
+  /** Replaces the header fields with head (the blank line and the body stay, or the body is the new
+   * one given); size follows. */
+  rewriteHead(head: Buffer, body?: Buffer): Promise<void>;
 }
 
 /** The first n bytes of a stream. */
@@ -150,8 +151,8 @@ export async function intake(spool: SpoolWriter, source: Readable, plan: IntakeP
         read,
         fields: [],
         headBytes: headers.headBytes,
-        rewriteHead: async (head) => {
-          await rewrite(headers.headBytes, head);
+        rewriteHead: async (head, body) => {
+          await rewrite(headers.headBytes, head, body);
           headers.headBytes = head.length;
           held.fields = parseHeaderBlock(head.toString('latin1')).fields;
           env.size = writer.bytesWritten();
@@ -159,12 +160,13 @@ export async function intake(spool: SpoolWriter, source: Readable, plan: IntakeP
       };
       // the door's edits are in the file: the fields a hook sees are the ones written
       held.fields = parseHeaderBlock((await readHead(read, headers.headBytes)).toString('latin1')).fields;
-      if (!(await plan.beforeCommit(env, held))) {
+      const go = await plan.beforeCommit(env, held);
+      if (!go) {
         await writer.abort();
         return env;
       }
       // what the step added (notes) is committed with it; the id and size are the writer's
-      return await writer.commit(env);
+      return await writer.commit(env, go === 'hold' ? 'hold' : 'queue');
     }
     return await writer.commit(partial);
   } catch (err) {

@@ -46,6 +46,8 @@ interface SessionNote {
   dialogue: string;
   /** The policy class the rcpt hooks gave the transaction's recipients. */
   policy?: string;
+  /** The close stage has run. */
+  closed?: boolean;
 }
 
 export type Handlers = Pick<
@@ -125,7 +127,8 @@ export function buildHandlers(
 
   /** Callback adapter: runs a stage and maps its verdict onto smtp-server's callback. */
   const verdictTo = (cb: (err?: Error | null) => void) => (v: Awaited<ReturnType<typeof runStage>>) => {
-    if (v.action === 'continue' || v.action === 'accept') return cb();
+    // a discard means something at data_end only: before it, the command passes
+    if (v.action === 'continue' || v.action === 'accept' || v.action === 'discard') return cb();
     const reply = verdictReply(v);
     cb(smtpError(reply.code, reply.enhanced, reply.text));
   };
@@ -174,7 +177,14 @@ export function buildHandlers(
     release,
     pending,
     cut: () => cutCount,
-    onClose: release,
+    onClose(session) {
+      release(session);
+      // the close stage: observers only, once per session (a milter's connection ends here)
+      const note = notes.get(session);
+      if (!note || note.closed || !hooks.close?.length) return;
+      note.closed = true;
+      void runStage(hooks.close, facts(session), { stage: 'close', verb: '', arg: '' }, undefined, warnHook);
+    },
     onAuth(auth: SMTPServerAuthentication, session, cb) {
       if (!users) return cb(smtpError(502, '5.5.1', 'Authentication not enabled'));
       if (!session.secure && !isLoopback(session.remoteAddress)) {
@@ -272,7 +282,7 @@ export function buildHandlers(
           const v = await runStage(hooks.rcpt, f, input, undefined, warnHook, (ok) => {
             if (ok.policy !== undefined) policy = ok.policy;
           });
-          if (v.action !== 'continue' && v.action !== 'accept') return verdictTo(cb)(v);
+          if (v.action !== 'continue' && v.action !== 'accept' && v.action !== 'discard') return verdictTo(cb)(v);
           // a recipient with a verdict of its own (delivered in the dialogue, or of another policy class
           // than the first) comes in a transaction of its own (RFC 5321 4.5.3.1.10)
           if (note.rcptOk > 0 && (user !== note.dialogue || policy !== note.policy))
@@ -296,15 +306,35 @@ export function buildHandlers(
       const step = user ? dialogueStep(cfg, deps, user, session.id) : undefined;
       const endHooks = hooks.data_end;
       // the data_end hooks first (they may refuse it or change it), then a delivery in the dialogue
+      let discarded: string | undefined;
       const beforeCommit =
         endHooks?.length || step
-          ? async (env: Envelope, held: HeldMessage): Promise<boolean> => {
-              if (endHooks?.length) await dataEnd(endHooks, f, env, held, warnHook);
+          ? async (env: Envelope, held: HeldMessage): Promise<boolean | 'hold'> => {
+              const end = endHooks?.length ? await dataEnd(cfg, endHooks, f, env, held, warnHook) : {};
+              if (end.discard) {
+                discarded = end.discard;
+                return false;
+              }
+              if (end.hold) {
+                deps.log.log('info', `${env.id} held: ${end.hold}`, { session: session.id });
+                return 'hold';
+              }
               return step ? step.beforeCommit(env, held) : true;
             }
           : undefined;
       const p = receiveData(cfg, deps, stream, session, f, door, local, beforeCommit).then(
         (env) => {
+          if (discarded) {
+            // the client is told what it would be told of any message: it has no say in a discard
+            deps.log.log('info', `${env.id} discarded: ${discarded}`, { session: session.id, from: `<${env.sender}>` });
+            const text = `2.0.0 Ok: queued as ${env.id}`;
+            return door === 'lmtp'
+              ? cb(
+                  null,
+                  Array.from({ length: lmtpReplies }, () => text),
+                )
+              : cb(null, text);
+          }
           const verdict = step?.verdict();
           if (verdict) {
             const reply = dialogueReply(verdict, env.id);

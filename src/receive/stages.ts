@@ -11,7 +11,7 @@
 import type { Reply } from '../domain/outcome.js';
 
 /** The stages hooks can attach to. */
-export type Stage = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'data_end' | 'other' | 'unknown';
+export type Stage = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'data_end' | 'other' | 'unknown' | 'close';
 
 /** Changes a data_end hook makes to the header: fields added at the end of the header, the value of the
  * index-th field of a name changed (1 = the first, the default), every field of a name removed. */
@@ -19,8 +19,27 @@ export interface HeaderChanges {
   /** Fields put at the very top of the header (above the door's Received line), as Postfix's PREPEND. */
   prepend?: Array<{ name: string; value: string }>;
   add?: Array<{ name: string; value: string }>;
+  /** Fields put before the field at index (0: the top, where the door's Received line is). */
+  insert?: Array<{ index: number; name: string; value: string }>;
+  /** An empty value removes that field. */
   change?: Array<{ name: string; value: string; index?: number }>;
   remove?: string[];
+}
+
+/** Changes a data_end hook makes to the envelope: a new sender, recipients added and removed. */
+export interface EnvelopeChanges {
+  sender?: string;
+  add?: string[];
+  remove?: string[];
+}
+
+/** What a data_end verdict may do to the message besides its header. */
+export interface MessageChanges {
+  envelope?: EnvelopeChanges;
+  /** The new body, replacing the old one whole (bytes after the blank line). */
+  body?: Uint8Array;
+  /** Keep the message on hold (ferrymail queue release) with this reason, instead of queuing it. */
+  quarantine?: string;
 }
 
 /** A deferral that applies only when the stage would otherwise pass (permit) or be refused for good
@@ -47,8 +66,15 @@ export interface MessageFacts {
 
 /** What a hook decides. */
 export type Verdict =
-  | { action: 'continue'; headers?: HeaderChanges; notes?: Notes; policy?: string; softDefer?: SoftDefer }
-  | { action: 'accept'; headers?: HeaderChanges; notes?: Notes; policy?: string }
+  | ({
+      action: 'continue';
+      headers?: HeaderChanges;
+      notes?: Notes;
+      policy?: string;
+      softDefer?: SoftDefer;
+    } & MessageChanges)
+  | ({ action: 'accept'; headers?: HeaderChanges; notes?: Notes; policy?: string } & MessageChanges)
+  | { action: 'discard' }
   | { action: 'defer'; reply: Reply }
   | { action: 'reject'; reply: Reply }
   | { action: 'disconnect'; reply: Reply };
@@ -139,7 +165,8 @@ function withTimeout(p: Promise<Verdict>, ms: number): Promise<Verdict> {
 function checked(v: unknown): Verdict {
   const r = v as { action?: unknown; reply?: { code?: unknown; enhanced?: unknown; text?: unknown } } | null;
   const action = r?.action;
-  if (action === 'continue' || action === 'accept') return { action, ...changesOf(v) };
+  if (action === 'continue' || action === 'accept') return { action, ...changesOf(v), ...messageChangesOf(v) };
+  if (action === 'discard') return { action };
   if (action !== 'defer' && action !== 'reject' && action !== 'disconnect')
     throw new Error(`answered ${JSON.stringify(v)?.slice(0, 80)}, not a verdict`);
   const code = Number(r?.reply?.code);
@@ -159,10 +186,16 @@ const FIELD_NAME = /^[!-9;-~]{1,76}$/;
 /** A note's name. */
 const NOTE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
-/** A field value a hook gives: one line of printable text (the door folds nothing). */
-function fieldText(v: unknown, what: string): string {
-  if (typeof v !== 'string' || v.length > 998 || /[\x00-\x08\x0a-\x1f\x7f]/.test(v))
-    throw new Error(`gave ${what} that is not one line of text`);
+/** A field value a hook gives: printable text, folded (CRLF and a space or tab) where it is long, no line
+ * over 998 characters (a note or reason: one line). */
+function fieldText(v: unknown, what: string, folded = false): string {
+  const lines = typeof v === 'string' ? (folded ? v.split(/\r\n(?=[ \t])/) : [v]) : [];
+  if (
+    typeof v !== 'string' ||
+    v.length > 65_536 ||
+    lines.some((l) => l.length > 998 || /[\x00-\x08\x0a-\x1f\x7f]/.test(l))
+  )
+    throw new Error(`gave ${what} that is not ${folded ? 'a header field value' : 'one line of text'}`);
   return v;
 }
 
@@ -194,12 +227,19 @@ function changesOf(v: unknown): { headers?: HeaderChanges; notes?: Notes; policy
       return x;
     };
     out.headers = {
-      prepend: list(h.prepend, 'prepend').map((a) => ({ name: name(a?.name), value: fieldText(a?.value, 'a value') })),
-      add: list(h.add, 'add').map((a) => ({ name: name(a?.name), value: fieldText(a?.value, 'a value') })),
+      insert: list(h.insert, 'insert').map((a) => {
+        if (!Number.isInteger(a?.index) || a.index < 0) throw new Error('gave an insert with a bad index');
+        return { index: a.index, name: name(a?.name), value: fieldText(a?.value, 'a value', true) };
+      }),
+      prepend: list(h.prepend, 'prepend').map((a) => ({
+        name: name(a?.name),
+        value: fieldText(a?.value, 'a value', true),
+      })),
+      add: list(h.add, 'add').map((a) => ({ name: name(a?.name), value: fieldText(a?.value, 'a value', true) })),
       change: list(h.change, 'change').map((c) => {
         const index = c?.index ?? 1;
         if (!Number.isInteger(index) || index < 1) throw new Error('gave a change with a bad index');
-        return { name: name(c?.name), value: fieldText(c?.value, 'a value'), index };
+        return { name: name(c?.name), value: fieldText(c?.value, 'a value', true), index };
       }),
       remove: list(h.remove, 'remove').map(name),
     };
@@ -213,6 +253,38 @@ function changesOf(v: unknown): { headers?: HeaderChanges; notes?: Notes; policy
       out.notes[k] = fieldText(val, `the note ${k}`);
     }
   }
+  return out;
+}
+
+/** An address a hook gives: no spaces, brackets or control characters (the empty sender is allowed). */
+function addressText(v: unknown, empty: boolean): string {
+  if (typeof v !== 'string' || (!empty && !v) || v.length > 320 || /[\s<>\x00-\x1f\x7f]/.test(v))
+    throw new Error(`gave the address ${JSON.stringify(v)?.slice(0, 80)}`);
+  return v;
+}
+
+/** The envelope changes, body and quarantine of a verdict, checked. */
+function messageChangesOf(v: unknown): MessageChanges {
+  const r = v as { envelope?: EnvelopeChanges; body?: unknown; quarantine?: unknown };
+  const out: MessageChanges = {};
+  if (r.envelope !== undefined) {
+    const e = r.envelope;
+    const list = (x: unknown, what: string): string[] => {
+      if (x === undefined) return [];
+      if (!Array.isArray(x)) throw new Error(`gave envelope.${what} that is not a list`);
+      return x.map((a) => addressText(a, false));
+    };
+    out.envelope = {
+      ...(e.sender !== undefined ? { sender: addressText(e.sender, true) } : {}),
+      add: list(e.add, 'add'),
+      remove: list(e.remove, 'remove'),
+    };
+  }
+  if (r.body !== undefined) {
+    if (!(r.body instanceof Uint8Array)) throw new Error('gave a body that is not bytes');
+    out.body = r.body;
+  }
+  if (r.quarantine !== undefined) out.quarantine = fieldText(r.quarantine, 'a quarantine reason') || 'quarantined';
   return out;
 }
 
@@ -234,7 +306,8 @@ export async function runStage(
   let ifReject: Reply | undefined;
   /** The stage's end: a soft deferral turns a pass (or a refusal for good) into a deferral. */
   const end = (v: Verdict): Verdict => {
-    if ((v.action === 'continue' || v.action === 'accept') && ifPermit) return { action: 'defer', reply: ifPermit };
+    if ((v.action === 'continue' || v.action === 'accept' || v.action === 'discard') && ifPermit)
+      return { action: 'defer', reply: ifPermit };
     if (v.action === 'reject' && ifReject) return { action: 'defer', reply: ifReject };
     return v;
   };
@@ -275,7 +348,9 @@ export async function runStage(
 }
 
 /** The reply a refusing verdict sends: a disconnect always with 421. */
-export function verdictReply(v: Exclude<Verdict, { action: 'continue' } | { action: 'accept' }>): Reply {
+export function verdictReply(
+  v: Exclude<Verdict, { action: 'continue' } | { action: 'accept' } | { action: 'discard' }>,
+): Reply {
   return v.action === 'disconnect' ? { ...v.reply, code: 421 } : v.reply;
 }
 

@@ -31,9 +31,10 @@ export interface MessageWriter {
   read?(): Readable;
   /** Replaces the first headBytes bytes of the message written (its header fields) with head, once its
    * stream has finished; only a spool's own writer has it. */
-  rewriteHead?(headBytes: number, head: Buffer): Promise<void>;
-  /** Makes the message durable and visible; env.id and env.size are filled in here. */
-  commit(env: Omit<Envelope, 'id' | 'size'>): Promise<Envelope>;
+  rewriteHead?(headBytes: number, head: Buffer, body?: Buffer): Promise<void>;
+  /** Makes the message durable and visible (in queue/, or held in hold/); env.id and env.size are
+   * filled in here. */
+  commit(env: Omit<Envelope, 'id' | 'size'>, place?: 'queue' | 'hold'): Promise<Envelope>;
   /** Drops the message; safe to call more than once and after a failed commit. */
   abort(): Promise<void>;
 }
@@ -133,7 +134,10 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
     await closeFile();
     await Promise.all([fsp.rm(tmpData, { force: true }), fsp.rm(tmpEnv, { force: true })]).catch(() => undefined);
   };
-  const commit = async (partial: Omit<Envelope, 'id' | 'size'>): Promise<Envelope> => {
+  const commit = async (
+    partial: Omit<Envelope, 'id' | 'size'>,
+    place: 'queue' | 'hold' = 'queue',
+  ): Promise<Envelope> => {
     const env: Envelope = { ...partial, id, size: 0 } as Envelope;
     let linked = false;
     try {
@@ -147,8 +151,9 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       await fsp.unlink(tmpData);
       // the data's name is durable before the envelope can be seen, so a listed envelope always has data
       await msgSync.sync();
-      await fsp.rename(tmpEnv, layout.envelope('queue', id));
-      await queueSync.sync();
+      await fsp.rename(tmpEnv, layout.envelope(place, id));
+      if (place === 'queue') await queueSync.sync();
+      else await DirSyncer.of(layout.dir('hold')).sync();
       return env;
     } catch (err) {
       if (linked) await rollback(layout, id);
@@ -157,17 +162,18 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
     }
   };
   const read = (): Readable => fs.createReadStream(tmpData);
-  /** The new head, then the rest of the old file, in a new file that then takes the old one's name. */
-  const rewriteHead = async (headBytes: number, head: Buffer): Promise<void> => {
+  /** The new head, then the rest of the old file (or the blank line and a new body), in a new file that
+   * then takes the old one's name. */
+  const rewriteHead = async (headBytes: number, head: Buffer, body?: Buffer): Promise<void> => {
     await finished(stream);
     const next = `${tmpData}.new`;
     const out = await fsp.open(next, 'wx', 0o600);
     let old: fsp.FileHandle | undefined;
     try {
       old = await fsp.open(tmpData, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-      let n = await writeAll(out, [head]);
+      let n = await writeAll(out, body ? [head, Buffer.from('\r\n'), body] : [head]);
       const buf = Buffer.allocUnsafe(64 * 1024);
-      for (let pos = headBytes; ; ) {
+      for (let pos = headBytes; !body; ) {
         const { bytesRead } = await old.read(buf, 0, buf.length, pos);
         if (bytesRead === 0) break;
         n += await writeAll(out, [buf.subarray(0, bytesRead)]);
