@@ -35,7 +35,7 @@ export const RULES = {
   config: ['domain', 'errors.ts', 'version.ts', 'trust.ts', 'route', 'sign'],
   local: ['domain', 'errors.ts', 'trust.ts', 'accounts.ts', 'route', 'config'],
   control: ['domain', 'errors.ts', 'spool'],
-  receive: ['domain', 'errors.ts', 'accounts.ts', 'trust.ts', 'scan', 'spool', 'config', 'log', 'local'],
+  receive: ['domain', 'errors.ts', 'accounts.ts', 'trust.ts', 'proc', 'scan', 'spool', 'config', 'log', 'local'],
   daemon: [
     'domain',
     'errors.ts',

@@ -111,7 +111,7 @@ export interface LocalSettings {
 export interface HookSetting {
   /** A module's path, or undefined for a built-in. */
   path?: string;
-  builtin?: 'policy_server' | 'milter';
+  builtin?: 'policy_server' | 'milter' | 'filter';
   name?: string;
   stages?: string[];
   options?: Record<string, unknown>;

@@ -18,6 +18,7 @@ import type { Config, HookSetting } from '../config/types.js';
 import { FerryError } from '../errors.js';
 import { resolveTrusted, UntrustedPath } from '../trust.js';
 import type { HookApi, HookHandlers } from './hook-api.js';
+import { filter } from './filter.js';
 import { milter } from './milter.js';
 import { policyServer } from './policy-server.js';
 import type { Hook, HookEntry, Hooks, Stage } from './stages.js';
@@ -75,13 +76,19 @@ const BUILTINS: Record<
 > = {
   policy_server: policyServer,
   milter,
+  filter,
 };
 
 /** A built-in's handlers; bad options are a configuration error. */
 function builtin(h: HookSetting, where: string, api: HookApi): HookHandlers {
   try {
     // a milter's timeout is per command (each reply); the whole end of a message may take longer
-    const options = h.builtin === 'milter' ? { command_timeout: h.timeout, ...h.options } : (h.options ?? {});
+    const options =
+      h.builtin === 'milter'
+        ? { command_timeout: h.timeout, ...h.options }
+        : h.builtin === 'filter'
+          ? { timeout_ms: h.timeout * 1000, ...h.options }
+          : (h.options ?? {});
     return BUILTINS[h.builtin!](options, api);
   } catch (err) {
     throw new FerryError('config', `${where}: ${(err as Error).message}`);
@@ -91,7 +98,10 @@ function builtin(h: HookSetting, where: string, api: HookApi): HookHandlers {
 /** A built-in's default name: its kind and what it talks to. */
 function builtinName(h: HookSetting): string {
   const server = h.options?.server;
-  return typeof server === 'string' ? `${h.builtin} ${server}` : h.builtin!;
+  const command = h.options?.command;
+  if (typeof server === 'string') return `${h.builtin} ${server}`;
+  if (Array.isArray(command) && typeof command[0] === 'string') return `${h.builtin} ${command[0]}`;
+  return h.builtin!;
 }
 
 /** Imports one module (a changed file is imported anew) and makes its handlers. */
