@@ -111,6 +111,7 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
           : (parseDuration(s.auth.failure_window) ?? d.auth.failure_window),
     },
     submission: { local_senders: s.submission?.local_senders ?? d.submission.local_senders },
+    dns: { servers: s.dns?.servers ?? d.dns.servers },
     hooks: (s.hooks ?? []).map((h) => ({
       ...h,
       path: abs(h.path),

@@ -180,8 +180,8 @@ export const HOOK_FIELDS: readonly Field[] = [
   {
     key: 'builtin',
     type: 'enum',
-    values: ['policy_server', 'milter', 'filter'],
-    doc: 'A built-in hook instead of a module (docs/policy.md): policy_server, milter, filter.',
+    values: ['policy_server', 'milter', 'filter', 'ip_list', 'dnsbl'],
+    doc: 'A built-in hook instead of a module (docs/policy.md): policy_server, milter, filter, ip_list, dnsbl.',
   },
   { key: 'name', type: 'string', doc: 'Its name in the log and in `ferrymail hooks list` (default: the file name).' },
   {
@@ -521,6 +521,15 @@ export const FIELDS: readonly Field[] = [
     min: 1,
     max: 86_400,
     doc: 'How long a failed AUTH attempt counts against its client address and user name, and how long a lockout lasts.',
+  },
+  {
+    key: 'dns.servers',
+    type: 'string[]',
+    check: (v) =>
+      net.isIP(v) || /^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(v) || /^\d+\.\d+\.\d+\.\d+:\d{1,5}$/.test(v)
+        ? undefined
+        : 'must be an address, address:port or [v6]:port',
+    doc: 'DNS servers the built-in hooks ask (DNS lists); empty: the system resolver configuration.',
   },
   {
     key: 'hooks',

@@ -49,6 +49,8 @@ export interface Config {
   submission: { local_senders: LocalSenders[] };
   /** Hook modules at the SMTP stages, in order. */
   hooks: HookSetting[];
+  /** The DNS servers built-in hooks ask (empty: the system's). */
+  dns: { servers: string[] };
   online: { state_file?: string; command: string[]; rules: InterfaceRule[]; probe_timeout: number };
   /** Mail for this host's own people: what is local, aliases, mailboxes (docs/local.md). */
   local: LocalSettings;
@@ -111,7 +113,7 @@ export interface LocalSettings {
 export interface HookSetting {
   /** A module's path, or undefined for a built-in. */
   path?: string;
-  builtin?: 'policy_server' | 'milter' | 'filter';
+  builtin?: 'policy_server' | 'milter' | 'filter' | 'ip_list' | 'dnsbl';
   name?: string;
   stages?: string[];
   options?: Record<string, unknown>;
@@ -142,6 +144,7 @@ export type Settings = Omit<
   | 'hooks'
 > & {
   local?: Partial<LocalSettings>;
+  dns?: Partial<Config['dns']>;
   hooks?: Array<
     Omit<HookSetting, 'timeout' | 'on_error'> & { timeout?: string | number; on_error?: 'tempfail' | 'accept' }
   >;
@@ -190,6 +193,7 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     auth: { max_failures: 10, failure_window: 900 },
     submission: { local_senders: [] },
     hooks: [],
+    dns: { servers: [] },
     online: { command: [], rules: [], probe_timeout: 2000 },
     local: {
       domains: [],

@@ -23,6 +23,8 @@ export interface HookApi {
   log(text: string): void;
   /** The host name the daemon answers with. */
   hostname: string;
+  /** The DNS servers of the configuration (dns.servers; empty: the system's). */
+  dnsServers?: string[];
 }
 
 /** A module's handlers: one function per stage it serves. */

@@ -18,7 +18,9 @@ import type { Config, HookSetting } from '../config/types.js';
 import { FerryError } from '../errors.js';
 import { resolveTrusted, UntrustedPath } from '../trust.js';
 import type { HookApi, HookHandlers } from './hook-api.js';
+import { dnsbl } from './dnsbl.js';
 import { filter } from './filter.js';
+import { ipList } from './ip-list.js';
 import { milter } from './milter.js';
 import { policyServer } from './policy-server.js';
 import type { Hook, HookEntry, Hooks, Stage } from './stages.js';
@@ -43,8 +45,8 @@ export async function loadHooks(cfg: Config, log: HookApi['log']): Promise<{ hoo
     const where = `hooks[${i}] (${h.path ?? h.builtin})`;
     if (!h.path === !h.builtin) throw new FerryError('config', `hooks[${i}]: give either path (a module) or builtin`);
     const handlers = h.builtin
-      ? builtin(h, where, { log, hostname: cfg.hostname })
-      : await loadOne(h, where, { log, hostname: cfg.hostname });
+      ? builtin(h, where, { log, hostname: cfg.hostname, dnsServers: cfg.dns.servers })
+      : await loadOne(h, where, { log, hostname: cfg.hostname, dnsServers: cfg.dns.servers });
     const name = h.name || (h.path ? path.basename(h.path).replace(/\.[cm]?js$/, '') : builtinName(h));
     const offered = HOOK_STAGES.filter((s) => typeof handlers[s] === 'function');
     const stages = h.stages?.length ? (h.stages as Stage[]) : offered;
@@ -77,6 +79,8 @@ const BUILTINS: Record<
   policy_server: policyServer,
   milter,
   filter,
+  ip_list: ipList,
+  dnsbl,
 };
 
 /** A built-in's handlers; bad options are a configuration error. */
@@ -100,6 +104,7 @@ function builtinName(h: HookSetting): string {
   const server = h.options?.server;
   const command = h.options?.command;
   if (typeof server === 'string') return `${h.builtin} ${server}`;
+  if (typeof h.options?.file === 'string') return `${h.builtin} ${h.options.file}`;
   if (Array.isArray(command) && typeof command[0] === 'string') return `${h.builtin} ${command[0]}`;
   return h.builtin!;
 }

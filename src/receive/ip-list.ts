@@ -1,0 +1,90 @@
+/**
+ * The built-in hook `ip_list`: client addresses from a file (one address or CIDR range per line, IPv4 or
+ * IPv6, `#` comments), asked at connect. A listed client gets the entry's action: reject (554 5.7.1, or
+ * the configured reply) before the greeting, defer, or accept (the connect stage's later hooks, such as a
+ * DNSBL, are not asked). The file is read again when it changes (checked at most once a second).
+ *
+ * Trusts the configuration; the file is the administrator's, its lines are checked: at start a bad line
+ * is a configuration error, on a change the list in use stays and the log says why.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import { inCidr } from '../domain/ip.js';
+import type { HookApi, HookHandlers } from './hook-api.js';
+import type { Verdict } from './stages.js';
+
+/** The ranges of a list file, or the first bad line. */
+export function parseList(text: string, file: string): string[] {
+  const out: string[] = [];
+  for (const [i, raw] of text.split('\n').entries()) {
+    const line = raw.replace(/#.*/, '').trim();
+    if (!line) continue;
+    const [addr, bits, extra] = line.split('/');
+    const family = net.isIP(addr ?? '');
+    const max = family === 4 ? 32 : 128;
+    if (!family || extra !== undefined || (bits !== undefined && (!/^\d{1,3}$/.test(bits) || Number(bits) > max)))
+      throw new Error(`${file}:${i + 1}: ${JSON.stringify(line)} is not an address or CIDR range`);
+    out.push(bits === undefined ? `${addr}/${max}` : line);
+  }
+  return out;
+}
+
+/** A reply given in the configuration, "554 5.7.1 text", of the class the action needs. */
+export function configuredReply(
+  text: unknown,
+  fallback: string,
+  first: '4' | '5',
+): { code: number; enhanced: string; text: string } {
+  const t = typeof text === 'string' ? text : fallback;
+  const m = /^([45]\d\d) ([45]\.\d{1,3}\.\d{1,3}) (.+)$/.exec(t);
+  if (!m || m[1]![0] !== first || m[2]![0] !== first)
+    throw new Error(`${JSON.stringify(t)} is not a ${first}xx reply such as "${first}50 ${first}.7.1 text"`);
+  return { code: Number(m[1]), enhanced: m[2]!, text: m[3]! };
+}
+
+/** The built-in: a connect handler. */
+export function ipList(options: Record<string, unknown>, api: HookApi): HookHandlers {
+  const file = options.file;
+  if (typeof file !== 'string' || !file) throw new Error('options.file must name the list file');
+  const action = options.action ?? 'reject';
+  if (action !== 'reject' && action !== 'defer' && action !== 'accept')
+    throw new Error('options.action must be reject, defer or accept');
+  const verdict: Verdict =
+    action === 'accept'
+      ? { action: 'accept' }
+      : action === 'defer'
+        ? { action: 'defer', reply: configuredReply(options.reply, '450 4.7.1 Your address is not welcome now', '4') }
+        : {
+            action: 'reject',
+            reply: configuredReply(options.reply, '554 5.7.1 Your address is not welcome here', '5'),
+          };
+  const load = (): { ranges: string[]; key: string } => {
+    const st = fs.statSync(file);
+    return { ranges: parseList(fs.readFileSync(file, 'utf8'), file), key: `${st.mtimeMs}:${st.size}:${st.ino}` };
+  };
+  let list = load();
+  let checked = Date.now();
+  /** The file as last found broken: told once, not again until it changes. */
+  let broken = '';
+  const current = (): string[] => {
+    const now = Date.now();
+    if (now - checked < 1000) return list.ranges;
+    checked = now;
+    let key = '';
+    try {
+      const st = fs.statSync(file);
+      key = `${st.mtimeMs}:${st.size}:${st.ino}`;
+      if (key !== list.key && key !== broken) {
+        list = load();
+        api.log(`ip_list ${file}: read again, ${list.ranges.length} entries`);
+      }
+    } catch (err) {
+      if (key !== broken) api.log(`ip_list ${file}: not read again, the list in use stays: ${(err as Error).message}`);
+      broken = key;
+    }
+    return list.ranges;
+  };
+  return {
+    connect: (s) => (current().some((r) => inCidr(s.peer, r)) ? verdict : { action: 'continue' }),
+  };
+}
