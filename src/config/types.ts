@@ -113,7 +113,7 @@ export interface LocalSettings {
 export interface HookSetting {
   /** A module's path, or undefined for a built-in. */
   path?: string;
-  builtin?: 'policy_server' | 'milter' | 'filter' | 'ip_list' | 'dnsbl';
+  builtin?: 'policy_server' | 'milter' | 'filter' | 'ip_list' | 'dnsbl' | 'rate_limit' | 'address_map';
   name?: string;
   stages?: string[];
   options?: Record<string, unknown>;

@@ -18,11 +18,13 @@ import type { Config, HookSetting } from '../config/types.js';
 import { FerryError } from '../errors.js';
 import { resolveTrusted, UntrustedPath } from '../trust.js';
 import type { HookApi, HookHandlers } from './hook-api.js';
+import { addressMap } from './address-map.js';
 import { dnsbl } from './dnsbl.js';
 import { filter } from './filter.js';
 import { ipList } from './ip-list.js';
 import { milter } from './milter.js';
 import { policyServer } from './policy-server.js';
+import { rateLimit } from './rate-limit.js';
 import type { Hook, HookEntry, Hooks, Stage } from './stages.js';
 
 /** The longest a milter may take over one stage in all (Postfix: milter_content_timeout). */
@@ -81,6 +83,8 @@ const BUILTINS: Record<
   filter,
   ip_list: ipList,
   dnsbl,
+  rate_limit: rateLimit,
+  address_map: addressMap,
 };
 
 /** A built-in's handlers; bad options are a configuration error. */
