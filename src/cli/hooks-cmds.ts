@@ -7,6 +7,7 @@
  * (config) with one line naming the entry that cannot be used.
  */
 import type { Config } from '../config/types.js';
+import { HOOK_STAGES } from '../config/schema.js';
 import { EX } from '../domain/sysexits.js';
 import { loadHooks } from '../receive/hook-modules.js';
 
@@ -21,7 +22,7 @@ export async function listHooks(cfg: Config, out: (s: string) => void, json?: bo
     out('no hooks configured (hooks: in ferrymail.yaml, see docs/hooks.md)\n');
     return EX.OK;
   }
-  const stages = ['connect', 'helo', 'mail', 'rcpt', 'data', 'data_end', 'other', 'unknown', 'close'] as const;
+  const stages = HOOK_STAGES;
   for (const stage of stages) {
     const at = list.filter((h) => h.stages.includes(stage));
     if (!at.length) continue;

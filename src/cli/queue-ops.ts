@@ -6,6 +6,8 @@
  * returns 0 when every id succeeded, else the exit code of the first failure (66 not found, 75 busy, ...).
  */
 import type { Config } from '../config/types.js';
+import type { Logger } from '../log/logger.js';
+import type { Observe } from '../queue/observe.js';
 import { callDaemon } from '../control/client.js';
 import type { FlushReport, IdResult } from '../control/protocol.js';
 import { EX } from '../domain/sysexits.js';
@@ -42,6 +44,16 @@ export function removeIds(cfg: Config, ids: string[], who: string): Promise<numb
   return changeIds(cfg, 'rm', ids, who);
 }
 
+/** The observer hooks of the configuration, for a run made here (none configured: none loaded). */
+async function observersOf(cfg: Config, log: Logger): Promise<Observe | undefined> {
+  if (!cfg.hooks.length) return undefined;
+  const { loadHooks, notify } = await import('../receive/hook-modules.js');
+  const warn = (text: string): void => log.log('warn', text);
+  const { observers } = await loadHooks(cfg, warn);
+  if (!observers.length) return undefined;
+  return (e) => notify(observers, { ...e, kind: e.kind === 'uncertain' ? 'deferred' : e.kind }, warn);
+}
+
 /** One queue run: by the daemon when one runs, else here under the runner lock; prints what it did. */
 export async function runFlush(cfg: Config, connection?: string, route?: string): Promise<number> {
   const res = await callDaemon(layoutOf(cfg.spool).control, { cmd: 'flush', connection, route }, 600_000);
@@ -49,7 +61,8 @@ export async function runFlush(cfg: Config, connection?: string, route?: string)
   if (res === null) {
     const { flushQueue } = await import('../queue/flush.js');
     const { createLogger } = await import('../log/logger.js');
-    report = await flushQueue(cfg, createLogger(cfg.log_format), { connection, route });
+    const log = createLogger(cfg.log_format);
+    report = await flushQueue(cfg, log, { connection, route, observe: await observersOf(cfg, log) });
   } else if (res.ok && res.report) report = res.report;
   else if (!res.ok && res.code) throw new FerryError(res.code as FerryErrorCode, res.error);
   else throw new FerryError('control', res.ok ? 'the daemon gave no report' : res.error);

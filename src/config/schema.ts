@@ -168,7 +168,15 @@ export const HOOK_STAGES = [
   'other',
   'unknown',
   'close',
+  'queued',
+  'delivering',
+  'delivered',
+  'deferred',
+  'bounced',
 ] as const;
+
+/** The stages after the commit, whose hooks only observe. */
+export const OBSERVER_STAGES = ['queued', 'delivering', 'delivered', 'deferred', 'bounced'] as const;
 
 /** The keys of one hooks element. */
 export const HOOK_FIELDS: readonly Field[] = [

@@ -16,6 +16,7 @@ import path from 'node:path';
 import type { Config } from '../config/types.js';
 import type { OnlineState } from '../domain/online.js';
 import { isFerryError } from '../errors.js';
+import type { Observe } from '../queue/observe.js';
 import type { Logger } from '../log/logger.js';
 import { onlineView, stateChange, type OnlineView } from '../online/state.js';
 import { watchNetwork, type NetWatch } from '../online/watch.js';
@@ -46,7 +47,12 @@ export interface AutoRun {
 }
 
 /** Starts the scheduler. */
-export function startAutoRun(first: Config, log: Logger, firstView: OnlineView = onlineView(first.online)): AutoRun {
+export function startAutoRun(
+  first: Config,
+  log: Logger,
+  firstView: OnlineView = onlineView(first.online),
+  observe?: Observe,
+): AutoRun {
   let cfg = first;
   let view = firstView;
   let timer: NodeJS.Timeout | null = null;
@@ -96,7 +102,9 @@ export function startAutoRun(first: Config, log: Logger, firstView: OnlineView =
     const force = forceNext;
     forceNext = false;
     const seen = states.count();
-    void serial((sig) => flushQueue(cfg, log, { force, manual: false, signal: sig, online: () => view.state() }))
+    void serial((sig) =>
+      flushQueue(cfg, log, { force, manual: false, signal: sig, online: () => view.state(), observe }),
+    )
       .then((r) => {
         skipped = false;
         if (r.failed) again = true; // failure notices were queued: send them soon too
@@ -143,7 +151,7 @@ export function startAutoRun(first: Config, log: Logger, firstView: OnlineView =
       if (connection && signal && connection !== states.last()?.connection)
         signal.retarget({ online: true, connection, why: 'forced' });
       return serial((sig) =>
-        flushQueue(cfg, log, { connection, route, manual: true, signal: sig, online: () => view.state() }),
+        flushQueue(cfg, log, { connection, route, manual: true, signal: sig, online: () => view.state(), observe }),
       );
     },
     state: () => states.last(),

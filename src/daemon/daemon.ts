@@ -19,7 +19,8 @@ import { setReclaim } from '../spool/reclaim.js';
 import { type DoorDeps, startSmtpDoor, type SmtpDoor } from '../receive/smtp.js';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { loadHooks } from '../receive/hook-modules.js';
+import { loadHooks, notify, type Observer } from '../receive/hook-modules.js';
+import type { QueueEvent } from '../queue/observe.js';
 import type { Hooks } from '../receive/stages.js';
 import { isId } from '../spool/id.js';
 import { tryLockHolder, type Lock } from '../spool/lock.js';
@@ -87,6 +88,30 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
   let control: net.Server | null = null;
   let door: SmtpDoor | null = null;
   let doorDeps: DoorDeps | null = null;
+  /** The hooks of the stages after the commit, as the configuration in use loaded them. */
+  let observers: Observer[] = [];
+  const warn = (text: string): void => log.log('warn', text);
+  const observe = (e: QueueEvent): void => {
+    if (!observers.length) return;
+    const kind = e.kind === 'uncertain' ? 'deferred' : e.kind;
+    notify(observers, { ...e, kind }, warn);
+  };
+  const queued = (env: Envelope): void => {
+    if (!observers.length) return;
+    notify(
+      observers,
+      {
+        kind: 'queued',
+        id: env.id,
+        sender: env.sender,
+        recipients: env.recipients.map((r) => r.address),
+        size: env.size,
+        door: env.origin.door,
+        notes: { ...env.notes },
+      },
+      warn,
+    );
+  };
   let auto: AutoRun | null = null;
   let drops: PickupWatch | null = null;
   const view = onlineView(cfg.online);
@@ -102,23 +127,37 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
       },
       runSoon: () => auto?.soon(),
       flush: (connection, route) =>
-        auto ? auto.manual(connection, route) : flushQueue(cfg, log, { connection, route, online: () => view.state() }),
+        auto
+          ? auto.manual(connection, route)
+          : flushQueue(cfg, log, { connection, route, online: () => view.state(), observe }),
       reload: () => reload(),
     });
     await recover(store, log);
+    const loaded = await loadHooks(cfg, (text) => log.log('warn', text));
+    observers = loaded.observers;
     doorDeps = {
       spool,
       log,
-      hooks: mergeHooks(opts.hooks, (await loadHooks(cfg, (text) => log.log('warn', text))).hooks),
+      hooks: mergeHooks(opts.hooks, loaded.hooks),
       dialogue: deliverInDialogue,
       onMessage: (env) => {
         logReceived(log, env);
+        queued(env);
         auto?.soon();
       },
     };
     door = await startSmtpDoor(cfg, doorDeps);
-    auto = startAutoRun(cfg, log, view);
-    drops = watchDrops(cfg, { spool, store, log, onMessage: (env) => (logReceived(log, env), auto?.soon()) });
+    auto = startAutoRun(cfg, log, view, observe);
+    drops = watchDrops(cfg, {
+      spool,
+      store,
+      log,
+      onMessage: (env) => {
+        logReceived(log, env);
+        queued(env);
+        auto?.soon();
+      },
+    });
   } catch (err) {
     control?.close();
     await lock.release();
@@ -139,7 +178,9 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
     }
     try {
       // the hooks of the new configuration, loaded anew; the door's next sessions take them
-      doorDeps!.hooks = mergeHooks(opts.hooks, (await loadHooks(next, (text) => log.log('warn', text))).hooks);
+      const loaded = await loadHooks(next, (text) => log.log('warn', text));
+      doorDeps!.hooks = mergeHooks(opts.hooks, loaded.hooks);
+      observers = loaded.observers;
     } catch (err) {
       log.log('error', 'configuration not reloaded; the one in use stays', { error: (err as Error).message });
       return false;

@@ -198,6 +198,13 @@ async function attempt(
     since: new Date().toISOString(),
     bytes: 0,
   });
+  deps.observe?.({
+    kind: 'delivering',
+    id: req.id,
+    sender: req.sender,
+    recipients: req.recipients.map((r) => r.address),
+    route: route.name,
+  });
   try {
     result = await deps.transportFor(route).deliver(req);
   } catch (err) {

@@ -10,6 +10,7 @@ import type { Config } from '../config/types.js';
 import { loadRoutes } from '../config/routes.js';
 import type { OnlineState, RunSummary } from '../domain/online.js';
 import { FerryError } from '../errors.js';
+import type { Observe } from './observe.js';
 import type { Logger } from '../log/logger.js';
 import { onlineView } from '../online/state.js';
 import { candidates } from '../route/select.js';
@@ -73,6 +74,8 @@ export interface FlushOptions {
   manual?: boolean;
   /** Tells the run when the connection changes under it (the daemon's scheduler). */
   signal?: RunSignal;
+  /** Told of each attempt and outcome (the observer hooks). */
+  observe?: Observe;
 }
 
 /**
@@ -116,6 +119,7 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
     const state = connection || !online ? await onlineState(cfg, connection) : await online();
     const report = await runQueue({
       store,
+      observe: opts.observe,
       routes,
       online: async () => state,
       local,

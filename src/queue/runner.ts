@@ -25,6 +25,7 @@ import { isFerryError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { headerFromAddresses } from '../route/header-rewrite.js';
 import { candidates, plan } from '../route/select.js';
+import type { Observe } from './observe.js';
 import type { Route } from '../route/types.js';
 import type { InflightJournal } from '../spool/inflight.js';
 import type { Lock } from '../spool/lock.js';
@@ -75,6 +76,8 @@ export class RunSignal {
 /** What a run needs. */
 export interface RunnerDeps {
   store: Store;
+  /** Told of each attempt and outcome (the observer hooks); never waited for. */
+  observe?: Observe;
   /** The built-in route of this host's own recipients: it takes every recipient isLocal() says is local,
    * on any connection and offline, before and instead of the configured routes. */
   local?: {

@@ -67,6 +67,17 @@ export function settle(
     s.text ? `${env.id} ${s.text}` : env.id,
     s.state === 'deferred' ? { ...fields, next: r.nextAttempt } : fields,
   );
+  deps.observe?.({
+    kind:
+      step === 'ok' ? 'delivered' : step === 'permfail' ? 'bounced' : step === 'tempfail' ? 'deferred' : 'uncertain',
+    id: env.id,
+    sender: env.sender,
+    recipients: [r.address],
+    route: how.route,
+    relay: how.relay,
+    reply,
+    attempts: r.attempts,
+  });
 }
 
 /** What each step does to a recipient, which log mark it gets, what it counts as. */

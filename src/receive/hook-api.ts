@@ -27,10 +27,47 @@ export interface HookApi {
   dnsServers?: string[];
 }
 
+/** A message just committed to the queue (the queued stage). */
+export interface QueuedEvent {
+  kind: 'queued';
+  id: string;
+  sender: string;
+  recipients: string[];
+  size: number;
+  /** The door it came by: smtp, lmtp, sendmail, sendmail-bs. */
+  door: string;
+  notes: Record<string, string>;
+}
+
+/** A delivery about to be tried by a route, or one recipient's outcome (the delivery stages). */
+export interface DeliveryEvent {
+  kind: 'delivering' | 'delivered' | 'deferred' | 'bounced';
+  id: string;
+  sender: string;
+  recipients: string[];
+  route?: string;
+  relay?: string;
+  reply?: string;
+  attempts?: number;
+}
+
+/** The stages after the commit: observers only (what they return is not used, and nothing waits). */
+export interface ObserverHandlers {
+  queued?(e: QueuedEvent): unknown;
+  delivering?(e: DeliveryEvent): unknown;
+  delivered?(e: DeliveryEvent): unknown;
+  deferred?(e: DeliveryEvent): unknown;
+  bounced?(e: DeliveryEvent): unknown;
+}
+
+/** The observer stages. */
+export type ObserverStage = keyof ObserverHandlers;
+
 /** A module's handlers: one function per stage it serves. */
 export type HookHandlers = Partial<
   Record<Stage, (session: SessionFacts, input: StageInput) => Verdict | Promise<Verdict>>
->;
+> &
+  ObserverHandlers;
 
 /** A hook module's default export. */
 export type HookFactory = (options: Record<string, unknown>, api: HookApi) => HookHandlers | Promise<HookHandlers>;

@@ -13,11 +13,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { HOOK_STAGES } from '../config/schema.js';
+import { HOOK_STAGES, OBSERVER_STAGES } from '../config/schema.js';
 import type { Config, HookSetting } from '../config/types.js';
 import { FerryError } from '../errors.js';
 import { resolveTrusted, UntrustedPath } from '../trust.js';
-import type { HookApi, HookHandlers } from './hook-api.js';
+import type { DeliveryEvent, HookApi, HookHandlers, ObserverHandlers, ObserverStage, QueuedEvent } from './hook-api.js';
 import { addressMap } from './address-map.js';
 import { dnsbl } from './dnsbl.js';
 import { filter } from './filter.js';
@@ -34,15 +34,27 @@ const MESSAGE_TIMEOUT_MS = 300_000;
 export interface LoadedHook {
   name: string;
   path: string;
-  stages: Stage[];
+  stages: Array<Stage | ObserverStage>;
   timeoutMs: number;
   onError: 'tempfail' | 'accept';
 }
 
+/** A hook of the stages after the commit. */
+export interface Observer {
+  name: string;
+  timeoutMs: number;
+  stages: ObserverStage[];
+  handlers: ObserverHandlers;
+}
+
 /** Loads every configured hook; throws a FerryError (config) naming the first that cannot be used. */
-export async function loadHooks(cfg: Config, log: HookApi['log']): Promise<{ hooks: Hooks; list: LoadedHook[] }> {
+export async function loadHooks(
+  cfg: Config,
+  log: HookApi['log'],
+): Promise<{ hooks: Hooks; list: LoadedHook[]; observers: Observer[] }> {
   const hooks: Hooks = {};
   const list: LoadedHook[] = [];
+  const observers: Observer[] = [];
   for (const [i, h] of cfg.hooks.entries()) {
     const where = `hooks[${i}] (${h.path ?? h.builtin})`;
     if (!h.path === !h.builtin) throw new FerryError('config', `hooks[${i}]: give either path (a module) or builtin`);
@@ -50,14 +62,16 @@ export async function loadHooks(cfg: Config, log: HookApi['log']): Promise<{ hoo
       ? builtin(h, where, { log, hostname: cfg.hostname, dnsServers: cfg.dns.servers })
       : await loadOne(h, where, { log, hostname: cfg.hostname, dnsServers: cfg.dns.servers });
     const name = h.name || (h.path ? path.basename(h.path).replace(/\.[cm]?js$/, '') : builtinName(h));
-    const offered = HOOK_STAGES.filter((s) => typeof handlers[s] === 'function');
-    const stages = h.stages?.length ? (h.stages as Stage[]) : offered;
-    const missing = stages.filter((s) => !offered.includes(s));
+    const offered = HOOK_STAGES.filter((s) => typeof (handlers as Record<string, unknown>)[s] === 'function');
+    const stages = (h.stages?.length ? h.stages : offered) as Array<Stage | ObserverStage>;
+    const missing = stages.filter((s) => !(offered as readonly string[]).includes(s));
     if (missing.length) throw new FerryError('config', `${where}: the module has no handler for ${missing.join(', ')}`);
     if (!stages.length) throw new FerryError('config', `${where}: the module has a handler for no stage`);
     // a milter's own time limit is per reply; the stage call as a whole may last as long as a message's
     const timeoutMs = h.builtin === 'milter' ? Math.max(h.timeout * 1000, MESSAGE_TIMEOUT_MS) : h.timeout * 1000;
-    for (const stage of stages) {
+    const watching = stages.filter((st): st is ObserverStage => (OBSERVER_STAGES as readonly string[]).includes(st));
+    if (watching.length) observers.push({ name, timeoutMs: h.timeout * 1000, stages: watching, handlers });
+    for (const stage of stages.filter((st) => !(OBSERVER_STAGES as readonly string[]).includes(st)) as Stage[]) {
       const run = handlers[stage]!.bind(handlers) as Hook;
       const entry: HookEntry = { name, run, timeoutMs, onError: h.on_error };
       (hooks[stage] ??= []).push(entry);
@@ -70,7 +84,31 @@ export async function loadHooks(cfg: Config, log: HookApi['log']): Promise<{ hoo
       onError: h.on_error,
     });
   }
-  return { hooks, list };
+  return { hooks, list, observers };
+}
+
+/** Tells the observers of an event's stage, without waiting for them: a throw, a rejection or a call
+ * past the hook's timeout is logged, and changes nothing. */
+export function notify(
+  observers: readonly Observer[],
+  e: QueuedEvent | DeliveryEvent,
+  log: (text: string) => void,
+): void {
+  for (const o of observers) {
+    const stage = e.kind as ObserverStage;
+    const fn = o.stages.includes(stage) ? o.handlers[stage] : undefined;
+    if (!fn) continue;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise((_r, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${o.timeoutMs} ms`)), o.timeoutMs);
+      timer.unref();
+    });
+    Promise.race([Promise.resolve().then(() => (fn as (x: typeof e) => unknown).call(o.handlers, e)), late])
+      .catch((err: Error) =>
+        log(`hook ${o.name} failed at ${stage}: ${err.message}; it only observes, nothing changed`),
+      )
+      .finally(() => clearTimeout(timer));
+  }
 }
 
 /** The built-in hooks by name (docs/policy.md). */

@@ -17,6 +17,7 @@ import {
   stopDaemon,
   type TestConfig,
   waitUntil,
+  writeRoute,
 } from '../helpers.js';
 
 /** Writes a hook module into the configuration directory (0644) and returns its path. */
@@ -298,6 +299,85 @@ test('recipients of different policy classes come back in transactions of their 
       'smtp lax b@lax.example,d@lax.example',
       'smtp strict a@strict.example,c@strict.example',
     ]);
+  } finally {
+    await stopDaemon(d);
+  }
+});
+
+const OBSERVER = `
+import fs from 'node:fs';
+export default (options) => {
+  const note = (e) => fs.appendFileSync(options.file, JSON.stringify(e) + '\\n');
+  return {
+    queued: note,
+    delivering: note,
+    delivered: note,
+    deferred: note,
+    bounced: note,
+  };
+};
+`;
+const THROWING_OBSERVER = `export default () => ({ delivered() { throw new Error('observer broke'); } });`;
+
+test('observer hooks: queued, delivering, delivered and deferred events, a throwing observer changes nothing', async () => {
+  const cfg = await makeConfig();
+  const events = path.join(cfg.dir, 'events.jsonl');
+  const observer = hookFile(cfg, 'observer.js', OBSERVER);
+  const throwing = hookFile(cfg, 'throwing.js', THROWING_OBSERVER);
+  fs.appendFileSync(
+    path.join(cfg.configDir, 'ferrymail.yaml'),
+    `hooks:\n  - path: ${observer}\n    options: { file: ${JSON.stringify(events)} }\n  - path: ${throwing}\n`,
+  );
+  // the remote recipient's route is a server that refuses connections: its delivery is deferred
+  writeRoute(cfg, '10-closed.yaml', [
+    'name: closed',
+    'permanent: true',
+    'transport:',
+    '  type: smtp',
+    '  host: 127.0.0.1',
+    `  port: ${await freePort()}`,
+    '  tls: none',
+  ]);
+  const list = await ferrymail(cfg, ['hooks', 'list']);
+  assert.match(list.stdout, /^queued:\n {2}1\. observer/m);
+  const d = await startDaemon(cfg);
+  try {
+    const c = await RawSmtp.connect(cfg.port);
+    await c.reply();
+    await c.cmd('EHLO client.example');
+    await c.cmd('MAIL FROM:<a@remote.example>');
+    assert.match(await c.cmd('RCPT TO:<root@test.example>'), /^250/);
+    assert.match(await c.cmd('RCPT TO:<someone@far.example>'), /^250/);
+    await c.cmd('DATA');
+    c.send('Subject: watched\r\n\r\nhello\r\n.\r\n');
+    const id = /queued as (\S+)/.exec(await c.reply())![1]!;
+    c.close();
+    const seen = async (): Promise<Array<Record<string, any>>> =>
+      fs.existsSync(events)
+        ? fs
+            .readFileSync(events, 'utf8')
+            .trim()
+            .split('\n')
+            .map((l) => JSON.parse(l))
+        : [];
+    assert.ok(
+      await waitUntil(async () => (await seen()).some((e) => e.kind === 'delivered'), 15_000),
+      `${JSON.stringify(await seen())}\n${d.log()}`,
+    );
+    assert.ok(await waitUntil(async () => (await seen()).some((e) => e.kind === 'deferred'), 15_000), d.log());
+    const all = await seen();
+    assert.ok(all.every((e) => e.id === id));
+    const queued = all.find((e) => e.kind === 'queued')!;
+    assert.deepEqual(queued.recipients, ['root@test.example', 'someone@far.example']);
+    assert.equal(queued.door, 'smtp');
+    assert.ok(all.some((e) => e.kind === 'delivering' && e.route === 'local'));
+    const delivered = all.find((e) => e.kind === 'delivered')!;
+    assert.deepEqual(delivered.recipients, ['root@test.example']);
+    assert.match(delivered.reply, /^250 /);
+    assert.deepEqual(all.find((e) => e.kind === 'deferred')!.recipients, ['someone@far.example']);
+    assert.ok(
+      await waitUntil(() => /hook throwing failed at delivered: observer broke; it only observes/.test(d.log()), 5000),
+    );
   } finally {
     await stopDaemon(d);
   }
