@@ -199,6 +199,21 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .description('read a password on stdin, print the line for auth.users_file')
     .argument('<user>')
     .action(act(async (user: string) => authHash(user)));
+  for (const [op, what] of [
+    ['add', 'add a user to auth.users_file; the password is read on stdin (asked without echo on a terminal)'],
+    ['passwd', "change a user's password (read on stdin)"],
+    ['rm', 'remove a user from auth.users_file'],
+  ] as const)
+    auth
+      .command(op)
+      .description(what)
+      .argument('<user>')
+      .action(
+        act(async (user: string, _o: Opts, cmd: Command) => {
+          const { changeUser } = await import('./auth-cmds.js');
+          return changeUser(config(cmd), op, user, out);
+        }),
+      );
   return program;
 }
 

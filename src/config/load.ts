@@ -75,11 +75,13 @@ function checkReadable(
   p: string | undefined,
   issues: ConfigIssue[],
   lineOf: ParsedSettings['lineOf'],
+  mayBeMissing = false,
 ): void {
   if (!p) return;
   try {
     fs.accessSync(p, fs.constants.R_OK);
-  } catch {
+  } catch (err) {
+    if (mayBeMissing && (err as NodeJS.ErrnoException).code === 'ENOENT') return;
     issues.push({ key, line: lineOf(key.split('.')), message: `cannot read ${p}` });
   }
 }
@@ -110,7 +112,10 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
           ? d.auth.failure_window
           : (parseDuration(s.auth.failure_window) ?? d.auth.failure_window),
     },
-    submission: { local_senders: s.submission?.local_senders ?? d.submission.local_senders },
+    submission: {
+      local_senders: s.submission?.local_senders ?? d.submission.local_senders,
+      senders: s.submission?.senders ?? d.submission.senders,
+    },
     dns: { servers: s.dns?.servers ?? d.dns.servers },
     hooks: (s.hooks ?? []).map((h) => ({
       ...h,
@@ -192,7 +197,8 @@ function fileIssues(cfg: Config, lineOf: ParsedSettings['lineOf'], submission = 
   if (!submission) {
     checkReadable('tls.cert', cfg.tls.cert, issues, lineOf);
     checkReadable('tls.key', cfg.tls.key, issues, lineOf);
-    checkReadable('auth.users_file', cfg.auth.users_file, issues, lineOf);
+    // a users file not made yet is a daemon nobody can log in to, and what `ferrymail auth add` makes
+    checkReadable('auth.users_file', cfg.auth.users_file, issues, lineOf, true);
   }
   if (!!cfg.tls.cert !== !!cfg.tls.key) issues.push({ key: 'tls', message: 'tls.cert and tls.key go together' });
   const q = cfg.queue;

@@ -246,6 +246,18 @@ export const FIELDS: readonly Field[] = [
   },
   { key: 'listen', type: 'string[]', check: checkListen, doc: 'SMTP listeners, host:port; [::1]:25 for IPv6.' },
   { key: 'lmtp_listen', type: 'string[]', check: checkListen, doc: 'LMTP listeners, host:port. Empty: no LMTP.' },
+  {
+    key: 'submission_listen',
+    type: 'string[]',
+    check: checkListen,
+    doc: 'Submission listeners (port 587): STARTTLS and AUTH before any mail (needs tls.cert and auth.users_file). Empty: none.',
+  },
+  {
+    key: 'submissions_listen',
+    type: 'string[]',
+    check: checkListen,
+    doc: 'Submission listeners with implicit TLS (port 465): AUTH before any mail. Empty: none.',
+  },
   { key: 'spool', type: 'string', doc: 'Spool directory. Relative paths are taken from the configuration directory.' },
   {
     key: 'log_format',
@@ -544,6 +556,12 @@ export const FIELDS: readonly Field[] = [
     type: 'map[]',
     fields: HOOK_FIELDS,
     doc: 'Modules run at the SMTP stages, in this order (docs/hooks.md).',
+  },
+  {
+    key: 'submission.senders',
+    type: 'map[]',
+    fields: LOCAL_SENDER_FIELDS,
+    doc: 'Envelope senders each authenticated user may use (Postfix smtpd_sender_login_maps with reject_sender_login_mismatch); empty: any.',
   },
   {
     key: 'submission.local_senders',

@@ -17,6 +17,10 @@ export interface Config {
   hostname: string;
   listen: string[];
   lmtp_listen: string[];
+  /** Submission listeners: STARTTLS, then AUTH, before any mail (port 587). */
+  submission_listen: string[];
+  /** Submission listeners with implicit TLS (port 465). */
+  submissions_listen: string[];
   spool: string;
   log_format: 'text' | 'json';
   local_domains: string[];
@@ -46,7 +50,7 @@ export interface Config {
   tls: { cert?: string; key?: string };
   auth: { users_file?: string; max_failures: number; failure_window: number };
   /** Who may submit what. */
-  submission: { local_senders: LocalSenders[] };
+  submission: { local_senders: LocalSenders[]; senders: LocalSenders[] };
   /** Hook modules at the SMTP stages, in order. */
   hooks: HookSetting[];
   /** The DNS servers built-in hooks ask (empty: the system's). */
@@ -169,6 +173,8 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     hostname: os.hostname().toLowerCase() || 'localhost',
     listen: ['127.0.0.1:2525', '[::1]:2525'],
     lmtp_listen: [],
+    submission_listen: [],
+    submissions_listen: [],
     log_format: 'text',
     local_domains: ['localhost'],
     local_nets: ['127.0.0.0/8', '::1/128'],
@@ -191,7 +197,7 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     smtp: { bare_line_ends: 'reject', reverse_lookup: false, early_talker_delay: 100, banner: '' },
     tls: {},
     auth: { max_failures: 10, failure_window: 900 },
-    submission: { local_senders: [] },
+    submission: { local_senders: [], senders: [] },
     hooks: [],
     dns: { servers: [] },
     online: { command: [], rules: [], probe_timeout: 2000 },

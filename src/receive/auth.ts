@@ -73,6 +73,8 @@ export async function checkLogin(users: Map<string, string>, user: string, passw
 export function readUsers(file: string): { users: Map<string, string>; warnings: string[] } {
   const users = new Map<string, string>();
   const warnings: string[] = [];
+  if (!fs.existsSync(file))
+    return { users, warnings: [`${file} does not exist yet: no one can log in (ferrymail auth add USER makes it)`] };
   fs.readFileSync(file, 'utf8')
     .split('\n')
     .forEach((line, i) => {

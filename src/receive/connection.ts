@@ -36,6 +36,8 @@ export interface ConnectionPolicy {
   earlyTalkerDelay: number;
   errorLimit: number;
   hooks: Hooks;
+  /** A submission listener: STARTTLS first (starttls, port 587) or TLS from the start (tls, port 465). */
+  submission?: 'starttls' | 'tls';
   /** Where a hook's failure is logged. */
   warnHook?: HookWarn;
   facts(conn: FerryConnection): SessionFacts;
@@ -79,6 +81,8 @@ export class FerryConnection extends SMTPConnection {
 
   /** Greets trusted clients at once; others after the early-talker delay, and starts their session clock. */
   override init(): void {
+    // the handlers tell a submission session by this mark on its session object (kept for its life)
+    (this.session as unknown as { submission?: string }).submission = this.policy.submission;
     const trusted = this.policy.isTrusted(this.remoteAddress);
     if (!trusted && this.policy.sessionTimeMs > 0) {
       this.sessionTimer = setTimeout(() => this.sessionOver(), this.policy.sessionTimeMs);

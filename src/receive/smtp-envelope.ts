@@ -108,6 +108,7 @@ export function receiveData(
             peer: local ? undefined : session.remoteAddress,
             uid: local?.uid,
             user: local?.name,
+            authUser: local ? undefined : f.user,
             clientName:
               session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined,
             recipients: rcpts.map((r) => r.address),

@@ -22,7 +22,7 @@ import { checkRecipientHere, dialogueUser } from '../local/recipients.js';
 import { dataEnd } from './data-end.js';
 import { dialogueReply, dialogueStep } from './dialogue.js';
 import type { HeldMessage } from './intake.js';
-import { checkLocalSender } from './senders.js';
+import { checkLocalSender, senderAllowed } from './senders.js';
 import { runStage, verdictReply, type HookWarn, type Hooks, type SessionFacts } from './stages.js';
 import type { DoorDeps } from './smtp.js';
 import {
@@ -187,7 +187,7 @@ export function buildHandlers(
     },
     onAuth(auth: SMTPServerAuthentication, session, cb) {
       if (!users) return cb(smtpError(502, '5.5.1', 'Authentication not enabled'));
-      if (!session.secure && !isLoopback(session.remoteAddress)) {
+      if (!session.secure && (isSubmission(session) || !isLoopback(session.remoteAddress))) {
         return cb(smtpError(538, '5.7.11', 'Encryption required for requested authentication mechanism'));
       }
       const fail = (): void => cb(smtpError(535, '5.7.8', 'Authentication credentials invalid'));
@@ -218,6 +218,10 @@ export function buildHandlers(
       checkLogin(users, user, auth.password).then(settle, () => settle(false));
     },
     onMailFrom(address: SMTPServerAddress, session, cb) {
+      // submission: TLS, then AUTH, before any mail (RFC 6409, RFC 3207 4.2)
+      if (isSubmission(session) && !session.secure)
+        return cb(smtpError(530, '5.7.0', 'Must issue a STARTTLS command first'));
+      if (isSubmission(session) && !session.user) return cb(smtpError(530, '5.7.0', 'Authentication required'));
       const unknownMail = unknownParam(address, MAIL_PARAMS);
       if (unknownMail) return cb(smtpError(555, '5.5.4', `Unsupported MAIL parameter ${unknownMail}`));
       // smtp-server has decoded the xtext and refused control characters; an ENVID goes into notices
@@ -234,6 +238,18 @@ export function buildHandlers(
       const size = Number(address.args ? address.args.SIZE : 0) || 0;
       if (cfg.limits.spool_minfree && freeBytes(deps.spool.layout.root) - size < cfg.limits.spool_minfree) {
         return cb(smtpError(452, '4.3.1', 'Insufficient system storage, try again later'));
+      }
+      // a user who logged in sends only as the addresses listed for them (submission.senders)
+      const login = typeof session.user === 'string' ? session.user : undefined;
+      if (login && !senderAllowed(cfg.submission.senders, login, normalAddress(address.address, cfg.hostname))) {
+        deps.log.log('warn', 'sender refused for the login', {
+          session: session.id,
+          user: login,
+          sender: `<${address.address}>`,
+        });
+        return cb(
+          smtpError(553, '5.7.1', `Sender address rejected: <${address.address}> is not owned by user ${login}`),
+        );
       }
       const local = localUsers.get(session.id);
       if (local && deps.local) {
@@ -393,7 +409,14 @@ function disabledFor(
   return off;
 }
 
-/** AUTH is offered only with a users file, and only over TLS or on loopback. */
+/** AUTH is offered only with a users file, and only over TLS or on loopback (on a submission listener,
+ * only over TLS). */
 function authDisabled(cfg: Config, session: SMTPServerSession, users: Map<string, string> | null): boolean {
-  return !users || !cfg.auth.users_file || (!session.secure && !isLoopback(session.remoteAddress));
+  const clear = !session.secure && (isSubmission(session) || !isLoopback(session.remoteAddress));
+  return !users || !cfg.auth.users_file || clear;
+}
+
+/** The session came to a submission listener (its connection marks it). */
+export function isSubmission(session: SMTPServerSession): boolean {
+  return !!(session as unknown as { submission?: string }).submission;
 }

@@ -74,10 +74,13 @@ export interface SmtpDoor {
   reload(cfg: Config): Promise<void>;
 }
 
+/** What a listener serves: SMTP, LMTP, or submission (STARTTLS required, or TLS from the start). */
+type Kind = 'smtp' | 'lmtp' | 'submission' | 'submissions';
+
 /** One listener of the door. */
 interface Listener {
   item: string;
-  lmtp: boolean;
+  kind: Kind;
   server: FerryServer;
   address: string;
 }
@@ -88,27 +91,41 @@ function splitListen(s: string): { host: string; port: number } {
   return { host: l.host || '0.0.0.0', port: l.port };
 }
 
-/** The listeners a configuration asks for: SMTP, then LMTP. */
-function listenPlan(cfg: Config): Array<{ item: string; lmtp: boolean }> {
-  return [
-    ...cfg.listen.map((item) => ({ item, lmtp: false })),
-    ...cfg.lmtp_listen.map((item) => ({ item, lmtp: true })),
+/** The listeners a configuration asks for: SMTP, then LMTP, then submission. */
+function listenPlan(cfg: Config): Array<{ item: string; kind: Kind }> {
+  const plan = [
+    ...cfg.listen.map((item) => ({ item, kind: 'smtp' as const })),
+    ...cfg.lmtp_listen.map((item) => ({ item, kind: 'lmtp' as const })),
+    ...cfg.submission_listen.map((item) => ({ item, kind: 'submission' as const })),
+    ...cfg.submissions_listen.map((item) => ({ item, kind: 'submissions' as const })),
   ];
+  const submission = cfg.submission_listen.length + cfg.submissions_listen.length > 0;
+  if (submission && (!cfg.tls.cert || !cfg.tls.key))
+    throw new FerryError(
+      'config',
+      'submission_listen and submissions_listen need tls.cert and tls.key: submission is over TLS',
+    );
+  if (submission && !cfg.auth.users_file)
+    throw new FerryError(
+      'config',
+      'submission_listen and submissions_listen need auth.users_file: submission is for users who log in',
+    );
+  return plan;
 }
 
 /** Opens the listeners of a plan; IPv6 addresses the host lacks are skipped (returned as warnings). */
 async function openListeners(
   cfg: Config,
   h: Handlers,
-  plan: Array<{ item: string; lmtp: boolean }>,
+  plan: Array<{ item: string; kind: Kind }>,
 ): Promise<{ opened: Listener[]; skipped: FerryError[] }> {
   const opened: Listener[] = [];
   const skipped: FerryError[] = [];
   try {
-    for (const { item, lmtp } of plan) {
-      const server = makeServer(cfg, h, lmtp);
+    for (const { item, kind } of plan) {
+      const server = makeServer(cfg, h, kind);
       try {
-        opened.push({ item, lmtp, server, address: await listen(server, item) });
+        opened.push({ item, kind, server, address: await listen(server, item) });
       } catch (err) {
         // a host without IPv6 (or without that address) still gets a relay on the others
         if (!(err instanceof FerryError && /EADDRNOTAVAIL|EAFNOSUPPORT/.test(err.message) && parseListen(item)?.v6))
@@ -136,7 +153,7 @@ export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?
   let listeners = opened;
   for (const e of skipped) deps.log.log('warn', `${e.message}; going on without it`);
   warnReserved(cfg, deps, plan.length > 0);
-  const streamServer = makeServer(cfg, handlers, false, true);
+  const streamServer = makeServer(cfg, handlers, 'smtp', true);
   const door: SmtpDoor = {
     servers: listeners.map((l) => l.server),
     addresses: listeners.map((l) => l.address),
@@ -170,11 +187,12 @@ export async function startSmtpDoor(cfg: Config, deps: DoorDeps, opts: { listen?
       handlers = buildHandlers(next, deps, localUsers, false);
       every.push(handlers);
       const wanted = listenPlan(next);
-      const same = (a: { item: string; lmtp: boolean }, b: { item: string; lmtp: boolean }): boolean =>
-        a.item === b.item && a.lmtp === b.lmtp;
+      const same = (a: { item: string; kind: Kind }, b: { item: string; kind: Kind }): boolean =>
+        a.item === b.item && a.kind === b.kind;
       const kept = listeners.filter((l) => wanted.some((w) => same(w, l)));
       for (const l of listeners.filter((x) => !kept.includes(x))) void l.server.shutdown(30_000);
-      for (const l of kept) l.server.reconfigure(serverOptions(next, handlers, l.lmtp), serverPolicy(next, handlers));
+      for (const l of kept)
+        l.server.reconfigure(serverOptions(next, handlers, l.kind), serverPolicy(next, handlers, l.kind));
       const fresh = await openListeners(
         next,
         handlers,
@@ -222,20 +240,25 @@ function listen(server: FerryServer, item: string): Promise<string> {
 }
 
 /** Creates one FerryServer (SMTP or LMTP) with the shared handlers. */
-function makeServer(cfg: Config, h: Handlers, lmtp: boolean, stdio = false): FerryServer {
-  const server = new FerryServer(serverOptions(cfg, h, lmtp, stdio), serverPolicy(cfg, h));
+function makeServer(cfg: Config, h: Handlers, kind: Kind, stdio = false): FerryServer {
+  const server = new FerryServer(serverOptions(cfg, h, kind, stdio), serverPolicy(cfg, h, kind));
   server.on('error', () => undefined); // per-connection socket errors; the session is gone either way
   return server;
 }
 
 /** smtp-server's options for a configuration (with the TLS certificate read from its files). */
-function serverOptions(cfg: Config, h: Handlers, lmtp: boolean, stdio = false): SMTPServerOptions {
+function serverOptions(cfg: Config, h: Handlers, kind: Kind, stdio = false): SMTPServerOptions {
   const tls =
     cfg.tls.cert && cfg.tls.key && !stdio
       ? { cert: fs.readFileSync(cfg.tls.cert), key: fs.readFileSync(cfg.tls.key) }
       : null;
+  const submission = kind === 'submission' || kind === 'submissions';
   return {
-    lmtp,
+    lmtp: kind === 'lmtp',
+    // port 465: TLS from the first byte
+    secure: kind === 'submissions',
+    // submission: no MAIL before AUTH (smtp-server answers 530 5.7.0)
+    authOptional: !submission,
     name: cfg.hostname,
     banner: cfg.smtp.banner || undefined,
     size: cfg.limits.message_size,
@@ -246,8 +269,7 @@ function serverOptions(cfg: Config, h: Handlers, lmtp: boolean, stdio = false): 
     disableReverseLookup: !cfg.smtp.reverse_lookup,
     hideDSN: false,
     hideENHANCEDSTATUSCODES: false,
-    hideSTARTTLS: !tls,
-    authOptional: true,
+    hideSTARTTLS: !tls || kind === 'submissions',
     allowInsecureAuth: true,
     authMethods: ['PLAIN', 'LOGIN'],
     disabledCommands: [
@@ -272,8 +294,9 @@ function serverOptions(cfg: Config, h: Handlers, lmtp: boolean, stdio = false): 
 }
 
 /** ferrymail's own policy of a server for a configuration. */
-function serverPolicy(cfg: Config, h: Handlers): ConnectionPolicy {
+function serverPolicy(cfg: Config, h: Handlers, kind: Kind = 'smtp'): ConnectionPolicy {
   return {
+    submission: kind === 'submission' ? 'starttls' : kind === 'submissions' ? 'tls' : undefined,
     isTrusted: h.trusted,
     mayPipelineData: (conn: FerryConnection) => h.isLocal(conn.session),
     earlyTalkerDelay: cfg.smtp.early_talker_delay,

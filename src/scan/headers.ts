@@ -78,6 +78,8 @@ export interface ReceivedInfo {
   clientName?: string;
   uid?: number;
   user?: string;
+  /** The login of a client that authenticated (SMTP AUTH). */
+  authUser?: string;
   /** Named in "for" only when there is exactly one. */
   recipients: string[];
   /** "VERSION CIPHER", e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384". */
@@ -96,6 +98,7 @@ export function receivedHeader(r: ReceivedInfo): string {
   }
   text += ` by ${r.hostname} (ferrymail)`;
   if (r.uid !== undefined) text += ` (uid ${r.uid}${r.user ? `, ${clean(r.user)}` : ''})`;
+  if (r.authUser) text += ` (Authenticated sender: ${clean(r.authUser)})`;
   if (r.tls) text += ` (using ${r.tls.split(' ').map(clean).join(' with cipher ')})`;
   text += ` with ${r.protocol} id ${r.id}`;
   if (r.recipients.length === 1) text += ` for <${clean(r.recipients[0]!)}>`;
