@@ -188,8 +188,8 @@ export const HOOK_FIELDS: readonly Field[] = [
   {
     key: 'builtin',
     type: 'enum',
-    values: ['policy_server', 'milter', 'filter', 'ip_list', 'dnsbl', 'rate_limit', 'address_map'],
-    doc: 'A built-in hook instead of a module (docs/policy.md): policy_server, milter, filter, ip_list, dnsbl, rate_limit, address_map.',
+    values: ['policy_server', 'milter', 'filter', 'ip_list', 'dnsbl', 'rate_limit', 'address_map', 'vet'],
+    doc: 'A built-in hook instead of a module (docs/policy.md): policy_server, milter, filter, ip_list, dnsbl, rate_limit, address_map, vet.',
   },
   { key: 'name', type: 'string', doc: 'Its name in the log and in `ferrymail hooks list` (default: the file name).' },
   {

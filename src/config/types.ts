@@ -117,7 +117,7 @@ export interface LocalSettings {
 export interface HookSetting {
   /** A module's path, or undefined for a built-in. */
   path?: string;
-  builtin?: 'policy_server' | 'milter' | 'filter' | 'ip_list' | 'dnsbl' | 'rate_limit' | 'address_map';
+  builtin?: 'policy_server' | 'milter' | 'filter' | 'ip_list' | 'dnsbl' | 'rate_limit' | 'address_map' | 'vet';
   name?: string;
   stages?: string[];
   options?: Record<string, unknown>;

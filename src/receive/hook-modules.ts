@@ -25,6 +25,7 @@ import { ipList } from './ip-list.js';
 import { milter } from './milter.js';
 import { policyServer } from './policy-server.js';
 import { rateLimit } from './rate-limit.js';
+import { vet } from './vet.js';
 import type { Hook, HookEntry, Hooks, Stage } from './stages.js';
 
 /** The longest a milter may take over one stage in all (Postfix: milter_content_timeout). */
@@ -123,6 +124,7 @@ const BUILTINS: Record<
   dnsbl,
   rate_limit: rateLimit,
   address_map: addressMap,
+  vet,
 };
 
 /** A built-in's handlers; bad options are a configuration error. */

@@ -67,3 +67,36 @@ test('address_map: recipients accepted, refused with the map reply, deferred; a 
     await stopDaemon(d);
   }
 });
+
+test('vet: a local client’s header checked (From, Date, repeated fields); with fix, a missing From is made of the sender', async () => {
+  for (const fix of [false, true]) {
+    const cfg = await makeConfig(`hooks:\n  - builtin: vet\n    options: { fix: ${fix} }\n`);
+    const d = await startDaemon(cfg);
+    try {
+      const send = async (head: string): Promise<string> => {
+        const c = await RawSmtp.connect(cfg.port);
+        await c.reply();
+        await c.cmd('EHLO client.example');
+        await c.cmd('MAIL FROM:<ann@example.org>');
+        await c.cmd('RCPT TO:<b@remote.example>');
+        await c.cmd('DATA');
+        c.send(`${head}\r\n\r\nbody\r\n.\r\n`);
+        const r = await c.reply();
+        c.close();
+        return r;
+      };
+      const noFrom = await send('Subject: no from');
+      if (fix) assert.match(noFrom, /^250 /);
+      else assert.match(noFrom, /^550 5\.6\.0 Message header refused: the header has no From field/);
+      assert.match(await send('From: a@example.org\r\nSubject: a\r\nSubject: b'), /^550 5\.6\.0 .*2 subject fields/);
+      assert.match(await send('From: a@example.org\r\nDate: whenever'), /^550 5\.6\.0 .*Date field is no date/);
+      assert.match(
+        await send('From: Ann <ann@example.org>\r\nSubject: fine'),
+        /^250 /,
+        'Date and Message-ID added by the door',
+      );
+    } finally {
+      await stopDaemon(d);
+    }
+  }
+});
