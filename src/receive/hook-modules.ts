@@ -149,7 +149,7 @@ function builtinName(h: HookSetting): string {
   const command = h.options?.command;
   if (typeof server === 'string') return `${h.builtin} ${server}`;
   if (typeof h.options?.file === 'string') return `${h.builtin} ${h.options.file}`;
-  if (Array.isArray(command) && typeof command[0] === 'string') return `${h.builtin} ${command[0]}`;
+  if (Array.isArray(command) && typeof command[0] === 'string') return `${h.builtin} ${path.basename(command[0])}`;
   return h.builtin!;
 }
 

@@ -14,6 +14,7 @@
  * its entry's on_error decides). Never blocks a session beyond the entry's timeout: a connection whose
  * request timed out is closed, so that a late answer is never read as the next request's.
  */
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 import type { HookApi, HookHandlers } from './hook-api.js';
 import type { SessionFacts, StageInput, Verdict } from './stages.js';
@@ -122,14 +123,22 @@ export function parseAction(action: string): PolicyAnswer {
   }
 }
 
+/** What a connection runs over: a socket, or the standard input and output of a spawned server. */
+interface Channel {
+  input: NodeJS.ReadableStream & { on(e: 'data', f: (d: Buffer | string) => void): unknown };
+  output: NodeJS.WritableStream;
+  events: NodeJS.EventEmitter[];
+  destroy(): void;
+}
+
 /** One kept connection to the server. */
 class Conn {
   private buf = '';
   private waiter: ((answer: string | Error) => void) | null = null;
   closed = false;
-  constructor(readonly sock: net.Socket) {
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => {
+  constructor(readonly ch: Channel) {
+    ch.input.setEncoding('utf8');
+    ch.input.on('data', (d: Buffer | string) => {
       this.buf += d;
       const end = this.buf.indexOf('\n\n');
       if (end < 0) {
@@ -143,12 +152,14 @@ class Conn {
       w?.(answer);
     });
     const gone = (err?: Error): void => this.fail(err ?? new Error('closed the connection'));
-    sock.on('error', gone);
-    sock.on('close', () => gone());
+    for (const e of ch.events) {
+      e.on('error', gone);
+      e.on('close', () => gone());
+    }
   }
   private fail(err: Error): void {
     this.closed = true;
-    this.sock.destroy();
+    this.ch.destroy();
     const w = this.waiter;
     this.waiter = null;
     w?.(err);
@@ -158,7 +169,7 @@ class Conn {
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new Error('closed the connection'));
       this.waiter = (a) => (a instanceof Error ? reject(a) : resolve(a));
-      this.sock.write(text);
+      this.ch.output.write(text);
     });
   }
   close(): void {
@@ -173,15 +184,51 @@ function connect(t: Target): Promise<Conn> {
     sock.setNoDelay(true);
     sock.once('connect', () => {
       sock.removeListener('error', reject);
-      resolve(new Conn(sock));
+      resolve(new Conn({ input: sock, output: sock, events: [sock], destroy: () => sock.destroy() }));
     });
     sock.once('error', reject);
   });
 }
 
+/** Starts a server that speaks on its standard input and output (Postfix's spawn: policyd-spf), run
+ * without a shell and with a clean environment; one process per connection. */
+function spawnServer(argv: string[]): Promise<Conn> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), {
+      stdio: ['pipe', 'pipe', 'ignore'],
+      env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' },
+    });
+    child.once('error', reject);
+    child.once('spawn', () => {
+      child.removeListener('error', reject);
+      child.stdin!.on('error', () => undefined);
+      resolve(
+        new Conn({
+          input: child.stdout!,
+          output: child.stdin!,
+          events: [child, child.stdout!],
+          destroy: () => {
+            child.stdin!.destroy();
+            if (child.exitCode === null) child.kill('SIGTERM');
+          },
+        }),
+      );
+    });
+  });
+}
+
 /** The built-in: handlers for the states in options.states (default RCPT), and data_end for PREPEND. */
 export function policyServer(options: Record<string, unknown>, api: HookApi): HookHandlers {
-  const target = targetOf(options.server);
+  const command = options.command;
+  if (
+    command !== undefined &&
+    (!Array.isArray(command) || !command.length || !command.every((a) => typeof a === 'string'))
+  )
+    throw new Error('options.command must be a list: the program and its arguments (no shell)');
+  if (command !== undefined && options.server !== undefined)
+    throw new Error('give options.server or options.command, not both');
+  const target = command ? undefined : targetOf(options.server);
+  const open = (): Promise<Conn> => (command ? spawnServer(command as string[]) : connect(target!));
   const states = (options.states ?? ['RCPT']) as unknown;
   if (!Array.isArray(states) || !states.every((x) => ['RCPT', 'DATA', 'END-OF-MESSAGE'].includes(String(x))))
     throw new Error('options.states must list RCPT, DATA or END-OF-MESSAGE');
@@ -203,7 +250,7 @@ export function policyServer(options: Record<string, unknown>, api: HookApi): Ho
   const ask = async (state: string, s: SessionFacts, input: StageInput): Promise<Verdict> => {
     let conn = idle.pop();
     while (conn?.closed) conn = idle.pop();
-    conn ??= await connect(target);
+    conn ??= await open();
     const st = stateOf(s.id);
     let answer: string;
     try {
@@ -218,7 +265,7 @@ export function policyServer(options: Record<string, unknown>, api: HookApi): Ho
     const line = answer.split('\n').find((l) => l.startsWith('action='));
     if (line === undefined) throw new Error('answered without an action');
     const a = parseAction(line.slice('action='.length));
-    if (a.log) api.log(`policy server ${options.server}: ${a.log}`);
+    if (a.log) api.log(`policy server ${command ? (command as string[])[0] : options.server}: ${a.log}`);
     if (a.prepend) st.prepend.push(a.prepend);
     if (a.soft)
       return {

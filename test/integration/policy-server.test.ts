@@ -10,6 +10,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
   freePort,
+  ip,
   makeConfig,
   messageData,
   queueJson,
@@ -197,5 +198,83 @@ test('policy answers: REJECT, a code of its own, DEFER_IF_REJECT, nonsense, a ha
     } finally {
       await stopDaemon(d2);
     }
+  }
+});
+
+/** A namespace of this test's own with its resolver: dnsmasq on its loopback serves the SPF records,
+ * and `ip netns exec` gives the processes started in it /etc/netns/NAME/resolv.conf as /etc/resolv.conf. */
+const SPF_NS = `fm-spf-${process.pid}`;
+let spfDns: ChildProcess | undefined;
+after(() => {
+  if (spfDns?.exitCode === null) spfDns.kill('SIGKILL');
+  ip('netns', 'del', SPF_NS);
+  fs.rmSync(`/etc/netns/${SPF_NS}`, { recursive: true, force: true });
+});
+
+test('policyd-spf, spawned as Postfix spawns it, with records from a private DNS: pass prepends Received-SPF, fail is refused', async () => {
+  const made = ip('netns', 'add', SPF_NS);
+  assert.equal(made, null, `cannot make a network namespace (root needed): ${made}`);
+  assert.equal(ip('-n', SPF_NS, 'link', 'set', 'lo', 'up'), null);
+  fs.mkdirSync(`/etc/netns/${SPF_NS}`, { recursive: true });
+  fs.writeFileSync(`/etc/netns/${SPF_NS}/resolv.conf`, 'nameserver 127.0.0.1\n');
+  const dnsmasq = ['/usr/sbin/dnsmasq', '/usr/bin/dnsmasq'].find((p) => fs.existsSync(p));
+  assert.ok(dnsmasq, 'dnsmasq not found: install dnsmasq-base');
+  spfDns = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      SPF_NS,
+      dnsmasq,
+      '-k',
+      '--no-resolv',
+      '--no-hosts',
+      '--listen-address=127.0.0.1',
+      '--bind-interfaces',
+      '--user=',
+      '--pid-file=',
+      '--address=/test/',
+      '--address=/example/',
+      '--txt-record=spf-pass.test,v=spf1 ip4:127.0.0.1 -all',
+      '--txt-record=spf-fail.test,v=spf1 -all',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  process.once('exit', () => spfDns?.exitCode === null && spfDns.kill('SIGKILL'));
+  await new Promise((r) => setTimeout(r, 700));
+  assert.equal(spfDns.exitCode, null, 'dnsmasq runs in the namespace');
+  const conf = path.join(tempDir('ferrymail-spf-'), 'policyd-spf.conf');
+  // as shipped, but loopback clients are checked too (the test's client is 127.0.0.1)
+  fs.writeFileSync(
+    conf,
+    'debugLevel = 1\nTestOnly = 1\nHELO_reject = Fail\nMail_From_reject = Fail\nskip_addresses = 192.0.2.255/32\n',
+  );
+  fs.chmodSync(path.dirname(conf), 0o755);
+  fs.chmodSync(conf, 0o644);
+  const cfg = await makeConfig(
+    `hooks:\n  - builtin: policy_server\n    options:\n      command: [ip, netns, exec, ${SPF_NS}, /usr/bin/policyd-spf, ${JSON.stringify(conf)}]\n    timeout: 20s\n`,
+  );
+  const d = await startDaemon(cfg);
+  try {
+    const c = await RawSmtp.connect(cfg.port);
+    assert.match(await c.reply(), /^220/);
+    assert.match(await c.cmd('EHLO client.example'), /^250/);
+    assert.match(await c.cmd('MAIL FROM:<someone@spf-fail.test>'), /^250/);
+    assert.match(await c.cmd('RCPT TO:<x@far.example>'), /^550 5\.7\.23 .*SPF/, d.log());
+    assert.match(await c.cmd('RSET'), /^250/);
+    assert.match(await c.cmd('MAIL FROM:<someone@spf-pass.test>'), /^250/);
+    assert.match(await c.cmd('RCPT TO:<x@far.example>'), /^250/, d.log());
+    assert.match(await c.cmd('DATA'), /^354/);
+    c.send('Subject: spf\r\n\r\nhello\r\n.\r\n');
+    assert.match(await c.reply(), /^250 /);
+    c.close();
+    const q = await queueJson(cfg);
+    assert.equal(q.length, 1);
+    assert.match(
+      messageData(cfg, q[0]!.id),
+      /^Received-SPF: Pass \(mailfrom\) identity=mailfrom; client-ip=127\.0\.0\.1/,
+    );
+  } finally {
+    await stopDaemon(d);
   }
 });
