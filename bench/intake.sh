@@ -4,11 +4,14 @@
 # before "250"). Prints messages per second for each and the ratio ferrymail/postfix, for one connection
 # per message and for connection reuse (smtp-source -d).
 #
-# Usage: bench/intake.sh [-m messages] [-s sessions] [-l bytes] [-r repeats] [-k] [-n]
+# Usage: bench/intake.sh [-m messages] [-s sessions] [-l bytes] [-r repeats] [-p policy] [-k] [-n]
 #   -m  messages per round (default 5000)
 #   -s  parallel SMTP sessions (default 20)
 #   -l  message payload in bytes, headers not included (default 2048)
 #   -r  repeat each measurement this many times and report the median (default 1)
+#   -p  policy mode: hooks (ferrymail: one in-process hook at every stage and a DNS list answered from its
+#       cache; Postfix as it is), milter (both: OpenDKIM as a milter, signing every message), or all
+#       (both of them); default: none
 #   -k  keep the temporary directory (logs, queues) for inspection
 #   -n  ferrymail only (skip Postfix)
 # Needs: node, a built tree (npm run build), smtp-source and postfix (Debian package postfix); root for
@@ -21,17 +24,20 @@ SIZE=2048
 REPEATS=1
 KEEP=0
 PEER=1
-while getopts 'm:s:l:r:kn' opt; do
+POLICY=none
+while getopts 'm:s:l:r:p:kn' opt; do
   case "$opt" in
     m) MESSAGES=$OPTARG ;;
     s) SESSIONS=$OPTARG ;;
     l) SIZE=$OPTARG ;;
     r) REPEATS=$OPTARG ;;
+    p) POLICY=$OPTARG ;;
     k) KEEP=1 ;;
     n) PEER=0 ;;
-    *) sed -n '2,15p' "$0" >&2; exit 64 ;;
+    *) sed -n '2,18p' "$0" >&2; exit 64 ;;
   esac
 done
+[[ $POLICY =~ ^(none|hooks|milter|all)$ ]] || { echo "intake: -p takes none, hooks, milter or all" >&2; exit 64; }
 for v in "$MESSAGES" "$SESSIONS" "$SIZE" "$REPEATS"; do
   [[ "$v" =~ ^[0-9]+$ && "$v" -gt 0 ]] || { echo "intake: numbers must be positive integers" >&2; exit 64; }
 done
@@ -57,6 +63,7 @@ WORK=$(mktemp -d -t ferrymail-bench-intake.XXXXXX)
 chmod 755 "$WORK" # the postfix user must reach the queue and data directories below it
 DAEMON_PID=''
 PF_CONF=''
+HELPERS=()
 
 cleanup() {
   set +e
@@ -66,6 +73,7 @@ cleanup() {
     kill -9 "$DAEMON_PID" 2>/dev/null
   fi
   [[ -n "$PF_CONF" ]] && bash "$PF" stop "$PF_DIR"
+  for p in "${HELPERS[@]}"; do kill "$p" 2>/dev/null; done
   if [[ $KEEP -eq 1 ]]; then echo "kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -77,6 +85,53 @@ daemon_cpu() {
   awk -v hz="$HZ" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat"
 }
 
+
+# --- policy: the hooks, a DNS list, OpenDKIM --------------------------------------------------------
+HOOKS_YAML=''
+PF_EXTRA=''
+if [[ $POLICY == hooks || $POLICY == all ]]; then
+  # one hook at every stage that only says "go on": the cost of asking, not of deciding
+  cat >"$WORK/every-stage.js" <<'EOF'
+const go = { action: 'continue' };
+export default () => ({
+  connect: () => go, helo: () => go, mail: () => go, rcpt: () => go, data: () => go,
+  data_end: () => go, other: () => go, queued: () => undefined,
+});
+EOF
+  chmod 644 "$WORK/every-stage.js"
+  DNSMASQ=$(find_tool dnsmasq "${DNSMASQ:-}") || { echo "intake: dnsmasq not found (Debian: apt-get install dnsmasq-base)" >&2; exit 69; }
+  DNS_PORT=$(free_port)
+  "$DNSMASQ" -k --no-resolv --no-hosts --port="$DNS_PORT" --listen-address=127.0.0.1 --bind-interfaces --user= --pid-file= \
+    --address=/bl.bench/ >"$WORK/dnsmasq.log" 2>&1 &
+  HELPERS+=($!)
+  HOOKS_YAML+="dns:
+  servers: [\"127.0.0.1:$DNS_PORT\"]
+hooks:
+  - path: $WORK/every-stage.js
+  - builtin: dnsbl
+    options: { zones: [bl.bench] }
+"
+fi
+if [[ $POLICY == milter || $POLICY == all ]]; then
+  OPENDKIM=$(find_tool opendkim "${OPENDKIM:-}") || { echo "intake: opendkim not found (Debian: apt-get install opendkim)" >&2; exit 69; }
+  mkdir -p "$WORK/dkim" && chmod 755 "$WORK/dkim"
+  openssl genrsa -out "$WORK/dkim/sel.private" 2048 2>/dev/null
+  chmod 600 "$WORK/dkim/sel.private"
+  MILTER_PORT=$(free_port)
+  printf '%s\n' 'Syslog no' 'Background no' 'Mode s' 'Domain bench.client' 'Selector sel' \
+    "KeyFile $WORK/dkim/sel.private" "Socket inet:$MILTER_PORT@127.0.0.1" 'InternalHosts 127.0.0.1' \
+    "PidFile $WORK/dkim/opendkim.pid" 'RequireSafeKeys no' >"$WORK/dkim/opendkim.conf"
+  "$OPENDKIM" -f -x "$WORK/dkim/opendkim.conf" >"$WORK/dkim/opendkim.log" 2>&1 &
+  HELPERS+=($!)
+  wait_port "$MILTER_PORT" || { echo "intake: opendkim did not start" >&2; cat "$WORK/dkim/opendkim.log" >&2; exit 70; }
+  [[ -n $HOOKS_YAML ]] || HOOKS_YAML='hooks:
+'
+  HOOKS_YAML+="  - builtin: milter
+    options: { server: \"inet:127.0.0.1:$MILTER_PORT\" }
+"
+  PF_EXTRA="smtpd_milters = inet:127.0.0.1:$MILTER_PORT
+milter_default_action = tempfail"
+fi
 
 # --- ferrymail --------------------------------------------------------------------------------------
 # Connection limits are raised so that they can never throttle the benchmark, whatever the timing of
@@ -95,6 +150,7 @@ spool: $dir/spool
 limits:
   connections: $FM_TOTAL
   connections_per_client: $FM_LIMIT
+$HOOKS_YAML
 EOF
   "$NODE" "$ROOT/bin/ferrymail.js" --config-dir "$dir" daemon >"$dir/daemon.log" 2>&1 &
   DAEMON_PID=$!
@@ -115,7 +171,7 @@ PF_DIR=$WORK/postfix
 setup_postfix() {
   mkdir -p "$PF_DIR"
   PF_CONF=$PF_DIR/etc # from here on, cleanup stops the instance
-  PF_PORT=$(bash "$PF" start "$PF_DIR")
+  PF_PORT=$(POSTFIX_MAIN_EXTRA="$PF_EXTRA" bash "$PF" start "$PF_DIR")
 }
 postfix_queued() { bash "$PF" queued "$PF_DIR"; }
 
@@ -137,7 +193,7 @@ send_load() {
 per_msg_us() { awk -v n="$MESSAGES" -v s="$1" 'BEGIN { printf "%.0f", s * 1e6 / n }'; }
 median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-echo "ferrymail intake benchmark: $MESSAGES messages of $SIZE bytes payload, $SESSIONS sessions, $REPEATS repeat(s)"
+echo "ferrymail intake benchmark: $MESSAGES messages of $SIZE bytes payload, $SESSIONS sessions, $REPEATS repeat(s), policy: $POLICY"
 echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), CPU busy before start $(cpu_busy), node $("$NODE" --version)$([[ $PEER -eq 1 ]] && echo ", postfix $(postconf -dh mail_version)")"
 if rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); then
   git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || rev="$rev with local changes in src/"
