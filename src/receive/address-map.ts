@@ -10,7 +10,7 @@
  * Trusts the configuration; the file's lines are checked (a bad line at start is a configuration error;
  * after a change the map in use stays and the log says why).
  */
-import fs from 'node:fs';
+import { watchedFile } from './builtin-util.js';
 import type { HookApi, HookHandlers } from './hook-api.js';
 import type { Verdict } from './stages.js';
 
@@ -74,32 +74,7 @@ export function lookup(map: AddressMap, address: string): Verdict | undefined {
 export function addressMap(options: Record<string, unknown>, api: HookApi): HookHandlers {
   const file = options.file;
   if (typeof file !== 'string' || !file) throw new Error('options.file must name the map file');
-  const keyOf = (): string => {
-    const st = fs.statSync(file);
-    return `${st.mtimeMs}:${st.size}:${st.ino}`;
-  };
-  let key = keyOf();
-  let map = parseMap(fs.readFileSync(file, 'utf8'), file);
-  let checked = Date.now();
-  let broken = '';
-  const current = (): AddressMap => {
-    const now = Date.now();
-    if (now - checked < 1000) return map;
-    checked = now;
-    let k = '';
-    try {
-      k = keyOf();
-      if (k !== key && k !== broken) {
-        map = parseMap(fs.readFileSync(file, 'utf8'), file);
-        key = k;
-        api.log(`address_map ${file}: read again, ${map.size} entries`);
-      }
-    } catch (err) {
-      if (k !== broken) api.log(`address_map ${file}: not read again, the map in use stays: ${(err as Error).message}`);
-      broken = k;
-    }
-    return map;
-  };
+  const current = watchedFile(file, parseMap, `address_map ${file}`, 'map', (m) => m.size, api.log);
   const verdict = (address: string): Verdict =>
     (address ? lookup(current(), address) : undefined) ?? { action: 'continue' };
   const handlers: HookHandlers = { rcpt: (_s, i) => verdict(i.arg) };

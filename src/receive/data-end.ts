@@ -46,11 +46,12 @@ export async function dataEnd(
 ): Promise<DataEndOutcome> {
   const notes: Notes = {};
   const changes: HeaderChanges[] = [];
+  const fields = await held.fields();
   const more: MessageChanges[] = [];
   const message = {
     id: env.id,
     size: env.size,
-    headers: held.fields.map((f) => ({ name: f.name, value: fieldValue(f) })),
+    headers: fields.map((f) => ({ name: f.name, value: fieldValue(f) })),
     read: () => held.read(),
     notes,
   };
@@ -76,7 +77,7 @@ export async function dataEnd(
   const body = more.reduce<Uint8Array | undefined>((b, m) => m.body ?? b, undefined);
   if (changes.length || body)
     await held.rewriteHead(
-      Buffer.from(applyChanges(held.fields, changes), 'latin1'),
+      Buffer.from(applyChanges(fields, changes), 'latin1'),
       body ? Buffer.from(body.buffer, body.byteOffset, body.byteLength) : undefined,
     );
   const hold = more.find((m) => m.quarantine)?.quarantine;

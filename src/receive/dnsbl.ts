@@ -13,7 +13,7 @@
 import { Resolver } from 'node:dns/promises';
 import net from 'node:net';
 import type { HookApi, HookHandlers } from './hook-api.js';
-import { configuredReply } from './ip-list.js';
+import { configuredReply } from './builtin-util.js';
 import type { Verdict } from './stages.js';
 
 /** One zone as configured. */

@@ -13,19 +13,12 @@
 import { parseHeaderBlock } from '../domain/header.js';
 import { fieldValue } from '../scan/headers.js';
 import { runCommand } from '../proc/run.js';
+import { configuredReply, wholeMessage } from './builtin-util.js';
 import type { HookApi, HookHandlers } from './hook-api.js';
-import type { HeaderChanges, MessageFacts } from './stages.js';
+import type { HeaderChanges } from './stages.js';
 
 /** What an exit status may mean. */
 type ExitAction = 'continue' | 'reject' | 'defer' | 'discard' | 'quarantine';
-
-/** A reply given in the configuration, "554 5.7.1 text". */
-function replyOf(text: unknown, fallback: string): { code: number; enhanced: string; text: string } {
-  const t = typeof text === 'string' ? text : fallback;
-  const m = /^([45]\d\d) ([45]\.\d{1,3}\.\d{1,3}) (.+)$/.exec(t);
-  if (!m) throw new Error(`${JSON.stringify(t)} is not a reply such as "554 5.7.1 text"`);
-  return { code: Number(m[1]), enhanced: m[2]!, text: m[3]! };
-}
 
 /** The built-in: one data_end handler. */
 export function filter(options: Record<string, unknown>, _api: HookApi): HookHandlers {
@@ -45,15 +38,18 @@ export function filter(options: Record<string, unknown>, _api: HookApi): HookHan
       exits[k] = v as ExitAction;
     }
   }
-  const rejectReply = replyOf(options.reject_reply, '554 5.7.1 Message content rejected');
-  const deferReply = replyOf(options.defer_reply, '451 4.7.1 Message content not checked, try again later');
-  if (rejectReply.code < 500 || deferReply.code >= 500) throw new Error('reject_reply must be 5xx and defer_reply 4xx');
+  const rejectReply = configuredReply(options.reject_reply, '554 5.7.1 Message content rejected', '5');
+  const deferReply = configuredReply(
+    options.defer_reply,
+    '451 4.7.1 Message content not checked, try again later',
+    '4',
+  );
   const timeoutMs = typeof options.timeout_ms === 'number' ? options.timeout_ms : 60_000;
 
   return {
     async data_end(_s, input) {
       const msg = input.message!;
-      const data = await whole(msg);
+      const data = await wholeMessage(msg);
       const r = await runCommand(argv as string[], {
         env: { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C' },
         timeoutMs,
@@ -82,13 +78,6 @@ export function filter(options: Record<string, unknown>, _api: HookApi): HookHan
 /** A command's name without its folders, as a note name. */
 function baseName(p: string): string {
   return (p.split('/').pop() ?? p).replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 40) || 'command';
-}
-
-/** The whole message in memory (a filter command gets it on its standard input). */
-async function whole(msg: MessageFacts): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of msg.read()) parts.push(Buffer.from(c));
-  return Buffer.concat(parts);
 }
 
 /** "Name: value" lines of a command's output as fields to add (folded lines kept with their field). */

@@ -81,9 +81,8 @@ export interface IntakePlan {
 export interface HeldMessage {
   /** The whole message, as it stands. */
   read(): Readable;
-  /** The header fields as written (the door's own edits included), and their length in bytes. */
-  fields: HeaderField[];
-  headBytes: number;
+  /** The header fields as written (the door's own edits included), read from the file when first asked. */
+  fields(): Promise<HeaderField[]>;
   /** Replaces the header fields with head (the blank line and the body stay, or the body is the new
    * one given); size follows. */
   rewriteHead(head: Buffer, body?: Buffer): Promise<void>;
@@ -147,19 +146,19 @@ export async function intake(spool: SpoolWriter, source: Readable, plan: IntakeP
     const rewrite = writer.rewriteHead?.bind(writer);
     if (plan.beforeCommit && read && rewrite) {
       const env = { ...partial, id: writer.id, size: writer.bytesWritten() } as Envelope;
+      let fields: HeaderField[] | undefined;
       const held: HeldMessage = {
         read,
-        fields: [],
-        headBytes: headers.headBytes,
+        // the door's edits are in the file: the fields a hook sees are the ones written
+        fields: async () =>
+          (fields ??= parseHeaderBlock((await readHead(read, headers.headBytes)).toString('latin1')).fields),
         rewriteHead: async (head, body) => {
           await rewrite(headers.headBytes, head, body);
           headers.headBytes = head.length;
-          held.fields = parseHeaderBlock(head.toString('latin1')).fields;
+          fields = parseHeaderBlock(head.toString('latin1')).fields;
           env.size = writer.bytesWritten();
         },
       };
-      // the door's edits are in the file: the fields a hook sees are the ones written
-      held.fields = parseHeaderBlock((await readHead(read, headers.headBytes)).toString('latin1')).fields;
       const go = await plan.beforeCommit(env, held);
       if (!go) {
         await writer.abort();

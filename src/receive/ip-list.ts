@@ -7,9 +7,9 @@
  * Trusts the configuration; the file is the administrator's, its lines are checked: at start a bad line
  * is a configuration error, on a change the list in use stays and the log says why.
  */
-import fs from 'node:fs';
 import net from 'node:net';
 import { inCidr } from '../domain/ip.js';
+import { configuredReply, watchedFile } from './builtin-util.js';
 import type { HookApi, HookHandlers } from './hook-api.js';
 import type { Verdict } from './stages.js';
 
@@ -29,19 +29,6 @@ export function parseList(text: string, file: string): string[] {
   return out;
 }
 
-/** A reply given in the configuration, "554 5.7.1 text", of the class the action needs. */
-export function configuredReply(
-  text: unknown,
-  fallback: string,
-  first: '4' | '5',
-): { code: number; enhanced: string; text: string } {
-  const t = typeof text === 'string' ? text : fallback;
-  const m = /^([45]\d\d) ([45]\.\d{1,3}\.\d{1,3}) (.+)$/.exec(t);
-  if (!m || m[1]![0] !== first || m[2]![0] !== first)
-    throw new Error(`${JSON.stringify(t)} is not a ${first}xx reply such as "${first}50 ${first}.7.1 text"`);
-  return { code: Number(m[1]), enhanced: m[2]!, text: m[3]! };
-}
-
 /** The built-in: a connect handler. */
 export function ipList(options: Record<string, unknown>, api: HookApi): HookHandlers {
   const file = options.file;
@@ -58,32 +45,7 @@ export function ipList(options: Record<string, unknown>, api: HookApi): HookHand
             action: 'reject',
             reply: configuredReply(options.reply, '554 5.7.1 Your address is not welcome here', '5'),
           };
-  const load = (): { ranges: string[]; key: string } => {
-    const st = fs.statSync(file);
-    return { ranges: parseList(fs.readFileSync(file, 'utf8'), file), key: `${st.mtimeMs}:${st.size}:${st.ino}` };
-  };
-  let list = load();
-  let checked = Date.now();
-  /** The file as last found broken: told once, not again until it changes. */
-  let broken = '';
-  const current = (): string[] => {
-    const now = Date.now();
-    if (now - checked < 1000) return list.ranges;
-    checked = now;
-    let key = '';
-    try {
-      const st = fs.statSync(file);
-      key = `${st.mtimeMs}:${st.size}:${st.ino}`;
-      if (key !== list.key && key !== broken) {
-        list = load();
-        api.log(`ip_list ${file}: read again, ${list.ranges.length} entries`);
-      }
-    } catch (err) {
-      if (key !== broken) api.log(`ip_list ${file}: not read again, the list in use stays: ${(err as Error).message}`);
-      broken = key;
-    }
-    return list.ranges;
-  };
+  const current = watchedFile(file, parseList, `ip_list ${file}`, 'list', (r) => r.length, api.log);
   return {
     connect: (s) => (current().some((r) => inCidr(s.peer, r)) ? verdict : { action: 'continue' }),
   };

@@ -15,6 +15,7 @@
  * (Postfix's milter_default_action); a session whose milter failed does not ask it again.
  */
 import net from 'node:net';
+import { wholeMessage } from './builtin-util.js';
 import type { HookApi, HookHandlers } from './hook-api.js';
 import {
   ACT,
@@ -376,9 +377,7 @@ export function milter(options: Record<string, unknown>, api: HookApi): HookHand
 
 /** The message's body: what follows the blank line after the header. */
 async function bodyOf(msg: MessageFacts): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of msg.read()) parts.push(Buffer.from(c));
-  const all = Buffer.concat(parts);
+  const all = await wholeMessage(msg);
   const blank = all.indexOf('\r\n\r\n');
   return blank < 0 ? Buffer.alloc(0) : all.subarray(blank + 4);
 }

@@ -19,6 +19,7 @@ import {
   type TestConfig,
   tempDir,
 } from '../helpers.js';
+import { selfSigned } from '../support/fault-smtp.js';
 
 let cfg: TestConfig;
 let d: RunningDaemon;
@@ -28,25 +29,7 @@ const swaksHome = tempDir('ferrymail-swaks-');
 
 before(async () => {
   const dir = tempDir();
-  const cert = path.join(dir, 'cert.pem');
-  const key = path.join(dir, 'key.pem');
-  const r = await run('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-subj',
-    '/CN=test.example',
-    '-days',
-    '2',
-    '-keyout',
-    key,
-    '-out',
-    cert,
-  ]);
-  assert.equal(r.code, 0, r.stderr);
-  fs.chmodSync(key, 0o600);
+  const { certFile: cert, keyFile: key } = await selfSigned('test.example');
   sub = await freePort();
   subs = await freePort();
   const users = path.join(dir, 'users');

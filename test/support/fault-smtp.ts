@@ -86,7 +86,7 @@ export async function closeAll(): Promise<void> {
 export async function selfSigned(
   name = 'mx.test.example',
   withIp = true,
-): Promise<{ key: string; cert: string; certFile: string; fingerprint: string }> {
+): Promise<{ key: string; keyFile: string; cert: string; certFile: string; fingerprint: string }> {
   const dir = tempDir();
   const key = path.join(dir, 'key.pem');
   const certFile = path.join(dir, 'cert.pem');
@@ -112,7 +112,8 @@ export async function selfSigned(
   if (r.code !== 0) throw new Error(`openssl failed: ${r.stderr}`);
   const cert = fs.readFileSync(certFile, 'utf8');
   const fingerprint = new crypto.X509Certificate(cert).fingerprint256;
-  return { key: fs.readFileSync(key, 'utf8'), cert, certFile, fingerprint };
+  fs.chmodSync(key, 0o600);
+  return { key: fs.readFileSync(key, 'utf8'), keyFile: key, cert, certFile, fingerprint };
 }
 /** Starts a fault server. */
 export async function faultServer(opts: FaultOptions = {}): Promise<FaultServer> {
