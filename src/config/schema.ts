@@ -162,6 +162,7 @@ export const HOOK_STAGES = [
   'connect',
   'helo',
   'mail',
+  'relay',
   'rcpt',
   'data',
   'data_end',

@@ -285,12 +285,20 @@ export function buildHandlers(
       if (!c.ok) return cb(smtpError(553, '5.1.3', `Bad recipient address: ${c.reason}`));
       const f = facts(session);
       const here = isLocalAddress(cfg, c.address);
-      if (!here && !mayRelay({ peer: session.remoteAddress, authenticated: !!session.user, localNets: cfg.local_nets }))
-        return cb(smtpError(554, '5.7.1', `Relay access denied for <${address.address}>`));
-      // a local recipient must exist (a user or an alias): an unknown one is refused in the dialogue
+      const relayed =
+        here || mayRelay({ peer: session.remoteAddress, authenticated: !!session.user, localNets: cfg.local_nets });
+      // a local recipient must exist (a user or an alias): an unknown one is refused in the dialogue; one
+      // the relay policy refuses may still be let through by a relay hook (relay domains, a backup MX)
       (here ? checkRecipientHere(cfg, c.address) : Promise.resolve(undefined))
         .then(async (refused) => {
           if (refused) return cb(smtpError(refused.code, refused.enhanced, refused.text));
+          if (!relayed) {
+            const input = { stage: 'relay' as const, verb: 'RCPT', arg: address.address };
+            const r = await runStage(hooks.relay, f, input, undefined, warnHook);
+            if (r.action === 'continue' || r.action === 'discard')
+              return cb(smtpError(554, '5.7.1', `Relay access denied for <${address.address}>`));
+            if (r.action !== 'accept') return verdictTo(cb)(r);
+          }
           const note = notes.get(session)!;
           const user = here && deps.dialogue ? ((await dialogueUser(cfg, c.address)) ?? '') : '';
           let policy: string | undefined;

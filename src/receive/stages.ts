@@ -1,5 +1,6 @@
 /**
- * The SMTP stages and their hooks: connect, helo, mail, rcpt, data, other commands, unknown commands.
+ * The SMTP stages and their hooks: connect, helo, mail, relay (a recipient the relay policy refuses), rcpt,
+ * data, data end, other commands, unknown commands, close.
  *
  * A hook sees plain facts about the session and returns a verdict from a closed set: continue (the next
  * hook decides), accept (the stage passes; its later hooks are skipped), defer (4xx), reject (5xx) or
@@ -11,7 +12,17 @@
 import type { Reply } from '../domain/outcome.js';
 
 /** The stages hooks can attach to. */
-export type Stage = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'data_end' | 'other' | 'unknown' | 'close';
+export type Stage =
+  | 'connect'
+  | 'helo'
+  | 'mail'
+  | 'relay'
+  | 'rcpt'
+  | 'data'
+  | 'data_end'
+  | 'other'
+  | 'unknown'
+  | 'close';
 
 /** Changes a data_end hook makes to the header: fields added at the end of the header, the value of the
  * index-th field of a name changed (1 = the first, the default), every field of a name removed. */

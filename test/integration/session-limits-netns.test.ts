@@ -1,18 +1,17 @@
 // Session slots, the session time limit and the minimum data rate, against the real daemon, with
 // clients that are really not trusted. Every loopback address is trusted, so the daemon runs inside a
-// network namespace this test creates (DAEMON_NS), listening on its loopback and on one end of a veth
-// pair (10.78.0.1); the other end (10.78.0.2) is in a second namespace (CLIENT_NS). A small forwarder in
+// network namespace this test creates (test/support/netns.ts), listening on its loopback and on one end of a veth
+// pair (10.78.0.1); the other end (10.78.0.2) is in a second namespace. A small forwarder in
 // each namespace takes connections on a unix socket in a temporary directory and opens one TCP connection
-// per client: from CLIENT_NS to 10.78.0.1 (a client outside loopback and local_nets), and inside
-// DAEMON_NS to 127.0.0.1 (a trusted one). Both namespaces are removed afterwards. Skipped (with the
+// per client: from the client namespace to 10.78.0.1 (a client outside loopback and local_nets), and inside
+// the daemon's to 127.0.0.1 (a trusted one). Both namespaces are removed afterwards. Skipped (with the
 // reason) when not root or when no namespace or veth pair can be made.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
-  ip,
   localKept,
   makeConfig,
   RawSmtp,
@@ -24,9 +23,8 @@ import {
   type RunningDaemon,
   type TestConfig,
 } from '../helpers.js';
+import { forwarder, namespacePair } from '../support/netns.js';
 
-const DAEMON_NS = `ferrymail-slots-d-${process.pid}`;
-const CLIENT_NS = `ferrymail-slots-c-${process.pid}`;
 const SERVER_IP = '10.78.0.1';
 const CLIENT_IP = '10.78.0.2';
 const PORT = 2525;
@@ -34,75 +32,14 @@ const PORT = 2525;
  * DATA deadline 3 s plus a second per 1000 bytes. */
 const LIMITS = { connections: 5, reserved_local: 2, session_time: 10, min_data_rate: 1000, idle_timeout: 3 };
 
-let created = false;
-
-/** Removes both namespaces (safe to call twice). */
-function removeNamespaces(): void {
-  if (created) {
-    ip('netns', 'del', DAEMON_NS);
-    ip('netns', 'del', CLIENT_NS);
-  }
-  created = false;
-}
-process.once('exit', removeNamespaces);
-
-/** Creates the namespaces joined by the veth pair; the reason to skip when it cannot. */
-function createNamespaces(): string | null {
-  if (process.getuid?.() !== 0) return 'needs root to create a network namespace';
-  const err = ip('netns', 'add', DAEMON_NS);
-  if (err) return `cannot create a network namespace: ${err}`;
-  created = true;
-  const steps = [
-    ['netns', 'add', CLIENT_NS],
-    ['-n', DAEMON_NS, 'link', 'set', 'lo', 'up'],
-    ['-n', CLIENT_NS, 'link', 'set', 'lo', 'up'],
-    ['-n', DAEMON_NS, 'link', 'add', 's0', 'type', 'veth', 'peer', 'name', 's1'],
-    ['-n', DAEMON_NS, 'link', 'set', 's1', 'netns', CLIENT_NS],
-    ['-n', DAEMON_NS, 'addr', 'add', `${SERVER_IP}/24`, 'dev', 's0'],
-    ['-n', CLIENT_NS, 'addr', 'add', `${CLIENT_IP}/24`, 'dev', 's1'],
-    ['-n', DAEMON_NS, 'link', 'set', 's0', 'up'],
-    ['-n', CLIENT_NS, 'link', 'set', 's1', 'up'],
-  ];
-  for (const s of steps) {
-    const e = ip(...s);
-    if (e) {
-      removeNamespaces();
-      return `cannot set up the namespaces (ip ${s.join(' ')}): ${e}`;
-    }
-  }
-  return null;
-}
-
-const skip = createNamespaces();
+const pair = namespacePair('slots', SERVER_IP, CLIENT_IP);
+const { skip } = pair;
 const sockets = tempDir('ferrymail-slots-');
 const REMOTE = path.join(sockets, 'remote.sock');
 const LOCAL = path.join(sockets, 'local.sock');
 const forwarders: ChildProcess[] = [];
 let d: RunningDaemon | undefined;
 let cfg: TestConfig;
-
-/** Starts a forwarder in a namespace: unix socket `file` → TCP host:PORT, one connection per client. */
-async function forwarder(ns: string, file: string, host: string): Promise<void> {
-  const code = `
-    import net from 'node:net';
-    net.createServer((u) => {
-      const t = net.connect({ host: ${JSON.stringify(host)}, port: ${PORT} });
-      u.on('error', () => undefined);
-      t.on('error', () => undefined);
-      u.pipe(t);
-      t.pipe(u);
-      u.on('close', () => t.end());
-      t.on('close', () => u.end());
-    }).listen(${JSON.stringify(file)}, () => process.stdout.write('listening\\n'));`;
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--input-type=module', '-e', code], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  forwarders.push(child);
-  let out = '';
-  child.stdout!.on('data', (c) => (out += c));
-  child.stderr!.on('data', (c) => (out += c));
-  assert.ok(await waitUntil(() => out.includes('listening'), 10_000), `forwarder in ${ns} did not start: ${out}`);
-}
 
 before(async () => {
   if (skip) return;
@@ -121,15 +58,15 @@ before(async () => {
     file,
     fs.readFileSync(file, 'utf8').replace(/^listen: .*$/m, `listen: ["127.0.0.1:${PORT}", "${SERVER_IP}:${PORT}"]`),
   );
-  d = await startDaemon(cfg, [], { netns: DAEMON_NS });
-  await forwarder(CLIENT_NS, REMOTE, SERVER_IP);
-  await forwarder(DAEMON_NS, LOCAL, '127.0.0.1');
+  d = await startDaemon(cfg, [], { netns: pair.daemon });
+  forwarders.push(await forwarder(pair.client, REMOTE, SERVER_IP, PORT));
+  forwarders.push(await forwarder(pair.daemon, LOCAL, '127.0.0.1', PORT));
 });
 
 after(async () => {
   await stopDaemon(d);
   for (const f of forwarders) f.kill('SIGKILL');
-  removeNamespaces();
+  pair.remove();
 });
 
 /** Every client connection a test opened; closed at its end. */
