@@ -15,6 +15,7 @@ import { callDaemon } from '../control/client.js';
 import { EX } from '../domain/sysexits.js';
 import { FerryError } from '../errors.js';
 import { hashPassword } from '../receive/auth.js';
+import { readSuspended, type SuspendedList, suspendedFile, writeSuspended } from '../receive/suspend.js';
 import { layoutOf } from '../spool/layout.js';
 
 /** Reads the password: a line of standard input (without echo on a terminal). */
@@ -114,4 +115,59 @@ export async function changeUser(
   const res = await callDaemon(layoutOf(cfg.spool).control, { cmd: 'reload' }).catch(() => null);
   if (res?.ok) out('the daemon has reloaded: the change counts from its next session\n');
   return EX.OK;
+}
+
+/** `ferrymail auth list`: the users of the users file and the suspended ones, with since when and why. */
+export function listUsers(cfg: Config, json: boolean, out: (s: string) => void): number {
+  const names = cfg.auth.users_file ? readLines(cfg.auth.users_file).map((l) => l.slice(0, l.indexOf(':'))) : [];
+  const suspended = suspendedList(cfg);
+  const all = [...new Set([...names, ...Object.keys(suspended)])].sort();
+  const rows = all.map((user) => ({ user, known: names.includes(user), suspended: suspended[user] ?? null }));
+  if (json) {
+    out(`${JSON.stringify(rows)}\n`);
+    return EX.OK;
+  }
+  for (const r of rows)
+    out(
+      `${r.user}${r.known ? '' : ' (not in the users file)'}${r.suspended ? `: suspended since ${r.suspended.since}: ${r.suspended.reason}` : ''}\n`,
+    );
+  if (!rows.length) out('no users\n');
+  return EX.OK;
+}
+
+/** `ferrymail auth suspend|release USER`: puts a user on the list of suspended users or takes them off. */
+export function setSuspended(cfg: Config, op: 'suspend' | 'release', user: string, out: (s: string) => void): number {
+  if (!/^[^\s:]{1,64}$/.test(user))
+    throw new FerryError('usage', 'a user name is 1 to 64 characters, without spaces or colons');
+  const file = suspendedFile(cfg.spool);
+  const list = suspendedList(cfg);
+  if (op === 'release') {
+    if (!list[user]) throw new FerryError('usage', `${user} is not suspended`);
+    delete list[user];
+  } else {
+    if (list[user]) throw new FerryError('usage', `${user} is already suspended since ${list[user].since}`);
+    list[user] = { since: new Date().toISOString(), reason: 'suspended by hand (ferrymail auth suspend)' };
+  }
+  try {
+    writeSuspended(file, list);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new FerryError(
+      code === 'EACCES' || code === 'EPERM' ? 'spool-permission' : 'spool-io',
+      `cannot write ${file}: ${code ?? (err as Error).message}`,
+    );
+  }
+  out(
+    `${user} ${op === 'release' ? 'released: may send mail again' : 'suspended: may send no mail'} from the next MAIL\n`,
+  );
+  return EX.OK;
+}
+
+/** The list of suspended users of the spool. */
+function suspendedList(cfg: Config): SuspendedList {
+  try {
+    return readSuspended(suspendedFile(cfg.spool));
+  } catch (err) {
+    throw new FerryError('config', `cannot read the list of suspended users: ${(err as Error).message}`);
+  }
 }

@@ -214,6 +214,30 @@ export function buildProgram(setCode: (n: number) => void): Command {
           return changeUser(config(cmd), op, user, out);
         }),
       );
+  auth
+    .command('list')
+    .description('the users, and which are suspended since when and why')
+    .option('--json', 'one JSON array')
+    .action(
+      act(async (o: Opts & { json?: boolean }, cmd: Command) => {
+        const { listUsers } = await import('./auth-cmds.js');
+        return listUsers(config(cmd), !!o.json, out);
+      }),
+    );
+  for (const [op, what] of [
+    ['suspend', 'refuse the mail of a user from now on (submission.suspend_after does this by itself)'],
+    ['release', 'let a suspended user send mail again'],
+  ] as const)
+    auth
+      .command(op)
+      .description(what)
+      .argument('<user>')
+      .action(
+        act(async (user: string, _o: Opts, cmd: Command) => {
+          const { setSuspended } = await import('./auth-cmds.js');
+          return setSuspended(config(cmd), op, user, out);
+        }),
+      );
   return program;
 }
 

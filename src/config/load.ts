@@ -115,6 +115,11 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
     submission: {
       local_senders: s.submission?.local_senders ?? d.submission.local_senders,
       senders: s.submission?.senders ?? d.submission.senders,
+      suspend_after: s.submission?.suspend_after ?? d.submission.suspend_after,
+      suspend_window:
+        s.submission?.suspend_window === undefined
+          ? d.submission.suspend_window
+          : (parseDuration(s.submission.suspend_window) ?? d.submission.suspend_window),
     },
     dns: { servers: s.dns?.servers ?? d.dns.servers },
     hooks: (s.hooks ?? []).map((h) => ({

@@ -570,6 +570,19 @@ export const FIELDS: readonly Field[] = [
     fields: LOCAL_SENDER_FIELDS,
     doc: 'Envelope senders each local user may give to the sendmail command (Postfix local_login_sender_maps); empty: any.',
   },
+  {
+    key: 'submission.suspend_after',
+    type: 'integer',
+    min: 0,
+    doc: 'Refusals by hooks (a limit, a filter, a milter, a policy server) of one authenticated user within submission.suspend_window after which that user is suspended until released (ferrymail auth release USER), and postmaster gets a notice. 0: never.',
+  },
+  {
+    key: 'submission.suspend_window',
+    type: 'duration',
+    min: 1,
+    max: 7 * 86_400,
+    doc: 'How long a refusal counts towards submission.suspend_after.',
+  },
 ];
 
 /** Looks a field up by its dotted key. */

@@ -50,7 +50,13 @@ export interface Config {
   tls: { cert?: string; key?: string };
   auth: { users_file?: string; max_failures: number; failure_window: number };
   /** Who may submit what. */
-  submission: { local_senders: LocalSenders[]; senders: LocalSenders[] };
+  submission: {
+    local_senders: LocalSenders[];
+    senders: LocalSenders[];
+    /** Refusals within suspend_window (seconds) that suspend a user; 0: never. */
+    suspend_after: number;
+    suspend_window: number;
+  };
   /** Hook modules at the SMTP stages, in order. */
   hooks: HookSetting[];
   /** The DNS servers built-in hooks ask (empty: the system's). */
@@ -164,7 +170,7 @@ export type Settings = Omit<
   smtp?: Partial<Config['smtp']>;
   tls?: Partial<Config['tls']>;
   auth?: Partial<Omit<Config['auth'], 'failure_window'>> & { failure_window?: string | number };
-  submission?: Partial<Config['submission']>;
+  submission?: Partial<Omit<Config['submission'], 'suspend_window'>> & { suspend_window?: string | number };
 };
 
 /** The embedded default settings (spool and hostname are filled in at load time). */
@@ -197,7 +203,7 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     smtp: { bare_line_ends: 'reject', reverse_lookup: false, early_talker_delay: 100, banner: '' },
     tls: {},
     auth: { max_failures: 10, failure_window: 900 },
-    submission: { local_senders: [], senders: [] },
+    submission: { local_senders: [], senders: [], suspend_after: 0, suspend_window: 3600 },
     hooks: [],
     dns: { servers: [] },
     online: { command: [], rules: [], probe_timeout: 2000 },

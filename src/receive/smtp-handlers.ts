@@ -23,6 +23,7 @@ import { dataEnd } from './data-end.js';
 import { dialogueReply, dialogueStep } from './dialogue.js';
 import type { HeldMessage } from './intake.js';
 import { checkLocalSender, senderAllowed } from './senders.js';
+import { suspensionsFor, withStrikes } from './suspend.js';
 import { runStage, verdictReply, type HookWarn, type Hooks, type SessionFacts } from './stages.js';
 import type { DoorDeps } from './smtp.js';
 import {
@@ -78,7 +79,10 @@ export function buildHandlers(
 ): Handlers {
   const counter = new ClientCounter();
   const notes = new WeakMap<SMTPServerSession, SessionNote>();
-  const hooks = deps.hooks ?? {};
+  const suspensions = stdio ? undefined : suspensionsFor(cfg, deps.spool, deps.log, deps.onMessage);
+  const hooks = suspensions
+    ? withStrikes(deps.hooks ?? {}, (user, why) => suspensions.strike(user, why))
+    : (deps.hooks ?? {});
   const warnHook: HookWarn = (text, fields) => deps.log.log('warn', text, fields);
   const userFile = cfg.auth.users_file && !stdio ? readUsers(cfg.auth.users_file) : null;
   for (const w of userFile?.warnings ?? []) deps.log.log('warn', w);
@@ -222,6 +226,11 @@ export function buildHandlers(
       if (isSubmission(session) && !session.secure)
         return cb(smtpError(530, '5.7.0', 'Must issue a STARTTLS command first'));
       if (isSubmission(session) && !session.user) return cb(smtpError(530, '5.7.0', 'Authentication required'));
+      const user = typeof session.user === 'string' ? session.user : undefined;
+      if (user && suspensions?.suspended(user)) {
+        deps.log.log('warn', 'mail of a suspended user refused', { session: session.id, user });
+        return cb(smtpError(550, '5.7.1', `User ${user} is suspended; ask the postmaster to release it`));
+      }
       const unknownMail = unknownParam(address, MAIL_PARAMS);
       if (unknownMail) return cb(smtpError(555, '5.5.4', `Unsupported MAIL parameter ${unknownMail}`));
       // smtp-server has decoded the xtext and refused control characters; an ENVID goes into notices

@@ -1,7 +1,7 @@
 // Submission with swaks: port 587 style (STARTTLS, then AUTH, before any mail) and port 465 style
 // (TLS from the first byte); the right user and sender accepted and recorded, a sender the user does not
 // own refused (553), mail before TLS (530) or before AUTH (530), a wrong password, and a rate limit per
-// user reached. Users are managed with `ferrymail auth add|passwd|rm`, the password on stdin.
+// user reached, and a user whose mail keeps being refused suspended until released. Users are managed with `ferrymail auth add|passwd|rm`, the password on stdin.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,6 +18,7 @@ import {
   stopDaemon,
   type TestConfig,
   tempDir,
+  waitUntil,
 } from '../helpers.js';
 import { selfSigned } from '../support/fault-smtp.js';
 
@@ -43,6 +44,8 @@ before(async () => {
       '  senders:',
       '    - { user: ann, senders: ["ann@example.org", "*@ann.example"] }',
       '    - { user: "*", senders: ["${user}@example.org"] }',
+      '  suspend_after: 3',
+      '  suspend_window: 1h',
       'hooks:',
       '  - builtin: rate_limit',
       '    options: { user_messages: 3, window: 1h }',
@@ -53,6 +56,7 @@ before(async () => {
   for (const [u, p] of [
     ['ann', 'ann-secret'],
     ['bob', 'first'],
+    ['cy', 'cy-secret'],
   ] as const) {
     const a = await ferrymail(cfg, ['auth', 'add', u], `${p}\n`);
     assert.equal(a.code, 0, a.stderr);
@@ -164,4 +168,29 @@ test('a user past their rate limit gets 451 4.7.1; a removed user can no longer 
   assert.match(rm.stdout, /the daemon has reloaded/);
   const gone = await swaks(['--port', String(sub), '-tls', ...login('bob', 'bob-secret'), '--from', 'bob@example.org']);
   assert.match(gone.out, /535 5\.7\.8 /);
+});
+
+test('a user refused three times is suspended (550 5.7.1), postmaster is told, and release lets them send again', async () => {
+  const send = async (): Promise<string> =>
+    (await swaks(['--port', String(sub), '-tls', ...login('cy', 'cy-secret'), '--from', 'cy@example.org'])).out;
+  for (let i = 0; i < 3; i++) assert.match(await send(), /250 .*queued as/, 'within the rate limit');
+  for (let i = 0; i < 3; i++) assert.match(await send(), /<~?\*+ 451 4\.7\.1 Rate limit reached/, `strike ${i + 1}`);
+  assert.match(await send(), /<~?\*+ 550 5\.7\.1 User cy is suspended; ask the postmaster to release it/);
+  assert.match(d.log(), /user suspended user=cy reason="3 refusals within 3600 s, the last: rate_limit at mail: 451/);
+  const list = await ferrymail(cfg, ['auth', 'list', '--json']);
+  assert.equal(list.code, 0, list.stderr);
+  const rows = JSON.parse(list.stdout) as Array<{ user: string; suspended: { reason: string } | null }>;
+  assert.match(rows.find((r) => r.user === 'cy')?.suspended?.reason ?? '', /3 refusals/);
+  assert.equal(rows.find((r) => r.user === 'ann')?.suspended, null, 'a 553 for a wrong sender is no strike');
+  // the notice to postmaster is queued (and delivered by the local route to the test's mbox)
+  const notice = await waitUntil(() => /suspension notice queued user=cy to=<postmaster@/.test(d.log()), 10_000);
+  assert.ok(notice, d.log());
+  const release = await ferrymail(cfg, ['auth', 'release', 'cy']);
+  assert.equal(release.code, 0, release.stderr);
+  assert.match(
+    await send(),
+    /<~?\*+ 451 4\.7\.1 Rate limit reached/,
+    'released: the rate limit answers again, not the suspension',
+  );
+  assert.equal((await ferrymail(cfg, ['auth', 'release', 'cy'])).code, 64, 'cy is no longer suspended');
 });
