@@ -106,6 +106,7 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
     tls: { cert: abs(s.tls?.cert), key: abs(s.tls?.key) },
     auth: {
       users_file: abs(s.auth?.users_file),
+      check_command: s.auth?.check_command ?? d.auth.check_command,
       max_failures: s.auth?.max_failures ?? d.auth.max_failures,
       failure_window:
         s.auth?.failure_window === undefined

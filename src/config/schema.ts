@@ -531,6 +531,11 @@ export const FIELDS: readonly Field[] = [
     doc: 'File of user:scrypt-hash lines (ferrymail auth hash). Unset: no SMTP AUTH.',
   },
   {
+    key: 'auth.check_command',
+    type: 'string[]',
+    doc: 'A command (argv, no shell) that checks a login instead of auth.users_file: it reads "USER\\0PASSWORD\\0" on standard input and exits 0 for good, 1 for bad, anything else for "cannot tell now" (454 4.7.0).',
+  },
+  {
     key: 'auth.max_failures',
     type: 'integer',
     min: 1,

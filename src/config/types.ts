@@ -48,7 +48,7 @@ export interface Config {
     banner: string;
   };
   tls: { cert?: string; key?: string };
-  auth: { users_file?: string; max_failures: number; failure_window: number };
+  auth: { users_file?: string; check_command: string[]; max_failures: number; failure_window: number };
   /** Who may submit what. */
   submission: {
     local_senders: LocalSenders[];
@@ -202,7 +202,7 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     },
     smtp: { bare_line_ends: 'reject', reverse_lookup: false, early_talker_delay: 100, banner: '' },
     tls: {},
-    auth: { max_failures: 10, failure_window: 900 },
+    auth: { check_command: [], max_failures: 10, failure_window: 900 },
     submission: { local_senders: [], senders: [], suspend_after: 0, suspend_window: 3600 },
     hooks: [],
     dns: { servers: [] },

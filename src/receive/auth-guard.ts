@@ -115,6 +115,12 @@ export class AuthGuard {
     return { delayMs: failureDelay(Math.max(client.failures.length, name.failures.length)), locks };
   }
 
+  /** After a check that could not be made (the check command failed): counts it neither way. */
+  cancel(peer: string, user: string): void {
+    for (const e of [this.entry(this.clients, clientNetwork(peer)), this.entry(this.names, nameKey(user))])
+      e.pending = Math.max(0, e.pending - 1);
+  }
+
   /** How many clients and names are remembered (for tests). */
   get size(): { clients: number; names: number } {
     return { clients: this.clients.size, names: this.names.size };

@@ -2,12 +2,17 @@
  * SMTP AUTH credentials: a users file of "name:scrypt$N$r$p$salt$hash" lines, and hashing for
  * `ferrymail auth hash`.
  *
+ * Or a check command (auth.check_command), given "USER\0PASSWORD\0" on its standard input (never in
+ * argv or its environment), whose exit status is the answer: 0 good, 1 bad, anything else (or no answer
+ * within 10 s) "cannot tell now".
+ *
  * The users file is trusted to be the administrator's; its lines are checked and bad ones ignored with a
  * warning. Passwords are compared in constant time, unknown users cost as much as known ones, and
  * passwords are never logged or put in errors.
  */
 import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
+import { runCommand } from '../proc/run.js';
 
 const N = 16384;
 const R = 8;
@@ -90,4 +95,23 @@ export function readUsers(file: string): { users: Map<string, string>; warnings:
         );
     });
   return { users, warnings };
+}
+
+/** A check command's answer: good, bad, or cannot tell (with why, for the log). */
+export type CommandAnswer = { ok: boolean } | { error: string };
+
+/** Asks the check command about a login. */
+export async function checkByCommand(argv: readonly string[], user: string, password: string): Promise<CommandAnswer> {
+  if (user.includes('\0') || password.includes('\0')) return { ok: false };
+  const r = await runCommand(argv, {
+    env: { PATH: '/usr/local/bin:/usr/bin:/bin' },
+    timeoutMs: 10_000,
+    stdin: `${user}\0${password}\0`,
+    capture: { stdout: false, stderr: true },
+    maxOut: 500,
+  });
+  if (r.code === 0) return { ok: true };
+  if (r.code === 1) return { ok: false };
+  const why = r.error ?? (r.timedOut ? 'no answer within 10 s' : r.signal ? `killed by ${r.signal}` : `exit ${r.code}`);
+  return { error: `${why}${r.stderr.trim() ? `: ${r.stderr.trim().split('\n')[0]}` : ''}` };
 }

@@ -12,7 +12,7 @@ import { checkAddress } from '../domain/address.js';
 import { envidProblem, type Door, type Envelope } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
 import { freeBytes } from '../spool/space.js';
-import { checkLogin, readUsers } from './auth.js';
+import { checkByCommand, checkLogin, readUsers } from './auth.js';
 import { AuthGuard } from './auth-guard.js';
 import type { ConnectionPolicy } from './connection.js';
 import { CLIENT_GONE } from './intake.js';
@@ -190,7 +190,8 @@ export function buildHandlers(
       void runStage(hooks.close, facts(session), { stage: 'close', verb: '', arg: '' }, undefined, warnHook);
     },
     onAuth(auth: SMTPServerAuthentication, session, cb) {
-      if (!users) return cb(smtpError(502, '5.5.1', 'Authentication not enabled'));
+      const check = cfg.auth.check_command;
+      if (!users && !check.length) return cb(smtpError(502, '5.5.1', 'Authentication not enabled'));
       if (!session.secure && (isSubmission(session) || !isLoopback(session.remoteAddress))) {
         return cb(smtpError(538, '5.7.11', 'Encryption required for requested authentication mechanism'));
       }
@@ -219,7 +220,13 @@ export function buildHandlers(
         }
         setTimeout(fail, failure.delayMs).unref();
       };
-      checkLogin(users, user, auth.password).then(settle, () => settle(false));
+      if (!check.length) return void checkLogin(users!, user, auth.password).then(settle, () => settle(false));
+      checkByCommand(check, user, auth.password).then((a) => {
+        if ('ok' in a) return settle(a.ok);
+        guard.cancel(peer, user);
+        deps.log.log('error', 'authentication not checked', { session: session.id, user, peer, error: a.error });
+        cb(smtpError(454, '4.7.0', 'Temporary authentication failure'));
+      });
     },
     onMailFrom(address: SMTPServerAddress, session, cb) {
       // submission: TLS, then AUTH, before any mail (RFC 6409, RFC 3207 4.2)
@@ -430,7 +437,7 @@ function disabledFor(
  * only over TLS). */
 function authDisabled(cfg: Config, session: SMTPServerSession, users: Map<string, string> | null): boolean {
   const clear = !session.secure && (isSubmission(session) || !isLoopback(session.remoteAddress));
-  return !users || !cfg.auth.users_file || clear;
+  return (!(users && cfg.auth.users_file) && !cfg.auth.check_command.length) || clear;
 }
 
 /** The session came to a submission listener (its connection marks it). */

@@ -105,10 +105,10 @@ function listenPlan(cfg: Config): Array<{ item: string; kind: Kind }> {
       'config',
       'submission_listen and submissions_listen need tls.cert and tls.key: submission is over TLS',
     );
-  if (submission && !cfg.auth.users_file)
+  if (submission && !cfg.auth.users_file && !cfg.auth.check_command.length)
     throw new FerryError(
       'config',
-      'submission_listen and submissions_listen need auth.users_file: submission is for users who log in',
+      'submission_listen and submissions_listen need auth.users_file or auth.check_command: submission is for users who log in',
     );
   return plan;
 }
@@ -279,7 +279,7 @@ function serverOptions(cfg: Config, h: Handlers, kind: Kind, stdio = false): SMT
       'XCLIENT',
       'XFORWARD',
       ...(tls ? [] : ['STARTTLS']),
-      ...(cfg.auth.users_file && !stdio ? [] : ['AUTH']),
+      ...((cfg.auth.users_file || cfg.auth.check_command.length) && !stdio ? [] : ['AUTH']),
     ],
     logger: false,
     ...(tls ?? {}),

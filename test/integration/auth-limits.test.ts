@@ -152,3 +152,45 @@ describe('AUTH failure limits', () => {
     }
   });
 });
+
+describe('auth.check_command', () => {
+  let d: RunningDaemon | undefined;
+  let port = 0;
+  let seen = '';
+  before(async () => {
+    const cfg = await makeConfig();
+    // the command sees the login on stdin; it records the argv and environment it was given
+    seen = path.join(cfg.configDir, 'seen');
+    const script = path.join(cfg.configDir, 'check.py');
+    fs.writeFileSync(
+      script,
+      [
+        'import os, sys',
+        `open(${JSON.stringify(seen)}, "a").write(repr(sys.argv) + repr(sorted(os.environ)) + "\\n")`,
+        'user, password, _ = sys.stdin.buffer.read().split(b"\\0")',
+        'if user == b"down": sys.exit(2)',
+        `sys.exit(0 if (user, password) == (b"dan", ${JSON.stringify(passwords.carol)}.encode()) else 1)`,
+        '',
+      ].join('\n'),
+    );
+    fs.appendFileSync(
+      path.join(cfg.configDir, 'ferrymail.yaml'),
+      `auth:\n  check_command: [/usr/bin/python3, ${JSON.stringify(script)}]\n  max_failures: 10\n`,
+    );
+    d = await startDaemon(cfg);
+    port = cfg.port;
+  });
+  after(async () => stopDaemon(d));
+
+  test('the command decides: 0 logs in, 1 is a wrong password, anything else is 454; the secret only on its stdin', async () => {
+    const c = await session(port);
+    assert.match(await plain(c, 'dan', wrong), /^535 5\.7\.8 /);
+    assert.match(await plain(c, 'down', 'x'), /^454 4\.7\.0 Temporary authentication failure/);
+    assert.match(await plain(c, 'dan', passwords.carol), /^235 /);
+    assert.match(d!.log(), /authentication not checked session=\S+ user=down peer=127\.0\.0\.1 error="exit 2"/);
+    const calls = fs.readFileSync(seen, 'utf8');
+    assert.equal(calls.trim().split('\n').length, 3);
+    assert.ok(!calls.includes(passwords.carol) && !calls.includes(wrong), 'no password in argv or environment');
+    assert.ok(!d!.log().includes(passwords.carol));
+  });
+});
