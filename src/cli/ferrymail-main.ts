@@ -136,12 +136,13 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .option('--to <addr...>', 'recipients')
     .option('--header-from <mailbox...>', 'From header mailboxes')
     .option('--connection <name>', 'the connection to assume (default: the one the host is on now)')
+    .option('--user <login>', 'who hands it in (the SMTP AUTH login or local account), for allowed_users')
     .option('--json', 'machine-readable output')
     .action(
       act(
         async (
           id: string | undefined,
-          o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string },
+          o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string; user?: string },
           cmd: Command,
         ) => (id === undefined ? routeExplain(cmd, o) : routeExplainQueued(cmd, id, o)),
       ),

@@ -83,7 +83,7 @@ export async function waitNotes(entries: Entry[], facts: WaitFacts, store: Store
         );
       else if (!r.lastError && place === 'queue') {
         head ??= await store.readHead(e.id).catch(() => '');
-        notes.set(noteKey(e.id, r.address), neverTried(facts, e.sender, r.address, head));
+        notes.set(noteKey(e.id, r.address), neverTried(facts, e.sender, r.address, head, e.origin?.user));
       }
     }
   }
@@ -91,9 +91,9 @@ export async function waitNotes(entries: Entry[], facts: WaitFacts, store: Store
 }
 
 /** Why a recipient never tried waits. */
-function neverTried(facts: WaitFacts, sender: string, address: string, head: string): string {
+function neverTried(facts: WaitFacts, sender: string, address: string, head: string, user?: string): string {
   if (!facts.routes.length) return `no route files (${facts.dir}/routes/*.yaml): nothing can leave`;
-  const [p] = plan(facts.routes, facts.state, sender, [address], headerFromAddresses(head));
+  const [p] = plan(facts.routes, facts.state, sender, [address], headerFromAddresses(head), user);
   if (p && 'defer' in p) return p.defer;
   const next = p && 'routes' in p ? p.routes[0]?.name : undefined;
   if (!facts.running)

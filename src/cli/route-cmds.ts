@@ -17,7 +17,7 @@ import { config, out, type Opts } from './cli-common.js';
 /** ferrymail route explain. */
 export async function routeExplain(
   cmd: Command,
-  o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string },
+  o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string; user?: string },
 ): Promise<number> {
   if (o.from === undefined || !o.to) throw new FerryError('usage', 'give a queue ID, or --from and --to');
   const cfg = config(cmd);
@@ -35,8 +35,15 @@ export async function routeExplain(
   const { headerFromAddresses } = await import('../route/header-rewrite.js');
   const from = (o.headerFrom ?? []).flatMap((v) => headerFromAddresses(`From: ${v}\r\n\r\n`));
   const { isLocalAddress } = await import('../local/host.js');
-  const result = explain(loadRoutes(cfg.dir), state, sender, o.to, from, o.headerFrom ?? [], (a) =>
-    isLocalAddress(cfg, a),
+  const result = explain(
+    loadRoutes(cfg.dir),
+    state,
+    sender,
+    o.to,
+    from,
+    o.headerFrom ?? [],
+    (a) => isLocalAddress(cfg, a),
+    o.user,
   );
   out(o.json ? `${JSON.stringify({ state, recipients: result }, null, 1)}\n` : formatExplain(result, state));
   return EX.OK;

@@ -67,6 +67,9 @@ export function explainQueued(
       env.sender,
       open.map((r) => r.address),
       headerFromAddresses(head),
+      undefined,
+      isLocal,
+      env.origin.user,
     ).map((e) => [e.recipient, e]),
   );
   return env.recipients.map((r) => {
@@ -97,9 +100,10 @@ export function explain(
   headerFrom: string[],
   shown: string[] = headerFrom,
   isLocal: IsLocal = () => false,
+  user?: string,
 ): Explanation[] {
   const remote = recipients.filter((r) => !isLocal(r));
-  const planned = new Map(plan(routes, state, sender, remote, headerFrom).map((p) => [p.recipient, p]));
+  const planned = new Map(plan(routes, state, sender, remote, headerFrom, user).map((p) => [p.recipient, p]));
   return recipients.map((rcpt) => {
     const p = planned.get(rcpt);
     if (!p) return localOne(rcpt);

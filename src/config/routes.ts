@@ -30,6 +30,8 @@ const LISTS = [
   'denied_recipients',
   'allowed_from',
   'denied_from',
+  'allowed_users',
+  'denied_users',
 ] as const;
 const FLAGS = ['permanent', 'last_route', 'connect_error_fail', 'hide_local_received'] as const;
 const MAPS = ['envelope_sender', 'from', 'sender', 'reply_to', 'mail_followup_to'] as const;
@@ -117,6 +119,7 @@ function parseRoute(file: string, text: string, issues: ConfigIssue[]): Route {
     senders: { allow: list('allowed_senders'), deny: list('denied_senders') },
     recipients: { allow: list('allowed_recipients'), deny: list('denied_recipients') },
     fromHeader: { allow: list('allowed_from'), deny: list('denied_from') },
+    users: { allow: list('allowed_users'), deny: list('denied_users') },
     rewrite: rewriteMaps(doc, d.rewrite, add),
     lastRoute: flag('last_route'),
     connectErrorFail: flag('connect_error_fail'),

@@ -307,6 +307,7 @@ async function runMessage(
     env.sender,
     pending.filter((r) => !here.includes(r)).map((r) => r.address),
     headerFromAddresses(run.head),
+    env.origin.user,
   );
   const routesOf = new Map<string, Route[]>();
   // this host's own recipients go first, by the local route, whatever the connection

@@ -27,7 +27,9 @@ function compile(glob: string): RegExp {
 export function matchAddress(glob: string, address: string): boolean {
   if (glob === '<>') return address === '';
   if (address === '') return false;
-  const target = glob.includes('@') ? address : address.slice(0, Math.max(0, address.lastIndexOf('@')));
+  const at = address.lastIndexOf('@');
+  // a name without "@" (a login, for user filters) is matched whole
+  const target = glob.includes('@') || at < 0 ? address : address.slice(0, at);
   return compile(glob).test(target);
 }
 

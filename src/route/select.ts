@@ -2,7 +2,8 @@
  * Route selection, pure: which routes may carry which recipients, in which order, right now.
  *
  * Permanent routes come first, then the routes of the current connection, each in file order. A route
- * takes a recipient when its sender, recipient and From-header filters allow it (deny beats allow).
+ * takes a recipient when its sender, recipient, From-header and user filters allow it (deny beats allow);
+ * the user is who handed the message in (the SMTP AUTH login, the local account of the sendmail command).
  * Offline, or no route that takes a recipient, is a deferral with a reason. Chosen at every attempt from
  * the current state, never frozen at enqueue. Inputs are validated data; never throws.
  */
@@ -29,8 +30,9 @@ export function candidates(routes: readonly Route[], state: OnlineState): Route[
 }
 
 /** True when the route takes this recipient of this message. */
-export function accepts(route: Route, sender: string, recipient: string, headerFrom: string[]): boolean {
+export function accepts(route: Route, sender: string, recipient: string, headerFrom: string[], user?: string): boolean {
   if (!passes(route.senders, sender) || !passes(route.recipients, recipient)) return false;
+  if (route.users && !passes(route.users, user ?? '')) return false;
   if (route.fromHeader.allow.length === 0 && route.fromHeader.deny.length === 0) return true;
   return headerFrom.length > 0 && headerFrom.every((f) => passes(route.fromHeader, f));
 }
@@ -42,10 +44,11 @@ export function plan(
   sender: string,
   recipients: string[],
   headerFrom: string[],
+  user?: string,
 ): RecipientPlan[] {
   const list = candidates(routes, state);
   return recipients.map((recipient) => {
-    const usable = list.filter((r) => accepts(r, sender, recipient, headerFrom));
+    const usable = list.filter((r) => accepts(r, sender, recipient, headerFrom, user));
     if (usable.length) return { recipient, routes: usable };
     if (!state.online) return { recipient, defer: `offline${state.why ? ` (${state.why})` : ''}` };
     return { recipient, defer: `no route accepts this recipient on connection ${state.connection ?? '?'}` };

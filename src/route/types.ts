@@ -47,6 +47,8 @@ export interface Route {
   senders: AddressFilter;
   recipients: AddressFilter;
   fromHeader: AddressFilter;
+  /** Who handed the message in: the SMTP AUTH login, or the local account of the sendmail command. */
+  users?: AddressFilter;
   rewrite: RewriteMaps;
   /** A temporary failure on this route is not passed on to the next one. */
   lastRoute: boolean;

@@ -123,3 +123,30 @@ test('rewriting: first match wins, *@domain keeps the local part, display names 
   assert.equal(rewriteMailbox(map, '"Bob B." <bob@laptop.local>'), '"Bob B." <bob@isp.example>');
   assert.equal(rewriteMailbox(map, ' bob@laptop.local'), ' bob@isp.example');
 });
+
+test('user filters: who handed the message in (a login or a local account), deny beating allow', () => {
+  const ann = route('ann-isp', { users: { allow: ['ann', 'a?n2'], deny: [] } });
+  const notBob = route('not-bob', { users: { allow: [], deny: ['bob'] } });
+  const cases: [Route, string | undefined, boolean][] = [
+    [ann, 'ann', true],
+    [ann, 'ANN', true],
+    [ann, 'axn2', true],
+    [ann, 'bob', false],
+    [ann, undefined, false],
+    [notBob, 'bob', false],
+    [notBob, 'ann', true],
+    [notBob, undefined, true],
+    [route('open'), undefined, true],
+  ];
+  for (const [r, user, want] of cases)
+    assert.equal(accepts(r, 's@x.org', 'r@y.org', [], user), want, `${r.name} ${user}`);
+  const [p] = plan(
+    [ann, notBob].map((r) => ({ ...r, permanent: true })),
+    { online: true },
+    's@x.org',
+    ['r@y.org'],
+    [],
+    'bob',
+  );
+  assert.ok(p && 'defer' in p, 'bob: no route');
+});
