@@ -14,6 +14,7 @@
 #       (both of them); default: none
 #   -k  keep the temporary directory (logs, queues) for inspection
 #   -n  ferrymail only (skip Postfix)
+# FM_NODE_ARGS in the environment is given to the daemon's node (e.g. "--cpu-prof --cpu-prof-dir=DIR").
 # Needs: node, a built tree (npm run build), smtp-source and postfix (Debian package postfix); root for
 # the Postfix side (its master runs as root and drops to the postfix user).
 set -euo pipefail
@@ -152,7 +153,8 @@ limits:
   connections_per_client: $FM_LIMIT
 $HOOKS_YAML
 EOF
-  "$NODE" "$ROOT/bin/ferrymail.js" --config-dir "$dir" daemon >"$dir/daemon.log" 2>&1 &
+  # shellcheck disable=SC2086
+  "$NODE" ${FM_NODE_ARGS:-} "$ROOT/bin/ferrymail.js" --config-dir "$dir" daemon >"$dir/daemon.log" 2>&1 &
   DAEMON_PID=$!
   wait_port "$port" || { echo "intake: ferrymail did not start:" >&2; cat "$dir/daemon.log" >&2; exit 70; }
   FM_PORT=$port

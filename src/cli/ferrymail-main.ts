@@ -263,9 +263,19 @@ async function runDaemon(cmd: Command): Promise<number> {
       if (stopping) return;
       stopping = true;
       d.log.log('info', `received ${sig}`);
+      // a hook module may leave a timer or a socket open: once stopped, the daemon ends anyway, and says
+      // what was left behind
+      const end = (code: number): void => {
+        setTimeout(() => {
+          const left = process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap');
+          if (left.length) d.log.log('warn', 'ended with handles still open', { handles: left.join(',') });
+          process.exit(code);
+        }, 2000).unref();
+        resolve(code);
+      };
       d.stop().then(
-        () => resolve(EX.OK),
-        () => resolve(EX.SOFTWARE),
+        () => end(EX.OK),
+        () => end(EX.SOFTWARE),
       );
     };
     process.on('SIGTERM', () => stop('SIGTERM'));

@@ -129,6 +129,8 @@ class MilterSession {
       } catch {
         /* gone already */
       }
+      // a milter that keeps its end open after QUIT does not keep this socket (or the daemon) alive
+      setTimeout(() => this.sock.destroy(), 1000).unref();
     }
     this.error ??= new Error('closed');
   }
