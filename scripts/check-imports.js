@@ -16,6 +16,7 @@ export const RULES = {
   route: ['domain', 'errors.ts'],
   proc: [],
   online: ['domain', 'proc'],
+  system: ['domain', 'errors.ts', 'proc'],
   transport: ['domain', 'errors.ts', 'trust.ts', 'accounts.ts', 'proc'],
   sign: ['domain', 'errors.ts', 'route'],
   queue: [
@@ -49,6 +50,7 @@ export const RULES = {
     'queue',
     'online',
     'local',
+    'system',
   ],
   cli: [
     'domain',
@@ -66,6 +68,8 @@ export const RULES = {
     'queue',
     'local',
     'accounts.ts',
+    'system',
+    'proc',
   ],
 };
 

@@ -170,7 +170,50 @@ export function buildProgram(setCode: (n: number) => void): Command {
       }),
     );
 
-  const hooks = program.command('hooks').description('the hooks at the SMTP stages (hooks:, docs/hooks.md)');
+  const hooks = program
+    .command('hooks')
+    .description("the hooks at the SMTP stages (hooks:, docs/hooks.md), and the network tools' hooks (docs/laptop.md)");
+  for (const op of ['print', 'install'] as const)
+    hooks
+      .command(`${op} ${op === 'print' ? '<tool>' : '[tool...]'}`)
+      .description(
+        op === 'print'
+          ? 'print the hook a network tool runs (networkmanager, networkd, ifupdown, ppp, launchd)'
+          : 'install the hooks of the network tools named, or of those found on this system',
+      )
+      .option('--root <dir>', 'install below this directory instead of /')
+      .option('--force', 'replace a file that ferrymail did not write')
+      .action(
+        act(async (tools: string | string[], o: Opts & { root?: string; force?: boolean }, cmd: Command) => {
+          const { netHooks } = await import('./system-cmds.js');
+          return netHooks(config(cmd), op, ([] as string[]).concat(tools ?? []), o, out);
+        }),
+      );
+  program
+    .command('recheck')
+    .description('ask the daemon to look at the network again now (what the network hooks run)')
+    .option('--why <text>', 'what changed, for the log')
+    .option('--quiet', 'say nothing, and exit 0 when no daemon runs')
+    .action(
+      act(async (o: Opts & { why?: string; quiet?: boolean }, cmd: Command) => {
+        const { recheck } = await import('./system-cmds.js');
+        return recheck(config(cmd), o.why ?? '', !!o.quiet, out);
+      }),
+    );
+  const serviceCmd = program.command('service').description('the systemd unit (docs/laptop.md)');
+  for (const op of ['print', 'install'] as const)
+    serviceCmd
+      .command(op)
+      .description(op === 'print' ? 'print the unit for this installation' : 'write the unit and have systemd read it')
+      .option('--user', "a user unit (the user's own relay) instead of the system unit")
+      .option('--root <dir>', 'install below this directory instead of /')
+      .option('--force', 'replace a file that ferrymail did not write')
+      .action(
+        act(async (o: Opts & { user?: boolean; root?: string; force?: boolean }, cmd: Command) => {
+          const { service } = await import('./system-cmds.js');
+          return service(config(cmd), op, o, out);
+        }),
+      );
   hooks
     .command('list')
     .description('what runs at each stage, in order, with its timeout and on_error, loaded as the daemon loads it')
@@ -257,12 +300,18 @@ async function runDaemon(cmd: Command): Promise<number> {
     spool: cfg.spool,
     listen: d.door.addresses.join(','),
   });
+  // systemd (Type=notify) hears that the daemon listens, reloads and stops
+  const { systemdNotifier } = await import('../system/notify.js');
+  const sd = systemdNotifier(process.env, (text) => d.log.log('warn', text));
+  const listening = `listening on ${d.door.addresses.join(', ')}`;
+  void sd.send('ready', listening);
   return new Promise((resolve) => {
     let stopping = false;
     const stop = (sig: string): void => {
       if (stopping) return;
       stopping = true;
       d.log.log('info', `received ${sig}`);
+      void sd.send('stopping', `stopping (${sig})`);
       // a hook module may leave a timer or a socket open: once stopped, the daemon ends anyway, and says
       // what was left behind
       const end = (code: number): void => {
@@ -283,7 +332,10 @@ async function runDaemon(cmd: Command): Promise<number> {
     // SIGHUP reloads the configuration, as systemd's ExecReload and every Unix daemon expect
     process.on('SIGHUP', () => {
       d.log.log('info', 'received SIGHUP');
-      void d.reload();
+      void sd
+        .send('reloading', 'reloading the configuration')
+        .then(() => d.reload())
+        .then((ok) => sd.send('ready', ok ? listening : `${listening}; the last reload was refused (see the log)`));
     });
   });
 }

@@ -14,7 +14,8 @@ export type ControlRequest =
   | { cmd: 'kick'; id: string }
   | { cmd: 'rm' | 'hold' | 'release'; ids: string[] }
   | { cmd: 'flush'; connection?: string; route?: string }
-  | { cmd: 'reload' };
+  | { cmd: 'reload' }
+  | { cmd: 'recheck'; why?: string };
 
 /** The result for one id of an rm / hold / release. */
 export type IdResult = ChangeResult;

@@ -41,6 +41,9 @@ export interface AutoRun {
   state(): OnlineState | null;
   /** The view the runs ask (the control socket's manual runs use it too). */
   view: OnlineView;
+  /** Looks at the network again now (a network tool's hook said something changed): the SSIDs asked
+   * before are forgotten and the state computed anew; a change starts a run as any other. */
+  recheck(why: string): void;
   /** Takes a reloaded configuration for the runs to come; new online settings restart the watches. */
   reconfigure(cfg: Config): void;
   stop(): Promise<void>;
@@ -155,6 +158,11 @@ export function startAutoRun(
       );
     },
     state: () => states.last(),
+    recheck: (why) => {
+      log.log('info', 'network hook: looking again', { why: why || undefined });
+      view.forget();
+      check();
+    },
     get view() {
       return view;
     },

@@ -20,6 +20,8 @@ export interface ControlDeps {
   runSoon(): void;
   /** Reads the configuration again; false when it was refused (the log says why). */
   reload(): Promise<boolean>;
+  /** Looks at the network again (a network tool's hook said something changed). */
+  recheck(why: string): void;
   /** One queue run; resolves with what it did. */
   flush(connection?: string, route?: string): Promise<FlushReport>;
 }
@@ -50,6 +52,9 @@ async function answer(deps: ControlDeps, req: ControlRequest): Promise<ControlRe
               'the configuration has problems and was not reloaded (the daemon log and ferrymail config check say which)',
             code: 'config',
           };
+    case 'recheck':
+      deps.recheck(typeof req.why === 'string' ? req.why.slice(0, 200) : '');
+      return { ok: true };
     case 'flush': {
       const report = await deps.flush(
         typeof req.connection === 'string' ? req.connection : undefined,

@@ -126,6 +126,7 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
         auto?.soon();
       },
       runSoon: () => auto?.soon(),
+      recheck: (why) => auto?.recheck(why),
       flush: (connection, route) =>
         auto
           ? auto.manual(connection, route)
