@@ -11,7 +11,8 @@
 #   -r  repeat each measurement this many times and report the median (default 1)
 #   -p  policy mode: hooks (ferrymail: one in-process hook at every stage and a DNS list answered from its
 #       cache; Postfix as it is), milter (both: OpenDKIM as a milter, signing every message), or all
-#       (both of them); default: none
+#       (both of them); default: none. With a policy, each round also runs ferrymail without it, and the
+#       results say what the policy costs.
 #   -k  keep the temporary directory (logs, queues) for inspection
 #   -n  ferrymail only (skip Postfix)
 # FM_NODE_ARGS in the environment is given to the daemon's node (e.g. "--cpu-prof --cpu-prof-dir=DIR").
@@ -140,8 +141,8 @@ fi
 FM_LIMIT=$(( SESSIONS * 2 + 10 ))
 FM_TOTAL=$(( FM_LIMIT > 100 ? FM_LIMIT : 100 ))
 
-start_ferrymail() { # $1: directory for this run
-  local dir=$1 port
+start_ferrymail() { # $1: directory for this run, $2: the policy's settings ("" for none)
+  local dir=$1 policy=$2 port
   mkdir -p "$dir"
   port=$(free_port)
   cat >"$dir/ferrymail.yaml" <<EOF
@@ -151,7 +152,7 @@ spool: $dir/spool
 limits:
   connections: $FM_TOTAL
   connections_per_client: $FM_LIMIT
-$HOOKS_YAML
+$policy
 EOF
   # shellcheck disable=SC2086
   "$NODE" ${FM_NODE_ARGS:-} "$ROOT/bin/ferrymail.js" --config-dir "$dir" daemon >"$dir/daemon.log" 2>&1 &
@@ -211,11 +212,21 @@ run=0
 pf_total=0
 for mode in new reuse; do
   flag=''; [[ $mode == reuse ]] && flag='-d'
-  fm_rates=(); pf_rates=(); fm_cpus=(); pf_cpus=()
+  fm_rates=(); fm0_rates=(); pf_rates=(); fm_cpus=(); fm0_cpus=(); pf_cpus=()
   for rep in $(seq 1 "$REPEATS"); do
     run=$((run + 1))
     dir=$WORK/ferrymail-$run
-    start_ferrymail "$dir"
+    bare=''
+    if [[ $POLICY != none ]]; then
+      # the same daemon without the policy, in the same round: what the policy costs
+      start_ferrymail "$dir-bare" ''
+      cpu0=$(daemon_cpu "$DAEMON_PID")
+      secs=$(send_load "$FM_PORT" "$flag")
+      cpu=$(awk -v a="$cpu0" -v b="$(daemon_cpu "$DAEMON_PID")" 'BEGIN { printf "%.2f", b - a }')
+      stop_ferrymail
+      bare=$(rate "$secs"); fm0_rates+=("$bare"); fm0_cpus+=("$(per_msg_us "$cpu")")
+    fi
+    start_ferrymail "$dir" "$HOOKS_YAML"
     load=$(cut -d' ' -f1 /proc/loadavg)
     cpu0=$(daemon_cpu "$DAEMON_PID")
     secs=$(send_load "$FM_PORT" "$flag")
@@ -225,6 +236,7 @@ for mode in new reuse; do
     [[ $got -eq $MESSAGES ]] || { echo "intake: ferrymail queued $got of $MESSAGES" >&2; exit 70; }
     r=$(rate "$secs"); fm_rates+=("$r"); fm_cpus+=("$(per_msg_us "$cpu")")
     printf '  %-6s run %d  (load %5s)  ferrymail %7.3f s %6s msg/s (CPU %5.2f s)' "$mode" "$rep" "$load" "$secs" "$r" "$cpu"
+    [[ -n $bare ]] && printf ' [without the policy %6s msg/s]' "$bare"
     if [[ $PEER -eq 1 ]]; then
       cpu0=$(postfix_cpu)
       secs=$(send_load "$PF_PORT" "$flag")
@@ -239,6 +251,10 @@ for mode in new reuse; do
   done
   RESULT[$mode-fm]=$(median "${fm_rates[@]}")
   RESULT[$mode-fm-cpu]=$(median "${fm_cpus[@]}")
+  if [[ $POLICY != none ]]; then
+    RESULT[$mode-fm0]=$(median "${fm0_rates[@]}")
+    RESULT[$mode-fm0-cpu]=$(median "${fm0_cpus[@]}")
+  fi
   if [[ $PEER -eq 1 ]]; then
     RESULT[$mode-pf]=$(median "${pf_rates[@]}")
     RESULT[$mode-pf-cpu]=$(median "${pf_cpus[@]}")
@@ -257,6 +273,18 @@ for mode in new reuse; do
     printf '  %-30s %9s %9s %12s\n' "$label" "$fm" '-' '-'
   fi
 done
+if [[ $POLICY != none ]]; then
+  echo
+  echo "ferrymail without the policy in the same rounds, and what the policy costs (medians)"
+  echo "                                     msg/s    change    CPU/msg us    change"
+  for mode in new reuse; do
+    label='one connection per message'; [[ $mode == reuse ]] && label='connection reuse (-d)'
+    printf '  %-30s %9s %9s %13s %9s\n' "$label" "${RESULT[$mode-fm0]}" \
+      "$(awk -v a="${RESULT[$mode-fm]}" -v b="${RESULT[$mode-fm0]}" 'BEGIN { printf "%+.1f%%", (a / b - 1) * 100 }')" \
+      "${RESULT[$mode-fm0-cpu]}" \
+      "$(awk -v a="${RESULT[$mode-fm-cpu]}" -v b="${RESULT[$mode-fm0-cpu]}" 'BEGIN { printf "%+.1f%%", (a / b - 1) * 100 }')"
+  done
+fi
 echo
 echo "server CPU per message (median, microseconds; smtp-source not included)"
 for mode in new reuse; do

@@ -88,21 +88,6 @@ export interface HeldMessage {
   rewriteHead(head: Buffer, body?: Buffer): Promise<void>;
 }
 
-/** The first n bytes of a stream. */
-async function readHead(read: () => Readable, n: number): Promise<Buffer> {
-  if (n === 0) return Buffer.alloc(0);
-  const parts: Buffer[] = [];
-  let got = 0;
-  const s = read();
-  for await (const c of s) {
-    parts.push(c as Buffer);
-    got += (c as Buffer).length;
-    if (got >= n) break;
-  }
-  s.destroy();
-  return Buffer.concat(parts).subarray(0, n);
-}
-
 /** Streams a message into the spool and commits it; see the module header. */
 export async function intake(spool: SpoolWriter, source: Readable, plan: IntakePlan): Promise<Envelope> {
   if (plan.minFree && freeBytes(spool.layout.root) - (plan.declaredSize ?? 0) < plan.minFree) {
@@ -149,9 +134,8 @@ export async function intake(spool: SpoolWriter, source: Readable, plan: IntakeP
       let fields: HeaderField[] | undefined;
       const held: HeldMessage = {
         read,
-        // the door's edits are in the file: the fields a hook sees are the ones written
-        fields: async () =>
-          (fields ??= parseHeaderBlock((await readHead(read, headers.headBytes)).toString('latin1')).fields),
+        // the fields a hook sees are the ones written (the door's edits included), kept from the writing
+        fields: async () => (fields ??= parseHeaderBlock(headers.headText).fields),
         rewriteHead: async (head, body) => {
           await rewrite(headers.headBytes, head, body);
           headers.headBytes = head.length;

@@ -135,7 +135,7 @@ export type Hooks = Partial<Record<Stage, Array<Hook | HookEntry>>>;
 /** Where a stage's failures are told: a hook that threw, timed out or answered nonsense. */
 export type HookWarn = (text: string, fields: Record<string, string | number | undefined>) => void;
 
-export const CONTINUE: Verdict = { action: 'continue' };
+export const CONTINUE: Verdict = Object.freeze({ action: 'continue' });
 
 /** Builds a reject verdict. */
 export function reject(code: number, enhanced: string, text: string): Verdict {
@@ -172,10 +172,17 @@ function withTimeout(p: Promise<Verdict>, ms: number): Promise<Verdict> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** Whether a hook's answer is a promise (or any thenable). */
+function isThenable(v: unknown): v is PromiseLike<Verdict> {
+  return typeof (v as { then?: unknown } | null)?.then === 'function';
+}
+
 /** The verdict a hook returned, checked: anything else is the hook's failure. */
 function checked(v: unknown): Verdict {
   const r = v as { action?: unknown; reply?: { code?: unknown; enhanced?: unknown; text?: unknown } } | null;
   const action = r?.action;
+  // the common answer, nothing more in it
+  if (action === 'continue' && Object.keys(r as object).length === 1) return CONTINUE;
   if (action === 'continue' || action === 'accept') return { action, ...changesOf(v), ...messageChangesOf(v) };
   if (action === 'discard') return { action };
   if (action !== 'defer' && action !== 'reject' && action !== 'disconnect')
@@ -326,12 +333,9 @@ export async function runStage(
     const e = entryOf(h, timeoutMs);
     let v: Verdict;
     try {
-      v = checked(
-        await withTimeout(
-          Promise.resolve().then(() => e.run(s, input)),
-          e.timeoutMs,
-        ),
-      );
+      // a hook that answers at once (most in-process ones) needs no timer
+      const got = e.run(s, input);
+      v = checked(isThenable(got) ? await withTimeout(Promise.resolve(got), e.timeoutMs) : got);
     } catch (err) {
       const failed =
         err instanceof HookFailure ? err.verdict : defer(451, '4.3.0', 'Internal policy error, try again later');

@@ -164,6 +164,8 @@ export class HeaderStage extends Transform {
   fields: HeaderField[] = [];
   /** Bytes of the header fields as passed on (the edits included), before the blank line. */
   headBytes = 0;
+  /** The header fields as passed on (the edits included), before the blank line. */
+  headText = '';
 
   constructor(private readonly opts: HeaderStageOptions) {
     super();
@@ -226,6 +228,7 @@ export class HeaderStage extends Transform {
       .join('');
     const rest = buf.subarray(consumed);
     let head = edit.prepend + kept + (edit.append ?? '');
+    this.headText = head;
     this.headBytes = Buffer.byteLength(head, 'latin1');
     // a header section that ended at a non-header line gets the blank line it lacked
     if (endedEarly || (atEnd && blank < 0 && rest.length === 0)) head += '\r\n';
