@@ -49,7 +49,22 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .command('status')
     .description('is the daemon running, where it listens, what waits in the queue')
     .option('--json', 'machine-readable output')
+    .option('--short', 'one line, for a prompt or a status bar')
     .action(act(async (_o: Opts, cmd: Command) => status(cmd)));
+
+  program
+    .command('watch')
+    .description('what the daemon does, one line per event as it happens (connection, queued, sent, deferred, bounced)')
+    .option('--json', 'one JSON object per line, for a status bar')
+    .option('--retry', 'wait for a daemon that does not run (yet), and follow it again after a restart')
+    .option('--no-colour', 'no colour even on a terminal (NO_COLOR in the environment does the same)')
+    .action(
+      act(async (o: Opts & { retry?: boolean; colour?: boolean }, cmd: Command) => {
+        const { watchCommand } = await import('./watch-cmd.js');
+        const colour = o.colour !== false && !!process.stdout.isTTY && !process.env.NO_COLOR;
+        return watchCommand(config(cmd), { json: o.json, retry: o.retry, colour }, out);
+      }),
+    );
 
   program
     .command('online')
@@ -357,11 +372,17 @@ async function status(cmd: Command): Promise<number> {
   const cfg = config(cmd);
   const res = await callDaemon(layoutOf(cfg.spool).control, { cmd: 'status' });
   const json = (cmd.opts() as Opts).json;
+  const short = (cmd.opts() as { short?: boolean }).short;
   if (!res) {
     const { entries } = await openStore(cfg.spool).list();
     const held = entries.filter((e) => e.place === 'hold').length;
     const { onlineView, describeState } = await import('../online/state.js');
     const state = await onlineView(cfg.online).state();
+    if (short) {
+      const { shortStatus } = await import('./watch-cmd.js');
+      out(`${shortStatus(false, state, entries.length - held, held)}\n`);
+      return EX.UNAVAILABLE;
+    }
     if (json)
       out(
         `${JSON.stringify({ running: false, spool: cfg.spool, queued: entries.length - held, held, online: state })}\n`,
@@ -374,7 +395,10 @@ async function status(cmd: Command): Promise<number> {
   }
   if (!res.ok || !res.status) throw new FerryError('control', res.ok ? 'no status' : res.error);
   const s = res.status;
-  if (json) out(`${JSON.stringify({ running: true, ...s })}\n`);
+  if (short) {
+    const { shortStatus } = await import('./watch-cmd.js');
+    out(`${shortStatus(true, s.online, s.queued, s.held)}\n`);
+  } else if (json) out(`${JSON.stringify({ running: true, ...s })}\n`);
   else {
     out(
       `daemon: running, pid ${s.pid}, since ${s.started}, version ${s.version}\nconfig: ${s.fromFile ? s.configFile : 'embedded default'}\n`,

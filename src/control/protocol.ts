@@ -15,7 +15,8 @@ export type ControlRequest =
   | { cmd: 'rm' | 'hold' | 'release'; ids: string[] }
   | { cmd: 'flush'; connection?: string; route?: string }
   | { cmd: 'reload' }
-  | { cmd: 'recheck'; why?: string };
+  | { cmd: 'recheck'; why?: string }
+  | { cmd: 'watch' };
 
 /** The result for one id of an rm / hold / release. */
 export type IdResult = ChangeResult;

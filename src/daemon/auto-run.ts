@@ -55,6 +55,7 @@ export function startAutoRun(
   log: Logger,
   firstView: OnlineView = onlineView(first.online),
   observe?: Observe,
+  onState?: (s: OnlineState) => void,
 ): AutoRun {
   let cfg = first;
   let view = firstView;
@@ -67,7 +68,7 @@ export function startAutoRun(
   let stopped = false;
   /** The last run was skipped for the runner lock (said once until a run goes ahead again). */
   let skipped = false;
-  const states = stateLog(log);
+  const states = stateLog(log, onState);
   const schedule = (ms: number): void => {
     if (stopped) return;
     if (timer) clearTimeout(timer);
@@ -191,7 +192,10 @@ export function startAutoRun(
 
 /** The last state and its log line; note() says whether online/offline or the connection changed;
  * count() how many different states were noted so far. */
-function stateLog(log: Logger): { note(s: OnlineState): boolean; last(): OnlineState | null; count(): number } {
+function stateLog(
+  log: Logger,
+  onState?: (s: OnlineState) => void,
+): { note(s: OnlineState): boolean; last(): OnlineState | null; count(): number } {
   let last: OnlineState | null = null;
   let noted = 0;
   return {
@@ -202,6 +206,7 @@ function stateLog(log: Logger): { note(s: OnlineState): boolean; last(): OnlineS
       last = s;
       noted++;
       log.log('info', 'online state', { state: s.online ? 'online' : 'offline', connection: s.connection, why: s.why });
+      onState?.(s);
       return change === 'moved';
     },
     last: () => last,

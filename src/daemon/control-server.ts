@@ -10,6 +10,10 @@ import net from 'node:net';
 import type { ControlRequest, ControlResponse, DaemonStatus, FlushReport } from '../control/protocol.js';
 import { isFerryError } from '../errors.js';
 import { applyChange, type Store } from '../spool/store.js';
+import type { EventFeed } from './events.js';
+
+/** Bytes a watcher may fall behind before it is dropped. */
+const WATCH_BACKLOG = 1 << 20;
 
 /** What the control server needs from the daemon. */
 export interface ControlDeps {
@@ -22,6 +26,8 @@ export interface ControlDeps {
   reload(): Promise<boolean>;
   /** Looks at the network again (a network tool's hook said something changed). */
   recheck(why: string): void;
+  /** The events that `watch` streams. */
+  feed?: EventFeed;
   /** One queue run; resolves with what it did. */
   flush(connection?: string, route?: string): Promise<FlushReport>;
 }
@@ -67,6 +73,29 @@ async function answer(deps: ControlDeps, req: ControlRequest): Promise<ControlRe
   }
 }
 
+/** Streams the feed to a watcher: an answer with the status first, then one JSON line per event, until
+ * the watcher goes or falls too far behind. */
+function watch(deps: ControlDeps, sock: net.Socket): void {
+  if (!deps.feed) {
+    sock.end(`${JSON.stringify({ ok: false, error: 'this daemon has no event feed' })}\n`);
+    return;
+  }
+  const feed = deps.feed;
+  void deps.status().then((status) => {
+    if (!sock.writable) return;
+    sock.write(`${JSON.stringify({ ok: true, status })}\n`);
+    const off = feed.subscribe((e) => {
+      if (!sock.writable || sock.writableLength > WATCH_BACKLOG) {
+        sock.destroy();
+        return false;
+      }
+      sock.write(`${JSON.stringify(e)}\n`);
+      return true;
+    });
+    sock.once('close', off);
+  });
+}
+
 /** Starts listening on the control socket (replacing a stale socket file). */
 export function startControl(socketPath: string, deps: ControlDeps): Promise<net.Server> {
   fs.rmSync(socketPath, { force: true });
@@ -86,6 +115,10 @@ export function startControl(socketPath: string, deps: ControlDeps): Promise<net
           req = JSON.parse(line) as ControlRequest;
         } catch {
           sock.write(`${JSON.stringify({ ok: false, error: 'request is not JSON' })}\n`);
+          continue;
+        }
+        if (req?.cmd === 'watch') {
+          watch(deps, sock);
           continue;
         }
         answer(deps, req).then(

@@ -21,6 +21,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { loadHooks, notify, type Observer } from '../receive/hook-modules.js';
 import type { QueueEvent } from '../queue/observe.js';
+import { EventFeed } from './events.js';
 import type { Hooks } from '../receive/stages.js';
 import { isId } from '../spool/id.js';
 import { tryLockHolder, type Lock } from '../spool/lock.js';
@@ -91,12 +92,23 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
   /** The hooks of the stages after the commit, as the configuration in use loaded them. */
   let observers: Observer[] = [];
   const warn = (text: string): void => log.log('warn', text);
+  /** What `ferrymail watch` shows. */
+  const feed = new EventFeed();
   const observe = (e: QueueEvent): void => {
+    feed.publish(e);
     if (!observers.length) return;
     const kind = e.kind === 'uncertain' ? 'deferred' : e.kind;
     notify(observers, { ...e, kind }, warn);
   };
   const queued = (env: Envelope): void => {
+    feed.publish({
+      kind: 'queued',
+      id: env.id,
+      sender: env.sender,
+      recipients: env.recipients.map((r) => r.address),
+      size: env.size,
+      door: env.origin.door,
+    });
     if (!observers.length) return;
     notify(
       observers,
@@ -127,6 +139,7 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
       },
       runSoon: () => auto?.soon(),
       recheck: (why) => auto?.recheck(why),
+      feed,
       flush: (connection, route) =>
         auto
           ? auto.manual(connection, route)
@@ -148,7 +161,9 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
       },
     };
     door = await startSmtpDoor(cfg, doorDeps);
-    auto = startAutoRun(cfg, log, view, observe);
+    auto = startAutoRun(cfg, log, view, observe, (st) =>
+      feed.publish({ kind: 'online', online: st.online, connection: st.connection, why: st.why }),
+    );
     drops = watchDrops(cfg, {
       spool,
       store,
