@@ -51,6 +51,7 @@ export const RULES = {
     'online',
     'local',
     'system',
+    'proc',
   ],
   cli: [
     'domain',

@@ -123,6 +123,14 @@ function normalise(dir: string, parsed: ParsedSettings): Config {
           : (parseDuration(s.submission.suspend_window) ?? d.submission.suspend_window),
     },
     dns: { servers: s.dns?.servers ?? d.dns.servers },
+    desktop: {
+      notify: s.desktop?.notify ?? d.desktop.notify,
+      command: s.desktop?.command ?? d.desktop.command,
+      waiting_after:
+        s.desktop?.waiting_after === undefined
+          ? d.desktop.waiting_after
+          : (parseDuration(s.desktop.waiting_after) ?? d.desktop.waiting_after),
+    },
     hooks: (s.hooks ?? []).map((h) => ({
       ...h,
       path: abs(h.path),

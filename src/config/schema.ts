@@ -549,6 +549,23 @@ export const FIELDS: readonly Field[] = [
     doc: 'How long a failed AUTH attempt counts against its client address and user name, and how long a lockout lasts.',
   },
   {
+    key: 'desktop.notify',
+    type: 'boolean',
+    doc: 'Desktop notifications (for a relay in a user session): one for each bounce, and one when mail has waited longer than desktop.waiting_after.',
+  },
+  {
+    key: 'desktop.command',
+    type: 'string[]',
+    doc: 'The notifying command (argv, no shell); the summary and the body are added as its last two arguments, and --urgency=critical before them for a bounce.',
+  },
+  {
+    key: 'desktop.waiting_after',
+    type: 'duration',
+    min: 0,
+    max: 30 * 86_400,
+    doc: 'Age after which waiting mail is notified (once per message). 0: never.',
+  },
+  {
     key: 'dns.servers',
     type: 'string[]',
     check: (v) =>

@@ -61,6 +61,8 @@ export interface Config {
   hooks: HookSetting[];
   /** The DNS servers built-in hooks ask (empty: the system's). */
   dns: { servers: string[] };
+  /** Desktop notifications (a per-user relay): for a bounce, and for mail waiting long. */
+  desktop: { notify: boolean; command: string[]; waiting_after: number };
   online: { state_file?: string; command: string[]; rules: InterfaceRule[]; probe_timeout: number };
   /** Mail for this host's own people: what is local, aliases, mailboxes (docs/local.md). */
   local: LocalSettings;
@@ -152,7 +154,9 @@ export type Settings = Omit<
   | 'submission'
   | 'local'
   | 'hooks'
+  | 'desktop'
 > & {
+  desktop?: Partial<Omit<Config['desktop'], 'waiting_after'>> & { waiting_after?: string | number };
   local?: Partial<LocalSettings>;
   dns?: Partial<Config['dns']>;
   hooks?: Array<
@@ -206,6 +210,7 @@ export function defaultSettings(): Omit<Config, 'dir' | 'file' | 'fromFile' | 's
     submission: { local_senders: [], senders: [], suspend_after: 0, suspend_window: 3600 },
     hooks: [],
     dns: { servers: [] },
+    desktop: { notify: false, command: ['notify-send', '--app-name=ferrymail'], waiting_after: 3600 },
     online: { command: [], rules: [], probe_timeout: 2000 },
     local: {
       domains: [],

@@ -21,6 +21,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { loadHooks, notify, type Observer } from '../receive/hook-modules.js';
 import type { QueueEvent } from '../queue/observe.js';
+import { startDesktopNotices } from './desktop.js';
 import { EventFeed } from './events.js';
 import type { Hooks } from '../receive/stages.js';
 import { isId } from '../spool/id.js';
@@ -125,6 +126,7 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
     );
   };
   let auto: AutoRun | null = null;
+  let stopDesktop: () => void = () => undefined;
   let drops: PickupWatch | null = null;
   const view = onlineView(cfg.online);
   try {
@@ -164,6 +166,7 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
     auto = startAutoRun(cfg, log, view, observe, (st) =>
       feed.publish({ kind: 'online', online: st.online, connection: st.connection, why: st.why }),
     );
+    stopDesktop = startDesktopNotices(cfg, feed, store.layout.dir('queue'), log, () => auto?.state() ?? null);
     drops = watchDrops(cfg, {
       spool,
       store,
@@ -208,6 +211,8 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
     a.reconfigure(next);
     p.reconfigure(next);
     cfg = next;
+    stopDesktop();
+    stopDesktop = startDesktopNotices(cfg, feed, store.layout.dir('queue'), log, () => a.state());
     log.log('info', 'configuration reloaded', {
       config: cfg.fromFile ? cfg.file : 'embedded default',
       listen: d.addresses.join(','),
@@ -220,6 +225,7 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
     log,
     reload,
     stop: async (graceMs = 30_000) => {
+      stopDesktop();
       await Promise.all([a.stop(), p.stop()]);
       await stop(d, control!, lock, store, log, graceMs);
     },

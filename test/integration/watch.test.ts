@@ -111,3 +111,46 @@ test('the text form, and a watch that ends when the daemon stops', async () => {
   assert.equal(await w.done, 0);
   assert.match(w.lines().at(-1)!, /the daemon stopped/);
 });
+
+test('desktop notifications: a bounce, and mail waiting longer than desktop.waiting_after, each told once', async () => {
+  const told = path.join(cfg.dir, 'told');
+  const c = await makeConfig(
+    [
+      'online:',
+      '  state_file: online',
+      'desktop:',
+      '  notify: true',
+      `  command: [sh, -c, 'printf "%s|%s\\n" "$*" >> ${told}', notify]`,
+      '  waiting_after: 2s',
+    ].join('\n'),
+  );
+  fs.writeFileSync(path.join(c.configDir, 'online'), '');
+  writeRoute(c, '10-home.yaml', smtpRoute('home', 'home', sink.port));
+  const daemon = await startDaemon(c);
+  try {
+    const r = await sendmail(c, ['-f', 'alice@laptop.local', 'waits@remote.example'], 'Subject: w\n\nw\n');
+    assert.equal(r.code, 0, r.stderr);
+    const lines = (): string[] =>
+      fs.existsSync(told) ? fs.readFileSync(told, 'utf8').split('\n').filter(Boolean) : [];
+    assert.ok(
+      await waitUntil(() => lines().some((l) => /1 message waiting for over 2 s/.test(l)), 10_000),
+      lines().join('\n'),
+    );
+    assert.match(lines()[0]!, /offline: /);
+    fs.writeFileSync(path.join(c.configDir, 'online'), 'home\n');
+    const b = await sendmail(c, ['-f', 'alice@laptop.local', 'nobody@remote.example'], 'Subject: b\n\nb\n');
+    assert.equal(b.code, 0, b.stderr);
+    assert.ok(
+      await waitUntil(() => lines().some((l) => /Mail could not be delivered/.test(l)), 20_000),
+      lines().join('\n'),
+    );
+    assert.match(
+      lines().find((l) => /could not be delivered/.test(l))!,
+      /^--urgency=critical Mail could not be delivered to nobody@remote\.example: 550 5\.1\.1/,
+    );
+    await new Promise((res) => setTimeout(res, 2500));
+    assert.equal(lines().filter((l) => /waiting/.test(l)).length, 1, 'the waiting message is told of once');
+  } finally {
+    await stopDaemon(daemon);
+  }
+});
