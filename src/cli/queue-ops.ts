@@ -5,6 +5,7 @@
  * Ids come from the user and are checked by the spool before they reach a path. Prints one line per id;
  * returns 0 when every id succeeded, else the exit code of the first failure (66 not found, 75 busy, ...).
  */
+import fs from 'node:fs';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log/logger.js';
 import type { Observe } from '../queue/observe.js';
@@ -14,6 +15,7 @@ import { EX } from '../domain/sysexits.js';
 import { exitCodeFor, FerryError, type FerryErrorCode } from '../errors.js';
 import { layoutOf } from '../spool/layout.js';
 import { applyChange, openStore } from '../spool/store.js';
+import { followDaemon, Progress } from './progress.js';
 
 /** Applies one change to ids and prints the outcome; returns the exit code. */
 export async function changeIds(
@@ -54,18 +56,49 @@ async function observersOf(cfg: Config, log: Logger): Promise<Observe | undefine
   return (e) => notify(observers, { ...e, kind: e.kind === 'uncertain' ? 'deferred' : e.kind }, warn);
 }
 
+/** The messages waiting, for the progress line (only counted on a terminal). */
+function progress0(cfg: Config): number {
+  if (!process.stderr.isTTY) return 0;
+  try {
+    return fs.readdirSync(layoutOf(cfg.spool).dir('queue')).length;
+  } catch {
+    return 0;
+  }
+}
+
 /** One queue run: by the daemon when one runs, else here under the runner lock; prints what it did. */
 export async function runFlush(cfg: Config, connection?: string, route?: string): Promise<number> {
-  const res = await callDaemon(layoutOf(cfg.spool).control, { cmd: 'flush', connection, route }, 600_000);
+  const socket = layoutOf(cfg.spool).control;
+  // on a terminal, a progress line on standard error while the run goes
+  const progress = new Progress(progress0(cfg));
+  const follow = followDaemon(socket, progress);
+  let res: Awaited<ReturnType<typeof callDaemon>>;
+  try {
+    res = await callDaemon(socket, { cmd: 'flush', connection, route }, 600_000);
+  } finally {
+    follow.stop();
+  }
   let report: FlushReport;
   if (res === null) {
     const { flushQueue } = await import('../queue/flush.js');
     const { createLogger } = await import('../log/logger.js');
     const log = createLogger(cfg.log_format);
-    report = await flushQueue(cfg, log, { connection, route, observe: await observersOf(cfg, log) });
+    const hooks = await observersOf(cfg, log);
+    const observe: Observe | undefined = progress.active
+      ? (e) => {
+          if (e.kind !== 'delivering') progress.event(e);
+          hooks?.(e);
+        }
+      : hooks;
+    try {
+      report = await flushQueue(cfg, log, { connection, route, observe });
+    } finally {
+      progress.end();
+    }
   } else if (res.ok && res.report) report = res.report;
   else if (!res.ok && res.code) throw new FerryError(res.code as FerryErrorCode, res.error);
   else throw new FerryError('control', res.ok ? 'the daemon gave no report' : res.error);
+  progress.end();
   if (report.routes === 0 && report.delivered + report.failed + report.deferred === 0) {
     const n = report.waiting;
     process.stdout.write(

@@ -39,11 +39,13 @@ export function eventLine(e: FeedEvent): { tone: Tone; text: string } {
   const why = (r?: string): string => (r ? `: ${safe(r)}` : '');
   const by = (route?: string): string => (route ? ` by ${safe(route)}` : '');
   switch (e.kind) {
-    case 'online':
+    case 'online': {
+      const what = [e.online ? safe(e.connection ?? '') : '', e.why ? `(${safe(e.why)})` : ''].filter(Boolean);
       return {
         tone: e.online ? 'info' : 'wait',
-        text: `${time} ${e.online ? 'online  ' : 'offline '} ${e.online ? safe(e.connection ?? '') : ''}${e.why ? ` (${safe(e.why)})` : ''}`,
+        text: `${time} ${e.online ? 'online  ' : 'offline '} ${what.join(' ')}`,
       };
+    }
     case 'queued':
       return {
         tone: 'dim',
