@@ -35,13 +35,25 @@ const LISTS = [
 ] as const;
 const FLAGS = ['permanent', 'last_route', 'connect_error_fail', 'hide_local_received'] as const;
 const MAPS = ['envelope_sender', 'from', 'sender', 'reply_to', 'mail_followup_to'] as const;
-const KEYS = new Set<string>(['name', ...LISTS, ...FLAGS, 'rewrite', 'dkim', 'transport', 'uncertain']);
+const KEYS = new Set<string>(['name', ...LISTS, ...FLAGS, 'rewrite', 'dkim', 'transport', 'uncertain', 'max_size']);
 const DKIM_KEYS = new Set(['domain', 'selector', 'key_file', 'headers', 'algorithm']);
 /** Dot-separated LDH labels (a DKIM domain or selector). */
 const LABELS = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 
 /** Reports a problem with a key (file-relative), at the line of the node at `at`. */
 type AddIssue = (key: string, message: string, at?: (string | number)[]) => void;
+
+/** A route's max_size: bytes, or a number with k, M or G (1024s). */
+function sizeLimit(v: unknown, add: AddIssue): { maxSize?: number } {
+  if (v === undefined) return {};
+  const m = /^(\d+)\s*([kmg]?)i?b?$/i.exec(String(v).trim());
+  const n = m ? Number(m[1]) * 1024 ** ' kmg'.indexOf((m[2] || ' ').toLowerCase()) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < 1) {
+    add('max_size', 'must be a size in bytes, or with k, M or G (as 512k or 5M)');
+    return {};
+  }
+  return { maxSize: n };
+}
 
 /** Reads every route file of a configuration directory, in file-name order. */
 export function loadRoutes(configDir: string): Route[] {
@@ -125,6 +137,7 @@ function parseRoute(file: string, text: string, issues: ConfigIssue[]): Route {
     connectErrorFail: flag('connect_error_fail'),
     hideLocalReceived: flag('hide_local_received'),
     uncertain: uncertainPolicy(d.uncertain, add),
+    ...sizeLimit(d.max_size, add),
     transport:
       d.transport && typeof d.transport === 'object' && !Array.isArray(d.transport)
         ? (d.transport as Record<string, unknown>)

@@ -143,6 +143,17 @@ export const RULE_FIELDS: readonly Field[] = [
   { key: 'cidr', type: 'string', check: checkCidr, doc: 'The interface has an address in this range.' },
   { key: 'ssid', type: 'string', check: checkSsid, doc: 'The wireless interface is associated with this network.' },
   { key: 'probe', type: 'string', check: checkHostPort, doc: 'host:port that must accept a TCP connection.' },
+  {
+    key: 'nm_connection',
+    type: 'string',
+    doc: "NetworkManager's active connection on the interface has this id (* and ? allowed).",
+  },
+  { key: 'metered', type: 'boolean', doc: "NetworkManager says the interface's connection is (not) metered." },
+  {
+    key: 'nm_connectivity',
+    type: 'boolean',
+    doc: "Whether NetworkManager's connectivity counts (default true): portal, limited or none fails a rule that needs a default route.",
+  },
 ];
 
 /** The keys of one submission.local_senders element. */

@@ -32,6 +32,13 @@ export interface InterfaceRule {
   ssid?: string;
   /** host:port that must accept a TCP connection (a route's own server). */
   probe?: string;
+  /** NetworkManager's active connection on the interface has this id (* and ? allowed). */
+  nm_connection?: string;
+  /** NetworkManager says the interface's connection is (true) or is not (false) metered. */
+  metered?: boolean;
+  /** Whether NetworkManager's connectivity counts (default true): behind a captive portal, with limited
+   * or no connectivity, a rule that needs a default route does not hold. */
+  nm_connectivity?: boolean;
 }
 
 /** Where the online state comes from (the online group of ferrymail.yaml). */

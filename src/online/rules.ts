@@ -11,11 +11,14 @@
 import type { InterfaceRule, OnlineState } from '../domain/online.js';
 import { inCidr } from '../domain/ip.js';
 import { canonical6, type InterfaceFacts } from './interfaces.js';
+import type { NmFacts } from './nm.js';
 
 /** The answers that cost something: SSID of an interface (undefined: unknown), a probe (null: connected). */
 export interface RuleChecks {
   ssid(iface: string): Promise<string | undefined>;
   probe(target: string): Promise<string | null>;
+  /** NetworkManager's facts (undefined: it does not run or did not answer). */
+  nm?(): Promise<NmFacts | undefined>;
 }
 
 /** Name globs as used in rules. */
@@ -62,6 +65,27 @@ async function ssidMiss(rule: InterfaceRule, f: InterfaceFacts, checks: RuleChec
   return got === rule.ssid ? null : `${f.name}: SSID ${JSON.stringify(got)}`;
 }
 
+/** The NetworkManager conditions for one interface: null when they hold. Without NetworkManager, a rule
+ * that names its facts does not hold, and one that does not is not concerned. */
+async function nmMiss(rule: InterfaceRule, f: InterfaceFacts, checks: RuleChecks): Promise<string | null> {
+  const named = rule.nm_connection !== undefined || rule.metered !== undefined;
+  const counts = rule.nm_connectivity !== false && rule.default_route !== false;
+  if (!named && !counts) return null;
+  const nm = checks.nm ? await checks.nm() : undefined;
+  if (!nm) return named ? `${f.name}: NetworkManager facts unknown` : null;
+  if (counts && ['portal', 'limited', 'none'].includes(nm.connectivity))
+    return `NetworkManager connectivity is ${nm.connectivity}`;
+  const dev = nm.devices.get(f.name);
+  if (
+    rule.nm_connection !== undefined &&
+    !(dev?.connection !== undefined && nameMatches(rule.nm_connection, dev.connection))
+  )
+    return `${f.name}: NetworkManager connection ${dev?.connection === undefined ? 'none' : JSON.stringify(dev.connection)}`;
+  if (rule.metered !== undefined && dev?.metered !== rule.metered)
+    return `${f.name}: ${dev?.metered === undefined ? 'metered unknown' : dev.metered ? 'metered' : 'not metered'}`;
+  return null;
+}
+
 /** Evaluates one rule: the interface that satisfies it, or the reason it does not hold. */
 async function evaluate(
   rule: InterfaceRule,
@@ -75,7 +99,7 @@ async function evaluate(
   let miss = { rank: -1, why: '' };
   for (const f of mine) {
     const fact = factMiss(rule, f);
-    const why = fact ?? (await ssidMiss(rule, f, checks));
+    const why = fact ?? (await ssidMiss(rule, f, checks)) ?? (await nmMiss(rule, f, checks));
     if (why === null) {
       if (!rule.probe) return { iface: f };
       const err = await checks.probe(rule.probe);
@@ -94,6 +118,8 @@ function describe(n: number, rule: InterfaceRule, f: InterfaceFacts): string {
   if (rule.gateway) parts.push(`gateway ${rule.gateway}`);
   else if (rule.default_route !== false && f.gateways[0]) parts.push(`default route via ${f.gateways[0]}`);
   if (rule.cidr) parts.push(`address in ${rule.cidr}`);
+  if (rule.nm_connection !== undefined) parts.push(`NetworkManager connection ${JSON.stringify(rule.nm_connection)}`);
+  if (rule.metered !== undefined) parts.push(rule.metered ? 'metered' : 'not metered');
   if (rule.probe) parts.push(`${rule.probe} answers`);
   return `rule ${n} (${rule.connection}): ${parts.join(', ')}`;
 }

@@ -15,6 +15,7 @@
  */
 import type { OnlineSettings, OnlineState } from '../domain/online.js';
 import { readInterfaces, SYSTEM_SOURCES, type FactSources } from './interfaces.js';
+import { type NmFacts, nmFacts } from './nm.js';
 import { probe } from './probe.js';
 import { connectionFromRules } from './rules.js';
 import { runQuery, stateFileAnswer } from './sources.js';
@@ -25,12 +26,13 @@ export interface OnlineDeps {
   facts: FactSources;
   ssid(iface: string): Promise<string | undefined>;
   probe(target: string, timeoutMs: number): Promise<string | null>;
+  nm(): Promise<NmFacts | undefined>;
   now?(): number;
 }
 
 const SSID_MAX_AGE_MS = 60_000;
 
-const SYSTEM_DEPS: OnlineDeps = { facts: SYSTEM_SOURCES, ssid: (i) => wifiSsid(i), probe };
+const SYSTEM_DEPS: OnlineDeps = { facts: SYSTEM_SOURCES, ssid: (i) => wifiSsid(i), probe, nm: () => nmFacts() };
 
 /** The online state, asked again on every call. */
 export interface OnlineView {
@@ -49,6 +51,13 @@ export function onlineView(settings: OnlineSettings, deps: Partial<OnlineDeps> =
     if (!hit || now - hit.at >= SSID_MAX_AGE_MS) ssids.set(iface, (hit = { at: now, answer: d.ssid(iface) }));
     return hit.answer;
   };
+  // NetworkManager is asked once per change of the network (forget()), and only when a rule needs it
+  let nm: { at: number; answer: Promise<NmFacts | undefined> } | undefined;
+  const nmNow = (): Promise<NmFacts | undefined> => {
+    const now = (d.now ?? Date.now)();
+    if (!nm || now - nm.at >= SSID_MAX_AGE_MS) nm = { at: now, answer: d.nm() };
+    return nm.answer;
+  };
   return {
     async state(forced) {
       if (forced) return { online: true, connection: forced, why: 'given on the command line' };
@@ -59,6 +68,7 @@ export function onlineView(settings: OnlineSettings, deps: Partial<OnlineDeps> =
         return connectionFromRules(settings.rules, readInterfaces(d.facts), {
           ssid,
           probe: (t) => d.probe(t, settings.probe_timeout),
+          nm: nmNow,
         });
       }
       if (settings.state_file) return { online: false, why: `state file ${settings.state_file} missing` };
@@ -66,6 +76,7 @@ export function onlineView(settings: OnlineSettings, deps: Partial<OnlineDeps> =
     },
     forget() {
       ssids = new Map();
+      nm = undefined;
     },
   };
 }

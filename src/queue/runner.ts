@@ -308,6 +308,7 @@ async function runMessage(
     pending.filter((r) => !here.includes(r)).map((r) => r.address),
     headerFromAddresses(run.head),
     env.origin.user,
+    env.size,
   );
   const routesOf = new Map<string, Route[]>();
   // this host's own recipients go first, by the local route, whatever the connection

@@ -30,8 +30,16 @@ export function candidates(routes: readonly Route[], state: OnlineState): Route[
 }
 
 /** True when the route takes this recipient of this message. */
-export function accepts(route: Route, sender: string, recipient: string, headerFrom: string[], user?: string): boolean {
+export function accepts(
+  route: Route,
+  sender: string,
+  recipient: string,
+  headerFrom: string[],
+  user?: string,
+  size?: number,
+): boolean {
   if (!passes(route.senders, sender) || !passes(route.recipients, recipient)) return false;
+  if (route.maxSize !== undefined && size !== undefined && size > route.maxSize) return false;
   if (route.users && !passes(route.users, user ?? '')) return false;
   if (route.fromHeader.allow.length === 0 && route.fromHeader.deny.length === 0) return true;
   return headerFrom.length > 0 && headerFrom.every((f) => passes(route.fromHeader, f));
@@ -45,12 +53,18 @@ export function plan(
   recipients: string[],
   headerFrom: string[],
   user?: string,
+  size?: number,
 ): RecipientPlan[] {
   const list = candidates(routes, state);
   return recipients.map((recipient) => {
-    const usable = list.filter((r) => accepts(r, sender, recipient, headerFrom, user));
+    const usable = list.filter((r) => accepts(r, sender, recipient, headerFrom, user, size));
     if (usable.length) return { recipient, routes: usable };
     if (!state.online) return { recipient, defer: `offline${state.why ? ` (${state.why})` : ''}` };
+    if (size !== undefined && list.some((r) => accepts(r, sender, recipient, headerFrom, user)))
+      return {
+        recipient,
+        defer: `${size} bytes is more than the max_size of the routes on connection ${state.connection ?? '?'}: it waits for another connection`,
+      };
     return { recipient, defer: `no route accepts this recipient on connection ${state.connection ?? '?'}` };
   });
 }

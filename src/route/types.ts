@@ -49,6 +49,8 @@ export interface Route {
   fromHeader: AddressFilter;
   /** Who handed the message in: the SMTP AUTH login, or the local account of the sendmail command. */
   users?: AddressFilter;
+  /** Larger messages are not carried by this route (they wait for another: an unmetered network). */
+  maxSize?: number;
   rewrite: RewriteMaps;
   /** A temporary failure on this route is not passed on to the next one. */
   lastRoute: boolean;

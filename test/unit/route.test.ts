@@ -150,3 +150,16 @@ test('user filters: who handed the message in (a login or a local account), deny
   );
   assert.ok(p && 'defer' in p, 'bob: no route');
 });
+
+test('max_size: a large message waits for a route that takes it, and says why', () => {
+  const phone = route('phone', { connections: ['phone'], maxSize: 1024 * 1024 });
+  const home = route('home', { connections: ['home'] });
+  const on = (connection: string, size: number) =>
+    plan([phone, home], { online: true, connection }, 's@x.org', ['r@y.org'], [], undefined, size)[0]!;
+  const small = on('phone', 5000);
+  assert.deepEqual('routes' in small ? small.routes.map((r) => r.name) : [], ['phone'], 'small: the metered link');
+  const big = on('phone', 5 * 1024 * 1024);
+  assert.ok('defer' in big);
+  assert.match(big.defer, /^5242880 bytes is more than the max_size of the routes on connection phone: it waits/);
+  assert.ok('routes' in on('home', 5 * 1024 * 1024), 'at home it goes');
+});
