@@ -13,12 +13,25 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import fs from 'node:fs';
-import { type Readable, Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { spoolError } from '../errors.js';
 import type { Envelope } from '../domain/envelope.js';
 import { encodeEnvelope } from './envelope-codec.js';
 import { newId } from './id.js';
 import { DirSyncer, ensureSpool, layoutOf, type Layout } from './layout.js';
+
+/** Messages up to this size are read back and rewritten with synchronous calls (see rewriteHead). */
+const SMALL_FILE = 256 * 1024;
+
+/** A small file read whole, never through a symbolic link. */
+function readSmall(file: string): Buffer {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  try {
+    return fs.readFileSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
 
 /** One message being written. */
 export interface MessageWriter {
@@ -161,7 +174,10 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       throw spoolError(err, 'commit a message');
     }
   };
-  const read = (): Readable => fs.createReadStream(tmpData);
+  // a small message is read and rewritten with a few synchronous calls: each hop through the thread
+  // pool costs more than the copy (a milter or a filter at data_end reads and changes nearly every one)
+  const read = (): Readable =>
+    counter.n <= SMALL_FILE ? Readable.from([readSmall(tmpData)]) : fs.createReadStream(tmpData);
   /** The new head, then the rest of the old file (or the blank line and a new body), in a new file that
    * then takes the old one's name. */
   const rewriteHead = async (headBytes: number, head: Buffer, body?: Buffer): Promise<void> => {
@@ -170,6 +186,17 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
     const out = await fsp.open(next, 'wx', 0o600);
     let old: fsp.FileHandle | undefined;
     try {
+      if (counter.n <= SMALL_FILE) {
+        const parts = body ? [head, Buffer.from('\r\n'), body] : [head, readSmall(tmpData).subarray(headBytes)];
+        let n = 0;
+        for (const part of parts) for (let at = 0; at < part.length; ) at += fs.writeSync(out.fd, part, at);
+        for (const part of parts) n += part.length;
+        fs.renameSync(next, tmpData);
+        await fh.close();
+        fh = out;
+        counter.n = n;
+        return;
+      }
       old = await fsp.open(tmpData, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
       let n = await writeAll(out, body ? [head, Buffer.from('\r\n'), body] : [head]);
       const buf = Buffer.allocUnsafe(64 * 1024);
