@@ -215,6 +215,19 @@ export function buildProgram(setCode: (n: number) => void): Command {
         return recheck(config(cmd), o.why ?? '', !!o.quiet, out);
       }),
     );
+  program
+    .command('completion [shell]')
+    .description('print the shell completion for bash or zsh (source it from .bashrc or .zshrc)')
+    .option('--list <kind>', 'print the values the completion offers: ids, routes, connections, keys, tools')
+    .action(
+      act(async (shell: string | undefined, o: Opts & { list?: string }, cmd: Command) => {
+        const c = await import('./completion.js');
+        if (o.list) return c.listValues(config(cmd), o.list, out);
+        if (shell !== 'bash' && shell !== 'zsh') throw new FerryError('usage', 'name the shell: bash or zsh');
+        out(shell === 'bash' ? c.bashScript(program) : c.zshScript(program));
+        return EX.OK;
+      }),
+    );
   const serviceCmd = program.command('service').description('the systemd unit (docs/laptop.md)');
   for (const op of ['print', 'install'] as const)
     serviceCmd
