@@ -216,6 +216,16 @@ export function buildProgram(setCode: (n: number) => void): Command {
       }),
     );
   program
+    .command('doctor')
+    .description('check the whole setup: configuration, spool, daemon, network, routes’ servers, service, hooks')
+    .option('--json', 'machine-readable output')
+    .action(
+      act(async (o: Opts, cmd: Command) => {
+        const { doctor } = await import('./doctor.js');
+        return doctor(config(cmd), !!o.json, out);
+      }),
+    );
+  program
     .command('completion [shell]')
     .description('print the shell completion for bash or zsh (source it from .bashrc or .zshrc)')
     .option('--list <kind>', 'print the values the completion offers: ids, routes, connections, keys, tools')
@@ -437,8 +447,13 @@ async function online(cmd: Command, o: Opts): Promise<number> {
   const { onlineView, describeState } = await import('../online/state.js');
   const { readInterfaces } = await import('../online/interfaces.js');
   const state = await onlineView(cfg.online).state();
-  if (o.json) out(`${JSON.stringify({ ...state, interfaces: readInterfaces() }, null, 1)}\n`);
-  else out(`${describeState(state)}\n`);
+  if (o.json) {
+    // the system's own view (the default interface, Wi-Fi, power), beside the facts the rules read
+    const { systemFacts } = await import('./doctor.js');
+    out(
+      `${JSON.stringify({ ...state, interfaces: readInterfaces(), system: (await systemFacts()) ?? null }, null, 1)}\n`,
+    );
+  } else out(`${describeState(state)}\n`);
   return state.online ? EX.OK : EX.UNAVAILABLE;
 }
 
