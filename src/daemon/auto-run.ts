@@ -251,6 +251,8 @@ function startNetWatch(view: () => OnlineView, check: () => void, log: Logger): 
       check();
     },
     {
+      // the first event of a burst is looked at at once: a link that comes up is used in milliseconds
+      leading: true,
       onMode: (mode, why) => {
         if (mode === 'poll') log.log('warn', 'watching the network by polling every second', { why });
       },

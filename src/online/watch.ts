@@ -1,6 +1,7 @@
 /**
  * Notices network changes within a second: `ip -o monitor link address route` (iproute2) as a child
- * process, its lines debounced (a burst of kernel events is one change); where `ip` is missing or the
+ * process, its lines debounced (a burst of kernel events is one change, reported when it ends, and with
+ * options.leading at its first event too); where `ip` is missing or the
  * monitor dies, a poll of the interface facts (/sys/class/net, /proc/net/route, addresses) every second,
  * which costs about a millisecond a time (four interfaces on a busy two-core host).
  *
@@ -18,6 +19,9 @@ export interface WatchOptions {
   debounceMs?: number;
   /** Longest wait from the first event of a burst to the report. */
   maxWaitMs?: number;
+  /** Also report the first event of a burst at once (then the end of the burst as before): a link that
+   * comes up is acted on in milliseconds, and the report after the burst sees how it ended. */
+  leading?: boolean;
   pollMs?: number;
   facts?: FactSources;
   /** Told how changes are noticed: 'monitor', or 'poll' with the reason. */
@@ -46,7 +50,11 @@ export function watchNetwork(onChange: () => void, opts: WatchOptions = {}): Net
     if (debounce) {
       if (Date.now() - pendingSince >= maxWaitMs - debounceMs) return;
       clearTimeout(debounce);
-    } else pendingSince = Date.now();
+    } else {
+      pendingSince = Date.now();
+      // after the lines that came with this one, not in the middle of them
+      if (opts.leading) setImmediate(() => !stopped && onChange());
+    }
     debounce = setTimeout(() => {
       debounce = null;
       if (!stopped) onChange();

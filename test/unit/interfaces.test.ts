@@ -395,3 +395,27 @@ test('watch: a stream of events without a pause is still reported, not held back
     w.stop();
   }
 });
+
+test('watch with leading: the first event of a burst is reported at once, the end of it after the pause', async () => {
+  const fx = fixture();
+  const at: number[] = [];
+  const w = watchNetwork(() => at.push(Date.now()), {
+    ip: '/nonexistent/ip',
+    facts: fx,
+    pollMs: 20,
+    debounceMs: 400,
+    leading: true,
+  });
+  try {
+    // the fallback's own first check: a leading report and a trailing one
+    assert.ok(await waitUntil(() => at.length === 2, 5000), String(at.length));
+    const t0 = Date.now();
+    fs.writeFileSync(path.join(fx.sysNet, 'eth0', 'operstate'), 'up\n');
+    assert.ok(await waitUntil(() => at.length === 3, 5000));
+    assert.ok(await waitUntil(() => at.length === 4, 5000), 'and the end of the burst');
+    assert.ok(at[3]! - at[2]! >= 350, `the trailing report waits for the pause (${at[3]! - at[2]!} ms)`);
+    assert.ok(at[2]! - t0 < at[3]! - t0, 'the leading report comes first');
+  } finally {
+    w.stop();
+  }
+});
