@@ -17,7 +17,7 @@ import { FerryError } from '../errors.js';
 import { layoutOf } from '../spool/layout.js';
 import { runCommand } from '../proc/run.js';
 import { HOOK_TOOLS, type HookFile, type HookTool, hookFiles, toolMarker } from '../system/nethooks.js';
-import { systemUnit, unitPath, userUnit } from '../system/units.js';
+import { systemUnit, unitPath, userExampleSettings, userUnit } from '../system/units.js';
 
 /** Where ferrymail runs from: node and its own script, as absolute paths. */
 function self(): { node: string; script: string } {
@@ -90,6 +90,12 @@ export async function service(
   const file = unitPath(!!o.user, process.env, o.root ?? '/');
   const how = installFile({ path: file, text, mode: 0o644 }, !!o.force);
   out(`${file}: ${how === 'same' ? 'unchanged' : how === 'new' ? 'installed' : 'updated'}\n`);
+  // a user's relay starts from a settings file of its own, with desktop notifications on
+  if (o.user && !cfg.fromFile) {
+    const settings = path.join(o.root ?? '/', cfg.file);
+    installFile({ path: settings, text: userExampleSettings(), mode: 0o600 }, false);
+    out(`${settings}: written (desktop notifications on; add rules and routes: docs/laptop.md)\n`);
+  }
   if ((o.root ?? '/') !== '/') return EX.OK;
   const ctl = o.user ? ['systemctl', '--user'] : ['systemctl'];
   const r = await runCommand([...ctl, 'daemon-reload'], { env: process.env, timeoutMs: 30_000 });

@@ -112,3 +112,20 @@ export function unitPath(user: boolean, env: NodeJS.ProcessEnv = process.env, ro
   const config = env.XDG_CONFIG_HOME || path.join(env.HOME ?? '/', '.config');
   return path.join(root, config, 'systemd/user/ferrymail.service');
 }
+
+/** The settings file a user unit starts with when there is none yet: a relay for one person, on
+ * loopback, telling the desktop of bounces and of mail that waits long. */
+export function userExampleSettings(): string {
+  return `# ferrymail: a relay of one's own (written by "ferrymail service install --user"; see docs/laptop.md)
+listen: ["127.0.0.1:2525", "[::1]:2525"]
+# which network this is: rules over the interfaces (docs/online.md), for example
+# online:
+#   rules:
+#     - { connection: home, kind: wireless, ssid: HomeNet }
+#     - { connection: phone, metered: true }
+# and a route for each connection in routes/*.yaml (docs/routes.md)
+desktop:
+  notify: true          # a notification for each bounce, and for mail that waits longer than:
+  waiting_after: 1h
+`;
+}

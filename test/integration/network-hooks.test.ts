@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
+  FERRYMAIL,
   ferrymail,
   makeConfig,
   run,
@@ -199,4 +200,30 @@ while True:
   } finally {
     py.kill('SIGKILL');
   }
+});
+
+test('service install --user starts a relay of one’s own with a settings file that turns notifications on', async () => {
+  const root = tempDir('ferrymail-user-root-');
+  const empty = tempDir('ferrymail-user-cfg-');
+  const r = await run(
+    process.execPath,
+    [FERRYMAIL, '--config-dir', empty, 'service', 'install', '--user', '--root', root],
+    {
+      env: { HOME: '/home/ann', XDG_CONFIG_HOME: '' },
+    },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  const unit = path.join(root, 'home/ann/.config/systemd/user/ferrymail.service');
+  assert.match(fs.readFileSync(unit, 'utf8'), /^WantedBy=default\.target$/m);
+  const settings = path.join(root, empty, 'ferrymail.yaml');
+  assert.equal(fs.statSync(settings).mode & 0o777, 0o600);
+  const check = await run(process.execPath, [
+    FERRYMAIL,
+    '--config-dir',
+    path.dirname(settings),
+    'config',
+    'get',
+    'desktop.notify',
+  ]);
+  assert.equal(check.stdout.trim(), 'true', check.stderr);
 });
