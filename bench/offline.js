@@ -71,19 +71,32 @@ function safeRead(f) {
   }
 }
 
-/** CPU seconds and context switches of some processes (every thread). */
+/** CPU seconds and context switches of each of some processes (every thread), by pid. */
 function cost(pids) {
-  let cpu = 0;
-  let switches = 0;
+  const by = new Map();
   for (const pid of pids) {
-    const stat = safeRead(`/proc/${pid}/stat`)
-      .replace(/^.*\) /, '')
-      .split(' ');
-    if (stat.length > 13) cpu += (Number(stat[11]) + Number(stat[12])) / HZ;
+    const stat = safeRead(`/proc/${pid}/stat`).replace(/^.*\) /, '').split(' ');
+    if (stat.length <= 13) continue;
+    let switches = 0;
     for (const t of safeList(`/proc/${pid}/task`)) {
       const s = safeRead(`/proc/${pid}/task/${t}/status`);
       for (const m of s.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)/gm)) switches += Number(m[1]);
     }
+    // the start time tells a pid used again from the process that had it
+    by.set(`${pid}:${stat[19]}`, { cpu: (Number(stat[11]) + Number(stat[12])) / HZ, switches });
+  }
+  return by;
+}
+
+/** What the processes did between two readings: a process that ended in between is counted up to its
+ * last reading, one that started counts whole. */
+function delta(before, after) {
+  let cpu = 0;
+  let switches = 0;
+  for (const [k, a] of after) {
+    const b = before.get(k) ?? { cpu: 0, switches: 0 };
+    cpu += a.cpu - b.cpu;
+    switches += a.switches - b.switches;
   }
   return { cpu, switches };
 }
@@ -180,11 +193,14 @@ async function main() {
   for (let m = 1; m <= MINUTES; m++) {
     await new Promise((r) => setTimeout(r, 60_000));
     const now = { fm: cost(tree(fmPid)), mon: cost(monitorPids()), pf: PEER ? cost(tree(pfMaster)) : null };
-    const fmW = now.fm.switches - last.fm.switches;
-    const fmC = Math.round((now.fm.cpu - last.fm.cpu) * 1000);
-    const monW = now.mon.switches - last.mon.switches;
-    const pfW = PEER ? now.pf.switches - last.pf.switches : 0;
-    const pfC = PEER ? Math.round((now.pf.cpu - last.pf.cpu) * 1000) : 0;
+    const f = delta(last.fm, now.fm);
+    const mon = delta(last.mon, now.mon);
+    const p = PEER ? delta(last.pf, now.pf) : { cpu: 0, switches: 0 };
+    const fmW = f.switches;
+    const fmC = Math.round(f.cpu * 1000);
+    const monW = mon.switches;
+    const pfW = p.switches;
+    const pfC = Math.round(p.cpu * 1000);
     totals.fmW += fmW;
     totals.fmC += fmC;
     totals.monW += monW;
