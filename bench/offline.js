@@ -75,7 +75,9 @@ function safeRead(f) {
 function cost(pids) {
   const by = new Map();
   for (const pid of pids) {
-    const stat = safeRead(`/proc/${pid}/stat`).replace(/^.*\) /, '').split(' ');
+    const stat = safeRead(`/proc/${pid}/stat`)
+      .replace(/^.*\) /, '')
+      .split(' ');
     if (stat.length <= 13) continue;
     let switches = 0;
     for (const t of safeList(`/proc/${pid}/task`)) {
