@@ -17,6 +17,7 @@ import { FerryError } from '../errors.js';
 import { hashPassword } from '../receive/auth.js';
 import { readSuspended, type SuspendedList, suspendedFile, writeSuspended } from '../receive/suspend.js';
 import { layoutOf } from '../spool/layout.js';
+import { safe } from './queue-view.js';
 
 /** Reads the password: a line of standard input (without echo on a terminal). */
 async function readPassword(prompt: string): Promise<string> {
@@ -122,14 +123,18 @@ export function listUsers(cfg: Config, json: boolean, out: (s: string) => void):
   const names = cfg.auth.users_file ? readLines(cfg.auth.users_file).map((l) => l.slice(0, l.indexOf(':'))) : [];
   const suspended = suspendedList(cfg);
   const all = [...new Set([...names, ...Object.keys(suspended)])].sort();
-  const rows = all.map((user) => ({ user, known: names.includes(user), suspended: suspended[user] ?? null }));
+  const rows = all.map((user) => ({
+    user,
+    known: names.includes(user),
+    suspended: Object.hasOwn(suspended, user) ? suspended[user]! : null,
+  }));
   if (json) {
     out(`${JSON.stringify(rows)}\n`);
     return EX.OK;
   }
   for (const r of rows)
     out(
-      `${r.user}${r.known ? '' : ' (not in the users file)'}${r.suspended ? `: suspended since ${r.suspended.since}: ${r.suspended.reason}` : ''}\n`,
+      `${r.user}${r.known ? '' : ' (not in the users file)'}${r.suspended ? `: suspended since ${r.suspended.since}: ${safe(r.suspended.reason)}` : ''}\n`,
     );
   if (!rows.length) out('no users\n');
   return EX.OK;
@@ -141,12 +146,18 @@ export function setSuspended(cfg: Config, op: 'suspend' | 'release', user: strin
     throw new FerryError('usage', 'a user name is 1 to 64 characters, without spaces or colons');
   const file = suspendedFile(cfg.spool);
   const list = suspendedList(cfg);
+  const there = Object.hasOwn(list, user);
   if (op === 'release') {
-    if (!list[user]) throw new FerryError('usage', `${user} is not suspended`);
+    if (!there) throw new FerryError('usage', `${user} is not suspended`);
     delete list[user];
   } else {
-    if (list[user]) throw new FerryError('usage', `${user} is already suspended since ${list[user].since}`);
-    list[user] = { since: new Date().toISOString(), reason: 'suspended by hand (ferrymail auth suspend)' };
+    if (there) throw new FerryError('usage', `${user} is already suspended since ${list[user]!.since}`);
+    Object.defineProperty(list, user, {
+      value: { since: new Date().toISOString(), reason: 'suspended by hand (ferrymail auth suspend)' },
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   }
   try {
     writeSuspended(file, list);

@@ -25,6 +25,37 @@ function self(): { node: string; script: string } {
   return { node: process.execPath, script };
 }
 
+/**
+ * Why root should not run a file: it, or a folder above it, belongs to someone else or may be written by
+ * others (node or ferrymail in a user's own tree: that user would get root at the next network change).
+ * Null when only root can change it.
+ */
+export function rootCannotTrust(file: string): string | null {
+  let p = fs.realpathSync(file);
+  for (;;) {
+    const st = fs.statSync(p);
+    if (st.uid !== 0) return `${p} belongs to uid ${st.uid}`;
+    if (st.mode & 0o022 && !(st.isDirectory() && st.mode & 0o1000)) return `${p} may be written by others`;
+    const up = path.dirname(p);
+    if (up === p) return null;
+    p = up;
+  }
+}
+
+/** Refuses, without --force, to have root run node or ferrymail from files others may change. */
+function checkRootRuns(force: boolean): void {
+  if (force) return;
+  const { node, script } = self();
+  for (const f of [node, script, path.join(path.dirname(script), '..', 'dist', 'src')]) {
+    const why = fs.existsSync(f) ? rootCannotTrust(f) : null;
+    if (why)
+      throw new FerryError(
+        'usage',
+        `root would run code that others can change (${why}): install node and ferrymail where only root writes (npm install -g as root), or give --force`,
+      );
+  }
+}
+
 /** The unit for this installation. */
 export function unitText(cfg: Config, user: boolean): string {
   const plan = { ...self(), user, configDir: cfg.dir };
@@ -88,6 +119,7 @@ export async function service(
     return EX.OK;
   }
   const file = unitPath(!!o.user, process.env, o.root ?? '/');
+  if (!o.user && (o.root ?? '/') === '/') checkRootRuns(!!o.force);
   const how = installFile({ path: file, text, mode: 0o644 }, !!o.force);
   out(`${file}: ${how === 'same' ? 'unchanged' : how === 'new' ? 'installed' : 'updated'}\n`);
   // a user's relay starts from a settings file of its own, with desktop notifications on
@@ -135,6 +167,8 @@ export function netHooks(
     out(`no network tool found (${HOOK_TOOLS.filter((t) => t !== 'launchd').join(', ')}): nothing installed\n`);
     return EX.OK;
   }
+  // the hooks run as root whoever installs them
+  if (root === '/') checkRootRuns(!!o.force);
   for (const t of tools)
     for (const f of hookFiles(t, plan, root)) {
       const how = installFile(f, !!o.force);

@@ -81,19 +81,22 @@ function watch(deps: ControlDeps, sock: net.Socket): void {
     return;
   }
   const feed = deps.feed;
-  void deps.status().then((status) => {
-    if (!sock.writable) return;
-    sock.write(`${JSON.stringify({ ok: true, status })}\n`);
-    const off = feed.subscribe((e) => {
-      if (!sock.writable || sock.writableLength > WATCH_BACKLOG) {
-        sock.destroy();
-        return false;
-      }
-      sock.write(`${JSON.stringify(e)}\n`);
-      return true;
-    });
-    sock.once('close', off);
-  });
+  deps.status().then(
+    (status) => {
+      if (!sock.writable) return;
+      sock.write(`${JSON.stringify({ ok: true, status })}\n`);
+      const off = feed.subscribe((e) => {
+        if (!sock.writable || sock.writableLength > WATCH_BACKLOG) {
+          sock.destroy();
+          return false;
+        }
+        sock.write(`${JSON.stringify(e)}\n`);
+        return true;
+      });
+      sock.once('close', off);
+    },
+    (err: Error) => sock.end(`${JSON.stringify({ ok: false, error: err.message })}\n`),
+  );
 }
 
 /** Starts listening on the control socket (replacing a stale socket file). */
@@ -118,8 +121,16 @@ export function startControl(socketPath: string, deps: ControlDeps): Promise<net
           continue;
         }
         if (req?.cmd === 'watch') {
+          // the socket is the watcher's from now on: what else it sends is not read
+          sock.removeAllListeners('data');
+          sock.resume();
           watch(deps, sock);
-          continue;
+          return;
+        }
+        // a client that asks without reading its answers is not answered further until it does
+        if (sock.writableLength > WATCH_BACKLOG) {
+          sock.destroy();
+          return;
         }
         answer(deps, req).then(
           (res) => sock.writable && sock.write(`${JSON.stringify(res)}\n`),

@@ -19,10 +19,19 @@ import type { EventFeed } from './events.js';
 
 const CHECK_MS = 60_000;
 
-/** Replaces control characters and cuts text for a notification. */
+/** Replaces control characters, escapes markup (notification bodies are markup: a server's reply must
+ * not become a link) and cuts text for a notification. */
 function clean(s: string, max = 300): string {
-  return s.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, max);
+  return s
+    .replace(/[\x00-\x1f\x7f]/g, ' ')
+    .slice(0, max)
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;');
 }
+
+/** Bounces told at once, then gathered into one notification per this much time. */
+const BOUNCE_GATHER_MS = 30_000;
 
 /** The environment a notification command needs from the session, and no more. */
 function sessionEnv(): NodeJS.ProcessEnv {
@@ -66,9 +75,22 @@ export function startDesktopNotices(
       },
     );
   };
+  // the first bounce is told at once; more within the next half minute come as one notification
+  let gathering: NodeJS.Timeout | null = null;
+  let gathered: string[] = [];
   const off = feed.subscribe((e) => {
-    if (e.kind === 'bounced')
-      tell('Mail could not be delivered', `to ${e.recipients.join(', ')}: ${e.reply ?? 'refused'}`, true);
+    if (e.kind !== 'bounced') return true;
+    const what = `to ${e.recipients.join(', ')}: ${e.reply ?? 'refused'}`;
+    if (!gathering) {
+      tell('Mail could not be delivered', what, true);
+      gathering = setTimeout(() => {
+        gathering = null;
+        if (gathered.length)
+          tell(`${gathered.length} more messages could not be delivered`, `${gathered[0]} (ferrymail watch)`, true);
+        gathered = [];
+      }, BOUNCE_GATHER_MS);
+      gathering.unref();
+    } else gathered.push(what);
     return true;
   });
   const told = new Set<string>();
@@ -97,5 +119,6 @@ export function startDesktopNotices(
   return () => {
     off();
     if (timer) clearInterval(timer);
+    if (gathering) clearTimeout(gathering);
   };
 }

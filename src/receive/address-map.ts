@@ -145,17 +145,25 @@ function primaryWatch(options: Record<string, unknown>, api: HookApi) {
   const known = new Map<string, { up: Promise<boolean>; until: number }>();
   const resolver = new Resolver({ timeout: Math.min(timeoutMs, 5000), tries: 1 });
   if (api.dnsServers?.length) resolver.setServers(api.dnsServers);
-  /** The lowest MX of a domain; undefined when it has none or cannot be looked up. */
-  const lowestMx = async (domain: string): Promise<string | undefined> => {
+  /** The lowest MX of a domain; 'none' when the domain has none (it does not exist, has no MX, or a
+   * null MX), undefined when it cannot be looked up now. */
+  const lowestMx = async (domain: string): Promise<string | 'none' | undefined> => {
     try {
       const mx = await resolver.resolveMx(domain);
-      return mx.sort((a, b) => a.priority - b.priority)[0]?.exchange || undefined;
-    } catch {
-      return undefined;
+      return mx.sort((a, b) => a.priority - b.priority)[0]?.exchange || 'none';
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      return code === 'ENOTFOUND' || code === 'ENODATA' ? 'none' : undefined;
     }
   };
-  return async (domain: string, host: string | undefined, port: number): Promise<{ up: boolean; host: string }> => {
+  return async (
+    domain: string,
+    host: string | undefined,
+    port: number,
+  ): Promise<{ up: boolean; host: string } | { none: true }> => {
     const name = host ?? (await lowestMx(domain));
+    // a domain without mail servers is none of a backup's business: the relay policy answers
+    if (name === 'none') return { none: true };
     if (!name) return { up: false, host: `the MX of ${domain}` };
     const key = `${name}:${port}`;
     const now = Date.now();
@@ -186,6 +194,7 @@ export function addressMap(options: Record<string, unknown>, api: HookApi): Hook
     if (e?.action !== 'backup_mx') return { action: 'continue' };
     const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
     const p = await primaryUp(domain, e.host, e.port);
+    if ('none' in p) return { action: 'continue' };
     if (!p.up) return { action: 'accept' };
     return {
       action: 'defer',

@@ -12,6 +12,7 @@
  * cannot be read counts as empty, with a log line, and one that cannot be written leaves the user
  * suspended in memory until the daemon stops.
  */
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/types.js';
@@ -45,17 +46,24 @@ export function readSuspended(file: string): SuspendedList {
   }
   const data = JSON.parse(text) as unknown;
   if (!data || typeof data !== 'object' || Array.isArray(data)) throw new Error(`${file} holds no list of users`);
-  const list: SuspendedList = {};
+  // no prototype: a user named like an Object property (constructor, __proto__) is a user like any other
+  const list: SuspendedList = Object.create(null);
   for (const [user, v] of Object.entries(data as Record<string, Partial<Suspension>>))
     if (v && typeof v.since === 'string' && typeof v.reason === 'string')
-      list[user] = { since: v.since, reason: v.reason };
+      Object.defineProperty(list, user, {
+        value: { since: v.since, reason: v.reason },
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
   return list;
 }
 
 /** Writes the list whole: a new file (the spool owner's), synced, renamed over the old one. */
 export function writeSuspended(file: string, list: SuspendedList): void {
-  const tmp = `${file}.${process.pid}.tmp`;
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+  let written = false;
   try {
     fs.writeSync(fd, `${JSON.stringify(list, null, 2)}\n`);
     // written by root from the command line, it stays the spool owner's to read
@@ -64,8 +72,10 @@ export function writeSuspended(file: string, list: SuspendedList): void {
       fs.fchownSync(fd, dir.uid, dir.gid);
     }
     fs.fsyncSync(fd);
+    written = true;
   } finally {
     fs.closeSync(fd);
+    if (!written) fs.rmSync(tmp, { force: true });
   }
   try {
     fs.renameSync(tmp, file);
@@ -111,7 +121,15 @@ export class Suspensions {
     if (kept.length < this.after) return;
     this.strikes.delete(user);
     const reason = `${kept.length} refusals within ${Math.round(this.windowMs / 1000)} s, the last: ${why}`;
-    this.list = { ...this.list, [user]: { since: new Date(now).toISOString(), reason } };
+    const next: SuspendedList = Object.create(null);
+    Object.assign(next, this.list);
+    Object.defineProperty(next, user, {
+      value: { since: new Date(now).toISOString(), reason },
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+    this.list = next;
     try {
       writeSuspended(this.file, this.list);
       this.seen = fs.statSync(this.file).mtimeMs;

@@ -87,3 +87,25 @@ test('withStrikes counts refusals of logged-in users, not passes, not anonymous 
   await (hooks.connect as HookEntry[])[0]!.run(facts('ann'), { stage: 'connect', verb: '', arg: '' });
   assert.deepEqual(struck, ['ann: limit at rcpt: 451 slow down']);
 });
+
+test('a user named like an Object property is a user like any other', () => {
+  const file = suspendedFile(dir());
+  writeSuspended(file, JSON.parse('{"__proto__": {"since": "2026-01-01T00:00:00.000Z", "reason": "x"}}'));
+  fs.writeFileSync(
+    file,
+    '{"__proto__": {"since": "2026-01-01T00:00:00.000Z", "reason": "x"}, "ann": {"since": "s", "reason": "r"}}',
+  );
+  const list = readSuspended(file);
+  assert.deepEqual(Object.keys(list).sort(), ['__proto__', 'ann']);
+  const s = new Suspensions(file, 1, 60_000, { suspended: () => undefined, trouble: () => undefined });
+  assert.equal(s.suspended('__proto__')?.reason, 'x');
+  assert.equal(s.suspended('constructor'), undefined);
+  s.strike('constructor', 'why');
+  assert.equal(s.suspended('constructor')?.reason, '1 refusals within 60 s, the last: why');
+  assert.deepEqual(Object.keys(readSuspended(file)).sort(), ['__proto__', 'ann', 'constructor']);
+  assert.deepEqual(
+    fs.readdirSync(path.dirname(file)).filter((f) => f.endsWith('.tmp')),
+    [],
+    'no temporary file left behind',
+  );
+});
