@@ -20,7 +20,9 @@ export interface UnitPlan {
 
 /** Quotes a word for a unit's command line when it needs it. */
 function word(w: string): string {
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(w) ? w : `"${w.replace(/(["\\$])/g, '\\$1').replace(/%/g, '%%')}"`;
+  // systemd expands % specifiers and $ variables in a command line: both doubled stay literal
+  const literal = w.replace(/%/g, '%%').replace(/\$/g, () => '$$');
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(w) ? literal : `"${literal.replace(/(["\\])/g, '\\$1')}"`;
 }
 
 /** The daemon's command line. */

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { rootCannotTrust } from '../../src/cli/system-cmds.js';
+import { systemUnit } from '../../src/system/units.js';
 
 test('root trusts a file only when root alone can change it and every folder above it', {
   skip: process.getuid?.() === 0 ? false : 'needs root to give files away',
@@ -29,4 +30,21 @@ test('root trusts a file only when root alone can change it and every folder abo
   } finally {
     fs.rmSync(base, { recursive: true, force: true });
   }
+});
+
+test('a unit’s command line keeps spaces, % and $ of a path literal', () => {
+  const unit = systemUnit({
+    node: '/usr/bin/node',
+    script: '/opt/fm/bin/ferrymail.js',
+    configDir: '/etc/my fm/%h$x"',
+    user: false,
+  });
+  assert.match(
+    unit,
+    /^ExecStart=\/usr\/bin\/node \/opt\/fm\/bin\/ferrymail\.js --config-dir "\/etc\/my fm\/%%h\$\$x\\"" daemon$/m,
+  );
+  assert.match(
+    systemUnit({ node: '/n', script: '/s', configDir: '/etc/50%', user: false }),
+    /--config-dir \/etc\/50%% daemon$/m,
+  );
 });
