@@ -329,6 +329,8 @@ async function runDaemon(cmd: Command): Promise<number> {
   let cfg = config(cmd);
   if (o.logFormat) cfg = { ...cfg, log_format: o.logFormat };
   const { startDaemon } = await import('../daemon/daemon.js');
+  // loaded before the start: once the start-up line is out, the signal handlers must already be in place
+  const { systemdNotifier } = await import('../system/notify.js');
   const d = await startDaemon(cfg);
   const source = cfg.fromFile ? cfg.file : `embedded default (write ${cfg.file} to change it)`;
   d.log.log('info', 'ferrymail started', {
@@ -339,7 +341,6 @@ async function runDaemon(cmd: Command): Promise<number> {
     listen: d.door.addresses.join(','),
   });
   // systemd (Type=notify) hears that the daemon listens, reloads and stops
-  const { systemdNotifier } = await import('../system/notify.js');
   const sd = systemdNotifier(process.env, (text) => d.log.log('warn', text));
   const listening = `listening on ${d.door.addresses.join(', ')}`;
   void sd.send('ready', listening);
