@@ -32,6 +32,8 @@ export interface MessageRun {
   failedBefore: Set<string>;
   /** Routes that failed temporarily for this message in this run (they cannot carry a notice now). */
   troubled: Set<string>;
+  /** The envelope as the spool holds it, when the run began: a run that changes nothing writes nothing. */
+  written?: string;
 }
 
 /** A delivery under way, for listings. */

@@ -186,6 +186,15 @@ async function runPass(
       !deps.unsettled?.has(e.envelope.id),
   );
   for (const e of entries) seen.add(e.envelope.id);
+  // offline, with no route usable and nothing local due, a message that waits for the same reason as
+  // last time is not even opened: an offline run reads and writes nothing
+  const still = waitsStill(deps, state, at());
+  if (still)
+    for (let i = waiting.length - 1; i >= 0; i--)
+      if (still(waiting[i]!.envelope)) {
+        report.deferred += waiting[i]!.envelope.recipients.filter((r) => isDue(r, at())).length;
+        waiting.splice(i, 1);
+      }
   // two lanes: messages only for this host's own recipients, and the rest (each message judged once)
   const local = deps.local;
   const lanes: [Entry[], Entry[]] = [[], []];
@@ -250,6 +259,18 @@ async function runLocked(
 /** Runs that said they start no delivery for lack of room (said once per run). */
 const noRoomSaid = new WeakSet<Store>();
 
+/** When no route can be used now (offline, no permanent route): a test for a message whose due
+ * recipients all wait, not local, for this very reason already. Null when routes can be used. */
+function waitsStill(deps: RunnerDeps, state: OnlineState, now: number): ((env: Envelope) => boolean) | null {
+  if (deps.onlyRoute || !deps.routes.length || candidates(deps.routes, state).length) return null;
+  const reply = `451 4.4.1 offline${state.why ? ` (${state.why})` : ''}`;
+  const local = deps.local;
+  return (env) =>
+    env.recipients.every(
+      (r) => !isDue(r, now) || (r.state === 'deferred' && r.lastError === reply && !local?.isLocal(r)),
+    );
+}
+
 /** True when some recipient of the message is due now. */
 function due(env: Envelope, now: number): boolean {
   return env.recipients.some((r) => isDue(r, now));
@@ -282,6 +303,7 @@ async function runMessage(
     state,
     failedBefore: new Set(env.recipients.filter((r) => r.state === 'failed').map((r) => r.address)),
     troubled: new Set(),
+    written: JSON.stringify(env),
   };
   dropRepeated(env);
   const pending = env.recipients.filter((r) => isDue(r, at()));
@@ -317,9 +339,13 @@ async function runMessage(
   for (const p of plans) {
     const r = pending.find((x) => x.address === p.recipient)!;
     if ('defer' in p) {
-      // with no route files at all nothing can leave: the message stays exactly as it is
-      if (!deps.onlyRoute && deps.routes.length)
-        settle(deps, env, r, 'tempfail', `451 4.4.1 ${p.defer}`, now(), report, { attempted: false });
+      // with no route files at all nothing can leave: the message stays exactly as it is; and a
+      // recipient that waits for the same reason as last time (offline, still) is left as it is, so
+      // that an offline run writes nothing
+      const reply = `451 4.4.1 ${p.defer}`;
+      if (r.state === 'deferred' && r.lastError === reply) report.deferred++;
+      else if (!deps.onlyRoute && deps.routes.length)
+        settle(deps, env, r, 'tempfail', reply, now(), report, { attempted: false });
       continue;
     }
     const own = sameRoute(deps.routes, r, p.routes);
@@ -420,7 +446,8 @@ async function finish(deps: RunnerDeps, run: MessageRun, now: () => number, repo
   );
   try {
     if (env.recipients.every((r) => isFinal(r.state))) await deps.store.removeLocked(env.id);
-    else await withReserve(deps.store.layout, () => deps.store.update(env, 'queue'));
+    else if (run.written === undefined || JSON.stringify(env) !== run.written)
+      await withReserve(deps.store.layout, () => deps.store.update(env, 'queue'));
   } catch (err) {
     // no room even with the reserve: the outcome is kept here and written by a later run, and the
     // message is not delivered again meanwhile; should this process end first, the in-flight journal
