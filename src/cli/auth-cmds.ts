@@ -15,7 +15,7 @@ import { callDaemon } from '../control/client.js';
 import { EX } from '../domain/sysexits.js';
 import { FerryError } from '../errors.js';
 import { hashPassword } from '../receive/auth.js';
-import { readSuspended, type SuspendedList, suspendedFile, writeSuspended } from '../receive/suspend.js';
+import { readSuspended, setSuspension, type SuspendedList, suspendedFile, writeSuspended } from '../receive/suspend.js';
 import { layoutOf } from '../spool/layout.js';
 import { safe } from './queue-view.js';
 
@@ -152,11 +152,9 @@ export function setSuspended(cfg: Config, op: 'suspend' | 'release', user: strin
     delete list[user];
   } else {
     if (there) throw new FerryError('usage', `${user} is already suspended since ${list[user]!.since}`);
-    Object.defineProperty(list, user, {
-      value: { since: new Date().toISOString(), reason: 'suspended by hand (ferrymail auth suspend)' },
-      enumerable: true,
-      writable: true,
-      configurable: true,
+    setSuspension(list, user, {
+      since: new Date().toISOString(),
+      reason: 'suspended by hand (ferrymail auth suspend)',
     });
   }
   try {

@@ -303,7 +303,9 @@ async function runMessage(
     state,
     failedBefore: new Set(env.recipients.filter((r) => r.state === 'failed').map((r) => r.address)),
     troubled: new Set(),
-    written: JSON.stringify(env),
+    // only where no route can be used can a run leave the envelope as it was: elsewhere (the drain's
+    // hot path) it is written as before, without taking a copy to compare
+    written: candidates(deps.routes, state).length ? undefined : JSON.stringify(env),
   };
   dropRepeated(env);
   const pending = env.recipients.filter((r) => isDue(r, at()));

@@ -30,6 +30,11 @@ export interface Suspension {
 /** The suspended users by login name. */
 export type SuspendedList = Record<string, Suspension>;
 
+/** Sets a user's entry as an own property (the list has no prototype: any name is a user). */
+export function setSuspension(list: SuspendedList, user: string, s: Suspension): void {
+  Object.defineProperty(list, user, { value: s, enumerable: true, writable: true, configurable: true });
+}
+
 /** The list's file in a spool. */
 export function suspendedFile(spool: string): string {
   return path.join(spool, 'suspended');
@@ -50,12 +55,7 @@ export function readSuspended(file: string): SuspendedList {
   const list: SuspendedList = Object.create(null);
   for (const [user, v] of Object.entries(data as Record<string, Partial<Suspension>>))
     if (v && typeof v.since === 'string' && typeof v.reason === 'string')
-      Object.defineProperty(list, user, {
-        value: { since: v.since, reason: v.reason },
-        enumerable: true,
-        writable: true,
-        configurable: true,
-      });
+      setSuspension(list, user, { since: v.since, reason: v.reason });
   return list;
 }
 
@@ -123,12 +123,7 @@ export class Suspensions {
     const reason = `${kept.length} refusals within ${Math.round(this.windowMs / 1000)} s, the last: ${why}`;
     const next: SuspendedList = Object.create(null);
     Object.assign(next, this.list);
-    Object.defineProperty(next, user, {
-      value: { since: new Date(now).toISOString(), reason },
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
+    setSuspension(next, user, { since: new Date(now).toISOString(), reason });
     this.list = next;
     try {
       writeSuspended(this.file, this.list);
