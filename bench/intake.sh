@@ -4,7 +4,7 @@
 # before "250"). Prints messages per second for each and the ratio ferrymail/postfix, for one connection
 # per message and for connection reuse (smtp-source -d).
 #
-# Usage: bench/intake.sh [-m messages] [-s sessions] [-l bytes] [-r repeats] [-p policy] [-k] [-n]
+# Usage: bench/intake.sh [-m messages] [-s sessions] [-l bytes] [-r repeats] [-p policy] [-L] [-k] [-n]
 #   -m  messages per round (default 5000)
 #   -s  parallel SMTP sessions (default 20)
 #   -l  message payload in bytes, headers not included (default 2048)
@@ -13,6 +13,8 @@
 #       cache; Postfix as it is), milter (both: OpenDKIM as a milter, signing every message), or all
 #       (both of them); default: none. With a policy, each round also runs ferrymail without it, and the
 #       results say what the policy costs.
+#   -L  latency instead of rate: one connection sends the messages one after another (bench/latency.js),
+#       and the time from the final "." to the 250 is printed as p50/p99 for each server
 #   -k  keep the temporary directory (logs, queues) for inspection
 #   -n  ferrymail only (skip Postfix)
 # FM_NODE_ARGS in the environment is given to the daemon's node (e.g. "--cpu-prof --cpu-prof-dir=DIR").
@@ -27,16 +29,18 @@ REPEATS=1
 KEEP=0
 PEER=1
 POLICY=none
-while getopts 'm:s:l:r:p:kn' opt; do
+LATENCY=0
+while getopts 'm:s:l:r:p:Lkn' opt; do
   case "$opt" in
     m) MESSAGES=$OPTARG ;;
     s) SESSIONS=$OPTARG ;;
     l) SIZE=$OPTARG ;;
     r) REPEATS=$OPTARG ;;
     p) POLICY=$OPTARG ;;
+    L) LATENCY=1 ;;
     k) KEEP=1 ;;
     n) PEER=0 ;;
-    *) sed -n '2,18p' "$0" >&2; exit 64 ;;
+    *) sed -n '2,20p' "$0" >&2; exit 64 ;;
   esac
 done
 [[ $POLICY =~ ^(none|hooks|milter|all)$ ]] || { echo "intake: -p takes none, hooks, milter or all" >&2; exit 64; }
@@ -204,6 +208,38 @@ if rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); then
 fi
 echo "smtp-source: $SMTP_SOURCE"
 [[ $PEER -eq 1 ]] && setup_postfix
+
+if [[ $LATENCY -eq 1 ]]; then
+  # "." -> 250 on one connection, each round beside Postfix's
+  fm_p50=(); fm_p99=(); pf_p50=(); pf_p99=()
+  for rep in $(seq 1 "$REPEATS"); do
+    start_ferrymail "$WORK/latency-$rep" "$HOOKS_YAML"
+    read -r p50 p99 mean n < <("$NODE" "$HERE/latency.js" "$FM_PORT" "$MESSAGES" "$SIZE")
+    stop_ferrymail
+    fm_p50+=("$p50"); fm_p99+=("$p99")
+    printf '  run %d  ferrymail p50 %7s ms  p99 %7s ms (%d messages)' "$rep" "$p50" "$p99" "$n"
+    if [[ $PEER -eq 1 ]]; then
+      read -r p50 p99 mean n < <("$NODE" "$HERE/latency.js" "$PF_PORT" "$MESSAGES" "$SIZE")
+      pf_p50+=("$p50"); pf_p99+=("$p99")
+      printf '   postfix p50 %7s ms  p99 %7s ms' "$p50" "$p99"
+    fi
+    echo
+  done
+  mid() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+  echo
+  echo "\".\" -> 250 on one connection (median of the rounds, ms)   ferrymail   postfix   ferrymail/postfix"
+  for q in p50 p99; do
+    eval "fm=\$(mid \"\${fm_$q[@]}\")"
+    if [[ $PEER -eq 1 ]]; then
+      eval "pf=\$(mid \"\${pf_$q[@]}\")"
+      printf '  %-50s %9s %9s %12s\n' "$q" "$fm" "$pf" "$(awk -v a="$fm" -v b="$pf" 'BEGIN { printf "%.2f", a / b }')"
+    else
+      printf '  %-50s %9s %9s %12s\n' "$q" "$fm" '-' '-'
+    fi
+  done
+  echo "target: ferrymail p50 <= postfix p50"
+  exit 0
+fi
 
 # Spools and queues are removed only at the end: on some file systems (ext4 without a journal) creating
 # a file costs much more CPU for a while after many files were deleted nearby.

@@ -1,8 +1,8 @@
 /**
  * The spool's directories and file names, and the fsync helpers every writer uses.
  *
- *   tmp/      ID.PID.msg, ID.PID.env   being written; never read by anyone else
- *   msg/      ID                       message data, immutable once committed
+ *   tmp/      ID.PID.env, ID.PID.new   claims of messages being written; never read by anyone else
+ *   msg/      ID                       message data, written under a claim, immutable once committed
  *   queue/    ID                       envelope of an active message (its presence is the commit)
  *   hold/     ID                       envelope of a held message
  *   corrupt/  ID                       envelope that could not be parsed (data stays in msg/)

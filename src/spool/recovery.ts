@@ -1,7 +1,8 @@
 /**
  * Crash recovery of a spool, by the daemon at start and by every queue run under the runner lock:
  * temporary files and lock directories of processes that are gone, stale locks, drop files a killed
- * pickup left half taken, and data files no envelope refers to (after a grace period, and a second look).
+ * pickup left half taken, the data of messages whose writer died before the commit (its claim in tmp/),
+ * and data files no envelope refers to (after a grace period, and a second look; never a live writer's).
  *
  * Trusts the spool (checked by the caller). Files of live processes are left alone. Fails with the file
  * system's error.
@@ -9,6 +10,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { recoverPickups } from './drop.js';
+import { isId } from './id.js';
 import type { Layout } from './layout.js';
 import { sweepLocks, tryLock } from './lock.js';
 import type { RecoveryReport } from './store.js';
@@ -29,11 +31,21 @@ const ORPHAN_GRACE_MS = 60_000;
  * directories of dead processes, and data files no envelope refers to. */
 export async function recoverSpool(layout: Layout): Promise<RecoveryReport> {
   const report: RecoveryReport = { tmpRemoved: 0, orphansRemoved: 0, corrupt: [] };
+  // ids whose data a live writer is still writing (its claim ID.PID.env, writer.ts)
+  const claimed = new Set<string>();
   for (const name of await readdirOrNone(layout.dir('tmp'))) {
-    // ID.PID.msg, ID.PID.env, ID.PID.upd, lock.PID.RAND/
-    const pid = Number(name.split('.')[1]);
-    if (Number.isInteger(pid) && pid !== process.pid && alive(pid)) continue;
-    if (pid === process.pid) continue;
+    // ID.PID.env (a claim), ID.PID.new, ID.PID.upd, ID.PID.msg (older versions), lock.PID.RAND/
+    const [id = '', pidText, kind] = name.split('.');
+    const pid = Number(pidText);
+    if (Number.isInteger(pid) && (pid === process.pid || alive(pid))) {
+      if (kind === 'env' && isId(id)) claimed.add(id);
+      continue;
+    }
+    // a claim of a dead writer: its message was never acknowledged, its data goes with it
+    if (kind === 'env' && isId(id) && !committed(layout, id)) {
+      if (fs.existsSync(layout.data(id))) report.orphansRemoved++;
+      await fsp.rm(layout.data(id), { force: true });
+    }
     await fsp.rm(`${layout.dir('tmp')}/${name}`, { force: true, recursive: true });
     report.tmpRemoved++;
   }
@@ -51,15 +63,20 @@ export async function recoverSpool(layout: Layout): Promise<RecoveryReport> {
   }
   const now = Date.now();
   for (const id of await readdirOrNone(layout.dir('msg'))) {
-    if (known.has(id)) continue;
+    if (known.has(id) || claimed.has(id)) continue;
     const st = fs.statSync(layout.data(id), { throwIfNoEntry: false });
     if (!st || now - st.mtimeMs < ORPHAN_GRACE_MS) continue;
     // re-check: a writer may have committed its envelope since the listing
-    if (fs.existsSync(layout.envelope('queue', id)) || fs.existsSync(layout.envelope('hold', id))) continue;
+    if (committed(layout, id)) continue;
     await fsp.rm(layout.data(id), { force: true });
     report.orphansRemoved++;
   }
   return report;
+}
+
+/** True when the message has an envelope (queued, held or set aside as corrupt). */
+function committed(layout: Layout, id: string): boolean {
+  return (['queue', 'hold', 'corrupt'] as const).some((place) => fs.existsSync(layout.envelope(place, id)));
 }
 
 /** The names in a directory; none when it does not exist. */

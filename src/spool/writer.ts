@@ -1,12 +1,12 @@
 /**
  * Commits new messages into the spool: the only way a message enters it.
  *
- * begin() opens tmp/ID.PID.msg exclusively; the caller streams the message into writer.stream; commit()
- * fsyncs the data, writes and fsyncs the envelope, links the data into msg/ (a link never replaces an
- * existing file, so an id clash fails instead of overwriting), fsyncs msg/, renames the envelope into
- * queue/ (that rename is the commit) and fsyncs queue/ (directory fsyncs are shared with concurrent
- * commits).
- * Only when commit() resolves may anyone be told "accepted". abort() removes the temporary files.
+ * begin() creates, exclusively, the message's claim tmp/ID.PID.env and its data file msg/ID; the caller
+ * streams the message into writer.stream. commit() writes the envelope into the claim, then in one sync
+ * phase fsyncs the data, the envelope and msg/ together, renames the envelope into queue/ (that rename
+ * is the commit) and fsyncs queue/: two sync phases, and directory fsyncs shared with concurrent
+ * commits. Only when commit() resolves may anyone be told "accepted". abort() removes the files (never
+ * after a commit). Recovery (recovery.ts) removes the data of a claim whose writer died.
  * File system errors become FerryError spool-full / spool-permission / spool-io; after a failed commit
  * nothing of the message is visible in queue/.
  */
@@ -81,23 +81,85 @@ export async function writeAll(fh: fsp.FileHandle, bufs: Buffer[]): Promise<numb
   return total;
 }
 
-/** A Writable that writes into an open file handle, counting bytes. */
-function fileSink(fh: fsp.FileHandle, counter: { n: number }): Writable {
+/** Writes every byte of bufs to fd synchronously, going on after short writes (small messages only). */
+function writeAllSync(fd: number, bufs: Buffer[]): number {
+  let total = 0;
+  for (const b of bufs) {
+    for (let at = 0; at < b.length; ) {
+      const n = fs.writeSync(fd, b, at);
+      if (n === 0) throw Object.assign(new Error('no progress writing the message file'), { code: 'EIO' });
+      at += n;
+    }
+    total += b.length;
+  }
+  return total;
+}
+
+/** writev on a descriptor through the thread pool. */
+function writevFd(fd: number, bufs: Buffer[]): Promise<number> {
+  return new Promise((resolve, reject) => fs.writev(fd, bufs, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+/** writeAll() for a bare descriptor. */
+async function writeAllFd(fd: number, bufs: Buffer[]): Promise<number> {
+  let total = 0;
+  let rest = bufs.filter((b) => b.length > 0);
+  while (rest.length) {
+    const n = await writevFd(fd, rest);
+    if (n === 0) throw Object.assign(new Error('no progress writing the message file'), { code: 'EIO' });
+    total += n;
+    let skip = n;
+    while (skip > 0 && rest.length) {
+      const first = rest[0]!;
+      if (first.length <= skip) {
+        skip -= first.length;
+        rest = rest.slice(1);
+      } else {
+        rest = [first.subarray(skip), ...rest.slice(1)];
+        skip = 0;
+      }
+    }
+  }
+  return total;
+}
+
+/** A Writable that writes into the open data file, counting bytes. The first SMALL_FILE bytes are
+ * written synchronously (a copy into the page cache costs microseconds, a thread-pool hop more); the
+ * rest of a large message goes through the thread pool so that other sessions keep turning. */
+function fileSink(file: DataFile, counter: { n: number }): Writable {
   return new Writable({
     highWaterMark: 256 * 1024,
     writev(chunks, cb) {
-      writeAll(
-        fh,
-        chunks.map((c) => c.chunk as Buffer),
-      ).then(
+      const bufs = chunks.map((c) => c.chunk as Buffer);
+      const size = bufs.reduce((a, b) => a + b.length, 0);
+      if (counter.n + size <= SMALL_FILE) {
+        try {
+          counter.n += writeAllSync(file.fd, bufs);
+        } catch (err) {
+          return cb(err as Error);
+        }
+        return cb();
+      }
+      const busy = writeAllFd(file.fd, bufs);
+      file.busy = busy;
+      busy.then(
         (n) => {
+          file.busy = null;
           counter.n += n;
           cb();
         },
-        (err) => cb(err),
+        (err) => {
+          file.busy = null;
+          cb(err);
+        },
       );
     },
   });
+}
+
+/** fsync of a descriptor through the thread pool. */
+function fsyncFd(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
 }
 
 /** Waits until a writable has flushed everything, or rejects with its error. */
@@ -120,56 +182,92 @@ export function openSpoolWriter(root: string): SpoolWriter {
   return { layout, begin: () => beginMessage(layout, msgSync, queueSync) };
 }
 
-/** Starts one message: allocates an id and opens its temporary data file. */
-async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSyncer): Promise<MessageWriter> {
-  const id = newId();
-  const base = path.join(layout.dir('tmp'), `${id}.${process.pid}`);
-  const tmpData = `${base}.msg`;
-  const tmpEnv = `${base}.env`;
-  let fh: fsp.FileHandle;
-  try {
-    fh = await fsp.open(tmpData, 'wx', 0o600);
-  } catch (err) {
-    throw spoolError(err, 'create a message file');
+/** The open data file of a message being written; busy is the write under way in the thread pool, which
+ * must end before the descriptor is closed (a closed descriptor's number may be reused at once). */
+interface DataFile {
+  fd: number;
+  busy: Promise<unknown> | null;
+}
+
+/** Creates a message's two files under a new id: its claim tmp/ID.PID.env (where the envelope will be
+ * written; it tells recovery that a live writer owns msg/ID) and its data file msg/ID, both exclusive. An
+ * id already taken (two processes drawing one id) is drawn again. */
+function createFiles(layout: Layout): { id: string; claim: string; claimFd: number; dataFd: number } {
+  for (let tries = 0; ; tries++) {
+    const id = newId();
+    const claim = path.join(layout.dir('tmp'), `${id}.${process.pid}.env`);
+    let claimFd = -1;
+    try {
+      claimFd = fs.openSync(claim, 'wx', 0o600);
+      const dataFd = fs.openSync(layout.data(id), DATA_FLAGS, 0o600);
+      return { id, claim, claimFd, dataFd };
+    } catch (err) {
+      if (claimFd >= 0) {
+        fs.closeSync(claimFd);
+        fs.rmSync(claim, { force: true });
+      }
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST' && tries < 3) continue;
+      throw spoolError(err, 'create a message file');
+    }
   }
+}
+
+const DATA_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
+
+/** Starts one message: allocates an id and creates its files. */
+async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSyncer): Promise<MessageWriter> {
+  const { id, claim, claimFd, dataFd } = createFiles(layout);
+  const dataPath = layout.data(id);
+  const data: DataFile = { fd: dataFd, busy: null };
   const counter = { n: 0 };
-  const stream = fileSink(fh, counter);
+  const stream = fileSink(data, counter);
   stream.on('error', () => undefined); // reported through commit()
   let open = true;
-  const closeFile = async (): Promise<void> => {
-    if (open) {
-      open = false;
-      await fh.close().catch(() => undefined);
-    }
+  let committed = false;
+  const closeFiles = async (): Promise<void> => {
+    if (!open) return;
+    open = false;
+    await data.busy?.catch(() => undefined);
+    fs.close(data.fd, () => undefined);
+    fs.close(claimFd, () => undefined);
   };
   const abort = async (): Promise<void> => {
+    if (committed) return;
     stream.destroy();
-    await closeFile();
-    await Promise.all([fsp.rm(tmpData, { force: true }), fsp.rm(tmpEnv, { force: true })]).catch(() => undefined);
+    await closeFiles();
+    // the data first: a crash between the two leaves the claim, and recovery removes what it claims
+    for (const f of [dataPath, `${claim.slice(0, -4)}.new`, claim]) {
+      try {
+        fs.rmSync(f, { force: true });
+      } catch {
+        // recovery removes what is left once this process is gone
+      }
+    }
   };
   const commit = async (
     partial: Omit<Envelope, 'id' | 'size'>,
     place: 'queue' | 'hold' = 'queue',
   ): Promise<Envelope> => {
     const env: Envelope = { ...partial, id, size: 0 } as Envelope;
-    let linked = false;
+    const target = layout.envelope(place, id);
+    let visible = false;
     try {
+      if (!open) throw Object.assign(new Error('the message was dropped'), { code: 'EBADF' });
       await finished(stream);
       env.size = counter.n;
-      await Promise.all([fh.sync(), writeDurable(tmpEnv, encodeEnvelope(env))]);
-      await closeFile();
-      // link, not rename: it refuses to replace an existing message should two writers ever draw one id
-      await fsp.link(tmpData, layout.data(id));
-      linked = true;
-      await fsp.unlink(tmpData);
-      // the data's name is durable before the envelope can be seen, so a listed envelope always has data
-      await msgSync.sync();
-      await fsp.rename(tmpEnv, layout.envelope(place, id));
-      if (place === 'queue') await queueSync.sync();
-      else await DirSyncer.of(layout.dir('hold')).sync();
+      writeAllSync(claimFd, [Buffer.from(encodeEnvelope(env))]);
+      // one sync phase: the data, the envelope's contents and the data's name in msg/ are durable before
+      // the envelope can be seen, so a listed envelope always has whole data
+      await Promise.all([fsyncFd(data.fd), fsyncFd(claimFd), msgSync.sync()]);
+      await closeFiles();
+      fs.renameSync(claim, target);
+      visible = true;
+      // the second: the envelope's name is durable before anyone is told "accepted"
+      await (place === 'queue' ? queueSync : DirSyncer.of(layout.dir('hold'))).sync();
+      committed = true;
       return env;
     } catch (err) {
-      if (linked) await rollback(layout, id);
+      if (visible) fs.rmSync(target, { force: true });
       await abort();
       throw spoolError(err, 'commit a message');
     }
@@ -177,64 +275,44 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
   // a small message is read and rewritten with a few synchronous calls: each hop through the thread
   // pool costs more than the copy (a milter or a filter at data_end reads and changes nearly every one)
   const read = (): Readable =>
-    counter.n <= SMALL_FILE ? Readable.from([readSmall(tmpData)]) : fs.createReadStream(tmpData);
+    counter.n <= SMALL_FILE ? Readable.from([readSmall(dataPath)]) : fs.createReadStream(dataPath);
   /** The new head, then the rest of the old file (or the blank line and a new body), in a new file that
-   * then takes the old one's name. */
+   * then takes the old one's name in msg/ (made durable by the commit's sync of msg/). */
   const rewriteHead = async (headBytes: number, head: Buffer, body?: Buffer): Promise<void> => {
     await finished(stream);
-    const next = `${tmpData}.new`;
-    const out = await fsp.open(next, 'wx', 0o600);
+    const next = `${claim.slice(0, -4)}.new`;
+    let out = -1;
     let old: fsp.FileHandle | undefined;
     try {
+      out = fs.openSync(next, 'wx', 0o600);
+      const parts = body ? [head, Buffer.from('\r\n'), body] : [head];
+      let n: number;
       if (counter.n <= SMALL_FILE) {
-        const parts = body ? [head, Buffer.from('\r\n'), body] : [head, readSmall(tmpData).subarray(headBytes)];
-        let n = 0;
-        for (const part of parts) for (let at = 0; at < part.length; ) at += fs.writeSync(out.fd, part, at);
-        for (const part of parts) n += part.length;
-        fs.renameSync(next, tmpData);
-        await fh.close();
-        fh = out;
-        counter.n = n;
-        return;
+        if (!body) parts.push(readSmall(dataPath).subarray(headBytes));
+        n = writeAllSync(out, parts);
+      } else {
+        old = await fsp.open(dataPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+        n = await writeAllFd(out, parts);
+        const buf = Buffer.allocUnsafe(64 * 1024);
+        for (let pos = headBytes; !body; ) {
+          const { bytesRead } = await old.read(buf, 0, buf.length, pos);
+          if (bytesRead === 0) break;
+          n += await writeAllFd(out, [buf.subarray(0, bytesRead)]);
+          pos += bytesRead;
+        }
+        await old.close();
+        old = undefined;
       }
-      old = await fsp.open(tmpData, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-      let n = await writeAll(out, body ? [head, Buffer.from('\r\n'), body] : [head]);
-      const buf = Buffer.allocUnsafe(64 * 1024);
-      for (let pos = headBytes; !body; ) {
-        const { bytesRead } = await old.read(buf, 0, buf.length, pos);
-        if (bytesRead === 0) break;
-        n += await writeAll(out, [buf.subarray(0, bytesRead)]);
-        pos += bytesRead;
-      }
-      await old.close();
-      old = undefined;
-      await fsp.rename(next, tmpData);
-      await fh.close();
-      fh = out;
+      fs.renameSync(next, dataPath);
+      fs.close(data.fd, () => undefined);
+      data.fd = out;
       counter.n = n;
     } catch (err) {
       await old?.close().catch(() => undefined);
-      await out.close().catch(() => undefined);
-      await fsp.rm(next, { force: true });
+      if (out >= 0) fs.closeSync(out);
+      fs.rmSync(next, { force: true });
       throw spoolError(err, 'rewrite the header of a message');
     }
   };
   return { id, stream, bytesWritten: () => counter.n, read, rewriteHead, commit, abort };
-}
-
-/** Removes a half-committed message from queue/ and msg/ after a failed commit. */
-async function rollback(layout: Layout, id: string): Promise<void> {
-  await fsp.rm(layout.envelope('queue', id), { force: true }).catch(() => undefined);
-  await fsp.rm(layout.data(id), { force: true }).catch(() => undefined);
-}
-
-/** Writes a small file and fsyncs it (no rename). */
-export async function writeDurable(file: string, text: string): Promise<void> {
-  const fh = await fsp.open(file, 'wx', 0o600);
-  try {
-    await fh.writeFile(text);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }

@@ -19,7 +19,7 @@ import {
 } from '../helpers.js';
 
 const CLIENTS = 4;
-const KILLS = 50;
+const KILLS = 100;
 /** The loop is bounded by its progress (KILLS kills, each after a restart that listens again), not by a
  * time a loaded machine may not meet; this cap only keeps a hung daemon from hanging the suite. */
 const SAFETY_MS = 240_000;

@@ -65,6 +65,8 @@ test('commit makes data and envelope visible together; abort leaves nothing', as
   await w.abort();
   assert.deepEqual(fs.readdirSync(path.join(root, 'tmp')), []);
   assert.deepEqual(fs.readdirSync(path.join(root, 'queue')), [env.id]);
+  assert.deepEqual(fs.readdirSync(path.join(root, 'msg')), [env.id], 'the dropped message left no data');
+  await w.abort();
   const mode = fs.statSync(path.join(root, 'queue', env.id)).mode & 0o777;
   assert.equal(mode, 0o600);
 });
@@ -132,6 +134,55 @@ test('recovery removes temp files of dead writers and old orphaned data, keeps l
   assert.equal(r.orphansRemoved, 1);
   assert.ok(fs.existsSync(path.join(root, 'msg', young)), 'a young orphan may be a commit in progress');
   assert.ok(fs.existsSync(path.join(root, 'msg', env.id)));
+});
+
+test('a commit cut short is undone by recovery; a live writer keeps its data however old', async () => {
+  const root = tempDir();
+  const store = openStore(root);
+  const done = await commit(root, 'a: b\r\n\r\nc\r\n');
+  // a writer in the middle of its message: claim and data exist, nothing in queue/
+  const w = await openSpoolWriter(root).begin();
+  w.stream.write('Subject: slow\r\n');
+  const old = new Date(Date.now() - 3600_000);
+  fs.utimesSync(path.join(root, 'msg', w.id), old, old);
+  let r = await store.recover();
+  assert.equal(r.orphansRemoved, 0, 'a live writer whose client stalled for an hour keeps its data');
+  assert.ok(fs.existsSync(path.join(root, 'msg', w.id)));
+  const env = await (w.stream.end('\r\nbody\r\n'), w.commit(partial()));
+  assert.equal(fs.readFileSync(path.join(root, 'msg', env.id), 'latin1'), 'Subject: slow\r\n\r\nbody\r\n');
+  // a writer that died before its commit (its claim names a pid that does not exist), data still young
+  const dead = newId();
+  fs.writeFileSync(path.join(root, 'tmp', `${dead}.999999999.env`), '');
+  fs.writeFileSync(path.join(root, 'msg', dead), 'Subject: half');
+  r = await store.recover();
+  assert.equal(r.orphansRemoved, 1);
+  assert.ok(!fs.existsSync(path.join(root, 'msg', dead)), 'the uncommitted data went with its claim');
+  assert.deepEqual(fs.readdirSync(path.join(root, 'tmp')), []);
+  // a dead claim beside a committed envelope (never the case in a commit, but a hand-made spool) keeps it
+  fs.writeFileSync(path.join(root, 'tmp', `${done.id}.999999999.env`), '');
+  r = await store.recover();
+  assert.equal(r.orphansRemoved, 0);
+  assert.ok(fs.existsSync(path.join(root, 'msg', done.id)));
+  assert.deepEqual((await store.list()).entries.map((e) => e.envelope.id).sort(), [done.id, env.id].sort());
+});
+
+test('a message written by the previous commit (tmp/ID.PID.msg linked into msg/) is read as before', async () => {
+  const root = tempDir();
+  const store = openStore(root);
+  await commit(root, 'x: y\r\n\r\nz\r\n'); // creates the spool
+  // what the previous writer left: a committed message, and one cut short between its link and rename
+  const id = newId();
+  const env = { ...partial(), id, size: 10 } as Envelope;
+  fs.writeFileSync(path.join(root, 'msg', id), 'a: b\r\n\r\nc\r\n'.slice(0, 10));
+  fs.writeFileSync(path.join(root, 'queue', id), encodeEnvelope(env), { mode: 0o600 });
+  const cut = newId();
+  fs.writeFileSync(path.join(root, 'tmp', `${cut}.999999999.msg`), 'q');
+  fs.writeFileSync(path.join(root, 'tmp', `${cut}.999999999.env`), encodeEnvelope({ ...env, id: cut }));
+  fs.writeFileSync(path.join(root, 'msg', cut), 'q');
+  const r = await store.recover();
+  assert.equal(r.tmpRemoved, 2);
+  assert.ok(!fs.existsSync(path.join(root, 'msg', cut)));
+  assert.equal((await store.get(id)).envelope.size, 10);
 });
 
 test('locks are exclusive and released; a waiting lock gets it once free', async () => {
