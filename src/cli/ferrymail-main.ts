@@ -10,10 +10,11 @@ import { callDaemon } from '../control/client.js';
 import { EX } from '../domain/sysexits.js';
 import { FerryError } from '../errors.js';
 import { layoutOf } from '../spool/layout.js';
-import { openStore } from '../spool/store.js';
+import { openStore, queueNames } from '../spool/store.js';
 import { VERSION } from '../version.js';
 import { fail } from './sendmail-main.js';
-import { entryJson, formatList, formatMailq, formatShow, safe } from './queue-view.js';
+import { entryJson, formatShow, safe } from './queue-view.js';
+import { printQueue } from './queue-listing.js';
 import { waitFacts, waitNotes } from './queue-why.js';
 import { changeIds } from './queue-ops.js';
 
@@ -398,8 +399,10 @@ async function status(cmd: Command): Promise<number> {
   const json = (cmd.opts() as Opts).json;
   const short = (cmd.opts() as { short?: boolean }).short;
   if (!res) {
-    const { entries } = await openStore(cfg.spool).list();
-    const held = entries.filter((e) => e.place === 'hold').length;
+    // counts from the names alone: no envelope is read
+    const names = await queueNames(layoutOf(cfg.spool));
+    const held = names.filter((e) => e.place === 'hold').length;
+    const entries = names;
     const { onlineView, describeState } = await import('../online/state.js');
     const state = await onlineView(cfg.online).state();
     if (short) {
@@ -461,20 +464,9 @@ async function online(cmd: Command, o: Opts): Promise<number> {
 /** ferrymail queue list. */
 async function queueList(cmd: Command, o: Opts & { mailq?: boolean }): Promise<number> {
   const cfg = config(cmd);
-  const store = openStore(cfg.spool);
-  const { entries, corrupt } = await store.list();
-  for (const c of corrupt) process.stderr.write(`ferrymail: corrupt envelope ${c.id} moved to corrupt/: ${c.reason}\n`);
-  const notes = entries.length ? await waitNotes(entries, await waitFacts(cfg), store) : new Map<string, string>();
-  const now = Date.now();
-  if (o.json)
-    out(
-      `${JSON.stringify(
-        entries.map((e) => entryJson(e.envelope, e.place, now, notes)),
-        null,
-        1,
-      )}\n`,
-    );
-  else out(o.mailq ? formatMailq(entries, notes) : formatList(entries, now, notes));
+  await printQueue(cfg, openStore(cfg.spool), o.json ? 'json' : o.mailq ? 'mailq' : 'list', out, (c) =>
+    process.stderr.write(`ferrymail: corrupt envelope ${c.id} moved to corrupt/: ${c.reason}\n`),
+  );
   return EX.OK;
 }
 

@@ -48,30 +48,32 @@ function nextOf(r: Recipient, now: number): string | undefined {
   return `${r.nextAttempt} (in ${age(new Date(now).toISOString(), Date.parse(r.nextAttempt))})`;
 }
 
-/** The classic mailq listing (Postfix's shape): id, size, arrival, sender, then recipients. */
-export function formatMailq(entries: Entry[], notes: Notes = NONE): string {
-  if (entries.length === 0) return 'Mail queue is empty\n';
-  const lines = ['-Queue ID-        --Size-- ----Arrival Time---- -Sender/Recipient-------'];
-  let bytes = 0;
-  for (const { envelope: e, place } of entries) {
-    bytes += e.size;
-    const d = new Date(e.arrival).toString().split(' ');
-    const arrival = `${d[0]} ${d[1]} ${d[2]} ${d[4]}`;
-    const id = e.id + (place === 'hold' ? '!' : ' ');
-    lines.push(`${id} ${String(e.size).padStart(8)} ${arrival}  ${safe(e.sender || 'MAILER-DAEMON')}`);
-    let said: string | undefined;
-    for (const r of e.recipients.filter((x) => x.state !== 'delivered' && x.state !== 'failed')) {
-      const why = noteOf(notes, e.id, r) ?? reasonOf(r, e.id);
-      // as Postfix: a reason once, above the recipients it holds for
-      if (why && why !== said) lines.push(`${' '.repeat(47)}(${safe(why)})`);
-      said = why;
-      lines.push(`${' '.repeat(47)}${safe(r.address)}`);
-    }
-    lines.push('');
+/** The classic mailq listing (Postfix's shape: id, size, arrival, sender, then recipients), in pieces for
+ * a listing printed a slice at a time (queue-listing.ts). */
+export const MAILQ_EMPTY = 'Mail queue is empty\n';
+export const MAILQ_HEAD = '-Queue ID-        --Size-- ----Arrival Time---- -Sender/Recipient-------\n';
+
+/** One message of the mailq listing, with the blank line after it. */
+export function mailqBlock({ envelope: e, place }: Entry, notes: Notes = NONE): string {
+  const lines: string[] = [];
+  const d = new Date(e.arrival).toString().split(' ');
+  const arrival = `${d[0]} ${d[1]} ${d[2]} ${d[4]}`;
+  const id = e.id + (place === 'hold' ? '!' : ' ');
+  lines.push(`${id} ${String(e.size).padStart(8)} ${arrival}  ${safe(e.sender || 'MAILER-DAEMON')}`);
+  let said: string | undefined;
+  for (const r of e.recipients.filter((x) => x.state !== 'delivered' && x.state !== 'failed')) {
+    const why = noteOf(notes, e.id, r) ?? reasonOf(r, e.id);
+    // as Postfix: a reason once, above the recipients it holds for
+    if (why && why !== said) lines.push(`${' '.repeat(47)}(${safe(why)})`);
+    said = why;
+    lines.push(`${' '.repeat(47)}${safe(r.address)}`);
   }
-  const n = entries.length;
-  lines.push(`-- ${Math.ceil(bytes / 1024)} Kbytes in ${n} Request${n === 1 ? '' : 's'}.`);
-  return `${lines.join('\n')}\n`;
+  return `${lines.join('\n')}\n\n`;
+}
+
+/** The last line of the mailq listing. */
+export function mailqFoot(bytes: number, n: number): string {
+  return `-- ${Math.ceil(bytes / 1024)} Kbytes in ${n} Request${n === 1 ? '' : 's'}.\n`;
 }
 
 /** ferrymail's listing: one block per message, one line per recipient with its state. */

@@ -82,8 +82,10 @@ export async function waitNotes(entries: Entry[], facts: WaitFacts, store: Store
           `route ${d.route} is down (${d.until ? `until ${d.until}` : 'until its settings change or a manual flush'}): ${safe(d.reason)}`,
         );
       else if (!r.lastError && place === 'queue') {
-        head ??= await store.readHead(e.id).catch(() => '');
-        notes.set(noteKey(e.id, r.address), neverTried(facts, e.sender, r.address, head, e.origin?.user));
+        // the header's From matters only to a route that filters on it: a long listing reads no data else
+        if (facts.routes.some((x) => x.fromHeader.allow.length || x.fromHeader.deny.length))
+          head ??= await store.readHead(e.id).catch(() => '');
+        notes.set(noteKey(e.id, r.address), neverTried(facts, e.sender, r.address, head ?? '', e.origin?.user));
       }
     }
   }

@@ -21,7 +21,6 @@ import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
 import { parseQmailInjectArgs, printWriter, qmailFail, readLists } from './qmail-inject.js';
 import { parseSendmailArgs, personality, type Personality, type SendmailRequest } from './sendmail-args.js';
-import { formatMailq } from './queue-view.js';
 import { removeIds, runFlush } from './queue-ops.js';
 
 /** Runs the command; resolves with the exit code. */
@@ -110,12 +109,14 @@ async function run(req: SendmailRequest, cfg: Config, who: Personality): Promise
     case 'submit':
       return submit(req, cfg, who);
     case 'list': {
-      const store = openStore(cfg.spool);
-      const { entries } = await store.list();
-      // why mail waits costs a look at the daemon and the routes: only when something waits
-      const { waitFacts, waitNotes } = await import('./queue-why.js');
-      const notes = entries.length ? await waitNotes(entries, await waitFacts(cfg), store) : undefined;
-      process.stdout.write(formatMailq(entries, notes));
+      const { printQueue } = await import('./queue-listing.js');
+      await printQueue(
+        cfg,
+        openStore(cfg.spool),
+        'mailq',
+        (t) => process.stdout.write(t),
+        (c) => process.stderr.write(`mailq: corrupt envelope ${c.id} moved to corrupt/: ${c.reason}\n`),
+      );
       return EX.OK;
     }
     case 'remove':

@@ -2,9 +2,9 @@
  * `ferrymail daemon`: owns the spool, serves SMTP/LMTP and the control socket, stops cleanly on SIGTERM.
  *
  * Start-up: take the spool's daemon lock (a second daemon on the same spool is refused), open the control
- * socket, recover the spool (temporary files of dead writers, orphaned data, corrupt envelopes
- * reported), then the listeners, then its own queue runs, the watch of the online state and the watch of
- * the drop folder (local users' messages, pickup-watch.ts). Shutdown:
+ * socket, then the listeners, then, while mail comes in, recover the spool (temporary files and claims of
+ * dead writers, orphaned data; the queue runs report corrupt envelopes), its own queue runs, the watch of
+ * the online state and the watch of the drop folder (local users' messages, pickup-watch.ts). Shutdown:
  * stop listening, let a message being received (in DATA) finish; sessions between commands get 421;
  * close the control socket, release the lock. Fails with FerryError; never leaves a listener behind.
  */
@@ -26,7 +26,7 @@ import { EventFeed } from './events.js';
 import type { Hooks } from '../receive/stages.js';
 import { isId } from '../spool/id.js';
 import { tryLockHolder, type Lock } from '../spool/lock.js';
-import { openStore, type Store } from '../spool/store.js';
+import { openStore, queueNames, type Store } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
 import { inFlight } from '../queue/deliver.js';
@@ -92,6 +92,7 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
   let doorDeps: DoorDeps | null = null;
   /** The hooks of the stages after the commit, as the configuration in use loaded them. */
   let observers: Observer[] = [];
+  let recovering: Promise<unknown> = Promise.resolve();
   const warn = (text: string): void => log.log('warn', text);
   /** What `ferrymail watch` shows. */
   const feed = new EventFeed();
@@ -148,7 +149,6 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
           : flushQueue(cfg, log, { connection, route, online: () => view.state(), observe }),
       reload: () => reload(),
     });
-    await recover(store, log);
     const loaded = await loadHooks(cfg, (text) => log.log('warn', text));
     observers = loaded.observers;
     doorDeps = {
@@ -163,6 +163,11 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
       },
     };
     door = await startSmtpDoor(cfg, doorDeps);
+    // the door listens first; recovery touches only what dead processes left, never this one's messages,
+    // so it runs while mail comes in (a long queue took seconds to scan before the first connection)
+    recovering = recover(store, log).catch((err: Error) =>
+      log.log('error', 'spool recovery failed; the queue runs try again', { error: err.message }),
+    );
     auto = startAutoRun(cfg, log, view, observe, (st) =>
       feed.publish({ kind: 'online', online: st.online, connection: st.connection, why: st.why }),
     );
@@ -226,7 +231,7 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
     reload,
     stop: async (graceMs = 30_000) => {
       stopDesktop();
-      await Promise.all([a.stop(), p.stop()]);
+      await Promise.all([a.stop(), p.stop(), recovering]);
       await stop(d, control!, lock, store, log, graceMs);
     },
   };
@@ -272,16 +277,16 @@ function minorGc(): (() => void) | null {
   }
 }
 
-/** Recovers the spool after a crash and reports what it found. */
+/** Recovers the spool after a crash and reports what it found. Envelopes are not read here: the queue
+ * runs read them, and report the corrupt ones they find. */
 async function recover(store: Store, log: Logger): Promise<void> {
-  const r = await store.recover();
+  const r = await store.recover(false);
   if (r.tmpRemoved || r.orphansRemoved) {
     log.log('info', 'spool recovered', { tmp_removed: r.tmpRemoved, orphans_removed: r.orphansRemoved });
   }
-  for (const c of r.corrupt) log.log('warn', `corrupt envelope moved to corrupt/`, { id: c.id, reason: c.reason });
-  const { entries } = await store.list();
-  const held = entries.filter((e) => e.place === 'hold').length;
-  if (entries.length) log.log('info', 'queue', { waiting: entries.length - held, held });
+  const names = await queueNames(store.layout);
+  const held = names.filter((e) => e.place === 'hold').length;
+  if (names.length) log.log('info', 'queue', { waiting: names.length - held, held });
 }
 
 /** Logs a message the sendmail command put into the spool. */

@@ -36,7 +36,9 @@ export interface CorruptReport {
 /** A spool opened for reading and managing committed messages. */
 export interface Store {
   layout: Layout;
-  list(): Promise<{ entries: Entry[]; corrupt: CorruptReport[] }>;
+  list(): Promise<Slice>;
+  /** The same as list(), a slice at a time (listings of a long queue). */
+  scan(size?: number): AsyncGenerator<Slice>;
   get(id: string): Promise<Entry>;
   /** The entry as it is now: the listed one when its envelope file is unchanged since, else re-read. */
   fresh(entry: Entry): Promise<Entry>;
@@ -71,6 +73,7 @@ export function openStore(root: string): Store {
   const s: Store = {
     layout,
     list: () => listAll(layout),
+    scan: (size) => scanAll(layout, size),
     get: (id) => getEntry(layout, id),
     fresh: (entry) =>
       stampOf(layout.envelope(entry.place, entry.envelope.id)) === stamps.get(entry.envelope)
@@ -124,8 +127,15 @@ function checkId(id: string): void {
  * Reads and decodes one envelope file; moves it to corrupt/ when it cannot be decoded. An envelope is a
  * few hundred bytes in the owner-only spool: it is read synchronously (one open, read and close, some
  * microseconds) rather than with four thread-pool round trips, which dominated a queue run's cost.
+ * dataNames, when given, are the names in msg/ read after the envelope's own listing: an id found there
+ * needs no look of its own for its data (the data is created before its envelope and removed after it).
  */
-async function readEnvelope(layout: Layout, place: Place, id: string): Promise<Envelope | CorruptReport | null> {
+async function readEnvelope(
+  layout: Layout,
+  place: Place,
+  id: string,
+  dataNames?: ReadonlySet<string>,
+): Promise<Envelope | CorruptReport | null> {
   let text: string;
   let stamp: string;
   try {
@@ -141,7 +151,7 @@ async function readEnvelope(layout: Layout, place: Place, id: string): Promise<E
   try {
     const env = decodeEnvelope(text, id);
     stamps.set(env, stamp);
-    if (!fs.existsSync(layout.data(id))) {
+    if (!dataNames?.has(id) && !fs.existsSync(layout.data(id))) {
       // removed since we read it (removal unlinks the envelope, then the data)?
       if (!fs.existsSync(layout.envelope(place, id))) return null;
       throw new Error('message data file is missing');
@@ -183,10 +193,15 @@ function readStamped(file: string): { text: string; stamp: string } {
   }
 }
 
-/** Lists every message in queue/ and hold/, oldest first. */
-async function listAll(layout: Layout): Promise<{ entries: Entry[]; corrupt: CorruptReport[] }> {
-  const entries: Entry[] = [];
-  const corrupt: CorruptReport[] = [];
+/** A slice of the queue as scan() reads it. */
+export interface Slice {
+  entries: Entry[];
+  corrupt: CorruptReport[];
+}
+
+/** The ids in queue/ and hold/ with their place, oldest first: names only, no envelope read. */
+export async function queueNames(layout: Layout): Promise<{ id: string; place: Place }[]> {
+  const all: { id: string; place: Place }[] = [];
   for (const place of ['queue', 'hold'] as const) {
     let names: string[];
     try {
@@ -195,18 +210,38 @@ async function listAll(layout: Layout): Promise<{ entries: Entry[]; corrupt: Cor
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
       throw spoolError(err, `list ${place}`);
     }
-    let n = 0;
-    for (const id of names.filter(isId)) {
-      // a long queue is read in slices so that the event loop (the SMTP door) keeps turning
-      if (++n % 64 === 0) await new Promise((r) => setImmediate(r));
-      const r = await readEnvelope(layout, place, id);
-      if (r === null) continue;
-      if ('reason' in r) corrupt.push(r);
-      else entries.push({ envelope: r, place });
-    }
+    for (const id of names) if (isId(id)) all.push({ id, place });
   }
-  entries.sort((a, b) => (a.envelope.id < b.envelope.id ? -1 : 1));
-  return { entries, corrupt };
+  return all.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+/** Reads every message in queue/ and hold/, oldest first, a slice at a time: a listing of a long queue
+ * holds one slice of envelopes, not all of them, and the event loop turns between slices. */
+async function* scanAll(layout: Layout, size = 512): AsyncGenerator<Slice> {
+  const names = await queueNames(layout);
+  // one listing of msg/ instead of a look per message for its data
+  const data = names.length > size ? new Set(await fsp.readdir(layout.dir('msg')).catch(() => [])) : undefined;
+  for (let at = 0; at < names.length; at += size) {
+    const slice: Slice = { entries: [], corrupt: [] };
+    for (const { id, place } of names.slice(at, at + size)) {
+      const r = await readEnvelope(layout, place, id, data);
+      if (r === null) continue;
+      if ('reason' in r) slice.corrupt.push(r);
+      else slice.entries.push({ envelope: r, place });
+    }
+    yield slice;
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+/** Lists every message in queue/ and hold/, oldest first. */
+async function listAll(layout: Layout): Promise<Slice> {
+  const all: Slice = { entries: [], corrupt: [] };
+  for await (const slice of scanAll(layout, 64)) {
+    for (const e of slice.entries) all.entries.push(e);
+    for (const c of slice.corrupt) all.corrupt.push(c);
+  }
+  return all;
 }
 
 /** Finds one message by id. */
