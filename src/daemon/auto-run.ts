@@ -116,7 +116,8 @@ export function startAutoRun(
         if (r.routes && states.count() === seen && states.note(r.state)) {
           forceNext = again = true; // the state changed under this run: try deferred mail in the new one
         }
-        if (r.routes && r.messages)
+        // a run that only left waiting mail as it was has nothing to tell
+        if (r.routes && r.messages > (r.unopened ?? 0))
           log.log('info', 'queue run', {
             delivered: r.delivered,
             deferred: r.deferred,

@@ -35,4 +35,6 @@ export interface RunCounts {
   failed: number;
   uncertain: number;
   busy: number;
+  /** Of the messages due, those left unopened: they wait, offline, for what they waited for before. */
+  unopened?: number;
 }

@@ -60,6 +60,10 @@ export function retryPolicy(q: Config['queue']): RetryPolicy {
   return { min: q.retry_min, max: q.retry_max, lifetime: q.lifetime, warnings: [...q.delay_warnings] };
 }
 
+/** When this process last looked for orphaned data in a spool, and how often it looks. */
+const orphanScans = new Map<string, number>();
+const ORPHAN_SCAN_MS = 30 * 60_000;
+
 /** What a run is asked to do. */
 export interface FlushOptions {
   /** Take this connection as the online state (--connection, -qo). */
@@ -100,7 +104,12 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
   try {
     const store = openStore(cfg.spool);
     // what killed runs and writers left (temporary files, orphaned data, stale locks) is any runner's to clear
-    const recovered = await store.recover(false);
+    // (orphaned data at most every ORPHAN_SCAN_MS in one process: that look reads every name in four
+    // folders, the cost of a minute's run with a long queue otherwise)
+    const last = orphanScans.get(cfg.spool) ?? -Infinity;
+    const orphans = Date.now() - last >= ORPHAN_SCAN_MS;
+    if (orphans) orphanScans.set(cfg.spool, Date.now());
+    const recovered = await store.recover(false, orphans);
     if (recovered.tmpRemoved || recovered.orphansRemoved)
       log.log('info', 'spool recovered', {
         tmp_removed: recovered.tmpRemoved,

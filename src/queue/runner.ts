@@ -29,6 +29,7 @@ import type { Observe } from './observe.js';
 import type { Route } from '../route/types.js';
 import type { InflightJournal } from '../spool/inflight.js';
 import type { Lock } from '../spool/lock.js';
+import type { Brief, BriefRecipient } from '../spool/queue-index.js';
 import { withReserve } from '../spool/space.js';
 import type { Entry, Store } from '../spool/store.js';
 import type { RouteDown, Transport } from '../transport/types.js';
@@ -37,7 +38,7 @@ import { deliverByRoutes, type MessageRun } from './deliver.js';
 import type { RouteHealth } from './health.js';
 import { deferForNotice, sendNotice, warnDelayed } from './notices.js';
 import { pendingOf } from './recover.js';
-import { expired, type RetryPolicy } from './retry.js';
+import { expired, type RetryPolicy, warningsDue } from './retry.js';
 import { settle } from './settle.js';
 import { targetKey } from '../local/expand.js';
 
@@ -172,29 +173,25 @@ async function runPass(
   report: RunReport,
   now: () => number,
 ): Promise<void> {
-  const { entries } = await deps.store.list();
   const at = (): number => (deps.force ? Infinity : now());
   // a message whose outcome waits in memory for room on the disk is not delivered again meanwhile
   const pending = pendingOf(deps.store.layout.root);
-  // and one whose interrupted delivery could not be settled yet waits for a run that can
-  const waiting = entries.filter(
-    (e) =>
-      e.place === 'queue' &&
-      !seen.has(e.envelope.id) &&
-      due(e.envelope, at()) &&
-      !pending.has(e.envelope.id) &&
-      !deps.unsettled?.has(e.envelope.id),
-  );
-  for (const e of entries) seen.add(e.envelope.id);
   // offline, with no route usable and nothing local due, a message that waits for the same reason as
   // last time is not even opened: an offline run reads and writes nothing
-  const still = waitsStill(deps, state, at());
-  if (still)
-    for (let i = waiting.length - 1; i >= 0; i--)
-      if (still(waiting[i]!.envelope)) {
-        report.deferred += waiting[i]!.envelope.recipients.filter((r) => isDue(r, at())).length;
-        waiting.splice(i, 1);
-      }
+  const still = waitsStill(deps, state, at(), now());
+  // decided on each message's brief: while queue/ is unchanged since the last run, no envelope is read
+  // for a message that is not due (spool/queue-index.ts)
+  const waiting = await deps.store.queued((b) => {
+    if (seen.has(b.id)) return false;
+    seen.add(b.id);
+    // and one whose interrupted delivery could not be settled yet waits for a run that can
+    if (!due(b, at()) || pending.has(b.id) || deps.unsettled?.has(b.id)) return false;
+    if (!still?.(b)) return true;
+    report.messages++;
+    report.unopened = (report.unopened ?? 0) + 1;
+    report.deferred += b.recipients.filter((r) => isDue(r, at())).length;
+    return false;
+  });
   // two lanes: messages only for this host's own recipients, and the rest (each message judged once)
   const local = deps.local;
   const lanes: [Entry[], Entry[]] = [[], []];
@@ -259,25 +256,32 @@ async function runLocked(
 /** Runs that said they start no delivery for lack of room (said once per run). */
 const noRoomSaid = new WeakSet<Store>();
 
-/** When no route can be used now (offline, no permanent route): a test for a message whose due
- * recipients all wait, not local, for this very reason already. Null when routes can be used. */
-function waitsStill(deps: RunnerDeps, state: OnlineState, now: number): ((env: Envelope) => boolean) | null {
-  if (deps.onlyRoute || !deps.routes.length || candidates(deps.routes, state).length) return null;
+/** When no route can be used now (offline, no permanent route): a test for a message that a run would
+ * only look at to say again what it says already. Its due recipients, none local, are all either deferred
+ * for this very reason or never tried (the listings say why those wait: queue-why.ts), and it owes no
+ * delay warning and has not expired. `at` is the time that decides what is due (a manual run: any time),
+ * `now` the clock. Null when routes can be used. */
+function waitsStill(deps: RunnerDeps, state: OnlineState, at: number, now: number): ((b: Brief) => boolean) | null {
+  if (deps.onlyRoute || candidates(deps.routes, state).length) return null;
   const reply = `451 4.4.1 offline${state.why ? ` (${state.why})` : ''}`;
   const local = deps.local;
-  return (env) =>
-    env.recipients.every(
-      (r) => !isDue(r, now) || (r.state === 'deferred' && r.lastError === reply && !local?.isLocal(r)),
+  const waits = (r: BriefRecipient): boolean =>
+    !local?.isLocal(r) &&
+    ((r.state === 'deferred' && r.lastError === reply) || (r.state === 'queued' && !r.lastError && !r.attempts));
+  return (b) =>
+    !expired(deps.retry, b.arrival, now) &&
+    b.recipients.every(
+      (r) => !isDue(r, at) || (waits(r) && !warningsDue(deps.retry, b.arrival, r.warned ?? [], now).length),
     );
 }
 
 /** True when some recipient of the message is due now. */
-function due(env: Envelope, now: number): boolean {
-  return env.recipients.some((r) => isDue(r, now));
+function due(b: Brief, now: number): boolean {
+  return b.recipients.some((r) => isDue(r, now));
 }
 
 /** True when a recipient waits for an automatic attempt and its time has come. */
-function isDue(r: Recipient, now: number): boolean {
+function isDue(r: BriefRecipient, now: number): boolean {
   return awaitsAttempt(r.state) && (!r.nextAttempt || Date.parse(r.nextAttempt) <= now);
 }
 

@@ -29,7 +29,7 @@ const ORPHAN_GRACE_MS = 60_000;
 
 /** Recovery after a crash, by the daemon at start and by every queue run: drops temp files and lock
  * directories of dead processes, and data files no envelope refers to. */
-export async function recoverSpool(layout: Layout): Promise<RecoveryReport> {
+export async function recoverSpool(layout: Layout, orphans = true): Promise<RecoveryReport> {
   const report: RecoveryReport = { tmpRemoved: 0, orphansRemoved: 0, corrupt: [] };
   // ids whose data a live writer is still writing (its claim ID.PID.env, writer.ts)
   const claimed = new Set<string>();
@@ -57,6 +57,14 @@ export async function recoverSpool(layout: Layout): Promise<RecoveryReport> {
   });
   // the lock key of older versions (abstract socket locks)
   await fsp.rm(`${layout.root}/lock.key`, { force: true });
+  if (orphans) report.orphansRemoved += await removeOrphans(layout, claimed);
+  return report;
+}
+
+/** Removes data files that no envelope names and no live writer claims, once they are old enough; a
+ * look at every name in queue/, hold/, corrupt/ and msg/. */
+async function removeOrphans(layout: Layout, claimed: ReadonlySet<string>): Promise<number> {
+  let removed = 0;
   const known = new Set<string>();
   for (const place of ['queue', 'hold', 'corrupt'] as const) {
     for (const id of await readdirOrNone(layout.dir(place))) known.add(id);
@@ -69,9 +77,9 @@ export async function recoverSpool(layout: Layout): Promise<RecoveryReport> {
     // re-check: a writer may have committed its envelope since the listing
     if (committed(layout, id)) continue;
     await fsp.rm(layout.data(id), { force: true });
-    report.orphansRemoved++;
+    removed++;
   }
-  return report;
+  return removed;
 }
 
 /** True when the message has an envelope (queued, held or set aside as corrupt). */

@@ -15,6 +15,7 @@ import { decodeEnvelope, encodeEnvelope } from './envelope-codec.js';
 import { isId } from './id.js';
 import { checkLayout, DirSyncer, layoutOf, readAt, type Layout } from './layout.js';
 import { lock, type Lock } from './lock.js';
+import { beginListing, type Brief, briefOf, keptBriefs } from './queue-index.js';
 import { recoverSpool } from './recovery.js';
 import { openSpoolFile } from './safety.js';
 
@@ -37,6 +38,8 @@ export interface CorruptReport {
 export interface Store {
   layout: Layout;
   list(): Promise<Slice>;
+  /** The queued messages a queue run wants (queuedEntries). */
+  queued(select: (b: Brief) => boolean): Promise<Entry[]>;
   /** The same as list(), a slice at a time (listings of a long queue). */
   scan(size?: number): AsyncGenerator<Slice>;
   get(id: string): Promise<Entry>;
@@ -51,8 +54,9 @@ export interface Store {
   /** Writes a changed envelope in place (same place), durably. */
   update(env: Envelope, place: Place): Promise<void>;
   lockMessage(id: string, timeoutMs?: number): Promise<Lock>;
-  /** Crash recovery; listCorrupt false skips reading every envelope (a queue run lists them itself). */
-  recover(listCorrupt?: boolean): Promise<RecoveryReport>;
+  /** Crash recovery; listCorrupt false skips reading every envelope (a queue run lists them itself),
+   * orphans false the look for data no envelope names (a look at every name in four folders). */
+  recover(listCorrupt?: boolean, orphans?: boolean): Promise<RecoveryReport>;
   /** The header section of a message's data (at most max bytes). */
   readHead(id: string, max?: number): Promise<string>;
 }
@@ -74,6 +78,7 @@ export function openStore(root: string): Store {
     layout,
     list: () => listAll(layout),
     scan: (size) => scanAll(layout, size),
+    queued: (select) => queuedEntries(layout, select),
     get: (id) => getEntry(layout, id),
     fresh: (entry) =>
       stampOf(layout.envelope(entry.place, entry.envelope.id)) === stamps.get(entry.envelope)
@@ -89,8 +94,8 @@ export function openStore(root: string): Store {
       if (!l) throw new FerryError('locked', `message ${id} is busy (being delivered or changed); try again`);
       return l;
     },
-    recover: async (listCorrupt = true) => {
-      const report = await recoverSpool(layout);
+    recover: async (listCorrupt = true, orphans = true) => {
+      const report = await recoverSpool(layout, orphans);
       if (listCorrupt) report.corrupt = (await listAll(layout)).corrupt;
       return report;
     },
@@ -200,9 +205,12 @@ export interface Slice {
 }
 
 /** The ids in queue/ and hold/ with their place, oldest first: names only, no envelope read. */
-export async function queueNames(layout: Layout): Promise<{ id: string; place: Place }[]> {
+export async function queueNames(
+  layout: Layout,
+  places: readonly Place[] = ['queue', 'hold'],
+): Promise<{ id: string; place: Place }[]> {
   const all: { id: string; place: Place }[] = [];
-  for (const place of ['queue', 'hold'] as const) {
+  for (const place of places) {
     let names: string[];
     try {
       names = await fsp.readdir(layout.dir(place));
@@ -232,6 +240,41 @@ async function* scanAll(layout: Layout, size = 512): AsyncGenerator<Slice> {
     yield slice;
     await new Promise((r) => setImmediate(r));
   }
+}
+
+/**
+ * The queued messages (not the held ones) that select() wants, oldest first, read whole; select() sees
+ * the brief of every queued message once. The briefs come from the last listing when queue/ has not
+ * changed since (queue-index.ts): then only the wanted envelopes are read.
+ */
+async function queuedEntries(layout: Layout, select: (b: Brief) => boolean): Promise<Entry[]> {
+  const entries: Entry[] = [];
+  const briefs = keptBriefs(layout);
+  if (briefs) {
+    let n = 0;
+    for (const b of briefs) {
+      if (!select(b)) continue;
+      if (++n % 64 === 0) await new Promise((r) => setImmediate(r));
+      const r = await readEnvelope(layout, 'queue', b.id);
+      if (r && !('reason' in r)) entries.push({ envelope: r, place: 'queue' });
+    }
+    return entries;
+  }
+  const keep = beginListing(layout);
+  const names = await queueNames(layout, ['queue']);
+  const data = names.length > 64 ? new Set(await fsp.readdir(layout.dir('msg')).catch(() => [])) : undefined;
+  const fresh: Brief[] = [];
+  let n = 0;
+  for (const { id } of names) {
+    if (++n % 64 === 0) await new Promise((r) => setImmediate(r));
+    const r = await readEnvelope(layout, 'queue', id, data);
+    if (r === null || 'reason' in r) continue;
+    const b = briefOf(r);
+    fresh.push(b);
+    if (select(b)) entries.push({ envelope: r, place: 'queue' });
+  }
+  keep(fresh);
+  return entries;
 }
 
 /** Lists every message in queue/ and hold/, oldest first. */

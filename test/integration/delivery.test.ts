@@ -65,7 +65,9 @@ test('offline: the message waits with the reason; runq delivers once the connect
   const f = await ferrymail(cfg, ['flush']);
   assert.match(f.stdout, /offline: state file .* no connection named\): 1 message due; 0 delivered, 1 deferred/);
   const q = await queueJson(cfg);
-  assert.match(q[0]!.recipients[0].last_error, /offline/);
+  // never tried: the envelope is left as it was, and the listing says why it waits
+  assert.equal(q[0]!.recipients[0].state, 'queued');
+  assert.match(q[0]!.recipients[0].now, /offline/);
   fs.writeFileSync(cfg.stateFile, 'home\n');
   // a manual run tries deferred mail at once; -qo names the connection, as in masqmail
   const r = await sendmail(cfg, ['-qo', 'home'], '', 'sendmail');
@@ -105,11 +107,13 @@ test('ferrymail flush through the daemon delivers what waited offline', async ()
   const d = await startDaemon(cfg);
   try {
     await sendmail(cfg, ['-i', '-f', 'alice@laptop.local', 'erin@example.org'], MESSAGE);
-    // the daemon's own run finds no connection and defers it
+    // the daemon hears of it, and its own run finds no connection: the message waits as it was queued
     const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline && !((await queueJson(cfg))[0]?.recipients[0].state === 'deferred'))
+    while (Date.now() < deadline && !/<= \S+ from=<alice@laptop\.local>/.test(d.log()))
       await new Promise((r) => setTimeout(r, 100));
-    assert.equal((await queueJson(cfg))[0]?.recipients[0].state, 'deferred');
+    const [waiting] = await queueJson(cfg);
+    assert.equal(waiting?.recipients[0].state, 'queued');
+    assert.match(waiting?.recipients[0].now, /offline/);
     const f = await ferrymail(cfg, ['flush', '--connection', 'home']);
     assert.equal(f.code, 0, f.stderr);
     assert.match(f.stdout, /connection home\): 1 message due; 1 delivered/);

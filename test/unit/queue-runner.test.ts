@@ -1,6 +1,8 @@
 // The queue runner with transports that answer as told: fall-through, last_route, retry times, offline,
 // failures, uncertain deliveries, expiry and locked messages; every state lands in the spool.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { newRecipient, type Envelope } from '../../src/domain/envelope.js';
@@ -140,15 +142,29 @@ test('a temporary failure falls through to the next route, but not past last_rou
   assert.equal(await envelope(b.root, b.id), null);
 });
 
-test('offline: deferred with the reason, no attempt counted', async () => {
+test('offline: a message never tried is counted as waiting and left as it was', async () => {
   const { root, id } = await spoolWith(['a@x.org']);
+  const before = fs.statSync(path.join(root, 'queue', id));
   const { d, calls } = deps(root, [route('r1')], () => 'ok', { online: false });
-  await runQueue(d);
+  const rep = await runQueue(d);
   assert.equal(calls.length, 0);
+  assert.equal(rep.deferred, 1);
   const r = (await envelope(root, id))!.recipients[0]!;
-  assert.equal(r.state, 'deferred');
+  assert.equal(r.state, 'queued');
   assert.equal(r.attempts, 0);
-  assert.match(r.lastError!, /offline \(test\)/);
+  assert.equal(r.lastError, undefined);
+  assert.equal(fs.statSync(path.join(root, 'queue', id)).mtimeMs, before.mtimeMs, 'not written');
+});
+
+test('offline: a message that owes a delay warning or has expired is still opened', async () => {
+  const { root, id } = await spoolWith(['a@x.org']);
+  const file = path.join(root, 'queue', id);
+  const env = JSON.parse(fs.readFileSync(file, 'utf8'));
+  env.arrival = new Date(Date.now() - 10 * 86400_000).toISOString();
+  fs.writeFileSync(file, JSON.stringify(env));
+  const { d } = deps(root, [route('r1')], () => 'ok', { online: false });
+  const rep = await runQueue(d);
+  assert.equal(rep.failed, 1, 'expired after its lifetime, offline or not');
 });
 
 test('permanent failures and uncertain deliveries are recorded; the message stays while any is open', async () => {

@@ -1,0 +1,90 @@
+/**
+ * What a queue run needs to know of every queued message before it opens one: its id, its arrival and, for
+ * each recipient, the address, state, next attempt, last error, delay warnings and local target (a
+ * "brief"). The briefs are
+ * kept in memory between the runs of one process (the daemon's runs every minute), and used again as long
+ * as queue/ has not changed since they were read: every change of a queued message (a new one, an update,
+ * a hold, a removal) is a rename or an unlink in queue/, which moves the directory's change time. So a run
+ * with 100,000 messages waiting offline reads one directory's status instead of 100,000 envelopes.
+ *
+ * Trusts the directory times the kernel keeps. A listing taken less than two seconds after the last change
+ * of queue/ is not used again (a change in the same clock tick would not move the time), nor one older than
+ * REREAD_MS (an envelope edited in place by hand moves no directory time). Fails like the store's reads.
+ */
+import fs from 'node:fs';
+import type { Envelope, Recipient } from '../domain/envelope.js';
+import type { Layout } from './layout.js';
+
+/** A recipient as a queue run decides on it, without what only delivery needs. */
+export type BriefRecipient = Pick<
+  Recipient,
+  'address' | 'state' | 'attempts' | 'nextAttempt' | 'lastError' | 'local' | 'warned'
+>;
+
+/** A queued message as a queue run decides on it. */
+export interface Brief {
+  id: string;
+  arrival: string;
+  recipients: BriefRecipient[];
+}
+
+/** The briefs of one spool's queue/ as last read by this process. */
+interface Kept {
+  stamp: string;
+  /** When the listing was taken (ms). */
+  at: number;
+  /** Taken too soon after a change of queue/ to be sure of the next one. */
+  racy: boolean;
+  briefs: Brief[];
+}
+
+/** A full read at least this often, whatever the directory says. */
+const REREAD_MS = 30 * 60_000;
+const RACY_MS = 2000;
+
+const kept = new Map<string, Kept>();
+
+/** The status of queue/ that any change of a queued message moves. */
+function stampOf(layout: Layout): { stamp: string; mtimeMs: number } | null {
+  const st = fs.statSync(layout.dir('queue'), { bigint: true, throwIfNoEntry: false });
+  if (!st) return null;
+  return { stamp: `${st.dev}:${st.ino}:${st.mtimeNs}:${st.ctimeNs}`, mtimeMs: Number(st.mtimeNs / 1_000_000n) };
+}
+
+/** The brief of an envelope. */
+export function briefOf(env: Pick<Envelope, 'id' | 'arrival' | 'recipients'>): Brief {
+  return {
+    id: env.id,
+    arrival: env.arrival,
+    recipients: env.recipients.map(({ address, state, attempts, nextAttempt, lastError, local, warned }) => ({
+      address,
+      state,
+      attempts,
+      nextAttempt,
+      lastError,
+      local,
+      warned,
+    })),
+  };
+}
+
+/** The briefs kept from an earlier listing, when queue/ has not changed since; else null (read anew). */
+export function keptBriefs(layout: Layout, now = Date.now()): Brief[] | null {
+  const k = kept.get(layout.root);
+  if (!k || k.racy || now - k.at > REREAD_MS) return null;
+  return stampOf(layout)?.stamp === k.stamp ? k.briefs : null;
+}
+
+/** Starts a new listing: the directory's status before anything is read, to keep with the briefs. */
+export function beginListing(layout: Layout, now = Date.now()): (briefs: Brief[]) => void {
+  const s = stampOf(layout);
+  return (briefs) => {
+    if (!s) return void kept.delete(layout.root);
+    kept.set(layout.root, { stamp: s.stamp, at: now, racy: now - s.mtimeMs < RACY_MS, briefs });
+  };
+}
+
+/** Forgets what this process knows of the spool's queue (a test, or a change it made itself). */
+export function forgetBriefs(layout: Layout): void {
+  kept.delete(layout.root);
+}
