@@ -181,7 +181,7 @@ async function runPass(
   const still = waitsStill(deps, state, at(), now());
   // decided on each message's brief: while queue/ is unchanged since the last run, no envelope is read
   // for a message that is not due (spool/queue-index.ts)
-  const waiting = await deps.store.queued((b) => {
+  const { entries: waiting, corrupt } = await deps.store.queued((b) => {
     if (seen.has(b.id)) return false;
     seen.add(b.id);
     // and one whose interrupted delivery could not be settled yet waits for a run that can
@@ -192,6 +192,7 @@ async function runPass(
     report.deferred += b.recipients.filter((r) => isDue(r, at())).length;
     return false;
   });
+  for (const c of corrupt) deps.log.log('warn', 'corrupt envelope moved to corrupt/', { id: c.id, reason: c.reason });
   // two lanes: messages only for this host's own recipients, and the rest (each message judged once)
   const local = deps.local;
   const lanes: [Entry[], Entry[]] = [[], []];

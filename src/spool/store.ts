@@ -39,7 +39,7 @@ export interface Store {
   layout: Layout;
   list(): Promise<Slice>;
   /** The queued messages a queue run wants (queuedEntries). */
-  queued(select: (b: Brief) => boolean): Promise<Entry[]>;
+  queued(select: (b: Brief) => boolean): Promise<Slice>;
   /** The same as list(), a slice at a time (listings of a long queue). */
   scan(size?: number): AsyncGenerator<Slice>;
   get(id: string): Promise<Entry>;
@@ -243,12 +243,14 @@ async function* scanAll(layout: Layout, size = 512): AsyncGenerator<Slice> {
 }
 
 /**
- * The queued messages (not the held ones) that select() wants, oldest first, read whole; select() sees
+ * The queued messages (not the held ones) that select() wants, oldest first, read whole, and the
+ * envelopes found corrupt (moved to corrupt/) on the way; select() sees
  * the brief of every queued message once. The briefs come from the last listing when queue/ has not
  * changed since (queue-index.ts): then only the wanted envelopes are read.
  */
-async function queuedEntries(layout: Layout, select: (b: Brief) => boolean): Promise<Entry[]> {
+async function queuedEntries(layout: Layout, select: (b: Brief) => boolean): Promise<Slice> {
   const entries: Entry[] = [];
+  const corrupt: CorruptReport[] = [];
   const briefs = keptBriefs(layout);
   if (briefs) {
     let n = 0;
@@ -256,9 +258,10 @@ async function queuedEntries(layout: Layout, select: (b: Brief) => boolean): Pro
       if (!select(b)) continue;
       if (++n % 64 === 0) await new Promise((r) => setImmediate(r));
       const r = await readEnvelope(layout, 'queue', b.id);
-      if (r && !('reason' in r)) entries.push({ envelope: r, place: 'queue' });
+      if (r && 'reason' in r) corrupt.push(r);
+      else if (r) entries.push({ envelope: r, place: 'queue' });
     }
-    return entries;
+    return { entries, corrupt };
   }
   const keep = beginListing(layout);
   const names = await queueNames(layout, ['queue']);
@@ -268,13 +271,17 @@ async function queuedEntries(layout: Layout, select: (b: Brief) => boolean): Pro
   for (const { id } of names) {
     if (++n % 64 === 0) await new Promise((r) => setImmediate(r));
     const r = await readEnvelope(layout, 'queue', id, data);
-    if (r === null || 'reason' in r) continue;
+    if (r === null) continue;
+    if ('reason' in r) {
+      corrupt.push(r);
+      continue;
+    }
     const b = briefOf(r);
     fresh.push(b);
     if (select(b)) entries.push({ envelope: r, place: 'queue' });
   }
   keep(fresh);
-  return entries;
+  return { entries, corrupt };
 }
 
 /** Lists every message in queue/ and hold/, oldest first. */

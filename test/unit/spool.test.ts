@@ -9,6 +9,7 @@ import { FerryError } from '../../src/errors.js';
 import { decodeEnvelope, encodeEnvelope } from '../../src/spool/envelope-codec.js';
 import { idTime, isId, newId } from '../../src/spool/id.js';
 import { lock, tryLock } from '../../src/spool/lock.js';
+import { forgetBriefs, keptBriefs } from '../../src/spool/queue-index.js';
 import { applyChange, openStore } from '../../src/spool/store.js';
 import { DirSyncer } from '../../src/spool/layout.js';
 import { openSpoolWriter } from '../../src/spool/writer.js';
@@ -183,6 +184,41 @@ test('a message written by the previous commit (tmp/ID.PID.msg linked into msg/)
   assert.equal(r.tmpRemoved, 2);
   assert.ok(!fs.existsSync(path.join(root, 'msg', cut)));
   assert.equal((await store.get(id)).envelope.size, 10);
+});
+
+test('queued(): briefs are used again while queue/ is unchanged, and read anew after any change', async () => {
+  const root = tempDir();
+  const a = await commit(root, 'a: b\r\n\r\nc\r\n');
+  const b = await commit(root, 'a: b\r\n\r\nd\r\n');
+  const store = openStore(root);
+  const queueDir = path.join(root, 'queue');
+  const old = new Date(Date.now() - 3600_000);
+  fs.utimesSync(queueDir, old, old);
+  const seen: string[] = [];
+  const first = await store.queued((x) => (seen.push(x.id), true));
+  assert.deepEqual(seen, [a.id, b.id], 'every queued message is judged, oldest first');
+  assert.deepEqual(
+    first.entries.map((e) => e.envelope.id),
+    [a.id, b.id],
+  );
+  assert.equal(keptBriefs(store.layout)?.length, 2);
+  // an envelope changed in place moves no directory time: the kept briefs stand, and a run that wants no
+  // message reads none (the damage is not even noticed)
+  fs.writeFileSync(path.join(queueDir, a.id), '{"version": 1, "id": "trunc');
+  const none = await store.queued(() => false);
+  assert.deepEqual(none, { entries: [], corrupt: [] });
+  // any rename or unlink in queue/ is a change: everything is read again
+  await commit(root, 'a: b\r\n\r\ne\r\n');
+  assert.equal(keptBriefs(store.layout), null, 'a change of queue/ voids the kept briefs');
+  const again = await store.queued(() => true);
+  assert.deepEqual(
+    again.corrupt.map((c) => c.id),
+    [a.id],
+  );
+  assert.equal(again.entries.length, 2);
+  // taken within two seconds of the change, this listing is not trusted for the next run
+  assert.equal(keptBriefs(store.layout), null, 'a listing taken right after a change is read again');
+  forgetBriefs(store.layout);
 });
 
 test('locks are exclusive and released; a waiting lock gets it once free', async () => {
