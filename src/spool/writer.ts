@@ -191,15 +191,20 @@ interface DataFile {
 
 /** Creates a message's two files under a new id: its claim tmp/ID.PID.env (where the envelope will be
  * written; it tells recovery that a live writer owns msg/ID) and its data file msg/ID, both exclusive. An
- * id already taken (two processes drawing one id) is drawn again. */
-function createFiles(layout: Layout): { id: string; claim: string; claimFd: number; dataFd: number } {
+ * id already taken (two processes drawing one id) is drawn again. While other commits of this process
+ * are syncing, the creates go through the thread pool: a create then waits for the file system's
+ * journal, and must not stop the event loop meanwhile (made directly under 20 sessions, they took a
+ * fifth of the daemon's time). Otherwise they are made directly, two quick calls instead of two trips
+ * (a single client's message reaches its 250 sooner). */
+async function createFiles(layout: Layout): Promise<{ id: string; claim: string; claimFd: number; dataFd: number }> {
+  const open = syncing > 0 ? openFd : (file: string, flags: number) => fs.openSync(file, flags, 0o600);
   for (let tries = 0; ; tries++) {
     const id = newId();
     const claim = path.join(layout.dir('tmp'), `${id}.${process.pid}.env`);
     let claimFd = -1;
     try {
-      claimFd = fs.openSync(claim, 'wx', 0o600);
-      const dataFd = fs.openSync(layout.data(id), DATA_FLAGS, 0o600);
+      claimFd = await open(claim, CLAIM_FLAGS);
+      const dataFd = await open(layout.data(id), DATA_FLAGS);
       return { id, claim, claimFd, dataFd };
     } catch (err) {
       if (claimFd >= 0) {
@@ -212,11 +217,20 @@ function createFiles(layout: Layout): { id: string; claim: string; claimFd: numb
   }
 }
 
+/** open(2) through the thread pool, mode 0600. */
+function openFd(file: string, flags: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.open(file, flags, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
+}
+
+/** Commits of this process in their sync phases now. */
+let syncing = 0;
+
+const CLAIM_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL;
 const DATA_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 
 /** Starts one message: allocates an id and creates its files. */
 async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSyncer): Promise<MessageWriter> {
-  const { id, claim, claimFd, dataFd } = createFiles(layout);
+  const { id, claim, claimFd, dataFd } = await createFiles(layout);
   const dataPath = layout.data(id);
   const data: DataFile = { fd: dataFd, busy: null };
   const counter = { n: 0 };
@@ -251,6 +265,7 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
     const env: Envelope = { ...partial, id, size: 0 } as Envelope;
     const target = layout.envelope(place, id);
     let visible = false;
+    let counted = false;
     try {
       if (!open) throw Object.assign(new Error('the message was dropped'), { code: 'EBADF' });
       await finished(stream);
@@ -258,6 +273,8 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       writeAllSync(claimFd, [Buffer.from(encodeEnvelope(env))]);
       // one sync phase: the data, the envelope's contents and the data's name in msg/ are durable before
       // the envelope can be seen, so a listed envelope always has whole data
+      syncing++;
+      counted = true;
       await Promise.all([fsyncFd(data.fd), fsyncFd(claimFd), msgSync.sync()]);
       await closeFiles();
       fs.renameSync(claim, target);
@@ -270,6 +287,8 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       if (visible) fs.rmSync(target, { force: true });
       await abort();
       throw spoolError(err, 'commit a message');
+    } finally {
+      if (counted) syncing--;
     }
   };
   // a small message is read and rewritten with a few synchronous calls: each hop through the thread
