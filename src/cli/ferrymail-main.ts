@@ -12,15 +12,10 @@ import { FerryError } from '../errors.js';
 import { layoutOf } from '../spool/layout.js';
 import { openStore, queueNames } from '../spool/store.js';
 import { VERSION } from '../version.js';
-import { fail } from './sendmail-main.js';
-import { entryJson, formatShow, safe } from './queue-view.js';
-import { printQueue } from './queue-listing.js';
-import { waitFacts, waitNotes } from './queue-why.js';
-import { changeIds } from './queue-ops.js';
+import { safe } from './queue-view.js';
 
 import { config, out, type Opts } from './cli-common.js';
-import { configCheck, configGet } from './config-cmds.js';
-import { routeExplain, routeExplainQueued, routeTest } from './route-cmds.js';
+import { fail } from './fail.js';
 
 /** Builds the command tree; each action resolves with an exit code. */
 export function buildProgram(setCode: (n: number) => void): Command {
@@ -77,11 +72,11 @@ export function buildProgram(setCode: (n: number) => void): Command {
   cfgCmd
     .command('check')
     .description('validate everything and list every problem')
-    .action(act((_o: Opts, cmd: Command) => configCheck(cmd)));
+    .action(act(async (_o: Opts, cmd: Command) => (await import('./config-cmds.js')).configCheck(cmd)));
   cfgCmd
     .command('get <key>')
     .description('print the effective value of a key')
-    .action(act((key: string, _o: Opts, cmd: Command) => configGet(cmd, key)));
+    .action(act(async (key: string, _o: Opts, cmd: Command) => (await import('./config-cmds.js')).configGet(cmd, key)));
   cfgCmd
     .command('set <key> <value> [more...]')
     .description('set keys in ferrymail.yaml, all or none (KEY VALUE [KEY VALUE]...); comments are kept')
@@ -129,7 +124,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
       .description(what)
       .action(
         act(async (ids: string[], _o: Opts, cmd: Command) =>
-          changeIds(config(cmd), verb, ids, `ferrymail queue ${name}`),
+          import('./queue-ops.js').then((m) => m.changeIds(config(cmd), verb, ids, `ferrymail queue ${name}`)),
         ),
       );
   }
@@ -142,7 +137,11 @@ export function buildProgram(setCode: (n: number) => void): Command {
     )
     .option('--to <addr>', 'for an MX route: a recipient whose domain to look up')
     .option('--json', 'machine-readable output')
-    .action(act(async (name: string, o: Opts & { to?: string }, cmd: Command) => routeTest(cmd, name, o)));
+    .action(
+      act(async (name: string, o: Opts & { to?: string }, cmd: Command) =>
+        (await import('./route-cmds.js')).routeTest(cmd, name, o),
+      ),
+    );
   routeCmd
     .command('explain [id]')
     .description(
@@ -160,7 +159,10 @@ export function buildProgram(setCode: (n: number) => void): Command {
           id: string | undefined,
           o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string; user?: string },
           cmd: Command,
-        ) => (id === undefined ? routeExplain(cmd, o) : routeExplainQueued(cmd, id, o)),
+        ) =>
+          import('./route-cmds.js').then((m) =>
+            id === undefined ? m.routeExplain(cmd, o) : m.routeExplainQueued(cmd, id, o),
+          ),
       ),
     );
 
@@ -464,6 +466,7 @@ async function online(cmd: Command, o: Opts): Promise<number> {
 /** ferrymail queue list. */
 async function queueList(cmd: Command, o: Opts & { mailq?: boolean }): Promise<number> {
   const cfg = config(cmd);
+  const { printQueue } = await import('./queue-listing.js');
   await printQueue(cfg, openStore(cfg.spool), o.json ? 'json' : o.mailq ? 'mailq' : 'list', out, (c) =>
     process.stderr.write(`ferrymail: corrupt envelope ${c.id} moved to corrupt/: ${c.reason}\n`),
   );
@@ -476,6 +479,8 @@ async function queueShow(cmd: Command, id: string, o: Opts): Promise<number> {
   const store = openStore(cfg.spool);
   const entry = await store.get(id);
   const head = await store.readHead(id);
+  const { waitFacts, waitNotes } = await import('./queue-why.js');
+  const { entryJson, formatShow } = await import('./queue-view.js');
   const notes = await waitNotes([entry], await waitFacts(cfg), store);
   if (o.json)
     out(`${JSON.stringify({ ...entryJson(entry.envelope, entry.place, Date.now(), notes), header: head }, null, 1)}\n`);

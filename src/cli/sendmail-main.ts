@@ -11,7 +11,7 @@ import { loadConfigQuick } from '../config/snapshot.js';
 import type { Config } from '../config/types.js';
 import { kickDaemon } from '../control/client.js';
 import { EX } from '../domain/sysexits.js';
-import { exitCodeFor, FerryError, isFerryError, spoolError } from '../errors.js';
+import { FerryError, spoolError } from '../errors.js';
 import fs from 'node:fs';
 import { submitLocal, currentUser } from '../receive/local.js';
 import { openDropWriter } from '../spool/drop.js';
@@ -19,6 +19,7 @@ import { checkDropFolder } from '../spool/safety.js';
 import { openStore } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
+import { fail } from './fail.js';
 import { parseQmailInjectArgs, printWriter, qmailFail, readLists } from './qmail-inject.js';
 import { parseSendmailArgs, personality, type Personality, type SendmailRequest } from './sendmail-args.js';
 import { removeIds, runFlush } from './queue-ops.js';
@@ -55,16 +56,6 @@ async function qmailInject(argv: string[]): Promise<number> {
   } catch (err) {
     return qmailFail(err);
   }
-}
-
-/** Prints one line for an error and maps it to an exit code. */
-export function fail(who: string, err: unknown): number {
-  if (isFerryError(err)) {
-    process.stderr.write(`${who}: ${err.message}\n`);
-    return exitCodeFor(err.code);
-  }
-  process.stderr.write(`${who}: internal error: ${(err as Error)?.message ?? String(err)}\n`);
-  return EX.SOFTWARE;
 }
 
 /** Takes one message from standard input: printed (qmail-inject -n), into another user's spool's drop
