@@ -3,10 +3,10 @@
  *
  * 10 characters of milliseconds since the epoch, then 6 of randomness that increase within one
  * millisecond in one process (as ULIDs do). Unique across processes and restarts without coordination;
- * the spool's commit links the data into place, which fails rather than overwrite on the astronomically
- * unlikely clash. Cannot fail.
+ * the spool's writer creates a message's files exclusively and draws again on the astronomically unlikely
+ * clash. Random bytes are drawn from the system a kilobyte at a time. Cannot fail.
  */
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 const RANDOM_SPACE = 32 ** 6;
@@ -24,16 +24,32 @@ function encode(value: number, width: number): string {
   return out;
 }
 
+/** Random bytes drawn ahead, used up a few at a time (a draw from the system per id cost more than the
+ * rest of the id). */
+const pool = Buffer.alloc(1024);
+let used = pool.length;
+
+/** The next n (at most 4) random bytes as an unsigned number. */
+function random(n: 1 | 4): number {
+  if (used + n > pool.length) {
+    randomFillSync(pool);
+    used = 0;
+  }
+  const v = n === 4 ? pool.readUInt32BE(used) : pool[used]!;
+  used += n;
+  return v;
+}
+
 /** A fresh random value below RANDOM_SPACE, leaving room to count up. */
 function freshRandom(): number {
-  return randomBytes(4).readUInt32BE(0) % (RANDOM_SPACE / 2);
+  return random(4) % (RANDOM_SPACE / 2);
 }
 
 /** Returns a new queue id. */
 export function newId(now: number = Date.now()): string {
   if (now <= lastTime) {
     now = lastTime;
-    lastRandom += 1 + (randomBytes(1)[0] ?? 0);
+    lastRandom += 1 + random(1);
     if (lastRandom >= RANDOM_SPACE) {
       now = lastTime + 1;
       lastRandom = freshRandom();
