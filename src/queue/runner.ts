@@ -269,11 +269,13 @@ function waitsStill(deps: RunnerDeps, state: OnlineState, at: number, now: numbe
   const waits = (r: BriefRecipient): boolean =>
     !local?.isLocal(r) &&
     ((r.state === 'deferred' && r.lastError === reply) || (r.state === 'queued' && !r.lastError && !r.attempts));
-  return (b) =>
-    !expired(deps.retry, b.arrival, now) &&
-    b.recipients.every(
-      (r) => !isDue(r, at) || (waits(r) && !warningsDue(deps.retry, b.arrival, r.warned ?? [], now).length),
+  // a delay warning is owed by any recipient awaiting an attempt, due now or not (as warnDelayed sees it)
+  const owes = (b: Brief): boolean =>
+    b.recipients.some(
+      (r) => awaitsAttempt(r.state) && warningsDue(deps.retry, b.arrival, r.warned ?? [], now).length > 0,
     );
+  return (b) =>
+    !expired(deps.retry, b.arrival, now) && b.recipients.every((r) => !isDue(r, at) || waits(r)) && !owes(b);
 }
 
 /** True when some recipient of the message is due now. */

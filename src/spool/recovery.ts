@@ -14,6 +14,7 @@ import { isId } from './id.js';
 import type { Layout } from './layout.js';
 import { sweepLocks, tryLock } from './lock.js';
 import type { RecoveryReport } from './store.js';
+import { ownClaims } from './writer.js';
 
 /** True when a process with this pid exists. */
 function alive(pid: number): boolean {
@@ -31,18 +32,16 @@ const ORPHAN_GRACE_MS = 60_000;
  * directories of dead processes, and data files no envelope refers to. */
 export async function recoverSpool(layout: Layout, orphans = true): Promise<RecoveryReport> {
   const report: RecoveryReport = { tmpRemoved: 0, orphansRemoved: 0, corrupt: [] };
-  // ids whose data a live writer is still writing (its claim ID.PID.env, writer.ts)
-  const claimed = new Set<string>();
-  for (const name of await readdirOrNone(layout.dir('tmp'))) {
+  // ids whose data a live writer is still writing (its claim ID.PID.env, writer.ts), found first, so that
+  // a dead claim never takes data another writer's live claim names
+  const names = await readdirOrNone(layout.dir('tmp'));
+  const claimed = liveClaims(layout, names);
+  for (const name of names) {
     // ID.PID.env (a claim), ID.PID.new, ID.PID.upd, ID.PID.msg (older versions), lock.PID.RAND/
     const [id = '', pidText, kind] = name.split('.');
-    const pid = Number(pidText);
-    if (Number.isInteger(pid) && (pid === process.pid || alive(pid))) {
-      if (kind === 'env' && isId(id)) claimed.add(id);
-      continue;
-    }
+    if (isLive(name, Number(pidText))) continue;
     // a claim of a dead writer: its message was never acknowledged, its data goes with it
-    if (kind === 'env' && isId(id) && !committed(layout, id)) {
+    if (kind === 'env' && isId(id) && !claimed.has(id) && !committed(layout, id)) {
       if (fs.existsSync(layout.data(id))) report.orphansRemoved++;
       await fsp.rm(layout.data(id), { force: true });
     }
@@ -70,8 +69,11 @@ async function removeOrphans(layout: Layout, claimed: ReadonlySet<string>): Prom
     for (const id of await readdirOrNone(layout.dir(place))) known.add(id);
   }
   const now = Date.now();
-  for (const id of await readdirOrNone(layout.dir('msg'))) {
-    if (known.has(id) || claimed.has(id)) continue;
+  const data = await readdirOrNone(layout.dir('msg'));
+  // a claim is made before its data: claims listed after msg/ cover every data file seen there
+  const live = new Set([...claimed, ...liveClaims(layout, await readdirOrNone(layout.dir('tmp')))]);
+  for (const id of data) {
+    if (known.has(id) || live.has(id)) continue;
     const st = fs.statSync(layout.data(id), { throwIfNoEntry: false });
     if (!st || now - st.mtimeMs < ORPHAN_GRACE_MS) continue;
     // re-check: a writer may have committed its envelope since the listing
@@ -80,6 +82,25 @@ async function removeOrphans(layout: Layout, claimed: ReadonlySet<string>): Prom
     removed++;
   }
   return removed;
+}
+
+/** True when the tmp/ file `name` belongs to a live process: another that exists, or this one. A claim
+ * of this pid counts only when this process's writer holds it: one left by a former process that had the
+ * same pid (a restart as a container's first process) is a dead one's. */
+function isLive(name: string, pid: number): boolean {
+  if (!Number.isInteger(pid)) return false;
+  if (pid !== process.pid) return alive(pid);
+  return !name.endsWith('.env') || ownClaims.has(name);
+}
+
+/** The ids the claims of live writers name, among the given tmp/ names. */
+function liveClaims(_layout: Layout, names: readonly string[]): Set<string> {
+  const ids = new Set<string>();
+  for (const name of names) {
+    const [id = '', pidText, kind] = name.split('.');
+    if (kind === 'env' && isId(id) && isLive(name, Number(pidText))) ids.add(id);
+  }
+  return ids;
 }
 
 /** True when the message has an envelope (queued, held or set aside as corrupt). */

@@ -203,6 +203,7 @@ async function createFiles(layout: Layout): Promise<{ id: string; claim: string;
     const claim = path.join(layout.dir('tmp'), `${id}.${process.pid}.env`);
     let claimFd = -1;
     try {
+      ownClaims.add(path.basename(claim));
       claimFd = await open(claim, CLAIM_FLAGS);
       const dataFd = await open(layout.data(id), DATA_FLAGS);
       return { id, claim, claimFd, dataFd };
@@ -211,6 +212,7 @@ async function createFiles(layout: Layout): Promise<{ id: string; claim: string;
         fs.closeSync(claimFd);
         fs.rmSync(claim, { force: true });
       }
+      ownClaims.delete(path.basename(claim));
       if ((err as NodeJS.ErrnoException).code === 'EEXIST' && tries < 3) continue;
       throw spoolError(err, 'create a message file');
     }
@@ -221,6 +223,10 @@ async function createFiles(layout: Layout): Promise<{ id: string; claim: string;
 function openFd(file: string, flags: number): Promise<number> {
   return new Promise((resolve, reject) => fs.open(file, flags, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
 }
+
+/** The claims (tmp/ names) this process's writers hold now: recovery in this process keeps their data,
+ * and takes a claim of this pid that is not here for a former process's. */
+export const ownClaims = new Set<string>();
 
 /** Commits of this process in their sync phases now. */
 let syncing = 0;
@@ -237,6 +243,8 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
   const stream = fileSink(data, counter);
   stream.on('error', () => undefined); // reported through commit()
   let open = true;
+  /** Set at the rename: from then on only the commit itself may undo the message. */
+  let visible = false;
   let committed = false;
   const closeFiles = async (): Promise<void> => {
     if (!open) return;
@@ -245,8 +253,7 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
     fs.close(data.fd, () => undefined);
     fs.close(claimFd, () => undefined);
   };
-  const abort = async (): Promise<void> => {
-    if (committed) return;
+  const drop = async (): Promise<void> => {
     stream.destroy();
     await closeFiles();
     // the data first: a crash between the two leaves the claim, and recovery removes what it claims
@@ -257,14 +264,16 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
         // recovery removes what is left once this process is gone
       }
     }
+    ownClaims.delete(path.basename(claim));
   };
+  // once the envelope is in view the message is the commit's to finish or undo, never another caller's
+  const abort = async (): Promise<void> => (visible || committed ? undefined : drop());
   const commit = async (
     partial: Omit<Envelope, 'id' | 'size'>,
     place: 'queue' | 'hold' = 'queue',
   ): Promise<Envelope> => {
     const env: Envelope = { ...partial, id, size: 0 } as Envelope;
     const target = layout.envelope(place, id);
-    let visible = false;
     let counted = false;
     try {
       if (!open) throw Object.assign(new Error('the message was dropped'), { code: 'EBADF' });
@@ -275,17 +284,21 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       // the envelope can be seen, so a listed envelope always has whole data
       syncing++;
       counted = true;
-      await Promise.all([fsyncFd(data.fd), fsyncFd(claimFd), msgSync.sync()]);
+      // every sync ends before a descriptor is closed, also when one of them fails (a closed number may
+      // be reused at once)
+      const synced = await Promise.allSettled([fsyncFd(data.fd), fsyncFd(claimFd), msgSync.sync()]);
+      for (const r of synced) if (r.status === 'rejected') throw r.reason;
       await closeFiles();
       fs.renameSync(claim, target);
       visible = true;
+      ownClaims.delete(path.basename(claim));
       // the second: the envelope's name is durable before anyone is told "accepted"
       await (place === 'queue' ? queueSync : DirSyncer.of(layout.dir('hold'))).sync();
       committed = true;
       return env;
     } catch (err) {
       if (visible) fs.rmSync(target, { force: true });
-      await abort();
+      await drop();
       throw spoolError(err, 'commit a message');
     } finally {
       if (counted) syncing--;

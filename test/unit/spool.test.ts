@@ -159,6 +159,13 @@ test('a commit cut short is undone by recovery; a live writer keeps its data how
   assert.equal(r.orphansRemoved, 1);
   assert.ok(!fs.existsSync(path.join(root, 'msg', dead)), 'the uncommitted data went with its claim');
   assert.deepEqual(fs.readdirSync(path.join(root, 'tmp')), []);
+  // a claim under this very pid that this process's writer does not hold: a former process's (a restart
+  // that got the same pid)
+  const former = newId();
+  fs.writeFileSync(path.join(root, 'tmp', `${former}.${process.pid}.env`), '');
+  fs.writeFileSync(path.join(root, 'msg', former), 'Subject: before the restart');
+  r = await store.recover();
+  assert.ok(!fs.existsSync(path.join(root, 'msg', former)), "a former process's claim is a dead one's");
   // a dead claim beside a committed envelope (never the case in a commit, but a hand-made spool) keeps it
   fs.writeFileSync(path.join(root, 'tmp', `${done.id}.999999999.env`), '');
   r = await store.recover();
