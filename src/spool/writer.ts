@@ -288,6 +288,9 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       // be reused at once)
       const synced = await Promise.allSettled([fsyncFd(data.fd), fsyncFd(claimFd), msgSync.sync()]);
       for (const r of synced) if (r.status === 'rejected') throw r.reason;
+      // data removed under the writer (an older version's orphan sweep knows no claims) is never committed
+      if (fs.fstatSync(data.fd).nlink === 0)
+        throw Object.assign(new Error('the message file was removed while it was written'), { code: 'EIO' });
       await closeFiles();
       fs.renameSync(claim, target);
       visible = true;

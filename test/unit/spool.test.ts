@@ -174,6 +174,17 @@ test('a commit cut short is undone by recovery; a live writer keeps its data how
   assert.deepEqual((await store.list()).entries.map((e) => e.envelope.id).sort(), [done.id, env.id].sort());
 });
 
+test('data removed under its writer (an older orphan sweep) fails the commit instead of queuing an empty message', async () => {
+  const root = tempDir();
+  const w = await openSpoolWriter(root).begin();
+  w.stream.write('Subject: slow\r\n\r\n');
+  fs.rmSync(path.join(root, 'msg', w.id));
+  w.stream.end('body\r\n');
+  await assert.rejects(w.commit(partial()), /cannot commit a message/);
+  assert.deepEqual(fs.readdirSync(path.join(root, 'queue')), []);
+  assert.deepEqual(fs.readdirSync(path.join(root, 'tmp')), []);
+});
+
 test('a message written by the previous commit (tmp/ID.PID.msg linked into msg/) is read as before', async () => {
   const root = tempDir();
   const store = openStore(root);
