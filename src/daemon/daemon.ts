@@ -26,6 +26,7 @@ import { EventFeed } from './events.js';
 import type { Hooks } from '../receive/stages.js';
 import { isId } from '../spool/id.js';
 import { tryLockHolder, type Lock } from '../spool/lock.js';
+import { dirStamp } from '../spool/queue-index.js';
 import { openStore, queueNames, type Store } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
@@ -306,7 +307,6 @@ async function status(
   door: SmtpDoor | null,
   auto: AutoRun | null,
 ): Promise<DaemonStatus> {
-  const count = (d: string): number => countIds(d);
   return {
     pid: process.pid,
     started,
@@ -315,8 +315,8 @@ async function status(
     fromFile: cfg.fromFile,
     spool: cfg.spool,
     listening: door?.addresses ?? [],
-    queued: count(store.layout.dir('queue')),
-    held: count(store.layout.dir('hold')),
+    queued: countIds(store.layout.dir('queue')),
+    held: countIds(store.layout.dir('hold')),
     online: auto?.state() ?? undefined,
     inFlight: inFlight(cfg.spool),
     routesDown: healthOf(cfg.spool)
@@ -331,19 +331,17 @@ async function status(
   };
 }
 
-/** The number of queue ids in a spool folder; kept while the folder's times are unchanged (a listing of
- * 100,000 names costs a tenth of a second, a status bar asks often). */
+/** The number of queue ids in a spool folder; kept while the folder is unchanged (a listing of 100,000
+ * names costs a tenth of a second, a status bar asks often). */
 const counts = new Map<string, { stamp: string; n: number; racy: boolean }>();
 
 function countIds(dir: string): number {
-  const st = fs.statSync(dir, { bigint: true, throwIfNoEntry: false });
-  if (!st) return 0;
-  const stamp = `${st.dev}:${st.ino}:${st.mtimeNs}:${st.ctimeNs}`;
+  const now = dirStamp(dir);
+  if (!now) return 0;
   const kept = counts.get(dir);
-  if (kept && kept.stamp === stamp && !kept.racy) return kept.n;
+  if (kept && kept.stamp === now.stamp && !kept.racy) return kept.n;
   const n = fs.readdirSync(dir).filter(isId).length;
-  // a change in the same clock tick as the listing would not move the times: such a count is not kept
-  counts.set(dir, { stamp, n, racy: Date.now() - Number(st.mtimeNs / 1_000_000n) < 2000 });
+  counts.set(dir, { stamp: now.stamp, n, racy: now.racy });
   return n;
 }
 

@@ -44,11 +44,15 @@ const RACY_MS = 2000;
 
 const kept = new Map<string, Kept>();
 
-/** The status of queue/ that any change of a queued message moves. */
-function stampOf(layout: Layout): { stamp: string; mtimeMs: number } | null {
-  const st = fs.statSync(layout.dir('queue'), { bigint: true, throwIfNoEntry: false });
+/** The status of a spool folder that any rename or unlink in it moves, and whether it is too recent to
+ * be sure of (a change in the same clock tick would not move it again); null when the folder is gone. */
+export function dirStamp(dir: string, now = Date.now()): { stamp: string; racy: boolean } | null {
+  const st = fs.statSync(dir, { bigint: true, throwIfNoEntry: false });
   if (!st) return null;
-  return { stamp: `${st.dev}:${st.ino}:${st.mtimeNs}:${st.ctimeNs}`, mtimeMs: Number(st.mtimeNs / 1_000_000n) };
+  return {
+    stamp: `${st.dev}:${st.ino}:${st.mtimeNs}:${st.ctimeNs}`,
+    racy: now - Number(st.mtimeNs / 1_000_000n) < RACY_MS,
+  };
 }
 
 /** The brief of an envelope. */
@@ -72,15 +76,15 @@ export function briefOf(env: Pick<Envelope, 'id' | 'arrival' | 'recipients'>): B
 export function keptBriefs(layout: Layout, now = Date.now()): Brief[] | null {
   const k = kept.get(layout.root);
   if (!k || k.racy || now - k.at > REREAD_MS) return null;
-  return stampOf(layout)?.stamp === k.stamp ? k.briefs : null;
+  return dirStamp(layout.dir('queue'))?.stamp === k.stamp ? k.briefs : null;
 }
 
 /** Starts a new listing: the directory's status before anything is read, to keep with the briefs. */
 export function beginListing(layout: Layout, now = Date.now()): (briefs: Brief[]) => void {
-  const s = stampOf(layout);
+  const s = dirStamp(layout.dir('queue'), now);
   return (briefs) => {
     if (!s) return void kept.delete(layout.root);
-    kept.set(layout.root, { stamp: s.stamp, at: now, racy: now - s.mtimeMs < RACY_MS, briefs });
+    kept.set(layout.root, { stamp: s.stamp, at: now, racy: s.racy, briefs });
   };
 }
 

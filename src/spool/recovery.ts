@@ -35,7 +35,7 @@ export async function recoverSpool(layout: Layout, orphans = true): Promise<Reco
   // ids whose data a live writer is still writing (its claim ID.PID.env, writer.ts), found first, so that
   // a dead claim never takes data another writer's live claim names
   const names = await readdirOrNone(layout.dir('tmp'));
-  const claimed = liveClaims(layout, names);
+  const claimed = liveClaims(names);
   for (const name of names) {
     // ID.PID.env (a claim), ID.PID.new, ID.PID.upd, ID.PID.msg (older versions), lock.PID.RAND/
     const [id = '', pidText, kind] = name.split('.');
@@ -71,7 +71,7 @@ async function removeOrphans(layout: Layout, claimed: ReadonlySet<string>): Prom
   const now = Date.now();
   const data = await readdirOrNone(layout.dir('msg'));
   // a claim is made before its data: claims listed after msg/ cover every data file seen there
-  const live = new Set([...claimed, ...liveClaims(layout, await readdirOrNone(layout.dir('tmp')))]);
+  const live = new Set([...claimed, ...liveClaims(await readdirOrNone(layout.dir('tmp')))]);
   for (const id of data) {
     if (known.has(id) || live.has(id)) continue;
     const st = fs.statSync(layout.data(id), { throwIfNoEntry: false });
@@ -94,7 +94,7 @@ function isLive(name: string, pid: number): boolean {
 }
 
 /** The ids the claims of live writers name, among the given tmp/ names. */
-function liveClaims(_layout: Layout, names: readonly string[]): Set<string> {
+function liveClaims(names: readonly string[]): Set<string> {
   const ids = new Set<string>();
   for (const name of names) {
     const [id = '', pidText, kind] = name.split('.');

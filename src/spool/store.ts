@@ -225,8 +225,12 @@ export async function queueNames(
 
 /** Reads every message in queue/ and hold/, oldest first, a slice at a time: a listing of a long queue
  * holds one slice of envelopes, not all of them, and the event loop turns between slices. */
-async function* scanAll(layout: Layout, size = 512): AsyncGenerator<Slice> {
-  const names = await queueNames(layout);
+async function* scanAll(
+  layout: Layout,
+  size = 512,
+  places: readonly Place[] = ['queue', 'hold'],
+): AsyncGenerator<Slice> {
+  const names = await queueNames(layout, places);
   // one listing of msg/ instead of a look per message for its data
   const data = names.length > size ? new Set(await fsp.readdir(layout.dir('msg')).catch(() => [])) : undefined;
   for (let at = 0; at < names.length; at += size) {
@@ -264,21 +268,14 @@ async function queuedEntries(layout: Layout, select: (b: Brief) => boolean): Pro
     return { entries, corrupt };
   }
   const keep = beginListing(layout);
-  const names = await queueNames(layout, ['queue']);
-  const data = names.length > 64 ? new Set(await fsp.readdir(layout.dir('msg')).catch(() => [])) : undefined;
   const fresh: Brief[] = [];
-  let n = 0;
-  for (const { id } of names) {
-    if (++n % 64 === 0) await new Promise((r) => setImmediate(r));
-    const r = await readEnvelope(layout, 'queue', id, data);
-    if (r === null) continue;
-    if ('reason' in r) {
-      corrupt.push(r);
-      continue;
+  for await (const slice of scanAll(layout, 64, ['queue'])) {
+    corrupt.push(...slice.corrupt);
+    for (const e of slice.entries) {
+      const b = briefOf(e.envelope);
+      fresh.push(b);
+      if (select(b)) entries.push(e);
     }
-    const b = briefOf(r);
-    fresh.push(b);
-    if (select(b)) entries.push({ envelope: r, place: 'queue' });
   }
   keep(fresh);
   return { entries, corrupt };

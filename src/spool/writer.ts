@@ -59,14 +59,20 @@ export interface SpoolWriter {
 }
 
 /** Writes every byte of bufs, going on after short writes (a full disk or a file size limit). */
-export async function writeAll(fh: fsp.FileHandle, bufs: Buffer[]): Promise<number> {
+export function writeAll(fh: fsp.FileHandle, bufs: Buffer[]): Promise<number> {
+  return writeAllWith((rest) => fh.writev(rest).then((r) => r.bytesWritten), bufs);
+}
+
+/** writeAll() with the given writev: the bytes a short write left are written again until none is left;
+ * a write that stores nothing fails with EIO. */
+async function writeAllWith(writev: (bufs: Buffer[]) => Promise<number>, bufs: Buffer[]): Promise<number> {
   let total = 0;
   let rest = bufs.filter((b) => b.length > 0);
   while (rest.length) {
-    const { bytesWritten } = await fh.writev(rest);
-    if (bytesWritten === 0) throw Object.assign(new Error('no progress writing the message file'), { code: 'EIO' });
-    total += bytesWritten;
-    let skip = bytesWritten;
+    const n = await writev(rest);
+    if (n === 0) throw Object.assign(new Error('no progress writing the message file'), { code: 'EIO' });
+    total += n;
+    let skip = n;
     while (skip > 0 && rest.length) {
       const first = rest[0]!;
       if (first.length <= skip) {
@@ -95,32 +101,12 @@ function writeAllSync(fd: number, bufs: Buffer[]): number {
   return total;
 }
 
-/** writev on a descriptor through the thread pool. */
-function writevFd(fd: number, bufs: Buffer[]): Promise<number> {
-  return new Promise((resolve, reject) => fs.writev(fd, bufs, (err, n) => (err ? reject(err) : resolve(n))));
-}
-
-/** writeAll() for a bare descriptor. */
-async function writeAllFd(fd: number, bufs: Buffer[]): Promise<number> {
-  let total = 0;
-  let rest = bufs.filter((b) => b.length > 0);
-  while (rest.length) {
-    const n = await writevFd(fd, rest);
-    if (n === 0) throw Object.assign(new Error('no progress writing the message file'), { code: 'EIO' });
-    total += n;
-    let skip = n;
-    while (skip > 0 && rest.length) {
-      const first = rest[0]!;
-      if (first.length <= skip) {
-        skip -= first.length;
-        rest = rest.slice(1);
-      } else {
-        rest = [first.subarray(skip), ...rest.slice(1)];
-        skip = 0;
-      }
-    }
-  }
-  return total;
+/** writeAll() for a bare descriptor, through the thread pool. */
+function writeAllFd(fd: number, bufs: Buffer[]): Promise<number> {
+  return writeAllWith(
+    (rest) => new Promise((resolve, reject) => fs.writev(fd, rest, (err, n) => (err ? reject(err) : resolve(n)))),
+    bufs,
+  );
 }
 
 /** A Writable that writes into the open data file, counting bytes. The first SMALL_FILE bytes are
