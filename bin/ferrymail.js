@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// ferrymail admin command: a thin entry point; the work is in src/cli/ferrymail-main.ts.
-import { ferrymailMain } from '../dist/src/cli/ferrymail-main.js';
+// ferrymail admin command and daemon: a thin entry point into the bundled src/cli/ferrymail-main.ts.
+import { ferrymailMain } from '../dist/bundle/ferrymail.js';
 
 // a reader that went away (`ferrymail status | head -1`) ends the command quietly, as for any Unix tool
 for (const stream of [process.stdout, process.stderr]) {

@@ -18,14 +18,6 @@ import type { Config, HookSetting } from '../config/types.js';
 import { FerryError } from '../errors.js';
 import { resolveTrusted, UntrustedPath } from '../trust.js';
 import type { DeliveryEvent, HookApi, HookHandlers, ObserverHandlers, ObserverStage, QueuedEvent } from './hook-api.js';
-import { addressMap } from './address-map.js';
-import { dnsbl } from './dnsbl.js';
-import { filter } from './filter.js';
-import { ipList } from './ip-list.js';
-import { milter } from './milter.js';
-import { policyServer } from './policy-server.js';
-import { rateLimit } from './rate-limit.js';
-import { vet } from './vet.js';
 import type { Hook, HookEntry, Hooks, Stage } from './stages.js';
 
 /** The longest a milter may take over one stage in all (Postfix: milter_content_timeout). */
@@ -60,7 +52,7 @@ export async function loadHooks(
     const where = `hooks[${i}] (${h.path ?? h.builtin})`;
     if (!h.path === !h.builtin) throw new FerryError('config', `hooks[${i}]: give either path (a module) or builtin`);
     const handlers = h.builtin
-      ? builtin(h, where, { log, hostname: cfg.hostname, dnsServers: cfg.dns.servers })
+      ? await builtin(h, where, { log, hostname: cfg.hostname, dnsServers: cfg.dns.servers })
       : await loadOne(h, where, { log, hostname: cfg.hostname, dnsServers: cfg.dns.servers });
     const name = h.name || (h.path ? path.basename(h.path).replace(/\.[cm]?js$/, '') : builtinName(h));
     const offered = HOOK_STAGES.filter((s) => typeof (handlers as Record<string, unknown>)[s] === 'function');
@@ -112,23 +104,26 @@ export function notify(
   }
 }
 
-/** The built-in hooks by name (docs/policy.md). */
-const BUILTINS: Record<
-  NonNullable<HookSetting['builtin']>,
-  (o: Record<string, unknown>, api: HookApi) => HookHandlers
-> = {
-  policy_server: policyServer,
-  milter,
-  filter,
-  ip_list: ipList,
-  dnsbl,
-  rate_limit: rateLimit,
-  address_map: addressMap,
-  vet,
+type Builtin = (o: Record<string, unknown>, api: HookApi) => HookHandlers;
+
+/**
+ * The built-in hooks by name (docs/policy.md), each loaded when a configuration first names it: a
+ * daemon without milters or policy servers does not carry their code.
+ */
+const BUILTINS: Record<NonNullable<HookSetting['builtin']>, () => Promise<Builtin>> = {
+  policy_server: async () => (await import('./policy-server.js')).policyServer,
+  milter: async () => (await import('./milter.js')).milter,
+  filter: async () => (await import('./filter.js')).filter,
+  ip_list: async () => (await import('./ip-list.js')).ipList,
+  dnsbl: async () => (await import('./dnsbl.js')).dnsbl,
+  rate_limit: async () => (await import('./rate-limit.js')).rateLimit,
+  address_map: async () => (await import('./address-map.js')).addressMap,
+  vet: async () => (await import('./vet.js')).vet,
 };
 
 /** A built-in's handlers; bad options are a configuration error. */
-function builtin(h: HookSetting, where: string, api: HookApi): HookHandlers {
+async function builtin(h: HookSetting, where: string, api: HookApi): Promise<HookHandlers> {
+  const make = await BUILTINS[h.builtin!]();
   try {
     // a milter's timeout is per command (each reply); the whole end of a message may take longer
     const options =
@@ -137,7 +132,7 @@ function builtin(h: HookSetting, where: string, api: HookApi): HookHandlers {
         : h.builtin === 'filter'
           ? { timeout_ms: h.timeout * 1000, ...h.options }
           : (h.options ?? {});
-    return BUILTINS[h.builtin!](options, api);
+    return make(options, api);
   } catch (err) {
     throw new FerryError('config', `${where}: ${(err as Error).message}`);
   }

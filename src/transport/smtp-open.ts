@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
-import SMTPConnection from 'nodemailer/lib/smtp-connection';
+import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 import { Session } from './smtp-session.js';
 import { socksConnect } from './socks.js';
 import {
@@ -147,6 +147,16 @@ function openFailure(err: SmtpError, relay: string): OpenFailure {
   return { reply: `451 4.4.1 cannot connect to ${relay}: ${sys ?? err.code ?? 'error'}`, busy: closed };
 }
 
+/**
+ * nodemailer's SMTP client, loaded at the first session: a daemon that has not sent yet (offline, or
+ * receiving only) does not carry it.
+ */
+let client: Promise<typeof SMTPConnection> | undefined;
+function smtpConnection(): Promise<typeof SMTPConnection> {
+  client ??= import('nodemailer/lib/smtp-connection').then((m) => m.default);
+  return client;
+}
+
 /** Opens a session: connection, greeting, EHLO, TLS and certificate checks, AUTH. */
 export async function openSession(s: SessionSettings, t: Target): Promise<Session | OpenFailure> {
   const relay = targetName(t);
@@ -160,7 +170,7 @@ export async function openSession(s: SessionSettings, t: Target): Promise<Sessio
     if (!(got instanceof net.Socket)) return { reply: `451 4.4.1 ${oneLine(got.message, 'SOCKS proxy failed')}` };
     sock = got;
   }
-  const conn = new SMTPConnection(connOptions(s, t, sock));
+  const conn = new (await smtpConnection())(connOptions(s, t, sock));
   conn.on('error', () => undefined); // every failure also reaches the operation waiting for it
   s.tracker?.add(conn);
   // a server that stops answering (or a network that silently died) is given up long before the
