@@ -82,13 +82,18 @@ export function checkSpool(root: string, folders: readonly string[], sticky: rea
 
 /** Opens a spool file for reading without following a symlink; it must be a regular file of ours. */
 export function openSpoolFile(file: string): number {
+  return openSpoolFileStat(file).fd;
+}
+
+/** openSpoolFile(), with the file's status as checked (one fstat serves the check and the caller). */
+export function openSpoolFileStat(file: string): { fd: number; st: fs.BigIntStats } {
   const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
   try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile() || st.uid !== euid()) {
+    const st = fs.fstatSync(fd, { bigint: true });
+    if (!st.isFile() || st.uid !== BigInt(euid())) {
       throw Object.assign(new Error(`${file} is not a regular file of the spool's owner`), { code: 'EPERM' });
     }
-    return fd;
+    return { fd, st };
   } catch (err) {
     fs.closeSync(fd);
     throw err;

@@ -13,11 +13,12 @@ import { FerryError, isFerryError, spoolError } from '../errors.js';
 import type { Envelope } from '../domain/envelope.js';
 import { decodeEnvelope, encodeEnvelope } from './envelope-codec.js';
 import { isId } from './id.js';
-import { checkLayout, DirSyncer, layoutOf, readAt, type Layout } from './layout.js';
+import { checkLayout, DirSyncer, layoutOf, type Layout } from './layout.js';
 import { lock, type Lock } from './lock.js';
 import { beginListing, type Brief, briefOf, keptBriefs } from './queue-index.js';
 import { recoverSpool } from './recovery.js';
 import { openSpoolFile } from './safety.js';
+import { type RawEnvelope, readRaw, readSlices, stampText } from './envelope-file.js';
 
 /** Where a message's envelope currently is. */
 export type Place = 'queue' | 'hold';
@@ -135,27 +136,33 @@ function checkId(id: string): void {
  * dataNames, when given, are the names in msg/ read after the envelope's own listing: an id found there
  * needs no look of its own for its data (the data is created before its envelope and removed after it).
  */
-async function readEnvelope(
+function readEnvelope(
   layout: Layout,
   place: Place,
   id: string,
   dataNames?: ReadonlySet<string>,
 ): Promise<Envelope | CorruptReport | null> {
-  let text: string;
-  let stamp: string;
-  try {
-    ({ text, stamp } = readStamped(layout.envelope(place, id)));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return null;
+  return decodeRead(layout, place, id, readRaw(layout.envelope(place, id)), dataNames);
+}
+
+/** readEnvelope() for an envelope file already read. */
+async function decodeRead(
+  layout: Layout,
+  place: Place,
+  id: string,
+  raw: RawEnvelope,
+  dataNames?: ReadonlySet<string>,
+): Promise<Envelope | CorruptReport | null> {
+  if ('code' in raw) {
+    if (raw.code === 'ENOENT') return null;
     // a symlink, or a file that is not the spool owner's regular file: never read, moved aside
-    if (code === 'ELOOP' || code === 'EPERM')
+    if (raw.code === 'ELOOP' || raw.code === 'EPERM')
       return moveCorrupt(layout, place, id, 'not a regular file of the spool owner');
-    throw spoolError(err, `read envelope ${id}`);
+    throw spoolError(Object.assign(new Error(raw.message), { code: raw.code }), `read envelope ${id}`);
   }
   try {
-    const env = decodeEnvelope(text, id);
-    stamps.set(env, stamp);
+    const env = decodeEnvelope(raw.text, id);
+    stamps.set(env, raw.stamp);
     if (!dataNames?.has(id) && !fs.existsSync(layout.data(id))) {
       // removed since we read it (removal unlinks the envelope, then the data)?
       if (!fs.existsSync(layout.envelope(place, id))) return null;
@@ -173,29 +180,14 @@ async function moveCorrupt(layout: Layout, place: Place, id: string, reason: str
   return { id, reason };
 }
 
-/** The identity of an envelope file's content as read: inode, size, change and modification times. A
- * rewrite renames a new file over it, so any change moves the inode or the times. */
+/** The stamp of each envelope as read (envelope-file.ts). A rewrite renames a new file over it, so any
+ * change moves the inode or the times. */
 const stamps = new WeakMap<Envelope, string>();
-
-function stampText(st: fs.BigIntStats): string {
-  return `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
-}
 
 /** The stamp of a file now, or undefined when it is gone. */
 function stampOf(file: string): string | undefined {
   const st = fs.statSync(file, { bigint: true, throwIfNoEntry: false });
   return st ? stampText(st) : undefined;
-}
-
-/** Reads a small file and its stamp through one descriptor. */
-function readStamped(file: string): { text: string; stamp: string } {
-  const fd = openSpoolFile(file);
-  try {
-    const st = fs.fstatSync(fd, { bigint: true });
-    return { text: readAt(fd, Number(st.size), 0).toString('utf8'), stamp: stampText(st) };
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 /** A slice of the queue as scan() reads it. */
@@ -231,12 +223,17 @@ async function* scanAll(
   places: readonly Place[] = ['queue', 'hold'],
 ): AsyncGenerator<Slice> {
   const names = await queueNames(layout, places);
-  // one listing of msg/ instead of a look per message for its data
-  const data = names.length > size ? new Set(await fsp.readdir(layout.dir('msg')).catch(() => [])) : undefined;
-  for (let at = 0; at < names.length; at += size) {
+  // one listing of msg/ instead of a look per message for its data, made while the first envelopes
+  // are read (by a worker when there are many: envelope-file.ts)
+  const listing = names.length > size ? fsp.readdir(layout.dir('msg')).catch(() => []) : undefined;
+  let data: Set<string> | undefined;
+  const fileOf = (i: number): string => layout.envelope(names[i]!.place, names[i]!.id);
+  for await (const [at, raws] of readSlices(names.length, fileOf, size)) {
+    if (listing) data ??= new Set(await listing);
     const slice: Slice = { entries: [], corrupt: [] };
-    for (const { id, place } of names.slice(at, at + size)) {
-      const r = await readEnvelope(layout, place, id, data);
+    for (const [i, raw] of raws.entries()) {
+      const { id, place } = names[at + i]!;
+      const r = await decodeRead(layout, place, id, raw, data);
       if (r === null) continue;
       if ('reason' in r) slice.corrupt.push(r);
       else slice.entries.push({ envelope: r, place });

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { newRecipient, type Envelope } from '../../src/domain/envelope.js';
 import { FerryError } from '../../src/errors.js';
 import { decodeEnvelope, encodeEnvelope } from '../../src/spool/envelope-codec.js';
+import { type RawEnvelope, readSlices } from '../../src/spool/envelope-file.js';
 import { idTime, isId, newId } from '../../src/spool/id.js';
 import { lock, tryLock } from '../../src/spool/lock.js';
 import { forgetBriefs, keptBriefs } from '../../src/spool/queue-index.js';
@@ -467,4 +468,63 @@ test('directory syncs follow a spool directory that was replaced while the proce
   await DirSyncer.of(dir).sync();
   assert.ok(links().includes(dir), 'one on the new directory');
   assert.ok(!links().includes(`${dir} (deleted)`), 'none left on the old one');
+});
+
+test('a long listing read ahead by a worker is the listing read here: order, missing files, corrupt and planted ones', async () => {
+  const root = tempDir();
+  const store = openStore(root);
+  await commit(root, 'a: b\r\n\r\nc\r\n'); // makes the spool
+  const ids: string[] = [];
+  for (let i = 0; i < 2100; i++) {
+    const id = newId();
+    ids.push(id);
+    const env = { ...partial([`r${i}@example.org`]), id, size: 3 };
+    fs.writeFileSync(path.join(root, 'queue', id), encodeEnvelope(env as Envelope));
+    fs.writeFileSync(path.join(root, 'msg', id), 'x\r\n');
+  }
+  // a broken envelope and a symbolic link planted where an envelope belongs, late in the list
+  fs.writeFileSync(path.join(root, 'queue', ids[1500]!), '{ not json');
+  fs.rmSync(path.join(root, 'queue', ids[1700]!));
+  fs.symlinkSync(path.join(root, 'queue', ids[0]!), path.join(root, 'queue', ids[1700]!));
+  const slices = [];
+  for await (const s of store.scan(100)) slices.push(s);
+  assert.ok(slices.length >= 21, 'read a slice at a time');
+  const got = slices.flatMap((s) => s.entries.map((e) => e.envelope.id));
+  const corrupt = slices.flatMap((s) => s.corrupt.map((c) => c.id)).sort();
+  assert.equal(got.length, 2099, 'every envelope but the two bad ones, and the first commit');
+  assert.deepEqual(
+    got.slice(1),
+    ids.filter((_, i) => i !== 1500 && i !== 1700),
+    'in order',
+  );
+  assert.deepEqual(corrupt, [ids[1500], ids[1700]].sort());
+  assert.ok(fs.existsSync(path.join(root, 'corrupt', ids[1700]!)), 'the link moved aside, not followed');
+  assert.equal(fs.readFileSync(path.join(root, 'queue', ids[0]!), 'utf8').includes(ids[0]!), true);
+});
+
+test('the read-ahead gives each file its own result in order, and ends its worker when the reader stops early', async () => {
+  const dir = tempDir();
+  const files: string[] = [];
+  for (let i = 0; i < 2500; i++) {
+    const f = path.join(dir, `f${i}`);
+    if (i % 997 !== 5) fs.writeFileSync(f, `text ${i}`); // some never exist
+    files.push(f);
+  }
+  const seen: RawEnvelope[] = [];
+  for await (const [at, slice] of readSlices(files.length, (i) => files[i]!, 300)) {
+    assert.equal(at, seen.length);
+    seen.push(...slice);
+  }
+  assert.equal(seen.length, 2500);
+  for (const [i, r] of seen.entries()) {
+    if (i % 997 === 5) assert.equal('code' in r && r.code, 'ENOENT');
+    else assert.equal('text' in r && r.text, `text ${i}`);
+  }
+  // a reader that stops after two slices: the generator's end stops the worker (the test would not end)
+  let slices = 0;
+  for await (const [, slice] of readSlices(files.length, (i) => files[i]!, 300)) {
+    assert.equal(slice.length, 300);
+    if (++slices === 2) break;
+  }
+  assert.equal(slices, 2);
 });
