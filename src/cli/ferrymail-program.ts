@@ -10,7 +10,7 @@ import { callDaemon } from '../control/client.js';
 import { EX } from '../domain/sysexits.js';
 import { FerryError } from '../errors.js';
 import { layoutOf } from '../spool/layout.js';
-import { openStore, queueNames } from '../spool/store.js';
+import { openStore, queueCounts } from '../spool/store.js';
 import { VERSION } from '../version.js';
 import { safe } from './queue-view.js';
 
@@ -352,23 +352,18 @@ async function status(cmd: Command): Promise<number> {
   const short = (cmd.opts() as { short?: boolean }).short;
   if (!res) {
     // counts from the names alone: no envelope is read
-    const names = await queueNames(layoutOf(cfg.spool));
-    const held = names.filter((e) => e.place === 'hold').length;
-    const entries = names;
+    const { queued, held } = await queueCounts(layoutOf(cfg.spool));
     const { onlineView, describeState } = await import('../online/state.js');
     const state = await onlineView(cfg.online).state();
     if (short) {
       const { shortStatus } = await import('./watch-cmd.js');
-      out(`${shortStatus(false, state, entries.length - held, held)}\n`);
+      out(`${shortStatus(false, state, queued, held)}\n`);
       return EX.UNAVAILABLE;
     }
-    if (json)
-      out(
-        `${JSON.stringify({ running: false, spool: cfg.spool, queued: entries.length - held, held, online: state })}\n`,
-      );
+    if (json) out(`${JSON.stringify({ running: false, spool: cfg.spool, queued, held, online: state })}\n`);
     else
       out(
-        `daemon: not running\nspool:  ${cfg.spool}\nqueue:  ${entries.length - held} queued, ${held} held\nonline: ${describeState(state)}\n`,
+        `daemon: not running\nspool:  ${cfg.spool}\nqueue:  ${queued} queued, ${held} held\nonline: ${describeState(state)}\n`,
       );
     return EX.UNAVAILABLE;
   }

@@ -27,7 +27,7 @@ import type { Hooks } from '../receive/stages.js';
 import { isId } from '../spool/id.js';
 import { tryLockHolder, type Lock } from '../spool/lock.js';
 import { dirStamp } from '../spool/queue-index.js';
-import { openStore, queueNames, type Store } from '../spool/store.js';
+import { openStore, queueCounts, type Store } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
 import { inFlight } from '../queue/deliver.js';
@@ -285,9 +285,8 @@ async function recover(store: Store, log: Logger): Promise<void> {
   if (r.tmpRemoved || r.orphansRemoved) {
     log.log('info', 'spool recovered', { tmp_removed: r.tmpRemoved, orphans_removed: r.orphansRemoved });
   }
-  const names = await queueNames(store.layout);
-  const held = names.filter((e) => e.place === 'hold').length;
-  if (names.length) log.log('info', 'queue', { waiting: names.length - held, held });
+  const { queued, held } = await queueCounts(store.layout);
+  if (queued + held) log.log('info', 'queue', { waiting: queued, held });
 }
 
 /** Logs a message the sendmail command put into the spool. */

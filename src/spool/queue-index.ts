@@ -12,7 +12,9 @@
  * REREAD_MS (an envelope edited in place by hand moves no directory time). Fails like the store's reads.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import type { Envelope, Recipient } from '../domain/envelope.js';
+import { readStamped } from './envelope-file.js';
 import type { Layout } from './layout.js';
 
 /** A recipient as a queue run decides on it, without what only delivery needs. */
@@ -91,4 +93,53 @@ export function beginListing(layout: Layout, now = Date.now()): (briefs: Brief[]
 /** Forgets what this process knows of the spool's queue (a test, or a change it made itself). */
 export function forgetBriefs(layout: Layout): void {
   kept.delete(layout.root);
+}
+
+/** The stamps of queue/ and hold/ (a folder not there yet: "none"), or null when one is too recent. */
+export function countStamps(layout: Layout): { queue: string; hold: string } | null {
+  const q = dirStamp(layout.dir('queue'));
+  const h = dirStamp(layout.dir('hold'));
+  if (q?.racy || h?.racy) return null;
+  return { queue: q?.stamp ?? 'none', hold: h?.stamp ?? 'none' };
+}
+
+/**
+ * The message counts saved in the spool's `counts` file (saveCounts) when queue/ and hold/ have not
+ * changed since they were counted; else null (count anew). A command without a daemon (`status`) then
+ * reads two folder stamps and a small file instead of 100,000 names.
+ */
+export function savedCounts(layout: Layout): { queued: number; held: number } | null {
+  const now = countStamps(layout);
+  if (!now) return null;
+  try {
+    const c = JSON.parse(readStamped(path.join(layout.root, 'counts')).text) as Record<string, unknown>;
+    const fine = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) >= 0;
+    if (c.queue !== now.queue || c.hold !== now.hold || !fine(c.queued) || !fine(c.held)) return null;
+    return { queued: c.queued, held: c.held };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Saves counts taken between two equal readings of the folders' stamps (`before`, taken before the
+ * listing, at least RACY_MS after the last change): any later change moves a stamp and voids them.
+ * Written to a new file renamed over the old one; a process that may not write the spool saves nothing.
+ */
+export function saveCounts(
+  layout: Layout,
+  before: { queue: string; hold: string },
+  queued: number,
+  held: number,
+): void {
+  const after = countStamps(layout);
+  if (!after || after.queue !== before.queue || after.hold !== before.hold) return;
+  const file = path.join(layout.root, 'counts');
+  const tmp = `${file}.${process.pid}`;
+  try {
+    fs.writeFileSync(tmp, JSON.stringify({ ...before, queued, held }), { mode: 0o600, flag: 'wx' });
+    fs.renameSync(tmp, file);
+  } catch {
+    fs.rmSync(tmp, { force: true });
+  }
 }

@@ -15,7 +15,7 @@ import { decodeEnvelope, encodeEnvelope } from './envelope-codec.js';
 import { isId } from './id.js';
 import { checkLayout, DirSyncer, layoutOf, type Layout } from './layout.js';
 import { lock, type Lock } from './lock.js';
-import { beginListing, type Brief, briefOf, keptBriefs } from './queue-index.js';
+import { beginListing, type Brief, briefOf, countStamps, keptBriefs, savedCounts, saveCounts } from './queue-index.js';
 import { recoverSpool } from './recovery.js';
 import { openSpoolFile } from './safety.js';
 import { type RawEnvelope, readRaw, readSlices, stampText } from './envelope-file.js';
@@ -213,6 +213,26 @@ export async function queueNames(
     for (const id of names) if (isId(id)) all.push({ id, place });
   }
   return all.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+/** How many messages queue/ and hold/ hold, from the names alone (no envelope read, no sort), or
+ * from the counts saved when the folders have not changed since (queue-index.ts). */
+export async function queueCounts(layout: Layout): Promise<{ queued: number; held: number }> {
+  const saved = savedCounts(layout);
+  if (saved) return saved;
+  const before = countStamps(layout);
+  const count = async (place: Place): Promise<number> => {
+    let n = 0;
+    try {
+      for (const name of await fsp.readdir(layout.dir(place))) if (isId(name)) n++;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw spoolError(err, `list ${place}`);
+    }
+    return n;
+  };
+  const [queued, held] = await Promise.all([count('queue'), count('hold')]);
+  if (before) saveCounts(layout, before, queued, held);
+  return { queued, held };
 }
 
 /** Reads every message in queue/ and hold/, oldest first, a slice at a time: a listing of a long queue

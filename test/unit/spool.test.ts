@@ -11,7 +11,7 @@ import { type RawEnvelope, readSlices } from '../../src/spool/envelope-file.js';
 import { idTime, isId, newId } from '../../src/spool/id.js';
 import { lock, tryLock } from '../../src/spool/lock.js';
 import { forgetBriefs, keptBriefs } from '../../src/spool/queue-index.js';
-import { applyChange, openStore } from '../../src/spool/store.js';
+import { applyChange, openStore, queueCounts } from '../../src/spool/store.js';
 import { DirSyncer } from '../../src/spool/layout.js';
 import { openSpoolWriter } from '../../src/spool/writer.js';
 import { ROOT, tempDir } from '../helpers.js';
@@ -527,4 +527,34 @@ test('the read-ahead gives each file its own result in order, and ends its worke
     if (++slices === 2) break;
   }
   assert.equal(slices, 2);
+});
+
+test('status counts: saved with the folder stamps they were taken at, used while the folders stay unchanged', async () => {
+  const root = tempDir();
+  await commit(root, 'a: b\r\n\r\nc\r\n');
+  await commit(root, 'a: b\r\n\r\nd\r\n');
+  const layout = openStore(root).layout;
+  const past = new Date(Date.now() - 10_000);
+  const settle = (): void => {
+    for (const d of ['queue', 'hold']) fs.utimesSync(path.join(root, d), past, past);
+  };
+  settle();
+  assert.deepEqual(await queueCounts(layout), { queued: 2, held: 0 });
+  const file = path.join(root, 'counts');
+  const saved = JSON.parse(fs.readFileSync(file, 'utf8'));
+  assert.equal(saved.queued, 2);
+  // the saved file is what answers while nothing changed: a hand-made count shows through
+  fs.writeFileSync(file, JSON.stringify({ ...saved, queued: 7 }), { mode: 0o600 });
+  assert.deepEqual(await queueCounts(layout), { queued: 7, held: 0 });
+  // any change of queue/ voids it; a count taken right after a change is not saved
+  await commit(root, 'a: b\r\n\r\ne\r\n');
+  assert.deepEqual(await queueCounts(layout), { queued: 3, held: 0 });
+  assert.equal(JSON.parse(fs.readFileSync(file, 'utf8')).queued, 7, 'too recent a change: nothing saved');
+  settle();
+  assert.deepEqual(await queueCounts(layout), { queued: 3, held: 0 });
+  assert.equal(JSON.parse(fs.readFileSync(file, 'utf8')).queued, 3);
+  // a planted link or a broken file is no count
+  fs.rmSync(file);
+  fs.symlinkSync(path.join(root, 'queue'), file);
+  assert.deepEqual(await queueCounts(layout), { queued: 3, held: 0 });
 });
