@@ -7,7 +7,6 @@
  * Entries are what the system says and are trusted as such; names are checked before they are asked
  * for. Never throws: an unknown uid is named "uid-N", an unknown name is undefined.
  */
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 
 /** One account. */
@@ -62,11 +61,15 @@ function passwd(file = process.env.FERRYMAIL_PASSWD_FILE || '/etc/passwd'): NonN
 
 /** Asks NSS for one passwd entry; undefined when it does not know it or does not answer in time. */
 function getent(key: string): Promise<Account | undefined> {
-  return new Promise((resolve) => {
-    execFile('getent', ['passwd', key], { timeout: 2000, encoding: 'utf8' }, (err, out) => {
-      resolve(err ? undefined : parseLine(out.split('\n')[0] ?? ''));
-    });
-  });
+  // child_process is loaded on the first question NSS must answer, not by every command that starts
+  return import('node:child_process').then(
+    ({ execFile }) =>
+      new Promise((resolve) => {
+        execFile('getent', ['passwd', key], { timeout: 2000, encoding: 'utf8' }, (err, out) => {
+          resolve(err ? undefined : parseLine(out.split('\n')[0] ?? ''));
+        });
+      }),
+  );
 }
 
 /** The login name of a uid. */

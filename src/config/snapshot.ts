@@ -13,10 +13,10 @@
  * sticky (a cache another user can change could hold a planted snapshot naming their spool); reads and
  * writes never follow a symlink, and the temporary file is created exclusively.
  */
-import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { randomBytes } from '../random.js';
 import { resolveTrusted } from '../trust.js';
 import { VERSION } from '../version.js';
 import { settingsLocation } from './paths.js';
@@ -52,12 +52,20 @@ function snapshotKey(file: string): string {
   return facts.join('\n');
 }
 
+/** A snapshot's name from its settings file's path: 64-bit FNV-1a, in hex (the key inside decides whether
+ * a snapshot fits; the name only keeps one file's snapshot apart from another's). */
+function nameHash(file: string): string {
+  let h = 0xcbf29ce484222325n;
+  for (const b of Buffer.from(file)) h = ((h ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn;
+  return h.toString(16).padStart(16, '0');
+}
+
 /** Loads the configuration, from a fresh snapshot when there is one. */
 export async function loadConfigQuick(dirOrFile?: string): Promise<Config> {
   const { file } = settingsLocation(dirOrFile);
   const key = snapshotKey(file);
   const dir = cacheDir();
-  const snap = path.join(dir, `config-${createHash('sha256').update(file).digest('hex').slice(0, 16)}.json`);
+  const snap = path.join(dir, `config-${nameHash(file)}.json`);
   const own = ownDir(dir);
   try {
     const saved = own ? (JSON.parse(readOwn(snap)) as { key: string; config: Config }) : null;

@@ -16,7 +16,7 @@
  * trusted: the trailer is only a request, checked again by the caller, and the submitter may change the
  * file at any time (it can only spoil its own message). Fails with FerryError spool-*.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from '../random.js';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';

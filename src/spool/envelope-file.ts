@@ -11,7 +11,7 @@
  * files to be read here, synchronously: the result is the same, only slower.
  */
 import fs from 'node:fs';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { readAt } from './layout.js';
 import { openSpoolFileStat } from './safety.js';
 
@@ -63,7 +63,9 @@ export async function* readSlices(
     return slice;
   };
   let at = 0;
-  const ahead = count >= WORKER_FROM ? startReader(count, files, size) : undefined;
+  // worker_threads is loaded only here: a command that never lists a long queue (sendmail) skips it
+  const ahead =
+    count >= WORKER_FROM ? startReader((await import('node:worker_threads')).Worker, count, files, size) : undefined;
   try {
     while (ahead && at < count) {
       const got = await ahead.next();
@@ -82,6 +84,7 @@ export async function* readSlices(
  * of results, in order); next() resolves with the next slice, or null once the worker failed.
  */
 function startReader(
+  Thread: typeof Worker,
   count: number,
   files: (from: number) => string[],
   size: number,
@@ -95,7 +98,7 @@ function startReader(
     for (const answer of answers.splice(0)) answer(null);
   };
   try {
-    worker = new Worker(new URL('./scan-worker.js', import.meta.url), { stdout: false, stderr: false });
+    worker = new Thread(new URL('./scan-worker.js', import.meta.url), { stdout: false, stderr: false });
     worker.on('message', (slice: RawEnvelope[]) => answers.shift()?.(slice));
     // the worker ends only when stopped or failed; the slices it answered before are still used
     worker.on('error', fail);

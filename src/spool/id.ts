@@ -6,7 +6,7 @@
  * the spool's writer creates a message's files exclusively and draws again on the astronomically unlikely
  * clash. Random bytes are drawn from the system a kilobyte at a time. Cannot fail.
  */
-import { randomFillSync } from 'node:crypto';
+import { randomUInt } from '../random.js';
 
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 const RANDOM_SPACE = 32 ** 6;
@@ -24,21 +24,9 @@ function encode(value: number, width: number): string {
   return out;
 }
 
-/** Random bytes drawn ahead, used up a few at a time (a draw from the system per id cost more than the
- * rest of the id). */
-const pool = Buffer.alloc(1024);
-let used = pool.length;
-
-/** The next n (at most 4) random bytes as an unsigned number. */
-function random(n: 1 | 4): number {
-  if (used + n > pool.length) {
-    randomFillSync(pool);
-    used = 0;
-  }
-  const v = n === 4 ? pool.readUInt32BE(used) : pool[used]!;
-  used += n;
-  return v;
-}
+/** The next n random bytes as an unsigned number (drawn from a pool: a draw from the system per id cost
+ * more than the rest of the id). */
+const random = randomUInt;
 
 /** A fresh random value below RANDOM_SPACE, leaving room to count up. */
 function freshRandom(): number {

@@ -20,7 +20,7 @@
  *
  * Acquire never throws for "held": it returns null. Other failures are FerryError (spool-*).
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from '../random.js';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';

@@ -1,0 +1,50 @@
+/**
+ * Random bytes for names (queue ids, temporary files, lock tags, drop files) without loading
+ * node:crypto, whose load is some 7 ms of the sendmail command's start: read from the kernel's
+ * /dev/urandom (the same generator node:crypto draws from), a kilobyte at a time into a pool.
+ *
+ * Trusts the kernel's generator. Where /dev/urandom cannot be opened or read in full, node:crypto fills
+ * the pool instead; never fails otherwise. Not for keys or secrets: those use node:crypto directly.
+ */
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+
+const pool = Buffer.alloc(1024);
+let used = pool.length;
+let urandom: number | null | undefined;
+
+/** Refills the pool from /dev/urandom, or from node:crypto when that is not possible. */
+function refill(): void {
+  if (urandom === undefined) {
+    try {
+      urandom = fs.openSync('/dev/urandom', fs.constants.O_RDONLY);
+    } catch {
+      urandom = null;
+    }
+  }
+  if (urandom !== null && fs.readSync(urandom, pool, 0, pool.length, null) === pool.length) {
+    used = 0;
+    return;
+  }
+  (createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto')).randomFillSync(pool);
+  used = 0;
+}
+
+/** n fresh random bytes (n at most the pool's size). */
+export function randomBytes(n: number): Buffer {
+  if (n > pool.length) throw new RangeError('randomBytes: at most 1024 bytes');
+  if (used + n > pool.length) refill();
+  const out = Buffer.from(pool.subarray(used, used + n));
+  pool.fill(0, used, used + n); // a byte handed out is not left behind for anyone else
+  used += n;
+  return out;
+}
+
+/** The next n (1 to 4) random bytes as an unsigned big-endian number. */
+export function randomUInt(n: 1 | 2 | 3 | 4): number {
+  if (used + n > pool.length) refill();
+  const v = pool.readUIntBE(used, n);
+  pool.fill(0, used, used + n);
+  used += n;
+  return v;
+}
