@@ -257,14 +257,17 @@ async function runLocked(
 /** Runs that said they start no delivery for lack of room (said once per run). */
 const noRoomSaid = new WeakSet<Store>();
 
-/** When no route can be used now (offline, no permanent route): a test for a message that a run would
+/** When no route can be used now (offline, or on a connection no route serves, and no permanent route): a test for a message that a run would
  * only look at to say again what it says already. Its due recipients, none local, are all either deferred
  * for this very reason or never tried (the listings say why those wait: queue-why.ts), and it owes no
  * delay warning and has not expired. `at` is the time that decides what is due (a manual run: any time),
  * `now` the clock. Null when routes can be used. */
 function waitsStill(deps: RunnerDeps, state: OnlineState, at: number, now: number): ((b: Brief) => boolean) | null {
   if (deps.onlyRoute || candidates(deps.routes, state).length) return null;
-  const reply = `451 4.4.1 offline${state.why ? ` (${state.why})` : ''}`;
+  // what a recipient is told when no route can be used (offline, or on a connection no route serves)
+  const [none] = plan([], state, '', [''], []);
+  const reply = none && 'defer' in none ? `451 4.4.1 ${none.defer}` : null;
+  if (!reply) return null;
   const local = deps.local;
   const waits = (r: BriefRecipient): boolean =>
     !local?.isLocal(r) &&

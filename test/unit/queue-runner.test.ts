@@ -62,13 +62,14 @@ function deps(
   root: string,
   routes: Route[],
   answer: (route: string, rcpt: string) => Outcome,
-  opts: { online?: boolean; now?: number } = {},
+  opts: { online?: boolean; now?: number; connection?: string } = {},
 ) {
   const calls: Array<{ route: string; sender: string; to: string[] }> = [];
   const d: RunnerDeps = {
     store: openStore(root),
     routes,
-    online: async () => (opts.online === false ? { online: false, why: 'test' } : { online: true, connection: 'home' }),
+    online: async () =>
+      opts.online === false ? { online: false, why: 'test' } : { online: true, connection: opts.connection ?? 'home' },
     transportFor: (r) => ({
       deliver: async (req) => {
         calls.push({ route: r.name, sender: req.sender, to: req.recipients.map((x) => x.address) });
@@ -154,6 +155,33 @@ test('offline: a message never tried is counted as waiting and left as it was', 
   assert.equal(r.attempts, 0);
   assert.equal(r.lastError, undefined);
   assert.equal(fs.statSync(path.join(root, 'queue', id)).mtimeMs, before.mtimeMs, 'not written');
+});
+
+test('online where no route serves the connection: a run opens a waiting message once, then leaves it unread', async () => {
+  const { root, id } = await spoolWith(['a@x.org']);
+  const file = path.join(root, 'queue', id);
+  // tried before, elsewhere: its record says why it waited then
+  const env = JSON.parse(fs.readFileSync(file, 'utf8'));
+  Object.assign(env.recipients[0], { state: 'deferred', attempts: 1, lastError: '451 4.4.1 from r1' });
+  fs.writeFileSync(file, JSON.stringify(env));
+  const { d, calls } = deps(root, [route('r1')], () => 'ok', { connection: 'cafe' });
+  const first = await runQueue(d);
+  assert.equal(first.deferred, 1);
+  assert.equal(first.unopened ?? 0, 0, 'a new reason is recorded once');
+  const r = (await envelope(root, id))!.recipients[0]!;
+  assert.equal(r.lastError, '451 4.4.1 no route accepts this recipient on connection cafe');
+  const written = fs.statSync(file);
+  // not due yet by its retry time: a run by hand tries it all the same
+  const again = await runQueue({ ...d, force: true });
+  assert.equal(again.deferred, 1);
+  assert.equal(again.unopened, 1, 'the same reason: not even read');
+  assert.equal(fs.statSync(file).mtimeMs, written.mtimeMs, 'not written');
+  // a message never tried waits unread from the first run on
+  const fresh = await spoolWith(['b@x.org']);
+  const never = await runQueue(deps(fresh.root, [route('r1')], () => 'ok', { connection: 'cafe' }).d);
+  assert.equal(never.unopened, 1);
+  assert.equal((await envelope(fresh.root, fresh.id))!.recipients[0]!.state, 'queued');
+  assert.equal(calls.length, 0);
 });
 
 test('offline: a message that owes a delay warning or has expired is still opened', async () => {
