@@ -144,8 +144,8 @@ function routeCheck(dir: string, hostname: string): number | null {
 }
 
 /** ferrymail config get KEY: the effective value (defaults included). */
-export function configGet(cmd: Command, key: string): number {
-  const cfg = config(cmd);
+export async function configGet(cmd: Command, key: string): Promise<number> {
+  const cfg = await config(cmd);
   if (!FIELDS.some((f) => f.key === key || f.key.startsWith(`${key}.`)))
     throw new FerryError('usage', `unknown key ${key}`);
   const v = getPath(cfg, key);

@@ -7,7 +7,6 @@
  * Trusts the configuration loader to have validated the file; a start that fails rejects with its
  * FerryError, which the caller prints as one line.
  */
-import { loadConfig } from '../config/load.js';
 import { EX } from '../domain/sysexits.js';
 import { VERSION } from '../version.js';
 
@@ -45,6 +44,7 @@ export function daemonArgs(argv: string[]): DaemonArgs | null {
 
 /** ferrymail daemon: runs until SIGTERM or SIGINT; resolves with the exit code. */
 export async function runDaemon(o: DaemonArgs): Promise<number> {
+  const { loadConfig } = await import('../config/load.js');
   let cfg = loadConfig(o.configDir);
   if (o.logFormat) cfg = { ...cfg, log_format: o.logFormat };
   const { startDaemon } = await import('../daemon/daemon.js');

@@ -64,7 +64,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
       act(async (o: Opts & { retry?: boolean; colour?: boolean }, cmd: Command) => {
         const { watchCommand } = await import('./watch-cmd.js');
         const colour = o.colour !== false && !!process.stdout.isTTY && !process.env.NO_COLOR;
-        return watchCommand(config(cmd), { json: o.json, retry: o.retry, colour }, out);
+        return watchCommand(await config(cmd), { json: o.json, retry: o.retry, colour }, out);
       }),
     );
 
@@ -94,7 +94,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
         const { configSet } = await import('../config/store.js');
         configSet((cmd.optsWithGlobals() as Opts).configDir, pairs);
         // a running daemon takes the new settings at once
-        const res = await callDaemon(layoutOf(config(cmd).spool).control, { cmd: 'reload' }).catch(() => null);
+        const res = await callDaemon(layoutOf((await config(cmd)).spool).control, { cmd: 'reload' }).catch(() => null);
         if (res?.ok) out('the daemon has reloaded its configuration\n');
         else if (res) process.stderr.write(`ferrymail: the daemon did not reload: ${res.error}\n`);
         return EX.OK;
@@ -104,8 +104,8 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .command('path')
     .description('print the settings file and spool in use')
     .action(
-      act((_o: Opts, cmd: Command) => {
-        const cfg = config(cmd);
+      act(async (_o: Opts, cmd: Command) => {
+        const cfg = await config(cmd);
         out(`config ${cfg.file}${cfg.fromFile ? '' : ' (absent: embedded default)'}\nspool  ${cfg.spool}\n`);
         return EX.OK;
       }),
@@ -129,9 +129,10 @@ export function buildProgram(setCode: (n: number) => void): Command {
     q.command(`${name} <ids...>`)
       .description(what)
       .action(
-        act(async (ids: string[], _o: Opts, cmd: Command) =>
-          import('./queue-ops.js').then((m) => m.changeIds(config(cmd), verb, ids, `ferrymail queue ${name}`)),
-        ),
+        act(async (ids: string[], _o: Opts, cmd: Command) => {
+          const { changeIds } = await import('./queue-ops.js');
+          return changeIds(await config(cmd), verb, ids, `ferrymail queue ${name}`);
+        }),
       );
   }
 
@@ -180,7 +181,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .action(
       act(async (o: Opts, cmd: Command) => {
         const { checkAliases, printAliasCheck } = await import('./aliases-cmds.js');
-        return printAliasCheck(checkAliases(config(cmd)), out, o.json);
+        return printAliasCheck(checkAliases(await config(cmd)), out, o.json);
       }),
     );
   aliases
@@ -190,7 +191,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .action(
       act(async (address: string, o: Opts, cmd: Command) => {
         const { explainAlias } = await import('./aliases-cmds.js');
-        return explainAlias(config(cmd), address, out, o.json);
+        return explainAlias(await config(cmd), address, out, o.json);
       }),
     );
 
@@ -210,7 +211,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
       .action(
         act(async (tools: string | string[], o: Opts & { root?: string; force?: boolean }, cmd: Command) => {
           const { netHooks } = await import('./system-cmds.js');
-          return netHooks(config(cmd), op, ([] as string[]).concat(tools ?? []), o, out);
+          return netHooks(await config(cmd), op, ([] as string[]).concat(tools ?? []), o, out);
         }),
       );
   program
@@ -221,7 +222,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .action(
       act(async (o: Opts & { why?: string; quiet?: boolean }, cmd: Command) => {
         const { recheck } = await import('./system-cmds.js');
-        return recheck(config(cmd), o.why ?? '', !!o.quiet, out);
+        return recheck(await config(cmd), o.why ?? '', !!o.quiet, out);
       }),
     );
   program
@@ -231,7 +232,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .action(
       act(async (o: Opts, cmd: Command) => {
         const { doctor } = await import('./doctor.js');
-        return doctor(config(cmd), !!o.json, out);
+        return doctor(await config(cmd), !!o.json, out);
       }),
     );
   program
@@ -241,7 +242,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .action(
       act(async (shell: string | undefined, o: Opts & { list?: string }, cmd: Command) => {
         const c = await import('./completion.js');
-        if (o.list) return c.listValues(config(cmd), o.list, out);
+        if (o.list) return c.listValues(await config(cmd), o.list, out);
         if (shell !== 'bash' && shell !== 'zsh') throw new FerryError('usage', 'name the shell: bash or zsh');
         out(shell === 'bash' ? c.bashScript(program) : c.zshScript(program));
         return EX.OK;
@@ -258,7 +259,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
       .action(
         act(async (o: Opts & { user?: boolean; root?: string; force?: boolean }, cmd: Command) => {
           const { service } = await import('./system-cmds.js');
-          return service(config(cmd), op, o, out);
+          return service(await config(cmd), op, o, out);
         }),
       );
   hooks
@@ -268,7 +269,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .action(
       act(async (o: Opts, cmd: Command) => {
         const { listHooks } = await import('./hooks-cmds.js');
-        return listHooks(config(cmd), out, o.json);
+        return listHooks(await config(cmd), out, o.json);
       }),
     );
 
@@ -280,7 +281,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .action(
       act(async (o: Opts & { connection?: string; route?: string }, cmd: Command) => {
         const { runFlush } = await import('./queue-ops.js');
-        return runFlush(config(cmd), o.connection, o.route);
+        return runFlush(await config(cmd), o.connection, o.route);
       }),
     );
 
@@ -302,7 +303,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
       .action(
         act(async (user: string, _o: Opts, cmd: Command) => {
           const { changeUser } = await import('./auth-cmds.js');
-          return changeUser(config(cmd), op, user, out);
+          return changeUser(await config(cmd), op, user, out);
         }),
       );
   auth
@@ -312,7 +313,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .action(
       act(async (o: Opts & { json?: boolean }, cmd: Command) => {
         const { listUsers } = await import('./auth-cmds.js');
-        return listUsers(config(cmd), !!o.json, out);
+        return listUsers(await config(cmd), !!o.json, out);
       }),
     );
   for (const [op, what] of [
@@ -326,7 +327,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
       .action(
         act(async (user: string, _o: Opts, cmd: Command) => {
           const { setSuspended } = await import('./auth-cmds.js');
-          return setSuspended(config(cmd), op, user, out);
+          return setSuspended(await config(cmd), op, user, out);
         }),
       );
   return program;
@@ -334,7 +335,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
 
 /** ferrymail reload: asks the daemon to read its configuration again. */
 async function reloadDaemon(cmd: Command): Promise<number> {
-  const res = await callDaemon(layoutOf(config(cmd).spool).control, { cmd: 'reload' }, 30_000);
+  const res = await callDaemon(layoutOf((await config(cmd)).spool).control, { cmd: 'reload' }, 30_000);
   if (!res) {
     process.stderr.write('ferrymail: no daemon runs on this spool; nothing to reload\n');
     return EX.UNAVAILABLE;
@@ -346,7 +347,7 @@ async function reloadDaemon(cmd: Command): Promise<number> {
 
 /** ferrymail status. */
 async function status(cmd: Command): Promise<number> {
-  const cfg = config(cmd);
+  const cfg = await config(cmd);
   const res = await callDaemon(layoutOf(cfg.spool).control, { cmd: 'status' });
   const json = (cmd.opts() as Opts).json;
   const short = (cmd.opts() as { short?: boolean }).short;
@@ -394,7 +395,7 @@ async function status(cmd: Command): Promise<number> {
 
 /** ferrymail online: the state now, computed here from the configured sources, with its reason. */
 async function online(cmd: Command, o: Opts): Promise<number> {
-  const cfg = config(cmd);
+  const cfg = await config(cmd);
   const { onlineView, describeState } = await import('../online/state.js');
   const { readInterfaces } = await import('../online/interfaces.js');
   const state = await onlineView(cfg.online).state();
@@ -410,7 +411,7 @@ async function online(cmd: Command, o: Opts): Promise<number> {
 
 /** ferrymail queue list. */
 async function queueList(cmd: Command, o: Opts & { mailq?: boolean }): Promise<number> {
-  const cfg = config(cmd);
+  const cfg = await config(cmd);
   const { printQueue } = await import('./queue-listing.js');
   await printQueue(cfg, openStore(cfg.spool), o.json ? 'json' : o.mailq ? 'mailq' : 'list', out, (c) =>
     process.stderr.write(`ferrymail: corrupt envelope ${c.id} moved to corrupt/: ${c.reason}\n`),
@@ -420,7 +421,7 @@ async function queueList(cmd: Command, o: Opts & { mailq?: boolean }): Promise<n
 
 /** ferrymail queue show ID. */
 async function queueShow(cmd: Command, id: string, o: Opts): Promise<number> {
-  const cfg = config(cmd);
+  const cfg = await config(cmd);
   const store = openStore(cfg.spool);
   const entry = await store.get(id);
   const head = await store.readHead(id);

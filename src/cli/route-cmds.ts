@@ -20,7 +20,7 @@ export async function routeExplain(
   o: Opts & { from?: string; to?: string[]; headerFrom?: string[]; connection?: string; user?: string },
 ): Promise<number> {
   if (o.from === undefined || !o.to) throw new FerryError('usage', 'give a queue ID, or --from and --to');
-  const cfg = config(cmd);
+  const cfg = await config(cmd);
   const { loadRoutes } = await import('../config/routes.js');
   const { explain, formatExplain } = await import('./route-explain.js');
   const sender = o.from === '<>' ? '' : o.from;
@@ -57,7 +57,7 @@ export async function routeExplainQueued(
 ): Promise<number> {
   if (o.from !== undefined || o.to)
     throw new FerryError('usage', 'give either a queue ID or --from and --to, not both');
-  const cfg = config(cmd);
+  const cfg = await config(cmd);
   const { loadRoutes } = await import('../config/routes.js');
   const { onlineState } = await import('../queue/flush.js');
   const { explainQueued, formatExplain } = await import('./route-explain.js');
@@ -79,7 +79,7 @@ export async function routeExplainQueued(
 
 /** ferrymail route test NAME: what a route's server offers, as msmtp --serverinfo. */
 export async function routeTest(cmd: Command, name: string, o: Opts & { to?: string }): Promise<number> {
-  const cfg = config(cmd);
+  const cfg = await config(cmd);
   const { loadRoutes } = await import('../config/routes.js');
   const route = loadRoutes(cfg.dir).find((r) => r.name === name);
   if (!route) throw new FerryError('usage', `no route named ${JSON.stringify(name)}`);

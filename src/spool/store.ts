@@ -202,6 +202,9 @@ export async function queueNames(
   places: readonly Place[] = ['queue', 'hold'],
 ): Promise<{ id: string; place: Place }[]> {
   const all: { id: string; place: Place }[] = [];
+  // a listing of both folders also saves their counts for `status` (queue-index.ts)
+  const both = places.includes('queue') && places.includes('hold');
+  const before = both ? countStamps(layout) : null;
   for (const place of places) {
     let names: string[];
     try {
@@ -211,6 +214,10 @@ export async function queueNames(
       throw spoolError(err, `list ${place}`);
     }
     for (const id of names) if (isId(id)) all.push({ id, place });
+  }
+  if (before && !savedCounts(layout)) {
+    const held = all.filter((e) => e.place === 'hold').length;
+    saveCounts(layout, before, all.length - held, held);
   }
   return all.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }

@@ -558,3 +558,15 @@ test('status counts: saved with the folder stamps they were taken at, used while
   fs.symlinkSync(path.join(root, 'queue'), file);
   assert.deepEqual(await queueCounts(layout), { queued: 3, held: 0 });
 });
+
+test('a listing of the whole queue saves the counts status reads', async () => {
+  const root = tempDir();
+  await commit(root, 'a: b\r\n\r\nc\r\n');
+  const store = openStore(root);
+  await store.hold((await commit(root, 'a: b\r\n\r\nd\r\n')).id);
+  const past = new Date(Date.now() - 10_000);
+  for (const d of ['queue', 'hold']) fs.utimesSync(path.join(root, d), past, past);
+  assert.equal((await store.list()).entries.length, 2);
+  const saved = JSON.parse(fs.readFileSync(path.join(root, 'counts'), 'utf8'));
+  assert.deepEqual([saved.queued, saved.held], [1, 1]);
+});
