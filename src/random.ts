@@ -22,9 +22,13 @@ function refill(): void {
       urandom = null;
     }
   }
-  if (urandom !== null && fs.readSync(urandom, pool, 0, pool.length, null) === pool.length) {
-    used = 0;
-    return;
+  try {
+    if (urandom !== null && fs.readSync(urandom, pool, 0, pool.length, null) === pool.length) {
+      used = 0;
+      return;
+    }
+  } catch {
+    /* an interrupted or failed read: node:crypto fills the pool instead */
   }
   (createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto')).randomFillSync(pool);
   used = 0;

@@ -211,7 +211,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
       .action(
         act(async (tools: string | string[], o: Opts & { root?: string; force?: boolean }, cmd: Command) => {
           const { netHooks } = await import('./system-cmds.js');
-          return netHooks(await config(cmd), op, ([] as string[]).concat(tools ?? []), o, out);
+          return netHooks(await config(cmd, { full: true }), op, ([] as string[]).concat(tools ?? []), o, out);
         }),
       );
   program
@@ -232,7 +232,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .action(
       act(async (o: Opts, cmd: Command) => {
         const { doctor } = await import('./doctor.js');
-        return doctor(await config(cmd), !!o.json, out);
+        return doctor(await config(cmd, { full: true }), !!o.json, out);
       }),
     );
   program
@@ -259,7 +259,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
       .action(
         act(async (o: Opts & { user?: boolean; root?: string; force?: boolean }, cmd: Command) => {
           const { service } = await import('./system-cmds.js');
-          return service(await config(cmd), op, o, out);
+          return service(await config(cmd, { full: true }), op, o, out);
         }),
       );
   hooks
@@ -303,7 +303,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
       .action(
         act(async (user: string, _o: Opts, cmd: Command) => {
           const { changeUser } = await import('./auth-cmds.js');
-          return changeUser(await config(cmd), op, user, out);
+          return changeUser(await config(cmd, { full: true }), op, user, out);
         }),
       );
   auth
@@ -313,7 +313,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .action(
       act(async (o: Opts & { json?: boolean }, cmd: Command) => {
         const { listUsers } = await import('./auth-cmds.js');
-        return listUsers(await config(cmd), !!o.json, out);
+        return listUsers(await config(cmd, { full: true }), !!o.json, out);
       }),
     );
   for (const [op, what] of [
@@ -327,7 +327,7 @@ export function buildProgram(setCode: (n: number) => void): Command {
       .action(
         act(async (user: string, _o: Opts, cmd: Command) => {
           const { setSuspended } = await import('./auth-cmds.js');
-          return setSuspended(await config(cmd), op, user, out);
+          return setSuspended(await config(cmd, { full: true }), op, user, out);
         }),
       );
   return program;

@@ -47,6 +47,8 @@ function snapshotKey(file: string): string {
     process.getuid?.() ?? '',
     os.homedir(),
     process.env.XDG_STATE_HOME ?? '',
+    // the aliases file's default depends on whether the system has one
+    fs.existsSync('/etc/aliases') ? 'aliases' : 'no aliases',
     shape(defaultSettings()),
   ];
   return facts.join('\n');
@@ -95,6 +97,20 @@ function ownDir(dir: string): boolean | null {
   }
 }
 
+/** Whether the nearest existing folder above dir is this user's own, closed to others, on a trusted path. */
+function ownParent(dir: string): boolean {
+  let up = path.dirname(dir);
+  while (!fs.existsSync(up) && path.dirname(up) !== up) up = path.dirname(up);
+  const st = fs.lstatSync(up, { throwIfNoEntry: false });
+  if (!st?.isDirectory() || st.uid !== process.geteuid?.() || (st.mode & 0o022) !== 0) return false;
+  try {
+    resolveTrusted(up, [0, process.geteuid?.() ?? -1]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Reads a file that must be this user's own regular file, not writable by others, never through a symlink. */
 function readOwn(file: string): string {
   const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
@@ -111,6 +127,9 @@ function readOwn(file: string): string {
 /** Writes a snapshot atomically through a temporary file created exclusively; best effort. */
 function saveSnapshot(dir: string, snap: string, key: string, cfg: Config): void {
   try {
+    // a folder is made only below one of this user's own (root running with another user's HOME must
+    // not leave root's folders in that user's cache)
+    if (!fs.existsSync(dir) && !ownParent(dir)) return;
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     if (!ownDir(dir)) return;
     const tmp = `${snap}.${process.pid}.${randomBytes(4).toString('hex')}`;

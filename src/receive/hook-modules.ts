@@ -123,8 +123,10 @@ const BUILTINS: Record<NonNullable<HookSetting['builtin']>, () => Promise<Builti
 
 /** A built-in's handlers; bad options are a configuration error. */
 async function builtin(h: HookSetting, where: string, api: HookApi): Promise<HookHandlers> {
-  const make = await BUILTINS[h.builtin!]();
   try {
+    const load = BUILTINS[h.builtin!];
+    if (!load) throw new Error(`no built-in hook ${h.builtin}`);
+    const make = await load();
     // a milter's timeout is per command (each reply); the whole end of a message may take longer
     const options =
       h.builtin === 'milter'

@@ -81,7 +81,7 @@ export async function* readSlices(
 
 /**
  * A worker reading slices ahead, asked one slice at a time (a message of paths, answered by a message
- * of results, in order); next() resolves with the next slice, or null once the worker failed.
+ * of results for the same first index, in order); next() resolves with the next slice, or null once the worker failed.
  */
 function startReader(
   Thread: typeof Worker,
@@ -89,17 +89,28 @@ function startReader(
   files: (from: number) => string[],
   size: number,
 ): { next(): Promise<RawEnvelope[] | null>; stop(): void } {
-  const answers: Array<(slice: RawEnvelope[] | null) => void> = [];
+  // each answer must be the slice asked first, whole: anything else stops the worker and the rest is
+  // read here (an answer given to the wrong files would decode one envelope under another's id)
+  const answers: Array<{ from: number; length: number; answer: (slice: RawEnvelope[] | null) => void }> = [];
   const asked: Promise<RawEnvelope[] | null>[] = [];
   let sent = 0;
   let worker: Worker | undefined;
   const fail = (): void => {
     worker = undefined;
-    for (const answer of answers.splice(0)) answer(null);
+    for (const { answer } of answers.splice(0)) answer(null);
   };
   try {
     worker = new Thread(new URL('./scan-worker.js', import.meta.url), { stdout: false, stderr: false });
-    worker.on('message', (slice: RawEnvelope[]) => answers.shift()?.(slice));
+    worker.on('message', (m: { from: number; results: RawEnvelope[] }) => {
+      const next = answers[0];
+      if (!next || m.from !== next.from || m.results.length !== next.length) {
+        void worker?.terminate();
+        return fail();
+      }
+      answers.shift();
+      next.answer(m.results);
+    });
+    worker.on('messageerror', fail);
     // the worker ends only when stopped or failed; the slices it answered before are still used
     worker.on('error', fail);
     worker.on('exit', fail);
@@ -108,8 +119,10 @@ function startReader(
   }
   const ask = (): void => {
     while (worker && asked.length < AHEAD && sent < count) {
-      asked.push(new Promise((resolve) => answers.push(resolve)));
-      worker.postMessage(files(sent));
+      const slice = files(sent);
+      const from = sent;
+      asked.push(new Promise((answer) => answers.push({ from, length: slice.length, answer })));
+      worker.postMessage({ from, files: slice });
       sent += size;
     }
   };

@@ -51,9 +51,11 @@ const kept = new Map<string, Kept>();
 export function dirStamp(dir: string, now = Date.now()): { stamp: string; racy: boolean } | null {
   const st = fs.statSync(dir, { bigint: true, throwIfNoEntry: false });
   if (!st) return null;
+  // the later of the two times: utimes (rsync, tar) can set the modification time back, not the change time
+  const last = Math.max(Number(st.mtimeNs / 1_000_000n), Number(st.ctimeNs / 1_000_000n));
   return {
     stamp: `${st.dev}:${st.ino}:${st.mtimeNs}:${st.ctimeNs}`,
-    racy: now - Number(st.mtimeNs / 1_000_000n) < RACY_MS,
+    racy: now - last < RACY_MS,
   };
 }
 
@@ -96,9 +98,9 @@ export function forgetBriefs(layout: Layout): void {
 }
 
 /** The stamps of queue/ and hold/ (a folder not there yet: "none"), or null when one is too recent. */
-export function countStamps(layout: Layout): { queue: string; hold: string } | null {
-  const q = dirStamp(layout.dir('queue'));
-  const h = dirStamp(layout.dir('hold'));
+export function countStamps(layout: Layout, now = Date.now()): { queue: string; hold: string } | null {
+  const q = dirStamp(layout.dir('queue'), now);
+  const h = dirStamp(layout.dir('hold'), now);
   if (q?.racy || h?.racy) return null;
   return { queue: q?.stamp ?? 'none', hold: h?.stamp ?? 'none' };
 }
@@ -108,8 +110,8 @@ export function countStamps(layout: Layout): { queue: string; hold: string } | n
  * changed since they were counted; else null (count anew). A command without a daemon (`status`) then
  * reads two folder stamps and a small file instead of 100,000 names.
  */
-export function savedCounts(layout: Layout): { queued: number; held: number } | null {
-  const now = countStamps(layout);
+export function savedCounts(layout: Layout, at = Date.now()): { queued: number; held: number } | null {
+  const now = countStamps(layout, at);
   if (!now) return null;
   try {
     const c = JSON.parse(readStamped(path.join(layout.root, 'counts')).text) as Record<string, unknown>;
@@ -124,18 +126,21 @@ export function savedCounts(layout: Layout): { queued: number; held: number } | 
 /**
  * Saves counts taken between two equal readings of the folders' stamps (`before`, taken before the
  * listing, at least RACY_MS after the last change): any later change moves a stamp and voids them.
- * Written to a new file renamed over the old one; a process that may not write the spool saves nothing.
+ * Written to a new file in tmp/ (which recovery clears after a crash) renamed over the old one; only the
+ * spool's owner saves (root looking at another user's spool writes nothing there).
  */
 export function saveCounts(
   layout: Layout,
   before: { queue: string; hold: string },
   queued: number,
   held: number,
+  now = Date.now(),
 ): void {
-  const after = countStamps(layout);
+  const after = countStamps(layout, now);
   if (!after || after.queue !== before.queue || after.hold !== before.hold) return;
+  if (fs.statSync(layout.root, { throwIfNoEntry: false })?.uid !== process.geteuid?.()) return;
   const file = path.join(layout.root, 'counts');
-  const tmp = `${file}.${process.pid}`;
+  const tmp = path.join(layout.dir('tmp'), `counts.${process.pid}.cnt`);
   try {
     fs.writeFileSync(tmp, JSON.stringify({ ...before, queued, held }), { mode: 0o600, flag: 'wx' });
     fs.renameSync(tmp, file);

@@ -224,10 +224,10 @@ export async function queueNames(
 
 /** How many messages queue/ and hold/ hold, from the names alone (no envelope read, no sort), or
  * from the counts saved when the folders have not changed since (queue-index.ts). */
-export async function queueCounts(layout: Layout): Promise<{ queued: number; held: number }> {
-  const saved = savedCounts(layout);
+export async function queueCounts(layout: Layout, now = Date.now()): Promise<{ queued: number; held: number }> {
+  const saved = savedCounts(layout, now);
   if (saved) return saved;
-  const before = countStamps(layout);
+  const before = countStamps(layout, now);
   const count = async (place: Place): Promise<number> => {
     let n = 0;
     try {
@@ -238,7 +238,7 @@ export async function queueCounts(layout: Layout): Promise<{ queued: number; hel
     return n;
   };
   const [queued, held] = await Promise.all([count('queue'), count('hold')]);
-  if (before) saveCounts(layout, before, queued, held);
+  if (before) saveCounts(layout, before, queued, held, now);
   return { queued, held };
 }
 

@@ -153,7 +153,14 @@ function openFailure(err: SmtpError, relay: string): OpenFailure {
  */
 let client: Promise<typeof SMTPConnection> | undefined;
 function smtpConnection(): Promise<typeof SMTPConnection> {
-  client ??= import('nodemailer/lib/smtp-connection').then((m) => m.default);
+  // a failed load (files replaced by an upgrade under a running daemon) is tried again next time
+  client ??= import('nodemailer/lib/smtp-connection').then(
+    (m) => m.default,
+    (err: unknown) => {
+      client = undefined;
+      throw err;
+    },
+  );
   return client;
 }
 

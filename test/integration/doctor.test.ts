@@ -67,6 +67,22 @@ test('doctor: a spool others may read is a failure (exit 69) with the command th
   }
 });
 
+test('doctor checks the configuration as the daemon would: a TLS key it cannot read fails (exit 78)', async () => {
+  const file = path.join(cfg.configDir, 'ferrymail.yaml');
+  const text = fs.readFileSync(file, 'utf8');
+  const missing = path.join(cfg.configDir, 'missing');
+  fs.writeFileSync(file, `${text}tls:\n  cert: ${missing}.crt\n  key: ${missing}.key\n`);
+  try {
+    // the quick load of the other commands (sendmail's snapshot) does not read the server's key
+    assert.equal((await ferrymail(cfg, ['config', 'path'])).code, 0);
+    const r = await ferrymail(cfg, ['doctor']);
+    assert.equal(r.code, 78, r.stdout + r.stderr);
+    assert.match(r.stderr, /cannot read .*missing\.crt/);
+  } finally {
+    fs.writeFileSync(file, text);
+  }
+});
+
 test('online --json carries the system’s facts; only doctor and online load systeminformation', async () => {
   const r = await ferrymail(cfg, ['online', '--json']);
   const j = JSON.parse(r.stdout) as { system: string | null; interfaces: unknown[] };
