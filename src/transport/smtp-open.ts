@@ -167,6 +167,17 @@ function smtpConnection(): Promise<typeof SMTPConnection> {
 /** Opens a session: connection, greeting, EHLO, TLS and certificate checks, AUTH. */
 export async function openSession(s: SessionSettings, t: Target): Promise<Session | OpenFailure> {
   const relay = targetName(t);
+  let Client: typeof SMTPConnection;
+  try {
+    Client = await smtpConnection();
+  } catch (err) {
+    // the daemon's files were replaced under it (an upgrade) and the module it loads late is gone
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    return {
+      reply: `451 4.3.0 cannot load the SMTP client (${code}): were ferrymail's files replaced under the running daemon? Restart it`,
+      busy: true,
+    };
+  }
   let sock: net.Socket | undefined;
   if (t.socket) {
     const got = await unixSocket(t.socket, s.timeouts.connect);
@@ -177,7 +188,7 @@ export async function openSession(s: SessionSettings, t: Target): Promise<Sessio
     if (!(got instanceof net.Socket)) return { reply: `451 4.4.1 ${oneLine(got.message, 'SOCKS proxy failed')}` };
     sock = got;
   }
-  const conn = new (await smtpConnection())(connOptions(s, t, sock));
+  const conn = new Client(connOptions(s, t, sock));
   conn.on('error', () => undefined); // every failure also reaches the operation waiting for it
   s.tracker?.add(conn);
   // a server that stops answering (or a network that silently died) is given up long before the
