@@ -556,6 +556,18 @@ test('status counts: saved with the folder stamps they were taken at, used while
   assert.deepEqual(await queueCounts(layout, later()), { queued: 3, held: 0 });
   assert.equal(JSON.parse(fs.readFileSync(file, 'utf8')).queued, 3);
   assert.deepEqual(fs.readdirSync(path.join(root, 'tmp')), [], 'no temporary file left');
+  // a spool of another user's (root looking at it) is counted, and nothing is written there
+  if (process.geteuid?.() === 0) {
+    fs.rmSync(file);
+    fs.chownSync(root, 65534, 65534);
+    try {
+      assert.deepEqual(await queueCounts(layout, later()), { queued: 3, held: 0 });
+      assert.equal(fs.existsSync(file), false, "no counts file in another user's spool");
+    } finally {
+      fs.chownSync(root, 0, 0);
+    }
+    await queueCounts(layout, later());
+  }
   // a planted link or a broken file is no count
   fs.rmSync(file);
   fs.symlinkSync(path.join(root, 'queue'), file);
