@@ -34,21 +34,23 @@ function refill(): void {
   used = 0;
 }
 
+/** Hands out the pool's next n bytes to read(), then clears them: a byte handed out is not left behind
+ * for anyone else. */
+function take<T>(n: number, read: (at: number) => T): T {
+  if (used + n > pool.length) refill();
+  const v = read(used);
+  pool.fill(0, used, used + n);
+  used += n;
+  return v;
+}
+
 /** n fresh random bytes (n at most the pool's size). */
 export function randomBytes(n: number): Buffer {
   if (n > pool.length) throw new RangeError('randomBytes: at most 1024 bytes');
-  if (used + n > pool.length) refill();
-  const out = Buffer.from(pool.subarray(used, used + n));
-  pool.fill(0, used, used + n); // a byte handed out is not left behind for anyone else
-  used += n;
-  return out;
+  return take(n, (at) => Buffer.from(pool.subarray(at, at + n)));
 }
 
 /** The next n (1 to 4) random bytes as an unsigned big-endian number. */
 export function randomUInt(n: 1 | 2 | 3 | 4): number {
-  if (used + n > pool.length) refill();
-  const v = pool.readUIntBE(used, n);
-  pool.fill(0, used, used + n);
-  used += n;
-  return v;
+  return take(n, (at) => pool.readUIntBE(at, n));
 }

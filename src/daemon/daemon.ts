@@ -26,7 +26,6 @@ import { EventFeed } from './events.js';
 import type { Hooks } from '../receive/stages.js';
 import { isId } from '../spool/id.js';
 import { tryLockHolder, type Lock } from '../spool/lock.js';
-import { dirStamp } from '../spool/queue-index.js';
 import { openStore, queueCounts, type Store } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
@@ -306,6 +305,9 @@ async function status(
   door: SmtpDoor | null,
   auto: AutoRun | null,
 ): Promise<DaemonStatus> {
+  // counted from the names, or read from the counts saved while the folders are unchanged (a listing of
+  // 100,000 names costs a tenth of a second, a status bar asks often)
+  const { queued, held } = await queueCounts(store.layout);
   return {
     pid: process.pid,
     started,
@@ -314,8 +316,8 @@ async function status(
     fromFile: cfg.fromFile,
     spool: cfg.spool,
     listening: door?.addresses ?? [],
-    queued: countIds(store.layout.dir('queue')),
-    held: countIds(store.layout.dir('hold')),
+    queued,
+    held,
     online: auto?.state() ?? undefined,
     inFlight: inFlight(cfg.spool),
     routesDown: healthOf(cfg.spool)
@@ -328,20 +330,6 @@ async function status(
         until: d.until === Infinity ? null : new Date(d.until).toISOString(),
       })),
   };
-}
-
-/** The number of queue ids in a spool folder; kept while the folder is unchanged (a listing of 100,000
- * names costs a tenth of a second, a status bar asks often). */
-const counts = new Map<string, { stamp: string; n: number; racy: boolean }>();
-
-function countIds(dir: string): number {
-  const now = dirStamp(dir);
-  if (!now) return 0;
-  const kept = counts.get(dir);
-  if (kept && kept.stamp === now.stamp && !kept.racy) return kept.n;
-  const n = fs.readdirSync(dir).filter(isId).length;
-  counts.set(dir, { stamp: now.stamp, n, racy: now.racy });
-  return n;
 }
 
 /** Stops everything in order. */

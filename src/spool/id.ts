@@ -24,20 +24,16 @@ function encode(value: number, width: number): string {
   return out;
 }
 
-/** The next n random bytes as an unsigned number (drawn from a pool: a draw from the system per id cost
- * more than the rest of the id). */
-const random = randomUInt;
-
 /** A fresh random value below RANDOM_SPACE, leaving room to count up. */
 function freshRandom(): number {
-  return random(4) % (RANDOM_SPACE / 2);
+  return randomUInt(4) % (RANDOM_SPACE / 2);
 }
 
 /** Returns a new queue id. */
 export function newId(now: number = Date.now()): string {
   if (now <= lastTime) {
     now = lastTime;
-    lastRandom += 1 + random(1);
+    lastRandom += 1 + randomUInt(1);
     if (lastRandom >= RANDOM_SPACE) {
       now = lastTime + 1;
       lastRandom = freshRandom();

@@ -196,6 +196,16 @@ export interface Slice {
   corrupt: CorruptReport[];
 }
 
+/** The queue ids among the names in one folder, unsorted; none when the folder does not exist yet. */
+async function idsIn(layout: Layout, place: Place): Promise<string[]> {
+  try {
+    return (await fsp.readdir(layout.dir(place))).filter(isId);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw spoolError(err, `list ${place}`);
+  }
+}
+
 /** The ids in queue/ and hold/ with their place, oldest first: names only, no envelope read. */
 export async function queueNames(
   layout: Layout,
@@ -205,16 +215,7 @@ export async function queueNames(
   // a listing of both folders also saves their counts for `status` (queue-index.ts)
   const both = places.includes('queue') && places.includes('hold');
   const before = both ? countStamps(layout) : null;
-  for (const place of places) {
-    let names: string[];
-    try {
-      names = await fsp.readdir(layout.dir(place));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw spoolError(err, `list ${place}`);
-    }
-    for (const id of names) if (isId(id)) all.push({ id, place });
-  }
+  for (const place of places) for (const id of await idsIn(layout, place)) all.push({ id, place });
   if (before && !savedCounts(layout)) {
     const held = all.filter((e) => e.place === 'hold').length;
     saveCounts(layout, before, all.length - held, held);
@@ -228,18 +229,9 @@ export async function queueCounts(layout: Layout, now = Date.now()): Promise<{ q
   const saved = savedCounts(layout, now);
   if (saved) return saved;
   const before = countStamps(layout, now);
-  const count = async (place: Place): Promise<number> => {
-    let n = 0;
-    try {
-      for (const name of await fsp.readdir(layout.dir(place))) if (isId(name)) n++;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw spoolError(err, `list ${place}`);
-    }
-    return n;
-  };
-  const [queued, held] = await Promise.all([count('queue'), count('hold')]);
-  if (before) saveCounts(layout, before, queued, held, now);
-  return { queued, held };
+  const [queue, hold] = await Promise.all([idsIn(layout, 'queue'), idsIn(layout, 'hold')]);
+  if (before) saveCounts(layout, before, queue.length, hold.length, now);
+  return { queued: queue.length, held: hold.length };
 }
 
 /** Reads every message in queue/ and hold/, oldest first, a slice at a time: a listing of a long queue
