@@ -23,6 +23,6 @@ export async function config(cmd: Command, opts: { full?: boolean } = {}): Promi
 }
 
 /** Writes text to stdout. */
-export function out(text: string): void {
+export function out(text: string | Uint8Array): void {
   process.stdout.write(text);
 }

@@ -14,12 +14,19 @@ import { type WaitFacts, waitFacts, waitNotes } from './queue-why.js';
 
 export type ListingForm = 'list' | 'mailq' | 'json';
 
+/**
+ * Entries printed at a time. V8 builds a long text in pieces and joins them when it is encoded: for a
+ * part of 128 entries (about 100 KB) that costs half what it costs for a slice of 512, which no longer
+ * fits the processor's caches.
+ */
+const PRINT = 128;
+
 /** Prints the whole queue in the given form through write. */
 export async function printQueue(
   cfg: Config,
   store: Store,
   form: ListingForm,
-  write: (text: string) => void,
+  write: (chunk: string | Uint8Array) => void,
   onCorrupt: (c: CorruptReport) => void,
 ): Promise<void> {
   // why mail waits costs a look at the daemon and the routes: only once something waits
@@ -32,20 +39,27 @@ export async function printQueue(
     if (!entries.length) continue;
     facts ??= await waitFacts(cfg);
     const notes = await waitNotes(entries, facts, store);
-    const first = count === 0;
-    count += entries.length;
-    if (form === 'json') {
-      // JSON.stringify(all, null, 1), a slice at a time: the slice's array without its brackets
-      const text = JSON.stringify(
-        entries.map((e) => entryJson(e.envelope, e.place, now, notes)),
-        null,
-        1,
-      );
-      write(`${first ? '[\n' : ',\n'}${text.slice(2, -2)}`);
-    } else if (form === 'mailq') {
-      for (const e of entries) bytes += e.envelope.size;
-      write(`${first ? MAILQ_HEAD : ''}${entries.map((e) => mailqBlock(e, notes)).join('')}`);
-    } else write(formatList(entries, now, notes));
+    for (let at = 0; at < entries.length; at += PRINT) {
+      const part = entries.slice(at, at + PRINT);
+      const first = count === 0;
+      count += part.length;
+      if (form === 'json') {
+        // JSON.stringify(all, null, 1) a part at a time: the part's array without its brackets, cut from
+        // the encoded bytes (slicing and joining the string V8 built would copy it twice more)
+        const text = Buffer.from(
+          JSON.stringify(
+            part.map((e) => entryJson(e.envelope, e.place, now, notes)),
+            null,
+            1,
+          ),
+        );
+        write(first ? '[\n' : ',\n');
+        write(text.subarray(2, text.length - 2));
+      } else if (form === 'mailq') {
+        for (const e of part) bytes += e.envelope.size;
+        write(Buffer.from(`${first ? MAILQ_HEAD : ''}${part.map((e) => mailqBlock(e, notes)).join('')}`));
+      } else write(Buffer.from(formatList(part, now, notes)));
+    }
   }
   if (form === 'json') write(count ? '\n]\n' : '[]\n');
   else if (form === 'mailq') write(count ? mailqFoot(bytes, count) : MAILQ_EMPTY);

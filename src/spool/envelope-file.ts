@@ -48,14 +48,40 @@ const WORKER_FROM = 2048;
 /** Slices asked of the worker before the caller takes the first: what a listing holds beyond its own. */
 const AHEAD = 2;
 
+/** A reader thread, and whether it has already failed or ended. */
+type ReaderThread = { worker: Worker; gone: () => boolean };
+
+/**
+ * Starts a reader thread before the caller knows how many files it will read (its start, some 100 ms of
+ * wall time on a small machine, then overlaps the listing of the folders). Given to readSlices(), which
+ * uses it for a long list and ends it otherwise; undefined when it cannot start.
+ */
+export async function startReaderThread(): Promise<ReaderThread | undefined> {
+  try {
+    // worker_threads is loaded only here: a command that never lists a long queue (sendmail) skips it
+    const { Worker: Thread } = await import('node:worker_threads');
+    const worker = new Thread(new URL('./scan-worker.js', import.meta.url), { stdout: false, stderr: false });
+    let gone = false;
+    // from its start: an error with no listener would end the process
+    const end = (): void => void (gone = true);
+    worker.on('error', end);
+    worker.on('exit', end);
+    return { worker, gone: () => gone };
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Reads `count` files (the i-th named by fileOf(i)) a slice at a time, in order: yields each slice's
- * results with the index of its first file. Long lists are read by a worker thread up to AHEAD slices ahead.
+ * results with the index of its first file. Long lists are read by a worker thread up to AHEAD slices
+ * ahead: `early` when the caller started one (startReaderThread()), else one started here.
  */
 export async function* readSlices(
   count: number,
   fileOf: (i: number) => string,
   size: number,
+  early?: Promise<ReaderThread | undefined>,
 ): AsyncGenerator<[number, RawEnvelope[]]> {
   const files = (from: number): string[] => {
     const slice: string[] = [];
@@ -63,9 +89,9 @@ export async function* readSlices(
     return slice;
   };
   let at = 0;
-  // worker_threads is loaded only here: a command that never lists a long queue (sendmail) skips it
-  const ahead =
-    count >= WORKER_FROM ? startReader((await import('node:worker_threads')).Worker, count, files, size) : undefined;
+  if (count < WORKER_FROM) void early?.then((t) => t?.worker.terminate());
+  const thread = count >= WORKER_FROM ? ((await early) ?? (await startReaderThread())) : undefined;
+  const ahead = thread && startReader(thread, count, files, size);
   try {
     while (ahead && at < count) {
       const got = await ahead.next();
@@ -84,7 +110,7 @@ export async function* readSlices(
  * of results for the same first index, in order); next() resolves with the next slice, or null once the worker failed.
  */
 function startReader(
-  Thread: typeof Worker,
+  thread: ReaderThread,
   count: number,
   files: (from: number) => string[],
   size: number,
@@ -94,29 +120,25 @@ function startReader(
   const answers: Array<{ from: number; length: number; answer: (slice: RawEnvelope[] | null) => void }> = [];
   const asked: Promise<RawEnvelope[] | null>[] = [];
   let sent = 0;
-  let worker: Worker | undefined;
+  // a thread that ended before it was given work has nothing to answer: everything is read here
+  let worker: Worker | undefined = thread.gone() ? undefined : thread.worker;
   const fail = (): void => {
     worker = undefined;
     for (const { answer } of answers.splice(0)) answer(null);
   };
-  try {
-    worker = new Thread(new URL('./scan-worker.js', import.meta.url), { stdout: false, stderr: false });
-    worker.on('message', (m: { from: number; results: RawEnvelope[] }) => {
-      const next = answers[0];
-      if (!next || m.from !== next.from || m.results.length !== next.length) {
-        void worker?.terminate();
-        return fail();
-      }
-      answers.shift();
-      next.answer(m.results);
-    });
-    worker.on('messageerror', fail);
-    // the worker ends only when stopped or failed; the slices it answered before are still used
-    worker.on('error', fail);
-    worker.on('exit', fail);
-  } catch {
-    worker = undefined;
-  }
+  thread.worker.on('message', (m: { from: number; results: RawEnvelope[] }) => {
+    const next = answers[0];
+    if (!next || m.from !== next.from || m.results.length !== next.length) {
+      void thread.worker.terminate();
+      return fail();
+    }
+    answers.shift();
+    next.answer(m.results);
+  });
+  thread.worker.on('messageerror', fail);
+  // the worker ends only when stopped or failed; the slices it answered before are still used
+  thread.worker.on('error', fail);
+  thread.worker.on('exit', fail);
   const ask = (): void => {
     while (worker && asked.length < AHEAD && sent < count) {
       const slice = files(sent);
@@ -133,6 +155,6 @@ function startReader(
       ask();
       return got;
     },
-    stop: () => void worker?.terminate(),
+    stop: () => void thread.worker.terminate(),
   };
 }

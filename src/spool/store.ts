@@ -18,7 +18,7 @@ import { lock, type Lock } from './lock.js';
 import { beginListing, type Brief, briefOf, countStamps, keptBriefs, savedCounts, saveCounts } from './queue-index.js';
 import { recoverSpool } from './recovery.js';
 import { openSpoolFile } from './safety.js';
-import { type RawEnvelope, readRaw, readSlices, stampText } from './envelope-file.js';
+import { type RawEnvelope, readRaw, readSlices, startReaderThread, stampText } from './envelope-file.js';
 
 /** Where a message's envelope currently is. */
 export type Place = 'queue' | 'hold';
@@ -234,6 +234,9 @@ export async function queueCounts(layout: Layout, now = Date.now()): Promise<{ q
   return { queued: queue.length, held: hold.length };
 }
 
+/** The size of a folder that holds some 2,000 names on ext4 (tmpfs: some 3,000). */
+const LONG_FOLDER = 65_536;
+
 /** Reads every message in queue/ and hold/, oldest first, a slice at a time: a listing of a long queue
  * holds one slice of envelopes, not all of them, and the event loop turns between slices. */
 async function* scanAll(
@@ -241,13 +244,20 @@ async function* scanAll(
   size = 512,
   places: readonly Place[] = ['queue', 'hold'],
 ): AsyncGenerator<Slice> {
-  const names = await queueNames(layout, places);
+  // a folder this large has held thousands of messages (ext4 never shrinks one): the reader thread
+  // starts while the names are read
+  const early = (fs.statSync(layout.dir('queue'), { throwIfNoEntry: false })?.size ?? 0) >= LONG_FOLDER;
+  const thread = early ? startReaderThread() : undefined;
+  const names = await queueNames(layout, places).catch(async (err: unknown) => {
+    void (await thread)?.worker.terminate();
+    throw err;
+  });
   // one listing of msg/ instead of a look per message for its data, made while the first envelopes
   // are read (by a worker when there are many: envelope-file.ts)
   const listing = names.length > size ? fsp.readdir(layout.dir('msg')).catch(() => []) : undefined;
   let data: Set<string> | undefined;
   const fileOf = (i: number): string => layout.envelope(names[i]!.place, names[i]!.id);
-  for await (const [at, raws] of readSlices(names.length, fileOf, size)) {
+  for await (const [at, raws] of readSlices(names.length, fileOf, size, thread)) {
     if (listing) data ??= new Set(await listing);
     const slice: Slice = { entries: [], corrupt: [] };
     for (const [i, raw] of raws.entries()) {

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { newRecipient, type Envelope } from '../../src/domain/envelope.js';
 import { FerryError } from '../../src/errors.js';
 import { decodeEnvelope, encodeEnvelope } from '../../src/spool/envelope-codec.js';
-import { type RawEnvelope, readSlices } from '../../src/spool/envelope-file.js';
+import { type RawEnvelope, readSlices, startReaderThread } from '../../src/spool/envelope-file.js';
 import { idTime, isId, newId } from '../../src/spool/id.js';
 import { lock, tryLock } from '../../src/spool/lock.js';
 import { forgetBriefs, keptBriefs } from '../../src/spool/queue-index.js';
@@ -528,6 +528,47 @@ test('the read-ahead gives each file its own result in order, and ends its worke
     if (++slices === 2) break;
   }
   assert.equal(slices, 2);
+});
+
+test('a queue folder grown large by names that are not messages starts the reader early; a short listing ends it', async () => {
+  const root = tempDir();
+  for (const t of ['a', 'b', 'c']) await commit(root, `a: b\r\n\r\n${t}\r\n`);
+  // names no listing takes for a message, enough to make any file system's folder 64 KB or more
+  for (let i = 0; i < 4000; i++)
+    fs.writeFileSync(path.join(root, 'queue', `not-a-message-${String(i).padStart(6, '0')}`), '');
+  assert.ok(fs.statSync(path.join(root, 'queue')).size >= 65_536, 'the folder is large enough to start the reader');
+  // in a process of its own, which must end by itself: a reader thread left running would keep it
+  const script = `import('${path.join(ROOT, 'dist', 'src', 'spool', 'store.js')}').then(async (m) => { let n = 0; for await (const s of m.openStore(${JSON.stringify(root)}).scan()) n += s.entries.length + s.corrupt.length; process.stdout.write(String(n)); })`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const [code, signal] = await new Promise<[number | null, string | null]>((r) =>
+    child.once('exit', (c, sig) => r([c, sig])),
+  );
+  clearTimeout(timer);
+  assert.deepEqual([code, signal], [0, null], 'the listing process ended by itself');
+  assert.equal(out, '3', 'the three messages, none of the other names');
+});
+
+test('the read-ahead given a reader thread that has already ended reads everything itself', async () => {
+  const dir = tempDir();
+  const files: string[] = [];
+  for (let i = 0; i < 2100; i++) {
+    const f = path.join(dir, `f${i}`);
+    fs.writeFileSync(f, `text ${i}`);
+    files.push(f);
+  }
+  const thread = await startReaderThread();
+  assert.ok(thread, 'a reader thread starts');
+  await thread.worker.terminate();
+  const seen: RawEnvelope[] = [];
+  for await (const [, slice] of readSlices(files.length, (i) => files[i]!, 300, Promise.resolve(thread)))
+    seen.push(...slice);
+  assert.deepEqual(
+    seen.map((r) => 'text' in r && r.text),
+    files.map((_, i) => `text ${i}`),
+  );
 });
 
 test('status counts: saved with the folder stamps they were taken at, used while the folders stay unchanged', async () => {
