@@ -196,13 +196,34 @@ export interface Slice {
   corrupt: CorruptReport[];
 }
 
-/** The queue ids among the names in one folder, unsorted; none when the folder does not exist yet. */
+/** Directory entries read per system call, and between two turns of the event loop. */
+const NAMES_AT_ONCE = 4096;
+
+/**
+ * The queue ids among the names in one folder, unsorted; none when the folder does not exist yet. Read
+ * a batch at a time with opendir: readdir() would also sort every name (libuv's scandir) and allocate
+ * each apart, twice the time for 100,000 names, and hold the event loop's answer until the last one.
+ */
 async function idsIn(layout: Layout, place: Place): Promise<string[]> {
+  let dir: fs.Dir;
   try {
-    return (await fsp.readdir(layout.dir(place))).filter(isId);
+    dir = fs.opendirSync(layout.dir(place), { bufferSize: NAMES_AT_ONCE });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw spoolError(err, `list ${place}`);
+  }
+  const ids: string[] = [];
+  try {
+    for (let n = 1; ; n++) {
+      const entry = dir.readSync();
+      if (!entry) return ids;
+      if (isId(entry.name)) ids.push(entry.name);
+      if (n % NAMES_AT_ONCE === 0) await new Promise((r) => setImmediate(r));
+    }
+  } catch (err) {
+    throw spoolError(err, `list ${place}`);
+  } finally {
+    dir.closeSync();
   }
 }
 
