@@ -12,7 +12,7 @@ import { idTime, isId, newId } from '../../src/spool/id.js';
 import { lock, tryLock } from '../../src/spool/lock.js';
 import { forgetBriefs, keptBriefs } from '../../src/spool/queue-index.js';
 import { applyChange, openStore, queueCounts } from '../../src/spool/store.js';
-import { DirSyncer } from '../../src/spool/layout.js';
+import { DirSyncer, namesIn } from '../../src/spool/layout.js';
 import { openSpoolWriter } from '../../src/spool/writer.js';
 import { ROOT, tempDir } from '../helpers.js';
 
@@ -549,6 +549,23 @@ test('a queue folder grown large by names that are not messages starts the reade
   clearTimeout(timer);
   assert.deepEqual([code, signal], [0, null], 'the listing process ended by itself');
   assert.equal(out, '3', 'the three messages, none of the other names');
+});
+
+test('a folder is read a batch at a time: every name once across batches, the filter kept, none for a missing folder', async () => {
+  const dir = tempDir();
+  const made = new Set<string>();
+  for (let i = 0; i < 9000; i++) {
+    const name = i % 10 === 0 ? `skip-${i}` : `keep-${i}`;
+    fs.writeFileSync(path.join(dir, name), '');
+    if (!name.startsWith('skip')) made.add(name);
+  }
+  const got = await namesIn(dir, (n) => n.startsWith('keep-'));
+  assert.equal(got.length, made.size, 'no name twice, none lost');
+  assert.deepEqual(new Set(got), made);
+  assert.equal((await namesIn(dir)).length, 9000);
+  assert.deepEqual(await namesIn(path.join(dir, 'absent')), []);
+  fs.writeFileSync(path.join(dir, 'a-file'), '');
+  await assert.rejects(namesIn(path.join(dir, 'a-file')), { code: 'ENOTDIR' });
 });
 
 test('the read-ahead given a reader thread that has already ended reads everything itself', async () => {
