@@ -32,6 +32,14 @@ function domainOk(domain: string): boolean {
   return domain.split('.').every((label) => LABEL.test(label));
 }
 
+/** A domain whose ASCII form is itself, lower-cased: letters, digits, hyphens and dots only, no A-label
+ * (xn--) that domainToASCII() would check, and a last label that is not a number (which it would read
+ * as an IPv4 address). Most domains are; for them that call was the largest cost of checking an address. */
+function plainAscii(domain: string): boolean {
+  const last = domain.slice(domain.lastIndexOf('.') + 1);
+  return /^[A-Za-z0-9.-]+$/.test(domain) && !/(?:^|\.)xn--/i.test(domain) && /[g-wyz]/i.test(last.replace(/^0x/i, ''));
+}
+
 /** Checks an envelope address (without angle brackets); "" is the null path and is not accepted here. */
 export function checkAddress(input: string): AddressCheck {
   const at = input.lastIndexOf('@');
@@ -46,7 +54,7 @@ export function checkAddress(input: string): AddressCheck {
   if (!domainOk(domain)) return { ok: false, reason: 'invalid domain' };
   // an internationalised domain is kept in its ASCII form (A-labels), which every hop can carry; only a
   // UTF-8 local part needs SMTPUTF8
-  const ascii = domain.startsWith('[') ? domain : domainToASCII(domain) || domain;
+  const ascii = domain.startsWith('[') || plainAscii(domain) ? domain : domainToASCII(domain) || domain;
   // eslint-disable-next-line no-control-regex
   const utf8 = /[^\x00-\x7f]/.test(local) || /[^\x00-\x7f]/.test(ascii);
   return { ok: true, address: `${local}@${ascii.toLowerCase()}`, utf8 };

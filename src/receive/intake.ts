@@ -13,7 +13,7 @@ import { parseHeaderBlock, type HeaderField } from '../scan/headers.js';
 import { HeaderStage, type HeaderEdit } from '../scan/transforms.js';
 import type { SpoolWriter } from '../spool/writer.js';
 import { noteBytes } from '../spool/reclaim.js';
-import { freeBytes } from '../spool/space.js';
+import { freeBytes, INTAKE_FREE_AGE_MS } from '../spool/space.js';
 
 /** Refuses a message once more than max bytes have passed. */
 export class SizeLimit extends Transform {
@@ -90,7 +90,7 @@ export interface HeldMessage {
 
 /** Streams a message into the spool and commits it; see the module header. */
 export async function intake(spool: SpoolWriter, source: Readable, plan: IntakePlan): Promise<Envelope> {
-  if (plan.minFree && freeBytes(spool.layout.root) - (plan.declaredSize ?? 0) < plan.minFree) {
+  if (plan.minFree && freeBytes(spool.layout.root, INTAKE_FREE_AGE_MS) - (plan.declaredSize ?? 0) < plan.minFree) {
     // keep the last of the disk for the queue's own state: the sender tries again later
     source.resume();
     throw new FerryError(

@@ -11,7 +11,7 @@ import type { Config } from '../config/types.js';
 import { checkAddress } from '../domain/address.js';
 import { envidProblem, type Door, type Envelope } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
-import { freeBytes } from '../spool/space.js';
+import { freeBytes, INTAKE_FREE_AGE_MS } from '../spool/space.js';
 import { checkByCommand, checkLogin, readUsers } from './auth.js';
 import { AuthGuard } from './auth-guard.js';
 import type { ConnectionPolicy } from './connection.js';
@@ -252,7 +252,10 @@ export function buildHandlers(
         if (!c.ok) return cb(smtpError(553, '5.1.7', `Bad sender address: ${c.reason}`));
       }
       const size = Number(address.args ? address.args.SIZE : 0) || 0;
-      if (cfg.limits.spool_minfree && freeBytes(deps.spool.layout.root) - size < cfg.limits.spool_minfree) {
+      if (
+        cfg.limits.spool_minfree &&
+        freeBytes(deps.spool.layout.root, INTAKE_FREE_AGE_MS) - size < cfg.limits.spool_minfree
+      ) {
         return cb(smtpError(452, '4.3.1', 'Insufficient system storage, try again later'));
       }
       // a user who logged in sends only as the addresses listed for them (submission.senders)

@@ -73,6 +73,23 @@ test('international domains are kept in A-labels; only a UTF-8 local part needs 
   assert.deepEqual(local, { ok: true, address: 'jürgen@example.org', utf8: true });
 });
 
+test('an ASCII domain is its own lower-cased ASCII form; numeric last labels and A-labels go through the full conversion', () => {
+  const norm = (a: string): string | false => {
+    const r = checkAddress(a);
+    return r.ok && r.address;
+  };
+  assert.equal(norm('User@Mail.Example.ORG'), 'User@mail.example.org');
+  assert.equal(norm('u@ab--cd.example'), 'u@ab--cd.example');
+  assert.equal(norm('u@XN--BCHER-KVA.example'), 'u@xn--bcher-kva.example');
+  // a broken A-label is kept as written (the conversion refuses it)
+  assert.equal(norm('u@xn--abc.example'), 'u@xn--abc.example');
+  // a last label that is a number is read as an IPv4 address, as before
+  assert.equal(norm('u@0x7f.1'), 'u@127.0.0.1');
+  assert.equal(norm('u@foo.0x10'), 'u@foo.0x10');
+  assert.equal(norm('u@host.0xbeef'), 'u@host.0xbeef');
+  assert.equal(norm('u@host.beefy'), 'u@host.beefy');
+});
+
 test('session slots: clients that are not trusted leave limits.reserved_local free', () => {
   const limits = { connections: 4, reserved_local: 2, connections_per_client: 20 };
   const at = (total: number, trusted: boolean, perClient = 1, perClientExempt = false) =>

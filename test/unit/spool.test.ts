@@ -13,6 +13,7 @@ import { lock, tryLock } from '../../src/spool/lock.js';
 import { forgetBriefs, keptBriefs } from '../../src/spool/queue-index.js';
 import { applyChange, openStore, queueCounts } from '../../src/spool/store.js';
 import { DirSyncer, namesIn } from '../../src/spool/layout.js';
+import { freeBytes } from '../../src/spool/space.js';
 import { openSpoolWriter } from '../../src/spool/writer.js';
 import { ROOT, tempDir } from '../helpers.js';
 
@@ -566,6 +567,17 @@ test('a folder is read a batch at a time: every name once across batches, the fi
   assert.deepEqual(await namesIn(path.join(dir, 'absent')), []);
   fs.writeFileSync(path.join(dir, 'a-file'), '');
   await assert.rejects(namesIn(path.join(dir, 'a-file')), { code: 'ENOTDIR' });
+});
+
+test('free space: an answer younger than the age asked for is given again, an older one is read anew', () => {
+  const root = tempDir();
+  const t = 1_000_000;
+  const first = freeBytes(root, 0, t);
+  assert.ok(Number.isFinite(first) && first > 0, 'read from the file system');
+  fs.rmSync(root, { recursive: true });
+  assert.equal(freeBytes(root, 100, t + 50), first, 'within 100 ms: the same answer, not read again');
+  assert.equal(freeBytes(root, 100, t + 150), Infinity, 'older: read again (the folder is gone: unknown)');
+  assert.equal(freeBytes(root, 0, t + 150), Infinity, 'no age given: always read');
 });
 
 test('the read-ahead given a reader thread that has already ended reads everything itself', async () => {
