@@ -78,7 +78,7 @@ export function openStore(root: string): Store {
   const s: Store = {
     layout,
     list: () => listAll(layout),
-    scan: (size) => scanAll(layout, size),
+    scan: (size) => scanAll(layout, size, undefined, true),
     queued: (select) => queuedEntries(layout, select),
     get: (id) => getEntry(layout, id),
     fresh: (entry) =>
@@ -242,10 +242,12 @@ async function* scanAll(
   layout: Layout,
   size = 512,
   places: readonly Place[] = ['queue', 'hold'],
+  waitsOnIt = false,
 ): AsyncGenerator<Slice> {
-  // a folder this large has held thousands of messages (ext4 never shrinks one): the reader thread
-  // starts while the names are read
-  const early = (fs.statSync(layout.dir('queue'), { throwIfNoEntry: false })?.size ?? 0) >= LONG_FOLDER;
+  // for a listing someone waits on (scan()), when the folder is this large, the reader thread starts
+  // while the names are read. Not in the daemon's runs: ext4 never shrinks a folder, so a queue that was
+  // long once would start a thread at every run, most of them for a short queue
+  const early = waitsOnIt && (fs.statSync(layout.dir('queue'), { throwIfNoEntry: false })?.size ?? 0) >= LONG_FOLDER;
   const thread = early ? startReaderThread() : undefined;
   const names = await queueNames(layout, places).catch(async (err: unknown) => {
     void (await thread)?.worker.terminate();
