@@ -20,8 +20,9 @@ const lastFree = new Map<string, { at: number; bytes: number }>();
 /**
  * Bytes free for this user on the spool's file system (Infinity when it cannot be told). With maxAgeMs,
  * an answer read that recently is given again: the intake asks twice per message (at MAIL and before the
- * data), and a statfs each time was 2–3 % of its CPU. A check made before the data arrives is a
- * forecast in any case; the disk filling while the data is written is still met by the write's error.
+ * data), and a statfs each time was 2–3 % of its CPU. The messages this process commits meanwhile are
+ * taken off it (spent()); other writers' are not, nor data still arriving, which no check made before
+ * the data sees anyway: a disk that fills while data is written is met by the write's error.
  */
 export function freeBytes(root: string, maxAgeMs = 0, now = Date.now()): number {
   const last = lastFree.get(root);
@@ -35,6 +36,13 @@ export function freeBytes(root: string, maxAgeMs = 0, now = Date.now()): number 
   }
   lastFree.set(root, { at: now, bytes });
   return bytes;
+}
+
+/** Takes bytes this process has written to the spool off the answer freeBytes() keeps, so that a
+ * check within its age sees the messages committed since (one connection's next message, say). */
+export function spent(root: string, bytes: number): void {
+  const last = lastFree.get(root);
+  if (last) last.bytes -= bytes;
 }
 
 /** How old the free space the intake checks may be (freeBytes()). */

@@ -18,6 +18,7 @@ import { spoolError } from '../errors.js';
 import type { Envelope } from '../domain/envelope.js';
 import { encodeEnvelope } from './envelope-codec.js';
 import { newId } from './id.js';
+import { spent } from './space.js';
 import { DirSyncer, ensureSpool, layoutOf, type Layout } from './layout.js';
 
 /** Messages up to this size are read back and rewritten with synchronous calls (see rewriteHead). */
@@ -265,6 +266,8 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       if (!open) throw Object.assign(new Error('the message was dropped'), { code: 'EBADF' });
       await finished(stream);
       env.size = counter.n;
+      // the next free-space check within its age counts this message as written (space.ts)
+      spent(layout.root, env.size);
       writeAllSync(claimFd, [Buffer.from(encodeEnvelope(env))]);
       // one sync phase: the data, the envelope's contents and the data's name in msg/ are durable before
       // the envelope can be seen, so a listed envelope always has whole data

@@ -13,7 +13,7 @@ import { lock, tryLock } from '../../src/spool/lock.js';
 import { forgetBriefs, keptBriefs } from '../../src/spool/queue-index.js';
 import { applyChange, openStore, queueCounts } from '../../src/spool/store.js';
 import { DirSyncer, namesIn } from '../../src/spool/layout.js';
-import { freeBytes } from '../../src/spool/space.js';
+import { freeBytes, spent } from '../../src/spool/space.js';
 import { openSpoolWriter } from '../../src/spool/writer.js';
 import { ROOT, tempDir } from '../helpers.js';
 
@@ -502,6 +502,18 @@ test('a long listing read ahead by a worker is the listing read here: order, mis
   assert.deepEqual(corrupt, [ids[1500], ids[1700]].sort());
   assert.ok(fs.existsSync(path.join(root, 'corrupt', ids[1700]!)), 'the link moved aside, not followed');
   assert.equal(fs.readFileSync(path.join(root, 'queue', ids[0]!), 'utf8').includes(ids[0]!), true);
+  // the same listing in a process of its own ends by itself: no reader thread is left running
+  const script = `import('${path.join(ROOT, 'dist', 'src', 'spool', 'store.js')}').then(async (m) => { let n = 0; for await (const s of m.openStore(${JSON.stringify(root)}).scan()) n += s.entries.length; process.stdout.write(String(n)); })`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  const [code, signal] = await new Promise<[number | null, string | null]>((r) =>
+    child.once('exit', (c, sig) => r([c, sig])),
+  );
+  clearTimeout(timer);
+  assert.deepEqual([code, signal], [0, null], 'the listing process ended by itself');
+  assert.equal(out, '2099');
 });
 
 test('the read-ahead gives each file its own result in order, and ends its worker when the reader stops early', async () => {
@@ -576,6 +588,8 @@ test('free space: an answer younger than the age asked for is given again, an ol
   assert.ok(Number.isFinite(first) && first > 0, 'read from the file system');
   fs.rmSync(root, { recursive: true });
   assert.equal(freeBytes(root, 100, t + 50), first, 'within 100 ms: the same answer, not read again');
+  spent(root, 4096);
+  assert.equal(freeBytes(root, 100, t + 60), first - 4096, 'less what this process wrote since');
   assert.equal(freeBytes(root, 100, t + 150), Infinity, 'older: read again (the folder is gone: unknown)');
   assert.equal(freeBytes(root, 0, t + 150), Infinity, 'no age given: always read');
 });
