@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { recoverPickups } from './drop.js';
 import { isId } from './id.js';
-import type { Layout } from './layout.js';
+import { type Layout, namesIn } from './layout.js';
 import { sweepLocks, tryLock } from './lock.js';
 import type { RecoveryReport } from './store.js';
 import { ownClaims } from './writer.js';
@@ -34,7 +34,7 @@ export async function recoverSpool(layout: Layout, orphans = true): Promise<Reco
   const report: RecoveryReport = { tmpRemoved: 0, orphansRemoved: 0, corrupt: [] };
   // ids whose data a live writer is still writing (its claim ID.PID.env, writer.ts), found first, so that
   // a dead claim never takes data another writer's live claim names
-  const names = await readdirOrNone(layout.dir('tmp'));
+  const names = await namesIn(layout.dir('tmp'));
   const claimed = liveClaims(names);
   for (const name of names) {
     // ID.PID.env (a claim), ID.PID.new, ID.PID.upd, ID.PID.msg (older versions), lock.PID.RAND/
@@ -66,12 +66,12 @@ async function removeOrphans(layout: Layout, claimed: ReadonlySet<string>): Prom
   let removed = 0;
   const known = new Set<string>();
   for (const place of ['queue', 'hold', 'corrupt'] as const) {
-    for (const id of await readdirOrNone(layout.dir(place))) known.add(id);
+    for (const id of await namesIn(layout.dir(place))) known.add(id);
   }
   const now = Date.now();
-  const data = await readdirOrNone(layout.dir('msg'));
+  const data = await namesIn(layout.dir('msg'));
   // a claim is made before its data: claims listed after msg/ cover every data file seen there
-  const live = new Set([...claimed, ...liveClaims(await readdirOrNone(layout.dir('tmp')))]);
+  const live = new Set([...claimed, ...liveClaims(await namesIn(layout.dir('tmp')))]);
   for (const id of data) {
     if (known.has(id) || live.has(id)) continue;
     const st = fs.statSync(layout.data(id), { throwIfNoEntry: false });
@@ -106,12 +106,4 @@ function liveClaims(names: readonly string[]): Set<string> {
 /** True when the message has an envelope (queued, held or set aside as corrupt). */
 function committed(layout: Layout, id: string): boolean {
   return (['queue', 'hold', 'corrupt'] as const).some((place) => fs.existsSync(layout.envelope(place, id)));
-}
-
-/** The names in a directory; none when it does not exist. */
-async function readdirOrNone(dir: string): Promise<string[]> {
-  return fsp.readdir(dir).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return [];
-    throw err;
-  });
 }
