@@ -472,6 +472,25 @@ test('directory syncs follow a spool directory that was replaced while the proce
   assert.ok(!links().includes(`${dir} (deleted)`), 'none left on the old one');
 });
 
+/** Lists the spool at root with store.scan() in a node process of its own, killed after capMs: how it
+ * ended, and the entries and corrupt envelopes it counted. */
+async function scanInChild(
+  root: string,
+  capMs: number,
+): Promise<{ code: number | null; signal: string | null; entries: number; corrupt: number }> {
+  const script = `import('${path.join(ROOT, 'dist', 'src', 'spool', 'store.js')}').then(async (m) => { const n = { entries: 0, corrupt: 0 }; for await (const s of m.openStore(${JSON.stringify(root)}).scan()) { n.entries += s.entries.length; n.corrupt += s.corrupt.length; } process.stdout.write(JSON.stringify(n)); })`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), capMs);
+  const [code, signal] = await new Promise<[number | null, string | null]>((r) =>
+    child.once('exit', (c, sig) => r([c, sig])),
+  );
+  clearTimeout(timer);
+  const counted = out ? (JSON.parse(out) as { entries: number; corrupt: number }) : { entries: -1, corrupt: -1 };
+  return { code, signal, ...counted };
+}
+
 test('a long listing read ahead by a worker is the listing read here: order, missing files, corrupt and planted ones', async () => {
   const root = tempDir();
   const store = openStore(root);
@@ -503,17 +522,9 @@ test('a long listing read ahead by a worker is the listing read here: order, mis
   assert.ok(fs.existsSync(path.join(root, 'corrupt', ids[1700]!)), 'the link moved aside, not followed');
   assert.equal(fs.readFileSync(path.join(root, 'queue', ids[0]!), 'utf8').includes(ids[0]!), true);
   // the same listing in a process of its own ends by itself: no reader thread is left running
-  const script = `import('${path.join(ROOT, 'dist', 'src', 'spool', 'store.js')}').then(async (m) => { let n = 0; for await (const s of m.openStore(${JSON.stringify(root)}).scan()) n += s.entries.length; process.stdout.write(String(n)); })`;
-  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-  const [code, signal] = await new Promise<[number | null, string | null]>((r) =>
-    child.once('exit', (c, sig) => r([c, sig])),
-  );
-  clearTimeout(timer);
-  assert.deepEqual([code, signal], [0, null], 'the listing process ended by itself');
-  assert.equal(out, '2099');
+  const child = await scanInChild(root, 60_000);
+  assert.deepEqual([child.code, child.signal], [0, null], 'the listing process ended by itself');
+  assert.equal(child.entries, 2099);
 });
 
 test('the read-ahead gives each file its own result in order, and ends its worker when the reader stops early', async () => {
@@ -551,17 +562,9 @@ test('a queue folder grown large by names that are not messages starts the reade
     fs.writeFileSync(path.join(root, 'queue', `not-a-message-${String(i).padStart(6, '0')}`), '');
   assert.ok(fs.statSync(path.join(root, 'queue')).size >= 65_536, 'the folder is large enough to start the reader');
   // in a process of its own, which must end by itself: a reader thread left running would keep it
-  const script = `import('${path.join(ROOT, 'dist', 'src', 'spool', 'store.js')}').then(async (m) => { let n = 0; for await (const s of m.openStore(${JSON.stringify(root)}).scan()) n += s.entries.length + s.corrupt.length; process.stdout.write(String(n)); })`;
-  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  const [code, signal] = await new Promise<[number | null, string | null]>((r) =>
-    child.once('exit', (c, sig) => r([c, sig])),
-  );
-  clearTimeout(timer);
-  assert.deepEqual([code, signal], [0, null], 'the listing process ended by itself');
-  assert.equal(out, '3', 'the three messages, none of the other names');
+  const child = await scanInChild(root, 30_000);
+  assert.deepEqual([child.code, child.signal], [0, null], 'the listing process ended by itself');
+  assert.equal(child.entries + child.corrupt, 3, 'the three messages, none of the other names');
 });
 
 test('a folder is read a batch at a time: every name once across batches, the filter kept, none for a missing folder', async () => {
