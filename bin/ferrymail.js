@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // ferrymail admin command and daemon: a thin entry point into the bundled src/cli/ferrymail-main.ts.
-import { ferrymailMain } from '../dist/bundle/ferrymail/ferrymail.js';
+// CommonJS (bin/package.json), so that Node's ES module loader starts only for the chunks a command
+// imports later.
+const { ferrymailMain } = require('../dist/bundle/ferrymail/ferrymail.cjs');
 
 // a reader that went away (`ferrymail status | head -1`) ends the command quietly, as for any Unix tool
 for (const stream of [process.stdout, process.stderr]) {
@@ -10,4 +12,6 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-process.exitCode = await ferrymailMain(process.argv.slice(2));
+ferrymailMain(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // The sendmail personality (also mailq, runq, mailrm, newaliases and qmail-inject by name): a thin entry
-// point into the bundled, import-light src/cli/sendmail-main.ts.
-import { sendmailMain } from '../dist/bundle/sendmail.js';
+// point into the bundled, import-light src/cli/sendmail-main.ts. CommonJS (bin/package.json), so that
+// Node's ES module loader starts only for the chunks a rarer mode imports later.
+const { sendmailMain } = require('../dist/bundle/sendmail.cjs');
 
-// a reader that went away (`ferrymail status | head -1`) ends the command quietly, as for any Unix tool
+// a reader that went away (`mailq | head -1`) ends the command quietly, as for any Unix tool
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (err) => {
     if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
@@ -11,4 +12,4 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-process.exit(await sendmailMain(process.argv.slice(2), process.argv[1] ?? 'sendmail'));
+sendmailMain(process.argv.slice(2), process.argv[1] ?? 'sendmail').then((code) => process.exit(code));
