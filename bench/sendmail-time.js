@@ -45,7 +45,7 @@ const opts = { runs: 200, size: 2048, warmup: 5, postfix: true };
   if (opts.runs < 1) usage('--runs must be at least 1');
 }
 
-if (!fs.existsSync(path.join(ROOT, 'dist', 'bundle', 'sendmail.js'))) {
+if (!fs.existsSync(path.join(ROOT, 'dist', 'bundle', 'sendmail.cjs'))) {
   process.stderr.write("sendmail-time: run 'npm run build' first\n");
   process.exit(69);
 }
