@@ -12,6 +12,9 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
+// until the command says otherwise: work that ended without an answer (nothing left to wait for, the
+// promise never settled) is an internal error
+process.exitCode = 70;
 ferrymailMain(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
 });

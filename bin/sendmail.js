@@ -12,4 +12,7 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
+// until the command says otherwise: work that ended without an answer (nothing left to wait for, the
+// promise never settled) is an internal error, not a message accepted
+process.exitCode = 70;
 sendmailMain(process.argv.slice(2), process.argv[1] ?? 'sendmail').then((code) => process.exit(code));

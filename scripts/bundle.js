@@ -33,16 +33,24 @@ const common = {
 // its lazy getters, which load fs/promises and the file streams. In sendmail's start-up the facades and
 // what they pulled in cost about 10 ms of the 60 above Node's own start. Built-ins are the same objects
 // either way; only the names imported are bound at load instead of live, which no built-in changes.
-const BUILTIN_IMPORT = /import\s*(\{[^{}]*\}|[A-Za-z_$][\w$]*)\s*from\s*"(node:[\w/]+)";?/g;
+const BUILTIN_IMPORT = /(?<=^|[;}\n])import\s*(\{[^{}]*\}|[A-Za-z_$][\w$]*)\s*from\s*"(node:[\w/]+)";?/g;
 
+/** The rewrite: each import is taken out where esbuild put it (where its module's code begins) and its
+ * require() goes right after the banner, so that every built-in is bound before any code of the file
+ * runs, as an import would have been (hoisted). Only imports at a statement's start are taken; any
+ * other import of a built-in left over fails the build. */
 function requireBuiltins(code, file) {
-  const out = code.replace(BUILTIN_IMPORT, (_all, binding, id) => {
+  if (!code.startsWith(BANNER)) throw new Error(`${file}: no banner`);
+  const requires = [];
+  const body = code.slice(BANNER.length).replace(BUILTIN_IMPORT, (_all, binding, id) => {
+    if (/\bdefault\b/.test(binding)) throw new Error(`${file}: a default import by name from ${id}`);
     const target = binding.startsWith('{') ? binding.replace(/\s+as\s+/g, ':') : binding;
-    return `const ${target}=require(${JSON.stringify(id)});`;
+    requires.push(`const ${target}=require(${JSON.stringify(id)});`);
+    return '';
   });
-  const left = /\bfrom\s*"node:[\w/]+"/.exec(out);
+  const left = /\bfrom\s*"node:[\w/]+"|\bimport\s*"node:/.exec(body);
   if (left) throw new Error(`${file}: an import of a built-in this build does not turn into require(): ${left[0]}`);
-  return out;
+  return `${BANNER}\n${requires.join('')}${body}`;
 }
 
 function rewriteBuiltinImports(dir) {

@@ -22,3 +22,10 @@ test('the checker reports a forbidden import', () => {
   fs.writeFileSync(path.join(dir, 'spool', 'y.ts'), "import { x } from '../receive/x.js';\nexport const y = x;\n");
   assert.deepEqual(checkImports(dir), ['spool/y.ts: spool/ may not import receive (../receive/x.js)']);
 });
+
+test('the checker reports an exported variable (a lazily loaded chunk would keep its first value)', () => {
+  const dir = tempDir();
+  fs.mkdirSync(path.join(dir, 'spool'));
+  fs.writeFileSync(path.join(dir, 'spool', 'count.ts'), 'export let count = 0;\nexport const bump = () => count++;\n');
+  assert.deepEqual(checkImports(dir), ['spool/count.ts: exports a variable (count); export a const or a function']);
+});
