@@ -4,10 +4,12 @@
 // imports later.
 const { ferrymailMain } = require('../dist/bundle/ferrymail/ferrymail.cjs');
 
+let answered = false;
+
 // a reader that went away (`ferrymail status | head -1`) ends the command quietly, as for any Unix tool
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (err) => {
-    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    if (err.code === 'EPIPE') process.exit(answered ? process.exitCode : 0);
     throw err;
   });
 }
@@ -16,5 +18,6 @@ for (const stream of [process.stdout, process.stderr]) {
 // promise never settled) is an internal error
 process.exitCode = 70;
 ferrymailMain(process.argv.slice(2)).then((code) => {
+  answered = true;
   process.exitCode = code;
 });
