@@ -6,7 +6,7 @@
 // the machine's load hits all of them alike.
 //
 // Usage: node bench/sendmail-time.js [--runs N] [--size BYTES] [--warmup N] [--no-postfix]
-// Target: ferrymail's median <= 1.5 x the median of `node -e 0`.
+// Target: ferrymail's median <= 1.2 x the median of `node -e 0` (lowered from 1.5 by the speed and scale issue).
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -223,7 +223,7 @@ async function main() {
   const fm = stats(times[0]);
   process.stdout.write(
     `\nferrymail sendmail costs ${(fm.median - base.median).toFixed(1)} ms over a bare Node start (median); ` +
-      `target: ratio <= 1.50, measured ${(fm.median / base.median).toFixed(2)}\n` +
+      `target: ratio <= 1.20, measured ${(fm.median / base.median).toFixed(2)}\n` +
       `load average after: ${fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`,
   );
 }
