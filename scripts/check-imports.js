@@ -93,8 +93,8 @@ export function checkImports(srcDir) {
       continue;
     }
     const text = fs.readFileSync(path.join(srcDir, rel), 'utf8');
-    // a lazily loaded chunk imports the start-up chunk's exports from CommonJS, which copies their values
-    // once (scripts/bundle.js): an exported binding must never change
+    // the bundle's chunks share exports through live getters; should one ever be an ES module importing a
+    // .cjs chunk, it would get their values copied once (scripts/bundle.js): an exported binding never changes
     for (const m of text.matchAll(/(?:^|\n)\s*export\s+(?:let|var)\s+([\w$]+)/g))
       problems.push(`${rel}: exports a variable (${m[1]}); export a const or a function`);
     for (const m of text.matchAll(

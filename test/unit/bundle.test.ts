@@ -1,6 +1,6 @@
-// The bundled commands as scripts/bundle.js lays them out: what a command loads at start is CommonJS
-// (no ES module loader), one chunk of code; the chunks loaded later find the files they import, and a
-// lazily loaded mode shares the start-up chunk's module state rather than a second copy of it.
+// The bundled commands as scripts/bundle.js lays them out: every chunk is CommonJS (no ES module loader),
+// what a command loads at start is one chunk of code, the chunks required later find the files they
+// name, and a lazily loaded mode shares the start-up chunk's module state rather than a second copy.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -48,7 +48,7 @@ test('sendmail hands over a message with CommonJS only: no ES module loader, one
   assert.ok(!loaded.builtins.includes('internal/fs/streams'), loaded.builtins.join(' '));
 });
 
-test('a lazily loaded mode (mailq) uses the start-up chunk: the queued message is listed', async () => {
+test('a lazily loaded mode (mailq) is required, not imported, and shares the start-up chunk', async () => {
   const cfg = await makeConfig();
   const sent = await run(process.execPath, [SENDMAIL, '-i', 'carol@example.org'], {
     input: 'Subject: listed\n\nhello\n',
@@ -56,10 +56,17 @@ test('a lazily loaded mode (mailq) uses the start-up chunk: the queued message i
   });
   assert.equal(sent.code, 0, sent.stderr);
   const [id] = fs.readdirSync(path.join(cfg.spool, 'queue'));
-  const listed = await run(process.execPath, [SENDMAIL, '-bp'], { env: { FERRYMAIL_CONFIG_DIR: cfg.configDir } });
+  const { preload, report } = loadRecorder();
+  const listed = await run(process.execPath, ['-r', preload, SENDMAIL, '-bp'], {
+    env: { FERRYMAIL_CONFIG_DIR: cfg.configDir },
+  });
   assert.equal(listed.code, 0, listed.stderr);
   assert.match(listed.stdout, new RegExp(`^${id}\\b`, 'm'));
   assert.match(listed.stdout, /carol@example\.org/);
+  const loaded = JSON.parse(fs.readFileSync(report, 'utf8')) as { builtins: string[]; files: string[] };
+  assert.ok(!loaded.builtins.includes('internal/modules/esm/translators'), 'the ES module loader started');
+  const listing = loaded.files.filter((f) => /queue-listing-[^/]*\.cjs$/.test(f));
+  assert.equal(listing.length, 1, loaded.files.join(' '));
 });
 
 test('every file of the bundles imports only files that exist, and nothing else is an ES module by mistake', () => {
