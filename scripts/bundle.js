@@ -126,6 +126,12 @@ async function toCommonJs(dir, files) {
       /\bimport\("(\.\/[^"]+\.cjs|node:[\w/]+)"\)/g,
       'Promise.resolve().then(()=>require("$1"))',
     );
+    // an import() of a named file left behind would start the loader again, unnoticed
+    const left = /\bimport\(\s*["']/.exec(required);
+    if (left)
+      throw new Error(
+        `${file}: an import() this build does not turn into require(): ${required.slice(left.index, left.index + 60)}`,
+      );
     fs.writeFileSync(file.replace(/\.js$/, '.cjs'), `"use strict";${url}${required}`);
     fs.unlinkSync(file);
   }

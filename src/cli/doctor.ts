@@ -154,7 +154,9 @@ async function networkChecks(cfg: Config): Promise<Finding[]> {
 /** The default interface, Wi-Fi and power, from systeminformation; undefined when it cannot tell. */
 export async function systemFacts(): Promise<string | undefined> {
   try {
-    const si = await import('systeminformation');
+    const mod = await import('systeminformation');
+    // a CommonJS package: bundled, its exports arrive as the module's default only
+    const si = mod.default ?? mod;
     const [ifaces, wifi, battery] = await Promise.all([si.networkInterfaces(), si.wifiConnections(), si.battery()]);
     const list = Array.isArray(ifaces) ? ifaces : [ifaces];
     const def = list.find((i) => i.default);

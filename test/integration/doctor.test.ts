@@ -86,7 +86,8 @@ test('doctor checks the configuration as the daemon would: a TLS key it cannot r
 test('online --json carries the system’s facts; only doctor and online load systeminformation', async () => {
   const r = await ferrymail(cfg, ['online', '--json']);
   const j = JSON.parse(r.stdout) as { system: string | null; interfaces: unknown[] };
-  assert.ok(j.system === null || /default interface|no default interface/.test(j.system), String(j.system));
+  // systeminformation answers on Linux: null here means the command could not use it (as once in the bundle)
+  assert.match(j.system ?? 'null', /default interface|no default interface/);
   assert.ok(Array.isArray(j.interfaces));
   const dist = path.resolve(import.meta.dirname, '../../src');
   const users: string[] = [];
