@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // ferrymail admin command and daemon: a thin entry point into the bundled src/cli/ferrymail-main.ts.
-// CommonJS (bin/package.json), so that Node's ES module loader starts only for the chunks a command
-// imports later.
+// CommonJS (bin/package.json), as every chunk of the bundle: no command starts Node's ES module loader
+// (scripts/bundle.js).
 const { ferrymailMain } = require('../dist/bundle/ferrymail/ferrymail.cjs');
 
 let answered = false;

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The sendmail personality (also mailq, runq, mailrm, newaliases and qmail-inject by name): a thin entry
-// point into the bundled, import-light src/cli/sendmail-main.ts. CommonJS (bin/package.json), so that
-// Node's ES module loader starts only for the chunks a rarer mode imports later.
+// point into the bundled, import-light src/cli/sendmail-main.ts. CommonJS (bin/package.json), as every
+// chunk of the bundle: no mode starts Node's ES module loader (scripts/bundle.js).
 const { sendmailMain } = require('../dist/bundle/sendmail.cjs');
 
 // a reader that went away (`mailq | head -1`) ends the command quietly, as for any Unix tool
