@@ -144,7 +144,8 @@ function startReader(
       const slice = files(sent);
       const from = sent;
       asked.push(new Promise((answer) => answers.push({ from, length: slice.length, answer })));
-      worker.postMessage({ from, files: slice });
+      // one string, not an array of them: cloning 512 strings was a twentieth of the listing's main thread
+      worker.postMessage({ from, files: slice.join('\0') });
       sent += size;
     }
   };
