@@ -384,7 +384,6 @@ export function buildHandlers(
             if (door === 'lmtp') return cb(null, Array.from({ length: lmtpReplies }, () => reply) as string[]);
             return typeof reply === 'string' ? cb(null, reply) : cb(reply);
           }
-          deps.onMessage?.(env);
           const text = `2.0.0 Ok: queued as ${env.id}`;
           if (door === 'lmtp')
             cb(
@@ -392,6 +391,9 @@ export function buildHandlers(
               Array.from({ length: lmtpReplies }, () => text),
             );
           else cb(null, text);
+          // the reply first: the message is committed, and what follows (the log line, the queue's count,
+          // the next run's start) took some 80 µs of the "." -> 250 time
+          deps.onMessage?.(env);
         },
         (err) => {
           if (!(err instanceof FerryError) || err.code !== 'data') {

@@ -280,10 +280,11 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       // data removed under the writer (an older version's orphan sweep knows no claims) is never committed
       if (fs.fstatSync(data.fd).nlink === 0)
         throw Object.assign(new Error('the message file was removed while it was written'), { code: 'EIO' });
-      await closeFiles();
       fs.renameSync(claim, target);
       visible = true;
       ownClaims.delete(path.basename(claim));
+      // the files are synced and no write is under way: their closes need not hold up the answer
+      void closeFiles();
       // the second: the envelope's name is durable before anyone is told "accepted"
       await (place === 'queue' ? queueSync : DirSyncer.of(layout.dir('hold'))).sync();
       committed = true;
