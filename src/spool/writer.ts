@@ -88,12 +88,14 @@ async function writeAllWith(writev: (bufs: Buffer[]) => Promise<number>, bufs: B
   return total;
 }
 
-/** Writes every byte of bufs to fd synchronously, going on after short writes (small messages only). */
-function writeAllSync(fd: number, bufs: Buffer[]): number {
+/** Writes every byte of bufs to fd synchronously, going on after short writes (small messages only): at
+ * the file's position, or from `position` on. */
+function writeAllSync(fd: number, bufs: Buffer[], position?: number): number {
   let total = 0;
   for (const b of bufs) {
     for (let at = 0; at < b.length; ) {
-      const n = fs.writeSync(fd, b, at);
+      const where = position === undefined ? null : position + total + at;
+      const n = fs.writeSync(fd, b, at, b.length - at, where);
       if (n === 0) throw Object.assign(new Error('no progress writing the message file'), { code: 'EIO' });
       at += n;
     }
@@ -233,6 +235,8 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
   /** Set at the rename: from then on only the commit itself may undo the message. */
   let visible = false;
   let committed = false;
+  /** Why the data can no longer be committed (an in-place rewrite that failed and could not be undone). */
+  let damaged: Error | undefined;
   const closeFiles = async (): Promise<void> => {
     if (!open) return;
     open = false;
@@ -264,6 +268,7 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
     let counted = false;
     try {
       if (!open) throw Object.assign(new Error('the message was dropped'), { code: 'EBADF' });
+      if (damaged) throw damaged;
       await finished(stream);
       env.size = counter.n;
       // the next free-space check within its age counts this message as written (space.ts)
@@ -301,33 +306,29 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
   // pool costs more than the copy (a milter or a filter at data_end reads and changes nearly every one)
   const read = (): Readable =>
     counter.n <= SMALL_FILE ? Readable.from([readSmall(dataPath)]) : fs.createReadStream(dataPath);
-  /** The new head, then the rest of the old file (or the blank line and a new body), in a new file that
-   * then takes the old one's name in msg/ (made durable by the commit's sync of msg/). */
+  /** The new head, then the rest of the old file (or the blank line and a new body): a small message's
+   * over its own file, a large one's in a new file that then takes the old one's name in msg/ (made
+   * durable by the commit's sync of msg/). */
   const rewriteHead = async (headBytes: number, head: Buffer, body?: Buffer): Promise<void> => {
     await finished(stream);
+    if (counter.n <= SMALL_FILE) return rewriteInPlace(headBytes, head, body);
     const next = `${claim.slice(0, -4)}.new`;
     let out = -1;
     let old: fsp.FileHandle | undefined;
     try {
       out = fs.openSync(next, 'wx', 0o600);
       const parts = body ? [head, Buffer.from('\r\n'), body] : [head];
-      let n: number;
-      if (counter.n <= SMALL_FILE) {
-        if (!body) parts.push(readSmall(dataPath).subarray(headBytes));
-        n = writeAllSync(out, parts);
-      } else {
-        old = await fsp.open(dataPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-        n = await writeAllFd(out, parts);
-        const buf = Buffer.allocUnsafe(64 * 1024);
-        for (let pos = headBytes; !body; ) {
-          const { bytesRead } = await old.read(buf, 0, buf.length, pos);
-          if (bytesRead === 0) break;
-          n += await writeAllFd(out, [buf.subarray(0, bytesRead)]);
-          pos += bytesRead;
-        }
-        await old.close();
-        old = undefined;
+      old = await fsp.open(dataPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      let n = await writeAllFd(out, parts);
+      const buf = Buffer.allocUnsafe(64 * 1024);
+      for (let pos = headBytes; !body; ) {
+        const { bytesRead } = await old.read(buf, 0, buf.length, pos);
+        if (bytesRead === 0) break;
+        n += await writeAllFd(out, [buf.subarray(0, bytesRead)]);
+        pos += bytesRead;
       }
+      await old.close();
+      old = undefined;
       fs.renameSync(next, dataPath);
       fs.close(data.fd, () => undefined);
       data.fd = out;
@@ -337,6 +338,37 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       if (out >= 0) fs.closeSync(out);
       fs.rmSync(next, { force: true });
       throw spoolError(err, 'rewrite the header of a message');
+    }
+  };
+  /**
+   * A small message's new head (and the rest, or a new body) written over its own file, read back whole
+   * first, and the file cut to its new length: no new file and no rename, whose waits for the file
+   * system's journal stopped the event loop while other messages committed (a milter that signs every
+   * message made it the intake's largest cost). No envelope names the file before the commit, so no one
+   * reads it half rewritten. A write that fails puts the old bytes back; a file that cannot be restored
+   * is never committed.
+   */
+  const rewriteInPlace = (headBytes: number, head: Buffer, body?: Buffer): void => {
+    let old: Buffer;
+    try {
+      old = readSmall(dataPath);
+    } catch (err) {
+      throw spoolError(err, 'rewrite the header of a message');
+    }
+    const parts = body ? [head, Buffer.from('\r\n'), body] : [head, old.subarray(headBytes)];
+    try {
+      const n = writeAllSync(data.fd, parts, 0);
+      if (n < old.length) fs.ftruncateSync(data.fd, n);
+      counter.n = n;
+    } catch (err) {
+      const failed = spoolError(err, 'rewrite the header of a message');
+      try {
+        writeAllSync(data.fd, [old], 0);
+        fs.ftruncateSync(data.fd, old.length);
+      } catch {
+        damaged = err as Error;
+      }
+      throw failed;
     }
   };
   return { id, stream, bytesWritten: () => counter.n, read, rewriteHead, commit, abort };

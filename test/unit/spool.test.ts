@@ -36,6 +36,69 @@ async function commit(root: string, text: string, rcpts?: string[]): Promise<Env
   return w.commit(partial(rcpts));
 }
 
+test("a changed header is written over a small message's own file, a large one's into a new file", async () => {
+  const root = tempDir();
+  const spool = openSpoolWriter(root);
+  const cases: Array<{ text: string; head: string; body?: string; want: string }> = [
+    { text: 'A: 1\r\n\r\nbody\r\n', head: 'X-Signed: yes\r\nA: 1\r\n', want: 'X-Signed: yes\r\nA: 1\r\n\r\nbody\r\n' },
+    { text: 'A: a long field\r\nB: 2\r\n\r\nbody\r\n', head: 'B: 2\r\n', want: 'B: 2\r\n\r\nbody\r\n' },
+    { text: 'A: 1\r\n\r\nold body\r\n', head: 'A: 1\r\n', body: 'new\r\n', want: 'A: 1\r\n\r\nnew\r\n' },
+    { text: `A: 1\r\n\r\n${'x'.repeat(300 * 1024)}\r\n`, head: 'Z: 9\r\nA: 1\r\n', want: '' },
+  ];
+  cases[3]!.want = `Z: 9\r\n${cases[3]!.text}`;
+  for (const c of cases) {
+    const w = await spool.begin();
+    w.stream.end(Buffer.from(c.text, 'latin1'));
+    const headBytes = c.text.indexOf('\r\n\r\n') + 2;
+    await w.rewriteHead!(headBytes, Buffer.from(c.head, 'latin1'), c.body ? Buffer.from(c.body, 'latin1') : undefined);
+    assert.equal(w.bytesWritten(), c.want.length);
+    const read: Buffer[] = [];
+    for await (const chunk of w.read!()) read.push(chunk as Buffer);
+    assert.equal(Buffer.concat(read).toString('latin1'), c.want, 'read back as rewritten');
+    const env = await w.commit(partial());
+    assert.equal(env.size, c.want.length);
+    assert.equal(fs.readFileSync(path.join(root, 'msg', env.id), 'latin1'), c.want, 'committed as rewritten');
+    assert.deepEqual(fs.readdirSync(path.join(root, 'tmp')), [], 'nothing left in tmp/');
+  }
+});
+
+test('an in-place header rewrite that fails leaves the old message, or, when the old bytes cannot be put back, a message that is never committed', async () => {
+  const root = tempDir();
+  const spool = openSpoolWriter(root);
+  const text = 'A: 1\r\n\r\nbody\r\n';
+  const realWrite = fs.writeSync;
+  // the rewrite's writes are the only positional ones: fail the first `fails` of them
+  const failing = (fails: number) => {
+    let n = 0;
+    (fs as { writeSync: unknown }).writeSync = (...a: unknown[]) => {
+      if (typeof a[4] === 'number' && n++ < fails) throw Object.assign(new Error('no space left'), { code: 'ENOSPC' });
+      return (realWrite as (...x: unknown[]) => number)(...a);
+    };
+  };
+  try {
+    const w = await spool.begin();
+    w.stream.end(Buffer.from(text));
+    failing(1);
+    await assert.rejects(w.rewriteHead!(6, Buffer.from('X: a much longer field than before\r\nA: 1\r\n')), {
+      code: 'spool-full',
+    });
+    fs.writeSync = realWrite;
+    const env = await w.commit(partial());
+    assert.equal(fs.readFileSync(path.join(root, 'msg', env.id), 'latin1'), text, 'the old bytes were put back');
+
+    const w2 = await spool.begin();
+    w2.stream.end(Buffer.from(text));
+    failing(2);
+    await assert.rejects(w2.rewriteHead!(6, Buffer.from('X: 2\r\nA: 1\r\n')), { code: 'spool-full' });
+    fs.writeSync = realWrite;
+    await assert.rejects(w2.commit(partial()), { code: 'spool-full' });
+    assert.deepEqual(fs.readdirSync(path.join(root, 'queue')), [env.id], 'the damaged message was not queued');
+    assert.deepEqual(fs.readdirSync(path.join(root, 'msg')), [env.id], 'and its data is gone');
+  } finally {
+    fs.writeSync = realWrite;
+  }
+});
+
 test('ids are unique, sortable by time, and well formed', () => {
   const ids = Array.from({ length: 5000 }, () => newId());
   assert.equal(new Set(ids).size, ids.length);
