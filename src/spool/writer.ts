@@ -21,6 +21,9 @@ import { newId } from './id.js';
 import { spent } from './space.js';
 import { DirSyncer, ensureSpool, layoutOf, type Layout } from './layout.js';
 
+/** What a failed header rewrite says it could not do. */
+const REWRITE = 'rewrite the header of a message';
+
 /** Messages up to this size are read back and rewritten with synchronous calls (see rewriteHead). */
 const SMALL_FILE = 256 * 1024;
 
@@ -310,6 +313,9 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
    * over its own file, a large one's in a new file that then takes the old one's name in msg/ (made
    * durable by the commit's sync of msg/). */
   const rewriteHead = async (headBytes: number, head: Buffer, body?: Buffer): Promise<void> => {
+    // never over a dropped message's descriptor (its number may be reused) or a file already damaged
+    if (!open) throw spoolError(Object.assign(new Error('the message was dropped'), { code: 'EBADF' }), REWRITE);
+    if (damaged) throw spoolError(damaged, REWRITE);
     await finished(stream);
     if (counter.n <= SMALL_FILE) return rewriteInPlace(headBytes, head, body);
     const next = `${claim.slice(0, -4)}.new`;
@@ -337,7 +343,7 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       await old?.close().catch(() => undefined);
       if (out >= 0) fs.closeSync(out);
       fs.rmSync(next, { force: true });
-      throw spoolError(err, 'rewrite the header of a message');
+      throw spoolError(err, REWRITE);
     }
   };
   /**
@@ -353,7 +359,7 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
     try {
       old = readSmall(dataPath);
     } catch (err) {
-      throw spoolError(err, 'rewrite the header of a message');
+      throw spoolError(err, REWRITE);
     }
     const parts = body ? [head, Buffer.from('\r\n'), body] : [head, old.subarray(headBytes)];
     try {
@@ -361,7 +367,7 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       if (n < old.length) fs.ftruncateSync(data.fd, n);
       counter.n = n;
     } catch (err) {
-      const failed = spoolError(err, 'rewrite the header of a message');
+      const failed = spoolError(err, REWRITE);
       try {
         writeAllSync(data.fd, [old], 0);
         fs.ftruncateSync(data.fd, old.length);

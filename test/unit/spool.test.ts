@@ -91,9 +91,14 @@ test('an in-place header rewrite that fails leaves the old message, or, when the
     failing(2);
     await assert.rejects(w2.rewriteHead!(6, Buffer.from('X: 2\r\nA: 1\r\n')), { code: 'spool-full' });
     fs.writeSync = realWrite;
+    await assert.rejects(w2.rewriteHead!(6, Buffer.from('X: 3\r\nA: 1\r\n')), { code: 'spool-full' }, 'not again');
     await assert.rejects(w2.commit(partial()), { code: 'spool-full' });
     assert.deepEqual(fs.readdirSync(path.join(root, 'queue')), [env.id], 'the damaged message was not queued');
     assert.deepEqual(fs.readdirSync(path.join(root, 'msg')), [env.id], 'and its data is gone');
+    const w3 = await spool.begin();
+    w3.stream.end(Buffer.from(text));
+    await w3.abort();
+    await assert.rejects(w3.rewriteHead!(6, Buffer.from('X: 4\r\nA: 1\r\n')), { code: 'spool-io' }, 'dropped');
   } finally {
     fs.writeSync = realWrite;
   }
