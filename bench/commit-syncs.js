@@ -63,48 +63,57 @@ const data = Buffer.alloc(opts.size, 'x');
 const envelope = Buffer.from(`${JSON.stringify({ version: 1, pad: 'e'.repeat(380) }, null, 1)}\n`);
 let n = 0;
 
+/** A new file in one/ holding the data, written, not synced. */
+function oneFile() {
+  const fd = fs.openSync(path.join(bare, 'one', `m${n++}`), 'wx', 0o600);
+  fs.writeSync(fd, data);
+  return fd;
+}
+
+/** A message as the writer lays it out: its claim in tmp/ holding the envelope, its data in msg/;
+ * written, not synced. */
+function twoFiles() {
+  const id = `m${n++}`;
+  const claim = path.join(bare, 'tmp', id);
+  const env = fs.openSync(claim, 'wx', 0o600);
+  const fd = fs.openSync(path.join(bare, 'msg', id), 'wx', 0o600);
+  fs.writeSync(fd, data);
+  fs.writeSync(env, envelope);
+  return { id, claim, env, fd };
+}
+
+/** The first sync phase's bare calls: both files and msg/ fsynced together, then the files closed. */
+async function firstPhase(m) {
+  await Promise.all([fsync(m.fd), fsync(m.env), fsync(dirFd.msg)]);
+  fs.closeSync(m.fd);
+  fs.closeSync(m.env);
+}
+
 /** Each pattern: prepares a message, then returns the timed part as a function. */
 const patterns = {
   'one file': () => {
-    const fd = fs.openSync(path.join(bare, 'one', `m${n++}`), 'wx', 0o600);
-    fs.writeSync(fd, data);
+    const fd = oneFile();
     return async () => {
       await fsync(fd);
       fs.closeSync(fd);
     };
   },
   'one file + dir': () => {
-    const fd = fs.openSync(path.join(bare, 'one', `m${n++}`), 'wx', 0o600);
-    fs.writeSync(fd, data);
+    const fd = oneFile();
     return async () => {
       await Promise.all([fsync(fd), fsync(dirFd.one)]);
       fs.closeSync(fd);
     };
   },
   'two files + dir': () => {
-    const id = `m${n++}`;
-    const env = fs.openSync(path.join(bare, 'tmp', id), 'wx', 0o600);
-    const fd = fs.openSync(path.join(bare, 'msg', id), 'wx', 0o600);
-    fs.writeSync(fd, data);
-    fs.writeSync(env, envelope);
-    return async () => {
-      await Promise.all([fsync(fd), fsync(env), fsync(dirFd.msg)]);
-      fs.closeSync(fd);
-      fs.closeSync(env);
-    };
+    const m = twoFiles();
+    return () => firstPhase(m);
   },
   'both phases, bare': () => {
-    const id = `m${n++}`;
-    const claim = path.join(bare, 'tmp', id);
-    const env = fs.openSync(claim, 'wx', 0o600);
-    const fd = fs.openSync(path.join(bare, 'msg', id), 'wx', 0o600);
-    fs.writeSync(fd, data);
-    fs.writeSync(env, envelope);
+    const m = twoFiles();
     return async () => {
-      await Promise.all([fsync(fd), fsync(env), fsync(dirFd.msg)]);
-      fs.closeSync(fd);
-      fs.closeSync(env);
-      fs.renameSync(claim, path.join(bare, 'queue', id));
+      await firstPhase(m);
+      fs.renameSync(m.claim, path.join(bare, 'queue', m.id));
       await fsync(dirFd.queue);
     };
   },

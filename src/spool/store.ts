@@ -262,7 +262,7 @@ async function* scanAll(
   const listing = names.length > size ? (earlyListing ?? msgNames()) : undefined;
   let data: Set<string> | undefined;
   // the folders' paths joined once: a path.join() per name was a twentieth of a long listing's main thread
-  const folder = { queue: layout.envelope('queue', 'x').slice(0, -1), hold: layout.envelope('hold', 'x').slice(0, -1) };
+  const folder = { queue: `${layout.dir('queue')}/`, hold: `${layout.dir('hold')}/` };
   const fileOf = (i: number): string => folder[names[i]!.place] + names[i]!.id;
   for await (const [at, raws] of readSlices(names.length, fileOf, size, thread)) {
     if (listing) data ??= new Set(await listing);

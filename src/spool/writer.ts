@@ -21,6 +21,11 @@ import { newId } from './id.js';
 import { spent } from './space.js';
 import { DirSyncer, ensureSpool, layoutOf, type Layout } from './layout.js';
 
+/** The error of a call on a message already dropped (its descriptors closed). */
+function droppedError(): Error {
+  return Object.assign(new Error('the message was dropped'), { code: 'EBADF' });
+}
+
 /** What a failed header rewrite says it could not do. */
 const REWRITE = 'rewrite the header of a message';
 
@@ -270,7 +275,7 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
     const target = layout.envelope(place, id);
     let counted = false;
     try {
-      if (!open) throw Object.assign(new Error('the message was dropped'), { code: 'EBADF' });
+      if (!open) throw droppedError();
       if (damaged) throw damaged;
       await finished(stream);
       env.size = counter.n;
@@ -314,7 +319,7 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
    * durable by the commit's sync of msg/). */
   const rewriteHead = async (headBytes: number, head: Buffer, body?: Buffer): Promise<void> => {
     // never over a dropped message's descriptor (its number may be reused) or a file already damaged
-    if (!open) throw spoolError(Object.assign(new Error('the message was dropped'), { code: 'EBADF' }), REWRITE);
+    if (!open) throw spoolError(droppedError(), REWRITE);
     if (damaged) throw spoolError(damaged, REWRITE);
     await finished(stream);
     if (counter.n <= SMALL_FILE) return rewriteInPlace(headBytes, head, body);
