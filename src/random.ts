@@ -4,7 +4,8 @@
  * /dev/urandom (the same generator node:crypto draws from), a kilobyte at a time into a pool.
  *
  * Trusts the kernel's generator. Where /dev/urandom cannot be opened or read in full, node:crypto fills
- * the pool instead; never fails otherwise. Not for keys or secrets: those use node:crypto directly.
+ * the pool instead; never fails otherwise. For names and nonces (smtp-server's session ids and CRAM-MD5
+ * challenges among them), not for keys or password salts: those use node:crypto directly.
  */
 import fs from 'node:fs';
 import { createRequire } from 'node:module';

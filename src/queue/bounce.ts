@@ -6,7 +6,7 @@
  * text/rfc822-headers, never interpreted). A bounce goes to the envelope sender with the null sender, so a
  * bounce is never bounced; a message with the null sender gets none. Pure; cannot fail.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from '../random.js';
 import type { Envelope, Recipient } from '../domain/envelope.js';
 
 /** Whether a recipient wants a notice of this kind (RFC 3461 NOTIFY; default FAILURE and DELAY). */

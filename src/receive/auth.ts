@@ -10,7 +10,7 @@
  * warning. Passwords are compared in constant time, unknown users cost as much as known ones, and
  * passwords are never logged or put in errors.
  */
-import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { cryptoModule } from '../lazy-node.js';
 import fs from 'node:fs';
 import { runCommand } from '../proc/run.js';
 
@@ -33,7 +33,7 @@ let queue: Promise<unknown> = Promise.resolve();
 function derive(password: string, salt: Buffer, n: number, r: number, p: number): Promise<Buffer> {
   const run = (): Promise<Buffer> =>
     new Promise((resolve, reject) =>
-      scrypt(password, salt, KEYLEN, { N: n, r, p, maxmem: 256 * n * r + 1024 * 1024 }, (err, key) =>
+      cryptoModule().scrypt(password, salt, KEYLEN, { N: n, r, p, maxmem: 256 * n * r + 1024 * 1024 }, (err, key) =>
         err ? reject(err) : resolve(key),
       ),
     );
@@ -44,7 +44,7 @@ function derive(password: string, salt: Buffer, n: number, r: number, p: number)
 
 /** Hashes a password for the users file. */
 export async function hashPassword(password: string): Promise<string> {
-  const salt = randomBytes(16);
+  const salt = cryptoModule().randomBytes(16);
   const key = await derive(password, salt, N, R, P);
   return `scrypt$${N}$${R}$${P}$${salt.toString('base64')}$${key.toString('base64')}`;
 }
@@ -59,7 +59,7 @@ export async function verifyPassword(password: string, stored: string): Promise<
   const want = Buffer.from(parts[5]!, 'base64');
   if (want.length !== KEYLEN) return false;
   const got = await derive(password, salt, n, r, p);
-  return timingSafeEqual(got, want);
+  return cryptoModule().timingSafeEqual(got, want);
 }
 
 /** A hash for unknown users, so that a wrong name costs as much time as a wrong password. */
@@ -69,7 +69,7 @@ let decoy: string | undefined;
 export async function checkLogin(users: Map<string, string>, user: string, password: string): Promise<boolean> {
   const stored = users.get(user);
   if (stored) return verifyPassword(password, stored);
-  decoy ??= await hashPassword(randomBytes(16).toString('hex'));
+  decoy ??= await hashPassword(cryptoModule().randomBytes(16).toString('hex'));
   await verifyPassword(password, decoy);
   return false;
 }

@@ -302,6 +302,20 @@ export class FerryServer extends SMTPServer {
     super(options);
   }
 
+  /**
+   * smtp-server makes a TLS context (its built-in certificate when none is given) at construction, for
+   * every server. One that offers no TLS (no STARTTLS, not implicit TLS) never uses it: it gets none,
+   * and node:tls is not loaded for it (src/receive/smtp-server-tls.ts). Called by smtp-server's constructor and by
+   * reconfigure(), each time with the options as they then stand.
+   */
+  override updateSecureContext(options?: Parameters<SMTPServer['updateSecureContext']>[0]): void {
+    const o = { ...this.options, ...options } as SMTPServerOptions;
+    const starttls = !(o.hideSTARTTLS || (o.disabledCommands ?? []).some((c) => c.toUpperCase() === 'STARTTLS'));
+    if (o.secure || starttls) return super.updateSecureContext(options);
+    Object.assign(this.options, options);
+    this.secureContext = new Map();
+  }
+
   /** Takes new options and policy for the sessions to come (a reload of the configuration); a new
    * certificate replaces the TLS context. Sessions under way keep what they began with. */
   reconfigure(options: SMTPServerOptions, policy: ConnectionPolicy): void {

@@ -12,7 +12,7 @@
  * cannot be read counts as empty, with a log line, and one that cannot be written leaves the user
  * suspended in memory until the daemon stops.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from '../random.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/types.js';

@@ -10,7 +10,8 @@
  * administrator's, already checked for shape by config/. Fails by throwing an Error whose message says
  * what is wrong with the key (never its content); the caller must then send nothing.
  */
-import crypto, { type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import { cryptoModule } from '../lazy-node.js';
 import fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import { parseHeaderBlock, type HeaderField } from '../domain/header.js';
@@ -95,7 +96,9 @@ function parseKey(s: DkimSettings): DkimKey {
   }
   let key: KeyObject;
   try {
-    key = crypto.createPrivateKey(text.includes('-----BEGIN') ? text : { key: text, format: 'der', type: 'pkcs8' });
+    key = cryptoModule().createPrivateKey(
+      text.includes('-----BEGIN') ? text : { key: text, format: 'der', type: 'pkcs8' },
+    );
   } catch {
     // the library's message may quote the file: say only what is wrong
     throw new Error(`key_file ${s.keyFile} holds no private key in PEM or DER (PKCS#8) form`);
@@ -120,7 +123,7 @@ function parseKey(s: DkimSettings): DkimKey {
  * ignored, a CRLF added after a last line that has none. Holds at most one CR between chunks.
  */
 export class RelaxedBodyHash {
-  private hash = crypto.createHash('sha256');
+  private hash = cryptoModule().createHash('sha256');
   private pendingCr = false;
   private pendingWsp = false;
   private lineHasContent = false;
@@ -273,7 +276,7 @@ export function signatureField(head: string, bodyHash: string, k: DkimKey, now =
   const data = Buffer.from(selectedHeaders(fields, names) + relaxedHeader(unsigned), 'latin1');
   const b =
     k.algorithm === 'rsa-sha256'
-      ? crypto.sign('sha256', data, k.key).toString('base64')
-      : crypto.sign(null, crypto.createHash('sha256').update(data).digest(), k.key).toString('base64');
+      ? cryptoModule().sign('sha256', data, k.key).toString('base64')
+      : cryptoModule().sign(null, cryptoModule().createHash('sha256').update(data).digest(), k.key).toString('base64');
   return `${foldTags([...tags, ['b', b]])}\r\n`;
 }

@@ -6,10 +6,10 @@
  * Trusts its settings. Never throws: resolves with an open Session, or with the reason it failed, which
  * is always a temporary failure (smtp.ts decides whether the route is down).
  */
-import { createHash } from 'node:crypto';
 import net from 'node:net';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
+import { cryptoModule, tlsModule } from '../lazy-node.js';
 import { Session } from './smtp-session.js';
 import { socksConnect } from './socks.js';
 import {
@@ -38,7 +38,7 @@ export interface OpenFailure {
 
 /** The SHA-256 fingerprint of a certificate, lower-case hex without colons. */
 function fingerprintOf(raw: Buffer): string {
-  return createHash('sha256').update(raw).digest('hex');
+  return cryptoModule().createHash('sha256').update(raw).digest('hex');
 }
 
 /** Connects a unix socket within the connect timeout. */
@@ -69,8 +69,8 @@ function context(
   client: { cert: Buffer; key: Buffer } | undefined,
 ): tls.SecureContext {
   const make = (): tls.SecureContext =>
-    tls.createSecureContext({
-      ...(ca ? { ca: [...tls.rootCertificates, ca.toString()] } : {}),
+    tlsModule().createSecureContext({
+      ...(ca ? { ca: [...tlsModule().rootCertificates, ca.toString()] } : {}),
       ...(client ?? {}),
       minVersion: 'TLSv1.2',
     });

@@ -1,15 +1,34 @@
 // STARTTLS with the configured certificate, seen from Python's smtplib, and the protocol it leaves in the
-// envelope and the Received header.
+// envelope and the Received header; what a daemon without TLS leaves unloaded.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { makeConfig, messageData, queueJson, run, startDaemon, tempDir, type RunningDaemon } from '../helpers.js';
+import {
+  makeConfig,
+  messageData,
+  queueJson,
+  run,
+  smtpSend,
+  startDaemon,
+  tempDir,
+  type RunningDaemon,
+} from '../helpers.js';
 
 let d: RunningDaemon | undefined;
 let noTls: RunningDaemon | undefined;
+/** Where each daemon's node writes, as it exits, the built-in modules it loaded (loaded.PID). */
+let loadedDir = '';
 before(async () => {
   const dir = tempDir();
+  loadedDir = path.join(dir, 'loaded');
+  fs.mkdirSync(loadedDir);
+  const preload = path.join(dir, 'loaded.cjs');
+  fs.writeFileSync(
+    preload,
+    `process.on('exit', () => require('fs').writeFileSync(${JSON.stringify(loadedDir)} + '/loaded.' + process.pid, process.moduleLoadList.join('\\n')));\n`,
+  );
+  const env = { NODE_OPTIONS: `--require ${preload}` };
   const cert = path.join(dir, 'cert.pem');
   const key = path.join(dir, 'key.pem');
   const r = await run('openssl', [
@@ -29,8 +48,14 @@ before(async () => {
   ]);
   assert.equal(r.code, 0, r.stderr);
   fs.chmodSync(key, 0o600);
-  d = await startDaemon(await makeConfig(`tls:\n  cert: ${JSON.stringify(cert)}\n  key: ${JSON.stringify(key)}\n`));
-  noTls = await startDaemon(await makeConfig());
+  d = await startDaemon(
+    await makeConfig(`tls:\n  cert: ${JSON.stringify(cert)}\n  key: ${JSON.stringify(key)}\n`),
+    [],
+    {
+      env,
+    },
+  );
+  noTls = await startDaemon(await makeConfig(), [], { env });
 });
 after(async () => {
   await d?.stop();
@@ -86,4 +111,20 @@ s.quit()
   );
   assert.match(out, /offered False/);
   assert.match(out, /\(5\d\d, b'5\.\d\.\d/);
+});
+
+test('a daemon without TLS loads neither node:tls nor node:crypto nor an HTTP client, also after a message', async () => {
+  // a message in and its queue run (no route: it waits) on the daemon without TLS
+  const sent = await smtpSend(noTls!.cfg.port, { to: ['someone@example.org'] });
+  assert.match(sent.reply, /^250 /);
+  const loaded = async (daemon: RunningDaemon): Promise<string[]> => {
+    assert.equal(await daemon.stop(), 0);
+    return fs.readFileSync(path.join(loadedDir, `loaded.${daemon.child.pid}`), 'utf8').split('\n');
+  };
+  const plain = await loaded(noTls!);
+  assert.ok(plain.includes('NativeModule net'), 'the list names what was loaded');
+  for (const m of ['tls', 'crypto', 'http', 'https', 'zlib'])
+    assert.ok(!plain.includes(`NativeModule ${m}`), `node:${m} was loaded`);
+  // the same list from the daemon that offers STARTTLS and upgraded a session names node:tls
+  assert.ok((await loaded(d!)).includes('NativeModule tls'));
 });

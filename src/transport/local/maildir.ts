@@ -10,7 +10,7 @@
  * are missing. Results are outcomes: a full disk or quota is temporary, an unusable folder too (its
  * owner can fix it).
  */
-import { createHash } from 'node:crypto';
+import { cryptoModule } from '../../lazy-node.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { resolveTrusted, UntrustedPath } from '../../trust.js';
@@ -19,7 +19,7 @@ import { fsFailure } from './results.js';
 
 /** The part of the file name that says which delivery it is. */
 export function deliveryKey(id: string, attempt: number, recipient: string): string {
-  const r = createHash('sha256').update(recipient.toLowerCase()).digest('hex').slice(0, 8);
+  const r = cryptoModule().createHash('sha256').update(recipient.toLowerCase()).digest('hex').slice(0, 8);
   return `F${id}A${attempt}R${r}`;
 }
 

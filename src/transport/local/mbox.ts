@@ -9,7 +9,7 @@
  * Runs as the mailbox's owner. Opens without following a symlink and writes only a regular file with one
  * name that belongs to this user. Results are outcomes, never throws.
  */
-import { createHash } from 'node:crypto';
+import { cryptoModule } from '../../lazy-node.js';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { dotLock, dotLockByHelper, type DotLock, type NoDotLock } from './dotlock.js';
@@ -94,7 +94,7 @@ export async function deliverMbox(file: string, data: Buffer, fromLine: string, 
       ino: st.ino,
       offset: st.size,
       length: data.length,
-      sha256: createHash('sha256').update(data).digest('hex'),
+      sha256: cryptoModule().createHash('sha256').update(data).digest('hex'),
       fromLine,
     };
     if (!(await o.mark(mark)))
@@ -147,7 +147,8 @@ export async function verifyMbox(
     const have = Math.min(m.length, st.size - m.offset);
     const buf = Buffer.alloc(have);
     await fh.read(buf, 0, have, m.offset);
-    if (have === m.length && createHash('sha256').update(buf).digest('hex') === m.sha256) return 'delivered';
+    if (have === m.length && cryptoModule().createHash('sha256').update(buf).digest('hex') === m.sha256)
+      return 'delivered';
     // half an entry, and nothing after it: ours, cut off mid-write
     const from = Buffer.from(m.fromLine);
     if (st.size < m.offset + m.length && buf.subarray(0, from.length).equals(from)) {
