@@ -102,7 +102,8 @@ function afterEntry(lazy, entry) {
 //   client (node:http, node:https, node:zlib) for a logger ferrymail turns off;
 // - node:tls, loaded on first use; FerryServer makes no TLS context for a server that offers no TLS;
 // - node:crypto: random bytes from the kernel's pool (src/random.ts), hashes loading it on first use;
-// - its ./tls-options.js, whose defaults are computed (a hash) when it loads: loaded on first use.
+// - its ./tls-options.js, whose defaults are computed (a hash) when it loads: the same module, bundled
+//   behind a require() that runs it on first use.
 // nodemailer's own modules (the delivery side, loaded when it first delivers) keep the real ones.
 const FOR_SMTP_SERVER = {
   'nodemailer/lib/shared': 'src/receive/smtp-server-shared.ts',

@@ -309,8 +309,9 @@ export class FerryServer extends SMTPServer {
    * reconfigure(), each time with the options as they then stand.
    */
   override updateSecureContext(options?: Parameters<SMTPServer['updateSecureContext']>[0]): void {
+    // STARTTLS counts as offered unless disabled: smtp-server's handler answers it even when hidden
     const o = { ...this.options, ...options } as SMTPServerOptions;
-    const starttls = !(o.hideSTARTTLS || (o.disabledCommands ?? []).some((c) => c.toUpperCase() === 'STARTTLS'));
+    const starttls = !(o.disabledCommands ?? []).some((c) => c.toUpperCase() === 'STARTTLS');
     if (o.secure || starttls) return super.updateSecureContext(options);
     Object.assign(this.options, options);
     this.secureContext = new Map();

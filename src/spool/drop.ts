@@ -18,7 +18,7 @@
  */
 import { randomBytes } from '../random.js';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import type { Envelope } from '../domain/envelope.js';
@@ -64,9 +64,9 @@ export function openDropWriter(root: string, opts: DropOptions): SpoolWriter {
 async function beginDrop(layout: Layout, opts: DropOptions): Promise<MessageWriter> {
   const rand = randomBytes(16).toString('hex');
   const tmp = path.join(layout.dir(DROP), `T.${rand}`);
-  let fh: fsp.FileHandle;
+  let fh: FileHandle;
   try {
-    fh = await fsp.open(
+    fh = await fs.promises.open(
       tmp,
       fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
       opts.mode,
@@ -92,7 +92,7 @@ async function beginDrop(layout: Layout, opts: DropOptions): Promise<MessageWrit
   const abort = async (): Promise<void> => {
     stream.destroy();
     await close();
-    await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
   };
   const commit = async (partial: Omit<Envelope, 'id' | 'size'>): Promise<Envelope> => {
     try {
@@ -103,7 +103,7 @@ async function beginDrop(layout: Layout, opts: DropOptions): Promise<MessageWrit
       await writeAll(fh, [Buffer.from([0]), Buffer.from(`${JSON.stringify(requestOf(partial, defaultSender))}\n`)]);
       await fh.sync();
       await close();
-      await fsp.rename(tmp, path.join(layout.dir(DROP), `D.${rand}`));
+      await fs.promises.rename(tmp, path.join(layout.dir(DROP), `D.${rand}`));
       // the queue id comes when the daemon takes the file; until then the drop file's name stands for it
       return { ...partial, id: `D.${rand}`, size: bytes } as Envelope;
     } catch (err) {

@@ -22,7 +22,6 @@
  */
 import { randomBytes } from '../random.js';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { spoolError } from '../errors.js';
@@ -251,7 +250,8 @@ const dirsMade = new Set<string>();
 async function ensureDirs(spoolDir: string, target: string): Promise<void> {
   const lockBase = path.dirname(target);
   if (dirsMade.has(lockBase) && fs.existsSync(lockBase)) return;
-  for (const d of [lockBase, path.join(spoolDir, 'tmp')]) await fsp.mkdir(d, { mode: 0o700, recursive: true });
+  // once per process and spool: made directly (node:fs/promises is not loaded at the daemon's start)
+  for (const d of [lockBase, path.join(spoolDir, 'tmp')]) fs.mkdirSync(d, { mode: 0o700, recursive: true });
   dirsMade.add(lockBase);
 }
 

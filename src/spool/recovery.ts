@@ -8,7 +8,6 @@
  * system's error.
  */
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import { recoverPickups } from './drop.js';
 import { isId } from './id.js';
 import { type Layout, namesIn } from './layout.js';
@@ -43,9 +42,9 @@ export async function recoverSpool(layout: Layout, orphans = true): Promise<Reco
     // a claim of a dead writer: its message was never acknowledged, its data goes with it
     if (kind === 'env' && isId(id) && !claimed.has(id) && !committed(layout, id)) {
       if (fs.existsSync(layout.data(id))) report.orphansRemoved++;
-      await fsp.rm(layout.data(id), { force: true });
+      await fs.promises.rm(layout.data(id), { force: true });
     }
-    await fsp.rm(`${layout.dir('tmp')}/${name}`, { force: true, recursive: true });
+    await fs.promises.rm(`${layout.dir('tmp')}/${name}`, { force: true, recursive: true });
     report.tmpRemoved++;
   }
   await sweepLocks(layout.root);
@@ -55,7 +54,7 @@ export async function recoverSpool(layout: Layout, orphans = true): Promise<Reco
     return l ? () => l.release() : null;
   });
   // the lock key of older versions (abstract socket locks)
-  await fsp.rm(`${layout.root}/lock.key`, { force: true });
+  fs.rmSync(`${layout.root}/lock.key`, { force: true });
   if (orphans) report.orphansRemoved += await removeOrphans(layout, claimed);
   return report;
 }
@@ -78,7 +77,7 @@ async function removeOrphans(layout: Layout, claimed: ReadonlySet<string>): Prom
     if (!st || now - st.mtimeMs < ORPHAN_GRACE_MS) continue;
     // re-check: a writer may have committed its envelope since the listing
     if (committed(layout, id)) continue;
-    await fsp.rm(layout.data(id), { force: true });
+    await fs.promises.rm(layout.data(id), { force: true });
     removed++;
   }
   return removed;

@@ -8,7 +8,6 @@
  * Errors are FerryError.
  */
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import { FerryError, isFerryError, spoolError } from '../errors.js';
 import type { Envelope } from '../domain/envelope.js';
 import { decodeEnvelope, encodeEnvelope } from './envelope-codec.js';
@@ -176,7 +175,7 @@ async function decodeRead(
 
 /** Moves an envelope that cannot be used to corrupt/ and says why. */
 async function moveCorrupt(layout: Layout, place: Place, id: string, reason: string): Promise<CorruptReport> {
-  await fsp.rename(layout.envelope(place, id), layout.envelope('corrupt', id)).catch(() => undefined);
+  await fs.promises.rename(layout.envelope(place, id), layout.envelope('corrupt', id)).catch(() => undefined);
   return { id, reason };
 }
 
@@ -253,7 +252,7 @@ async function* scanAll(
   // names are read (for a long queue) or the first envelopes are (by a worker when there are many:
   // envelope-file.ts); read here with namesIn(), beside the decoding, it raised the listing's peak memory
   // by a quarter
-  const msgNames = (): Promise<string[]> => fsp.readdir(layout.dir('msg')).catch(() => []);
+  const msgNames = (): Promise<string[]> => fs.promises.readdir(layout.dir('msg')).catch(() => []);
   const earlyListing = early ? msgNames() : undefined;
   const names = await queueNames(layout, places).catch(async (err: unknown) => {
     void (await thread)?.worker.terminate();
@@ -348,9 +347,9 @@ async function unlinkEntry(layout: SyncedLayout, id: string, place: Place): Prom
   try {
     // unlinks stay asynchronous: freeing a file's blocks can take long (discard, journal), and the
     // envelope's unlink waits on the directory's fsync of other removals
-    await fsp.unlink(layout.envelope(place, id));
+    await fs.promises.unlink(layout.envelope(place, id));
     await layout.sync(place);
-    await fsp.unlink(layout.data(id)).catch((e: NodeJS.ErrnoException) => {
+    await fs.promises.unlink(layout.data(id)).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== 'ENOENT') throw e;
     });
   } catch (err) {
@@ -365,7 +364,7 @@ async function moveEntry(layout: SyncedLayout, id: string, from: Place, to: Plac
     throw new FerryError('not-found', `message ${id} is ${place === 'hold' ? 'already held' : 'not held'}`);
   }
   try {
-    await fsp.rename(layout.envelope(from, id), layout.envelope(to, id));
+    await fs.promises.rename(layout.envelope(from, id), layout.envelope(to, id));
     await Promise.all([layout.sync(from), layout.sync(to)]);
   } catch (err) {
     throw spoolError(err, `move ${id} to ${to}`);
@@ -394,20 +393,20 @@ async function replaceEnvelope(layout: SyncedLayout, env: Envelope, place: Place
   const tmp = `${layout.dir('tmp')}/${env.id}.${process.pid}.upd`;
   let renamed = false;
   try {
-    await fsp.rm(tmp, { force: true });
-    const fh = await fsp.open(tmp, 'wx', 0o600);
+    await fs.promises.rm(tmp, { force: true });
+    const fh = await fs.promises.open(tmp, 'wx', 0o600);
     try {
       await fh.writeFile(encodeEnvelope(env));
       await fh.sync();
     } finally {
       await fh.close();
     }
-    await fsp.rename(tmp, layout.envelope(place, env.id));
+    await fs.promises.rename(tmp, layout.envelope(place, env.id));
     renamed = true;
     await layout.sync(place);
   } catch (err) {
     // a write that failed (a full disk) leaves nothing behind
-    if (!renamed) await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    if (!renamed) await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
     throw spoolError(err, `update ${env.id}`);
   }
 }

@@ -10,7 +10,7 @@
  * File system errors become FerryError spool-full / spool-permission / spool-io; after a failed commit
  * nothing of the message is visible in queue/.
  */
-import fsp from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import fs from 'node:fs';
 import { Readable, Writable } from 'node:stream';
@@ -68,7 +68,7 @@ export interface SpoolWriter {
 }
 
 /** Writes every byte of bufs, going on after short writes (a full disk or a file size limit). */
-export function writeAll(fh: fsp.FileHandle, bufs: Buffer[]): Promise<number> {
+export function writeAll(fh: FileHandle, bufs: Buffer[]): Promise<number> {
   return writeAllWith((rest) => fh.writev(rest).then((r) => r.bytesWritten), bufs);
 }
 
@@ -338,11 +338,11 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
     if (counter.n <= SMALL_FILE) return rewriteInPlace(headBytes, head, body);
     const next = `${claim.slice(0, -4)}.new`;
     let out = -1;
-    let old: fsp.FileHandle | undefined;
+    let old: FileHandle | undefined;
     try {
       out = fs.openSync(next, 'wx', 0o600);
       const parts = body ? [head, Buffer.from('\r\n'), body] : [head];
-      old = await fsp.open(dataPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      old = await fs.promises.open(dataPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
       let n = await writeAllFd(out, parts);
       const buf = Buffer.allocUnsafe(64 * 1024);
       for (let pos = headBytes; !body; ) {

@@ -113,7 +113,7 @@ s.quit()
   assert.match(out, /\(5\d\d, b'5\.\d\.\d/);
 });
 
-test('a daemon without TLS loads neither node:tls nor node:crypto nor an HTTP client, also after a message', async () => {
+test('a daemon without TLS loads neither node:tls, node:crypto, node:fs/promises nor an HTTP client, also after a message', async () => {
   // a message in and its queue run (no route: it waits) on the daemon without TLS
   const sent = await smtpSend(noTls!.cfg.port, { to: ['someone@example.org'] });
   assert.match(sent.reply, /^250 /);
@@ -123,8 +123,8 @@ test('a daemon without TLS loads neither node:tls nor node:crypto nor an HTTP cl
   };
   const plain = await loaded(noTls!);
   assert.ok(plain.includes('NativeModule net'), 'the list names what was loaded');
-  for (const m of ['tls', 'crypto', 'http', 'https', 'zlib'])
+  for (const m of ['tls', 'crypto', 'http', 'https', 'zlib', 'fs/promises'])
     assert.ok(!plain.includes(`NativeModule ${m}`), `node:${m} was loaded`);
-  // the same list from the daemon that offers STARTTLS and upgraded a session names node:tls
+  // the same list from the daemon that offers STARTTLS names node:tls (its TLS context is made at start)
   assert.ok((await loaded(d!)).includes('NativeModule tls'));
 });

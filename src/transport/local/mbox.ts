@@ -11,7 +11,7 @@
  */
 import { cryptoModule } from '../../lazy-node.js';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { dotLock, dotLockByHelper, type DotLock, type NoDotLock } from './dotlock.js';
 import { fcntlLock, type FcntlLock } from './fcntl.js';
 import { fsFailure, type LocalResult } from './results.js';
@@ -53,14 +53,14 @@ async function ownDotLock(file: string, o: MboxOptions): Promise<DotLock | NoDot
 }
 
 /** Opens the mbox for appending; it must be a regular file of ours with one name. */
-async function openMbox(file: string, create: boolean): Promise<fsp.FileHandle> {
+async function openMbox(file: string, create: boolean): Promise<FileHandle> {
   const base = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
-  let fh: fsp.FileHandle;
+  let fh: FileHandle;
   try {
-    fh = await fsp.open(file, base);
+    fh = await fs.promises.open(file, base);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !create) throw err;
-    fh = await fsp.open(file, base | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+    fh = await fs.promises.open(file, base | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
   }
   const st = await fh.stat();
   if (!st.isFile() || st.nlink !== 1 || st.uid !== process.geteuid?.()) {
@@ -78,7 +78,7 @@ export async function deliverMbox(file: string, data: Buffer, fromLine: string, 
       outcome: 'tempfail',
       reply: `451 4.2.0 ${file}: ${'busy' in dl ? dl.busy : 'failed' in dl ? dl.failed : dl.denied}`,
     };
-  let fh: fsp.FileHandle | undefined;
+  let fh: FileHandle | undefined;
   let lock: FcntlLock | undefined;
   try {
     fh = await openMbox(file, o.create);
@@ -110,7 +110,7 @@ export async function deliverMbox(file: string, data: Buffer, fromLine: string, 
 }
 
 /** Writes the entry and syncs it; on failure cuts the file back to `size`. */
-async function append(fh: fsp.FileHandle, data: Buffer, size: number, file: string): Promise<LocalResult> {
+async function append(fh: FileHandle, data: Buffer, size: number, file: string): Promise<LocalResult> {
   try {
     let off = 0;
     while (off < data.length) off += (await fh.write(data, off, data.length - off)).bytesWritten;
@@ -134,10 +134,10 @@ export async function verifyMbox(
 ): Promise<MboxCheck> {
   const dl = o.dotlock === 'self' ? await ownDotLock(m.file, { ...o, create: false, mark: async () => true }) : null;
   if (dl && !('release' in dl)) return 'unknown';
-  let fh: fsp.FileHandle | undefined;
+  let fh: FileHandle | undefined;
   let lock: FcntlLock | undefined;
   try {
-    fh = await fsp.open(m.file, fs.constants.O_RDWR | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    fh = await fs.promises.open(m.file, fs.constants.O_RDWR | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
     const fl = await fcntlLock(m.file, (o.lockWait ?? 20) * 1000);
     if ('failed' in fl) return 'unknown';
     if (!('unavailable' in fl)) lock = fl;
