@@ -1,17 +1,21 @@
 // STARTTLS with the configured certificate, seen from Python's smtplib, and the protocol it leaves in the
 // envelope and the Received header; what a daemon without TLS leaves unloaded.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
+  FERRYMAIL,
   makeConfig,
   messageData,
   queueJson,
   run,
   smtpSend,
   startDaemon,
+  ROOT,
   tempDir,
+  waitForPort,
   type RunningDaemon,
 } from '../helpers.js';
 
@@ -19,6 +23,8 @@ let d: RunningDaemon | undefined;
 let noTls: RunningDaemon | undefined;
 /** Where each daemon's node writes, as it exits, the built-in modules it loaded (loaded.PID). */
 let loadedDir = '';
+/** The tls: section with the test's certificate. */
+let tlsSection = '';
 before(async () => {
   const dir = tempDir();
   loadedDir = path.join(dir, 'loaded');
@@ -48,13 +54,10 @@ before(async () => {
   ]);
   assert.equal(r.code, 0, r.stderr);
   fs.chmodSync(key, 0o600);
-  d = await startDaemon(
-    await makeConfig(`tls:\n  cert: ${JSON.stringify(cert)}\n  key: ${JSON.stringify(key)}\n`),
-    [],
-    {
-      env,
-    },
-  );
+  tlsSection = `tls:\n  cert: ${JSON.stringify(cert)}\n  key: ${JSON.stringify(key)}\n`;
+  d = await startDaemon(await makeConfig(tlsSection), [], {
+    env,
+  });
   noTls = await startDaemon(await makeConfig(), [], { env });
 });
 after(async () => {
@@ -127,4 +130,45 @@ test('a daemon without TLS loads neither node:tls, node:crypto, node:fs/promises
     assert.ok(!plain.includes(`NativeModule ${m}`), `node:${m} was loaded`);
   // the same list from the daemon that offers STARTTLS names node:tls (its TLS context is made at start)
   assert.ok((await loaded(d!)).includes('NativeModule tls'));
+});
+
+test('the bundled daemon copied without node_modules offers STARTTLS and upgrades a session', async () => {
+  const cfg = await makeConfig(tlsSection);
+  // bin/ and dist/bundle/ alone: what the daemon needs at run time must be in the bundle
+  const app = path.join(cfg.dir, 'app');
+  fs.cpSync(path.join(ROOT, 'dist', 'bundle'), path.join(app, 'dist', 'bundle'), { recursive: true });
+  fs.mkdirSync(path.join(app, 'bin'));
+  fs.copyFileSync(FERRYMAIL, path.join(app, 'bin', 'ferrymail.js'));
+  fs.copyFileSync(path.join(ROOT, 'bin', 'package.json'), path.join(app, 'bin', 'package.json'));
+  const child = spawn(
+    process.execPath,
+    [path.join(app, 'bin', 'ferrymail.js'), '--config-dir', cfg.configDir, 'daemon'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let out = '';
+  child.stdout.on('data', (b) => (out += b));
+  child.stderr.on('data', (b) => (out += b));
+  try {
+    await waitForPort(cfg.port);
+    const said = await py(
+      cfg.port,
+      `
+import smtplib, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=10)
+s.ehlo('copy.client')
+s.starttls(context=ctx)
+s.ehlo('copy.client')
+print('refused', len(s.sendmail('a@example.com', ['b@example.org'], b'Subject: copy\\r\\n\\r\\nbody\\r\\n')))
+s.quit()
+`,
+    );
+    assert.match(said, /refused 0/, out);
+    assert.match(out, /proto=ESMTPS/);
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  }
 });
