@@ -147,6 +147,10 @@ export async function openJournal(layout: Layout): Promise<InflightJournal> {
         throw spoolError(err, 'empty the in-flight journal');
       }
     },
-    close: () => new Promise<void>((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve()))),
+    // after any sync under way (a closed number may be reused at once, and its sync would reach another file)
+    close: async () => {
+      while (syncing || next) await (next ?? syncing)?.catch(() => undefined);
+      await new Promise<void>((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
+    },
   };
 }
