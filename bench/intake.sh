@@ -4,7 +4,7 @@
 # before "250"). Prints messages per second for each and the ratio ferrymail/postfix, for one connection
 # per message and for connection reuse (smtp-source -d).
 #
-# Usage: bench/intake.sh [-m messages] [-s sessions] [-l bytes] [-r repeats] [-p policy] [-L] [-k] [-n]
+# Usage: bench/intake.sh [-m messages] [-s sessions] [-l bytes] [-r repeats] [-p policy] [-L] [-S] [-k] [-n]
 #   -m  messages per round (default 5000)
 #   -s  parallel SMTP sessions (default 20)
 #   -l  message payload in bytes, headers not included (default 2048)
@@ -15,6 +15,9 @@
 #       results say what the policy costs.
 #   -L  latency instead of rate: one connection sends the messages one after another (bench/latency.js),
 #       and the time from the final "." to the 250 is printed as p50/p99 for each server
+#   -S  system calls instead of rate: each server's calls per message under the same load (strace -f -c
+#       attached to the daemon, and to Postfix's master and every process it has), for both rounds; a
+#       count, unlike a rate, does not move with the machine's other load
 #   -k  keep the temporary directory (logs, queues) for inspection
 #   -n  ferrymail only (skip Postfix)
 # FM_NODE_ARGS in the environment is given to the daemon's node (e.g. "--cpu-prof --cpu-prof-dir=DIR").
@@ -30,7 +33,8 @@ KEEP=0
 PEER=1
 POLICY=none
 LATENCY=0
-while getopts 'm:s:l:r:p:Lkn' opt; do
+SYSCALLS=0
+while getopts 'm:s:l:r:p:LSkn' opt; do
   case "$opt" in
     m) MESSAGES=$OPTARG ;;
     s) SESSIONS=$OPTARG ;;
@@ -38,9 +42,10 @@ while getopts 'm:s:l:r:p:Lkn' opt; do
     r) REPEATS=$OPTARG ;;
     p) POLICY=$OPTARG ;;
     L) LATENCY=1 ;;
+    S) SYSCALLS=1 ;;
     k) KEEP=1 ;;
     n) PEER=0 ;;
-    *) sed -n '2,20p' "$0" >&2; exit 64 ;;
+    *) sed -n '2,23p' "$0" >&2; exit 64 ;;
   esac
 done
 [[ $POLICY =~ ^(none|hooks|milter|all)$ ]] || { echo "intake: -p takes none, hooks, milter or all" >&2; exit 64; }
@@ -56,6 +61,9 @@ NODE=$(command -v node) || { echo "intake: node not found" >&2; exit 69; }
 . "$HERE/lib.sh"
 
 SMTP_SOURCE=$(find_tool smtp-source "${SMTP_SOURCE:-}") || { echo "intake: smtp-source not found (Debian: apt-get install postfix)" >&2; exit 69; }
+if [[ $SYSCALLS -eq 1 ]]; then
+  command -v strace >/dev/null || { echo "intake: -S needs strace (Debian: apt-get install strace)" >&2; exit 69; }
+fi
 
 if [[ $PEER -eq 1 ]]; then
   if [[ $(id -u) -ne 0 ]]; then
@@ -208,6 +216,56 @@ if rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); then
 fi
 echo "smtp-source: $SMTP_SOURCE"
 [[ $PEER -eq 1 ]] && setup_postfix
+
+# prints "TOTAL NAME=N NAME=N ..." per message (the eight most frequent) for the load sent to port $1
+# ("" or -d in $2) while strace counts the calls of the processes $3... and of every thread and child
+trace_load() {
+  local port=$1 flag=$2 out sp
+  shift 2
+  out=$(mktemp "$WORK/strace.XXXXXX")
+  local args=()
+  for p in "$@"; do args+=(-p "$p"); done
+  strace -f -c -o "$out" "${args[@]}" 2>"$out.err" &
+  sp=$!
+  # counting starts once strace has said, for each process, that it is attached
+  for _ in $(seq 1 200); do
+    [[ $(grep -c 'attached' "$out.err" || true) -ge $# ]] && break
+    sleep 0.05
+  done
+  send_load "$port" "$flag" >/dev/null
+  kill -INT "$sp"
+  wait "$sp" || true
+  awk -v n="$MESSAGES" '
+    $NF == "total" { total = $4 }
+    $1 ~ /^[0-9.]+$/ && $NF != "total" { calls[$NF] = $4 }
+    END {
+      printf "%.1f", total / n
+      k = 0
+      while (k < 8) {
+        best = ""; for (c in calls) if (best == "" || calls[c] > calls[best]) best = c
+        if (best == "") break
+        printf " %s=%.1f", best, calls[best] / n; delete calls[best]; k++
+      }
+      print ""
+    }' "$out"
+}
+
+if [[ $SYSCALLS -eq 1 ]]; then
+  echo "system calls per message (strace -f -c; the eight most frequent)"
+  for mode in new reuse; do
+    flag=''; [[ $mode == reuse ]] && flag='-d'
+    start_ferrymail "$WORK/syscalls-$mode" "$HOOKS_YAML"
+    read -r total top < <(trace_load "$FM_PORT" "$flag" "$DAEMON_PID")
+    stop_ferrymail
+    printf '  %-6s ferrymail %7s   %s\n' "$mode" "$total" "$top"
+    if [[ $PEER -eq 1 ]]; then
+      master=$(tr -d ' \n' <"$PF_DIR/queue/pid/master.pid")
+      read -r total top < <(trace_load "$PF_PORT" "$flag" "$master" $(pgrep -P "$master"))
+      printf '  %-6s postfix   %7s   %s\n' "$mode" "$total" "$top"
+    fi
+  done
+  exit 0
+fi
 
 if [[ $LATENCY -eq 1 ]]; then
   # "." -> 250 on one connection, each round beside Postfix's
