@@ -280,20 +280,6 @@ export class FerryConnection extends SMTPConnection {
     return this._isSupported(verb) ? null : 'unknown';
   }
 
-  /**
-   * QUIT: after the 221, the connection is closed as soon as its own end has been sent, not when the
-   * client's arrives. A client that quits has nothing more to say, and many end with a reset right after
-   * the 221 (Postfix's smtp-source does): read on, the reset became an error with a stack trace on every
-   * connection, a twentieth of the intake's time per message with a connection each. Anything a client
-   * still sends after QUIT is not read, as smtp-server would not have answered it either.
-   */
-  override handler_QUIT(command: Buffer, callback: () => void): void {
-    super.handler_QUIT(command, callback);
-    const socket = this._socket;
-    if (socket.writableFinished) socket.destroy();
-    else socket.once('finish', () => socket.destroy());
-  }
-
   /** Ends the session; it stops counting against the limits at once, not when the client's FIN arrives. */
   override close(): void {
     if (!this._closing) this.policy.release(this);
