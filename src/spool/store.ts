@@ -204,21 +204,43 @@ async function idsIn(layout: Layout, place: Place): Promise<string[]> {
   }
 }
 
-/** The ids in queue/ and hold/ with their place, oldest first: names only, no envelope read. */
-export async function queueNames(
-  layout: Layout,
-  places: readonly Place[] = ['queue', 'hold'],
-): Promise<{ id: string; place: Place }[]> {
-  const all: { id: string; place: Place }[] = [];
+/** The ids in queue/ and hold/, oldest first, and each one's place (names only, no envelope read). */
+export type QueueNames = { ids: string[]; places: Place[] };
+
+/** Lists queue/ and hold/ (or the places given). Two arrays side by side rather than an object per
+ * message: with 100,000 queued the objects cost a listing some 6 % of its CPU in collections. */
+export async function queueNames(layout: Layout, places: readonly Place[] = ['queue', 'hold']): Promise<QueueNames> {
   // a listing of both folders also saves their counts for `status` (queue-index.ts)
   const both = places.includes('queue') && places.includes('hold');
   const before = both ? countStamps(layout) : null;
-  for (const place of places) for (const id of await idsIn(layout, place)) all.push({ id, place });
-  if (before && !savedCounts(layout)) {
-    const held = all.filter((e) => e.place === 'hold').length;
-    saveCounts(layout, before, all.length - held, held);
+  let out: QueueNames = { ids: [], places: [] };
+  for (const place of places) {
+    const ids = (await idsIn(layout, place)).sort();
+    out = mergeNames(out, ids, place);
   }
-  return all.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  if (before && !savedCounts(layout)) {
+    const held = out.places.filter((p) => p === 'hold').length;
+    saveCounts(layout, before, out.ids.length - held, held);
+  }
+  return out;
+}
+
+/** Merges sorted ids of one place into a sorted listing. */
+function mergeNames(a: QueueNames, ids: string[], place: Place): QueueNames {
+  if (!a.ids.length) return { ids, places: new Array<Place>(ids.length).fill(place) };
+  const out: QueueNames = { ids: [], places: [] };
+  let i = 0;
+  let j = 0;
+  while (i < a.ids.length || j < ids.length) {
+    if (j >= ids.length || (i < a.ids.length && a.ids[i]! <= ids[j]!)) {
+      out.ids.push(a.ids[i]!);
+      out.places.push(a.places[i++]!);
+    } else {
+      out.ids.push(ids[j++]!);
+      out.places.push(place);
+    }
+  }
+  return out;
 }
 
 /** How many messages queue/ and hold/ hold, from the names alone (no envelope read, no sort), or
@@ -258,16 +280,18 @@ async function* scanAll(
     void (await thread)?.worker.terminate();
     throw err;
   });
-  const listing = names.length > size ? (earlyListing ?? msgNames()) : undefined;
+  const count = names.ids.length;
+  const listing = count > size ? (earlyListing ?? msgNames()) : undefined;
   let data: Set<string> | undefined;
   // the folders' paths joined once: a path.join() per name was a twentieth of a long listing's main thread
   const folder = { queue: `${layout.dir('queue')}/`, hold: `${layout.dir('hold')}/` };
-  const fileOf = (i: number): string => folder[names[i]!.place] + names[i]!.id;
-  for await (const [at, raws] of readSlices(names.length, fileOf, size, thread)) {
+  const fileOf = (i: number): string => folder[names.places[i]!] + names.ids[i]!;
+  for await (const [at, raws] of readSlices(count, fileOf, size, thread)) {
     if (listing) data ??= new Set(await listing);
     const slice: Slice = { entries: [], corrupt: [] };
     for (const [i, raw] of raws.entries()) {
-      const { id, place } = names[at + i]!;
+      const id = names.ids[at + i]!;
+      const place = names.places[at + i]!;
       const r = await decodeRead(layout, place, id, raw, data);
       if (r === null) continue;
       if ('reason' in r) slice.corrupt.push(r);

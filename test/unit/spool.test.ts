@@ -11,7 +11,7 @@ import { type RawEnvelope, readSlices, startReaderThread } from '../../src/spool
 import { idTime, isId, newId } from '../../src/spool/id.js';
 import { lock, tryLock } from '../../src/spool/lock.js';
 import { forgetBriefs, keptBriefs } from '../../src/spool/queue-index.js';
-import { applyChange, openStore, queueCounts } from '../../src/spool/store.js';
+import { applyChange, openStore, queueCounts, queueNames } from '../../src/spool/store.js';
 import { DirSyncer, namesIn } from '../../src/spool/layout.js';
 import { freeBytes, spent } from '../../src/spool/space.js';
 import { openSpoolWriter } from '../../src/spool/writer.js';
@@ -741,4 +741,29 @@ test('a listing of the whole queue saves the counts status reads', async () => {
   assert.equal((await store.list()).entries.length, 2);
   const saved = JSON.parse(fs.readFileSync(path.join(root, 'counts'), 'utf8'));
   assert.deepEqual([saved.queued, saved.held], [1, 1]);
+});
+
+test('the names of queue/ and hold/ come oldest first across both folders, each with its place', async () => {
+  const root = tempDir();
+  const ids: string[] = [];
+  for (let i = 0; i < 7; i++) ids.push((await commit(root, `a: b\r\n\r\n${i}\r\n`)).id);
+  const store = openStore(root);
+  // held: the first, a middle one and the last, so that the two folders interleave
+  for (const i of [0, 3, 6]) await store.hold(ids[i]!);
+  fs.writeFileSync(path.join(root, 'queue', 'not-a-message'), '');
+  const names = await queueNames(store.layout);
+  assert.deepEqual(names.ids, ids, 'every id once, in the order they were drawn');
+  assert.deepEqual(
+    names.places,
+    ids.map((_, i) => ([0, 3, 6].includes(i) ? 'hold' : 'queue')),
+  );
+  assert.deepEqual(await queueNames(store.layout, ['hold']), {
+    ids: [ids[0], ids[3], ids[6]],
+    places: ['hold', 'hold', 'hold'],
+  });
+  assert.deepEqual(
+    await queueNames(openStore(tempDir()).layout),
+    { ids: [], places: [] },
+    'a spool with no folders yet',
+  );
 });
