@@ -27,6 +27,7 @@ let cache: {
   file: string;
   mtimeMs: number;
   size: number;
+  ino: number;
   byUid: Map<number, Account>;
   byName: Map<string, Account>;
 } | null = null;
@@ -45,8 +46,10 @@ function parseLine(line: string): Account | undefined {
 /** The accounts of the passwd file (the first entry of a uid or a name wins). */
 function passwd(file = process.env.FERRYMAIL_PASSWD_FILE || '/etc/passwd'): NonNullable<typeof cache> {
   const st = fs.statSync(file, { throwIfNoEntry: false });
-  if (!st) return { file, mtimeMs: 0, size: 0, byUid: new Map(), byName: new Map() };
-  if (cache?.file === file && cache.mtimeMs === st.mtimeMs && cache.size === st.size) return cache;
+  if (!st) return { file, mtimeMs: 0, size: 0, ino: 0, byUid: new Map(), byName: new Map() };
+  // the inode too: useradd renames a new file over the old one, maybe within one step of the file clock
+  if (cache?.file === file && cache.mtimeMs === st.mtimeMs && cache.size === st.size && cache.ino === st.ino)
+    return cache;
   const byUid = new Map<number, Account>();
   const byName = new Map<string, Account>();
   for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
@@ -55,7 +58,7 @@ function passwd(file = process.env.FERRYMAIL_PASSWD_FILE || '/etc/passwd'): NonN
     if (!byUid.has(a.uid)) byUid.set(a.uid, a);
     if (!byName.has(a.name)) byName.set(a.name, a);
   }
-  cache = { file, mtimeMs: st.mtimeMs, size: st.size, byUid, byName };
+  cache = { file, mtimeMs: st.mtimeMs, size: st.size, ino: st.ino, byUid, byName };
   return cache;
 }
 

@@ -97,7 +97,8 @@ export interface SuspendEvents {
 export class Suspensions {
   private readonly strikes = new Map<string, Array<{ at: number; why: string }>>();
   private list: SuspendedList = {};
-  private seen = -1;
+  /** The list file's identity when last read: '' for none yet, 'none' while there is no file. */
+  private seen = '';
 
   constructor(
     private readonly file: string,
@@ -127,7 +128,7 @@ export class Suspensions {
     this.list = next;
     try {
       writeSuspended(this.file, this.list);
-      this.seen = fs.statSync(this.file).mtimeMs;
+      this.seen = stampOf(this.file);
     } catch (err) {
       this.events.trouble(`the list of suspended users was not written: ${(err as Error).message}`);
     }
@@ -138,21 +139,31 @@ export class Suspensions {
     );
   }
 
-  /** Reads the list again when its file's modification time changed. */
+  /** Reads the list again when its file changed (another file renamed over it, or its content). */
   private refresh(): void {
-    let mtime: number;
+    const now = stampOf(this.file);
+    if (now === this.seen) return;
+    this.seen = now;
     try {
-      mtime = fs.statSync(this.file).mtimeMs;
-    } catch {
-      mtime = 0;
-    }
-    if (mtime === this.seen) return;
-    this.seen = mtime;
-    try {
-      this.list = mtime ? readSuspended(this.file) : {};
+      this.list = now !== 'none' ? readSuspended(this.file) : {};
     } catch (err) {
       this.events.trouble(`the list of suspended users was not read: ${(err as Error).message}`);
     }
+  }
+}
+
+/**
+ * The identity of the list file: inode, size and times, or 'none'. The modification time alone is not
+ * enough: the clock that stamps it moves in steps of some milliseconds, so two writes within one step
+ * (the command line's right after the daemon's) looked unchanged. Every write renames a new file over
+ * the list, so its inode changes.
+ */
+function stampOf(file: string): string {
+  try {
+    const st = fs.statSync(file, { bigint: true, throwIfNoEntry: false });
+    return st ? `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` : 'none';
+  } catch {
+    return 'none'; // a list that cannot be looked at suspends no one, as before
   }
 }
 
