@@ -119,44 +119,41 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
     await writePending(store, log);
     const local = localDelivery(cfg, log);
     const settled = await settleInflight(store, [local.route, ...routes], log, Date.now(), local.verify);
+    const floor = cfg.limits.spool_minfree / 4;
+    ensureReserve(store.layout, floor);
+    const health = healthOf(cfg.spool);
+    if (manual) health.clear(true); // a person asks for a new try, of every route
+    const state = connection || !online ? await onlineState(cfg, connection) : await online();
     const journal = await openJournal(store.layout);
-    // closed whatever happens from here on: its descriptor is not closed on garbage collection
-    let report: Awaited<ReturnType<typeof runQueue>>;
-    let state: Awaited<ReturnType<typeof onlineState>>;
-    try {
-      if (settled.clean) await journal.clear();
-      const floor = cfg.limits.spool_minfree / 4;
-      ensureReserve(store.layout, floor);
-      const health = healthOf(cfg.spool);
-      if (manual) health.clear(true); // a person asks for a new try, of every route
-      state = connection || !online ? await onlineState(cfg, connection) : await online();
-      report = await runQueue({
-        store,
-        observe: opts.observe,
-        routes,
-        online: async () => state,
-        local,
-        transportFor: (r) => (r === local.route ? local.transport() : transportFor(r, cfg.hostname)),
-        messageFor: (env, r, head) => messageFor(store, env, r, head, cfg.hostname),
-        retry: retryPolicy(cfg.queue),
-        log,
-        enqueueNotice: (n) => enqueueNotice(spool, n),
-        localNotice: localNoticeDelivery({ mailbox: cfg.queue.notice_mailbox, command: cfg.queue.notify_command }),
-        localNotices: cfg.queue.local_notices,
-        hostname: cfg.hostname,
-        force,
-        onlyRoute: route,
-        journal,
-        unsettled: settled.unsettled,
-        roomToDeliver: roomCheck(() => freeBytes(cfg.spool) >= floor),
-        health,
-        holdDownMs: cfg.queue.route_hold_down * 1000,
-        onRouteDown: (r, down) => routeDown(cfg, log, r.name, down),
-        signal: opts.signal,
-      });
-    } finally {
-      await journal.close();
-    }
+    // closed whatever fails from here on: its descriptor is not closed when collected
+    const report = await (settled.clean ? journal.clear() : Promise.resolve())
+      .then(() =>
+        runQueue({
+          store,
+          observe: opts.observe,
+          routes,
+          online: async () => state,
+          local,
+          transportFor: (r) => (r === local.route ? local.transport() : transportFor(r, cfg.hostname)),
+          messageFor: (env, r, head) => messageFor(store, env, r, head, cfg.hostname),
+          retry: retryPolicy(cfg.queue),
+          log,
+          enqueueNotice: (n) => enqueueNotice(spool, n),
+          localNotice: localNoticeDelivery({ mailbox: cfg.queue.notice_mailbox, command: cfg.queue.notify_command }),
+          localNotices: cfg.queue.local_notices,
+          hostname: cfg.hostname,
+          force,
+          onlyRoute: route,
+          journal,
+          unsettled: settled.unsettled,
+          roomToDeliver: roomCheck(() => freeBytes(cfg.spool) >= floor),
+          health,
+          holdDownMs: cfg.queue.route_hold_down * 1000,
+          onRouteDown: (r, down) => routeDown(cfg, log, r.name, down),
+          signal: opts.signal,
+        }),
+      )
+      .finally(() => journal.close());
     const serves =
       route === undefined || route === LOCAL_ROUTE || candidates(routes, state).some((r) => r.name === route);
     const note = serves

@@ -31,15 +31,7 @@ const SHARED = Buffer.allocUnsafe(64 * 1024);
 export function readStamped(file: string): { text: string; stamp: string } {
   const { fd, st } = openSpoolFileStat(file);
   try {
-    const size = Number(st.size);
-    if (size > SHARED.length) return { text: readAt(fd, size, 0).toString('utf8'), stamp: stampText(st) };
-    let got = 0;
-    while (got < size) {
-      const n = fs.readSync(fd, SHARED, got, size - got, got);
-      if (n === 0) break;
-      got += n;
-    }
-    return { text: SHARED.toString('utf8', 0, got), stamp: stampText(st) };
+    return { text: readAt(fd, Number(st.size), 0, SHARED).toString('utf8'), stamp: stampText(st) };
   } finally {
     fs.closeSync(fd);
   }

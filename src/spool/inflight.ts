@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spoolError } from '../errors.js';
 import { isId } from './id.js';
-import type { Layout } from './layout.js';
+import { type Layout, pooled } from './layout.js';
 
 /** One note: these recipients of message id were being handed over by route since t (ms), each with the
  * number of attempts its envelope recorded before this one. */
@@ -88,23 +88,18 @@ function parseNote(line: string): InflightNote | null {
   }
 }
 
-/** fdatasync through the thread pool. */
-function datasync(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
-}
-
 /** Opens the journal for appending (created owner-only when missing). */
 export async function openJournal(layout: Layout): Promise<InflightJournal> {
   // a descriptor and callbacks, not node:fs/promises: every queue run opens the journal, and the daemon
   // would load that module (some 0.4 MB) at its start only for this
   let fd: number;
   try {
-    fd = await new Promise<number>((resolve, reject) =>
+    fd = await pooled<number>((done) =>
       fs.open(
         journalFile(layout),
         fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW,
         0o600,
-        (err, got) => (err ? reject(err) : resolve(got)),
+        done,
       ),
     );
   } catch (err) {
@@ -115,7 +110,7 @@ export async function openJournal(layout: Layout): Promise<InflightJournal> {
   /** One fdatasync for every note appended before it started; later callers share the next one. */
   const sync = (): Promise<void> => {
     if (!syncing) {
-      const p = datasync(fd);
+      const p = pooled((done) => fs.fdatasync(fd, done));
       syncing = p;
       void p.catch(() => undefined).finally(() => syncing === p && (syncing = null));
       return p;
@@ -141,8 +136,8 @@ export async function openJournal(layout: Layout): Promise<InflightJournal> {
     },
     clear: async () => {
       try {
-        await new Promise<void>((resolve, reject) => fs.ftruncate(fd, 0, (err) => (err ? reject(err) : resolve())));
-        await datasync(fd);
+        await pooled((done) => fs.ftruncate(fd, 0, done));
+        await pooled((done) => fs.fdatasync(fd, done));
       } catch (err) {
         throw spoolError(err, 'empty the in-flight journal');
       }
@@ -150,7 +145,7 @@ export async function openJournal(layout: Layout): Promise<InflightJournal> {
     // after any sync under way (a closed number may be reused at once, and its sync would reach another file)
     close: async () => {
       while (syncing || next) await (next ?? syncing)?.catch(() => undefined);
-      await new Promise<void>((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
+      await pooled((done) => fs.close(fd, done));
     },
   };
 }

@@ -104,9 +104,10 @@ export async function namesIn(dir: string, keep: (name: string) => boolean = () 
 }
 
 /** Reads up to `size` bytes at `offset` from an open file, synchronously (small spool files only: see
- * docs/architecture.md); fewer when the file ends first. */
-export function readAt(fd: number, size: number, offset: number): Buffer {
-  const buf = Buffer.allocUnsafe(Math.max(0, size));
+ * docs/architecture.md); fewer when the file ends first. Into `into` when it is large enough (the result
+ * is then a view of it, good until its next use), else into a new buffer. */
+export function readAt(fd: number, size: number, offset: number, into?: Buffer): Buffer {
+  const buf = into && into.length >= size ? into.subarray(0, size) : Buffer.allocUnsafe(Math.max(0, size));
   let got = 0;
   while (got < buf.length) {
     const n = fs.readSync(fd, buf, got, buf.length - got, offset + got);
@@ -114,6 +115,14 @@ export function readAt(fd: number, size: number, offset: number): Buffer {
     got += n;
   }
   return buf.subarray(0, got);
+}
+
+/** A call of node:fs's callback form as a promise: through the thread pool like node:fs/promises, without
+ * loading that module (which the daemon would otherwise load at its start for a few calls). */
+export function pooled<T = void>(
+  call: (done: (err: NodeJS.ErrnoException | null, value?: T) => void) => void,
+): Promise<T> {
+  return new Promise((resolve, reject) => call((err, value) => (err ? reject(err) : resolve(value as T))));
 }
 
 /** Directory descriptors kept open for fsync, one per directory for the life of the process (a spool
@@ -133,7 +142,7 @@ async function syncKept(dir: string, retry = true): Promise<void> {
     kept = undefined;
   }
   if (!kept) {
-    const fd = await new Promise<number>((res, rej) => fs.open(dir, 'r', (e, f) => (e ? rej(e) : res(f))));
+    const fd = await pooled<number>((done) => fs.open(dir, 'r', done));
     const st = fs.fstatSync(fd);
     if (dirFds.has(dir)) fs.close(fd, () => undefined);
     else dirFds.set(dir, { fd, dev: st.dev, ino: st.ino });
@@ -141,7 +150,7 @@ async function syncKept(dir: string, retry = true): Promise<void> {
   }
   const held = kept.fd;
   try {
-    await new Promise<void>((res, rej) => fs.fsync(held, (e) => (e ? rej(e) : res())));
+    await pooled((done) => fs.fsync(held, done));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EBADF' || !retry) throw err;
     if (dirFds.get(dir)?.fd === held) dirFds.delete(dir);

@@ -19,7 +19,7 @@ import type { Envelope } from '../domain/envelope.js';
 import { encodeEnvelope } from './envelope-codec.js';
 import { newId } from './id.js';
 import { spent } from './space.js';
-import { DirSyncer, ensureSpool, layoutOf, type Layout } from './layout.js';
+import { DirSyncer, ensureSpool, layoutOf, type Layout, pooled } from './layout.js';
 
 /** The error of a call on a message already dropped (its descriptors closed). */
 function droppedError(): Error {
@@ -156,7 +156,7 @@ function fileSink(file: DataFile, counter: { n: number }): Writable {
 
 /** fsync of a descriptor through the thread pool. */
 function fsyncFd(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
+  return pooled((done) => fs.fsync(fd, done));
 }
 
 /** Waits until a writable has flushed everything, or rejects with its error. */
