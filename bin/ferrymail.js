@@ -2,6 +2,10 @@
 // ferrymail admin command and daemon: a thin entry point into the bundled src/cli/ferrymail-main.ts.
 // CommonJS (bin/package.json), as every chunk of the bundle: no command starts Node's ES module loader
 // (scripts/bundle.js).
+// the chunks' bytecode from the build's code cache, when it matches (code-cache.js), for the commands
+// whose start someone waits on; not for the daemon, which starts once and would hold half a megabyte
+// more of bytecode for the rest of its life (functions the build's runs compiled that it never calls)
+if (!process.argv.includes('daemon')) require('./code-cache.js');
 const { ferrymailMain } = require('../dist/bundle/ferrymail/ferrymail.cjs');
 
 let answered = false;

@@ -2,6 +2,8 @@
 // The sendmail personality (also mailq, runq, mailrm, newaliases and qmail-inject by name): a thin entry
 // point into the bundled, import-light src/cli/sendmail-main.ts. CommonJS (bin/package.json), as every
 // chunk of the bundle: no mode starts Node's ES module loader (scripts/bundle.js).
+// the chunks' bytecode from the build's code cache, when it matches (code-cache.js)
+require('./code-cache.js');
 const { sendmailMain } = require('../dist/bundle/sendmail.cjs');
 
 // a reader that went away (`mailq | head -1`) ends the command quietly, as for any Unix tool

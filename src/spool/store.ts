@@ -228,6 +228,7 @@ export async function queueNames(layout: Layout, places: readonly Place[] = ['qu
 /** Merges sorted ids of one place into a sorted listing. */
 function mergeNames(a: QueueNames, ids: string[], place: Place): QueueNames {
   if (!a.ids.length) return { ids, places: new Array<Place>(ids.length).fill(place) };
+  if (!ids.length) return a;
   const out: QueueNames = { ids: [], places: [] };
   let i = 0;
   let j = 0;

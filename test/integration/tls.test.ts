@@ -6,7 +6,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
-  FERRYMAIL,
   makeConfig,
   messageData,
   queueJson,
@@ -137,9 +136,7 @@ test('the bundled daemon copied without node_modules offers STARTTLS and upgrade
   // bin/ and dist/bundle/ alone: what the daemon needs at run time must be in the bundle
   const app = path.join(cfg.dir, 'app');
   fs.cpSync(path.join(ROOT, 'dist', 'bundle'), path.join(app, 'dist', 'bundle'), { recursive: true });
-  fs.mkdirSync(path.join(app, 'bin'));
-  fs.copyFileSync(FERRYMAIL, path.join(app, 'bin', 'ferrymail.js'));
-  fs.copyFileSync(path.join(ROOT, 'bin', 'package.json'), path.join(app, 'bin', 'package.json'));
+  fs.cpSync(path.join(ROOT, 'bin'), path.join(app, 'bin'), { recursive: true });
   const child = spawn(
     process.execPath,
     [path.join(app, 'bin', 'ferrymail.js'), '--config-dir', cfg.configDir, 'daemon'],

@@ -1,0 +1,71 @@
+// The build's code cache (bin/code-cache.js, scripts/code-cache.js): sendmail's chunks load their
+// bytecode from it; a chunk changed after the build, or a cache V8 cannot use, is compiled from source
+// and the command works as before.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { makeConfig, queueJson, ROOT, run } from '../helpers.js';
+
+/** What bin/code-cache.js did for each chunk that loading the sendmail command compiled, in app. */
+async function loadReport(app: string): Promise<Record<string, string>> {
+  const script = `const cc = require(${JSON.stringify(path.join(app, 'bin', 'code-cache.js'))});
+require(${JSON.stringify(path.join(app, 'dist', 'bundle', 'sendmail.cjs'))});
+process.stdout.write(JSON.stringify(cc.codeCacheReport()));`;
+  const r = await run(process.execPath, ['-e', script]);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as Record<string, string>;
+}
+
+/** bin/ and dist/bundle/ copied into a folder of their own. */
+function copyApp(dir: string): string {
+  const app = path.join(dir, 'app');
+  fs.cpSync(path.join(ROOT, 'dist', 'bundle'), path.join(app, 'dist', 'bundle'), { recursive: true });
+  fs.cpSync(path.join(ROOT, 'bin'), path.join(app, 'bin'), { recursive: true });
+  return app;
+}
+
+test('the build leaves a code cache that the sendmail command uses for every chunk it loads', async () => {
+  const report = await loadReport(ROOT);
+  const chunks = Object.keys(report);
+  assert.ok(chunks.includes('sendmail.cjs') && chunks.length >= 2, `chunks compiled: ${chunks.join(', ')}`);
+  for (const [chunk, outcome] of Object.entries(report)) assert.equal(outcome, 'used', chunk);
+});
+
+test('a chunk changed after the build, or a cache V8 refuses, is compiled from source and the command works', async () => {
+  const cfg = await makeConfig();
+  const app = copyApp(cfg.dir);
+  const bundle = path.join(app, 'dist', 'bundle');
+  const chunk = (await loadReport(app))['sendmail.cjs'] === 'used' ? 'sendmail.cjs' : '';
+  assert.equal(chunk, 'sendmail.cjs', 'the copy uses its cache first');
+  // another chunk the command loads: the largest one compiled at start
+  const other = Object.keys(await loadReport(app))
+    .filter((c) => c !== 'sendmail.cjs')
+    .sort((a, b) => fs.statSync(path.join(bundle, b)).size - fs.statSync(path.join(bundle, a)).size)[0]!;
+  // sendmail.cjs edited without changing its length (V8 checks only the length); the other chunk's
+  // cache replaced by bytes that are not a cache, after the source it was made from
+  const edited = path.join(bundle, chunk);
+  const text = fs.readFileSync(edited, 'utf8');
+  const at = text.indexOf('"use strict"');
+  assert.ok(at >= 0);
+  fs.writeFileSync(edited, `${text.slice(0, at)}'use strict'${text.slice(at + 12)}`);
+  const cacheFile = path.join(bundle, `${other}.v8cache`);
+  const cache = fs.readFileSync(cacheFile);
+  const sourceEnd = cache.indexOf(10) + 1 + fs.statSync(path.join(bundle, other)).size;
+  fs.writeFileSync(cacheFile, Buffer.concat([cache.subarray(0, sourceEnd), Buffer.alloc(4096, 7)]));
+  const report = await loadReport(app);
+  assert.equal(report[chunk], 'stale');
+  assert.equal(report[other], 'rejected');
+  // the command itself, from the copy: the message is queued whole
+  const r = await run(process.execPath, [path.join(app, 'bin', 'sendmail.js'), '-i', 'rcpt@remote.example'], {
+    input: 'Subject: cache\n\nthe body\n',
+    env: { FERRYMAIL_CONFIG_DIR: cfg.configDir },
+  });
+  assert.equal(r.code, 0, r.stderr);
+  const queued = await queueJson(cfg);
+  assert.equal(queued.length, 1);
+  // a chunk copied again with new times but the same bytes keeps its cache: only the source counts
+  fs.writeFileSync(cacheFile, fs.readFileSync(path.join(ROOT, 'dist', 'bundle', `${other}.v8cache`)));
+  fs.utimesSync(path.join(bundle, other), new Date(), new Date(Date.now() + 5000));
+  assert.equal((await loadReport(app))[other], 'used');
+});
