@@ -47,7 +47,11 @@ function cacheFor(filename, content) {
       ? Number(raw.toString('latin1', MAGIC.length, end))
       : NaN;
   const from = end + 1;
-  if (!Number.isSafeInteger(bytes) || from + bytes > raw.length || raw.toString('utf8', from, from + bytes) !== content)
+  if (
+    !Number.isSafeInteger(bytes) ||
+    from + bytes > raw.length ||
+    !raw.subarray(from, from + bytes).equals(Buffer.from(content, 'utf8'))
+  )
     return { why: 'stale' };
   return { data: raw.subarray(from + bytes) };
 }

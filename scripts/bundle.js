@@ -141,12 +141,14 @@ async function toCommonJs(dir, files) {
       platform: 'node',
       target: 'node20',
       minifyWhitespace: true,
-      define: { 'import.meta.url': '__fmUrl' },
+      define: { 'import.meta.url': '__fmUrl.href' },
       logLevel: 'warning',
     });
     if (/\bimport\.meta\b/.test(out.code)) throw new Error(`${file}: import.meta is left`);
+    // the module's URL made when first asked for (most chunks ask only inside functions): making it at
+    // load was a few tenths of a millisecond of every command's start
     const url = body.includes('import.meta.url')
-      ? 'var __fmUrl=require("node:url").pathToFileURL(__filename).href;'
+      ? 'var __fmUrl={get href(){return require("node:url").pathToFileURL(__filename).href}};'
       : '';
     const required = out.code.replace(
       /\bimport\("(\.\/[^"]+\.cjs|node:[\w/]+)"\)/g,
