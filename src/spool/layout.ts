@@ -158,6 +158,30 @@ async function syncKept(dir: string, retry = true): Promise<void> {
   }
 }
 
+/** syncKept() on the calling thread, for a commit that has the process to itself (writer.ts). */
+function syncKeptNow(dir: string, retry = true): void {
+  const now = fs.statSync(dir);
+  let kept = dirFds.get(dir);
+  if (kept && (kept.dev !== now.dev || kept.ino !== now.ino)) {
+    dirFds.delete(dir);
+    fs.close(kept.fd, () => undefined);
+    kept = undefined;
+  }
+  if (!kept) {
+    const fd = fs.openSync(dir, 'r');
+    const st = fs.fstatSync(fd);
+    kept = { fd, dev: st.dev, ino: st.ino };
+    dirFds.set(dir, kept);
+  }
+  try {
+    fs.fsyncSync(kept.fd);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EBADF' || !retry) throw err;
+    if (dirFds.get(dir) === kept) dirFds.delete(dir);
+    syncKeptNow(dir, false);
+  }
+}
+
 /**
  * Group commit for directory fsyncs: callers that arrive while one fsync runs share the next one, so N
  * sessions finishing together cost two fsyncs, not N. Resolves only after an fsync that started after
@@ -189,6 +213,12 @@ export class DirSyncer {
         return this.start();
       });
     return this.next;
+  }
+
+  /** An fsync of the directory made now, on the calling thread: everything renamed into it before the
+   * call is durable when it returns. Not shared; for a commit with no other to share with. */
+  syncNow(): void {
+    syncKeptNow(this.dir);
   }
 
   private start(): Promise<void> {

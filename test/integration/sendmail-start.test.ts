@@ -1,11 +1,12 @@
-// The build's code cache (bin/code-cache.js, scripts/code-cache.js): sendmail's chunks load their
-// bytecode from it; a chunk changed after the build, or a cache V8 cannot use, is compiled from source
-// and the command works as before.
+// What the sendmail command's start costs. The build's code cache (bin/code-cache.js,
+// scripts/code-cache.js): sendmail's chunks load their bytecode from it; a chunk changed after the
+// build, or a cache V8 cannot use, is compiled from source and the command works as before. A lone
+// submission makes its syncs directly (spool/writer.ts): it starts no thread-pool thread.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { makeConfig, queueJson, ROOT, run } from '../helpers.js';
+import { makeConfig, queueJson, ROOT, run, SENDMAIL, tempDir } from '../helpers.js';
 
 /** What bin/code-cache.js did for each chunk that loading the sendmail command compiled, in app. */
 async function loadReport(app: string): Promise<Record<string, string>> {
@@ -68,4 +69,27 @@ test('a chunk changed after the build, or a cache V8 refuses, is compiled from s
   fs.writeFileSync(cacheFile, fs.readFileSync(path.join(ROOT, 'dist', 'bundle', `${other}.v8cache`)));
   fs.utimesSync(path.join(bundle, other), new Date(), new Date(Date.now() + 5000));
   assert.equal((await loadReport(app))[other], 'used');
+});
+
+test('a submission commits without the thread pool: no more threads at its end than a bare node', async () => {
+  const cfg = await makeConfig();
+  const dir = tempDir();
+  // a preload that writes, as the process exits, how many threads it has
+  const preload = path.join(dir, 'threads.cjs');
+  fs.writeFileSync(
+    preload,
+    "process.on('exit', () => require('fs').writeSync(2, `threads=${require('fs').readdirSync('/proc/self/task').length}\\n`));\n",
+  );
+  const threads = (stderr: string): number => Number(/threads=(\d+)/.exec(stderr)?.[1]);
+  const bare = await run(process.execPath, ['-r', preload, '-e', '0']);
+  const r = await run(process.execPath, ['-r', preload, SENDMAIL, '-i', 'rcpt@remote.example'], {
+    input: 'Subject: lone\n\nthe body\n',
+    env: { FERRYMAIL_CONFIG_DIR: cfg.configDir },
+  });
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(threads(bare.stderr) > 0, bare.stderr);
+  assert.equal(threads(r.stderr), threads(bare.stderr), 'no thread-pool thread started');
+  const queued = await queueJson(cfg);
+  assert.equal(queued.length, 1);
+  assert.equal(queued[0]!.size, fs.statSync(path.join(cfg.spool, 'msg', queued[0]!.id)).size);
 });
