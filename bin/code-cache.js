@@ -3,14 +3,16 @@
 // compiling it again. Node 20 has no compile cache of its own for user code (it came in Node 22), and
 // parsing and compiling the chunks was about a third of what the sendmail command costs above Node's start.
 //
-// Trusts the files beside the chunks no more than the chunks themselves (both are the installation's
-// own). A cache is used only for the very source it was made from, so a chunk rebuilt or edited by
-// hand is compiled from its source; V8 itself refuses a cache made by another version of V8 or under
-// other flags. Any failure to read a cache compiles the chunk as
-// Node would: the cache can make a start faster, never break it.
+// What it trusts: a cache file is code. It is read only when it is a regular file of the chunk's own
+// owner (or root), writable by no one else, of a sane size: the rule the hook loader applies to hook
+// modules. Such a file is trusted as the chunk beside it is (V8 does not check its data: bytes damaged
+// on disk can crash the process, as a damaged chunk can). A cache is used only for the very source it
+// was made from, so a chunk rebuilt or edited by hand is compiled from its source; V8 itself refuses a
+// cache made by another version of V8 or under other flags. A cache that cannot be used, for whatever
+// reason, compiles the chunk from its source: the command is slower, not broken.
 //
 // FERRYMAIL_CODE_CACHE=write makes the process write, at its exit, a cache for each chunk it compiled
-// without one (the build sets it; nothing else should).
+// without one, beside chunks that are its own (the build sets it; nothing else should).
 'use strict';
 const fs = require('node:fs');
 const Module = require('node:module');
@@ -21,9 +23,17 @@ const mainModule = require.main;
 const BUNDLE = path.join(__dirname, '..', 'dist', 'bundle') + path.sep;
 const SUFFIX = '.v8cache';
 const writing = process.env.FERRYMAIL_CODE_CACHE === 'write';
-/** What happened to each chunk compiled here: 'used', 'none', 'stale' or 'rejected' (by V8). */
+/** What happened to each chunk compiled here: 'used', 'none', 'stale', 'untrusted' or 'rejected' (by V8). */
 const report = new Map();
 const toWrite = [];
+/** A cache file larger than this is not read (the sendmail command's largest is some 300 KB). */
+const MAX_BYTES = 16 * 1024 * 1024;
+/** import() in a chunk (a hook module named by the configuration) goes to Node's own loader, as it
+ * would from a chunk Node compiled (Node 20.12 and later; before, an import() of a full URL or path). */
+const importModuleDynamically = vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER ?? ((specifier) => import(specifier));
+/** The wrapper's text before the chunk's own: stack traces count the chunk's first line's columns
+ * from the chunk's start, as for a chunk Node compiled. */
+const COLUMN_OFFSET = -Module.wrap('\0').indexOf('\0');
 
 /**
  * A cache file: a first line `ferrymail-code-cache <bytes>`, then the chunk's source it was made from
@@ -33,19 +43,37 @@ const toWrite = [];
  */
 const MAGIC = 'ferrymail-code-cache ';
 
-/** The cached data for a chunk whose source is `content`, or why there is none. */
-function cacheFor(filename, content) {
-  let raw;
+/** A cache file's bytes when it may be trusted as the chunk is, else why not. */
+function readTrusted(filename) {
+  let fd;
   try {
-    raw = fs.readFileSync(filename + SUFFIX);
+    fd = fs.openSync(filename + SUFFIX, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
   } catch {
     return { why: 'none' };
   }
+  try {
+    const st = fs.fstatSync(fd);
+    const owner = fs.statSync(filename).uid;
+    if (!st.isFile() || (st.uid !== owner && st.uid !== 0) || st.mode & 0o022 || st.size > MAX_BYTES)
+      return { why: 'untrusted' };
+    const raw = Buffer.allocUnsafe(st.size);
+    let got = 0;
+    for (let n = 1; got < raw.length && n > 0; got += n) n = fs.readSync(fd, raw, got, raw.length - got, got);
+    return { raw: raw.subarray(0, got) };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** The cached data for a chunk whose source is `content`, or why there is none. */
+function cacheFor(filename, content) {
+  const { raw, why } = readTrusted(filename);
+  if (!raw) return { why };
   const end = raw.indexOf(10);
   const bytes =
     end > 0 && raw.toString('latin1', 0, end).startsWith(MAGIC)
       ? Number(raw.toString('latin1', MAGIC.length, end))
-      : NaN;
+      : Number.NaN;
   const from = end + 1;
   if (
     !Number.isSafeInteger(bytes) ||
@@ -56,10 +84,21 @@ function cacheFor(filename, content) {
   return { data: raw.subarray(from + bytes) };
 }
 
-/** The cache file's content for a chunk's source and V8's data. */
-function cacheFile(content, data) {
+/** Writes a chunk's cache beside it, when the chunk is this user's own: through a new file renamed into
+ * place, never through a name that is already there (a link planted there is replaced, not followed). */
+function writeCache(filename, content, data) {
+  if (fs.statSync(filename).uid !== process.geteuid()) return;
   const source = Buffer.from(content, 'utf8');
-  return Buffer.concat([Buffer.from(`${MAGIC}${source.length}\n`, 'latin1'), source, data]);
+  const tmp = `${filename}${SUFFIX}.${process.pid}.tmp`;
+  try {
+    fs.writeFileSync(tmp, Buffer.concat([Buffer.from(`${MAGIC}${source.length}\n`, 'latin1'), source, data]), {
+      flag: 'wx',
+      mode: 0o644,
+    });
+    fs.renameSync(tmp, filename + SUFFIX);
+  } catch {
+    fs.rmSync(tmp, { force: true });
+  }
 }
 
 const compile = Module.prototype._compile;
@@ -71,7 +110,12 @@ Module.prototype._compile = function compileCached(content, filename) {
   } catch {
     return compile.call(this, content, filename);
   }
-  const script = new vm.Script(Module.wrap(content), { filename, cachedData: cache.data });
+  const script = new vm.Script(Module.wrap(content), {
+    filename,
+    cachedData: cache.data,
+    columnOffset: COLUMN_OFFSET,
+    importModuleDynamically,
+  });
   const outcome = cache.data ? (script.cachedDataRejected ? 'rejected' : 'used') : cache.why;
   report.set(path.relative(BUNDLE, filename), outcome);
   if (writing && outcome !== 'used') toWrite.push([script, filename, content]);
@@ -87,8 +131,13 @@ Module.prototype._compile = function compileCached(content, filename) {
 if (writing) {
   // at exit, so that the cache holds every function the run compiled, not only the chunk's top level
   process.on('exit', () => {
-    for (const [script, filename, content] of toWrite)
-      fs.writeFileSync(filename + SUFFIX, cacheFile(content, script.createCachedData()));
+    for (const [script, filename, content] of toWrite) {
+      try {
+        writeCache(filename, content, script.createCachedData());
+      } catch {
+        // a cache that cannot be written is one the next run does without
+      }
+    }
   });
 }
 

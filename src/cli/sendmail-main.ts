@@ -83,7 +83,8 @@ async function submit(
     );
     return EX.OK;
   }
-  const spool = openSpoolWriter(cfg.spool);
+  // one message and no one else to serve: the commit's fsyncs are made directly (spool/writer.ts)
+  const spool = openSpoolWriter(cfg.spool, { direct: true });
   const env = await submitLocal(cfg, spool, req.submit, process.stdin);
   if (req.submit.deliveryMode !== 'queue' && !(await kickDaemon(spool.layout.control, env.id))) {
     // queued, but nothing will send it: say so (still exit 0, the message is safe)

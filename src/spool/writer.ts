@@ -170,13 +170,20 @@ function finished(w: Writable): Promise<void> {
   });
 }
 
-/** Opens a spool for writing new messages, creating its directories when needed. */
-export function openSpoolWriter(root: string): SpoolWriter {
+/**
+ * Opens a spool for writing new messages, creating its directories when needed. `direct`: the commits
+ * make their fsyncs on the calling thread, for a process that writes one message and serves no one
+ * else meanwhile (the sendmail command). The thread pool lets an event loop serve other sessions while
+ * the disk works and lets their fsyncs share the journal's commits; a process with nothing else to do
+ * gains neither, and pays for each trip through the pool (a wake-up of a pool thread and one of the
+ * loop, eight a commit) and for the pool's four threads, started at the first trip.
+ */
+export function openSpoolWriter(root: string, opts: { direct?: boolean } = {}): SpoolWriter {
   const layout = layoutOf(root);
   ensureSpool(layout);
   const msgSync = DirSyncer.of(layout.dir('msg'));
   const queueSync = DirSyncer.of(layout.dir('queue'));
-  return { layout, begin: () => beginMessage(layout, msgSync, queueSync) };
+  return { layout, begin: () => beginMessage(layout, msgSync, queueSync, opts.direct === true) };
 }
 
 /** The open data file of a message being written; busy is the write under way in the thread pool, which
@@ -227,37 +234,17 @@ export const ownClaims = new Set<string>();
 
 /** Commits of this process in their sync phases now. */
 let syncing = 0;
-/** Messages of this process begun and neither committed nor dropped. */
-let writing = 0;
-/** How long the last commit's sync phases took, in ms (with the waits for commits they overlapped). */
-let lastSyncMs = 0;
-/** Above this, the disk is too slow to stop the event loop for (a commit goes through the thread pool). */
-const DIRECT_SYNC_MAX_MS = 5;
-
-/**
- * Whether a commit makes its fsyncs on the calling thread. The thread pool lets the event loop serve
- * other sessions while the disk works, and lets their fsyncs share the journal's commits; but each trip
- * through it costs a wake-up of a pool thread and one of the loop (some tens of microseconds each on a
- * small virtual machine, eight trips a commit). A message that is the only one this process is writing,
- * small, on a disk whose last syncs were quick, has no one to wait for it or to share with: its syncs are
- * made directly, and a lone client's 250 comes sooner. The sendmail command then starts no pool thread.
- */
-function syncsDirectly(size: number): boolean {
-  return writing === 1 && syncing === 0 && size <= SMALL_FILE && lastSyncMs <= DIRECT_SYNC_MAX_MS;
-}
-
 const CLAIM_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL;
 const DATA_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 
 /** Starts one message: allocates an id and creates its files. */
-async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSyncer): Promise<MessageWriter> {
+async function beginMessage(
+  layout: Layout,
+  msgSync: DirSyncer,
+  queueSync: DirSyncer,
+  direct: boolean,
+): Promise<MessageWriter> {
   const { id, claim, claimFd, dataFd } = await createFiles(layout);
-  writing++;
-  let ended = false;
-  const end = (): void => {
-    if (!ended) writing--;
-    ended = true;
-  };
   const dataPath = layout.data(id);
   const data: DataFile = { fd: dataFd, busy: null };
   const counter = { n: 0 };
@@ -301,7 +288,6 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       }
     }
     ownClaims.delete(path.basename(claim));
-    end();
   };
   // once the envelope is in view the message is the commit's to finish or undo, never another caller's
   const abort = async (): Promise<void> => (visible || committed ? undefined : drop());
@@ -322,11 +308,11 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       writeAllSync(claimFd, [Buffer.from(encodeEnvelope(env))]);
       // one sync phase: the data, the envelope's contents and the data's name in msg/ are durable before
       // the envelope can be seen, so a listed envelope always has whole data
-      const direct = syncsDirectly(env.size);
+      // directly only while no other commit of this process syncs (one that does shares its syncs)
+      const here = direct && syncing === 0;
       syncing++;
       counted = true;
-      const began = Date.now();
-      if (direct) {
+      if (here) {
         fs.fsyncSync(data.fd);
         fs.fsyncSync(claimFd);
         msgSync.syncNow();
@@ -344,17 +330,25 @@ async function beginMessage(layout: Layout, msgSync: DirSyncer, queueSync: DirSy
       ownClaims.delete(path.basename(claim));
       // the second: the envelope's name is durable before anyone is told "accepted"
       const placeSync = place === 'queue' ? queueSync : DirSyncer.of(layout.dir('hold'));
-      if (direct) placeSync.syncNow();
-      const named = direct ? undefined : placeSync.sync();
+      if (here) placeSync.syncNow();
+      const named = here ? undefined : placeSync.sync();
       closeSynced();
       await named;
-      lastSyncMs = Date.now() - began;
       committed = true;
-      end();
       return env;
     } catch (err) {
-      if (visible) fs.rmSync(target, { force: true });
-      await drop();
+      // the envelope out of view again, then the rest removed; an envelope that cannot be taken out of
+      // view keeps its data (whole, it is a message, which the sender was told failed and may send
+      // again), and the files are closed all the same
+      let inView = false;
+      try {
+        if (visible) fs.rmSync(target, { force: true });
+      } catch {
+        inView = true;
+      }
+      // (in view, the first phase's syncs have ended: nothing of the thread pool's still uses the files)
+      if (inView) closeSynced();
+      else await drop();
       throw spoolError(err, 'commit a message');
     } finally {
       if (counted) syncing--;

@@ -70,8 +70,7 @@ before(async () => {
   const app = path.join(cfg.dir, 'app');
   fs.cpSync(path.join(ROOT, 'dist', 'bundle'), path.join(app, 'dist', 'bundle'), { recursive: true });
   fs.mkdirSync(path.join(app, 'bin'));
-  fs.copyFileSync(SENDMAIL, path.join(app, 'bin', 'sendmail.js'));
-  fs.copyFileSync(path.join(ROOT, 'bin', 'package.json'), path.join(app, 'bin', 'package.json'));
+  fs.cpSync(path.join(ROOT, 'bin'), path.join(app, 'bin'), { recursive: true });
   for (const p of [app, path.join(app, 'bin'), path.join(app, 'dist'), path.join(app, 'dist', 'bundle')])
     fs.chmodSync(p, 0o755);
   program = path.join(app, 'bin', 'sendmail.js');

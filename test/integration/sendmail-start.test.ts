@@ -3,6 +3,7 @@
 // build, or a cache V8 cannot use, is compiled from source and the command works as before. A lone
 // submission makes its syncs directly (spool/writer.ts): it starts no thread-pool thread.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -92,4 +93,29 @@ test('a submission commits without the thread pool: no more threads at its end t
   const queued = await queueJson(cfg);
   assert.equal(queued.length, 1);
   assert.equal(queued[0]!.size, fs.statSync(path.join(cfg.spool, 'msg', queued[0]!.id)).size);
+});
+
+test('a cache file that is not the chunk owner’s own regular file, writable by no one else, is not read', async () => {
+  const dir = tempDir();
+  const app = copyApp(dir);
+  const bundle = path.join(app, 'dist', 'bundle');
+  const cacheFile = path.join(bundle, 'sendmail.cjs.v8cache');
+  assert.equal((await loadReport(app))['sendmail.cjs'], 'used');
+  // writable by its group: anyone in it could put code there
+  fs.chmodSync(cacheFile, 0o664);
+  assert.equal((await loadReport(app))['sendmail.cjs'], 'untrusted');
+  fs.chmodSync(cacheFile, 0o644);
+  // another user's file beside the chunk (a folder others may write to); only root can make one
+  if (process.getuid?.() === 0) {
+    fs.chownSync(cacheFile, 65534, 65534);
+    assert.equal((await loadReport(app))['sendmail.cjs'], 'untrusted');
+  }
+  // a FIFO in its place is neither read nor waited on; a symlink to a device is not followed
+  fs.rmSync(cacheFile);
+  spawnSync('mkfifo', [cacheFile]);
+  assert.ok(fs.statSync(cacheFile).isFIFO());
+  assert.equal((await loadReport(app))['sendmail.cjs'], 'untrusted');
+  fs.rmSync(cacheFile);
+  fs.symlinkSync('/dev/zero', cacheFile);
+  assert.equal((await loadReport(app))['sendmail.cjs'], 'none');
 });

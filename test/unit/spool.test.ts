@@ -767,3 +767,66 @@ test('the names of queue/ and hold/ come oldest first across both folders, each 
     'a spool with no folders yet',
   );
 });
+
+test("the sendmail command's direct commit: its syncs in the commit's order on the calling thread; a failure after the rename that cannot take the envelope back keeps the message whole and closes its files", async () => {
+  const root = tempDir();
+  const spool = openSpoolWriter(root, { direct: true });
+  const inodeOf = (fd: number): string => {
+    const st = fs.fstatSync(fd);
+    for (const [name, p] of [
+      ['msg/', path.join(root, 'msg')],
+      ['queue/', path.join(root, 'queue')],
+    ] as const)
+      if (fs.statSync(p).ino === st.ino) return name;
+    return 'file';
+  };
+  const seen: string[] = [];
+  const { fsyncSync, renameSync, rmSync } = fs;
+  let failQueueSync = false;
+  let failRemove = false;
+  fs.fsyncSync = (fd: number) => {
+    const what = inodeOf(fd);
+    seen.push(`fsync ${what}`);
+    if (failQueueSync && what === 'queue/') throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+    return fsyncSync(fd);
+  };
+  fs.renameSync = (from: fs.PathLike, to: fs.PathLike) => {
+    seen.push(`rename ${path.basename(path.dirname(String(to)))}/`);
+    return renameSync(from, to);
+  };
+  fs.rmSync = (p: fs.PathLike, opts?: fs.RmOptions) => {
+    if (failRemove && path.basename(path.dirname(String(p))) === 'queue')
+      throw Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' });
+    return rmSync(p, opts);
+  };
+  try {
+    const w = await spool.begin();
+    w.stream.end(Buffer.from('a: b\r\n\r\nfirst\r\n'));
+    const env = await w.commit(partial());
+    // two files, then msg/, the rename into queue/, then queue/: as the pooled commit, one at a time
+    assert.deepEqual(seen, ['fsync file', 'fsync file', 'fsync msg/', 'rename queue/', 'fsync queue/']);
+    assert.ok(fs.existsSync(path.join(root, 'queue', env.id)));
+    const fds = fs.readdirSync('/proc/self/fd').length;
+    failQueueSync = true;
+    failRemove = true;
+    const w2 = await spool.begin();
+    w2.stream.end(Buffer.from('a: b\r\n\r\nsecond\r\n'));
+    await assert.rejects(w2.commit(partial()), (e: unknown) => e instanceof FerryError && e.code === 'spool-io');
+    assert.equal(fs.readdirSync('/proc/self/fd').length, fds, 'its two files closed');
+    // the envelope could not be taken back: its data stays beside it, a whole message
+    assert.equal(fs.readFileSync(path.join(root, 'msg', w2.id), 'latin1'), 'a: b\r\n\r\nsecond\r\n');
+    assert.ok(fs.existsSync(path.join(root, 'queue', w2.id)));
+    failQueueSync = false;
+    failRemove = false;
+    seen.length = 0;
+    // and the next commit is direct again
+    const w3 = await spool.begin();
+    w3.stream.end(Buffer.from('a: b\r\n\r\nthird\r\n'));
+    await w3.commit(partial());
+    assert.deepEqual(seen, ['fsync file', 'fsync file', 'fsync msg/', 'rename queue/', 'fsync queue/']);
+  } finally {
+    fs.fsyncSync = fsyncSync;
+    fs.renameSync = renameSync;
+    fs.rmSync = rmSync;
+  }
+});
