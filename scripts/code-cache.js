@@ -18,7 +18,15 @@ try {
     path.join(config, 'ferrymail.yaml'),
     `hostname: build.example\nlisten: ["127.0.0.1:9"]\nspool: ${JSON.stringify(path.join(work, 'spool'))}\n`,
   );
-  const env = { ...process.env, FERRYMAIL_CONFIG_DIR: config, FERRYMAIL_CODE_CACHE: 'write' };
+  // the settings' snapshot and any state the commands keep go to the temporary folder too, not the
+  // builder's home
+  const env = {
+    ...process.env,
+    FERRYMAIL_CONFIG_DIR: config,
+    FERRYMAIL_CODE_CACHE: 'write',
+    XDG_CACHE_HOME: path.join(work, 'cache'),
+    XDG_STATE_HOME: path.join(work, 'state'),
+  };
   delete env.NODE_OPTIONS;
   const message = 'From: build@build.example\nTo: rcpt@build.example\nSubject: cache\n\nbody\n';
   // each step with the exit codes it gives here (status: 69, no daemon runs); the caches are written at
@@ -29,6 +37,10 @@ try {
     [[0, 69], 'bin/ferrymail.js', '--config-dir', config, 'status'],
     [[0], 'bin/ferrymail.js', '--config-dir', config, 'queue', 'list', '--json'],
   ];
+  // first a submission that writes no cache: it leaves the settings' snapshot, so that the runs below
+  // take the path a submission usually takes (the snapshot, not the YAML file)
+  const { FERRYMAIL_CODE_CACHE: _, ...plain } = env;
+  spawnSync(process.execPath, steps[0].slice(1), { env: plain, input: message, timeout: 60_000 });
   for (const [codes, ...args] of steps) {
     const r = spawnSync(process.execPath, args, { env, input: message, encoding: 'utf8', timeout: 60_000 });
     if (!codes.includes(r.status))
