@@ -5,10 +5,12 @@
  * streams the message into writer.stream. commit() writes the envelope into the claim, then in one sync
  * phase fsyncs the data, the envelope and msg/ together, renames the envelope into queue/ (that rename
  * is the commit) and fsyncs queue/: two sync phases, and directory fsyncs shared with concurrent
- * commits. Only when commit() resolves may anyone be told "accepted". abort() removes the files (never
+ * commits (or, for the sendmail command's writer, the same fsyncs made one by one on the calling
+ * thread). Only when commit() resolves may anyone be told "accepted". abort() removes the files (never
  * after a commit). Recovery (recovery.ts) removes the data of a claim whose writer died.
  * File system errors become FerryError spool-full / spool-permission / spool-io; after a failed commit
- * nothing of the message is visible in queue/.
+ * nothing of the message is visible in queue/, unless the envelope could not be removed again: it then
+ * stays with its data, a whole message.
  */
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
