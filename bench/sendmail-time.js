@@ -5,7 +5,10 @@
 // that can be started (root, Postfix installed). The commands are run interleaved, so that a change in
 // the machine's load hits all of them alike.
 //
-// Usage: node bench/sendmail-time.js [--runs N] [--size BYTES] [--warmup N] [--no-postfix]
+// Usage: node bench/sendmail-time.js [--runs N] [--size BYTES] [--warmup N] [--no-postfix] [--compare DIR]
+// --compare DIR: another built tree of ferrymail (bin/ and dist/bundle/, e.g. a worktree of an earlier
+// commit after npm run build) whose sendmail is timed interleaved with this one's, against a spool and a
+// configuration of its own: an A/B of two builds in one run.
 // Target: ferrymail's median <= 1.2 x the median of `node -e 0` (lowered from 1.5 by the speed and scale issue).
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,11 +25,13 @@ const PF_INSTANCE = path.join(HERE, 'postfix-instance.sh');
 
 function usage(msg) {
   if (msg) process.stderr.write(`sendmail-time: ${msg}\n`);
-  process.stderr.write('usage: node bench/sendmail-time.js [--runs N] [--size BYTES] [--warmup N] [--no-postfix]\n');
+  process.stderr.write(
+    'usage: node bench/sendmail-time.js [--runs N] [--size BYTES] [--warmup N] [--no-postfix] [--compare DIR]\n',
+  );
   process.exit(64);
 }
 
-const opts = { runs: 200, size: 2048, warmup: 5, postfix: true };
+const opts = { runs: 200, size: 2048, warmup: 5, postfix: true, compare: null };
 {
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i++) {
@@ -40,7 +45,12 @@ const opts = { runs: 200, size: 2048, warmup: 5, postfix: true };
     else if (a === '--size') opts.size = num();
     else if (a === '--warmup') opts.warmup = num();
     else if (a === '--no-postfix') opts.postfix = false;
-    else usage(`unknown argument ${a}`);
+    else if (a === '--compare') {
+      const dir = argv[++i];
+      if (!dir || !fs.existsSync(path.join(dir, 'bin', 'sendmail.js')))
+        usage('--compare needs a built tree (DIR/bin/sendmail.js)');
+      opts.compare = path.resolve(dir);
+    } else usage(`unknown argument ${a}`);
   }
   if (opts.runs < 1) usage('--runs must be at least 1');
 }
@@ -152,15 +162,29 @@ async function main() {
   // for a distribution's whole bundle): it would add the same to both commands and flatter the ratio
   delete env.NODE_EXTRA_CA_CERTS;
 
+  // each build's settings snapshot in a cache folder of its own here, not the user's
+  env.XDG_CACHE_HOME = path.join(work, 'cache');
+  const submit = ['-i', '-f', 'sender@bench.example', 'rcpt@remote.example'];
   const commands = [
-    {
-      name: 'ferrymail sendmail',
-      cmd: process.execPath,
-      args: [SENDMAIL, '-i', '-f', 'sender@bench.example', 'rcpt@remote.example'],
-      env,
-    },
+    { name: 'ferrymail sendmail', cmd: process.execPath, args: [SENDMAIL, ...submit], env },
     { name: 'node -e 0', cmd: process.execPath, args: ['-e', '0'], env },
   ];
+  let compareSpool = null;
+  if (opts.compare) {
+    const cfg = path.join(work, 'cfg-compare');
+    compareSpool = path.join(work, 'spool-compare');
+    fs.mkdirSync(cfg);
+    fs.writeFileSync(
+      path.join(cfg, 'ferrymail.yaml'),
+      `hostname: bench.example\nlisten: ["127.0.0.1:${await freePort()}"]\nspool: ${JSON.stringify(compareSpool)}\n`,
+    );
+    commands.push({
+      name: 'compared sendmail',
+      cmd: process.execPath,
+      args: [path.join(opts.compare, 'bin', 'sendmail.js'), ...submit],
+      env: { ...env, FERRYMAIL_CONFIG_DIR: cfg, XDG_CACHE_HOME: path.join(work, 'cache-compare') },
+    });
+  }
 
   if (opts.postfix) {
     const why = postfixUnavailable();
@@ -204,9 +228,15 @@ async function main() {
     }
   }
 
-  const queued = countFiles(path.join(spool, 'queue'));
-  if (queued !== opts.runs + opts.warmup)
-    throw new Error(`ferrymail queued ${queued} messages, expected ${opts.runs + opts.warmup}`);
+  for (const [name, dir] of [
+    ['ferrymail', spool],
+    ['the compared build', compareSpool],
+  ]) {
+    if (!dir) continue;
+    const queued = countFiles(path.join(dir, 'queue'));
+    if (queued !== opts.runs + opts.warmup)
+      throw new Error(`${name} queued ${queued} messages, expected ${opts.runs + opts.warmup}`);
+  }
   if (postfixDir) {
     const r = spawnSync('bash', [PF_INSTANCE, 'queued', postfixDir], { encoding: 'utf8', timeout: 90_000 });
     const n = Number(r.stdout.trim());
