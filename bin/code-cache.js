@@ -9,7 +9,8 @@
 // on disk can crash the process, as a damaged chunk can). A cache is used only for the very source it
 // was made from, so a chunk rebuilt or edited by hand is compiled from its source; V8 itself refuses a
 // cache made by another version of V8 or under other flags. A cache that cannot be used, for whatever
-// reason, compiles the chunk from its source: the command is slower, not broken.
+// reason, compiles the chunk from its source: the command is slower, not broken. A chunk that holds an
+// import() is always left to Node.
 //
 // FERRYMAIL_CODE_CACHE=write makes the process write, at its exit, a cache for each chunk it compiled
 // without one, beside chunks that are its own (the build sets it; nothing else should).
@@ -20,7 +21,8 @@ const path = require('node:path');
 const vm = require('node:vm');
 
 const mainModule = require.main;
-const BUNDLE = path.join(__dirname, '..', 'dist', 'bundle') + path.sep;
+/** The bundle's folder as Node names the chunks it loads: their real paths (dist/ may be a link). */
+const BUNDLE = bundleDir();
 const SUFFIX = '.v8cache';
 const writing = process.env.FERRYMAIL_CODE_CACHE === 'write';
 /** What happened to each chunk compiled here: 'used', 'none', 'stale', 'untrusted' or 'rejected' (by V8). */
@@ -28,9 +30,10 @@ const report = new Map();
 const toWrite = [];
 /** A cache file larger than this is not read (the sendmail command's largest is some 300 KB). */
 const MAX_BYTES = 16 * 1024 * 1024;
-/** import() in a chunk (a hook module named by the configuration) goes to Node's own loader, as it
- * would from a chunk Node compiled (Node 20.12 and later; before, an import() of a full URL or path). */
-const importModuleDynamically = vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER ?? ((specifier) => import(specifier));
+/** A chunk with an import() (the loader of hook modules named by the configuration) is left to Node:
+ * a script compiled here can reach Node's own loader for it only through an option that Node 20 calls
+ * experimental, and warns about on standard error, or not at all before Node 20.12. */
+const DYNAMIC_IMPORT = 'import(';
 /** The wrapper's text before the chunk's own: stack traces count the chunk's first line's columns
  * from the chunk's start, as for a chunk Node compiled. */
 const COLUMN_OFFSET = -Module.wrap('\0').indexOf('\0');
@@ -70,10 +73,9 @@ function cacheFor(filename, content) {
   const { raw, why } = readTrusted(filename);
   if (!raw) return { why };
   const end = raw.indexOf(10);
-  const bytes =
-    end > 0 && raw.toString('latin1', 0, end).startsWith(MAGIC)
-      ? Number(raw.toString('latin1', MAGIC.length, end))
-      : Number.NaN;
+  const count =
+    end > 0 && raw.toString('latin1', 0, end).startsWith(MAGIC) ? raw.toString('latin1', MAGIC.length, end) : '';
+  const bytes = /^\d{1,9}$/.test(count) ? Number(count) : Number.NaN;
   const from = end + 1;
   if (
     !Number.isSafeInteger(bytes) ||
@@ -84,26 +86,41 @@ function cacheFor(filename, content) {
   return { data: raw.subarray(from + bytes) };
 }
 
+/** The real path of dist/bundle/ beside this file, with a trailing separator; '' when there is none. */
+function bundleDir() {
+  try {
+    return fs.realpathSync(path.join(__dirname, '..', 'dist', 'bundle')) + path.sep;
+  } catch {
+    return '';
+  }
+}
+
 /** Writes a chunk's cache beside it, when the chunk is this user's own: through a new file renamed into
  * place, never through a name that is already there (a link planted there is replaced, not followed). */
 function writeCache(filename, content, data) {
   if (fs.statSync(filename).uid !== process.geteuid()) return;
   const source = Buffer.from(content, 'utf8');
   const tmp = `${filename}${SUFFIX}.${process.pid}.tmp`;
+  let made = false;
   try {
-    fs.writeFileSync(tmp, Buffer.concat([Buffer.from(`${MAGIC}${source.length}\n`, 'latin1'), source, data]), {
-      flag: 'wx',
-      mode: 0o644,
-    });
+    const fd = fs.openSync(tmp, 'wx', 0o644);
+    made = true;
+    try {
+      fs.writeFileSync(fd, Buffer.concat([Buffer.from(`${MAGIC}${source.length}\n`, 'latin1'), source, data]));
+    } finally {
+      fs.closeSync(fd);
+    }
     fs.renameSync(tmp, filename + SUFFIX);
   } catch {
-    fs.rmSync(tmp, { force: true });
+    // only a file this process made is removed: a name someone else put there stays as it is
+    if (made) fs.rmSync(tmp, { force: true });
   }
 }
 
 const compile = Module.prototype._compile;
 Module.prototype._compile = function compileCached(content, filename) {
-  if (!filename.startsWith(BUNDLE) || !filename.endsWith('.cjs')) return compile.call(this, content, filename);
+  if (!BUNDLE || !filename.startsWith(BUNDLE) || !filename.endsWith('.cjs') || content.includes(DYNAMIC_IMPORT))
+    return compile.call(this, content, filename);
   let cache;
   try {
     cache = cacheFor(filename, content);
@@ -114,7 +131,6 @@ Module.prototype._compile = function compileCached(content, filename) {
     filename,
     cachedData: cache.data,
     columnOffset: COLUMN_OFFSET,
-    importModuleDynamically,
   });
   const outcome = cache.data ? (script.cachedDataRejected ? 'rejected' : 'used') : cache.why;
   report.set(path.relative(BUNDLE, filename), outcome);
@@ -123,7 +139,9 @@ Module.prototype._compile = function compileCached(content, filename) {
   // the require a chunk sees: the same loading and resolution as Node's own for this module
   const require = (id) => this.require(id);
   require.resolve = (request, options) => Module._resolveFilename(request, this, false, options);
+  require.resolve.paths = (request) => Module._resolveLookupPaths(request, this);
   require.cache = Module._cache;
+  require.extensions = Module._extensions;
   require.main = mainModule;
   return wrapper.call(this.exports, this.exports, require, this, filename, path.dirname(filename));
 };

@@ -119,3 +119,27 @@ test('a cache file that is not the chunk owner’s own regular file, writable by
   fs.symlinkSync('/dev/zero', cacheFile);
   assert.equal((await loadReport(app))['sendmail.cjs'], 'none');
 });
+
+test('under the code cache, a hook module loads as without it, with nothing on standard error; a dist/ that is a link still finds its caches', async () => {
+  const dir = tempDir();
+  const app = copyApp(dir);
+  // dist/ moved elsewhere and linked back: Node names the chunks by their real paths
+  const real = path.join(dir, 'elsewhere');
+  fs.renameSync(path.join(app, 'dist'), real);
+  fs.symlinkSync(real, path.join(app, 'dist'));
+  assert.equal((await loadReport(app))['sendmail.cjs'], 'used');
+  // a hook named by the configuration: its loader's import() is left to Node
+  const hook = path.join(dir, 'observer.mjs');
+  fs.writeFileSync(hook, 'export default () => ({ connect: () => ({ action: "continue" }) });\n', { mode: 0o644 });
+  const cfg = await makeConfig(`hooks:\n  - path: ${hook}\n`);
+  const r = await run(process.execPath, [
+    path.join(app, 'bin', 'ferrymail.js'),
+    '--config-dir',
+    cfg.configDir,
+    'hooks',
+    'list',
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(r.stdout.includes('observer.mjs'), r.stdout);
+  assert.equal(r.stderr, '', 'no warning');
+});
