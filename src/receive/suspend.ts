@@ -16,7 +16,7 @@ import { randomBytes } from '../random.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/types.js';
-import { stampText } from '../spool/envelope-file.js';
+import { stampOfFile } from '../spool/envelope-file.js';
 import { newRecipient, type Envelope } from '../domain/envelope.js';
 import type { Logger } from '../log/logger.js';
 import type { SpoolWriter } from '../spool/writer.js';
@@ -161,8 +161,7 @@ export class Suspensions {
  */
 function stampOf(file: string): string {
   try {
-    const st = fs.statSync(file, { bigint: true, throwIfNoEntry: false });
-    return st ? stampText(st) : 'none';
+    return stampOfFile(file) ?? 'none';
   } catch {
     return 'none'; // a list that cannot be looked at suspends no one, as before
   }

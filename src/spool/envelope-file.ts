@@ -23,6 +23,12 @@ export function stampText(st: fs.BigIntStats): string {
   return `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
 }
 
+/** The stamp of a file now (its path followed), or undefined when there is none. */
+export function stampOfFile(file: string): string | undefined {
+  const st = fs.statSync(file, { bigint: true, throwIfNoEntry: false });
+  return st ? stampText(st) : undefined;
+}
+
 /** One buffer for the reads of files that fit it: a listing reads 100,000 of them, and a buffer each
  * was garbage to collect. The text is copied out of it before the next read. */
 const SHARED = Buffer.allocUnsafe(64 * 1024);

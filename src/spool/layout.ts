@@ -131,53 +131,53 @@ export function pooled<T = void>(
  * replaced or mounted over while the process runs gets a fresh descriptor, not a sync of the old one). */
 const dirFds = new Map<string, { fd: number; dev: number; ino: number }>();
 
+/** The descriptor kept for a directory, when the path still names the directory it is open on; one
+ * that no longer does is dropped and closed. */
+function keptFor(dir: string): { fd: number; dev: number; ino: number } | undefined {
+  const now = fs.statSync(dir);
+  const kept = dirFds.get(dir);
+  if (!kept || (kept.dev === now.dev && kept.ino === now.ino)) return kept;
+  dirFds.delete(dir);
+  fs.close(kept.fd, () => undefined);
+  return undefined;
+}
+
+/** Keeps a descriptor just opened on a directory, unless another was kept meanwhile (this one is then
+ * closed); returns the one kept. */
+function keep(dir: string, fd: number): { fd: number; dev: number; ino: number } {
+  const st = fs.fstatSync(fd);
+  if (dirFds.has(dir)) fs.close(fd, () => undefined);
+  else dirFds.set(dir, { fd, dev: st.dev, ino: st.ino });
+  return dirFds.get(dir)!;
+}
+
+/** Whether a failed sync of a kept descriptor is tried once more with a fresh one (it went bad: EBADF);
+ * the bad one is dropped. */
+function retryBad(dir: string, fd: number, err: unknown, retry: boolean): boolean {
+  if ((err as NodeJS.ErrnoException).code !== 'EBADF' || !retry) return false;
+  if (dirFds.get(dir)?.fd === fd) dirFds.delete(dir);
+  return true;
+}
+
 /** fsyncs a directory through its kept descriptor, opening it once; a descriptor that went bad is
  * dropped and the sync retried once with a fresh one. */
 async function syncKept(dir: string, retry = true): Promise<void> {
-  const now = fs.statSync(dir);
-  let kept = dirFds.get(dir);
-  if (kept && (kept.dev !== now.dev || kept.ino !== now.ino)) {
-    dirFds.delete(dir);
-    fs.close(kept.fd, () => undefined);
-    kept = undefined;
-  }
-  if (!kept) {
-    const fd = await pooled<number>((done) => fs.open(dir, 'r', done));
-    const st = fs.fstatSync(fd);
-    if (dirFds.has(dir)) fs.close(fd, () => undefined);
-    else dirFds.set(dir, { fd, dev: st.dev, ino: st.ino });
-    kept = dirFds.get(dir)!;
-  }
-  const held = kept.fd;
+  const kept = keptFor(dir) ?? keep(dir, await pooled<number>((done) => fs.open(dir, 'r', done)));
   try {
-    await pooled((done) => fs.fsync(held, done));
+    await pooled((done) => fs.fsync(kept.fd, done));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EBADF' || !retry) throw err;
-    if (dirFds.get(dir)?.fd === held) dirFds.delete(dir);
+    if (!retryBad(dir, kept.fd, err, retry)) throw err;
     await syncKept(dir, false);
   }
 }
 
 /** syncKept() on the calling thread, for a commit that has the process to itself (writer.ts). */
 function syncKeptNow(dir: string, retry = true): void {
-  const now = fs.statSync(dir);
-  let kept = dirFds.get(dir);
-  if (kept && (kept.dev !== now.dev || kept.ino !== now.ino)) {
-    dirFds.delete(dir);
-    fs.close(kept.fd, () => undefined);
-    kept = undefined;
-  }
-  if (!kept) {
-    const fd = fs.openSync(dir, 'r');
-    const st = fs.fstatSync(fd);
-    kept = { fd, dev: st.dev, ino: st.ino };
-    dirFds.set(dir, kept);
-  }
+  const kept = keptFor(dir) ?? keep(dir, fs.openSync(dir, 'r'));
   try {
     fs.fsyncSync(kept.fd);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EBADF' || !retry) throw err;
-    if (dirFds.get(dir) === kept) dirFds.delete(dir);
+    if (!retryBad(dir, kept.fd, err, retry)) throw err;
     syncKeptNow(dir, false);
   }
 }

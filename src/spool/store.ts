@@ -17,7 +17,7 @@ import { lock, type Lock } from './lock.js';
 import { beginListing, type Brief, briefOf, countStamps, keptBriefs, savedCounts, saveCounts } from './queue-index.js';
 import { recoverSpool } from './recovery.js';
 import { openSpoolFile } from './safety.js';
-import { type RawEnvelope, readRaw, readSlices, startReaderThread, stampText } from './envelope-file.js';
+import { type RawEnvelope, readRaw, readSlices, startReaderThread, stampOfFile } from './envelope-file.js';
 
 /** Where a message's envelope currently is. */
 export type Place = 'queue' | 'hold';
@@ -81,7 +81,7 @@ export function openStore(root: string): Store {
     queued: (select) => queuedEntries(layout, select),
     get: (id) => getEntry(layout, id),
     fresh: (entry) =>
-      stampOf(layout.envelope(entry.place, entry.envelope.id)) === stamps.get(entry.envelope)
+      stampOfFile(layout.envelope(entry.place, entry.envelope.id)) === stamps.get(entry.envelope)
         ? Promise.resolve(entry)
         : getEntry(layout, entry.envelope.id),
     remove: (id) => withLock(s, id, () => removeEntry(layout, id)),
@@ -182,12 +182,6 @@ async function moveCorrupt(layout: Layout, place: Place, id: string, reason: str
 /** The stamp of each envelope as read (envelope-file.ts). A rewrite renames a new file over it, so any
  * change moves the inode or the times. */
 const stamps = new WeakMap<Envelope, string>();
-
-/** The stamp of a file now, or undefined when it is gone. */
-function stampOf(file: string): string | undefined {
-  const st = fs.statSync(file, { bigint: true, throwIfNoEntry: false });
-  return st ? stampText(st) : undefined;
-}
 
 /** A slice of the queue as scan() reads it. */
 export interface Slice {

@@ -236,6 +236,7 @@ export const ownClaims = new Set<string>();
 
 /** Commits of this process in their sync phases now. */
 let syncing = 0;
+
 const CLAIM_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL;
 const DATA_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 
