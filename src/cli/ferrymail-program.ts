@@ -424,7 +424,7 @@ async function queueShow(cmd: Command, id: string, o: Opts): Promise<number> {
   const cfg = await config(cmd);
   const store = openStore(cfg.spool);
   const entry = await store.get(id);
-  const head = await store.readHead(id);
+  const head = await store.readHead(entry.envelope);
   const { waitFacts, waitNotes } = await import('./queue-why.js');
   const { entryJson, formatShow } = await import('./queue-view.js');
   const notes = await waitNotes([entry], await waitFacts(cfg), store);

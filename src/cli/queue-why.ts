@@ -84,7 +84,7 @@ export async function waitNotes(entries: Entry[], facts: WaitFacts, store: Store
       else if (!r.lastError && place === 'queue') {
         // the header's From matters only to a route that filters on it: a long listing reads no data else
         if (facts.routes.some((x) => x.fromHeader.allow.length || x.fromHeader.deny.length))
-          head ??= await store.readHead(e.id).catch(() => '');
+          head ??= await store.readHead(e).catch(() => '');
         notes.set(noteKey(e.id, r.address), neverTried(facts, e.sender, r.address, head ?? '', e.origin?.user));
       }
     }

@@ -63,7 +63,7 @@ export async function routeExplainQueued(
   const { explainQueued, formatExplain } = await import('./route-explain.js');
   const store = openStore(cfg.spool);
   const entry = await store.get(id);
-  const head = await store.readHead(id);
+  const head = await store.readHead(entry.envelope);
   const state = await onlineState(cfg, o.connection);
   const { isLocalAddress } = await import('../local/host.js');
   const result = explainQueued(loadRoutes(cfg.dir), state, entry.envelope, head, (a) => isLocalAddress(cfg, a));

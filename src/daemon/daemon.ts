@@ -27,7 +27,7 @@ import type { Hooks } from '../receive/stages.js';
 import { isId } from '../spool/id.js';
 import { tryLockHolder, type Lock } from '../spool/lock.js';
 import { openStore, queueCounts, type Store } from '../spool/store.js';
-import { openSpoolWriter } from '../spool/writer.js';
+import { openSpoolWriter, type SpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
 import { inFlight } from '../queue/deliver.js';
 import { flushQueue } from '../queue/flush.js';
@@ -84,6 +84,16 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
   let cfg = first;
   const log = opts.log ?? createLogger(cfg.log_format);
   const spool = openSpoolWriter(cfg.spool);
+  let auto: AutoRun | null = null;
+  // the doors' writer answers after one sync phase; its mover puts the answered messages into queue/
+  // in batches, and the queue runs start once they are there (spool/writer.ts)
+  const intakeSpool = openSpoolWriter(cfg.spool, {
+    deferred: {
+      onPlaced: () => auto?.soon(),
+      onError: (err) =>
+        log.log('error', 'answered messages not yet moved into the queue; trying again', { error: err.message }),
+    },
+  });
   const store = openStore(cfg.spool);
   const lock = await daemonLock(cfg.spool);
   setReclaim(minorGc());
@@ -126,7 +136,6 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
       warn,
     );
   };
-  let auto: AutoRun | null = null;
   let stopDesktop: () => void = () => undefined;
   let drops: PickupWatch | null = null;
   const view = onlineView(cfg.online);
@@ -143,16 +152,19 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
       runSoon: () => auto?.soon(),
       recheck: (why) => auto?.recheck(why),
       feed,
-      flush: (connection, route) =>
-        auto
+      // what the doors have answered is in queue/ before a flush lists it
+      flush: async (connection, route) => {
+        await intakeSpool.settle?.();
+        return auto
           ? auto.manual(connection, route)
-          : flushQueue(cfg, log, { connection, route, online: () => view.state(), observe }),
+          : flushQueue(cfg, log, { connection, route, online: () => view.state(), observe });
+      },
       reload: () => reload(),
     });
     const loaded = await loadHooks(cfg, (text) => log.log('warn', text));
     observers = loaded.observers;
     doorDeps = {
-      spool,
+      spool: intakeSpool,
       log,
       hooks: mergeHooks(opts.hooks, loaded.hooks),
       dialogue: deliverInDialogue,
@@ -232,7 +244,7 @@ export async function startDaemon(first: Config, opts: DaemonOptions = {}): Prom
     stop: async (graceMs = 30_000) => {
       stopDesktop();
       await Promise.all([a.stop(), p.stop(), recovering]);
-      await stop(d, control!, lock, store, log, graceMs);
+      await stop(d, control!, lock, store, log, graceMs, intakeSpool);
     },
   };
 }
@@ -284,8 +296,12 @@ function minorGc(): () => void {
  * runs read them, and report the corrupt ones they find. */
 async function recover(store: Store, log: Logger): Promise<void> {
   const r = await store.recover(false);
-  if (r.tmpRemoved || r.orphansRemoved) {
-    log.log('info', 'spool recovered', { tmp_removed: r.tmpRemoved, orphans_removed: r.orphansRemoved });
+  if (r.tmpRemoved || r.orphansRemoved || r.rolledForward) {
+    log.log('info', 'spool recovered', {
+      tmp_removed: r.tmpRemoved,
+      orphans_removed: r.orphansRemoved,
+      rolled_forward: r.rolledForward || undefined,
+    });
   }
   const { queued, held } = await queueCounts(store.layout);
   if (queued + held) log.log('info', 'queue', { waiting: queued, held });
@@ -343,9 +359,12 @@ async function stop(
   store: Store,
   log: Logger,
   graceMs: number,
+  intake: SpoolWriter,
 ): Promise<void> {
   log.log('info', 'shutting down', { grace_ms: graceMs });
   await door.shutdown(graceMs);
+  // every answered message into queue/ before the lock goes (a crash would leave them to recovery)
+  await intake.settle?.();
   await new Promise<void>((r) => control.close(() => r()));
   // the queue runs have ended: the local delivery agents have nothing left to do
   closeLocalAgents();

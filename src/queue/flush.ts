@@ -110,10 +110,11 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
     const orphans = Date.now() - last >= ORPHAN_SCAN_MS;
     if (orphans) orphanScans.set(cfg.spool, Date.now());
     const recovered = await store.recover(false, orphans);
-    if (recovered.tmpRemoved || recovered.orphansRemoved)
+    if (recovered.tmpRemoved || recovered.orphansRemoved || recovered.rolledForward)
       log.log('info', 'spool recovered', {
         tmp_removed: recovered.tmpRemoved,
         orphans_removed: recovered.orphansRemoved,
+        rolled_forward: recovered.rolledForward || undefined,
       });
     // outcomes a full disk kept in memory, then deliveries a killed run left in flight (recover.ts)
     await writePending(store, log);

@@ -309,7 +309,7 @@ async function runMessage(
   const env = current.envelope;
   const run: MessageRun = {
     env,
-    head: await deps.store.readHead(env.id),
+    head: await deps.store.readHead(env),
     state,
     failedBefore: new Set(env.recipients.filter((r) => r.state === 'failed').map((r) => r.address)),
     troubled: new Set(),

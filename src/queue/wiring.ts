@@ -14,7 +14,7 @@
  * log, only how it failed.
  */
 import fs from 'node:fs';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import type { Envelope } from '../domain/envelope.js';
 import { newRecipient } from '../domain/envelope.js';
 import { dataError } from '../errors.js';
@@ -137,19 +137,21 @@ export function messageFor(store: Store, env: Envelope, route: Route, head?: str
   const out = new PassThrough();
   const data = store.layout.data(env.id);
   const start = async (): Promise<void> => {
-    const section = head ?? (await store.readHead(env.id));
+    const section = head ?? (await store.readHead(env));
     const after = Buffer.byteLength(section, 'latin1');
     const own = route.hideLocalReceived && hostname ? withoutOwnReceived(section, hostname) : section;
     const rewritten = rewriteHeaderSection(own, route.rewrite);
-    const top = route.dkim ? (await signature(route, route.dkim, rewritten, data, after)) + rewritten : rewritten;
+    const top = route.dkim
+      ? (await signature(route, route.dkim, rewritten, data, after, env.size)) + rewritten
+      : rewritten;
     if (out.destroyed) return;
-    const small = smallBody(data, after);
+    const small = smallBody(data, after, env.size);
     // checked before the first byte goes out
     if (small?.includes(0) || top.includes('\0')) return void out.destroy(NUL_INSIDE());
     out.write(Buffer.from(top, 'latin1'));
     if (small) out.end(small);
     else {
-      const body = fs.createReadStream('', { fd: openSpoolFile(data), start: after });
+      const body = bodyStream(data, after, env.size);
       // a transaction that ends before DATA destroys `out`: the file must be closed with it
       out.once('close', () => body.destroy());
       body
@@ -185,11 +187,19 @@ export function withoutOwnReceived(section: string, hostname: string): string {
  * transports fail its recipients for good with this reply. */
 const NUL_INSIDE = (): Error => dataError(554, '5.6.0', 'Message contains NUL characters; it cannot be sent');
 
-/** The body (the data from offset on) when it is at most SMALL_BODY bytes, else undefined. */
-function smallBody(file: string, offset: number): Buffer | undefined {
+/** The message's bytes from offset up to its size, as a stream. A data file may carry the message's
+ * envelope behind it (spool/trailer.ts): nothing past the size is ever read. */
+function bodyStream(file: string, offset: number, size: number): Readable {
+  if (offset >= size) return Readable.from([]);
+  return fs.createReadStream('', { fd: openSpoolFile(file), start: offset, end: size - 1 });
+}
+
+/** The body (the data from offset up to the message's size) when it is at most SMALL_BODY bytes, else
+ * undefined. */
+function smallBody(file: string, offset: number, total: number): Buffer | undefined {
   const fd = openSpoolFile(file);
   try {
-    const size = fs.fstatSync(fd).size - offset;
+    const size = Math.max(0, total - offset);
     return size > SMALL_BODY ? undefined : readAt(fd, size, offset);
   } finally {
     fs.closeSync(fd);
@@ -203,14 +213,11 @@ async function signature(
   section: string,
   data: string,
   bodyAt: number,
+  size: number,
 ): Promise<string> {
   try {
     const key = loadDkimKey(dkim);
-    return signatureField(
-      section,
-      await bodyHashOf(fs.createReadStream('', { fd: openSpoolFile(data), start: bodyAt })),
-      key,
-    );
+    return signatureField(section, await bodyHashOf(bodyStream(data, bodyAt, size)), key);
   } catch (err) {
     throw new Error(`route ${route.name}: dkim signing failed: ${(err as Error).message}`);
   }

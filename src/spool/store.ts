@@ -57,14 +57,16 @@ export interface Store {
   /** Crash recovery; listCorrupt false skips reading every envelope (a queue run lists them itself),
    * orphans false the look for data no envelope names (a look at every name in four folders). */
   recover(listCorrupt?: boolean, orphans?: boolean): Promise<RecoveryReport>;
-  /** The header section of a message's data (at most max bytes). */
-  readHead(id: string, max?: number): Promise<string>;
+  /** The message's header section (through its blank line), read no further than its size. */
+  readHead(env: Pick<Envelope, 'id' | 'size'>, max?: number): Promise<string>;
 }
 
 /** What start-up recovery found and did. */
 export interface RecoveryReport {
   tmpRemoved: number;
   orphansRemoved: number;
+  /** Answered messages a dead daemon had not yet moved into queue/, moved now (writer.ts, deferred). */
+  rolledForward: number;
   corrupt: CorruptReport[];
 }
 
@@ -99,7 +101,7 @@ export function openStore(root: string): Store {
       if (listCorrupt) report.corrupt = (await listAll(layout)).corrupt;
       return report;
     },
-    readHead: (id, max = 262_144) => readHead(layout, id, max),
+    readHead: (env, max = 262_144) => readHead(layout, env.id, Math.min(max, env.size)),
   };
   return s;
 }

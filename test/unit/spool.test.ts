@@ -15,6 +15,7 @@ import { applyChange, openStore, queueCounts, queueNames } from '../../src/spool
 import { DirSyncer, namesIn } from '../../src/spool/layout.js';
 import { freeBytes, spent } from '../../src/spool/space.js';
 import { openSpoolWriter } from '../../src/spool/writer.js';
+import { envelopeBehind, TRAILER_BYTES } from '../../src/spool/trailer.js';
 import { ROOT, tempDir } from '../helpers.js';
 
 /** An envelope body for commit(). */
@@ -228,7 +229,9 @@ test('a commit cut short is undone by recovery; a live writer keeps its data how
   r = await store.recover();
   assert.equal(r.orphansRemoved, 1);
   assert.ok(!fs.existsSync(path.join(root, 'msg', dead)), 'the uncommitted data went with its claim');
-  assert.deepEqual(fs.readdirSync(path.join(root, 'tmp')), []);
+  // (a lock this process took and released is kept in tmp/ for its next lock)
+  const left = fs.readdirSync(path.join(root, 'tmp')).filter((n) => !n.startsWith(`lock.${process.pid}.`));
+  assert.deepEqual(left, []);
   // a claim under this very pid that this process's writer does not hold: a former process's (a restart
   // that got the same pid)
   const former = newId();
@@ -505,7 +508,7 @@ test('readHead returns the header section whatever its size: ends inside the fir
       origin: { door: 'sendmail' },
       protocol: 'local',
     });
-    assert.equal(await store.readHead(env.id), head, `header of ${head.length} bytes`);
+    assert.equal(await store.readHead(env), head, `header of ${head.length} bytes`);
   }
   const w = await spool.begin();
   w.stream.end(Buffer.from(`X-Big: ${'b'.repeat(300_000)}\r\n\r\nbody`, 'latin1'));
@@ -517,7 +520,7 @@ test('readHead returns the header section whatever its size: ends inside the fir
     origin: { door: 'sendmail' },
     protocol: 'local',
   });
-  assert.equal((await store.readHead(big.id, 262_144)).length, 262_144, 'cut at max');
+  assert.equal((await store.readHead(big, 262_144)).length, 262_144, 'cut at max');
 });
 
 test('directory syncs follow a spool directory that was replaced while the process runs', async () => {
@@ -829,4 +832,114 @@ test("the sendmail command's direct commit: its syncs in the commit's order on t
     fs.renameSync = renameSync;
     fs.rmSync = rmSync;
   }
+});
+
+/** A deferred writer's message whose mover has not run: its data file (message and envelope behind it),
+ * copied into another spool beside a claim of a dead writer, as a daemon killed after its answer leaves it. */
+async function answeredNotMoved(text: string, rcpts?: string[]): Promise<{ env: Envelope; file: Buffer }> {
+  const root = tempDir();
+  const spool = openSpoolWriter(root, { deferred: { waitMs: 60_000 } });
+  const w = await spool.begin();
+  w.stream.end(Buffer.from(text));
+  const env = await w.commit(partial(rcpts));
+  const file = fs.readFileSync(path.join(root, 'msg', env.id));
+  await spool.settle?.();
+  return { env, file };
+}
+
+test('a deferred commit answers with the envelope behind the data; the mover puts it into queue/ and cuts the data back', async () => {
+  const root = tempDir();
+  const placed: string[] = [];
+  const spool = openSpoolWriter(root, {
+    deferred: { waitMs: 60_000, onPlaced: (envs) => placed.push(...envs.map((e) => e.id)) },
+  });
+  const text = 'Subject: deferred\r\n\r\nbody\r\n';
+  const w = await spool.begin();
+  w.stream.end(Buffer.from(text));
+  const env = await w.commit(partial(['b@example.org', 'bcc@example.net']));
+  const data = path.join(root, 'msg', env.id);
+  assert.equal(env.size, text.length);
+  assert.ok(!fs.existsSync(path.join(root, 'queue', env.id)), 'not in queue/ before the mover runs');
+  const file = fs.readFileSync(data);
+  assert.equal(file.subarray(0, env.size).toString('latin1'), text);
+  assert.equal(file.length, env.size + Buffer.byteLength(encodeEnvelope(env)) + TRAILER_BYTES);
+  const fd = fs.openSync(data, 'r');
+  assert.deepEqual(envelopeBehind(fd, env.id), env, 'the envelope behind the data checks out');
+  assert.equal(envelopeBehind(fd, newId()), null, 'under another id it does not');
+  fs.closeSync(fd);
+  // readers stop at the message's size: a header section with no body never reads into the envelope
+  const store = openStore(root);
+  await spool.settle?.();
+  assert.deepEqual(placed, [env.id]);
+  assert.deepEqual((await store.get(env.id)).envelope, env);
+  assert.equal(fs.readFileSync(data, 'latin1'), text, 'cut back to the message');
+  assert.deepEqual(fs.readdirSync(path.join(root, 'tmp')), [], 'the claim became the envelope');
+  // a held message keeps both sync phases (nothing behind its data)
+  const h = await spool.begin();
+  h.stream.end(Buffer.from(text));
+  const held = await h.commit(partial(), 'hold');
+  assert.ok(fs.existsSync(path.join(root, 'hold', held.id)));
+  assert.equal(fs.statSync(path.join(root, 'msg', held.id)).size, text.length);
+});
+
+test('readers stop at the size: an envelope left behind the data never reaches a header read', async () => {
+  const root = tempDir();
+  const { env, file } = await answeredNotMoved('Subject: no body, no blank line\r\n', ['hidden@example.net']);
+  // as after a power loss that undid the mover's cut: the envelope in queue/, the data still long
+  openSpoolWriter(root); // makes the folders
+  fs.writeFileSync(path.join(root, 'msg', env.id), file);
+  fs.writeFileSync(path.join(root, 'queue', env.id), encodeEnvelope(env));
+  const head = await openStore(root).readHead(env);
+  assert.equal(head, 'Subject: no body, no blank line\r\n');
+  assert.ok(!head.includes('hidden'));
+});
+
+test('recovery rolls a whole answered message forward, and removes one whose data or envelope is damaged', async () => {
+  const text = 'Subject: rolled\r\n\r\nbody line\r\n';
+  const { env, file } = await answeredNotMoved(text);
+  const root = tempDir();
+  const put = (bytes: Buffer, claim = true): void => {
+    fs.writeFileSync(path.join(root, 'msg', env.id), bytes);
+    if (claim) fs.writeFileSync(path.join(root, 'tmp', `${env.id}.999999999.env`), '');
+  };
+  openSpoolWriter(root); // makes the folders
+  put(file);
+  const store = openStore(root);
+  let r = await store.recover();
+  assert.equal(r.rolledForward, 1);
+  assert.equal(r.orphansRemoved, 0);
+  assert.deepEqual((await store.get(env.id)).envelope, env);
+  assert.equal(fs.readFileSync(path.join(root, 'msg', env.id), 'latin1'), text, 'cut back after the envelope');
+  assert.ok(!fs.existsSync(path.join(root, 'tmp', `${env.id}.999999999.env`)));
+  // damaged files were never acknowledged: each is removed with its claim
+  const flipped = Buffer.from(file);
+  flipped[3] = flipped[3]! ^ 1;
+  const envAt = env.size;
+  const damaged: Array<[string, Buffer]> = [
+    ['data cut short', Buffer.concat([file.subarray(0, envAt - 4), file.subarray(envAt)])],
+    ['a byte of the data changed', flipped],
+    [
+      'the envelope cut in half',
+      Buffer.concat([file.subarray(0, envAt + 20), file.subarray(file.length - TRAILER_BYTES)]),
+    ],
+    ['no trailer', file.subarray(0, file.length - TRAILER_BYTES)],
+    ['the trailer cut', file.subarray(0, file.length - 3)],
+  ];
+  for (const [why, bytes] of damaged) {
+    fs.rmSync(path.join(root, 'queue', env.id), { force: true });
+    put(bytes);
+    r = await store.recover();
+    assert.equal(r.rolledForward, 0, why);
+    assert.equal(r.orphansRemoved, 1, why);
+    assert.ok(!fs.existsSync(path.join(root, 'msg', env.id)), why);
+    assert.ok(!fs.existsSync(path.join(root, 'queue', env.id)), why);
+  }
+  // a whole file whose claim a power loss took (tmp/ is never synced) is rolled forward by the orphan sweep
+  put(file, false);
+  const old = new Date(Date.now() - 3600_000);
+  fs.utimesSync(path.join(root, 'msg', env.id), old, old);
+  r = await store.recover();
+  assert.equal(r.orphansRemoved, 0);
+  assert.equal(r.rolledForward, 1);
+  assert.deepEqual((await store.get(env.id)).envelope, env);
 });
