@@ -14,6 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../src/config/load.js';
 import { loadRoutes } from '../src/config/routes.js';
+import { TRAILER_BYTES } from '../src/spool/trailer.js';
 
 /** The repository root (tests run from dist/test). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -271,9 +272,48 @@ export async function queueJson(cfg: TestConfig): Promise<Array<Record<string, a
   return JSON.parse(r.stdout);
 }
 
-/** The stored message data of a queue id. */
+/** The stored message of a queue id, as every reader of the spool sees it: up to its size (a data file
+ * may still carry its envelope behind the message: docs/spool.md, the doors' commit). */
 export function messageData(cfg: TestConfig, id: string): string {
-  return fs.readFileSync(path.join(cfg.spool, 'msg', id), 'latin1');
+  settledSync(cfg.spool);
+  const data = fs.readFileSync(path.join(cfg.spool, 'msg', id));
+  return data.subarray(0, sizeBehind(data) ?? data.length).toString('latin1');
+}
+
+/** The message's size a data file names in the trailer behind it (spool/trailer.ts), if it has one. */
+export function sizeBehind(data: Buffer): number | undefined {
+  const tail = data.subarray(Math.max(0, data.length - TRAILER_BYTES)).toString('latin1');
+  const m = /^\0ferrymail-envelope ([0-9a-f]{16}) /.exec(tail);
+  return m ? Number.parseInt(m[1]!, 16) : undefined;
+}
+
+/** The ids of messages a daemon answered that its mover has not yet finished with: data written in the
+ * last second that still carries an envelope behind it (in tmp/'s claim's shadow, or just renamed into
+ * queue/ and not yet cut back). Older such data is what a kill between the mover's rename and its cut
+ * leaves, which readers never read past the size. */
+function unmoved(spool: string): string[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(path.join(spool, 'msg'));
+  } catch {
+    return [];
+  }
+  const now = Date.now();
+  return names.filter((id) => {
+    try {
+      const file = path.join(spool, 'msg', id);
+      return now - fs.statSync(file).mtimeMs < 1000 && sizeBehind(fs.readFileSync(file)) !== undefined;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Waits, up to 3 s, until every message a daemon answered is in its place (the mover starts 10 ms after
+ * an answer), so that a look at the spool's folders sees what the client was told. */
+export function settledSync(spool: string): void {
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  for (const end = Date.now() + 3000; unmoved(spool).length && Date.now() < end; ) Atomics.wait(nap, 0, 0, 5);
 }
 
 /**
@@ -403,6 +443,7 @@ function alive(pid: number): boolean {
  * tmp/ leaves out the spare lock directories of living processes (tmp/lock.PID.RAND, kept for their
  * next lock); those of dead processes show. */
 export function spoolFiles(cfg: { spool: string }): Record<'tmp' | 'msg' | 'queue' | 'hold' | 'corrupt', string[]> {
+  settledSync(cfg.spool);
   const list = (d: string): string[] => {
     try {
       return fs.readdirSync(path.join(cfg.spool, d)).sort();

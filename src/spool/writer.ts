@@ -353,16 +353,18 @@ async function beginMessage(layout: Layout, syncs: Syncs, direct: boolean, mover
       // the next free-space check within its age counts this message as written (space.ts)
       spent(layout.root, env.size);
       const encoded = Buffer.from(encodeEnvelope(env));
+      // written into the claim before any answer, synced only by the mover: a disk too full for the
+      // envelope fails the commit here (452), never the mover after a 250
+      writeAllSync(claimFd, [encoded]);
       if (mover && place === 'queue' && counter.crc !== undefined) {
         syncing++;
         counted = true;
         await syncBehind(encoded, counter.crc, msgNamed!);
         committed = true;
         open = false;
-        mover.add({ env, encoded, claim, claimFd, dataFd: data.fd, target });
+        mover.add({ env, claim, claimFd, dataFd: data.fd, target });
         return env;
       }
-      writeAllSync(claimFd, [encoded]);
       // one sync phase: the data, the envelope's contents and the data's name in msg/ are durable before
       // the envelope can be seen, so a listed envelope always has whole data
       // directly only while no other commit of this process syncs (one that does shares its syncs)
@@ -413,8 +415,8 @@ async function beginMessage(layout: Layout, syncs: Syncs, direct: boolean, mover
   };
   /** The deferred commit's one sync phase: the envelope and its checksum behind the data (trailer.ts),
    * then the data file fsynced, and the sync of msg/ begun after its create ended (`named`). The claim
-   * stays empty and open: the mover writes the envelope into it and renames it into queue/ after the
-   * answer. */
+   * holds the envelope, unsynced, and stays open: the mover syncs it and renames it into queue/ after
+   * the answer. */
   const syncBehind = async (encoded: Buffer, crc: number, named: Promise<void>): Promise<void> => {
     writeAllSync(data.fd, [trailerFor(counter.n, encoded, crc)], counter.n);
     const synced = await Promise.allSettled([fsyncFd(data.fd), named]);
@@ -509,8 +511,6 @@ async function beginMessage(layout: Layout, syncs: Syncs, direct: boolean, mover
 /** A message answered by a deferred commit, waiting for the mover. */
 interface Moving {
   env: Envelope;
-  /** The envelope as encoded (the same bytes as behind the data). */
-  encoded: Buffer;
   claim: string;
   claimFd: number;
   dataFd: number;
@@ -522,8 +522,8 @@ interface Moving {
 const RETRY_MS = 1000;
 
 /**
- * Takes the messages a deferred writer answered into queue/, in batches: each envelope written into its
- * claim, the claims fsynced together, renamed into queue/, queue/ fsynced once, and only then each data
+ * Takes the messages a deferred writer answered into queue/, in batches: the claims (each holding its
+ * envelope, written before the answer) fsynced together, renamed into queue/, queue/ fsynced once, and only then each data
  * file cut back to its message (the envelope behind it is no longer needed). A batch starts `waitMs`
  * after its first message, so that one client's next message does not find the journal busy with the
  * previous one's syncs. A step that fails leaves its messages durable where they are (the data file
@@ -572,12 +572,7 @@ class Mover {
     const again: Moving[] = [];
     const moved: Moving[] = [];
     try {
-      const synced = await Promise.allSettled(
-        batch.map((m) => {
-          writeAllSync(m.claimFd, [m.encoded], 0);
-          return fsyncFd(m.claimFd);
-        }),
-      );
+      const synced = await Promise.allSettled(batch.map((m) => fsyncFd(m.claimFd)));
       for (const [i, r] of synced.entries()) {
         const m = batch[i]!;
         if (r.status === 'rejected') {

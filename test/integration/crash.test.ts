@@ -8,8 +8,10 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { decodeEnvelope } from '../../src/spool/envelope-codec.js';
 import { isId } from '../../src/spool/id.js';
+import { envelopeBehind } from '../../src/spool/trailer.js';
 import {
   makeConfig,
+  messageData,
   queueJson,
   RawSmtp,
   spoolFiles,
@@ -124,18 +126,30 @@ test('SIGKILL at random moments loses no acknowledged message and leaves no half
   assert.deepEqual(files.corrupt, [], 'corrupt/ empty');
   assert.deepEqual(files.hold, [], 'hold/ empty');
   assert.deepEqual(files.tmp, [], 'tmp/ empty: files of killed writers removed at start-up');
+  let cutLater = 0;
   for (const id of files.queue) {
     assert.ok(isId(id), `queue/ holds only queue ids: ${id}`);
     const env = decodeEnvelope(fs.readFileSync(path.join(cfg.spool, 'queue', id), 'utf8'), id);
     const dataFile = path.join(cfg.spool, 'msg', id);
     assert.ok(fs.existsSync(dataFile), `${id} has its data file`);
-    const data = fs.readFileSync(dataFile, 'latin1');
+    // a kill between the mover's rename and its cut of the data leaves the envelope behind the message:
+    // whole, naming the same message, and never read (readers stop at the size)
+    const file = fs.readFileSync(dataFile);
+    if (file.length !== env.size) {
+      const fd = fs.openSync(dataFile, 'r');
+      const behind = envelopeBehind(fd, id);
+      fs.closeSync(fd);
+      assert.deepEqual(behind && { ...behind, recipients: [] }, { ...env, recipients: [] }, `${id}: behind the data`);
+      cutLater++;
+    }
+    const data = file.subarray(0, env.size).toString('latin1');
     assert.equal(Buffer.byteLength(data, 'latin1'), env.size, `${id}: data file as long as the envelope says`);
     assert.ok(data.endsWith('\r\n'), `${id}: data ends with CRLF`);
     const token = /^Subject: (token-\d+-\d+-[0-9a-f-]{36})\r$/m.exec(data)?.[1];
     assert.ok(token && data.endsWith(`\r\n${token}\r\n`), `${id}: a whole message`);
     assert.equal(env.recipients.length, 1);
   }
+  t.diagnostic(`${cutLater} data files still carried their envelope behind the message`);
 
   // the listing shows exactly what queue/ holds, and nothing was moved to corrupt/ by reading it
   const listed = await queueJson(cfg);
@@ -147,7 +161,7 @@ test('SIGKILL at random moments loses no acknowledged message and leaves no half
   const missing = [...tally.acked.keys()].filter((id) => !byId.has(id));
   assert.deepEqual(missing, [], 'every acknowledged id is queued');
   for (const [id, token] of tally.acked) {
-    const data = fs.readFileSync(path.join(cfg.spool, 'msg', id), 'latin1');
+    const data = messageData(cfg, id);
     assert.ok(
       data.includes(`\r\nSubject: ${token}\r\n`) && data.endsWith(`\r\n${token}\r\n`),
       `${id} carries ${token}`,
