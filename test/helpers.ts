@@ -14,7 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../src/config/load.js';
 import { loadRoutes } from '../src/config/routes.js';
-import { TRAILER_BYTES } from '../src/spool/trailer.js';
+import { parseTrailer, TRAILER_BYTES } from '../src/spool/trailer.js';
 
 /** The repository root (tests run from dist/test). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -282,9 +282,7 @@ export function messageData(cfg: TestConfig, id: string): string {
 
 /** The message's size a data file names in the trailer behind it (spool/trailer.ts), if it has one. */
 export function sizeBehind(data: Buffer): number | undefined {
-  const tail = data.subarray(Math.max(0, data.length - TRAILER_BYTES)).toString('latin1');
-  const m = /^\0ferrymail-envelope ([0-9a-f]{16}) /.exec(tail);
-  return m ? Number.parseInt(m[1]!, 16) : undefined;
+  return parseTrailer(data.subarray(Math.max(0, data.length - TRAILER_BYTES)))?.size;
 }
 
 /** The ids of messages a daemon answered that its mover has not yet finished with: data written in the

@@ -12,7 +12,7 @@
  */
 import fs from 'node:fs';
 import { recoverPickups } from './drop.js';
-import { encodeEnvelope } from './envelope-codec.js';
+import { replaceEnvelope } from './envelope-write.js';
 import { isId } from './id.js';
 import { DirSyncer, type Layout, namesIn } from './layout.js';
 import { sweepLocks, tryLock } from './lock.js';
@@ -111,9 +111,8 @@ async function settleData(layout: Layout, id: string): Promise<Settled> {
 }
 
 /** When msg/ID carries a whole envelope behind its message, puts that envelope into queue/ durably
- * (the data fsynced; the envelope written, fsynced, renamed, queue/ fsynced) and then cuts the data back
- * to the message; false when
- * it carries none that checks out (the message was never acknowledged). */
+ * (the data fsynced, then envelope-write.ts) and then cuts the data back to the message; false when it
+ * carries none that checks out (the message was never acknowledged). */
 async function rollForward(layout: Layout, id: string): Promise<boolean> {
   let fd: number;
   try {
@@ -128,22 +127,7 @@ async function rollForward(layout: Layout, id: string): Promise<boolean> {
     // envelope never names data a power loss could still take
     fs.fsyncSync(fd);
     await DirSyncer.of(layout.dir('msg')).sync();
-    const tmp = `${layout.dir('tmp')}/${id}.${process.pid}.upd`;
-    fs.rmSync(tmp, { force: true });
-    try {
-      const out = fs.openSync(tmp, 'wx', 0o600);
-      try {
-        fs.writeFileSync(out, encodeEnvelope(env));
-        fs.fsyncSync(out);
-      } finally {
-        fs.closeSync(out);
-      }
-      fs.renameSync(tmp, layout.envelope('queue', id));
-    } catch (err) {
-      fs.rmSync(tmp, { force: true });
-      throw err;
-    }
-    await DirSyncer.of(layout.dir('queue')).sync();
+    await replaceEnvelope(layout, env, 'queue');
     fs.ftruncateSync(fd, env.size);
     return true;
   } finally {

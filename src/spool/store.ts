@@ -10,7 +10,8 @@
 import fs from 'node:fs';
 import { FerryError, isFerryError, spoolError } from '../errors.js';
 import type { Envelope } from '../domain/envelope.js';
-import { decodeEnvelope, encodeEnvelope } from './envelope-codec.js';
+import { decodeEnvelope } from './envelope-codec.js';
+import { replaceEnvelope } from './envelope-write.js';
 import { isId } from './id.js';
 import { checkLayout, DirSyncer, type Layout, layoutOf, namesIn } from './layout.js';
 import { lock, type Lock } from './lock.js';
@@ -435,29 +436,6 @@ async function releaseEntry(layout: SyncedLayout, id: string): Promise<Envelope>
   }
   if (uncertain.length) await replaceEnvelope(layout, envelope, place);
   return place === 'hold' ? moveEntry(layout, id, 'hold', 'queue') : envelope;
-}
-
-/** Replaces an envelope durably: write temp, fsync, rename over, fsync the directory. */
-async function replaceEnvelope(layout: SyncedLayout, env: Envelope, place: Place): Promise<void> {
-  const tmp = `${layout.dir('tmp')}/${env.id}.${process.pid}.upd`;
-  let renamed = false;
-  try {
-    await fs.promises.rm(tmp, { force: true });
-    const fh = await fs.promises.open(tmp, 'wx', 0o600);
-    try {
-      await fh.writeFile(encodeEnvelope(env));
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fs.promises.rename(tmp, layout.envelope(place, env.id));
-    renamed = true;
-    await layout.sync(place);
-  } catch (err) {
-    // a write that failed (a full disk) leaves nothing behind
-    if (!renamed) await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
-    throw spoolError(err, `update ${env.id}`);
-  }
 }
 
 /** Reads the start of a message's data up to the end of its header section (synchronously, in 16 KB

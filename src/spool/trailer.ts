@@ -49,7 +49,7 @@ export function trailerFor(size: number, envelope: Buffer, crc: number): Buffer 
 }
 
 /** The CRC-32 of a file's first `size` bytes, read synchronously in 64 KB steps. */
-export function crcOfFile(fd: number, size: number): number {
+function crcOfFile(fd: number, size: number): number {
   const buf = Buffer.allocUnsafe(64 * 1024);
   let crc = 0;
   for (let pos = 0; pos < size; ) {
@@ -61,21 +61,24 @@ export function crcOfFile(fd: number, size: number): number {
   return crc;
 }
 
+/** What a file's last TRAILER_BYTES say, when they are a trailer: the message's size, the envelope's
+ * length and the checksum (nothing is checked against the file). */
+export function parseTrailer(tail: Buffer): { size: number; len: number; crc: number } | null {
+  const m = /^\0ferrymail-envelope ([0-9a-f]{16}) ([0-9a-f]{8}) ([0-9a-f]{8})\n$/.exec(tail.toString('latin1'));
+  if (!m) return null;
+  return { size: Number.parseInt(m[1]!, 16), len: Number.parseInt(m[2]!, 16), crc: Number.parseInt(m[3]!, 16) };
+}
+
 /** The envelope a data file carries behind its message, when the file is whole and names `id`; null
  * for a file without a trailer or one that does not check out. */
 export function envelopeBehind(fd: number, id: string): Envelope | null {
   const length = fs.fstatSync(fd).size;
   if (length < TRAILER_BYTES) return null;
-  const tail = readAt(fd, TRAILER_BYTES, length - TRAILER_BYTES).toString('latin1');
-  const m = /^\0ferrymail-envelope ([0-9a-f]{16}) ([0-9a-f]{8}) ([0-9a-f]{8})\n$/.exec(tail);
-  if (!m) return null;
-  const size = Number.parseInt(m[1]!, 16);
-  const len = Number.parseInt(m[2]!, 16);
-  if (size + len + TRAILER_BYTES !== length) return null;
-  let crc = crcOfFile(fd, size);
-  const text = readAt(fd, len, size);
-  crc = crc32(text, crc);
-  if (crc !== Number.parseInt(m[3]!, 16)) return null;
+  const t = parseTrailer(readAt(fd, TRAILER_BYTES, length - TRAILER_BYTES));
+  if (!t || t.size + t.len + TRAILER_BYTES !== length) return null;
+  const { size } = t;
+  const text = readAt(fd, t.len, size);
+  if (crc32(text, crcOfFile(fd, size)) !== t.crc) return null;
   try {
     const env = decodeEnvelope(text.toString('utf8'), id);
     return env.size === size ? env : null;

@@ -190,6 +190,13 @@ function fileSink(file: DataFile, counter: Counter): Writable {
   });
 }
 
+/** Fails for data removed under its writer (an older version's orphan sweep knows no claims): such a
+ * file is never committed. */
+function checkLinked(fd: number): void {
+  if (fs.fstatSync(fd).nlink === 0)
+    throw Object.assign(new Error('the message file was removed while it was written'), { code: 'EIO' });
+}
+
 /** fsync of a descriptor through the thread pool. */
 function fsyncFd(fd: number): Promise<void> {
   return pooled((done) => fs.fsync(fd, done));
@@ -381,9 +388,7 @@ async function beginMessage(layout: Layout, syncs: Syncs, direct: boolean, mover
         const synced = await Promise.allSettled([fsyncFd(data.fd), fsyncFd(claimFd), msgSync.sync()]);
         for (const r of synced) if (r.status === 'rejected') throw r.reason;
       }
-      // data removed under the writer (an older version's orphan sweep knows no claims) is never committed
-      if (fs.fstatSync(data.fd).nlink === 0)
-        throw Object.assign(new Error('the message file was removed while it was written'), { code: 'EIO' });
+      checkLinked(data.fd);
       fs.renameSync(claim, target);
       visible = true;
       ownClaims.delete(path.basename(claim));
@@ -421,19 +426,18 @@ async function beginMessage(layout: Layout, syncs: Syncs, direct: boolean, mover
     writeAllSync(data.fd, [trailerFor(counter.n, encoded, crc)], counter.n);
     const synced = await Promise.allSettled([fsyncFd(data.fd), named]);
     for (const r of synced) if (r.status === 'rejected') throw r.reason;
-    if (fs.fstatSync(data.fd).nlink === 0)
-      throw Object.assign(new Error('the message file was removed while it was written'), { code: 'EIO' });
+    checkLinked(data.fd);
   };
   // a small message is read and rewritten with a few synchronous calls: each hop through the thread
   // pool costs more than the copy (a milter or a filter at data_end reads and changes nearly every one)
   const read = (): Readable =>
     counter.n <= SMALL_FILE ? Readable.from([readSmall(dataPath)]) : fs.createReadStream(dataPath);
-  /** The new head, then the rest of the old file (or the blank line and a new body): a small message's
-   * over its own file, a large one's in a new file that then takes the old one's name in msg/ (made
-   * durable by the commit's sync of msg/). */
   /** The CRC-32 of parts continued from crc, when this writer keeps one. */
   const crcOf = (parts: Buffer[], crc = 0): number =>
     counter.crc === undefined ? 0 : parts.reduce((c, b) => crc32(b, c), crc);
+  /** The new head, then the rest of the old file (or the blank line and a new body): a small message's
+   * over its own file, a large one's in a new file that then takes the old one's name in msg/ (made
+   * durable by the commit's sync of msg/). */
   const rewriteHead = async (headBytes: number, head: Buffer, body?: Buffer): Promise<void> => {
     // never over a dropped message's descriptor (its number may be reused) or a file already damaged
     if (!open) throw spoolError(droppedError(), REWRITE);
@@ -523,8 +527,8 @@ const RETRY_MS = 1000;
 
 /**
  * Takes the messages a deferred writer answered into queue/, in batches: the claims (each holding its
- * envelope, written before the answer) fsynced together, renamed into queue/, queue/ fsynced once, and only then each data
- * file cut back to its message (the envelope behind it is no longer needed). A batch starts `waitMs`
+ * envelope, written before the answer) fsynced together, renamed into queue/, queue/ fsynced once, and
+ * only then each data file cut back to its message (the envelope behind it is no longer needed). A batch starts `waitMs`
  * after its first message, so that one client's next message does not find the journal busy with the
  * previous one's syncs. A step that fails leaves its messages durable where they are (the data file
  * still carries its envelope) and tries them again; a crash leaves them to recovery's roll-forward.
@@ -575,24 +579,23 @@ class Mover {
       const synced = await Promise.allSettled(batch.map((m) => fsyncFd(m.claimFd)));
       for (const [i, r] of synced.entries()) {
         const m = batch[i]!;
-        if (r.status === 'rejected') {
-          this.failed(r.reason, again, m);
-          continue;
-        }
         try {
+          if (r.status === 'rejected') throw r.reason;
           fs.renameSync(m.claim, m.target);
           ownClaims.delete(path.basename(m.claim));
           moved.push(m);
         } catch (err) {
-          this.failed(err, again, m);
+          again.push(m);
+          this.report(err);
         }
       }
       let named = moved.length > 0;
-      if (named) await this.queueSync.sync().catch((err: unknown) => void (named = this.failed(err)));
+      if (named)
+        await this.queueSync.sync().catch((err: unknown) => {
+          named = false;
+          this.report(err);
+        });
       for (const m of moved) this.release(m, named);
-    } catch (err) {
-      // (writeAllSync of a claim failed: nothing of this batch was renamed yet)
-      for (const m of batch) if (!moved.includes(m)) this.failed(err, again, m);
     } finally {
       syncing--;
     }
@@ -603,11 +606,9 @@ class Mover {
     if (moved.length) this.opts.onPlaced?.(moved.map((m) => m.env));
   }
 
-  /** A step that failed for m (kept for the next try) or for the whole batch; reports it. */
-  private failed(err: unknown, again?: Moving[], m?: Moving): false {
-    if (m && again && !again.includes(m)) again.push(m);
+  /** Reports a step that failed. */
+  private report(err: unknown): void {
     this.opts.onError?.(spoolError(err, 'move a message into the queue'));
-    return false;
   }
 
   /** A moved message's files closed, its data cut back to the message once its name in queue/ is
