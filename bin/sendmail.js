@@ -6,11 +6,26 @@
 require('./code-cache.js');
 const { sendmailMain } = require('../dist/bundle/sendmail.cjs');
 
-// a reader that went away (`mailq | head -1`) ends the command quietly, as for any Unix tool
-for (const stream of [process.stdout, process.stderr]) {
-  stream.on('error', (err) => {
-    if (err.code === 'EPIPE') process.exit(0);
-    throw err;
+// a reader that went away (`mailq | head -1`) ends the command quietly, as for any Unix tool. The handler
+// is added when a stream is first asked for, not here: Node makes process.stdout and process.stderr at
+// their first use, and for a pipe that loads node:net and node:stream, which a submission never needs
+const quietEpipe = (err) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+};
+for (const name of ['stdout', 'stderr']) {
+  const own = Object.getOwnPropertyDescriptor(process, name);
+  let made;
+  Object.defineProperty(process, name, {
+    configurable: true,
+    enumerable: own.enumerable,
+    get() {
+      if (!made) {
+        made = own.get.call(process);
+        made.on('error', quietEpipe);
+      }
+      return made;
+    },
   });
 }
 

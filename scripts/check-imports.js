@@ -13,7 +13,7 @@ export const RULES = {
   'random.ts': [],
   'lazy-node.ts': [],
   log: [],
-  spool: ['domain', 'errors.ts', 'trust.ts', 'random.ts'],
+  spool: ['domain', 'errors.ts', 'trust.ts', 'random.ts', 'lazy-node.ts'],
   scan: ['domain', 'errors.ts'],
   route: ['domain', 'errors.ts'],
   proc: [],
@@ -87,6 +87,7 @@ export const RULES = {
     'accounts.ts',
     'system',
     'proc',
+    'lazy-node.ts',
   ],
 };
 

@@ -4,7 +4,7 @@
  * that standard output keeps only the report. Events come from the run (a run made here) or from the
  * daemon's feed (a run made by the daemon). Does nothing when standard error is no terminal.
  */
-import net from 'node:net';
+import { netModule } from '../lazy-node.js';
 import type { QueueEvent } from '../queue/observe.js';
 
 const REDRAW_MS = 200;
@@ -74,7 +74,7 @@ export class Progress {
 /** Follows the daemon's feed into a progress line until stop() (nothing when there is no terminal). */
 export function followDaemon(socket: string, p: Progress): { stop(): void } {
   if (!p.active) return { stop: () => undefined };
-  const sock = net.connect(socket);
+  const sock = netModule().connect(socket);
   let buf = '';
   let first = true;
   sock.setEncoding('utf8');

@@ -11,13 +11,13 @@
  * printing fails as writing standard output does.
  */
 import fs from 'node:fs';
-import { Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import type { Envelope } from '../domain/envelope.js';
 import { FerryError, isFerryError, qmailExitCodeFor } from '../errors.js';
 import type { QmailRules } from '../receive/qmail-rules.js';
 import { newId } from '../spool/id.js';
 import { layoutOf } from '../spool/layout.js';
-import type { MessageWriter, SpoolWriter } from '../spool/writer.js';
+import { appendSink, finished, type MessageWriter, type SpoolWriter } from '../spool/writer.js';
 import { usageError, type SendmailRequest, type Submission } from './sendmail-args.js';
 
 /** What the environment and the clock give the parser. */
@@ -167,23 +167,32 @@ export function printWriter(root: string, out: Writable): SpoolWriter {
       const id = newId();
       const chunks: Buffer[] = [];
       let bytes = 0;
-      const stream = new Writable({
-        write(chunk: Buffer, _e, cb) {
-          chunks.push(chunk);
-          bytes += chunk.length;
-          cb();
-        },
-      });
+      const append = (bufs: Buffer[]): undefined => {
+        for (const b of bufs) {
+          chunks.push(b);
+          bytes += b.length;
+        }
+        return undefined;
+      };
+      let sink: Writable | undefined;
       const commit = async (partial: Omit<Envelope, 'id' | 'size'>): Promise<Envelope> => {
-        await new Promise<void>((res, rej) =>
-          stream.writableFinished ? res() : (stream.once('finish', res), stream.once('error', rej), stream.end()),
-        );
+        if (sink) await finished(sink);
         const text = `Return-Path: <${partial.sender}>\r\n${Buffer.concat(chunks).toString('latin1')}`;
         const lf = Buffer.from(text.replace(/\r\n/g, '\n'), 'latin1');
         await new Promise<void>((res, rej) => out.write(lf, (err) => (err ? rej(err) : res())));
         return { ...partial, id, size: bytes } as Envelope;
       };
-      return { id, stream, bytesWritten: () => bytes, commit, abort: async () => void stream.destroy() };
+      return {
+        id,
+        append,
+        get stream() {
+          sink ??= appendSink(append);
+          return sink;
+        },
+        bytesWritten: () => bytes,
+        commit,
+        abort: async () => void sink?.destroy(),
+      };
     },
   };
 }

@@ -20,6 +20,7 @@ import { openStore } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
 import { fail } from './fail.js';
+import { blockingInput } from './stdin.js';
 import { parseQmailInjectArgs, printWriter, qmailFail, readLists } from './qmail-inject.js';
 import { parseSendmailArgs, personality, type Personality, type SendmailRequest } from './sendmail-args.js';
 import { removeIds, runFlush } from './queue-ops.js';
@@ -67,7 +68,7 @@ async function submit(
 ): Promise<number> {
   if (req.print) {
     // the Received line records the queueing, which does not happen
-    await submitLocal(cfg, printWriter(cfg.spool, process.stdout), req.submit, process.stdin, { received: false });
+    await submitLocal(cfg, printWriter(cfg.spool, process.stdout), req.submit, blockingInput(), { received: false });
     return EX.OK;
   }
   const drop = dropFor(cfg);
@@ -78,17 +79,19 @@ async function submit(
       cfg,
       openDropWriter(cfg.spool, { defaultSender: () => !named, mode: drop.mode }),
       req.submit,
-      process.stdin,
+      blockingInput(),
       { ownerUid: drop.owner, received: false, senderNamed: (n) => (named = n) },
     );
     return EX.OK;
   }
   // one message and no one else to serve: the commit's fsyncs are made directly (spool/writer.ts)
   const spool = openSpoolWriter(cfg.spool, { direct: true });
-  const env = await submitLocal(cfg, spool, req.submit, process.stdin);
+  const env = await submitLocal(cfg, spool, req.submit, blockingInput());
   if (req.submit.deliveryMode !== 'queue' && !(await kickDaemon(spool.layout.control, env.id))) {
     // queued, but nothing will send it: say so (still exit 0, the message is safe)
-    process.stderr.write(
+    // written directly: process.stderr would load node:net for a pipe to say one line
+    fs.writeSync(
+      2,
       `${who === 'qmail-inject' ? 'qmail-inject: warning' : 'sendmail'}: queued as ${env.id}, but no ferrymail daemon serves ${cfg.spool}: it waits until one runs there, or 'ferrymail flush' (see docs/sendmail.md)\n`,
     );
   }
@@ -185,7 +188,7 @@ async function smtpOnStdio(cfg: Config): Promise<number> {
     { listen: false },
   );
   // a local program may end its lines with LF alone; SMTP needs CRLF (and DATA ends only on CRLF.CRLF)
-  const { SessionLineEnds } = await import('../scan/transforms.js');
+  const { SessionLineEnds } = await import('../scan/session-lines.js');
   const input = process.stdin.pipe(new SessionLineEnds());
   const stream = Duplex.from({ readable: input, writable: process.stdout }) as import('node:stream').Duplex & {
     setTimeout?: unknown;

@@ -4,7 +4,7 @@
  * The validator (validate.ts), the JSON schema handed to conf (store.ts) and docs/configuration.md are all
  * read off this table. Pure data; cannot fail.
  */
-import net from 'node:net';
+import { isIP, isIPv4, isIPv6 } from '../domain/ip.js';
 import { parseListen } from './paths.js';
 
 export { parseListen };
@@ -71,7 +71,7 @@ export function checkListen(v: string): string | undefined {
   const l = parseListen(v);
   if (!l) return 'must be host:port or [ipv6]:port';
   if (l.port > 65535) return 'port must be 0 to 65535';
-  if (l.v6 && !net.isIPv6(l.host)) return 'bracketed host must be an IPv6 address';
+  if (l.v6 && !isIPv6(l.host)) return 'bracketed host must be an IPv6 address';
   return undefined;
 }
 
@@ -81,7 +81,7 @@ export function checkCidr(v: string): string | undefined {
   if (extra !== undefined || !addr || bits === undefined || !/^\d{1,3}$/.test(bits)) {
     return 'must be address/prefix';
   }
-  const family = net.isIP(addr);
+  const family = isIP(addr);
   if (family === 0) return 'not an IP address';
   if (Number(bits) > (family === 4 ? 32 : 128)) return 'prefix too long';
   return undefined;
@@ -94,15 +94,15 @@ export function checkDomain(v: string): string | undefined {
 
 /** Checks a single IP address. */
 export function checkIp(v: string): string | undefined {
-  return net.isIP(v) ? undefined : 'not an IP address';
+  return isIP(v) ? undefined : 'not an IP address';
 }
 
 /** Checks host:port (a name, an IPv4 address or a bracketed IPv6 address) with a port 1 to 65535. */
 export function checkHostPort(v: string): string | undefined {
   const hp = parseListen(v);
   if (!hp?.host) return 'must be host:port or [ipv6]:port';
-  if (hp.v6 && !net.isIPv6(hp.host)) return 'bracketed host must be an IPv6 address';
-  if (!hp.v6 && !net.isIPv4(hp.host) && checkDomain(hp.host)) return 'host is not a name or an address';
+  if (hp.v6 && !isIPv6(hp.host)) return 'bracketed host must be an IPv6 address';
+  if (!hp.v6 && !isIPv4(hp.host) && checkDomain(hp.host)) return 'host is not a name or an address';
   return hp.port >= 1 && hp.port <= 65535 ? undefined : 'port must be 1 to 65535';
 }
 
@@ -580,7 +580,7 @@ export const FIELDS: readonly Field[] = [
     key: 'dns.servers',
     type: 'string[]',
     check: (v) =>
-      net.isIP(v) || /^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(v) || /^\d+\.\d+\.\d+\.\d+:\d{1,5}$/.test(v)
+      isIP(v) || /^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(v) || /^\d+\.\d+\.\d+\.\d+:\d{1,5}$/.test(v)
         ? undefined
         : 'must be an address, address:port or [v6]:port',
     doc: 'DNS servers the built-in hooks ask (DNS lists); empty: the system resolver configuration.',

@@ -5,15 +5,39 @@
  *
  * Pure; a malformed address or range is simply "not inside". Never throws.
  */
-import net from 'node:net';
+import { createRequire } from 'node:module';
+import type * as Net from 'node:net';
+
+let loaded: typeof Net | undefined;
+/** node:net, loaded at the first address looked at: it loads node:stream, which the sendmail command's
+ * submission does without. */
+function net(): typeof Net {
+  loaded ??= createRequire(import.meta.url)('node:net') as typeof Net;
+  return loaded;
+}
+
+/** node:net's isIPv4(). */
+export function isIPv4(s: string): boolean {
+  return net().isIPv4(s);
+}
+
+/** node:net's isIPv6(). */
+export function isIPv6(s: string): boolean {
+  return net().isIPv6(s);
+}
+
+/** node:net's isIP(): 4, 6, or 0 for anything else. */
+export function isIP(s: string): number {
+  return net().isIP(s);
+}
 
 /** An address as a number and its family (IPv4-mapped IPv6 counts as IPv4). */
 function toBig(ip: string): { family: 4 | 6; value: bigint } | null {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
   if (mapped) ip = mapped[1]!;
   ip = ip.split('%')[0]!; // a zone index (fe80::1%eth0) says nothing about the range
-  if (net.isIPv4(ip)) return { family: 4, value: ip.split('.').reduce((a, o) => (a << 8n) + BigInt(Number(o)), 0n) };
-  if (!net.isIPv6(ip)) return null;
+  if (isIPv4(ip)) return { family: 4, value: ip.split('.').reduce((a, o) => (a << 8n) + BigInt(Number(o)), 0n) };
+  if (!isIPv6(ip)) return null;
   const [head, tail] = ip.split('::') as [string, string | undefined];
   const h = head ? head.split(':') : [];
   const t = tail ? tail.split(':') : [];

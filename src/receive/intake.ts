@@ -1,56 +1,122 @@
 /**
  * Takes one message from a door into the spool: source → door-specific line handling → size limit →
- * header stage (scan/) → spool writer, then the durable commit.
+ * header stage (scan/steps.ts) → spool writer, then the durable commit. The steps run in one pass per
+ * chunk: from one Writable for a stream (the SMTP and LMTP doors, pickups), or from blocking reads (the
+ * sendmail command's standard input, which then never loads node:stream).
  *
  * The source is untrusted and may be an SMTP DATA stream that must be drained, not destroyed, when the
  * message is refused (the client is still sending). Resolves with the committed envelope; rejects with
  * a FerryError (data: refused content; spool-*: could not store) and leaves nothing behind.
  */
-import { Transform, type Readable, type TransformCallback, type Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { dataError, FerryError, spoolError } from '../errors.js';
 import type { Envelope } from '../domain/envelope.js';
 import { parseHeaderBlock, type HeaderField } from '../scan/headers.js';
-import { HeaderStage, type HeaderEdit } from '../scan/transforms.js';
-import type { SpoolWriter } from '../spool/writer.js';
+import { HeaderStep, runSteps, type HeaderEdit, type Step } from '../scan/steps.js';
+import type { MessageWriter, SpoolWriter } from '../spool/writer.js';
+import { streamModule } from '../lazy-node.js';
 import { noteBytes } from '../spool/reclaim.js';
 import { freeBytes, INTAKE_FREE_AGE_MS } from '../spool/space.js';
 
 /** Refuses a message once more than max bytes have passed. */
-export class SizeLimit extends Transform {
+export class SizeLimit implements Step {
   private seen = 0;
-  constructor(private readonly max: number) {
-    super();
-  }
-  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
+  constructor(private readonly max: number) {}
+  push(chunk: Buffer): Buffer {
     this.seen += chunk.length;
     noteBytes(chunk.length);
-    if (this.seen > this.max) return cb(dataError(552, '5.3.4', `Message exceeds the size limit of ${this.max} bytes`));
-    cb(null, chunk);
+    if (this.seen > this.max) throw dataError(552, '5.3.4', `Message exceeds the size limit of ${this.max} bytes`);
+    return chunk;
+  }
+  end(): undefined {
+    return undefined;
+  }
+}
+
+/** A source read with blocking calls (the sendmail command's standard input). */
+export interface BlockingSource {
+  /** The next chunk, a buffer of its own, or null at the end; throws the system's error. */
+  readSync(): Buffer | null;
+}
+
+/** Feeds a blocking source through the steps into the writer, until its end or a step's. */
+async function feedBlocking(source: BlockingSource, steps: Step[], writer: MessageWriter): Promise<void> {
+  for (;;) {
+    let chunk = source.readSync();
+    // a lone dot ends the message even while the sender keeps its end of the pipe open: nothing more
+    // is read, and the steps are ended
+    const out = runSteps(steps, chunk);
+    if (chunk && steps.some((st) => st.done)) {
+      out.push(...runSteps(steps, null));
+      chunk = null;
+    }
+    const busy = writer.append(out);
+    if (busy) await busy;
+    if (!chunk) return;
   }
 }
 
 /**
- * Pipes streams into each other; resolves when the last has flushed, rejects with the first error and
- * destroys the rest. (stream/promises' pipeline does the same with an AbortController and a captured
- * stack per call, which costs more than the rest of a small message's intake.)
+ * Feeds a stream through the steps into the writer, from one Writable; resolves once the last bytes are
+ * written, rejects with the first refusal or error. A source destroyed before its end (an SMTP client
+ * that went away in the middle of DATA) fails it: pipe() would pass no end on, and the writer's files
+ * would stay open.
  */
-export function chain(streams: [...Transform[], Writable]): Promise<void> {
+function feedStream(source: Readable, steps: Step[], writer: MessageWriter): Promise<void> {
   return new Promise((resolve, reject) => {
-    const last = streams[streams.length - 1]!;
     let failed = false;
+    const { Writable: Sink } = streamModule();
+    const pass = (chunk: Buffer | null, cb: (err?: Error | null) => void): void => {
+      let busy: Promise<void> | undefined;
+      let done = false;
+      try {
+        const out = runSteps(steps, chunk);
+        if (chunk && steps.some((st) => st.done)) {
+          out.push(...runSteps(steps, null));
+          done = true;
+        }
+        busy = writer.append(out);
+      } catch (err) {
+        return cb(err as Error);
+      }
+      if (done) {
+        // the message ended inside the input: the rest is not read
+        source.unpipe(sink);
+        resolved = true;
+        busy ? busy.then(() => finish(), fail) : finish();
+        return cb();
+      }
+      busy ? busy.then(() => cb(), cb) : cb();
+    };
+    let resolved = false;
+    const sink: Writable = new Sink({
+      highWaterMark: 64 * 1024,
+      write: (chunk: Buffer, _e, cb) => (resolved ? cb() : pass(chunk, cb)),
+      final: (cb) => (resolved ? cb() : pass(null, cb)),
+    });
+    const finish = (): void => {
+      if (failed) return;
+      source.removeListener('close', gone);
+      resolve();
+    };
     const fail = (err: Error): void => {
       if (failed) return;
       failed = true;
-      for (const s of streams) s.destroy();
+      source.removeListener('close', gone);
+      source.unpipe(sink);
+      source.resume();
+      sink.destroy();
       reject(err);
     };
-    for (let i = 0; i < streams.length; i++) {
-      const s = streams[i]!;
-      s.on('error', fail);
-      if (i + 1 < streams.length) (s as Transform).pipe(streams[i + 1]!);
-    }
-    last.once('finish', () => !failed && resolve());
-    last.once('close', () => !failed && !last.writableFinished && fail(new Error('stream closed early')));
+    const gone = (): void => {
+      if (!source.readableEnded && !sink.writableEnded) fail(new FerryError('data', CLIENT_GONE));
+    };
+    sink.on('error', fail);
+    sink.once('finish', () => !resolved && finish());
+    source.once('close', gone);
+    // the source may have been destroyed while the spool file was being created
+    if (source.destroyed && !source.readableEnded) queueMicrotask(gone);
+    source.pipe(sink);
   });
 }
 
@@ -60,7 +126,7 @@ export const CLIENT_GONE = 'the client went away before the end of the message';
 /** How one door wants its message taken in. */
 export interface IntakePlan {
   /** Line-end handling before the size limit (LineEndGuard for SMTP, LocalLines for sendmail). */
-  pre: Transform[];
+  pre: Step[];
   maxSize: number;
   maxHeaderBytes: number;
   maxHops: number;
@@ -89,41 +155,32 @@ export interface HeldMessage {
 }
 
 /** Streams a message into the spool and commits it; see the module header. */
-export async function intake(spool: SpoolWriter, source: Readable, plan: IntakePlan): Promise<Envelope> {
+export async function intake(
+  spool: SpoolWriter,
+  source: Readable | BlockingSource,
+  plan: IntakePlan,
+): Promise<Envelope> {
+  const blocking = 'readSync' in source;
   if (plan.minFree && freeBytes(spool.layout.root, INTAKE_FREE_AGE_MS) - (plan.declaredSize ?? 0) < plan.minFree) {
     // keep the last of the disk for the queue's own state: the sender tries again later
-    source.resume();
+    if (!blocking) source.resume();
     throw new FerryError(
       'spool-full',
       `spool is full: less than limits.spool_minfree (${plan.minFree} bytes) would be left free`,
     );
   }
   const writer = await spool.begin();
-  const headers = new HeaderStage({
+  const headers = new HeaderStep({
     maxHeaderBytes: plan.maxHeaderBytes,
     maxHops: plan.maxHops,
     edit: (fields) => plan.edit(fields, writer.id),
   });
-  const stages = [...plan.pre, new SizeLimit(plan.maxSize), headers];
-  const first = stages[0]!;
-  // pipe() does not pass on a source destroyed before its end (an SMTP client that went away in the
-  // middle of DATA): without this the pipeline would wait forever and keep the temporary file open
-  const gone = (): void => {
-    if (!source.readableEnded && !first.writableEnded) first.destroy(new FerryError('data', CLIENT_GONE));
-  };
-  source.once('close', gone);
-  // the source may have been destroyed while the spool file was being created
-  if (source.destroyed && !source.readableEnded) queueMicrotask(gone);
-  source.pipe(first);
+  const steps = [...plan.pre, new SizeLimit(plan.maxSize), headers];
   try {
-    await chain([...stages, writer.stream]);
+    await (blocking ? feedBlocking(source, steps, writer) : feedStream(source, steps, writer));
   } catch (err) {
-    source.unpipe(first);
-    source.resume();
     await writer.abort();
     throw err instanceof FerryError ? err : spoolError(err, 'write a message');
-  } finally {
-    source.removeListener('close', gone);
   }
   try {
     const partial = await plan.envelope(headers.fields, writer.id);

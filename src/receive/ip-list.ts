@@ -7,8 +7,7 @@
  * Trusts the configuration; the file is the administrator's, its lines are checked: at start a bad line
  * is a configuration error, on a change the list in use stays and the log says why.
  */
-import net from 'node:net';
-import { inCidr } from '../domain/ip.js';
+import { inCidr, isIP } from '../domain/ip.js';
 import { configuredReply, watchedFile } from './builtin-util.js';
 import type { HookApi, HookHandlers } from './hook-api.js';
 import type { Verdict } from './stages.js';
@@ -20,7 +19,7 @@ export function parseList(text: string, file: string): string[] {
     const line = raw.replace(/#.*/, '').trim();
     if (!line) continue;
     const [addr, bits, extra] = line.split('/');
-    const family = net.isIP(addr ?? '');
+    const family = isIP(addr ?? '');
     const max = family === 4 ? 32 : 128;
     if (!family || extra !== undefined || (bits !== undefined && (!/^\d{1,3}$/.test(bits) || Number(bits) > max)))
       throw new Error(`${file}:${i + 1}: ${JSON.stringify(line)} is not an address or CIDR range`);

@@ -9,14 +9,14 @@
  * (no recipients, bad header), not-allowed (a sender the user may not use), spool-* (could not store).
  */
 import os from 'node:os';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { checkAddress, qualify } from '../domain/address.js';
 import type { Envelope, NotifyKeyword } from '../domain/envelope.js';
 import { newRecipient } from '../domain/envelope.js';
 import { expandRecipients } from '../local/recipients.js';
 import { dataError, FerryError } from '../errors.js';
 import type { Config } from '../config/types.js';
-import { nulError } from '../scan/transforms.js';
+import type { Readable } from 'node:stream';
+import { nulError, type Step } from '../scan/steps.js';
 import {
   addressesIn,
   displayName,
@@ -28,7 +28,7 @@ import {
   type HeaderField,
 } from '../scan/headers.js';
 import type { SpoolWriter } from '../spool/writer.js';
-import { intake } from './intake.js';
+import { intake, type BlockingSource } from './intake.js';
 import { qmailHeaders, recipientFields, returnPathOf, type QmailRules } from './qmail-rules.js';
 import { checkLocalSender } from './senders.js';
 
@@ -49,29 +49,28 @@ export interface Submission {
 
 /** Turns local text into CRLF lines; ends at a lone "." when dotEnds; drops a leading "From " line;
  * refuses a NUL byte (exit 65). */
-export class LocalLines extends Transform {
+export class LocalLines implements Step {
   /** The unfinished last line, as chunks (joined once it ends: no quadratic re-splitting). */
   private partial: Buffer[] = [];
   private partialBytes = 0;
   private first = true;
-  private ended = false;
+  /** A lone dot ended the message: the rest of the input is not read. */
+  done = false;
   constructor(
     private readonly dotEnds: boolean,
     private readonly maxBytes = Infinity,
-  ) {
-    super();
-  }
+  ) {}
 
-  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
-    if (this.ended) return cb();
-    if (chunk.includes(0)) return cb(nulError());
+  push(chunk: Buffer): Buffer | undefined {
+    if (this.done) return undefined;
+    if (chunk.includes(0)) throw nulError();
     const nl = chunk.lastIndexOf(0x0a);
     if (nl < 0) {
       this.partial.push(chunk);
       this.partialBytes += chunk.length;
       if (this.partialBytes > this.maxBytes)
-        return cb(dataError(552, '5.3.4', `Message exceeds the size limit of ${this.maxBytes} bytes`));
-      return cb();
+        throw dataError(552, '5.3.4', `Message exceeds the size limit of ${this.maxBytes} bytes`);
+      return undefined;
     }
     const lines = Buffer.concat([...this.partial, chunk.subarray(0, nl + 1)])
       .toString('latin1')
@@ -79,26 +78,25 @@ export class LocalLines extends Transform {
     lines.pop(); // the empty rest after the last line end
     this.partial = [chunk.subarray(nl + 1)];
     this.partialBytes = chunk.length - nl - 1;
-    cb(null, this.convert(lines));
+    return this.convert(lines);
   }
 
-  override _flush(cb: TransformCallback): void {
-    if (this.ended || this.partialBytes === 0) return cb();
-    cb(null, this.convert([Buffer.concat(this.partial).toString('latin1')]));
+  end(): Buffer | undefined {
+    if (this.done || this.partialBytes === 0) return undefined;
+    return this.convert([Buffer.concat(this.partial).toString('latin1')]);
   }
 
   /** Converts complete lines; stops at the terminating dot. */
   private convert(lines: string[]): Buffer {
     const out: string[] = [];
     for (const line of lines) {
-      if (this.ended) break;
+      if (this.done) break;
       if (this.first) {
         this.first = false;
         if (line.startsWith('From ')) continue;
       }
       if (this.dotEnds && line === '.') {
-        this.ended = true;
-        queueMicrotask(() => this.emit('dot'));
+        this.done = true;
         break;
       }
       out.push(line.replace(/\r/g, '\r\n'), '\r\n');
@@ -156,7 +154,7 @@ export async function submitLocal(
   cfg: Config,
   spool: SpoolWriter,
   sub: Submission,
-  input: Readable,
+  input: Readable | BlockingSource,
   opts: SubmitOptions = {},
 ): Promise<Envelope> {
   const user = opts.user ?? currentUser();
@@ -187,14 +185,10 @@ export async function submitLocal(
   const now = new Date();
   let recipients = argvRcpts;
   let added: { messageId?: string } = {};
-  const lines = new LocalLines(sub.dotEnds, cfg.limits.message_size);
-  // a lone dot ends the message even while the sender keeps its end of the pipe open
-  lines.once('dot', () => {
-    input.unpipe(lines);
-    lines.end();
-  });
   return intake(spool, input, {
-    pre: [lines],
+    // a lone dot ends the message even while the sender keeps its end of the pipe open (intake stops
+    // reading once the step is done)
+    pre: [new LocalLines(sub.dotEnds, cfg.limits.message_size)],
     maxSize: cfg.limits.message_size,
     maxHeaderBytes: cfg.limits.header_size,
     maxHops: cfg.limits.received_hops,

@@ -31,7 +31,7 @@ import {
 } from '../spool/drop.js';
 import type { Store } from '../spool/store.js';
 import type { MessageWriter, SpoolWriter } from '../spool/writer.js';
-import { LineEndGuard } from '../scan/transforms.js';
+import { LineEndGuard } from '../scan/steps.js';
 import { fieldValue } from '../scan/headers.js';
 import { intake } from './intake.js';
 import { localHeaders, type LocalUser } from './local.js';

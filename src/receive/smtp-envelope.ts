@@ -15,7 +15,7 @@ import { newRecipient } from '../domain/envelope.js';
 import { FerryError } from '../errors.js';
 import type { DoorDeps } from './smtp.js';
 import { fieldValue, qualifyField, receivedHeader, rfc5322Date, type HeaderField } from '../scan/headers.js';
-import { LineEndGuard } from '../scan/transforms.js';
+import { LineEndGuard } from '../scan/steps.js';
 import { intake, type IntakePlan } from './intake.js';
 import type { SessionFacts } from './stages.js';
 

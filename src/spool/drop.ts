@@ -20,11 +20,11 @@ import { randomBytes } from '../random.js';
 import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import type { Envelope } from '../domain/envelope.js';
 import { spoolError } from '../errors.js';
 import { DROP, layoutOf, readAt, type Layout } from './layout.js';
-import { writeAll, type MessageWriter, type SpoolWriter } from './writer.js';
+import { appendSink, finished, writeAll, type MessageWriter, type SpoolWriter } from './writer.js';
 
 /** The largest trailer read (a thousand recipients with DSN parameters fit many times over). */
 export const MAX_TRAILER = 1024 * 1024;
@@ -77,12 +77,15 @@ async function beginDrop(layout: Layout, opts: DropOptions): Promise<MessageWrit
   }
   let bytes = 0;
   let open = true;
-  const stream = new Writable({
-    write(chunk: Buffer, _e, cb) {
-      writeAll(fh, [chunk]).then((n) => ((bytes += n), cb()), cb);
-    },
-  });
-  stream.on('error', () => undefined); // reported through commit()
+  const append = (bufs: Buffer[]): Promise<void> => writeAll(fh, bufs).then((n) => void (bytes += n));
+  let sink: Writable | undefined;
+  const stream = (): Writable => {
+    if (!sink) {
+      sink = appendSink(append);
+      sink.on('error', () => undefined); // reported through commit()
+    }
+    return sink;
+  };
   const close = async (): Promise<void> => {
     if (open) {
       open = false;
@@ -90,15 +93,13 @@ async function beginDrop(layout: Layout, opts: DropOptions): Promise<MessageWrit
     }
   };
   const abort = async (): Promise<void> => {
-    stream.destroy();
+    sink?.destroy();
     await close();
     await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
   };
   const commit = async (partial: Omit<Envelope, 'id' | 'size'>): Promise<Envelope> => {
     try {
-      await new Promise<void>((res, rej) =>
-        stream.writableFinished ? res() : (stream.once('finish', res), stream.once('error', rej), stream.end()),
-      );
+      if (sink) await finished(sink);
       const defaultSender = typeof opts.defaultSender === 'function' ? opts.defaultSender() : opts.defaultSender;
       await writeAll(fh, [Buffer.from([0]), Buffer.from(`${JSON.stringify(requestOf(partial, defaultSender))}\n`)]);
       await fh.sync();
@@ -111,7 +112,16 @@ async function beginDrop(layout: Layout, opts: DropOptions): Promise<MessageWrit
       throw spoolError(err, 'write the message into the drop folder');
     }
   };
-  return { id: rand, stream, bytesWritten: () => bytes, commit, abort };
+  return {
+    id: rand,
+    append,
+    get stream() {
+      return stream();
+    },
+    bytesWritten: () => bytes,
+    commit,
+    abort,
+  };
 }
 
 /** The trailer's request from the envelope a door built. */

@@ -22,9 +22,10 @@
  */
 import { randomBytes } from '../random.js';
 import fs from 'node:fs';
-import net from 'node:net';
+import type net from 'node:net';
 import path from 'node:path';
 import { spoolError } from '../errors.js';
+import { netModule } from '../lazy-node.js';
 
 /** A held lock. */
 export interface Lock {
@@ -65,7 +66,7 @@ function withSocketPath<T>(dir: string, name: string, fn: (p: string) => T): T {
 /** Listens on a new socket in dir; resolves with the server once it accepts. */
 function listenIn(dir: string, name: string): Promise<net.Server> {
   return new Promise((resolve, reject) => {
-    const server = net.createServer((c) => c.destroy());
+    const server = netModule().createServer((c) => c.destroy());
     server.unref();
     server.once('error', reject);
     withSocketPath(dir, name, (p) => server.listen(p, () => resolve(server)));
@@ -75,7 +76,7 @@ function listenIn(dir: string, name: string): Promise<net.Server> {
 /** Whether a socket file accepts connections: live, stale (refused), or gone. */
 function probe(dir: string, name: string): Promise<'live' | 'stale' | 'gone'> {
   return new Promise((resolve) => {
-    const sock = withSocketPath(dir, name, (p) => net.connect(p));
+    const sock = withSocketPath(dir, name, (p) => netModule().connect(p));
     const done = (v: 'live' | 'stale' | 'gone'): void => {
       sock.destroy();
       resolve(v);

@@ -2,7 +2,7 @@
  * Commits new messages into the spool: the only way a message enters it.
  *
  * begin() creates, exclusively, the message's claim tmp/ID.PID.env and its data file msg/ID; the caller
- * streams the message into writer.stream. commit() writes the envelope into the claim, then in one sync
+ * appends the message with writer.append() (or streams it into writer.stream). commit() writes the envelope into the claim, then in one sync
  * phase fsyncs the data, the envelope and msg/ together, renames the envelope into queue/ (that rename
  * is the commit) and fsyncs queue/: two sync phases, and directory fsyncs shared with concurrent
  * commits (or, for the sendmail command's writer, the same fsyncs made one by one on the calling
@@ -19,7 +19,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import fs from 'node:fs';
-import { Readable, Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { spoolError } from '../errors.js';
 import type { Envelope } from '../domain/envelope.js';
 import { encodeEnvelope } from './envelope-codec.js';
@@ -27,6 +27,7 @@ import { newId } from './id.js';
 import { spent } from './space.js';
 import { DirSyncer, ensureSpool, layoutOf, type Layout, pooled } from './layout.js';
 import { crc32, trailerFor } from './trailer.js';
+import { streamModule } from '../lazy-node.js';
 
 /** The error of a call on a message already dropped (its descriptors closed). */
 function droppedError(): Error {
@@ -52,8 +53,13 @@ function readSmall(file: string): Buffer {
 /** One message being written. */
 export interface MessageWriter {
   id: string;
-  /** Where the message bytes go; counts them in bytesWritten. */
-  stream: Writable;
+  /** Appends bytes of the message (counted in bytesWritten): undefined when they are written already,
+   * else a promise that must settle before the next append (a large message's rest goes through the
+   * thread pool); throws or rejects with the file system's error. */
+  append(bufs: Buffer[]): Promise<void> | undefined;
+  /** The same as a Writable, made when first asked for (node:stream is loaded then); use one or the
+   * other. */
+  readonly stream: Writable;
   bytesWritten(): number;
   /** The message written so far, read back from its temporary file (once its stream has finished);
    * only a spool's own writer has it. */
@@ -155,37 +161,54 @@ interface Counter {
   crc?: number;
 }
 
-/** A Writable that writes into the open data file, counting bytes. The first SMALL_FILE bytes are
- * written synchronously (a copy into the page cache costs microseconds, a thread-pool hop more); the
- * rest of a large message goes through the thread pool so that other sessions keep turning. */
-function fileSink(file: DataFile, counter: Counter): Writable {
-  return new Writable({
+/**
+ * Appends bufs to the open data file, counting bytes (and their CRC-32 when kept). The first SMALL_FILE
+ * bytes, and all of a direct writer's, are written synchronously (a copy into the page cache costs
+ * microseconds, a thread-pool hop more): undefined is returned. The rest of a large message goes through
+ * the thread pool so that other sessions keep turning: the promise must settle before the next append.
+ */
+function appendTo(file: DataFile, counter: Counter, bufs: Buffer[], direct: boolean): Promise<void> | undefined {
+  if (file.failed) throw file.failed;
+  const size = bufs.reduce((a, b) => a + b.length, 0);
+  if (counter.crc !== undefined) for (const b of bufs) counter.crc = crc32(b, counter.crc);
+  if (direct || counter.n + size <= SMALL_FILE) {
+    try {
+      counter.n += writeAllSync(file.fd, bufs);
+    } catch (err) {
+      file.failed = err;
+      throw err;
+    }
+    return undefined;
+  }
+  const busy = writeAllFd(file.fd, bufs).then(
+    (n) => {
+      file.busy = null;
+      counter.n += n;
+    },
+    (err: unknown) => {
+      file.busy = null;
+      file.failed = err;
+      throw err;
+    },
+  );
+  file.busy = busy;
+  return busy;
+}
+
+/** A Writable over a message writer's append() (its `stream`, made when first asked for). */
+export function appendSink(append: (bufs: Buffer[]) => Promise<void> | undefined): Writable {
+  const { Writable: Sink } = streamModule();
+  return new Sink({
     highWaterMark: 256 * 1024,
     writev(chunks, cb) {
-      const bufs = chunks.map((c) => c.chunk as Buffer);
-      const size = bufs.reduce((a, b) => a + b.length, 0);
-      if (counter.crc !== undefined) for (const b of bufs) counter.crc = crc32(b, counter.crc);
-      if (counter.n + size <= SMALL_FILE) {
-        try {
-          counter.n += writeAllSync(file.fd, bufs);
-        } catch (err) {
-          return cb(err as Error);
-        }
-        return cb();
+      let busy: Promise<void> | undefined;
+      try {
+        busy = append(chunks.map((c) => c.chunk as Buffer));
+      } catch (err) {
+        return cb(err as Error);
       }
-      const busy = writeAllFd(file.fd, bufs);
-      file.busy = busy;
-      busy.then(
-        (n) => {
-          file.busy = null;
-          counter.n += n;
-          cb();
-        },
-        (err) => {
-          file.busy = null;
-          cb(err);
-        },
-      );
+      if (!busy) return cb();
+      busy.then(() => cb(), cb);
     },
   });
 }
@@ -202,8 +225,8 @@ function fsyncFd(fd: number): Promise<void> {
   return pooled((done) => fs.fsync(fd, done));
 }
 
-/** Waits until a writable has flushed everything, or rejects with its error. */
-function finished(w: Writable): Promise<void> {
+/** Waits until a writable has flushed everything (ending it first), or rejects with its error. */
+export function finished(w: Writable): Promise<void> {
   return new Promise((resolve, reject) => {
     if (w.writableFinished) return resolve();
     if (w.errored) return reject(w.errored);
@@ -244,6 +267,8 @@ interface Syncs {
 interface DataFile {
   fd: number;
   busy: Promise<unknown> | null;
+  /** Why a write failed: the message can no longer be committed. */
+  failed?: unknown;
 }
 
 /** Creates a message's two files under a new id: its claim tmp/ID.PID.env (where the envelope will be
@@ -302,8 +327,21 @@ async function beginMessage(layout: Layout, syncs: Syncs, direct: boolean, mover
   const dataPath = layout.data(id);
   const data: DataFile = { fd: dataFd, busy: null };
   const counter: Counter = mover ? { n: 0, crc: 0 } : { n: 0 };
-  const stream = fileSink(data, counter);
-  stream.on('error', () => undefined); // reported through commit()
+  const append = (bufs: Buffer[]): Promise<void> | undefined => appendTo(data, counter, bufs, direct);
+  let sink: Writable | undefined;
+  const stream = (): Writable => {
+    if (!sink) {
+      sink = appendSink(append);
+      sink.on('error', () => undefined); // reported through commit()
+    }
+    return sink;
+  };
+  /** Waits until every byte appended or streamed is written; throws a write's error. */
+  const written = async (): Promise<void> => {
+    if (sink) await finished(sink);
+    await data.busy;
+    if (data.failed) throw data.failed;
+  };
   let open = true;
   /** Set at the rename: from then on only the commit itself may undo the message. */
   let visible = false;
@@ -331,7 +369,7 @@ async function beginMessage(layout: Layout, syncs: Syncs, direct: boolean, mover
     }
   };
   const drop = async (): Promise<void> => {
-    stream.destroy();
+    sink?.destroy();
     await closeFiles();
     // the data first: a crash between the two leaves the claim, and recovery removes what it claims
     for (const f of [dataPath, `${claim.slice(0, -4)}.new`, claim]) {
@@ -355,7 +393,7 @@ async function beginMessage(layout: Layout, syncs: Syncs, direct: boolean, mover
     try {
       if (!open) throw droppedError();
       if (damaged) throw damaged;
-      await finished(stream);
+      await written();
       env.size = counter.n;
       // the next free-space check within its age counts this message as written (space.ts)
       spent(layout.root, env.size);
@@ -431,7 +469,7 @@ async function beginMessage(layout: Layout, syncs: Syncs, direct: boolean, mover
   // a small message is read and rewritten with a few synchronous calls: each hop through the thread
   // pool costs more than the copy (a milter or a filter at data_end reads and changes nearly every one)
   const read = (): Readable =>
-    counter.n <= SMALL_FILE ? Readable.from([readSmall(dataPath)]) : fs.createReadStream(dataPath);
+    counter.n <= SMALL_FILE ? streamModule().Readable.from([readSmall(dataPath)]) : fs.createReadStream(dataPath);
   /** The CRC-32 of parts continued from crc, when this writer keeps one. */
   const crcOf = (parts: Buffer[], crc = 0): number =>
     counter.crc === undefined ? 0 : parts.reduce((c, b) => crc32(b, c), crc);
@@ -442,7 +480,7 @@ async function beginMessage(layout: Layout, syncs: Syncs, direct: boolean, mover
     // never over a dropped message's descriptor (its number may be reused) or a file already damaged
     if (!open) throw spoolError(droppedError(), REWRITE);
     if (damaged) throw spoolError(damaged, REWRITE);
-    await finished(stream);
+    await written();
     if (counter.n <= SMALL_FILE) return rewriteInPlace(headBytes, head, body);
     const next = `${claim.slice(0, -4)}.new`;
     let out = -1;
@@ -509,7 +547,18 @@ async function beginMessage(layout: Layout, syncs: Syncs, direct: boolean, mover
       throw failed;
     }
   };
-  return { id, stream, bytesWritten: () => counter.n, read, rewriteHead, commit, abort };
+  return {
+    id,
+    append,
+    get stream() {
+      return stream();
+    },
+    bytesWritten: () => counter.n,
+    read,
+    rewriteHead,
+    commit,
+    abort,
+  };
 }
 
 /** A message answered by a deferred commit, waiting for the mover. */

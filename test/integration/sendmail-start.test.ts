@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { makeConfig, queueJson, ROOT, run, SENDMAIL, tempDir } from '../helpers.js';
+import { makeConfig, messageData, queueJson, ROOT, run, SENDMAIL, tempDir } from '../helpers.js';
 
 /** What bin/code-cache.js did for each chunk that loading the sendmail command compiled, in app. */
 async function loadReport(app: string): Promise<Record<string, string>> {
@@ -142,4 +142,47 @@ test('under the code cache, a hook module loads as without it, with nothing on s
   assert.equal(r.code, 0, r.stderr);
   assert.ok(r.stdout.includes('observer.mjs'), r.stdout);
   assert.equal(r.stderr, '', 'no warning');
+});
+
+// sendmail reads its standard input with blocking calls (cli/stdin.ts): a writer that keeps its end of the
+// pipe open after a lone dot must not hang it, and a pipe left non-blocking by its writer (read(2) says
+// EAGAIN) is waited on and read to its end, in the pieces the writer sent
+const STDIN_DRIVER = `
+import fcntl, os, subprocess, sys, time
+r, w = os.pipe()
+if sys.argv[1] == 'nonblocking':
+    fcntl.fcntl(r, fcntl.F_SETFL, fcntl.fcntl(r, fcntl.F_GETFL) | os.O_NONBLOCK)
+p = subprocess.Popen(sys.argv[2:], stdin=r, stderr=subprocess.PIPE)
+os.close(r)
+pieces = [b'Subject: pieces\\n\\nfirst\\n', b'second\\n', b'.\\n' if sys.argv[1] == 'dot' else b'third\\n']
+for piece in pieces:
+    os.write(w, piece)
+    time.sleep(0.15)
+if sys.argv[1] == 'dot':
+    try:
+        code = p.wait(timeout=10)
+    finally:
+        os.close(w)
+else:
+    os.close(w)
+    code = p.wait(timeout=10)
+sys.stderr.write(p.stderr.read().decode())
+sys.exit(code)
+`;
+
+test('sendmail ends at a lone dot while the writer keeps the pipe open, and reads a non-blocking pipe whole', async () => {
+  const cfg = await makeConfig();
+  const driver = path.join(cfg.dir, 'stdin-driver.py');
+  fs.writeFileSync(driver, STDIN_DRIVER);
+  const env = { ...process.env, FERRYMAIL_CONFIG_DIR: cfg.configDir };
+  for (const mode of ['dot', 'nonblocking']) {
+    const r = spawnSync('python3', [driver, mode, process.execPath, SENDMAIL, 'bob@example.org'], {
+      env,
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    assert.equal(r.status, 0, `${mode}: ${r.stderr}`);
+  }
+  const bodies = (await queueJson(cfg)).map((m) => messageData(cfg, m.id as string).split('\r\n\r\n')[1]);
+  assert.deepEqual(bodies.sort(), ['first\r\nsecond\r\n', 'first\r\nsecond\r\nthird\r\n']);
 });

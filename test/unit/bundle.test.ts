@@ -46,6 +46,9 @@ test('sendmail hands over a message with CommonJS only: no ES module loader, one
   assert.ok(fromBundle.length <= 3, `sendmail loaded ${fromBundle.length} bundle files: ${fromBundle.join(' ')}`);
   // built-ins are required, not imported: no module facade reads fs's lazy getters (its file streams)
   assert.ok(!loaded.builtins.includes('internal/fs/streams'), loaded.builtins.join(' '));
+  // standard input read with blocking calls, the intake's steps run without streams, the one line said
+  // to standard error (no daemon runs) written directly: neither streams nor sockets are loaded
+  for (const m of ['stream', 'net']) assert.ok(!loaded.builtins.includes(m), `sendmail loaded node:${m}`);
 });
 
 test('a lazily loaded mode (mailq) is required, not imported, and shares the start-up chunk', async () => {

@@ -4,11 +4,19 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { readSuspended, Suspensions, suspendedFile, withStrikes, writeSuspended } from '../../src/receive/suspend.js';
 import type { HookEntry, SessionFacts } from '../../src/receive/stages.js';
 
-const dir = (): string => fs.mkdtempSync(path.join(os.tmpdir(), 'ferrymail-suspend-'));
+const made: string[] = [];
+const dir = (): string => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'ferrymail-suspend-'));
+  made.push(d);
+  return d;
+};
+after(() => {
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+});
 
 test('strikes count within the window only; at the limit the user is suspended and the list written', () => {
   const file = suspendedFile(dir());

@@ -1,13 +1,44 @@
 /**
- * The streaming stages every message passes through once on its way into the spool, whatever door it
- * came in by: line-end policing, and the header stage (loop check, header size limit, header edits).
+ * The steps every message passes through once on its way into the spool, whatever door it came in by:
+ * line-end policing, and the header stage (loop check, header size limit, header edits). A step is a
+ * plain object fed one chunk at a time, with no stream of its own: the intake (receive/intake.ts) runs a
+ * door's steps in one pass per chunk, from one Writable or from blocking reads, where a stream per step
+ * cost a message four pipes' worth of events, and the sendmail command the loading of node:stream.
  *
  * Input is untrusted bytes. The body is never buffered: only the header section is held, up to the
- * configured limit. Problems surface as stream errors carrying a FerryError with an SMTP reply.
+ * configured limit. Problems are thrown as FerryErrors carrying an SMTP reply (data).
  */
-import { Transform, type TransformCallback } from 'node:stream';
 import { dataError } from '../errors.js';
 import { parseHeaderBlock, type HeaderField } from './headers.js';
+
+/** One step of a message's way into the spool. */
+export interface Step {
+  /** Takes the next chunk; returns what passes on now, if anything. Throws to refuse the message. */
+  push(chunk: Buffer): Buffer | undefined;
+  /** The input has ended: returns what is left to pass on. Throws to refuse the message. */
+  end(): Buffer | undefined;
+  /** True once the message has ended inside the input (a lone dot): nothing more is to be read. */
+  readonly done?: boolean;
+}
+
+/** Passes one chunk (null: the end of the input) through the steps in order; returns what comes out of
+ * the last. Throws the first step's refusal. */
+export function runSteps(steps: readonly Step[], chunk: Buffer | null): Buffer[] {
+  let parts: Buffer[] = chunk ? [chunk] : [];
+  for (const step of steps) {
+    const next: Buffer[] = [];
+    for (const part of parts) {
+      const out = step.push(part);
+      if (out?.length) next.push(out);
+    }
+    if (chunk === null) {
+      const out = step.end();
+      if (out?.length) next.push(out);
+    }
+    parts = next;
+  }
+  return parts;
+}
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -18,14 +49,12 @@ const CRLF = Buffer.from('\r\n');
  * that no later hop can read a line end, or an end of data, that this one did not see; a NUL byte is
  * refused either way.
  */
-export class LineEndGuard extends Transform {
+export class LineEndGuard implements Step {
   private pendingCR = false;
-  constructor(private readonly mode: 'reject' | 'normalize') {
-    super();
-  }
+  constructor(private readonly mode: 'reject' | 'normalize') {}
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    if (chunk.includes(0)) return cb(nulError());
+  push(chunk: Buffer): Buffer | undefined {
+    if (chunk.includes(0)) throw nulError();
     const parts: Buffer[] = [];
     let start = 0;
     let i = 0;
@@ -34,7 +63,7 @@ export class LineEndGuard extends Transform {
       if (chunk[0] === LF) {
         parts.push(CRLF);
         start = i = 1;
-      } else if (!this.bare(parts)) return cb(this.error());
+      } else if (!this.bare(parts)) throw this.error();
     }
     for (; i < chunk.length; i++) {
       const b = chunk[i];
@@ -50,26 +79,24 @@ export class LineEndGuard extends Transform {
           continue;
         }
         parts.push(chunk.subarray(start, i));
-        if (!this.bare(parts)) return cb(this.error());
+        if (!this.bare(parts)) throw this.error();
         start = i + 1;
       } else if (b === LF) {
         parts.push(chunk.subarray(start, i));
-        if (!this.bare(parts)) return cb(this.error());
+        if (!this.bare(parts)) throw this.error();
         start = i + 1;
       }
     }
     if (start < chunk.length) parts.push(chunk.subarray(start));
-    cb(null, parts.length === 1 ? parts[0] : Buffer.concat(parts));
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
   }
 
-  override _flush(cb: TransformCallback): void {
-    if (this.pendingCR) {
-      this.pendingCR = false;
-      const parts: Buffer[] = [];
-      if (!this.bare(parts)) return cb(this.error());
-      return cb(null, parts[0]);
-    }
-    cb();
+  end(): Buffer | undefined {
+    if (!this.pendingCR) return undefined;
+    this.pendingCR = false;
+    const parts: Buffer[] = [];
+    if (!this.bare(parts)) throw this.error();
+    return parts[0];
   }
 
   /** Handles one bare line end: in normalize mode adds CRLF and returns true. */
@@ -92,46 +119,6 @@ export function nulError(): Error {
   return dataError(550, '5.6.0', 'Message contains NUL characters');
 }
 
-/**
- * Line ends of a whole local SMTP session (sendmail -bs): the first line decides. A session in CRLF
- * passes through untouched (DATA is then policed like any SMTP client's); a session in LF alone has
- * each LF turned into CRLF and its CRs left as they are, for the DATA policing to refuse. Mixing the two
- * can therefore never end a message early (no smuggling through a lenient conversion).
- */
-export class SessionLineEnds extends Transform {
-  private mode: 'crlf' | 'lf' | null = null;
-  private head: Buffer[] = [];
-  private prevCR = false;
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    if (this.mode === null) {
-      this.head.push(chunk);
-      const buf = Buffer.concat(this.head);
-      const nl = buf.indexOf(LF);
-      if (nl < 0) return cb();
-      this.head = [];
-      this.mode = nl > 0 && buf[nl - 1] === CR ? 'crlf' : 'lf';
-      chunk = buf;
-    }
-    if (this.mode === 'crlf') return cb(null, chunk);
-    const parts: Buffer[] = [];
-    let start = 0;
-    for (let i = chunk.indexOf(LF); i >= 0; i = chunk.indexOf(LF, i + 1)) {
-      const before = i > 0 ? chunk[i - 1] : this.prevCR ? CR : undefined;
-      if (before === CR) continue;
-      parts.push(chunk.subarray(start, i), CRLF);
-      start = i + 1;
-    }
-    parts.push(chunk.subarray(start));
-    this.prevCR = chunk.length > 0 && chunk[chunk.length - 1] === CR;
-    cb(null, Buffer.concat(parts));
-  }
-
-  override _flush(cb: TransformCallback): void {
-    cb(null, this.head.length ? Buffer.concat(this.head) : undefined);
-  }
-}
-
 /** What the header stage does with the parsed header fields. */
 export interface HeaderEdit {
   /** Header lines (CRLF-terminated) to put before the message's own. */
@@ -145,7 +132,7 @@ export interface HeaderEdit {
 }
 
 /** Options of the header stage. */
-export interface HeaderStageOptions {
+export interface HeaderStepOptions {
   maxHeaderBytes: number;
   maxHops: number;
   /** Called once with the parsed fields; may throw a FerryError to refuse the message. */
@@ -156,23 +143,22 @@ export interface HeaderStageOptions {
  * Holds the header section (never more than maxHeaderBytes), checks it, applies the edit, then passes
  * the body through untouched.
  */
-export class HeaderStage extends Transform {
+export class HeaderStep implements Step {
   private held: Buffer[] = [];
   private heldBytes = 0;
   private tail: Buffer = Buffer.alloc(0);
-  private done = false;
+  /** The header section is done: everything passes through. */
+  private passing = false;
   fields: HeaderField[] = [];
   /** Bytes of the header fields as passed on (the edits included), before the blank line. */
   headBytes = 0;
   /** The header fields as passed on (the edits included), before the blank line. */
   headText = '';
 
-  constructor(private readonly opts: HeaderStageOptions) {
-    super();
-  }
+  constructor(private readonly opts: HeaderStepOptions) {}
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    if (this.done) return cb(null, chunk);
+  push(chunk: Buffer): Buffer | undefined {
+    if (this.passing) return chunk;
     // only the new bytes (and the three before them) are searched: a client sending tiny chunks must
     // not make the header stage quadratic
     const before = this.heldBytes;
@@ -186,42 +172,34 @@ export class HeaderStage extends Transform {
       const at = probe.indexOf('\r\n\r\n');
       if (at >= 0) blank = before - (probe.length - chunk.length) + at;
     }
-    if (blank < 0 && this.heldBytes <= this.opts.maxHeaderBytes) return cb();
-    this.finishHeaders(Buffer.concat(this.held), blank, false, cb);
+    if (blank < 0 && this.heldBytes <= this.opts.maxHeaderBytes) return undefined;
+    return this.finishHeaders(Buffer.concat(this.held), blank, false);
   }
 
-  override _flush(cb: TransformCallback): void {
-    if (this.done) return cb();
+  end(): Buffer | undefined {
+    if (this.passing) return undefined;
     const buf = Buffer.concat(this.held);
     const blank = buf.subarray(0, 2).equals(CRLF) ? 0 : buf.indexOf('\r\n\r\n');
-    this.finishHeaders(buf, blank, true, cb);
+    return this.finishHeaders(buf, blank, true);
   }
 
   /** Parses the held header section, applies the edit and releases everything held. */
-  private finishHeaders(buf: Buffer, blank: number, atEnd: boolean, cb: TransformCallback): void {
-    this.done = true;
+  private finishHeaders(buf: Buffer, blank: number, atEnd: boolean): Buffer {
+    this.passing = true;
     this.held = [];
     const limit = blank < 0 ? buf.length : blank === 0 ? 0 : blank + 2;
     const text = buf.subarray(0, limit).toString('latin1');
     const { fields, consumed } = parseHeaderBlock(text);
     const endedEarly = consumed < limit;
-    if (!endedEarly && blank < 0 && !atEnd) {
-      return cb(dataError(552, '5.3.4', `Message header section exceeds ${this.opts.maxHeaderBytes} bytes`));
-    }
-    if (consumed > this.opts.maxHeaderBytes) {
-      return cb(dataError(552, '5.3.4', `Message header section exceeds ${this.opts.maxHeaderBytes} bytes`));
+    if ((!endedEarly && blank < 0 && !atEnd) || consumed > this.opts.maxHeaderBytes) {
+      throw dataError(552, '5.3.4', `Message header section exceeds ${this.opts.maxHeaderBytes} bytes`);
     }
     const hops = fields.filter((f) => f.lower === 'received').length;
     if (hops > this.opts.maxHops) {
-      return cb(dataError(554, '5.4.6', `Too many hops (${hops} Received headers): mail loop?`));
+      throw dataError(554, '5.4.6', `Too many hops (${hops} Received headers): mail loop?`);
     }
     this.fields = fields;
-    let edit: HeaderEdit;
-    try {
-      edit = this.opts.edit(fields);
-    } catch (err) {
-      return cb(err as Error);
-    }
+    const edit = this.opts.edit(fields);
     const kept = fields
       .filter((f) => !edit.drop?.has(f.lower))
       .map((f) => edit.replace?.(f) ?? f.raw)
@@ -232,6 +210,6 @@ export class HeaderStage extends Transform {
     this.headBytes = Buffer.byteLength(head, 'latin1');
     // a header section that ended at a non-header line gets the blank line it lacked
     if (endedEarly || (atEnd && blank < 0 && rest.length === 0)) head += '\r\n';
-    cb(null, Buffer.concat([Buffer.from(head, 'latin1'), rest]));
+    return Buffer.concat([Buffer.from(head, 'latin1'), rest]);
   }
 }

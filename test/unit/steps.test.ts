@@ -1,15 +1,27 @@
-// The streaming intake stages: line-end policing and the header stage.
+// The intake steps: line-end policing, the header step, local line ends; and the -bs session's stream.
 import assert from 'node:assert/strict';
-import { Readable, Writable } from 'node:stream';
+import { Readable, Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { test } from 'node:test';
 import { FerryError } from '../../src/errors.js';
-import { HeaderStage, LineEndGuard, type HeaderStageOptions } from '../../src/scan/transforms.js';
+import { HeaderStep, LineEndGuard, runSteps, type HeaderStepOptions, type Step } from '../../src/scan/steps.js';
+import { SessionLineEnds } from '../../src/scan/session-lines.js';
 import { LocalLines } from '../../src/receive/local.js';
-import type { Transform } from 'node:stream';
+
+/** Runs chunks through a step as the intake does (then its end); resolves with the output or rejects
+ * with its refusal. */
+async function through(step: Step, chunks: (string | Buffer)[]): Promise<string> {
+  const out: Buffer[] = [];
+  for (const c of chunks) {
+    out.push(...runSteps([step], typeof c === 'string' ? Buffer.from(c, 'latin1') : c));
+    if (step.done) break;
+  }
+  out.push(...runSteps([step], null));
+  return Buffer.concat(out).toString('latin1');
+}
 
 /** Runs chunks through a transform; resolves with the output or rejects with its error. */
-async function through(t: Transform, chunks: (string | Buffer)[]): Promise<string> {
+async function throughStream(t: Transform, chunks: (string | Buffer)[]): Promise<string> {
   const out: Buffer[] = [];
   await pipeline(
     Readable.from(chunks.map((c) => (typeof c === 'string' ? Buffer.from(c, 'latin1') : c))),
@@ -55,8 +67,8 @@ test('LineEndGuard normalize turns bare LF and CR into CRLF', async () => {
 });
 
 /** A header stage that prepends X-Added and drops Bcc. */
-function stage(over: Partial<HeaderStageOptions> = {}): HeaderStage {
-  return new HeaderStage({
+function stage(over: Partial<HeaderStepOptions> = {}): HeaderStep {
+  return new HeaderStep({
     maxHeaderBytes: 1000,
     maxHops: 3,
     edit: () => ({ prepend: 'X-Added: 1\r\n', drop: new Set(['bcc']) }),
@@ -64,14 +76,14 @@ function stage(over: Partial<HeaderStageOptions> = {}): HeaderStage {
   });
 }
 
-test('HeaderStage prepends, drops Bcc (folded too), keeps the body byte for byte', async () => {
+test('HeaderStep prepends, drops Bcc (folded too), keeps the body byte for byte', async () => {
   const msg = 'To: a@b\r\nBcc: x@y,\r\n z@w\r\nSubject: s\r\n\r\nBcc: not a header\r\n';
   for (const parts of splits(msg)) {
     assert.equal(await through(stage(), parts), 'X-Added: 1\r\nTo: a@b\r\nSubject: s\r\n\r\nBcc: not a header\r\n');
   }
 });
 
-test('HeaderStage: no header section, headers only, and a header section ended by a non-header line', async () => {
+test('HeaderStep: no header section, headers only, and a header section ended by a non-header line', async () => {
   assert.equal(await through(stage(), ['\r\nbody\r\n']), 'X-Added: 1\r\n\r\nbody\r\n');
   assert.equal(await through(stage(), ['Subject: s\r\n']), 'X-Added: 1\r\nSubject: s\r\n\r\n');
   assert.equal(
@@ -80,7 +92,7 @@ test('HeaderStage: no header section, headers only, and a header section ended b
   );
 });
 
-test('HeaderStage refuses a header section over the limit and too many Received headers', async () => {
+test('HeaderStep refuses a header section over the limit and too many Received headers', async () => {
   const big = `X: ${'a'.repeat(2000)}\r\n\r\nbody\r\n`;
   await assert.rejects(
     through(stage(), [big]),
@@ -95,7 +107,7 @@ test('HeaderStage refuses a header section over the limit and too many Received 
   assert.match(await through(stage(), [ok]), /body/);
 });
 
-test('HeaderStage holds at most the header section: a large body streams through', async () => {
+test('HeaderStep holds at most the header section: a large body streams through', async () => {
   const body = 'x'.repeat(1_000_000);
   const out = await through(stage(), ['Subject: s\r\n\r\n', body.slice(0, 500_000), body.slice(500_000)]);
   assert.equal(out.length, 'X-Added: 1\r\nSubject: s\r\n\r\n'.length + body.length);
@@ -110,19 +122,18 @@ test('LocalLines: LF to CRLF, lone dot ends without -i, kept with -i, From_ line
 });
 
 test('SessionLineEnds: a CRLF session passes untouched, an LF session gets CRLF, the first line decides', async () => {
-  const { SessionLineEnds } = await import('../../src/scan/transforms.js');
   const crlf = 'EHLO a\r\nDATA\r\nx\n.\nMAIL\r\n.\r\n';
   for (const parts of splits(crlf))
-    assert.equal(await through(new SessionLineEnds(), parts), crlf, JSON.stringify(parts));
+    assert.equal(await throughStream(new SessionLineEnds(), parts), crlf, JSON.stringify(parts));
   const lf = 'EHLO a\nDATA\nx\r\ny\rz\n.\n';
   for (const parts of splits(lf)) {
     assert.equal(
-      await through(new SessionLineEnds(), parts),
+      await throughStream(new SessionLineEnds(), parts),
       'EHLO a\r\nDATA\r\nx\r\ny\rz\r\n.\r\n',
       JSON.stringify(parts),
     );
   }
-  assert.equal(await through(new SessionLineEnds(), ['no newline at all']), 'no newline at all');
+  assert.equal(await throughStream(new SessionLineEnds(), ['no newline at all']), 'no newline at all');
 });
 
 test('LocalLines refuses an endless line once it passes the size limit, without holding more', async () => {
@@ -137,7 +148,7 @@ test('LocalLines refuses an endless line once it passes the size limit, without 
   );
 });
 
-test('HeaderStage finds the end of the header section across one-byte chunks', async () => {
+test('HeaderStep finds the end of the header section across one-byte chunks', async () => {
   const msg = 'A: 1\r\n..B: 2\r\n\r\nbody\r\n';
   const out = await through(
     stage(),
