@@ -13,7 +13,10 @@ import type * as Tls from 'node:tls';
 import type * as Stream from 'node:stream';
 import type * as Net from 'node:net';
 
-const load = createRequire(import.meta.url);
+let required: NodeJS.Require | undefined;
+/** require() of a built-in, made when first needed: making it (the module's URL, a require of its own)
+ * took the sendmail command's start about a millisecond. */
+const load = (id: string): unknown => (required ??= createRequire(import.meta.url))(id);
 let tls: typeof Tls | undefined;
 let crypto: typeof Crypto | undefined;
 

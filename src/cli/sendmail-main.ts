@@ -16,14 +16,12 @@ import fs from 'node:fs';
 import { submitLocal, currentUser } from '../receive/local.js';
 import { openDropWriter } from '../spool/drop.js';
 import { checkDropFolder } from '../spool/safety.js';
-import { openStore } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
 import { fail } from './fail.js';
 import { blockingInput } from './stdin.js';
 import { parseQmailInjectArgs, printWriter, qmailFail, readLists } from './qmail-inject.js';
 import { parseSendmailArgs, personality, type Personality, type SendmailRequest } from './sendmail-args.js';
-import { removeIds, runFlush } from './queue-ops.js';
 
 /** Runs the command; resolves with the exit code. */
 export async function sendmailMain(argv: string[], argv0: string): Promise<number> {
@@ -105,6 +103,7 @@ async function run(req: SendmailRequest, cfg: Config, who: Personality): Promise
       return submit(req, cfg, who);
     case 'list': {
       const { printQueue } = await import('./queue-listing.js');
+      const { openStore } = await import('../spool/store.js');
       await printQueue(
         cfg,
         openStore(cfg.spool),
@@ -114,10 +113,12 @@ async function run(req: SendmailRequest, cfg: Config, who: Personality): Promise
       );
       return EX.OK;
     }
+    // the queue tools, the store and its locks are loaded for these modes only: a submission never
+    // reads the queue
     case 'remove':
-      return removeIds(cfg, req.ids, 'mailrm');
+      return (await import('./queue-ops.js')).removeIds(cfg, req.ids, 'mailrm');
     case 'run':
-      return runFlush(cfg, req.connection);
+      return (await import('./queue-ops.js')).runFlush(cfg, req.connection);
     case 'newaliases': {
       // ferrymail reads the aliases file itself when it changes: there is no database to rebuild, but what
       // newaliases is run for is a check of the file
