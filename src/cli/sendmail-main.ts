@@ -87,11 +87,17 @@ async function submit(
   const env = await submitLocal(cfg, spool, req.submit, blockingInput());
   if (req.submit.deliveryMode !== 'queue' && !(await kickDaemon(spool.layout.control, env.id))) {
     // queued, but nothing will send it: say so (still exit 0, the message is safe)
-    // written directly: process.stderr would load node:net for a pipe to say one line
-    fs.writeSync(
-      2,
-      `${who === 'qmail-inject' ? 'qmail-inject: warning' : 'sendmail'}: queued as ${env.id}, but no ferrymail daemon serves ${cfg.spool}: it waits until one runs there, or 'ferrymail flush' (see docs/sendmail.md)\n`,
-    );
+    // written directly: process.stderr would load node:net for a pipe to say one line. A reader of
+    // standard error that went away (EPIPE) changes nothing: the message is queued, and a failure's exit
+    // code would have the caller send it again
+    try {
+      fs.writeSync(
+        2,
+        `${who === 'qmail-inject' ? 'qmail-inject: warning' : 'sendmail'}: queued as ${env.id}, but no ferrymail daemon serves ${cfg.spool}: it waits until one runs there, or 'ferrymail flush' (see docs/sendmail.md)\n`,
+      );
+    } catch {
+      // nowhere left to say it
+    }
   }
   return EX.OK;
 }

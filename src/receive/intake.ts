@@ -80,7 +80,9 @@ function feedStream(source: Readable, steps: Step[], writer: MessageWriter): Pro
         return cb(err as Error);
       }
       if (done) {
-        // the message ended inside the input: the rest is not read
+        // the message ended inside the input: the rest is not read (nor drained: a writer that keeps its
+        // end open would keep this process waiting), and a close of the source no longer matters
+        source.removeListener('close', gone);
         source.unpipe(sink);
         resolved = true;
         busy ? busy.then(() => finish(), fail) : finish();

@@ -3,7 +3,7 @@
 // build, or a cache V8 cannot use, is compiled from source and the command works as before. A lone
 // submission makes its syncs directly (spool/writer.ts): it starts no thread-pool thread.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -185,4 +185,21 @@ test('sendmail ends at a lone dot while the writer keeps the pipe open, and read
   }
   const bodies = (await queueJson(cfg)).map((m) => messageData(cfg, m.id as string).split('\r\n\r\n')[1]);
   assert.deepEqual(bodies.sort(), ['first\r\nsecond\r\n', 'first\r\nsecond\r\nthird\r\n']);
+});
+
+test('a reader of standard error that went away does not turn a queued message into a failure', async () => {
+  const cfg = await makeConfig();
+  // no daemon runs, so sendmail says so on standard error: a pipe whose reader is closed (EPIPE)
+  const code = await new Promise<number | null>((resolve, reject) => {
+    const child = spawn(process.execPath, [SENDMAIL, '-i', 'bob@example.org'], {
+      env: { ...process.env, FERRYMAIL_CONFIG_DIR: cfg.configDir },
+      stdio: ['pipe', 'ignore', 'pipe'],
+    });
+    child.stderr!.destroy();
+    child.on('error', reject);
+    child.on('close', resolve);
+    child.stdin!.end('Subject: nobody listens\n\nbody\n');
+  });
+  assert.equal(code, 0);
+  assert.equal((await queueJson(cfg)).length, 1);
 });
