@@ -17,7 +17,7 @@ import { FerryError, isFerryError, qmailExitCodeFor } from '../errors.js';
 import type { QmailRules } from '../receive/qmail-rules.js';
 import { newId } from '../spool/id.js';
 import { layoutOf } from '../spool/layout.js';
-import { appendSink, finished, type MessageWriter, type SpoolWriter } from '../spool/writer.js';
+import { LazySink, type MessageWriter, type SpoolWriter } from '../spool/writer.js';
 import { usageError, type SendmailRequest, type Submission } from './sendmail-args.js';
 
 /** What the environment and the clock give the parser. */
@@ -174,9 +174,9 @@ export function printWriter(root: string, out: Writable): SpoolWriter {
         }
         return undefined;
       };
-      let sink: Writable | undefined;
+      const sink = new LazySink(append);
       const commit = async (partial: Omit<Envelope, 'id' | 'size'>): Promise<Envelope> => {
-        if (sink) await finished(sink);
+        await sink.written();
         const text = `Return-Path: <${partial.sender}>\r\n${Buffer.concat(chunks).toString('latin1')}`;
         const lf = Buffer.from(text.replace(/\r\n/g, '\n'), 'latin1');
         await new Promise<void>((res, rej) => out.write(lf, (err) => (err ? rej(err) : res())));
@@ -186,12 +186,11 @@ export function printWriter(root: string, out: Writable): SpoolWriter {
         id,
         append,
         get stream() {
-          sink ??= appendSink(append);
-          return sink;
+          return sink.stream;
         },
         bytesWritten: () => bytes,
         commit,
-        abort: async () => void sink?.destroy(),
+        abort: async () => sink.destroy(),
       };
     },
   };

@@ -20,11 +20,10 @@ import { randomBytes } from '../random.js';
 import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import type { Writable } from 'node:stream';
 import type { Envelope } from '../domain/envelope.js';
 import { spoolError } from '../errors.js';
 import { DROP, layoutOf, readAt, type Layout } from './layout.js';
-import { appendSink, finished, writeAll, type MessageWriter, type SpoolWriter } from './writer.js';
+import { LazySink, writeAll, type MessageWriter, type SpoolWriter } from './writer.js';
 
 /** The largest trailer read (a thousand recipients with DSN parameters fit many times over). */
 export const MAX_TRAILER = 1024 * 1024;
@@ -78,14 +77,7 @@ async function beginDrop(layout: Layout, opts: DropOptions): Promise<MessageWrit
   let bytes = 0;
   let open = true;
   const append = (bufs: Buffer[]): Promise<void> => writeAll(fh, bufs).then((n) => void (bytes += n));
-  let sink: Writable | undefined;
-  const stream = (): Writable => {
-    if (!sink) {
-      sink = appendSink(append);
-      sink.on('error', () => undefined); // reported through commit()
-    }
-    return sink;
-  };
+  const sink = new LazySink(append);
   const close = async (): Promise<void> => {
     if (open) {
       open = false;
@@ -93,13 +85,13 @@ async function beginDrop(layout: Layout, opts: DropOptions): Promise<MessageWrit
     }
   };
   const abort = async (): Promise<void> => {
-    sink?.destroy();
+    sink.destroy();
     await close();
     await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
   };
   const commit = async (partial: Omit<Envelope, 'id' | 'size'>): Promise<Envelope> => {
     try {
-      if (sink) await finished(sink);
+      await sink.written();
       const defaultSender = typeof opts.defaultSender === 'function' ? opts.defaultSender() : opts.defaultSender;
       await writeAll(fh, [Buffer.from([0]), Buffer.from(`${JSON.stringify(requestOf(partial, defaultSender))}\n`)]);
       await fh.sync();
@@ -116,7 +108,7 @@ async function beginDrop(layout: Layout, opts: DropOptions): Promise<MessageWrit
     id: rand,
     append,
     get stream() {
-      return stream();
+      return sink.stream;
     },
     bytesWritten: () => bytes,
     commit,

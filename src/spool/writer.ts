@@ -195,8 +195,32 @@ function appendTo(file: DataFile, counter: Counter, bufs: Buffer[], direct: bool
   return busy;
 }
 
-/** A Writable over a message writer's append() (its `stream`, made when first asked for). */
-export function appendSink(append: (bufs: Buffer[]) => Promise<void> | undefined): Writable {
+/** A message writer's `stream`: a Writable over its append(), made when first asked for (node:stream is
+ * loaded then). Its errors are reported by the commit, which waits for it. */
+export class LazySink {
+  private sink: Writable | undefined;
+  constructor(private readonly append: (bufs: Buffer[]) => Promise<void> | undefined) {}
+
+  get stream(): Writable {
+    if (!this.sink) {
+      this.sink = appendSink(this.append);
+      this.sink.on('error', () => undefined);
+    }
+    return this.sink;
+  }
+
+  /** Waits until what was streamed is written (ending the stream first); at once when none was made. */
+  async written(): Promise<void> {
+    if (this.sink) await finished(this.sink);
+  }
+
+  destroy(): void {
+    this.sink?.destroy();
+  }
+}
+
+/** A Writable over append(). */
+function appendSink(append: (bufs: Buffer[]) => Promise<void> | undefined): Writable {
   const { Writable: Sink } = streamModule();
   return new Sink({
     highWaterMark: 256 * 1024,
@@ -226,7 +250,7 @@ function fsyncFd(fd: number): Promise<void> {
 }
 
 /** Waits until a writable has flushed everything (ending it first), or rejects with its error. */
-export function finished(w: Writable): Promise<void> {
+function finished(w: Writable): Promise<void> {
   return new Promise((resolve, reject) => {
     if (w.writableFinished) return resolve();
     if (w.errored) return reject(w.errored);
@@ -328,17 +352,10 @@ async function beginMessage(layout: Layout, syncs: Syncs, direct: boolean, mover
   const data: DataFile = { fd: dataFd, busy: null };
   const counter: Counter = mover ? { n: 0, crc: 0 } : { n: 0 };
   const append = (bufs: Buffer[]): Promise<void> | undefined => appendTo(data, counter, bufs, direct);
-  let sink: Writable | undefined;
-  const stream = (): Writable => {
-    if (!sink) {
-      sink = appendSink(append);
-      sink.on('error', () => undefined); // reported through commit()
-    }
-    return sink;
-  };
+  const sink = new LazySink(append);
   /** Waits until every byte appended or streamed is written; throws a write's error. */
   const written = async (): Promise<void> => {
-    if (sink) await finished(sink);
+    await sink.written();
     await data.busy;
     if (data.failed) throw data.failed;
   };
@@ -369,7 +386,7 @@ async function beginMessage(layout: Layout, syncs: Syncs, direct: boolean, mover
     }
   };
   const drop = async (): Promise<void> => {
-    sink?.destroy();
+    sink.destroy();
     await closeFiles();
     // the data first: a crash between the two leaves the claim, and recovery removes what it claims
     for (const f of [dataPath, `${claim.slice(0, -4)}.new`, claim]) {
@@ -551,7 +568,7 @@ async function beginMessage(layout: Layout, syncs: Syncs, direct: boolean, mover
     id,
     append,
     get stream() {
-      return stream();
+      return sink.stream;
     },
     bytesWritten: () => counter.n,
     read,
