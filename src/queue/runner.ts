@@ -317,6 +317,9 @@ async function runMessage(
     // hot path) it is written as before, without taking a copy to compare
     written: candidates(deps.routes, state).length ? undefined : JSON.stringify(env),
   };
+  // an envelope a killed daemon left behind the data (docs/spool.md) goes when the message is next
+  // taken with a route to try, as its envelope is written anyway: an older version would send it along
+  if (run.written === undefined) await deps.store.cutBehind(env).catch(() => false);
   dropRepeated(env);
   const pending = env.recipients.filter((r) => isDue(r, at()));
   if (expired(deps.retry, env.arrival, now())) {

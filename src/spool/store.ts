@@ -18,6 +18,7 @@ import { lock, type Lock } from './lock.js';
 import { beginListing, type Brief, briefOf, countStamps, keptBriefs, savedCounts, saveCounts } from './queue-index.js';
 import { recoverSpool } from './recovery.js';
 import { openSpoolFile } from './safety.js';
+import { cutTrailer } from './trailer.js';
 import { type RawEnvelope, readRaw, readSlices, startReaderThread, stampOfFile } from './envelope-file.js';
 
 /** Where a message's envelope currently is. */
@@ -60,6 +61,10 @@ export interface Store {
   recover(listCorrupt?: boolean, orphans?: boolean): Promise<RecoveryReport>;
   /** The message's header section (through its blank line), read no further than its size. */
   readHead(env: Pick<Envelope, 'id' | 'size'>, max?: number): Promise<string>;
+  /** Cuts the envelope that a daemon killed between its mover's rename into queue/ and the cut left
+   * behind a queued message's data (writer.ts, deferred), once queue/ is synced; true when it cut. For a
+   * caller holding the message's lock. Readers stop at the size anyway; an older version would not. */
+  cutBehind(env: Pick<Envelope, 'id' | 'size'>): Promise<boolean>;
 }
 
 /** What start-up recovery found and did. */
@@ -103,8 +108,24 @@ export function openStore(root: string): Store {
       return report;
     },
     readHead: (env, max = 262_144) => readHead(layout, env.id, Math.min(max, env.size)),
+    cutBehind: (env) => cutBehind(layout, env),
   };
   return s;
+}
+
+/** Store.cutBehind(): a look at the data's size, and only for a file longer than its message the sync
+ * of queue/ (the envelope there must be durable before the copy behind the data goes) and the cut. */
+async function cutBehind(layout: SyncedLayout, env: Pick<Envelope, 'id' | 'size'>): Promise<boolean> {
+  const file = layout.data(env.id);
+  const st = fs.statSync(file, { throwIfNoEntry: false });
+  if (!st || st.size <= env.size) return false;
+  await layout.sync('queue');
+  const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  try {
+    return fs.fstatSync(fd).isFile() && cutTrailer(fd, env.size);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** A layout whose directory fsyncs are shared between concurrent callers (removals and updates of many

@@ -14,6 +14,8 @@ import { runQueue, RunSignal, type RunnerDeps } from '../../src/queue/runner.js'
 import type { Route } from '../../src/route/types.js';
 import { openStore } from '../../src/spool/store.js';
 import { openSpoolWriter } from '../../src/spool/writer.js';
+import { encodeEnvelope } from '../../src/spool/envelope-codec.js';
+import { crc32, trailerFor } from '../../src/spool/trailer.js';
 import { tempDir } from '../helpers.js';
 
 /** A route serving "home". */
@@ -108,6 +110,22 @@ test('delivered by the first route: the message leaves the queue, the envelope s
   assert.equal(rep.delivered, 2);
   assert.deepEqual(calls, [{ route: 'r1', sender: 'me@isp.example', to: ['a@x.org', 'b@x.org'] }]);
   assert.equal(await envelope(root, id), null);
+});
+
+test('a run with a route to try cuts an envelope a killed daemon left behind the data; an offline run does not', async () => {
+  const { root, id } = await spoolWith(['a@x.org']);
+  const data = path.join(root, 'msg', id);
+  const message = fs.readFileSync(data);
+  const env = (await envelope(root, id))!;
+  // as a daemon killed between its mover's rename into queue/ and its cut leaves it
+  const encoded = Buffer.from(encodeEnvelope(env));
+  fs.appendFileSync(data, trailerFor(message.length, encoded, crc32(message)));
+  assert.ok(fs.statSync(data).size > message.length);
+  await runQueue(deps(root, [route('r1')], () => 'tempfail', { online: false }).d);
+  assert.ok(fs.statSync(data).size > message.length, 'an offline run writes nothing');
+  await runQueue(deps(root, [route('r1')], () => 'tempfail').d);
+  assert.deepEqual(fs.readFileSync(data), message);
+  assert.equal((await envelope(root, id))!.recipients[0]!.state, 'deferred');
 });
 
 test('a temporary failure falls through to the next route, but not past last_route', async () => {
