@@ -2,9 +2,10 @@
  * Commits new messages into the spool: the only way a message enters it.
  *
  * begin() creates, exclusively, the message's claim tmp/ID.PID.env and its data file msg/ID; the caller
- * appends the message with writer.append() (or streams it into writer.stream). commit() writes the envelope into the claim, then in one sync
- * phase fsyncs the data, the envelope and msg/ together, renames the envelope into queue/ (that rename
- * is the commit) and fsyncs queue/: two sync phases, and directory fsyncs shared with concurrent
+ * appends the message with writer.append() (or streams it into writer.stream). commit() writes the
+ * envelope into the claim, then in one sync phase fsyncs the data, the envelope and msg/ together,
+ * renames the envelope into queue/ (that rename is the commit) and fsyncs queue/: two sync phases, and
+ * directory fsyncs shared with concurrent
  * commits (or, for the sendmail command's writer, the same fsyncs made one by one on the calling
  * thread). Only when commit() resolves may anyone be told "accepted". abort() removes the files (never
  * after a commit). Recovery (recovery.ts) removes the data of a claim whose writer died.
