@@ -6,8 +6,9 @@
  * envelope into the claim, then in one sync phase fsyncs the data, the envelope and msg/ together,
  * renames the envelope into queue/ (that rename is the commit) and fsyncs queue/: two sync phases, and
  * directory fsyncs shared with concurrent commits (or, for the sendmail command's writer, the same fsyncs
- * made one by one on the calling thread). Only when commit() resolves may anyone be told "accepted". abort() removes the files (never
- * after a commit). Recovery (recovery.ts) removes the data of a claim whose writer died.
+ * made one by one on the calling thread). Only when commit() resolves may anyone be told "accepted".
+ * abort() removes the files (never after a commit). Recovery (recovery.ts) removes the data of a claim
+ * whose writer died.
  * A deferred writer (the daemon's SMTP and LMTP doors) commits into queue/ with one sync phase instead:
  * the envelope goes into the data file behind the message with a checksum (trailer.ts), the data file
  * and msg/ are fsynced, and commit() resolves; a mover then takes the answered messages into queue/ in
