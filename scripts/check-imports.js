@@ -5,7 +5,7 @@ import path from 'node:path';
 
 /** Folder (or top-level file) → folders it may import from (itself always allowed). */
 export const RULES = {
-  domain: [],
+  domain: ['lazy-node.ts'],
   'errors.ts': ['domain'],
   'version.ts': [],
   'trust.ts': [],

@@ -1,8 +1,8 @@
 /**
- * node:tls, node:crypto, node:stream and node:net, each loaded at its first use instead of at start. Loading the
- * first two costs a resident daemon some 0.85 and 0.65 MB of memory, which a relay that offers no TLS,
- * takes no AUTH and has not yet signed or delivered anything does not need; the sendmail command needs
- * them only to run the queue (`-q`), and node:stream not at all for a submission.
+ * node:tls, node:crypto, node:stream and node:net, each loaded at its first use instead of at start.
+ * Loading the first two costs a resident daemon some 0.85 and 0.65 MB of memory, which a relay that
+ * offers no TLS, takes no AUTH and has not yet signed or delivered anything does not need; the sendmail
+ * command needs them only to run the queue (`-q`), and the last two not at all for a submission.
  *
  * Trusts Node's module loader; a module that cannot load throws at its first use, as the import would
  * have at start.

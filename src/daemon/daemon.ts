@@ -30,7 +30,7 @@ import { openStore, queueCounts, type Store } from '../spool/store.js';
 import { openSpoolWriter, type SpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
 import { inFlight } from '../queue/deliver.js';
-import { flushQueue } from '../queue/flush.js';
+import { flushQueue, logRecovered } from '../queue/flush.js';
 import { closeDialogue, closeLocalAgents, deliverInDialogue } from '../queue/local-route.js';
 import { healthOf } from '../queue/health.js';
 import { onlineView } from '../online/state.js';
@@ -295,14 +295,7 @@ function minorGc(): () => void {
 /** Recovers the spool after a crash and reports what it found. Envelopes are not read here: the queue
  * runs read them, and report the corrupt ones they find. */
 async function recover(store: Store, log: Logger): Promise<void> {
-  const r = await store.recover(false);
-  if (r.tmpRemoved || r.orphansRemoved || r.rolledForward) {
-    log.log('info', 'spool recovered', {
-      tmp_removed: r.tmpRemoved,
-      orphans_removed: r.orphansRemoved,
-      rolled_forward: r.rolledForward || undefined,
-    });
-  }
+  logRecovered(log, await store.recover(false));
   const { queued, held } = await queueCounts(store.layout);
   if (queued + held) log.log('info', 'queue', { waiting: queued, held });
 }

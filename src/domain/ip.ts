@@ -5,30 +5,24 @@
  *
  * Pure; a malformed address or range is simply "not inside". Never throws.
  */
-import { createRequire } from 'node:module';
-import type * as Net from 'node:net';
+import { netModule } from '../lazy-node.js';
 
-let loaded: typeof Net | undefined;
-/** node:net, loaded at the first address looked at: it loads node:stream, which the sendmail command's
- * submission does without. */
-function net(): typeof Net {
-  loaded ??= createRequire(import.meta.url)('node:net') as typeof Net;
-  return loaded;
-}
+// node:net is loaded at the first address looked at: it loads node:stream, which the sendmail command's
+// submission does without
 
 /** node:net's isIPv4(). */
 export function isIPv4(s: string): boolean {
-  return net().isIPv4(s);
+  return netModule().isIPv4(s);
 }
 
 /** node:net's isIPv6(). */
 export function isIPv6(s: string): boolean {
-  return net().isIPv6(s);
+  return netModule().isIPv6(s);
 }
 
 /** node:net's isIP(): 4, 6, or 0 for anything else. */
 export function isIP(s: string): number {
-  return net().isIP(s);
+  return netModule().isIP(s);
 }
 
 /** An address as a number and its family (IPv4-mapped IPv6 counts as IPv4). */

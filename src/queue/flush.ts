@@ -15,7 +15,7 @@ import type { Logger } from '../log/logger.js';
 import { onlineView } from '../online/state.js';
 import { candidates } from '../route/select.js';
 import { tryLockHolder } from '../spool/lock.js';
-import { openStore } from '../spool/store.js';
+import { openStore, type RecoveryReport } from '../spool/store.js';
 import { openSpoolWriter } from '../spool/writer.js';
 import { openJournal } from '../spool/inflight.js';
 import { ensureReserve, freeBytes } from '../spool/space.js';
@@ -82,6 +82,16 @@ export interface FlushOptions {
   observe?: Observe;
 }
 
+/** The log line of a recovery that found something (the daemon's at start, and each queue run's). */
+export function logRecovered(log: Logger, r: RecoveryReport): void {
+  if (r.tmpRemoved || r.orphansRemoved || r.rolledForward)
+    log.log('info', 'spool recovered', {
+      tmp_removed: r.tmpRemoved,
+      orphans_removed: r.orphansRemoved,
+      rolled_forward: r.rolledForward || undefined,
+    });
+}
+
 /**
  * Runs the queue once under the runner lock; a manual flush (force) tries deferred mail now; `route`
  * limits the run to that route. `online` gives the state when no connection is forced (the daemon passes
@@ -110,12 +120,7 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
     const orphans = Date.now() - last >= ORPHAN_SCAN_MS;
     if (orphans) orphanScans.set(cfg.spool, Date.now());
     const recovered = await store.recover(false, orphans);
-    if (recovered.tmpRemoved || recovered.orphansRemoved || recovered.rolledForward)
-      log.log('info', 'spool recovered', {
-        tmp_removed: recovered.tmpRemoved,
-        orphans_removed: recovered.orphansRemoved,
-        rolled_forward: recovered.rolledForward || undefined,
-      });
+    logRecovered(log, recovered);
     // outcomes a full disk kept in memory, then deliveries a killed run left in flight (recover.ts)
     await writePending(store, log);
     const local = localDelivery(cfg, log);

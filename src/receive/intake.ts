@@ -39,20 +39,24 @@ export interface BlockingSource {
   readSync(): Buffer | null;
 }
 
-/** Feeds a blocking source through the steps into the writer, until its end or a step's. */
+/** One chunk (null: the end of the input) through the steps. `last` once the message has ended: at
+ * the input's end, or at a lone dot inside it (a step is done), after which the steps are ended too and
+ * nothing more is read, even while the sender keeps its end of the pipe open. */
+function passChunk(steps: Step[], chunk: Buffer | null): { out: Buffer[]; last: boolean } {
+  const out = runSteps(steps, chunk);
+  if (!chunk) return { out, last: true };
+  if (!steps.some((st) => st.done)) return { out, last: false };
+  out.push(...runSteps(steps, null));
+  return { out, last: true };
+}
+
+/** Feeds a blocking source through the steps into the writer, until the message's end. */
 async function feedBlocking(source: BlockingSource, steps: Step[], writer: MessageWriter): Promise<void> {
   for (;;) {
-    let chunk = source.readSync();
-    // a lone dot ends the message even while the sender keeps its end of the pipe open: nothing more
-    // is read, and the steps are ended
-    const out = runSteps(steps, chunk);
-    if (chunk && steps.some((st) => st.done)) {
-      out.push(...runSteps(steps, null));
-      chunk = null;
-    }
+    const { out, last } = passChunk(steps, source.readSync());
     const busy = writer.append(out);
     if (busy) await busy;
-    if (!chunk) return;
+    if (last) return;
   }
 }
 
@@ -70,11 +74,8 @@ function feedStream(source: Readable, steps: Step[], writer: MessageWriter): Pro
       let busy: Promise<void> | undefined;
       let done = false;
       try {
-        const out = runSteps(steps, chunk);
-        if (chunk && steps.some((st) => st.done)) {
-          out.push(...runSteps(steps, null));
-          done = true;
-        }
+        const { out, last } = passChunk(steps, chunk);
+        done = chunk !== null && last;
         busy = writer.append(out);
       } catch (err) {
         return cb(err as Error);

@@ -69,13 +69,18 @@ export function parseTrailer(tail: Buffer): { size: number; len: number; crc: nu
   return { size: Number.parseInt(m[1]!, 16), len: Number.parseInt(m[2]!, 16), crc: Number.parseInt(m[3]!, 16) };
 }
 
+/** The trailer at the end of an open data file, when it has one whose lengths add up to the file's. */
+function trailerIn(fd: number): { size: number; len: number; crc: number } | null {
+  const length = fs.fstatSync(fd).size;
+  if (length < TRAILER_BYTES) return null;
+  const t = parseTrailer(readAt(fd, TRAILER_BYTES, length - TRAILER_BYTES));
+  return t && t.size + t.len + TRAILER_BYTES === length ? t : null;
+}
+
 /** Cuts a data file back to its message of `size` bytes when what follows is an envelope and a trailer
  * naming that size, and nothing else; true when it cut. Anything else behind the message stays. */
 export function cutTrailer(fd: number, size: number): boolean {
-  const length = fs.fstatSync(fd).size;
-  if (length < size + TRAILER_BYTES) return false;
-  const t = parseTrailer(readAt(fd, TRAILER_BYTES, length - TRAILER_BYTES));
-  if (!t || t.size !== size || t.size + t.len + TRAILER_BYTES !== length) return false;
+  if (trailerIn(fd)?.size !== size) return false;
   fs.ftruncateSync(fd, size);
   return true;
 }
@@ -83,10 +88,8 @@ export function cutTrailer(fd: number, size: number): boolean {
 /** The envelope a data file carries behind its message, when the file is whole and names `id`; null
  * for a file without a trailer or one that does not check out. */
 export function envelopeBehind(fd: number, id: string): Envelope | null {
-  const length = fs.fstatSync(fd).size;
-  if (length < TRAILER_BYTES) return null;
-  const t = parseTrailer(readAt(fd, TRAILER_BYTES, length - TRAILER_BYTES));
-  if (!t || t.size + t.len + TRAILER_BYTES !== length) return null;
+  const t = trailerIn(fd);
+  if (!t) return null;
   const { size } = t;
   const text = readAt(fd, t.len, size);
   if (crc32(text, crcOfFile(fd, size)) !== t.crc) return null;

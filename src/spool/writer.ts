@@ -595,10 +595,11 @@ const RETRY_MS = 1000;
 /**
  * Takes the messages a deferred writer answered into queue/, in batches: the claims (each holding its
  * envelope, written before the answer) fsynced together, renamed into queue/, queue/ fsynced once, and
- * only then each data file cut back to its message (the envelope behind it is no longer needed). A batch starts `waitMs`
- * after its first message, so that one client's next message does not find the journal busy with the
- * previous one's syncs. A step that fails leaves its messages durable where they are (the data file
- * still carries its envelope) and tries them again; a crash leaves them to recovery's roll-forward.
+ * only then each data file cut back to its message (the envelope behind it is no longer needed). A batch
+ * starts `waitMs` after its first message, so that one client's next message does not find the journal
+ * busy with the previous one's syncs. A step that fails leaves its messages durable where they are (the
+ * data file still carries its envelope) and tries them again; a crash leaves them to recovery's
+ * roll-forward.
  */
 class Mover {
   private pending: Moving[] = [];
@@ -612,7 +613,12 @@ class Mover {
 
   add(m: Moving): void {
     this.pending.push(m);
-    this.timer ??= setTimeout(() => void this.kick(), this.opts.waitMs ?? 10);
+    this.later(this.opts.waitMs ?? 10);
+  }
+
+  /** Starts the next batch after ms, unless one is set to start already. */
+  private later(ms: number): void {
+    this.timer ??= setTimeout(() => void this.kick(), ms);
   }
 
   /** Moves every message committed before the call, now; resolves when none is left waiting (a batch
@@ -633,7 +639,7 @@ class Mover {
     if (!batch.length) return Promise.resolve();
     this.running = this.move(batch).finally(() => {
       this.running = null;
-      if (this.pending.length) this.timer ??= setTimeout(() => void this.kick(), this.opts.waitMs ?? 10);
+      if (this.pending.length) this.later(this.opts.waitMs ?? 10);
     });
     return this.running;
   }
@@ -668,7 +674,7 @@ class Mover {
     }
     if (again.length) {
       this.pending.unshift(...again);
-      this.timer ??= setTimeout(() => void this.kick(), RETRY_MS);
+      this.later(RETRY_MS);
     }
     if (moved.length) this.opts.onPlaced?.(moved.map((m) => m.env));
   }
