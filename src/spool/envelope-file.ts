@@ -1,13 +1,16 @@
 /**
- * Reads envelope files: one descriptor per file for the content and its stamp (inode, size, times), and
- * a reader of many files that lets a worker thread make the system calls ahead of the caller.
+ * Reads envelope files: one descriptor per file for the content and its stamp (inode, size, times), or
+ * for a listing the content alone, and a reader of many files that lets a worker thread make the system
+ * calls ahead of the caller.
  *
- * A listing of a long queue is bound by the calls per envelope (open, fstat, read, close): about 20 µs
- * each on a small machine, two thirds of `queue list`'s time at 100,000 messages. Made by a worker while
- * the main thread decodes and prints the slice before, they cost the listing little wall time.
+ * A listing of a long queue is bound by the calls per envelope (open, read, close; a stamp costs an
+ * fstat more): two thirds of `queue list`'s time at 100,000 messages. Made by a worker while the main
+ * thread decodes and prints the slice before (and reads every fourth slice itself), they cost the
+ * listing little wall time.
  *
- * Trusts nothing it reads (the caller decodes); never throws for a file: each result is the text and
- * stamp, or the error's code and message. A worker that cannot start or fails leaves the rest of the
+ * Trusts nothing it reads (the caller decodes); a listing's read trusts the folder it reads to be the
+ * spool owner's and closed (checkLayout()). Never throws for a file: each result is the text (and
+ * stamp), or the error's code and message. A worker that cannot start or fails leaves the rest of the
  * files to be read here, synchronously: the result is the same, only slower.
  */
 import fs from 'node:fs';
@@ -15,8 +18,13 @@ import type { Worker } from 'node:worker_threads';
 import { readAt } from './layout.js';
 import { openSpoolFileStat } from './safety.js';
 
-/** An envelope file's content and stamp, or why it could not be read. */
-export type RawEnvelope = { text: string; stamp: string } | { code: string; message: string };
+/** An envelope file's content and stamp (none when read for a listing: readListed()), or why it could
+ * not be read. */
+export type RawEnvelope = { text: string; stamp?: string } | { code: string; message: string };
+
+/** How a reader of many files reads each: with its stamp and owner checked (readStamped()), or as a
+ * listing does (readListed()). */
+export type ReadMode = 'stamped' | 'listed';
 
 /** The identity of a file's content as read: inode, size, change and modification times. */
 export function stampText(st: fs.BigIntStats): string {
@@ -43,10 +51,30 @@ export function readStamped(file: string): { text: string; stamp: string } {
   }
 }
 
-/** readStamped() that returns its error instead of throwing it. */
-export function readRaw(file: string): RawEnvelope {
+/**
+ * Reads a small spool file for a listing: open, read and close, without the fstat of readStamped() (a
+ * tenth of a long listing's reading). It has no stamp to give, and the file's owner is not looked at:
+ * the folder's is. The store reads only folders that checkLayout() found to be the spool owner's and
+ * closed to group and others, so every name in them was made by the owner or root; a symlink is still
+ * refused by the open (ELOOP), and a folder by the read (EISDIR). Throws the system's error.
+ */
+export function readListed(file: string): { text: string } {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
   try {
-    return readStamped(file);
+    const got = fs.readSync(fd, SHARED, 0, SHARED.length, 0);
+    // a short read of a regular file is its end; a file that fills the buffer (thousands of recipients)
+    // is read again by its size
+    if (got < SHARED.length) return { text: SHARED.toString('utf8', 0, got) };
+    return { text: readAt(fd, fs.fstatSync(fd).size, 0).toString('utf8') };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** readStamped() or readListed() that returns its error instead of throwing it. */
+export function readRaw(file: string, mode: ReadMode = 'stamped'): RawEnvelope {
+  try {
+    return mode === 'listed' ? readListed(file) : readStamped(file);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     return { code: e.code ?? 'EIO', message: e.message };
@@ -55,6 +83,10 @@ export function readRaw(file: string): RawEnvelope {
 
 /** Below this many files a worker's start (some 30 ms) costs more than it saves. */
 const WORKER_FROM = 2048;
+/** Every SHARE-th slice of a long list is read by the caller itself while the worker reads on: in a
+ * listing the worker's calls were the longer task and the main thread waited on it a third of the
+ * time (bench/README.md). */
+const SHARE = 4;
 /** Slices asked of the worker before the caller takes the first: what a listing holds beyond its own. */
 const AHEAD = 2;
 
@@ -92,6 +124,7 @@ export async function* readSlices(
   fileOf: (i: number) => string,
   size: number,
   early?: Promise<ReaderThread | undefined>,
+  mode: ReadMode = 'stamped',
 ): AsyncGenerator<[number, RawEnvelope[]]> {
   const files = (from: number): string[] => {
     const slice: string[] = [];
@@ -101,15 +134,22 @@ export async function* readSlices(
   let at = 0;
   if (count < WORKER_FROM) void early?.then((t) => t?.worker.terminate());
   const thread = count >= WORKER_FROM ? ((await early) ?? (await startReaderThread())) : undefined;
-  const ahead = thread && startReader(thread, count, files, size);
+  const mine = (from: number): boolean => (from / size) % SHARE === SHARE - 1;
+  const read = (from: number): RawEnvelope[] => files(from).map((f) => readRaw(f, mode));
+  const ahead = thread && startReader(thread, count, files, size, mode, mine);
   try {
     while (ahead && at < count) {
+      if (mine(at)) {
+        yield [at, read(at)];
+        at += size;
+        continue;
+      }
       const got = await ahead.next();
       if (!got) break; // the worker failed: the rest is read here
       yield [at, got];
       at += got.length;
     }
-    for (; at < count; at += size) yield [at, files(at).map(readRaw)];
+    for (; at < count; at += size) yield [at, read(at)];
   } finally {
     ahead?.stop();
   }
@@ -124,6 +164,8 @@ function startReader(
   count: number,
   files: (from: number) => string[],
   size: number,
+  mode: ReadMode,
+  mine: (from: number) => boolean,
 ): { next(): Promise<RawEnvelope[] | null>; stop(): void } {
   // each answer must be the slice asked first, whole: anything else stops the worker and the rest is
   // read here (an answer given to the wrong files would decode one envelope under another's id)
@@ -155,8 +197,9 @@ function startReader(
       const from = sent;
       asked.push(new Promise((answer) => answers.push({ from, length: slice.length, answer })));
       // one string, not an array of them: cloning 512 strings was a twentieth of the listing's main thread
-      worker.postMessage({ from, files: slice.join('\0') });
+      worker.postMessage({ from, files: slice.join('\0'), mode });
       sent += size;
+      if (mine(sent)) sent += size;
     }
   };
   return {

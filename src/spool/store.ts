@@ -42,7 +42,8 @@ export interface Store {
   list(): Promise<Slice>;
   /** The queued messages a queue run wants (queuedEntries). */
   queued(select: (b: Brief) => boolean): Promise<Slice>;
-  /** The same as list(), a slice at a time (listings of a long queue). */
+  /** The same as list(), a slice at a time (listings of a long queue). Read without stamps: fresh()
+   * reads its entries again. */
   scan(size?: number): AsyncGenerator<Slice>;
   get(id: string): Promise<Entry>;
   /** The entry as it is now: the listed one when its envelope file is unchanged since, else re-read. */
@@ -88,10 +89,12 @@ export function openStore(root: string): Store {
     scan: (size) => scanAll(layout, size, undefined, true),
     queued: (select) => queuedEntries(layout, select),
     get: (id) => getEntry(layout, id),
-    fresh: (entry) =>
-      stampOfFile(layout.envelope(entry.place, entry.envelope.id)) === stamps.get(entry.envelope)
+    fresh: (entry) => {
+      const stamp = stamps.get(entry.envelope);
+      return stamp !== undefined && stampOfFile(layout.envelope(entry.place, entry.envelope.id)) === stamp
         ? Promise.resolve(entry)
-        : getEntry(layout, entry.envelope.id),
+        : getEntry(layout, entry.envelope.id);
+    },
     remove: (id) => withLock(s, id, () => removeEntry(layout, id)),
     removeLocked: (id, place = 'queue') => (checkId(id), unlinkEntry(layout, id, place)),
     hold: (id) => withLock(s, id, () => moveEntry(layout, id, 'queue', 'hold')),
@@ -178,14 +181,14 @@ async function decodeRead(
 ): Promise<Envelope | CorruptReport | null> {
   if ('code' in raw) {
     if (raw.code === 'ENOENT') return null;
-    // a symlink, or a file that is not the spool owner's regular file: never read, moved aside
-    if (raw.code === 'ELOOP' || raw.code === 'EPERM')
+    // a symlink, a folder, or a file that is not the spool owner's regular file: never read, moved aside
+    if (raw.code === 'ELOOP' || raw.code === 'EPERM' || raw.code === 'EISDIR')
       return moveCorrupt(layout, place, id, 'not a regular file of the spool owner');
     throw spoolError(Object.assign(new Error(raw.message), { code: raw.code }), `read envelope ${id}`);
   }
   try {
     const env = decodeEnvelope(raw.text, id);
-    stamps.set(env, raw.stamp);
+    if (raw.stamp) stamps.set(env, raw.stamp);
     if (!dataNames?.has(id) && !fs.existsSync(layout.data(id))) {
       // removed since we read it (removal unlinks the envelope, then the data)?
       if (!fs.existsSync(layout.envelope(place, id))) return null;
@@ -333,7 +336,9 @@ async function* scanAll(
   // the folders' paths joined once: a path.join() per name was a twentieth of a long listing's main thread
   const folder = { queue: `${layout.dir('queue')}/`, hold: `${layout.dir('hold')}/` };
   const fileOf = (i: number): string => folder[names.places[i]!] + names.ids[i]!;
-  for await (const [at, raws] of readSlices(count, fileOf, size, thread)) {
+  // a listing someone waits on reads without stamps (they serve fresh(), which a listing never asks)
+  const mode = waitsOnIt ? 'listed' : 'stamped';
+  for await (const [at, raws] of readSlices(count, fileOf, size, thread, mode)) {
     if (listing) data ??= new SortedNames(await listing);
     const slice: Slice = { entries: [], corrupt: [] };
     for (const [i, raw] of raws.entries()) {

@@ -11,7 +11,7 @@ import { type RawEnvelope, readSlices, startReaderThread } from '../../src/spool
 import { idTime, isId, newId } from '../../src/spool/id.js';
 import { lock, tryLock } from '../../src/spool/lock.js';
 import { forgetBriefs, keptBriefs } from '../../src/spool/queue-index.js';
-import { applyChange, openStore, queueCounts, queueNames } from '../../src/spool/store.js';
+import { applyChange, type Entry, openStore, queueCounts, queueNames } from '../../src/spool/store.js';
 import { DirSyncer, namesIn } from '../../src/spool/layout.js';
 import { freeBytes, spent } from '../../src/spool/space.js';
 import { openSpoolWriter } from '../../src/spool/writer.js';
@@ -275,6 +275,25 @@ test('a message written by the previous commit (tmp/ID.PID.msg linked into msg/)
   assert.equal(r.tmpRemoved, 2);
   assert.ok(!fs.existsSync(path.join(root, 'msg', cut)));
   assert.equal((await store.get(id)).envelope.size, 10);
+});
+
+test('fresh(): an entry a queue run read is kept while its file is unchanged; a listed one is read again', async () => {
+  const root = tempDir();
+  const env = await commit(root, 'a: b\r\n\r\nc\r\n');
+  const store = openStore(root);
+  const [run] = (await store.queued(() => true)).entries;
+  assert.ok(run);
+  assert.equal(await store.fresh(run), run, 'unchanged since the run read it: the same entry');
+  const listed: Entry[] = [];
+  for await (const slice of store.scan()) listed.push(...slice.entries);
+  assert.equal(listed.length, 1);
+  const again = await store.fresh(listed[0]!);
+  assert.notEqual(again, listed[0], 'a listing has no stamps: read again');
+  assert.deepEqual(again.envelope, listed[0]!.envelope);
+  const tried = run.envelope.recipients.map((r) => ({ ...r, attempts: 3 }));
+  await store.update({ ...run.envelope, recipients: tried }, 'queue');
+  assert.equal((await store.fresh(run)).envelope.recipients[0]!.attempts, 3, 'changed since: read again');
+  assert.equal(env.id, run.envelope.id);
 });
 
 test('queued(): briefs are used again while queue/ is unchanged, and read anew after any change', async () => {
@@ -623,6 +642,35 @@ test('the read-ahead gives each file its own result in order, and ends its worke
     if (++slices === 2) break;
   }
   assert.equal(slices, 2);
+});
+
+test('a listing read gives each text without a stamp, a long file whole, and a folder as an error', async () => {
+  const dir = tempDir();
+  const files: string[] = [];
+  for (let i = 0; i < 2500; i++) {
+    const f = path.join(dir, `f${i}`);
+    // one file longer than the reader's buffer, read again by its size
+    fs.writeFileSync(f, i === 1234 ? `long ${'x'.repeat(100_000)}` : `text ${i}`);
+    files.push(f);
+  }
+  fs.mkdirSync(path.join(dir, 'f7-folder'));
+  files[7] = path.join(dir, 'f7-folder');
+  for (const mode of ['listed', 'stamped'] as const) {
+    const seen: RawEnvelope[] = [];
+    for await (const [at, slice] of readSlices(files.length, (i) => files[i]!, 300, undefined, mode)) {
+      assert.equal(at, seen.length, 'the slices in order, the ones read by the caller among them');
+      seen.push(...slice);
+    }
+    assert.equal(seen.length, 2500);
+    for (const [i, r] of seen.entries()) {
+      if (i === 7) assert.equal('code' in r && r.code, mode === 'listed' ? 'EISDIR' : 'EPERM');
+      else {
+        assert.ok('text' in r, `file ${i} read`);
+        assert.equal(r.text, i === 1234 ? `long ${'x'.repeat(100_000)}` : `text ${i}`);
+        assert.equal(r.stamp === undefined, mode === 'listed', `a stamp only when stamped (file ${i})`);
+      }
+    }
+  }
 });
 
 test('a queue folder grown large by names that are not messages starts the reader early; a short listing ends it', async () => {
