@@ -66,10 +66,12 @@ export function ensureSpool(layout: Layout): void {
   if ((st.mode & 0o711) !== 0o711) fs.chmodSync(layout.root, (st.mode & 0o7777) | 0o711);
 }
 
-/** Checks an existing spool (safety.ts); a spool that does not exist yet passes. */
-export function checkLayout(layout: Layout): void {
-  if (!fs.existsSync(layout.root)) return;
+/** Checks an existing spool (safety.ts); a spool that does not exist yet passes. True when it checked
+ * one (it throws for one that fails), false when there was none to check. */
+export function checkLayout(layout: Layout): boolean {
+  if (!fs.existsSync(layout.root)) return false;
   checkSpool(layout.root, DIRS, [DROP]);
+  return true;
 }
 
 /** Directory entries libuv reads per call (some 800 per system call), and between two turns of the event loop. */

@@ -171,19 +171,28 @@ function readEnvelope(
   return decodeRead(layout, place, id, readRaw(layout.envelope(place, id)), dataNames);
 }
 
-/** readEnvelope() for an envelope file already read. */
+/** The errors of opening or reading something that is not a regular file of the spool owner: a
+ * symlink, a folder, a pipe, a socket or a device, or (checked by the stamped read) another's file. */
+const NOT_A_FILE = new Set(['ELOOP', 'EPERM', 'EISDIR', 'ESPIPE', 'ENXIO']);
+
+/** readEnvelope() for an envelope file already read. `listed`: read as a listing reads (readListed():
+ * no stamp, no look at the owner); what such a read cannot use is read again the usual way before
+ * anything is moved aside or reported, so that it is judged by the full check (a read cut short, an odd
+ * file). */
 async function decodeRead(
   layout: Layout,
   place: Place,
   id: string,
   raw: RawEnvelope,
   dataNames?: { has(id: string): boolean },
+  listed = false,
 ): Promise<Envelope | CorruptReport | null> {
+  const again = (): Promise<Envelope | CorruptReport | null> =>
+    decodeRead(layout, place, id, readRaw(layout.envelope(place, id)), dataNames);
   if ('code' in raw) {
     if (raw.code === 'ENOENT') return null;
-    // a symlink, a folder, or a file that is not the spool owner's regular file: never read, moved aside
-    if (raw.code === 'ELOOP' || raw.code === 'EPERM' || raw.code === 'EISDIR')
-      return moveCorrupt(layout, place, id, 'not a regular file of the spool owner');
+    if (listed) return again();
+    if (NOT_A_FILE.has(raw.code)) return moveCorrupt(layout, place, id, 'not a regular file of the spool owner');
     throw spoolError(Object.assign(new Error(raw.message), { code: raw.code }), `read envelope ${id}`);
   }
   try {
@@ -196,7 +205,7 @@ async function decodeRead(
     }
     return env;
   } catch (err) {
-    return moveCorrupt(layout, place, id, (err as Error).message);
+    return listed ? again() : moveCorrupt(layout, place, id, (err as Error).message);
   }
 }
 
@@ -315,6 +324,10 @@ async function* scanAll(
   places: readonly Place[] = ['queue', 'hold'],
   waitsOnIt = false,
 ): AsyncGenerator<Slice> {
+  // a listing someone waits on reads without stamps (they serve fresh(), which a listing never asks)
+  // and without a look at each file's owner, when the spool is there to be checked now, before its
+  // names are read: the folders of one that did not exist when the store was opened were never looked at
+  const mode = waitsOnIt && checkLayout(layout) ? 'listed' : 'stamped';
   // for a listing someone waits on (scan()), when the folder is this large, the reader thread starts
   // while the names are read. Not in the daemon's runs: ext4 never shrinks a folder, so a queue that was
   // long once would start a thread at every run, most of them for a short queue
@@ -336,15 +349,13 @@ async function* scanAll(
   // the folders' paths joined once: a path.join() per name was a twentieth of a long listing's main thread
   const folder = { queue: `${layout.dir('queue')}/`, hold: `${layout.dir('hold')}/` };
   const fileOf = (i: number): string => folder[names.places[i]!] + names.ids[i]!;
-  // a listing someone waits on reads without stamps (they serve fresh(), which a listing never asks)
-  const mode = waitsOnIt ? 'listed' : 'stamped';
   for await (const [at, raws] of readSlices(count, fileOf, size, thread, mode)) {
     if (listing) data ??= new SortedNames(await listing);
     const slice: Slice = { entries: [], corrupt: [] };
     for (const [i, raw] of raws.entries()) {
       const id = names.ids[at + i]!;
       const place = names.places[at + i]!;
-      const r = await decodeRead(layout, place, id, raw, data);
+      const r = await decodeRead(layout, place, id, raw, data, mode === 'listed');
       if (r === null) continue;
       if ('reason' in r) slice.corrupt.push(r);
       else slice.entries.push({ envelope: r, place });

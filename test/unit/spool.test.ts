@@ -1,6 +1,8 @@
 // The spool: ids, the envelope codec, durable commit, listing, hold/release/remove, locks, recovery.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -294,6 +296,55 @@ test('fresh(): an entry a queue run read is kept while its file is unchanged; a 
   await store.update({ ...run.envelope, recipients: tried }, 'queue');
   assert.equal((await store.fresh(run)).envelope.recipients[0]!.attempts, 3, 'changed since: read again');
   assert.equal(env.id, run.envelope.id);
+});
+
+test('a listing moves a pipe, a socket and an undecodable envelope aside, and lists the rest', async () => {
+  const root = tempDir();
+  const kept = await commit(root, 'a: b\r\n\r\nkept\r\n');
+  const odd = ['01M00000000000P1', '01M00000000000S1', '01M00000000000B1'];
+  execFileSync('mkfifo', ['-m', '600', path.join(root, 'hold', odd[0]!)]);
+  const server = net.createServer().listen(path.join(root, 'queue', odd[1]!));
+  await once(server, 'listening');
+  try {
+    fs.writeFileSync(path.join(root, 'queue', odd[2]!), '{"version":1,"cut sh', { mode: 0o600 });
+    for (const id of odd) fs.writeFileSync(path.join(root, 'msg', id), 'a: b\r\n\r\n', { mode: 0o600 });
+    const listed: string[] = [];
+    const corrupt: string[] = [];
+    for await (const slice of openStore(root).scan()) {
+      listed.push(...slice.entries.map((e) => e.envelope.id));
+      corrupt.push(...slice.corrupt.map((c) => c.id));
+    }
+    assert.deepEqual(listed, [kept.id]);
+    assert.deepEqual(corrupt.sort(), [...odd].sort());
+    for (const id of odd) assert.ok(fs.existsSync(path.join(root, 'corrupt', id)), `${id} moved aside`);
+  } finally {
+    server.close();
+  }
+});
+
+test('a listing checks a spool that was not there when the store was opened, before it reads its names', async () => {
+  const parent = tempDir();
+  const root = path.join(parent, 'spool');
+  const store = openStore(root);
+  // made after the store was opened: no folder of it was ever checked, so each envelope is
+  const made = tempDir();
+  const env = await commit(made, 'a: b\r\n\r\nc\r\n');
+  fs.renameSync(made, root);
+  fs.chmodSync(path.join(root, 'queue'), 0o777);
+  await assert.rejects(
+    async () => {
+      for await (const _ of store.scan());
+    },
+    /writable by group or others/,
+    'checked before its names are read',
+  );
+  fs.chmodSync(path.join(root, 'queue'), 0o700);
+  const listed: Entry[] = [];
+  for await (const slice of store.scan()) listed.push(...slice.entries);
+  assert.deepEqual(
+    listed.map((e) => e.envelope.id),
+    [env.id],
+  );
 });
 
 test('queued(): briefs are used again while queue/ is unchanged, and read anew after any change', async () => {
