@@ -40,9 +40,10 @@ export function reasonOf(r: Recipient, id: string): string | undefined {
   return r.state === 'delivered' ? undefined : r.lastError;
 }
 
-/** When the next attempt comes: an ISO time and how far off it is; nothing for mail never tried. */
-function nextOf(r: Recipient, now: number): string | undefined {
-  if (r.state !== 'queued' && r.state !== 'deferred') return undefined;
+/** When the next attempt comes: an ISO time and how far off it is; nothing for mail never tried, and
+ * nothing for held mail (no attempt comes until it is released; its note says so). */
+function nextOf(r: Recipient, now: number, place: string): string | undefined {
+  if (place === 'hold' || (r.state !== 'queued' && r.state !== 'deferred')) return undefined;
   if (!r.nextAttempt) return undefined;
   if (Date.parse(r.nextAttempt) <= now) return `${r.nextAttempt} (due: at the next run)`;
   return `${r.nextAttempt} (in ${age(new Date(now).toISOString(), Date.parse(r.nextAttempt))})`;
@@ -85,7 +86,7 @@ export function formatList(entries: Entry[], now = Date.now(), notes: Notes = NO
       `${e.id}  ${place === 'hold' ? 'HELD  ' : ''}age ${age(e.arrival, now)}  ${e.size} bytes  from <${safe(e.sender)}>`,
     );
     for (const r of e.recipients) {
-      const next = nextOf(r, now);
+      const next = nextOf(r, now, place);
       const why = reasonOf(r, e.id);
       const note = noteOf(notes, e.id, r);
       const parts = [
@@ -158,7 +159,7 @@ export function formatShow(entry: Entry, headerText: string, now = Date.now(), n
     lines.push(
       `  <${safe(r.address)}> ${r.state} attempts=${r.attempts}${r.orig ? ` for=<${safe(r.orig)}>` : ''}${r.local && r.local.kind !== 'refused' ? ` as=${safe(r.local.user)}` : ''}${r.notify ? ` notify=${r.notify.join(',')}` : ''}${r.route ? ` route=${safe(r.route)}` : ''}`,
     );
-    const next = nextOf(r, now);
+    const next = nextOf(r, now, entry.place);
     const why = reasonOf(r, e.id);
     const note = noteOf(notes, e.id, r);
     if (note) lines.push(`    now: ${safe(note)}`);

@@ -1,7 +1,8 @@
 /**
  * Why mail waits, for every listing: a recipient being sent right now (route, since when, bytes), a
- * recipient whose route is down, and a recipient never tried, for which the listing says what holds it:
- * no route files, no daemon to deliver it, offline, no route on this connection, or just the next run.
+ * recipient whose route is down, a held message (not tried until released), and a recipient never tried,
+ * for which the listing says what holds it: no route files, no daemon to deliver it, offline, no route on
+ * this connection, or just the next run.
  *
  * Asks the daemon over its control socket (in-flight deliveries, routes down, its online state); without
  * a daemon, reads the online state from the configured sources. Trusts the spool's envelopes; reads a
@@ -70,6 +71,11 @@ export async function waitNotes(entries: Entry[], facts: WaitFacts, store: Store
   const down = new Map(facts.down.map((d) => [d.route, d] as const));
   for (const { envelope: e, place } of entries) {
     const fresh = e.recipients.filter((r) => !isFinal(r.state) && r.state !== 'uncertain');
+    if (place === 'hold') {
+      // no run takes a held message, whatever its routes do
+      for (const r of fresh) notes.set(noteKey(e.id, r.address), heldNote(e.id));
+      continue;
+    }
     let head: string | undefined;
     for (const r of fresh) {
       const f = flying.get(noteKey(e.id, r.address));
@@ -90,6 +96,11 @@ export async function waitNotes(entries: Entry[], facts: WaitFacts, store: Store
     }
   }
   return notes;
+}
+
+/** Why a held message's recipient waits. */
+function heldNote(id: string): string {
+  return `held: not tried until 'ferrymail queue release ${id}'`;
 }
 
 /** Why a recipient never tried waits. */

@@ -6,6 +6,7 @@
  * Fails with FerryError for a broken route file (config) or a run already in progress (locked); delivery
  * problems are outcomes recorded per recipient.
  */
+import fs from 'node:fs';
 import type { Config } from '../config/types.js';
 import { loadRoutes } from '../config/routes.js';
 import type { OnlineState, RunSummary } from '../domain/online.js';
@@ -106,6 +107,12 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
       'usage',
       `no route named ${JSON.stringify(route)} (routes: ${[LOCAL_ROUTE, ...routes.map((r) => r.name)].join(', ')})`,
     );
+  }
+  // a spool that does not exist yet holds nothing to run, and a run creates nothing (docs/spool.md)
+  if (!fs.existsSync(cfg.spool)) {
+    const state = connection || !online ? await onlineState(cfg, connection) : await online();
+    const none = { messages: 0, delivered: 0, deferred: 0, failed: 0, uncertain: 0, busy: 0 };
+    return { ...none, state, routes: routes.length, waiting: 0, route };
   }
   const spool = openSpoolWriter(cfg.spool);
   const lock = await tryLockHolder(cfg.spool, 'runner');

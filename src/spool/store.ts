@@ -142,6 +142,8 @@ function withSyncers(layout: Layout): SyncedLayout {
 /** Runs fn while holding the message's lock. */
 async function withLock<T>(s: Store, id: string, fn: () => Promise<T>): Promise<T> {
   checkId(id);
+  // a spool that does not exist yet holds no message, and a change creates nothing (not even its locks)
+  if (!fs.existsSync(s.layout.root)) throw new FerryError('not-found', `no such message: ${id}`);
   const l = await s.lockMessage(id);
   try {
     return await fn();

@@ -220,6 +220,45 @@ test('queue list, show and mailq say why each recipient waits, when it is tried 
   assert.match(mailq.stdout, /^ {47}\(4\d\d 4\.\d\.\d .*\)\n {47}bob@example\.org$/m);
 });
 
+test("a held message is listed as held, with no next attempt and no route's state, and says how to release it", async () => {
+  const cfg = await threeRoutes('queue:\n  retry_min: 1m\n');
+  const id = await queue(cfg, ['bob@example.org']);
+  await ferrymail(cfg, ['flush']); // isp's server is not there: deferred, next attempt in a minute
+  const held = await ferrymail(cfg, ['queue', 'hold', id]);
+  assert.equal(held.code, 0, held.stderr);
+  const say = `held: not tried until 'ferrymail queue release ${id}'`;
+  const list = (await ferrymail(cfg, ['queue', 'list'])).stdout;
+  assert.match(list, new RegExp(`^${id}  HELD  `, 'm'));
+  const line = list.split('\n').find((l) => l.includes('<bob@example.org>'))!;
+  assert.ok(line.includes(`now: ${say}`), line);
+  assert.doesNotMatch(line, / next |route isp is down/, 'no attempt comes while it is held');
+  const show = (await ferrymail(cfg, ['queue', 'show', id])).stdout;
+  assert.ok(show.includes(`now: ${say}`), show);
+  assert.doesNotMatch(show, /next attempt:/);
+  const e = (await queueJson(cfg)).find((x) => x.id === id)!;
+  assert.deepEqual([e.place, e.recipients[0].now], ['hold', say]);
+  assert.ok(e.recipients[0].next_attempt, 'the stored time stays in the data, for when it is released');
+  const mailq = (await sendmail(cfg, [], '', 'mailq')).stdout;
+  assert.match(mailq, new RegExp(`^${id}! `, 'm'));
+  assert.ok(mailq.includes(`(${say})\n`), mailq);
+});
+
+test('a spool that does not exist yet: flush, runq, hold, release and rm create nothing', async () => {
+  const cfg = await threeRoutes();
+  fs.rmSync(cfg.spool, { recursive: true, force: true });
+  const f = await ferrymail(cfg, ['flush']);
+  assert.equal(f.code, 0, f.stderr);
+  assert.match(f.stdout, /0 messages due/);
+  const q = await sendmail(cfg, ['-q']);
+  assert.equal(q.code, 0, q.stderr);
+  for (const cmd of ['hold', 'release', 'rm']) {
+    const r = await ferrymail(cfg, ['queue', cmd, '01M8487W0B5M96XK']);
+    assert.equal(r.code, 66, `${cmd}: ${r.stderr}`);
+    assert.match(r.stderr, /no such message: 01M8487W0B5M96XK/);
+  }
+  assert.equal(fs.existsSync(cfg.spool), false, 'nothing created');
+});
+
 test('an uncertain delivery on a route with uncertain: hold is held and shown so; queue release tries it once more', async () => {
   const cfg = await threeRoutes();
   const id = await queue(cfg, ['x@flaky.example']);
