@@ -370,6 +370,8 @@ async function status(cmd: Command): Promise<number> {
   }
   if (!res.ok || !res.status) throw new FerryError('control', res.ok ? 'no status' : res.error);
   const s = res.status;
+  // the daemon runs, but on a spool it refuses now: said in every form, exit 78
+  const refused = s.spoolRefused ? EX.CONFIG : EX.OK;
   if (short) {
     const { shortStatus } = await import('./watch-cmd.js');
     out(`${shortStatus(true, s.online, s.queued, s.held)}\n`);
@@ -379,6 +381,8 @@ async function status(cmd: Command): Promise<number> {
       `daemon: running, pid ${s.pid}, since ${s.started}, version ${s.version}\nconfig: ${s.fromFile ? s.configFile : 'embedded default'}\n`,
     );
     out(`listen: ${s.listening.join(' ')}\nspool:  ${s.spool}\nqueue:  ${s.queued} queued, ${s.held} held\n`);
+    if (s.spoolRefused)
+      out(`spool refused: ${safe(s.spoolRefused)}; no queue run or change is made until it is mended\n`);
     const { describeState } = await import('../online/state.js');
     out(`online: ${s.online ? describeState(s.online) : 'not yet known'}\n`);
     for (const f of s.inFlight ?? [])
@@ -390,7 +394,7 @@ async function status(cmd: Command): Promise<number> {
         `route down: ${d.route} since ${d.since} ${d.until ? `until ${d.until}` : 'until its settings change or a manual flush'}: ${safe(d.reason)}\n`,
       );
   }
-  return EX.OK;
+  return refused;
 }
 
 /** ferrymail online: the state now, computed here from the configured sources, with its reason. */

@@ -28,6 +28,7 @@ export async function changeIds(
   let results: IdResult[];
   if (res === null) results = await applyChange(openStore(cfg.spool), cmd, ids);
   else if (res.ok && res.results) results = res.results;
+  else if (!res.ok && res.code) throw new FerryError(res.code as FerryErrorCode, res.error);
   else throw new FerryError('control', res.ok ? 'the daemon gave no results' : res.error);
   const verb = { rm: 'removed', hold: 'held', release: 'released' }[cmd];
   let code: number = EX.OK;

@@ -41,6 +41,9 @@ export interface DaemonStatus {
   inFlight?: FlightView[];
   /** Routes that are down. */
   routesDown?: DownView[];
+  /** Why the spool is refused now (its check failed since the daemon started: no run and no change
+   * is made until it is mended); absent while it is fine. */
+  spoolRefused?: string;
 }
 
 /** A delivery under way: which message, by which route, since when, how much of it went. */

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type { ControlRequest, ControlResponse, DaemonStatus, FlushReport } from '../control/protocol.js';
 import { isFerryError } from '../errors.js';
+import { checkLayout } from '../spool/layout.js';
 import { applyChange, type Store } from '../spool/store.js';
 import type { EventFeed } from './events.js';
 
@@ -44,6 +45,9 @@ async function answer(deps: ControlDeps, req: ControlRequest): Promise<ControlRe
     case 'hold':
     case 'release': {
       if (!Array.isArray(req.ids)) return { ok: false, error: 'ids must be a list' };
+      // a spool changed since the daemon's start (its modes, its owner) is refused here as it is by a
+      // command that finds no daemon: thrown, it is answered with its code (config)
+      checkLayout(deps.store.layout);
       const results = await applyChange(deps.store, req.cmd, req.ids.map(String));
       // a released message is tried now, not at the next minute's run
       if (req.cmd === 'release' && results.some((r) => r.ok)) deps.runSoon();

@@ -26,6 +26,7 @@ import { EventFeed } from './events.js';
 import type { Hooks } from '../receive/stages.js';
 import { isId } from '../spool/id.js';
 import { tryLockHolder, type Lock } from '../spool/lock.js';
+import { checkLayout } from '../spool/layout.js';
 import { openStore, queueCounts, type Store } from '../spool/store.js';
 import { openSpoolWriter, type SpoolWriter } from '../spool/writer.js';
 import { VERSION } from '../version.js';
@@ -310,6 +311,16 @@ function kicked(store: Store, log: Logger, id: string): void {
 }
 
 /** Gathers the daemon's status. */
+/** Why the spool's check fails now (checkLayout: its owner and modes), or nothing when it passes. */
+function spoolRefusal(store: Store): string | undefined {
+  try {
+    checkLayout(store.layout);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
 async function status(
   cfg: Config,
   store: Store,
@@ -321,6 +332,7 @@ async function status(
   // 100,000 names costs a tenth of a second, a status bar asks often)
   const { queued, held } = await queueCounts(store.layout);
   return {
+    spoolRefused: spoolRefusal(store),
     pid: process.pid,
     started,
     version: VERSION,

@@ -259,6 +259,34 @@ test('a spool that does not exist yet: flush, runq, hold, release and rm create 
   assert.equal(fs.existsSync(cfg.spool), false, 'nothing created');
 });
 
+test('a spool opened to others while the daemon runs: its status says so (exit 78), and it refuses queue changes', async () => {
+  const cfg = await threeRoutes();
+  const id = await queue(cfg, ['bob@example.org']);
+  const d = await startDaemon(cfg);
+  try {
+    assert.equal((await ferrymail(cfg, ['status'])).code, 0);
+    fs.chmodSync(cfg.spool, 0o777);
+    const st = await ferrymail(cfg, ['status']);
+    assert.equal(st.code, 78, st.stdout + st.stderr);
+    assert.match(
+      st.stdout,
+      /^spool refused: .*writable by group or others.*; no queue run or change is made until it is mended$/m,
+    );
+    const js = await ferrymail(cfg, ['status', '--json']);
+    assert.equal(js.code, 78);
+    assert.match(JSON.parse(js.stdout).spoolRefused, /writable by group or others/);
+    const hold = await ferrymail(cfg, ['queue', 'hold', id]);
+    assert.equal(hold.code, 78, hold.stderr);
+    assert.match(hold.stderr, /writable by group or others/);
+    fs.chmodSync(cfg.spool, 0o711);
+    assert.equal((await ferrymail(cfg, ['status'])).code, 0, 'mended: all well again');
+    assert.equal((await queueJson(cfg)).find((e) => e.id === id)!.place, 'queue', 'the refused hold changed nothing');
+  } finally {
+    fs.chmodSync(cfg.spool, 0o711);
+    await stopDaemon(d);
+  }
+});
+
 test('an uncertain delivery on a route with uncertain: hold is held and shown so; queue release tries it once more', async () => {
   const cfg = await threeRoutes();
   const id = await queue(cfg, ['x@flaky.example']);
