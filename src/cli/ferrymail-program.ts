@@ -25,7 +25,11 @@ export function buildProgram(setCode: (n: number) => void): Command {
     .version(VERSION)
     .addOption(new Option('--config-dir <dir>', 'configuration directory (or FERRYMAIL_CONFIG_DIR)'))
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({
+      writeErr: (s) => process.stderr.write(s),
+      // usage errors in the one form of every other error (docs/cli.md): `ferrymail: message`
+      outputError: (s, write) => write(s.replace(/^error: /, 'ferrymail: ')),
+    });
   const act =
     <A extends unknown[]>(fn: (...a: A) => Promise<number> | number) =>
     async (...a: A): Promise<void> =>

@@ -376,6 +376,19 @@ describe('ferrymail config', () => {
     assert.equal(unknown.code, 64);
   });
 
+  test('usage errors: one line in the form of every other error, exit 64', async () => {
+    const cfg = await makeConfig();
+    for (const [args, line] of [
+      [['queue', 'hold'], "ferrymail: missing required argument 'ids'\n"],
+      [['--bogus'], "ferrymail: unknown option '--bogus'\n"],
+      [['queue', 'list', '--bogus'], "ferrymail: unknown option '--bogus'\n"],
+      [['nosuch'], "ferrymail: unknown command 'nosuch'\n"],
+    ] as const) {
+      const r = await ferrymail(cfg, [...args]);
+      assert.deepEqual([r.code, r.stderr], [64, line], args.join(' '));
+    }
+  });
+
   test('config set keeps the comments of the file, and config get then prints the new value', async () => {
     const { cfg, file } = await withFile(COMMENTED);
     const r = await ferrymail(cfg, ['config', 'set', 'limits.recipients', '50']);
