@@ -310,7 +310,6 @@ function kicked(store: Store, log: Logger, id: string): void {
   );
 }
 
-/** Gathers the daemon's status. */
 /** Why the spool's check fails now (checkLayout: its owner and modes), or nothing when it passes. */
 function spoolRefusal(store: Store): string | undefined {
   try {
@@ -321,6 +320,7 @@ function spoolRefusal(store: Store): string | undefined {
   }
 }
 
+/** Gathers the daemon's status. */
 async function status(
   cfg: Config,
   store: Store,

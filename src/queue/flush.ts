@@ -26,7 +26,7 @@ import { localNoticeDelivery, runNotifyCommand } from './local-notice.js';
 import { LOCAL_ROUTE, localDelivery } from './local-route.js';
 import { settleInflight, writePending } from './recover.js';
 import type { RetryPolicy } from './retry.js';
-import { runQueue, type RunSignal } from './runner.js';
+import { emptyReport, runQueue, type RunSignal } from './runner.js';
 import { enqueueNotice, messageFor, transportFor } from './wiring.js';
 
 /** The online state now, as the configuration says to find it. */
@@ -108,12 +108,11 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
       `no route named ${JSON.stringify(route)} (routes: ${[LOCAL_ROUTE, ...routes.map((r) => r.name)].join(', ')})`,
     );
   }
+  /** The online state the run goes by: the connection forced, else the caller's view, else the sources'. */
+  const stateNow = (): Promise<OnlineState> => (connection || !online ? onlineState(cfg, connection) : online());
   // a spool that does not exist yet holds nothing to run, and a run creates nothing (docs/spool.md)
-  if (!fs.existsSync(cfg.spool)) {
-    const state = connection || !online ? await onlineState(cfg, connection) : await online();
-    const none = { messages: 0, delivered: 0, deferred: 0, failed: 0, uncertain: 0, busy: 0 };
-    return { ...none, state, routes: routes.length, waiting: 0, route };
-  }
+  if (!fs.existsSync(cfg.spool))
+    return { ...emptyReport(), state: await stateNow(), routes: routes.length, waiting: 0, route };
   const spool = openSpoolWriter(cfg.spool);
   const lock = await tryLockHolder(cfg.spool, 'runner');
   if (!('release' in lock))
@@ -136,7 +135,7 @@ export async function flushQueue(cfg: Config, log: Logger, opts: FlushOptions = 
     ensureReserve(store.layout, floor);
     const health = healthOf(cfg.spool);
     if (manual) health.clear(true); // a person asks for a new try, of every route
-    const state = connection || !online ? await onlineState(cfg, connection) : await online();
+    const state = await stateNow();
     const journal = await openJournal(store.layout);
     // closed whatever fails from here on: its descriptor is not closed when collected
     const report = await (settled.clean ? journal.clear() : Promise.resolve())

@@ -128,6 +128,11 @@ export interface RunnerDeps {
 /** What one run did. */
 export type RunReport = RunCounts;
 
+/** The counts of a run that has taken no message yet. */
+export function emptyReport(): RunReport {
+  return { messages: 0, delivered: 0, deferred: 0, failed: 0, uncertain: 0, busy: 0 };
+}
+
 /** Messages delivered at once in a run; each route's transport bounds its own connections. */
 export const PARALLEL_MESSAGES = 8;
 
@@ -139,7 +144,7 @@ export const PARALLEL_LOCAL = 64;
  * can keep its connection open from message to message) and is closed at the end. */
 export async function runQueue(deps: RunnerDeps): Promise<RunReport> {
   const now = deps.now ?? Date.now;
-  const report: RunReport = { messages: 0, delivered: 0, deferred: 0, failed: 0, uncertain: 0, busy: 0 };
+  const report = emptyReport();
   const state = await deps.online();
   const transports = new Map<Route, Transport>();
   let notices = 0;

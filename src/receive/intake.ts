@@ -18,6 +18,11 @@ import { streamModule } from '../lazy-node.js';
 import { noteBytes } from '../spool/reclaim.js';
 import { freeBytes, INTAKE_FREE_AGE_MS } from '../spool/space.js';
 
+/** The refusal of a message larger than max bytes. */
+export function tooLarge(max: number): FerryError {
+  return dataError(552, '5.3.4', `Message exceeds the size limit of ${max} bytes`);
+}
+
 /** Refuses a message once more than max bytes have passed. */
 export class SizeLimit implements Step {
   private seen = 0;
@@ -25,7 +30,7 @@ export class SizeLimit implements Step {
   push(chunk: Buffer): Buffer {
     this.seen += chunk.length;
     noteBytes(chunk.length);
-    if (this.seen > this.max) throw dataError(552, '5.3.4', `Message exceeds the size limit of ${this.max} bytes`);
+    if (this.seen > this.max) throw tooLarge(this.max);
     return chunk;
   }
   end(): undefined {
@@ -69,6 +74,8 @@ async function feedBlocking(source: BlockingSource, steps: Step[], writer: Messa
 function feedStream(source: Readable, steps: Step[], writer: MessageWriter): Promise<void> {
   return new Promise((resolve, reject) => {
     let failed = false;
+    /** The message ended inside the input (a lone dot): what follows is ignored. */
+    let resolved = false;
     const { Writable: Sink } = streamModule();
     const pass = (chunk: Buffer | null, cb: (err?: Error | null) => void): void => {
       let busy: Promise<void> | undefined;
@@ -91,7 +98,6 @@ function feedStream(source: Readable, steps: Step[], writer: MessageWriter): Pro
       }
       busy ? busy.then(() => cb(), cb) : cb();
     };
-    let resolved = false;
     const sink: Writable = new Sink({
       highWaterMark: 64 * 1024,
       write: (chunk: Buffer, _e, cb) => (resolved ? cb() : pass(chunk, cb)),

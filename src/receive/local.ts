@@ -13,7 +13,7 @@ import { checkAddress, qualify } from '../domain/address.js';
 import type { Envelope, NotifyKeyword } from '../domain/envelope.js';
 import { newRecipient } from '../domain/envelope.js';
 import { expandRecipients } from '../local/recipients.js';
-import { dataError, FerryError } from '../errors.js';
+import { FerryError } from '../errors.js';
 import type { Config } from '../config/types.js';
 import type { Readable } from 'node:stream';
 import { nulError, type Step } from '../scan/steps.js';
@@ -28,7 +28,7 @@ import {
   type HeaderField,
 } from '../scan/headers.js';
 import type { SpoolWriter } from '../spool/writer.js';
-import { intake, type BlockingSource } from './intake.js';
+import { intake, tooLarge, type BlockingSource } from './intake.js';
 import { qmailHeaders, recipientFields, returnPathOf, type QmailRules } from './qmail-rules.js';
 import { checkLocalSender } from './senders.js';
 
@@ -68,8 +68,7 @@ export class LocalLines implements Step {
     if (nl < 0) {
       this.partial.push(chunk);
       this.partialBytes += chunk.length;
-      if (this.partialBytes > this.maxBytes)
-        throw dataError(552, '5.3.4', `Message exceeds the size limit of ${this.maxBytes} bytes`);
+      if (this.partialBytes > this.maxBytes) throw tooLarge(this.maxBytes);
       return undefined;
     }
     const lines = Buffer.concat([...this.partial, chunk.subarray(0, nl + 1)])
